@@ -1,0 +1,204 @@
+//! The audit log: an append-only, hash-chained record of every state change.
+//!
+//! Owns the event shape, its canonical hashing and chain verification; the store persists
+//! events inside the same transaction as the change they describe. Invariant:
+//! `hash = sha256(prev_hash ‖ canonical(seq, ts, actor, kind, subject, data))`, where `data` is
+//! hashed as the exact text stored, so no re-serialization can break the chain.
+
+pub mod actor;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::Redactor;
+
+/// `prev_hash` of the first event.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// An event as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub seq: i64,
+    pub ts: String,
+    pub actor: String,
+    pub kind: String,
+    pub subject: String,
+    /// Redacted JSON text, exactly as hashed.
+    #[serde(serialize_with = "as_json")]
+    pub data: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+fn as_json<S: serde::Serializer>(data: &str, s: S) -> Result<S::Ok, S::Error> {
+    match serde_json::from_str::<serde_json::Value>(data) {
+        Ok(v) => v.serialize(s),
+        Err(_) => s.serialize_str(data),
+    }
+}
+
+/// An event about to be appended: the store assigns seq, time and hashes.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    pub actor: String,
+    pub kind: String,
+    pub subject: String,
+    pub data: String,
+}
+
+impl Draft {
+    /// A draft by the current OS user, with secrets redacted from subject and data.
+    pub fn new(kind: &str, subject: &str, data: serde_json::Value, redactor: &Redactor) -> Self {
+        let mut data = data;
+        redactor.redact_json(&mut data);
+        Draft {
+            actor: actor::current(),
+            kind: kind.to_string(),
+            subject: redactor.redact(subject).into_owned(),
+            data: data.to_string(),
+        }
+    }
+}
+
+fn canonical(seq: i64, ts: &str, actor: &str, kind: &str, subject: &str, data: &str) -> String {
+    serde_json::json!([seq, ts, actor, kind, subject, data]).to_string()
+}
+
+pub fn hash(prev_hash: &str, seq: i64, ts: &str, actor: &str, kind: &str, subject: &str, data: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(prev_hash.as_bytes());
+    h.update(canonical(seq, ts, actor, kind, subject, data).as_bytes());
+    hex(&h.finalize())
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// Seals a draft as event `seq` after `prev_hash`.
+pub fn seal(seq: i64, ts: String, draft: &Draft, prev_hash: String) -> Event {
+    let hash = hash(
+        &prev_hash,
+        seq,
+        &ts,
+        &draft.actor,
+        &draft.kind,
+        &draft.subject,
+        &draft.data,
+    );
+    Event {
+        seq,
+        ts,
+        actor: draft.actor.clone(),
+        kind: draft.kind.clone(),
+        subject: draft.subject.clone(),
+        data: draft.data.clone(),
+        prev_hash,
+        hash,
+    }
+}
+
+/// The first problem found in a chain.
+#[derive(Debug, Clone, Serialize)]
+pub struct Break {
+    pub seq: i64,
+    pub reason: String,
+}
+
+/// Checks events fed in seq order; keeps only the last hash, so memory is constant.
+#[derive(Debug, Default)]
+pub struct Verifier {
+    last: Option<(i64, String)>,
+    pub checked: u64,
+    pub first_break: Option<Break>,
+}
+
+impl Verifier {
+    /// Feeds the next event; returns false once the chain is broken (stop feeding).
+    pub fn feed(&mut self, e: &Event) -> bool {
+        let (expected_seq, expected_prev) = match &self.last {
+            None => (1, GENESIS.to_string()),
+            Some((seq, hash)) => (seq + 1, hash.clone()),
+        };
+        let reason = if e.seq != expected_seq {
+            Some(if e.seq > expected_seq {
+                format!("event {expected_seq} is missing (found {} next)", e.seq)
+            } else {
+                format!("event {} is out of order (expected {expected_seq})", e.seq)
+            })
+        } else if e.prev_hash != expected_prev {
+            Some("prev_hash does not match the previous event's hash (events deleted or reordered)".into())
+        } else if hash(&e.prev_hash, e.seq, &e.ts, &e.actor, &e.kind, &e.subject, &e.data) != e.hash {
+            Some("hash does not match the event's content (event edited)".into())
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            self.first_break = Some(Break {
+                seq: expected_seq.min(e.seq),
+                reason,
+            });
+            return false;
+        }
+        self.checked += 1;
+        self.last = Some((e.seq, e.hash.clone()));
+        true
+    }
+
+    pub fn head(&self) -> Option<&(i64, String)> {
+        self.last.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(n: i64) -> Vec<Event> {
+        let mut prev = GENESIS.to_string();
+        (1..=n)
+            .map(|seq| {
+                let d = Draft {
+                    actor: "ops".into(),
+                    kind: "k".into(),
+                    subject: "s".into(),
+                    data: format!("{{\"n\":{seq}}}"),
+                };
+                let e = seal(seq, format!("t{seq}"), &d, prev.clone());
+                prev = e.hash.clone();
+                e
+            })
+            .collect()
+    }
+
+    fn first_break(events: &[Event]) -> Option<i64> {
+        let mut v = Verifier::default();
+        for e in events {
+            if !v.feed(e) {
+                break;
+            }
+        }
+        v.first_break.map(|b| b.seq)
+    }
+
+    #[test]
+    fn detects_edit_delete_and_reorder() {
+        let good = chain(5);
+        assert_eq!(first_break(&good), None);
+        let mut edited = good.clone();
+        edited[2].data = "{\"n\":99}".into();
+        assert_eq!(first_break(&edited), Some(3));
+        let mut deleted = good.clone();
+        deleted.remove(1);
+        assert_eq!(first_break(&deleted), Some(2));
+        let mut swapped = good.clone();
+        swapped.swap(2, 3);
+        assert_eq!(first_break(&swapped), Some(3));
+    }
+}

@@ -1,0 +1,265 @@
+//! The command line: parse, call the domain, render. No business logic lives here.
+//!
+//! Owns the clap definitions (the user's vocabulary, a public contract: names and flags do
+//! not change), one dispatch `match`, and rendering. Each command group has its own file.
+
+mod audit;
+mod config_cmd;
+mod db;
+pub mod error;
+mod jobs;
+pub mod output;
+mod schedule;
+mod state;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+pub use error::CliError;
+use output::Printer;
+
+use crate::config::{self, Config};
+use crate::store::Store;
+
+const ABOUT: &str = "Executable runbooks for single-host services";
+const LONG_ABOUT: &str = "\
+runbook runs the operations of a service from one file, runbook.yaml: profiles of tasks on cron
+schedules that never overlap themselves, a jobs ledger of every run with stale-run recovery and
+retry, script state, and a hash-chained audit log of every change, all in one SQLite file.
+
+Commands that change state are dry runs unless given --apply. Every command takes --json.
+
+Exit status: 0 ok · 1 a task, check or verification failed · 2 usage or configuration error ·
+3 internal error (state file, I/O).";
+
+const AFTER_HELP: &str = "\
+Configuration is read from --config FILE, else $RUNBOOK_CONFIG, else ./runbook.yaml, else
+/etc/runbook/runbook.yaml. Start from examples/quickstart.yaml.
+
+Examples:
+  runbook config check                  validate runbook.yaml, every error with file:line:col
+  runbook list                          profiles, cadence, next and last run
+  runbook run hourly --dry-run          print exactly what would run
+  runbook jobs recover-stale --older-than-minutes 180          dry run; add --apply to act
+  runbook audit verify                  check the hash chain of the audit log";
+
+#[derive(Debug, Parser)]
+#[command(name = "runbook", version, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print machine-readable JSON instead of tables
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Log format on stderr [default: text on a terminal, json under systemd]
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Log level: error, warn, info, debug, trace [default: info for the daemon, warn otherwise]
+    #[arg(long, global = true, env = "RUNBOOK_LOG", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the scheduler: every enabled profile at its cron times (systemd Type=notify)
+    Daemon(DaemonArgs),
+    /// Ask the running daemon to reload runbook.yaml (validated first; a bad file is not applied)
+    Reload,
+    /// Validate or print the configuration
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// List profiles: cadence, task count, next run, last run
+    List,
+    /// Print the crontab that runs the same schedule through `runbook run`
+    RenderCrontab(RenderArgs),
+    /// Run a profile now (skipped if a run of it is still going)
+    Run(RunArgs),
+    /// The jobs ledger: list, show, recover stale runs, retry
+    #[command(subcommand)]
+    Jobs(JobsCmd),
+    /// Script state: namespaced keys kept between runs
+    #[command(subcommand)]
+    State(StateCmd),
+    /// The hash-chained audit log
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// The state file's schema version and migrations
+    #[command(subcommand)]
+    Db(DbCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// After SIGTERM, how long running tasks may go on before they are killed
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    pub shutdown_grace: config::HumanDuration,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Path of the runbook binary in the crontab lines [default: this binary]
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Profile to run
+    pub profile: String,
+    /// Print every task and the exact command it would run; run nothing, write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Validate the configuration; report every error with file:line:col (exit 2)
+    Check,
+    /// Print the resolved configuration, secrets redacted
+    Show,
+    /// Print the JSON Schema of runbook.yaml, for editors
+    Schema,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCmd {
+    /// Recent runs, newest first
+    List {
+        /// How many runs to show
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Only runs with this status: running, ok, failed, skipped, stale, retryable
+        #[arg(long)]
+        status: Option<crate::store::RunStatus>,
+        /// Only runs of this profile
+        #[arg(long)]
+        profile: Option<String>,
+    },
+    /// One run with its output excerpt (and its tasks, for a profile run)
+    Show { id: i64 },
+    /// Find runs still marked running whose process is gone or that are too old; --apply marks them retryable
+    RecoverStale {
+        /// Runs started longer ago than this are stale even if their process seems alive
+        #[arg(long, value_name = "N")]
+        older_than_minutes: u64,
+        /// Mark them retryable (default: only list them)
+        #[arg(long)]
+        apply: bool,
+    },
+    /// Run a failed or retryable run again, linked to the original
+    Retry {
+        id: i64,
+        /// Run it (default: print what would run)
+        #[arg(long)]
+        apply: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCmd {
+    /// Print a key's value (exit 1 if it is not set)
+    Get { namespace: String, key: String },
+    /// Set a key (dry run unless --apply)
+    Set {
+        namespace: String,
+        key: String,
+        value: String,
+        #[arg(long)]
+        apply: bool,
+    },
+    /// List keys, optionally of one namespace
+    List { namespace: Option<String> },
+    /// Import legacy text cache files from a directory; existing keys are kept unless --overwrite
+    Import {
+        dir: PathBuf,
+        /// Namespace of the imported keys [default: the directory's name]
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Replace keys that already hold a different value
+        #[arg(long)]
+        overwrite: bool,
+        /// Write (default: print the plan)
+        #[arg(long)]
+        apply: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Recent audit events, newest first
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Only events of this kind (e.g. run.finished, run.recovered, state.set)
+        #[arg(long)]
+        kind: Option<String>,
+    },
+    /// Check the hash chain: exit 1 naming the first bad event
+    Verify,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCmd {
+    /// Schema version of the state file: current and head
+    Status,
+    /// Apply pending migrations (dry run unless --apply)
+    Migrate {
+        #[arg(long)]
+        apply: bool,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<config::HumanDuration, String> {
+    config::HumanDuration::parse(s)
+}
+
+/// What a command reports when it did not fail outright.
+pub enum Outcome {
+    Ok,
+    /// Exit 1: a task, check or verification failed (the output already says which).
+    Failed,
+}
+
+pub struct Ctx {
+    pub config_path: Option<PathBuf>,
+    pub out: Printer,
+}
+
+impl Ctx {
+    pub fn load(&self) -> Result<Config, CliError> {
+        let path = config::discover(self.config_path.as_deref())?;
+        Ok(config::load(&path)?)
+    }
+
+    pub fn open_store(&self, config: &Config) -> Result<Store, CliError> {
+        Ok(Store::open(&config.state.path)?)
+    }
+}
+
+pub fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
+    let cx = Ctx {
+        config_path: cli.config,
+        out: Printer { json: cli.json },
+    };
+    match cli.command {
+        Command::Daemon(args) => schedule::daemon(&cx, args),
+        Command::Reload => schedule::reload(&cx),
+        Command::Config(cmd) => config_cmd::run(&cx, cmd),
+        Command::List => schedule::list(&cx),
+        Command::RenderCrontab(args) => schedule::render_crontab(&cx, args),
+        Command::Run(args) => schedule::run(&cx, args),
+        Command::Jobs(cmd) => jobs::run(&cx, cmd),
+        Command::State(cmd) => state::run(&cx, cmd),
+        Command::Audit(cmd) => audit::run(&cx, cmd),
+        Command::Db(cmd) => db::run(&cx, cmd),
+    }
+}

@@ -1,0 +1,216 @@
+//! The validated configuration: the types the rest of runbook reads.
+//!
+//! Owns the shape of `runbook.yaml` after validation, its serialization (`config show`) and its
+//! JSON Schema (`config schema`). It does not parse YAML (see `validate`). Invariant: a value of
+//! these types is valid: crons parse, durations are positive, task names are unique.
+
+use schemars::JsonSchema;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::secrets::Redactor;
+use super::units::{ByteSize, HumanDuration, Percent};
+
+/// Timeout of a task when neither the task nor its profile sets one.
+pub const DEFAULT_TASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+/// Time between SIGTERM and SIGKILL when a task is stopped.
+pub const DEFAULT_KILL_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// runbook.yaml: executable runbooks for one host.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "runbook.yaml")]
+pub struct Config {
+    /// Format version of this file. Always 1.
+    pub version: u32,
+    /// Name of this host in runs and audit events. Default: the machine's hostname.
+    #[serde(default)]
+    pub host: String,
+    /// Where runbook keeps its state.
+    #[serde(default)]
+    pub state: StateConfig,
+    /// Env files whose values are secrets, and paths nobody may read without approval.
+    #[serde(default)]
+    pub secrets: SecretsConfig,
+    /// Named groups of tasks that run on a cron schedule.
+    #[serde(default)]
+    pub profiles: BTreeMap<String, Profile>,
+    #[serde(skip)]
+    pub source: PathBuf,
+    #[serde(skip)]
+    pub redactor: Redactor,
+    /// Variables from the env files, passed to every task's environment.
+    #[serde(skip)]
+    pub env: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// `sqlite:///absolute/path.db`, `sqlite://relative/path.db` (to this file's directory), or a
+    /// plain path. Default: sqlite:///var/lib/runbook/runbook.db
+    #[serde(default)]
+    pub url: String,
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// dotenv files (KEY=value). Their values expand `${KEY}` and are redacted everywhere.
+    #[serde(default)]
+    pub env_files: Vec<PathBuf>,
+    /// Glob patterns of files whose reading needs an approved change request.
+    #[serde(default)]
+    pub deny_read: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// 5 fields (min hour dom month dow), 6 with seconds first, or @hourly, @daily, @weekly…
+    pub cron: String,
+    /// IANA time zone the cron is read in. Default: the host's local time zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// A disabled profile is not scheduled and not rendered in the crontab; `run` still works.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Default timeout of each task in this profile (a task may override). Default: 30m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+    /// `git fetch` + `git reset --hard` of a checkout before the tasks; best effort.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_before_run: Option<GitSync>,
+    /// The tasks, run in order; a failed task does not stop the ones after it.
+    pub tasks: Vec<Task>,
+    #[serde(skip)]
+    pub schedule: Option<Schedule>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A parsed cron expression with the time zone it is read in.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub cron: croner::Cron,
+    pub tz: jiff::tz::TimeZone,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GitSync {
+    /// Path of the git checkout.
+    pub repo: PathBuf,
+    /// Remote to fetch. Default: origin.
+    #[serde(default)]
+    pub remote: String,
+    /// Branch to reset to.
+    pub branch: String,
+}
+
+/// One step of a profile.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Task {
+    /// A command: `{ run: [argv…] }`, `{ run: "string" }` or `{ sh: "script" }`.
+    Command(CommandTask),
+}
+
+impl Task {
+    pub fn name(&self) -> &str {
+        match self {
+            Task::Command(c) => &c.name,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommandTask {
+    /// Name in runs and output. Default: the program's file name (`sh` for scripts).
+    pub name: String,
+    #[serde(flatten)]
+    pub program: Program,
+    /// Kill the task's whole process group after this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+    /// Time between SIGTERM and SIGKILL on timeout. Default: 5s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_grace: Option<HumanDuration>,
+    /// Working directory. Default: the directory of runbook.yaml.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<PathBuf>,
+    /// Extra environment variables.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(flatten)]
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub enum Program {
+    /// A program and its arguments, run without a shell. A string is split like a shell would
+    /// split it (quotes, backslashes), with no shell features (no pipes, globs or variables).
+    #[serde(rename = "run")]
+    Run(RunArgs),
+    /// A script for `/bin/sh -c`.
+    #[serde(rename = "sh")]
+    Sh(String),
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RunArgs {
+    Argv(Vec<String>),
+    Line(String),
+}
+
+impl Program {
+    /// The argv to execute. Validation guarantees a `Line` splits and is not empty.
+    pub fn argv(&self) -> Vec<String> {
+        match self {
+            Program::Run(RunArgs::Argv(argv)) => argv.clone(),
+            Program::Run(RunArgs::Line(line)) => shlex::split(line).unwrap_or_default(),
+            Program::Sh(script) => vec!["/bin/sh".into(), "-c".into(), script.clone()],
+        }
+    }
+}
+
+/// Resource limits of a task's process.
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+pub struct Limits {
+    /// Address-space limit (RLIMIT_AS), or MemoryMax= under `systemd_run`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_max: Option<ByteSize>,
+    /// CPU time limit (RLIMIT_CPU); the process gets SIGXCPU, then SIGKILL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_time: Option<HumanDuration>,
+    /// Open file descriptor limit (RLIMIT_NOFILE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nofile: Option<u64>,
+    /// Run inside `systemd-run --scope` with MemoryMax= and CPUQuota= (needs systemd).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub systemd_run: bool,
+    /// CPUQuota= under `systemd_run`, e.g. 25%.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_quota: Option<Percent>,
+}
+
+impl Config {
+    pub fn profile(&self, name: &str) -> Option<&Profile> {
+        self.profiles.get(name)
+    }
+
+    /// The directory relative paths in the config are resolved against.
+    pub fn base_dir(&self) -> PathBuf {
+        self.source
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+}

@@ -1,0 +1,166 @@
+//! Secrets: values loaded from `secrets.env_files`, and the redactor that hides them.
+//!
+//! Owns dotenv parsing and `Redactor`. It does not decide where redaction is applied (every
+//! writer of output, logs and audit data calls `redact`). Invariant: a value that came from an
+//! env file never leaves the process unredacted, except into the environment of child tasks.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::sync::Arc;
+
+pub const REDACTED: &str = "[redacted]";
+
+/// Shorter values are not redacted: masking `1` or `yes` everywhere would make output unreadable.
+pub const MIN_SECRET_LEN: usize = 4;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvVar {
+    pub key: String,
+    pub value: String,
+    pub line: usize,
+}
+
+/// Parses dotenv syntax: `KEY=value`, `export KEY=value`, `#` comments, single quotes (literal),
+/// double quotes (with `\n`, `\"`, `\\` escapes). Errors carry the 1-based line.
+pub fn parse_env_file(text: &str) -> Result<Vec<EnvVar>, (usize, String)> {
+    let mut vars = Vec::new();
+    for (idx, raw) in text.lines().enumerate() {
+        let line_no = idx + 1;
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").map(str::trim_start).unwrap_or(line);
+        let Some((key, value)) = line.split_once('=') else {
+            return Err((line_no, format!("expected KEY=value, found `{line}`")));
+        };
+        let key = key.trim();
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err((line_no, format!("`{key}` is not a valid variable name")));
+        }
+        let value = value.trim();
+        let value = if let Some(inner) = value.strip_prefix('\'') {
+            inner
+                .strip_suffix('\'')
+                .ok_or((line_no, "unterminated single quote".to_string()))?
+                .to_string()
+        } else if let Some(inner) = value.strip_prefix('"') {
+            let inner = inner
+                .strip_suffix('"')
+                .ok_or((line_no, "unterminated double quote".to_string()))?;
+            unescape_double(inner)
+        } else {
+            match value.find(" #") {
+                Some(i) => value[..i].trim_end().to_string(),
+                None => value.to_string(),
+            }
+        };
+        vars.push(EnvVar {
+            key: key.to_string(),
+            value,
+            line: line_no,
+        });
+    }
+    Ok(vars)
+}
+
+fn unescape_double(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+/// Replaces every known secret value with `[redacted]`. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    secrets: Arc<Vec<String>>,
+}
+
+impl Redactor {
+    pub fn new(values: impl IntoIterator<Item = String>) -> Self {
+        let mut secrets: Vec<String> = values.into_iter().filter(|v| v.len() >= MIN_SECRET_LEN).collect();
+        // Longest first, so a secret containing another is replaced whole.
+        secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        secrets.dedup();
+        Redactor {
+            secrets: Arc::new(secrets),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.secrets.is_empty()
+    }
+
+    pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let mut out = Cow::Borrowed(text);
+        for secret in self.secrets.iter() {
+            if out.contains(secret.as_str()) {
+                out = Cow::Owned(out.replace(secret.as_str(), REDACTED));
+            }
+        }
+        out
+    }
+
+    /// Redacts every string inside a JSON value, keys included.
+    pub fn redact_json(&self, value: &mut serde_json::Value) {
+        if self.is_empty() {
+            return;
+        }
+        match value {
+            serde_json::Value::String(s) => {
+                if let Cow::Owned(r) = self.redact(s) {
+                    *s = r;
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| self.redact_json(v)),
+            serde_json::Value::Object(map) => {
+                let entries = std::mem::take(map);
+                for (k, mut v) in entries {
+                    self.redact_json(&mut v);
+                    map.insert(self.redact(&k).into_owned(), v);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Reads one env file; errors are (line, message) with line 0 for I/O.
+pub fn read_env_file(path: &Path) -> Result<Vec<EnvVar>, (usize, String)> {
+    let text = std::fs::read_to_string(path).map_err(|e| (0, format!("cannot read {}: {e}", path.display())))?;
+    parse_env_file(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dotenv_forms() {
+        let vars = parse_env_file("# c\nA=1\nexport B = two words # note\nC='lit $x'\nD=\"a\\nb\"\n").unwrap();
+        let got: Vec<(&str, &str)> = vars.iter().map(|v| (v.key.as_str(), v.value.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![("A", "1"), ("B", "two words"), ("C", "lit $x"), ("D", "a\nb")]
+        );
+        assert_eq!(parse_env_file("ok=1\nnot a var\n").unwrap_err().0, 2);
+    }
+
+    #[test]
+    fn redacts_longest_first_and_skips_short_values() {
+        let r = Redactor::new(["abcd".to_string(), "abcdef".to_string(), "no".to_string()]);
+        assert_eq!(r.redact("x abcdef abcd no"), "x [redacted] [redacted] no");
+    }
+}

@@ -1,0 +1,15 @@
+//! runbook: executable runbooks for single-host services.
+//!
+//! The library holds every domain module; `main.rs` and `cli/` are a thin front-end over it.
+//! Data flows one way: `config` → domain modules (`schedule`, `jobs`, `state`, `audit`) →
+//! `store`. `exec` is the only place that spawns processes; `store` the only one that speaks SQL.
+
+pub mod audit;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod exec;
+pub mod jobs;
+pub mod schedule;
+pub mod state;
+pub mod store;

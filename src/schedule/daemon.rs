@@ -1,0 +1,246 @@
+//! The daemon: ticks every profile at its cron times until told to stop.
+//!
+//! Owns the tick loop, signal handling (TERM/INT: drain and stop; HUP: reload), the systemd
+//! notify protocol and the one-daemon-per-state lock. Runs happen on their own threads, so a
+//! slow profile never delays another. Invariant: a reload swaps the configuration only after
+//! the new file validated completely; runs in flight keep the configuration they started with.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use sd_notify::NotifyState;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+use crate::clock;
+use crate::config::{self, Config, ConfigError};
+use crate::exec::Cancel;
+use crate::store::{Store, StoreError, Trigger};
+
+use super::lock;
+use super::runner::Runner;
+
+/// Longest sleep between wake-ups, so a wall-clock jump is noticed within a minute.
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config_path: PathBuf,
+    /// How long running tasks may go on after SIGTERM before they are killed.
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("another runbook daemon (pid {pid}) is running on {state}")]
+    AlreadyRunning { pid: String, state: PathBuf },
+    #[error("cannot set up the daemon: {0}")]
+    Setup(#[from] std::io::Error),
+}
+
+enum Event {
+    Stop(&'static str),
+    Reload,
+}
+
+struct Active {
+    profile: String,
+    handle: JoinHandle<()>,
+}
+
+fn notify(state: &[NotifyState]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some()
+        && let Err(e) = sd_notify::notify(state)
+    {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+fn next_times(config: &Config, now: Timestamp) -> BTreeMap<String, Timestamp> {
+    config
+        .profiles
+        .iter()
+        .filter(|(_, p)| p.enabled)
+        .filter_map(|(name, p)| {
+            p.schedule
+                .as_ref()
+                .and_then(|s| super::next_after(s, now))
+                .map(|t| (name.clone(), t))
+        })
+        .collect()
+}
+
+/// Runs until SIGTERM or SIGINT. Returns after every run has finished or been stopped.
+pub fn run(opts: &Options) -> Result<(), DaemonError> {
+    let mut config = Arc::new(config::load(&opts.config_path)?);
+    let store = Arc::new(Store::open(&config.state.path)?);
+    let state_path = config.state.path.clone();
+    let Some(_daemon_lock) = lock::try_lock_daemon(&state_path)? else {
+        let pid = lock::running_daemon(&state_path)
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "?".into());
+        return Err(DaemonError::AlreadyRunning { pid, state: state_path });
+    };
+
+    let (tx, rx) = mpsc::channel::<Event>();
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    let signal_handle = signals.handle();
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        for sig in signals.forever() {
+            let event = match sig {
+                SIGHUP => Event::Reload,
+                SIGINT => Event::Stop("SIGINT"),
+                _ => Event::Stop("SIGTERM"),
+            };
+            if tx.send(event).is_err() {
+                break;
+            }
+        }
+    })?;
+
+    let cancel = Cancel::default();
+    let mut active: Vec<Active> = Vec::new();
+    let mut next = next_times(&config, clock::now());
+    let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+    let mut last_ping = Instant::now();
+    tracing::info!(
+        config = %opts.config_path.display(),
+        state = %state_path.display(),
+        profiles = next.len(),
+        pid = std::process::id(),
+        "daemon started"
+    );
+    notify(&[NotifyState::Ready, NotifyState::Status("scheduling")]);
+
+    let reason = loop {
+        active.retain(|a| !a.handle.is_finished());
+        let now = clock::now();
+        let due: Vec<String> = next
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            if let Some(s) = config.profiles.get(&name).and_then(|p| p.schedule.as_ref()) {
+                match super::next_after(s, now) {
+                    Some(t) => next.insert(name.clone(), t),
+                    None => next.remove(&name),
+                };
+            }
+            active.push(spawn_run(name, config.clone(), store.clone(), cancel.clone())?);
+        }
+
+        let until_next = next
+            .values()
+            .min()
+            .map(|t| {
+                Duration::from_millis(t.as_millisecond().saturating_sub(clock::now().as_millisecond()).max(0) as u64)
+            })
+            .unwrap_or(MAX_SLEEP);
+        let mut sleep = until_next.min(MAX_SLEEP);
+        if let Some(w) = watchdog {
+            if last_ping.elapsed() >= w {
+                notify(&[NotifyState::Watchdog]);
+                last_ping = Instant::now();
+            }
+            sleep = sleep.min(w.saturating_sub(last_ping.elapsed()));
+        }
+        match rx.recv_timeout(sleep.max(Duration::from_millis(1))) {
+            Ok(Event::Stop(sig)) => break sig,
+            Ok(Event::Reload) => {
+                notify(&[
+                    NotifyState::Reloading,
+                    NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Status("reloading")),
+                ]);
+                match reload(&opts.config_path, &config) {
+                    Some(new) => {
+                        config = Arc::new(new);
+                        next = next_times(&config, clock::now());
+                        tracing::info!(profiles = next.len(), "configuration reloaded");
+                    }
+                    None => tracing::error!(
+                        "configuration not reloaded: the file has errors; still running the previous configuration"
+                    ),
+                }
+                notify(&[NotifyState::Ready]);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break "signal thread ended",
+        }
+    };
+
+    tracing::info!(signal = reason, running = active.len(), grace = %config::HumanDuration(opts.shutdown_grace), "stopping: no new runs");
+    notify(&[NotifyState::Stopping]);
+    let deadline = Instant::now() + opts.shutdown_grace;
+    while active.iter().any(|a| !a.handle.is_finished()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if active.iter().any(|a| !a.handle.is_finished()) {
+        let names: Vec<&str> = active
+            .iter()
+            .filter(|a| !a.handle.is_finished())
+            .map(|a| a.profile.as_str())
+            .collect();
+        tracing::warn!(profiles = ?names, "grace period over: stopping running tasks");
+        cancel.cancel();
+    }
+    for a in active {
+        let _ = a.handle.join();
+    }
+    signal_handle.close();
+    tracing::info!("daemon stopped");
+    Ok(())
+}
+
+fn spawn_run(name: String, config: Arc<Config>, store: Arc<Store>, cancel: Cancel) -> std::io::Result<Active> {
+    let profile = name.clone();
+    let handle = std::thread::Builder::new().name(format!("run:{name}")).spawn(move || {
+        let mut runner = Runner::new(&config, &store);
+        runner.cancel = cancel;
+        if let Err(e) = runner.run_profile(&name, Trigger::Schedule) {
+            tracing::error!(profile = %name, error = %e, "profile run could not be recorded");
+        }
+    })?;
+    Ok(Active { profile, handle })
+}
+
+/// Loads and validates the file again; logs every error and returns `None` if it is bad.
+fn reload(path: &Path, current: &Config) -> Option<Config> {
+    match config::load(path) {
+        Ok(new) => {
+            if new.state.path != current.state.path {
+                tracing::warn!(old = %current.state.path.display(), new = %new.state.path.display(), "state.url changed: it takes effect at the next restart");
+            }
+            Some(Config {
+                state: current.state.clone(),
+                ..new
+            })
+        }
+        Err(ConfigError::Invalid { diagnostics, .. }) => {
+            for d in diagnostics {
+                tracing::error!("{}", d.render().trim_end());
+            }
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot reload the configuration");
+            None
+        }
+    }
+}
+
+/// Asks the daemon running on this configuration's state file to reload; returns its pid.
+pub fn signal_reload(config: &Config) -> Option<u32> {
+    let pid = lock::running_daemon(&config.state.path)?;
+    let p = rustix::process::Pid::from_raw(pid as i32)?;
+    rustix::process::kill_process(p, rustix::process::Signal::HUP).ok()?;
+    Some(pid)
+}

@@ -1,0 +1,100 @@
+//! Per-profile non-overlap locks: an OS file lock next to the state file.
+//!
+//! Owns the lock files (`<state>.locks/<profile>.lock`). A lock held by a process that dies is
+//! released by the kernel, so a crash never leaves a profile stuck. Invariant: while a
+//! `ProfileLock` lives, no other runbook process or thread can run that profile.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug)]
+pub struct ProfileLock {
+    _file: File,
+    pub path: PathBuf,
+}
+
+pub fn lock_dir(state_path: &Path) -> PathBuf {
+    let mut name = state_path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "runbook".into());
+    name.push(".locks");
+    state_path.with_file_name(name)
+}
+
+/// Takes the profile's lock if it is free; `None` if another run holds it.
+pub fn try_lock(state_path: &Path, profile: &str) -> io::Result<Option<ProfileLock>> {
+    let dir = lock_dir(state_path);
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{profile}.lock"));
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(ProfileLock { _file: file, path })),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(e)) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_is_refused_until_the_first_drops() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("state.db");
+        let first = try_lock(&db, "hourly").unwrap().expect("free");
+        assert!(try_lock(&db, "hourly").unwrap().is_none());
+        assert!(try_lock(&db, "daily").unwrap().is_some());
+        drop(first);
+        assert!(try_lock(&db, "hourly").unwrap().is_some());
+    }
+}
+
+/// The daemon's own lock, holding its pid: one daemon per state file, and `reload` finds it.
+#[derive(Debug)]
+pub struct DaemonLock {
+    _file: File,
+    pub path: PathBuf,
+}
+
+fn daemon_lock_path(state_path: &Path) -> PathBuf {
+    // `@` cannot appear in a profile name, so this never collides with a profile's lock.
+    lock_dir(state_path).join("@daemon.lock")
+}
+
+pub fn try_lock_daemon(state_path: &Path) -> io::Result<Option<DaemonLock>> {
+    use std::io::Write;
+    let dir = lock_dir(state_path);
+    std::fs::create_dir_all(&dir)?;
+    let path = daemon_lock_path(state_path);
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0)?;
+            writeln!(file, "{}", std::process::id())?;
+            Ok(Some(DaemonLock { _file: file, path }))
+        }
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// The pid of the daemon running on this state file, if one holds the lock.
+pub fn running_daemon(state_path: &Path) -> Option<u32> {
+    let path = daemon_lock_path(state_path);
+    let file = OpenOptions::new().read(true).write(true).open(&path).ok()?;
+    match file.try_lock() {
+        Ok(()) => None,
+        Err(_) => std::fs::read_to_string(&path).ok()?.trim().parse().ok(),
+    }
+}

@@ -1,0 +1,454 @@
+//! Running a profile: lock, optional git sync, each task through `exec`, every step recorded.
+//!
+//! Owns turning configured tasks into bounded process specs (the same function serves the
+//! dry-run plan and the real run, so the plan is exactly what runs) and the ledger rows of a
+//! run. Invariant: every run row this module opens is finished by it, unless the process dies.
+
+use serde::Serialize;
+use serde_json::json;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::audit::Draft;
+use crate::clock;
+use crate::config::model::{DEFAULT_KILL_GRACE, DEFAULT_TASK_TIMEOUT};
+use crate::config::{CommandTask, Config, GitSync, HumanDuration, Profile, Task};
+use crate::exec::{self, Cancel, Spec, Stop};
+use crate::store::{NewRun, RunFinish, RunKind, RunStatus, Store, StoreError, Trigger};
+
+use super::lock;
+
+/// Bound on each git command of a pre-run sync.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("no profile named `{name}`")]
+    UnknownProfile { name: String, known: Vec<String> },
+    #[error("profile `{profile}` has no task named `{task}`")]
+    UnknownTask { profile: String, task: String },
+    #[error("cannot take the lock of profile `{profile}` ({path}): {source}")]
+    Lock {
+        profile: String,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One step of a dry-run plan, exactly as it would run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanStep {
+    pub name: String,
+    pub kind: &'static str,
+    pub argv: Vec<String>,
+    pub command: String,
+    pub cwd: String,
+    pub timeout: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskReport {
+    pub run_id: i64,
+    pub name: String,
+    pub kind: RunKind,
+    pub status: RunStatus,
+    pub summary: String,
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+    pub command: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub output: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileReport {
+    pub profile: String,
+    pub run_id: i64,
+    pub trigger: Trigger,
+    pub status: RunStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync: Option<TaskReport>,
+    pub tasks: Vec<TaskReport>,
+    pub duration_ms: u64,
+}
+
+/// Runs profiles against one configuration and store.
+pub struct Runner<'a> {
+    pub config: &'a Config,
+    pub store: &'a Store,
+    pub cancel: Cancel,
+    /// Called after each task (and the sync) finishes, for live progress.
+    pub on_step: Option<&'a (dyn Fn(&TaskReport) + Sync)>,
+}
+
+/// The exec spec of a command task: shared by the dry-run plan and the real run.
+pub fn task_spec(config: &Config, profile: &Profile, task: &CommandTask) -> Spec {
+    let base = config.base_dir();
+    let mut spec = Spec::new(
+        task.program.argv(),
+        task.timeout
+            .or(profile.timeout)
+            .map(|d| d.0)
+            .unwrap_or(DEFAULT_TASK_TIMEOUT),
+    );
+    spec.cwd = Some(task.cwd.as_ref().map(|c| base.join(c)).unwrap_or(base));
+    spec.kill_grace = task.kill_grace.map(|d| d.0).unwrap_or(DEFAULT_KILL_GRACE);
+    spec.env = config.env.clone();
+    spec.env.extend(task.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    spec.limits = task.limits.clone();
+    spec
+}
+
+fn sync_specs(sync: &GitSync) -> [Spec; 2] {
+    let repo = sync.repo.to_string_lossy().into_owned();
+    let git = |args: &[&str]| {
+        let mut argv = vec!["git".to_string(), "-C".to_string(), repo.clone()];
+        argv.extend(args.iter().map(|s| s.to_string()));
+        Spec::new(argv, SYNC_TIMEOUT)
+    };
+    [
+        git(&["fetch", "--quiet", &sync.remote, &sync.branch]),
+        git(&["reset", "--hard", "--quiet", "FETCH_HEAD"]),
+    ]
+}
+
+fn limit_notes(spec: &Spec) -> Vec<String> {
+    let l = &spec.limits;
+    let mut notes = Vec::new();
+    if let Some(m) = l.memory_max {
+        notes.push(format!("memory_max={m}"));
+    }
+    if let Some(c) = l.cpu_time {
+        notes.push(format!("cpu_time={c}"));
+    }
+    if let Some(n) = l.nofile {
+        notes.push(format!("nofile={n}"));
+    }
+    if l.systemd_run {
+        notes.push("systemd_run".into());
+    }
+    if let Some(q) = l.cpu_quota {
+        notes.push(format!("cpu_quota={q}"));
+    }
+    notes
+}
+
+/// What `run PROFILE` would do, step by step; runs and writes nothing.
+pub fn plan(config: &Config, name: &str) -> Result<Vec<PlanStep>, RunError> {
+    let profile = find_profile(config, name)?;
+    let r = &config.redactor;
+    let step = |name: String, kind, spec: &Spec| PlanStep {
+        name,
+        kind,
+        argv: spec.argv.iter().map(|a| r.redact(a).into_owned()).collect(),
+        command: r.redact(&exec::display(&spec.argv)).into_owned(),
+        cwd: spec.cwd.as_ref().map(|c| c.display().to_string()).unwrap_or_default(),
+        timeout: HumanDuration(spec.timeout).to_string(),
+        limits: limit_notes(spec),
+    };
+    let mut steps = Vec::new();
+    if let Some(sync) = &profile.sync_before_run {
+        for spec in sync_specs(sync) {
+            steps.push(step("git-sync".into(), "sync", &spec));
+        }
+    }
+    for task in &profile.tasks {
+        let Task::Command(c) = task;
+        steps.push(step(c.name.clone(), "task", &task_spec(config, profile, c)));
+    }
+    Ok(steps)
+}
+
+fn find_profile<'c>(config: &'c Config, name: &str) -> Result<&'c Profile, RunError> {
+    config.profile(name).ok_or_else(|| RunError::UnknownProfile {
+        name: name.to_string(),
+        known: config.profiles.keys().cloned().collect(),
+    })
+}
+
+impl<'a> Runner<'a> {
+    pub fn new(config: &'a Config, store: &'a Store) -> Self {
+        Runner {
+            config,
+            store,
+            cancel: Cancel::default(),
+            on_step: None,
+        }
+    }
+
+    fn new_run(&self, profile: &str, task: Option<&str>, kind: RunKind, trigger: Trigger) -> NewRun {
+        let (pid, start) = exec::process::current();
+        NewRun {
+            parent_id: None,
+            profile: profile.to_string(),
+            task: task.map(str::to_string),
+            kind,
+            trigger,
+            status: RunStatus::Running,
+            host: self.config.host.clone(),
+            pid: Some(pid as i64),
+            pid_start: start.map(|s| s as i64),
+            started_at: clock::to_text(clock::now()),
+            command: None,
+            retry_of: None,
+        }
+    }
+
+    fn lock(&self, profile: &str) -> Result<Option<lock::ProfileLock>, RunError> {
+        lock::try_lock(&self.config.state.path, profile).map_err(|source| RunError::Lock {
+            profile: profile.to_string(),
+            path: lock::lock_dir(&self.config.state.path).display().to_string(),
+            source,
+        })
+    }
+
+    /// Runs every task of a profile, unless a run of it is already going (then: `skipped`).
+    pub fn run_profile(&self, name: &str, trigger: Trigger) -> Result<ProfileReport, RunError> {
+        self.run(name, trigger, None, None)
+    }
+
+    /// Runs one task of a profile under the profile's lock, as a retry of `retry_of`.
+    pub fn retry_task(&self, name: &str, task: &str, retry_of: i64) -> Result<ProfileReport, RunError> {
+        let profile = find_profile(self.config, name)?;
+        if !profile.tasks.iter().any(|t| t.name() == task) {
+            return Err(RunError::UnknownTask {
+                profile: name.into(),
+                task: task.into(),
+            });
+        }
+        self.run(name, Trigger::Retry, Some(task), Some(retry_of))
+    }
+
+    fn run(
+        &self,
+        name: &str,
+        trigger: Trigger,
+        only: Option<&str>,
+        retry_of: Option<i64>,
+    ) -> Result<ProfileReport, RunError> {
+        let profile = find_profile(self.config, name)?;
+        let redactor = &self.config.redactor;
+        let started = std::time::Instant::now();
+
+        let Some(_lock) = self.lock(name)? else {
+            let reason = "the previous run of this profile is still running".to_string();
+            let mut new = self.new_run(name, None, RunKind::Profile, trigger);
+            new.status = RunStatus::Skipped;
+            new.retry_of = retry_of;
+            let draft = Draft::new(
+                "run.skipped",
+                name,
+                json!({ "trigger": trigger.as_str(), "reason": reason }),
+                redactor,
+            );
+            let id = self.store.insert_run(&new, Some(&draft))?;
+            self.store.finish_run(
+                id,
+                &RunFinish {
+                    finished_at: new.started_at.clone(),
+                    error: Some(reason.clone()),
+                    duration_ms: Some(0),
+                    ..Default::default()
+                },
+                None,
+            )?;
+            tracing::info!(profile = name, run = id, "skipped: previous run still running");
+            return Ok(ProfileReport {
+                profile: name.into(),
+                run_id: id,
+                trigger,
+                status: RunStatus::Skipped,
+                reason: Some(reason),
+                sync: None,
+                tasks: Vec::new(),
+                duration_ms: 0,
+            });
+        };
+
+        let mut new = self.new_run(name, None, RunKind::Profile, trigger);
+        new.retry_of = retry_of.filter(|_| only.is_none());
+        let run_id = self.store.insert_run(&new, None)?;
+        tracing::info!(
+            profile = name,
+            run = run_id,
+            trigger = trigger.as_str(),
+            "profile run started"
+        );
+        let mut report = ProfileReport {
+            profile: name.into(),
+            run_id,
+            trigger,
+            status: RunStatus::Ok,
+            reason: None,
+            sync: None,
+            tasks: Vec::new(),
+            duration_ms: 0,
+        };
+
+        if only.is_none()
+            && let Some(sync) = &profile.sync_before_run
+        {
+            let step = self.run_sync(run_id, name, trigger, sync)?;
+            if step.status != RunStatus::Ok {
+                tracing::warn!(profile = name, detail = %step.summary, "pre-run git sync failed; running tasks against the existing checkout");
+            }
+            report.sync = Some(step);
+        }
+        let mut not_started = 0;
+        for task in profile.tasks.iter().filter(|t| only.is_none_or(|o| t.name() == o)) {
+            if self.cancel.is_cancelled() {
+                not_started += 1;
+                continue;
+            }
+            let Task::Command(c) = task;
+            let spec = task_spec(self.config, profile, c);
+            let step = self.run_step(run_id, name, &c.name, RunKind::Task, trigger, &spec, only.and(retry_of))?;
+            report.tasks.push(step);
+        }
+
+        let failed = report.tasks.iter().filter(|t| t.status != RunStatus::Ok).count();
+        report.status = if failed == 0 && not_started == 0 {
+            RunStatus::Ok
+        } else {
+            RunStatus::Failed
+        };
+        if self.cancel.is_cancelled() {
+            report.reason = Some(format!("shutdown ({not_started} task(s) not started)"));
+        } else if failed > 0 {
+            report.reason = Some(format!("{failed} of {} task(s) failed", report.tasks.len()));
+        }
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        let tasks: Vec<_> = report
+            .tasks
+            .iter()
+            .map(|t| json!({ "name": t.name, "status": t.status, "summary": t.summary }))
+            .collect();
+        let draft = Draft::new(
+            "run.finished",
+            name,
+            json!({ "run_id": run_id, "trigger": trigger.as_str(), "status": report.status, "tasks": tasks, "duration_ms": report.duration_ms, "retry_of": retry_of }),
+            redactor,
+        );
+        self.store.finish_run(
+            run_id,
+            &RunFinish {
+                status: Some(report.status),
+                finished_at: clock::to_text(clock::now()),
+                duration_ms: Some(report.duration_ms as i64),
+                error: report.reason.clone(),
+                ..Default::default()
+            },
+            Some(&draft),
+        )?;
+        tracing::info!(profile = name, run = run_id, status = %report.status, duration_ms = report.duration_ms, "profile run finished");
+        Ok(report)
+    }
+
+    fn run_sync(&self, parent: i64, profile: &str, trigger: Trigger, sync: &GitSync) -> Result<TaskReport, RunError> {
+        let [fetch, reset] = sync_specs(sync);
+        let step = self.run_step(parent, profile, "git-sync", RunKind::Sync, trigger, &fetch, None)?;
+        if step.status != RunStatus::Ok {
+            return Ok(step);
+        }
+        let mut second = self.run_step(parent, profile, "git-sync", RunKind::Sync, trigger, &reset, None)?;
+        second.duration_ms += step.duration_ms;
+        Ok(second)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_step(
+        &self,
+        parent: i64,
+        profile: &str,
+        task: &str,
+        kind: RunKind,
+        trigger: Trigger,
+        spec: &Spec,
+        retry_of: Option<i64>,
+    ) -> Result<TaskReport, RunError> {
+        let redactor = &self.config.redactor;
+        let command = redactor.redact(&exec::display(&spec.argv)).into_owned();
+        let mut new = self.new_run(profile, Some(task), kind, trigger);
+        new.parent_id = Some(parent);
+        new.command = Some(command.clone());
+        new.retry_of = retry_of;
+        let id = self.store.insert_run(&new, None)?;
+
+        let mut spec = spec.clone();
+        spec.env.extend([
+            ("RUNBOOK_PROFILE".to_string(), profile.to_string()),
+            ("RUNBOOK_TASK".to_string(), task.to_string()),
+            ("RUNBOOK_RUN_ID".to_string(), id.to_string()),
+        ]);
+        let (status, summary, exit_code, signal, output, duration) = match exec::run(&spec, &self.cancel) {
+            Ok(o) => {
+                let mut output = redactor.redact(&o.combined_output()).into_owned();
+                if o.output_detached {
+                    output.push_str("\n[output capture ended: a background process that left the task's process group kept the output open]\n");
+                }
+                let status = if o.success() { RunStatus::Ok } else { RunStatus::Failed };
+                let mut summary = o.summary(spec.timeout);
+                if o.stopped == Some(Stop::Shutdown) {
+                    summary = "failed (shutdown)".into();
+                }
+                (status, summary, o.exit_code, o.signal, output, o.duration)
+            }
+            Err(e) => (
+                RunStatus::Failed,
+                redactor.redact(&e.to_string()).into_owned(),
+                None,
+                None,
+                String::new(),
+                Duration::ZERO,
+            ),
+        };
+        let error = (status != RunStatus::Ok).then(|| summary.clone());
+        self.store.finish_run(
+            id,
+            &RunFinish {
+                status: Some(status),
+                finished_at: clock::to_text(clock::now()),
+                exit_code: exit_code.map(i64::from),
+                signal: signal.map(i64::from),
+                duration_ms: Some(duration.as_millis() as i64),
+                output: Some(output.clone()),
+                error,
+            },
+            None,
+        )?;
+        tracing::info!(profile, task, run = id, status = %status, detail = %summary, "task finished");
+        let report = TaskReport {
+            run_id: id,
+            name: task.to_string(),
+            kind,
+            status,
+            summary,
+            exit_code,
+            duration_ms: duration.as_millis() as u64,
+            command,
+            output,
+        };
+        if let Some(cb) = self.on_step {
+            cb(&report);
+        }
+        Ok(report)
+    }
+}
+
+/// The state file path of a config, for callers that only need to open the store.
+pub fn state_path(config: &Config) -> &Path {
+    &config.state.path
+}
+
+impl Runner<'_> {
+    /// Runs a whole profile again as a retry of profile run `retry_of`.
+    pub fn retry_profile(&self, name: &str, retry_of: i64) -> Result<ProfileReport, RunError> {
+        self.run(name, Trigger::Retry, None, Some(retry_of))
+    }
+}

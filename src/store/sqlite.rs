@@ -1,0 +1,446 @@
+//! The SQLite backend: one embedded file, WAL mode, one connection per process.
+//!
+//! Owns the SQL. Writes use `BEGIN IMMEDIATE` so concurrent runbook processes serialize on the
+//! write lock instead of failing halfway; the busy timeout absorbs short waits.
+//! Invariant: every method leaves the file consistent; an error rolls its transaction back.
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::types::*;
+use super::{Result, StoreError};
+use crate::audit::{self, Draft, Event};
+use crate::clock;
+
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_foundation.sql")];
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Store {
+    /// One connection: SQLite allows one writer at a time, and a mutex is cheaper than a pool.
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+const RUN_COLUMNS: &str = "id, parent_id, profile, task, kind, trigger, status, host, pid, pid_start, \
+    started_at, finished_at, exit_code, signal, duration_ms, command, output, error, retry_of";
+
+fn run_from_row(r: &Row) -> rusqlite::Result<Run> {
+    let status: String = r.get(6)?;
+    Ok(Run {
+        id: r.get(0)?,
+        parent_id: r.get(1)?,
+        profile: r.get(2)?,
+        task: r.get(3)?,
+        kind: RunKind::parse(&r.get::<_, String>(4)?),
+        trigger: Trigger::parse(&r.get::<_, String>(5)?),
+        status: status.parse().unwrap_or(RunStatus::Failed),
+        host: r.get(7)?,
+        pid: r.get(8)?,
+        pid_start: r.get(9)?,
+        started_at: r.get(10)?,
+        finished_at: r.get(11)?,
+        exit_code: r.get(12)?,
+        signal: r.get(13)?,
+        duration_ms: r.get(14)?,
+        command: r.get(15)?,
+        output: r.get(16)?,
+        error: r.get(17)?,
+        retry_of: r.get(18)?,
+    })
+}
+
+fn event_from_row(r: &Row) -> rusqlite::Result<Event> {
+    Ok(Event {
+        seq: r.get(0)?,
+        ts: r.get(1)?,
+        actor: r.get(2)?,
+        kind: r.get(3)?,
+        subject: r.get(4)?,
+        data: r.get(5)?,
+        prev_hash: r.get(6)?,
+        hash: r.get(7)?,
+    })
+}
+
+impl Store {
+    /// Opens (creating if needed) the state file and applies pending migrations.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let store = Self::connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Opens an existing state file without creating or migrating it; `None` if absent.
+    pub fn open_existing(path: &Path) -> Result<Option<Store>> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        Self::connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE).map(Some)
+    }
+
+    fn connect(path: &Path, flags: OpenFlags) -> Result<Store> {
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        // WAL: readers never block the writer. NORMAL sync is durable across process crashes.
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(open_err)?;
+        if mode != "wal" {
+            tracing::debug!(mode, "state file is not in WAL mode");
+        }
+        conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")
+            .map_err(open_err)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The schema version this binary migrates to.
+    pub fn head_version() -> u32 {
+        MIGRATIONS.len() as u32
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn err(&self, context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+        move |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            context,
+            source,
+        }
+    }
+
+    /// Runs `f` in an IMMEDIATE transaction and commits.
+    fn write<T>(&self, context: &'static str, f: impl FnOnce(&Transaction) -> rusqlite::Result<T>) -> Result<T> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.err(context))?;
+        let value = f(&tx).map_err(self.err(context))?;
+        tx.commit().map_err(self.err(context))?;
+        Ok(value)
+    }
+
+    pub fn migration_state(&self) -> Result<MigrationState> {
+        let current: u32 = self
+            .conn()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(self.err("reading the schema version"))?;
+        Ok(MigrationState {
+            current,
+            head: MIGRATIONS.len() as u32,
+        })
+    }
+
+    /// Applies pending migrations, each in its own transaction.
+    pub fn migrate(&self) -> Result<MigrationState> {
+        let state = self.migration_state()?;
+        if state.current > state.head {
+            return Err(StoreError::Ahead {
+                path: self.path.clone(),
+                current: state.current,
+                head: state.head,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(state.current as usize) {
+            let version = i + 1;
+            self.write("applying a migration", |tx| {
+                // Re-check inside the write lock: another process may have migrated meanwhile.
+                let now: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+                if (now as usize) < version {
+                    tx.execute_batch(sql)?;
+                    tx.execute_batch(&format!("PRAGMA user_version = {version}"))?;
+                }
+                Ok(())
+            })?;
+        }
+        self.migration_state()
+    }
+
+    // ---- runs ----
+
+    pub fn insert_run(&self, run: &NewRun, audit: Option<&Draft>) -> Result<i64> {
+        self.write("recording a run", |tx| {
+            let id = insert_run(tx, run)?;
+            if let Some(d) = audit {
+                append_audit(tx, d)?;
+            }
+            Ok(id)
+        })
+    }
+
+    pub fn finish_run(&self, id: i64, fin: &RunFinish, audit: Option<&Draft>) -> Result<()> {
+        self.write("recording the end of a run", |tx| {
+            finish_run(tx, id, fin)?;
+            if let Some(d) = audit {
+                append_audit(tx, d)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Marks runs with a new status in one transaction, one audit event each.
+    pub fn mark_runs(&self, changes: &[(i64, RunStatus, String, Draft)]) -> Result<()> {
+        let finished = clock::to_text(clock::now());
+        self.write("updating runs", |tx| {
+            for (id, status, error, draft) in changes {
+                tx.execute(
+                    "UPDATE runs SET status = ?2, error = ?3, finished_at = COALESCE(finished_at, ?4) WHERE id = ?1",
+                    params![id, status.as_str(), error, finished],
+                )?;
+                append_audit(tx, draft)?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn get_run(&self, id: i64) -> Result<Option<Run>> {
+        self.conn()
+            .query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+                [id],
+                run_from_row,
+            )
+            .optional()
+            .map_err(self.err("reading a run"))
+    }
+
+    pub fn list_runs(&self, filter: &RunFilter) -> Result<Vec<Run>> {
+        let conn = self.conn();
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 OR kind = 'profile') AND (?2 IS NULL OR status = ?2) \
+             AND (?3 IS NULL OR profile = ?3) ORDER BY id DESC LIMIT ?4"
+        );
+        let limit = if filter.limit == 0 {
+            i64::MAX
+        } else {
+            filter.limit as i64
+        };
+        let mut stmt = conn.prepare_cached(&sql).map_err(self.err("listing runs"))?;
+        let rows = stmt
+            .query_map(
+                params![
+                    filter.all_kinds,
+                    filter.status.map(|s| s.as_str()),
+                    filter.profile,
+                    limit
+                ],
+                run_from_row,
+            )
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(self.err("listing runs"))?;
+        Ok(rows)
+    }
+
+    pub fn child_runs(&self, parent: i64) -> Result<Vec<Run>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE parent_id = ?1 ORDER BY id"
+            ))
+            .map_err(self.err("listing task runs"))?;
+        stmt.query_map([parent], run_from_row)
+            .and_then(|rows| rows.collect())
+            .map_err(self.err("listing task runs"))
+    }
+
+    /// Runs that link back to `id` through `retry_of`.
+    pub fn retries_of(&self, id: i64) -> Result<Vec<i64>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT id FROM runs WHERE retry_of = ?1 ORDER BY id")
+            .map_err(self.err("listing retries"))?;
+        stmt.query_map([id], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(self.err("listing retries"))
+    }
+
+    /// The latest finished-or-running profile run of each profile (skipped starts excluded).
+    pub fn last_profile_runs(&self) -> Result<Vec<Run>> {
+        let conn = self.conn();
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE id IN \
+             (SELECT MAX(id) FROM runs WHERE kind = 'profile' AND status != 'skipped' GROUP BY profile)"
+        );
+        let mut stmt = conn.prepare_cached(&sql).map_err(self.err("reading last runs"))?;
+        stmt.query_map([], run_from_row)
+            .and_then(|rows| rows.collect())
+            .map_err(self.err("reading last runs"))
+    }
+
+    // ---- monitor_state ----
+
+    pub fn state_get(&self, namespace: &str, key: &str) -> Result<Option<StateEntry>> {
+        self.conn()
+            .query_row(
+                "SELECT namespace, key, value, updated_at FROM monitor_state WHERE namespace = ?1 AND key = ?2",
+                [namespace, key],
+                |r| {
+                    Ok(StateEntry {
+                        namespace: r.get(0)?,
+                        key: r.get(1)?,
+                        value: r.get(2)?,
+                        updated_at: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(self.err("reading state"))
+    }
+
+    pub fn state_list(&self, namespace: Option<&str>) -> Result<Vec<StateEntry>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT namespace, key, value, updated_at FROM monitor_state \
+                 WHERE (?1 IS NULL OR namespace = ?1) ORDER BY namespace, key",
+            )
+            .map_err(self.err("listing state"))?;
+        stmt.query_map([namespace], |r| {
+            Ok(StateEntry {
+                namespace: r.get(0)?,
+                key: r.get(1)?,
+                value: r.get(2)?,
+                updated_at: r.get(3)?,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(self.err("listing state"))
+    }
+
+    /// Writes entries (insert or replace) and one audit event, in one transaction.
+    pub fn state_put(&self, entries: &[(String, String, String)], audit: &Draft) -> Result<()> {
+        let now = clock::to_text(clock::now());
+        self.write("writing state", |tx| {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO monitor_state (namespace, key, value, updated_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            )?;
+            for (ns, key, value) in entries {
+                stmt.execute(params![ns, key, value, now])?;
+            }
+            append_audit(tx, audit)?;
+            Ok(())
+        })
+    }
+
+    // ---- audit ----
+
+    pub fn audit_append(&self, draft: &Draft) -> Result<Event> {
+        self.write("appending an audit event", |tx| append_audit(tx, draft))
+    }
+
+    /// The newest events first.
+    pub fn audit_list(&self, filter: &AuditFilter) -> Result<Vec<Event>> {
+        let conn = self.conn();
+        let limit = if filter.limit == 0 {
+            i64::MAX
+        } else {
+            filter.limit as i64
+        };
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT seq, ts, actor, kind, subject, data, prev_hash, hash FROM audit_events \
+                 WHERE (?1 IS NULL OR kind = ?1) ORDER BY seq DESC LIMIT ?2",
+            )
+            .map_err(self.err("listing audit events"))?;
+        stmt.query_map(params![filter.kind, limit], event_from_row)
+            .and_then(|rows| rows.collect())
+            .map_err(self.err("listing audit events"))
+    }
+
+    /// Feeds every event in seq order to `f`, streaming; stops when `f` returns false.
+    pub fn audit_scan(&self, f: &mut dyn FnMut(&Event) -> bool) -> Result<()> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT seq, ts, actor, kind, subject, data, prev_hash, hash FROM audit_events ORDER BY seq")
+            .map_err(self.err("reading the audit log"))?;
+        let mut rows = stmt.query([]).map_err(self.err("reading the audit log"))?;
+        while let Some(row) = rows.next().map_err(self.err("reading the audit log"))? {
+            let event = event_from_row(row).map_err(self.err("reading the audit log"))?;
+            if !f(&event) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn insert_run(tx: &Transaction, run: &NewRun) -> rusqlite::Result<i64> {
+    tx.execute(
+        "INSERT INTO runs (parent_id, profile, task, kind, trigger, status, host, pid, pid_start, started_at, command, retry_of) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![
+            run.parent_id,
+            run.profile,
+            run.task,
+            run.kind.as_str(),
+            run.trigger.as_str(),
+            run.status.as_str(),
+            run.host,
+            run.pid,
+            run.pid_start,
+            run.started_at,
+            run.command,
+            run.retry_of
+        ],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
+fn finish_run(tx: &Transaction, id: i64, fin: &RunFinish) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE runs SET status = COALESCE(?2, status), finished_at = ?3, exit_code = ?4, signal = ?5, \
+         duration_ms = ?6, output = ?7, error = ?8 WHERE id = ?1",
+        params![
+            id,
+            fin.status.map(|s| s.as_str()),
+            fin.finished_at,
+            fin.exit_code,
+            fin.signal,
+            fin.duration_ms,
+            fin.output,
+            fin.error
+        ],
+    )?;
+    Ok(())
+}
+
+fn append_audit(tx: &Transaction, draft: &Draft) -> rusqlite::Result<Event> {
+    let last: Option<(i64, String)> = tx
+        .query_row(
+            "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (seq, prev) = match last {
+        Some((seq, hash)) => (seq + 1, hash),
+        None => (1, audit::GENESIS.to_string()),
+    };
+    let event = audit::seal(seq, clock::to_text(clock::now()), draft, prev);
+    tx.execute(
+        "INSERT INTO audit_events (seq, ts, actor, kind, subject, data, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![event.seq, event.ts, event.actor, event.kind, event.subject, event.data, event.prev_hash, event.hash],
+    )?;
+    Ok(event)
+}
