@@ -1,15 +1,15 @@
 //! Resource limits of child processes: rlimits set in the child, or a systemd scope.
 //!
 //! This module needs `unsafe`: `CommandExt::pre_exec` runs a closure in the forked child before
-//! exec, where only async-signal-safe calls are allowed. The closure only calls `setrlimit`
-//! (one raw syscall through rustix, no allocation), which is safe there.
+//! exec, where only async-signal-safe calls are allowed. The closure only makes raw syscalls
+//! through rustix (`prctl`, `setrlimit`; no allocation, no locks), which are safe there.
 //! Invariant: limits apply to the task's process, never to runbook itself.
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 
-use rustix::process::{Resource, Rlimit, setrlimit};
+use rustix::process::{Resource, Rlimit, Signal, set_parent_process_death_signal, setrlimit};
 
 use crate::config::Limits;
 
@@ -17,8 +17,9 @@ use crate::config::Limits;
 #[error("systemd_run: {0}")]
 pub struct SystemdUnavailable(pub String);
 
-/// Installs RLIMIT_AS / RLIMIT_CPU / RLIMIT_NOFILE for the child.
-pub fn apply_rlimits(cmd: &mut Command, limits: &Limits, under_systemd: bool) {
+/// Prepares the child: it dies with the thread that started it (so a runner killed with
+/// SIGKILL leaves no orphaned task), and gets RLIMIT_AS / RLIMIT_CPU / RLIMIT_NOFILE.
+pub fn prepare_child(cmd: &mut Command, limits: &Limits, under_systemd: bool) {
     // Under systemd-run, memory is capped by MemoryMax= on the scope instead of RLIMIT_AS.
     let memory = if under_systemd {
         None
@@ -27,9 +28,6 @@ pub fn apply_rlimits(cmd: &mut Command, limits: &Limits, under_systemd: bool) {
     };
     let cpu = limits.cpu_time.map(|d| d.0.as_secs().max(1));
     let nofile = limits.nofile;
-    if memory.is_none() && cpu.is_none() && nofile.is_none() {
-        return;
-    }
     let set = move |resource, value: u64| {
         setrlimit(
             resource,
@@ -42,6 +40,7 @@ pub fn apply_rlimits(cmd: &mut Command, limits: &Limits, under_systemd: bool) {
     // SAFETY: the closure only performs setrlimit syscalls, which are async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {
+            set_parent_process_death_signal(Some(Signal::KILL))?;
             if let Some(m) = memory {
                 set(Resource::As, m)?;
             }

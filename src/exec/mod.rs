@@ -155,7 +155,7 @@ pub fn run(spec: &Spec, cancel: &Cancel) -> Result<Outcome, ExecError> {
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }
-    limits::apply_rlimits(&mut cmd, &spec.limits, spec.limits.systemd_run);
+    limits::prepare_child(&mut cmd, &spec.limits, spec.limits.systemd_run);
 
     let start = Instant::now();
     let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {

@@ -1,0 +1,133 @@
+//! Shared helpers for integration tests: a temp directory with a runbook.yaml, the real
+//! binary, direct access to the real SQLite state file, and deadline-based waiting.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_runbook");
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    fn from(o: Output) -> Out {
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+    }
+}
+
+impl Env {
+    /// A temp dir holding `runbook.yaml` with `yaml`; `{dir}` in it becomes the temp dir's path.
+    /// The state file is `state/runbook.db` inside the temp dir unless the yaml sets `state:`.
+    pub fn new(yaml: &str) -> Env {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut text = yaml.replace("{dir}", &dir.path().display().to_string());
+        if !text.contains("state:") {
+            text = format!("state: {{ url: \"sqlite://state/runbook.db\" }}\n{text}");
+        }
+        let config = dir.path().join("runbook.yaml");
+        std::fs::write(&config, text).expect("write config");
+        Env { dir, config }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.path(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    pub fn state_db(&self) -> PathBuf {
+        self.path("state/runbook.db")
+    }
+
+    /// The real binary with `--config` set and a clean environment for runbook's own variables.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--config").arg(&self.config).current_dir(self.dir.path());
+        c.env_remove("RUNBOOK_CONFIG")
+            .env_remove("RUNBOOK_LOG")
+            .env_remove("NOTIFY_SOCKET");
+        c.stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Out {
+        Out::from(self.cmd().args(args).output().expect("run runbook"))
+    }
+
+    /// Runs with `--json` and parses stdout.
+    pub fn json(&self, args: &[&str]) -> (i32, serde_json::Value) {
+        let out = self.run(&[args, &["--json"]].concat());
+        let code = out.code;
+        (code, out.json())
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.cmd()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn runbook")
+    }
+
+    /// The state file, opened directly (for assertions and for tampering).
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.state_db()).expect("open state db")
+    }
+
+    pub fn count(&self, sql: &str) -> i64 {
+        self.db().query_row(sql, [], |r| r.get(0)).expect(sql)
+    }
+}
+
+/// Polls `f` until it is true or `limit` passes.
+pub fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    f()
+}
+
+pub fn file_exists(p: &Path) -> bool {
+    p.exists()
+}
+
+/// Sends a signal to a process.
+pub fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{sig} {pid}");
+}
