@@ -32,8 +32,10 @@ impl StoreError {
     /// What the operator can do about it.
     pub fn hint(&self) -> Option<String> {
         use rusqlite::ErrorCode;
-        let code = match self {
-            StoreError::Open { source, .. } | StoreError::Sqlite { source, .. } => source.sqlite_error_code(),
+        let (code, path) = match self {
+            StoreError::Open { source, path } | StoreError::Sqlite { source, path, .. } => {
+                (source.sqlite_error_code(), path)
+            }
             StoreError::CreateDir { .. } => {
                 return Some("create the directory or point state.url somewhere writable".into());
             }
@@ -45,8 +47,10 @@ impl StoreError {
             Some(ErrorCode::ReadOnly) | Some(ErrorCode::CannotOpen) | Some(ErrorCode::PermissionDenied) => Some(
                 "the state file or its directory is not writable: fix its permissions or mount, or point state.url elsewhere; nothing was changed".into(),
             ),
-            Some(ErrorCode::DiskFull) => Some(
-                "the disk holding the state file is full: free space and retry; the change was rolled back, nothing was half-written".into(),
+            Some(ErrorCode::DiskFull) => Some(DISK_FULL.into()),
+            Some(ErrorCode::SystemIoFailure) if disk_full(path) => Some(DISK_FULL.into()),
+            Some(ErrorCode::SystemIoFailure) => Some(
+                "an I/O error on the state file: check free space, the disk (dmesg) and the file's permissions".into(),
             ),
             Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
                 Some("another runbook process holds the state file; retry in a moment".into())
@@ -57,6 +61,17 @@ impl StoreError {
             _ => None,
         }
     }
+}
+
+const DISK_FULL: &str = "the disk holding the state file is full: free space and retry; the change was rolled back, nothing was half-written";
+
+/// Whether the filesystem holding `path` has no space left for unprivileged writes.
+fn disk_full(path: &std::path::Path) -> bool {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    rustix::fs::statvfs(dir).map(|s| s.f_bavail == 0).unwrap_or(false)
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
