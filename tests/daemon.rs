@@ -16,10 +16,8 @@ struct Daemon {
 
 impl Daemon {
     fn start(env: &Env, extra: &[&str], notify: Option<&std::path::Path>) -> Daemon {
-        let log = env.path(&format!(
-            "daemon-{}.log",
-            Instant::now().elapsed().as_nanos() ^ rand_suffix()
-        ));
+        static STARTS: AtomicUsize = AtomicUsize::new(0);
+        let log = env.path(&format!("daemon-{}.log", STARTS.fetch_add(1, Ordering::SeqCst)));
         let mut cmd = env.cmd();
         cmd.arg("daemon").args(extra).arg("--log-format").arg("text");
         cmd.stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
@@ -43,14 +41,6 @@ impl Daemon {
         let status = self.child.wait().unwrap();
         (status.code().unwrap_or(-1), t.elapsed(), self.log())
     }
-}
-
-fn rand_suffix() -> u128 {
-    std::process::id() as u128 * 7919
-        + std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos() as u128
 }
 
 fn runs(env: &Env, sql_where: &str) -> i64 {
