@@ -143,10 +143,13 @@ impl From<StateError> for CliError {
     fn from(e: StateError) -> Self {
         match e {
             StateError::Store(s) => s.into(),
-            StateError::Conflict { .. } => CliError::usage(
+            StateError::ConflictAcrossFiles { .. } => CliError::usage(
                 e.to_string(),
                 Some("import the files separately with --namespace".into()),
             ),
+            StateError::Conflict { .. } => {
+                CliError::usage(e.to_string(), Some("keep one line per key in that file".into()))
+            }
             _ => CliError::usage(e.to_string(), None),
         }
     }

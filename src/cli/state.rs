@@ -12,7 +12,11 @@ pub fn run(cx: &Ctx, cmd: StateCmd) -> Result<Outcome, CliError> {
     match cmd {
         StateCmd::Get { namespace, key } => match store.state_get(&namespace, &key)? {
             Some(entry) => {
-                cx.out.either(&entry, || output::emit(&format!("{}\n", entry.value)));
+                let value = json!({
+                    "namespace": entry.namespace, "key": entry.key, "value": entry.value,
+                    "updated_at": entry.updated_at, "found": true,
+                });
+                cx.out.either(&value, || output::emit(&format!("{}\n", entry.value)));
                 Ok(Outcome::Ok)
             }
             None => {

@@ -53,10 +53,15 @@ pub(super) struct Cx<'a> {
     pub diags: Vec<Diagnostic>,
     /// Variables from env files (secrets), which win over the process environment.
     env_files: HashMap<String, String>,
+    /// Redacts env-file values from names derived from them (task names).
+    redactor: Redactor,
+    /// (mapping, key) pairs already suggested for a misspelt key: not reported missing again.
+    suggested: Vec<(Pos, &'static str)>,
 }
 
 struct Fields<'n> {
-    entries: Vec<(&'n str, &'n Node)>,
+    /// (key, position of the key, value)
+    entries: Vec<(&'n str, Pos, &'n Node)>,
     pos: Pos,
 }
 
@@ -65,8 +70,8 @@ impl<'n> Fields<'n> {
     fn get(&self, key: &str) -> Option<&'n Node> {
         self.entries
             .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| *v)
+            .find(|(k, _, _)| *k == key)
+            .map(|(_, _, v)| *v)
             .filter(|v| !matches!(v.kind, Kind::Null))
     }
 }
@@ -78,6 +83,8 @@ impl<'a> Cx<'a> {
             src,
             diags: Vec::new(),
             env_files: HashMap::new(),
+            redactor: Redactor::default(),
+            suggested: Vec::new(),
         }
     }
 
@@ -86,7 +93,7 @@ impl<'a> Cx<'a> {
             .push(Diagnostic::new(self.file.to_path_buf(), self.src, pos, message).with_hint(hint));
     }
 
-    fn map<'n>(&mut self, node: &'n Node, what: &str, allowed: &[&str]) -> Option<Fields<'n>> {
+    fn map<'n>(&mut self, node: &'n Node, what: &str, allowed: &[&'static str]) -> Option<Fields<'n>> {
         let Kind::Map(entries) = &node.kind else {
             self.error(
                 node.pos,
@@ -114,15 +121,26 @@ impl<'a> Cx<'a> {
                 continue;
             }
             if !allowed.is_empty() && !allowed.contains(&name.as_str()) {
-                let hint = suggest(name, allowed.iter().copied())
+                let suggestion = suggest(name, allowed.iter().copied());
+                if let Some(s) = suggestion.and_then(|s| allowed.iter().find(|a| **a == s)) {
+                    self.suggested.push((node.pos, s));
+                }
+                let hint = suggestion
                     .map(|s| format!("did you mean `{s}`?"))
                     .or_else(|| Some(format!("known keys here: {}", allowed.join(", "))));
                 self.error(key.pos, format!("unknown key `{name}` in {what}"), hint);
                 continue;
             }
-            fields.entries.push((name.as_str(), value));
+            fields.entries.push((name.as_str(), key.pos, value));
         }
         Some(fields)
+    }
+
+    /// Reports a missing required key, unless a misspelling of it was already reported.
+    fn missing(&mut self, map: Pos, key: &str, message: String, hint: &str) {
+        if !self.suggested.iter().any(|(p, k)| *p == map && *k == key) {
+            self.error(map, message, Some(hint.to_string()));
+        }
     }
 
     fn lookup(&self, name: &str) -> Option<String> {
@@ -242,10 +260,10 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
     let mut allowed: Vec<&str> = TOP_KEYS.to_vec();
     allowed.extend(LATER_KEYS);
     let top = cx.map(root, "runbook.yaml", &allowed)?;
-    for (key, node) in &top.entries {
+    for (key, key_pos, _) in &top.entries {
         if LATER_KEYS.contains(key) {
             cx.error(
-                node.pos,
+                *key_pos,
                 format!("`{key}:` is not supported by runbook {}", env!("CARGO_PKG_VERSION")),
                 Some(format!("remove the `{key}` section for now")),
             );
@@ -310,6 +328,8 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
         }
     }
 
+    cx.redactor = Redactor::new(secret_values.iter().cloned());
+
     let host = match top.get("host") {
         Some(node) => cx.string(node, "host").unwrap_or_default(),
         None => default_host(),
@@ -320,22 +340,14 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
     if let Some(node) = top.get("profiles")
         && let Some(fields) = cx.map(node, "profiles", &[])
     {
-        for (name, pnode) in &fields.entries {
-            let key_pos = match &node.kind {
-                Kind::Map(entries) => entries
-                    .iter()
-                    .find(|(k, _)| matches!(&k.kind, Kind::Scalar { value, .. } if value == name))
-                    .map(|(k, _)| k.pos)
-                    .unwrap_or(pnode.pos),
-                _ => pnode.pos,
-            };
+        for (name, key_pos, pnode) in &fields.entries {
             if name.is_empty()
                 || !name
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
             {
                 cx.error(
-                    key_pos,
+                    *key_pos,
                     format!("profile name `{name}` may only use letters, digits, `-`, `_` and `.`"),
                     None,
                 );
@@ -357,7 +369,7 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
         secrets,
         profiles,
         source: cx.file.to_path_buf(),
-        redactor: Redactor::new(secret_values),
+        redactor: cx.redactor.clone(),
         env,
     })
 }
@@ -451,10 +463,11 @@ fn profile(cx: &mut Cx, name: &str, node: &Node, base: &Path) -> Option<Profile>
     });
     let (cron, schedule) = match f.get("cron") {
         None => {
-            cx.error(
+            cx.missing(
                 f.pos,
+                "cron",
                 format!("{what} has no `cron`"),
-                Some("add e.g. `cron: \"0 * * * *\"` (hourly)".into()),
+                "add e.g. `cron: \"0 * * * *\"` (hourly)",
             );
             (String::new(), None)
         }
@@ -472,10 +485,11 @@ fn profile(cx: &mut Cx, name: &str, node: &Node, base: &Path) -> Option<Profile>
 
     let mut tasks = Vec::new();
     match f.get("tasks") {
-        None => cx.error(
+        None => cx.missing(
             f.pos,
+            "tasks",
             format!("{what} has no `tasks`"),
-            Some("add a list of tasks, e.g. `tasks: [ { run: [true] } ]`".into()),
+            "add a list of tasks, e.g. `tasks: [ { run: [true] } ]`",
         ),
         Some(n) => match &n.kind {
             Kind::Seq(items) => {
@@ -691,7 +705,7 @@ fn command_task(cx: &mut Cx, node: &Node) -> Option<ParsedTask> {
     if let Some(n) = f.get("env")
         && let Some(ef) = cx.map(n, "env", &[])
     {
-        for (k, v) in &ef.entries {
+        for (k, _, v) in &ef.entries {
             if let Some(val) = cx.string(v, &format!("env.{k}")) {
                 env.insert(k.to_string(), val);
             }
@@ -726,7 +740,11 @@ fn command_task(cx: &mut Cx, node: &Node) -> Option<ParsedTask> {
     }
     let program = program?;
     let name_explicit = explicit.is_some();
-    let name = explicit.unwrap_or_else(|| default_task_name(&program));
+    // A name may be built from a secret (`name: "t-${TOKEN}"`); names are shown and stored.
+    let name = cx
+        .redactor
+        .redact(&explicit.unwrap_or_else(|| default_task_name(&program)))
+        .into_owned();
     Some(ParsedTask {
         task: CommandTask {
             name,

@@ -22,11 +22,17 @@ pub enum StateError {
     #[error("`{0}` is not a directory")]
     NotADirectory(PathBuf),
     #[error("key {namespace}/{key} comes from both {first} and {second}")]
-    Conflict {
+    ConflictAcrossFiles {
         namespace: String,
         key: String,
         first: String,
         second: String,
+    },
+    #[error("key {namespace}/{key} appears twice in {file}")]
+    Conflict {
+        namespace: String,
+        key: String,
+        file: String,
     },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -176,11 +182,19 @@ pub fn plan_import(
         });
         for (key, value) in pairs {
             if let Some(prev) = plan.items.iter().find(|i| i.key == key) {
-                return Err(StateError::Conflict {
-                    namespace,
-                    key,
-                    first: prev.source.clone(),
-                    second: name,
+                return Err(if prev.source == name {
+                    StateError::Conflict {
+                        namespace,
+                        key,
+                        file: name,
+                    }
+                } else {
+                    StateError::ConflictAcrossFiles {
+                        namespace,
+                        key,
+                        first: prev.source.clone(),
+                        second: name,
+                    }
                 });
             }
             let action = match store.state_get(&namespace, &key)? {
