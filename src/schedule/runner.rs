@@ -6,7 +6,6 @@
 
 use serde::Serialize;
 use serde_json::json;
-use std::path::Path;
 use std::time::Duration;
 
 use crate::audit::Draft;
@@ -439,11 +438,6 @@ impl<'a> Runner<'a> {
         }
         Ok(report)
     }
-}
-
-/// The state file path of a config, for callers that only need to open the store.
-pub fn state_path(config: &Config) -> &Path {
-    &config.state.path
 }
 
 impl Runner<'_> {

@@ -1,0 +1,218 @@
+//! Turns a spanned YAML tree into a validated `Config`, collecting every error.
+//!
+//! Owns the rules of runbook.yaml: known keys, types, units, cron syntax, references, and
+//! `${VAR}` expansion of values. It never stops at the first problem: every error is reported
+//! with its position. Invariant: it returns a `Config` only when it found no error.
+
+mod profile;
+mod walker;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::model::{Config, SecretsConfig, StateConfig};
+use super::secrets::{self, Redactor};
+use super::yaml::{Kind, Node};
+
+const TOP_KEYS: &[&str] = &["version", "host", "state", "secrets", "profiles"];
+/// Sections of the full design that this version does not read yet.
+const LATER_KEYS: &[&str] = &[
+    "checks",
+    "notify",
+    "backups",
+    "gates",
+    "sessions",
+    "incidents",
+    "deploy",
+    "api",
+];
+pub const DEFAULT_STATE_URL: &str = "sqlite:///var/lib/runbook/runbook.db";
+
+pub(super) use walker::Cx;
+
+/// Validates a parsed document. `file` is used for positions and relative paths.
+pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
+    let mut allowed: Vec<&str> = TOP_KEYS.to_vec();
+    allowed.extend(LATER_KEYS);
+    let top = cx.map(root, "runbook.yaml", &allowed)?;
+    for (key, key_pos, _) in &top.entries {
+        if LATER_KEYS.contains(key) {
+            cx.error(
+                *key_pos,
+                format!("`{key}:` is not supported by runbook {}", env!("CARGO_PKG_VERSION")),
+                Some(format!("remove the `{key}` section for now")),
+            );
+        }
+    }
+    let base = cx.file.parent().map(Path::to_path_buf).unwrap_or_default();
+
+    let version = match top.get("version") {
+        None => {
+            cx.error(top.pos, "missing `version`", Some("add `version: 1` at the top".into()));
+            0
+        }
+        Some(node) => match cx.u64(node, "version") {
+            Some(1) => 1,
+            Some(v) => {
+                cx.error(
+                    node.pos,
+                    format!("unsupported version {v}"),
+                    Some("this runbook reads `version: 1`".into()),
+                );
+                0
+            }
+            None => 0,
+        },
+    };
+
+    let secrets = top
+        .get("secrets")
+        .and_then(|n| secrets_section(cx, n, &base))
+        .unwrap_or_default();
+    let mut env = Vec::new();
+    let mut secret_values = Vec::new();
+    for (i, path) in secrets.env_files.iter().enumerate() {
+        let pos = top
+            .get("secrets")
+            .and_then(|s| match &s.kind {
+                Kind::Map(entries) => entries
+                    .iter()
+                    .find(|(k, _)| matches!(&k.kind, Kind::Scalar { value, .. } if value == "env_files"))
+                    .map(|(_, v)| v),
+                _ => None,
+            })
+            .map(|list| match &list.kind {
+                Kind::Seq(items) => items.get(i).map(|n| n.pos).unwrap_or(list.pos),
+                _ => list.pos,
+            })
+            .unwrap_or(top.pos);
+        match secrets::read_env_file(path) {
+            Ok(vars) => {
+                for var in vars {
+                    secret_values.push(var.value.clone());
+                    cx.env_files.insert(var.key.clone(), var.value.clone());
+                    env.push((var.key, var.value));
+                }
+            }
+            Err((0, msg)) => cx.error(
+                pos,
+                format!("env file: {msg}"),
+                Some("create the file or remove it from secrets.env_files".into()),
+            ),
+            Err((line, msg)) => cx.error(pos, format!("env file {}:{line}: {msg}", path.display()), None),
+        }
+    }
+
+    cx.redactor = Redactor::new(secret_values.iter().cloned());
+
+    let host = match top.get("host") {
+        Some(node) => cx.string(node, "host").unwrap_or_default(),
+        None => default_host(),
+    };
+    let state = state_section(cx, top.get("state"), &base);
+
+    let mut profiles = BTreeMap::new();
+    if let Some(node) = top.get("profiles")
+        && let Some(fields) = cx.map(node, "profiles", &[])
+    {
+        for (name, key_pos, pnode) in &fields.entries {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                cx.error(
+                    *key_pos,
+                    format!("profile name `{name}` may only use letters, digits, `-`, `_` and `.`"),
+                    None,
+                );
+                continue;
+            }
+            if let Some(p) = profile::profile(cx, name, pnode, &base) {
+                profiles.insert(name.to_string(), p);
+            }
+        }
+    }
+
+    if !cx.diags.is_empty() {
+        return None;
+    }
+    Some(Config {
+        version,
+        host,
+        state,
+        secrets,
+        profiles,
+        source: cx.file.to_path_buf(),
+        redactor: cx.redactor.clone(),
+        env,
+    })
+}
+
+pub fn default_host() -> String {
+    rustix::system::uname().nodename().to_string_lossy().into_owned()
+}
+
+fn secrets_section(cx: &mut Cx, node: &Node, base: &Path) -> Option<SecretsConfig> {
+    let f = cx.map(node, "secrets", &["env_files", "deny_read"])?;
+    let env_files = f
+        .get("env_files")
+        .and_then(|n| cx.string_list(n, "secrets.env_files"))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| base.join(p))
+        .collect();
+    let deny_read = f
+        .get("deny_read")
+        .and_then(|n| cx.string_list(n, "secrets.deny_read"))
+        .unwrap_or_default();
+    Some(SecretsConfig { env_files, deny_read })
+}
+
+fn state_section(cx: &mut Cx, node: Option<&Node>, base: &Path) -> StateConfig {
+    let url = match node.and_then(|n| cx.map(n, "state", &["url"])) {
+        Some(f) => match f.get("url") {
+            Some(u) => match cx.string(u, "state.url") {
+                Some(url) => match state_path(&url, base) {
+                    Ok(path) => return StateConfig { url, path },
+                    Err(msg) => {
+                        cx.error(
+                            u.pos,
+                            msg,
+                            Some("use sqlite:///absolute/path.db or a path relative to runbook.yaml".into()),
+                        );
+                        return StateConfig::default();
+                    }
+                },
+                None => return StateConfig::default(),
+            },
+            None => DEFAULT_STATE_URL.to_string(),
+        },
+        None => DEFAULT_STATE_URL.to_string(),
+    };
+    let path = state_path(&url, base).unwrap_or_default();
+    StateConfig { url, path }
+}
+
+/// Resolves a state URL to a SQLite file path.
+pub fn state_path(url: &str, base: &Path) -> Result<PathBuf, String> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err(format!(
+            "state.url `{url}`: PostgreSQL state (fleet mode) is not available in this version"
+        ));
+    }
+    let raw = if let Some(rest) = url.strip_prefix("sqlite://") {
+        rest
+    } else if let Some(rest) = url.strip_prefix("sqlite:") {
+        rest
+    } else if url.contains("://") {
+        return Err(format!("state.url `{url}`: unknown scheme"));
+    } else {
+        url
+    };
+    if raw.is_empty() {
+        return Err("state.url has no path".into());
+    }
+    let path = PathBuf::from(raw);
+    Ok(if path.is_absolute() { path } else { base.join(path) })
+}

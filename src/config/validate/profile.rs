@@ -1,0 +1,362 @@
+//! Profiles and their tasks: cron, time zone, pre-run sync, command tasks and their limits.
+//!
+//! Owns the rules of one profile entry. Invariant: task names within a profile are unique;
+//! unnamed tasks are numbered (`sh`, `sh-2`) in file order.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use super::walker::Cx;
+use crate::config::model::{CommandTask, GitSync, Limits, Profile, Program, RunArgs, Schedule, Task};
+use crate::config::units::{ByteSize, Percent};
+use crate::config::yaml::{Kind, Node, Pos};
+
+const PROFILE_KEYS: &[&str] = &["cron", "timezone", "enabled", "timeout", "sync_before_run", "tasks"];
+const COMMAND_KEYS: &[&str] = &[
+    "run",
+    "sh",
+    "name",
+    "timeout",
+    "kill_grace",
+    "cwd",
+    "env",
+    "memory_max",
+    "cpu_time",
+    "nofile",
+    "systemd_run",
+    "cpu_quota",
+];
+const LATER_TASK_KINDS: &[&str] = &["check", "backup", "prune", "drill"];
+
+pub(super) fn profile(cx: &mut Cx, name: &str, node: &Node, base: &Path) -> Option<Profile> {
+    let what = format!("profile `{name}`");
+    let f = cx.map(node, &what, PROFILE_KEYS)?;
+    let errors_before = cx.diags.len();
+
+    let timezone = f.get("timezone").and_then(|n| {
+        let tz = cx.string(n, "timezone")?;
+        match jiff::tz::TimeZone::get(&tz) {
+            Ok(_) => Some(tz),
+            Err(e) => {
+                cx.error(
+                    n.pos,
+                    format!("unknown time zone `{tz}`: {e}"),
+                    Some("use an IANA name such as Europe/Berlin or UTC".into()),
+                );
+                None
+            }
+        }
+    });
+    let (cron, schedule) = match f.get("cron") {
+        None => {
+            cx.missing(
+                f.pos,
+                "cron",
+                format!("{what} has no `cron`"),
+                "add e.g. `cron: \"0 * * * *\"` (hourly)",
+            );
+            (String::new(), None)
+        }
+        Some(n) => match cx.string(n, "cron") {
+            Some(expr) => {
+                let schedule = parse_cron(cx, n.pos, &expr, timezone.as_deref());
+                (expr, schedule)
+            }
+            None => (String::new(), None),
+        },
+    };
+    let enabled = f.get("enabled").and_then(|n| cx.bool(n, "enabled")).unwrap_or(true);
+    let timeout = f.get("timeout").and_then(|n| cx.duration(n, "timeout"));
+    let sync_before_run = f.get("sync_before_run").and_then(|n| git_sync(cx, n, base));
+
+    let mut tasks = Vec::new();
+    match f.get("tasks") {
+        None => cx.missing(
+            f.pos,
+            "tasks",
+            format!("{what} has no `tasks`"),
+            "add a list of tasks, e.g. `tasks: [ { run: [true] } ]`",
+        ),
+        Some(n) => match &n.kind {
+            Kind::Seq(items) => {
+                if items.is_empty() {
+                    cx.error(n.pos, format!("{what} has an empty task list"), None);
+                }
+                let mut names: HashMap<String, usize> = HashMap::new();
+                for item in items {
+                    if let Some(mut c) = task_inner(cx, item) {
+                        if !c.name_explicit {
+                            let count = names.entry(c.task.name.clone()).or_insert(0);
+                            *count += 1;
+                            if *count > 1 {
+                                c.task.name = format!("{}-{}", c.task.name, count);
+                            }
+                        } else if names.insert(c.task.name.clone(), 1).is_some() {
+                            cx.error(
+                                item.pos,
+                                format!("two tasks in {what} are named `{}`", c.task.name),
+                                Some("task names must be unique within a profile".into()),
+                            );
+                        }
+                        tasks.push(Task::Command(c.task));
+                    }
+                }
+            }
+            _ => cx.error(
+                n.pos,
+                format!("tasks of {what} must be a list, found {}", n.describe()),
+                None,
+            ),
+        },
+    }
+    if cx.diags.len() != errors_before {
+        return None;
+    }
+    Some(Profile {
+        cron,
+        timezone,
+        enabled,
+        timeout,
+        sync_before_run,
+        tasks,
+        schedule,
+    })
+}
+
+fn parse_cron(cx: &mut Cx, pos: Pos, expr: &str, timezone: Option<&str>) -> Option<Schedule> {
+    let fields = expr.split_whitespace().count();
+    if !expr.trim_start().starts_with('@') && !(5..=6).contains(&fields) {
+        cx.error(
+            pos,
+            format!("cron `{expr}` has {fields} fields; expected 5 (min hour day month weekday) or 6 (seconds first)"),
+            Some("examples: \"0 * * * *\" hourly, \"*/10 * * * *\", \"30 3 * * *\", @daily".into()),
+        );
+        return None;
+    }
+    let cron = match expr.parse::<croner::Cron>() {
+        Ok(c) => c,
+        Err(e) => {
+            cx.error(
+                pos,
+                format!("invalid cron `{expr}`: {e}"),
+                Some("fields: [sec] min hour day-of-month month day-of-week; e.g. \"*/5 * * * *\"".into()),
+            );
+            return None;
+        }
+    };
+    let tz = match timezone {
+        Some(name) => jiff::tz::TimeZone::get(name).ok()?,
+        None => jiff::tz::TimeZone::system(),
+    };
+    Some(Schedule { cron, tz })
+}
+
+fn git_sync(cx: &mut Cx, node: &Node, base: &Path) -> Option<GitSync> {
+    let f = cx.map(node, "sync_before_run", &["repo", "remote", "branch"])?;
+    let repo = match f.get("repo") {
+        Some(n) => cx.string(n, "sync_before_run.repo").map(|r| base.join(r)),
+        None => {
+            cx.error(
+                f.pos,
+                "sync_before_run needs `repo`",
+                Some("e.g. { repo: /srv/app, branch: main }".into()),
+            );
+            None
+        }
+    };
+    let branch = match f.get("branch") {
+        Some(n) => cx.string(n, "sync_before_run.branch"),
+        None => {
+            cx.error(
+                f.pos,
+                "sync_before_run needs `branch`",
+                Some("e.g. { repo: /srv/app, branch: main }".into()),
+            );
+            None
+        }
+    };
+    let remote = f
+        .get("remote")
+        .and_then(|n| cx.string(n, "sync_before_run.remote"))
+        .unwrap_or_else(|| "origin".into());
+    Some(GitSync {
+        repo: repo?,
+        remote,
+        branch: branch?,
+    })
+}
+
+struct ParsedTask {
+    task: CommandTask,
+    name_explicit: bool,
+}
+
+fn task_inner(cx: &mut Cx, node: &Node) -> Option<ParsedTask> {
+    match &node.kind {
+        Kind::Scalar { value, .. } => {
+            cx.error(
+                node.pos,
+                format!("task `{value}` refers to a check, but no check named `{value}` is defined"),
+                Some(format!("to run a command write `{{ run: [{value}] }}`")),
+            );
+            None
+        }
+        Kind::Map(entries) => {
+            let keys: Vec<&str> = entries
+                .iter()
+                .filter_map(|(k, _)| match &k.kind {
+                    Kind::Scalar { value, .. } => Some(value.as_str()),
+                    _ => None,
+                })
+                .collect();
+            if let Some(kind) = LATER_TASK_KINDS.iter().find(|k| keys.contains(k)) {
+                cx.error(
+                    node.pos,
+                    format!(
+                        "`{kind}:` tasks are not supported by runbook {}",
+                        env!("CARGO_PKG_VERSION")
+                    ),
+                    Some("use a command task: { run: [...] } or { sh: \"...\" }".into()),
+                );
+                return None;
+            }
+            command_task(cx, node)
+        }
+        _ => {
+            cx.error(
+                node.pos,
+                format!(
+                    "a task must be a mapping such as {{ run: [...] }}, found {}",
+                    node.describe()
+                ),
+                None,
+            );
+            None
+        }
+    }
+}
+
+fn command_task(cx: &mut Cx, node: &Node) -> Option<ParsedTask> {
+    let f = cx.map(node, "task", COMMAND_KEYS)?;
+    let errors_before = cx.diags.len();
+    let program = match (f.get("run"), f.get("sh")) {
+        (Some(_), Some(sh)) => {
+            cx.error(sh.pos, "a task has either `run` or `sh`, not both", None);
+            None
+        }
+        (None, None) => {
+            cx.error(
+                f.pos,
+                "a task needs `run` (a program and arguments) or `sh` (a shell script)",
+                None,
+            );
+            None
+        }
+        (Some(run), None) => match &run.kind {
+            Kind::Seq(_) => cx.string_list(run, "run").and_then(|argv| {
+                if argv.is_empty() {
+                    cx.error(
+                        run.pos,
+                        "`run` is an empty list",
+                        Some("name the program first: run: [./script.sh, --flag]".into()),
+                    );
+                    None
+                } else {
+                    Some(Program::Run(RunArgs::Argv(argv)))
+                }
+            }),
+            _ => cx.string(run, "run").and_then(|line| match shlex::split(&line) {
+                Some(argv) if !argv.is_empty() => Some(Program::Run(RunArgs::Line(line))),
+                Some(_) => {
+                    cx.error(run.pos, "`run` is empty", None);
+                    None
+                }
+                None => {
+                    cx.error(
+                        run.pos,
+                        format!("cannot split `{line}` into arguments (unbalanced quote?)"),
+                        Some("use a list: run: [prog, arg]".into()),
+                    );
+                    None
+                }
+            }),
+        },
+        (None, Some(sh)) => cx.string(sh, "sh").map(Program::Sh),
+    };
+    let explicit = f.get("name").and_then(|n| cx.string(n, "name"));
+    let timeout = f.get("timeout").and_then(|n| cx.duration(n, "timeout"));
+    let kill_grace = f.get("kill_grace").and_then(|n| cx.duration(n, "kill_grace"));
+    let cwd = f.get("cwd").and_then(|n| cx.string(n, "cwd")).map(PathBuf::from);
+    let mut env = BTreeMap::new();
+    if let Some(n) = f.get("env")
+        && let Some(ef) = cx.map(n, "env", &[])
+    {
+        for (k, _, v) in &ef.entries {
+            if let Some(val) = cx.string(v, &format!("env.{k}")) {
+                env.insert(k.to_string(), val);
+            }
+        }
+    }
+    let limits = Limits {
+        memory_max: f
+            .get("memory_max")
+            .and_then(|n| cx.parsed(n, "memory_max", ByteSize::parse, "sizes look like 512M, 1G")),
+        cpu_time: f.get("cpu_time").and_then(|n| cx.duration(n, "cpu_time")),
+        nofile: f.get("nofile").and_then(|n| cx.u64(n, "nofile")),
+        systemd_run: f
+            .get("systemd_run")
+            .and_then(|n| cx.bool(n, "systemd_run"))
+            .unwrap_or(false),
+        cpu_quota: f
+            .get("cpu_quota")
+            .and_then(|n| cx.parsed(n, "cpu_quota", Percent::parse, "e.g. 25%")),
+    };
+    if limits.cpu_quota.is_some()
+        && !limits.systemd_run
+        && let Some(n) = f.get("cpu_quota")
+    {
+        cx.error(
+            n.pos,
+            "`cpu_quota` needs `systemd_run: true`",
+            Some("a CPU share can only be enforced by a systemd scope".into()),
+        );
+    }
+    if cx.diags.len() != errors_before {
+        return None;
+    }
+    let program = program?;
+    let name_explicit = explicit.is_some();
+    // A name may be built from a secret (`name: "t-${TOKEN}"`); names are shown and stored.
+    let name = cx
+        .redactor
+        .redact(&explicit.unwrap_or_else(|| default_task_name(&program)))
+        .into_owned();
+    Some(ParsedTask {
+        task: CommandTask {
+            name,
+            program,
+            timeout,
+            kill_grace,
+            cwd,
+            env,
+            limits,
+        },
+        name_explicit,
+    })
+}
+
+fn default_task_name(program: &Program) -> String {
+    match program {
+        Program::Sh(_) => "sh".into(),
+        Program::Run(_) => program
+            .argv()
+            .first()
+            .map(|p| {
+                Path::new(p)
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| p.clone())
+            })
+            .unwrap_or_else(|| "task".into()),
+    }
+}
