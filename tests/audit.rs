@@ -22,10 +22,10 @@ fn an_untouched_chain_verifies() {
     let (code, v) = env.json(&["audit", "verify"]);
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["intact"], true);
-    assert_eq!(v["checked"], 6);
-    assert_eq!(v["head_seq"], 6);
+    assert_eq!(v["checked"], 9, "3 runs (started + finished) and 3 state sets");
+    assert_eq!(v["head_seq"], 9);
     let out = env.run(&["audit", "verify"]);
-    assert!(out.stdout.starts_with("audit chain intact: 6 events"), "{}", out.stdout);
+    assert!(out.stdout.starts_with("audit chain intact: 9 events"), "{}", out.stdout);
 }
 
 #[test]
@@ -83,11 +83,13 @@ fn audit_list_shows_newest_first_and_filters_by_kind() {
     let (_, all) = env.json(&["audit", "list", "--limit", "2"]);
     let all = all.as_array().unwrap();
     assert_eq!(all.len(), 2);
-    assert_eq!(all[0]["seq"], 6);
+    assert_eq!(all[0]["seq"], 9);
     let (_, runs) = env.json(&["audit", "list", "--kind", "run.finished"]);
     let runs = runs.as_array().unwrap();
     assert_eq!(runs.len(), 3);
     assert!(runs.iter().all(|e| e["kind"] == "run.finished" && e["subject"] == "p"));
     assert_eq!(runs[0]["data"]["status"], "ok");
+    let (_, starts) = env.json(&["audit", "list", "--kind", "run.started"]);
+    assert_eq!(starts.as_array().unwrap().len(), 3, "each run's start is audited too");
     assert!(!runs[0]["actor"].as_str().unwrap().is_empty());
 }

@@ -133,6 +133,7 @@ impl Task {
 #[serde(deny_unknown_fields)]
 pub struct CommandTask {
     /// Name in runs and output. Default: the program's file name (`sh` for scripts).
+    #[serde(default)]
     pub name: String,
     #[serde(flatten)]
     pub program: Program,

@@ -104,12 +104,16 @@ pub fn task_spec(config: &Config, profile: &Profile, task: &CommandTask) -> Spec
     spec
 }
 
-fn sync_specs(sync: &GitSync) -> [Spec; 2] {
+fn sync_specs(config: &Config, sync: &GitSync) -> [Spec; 2] {
     let repo = sync.repo.to_string_lossy().into_owned();
     let git = |args: &[&str]| {
         let mut argv = vec!["git".to_string(), "-C".to_string(), repo.clone()];
         argv.extend(args.iter().map(|s| s.to_string()));
-        Spec::new(argv, SYNC_TIMEOUT)
+        let mut spec = Spec::new(argv, SYNC_TIMEOUT);
+        spec.cwd = Some(config.base_dir());
+        // Credentials for the remote (GIT_SSH_COMMAND, tokens) usually live in the env files.
+        spec.env = config.env.clone();
+        spec
     };
     [
         git(&["fetch", "--quiet", &sync.remote, &sync.branch]),
@@ -153,7 +157,7 @@ pub fn plan(config: &Config, name: &str) -> Result<Vec<PlanStep>, RunError> {
     };
     let mut steps = Vec::new();
     if let Some(sync) = &profile.sync_before_run {
-        for spec in sync_specs(sync) {
+        for spec in sync_specs(config, sync) {
             steps.push(step("git-sync".into(), "sync", &spec));
         }
     }
@@ -272,7 +276,13 @@ impl<'a> Runner<'a> {
 
         let mut new = self.new_run(name, None, RunKind::Profile, trigger);
         new.retry_of = retry_of.filter(|_| only.is_none());
-        let run_id = self.store.insert_run(&new, None)?;
+        let start_event = Draft::new(
+            "run.started",
+            name,
+            json!({ "trigger": trigger.as_str(), "pid": new.pid, "retry_of": retry_of, "task": only }),
+            redactor,
+        );
+        let run_id = self.store.insert_run(&new, Some(&start_event))?;
         tracing::info!(
             profile = name,
             run = run_id,
@@ -350,7 +360,7 @@ impl<'a> Runner<'a> {
     }
 
     fn run_sync(&self, parent: i64, profile: &str, trigger: Trigger, sync: &GitSync) -> Result<TaskReport, RunError> {
-        let [fetch, reset] = sync_specs(sync);
+        let [fetch, reset] = sync_specs(self.config, sync);
         let step = self.run_step(parent, profile, "git-sync", RunKind::Sync, trigger, &fetch, None)?;
         if step.status != RunStatus::Ok {
             return Ok(step);
