@@ -71,6 +71,13 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the scheduler: every enabled profile at its cron times (systemd Type=notify)
+    ///
+    /// Profiles run concurrently, each on its own thread; a profile never overlaps itself (a
+    /// tick that finds it still running is recorded as `skipped`). SIGHUP reloads runbook.yaml
+    /// after validating it (a bad file is logged and ignored). SIGTERM or SIGINT stop
+    /// scheduling, let running tasks finish for --shutdown-grace, then kill them and record
+    /// them as `failed (shutdown)`. With NOTIFY_SOCKET set, sends READY=1, WATCHDOG=1 and
+    /// STOPPING=1. One daemon per state file.
     Daemon(DaemonArgs),
     /// Ask the running daemon to reload runbook.yaml (validated first; a bad file is not applied)
     Reload,
@@ -82,6 +89,14 @@ pub enum Command {
     /// Print the crontab that runs the same schedule through `runbook run`
     RenderCrontab(RenderArgs),
     /// Run a profile now (skipped if a run of it is still going)
+    ///
+    /// Runs the profile's pre-run git sync (if any), then every task in order, each bounded by
+    /// its timeout and limits; a failed task does not stop the ones after it. Records one run
+    /// for the profile and one per task in the jobs ledger. Exit 1 if any task failed; a start
+    /// skipped because the profile is already running exits 0.
+    ///
+    /// --dry-run prints every step with the exact command, working directory, timeout and
+    /// limits, and runs and writes nothing (not even the state file).
     Run(RunArgs),
     /// The jobs ledger: list, show, recover stale runs, retry
     #[command(subcommand)]
@@ -147,6 +162,12 @@ pub enum JobsCmd {
     /// One run with its output excerpt (and its tasks, for a profile run)
     Show { id: i64 },
     /// Find runs still marked running whose process is gone or that are too old; --apply marks them retryable
+    ///
+    /// A run is stale when it is still `running` in the ledger but the runbook process that
+    /// recorded it is gone on this host (after a reboot, a crash or kill -9), or when it
+    /// started more than --older-than-minutes ago on any host. Without --apply the stale runs
+    /// are only listed. With --apply each is marked `retryable`, with one audit event each,
+    /// in one transaction; then `runbook jobs retry ID --apply` runs it again.
     RecoverStale {
         /// Runs started longer ago than this are stale even if their process seems alive
         #[arg(long, value_name = "N")]
@@ -156,6 +177,10 @@ pub enum JobsCmd {
         apply: bool,
     },
     /// Run a failed or retryable run again, linked to the original
+    ///
+    /// A task run re-runs that task, a profile run the whole profile, as configured now (so a
+    /// fix deployed since runs), under the profile's non-overlap lock. The new run records
+    /// `retry_of` = ID; `jobs show ID` lists its retries. Without --apply prints what would run.
     Retry {
         id: i64,
         /// Run it (default: print what would run)
@@ -179,6 +204,11 @@ pub enum StateCmd {
     /// List keys, optionally of one namespace
     List { namespace: Option<String> },
     /// Import legacy text cache files from a directory; existing keys are kept unless --overwrite
+    ///
+    /// Each regular file is one key (its name without extension; the value is its content
+    /// without the final newline), or, when every line is `key=value`, one key per line.
+    /// Hidden files are ignored; files over 1 MiB or not UTF-8 are reported and skipped.
+    /// Idempotent: a second identical import writes nothing. Dry run unless --apply.
     Import {
         dir: PathBuf,
         /// Namespace of the imported keys [default: the directory's name]
@@ -204,6 +234,10 @@ pub enum AuditCmd {
         kind: Option<String>,
     },
     /// Check the hash chain: exit 1 naming the first bad event
+    ///
+    /// Recomputes every event's hash from its content and the previous event's hash. An
+    /// edited, deleted or reordered event breaks the chain at that event; the report names
+    /// its sequence number and what is wrong.
     Verify,
 }
 
