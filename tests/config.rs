@@ -692,3 +692,15 @@ fn version_2_is_refused() {
     assert!(out.stderr.contains("missing `version`"), "{out:?}");
     assert!(out.stderr.contains("add `version: 1` at the top"), "{out:?}");
 }
+
+#[test]
+fn error_messages_never_quote_an_env_file_secret() {
+    let env = Env::new(
+        "version: 1\nsecrets: { env_files: [app.env] }\nprofiles:\n  p: { cron: \"${SCHEDULE_TOKEN}\", tasks: [ { run: [true] } ] }\n",
+    );
+    env.write("app.env", "SCHEDULE_TOKEN=not-a-cron-but-a-secret\n");
+    let out = env.run(&["config", "check"]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("cron `[redacted]`"), "{}", out.stderr);
+    assert!(!out.stderr.contains("not-a-cron-but-a-secret"), "{}", out.stderr);
+}

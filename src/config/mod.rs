@@ -94,7 +94,7 @@ pub fn parse(path: &Path, src: &str) -> Result<Config, ConfigError> {
     let mut cx = validate::Cx::new(path, src);
     match validate::config(&mut cx, &root) {
         Some(config) if cx.diags.is_empty() => Ok(config),
-        _ => Err(invalid(cx.diags)),
+        _ => Err(invalid(cx.into_diagnostics())),
     }
 }
 

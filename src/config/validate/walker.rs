@@ -43,6 +43,18 @@ impl<'n> Fields<'n> {
 }
 
 impl<'a> Cx<'a> {
+    /// The errors found, with env-file values redacted from their messages.
+    pub(in crate::config) fn into_diagnostics(self) -> Vec<Diagnostic> {
+        let redactor = self.redactor;
+        self.diags
+            .into_iter()
+            .map(|mut d| {
+                d.message = redactor.redact(&d.message).into_owned();
+                d
+            })
+            .collect()
+    }
+
     pub(in crate::config) fn new(file: &'a Path, src: &'a str) -> Self {
         Cx {
             file,
