@@ -4,6 +4,7 @@
 //! not change), one dispatch `match`, and rendering. Each command group has its own file.
 
 mod audit;
+mod check;
 mod config_cmd;
 mod db;
 pub mod error;
@@ -86,6 +87,14 @@ pub enum Command {
     Config(ConfigCmd),
     /// List profiles: cadence, task count, next run, last run
     List,
+    /// Probe checks now (all, or the named ones) and print their outcomes; exit 1 if any fails
+    ///
+    /// Checks run concurrently, each bounded by its timeout. Outcomes are recorded in the
+    /// state file (check history); alerts are the daemon's job.
+    Check {
+        /// Checks to run [default: every check]
+        names: Vec<String>,
+    },
     /// Print the crontab that runs the same schedule through `runbook run`
     RenderCrontab(RenderArgs),
     /// Run a profile now (skipped if a run of it is still going)
@@ -289,6 +298,7 @@ pub fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
         Command::Reload => schedule::reload(&cx),
         Command::Config(cmd) => config_cmd::run(&cx, cmd),
         Command::List => schedule::list(&cx),
+        Command::Check { names } => check::run(&cx, names),
         Command::RenderCrontab(args) => schedule::render_crontab(&cx, args),
         Command::Run(args) => schedule::run(&cx, args),
         Command::Jobs(cmd) => jobs::run(&cx, cmd),

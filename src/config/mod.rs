@@ -4,6 +4,7 @@
 //! the two-stage parse (spanned YAML tree, then validated types), `${VAR}` expansion and secrets.
 //! Invariant: `load` returns either a fully valid `Config` or every error it found.
 
+pub mod checks;
 pub mod diagnostic;
 mod interp;
 pub mod model;
@@ -14,8 +15,9 @@ pub mod yaml;
 
 use std::path::{Path, PathBuf};
 
+pub use checks::{Check, Probe, Severity};
 pub use diagnostic::Diagnostic;
-pub use model::{CommandTask, Config, GitSync, Limits, Profile, Program, Schedule, Task};
+pub use model::{CheckTask, CommandTask, Config, GitSync, Limits, Profile, Program, Schedule, Task};
 pub use secrets::Redactor;
 pub use units::{ByteSize, HumanDuration, Percent};
 pub use validate::{DEFAULT_STATE_URL, default_host, state_path};

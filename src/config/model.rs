@@ -9,6 +9,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use super::checks::Check;
 use super::secrets::Redactor;
 use super::units::{ByteSize, HumanDuration, Percent};
 
@@ -33,6 +34,9 @@ pub struct Config {
     /// Env files whose values are secrets, and paths nobody may read without approval.
     #[serde(default)]
     pub secrets: SecretsConfig,
+    /// Named probes: HTTP, TCP, command, systemd unit, disk, certificate, file age, git ref, SQL.
+    #[serde(default)]
+    pub checks: BTreeMap<String, Check>,
     /// Named groups of tasks that run on a cron schedule.
     #[serde(default)]
     pub profiles: BTreeMap<String, Profile>,
@@ -119,14 +123,27 @@ pub struct GitSync {
 pub enum Task {
     /// A command: `{ run: [argv…] }`, `{ run: "string" }` or `{ sh: "script" }`.
     Command(CommandTask),
+    /// A check by name: a bare string, or `{ check: NAME }`.
+    Check(CheckTask),
 }
 
 impl Task {
     pub fn name(&self) -> &str {
         match self {
             Task::Command(c) => &c.name,
+            Task::Check(c) => &c.name,
         }
     }
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckTask {
+    /// The check to run (a key of `checks:`).
+    pub check: String,
+    /// Name in runs and output. Default: the check's name.
+    #[serde(default)]
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]

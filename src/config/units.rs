@@ -116,6 +116,19 @@ impl ByteSize {
     }
 }
 
+impl ByteSize {
+    /// For people: `76.8G`, `512.0M`, `900B` (binary units, one decimal).
+    pub fn human(self) -> String {
+        let units = [("T", 1u64 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)];
+        for (unit, size) in units {
+            if self.0 >= size {
+                return format!("{:.1}{unit}", self.0 as f64 / size as f64);
+            }
+        }
+        format!("{}B", self.0)
+    }
+}
+
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (unit, size) in [("T", 1u64 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)] {

@@ -9,9 +9,10 @@ use serde_json::json;
 use std::time::Duration;
 
 use crate::audit::Draft;
+use crate::check;
 use crate::clock;
 use crate::config::model::{DEFAULT_KILL_GRACE, DEFAULT_TASK_TIMEOUT};
-use crate::config::{CommandTask, Config, GitSync, HumanDuration, Profile, Task};
+use crate::config::{CheckTask, CommandTask, Config, GitSync, HumanDuration, Profile, Task};
 use crate::exec::{self, Cancel, Spec, Stop};
 use crate::store::{NewRun, RunFinish, RunKind, RunStatus, Store, StoreError, Trigger};
 
@@ -162,8 +163,23 @@ pub fn plan(config: &Config, name: &str) -> Result<Vec<PlanStep>, RunError> {
         }
     }
     for task in &profile.tasks {
-        let Task::Command(c) = task;
-        steps.push(step(c.name.clone(), "task", &task_spec(config, profile, c)));
+        match task {
+            Task::Command(c) => steps.push(step(c.name.clone(), "task", &task_spec(config, profile, c))),
+            Task::Check(c) => {
+                let check = &config.checks[&c.check];
+                steps.push(PlanStep {
+                    name: c.name.clone(),
+                    kind: "check",
+                    argv: Vec::new(),
+                    command: r
+                        .redact(&format!("check {}: {}", c.check, check::describe(check)))
+                        .into_owned(),
+                    cwd: config.base_dir().display().to_string(),
+                    timeout: HumanDuration(check.timeout()).to_string(),
+                    limits: Vec::new(),
+                });
+            }
+        }
     }
     Ok(steps)
 }
@@ -315,9 +331,13 @@ impl<'a> Runner<'a> {
                 not_started += 1;
                 continue;
             }
-            let Task::Command(c) = task;
-            let spec = task_spec(self.config, profile, c);
-            let step = self.run_step(run_id, name, &c.name, RunKind::Task, trigger, &spec, only.and(retry_of))?;
+            let step = match task {
+                Task::Command(c) => {
+                    let spec = task_spec(self.config, profile, c);
+                    self.run_step(run_id, name, &c.name, RunKind::Task, trigger, &spec, only.and(retry_of))?
+                }
+                Task::Check(c) => self.run_check(run_id, name, c, trigger, only.and(retry_of))?,
+            };
             report.tasks.push(step);
         }
 
@@ -368,6 +388,60 @@ impl<'a> Runner<'a> {
         let mut second = self.run_step(parent, profile, "git-sync", RunKind::Sync, trigger, &reset, None)?;
         second.duration_ms += step.duration_ms;
         Ok(second)
+    }
+
+    /// A check as a profile task: probed, recorded as a task run and as a check result.
+    fn run_check(
+        &self,
+        parent: i64,
+        profile: &str,
+        task: &CheckTask,
+        trigger: Trigger,
+        retry_of: Option<i64>,
+    ) -> Result<TaskReport, RunError> {
+        let check = &self.config.checks[&task.check];
+        let command = self
+            .config
+            .redactor
+            .redact(&format!("check {}: {}", task.check, check::describe(check)))
+            .into_owned();
+        let mut new = self.new_run(profile, Some(&task.name), RunKind::Task, trigger);
+        new.parent_id = Some(parent);
+        new.command = Some(command.clone());
+        new.retry_of = retry_of;
+        let id = self.store.insert_run(&new, None)?;
+        let outcome = check::runtime().block_on(check::probe(self.config, &task.check, check));
+        let status = if outcome.ok { RunStatus::Ok } else { RunStatus::Failed };
+        self.store
+            .record_check_results(&self.config.host, &[check::to_result(&outcome, Some(id))])?;
+        self.store.finish_run(
+            id,
+            &RunFinish {
+                status: Some(status),
+                finished_at: clock::to_text(clock::now()),
+                duration_ms: Some(outcome.latency_ms as i64),
+                output: Some(outcome.detail.clone()),
+                error: (!outcome.ok).then(|| outcome.detail.clone()),
+                ..Default::default()
+            },
+            None,
+        )?;
+        tracing::info!(profile, task = %task.name, run = id, status = %status, detail = %outcome.detail, "check finished");
+        let report = TaskReport {
+            run_id: id,
+            name: task.name.clone(),
+            kind: RunKind::Task,
+            status,
+            summary: outcome.detail.clone(),
+            exit_code: None,
+            duration_ms: outcome.latency_ms,
+            command,
+            output: outcome.detail,
+        };
+        if let Some(cb) = self.on_step {
+            cb(&report);
+        }
+        Ok(report)
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -14,7 +14,10 @@ use super::{Result, StoreError};
 use crate::audit::{self, Draft, Event};
 use crate::clock;
 
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_foundation.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_foundation.sql"),
+    include_str!("migrations/0002_checks.sql"),
+];
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Store {
@@ -285,6 +288,57 @@ impl Store {
         stmt.query_map([], run_from_row)
             .and_then(|rows| rows.collect())
             .map_err(self.err("reading last runs"))
+    }
+
+    // ---- check results ----
+
+    /// Records check outcomes (one transaction for the batch).
+    pub fn record_check_results(&self, host: &str, results: &[CheckResult]) -> Result<()> {
+        self.write("recording check results", |tx| {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO check_results (check_name, host, kind, ok, latency_ms, detail, data, at, run_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            for r in results {
+                stmt.execute(params![
+                    r.check,
+                    host,
+                    r.kind,
+                    r.ok,
+                    r.latency_ms,
+                    r.detail,
+                    r.data,
+                    r.at,
+                    r.run_id
+                ])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The latest outcome of each check.
+    pub fn latest_check_results(&self) -> Result<Vec<CheckResult>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT check_name, kind, ok, latency_ms, detail, data, at, run_id FROM check_results \
+                 WHERE id IN (SELECT MAX(id) FROM check_results GROUP BY check_name) ORDER BY check_name",
+            )
+            .map_err(self.err("reading check results"))?;
+        stmt.query_map([], |r| {
+            Ok(CheckResult {
+                check: r.get(0)?,
+                kind: r.get(1)?,
+                ok: r.get(2)?,
+                latency_ms: r.get(3)?,
+                detail: r.get(4)?,
+                data: r.get(5)?,
+                at: r.get(6)?,
+                run_id: r.get(7)?,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(self.err("reading check results"))
     }
 
     // ---- monitor_state ----

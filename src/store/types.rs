@@ -208,3 +208,17 @@ impl MigrationState {
         }
     }
 }
+
+/// One recorded check outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckResult {
+    pub check: String,
+    pub kind: String,
+    pub ok: bool,
+    pub latency_ms: i64,
+    pub detail: String,
+    /// JSON text.
+    pub data: String,
+    pub at: String,
+    pub run_id: Option<i64>,
+}

@@ -4,6 +4,7 @@
 //! `${VAR}` expansion of values. It never stops at the first problem: every error is reported
 //! with its position. Invariant: it returns a `Config` only when it found no error.
 
+mod checks;
 mod profile;
 mod walker;
 
@@ -14,18 +15,9 @@ use super::model::{Config, SecretsConfig, StateConfig};
 use super::secrets::{self, Redactor};
 use super::yaml::{Kind, Node};
 
-const TOP_KEYS: &[&str] = &["version", "host", "state", "secrets", "profiles"];
+const TOP_KEYS: &[&str] = &["version", "host", "state", "secrets", "checks", "profiles"];
 /// Sections of the full design that this version does not read yet.
-const LATER_KEYS: &[&str] = &[
-    "checks",
-    "notify",
-    "backups",
-    "gates",
-    "sessions",
-    "incidents",
-    "deploy",
-    "api",
-];
+const LATER_KEYS: &[&str] = &["notify", "backups", "gates", "sessions", "incidents", "deploy", "api"];
 pub const DEFAULT_STATE_URL: &str = "sqlite:///var/lib/runbook/runbook.db";
 
 pub(super) use walker::Cx;
@@ -111,16 +103,18 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
     };
     let state = state_section(cx, top.get("state"), &base);
 
+    let checks = top
+        .get("checks")
+        .map(|n| checks::checks(cx, n, &base))
+        .unwrap_or_default();
+    cx.check_names = checks.keys().cloned().collect();
+
     let mut profiles = BTreeMap::new();
     if let Some(node) = top.get("profiles")
         && let Some(fields) = cx.map(node, "profiles", &[])
     {
         for (name, key_pos, pnode) in &fields.entries {
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            {
+            if !valid_name(name) {
                 cx.error(
                     *key_pos,
                     format!("profile name `{name}` may only use letters, digits, `-`, `_` and `.`"),
@@ -142,11 +136,20 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
         host,
         state,
         secrets,
+        checks,
         profiles,
         source: cx.file.to_path_buf(),
         redactor: cx.redactor.clone(),
         env,
     })
+}
+
+/// Names of profiles and checks end up in file names, crontab lines and URLs.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 pub fn default_host() -> String {

@@ -6,8 +6,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use super::walker::Cx;
-use crate::config::model::{CommandTask, GitSync, Limits, Profile, Program, RunArgs, Schedule, Task};
+use super::walker::{Cx, Fields};
+use crate::config::model::{CheckTask, CommandTask, GitSync, Limits, Profile, Program, RunArgs, Schedule, Task};
 use crate::config::units::{ByteSize, Percent};
 use crate::config::yaml::{Kind, Node, Pos};
 
@@ -26,7 +26,7 @@ const COMMAND_KEYS: &[&str] = &[
     "systemd_run",
     "cpu_quota",
 ];
-const LATER_TASK_KINDS: &[&str] = &["check", "backup", "prune", "drill"];
+const LATER_TASK_KINDS: &[&str] = &["backup", "prune", "drill"];
 
 pub(super) fn profile(cx: &mut Cx, name: &str, node: &Node, base: &Path) -> Option<Profile> {
     let what = format!("profile `{name}`");
@@ -85,20 +85,21 @@ pub(super) fn profile(cx: &mut Cx, name: &str, node: &Node, base: &Path) -> Opti
                 let mut names: HashMap<String, usize> = HashMap::new();
                 for item in items {
                     if let Some(mut c) = task_inner(cx, item) {
+                        let name = c.task.name().to_string();
                         if !c.name_explicit {
-                            let count = names.entry(c.task.name.clone()).or_insert(0);
+                            let count = names.entry(name.clone()).or_insert(0);
                             *count += 1;
                             if *count > 1 {
-                                c.task.name = format!("{}-{}", c.task.name, count);
+                                set_name(&mut c.task, format!("{name}-{count}"));
                             }
-                        } else if names.insert(c.task.name.clone(), 1).is_some() {
+                        } else if names.insert(name.clone(), 1).is_some() {
                             cx.error(
                                 item.pos,
-                                format!("two tasks in {what} are named `{}`", c.task.name),
+                                format!("two tasks in {what} are named `{name}`"),
                                 Some("task names must be unique within a profile".into()),
                             );
                         }
-                        tasks.push(Task::Command(c.task));
+                        tasks.push(c.task);
                     }
                 }
             }
@@ -187,19 +188,43 @@ fn git_sync(cx: &mut Cx, node: &Node, base: &Path) -> Option<GitSync> {
 }
 
 struct ParsedTask {
-    task: CommandTask,
+    task: Task,
     name_explicit: bool,
+}
+
+fn set_name(task: &mut Task, name: String) {
+    match task {
+        Task::Command(c) => c.name = name,
+        Task::Check(c) => c.name = name,
+    }
+}
+
+/// A reference to a check, checked against `checks:`.
+fn check_task(cx: &mut Cx, node: &Node, check: String, name: Option<String>) -> Option<ParsedTask> {
+    if !cx.check_names.contains(&check) {
+        let hint = crate::config::diagnostic::suggest(&check, cx.check_names.iter().map(String::as_str))
+            .map(|s| format!("did you mean `{s}`?"))
+            .unwrap_or_else(|| format!("define it under `checks:`, or to run a command write `{{ run: [{check}] }}`"));
+        cx.error(
+            node.pos,
+            format!("task `{check}` refers to a check, but no check named `{check}` is defined"),
+            Some(hint),
+        );
+        return None;
+    }
+    let name_explicit = name.is_some();
+    let name = cx.redactor.redact(&name.unwrap_or_else(|| check.clone())).into_owned();
+    Some(ParsedTask {
+        task: Task::Check(CheckTask { check, name }),
+        name_explicit,
+    })
 }
 
 fn task_inner(cx: &mut Cx, node: &Node) -> Option<ParsedTask> {
     match &node.kind {
-        Kind::Scalar { value, .. } => {
-            cx.error(
-                node.pos,
-                format!("task `{value}` refers to a check, but no check named `{value}` is defined"),
-                Some(format!("to run a command write `{{ run: [{value}] }}`")),
-            );
-            None
+        Kind::Scalar { .. } => {
+            let check = cx.string(node, "task")?;
+            check_task(cx, node, check, None)
         }
         Kind::Map(entries) => {
             let keys: Vec<&str> = entries
@@ -209,6 +234,12 @@ fn task_inner(cx: &mut Cx, node: &Node) -> Option<ParsedTask> {
                     _ => None,
                 })
                 .collect();
+            if keys.contains(&"check") {
+                let f = cx.map(node, "task", &["check", "name"])?;
+                let check = f.get("check").and_then(|n| cx.string(n, "check"))?;
+                let name = f.get("name").and_then(|n| cx.string(n, "name"));
+                return check_task(cx, node, check, name);
+            }
             if let Some(kind) = LATER_TASK_KINDS.iter().find(|k| keys.contains(k)) {
                 cx.error(
                     node.pos,
@@ -239,64 +270,12 @@ fn task_inner(cx: &mut Cx, node: &Node) -> Option<ParsedTask> {
 fn command_task(cx: &mut Cx, node: &Node) -> Option<ParsedTask> {
     let f = cx.map(node, "task", COMMAND_KEYS)?;
     let errors_before = cx.diags.len();
-    let program = match (f.get("run"), f.get("sh")) {
-        (Some(_), Some(sh)) => {
-            cx.error(sh.pos, "a task has either `run` or `sh`, not both", None);
-            None
-        }
-        (None, None) => {
-            cx.error(
-                f.pos,
-                "a task needs `run` (a program and arguments) or `sh` (a shell script)",
-                None,
-            );
-            None
-        }
-        (Some(run), None) => match &run.kind {
-            Kind::Seq(_) => cx.string_list(run, "run").and_then(|argv| {
-                if argv.is_empty() {
-                    cx.error(
-                        run.pos,
-                        "`run` is an empty list",
-                        Some("name the program first: run: [./script.sh, --flag]".into()),
-                    );
-                    None
-                } else {
-                    Some(Program::Run(RunArgs::Argv(argv)))
-                }
-            }),
-            _ => cx.string(run, "run").and_then(|line| match shlex::split(&line) {
-                Some(argv) if !argv.is_empty() => Some(Program::Run(RunArgs::Line(line))),
-                Some(_) => {
-                    cx.error(run.pos, "`run` is empty", None);
-                    None
-                }
-                None => {
-                    cx.error(
-                        run.pos,
-                        format!("cannot split `{line}` into arguments (unbalanced quote?)"),
-                        Some("use a list: run: [prog, arg]".into()),
-                    );
-                    None
-                }
-            }),
-        },
-        (None, Some(sh)) => cx.string(sh, "sh").map(Program::Sh),
-    };
+    let program = program(cx, &f, "a task");
     let explicit = f.get("name").and_then(|n| cx.string(n, "name"));
     let timeout = f.get("timeout").and_then(|n| cx.duration(n, "timeout"));
     let kill_grace = f.get("kill_grace").and_then(|n| cx.duration(n, "kill_grace"));
     let cwd = f.get("cwd").and_then(|n| cx.string(n, "cwd")).map(PathBuf::from);
-    let mut env = BTreeMap::new();
-    if let Some(n) = f.get("env")
-        && let Some(ef) = cx.map(n, "env", &[])
-    {
-        for (k, _, v) in &ef.entries {
-            if let Some(val) = cx.string(v, &format!("env.{k}")) {
-                env.insert(k.to_string(), val);
-            }
-        }
-    }
+    let env = env_map(cx, &f);
     let limits = Limits {
         memory_max: f
             .get("memory_max")
@@ -332,7 +311,7 @@ fn command_task(cx: &mut Cx, node: &Node) -> Option<ParsedTask> {
         .redact(&explicit.unwrap_or_else(|| default_task_name(&program)))
         .into_owned();
     Some(ParsedTask {
-        task: CommandTask {
+        task: Task::Command(CommandTask {
             name,
             program,
             timeout,
@@ -340,7 +319,7 @@ fn command_task(cx: &mut Cx, node: &Node) -> Option<ParsedTask> {
             cwd,
             env,
             limits,
-        },
+        }),
         name_explicit,
     })
 }
@@ -359,4 +338,67 @@ fn default_task_name(program: &Program) -> String {
             })
             .unwrap_or_else(|| "task".into()),
     }
+}
+
+/// The `run:` or `sh:` of a command task or command check.
+pub(super) fn program(cx: &mut Cx, f: &Fields, what: &str) -> Option<Program> {
+    match (f.get("run"), f.get("sh")) {
+        (Some(_), Some(sh)) => {
+            cx.error(sh.pos, format!("{what} has either `run` or `sh`, not both"), None);
+            None
+        }
+        (None, None) => {
+            cx.error(
+                f.pos,
+                format!("{what} needs `run` (a program and arguments) or `sh` (a shell script)"),
+                None,
+            );
+            None
+        }
+        (Some(run), None) => match &run.kind {
+            Kind::Seq(_) => cx.string_list(run, "run").and_then(|argv| {
+                if argv.is_empty() {
+                    cx.error(
+                        run.pos,
+                        "`run` is an empty list",
+                        Some("name the program first: run: [./script.sh, --flag]".into()),
+                    );
+                    None
+                } else {
+                    Some(Program::Run(RunArgs::Argv(argv)))
+                }
+            }),
+            _ => cx.string(run, "run").and_then(|line| match shlex::split(&line) {
+                Some(argv) if !argv.is_empty() => Some(Program::Run(RunArgs::Line(line))),
+                Some(_) => {
+                    cx.error(run.pos, "`run` is empty", None);
+                    None
+                }
+                None => {
+                    cx.error(
+                        run.pos,
+                        format!("cannot split `{line}` into arguments (unbalanced quote?)"),
+                        Some("use a list: run: [prog, arg]".into()),
+                    );
+                    None
+                }
+            }),
+        },
+        (None, Some(sh)) => cx.string(sh, "sh").map(Program::Sh),
+    }
+}
+
+/// An `env:` mapping of strings.
+pub(super) fn env_map(cx: &mut Cx, f: &Fields) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    if let Some(n) = f.get("env")
+        && let Some(ef) = cx.map(n, "env", &[])
+    {
+        for (k, _, v) in &ef.entries {
+            if let Some(val) = cx.string(v, &format!("env.{k}")) {
+                env.insert(k.to_string(), val);
+            }
+        }
+    }
+    env
 }

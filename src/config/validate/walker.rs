@@ -23,6 +23,8 @@ pub(in crate::config) struct Cx<'a> {
     pub(super) redactor: Redactor,
     /// (mapping, key) pairs already suggested for a misspelt key: not reported missing again.
     pub(super) suggested: Vec<(Pos, &'static str)>,
+    /// Names under `checks:`, which profile tasks may refer to.
+    pub(super) check_names: Vec<String>,
 }
 
 pub(super) struct Fields<'n> {
@@ -63,6 +65,7 @@ impl<'a> Cx<'a> {
             env_files: HashMap::new(),
             redactor: Redactor::default(),
             suggested: Vec::new(),
+            check_names: Vec::new(),
         }
     }
 

@@ -1,0 +1,169 @@
+//! HTTP probe: one request, judged on status, body, JSON, headers and latency.
+//!
+//! Clients are cached per (redirect policy, TLS verification, CA file) so connections are
+//! reused between probes. The body is read up to `MAX_BODY`; a longer body is cut, not an error.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::{Finding, ms};
+use crate::config::checks::HttpProbe;
+
+/// Bytes of a response body that are read and judged.
+pub const MAX_BODY: usize = 1 << 20;
+
+type ClientKey = (bool, bool, Option<PathBuf>);
+
+static CLIENTS: Mutex<Option<HashMap<ClientKey, reqwest::Client>>> = Mutex::new(None);
+
+fn build(key: &ClientKey, timeout: Duration) -> Result<reqwest::Client, String> {
+    let (follow_redirects, tls_verify, ca_file) = key;
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("runbook/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(timeout)
+        .redirect(if *follow_redirects {
+            reqwest::redirect::Policy::limited(10)
+        } else {
+            reqwest::redirect::Policy::none()
+        })
+        .tls_danger_accept_invalid_certs(!tls_verify);
+    if let Some(ca) = ca_file {
+        let pem = std::fs::read(ca).map_err(|e| format!("cannot read ca_file {}: {e}", ca.display()))?;
+        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+        builder = builder.tls_certs_merge([cert]);
+    }
+    builder
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// A cached client; building one loads the system's root certificates, so it happens on a
+/// blocking thread and outside the cache lock, never on a probe worker.
+async fn client(p: &HttpProbe, timeout: Duration) -> Result<reqwest::Client, String> {
+    let key: ClientKey = (p.follow_redirects, p.tls_verify, p.ca_file.clone());
+    let cached = |key: &ClientKey| {
+        CLIENTS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|m| m.get(key).cloned())
+    };
+    if let Some(c) = cached(&key) {
+        return Ok(c);
+    }
+    let k = key.clone();
+    let built = tokio::task::spawn_blocking(move || build(&k, timeout))
+        .await
+        .map_err(|e| e.to_string())??;
+    let mut cache = CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
+    Ok(cache
+        .get_or_insert_with(HashMap::new)
+        .entry(key)
+        .or_insert(built)
+        .clone())
+}
+
+/// The innermost cause of a reqwest error, which is what a person needs ("connection refused").
+fn cause(e: &reqwest::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg = s.to_string();
+        source = s.source();
+    }
+    msg
+}
+
+pub(super) async fn probe(p: &HttpProbe, timeout: Duration) -> Result<Finding, String> {
+    let client = client(p, timeout).await?;
+    let method = reqwest::Method::from_bytes(p.method.as_bytes()).map_err(|_| format!("bad method {}", p.method))?;
+    let mut req = client.request(method, &p.url);
+    for (k, v) in &p.headers {
+        req = req.header(k, v);
+    }
+    if let Some(body) = &p.body {
+        req = req.body(body.clone());
+    }
+    let start = Instant::now();
+    let mut resp = req
+        .send()
+        .await
+        .map_err(|e| format!("{} {}: {}", p.method, p.url, cause(&e)))?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let mut body: Vec<u8> = Vec::new();
+    let mut truncated = false;
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| format!("reading the body: {}", cause(&e)))?
+    {
+        let room = MAX_BODY - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            truncated = true;
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let latency = start.elapsed();
+    let text = String::from_utf8_lossy(&body);
+    let e = &p.expect;
+    let mut problems: Vec<String> = Vec::new();
+    if !e.status.contains(status) {
+        problems.push(format!("status {status}, expected {}", e.status));
+    }
+    if let Some(needle) = &e.body_contains
+        && !text.contains(needle.as_str())
+    {
+        problems.push(format!("body does not contain {needle:?}"));
+    }
+    if let Some(re) = &e.body_regex {
+        let re = regex::Regex::new(re).map_err(|e| e.to_string())?;
+        if !re.is_match(&text) {
+            problems.push(format!("body does not match /{}/", re.as_str()));
+        }
+    }
+    if !e.json.is_empty() {
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(doc) => {
+                for (pointer, want) in &e.json {
+                    match doc.pointer(pointer) {
+                        Some(got) if got == want => {}
+                        Some(got) => problems.push(format!("{pointer} is {got}, expected {want}")),
+                        None => problems.push(format!("{pointer} is missing")),
+                    }
+                }
+            }
+            Err(err) => problems.push(format!("body is not JSON: {err}")),
+        }
+    }
+    for (name, want) in &e.headers {
+        match headers.get(name.as_str()).map(|v| v.to_str().unwrap_or("")) {
+            None => problems.push(format!("header {name} is missing")),
+            Some(got) if want != "*" && got != want => {
+                problems.push(format!("header {name} is {got:?}, expected {want:?}"))
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(max) = e.max_latency
+        && latency > max.0
+    {
+        problems.push(format!("took {}, limit {max}", ms(latency)));
+    }
+    let data = json!({ "status": status, "latency_ms": latency.as_millis() as u64, "body_bytes": body.len(), "body_truncated": truncated });
+    let reason = reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    Ok(if problems.is_empty() {
+        Finding::new(true, format!("{status} {reason} in {}", ms(latency)), data)
+    } else {
+        Finding::new(false, problems.join("; "), data)
+    })
+}

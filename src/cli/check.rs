@@ -1,0 +1,63 @@
+//! `runbook check [NAME…]`: probe checks now and print their outcomes.
+
+use std::sync::Arc;
+
+use super::output::{self, one_line};
+use super::{CliError, Ctx, Outcome};
+use crate::check;
+use crate::store::CheckResult;
+
+pub fn run(cx: &Ctx, names: Vec<String>) -> Result<Outcome, CliError> {
+    let config = Arc::new(cx.load()?);
+    for name in &names {
+        if !config.checks.contains_key(name) {
+            let known: Vec<&str> = config.checks.keys().map(String::as_str).collect();
+            let hint = crate::config::diagnostic::suggest(name, known.iter().copied())
+                .map(|s| format!("did you mean `{s}`?"))
+                .or_else(|| {
+                    Some(format!(
+                        "checks: {}",
+                        if known.is_empty() {
+                            "(none)".into()
+                        } else {
+                            known.join(", ")
+                        }
+                    ))
+                });
+            return Err(CliError::usage(format!("no check named `{name}`"), hint));
+        }
+    }
+    let names: Vec<String> = if names.is_empty() {
+        config.checks.keys().cloned().collect()
+    } else {
+        names
+    };
+    if names.is_empty() {
+        return Err(CliError::usage(
+            "no checks are configured",
+            Some("add them under `checks:` in runbook.yaml".into()),
+        ));
+    }
+    let outcomes = check::probe_blocking(&config, &names);
+    let store = cx.open_store(&config)?;
+    let results: Vec<CheckResult> = outcomes.iter().map(|o| check::to_result(o, None)).collect();
+    store.record_check_results(&config.host, &results)?;
+    let failing = outcomes.iter().filter(|o| !o.ok).count();
+    cx.out.either(&outcomes, || {
+        let mut t = output::table(&["CHECK", "KIND", "STATUS", "LATENCY", "DETAIL"]);
+        for o in &outcomes {
+            t.add_row(vec![
+                o.check.clone(),
+                o.kind.to_string(),
+                if o.ok { "ok".into() } else { "FAILING".into() },
+                format!("{}ms", o.latency_ms),
+                one_line(&o.detail, 90),
+            ]);
+        }
+        output::print_table(&t);
+        if failing > 0 {
+            cx.out.line(format!("{failing} of {} check(s) failing", outcomes.len()));
+        }
+    });
+    Ok(if failing == 0 { Outcome::Ok } else { Outcome::Failed })
+}
