@@ -4,6 +4,7 @@
 //! Data flows one way: `config` → domain modules (`schedule`, `jobs`, `state`, `audit`) →
 //! `store`. `exec` is the only place that spawns processes; `store` the only one that speaks SQL.
 
+pub mod alert;
 pub mod audit;
 pub mod check;
 pub mod cli;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::output::{self, one_line};
 use super::{CliError, Ctx, Outcome};
+use crate::alert::{self, Change, Observation};
 use crate::check;
 use crate::store::CheckResult;
 
@@ -42,6 +43,11 @@ pub fn run(cx: &Ctx, names: Vec<String>) -> Result<Outcome, CliError> {
     let store = cx.open_store(&config)?;
     let results: Vec<CheckResult> = outcomes.iter().map(|o| check::to_result(o, None)).collect();
     store.record_check_results(&config.host, &results)?;
+    let observations: Vec<Observation> = outcomes
+        .iter()
+        .map(|o| Observation::from_check(&config.checks[&o.check], o))
+        .collect();
+    let transitions = alert::observe(&store, &config, &observations)?;
     let failing = outcomes.iter().filter(|o| !o.ok).count();
     cx.out.either(&outcomes, || {
         let mut t = output::table(&["CHECK", "KIND", "STATUS", "LATENCY", "DETAIL"]);
@@ -57,6 +63,13 @@ pub fn run(cx: &Ctx, names: Vec<String>) -> Result<Outcome, CliError> {
         output::print_table(&t);
         if failing > 0 {
             cx.out.line(format!("{failing} of {} check(s) failing", outcomes.len()));
+        }
+        for t in &transitions {
+            let what = match t.change {
+                Change::Opened => format!("alert opened ({}, {})", t.severity.as_str(), t.status.as_str()),
+                Change::Resolved => "alert resolved".to_string(),
+            };
+            cx.out.line(format!("{what}: {}", t.key));
         }
     });
     Ok(if failing == 0 { Outcome::Ok } else { Outcome::Failed })

@@ -3,6 +3,7 @@
 //! Owns the clap definitions (the user's vocabulary, a public contract: names and flags do
 //! not change), one dispatch `match`, and rendering. Each command group has its own file.
 
+mod alerts;
 mod audit;
 mod check;
 mod config_cmd;
@@ -107,6 +108,9 @@ pub enum Command {
     /// --dry-run prints every step with the exact command, working directory, timeout and
     /// limits, and runs and writes nothing (not even the state file).
     Run(RunArgs),
+    /// Alerts raised by failing checks and tasks: list, silence, acknowledge
+    #[command(subcommand)]
+    Alerts(AlertsCmd),
     /// The jobs ledger: list, show, recover stale runs, retry
     #[command(subcommand)]
     Jobs(JobsCmd),
@@ -196,6 +200,39 @@ pub enum JobsCmd {
         #[arg(long)]
         apply: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsCmd {
+    /// Open alerts first, then resolved ones, newest first
+    List {
+        /// Only alerts with this status: firing, silenced, resolved
+        #[arg(long)]
+        status: Option<crate::store::AlertStatus>,
+        /// Only alerts from this source: check, task
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Silence an alert key or a check name for a while (dry run unless --apply)
+    ///
+    /// A silenced alert is kept and still tracked, but not notified. Open alerts that match
+    /// become `silenced`; alerts that open while the silence lasts open `silenced`.
+    Silence {
+        /// An alert key (web@vps-1) or a check name (web)
+        target: String,
+        /// How long: 30m, 2h, 1d
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+        duration: config::HumanDuration,
+        /// Why; recorded in the audit log
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        apply: bool,
+    },
+    /// Acknowledge the open alerts matching an alert key or check name
+    Ack { target: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -301,6 +338,7 @@ pub fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
         Command::Check { names } => check::run(&cx, names),
         Command::RenderCrontab(args) => schedule::render_crontab(&cx, args),
         Command::Run(args) => schedule::run(&cx, args),
+        Command::Alerts(cmd) => alerts::run(&cx, cmd),
         Command::Jobs(cmd) => jobs::run(&cx, cmd),
         Command::State(cmd) => state::run(&cx, cmd),
         Command::Audit(cmd) => audit::run(&cx, cmd),

@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::json;
 use std::time::Duration;
 
+use crate::alert::{self, Observation};
 use crate::audit::Draft;
 use crate::check;
 use crate::clock;
@@ -62,6 +63,8 @@ pub struct TaskReport {
     pub command: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub output: String,
+    #[serde(skip)]
+    pub stopped_by_shutdown: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -334,7 +337,14 @@ impl<'a> Runner<'a> {
             let step = match task {
                 Task::Command(c) => {
                     let spec = task_spec(self.config, profile, c);
-                    self.run_step(run_id, name, &c.name, RunKind::Task, trigger, &spec, only.and(retry_of))?
+                    let step =
+                        self.run_step(run_id, name, &c.name, RunKind::Task, trigger, &spec, only.and(retry_of))?;
+                    // A task stopped by shutdown did not fail on its own: no alert for it.
+                    if !step.stopped_by_shutdown {
+                        let seen = Observation::from_task(name, &c.name, step.status == RunStatus::Ok, &step.summary);
+                        alert::observe(self.store, self.config, &[seen])?;
+                    }
+                    step
                 }
                 Task::Check(c) => self.run_check(run_id, name, c, trigger, only.and(retry_of))?,
             };
@@ -414,6 +424,7 @@ impl<'a> Runner<'a> {
         let status = if outcome.ok { RunStatus::Ok } else { RunStatus::Failed };
         self.store
             .record_check_results(&self.config.host, &[check::to_result(&outcome, Some(id))])?;
+        alert::observe(self.store, self.config, &[Observation::from_check(check, &outcome)])?;
         self.store.finish_run(
             id,
             &RunFinish {
@@ -437,6 +448,7 @@ impl<'a> Runner<'a> {
             duration_ms: outcome.latency_ms,
             command,
             output: outcome.detail,
+            stopped_by_shutdown: false,
         };
         if let Some(cb) = self.on_step {
             cb(&report);
@@ -469,6 +481,7 @@ impl<'a> Runner<'a> {
             ("RUNBOOK_TASK".to_string(), task.to_string()),
             ("RUNBOOK_RUN_ID".to_string(), id.to_string()),
         ]);
+        let mut stopped_by_shutdown = false;
         let (status, summary, exit_code, signal, output, duration) = match exec::run(&spec, &self.cancel) {
             Ok(o) => {
                 let mut output = redactor.redact(&o.combined_output()).into_owned();
@@ -479,6 +492,7 @@ impl<'a> Runner<'a> {
                 let mut summary = o.summary(spec.timeout);
                 if o.stopped == Some(Stop::Shutdown) {
                     summary = "failed (shutdown)".into();
+                    stopped_by_shutdown = true;
                 }
                 (status, summary, o.exit_code, o.signal, output, o.duration)
             }
@@ -516,6 +530,7 @@ impl<'a> Runner<'a> {
             duration_ms: duration.as_millis() as u64,
             command,
             output,
+            stopped_by_shutdown,
         };
         if let Some(cb) = self.on_step {
             cb(&report);

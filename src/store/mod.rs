@@ -4,9 +4,11 @@
 //! and transactions. Domain modules call `Store` methods with domain values and never see SQL.
 //! Invariant: a state change and its audit event commit in one transaction, or neither does.
 
+mod alerts;
 mod sqlite;
 mod types;
 
+pub use alerts::{Alert, AlertFilter, AlertStatus, AlertTx, CheckState, NewAlert, Silence};
 pub use sqlite::Store;
 pub use types::*;
 

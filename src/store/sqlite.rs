@@ -17,6 +17,7 @@ use crate::clock;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_foundation.sql"),
     include_str!("migrations/0002_checks.sql"),
+    include_str!("migrations/0003_alerts.sql"),
 ];
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -120,11 +121,11 @@ impl Store {
         &self.path
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(super) fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn err(&self, context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+    pub(super) fn err(&self, context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
         move |source| StoreError::Sqlite {
             path: self.path.clone(),
             context,
@@ -133,7 +134,11 @@ impl Store {
     }
 
     /// Runs `f` in an IMMEDIATE transaction and commits.
-    fn write<T>(&self, context: &'static str, f: impl FnOnce(&Transaction) -> rusqlite::Result<T>) -> Result<T> {
+    pub(super) fn write<T>(
+        &self,
+        context: &'static str,
+        f: impl FnOnce(&Transaction) -> rusqlite::Result<T>,
+    ) -> Result<T> {
         let mut conn = self.conn();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -479,7 +484,7 @@ fn finish_run(tx: &Transaction, id: i64, fin: &RunFinish) -> rusqlite::Result<()
     Ok(())
 }
 
-fn append_audit(tx: &Transaction, draft: &Draft) -> rusqlite::Result<Event> {
+pub(super) fn append_audit(tx: &Transaction, draft: &Draft) -> rusqlite::Result<Event> {
     let last: Option<(i64, String)> = tx
         .query_row(
             "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1",

@@ -1,0 +1,291 @@
+//! Alerts: turning a stream of outcomes into alert episodes that open once and resolve once.
+//!
+//! Owns the rules: `fail_after` consecutive failures open an alert, `recover_after` successes
+//! resolve it; a failure while a dependency is failing is recorded as suppressed; an alert
+//! opened under a silence is `silenced`. The store persists; this module decides.
+//! Invariant: one open alert per key, and every transition is audited in the same transaction.
+
+use serde::Serialize;
+use serde_json::json;
+use std::collections::BTreeMap;
+
+use crate::audit::Draft;
+use crate::check::Outcome;
+use crate::clock;
+use crate::config::{Check, Config, Severity};
+use crate::store::{AlertStatus, CheckState, NewAlert, Store, StoreError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Check,
+    Task,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Check => "check",
+            Source::Task => "task",
+        }
+    }
+}
+
+/// One outcome to judge.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub source: Source,
+    /// A check name, or `profile/task`.
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+    pub severity: Severity,
+    pub labels: BTreeMap<String, String>,
+    pub fail_after: u32,
+    pub recover_after: u32,
+    pub depends_on: Vec<String>,
+}
+
+impl Observation {
+    pub fn from_check(check: &Check, outcome: &Outcome) -> Self {
+        Observation {
+            source: Source::Check,
+            name: outcome.check.clone(),
+            ok: outcome.ok,
+            detail: outcome.detail.clone(),
+            severity: check.severity,
+            labels: check.labels.clone(),
+            fail_after: check.fail_after,
+            recover_after: check.recover_after,
+            depends_on: check.depends_on.clone(),
+        }
+    }
+
+    /// A command task of a profile: alerts on its first failure, resolves on its next success.
+    pub fn from_task(profile: &str, task: &str, ok: bool, detail: &str) -> Self {
+        Observation {
+            source: Source::Task,
+            name: format!("{profile}/{task}"),
+            ok,
+            detail: detail.to_string(),
+            severity: Severity::Warning,
+            labels: BTreeMap::new(),
+            fail_after: 1,
+            recover_after: 1,
+            depends_on: Vec::new(),
+        }
+    }
+
+    /// Where consecutive counts are kept: checks by name, tasks with a prefix.
+    fn state_name(&self) -> String {
+        match self.source {
+            Source::Check => self.name.clone(),
+            Source::Task => format!("task:{}", self.name),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    Opened,
+    Resolved,
+}
+
+/// An alert that opened or resolved.
+#[derive(Debug, Clone, Serialize)]
+pub struct Transition {
+    pub alert_id: i64,
+    pub key: String,
+    pub source: Source,
+    pub name: String,
+    pub change: Change,
+    pub status: AlertStatus,
+    pub severity: Severity,
+    pub summary: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppressed_by: Option<String>,
+}
+
+/// The alert key: one open alert per (source, name, host, labels).
+pub fn key(source: Source, name: &str, host: &str, labels: &BTreeMap<String, String>) -> String {
+    let prefix = match source {
+        Source::Check => String::new(),
+        Source::Task => "task:".to_string(),
+    };
+    if labels.is_empty() {
+        format!("{prefix}{name}@{host}")
+    } else {
+        let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!("{prefix}{name}@{host}{{{}}}", l.join(","))
+    }
+}
+
+/// How many checks `name` depends on, transitively: dependencies are judged first.
+fn depth(config: &Config, name: &str, seen: &mut Vec<String>) -> usize {
+    if seen.iter().any(|s| s == name) {
+        return 0;
+    }
+    seen.push(name.to_string());
+    config
+        .checks
+        .get(name)
+        .map(|c| {
+            c.depends_on
+                .iter()
+                .map(|d| 1 + depth(config, d, seen))
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+/// Judges observations (dependencies first) and records the resulting transitions.
+pub fn observe(store: &Store, config: &Config, observations: &[Observation]) -> Result<Vec<Transition>, StoreError> {
+    let mut ordered: Vec<&Observation> = observations.iter().collect();
+    ordered.sort_by_key(|o| {
+        if o.source == Source::Check {
+            depth(config, &o.name, &mut Vec::new())
+        } else {
+            0
+        }
+    });
+    let host = &config.host;
+    let now = clock::to_text(clock::now());
+    store.alerts_tx(|tx| {
+        let mut transitions = Vec::new();
+        for o in ordered {
+            let state_name = o.state_name();
+            let prev = tx.check_state(&state_name, host)?;
+            let state = if o.ok {
+                CheckState {
+                    ok: Some(true),
+                    fails: 0,
+                    oks: prev.oks.saturating_add(1),
+                }
+            } else {
+                CheckState {
+                    ok: Some(false),
+                    fails: prev.fails.saturating_add(1),
+                    oks: 0,
+                }
+            };
+            tx.put_check_state(&state_name, host, state, &now)?;
+            let key = key(o.source, &o.name, host, &o.labels);
+            let open = tx.open_alert(&key)?;
+            let redact = |s: &str| config.redactor.redact(s).into_owned();
+            match (o.ok, open) {
+                (false, None) if state.fails >= o.fail_after => {
+                    let mut suppressed_by = None;
+                    for dep in &o.depends_on {
+                        if tx.check_state(dep, host)?.ok == Some(false) {
+                            suppressed_by = Some(dep.clone());
+                            break;
+                        }
+                    }
+                    let silence = tx.active_silence(&key, &o.name, &now)?;
+                    let status = if silence.is_some() {
+                        AlertStatus::Silenced
+                    } else {
+                        AlertStatus::Firing
+                    };
+                    let summary = redact(&o.detail);
+                    let id = tx.insert_alert(&NewAlert {
+                        key: key.clone(),
+                        source: o.source.as_str().into(),
+                        name: o.name.clone(),
+                        host: host.clone(),
+                        severity: o.severity.as_str().into(),
+                        status,
+                        labels: json!(o.labels),
+                        summary: summary.clone(),
+                        at: now.clone(),
+                        suppressed_by: suppressed_by.clone(),
+                    })?;
+                    tx.audit(&Draft::new(
+                        "alert.opened",
+                        &key,
+                        json!({ "alert_id": id, "severity": o.severity, "status": status, "summary": summary,
+                                "suppressed_by": suppressed_by, "silenced_until": silence.map(|s| s.until) }),
+                        &config.redactor,
+                    ))?;
+                    transitions.push(Transition {
+                        alert_id: id,
+                        key,
+                        source: o.source,
+                        name: o.name.clone(),
+                        change: Change::Opened,
+                        status,
+                        severity: o.severity,
+                        summary,
+                        suppressed_by,
+                    });
+                }
+                (false, Some(alert)) => {
+                    tx.touch_alert(alert.id, &redact(&o.detail), &now)?;
+                    // A silence that ran out while the failure goes on: the alert fires now.
+                    if alert.status == AlertStatus::Silenced && tx.active_silence(&key, &o.name, &now)?.is_none() {
+                        tx.set_alert_status(alert.id, AlertStatus::Firing)?;
+                        tx.audit(&Draft::new(
+                            "alert.unsilenced",
+                            &key,
+                            json!({ "alert_id": alert.id }),
+                            &config.redactor,
+                        ))?;
+                        transitions.push(Transition {
+                            alert_id: alert.id,
+                            key,
+                            source: o.source,
+                            name: o.name.clone(),
+                            change: Change::Opened,
+                            status: AlertStatus::Firing,
+                            severity: o.severity,
+                            summary: redact(&o.detail),
+                            suppressed_by: alert.suppressed_by,
+                        });
+                    }
+                }
+                (true, Some(alert)) if state.oks >= o.recover_after => {
+                    tx.resolve_alert(alert.id, &now)?;
+                    tx.audit(&Draft::new(
+                        "alert.resolved",
+                        &key,
+                        json!({ "alert_id": alert.id, "first_seen": alert.first_seen, "count": alert.count }),
+                        &config.redactor,
+                    ))?;
+                    transitions.push(Transition {
+                        alert_id: alert.id,
+                        key,
+                        source: o.source,
+                        name: o.name.clone(),
+                        change: Change::Resolved,
+                        status: AlertStatus::Resolved,
+                        severity: o.severity,
+                        summary: redact(&o.detail),
+                        suppressed_by: alert.suppressed_by,
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(transitions)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_source_host_and_labels() {
+        let mut labels = BTreeMap::new();
+        assert_eq!(key(Source::Check, "web", "vps-1", &labels), "web@vps-1");
+        assert_eq!(
+            key(Source::Task, "hourly/cleanup", "vps-1", &labels),
+            "task:hourly/cleanup@vps-1"
+        );
+        labels.insert("team".into(), "ops".into());
+        labels.insert("az".into(), "a".into());
+        assert_eq!(key(Source::Check, "web", "h", &labels), "web@h{az=a,team=ops}");
+    }
+}

@@ -1,0 +1,335 @@
+//! SQL for alerts, check state and silences.
+//!
+//! Alert logic lives in `alert/`; it runs inside `Store::alerts_tx`, whose `AlertTx` offers
+//! domain-typed reads and writes on one IMMEDIATE transaction, so a state update, the alert
+//! transition and its audit event commit together. Invariant: at most one open alert per key
+//! (enforced by a partial unique index as well).
+
+use rusqlite::{OptionalExtension, Row, Transaction, params};
+use serde::Serialize;
+
+use super::Result;
+use super::sqlite::{Store, append_audit};
+use crate::audit::Draft;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertStatus {
+    Firing,
+    Silenced,
+    Resolved,
+}
+
+impl AlertStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Firing => "firing",
+            AlertStatus::Silenced => "silenced",
+            AlertStatus::Resolved => "resolved",
+        }
+    }
+    pub fn parse(s: &str) -> Option<AlertStatus> {
+        match s {
+            "firing" => Some(AlertStatus::Firing),
+            "silenced" => Some(AlertStatus::Silenced),
+            "resolved" => Some(AlertStatus::Resolved),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for AlertStatus {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        AlertStatus::parse(s).ok_or_else(|| format!("unknown alert status `{s}` (firing, silenced, resolved)"))
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Alert {
+    pub id: i64,
+    pub key: String,
+    pub source: String,
+    pub name: String,
+    pub host: String,
+    pub severity: String,
+    pub status: AlertStatus,
+    pub labels: serde_json::Value,
+    pub summary: String,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub resolved_at: Option<String>,
+    pub count: i64,
+    pub suppressed_by: Option<String>,
+    pub acked_by: Option<String>,
+    pub acked_at: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewAlert {
+    pub key: String,
+    pub source: String,
+    pub name: String,
+    pub host: String,
+    pub severity: String,
+    pub status: AlertStatus,
+    pub labels: serde_json::Value,
+    pub summary: String,
+    pub at: String,
+    pub suppressed_by: Option<String>,
+}
+
+/// Consecutive outcomes of a check on a host.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckState {
+    /// The latest outcome; `None` before the first.
+    pub ok: Option<bool>,
+    pub fails: u32,
+    pub oks: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Silence {
+    pub id: i64,
+    pub target: String,
+    pub until: String,
+    pub reason: String,
+    pub actor: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AlertFilter {
+    pub status: Option<AlertStatus>,
+    pub source: Option<String>,
+    pub limit: usize,
+}
+
+const ALERT_COLUMNS: &str = "id, key, source, name, host, severity, status, labels, summary, first_seen, last_seen, \
+    resolved_at, count, suppressed_by, acked_by, acked_at";
+
+fn alert_from_row(r: &Row) -> rusqlite::Result<Alert> {
+    let labels: String = r.get(7)?;
+    Ok(Alert {
+        id: r.get(0)?,
+        key: r.get(1)?,
+        source: r.get(2)?,
+        name: r.get(3)?,
+        host: r.get(4)?,
+        severity: r.get(5)?,
+        status: AlertStatus::parse(&r.get::<_, String>(6)?).unwrap_or(AlertStatus::Firing),
+        labels: serde_json::from_str(&labels).unwrap_or(serde_json::Value::Null),
+        summary: r.get(8)?,
+        first_seen: r.get(9)?,
+        last_seen: r.get(10)?,
+        resolved_at: r.get(11)?,
+        count: r.get(12)?,
+        suppressed_by: r.get(13)?,
+        acked_by: r.get(14)?,
+        acked_at: r.get(15)?,
+    })
+}
+
+/// Domain-typed operations inside one alerts transaction.
+pub struct AlertTx<'t> {
+    tx: &'t Transaction<'t>,
+}
+
+impl AlertTx<'_> {
+    pub fn check_state(&self, check: &str, host: &str) -> rusqlite::Result<CheckState> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT ok, fails, oks FROM check_state WHERE check_name = ?1 AND host = ?2",
+                [check, host],
+                |r| {
+                    Ok(CheckState {
+                        ok: Some(r.get(0)?),
+                        fails: r.get(1)?,
+                        oks: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?
+            .unwrap_or_default())
+    }
+
+    pub fn put_check_state(&self, check: &str, host: &str, state: CheckState, at: &str) -> rusqlite::Result<()> {
+        self.tx.execute(
+            "INSERT INTO check_state (check_name, host, ok, fails, oks, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+             ON CONFLICT (check_name, host) DO UPDATE SET ok = excluded.ok, fails = excluded.fails, \
+             oks = excluded.oks, updated_at = excluded.updated_at",
+            params![check, host, state.ok.unwrap_or(true), state.fails, state.oks, at],
+        )?;
+        Ok(())
+    }
+
+    pub fn open_alert(&self, key: &str) -> rusqlite::Result<Option<Alert>> {
+        self.tx
+            .query_row(
+                &format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE key = ?1 AND status != 'resolved'"),
+                [key],
+                alert_from_row,
+            )
+            .optional()
+    }
+
+    pub fn insert_alert(&self, a: &NewAlert) -> rusqlite::Result<i64> {
+        self.tx.execute(
+            "INSERT INTO alerts (key, source, name, host, severity, status, labels, summary, first_seen, last_seen, count, suppressed_by) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, 1, ?10)",
+            params![a.key, a.source, a.name, a.host, a.severity, a.status.as_str(), a.labels.to_string(), a.summary, a.at, a.suppressed_by],
+        )?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    /// Another failing observation of an open alert.
+    pub fn touch_alert(&self, id: i64, summary: &str, at: &str) -> rusqlite::Result<()> {
+        self.tx.execute(
+            "UPDATE alerts SET summary = ?2, last_seen = ?3, count = count + 1 WHERE id = ?1",
+            params![id, summary, at],
+        )?;
+        Ok(())
+    }
+
+    pub fn resolve_alert(&self, id: i64, at: &str) -> rusqlite::Result<()> {
+        self.tx.execute(
+            "UPDATE alerts SET status = 'resolved', resolved_at = ?2, last_seen = ?2 WHERE id = ?1",
+            params![id, at],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_alert_status(&self, id: i64, status: AlertStatus) -> rusqlite::Result<()> {
+        self.tx.execute(
+            "UPDATE alerts SET status = ?2 WHERE id = ?1",
+            params![id, status.as_str()],
+        )?;
+        Ok(())
+    }
+
+    /// The silence covering an alert key or check name at `now`, if any.
+    pub fn active_silence(&self, key: &str, name: &str, now: &str) -> rusqlite::Result<Option<Silence>> {
+        self.tx
+            .query_row(
+                "SELECT id, target, until, reason, actor, created_at FROM silences \
+                 WHERE (target = ?1 OR target = ?2) AND until > ?3 ORDER BY until DESC LIMIT 1",
+                [key, name, now],
+                |r| {
+                    Ok(Silence {
+                        id: r.get(0)?,
+                        target: r.get(1)?,
+                        until: r.get(2)?,
+                        reason: r.get(3)?,
+                        actor: r.get(4)?,
+                        created_at: r.get(5)?,
+                    })
+                },
+            )
+            .optional()
+    }
+
+    pub fn audit(&self, draft: &Draft) -> rusqlite::Result<()> {
+        append_audit(self.tx, draft).map(|_| ())
+    }
+}
+
+impl Store {
+    /// Runs `f` with an `AlertTx` in one transaction; an error from `f` rolls everything back.
+    pub fn alerts_tx<T>(&self, f: impl FnOnce(&AlertTx) -> rusqlite::Result<T>) -> Result<T> {
+        self.write("updating alerts", |tx| f(&AlertTx { tx }))
+    }
+
+    pub fn list_alerts(&self, filter: &AlertFilter) -> Result<Vec<Alert>> {
+        let conn = self.conn();
+        let limit = if filter.limit == 0 {
+            i64::MAX
+        } else {
+            filter.limit as i64
+        };
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {ALERT_COLUMNS} FROM alerts WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR source = ?2) \
+                 ORDER BY (status = 'resolved'), id DESC LIMIT ?3"
+            ))
+            .map_err(self.err("listing alerts"))?;
+        stmt.query_map(
+            params![filter.status.map(|s| s.as_str()), filter.source, limit],
+            alert_from_row,
+        )
+        .and_then(|rows| rows.collect())
+        .map_err(self.err("listing alerts"))
+    }
+
+    /// Open alerts whose key or name is `target`.
+    pub fn open_alerts_matching(&self, target: &str) -> Result<Vec<Alert>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {ALERT_COLUMNS} FROM alerts WHERE status != 'resolved' AND (key = ?1 OR name = ?1) ORDER BY id"
+            ))
+            .map_err(self.err("reading alerts"))?;
+        stmt.query_map([target], alert_from_row)
+            .and_then(|rows| rows.collect())
+            .map_err(self.err("reading alerts"))
+    }
+
+    /// Adds a silence and marks matching open alerts silenced, with one audit event.
+    pub fn add_silence(
+        &self,
+        target: &str,
+        until: &str,
+        reason: &str,
+        now: &str,
+        audit: &Draft,
+    ) -> Result<(i64, usize)> {
+        self.write("adding a silence", |tx| {
+            tx.execute(
+                "INSERT INTO silences (target, until, reason, actor, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![target, until, reason, audit.actor, now],
+            )?;
+            let id = tx.last_insert_rowid();
+            let n = tx.execute(
+                "UPDATE alerts SET status = 'silenced' WHERE status = 'firing' AND (key = ?1 OR name = ?1)",
+                [target],
+            )?;
+            append_audit(tx, audit)?;
+            Ok((id, n))
+        })
+    }
+
+    /// Acknowledges the open alerts matching `target`, with one audit event.
+    pub fn ack_alerts(&self, target: &str, actor: &str, now: &str, audit: &Draft) -> Result<usize> {
+        self.write("acknowledging alerts", |tx| {
+            let n = tx.execute(
+                "UPDATE alerts SET acked_by = ?2, acked_at = ?3 WHERE status != 'resolved' AND (key = ?1 OR name = ?1)",
+                params![target, actor, now],
+            )?;
+            if n > 0 {
+                append_audit(tx, audit)?;
+            }
+            Ok(n)
+        })
+    }
+
+    pub fn silences(&self, now: &str) -> Result<Vec<Silence>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, target, until, reason, actor, created_at FROM silences WHERE until > ?1 ORDER BY until",
+            )
+            .map_err(self.err("listing silences"))?;
+        stmt.query_map([now], |r| {
+            Ok(Silence {
+                id: r.get(0)?,
+                target: r.get(1)?,
+                until: r.get(2)?,
+                reason: r.get(3)?,
+                actor: r.get(4)?,
+                created_at: r.get(5)?,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(self.err("listing silences"))
+    }
+}
