@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod exec;
 pub mod jobs;
+pub mod notify;
 pub mod schedule;
 pub mod state;
 pub mod store;

@@ -105,6 +105,11 @@ pub struct Transition {
     pub summary: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suppressed_by: Option<String>,
+    /// When the alert's episode began.
+    pub started_at: String,
+    /// Tells apart two notifications of one alert and change (a re-fire after a silence).
+    #[serde(skip)]
+    pub episode: String,
 }
 
 /// The alert key: one open alert per (source, name, host, labels).
@@ -153,8 +158,9 @@ pub fn observe(store: &Store, config: &Config, observations: &[Observation]) -> 
     let host = &config.host;
     let now = clock::to_text(clock::now());
     store.alerts_tx(|tx| {
-        let mut transitions = Vec::new();
+        let mut transitions: Vec<Transition> = Vec::new();
         for o in ordered {
+            let before = transitions.len();
             let state_name = o.state_name();
             let prev = tx.check_state(&state_name, host)?;
             let state = if o.ok {
@@ -219,6 +225,8 @@ pub fn observe(store: &Store, config: &Config, observations: &[Observation]) -> 
                         severity: o.severity,
                         summary,
                         suppressed_by,
+                        started_at: now.clone(),
+                        episode: "first".into(),
                     });
                 }
                 (false, Some(alert)) => {
@@ -242,6 +250,8 @@ pub fn observe(store: &Store, config: &Config, observations: &[Observation]) -> 
                             severity: o.severity,
                             summary: redact(&o.detail),
                             suppressed_by: alert.suppressed_by,
+                            started_at: alert.first_seen,
+                            episode: format!("unsilenced-{}", alert.count + 1),
                         });
                     }
                 }
@@ -263,9 +273,14 @@ pub fn observe(store: &Store, config: &Config, observations: &[Observation]) -> 
                         severity: o.severity,
                         summary: redact(&o.detail),
                         suppressed_by: alert.suppressed_by,
+                        started_at: alert.first_seen,
+                        episode: "last".into(),
                     });
                 }
                 _ => {}
+            }
+            for t in &transitions[before..] {
+                crate::notify::enqueue(tx, config, t, &o.labels, &now)?;
             }
         }
         Ok(transitions)

@@ -32,7 +32,7 @@ pub(super) async fn probe(config: &Config, p: &CommandProbe, timeout: Duration) 
         problems.push(format!("stdout does not contain {needle:?}"));
     }
     if let Some(re) = &expect.stdout_regex {
-        let re = regex::Regex::new(re).map_err(|e| e.to_string())?;
+        let re = super::line_regex(re).map_err(|e| e.to_string())?;
         if !re.is_match(&outcome.stdout) {
             problems.push(format!("stdout does not match /{}/", re.as_str()));
         }
@@ -47,9 +47,9 @@ pub(super) async fn probe(config: &Config, p: &CommandProbe, timeout: Duration) 
     let data = json!({ "exit_code": outcome.exit_code, "output": config.redactor.redact(&outcome.combined_output()) });
     Ok(if problems.is_empty() {
         let detail = if first_line.is_empty() {
-            "exit 0".to_string()
+            format!("exit {}", expect.exit)
         } else {
-            format!("exit 0: {first_line}")
+            format!("exit {}: {first_line}", expect.exit)
         };
         Finding::new(true, detail, data)
     } else {

@@ -72,5 +72,6 @@ pub fn run(cx: &Ctx, names: Vec<String>) -> Result<Outcome, CliError> {
             cx.out.line(format!("{what}: {}", t.key));
         }
     });
+    super::notify::drain_after(&config, &store);
     Ok(if failing == 0 { Outcome::Ok } else { Outcome::Failed })
 }

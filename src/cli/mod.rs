@@ -10,6 +10,7 @@ mod config_cmd;
 mod db;
 pub mod error;
 mod jobs;
+mod notify;
 pub mod output;
 mod schedule;
 mod state;
@@ -57,6 +58,9 @@ pub struct Cli {
     /// Log format on stderr [default: text on a terminal, json under systemd]
     #[arg(long, global = true, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Record alerts but send no notification (the log says so); the log level never does this
+    #[arg(long, global = true)]
+    pub no_notify: bool,
     /// Log level: error, warn, info, debug, trace [default: info for the daemon, warn otherwise]
     #[arg(long, global = true, env = "RUNBOOK_LOG", value_name = "LEVEL")]
     pub log_level: Option<String>,
@@ -120,6 +124,9 @@ pub enum Command {
     /// The hash-chained audit log
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Notification channels: send a test message, see the outbox and delivery health
+    #[command(subcommand)]
+    Notify(NotifyCmd),
     /// The state file's schema version and migrations
     #[command(subcommand)]
     Db(DbCmd),
@@ -288,6 +295,19 @@ pub enum AuditCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum NotifyCmd {
+    /// Send one test message to a channel now and report the result (exit 1 if it failed)
+    Test { channel: String },
+    /// The outbox, newest first: what was queued, sent, retried or given up
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Per channel: last success, last error, failing since
+    Health,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum DbCmd {
     /// Schema version of the state file: current and head
     Status,
@@ -312,12 +332,17 @@ pub enum Outcome {
 pub struct Ctx {
     pub config_path: Option<PathBuf>,
     pub out: Printer,
+    pub no_notify: bool,
 }
 
 impl Ctx {
     pub fn load(&self) -> Result<Config, CliError> {
         let path = config::discover(self.config_path.as_deref())?;
-        Ok(config::load(&path)?)
+        let mut config = config::load(&path)?;
+        if self.no_notify {
+            config.notify.enabled = false;
+        }
+        Ok(config)
     }
 
     pub fn open_store(&self, config: &Config) -> Result<Store, CliError> {
@@ -329,6 +354,7 @@ pub fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
     let cx = Ctx {
         config_path: cli.config,
         out: Printer { json: cli.json },
+        no_notify: cli.no_notify,
     };
     match cli.command {
         Command::Daemon(args) => schedule::daemon(&cx, args),
@@ -342,6 +368,7 @@ pub fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
         Command::Jobs(cmd) => jobs::run(&cx, cmd),
         Command::State(cmd) => state::run(&cx, cmd),
         Command::Audit(cmd) => audit::run(&cx, cmd),
+        Command::Notify(cmd) => notify::run(&cx, cmd),
         Command::Db(cmd) => db::run(&cx, cmd),
     }
 }

@@ -182,6 +182,7 @@ pub fn run(cx: &Ctx, args: RunArgs) -> Result<Outcome, CliError> {
     r.on_step = Some(&progress);
     let report = r.run_profile(&args.profile, Trigger::Manual)?;
     cx.out.either(&report, || print_summary(cx, &report));
+    super::notify::drain_after(&config, &store);
     Ok(match report.status {
         RunStatus::Ok | RunStatus::Skipped => Outcome::Ok,
         _ => Outcome::Failed,
@@ -193,6 +194,7 @@ pub fn daemon(cx: &Ctx, args: DaemonArgs) -> Result<Outcome, CliError> {
     daemon::run(&daemon::Options {
         config_path: path,
         shutdown_grace: args.shutdown_grace.0,
+        no_notify: cx.no_notify,
     })?;
     Ok(Outcome::Ok)
 }

@@ -8,6 +8,7 @@ pub mod checks;
 pub mod diagnostic;
 mod interp;
 pub mod model;
+pub mod notify;
 pub mod secrets;
 pub mod units;
 mod validate;

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::checks::Check;
+use super::notify::NotifyConfig;
 use super::secrets::Redactor;
 use super::units::{ByteSize, HumanDuration, Percent};
 
@@ -37,6 +38,9 @@ pub struct Config {
     /// Named probes: HTTP, TCP, command, systemd unit, disk, certificate, file age, git ref, SQL.
     #[serde(default)]
     pub checks: BTreeMap<String, Check>,
+    /// Where alerts are sent: channels, routes, a test route.
+    #[serde(default)]
+    pub notify: NotifyConfig,
     /// Named groups of tasks that run on a cron schedule.
     #[serde(default)]
     pub profiles: BTreeMap<String, Profile>,

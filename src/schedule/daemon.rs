@@ -7,8 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,8 @@ pub struct Options {
     pub config_path: PathBuf,
     /// How long running tasks may go on after SIGTERM before they are killed.
     pub shutdown_grace: Duration,
+    /// Record alerts but send nothing (`--no-notify`).
+    pub no_notify: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +82,13 @@ fn next_times(config: &Config, now: Timestamp) -> BTreeMap<String, Timestamp> {
 
 /// Runs until SIGTERM or SIGINT. Returns after every run has finished or been stopped.
 pub fn run(opts: &Options) -> Result<(), DaemonError> {
-    let mut config = Arc::new(config::load(&opts.config_path)?);
+    let load = |path: &Path| {
+        config::load(path).map(|mut c| {
+            c.notify.enabled &= !opts.no_notify;
+            c
+        })
+    };
+    let mut config = Arc::new(load(&opts.config_path)?);
     let store = Arc::new(Store::open(&config.state.path)?);
     let state_path = config.state.path.clone();
     let Some(_daemon_lock) = lock::try_lock_daemon(&state_path)? else {
@@ -107,6 +115,9 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
     })?;
 
     let cancel = Cancel::default();
+    let shared = Arc::new(Mutex::new(config.clone()));
+    let (stop_dispatch, stop_rx) = mpsc::channel::<()>();
+    let dispatcher = spawn_dispatcher(shared.clone(), store.clone(), stop_rx)?;
     let mut active: Vec<Active> = Vec::new();
     let mut next = next_times(&config, clock::now());
     let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
@@ -160,9 +171,13 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
                     NotifyState::Reloading,
                     NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Status("reloading")),
                 ]);
-                match reload(&opts.config_path, &config) {
+                match reload(&opts.config_path, &config).map(|mut c| {
+                    c.notify.enabled &= !opts.no_notify;
+                    c
+                }) {
                     Some(new) => {
                         config = Arc::new(new);
+                        *shared.lock().unwrap_or_else(|e| e.into_inner()) = config.clone();
                         next = next_times(&config, clock::now());
                         tracing::info!(profiles = next.len(), "configuration reloaded");
                     }
@@ -195,6 +210,8 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
     for a in active {
         let _ = a.handle.join();
     }
+    let _ = stop_dispatch.send(());
+    let _ = dispatcher.join();
     signal_handle.close();
     tracing::info!("daemon stopped");
     Ok(())
@@ -210,6 +227,43 @@ fn spawn_run(name: String, config: Arc<Config>, store: Arc<Store>, cancel: Cance
         }
     })?;
     Ok(Active { profile, handle })
+}
+
+/// Sends queued notifications every second until told to stop; the last pass runs after the
+/// final profile runs ended, so their alerts still go out. Idle cost: one wake-up a second,
+/// and no query at all when no channel is configured.
+fn spawn_dispatcher(
+    config: Arc<Mutex<Arc<Config>>>,
+    store: Arc<Store>,
+    stop: mpsc::Receiver<()>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name("dispatch".into()).spawn(move || {
+        let current = || config.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let first = current();
+        if !first.notify.enabled {
+            tracing::warn!(
+                "notifications are disabled (notify.enabled: false or --no-notify): alerts are recorded, not sent"
+            );
+        }
+        if let Err(e) = crate::notify::dispatch::recover(&first, &store) {
+            tracing::error!(error = %e, "cannot recover interrupted notifications");
+        }
+        loop {
+            let stopping = !matches!(
+                stop.recv_timeout(Duration::from_secs(1)),
+                Err(RecvTimeoutError::Timeout)
+            );
+            let config = current();
+            if !config.notify.channels.is_empty()
+                && let Err(e) = crate::notify::dispatch::dispatch_due(&config, &store)
+            {
+                tracing::error!(error = %e, "notification dispatch failed");
+            }
+            if stopping {
+                break;
+            }
+        }
+    })
 }
 
 /// Loads and validates the file again; logs every error and returns `None` if it is bad.

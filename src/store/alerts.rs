@@ -136,6 +136,10 @@ pub struct AlertTx<'t> {
 }
 
 impl AlertTx<'_> {
+    pub(super) fn tx(&self) -> &Transaction<'_> {
+        self.tx
+    }
+
     pub fn check_state(&self, check: &str, host: &str) -> rusqlite::Result<CheckState> {
         Ok(self
             .tx

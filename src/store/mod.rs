@@ -5,10 +5,12 @@
 //! Invariant: a state change and its audit event commit in one transaction, or neither does.
 
 mod alerts;
+mod notifications;
 mod sqlite;
 mod types;
 
 pub use alerts::{Alert, AlertFilter, AlertStatus, AlertTx, CheckState, NewAlert, Silence};
+pub use notifications::{ChannelHealth, NewNotification, Notification};
 pub use sqlite::Store;
 pub use types::*;
 

@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_foundation.sql"),
     include_str!("migrations/0002_checks.sql"),
     include_str!("migrations/0003_alerts.sql"),
+    include_str!("migrations/0004_notifications.sql"),
 ];
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -209,7 +209,7 @@ fn required(cx: &mut Cx, f: &Fields, key: &str, what: &str, example: &str) -> Op
 fn regex(cx: &mut Cx, f: &Fields, key: &str) -> Option<String> {
     let n = f.get(key)?;
     let text = cx.string(n, key)?;
-    match regex::Regex::new(&text) {
+    match crate::check::line_regex(&text) {
         Ok(_) => Some(text),
         Err(e) => {
             cx.error(n.pos, format!("{key}: invalid regular expression: {e}"), None);
@@ -452,7 +452,18 @@ fn probe(cx: &mut Cx, kind: &str, node: &Node, base: &Path) -> Option<Probe> {
                 ),
             }
             let url = url?;
-            let path = crate::config::state_path(&url, base).ok()?;
+            let path = match crate::config::state_path(&url, base) {
+                Ok(p) => p,
+                Err(msg) => {
+                    let pos = f.get("url").map(|n| n.pos).unwrap_or(f.pos);
+                    cx.error(
+                        pos,
+                        format!("sql.url: {msg}"),
+                        Some("e.g. url: sqlite:///var/lib/app/app.db".into()),
+                    );
+                    return None;
+                }
+            };
             Some(Probe::Sql(SqlProbe {
                 url: path.to_string_lossy().into_owned(),
                 query: query?,

@@ -5,6 +5,7 @@
 //! with its position. Invariant: it returns a `Config` only when it found no error.
 
 mod checks;
+mod notify;
 mod profile;
 mod walker;
 
@@ -15,9 +16,9 @@ use super::model::{Config, SecretsConfig, StateConfig};
 use super::secrets::{self, Redactor};
 use super::yaml::{Kind, Node};
 
-const TOP_KEYS: &[&str] = &["version", "host", "state", "secrets", "checks", "profiles"];
+const TOP_KEYS: &[&str] = &["version", "host", "state", "secrets", "checks", "notify", "profiles"];
 /// Sections of the full design that this version does not read yet.
-const LATER_KEYS: &[&str] = &["notify", "backups", "gates", "sessions", "incidents", "deploy", "api"];
+const LATER_KEYS: &[&str] = &["backups", "gates", "sessions", "incidents", "deploy", "api"];
 pub const DEFAULT_STATE_URL: &str = "sqlite:///var/lib/runbook/runbook.db";
 
 pub(super) use walker::Cx;
@@ -108,6 +109,7 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
         .map(|n| checks::checks(cx, n, &base))
         .unwrap_or_default();
     cx.check_names = checks.keys().cloned().collect();
+    let notify = top.get("notify").map(|n| notify::notify(cx, n)).unwrap_or_default();
 
     let mut profiles = BTreeMap::new();
     if let Some(node) = top.get("profiles")
@@ -137,6 +139,7 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
         state,
         secrets,
         checks,
+        notify,
         profiles,
         source: cx.file.to_path_buf(),
         redactor: cx.redactor.clone(),

@@ -1,0 +1,219 @@
+//! The `notify:` section: channels, routes, test route.
+//!
+//! Invariant: routes and the test route only name channels that exist.
+
+use std::collections::BTreeMap;
+
+use super::walker::{Cx, Fields};
+use crate::config::checks::Severity;
+use crate::config::notify::{
+    AlertmanagerChannel, Channel, DEFAULT_MAX_ATTEMPTS, NotifyConfig, Route, RouteMatch, TelegramChannel,
+    WebhookChannel,
+};
+use crate::config::yaml::{Kind, Node};
+
+const CHANNEL_KINDS: &[&str] = &["telegram", "webhook", "alertmanager"];
+
+fn string_map(cx: &mut Cx, node: Option<&Node>, what: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if let Some(n) = node
+        && let Some(m) = cx.map(n, what, &[])
+    {
+        for (k, _, v) in &m.entries {
+            if let Some(val) = cx.string(v, &format!("{what}.{k}")) {
+                out.insert(k.to_string(), val);
+            }
+        }
+    }
+    out
+}
+
+fn required(cx: &mut Cx, f: &Fields, key: &'static str, what: &str, example: &str) -> Option<String> {
+    match f.get(key) {
+        Some(n) => cx.string(n, &format!("{what}.{key}")),
+        None => {
+            cx.missing(f.pos, key, format!("{what} needs `{key}`"), example);
+            None
+        }
+    }
+}
+
+fn url(cx: &mut Cx, f: &Fields, what: &str) -> Option<String> {
+    let u = required(cx, f, "url", what, "e.g. url: https://hooks.example.org/runbook")?;
+    if u.starts_with("http://") || u.starts_with("https://") {
+        Some(u.trim_end_matches('/').to_string())
+    } else {
+        cx.error(
+            f.get("url").map(|n| n.pos).unwrap_or(f.pos),
+            format!("{what}.url `{u}` must start with http:// or https://"),
+            None,
+        );
+        None
+    }
+}
+
+fn channel(cx: &mut Cx, name: &str, node: &Node) -> Option<Channel> {
+    let what = format!("channel `{name}`");
+    let f = cx.map(node, &what, CHANNEL_KINDS)?;
+    let [(kind, _, body)] = f.entries.as_slice() else {
+        cx.error(
+            f.pos,
+            format!("{what} needs exactly one of: {}", CHANNEL_KINDS.join(", ")),
+            None,
+        );
+        return None;
+    };
+    match *kind {
+        "telegram" => {
+            let t = cx.map(body, "telegram", &["bot_token", "chat_id", "topic_id", "api_url"])?;
+            let bot_token = required(cx, &t, "bot_token", "telegram", "bot_token: \"${TELEGRAM_BOT_TOKEN}\"");
+            let chat_id = required(cx, &t, "chat_id", "telegram", "chat_id: \"${TELEGRAM_CHAT_ID}\"");
+            let topic_id = t.get("topic_id").and_then(|n| cx.u64(n, "topic_id")).map(|v| v as i64);
+            let api_url = t
+                .get("api_url")
+                .and_then(|n| cx.string(n, "api_url"))
+                .map(|u| u.trim_end_matches('/').to_string())
+                .unwrap_or_else(|| "https://api.telegram.org".into());
+            Some(Channel::Telegram(TelegramChannel {
+                bot_token: bot_token?,
+                chat_id: chat_id?,
+                topic_id,
+                api_url,
+            }))
+        }
+        "webhook" => {
+            let w = cx.map(body, "webhook", &["url", "secret", "headers"])?;
+            let url = url(cx, &w, "webhook");
+            let secret = w.get("secret").and_then(|n| cx.string(n, "secret"));
+            let headers = string_map(cx, w.get("headers"), "headers");
+            Some(Channel::Webhook(WebhookChannel {
+                url: url?,
+                secret,
+                headers,
+            }))
+        }
+        "alertmanager" => {
+            let a = cx.map(body, "alertmanager", &["url"])?;
+            Some(Channel::Alertmanager(AlertmanagerChannel {
+                url: url(cx, &a, "alertmanager")?,
+            }))
+        }
+        _ => None,
+    }
+}
+
+fn route(cx: &mut Cx, node: &Node, channels: &BTreeMap<String, Channel>) -> Option<Route> {
+    let f = cx.map(node, "route", &["match", "channels", "repeat_every", "continue"])?;
+    let mut matcher = RouteMatch::default();
+    if let Some(m) = f.get("match")
+        && let Some(mf) = cx.map(m, "match", &["severity", "source", "labels"])
+    {
+        if let Some(n) = mf.get("severity") {
+            let s = cx.string(n, "severity")?;
+            matcher.severity = Severity::parse(&s);
+            if matcher.severity.is_none() {
+                cx.error(
+                    n.pos,
+                    format!("unknown severity `{s}`"),
+                    Some("use info, warning or critical".into()),
+                );
+            }
+        }
+        if let Some(n) = mf.get("source") {
+            let s = cx.string(n, "source")?;
+            if s != "check" && s != "task" {
+                cx.error(n.pos, format!("unknown source `{s}`"), Some("use check or task".into()));
+            }
+            matcher.source = Some(s);
+        }
+        matcher.labels = string_map(cx, mf.get("labels"), "labels");
+    }
+    let names = match f.get("channels") {
+        Some(n) => cx.string_list(n, "channels")?,
+        None => {
+            cx.missing(
+                f.pos,
+                "channels",
+                "a route needs `channels`".into(),
+                "e.g. channels: [ops]",
+            );
+            return None;
+        }
+    };
+    for name in &names {
+        if !channels.contains_key(name) {
+            let pos = f.get("channels").map(|n| n.pos).unwrap_or(f.pos);
+            let hint = crate::config::diagnostic::suggest(name, channels.keys().map(String::as_str))
+                .map(|s| format!("did you mean `{s}`?"));
+            cx.error(pos, format!("route names channel `{name}`, which is not defined"), hint);
+        }
+    }
+    let repeat_every = f.get("repeat_every").and_then(|n| cx.duration(n, "repeat_every"));
+    let continue_matching = f.get("continue").and_then(|n| cx.bool(n, "continue")).unwrap_or(false);
+    Some(Route {
+        matcher,
+        channels: names,
+        repeat_every,
+        continue_matching,
+    })
+}
+
+pub(super) fn notify(cx: &mut Cx, node: &Node) -> NotifyConfig {
+    let mut out = NotifyConfig::default();
+    let Some(f) = cx.map(
+        node,
+        "notify",
+        &["enabled", "max_attempts", "channels", "routes", "test_route"],
+    ) else {
+        return out;
+    };
+    out.enabled = f.get("enabled").and_then(|n| cx.bool(n, "enabled")).unwrap_or(true);
+    out.max_attempts = f
+        .get("max_attempts")
+        .and_then(|n| cx.u64(n, "max_attempts"))
+        .map(|v| v.clamp(1, 100) as u32)
+        .unwrap_or(DEFAULT_MAX_ATTEMPTS);
+    if let Some(n) = f.get("channels")
+        && let Some(cf) = cx.map(n, "channels", &[])
+    {
+        for (name, key_pos, body) in &cf.entries {
+            if !super::valid_name(name) {
+                cx.error(
+                    *key_pos,
+                    format!("channel name `{name}` may only use letters, digits, `-`, `_` and `.`"),
+                    None,
+                );
+                continue;
+            }
+            if let Some(c) = channel(cx, name, body) {
+                out.channels.insert(name.to_string(), c);
+            }
+        }
+    }
+    if let Some(n) = f.get("routes") {
+        match &n.kind {
+            Kind::Seq(items) => {
+                for item in items {
+                    if let Some(r) = route(cx, item, &out.channels) {
+                        out.routes.push(r);
+                    }
+                }
+            }
+            _ => cx.error(n.pos, format!("routes must be a list, found {}", n.describe()), None),
+        }
+    }
+    // An empty test_route (`${RUNBOOK_TEST_CHANNEL:-}` unset) means "off".
+    if let Some(n) = f.get("test_route")
+        && let Some(name) = cx.string(n, "test_route").filter(|s| !s.trim().is_empty())
+    {
+        if !out.channels.contains_key(&name) {
+            cx.error(
+                n.pos,
+                format!("test_route names channel `{name}`, which is not defined"),
+                None,
+            );
+        }
+        out.test_route = Some(name);
+    }
+    out
+}

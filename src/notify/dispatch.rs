@@ -1,0 +1,135 @@
+//! The dispatcher: sends due notifications from the outbox, with retries and backoff.
+//!
+//! Each notification is claimed (`sending`, attempt counted) before it is sent and marked
+//! `sent`, retried later, or `dead` after `max_attempts`. After a crash, `recover` puts
+//! interrupted sends back in the queue only for channels that deduplicate; for the others
+//! (Telegram) a second message could reach a person twice, so the send is given up instead.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{Message, send};
+use crate::check::runtime;
+use crate::clock;
+use crate::config::Config;
+use crate::store::{Store, StoreError};
+
+/// First retry delay; doubles per attempt, capped at `MAX_BACKOFF`.
+const BASE_BACKOFF: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
+/// Notifications sent per pass.
+const BATCH: usize = 50;
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Pass {
+    pub sent: usize,
+    pub retried: usize,
+    pub dead: usize,
+}
+
+fn backoff(attempts: i64) -> Duration {
+    let shift = attempts.clamp(1, 20) as u32 - 1;
+    BASE_BACKOFF.saturating_mul(1 << shift).min(MAX_BACKOFF)
+}
+
+/// Sends what is due now; returns what happened.
+pub fn dispatch_due(config: &Config, store: &Store) -> Result<Pass, StoreError> {
+    let mut pass = Pass::default();
+    if !config.notify.enabled {
+        return Ok(pass);
+    }
+    let now = clock::now();
+    for n in store.claim_due_notifications(&clock::to_text(now), BATCH)? {
+        let result = match (
+            config.notify.channels.get(&n.channel),
+            serde_json::from_str::<Message>(&n.payload),
+        ) {
+            (None, _) => Err(format!("channel `{}` is no longer configured", n.channel)),
+            (_, Err(e)) => Err(format!("unreadable queued message: {e}")),
+            (Some(channel), Ok(mut message)) => {
+                if message.change == "opened" && message.source == "check" {
+                    let dependents = store.suppressed_dependents(&message.name)?;
+                    if dependents > 0 {
+                        message.note = Some(format!(
+                            "{} down; {dependents} dependent check(s) suppressed",
+                            message.name
+                        ));
+                    }
+                }
+                runtime().block_on(send(channel, &message, &n.idempotency_key))
+            }
+        };
+        let at = clock::to_text(clock::now());
+        match result {
+            Ok(receipt) => {
+                store.mark_sent(n.id, &n.channel, &at)?;
+                tracing::info!(channel = %n.channel, notification = n.id, %receipt, "notification sent");
+                pass.sent += 1;
+            }
+            Err(error) => {
+                let error = config.redactor.redact(&error).into_owned();
+                if n.attempts >= config.notify.max_attempts as i64 {
+                    store.mark_failed(n.id, &n.channel, &error, &at, None)?;
+                    tracing::error!(channel = %n.channel, notification = n.id, attempts = n.attempts, %error, "notification dead: giving up");
+                    pass.dead += 1;
+                } else {
+                    let delay = backoff(n.attempts);
+                    let next = clock::now()
+                        .checked_add(jiff::SignedDuration::try_from(delay).unwrap_or_default())
+                        .unwrap_or_else(|_| clock::now());
+                    store.mark_failed(n.id, &n.channel, &error, &at, Some(&clock::to_text(next)))?;
+                    tracing::warn!(channel = %n.channel, notification = n.id, attempts = n.attempts, retry_in = ?delay, %error, "notification failed; will retry");
+                    pass.retried += 1;
+                }
+            }
+        }
+    }
+    Ok(pass)
+}
+
+/// Handles sends a dead process left half-done (status `sending`).
+pub fn recover(config: &Config, store: &Store) -> Result<(), StoreError> {
+    for n in store.interrupted_notifications()? {
+        let dedupes = config.notify.channels.get(&n.channel).is_some_and(|c| c.dedupes());
+        let at = clock::to_text(clock::now());
+        if dedupes {
+            store.requeue_notification(n.id)?;
+            tracing::warn!(channel = %n.channel, notification = n.id, "send interrupted by a crash: queued again (the receiver deduplicates)");
+        } else {
+            let error = "send interrupted by a crash; not sent again, since this channel cannot tell a repeat apart";
+            store.mark_failed(n.id, &n.channel, error, &at, None)?;
+            tracing::warn!(channel = %n.channel, notification = n.id, "{error}");
+        }
+    }
+    Ok(())
+}
+
+/// Sends what is due until nothing is, or `limit` passes (for `runbook run` without a daemon).
+pub fn drain(config: &Config, store: &Store, limit: Duration) -> Result<Pass, StoreError> {
+    let deadline = std::time::Instant::now() + limit;
+    let mut total = Pass::default();
+    while std::time::Instant::now() < deadline {
+        let p = dispatch_due(config, store)?;
+        total.sent += p.sent;
+        total.retried += p.retried;
+        total.dead += p.dead;
+        if p.sent + p.retried + p.dead == 0 {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff(1), Duration::from_secs(2));
+        assert_eq!(backoff(2), Duration::from_secs(4));
+        assert_eq!(backoff(4), Duration::from_secs(16));
+        assert_eq!(backoff(30), MAX_BACKOFF);
+    }
+}

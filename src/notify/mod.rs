@@ -1,0 +1,203 @@
+//! Notifications: routing alert transitions to channels through a persisted outbox.
+//!
+//! Owns the message a transition becomes, the routing rules (test route, routes, defaults),
+//! queueing (inside the alert transaction), and the dispatcher that sends with retries and
+//! backoff. Channels (`telegram`, `webhook`, `alertmanager`) only know how to deliver.
+//! Invariant: nothing is sent twice for one (alert, change, channel): the idempotency key
+//! makes queueing idempotent, and a send interrupted by a crash is retried only on channels
+//! that can recognise the repeat.
+
+mod alertmanager;
+pub mod dispatch;
+mod hmac;
+mod telegram;
+mod webhook;
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::alert::{Change, Transition};
+use crate::config::notify::{Channel, NotifyConfig};
+use crate::config::{Config, Severity};
+use crate::store::{AlertStatus, AlertTx, NewNotification};
+
+/// What a channel delivers: the facts of one alert transition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Message {
+    /// opened, resolved or test
+    pub change: String,
+    pub alert_id: Option<i64>,
+    pub key: String,
+    pub name: String,
+    pub source: String,
+    pub host: String,
+    pub severity: String,
+    pub summary: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub starts_at: String,
+    #[serde(default)]
+    pub ends_at: Option<String>,
+    /// Set under the test route: `[name]` before the text, no topic threading.
+    #[serde(default)]
+    pub test_route: bool,
+    /// Added at send time, e.g. "3 dependent checks suppressed".
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+impl Message {
+    pub fn firing(&self) -> bool {
+        self.change != "resolved"
+    }
+
+    /// The plain text a person reads.
+    pub fn text(&self) -> String {
+        let head = match self.change.as_str() {
+            "resolved" => format!("RESOLVED {}", self.key),
+            "test" => format!("TEST from runbook on {}", self.host),
+            _ => format!("FIRING [{}] {}", self.severity, self.key),
+        };
+        let mut text = if self.test_route {
+            format!("[{}] {head}", self.name)
+        } else {
+            head
+        };
+        if !self.summary.is_empty() {
+            text.push('\n');
+            text.push_str(&self.summary);
+        }
+        if let Some(note) = &self.note {
+            text.push('\n');
+            text.push_str(note);
+        }
+        text
+    }
+
+    /// A test message for `runbook notify test`.
+    pub fn test(host: &str, channel: &str) -> Message {
+        Message {
+            change: "test".into(),
+            alert_id: None,
+            key: format!("test@{host}"),
+            name: "test".into(),
+            source: "test".into(),
+            host: host.to_string(),
+            severity: "info".into(),
+            summary: format!("This is a test notification to channel `{channel}`. If you can read this, it works."),
+            labels: BTreeMap::new(),
+            starts_at: crate::clock::to_text(crate::clock::now()),
+            ends_at: None,
+            test_route: false,
+            note: None,
+        }
+    }
+}
+
+/// The channels a transition goes to.
+pub fn route(
+    notify: &NotifyConfig,
+    severity: Severity,
+    source: &str,
+    labels: &BTreeMap<String, String>,
+) -> Vec<String> {
+    if let Some(test) = &notify.test_route {
+        return vec![test.clone()];
+    }
+    if notify.routes.is_empty() {
+        return notify.channels.keys().cloned().collect();
+    }
+    let mut out: Vec<String> = Vec::new();
+    for r in &notify.routes {
+        let m = &r.matcher;
+        let hit = m.severity.is_none_or(|s| s == severity)
+            && m.source.as_deref().is_none_or(|s| s == source)
+            && m.labels.iter().all(|(k, v)| labels.get(k) == Some(v));
+        if hit {
+            for c in &r.channels {
+                if !out.contains(c) {
+                    out.push(c.clone());
+                }
+            }
+            if !r.continue_matching {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Queues the notifications of one transition, inside the alert transaction.
+pub fn enqueue(
+    tx: &AlertTx,
+    config: &Config,
+    t: &Transition,
+    labels: &BTreeMap<String, String>,
+    at: &str,
+) -> rusqlite::Result<()> {
+    let notify = &config.notify;
+    // Suppressed by a failing dependency, or silenced: recorded, not notified.
+    if !notify.enabled || t.suppressed_by.is_some() || t.status == AlertStatus::Silenced {
+        return Ok(());
+    }
+    let change = match t.change {
+        Change::Opened => "opened",
+        Change::Resolved => "resolved",
+    };
+    for channel in route(notify, t.severity, t.source.as_str(), labels) {
+        let message = Message {
+            change: change.into(),
+            alert_id: Some(t.alert_id),
+            key: t.key.clone(),
+            name: t.name.clone(),
+            source: t.source.as_str().into(),
+            host: config.host.clone(),
+            severity: t.severity.as_str().into(),
+            summary: t.summary.clone(),
+            labels: labels.clone(),
+            starts_at: t.started_at.clone(),
+            ends_at: (t.change == Change::Resolved).then(|| at.to_string()),
+            test_route: notify.test_route.is_some(),
+            note: None,
+        };
+        tx.enqueue(&NewNotification {
+            // Re-opening after a resolve is a new alert id, so a new key: sent again, rightly.
+            idempotency_key: format!("{}:{}:{}:{}", t.alert_id, change, t.episode, channel),
+            alert_id: Some(t.alert_id),
+            change: change.into(),
+            channel,
+            payload: serde_json::to_string(&message).unwrap_or_default(),
+            at: at.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+/// Sends one message through a channel; `Ok` carries a one-line receipt (HTTP status).
+pub async fn send(channel: &Channel, message: &Message, idempotency_key: &str) -> Result<String, String> {
+    match channel {
+        Channel::Telegram(c) => telegram::send(c, message).await,
+        Channel::Webhook(c) => webhook::send(c, message, idempotency_key).await,
+        Channel::Alertmanager(c) => alertmanager::send(c, message).await,
+    }
+}
+
+/// The HTTP client of notifications: bounded, shared, built once.
+fn client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .user_agent(concat!("runbook/", env!("CARGO_PKG_VERSION")))
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .unwrap_or_default()
+    })
+}
+
+/// `status 500: body…`, cut for logs.
+async fn http_error(resp: reqwest::Response) -> String {
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    let body: String = body.chars().take(200).collect();
+    format!("HTTP {status}: {}", body.trim())
+}
