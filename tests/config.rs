@@ -627,8 +627,8 @@ fn no_config_anywhere_says_where_it_looked() {
 }
 
 const LATER: &str = r#"version: 1
-notify:
-  channels: { ops: { webhook: { url: "http://127.0.0.1:9/" } } }
+backups:
+  main: { sources: [ { dir: /srv/app } ], dest: /var/backups/runbook }
 profiles:
   p: { cron: "@hourly", tasks: [ { run: [true] } ] }
 "#;
@@ -639,18 +639,18 @@ fn sections_from_later_versions_are_refused_clearly() {
     let out = env.run(&["config", "check"]);
     assert_eq!(out.code, 2, "{out:?}");
     assert!(
-        out.stderr.contains("error: `notify:` is not supported by runbook "),
+        out.stderr.contains("error: `backups:` is not supported by runbook "),
         "{out:?}"
     );
     assert!(
-        out.stderr.contains("= hint: remove the `notify` section for now"),
+        out.stderr.contains("= hint: remove the `backups` section for now"),
         "{out:?}"
     );
 
     let (code, v) = env.json(&["config", "check"]);
     assert_eq!(code, 2);
     let e = &v["errors"][0];
-    assert!(e["message"].as_str().unwrap().contains("`notify:` is not supported"));
+    assert!(e["message"].as_str().unwrap().contains("`backups:` is not supported"));
     assert_eq!(e["file"], env.config.display().to_string());
 
     let tasks = Env::new("version: 1\nprofiles:\n  p: { cron: \"@hourly\", tasks: [ { backup: main } ] }\n");
@@ -664,7 +664,7 @@ fn later_section_error_points_at_its_key() {
     let env = Env::new(LATER);
     let (code, v) = env.json(&["config", "check"]);
     assert_eq!(code, 2);
-    let (line, col) = pos_of(&env, "notify:");
+    let (line, col) = pos_of(&env, "backups:");
     assert_eq!(v["errors"][0]["line"], line, "{v:#}");
     assert_eq!(v["errors"][0]["column"], col, "{v:#}");
 }
