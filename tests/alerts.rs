@@ -189,3 +189,55 @@ fn alerts_list_filters_by_source() {
     assert_eq!(checks.as_array().unwrap().len(), 1);
     assert_eq!(checks[0]["name"], "disk");
 }
+
+#[test]
+fn the_daemon_keeps_check_history_and_resolved_alerts_within_retention() {
+    let env = Env::new(&cfg(
+        "retention: { check_results: 2, resolved_alerts: 1d }\nprofiles:\n  idle: { cron: \"@yearly\", tasks: [ disk ] }\n",
+    ));
+    for _ in 0..5 {
+        env.run(&["check", "disk", "api-unit"]);
+    }
+    std::fs::write(env.path("up-disk"), "").unwrap();
+    env.run(&["check", "disk"]);
+    assert_eq!(alerts(&env, "resolved").len(), 1);
+    env.db()
+        .execute(
+            "UPDATE alerts SET resolved_at = '2000-01-01T00:00:00.000Z' WHERE status = 'resolved'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(
+        env.count("SELECT count(*) FROM check_results WHERE check_name = 'disk'"),
+        6
+    );
+
+    let log = env.path("daemon.log");
+    let mut daemon = env
+        .cmd()
+        .arg("daemon")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let pruned = wait_for(std::time::Duration::from_secs(20), || {
+        env.count("SELECT count(*) FROM audit_events WHERE kind = 'retention.pruned'") == 1
+    });
+    signal(daemon.id(), "TERM");
+    daemon.wait().unwrap();
+    assert!(pruned, "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    assert_eq!(
+        env.count("SELECT count(*) FROM check_results WHERE check_name = 'disk'"),
+        2
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM check_results WHERE check_name = 'api-unit'"),
+        2
+    );
+    assert!(alerts(&env, "resolved").is_empty(), "an old resolved alert was pruned");
+    assert_eq!(
+        alerts(&env, "firing").len(),
+        1,
+        "open alerts are never pruned (api-unit)"
+    );
+    assert_eq!(env.run(&["audit", "verify"]).code, 0);
+}

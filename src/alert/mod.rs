@@ -5,6 +5,8 @@
 //! opened under a silence is `silenced`. The store persists; this module decides.
 //! Invariant: one open alert per key, and every transition is audited in the same transaction.
 
+pub mod retention;
+
 use serde::Serialize;
 use serde_json::json;
 use std::collections::BTreeMap;

@@ -38,6 +38,9 @@ pub struct Config {
     /// Named probes: HTTP, TCP, command, systemd unit, disk, certificate, file age, git ref, SQL.
     #[serde(default)]
     pub checks: BTreeMap<String, Check>,
+    /// How much check and alert history to keep.
+    #[serde(default)]
+    pub retention: Retention,
     /// Where alerts are sent: channels, routes, a test route.
     #[serde(default)]
     pub notify: NotifyConfig,
@@ -234,5 +237,75 @@ impl Config {
             .parent()
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("."))
+    }
+}
+
+/// How much history the state file keeps; the daemon prunes the rest.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Per check: a count of results (`1000`) or an age (`7d`). Default: 1000.
+    #[serde(default)]
+    pub check_results: Keep,
+    /// Resolved alerts (and their notifications): a count or an age. Default: 90d.
+    #[serde(default)]
+    pub resolved_alerts: Keep,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            check_results: Keep::Count(1000),
+            resolved_alerts: Keep::Age(HumanDuration(std::time::Duration::from_secs(90 * 86_400))),
+        }
+    }
+}
+
+/// Keep the newest N, or everything younger than an age.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    Count(u64),
+    Age(HumanDuration),
+}
+
+impl Default for Keep {
+    fn default() -> Self {
+        Keep::Count(1000)
+    }
+}
+
+impl Keep {
+    pub fn parse(text: &str) -> Result<Keep, String> {
+        let t = text.trim();
+        if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit()) {
+            return t.parse().map(Keep::Count).map_err(|_| format!("`{t}` is too large"));
+        }
+        HumanDuration::parse(t)
+            .map(Keep::Age)
+            .map_err(|_| format!("`{t}` is neither a count (1000) nor an age (30d)"))
+    }
+}
+
+impl std::fmt::Display for Keep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Keep::Count(n) => write!(f, "{n}"),
+            Keep::Age(d) => write!(f, "{d}"),
+        }
+    }
+}
+
+impl Serialize for Keep {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl JsonSchema for Keep {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Keep".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": ["integer", "string"], "description": "A count (1000) or an age (30d)" })
     }
 }

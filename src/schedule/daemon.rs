@@ -229,6 +229,9 @@ fn spawn_run(name: String, config: Arc<Config>, store: Arc<Store>, cancel: Cance
     Ok(Active { profile, handle })
 }
 
+/// How often the daemon enforces `retention:`.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
 /// Sends queued notifications every second until told to stop; the last pass runs after the
 /// final profile runs ended, so their alerts still go out. Idle cost: one wake-up a second,
 /// and no query at all when no channel is configured.
@@ -248,12 +251,26 @@ fn spawn_dispatcher(
         if let Err(e) = crate::notify::dispatch::recover(&first, &store) {
             tracing::error!(error = %e, "cannot recover interrupted notifications");
         }
+        let mut last_prune: Option<Instant> = None;
         loop {
             let stopping = !matches!(
                 stop.recv_timeout(Duration::from_secs(1)),
                 Err(RecvTimeoutError::Timeout)
             );
             let config = current();
+            if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+                match crate::alert::retention::prune(&config, &store) {
+                    Ok(p) if p.check_results + p.resolved_alerts > 0 => tracing::info!(
+                        check_results = p.check_results,
+                        resolved_alerts = p.resolved_alerts,
+                        notifications = p.notifications,
+                        "pruned history beyond retention"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "cannot prune history"),
+                }
+                last_prune = Some(Instant::now());
+            }
             if !config.notify.channels.is_empty()
                 && let Err(e) = crate::notify::dispatch::dispatch_due(&config, &store)
             {

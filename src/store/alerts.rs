@@ -337,3 +337,66 @@ impl Store {
         .map_err(self.err("listing silences"))
     }
 }
+
+/// What retention removes: keep the newest N, or rows newer than a cutoff time.
+#[derive(Debug, Clone)]
+pub enum Cutoff {
+    Count(u64),
+    Before(String),
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Pruned {
+    pub check_results: usize,
+    pub resolved_alerts: usize,
+    pub notifications: usize,
+}
+
+impl Store {
+    /// Deletes check results and resolved alerts (with their notifications) beyond retention;
+    /// one audit event when anything went, all in one transaction.
+    pub fn prune(&self, results: &Cutoff, alerts: &Cutoff, audit: impl FnOnce(&Pruned) -> Draft) -> Result<Pruned> {
+        self.write("pruning history", |tx| {
+            let mut p = Pruned::default();
+            p.check_results = match results {
+                Cutoff::Count(n) => tx.execute(
+                    "DELETE FROM check_results WHERE id IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER \
+                     (PARTITION BY check_name ORDER BY id DESC) AS rn FROM check_results) WHERE rn > ?1)",
+                    [*n as i64],
+                )?,
+                Cutoff::Before(t) => tx.execute("DELETE FROM check_results WHERE at < ?1", [t])?,
+            };
+            let doomed = match alerts {
+                Cutoff::Count(n) => format!(
+                    "SELECT id FROM alerts WHERE status = 'resolved' ORDER BY id DESC LIMIT -1 OFFSET {}",
+                    *n as i64
+                ),
+                Cutoff::Before(_) => "SELECT id FROM alerts WHERE status = 'resolved' AND resolved_at < ?1".to_string(),
+            };
+            let arg = match alerts {
+                Cutoff::Before(t) => t.clone(),
+                Cutoff::Count(_) => String::new(),
+            };
+            let (n_notes, n_alerts) = if matches!(alerts, Cutoff::Before(_)) {
+                (
+                    tx.execute(
+                        &format!("DELETE FROM notifications WHERE alert_id IN ({doomed})"),
+                        [&arg],
+                    )?,
+                    tx.execute(&format!("DELETE FROM alerts WHERE id IN ({doomed})"), [&arg])?,
+                )
+            } else {
+                (
+                    tx.execute(&format!("DELETE FROM notifications WHERE alert_id IN ({doomed})"), [])?,
+                    tx.execute(&format!("DELETE FROM alerts WHERE id IN ({doomed})"), [])?,
+                )
+            };
+            p.notifications = n_notes;
+            p.resolved_alerts = n_alerts;
+            if p.check_results + p.resolved_alerts + p.notifications > 0 {
+                append_audit(tx, &audit(&p))?;
+            }
+            Ok(p)
+        })
+    }
+}

@@ -12,11 +12,20 @@ mod walker;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::model::{Config, SecretsConfig, StateConfig};
+use super::model::{Config, Keep, Retention, SecretsConfig, StateConfig};
 use super::secrets::{self, Redactor};
 use super::yaml::{Kind, Node};
 
-const TOP_KEYS: &[&str] = &["version", "host", "state", "secrets", "checks", "notify", "profiles"];
+const TOP_KEYS: &[&str] = &[
+    "version",
+    "host",
+    "state",
+    "secrets",
+    "retention",
+    "checks",
+    "notify",
+    "profiles",
+];
 /// Sections of the full design that this version does not read yet.
 const LATER_KEYS: &[&str] = &["backups", "gates", "sessions", "incidents", "deploy", "api"];
 pub const DEFAULT_STATE_URL: &str = "sqlite:///var/lib/runbook/runbook.db";
@@ -110,6 +119,24 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
         .unwrap_or_default();
     cx.check_names = checks.keys().cloned().collect();
     let notify = top.get("notify").map(|n| notify::notify(cx, n)).unwrap_or_default();
+    let mut retention = Retention::default();
+    if let Some(n) = top.get("retention")
+        && let Some(f) = cx.map(n, "retention", &["check_results", "resolved_alerts"])
+    {
+        let hint = "a count (1000) or an age (30d)";
+        if let Some(v) = f
+            .get("check_results")
+            .and_then(|n| cx.parsed(n, "check_results", Keep::parse, hint))
+        {
+            retention.check_results = v;
+        }
+        if let Some(v) = f
+            .get("resolved_alerts")
+            .and_then(|n| cx.parsed(n, "resolved_alerts", Keep::parse, hint))
+        {
+            retention.resolved_alerts = v;
+        }
+    }
 
     let mut profiles = BTreeMap::new();
     if let Some(node) = top.get("profiles")
@@ -138,6 +165,7 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
         host,
         state,
         secrets,
+        retention,
         checks,
         notify,
         profiles,
