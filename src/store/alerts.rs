@@ -357,8 +357,7 @@ impl Store {
     /// one audit event when anything went, all in one transaction.
     pub fn prune(&self, results: &Cutoff, alerts: &Cutoff, audit: impl FnOnce(&Pruned) -> Draft) -> Result<Pruned> {
         self.write("pruning history", |tx| {
-            let mut p = Pruned::default();
-            p.check_results = match results {
+            let check_results = match results {
                 Cutoff::Count(n) => tx.execute(
                     "DELETE FROM check_results WHERE id IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER \
                      (PARTITION BY check_name ORDER BY id DESC) AS rn FROM check_results) WHERE rn > ?1)",
@@ -366,34 +365,28 @@ impl Store {
                 )?,
                 Cutoff::Before(t) => tx.execute("DELETE FROM check_results WHERE at < ?1", [t])?,
             };
-            let doomed = match alerts {
-                Cutoff::Count(n) => format!(
-                    "SELECT id FROM alerts WHERE status = 'resolved' ORDER BY id DESC LIMIT -1 OFFSET {}",
-                    *n as i64
+            // Resolved alerts beyond retention, and their notifications (which reference them).
+            let (doomed, arg) = match alerts {
+                Cutoff::Count(n) => (
+                    "SELECT id FROM alerts WHERE status = 'resolved' ORDER BY id DESC LIMIT -1 OFFSET ?1",
+                    rusqlite::types::Value::Integer(*n as i64),
                 ),
-                Cutoff::Before(_) => "SELECT id FROM alerts WHERE status = 'resolved' AND resolved_at < ?1".to_string(),
+                Cutoff::Before(t) => (
+                    "SELECT id FROM alerts WHERE status = 'resolved' AND resolved_at < ?1",
+                    rusqlite::types::Value::Text(t.clone()),
+                ),
             };
-            let arg = match alerts {
-                Cutoff::Before(t) => t.clone(),
-                Cutoff::Count(_) => String::new(),
+            let notifications = tx.execute(
+                &format!("DELETE FROM notifications WHERE alert_id IN ({doomed})"),
+                [&arg],
+            )?;
+            let resolved_alerts = tx.execute(&format!("DELETE FROM alerts WHERE id IN ({doomed})"), [&arg])?;
+            let p = Pruned {
+                check_results,
+                resolved_alerts,
+                notifications,
             };
-            let (n_notes, n_alerts) = if matches!(alerts, Cutoff::Before(_)) {
-                (
-                    tx.execute(
-                        &format!("DELETE FROM notifications WHERE alert_id IN ({doomed})"),
-                        [&arg],
-                    )?,
-                    tx.execute(&format!("DELETE FROM alerts WHERE id IN ({doomed})"), [&arg])?,
-                )
-            } else {
-                (
-                    tx.execute(&format!("DELETE FROM notifications WHERE alert_id IN ({doomed})"), [])?,
-                    tx.execute(&format!("DELETE FROM alerts WHERE id IN ({doomed})"), [])?,
-                )
-            };
-            p.notifications = n_notes;
-            p.resolved_alerts = n_alerts;
-            if p.check_results + p.resolved_alerts + p.notifications > 0 {
+            if check_results + resolved_alerts + notifications > 0 {
                 append_audit(tx, &audit(&p))?;
             }
             Ok(p)
