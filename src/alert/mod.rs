@@ -46,6 +46,8 @@ pub struct Observation {
     pub fail_after: u32,
     pub recover_after: u32,
     pub depends_on: Vec<String>,
+    /// Record the transition but let the caller notify (a profile run's digest).
+    pub defer_notify: bool,
 }
 
 impl Observation {
@@ -60,6 +62,7 @@ impl Observation {
             fail_after: check.fail_after,
             recover_after: check.recover_after,
             depends_on: check.depends_on.clone(),
+            defer_notify: false,
         }
     }
 
@@ -75,6 +78,7 @@ impl Observation {
             fail_after: 1,
             recover_after: 1,
             depends_on: Vec::new(),
+            defer_notify: true,
         }
     }
 
@@ -281,8 +285,10 @@ pub fn observe(store: &Store, config: &Config, observations: &[Observation]) -> 
                 }
                 _ => {}
             }
-            for t in &transitions[before..] {
-                crate::notify::enqueue(tx, config, t, &o.labels, &now)?;
+            if !o.defer_notify {
+                for t in &transitions[before..] {
+                    crate::notify::enqueue(tx, config, t, &o.labels, &now)?;
+                }
             }
         }
         Ok(transitions)

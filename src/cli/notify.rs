@@ -13,6 +13,9 @@ use crate::store::Store;
 /// After `run` or `check`, sends the notifications they queued (a daemon, if one runs, may
 /// send some of them first; each is claimed once). Failures stay queued for a later pass.
 pub fn drain_after(config: &Config, store: &Store) {
+    if let Err(e) = notify::repeat::queue_due(config, store) {
+        tracing::error!(error = %e, "cannot queue repeat notifications");
+    }
     match dispatch::drain(config, store, Duration::from_secs(20)) {
         Ok(p) if p.retried + p.dead > 0 => {
             tracing::warn!(

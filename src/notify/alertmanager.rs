@@ -20,9 +20,17 @@ pub(super) async fn send(c: &AlertmanagerChannel, m: &Message) -> Result<String,
         "startsAt": m.starts_at,
         "generatorURL": format!("http://{}/runbook/alerts/{}", m.host, m.alert_id.unwrap_or(0)),
     });
-    if let Some(end) = &m.ends_at {
-        alert["endsAt"] = end.clone().into();
-    }
+    // A firing alert is kept alive for an hour past each send (refreshed well before that);
+    // a resolved one ends at its resolution time.
+    let ends_at = match &m.ends_at {
+        Some(end) => end.clone(),
+        None => crate::clock::to_text(
+            crate::clock::now()
+                .checked_add(jiff::SignedDuration::from_hours(1))
+                .unwrap_or_else(|_| crate::clock::now()),
+        ),
+    };
+    alert["endsAt"] = ends_at.into();
     let url = format!("{}/api/v2/alerts", c.url);
     let resp = client()
         .post(&url)

@@ -8,8 +8,10 @@
 //! that can recognise the repeat.
 
 mod alertmanager;
+pub mod digest;
 pub mod dispatch;
 mod hmac;
+pub mod repeat;
 mod telegram;
 mod webhook;
 
@@ -55,6 +57,11 @@ impl Message {
     pub fn text(&self) -> String {
         let head = match self.change.as_str() {
             "resolved" => format!("RESOLVED {}", self.key),
+            "repeat" => format!(
+                "STILL FIRING [{}] {} (since {})",
+                self.severity, self.key, self.starts_at
+            ),
+            "digest" => format!("FAILING {}", self.key),
             "test" => format!("TEST from runbook on {}", self.host),
             _ => format!("FIRING [{}] {}", self.severity, self.key),
         };
@@ -101,13 +108,26 @@ pub fn route(
     source: &str,
     labels: &BTreeMap<String, String>,
 ) -> Vec<String> {
+    route_repeats(notify, severity, source, labels)
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect()
+}
+
+/// The channels a transition goes to, each with its route's `repeat_every`.
+pub fn route_repeats(
+    notify: &NotifyConfig,
+    severity: Severity,
+    source: &str,
+    labels: &BTreeMap<String, String>,
+) -> Vec<(String, Option<std::time::Duration>)> {
     if let Some(test) = &notify.test_route {
-        return vec![test.clone()];
+        return vec![(test.clone(), None)];
     }
     if notify.routes.is_empty() {
-        return notify.channels.keys().cloned().collect();
+        return notify.channels.keys().map(|c| (c.clone(), None)).collect();
     }
-    let mut out: Vec<String> = Vec::new();
+    let mut out: Vec<(String, Option<std::time::Duration>)> = Vec::new();
     for r in &notify.routes {
         let m = &r.matcher;
         let hit = m.severity.is_none_or(|s| s == severity)
@@ -115,8 +135,8 @@ pub fn route(
             && m.labels.iter().all(|(k, v)| labels.get(k) == Some(v));
         if hit {
             for c in &r.channels {
-                if !out.contains(c) {
-                    out.push(c.clone());
+                if !out.iter().any(|(o, _)| o == c) {
+                    out.push((c.clone(), r.repeat_every.map(|d| d.0)));
                 }
             }
             if !r.continue_matching {

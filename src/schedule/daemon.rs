@@ -272,7 +272,8 @@ fn spawn_dispatcher(
                 last_prune = Some(Instant::now());
             }
             if !config.notify.channels.is_empty()
-                && let Err(e) = crate::notify::dispatch::dispatch_due(&config, &store)
+                && let Err(e) = crate::notify::repeat::queue_due(&config, &store)
+                    .and_then(|_| crate::notify::dispatch::dispatch_due(&config, &store))
             {
                 tracing::error!(error = %e, "notification dispatch failed");
             }

@@ -15,6 +15,7 @@ use crate::clock;
 use crate::config::model::{DEFAULT_KILL_GRACE, DEFAULT_TASK_TIMEOUT};
 use crate::config::{CheckTask, CommandTask, Config, GitSync, HumanDuration, Profile, Task};
 use crate::exec::{self, Cancel, Spec, Stop};
+use crate::notify;
 use crate::store::{NewRun, RunFinish, RunKind, RunStatus, Store, StoreError, Trigger};
 
 use super::lock;
@@ -329,6 +330,7 @@ impl<'a> Runner<'a> {
             report.sync = Some(step);
         }
         let mut not_started = 0;
+        let mut task_transitions = Vec::new();
         for task in profile.tasks.iter().filter(|t| only.is_none_or(|o| t.name() == o)) {
             if self.cancel.is_cancelled() {
                 not_started += 1;
@@ -342,7 +344,7 @@ impl<'a> Runner<'a> {
                     // A task stopped by shutdown did not fail on its own: no alert for it.
                     if !step.stopped_by_shutdown {
                         let seen = Observation::from_task(name, &c.name, step.status == RunStatus::Ok, &step.summary);
-                        alert::observe(self.store, self.config, &[seen])?;
+                        task_transitions.extend(alert::observe(self.store, self.config, &[seen])?);
                     }
                     step
                 }
@@ -351,6 +353,11 @@ impl<'a> Runner<'a> {
             report.tasks.push(step);
         }
 
+        if !task_transitions.is_empty() {
+            let at = clock::to_text(clock::now());
+            self.store
+                .alerts_tx(|tx| notify::digest::enqueue_run(tx, self.config, name, run_id, &task_transitions, &at))?;
+        }
         let failed = report.tasks.iter().filter(|t| t.status != RunStatus::Ok).count();
         report.status = if failed == 0 && not_started == 0 {
             RunStatus::Ok

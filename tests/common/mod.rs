@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod receiver;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_runbook");
 
 pub struct Env {

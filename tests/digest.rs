@@ -1,0 +1,107 @@
+//! Notification shapes that span time or runs: one digest per profile run, repeats while an
+//! alert keeps firing.
+
+mod common;
+
+use common::receiver::Receiver;
+use common::*;
+use std::time::Duration;
+
+#[test]
+fn failing_tasks_of_one_profile_run_go_out_as_one_digest() {
+    let hook = Receiver::start();
+    let env = Env::new(&format!(
+        r#"
+version: 1
+notify:
+  channels: {{ ops: {{ webhook: {{ url: "{}/hook" }} }} }}
+profiles:
+  hourly:
+    cron: "@hourly"
+    tasks:
+      - {{ sh: "exit 3", name: cleanup }}
+      - {{ sh: "echo 'disk full' >&2; exit 1", name: report }}
+      - {{ sh: "test -f fixed", name: sync }}
+      - {{ run: [true], name: fine }}
+"#,
+        hook.url()
+    ));
+    assert_eq!(env.run(&["run", "hourly"]).code, 1);
+    let reqs = hook.requests();
+    assert_eq!(
+        reqs.len(),
+        1,
+        "one digest for the run, not one message per task: {reqs:#?}"
+    );
+    let body = reqs[0].json();
+    assert_eq!(body["change"], "digest");
+    let text = body["text"].as_str().unwrap();
+    assert!(text.contains("3 task(s) failed in profile hourly"), "{text}");
+    assert!(
+        text.contains("- cleanup: exit 3") && text.contains("- report: exit 1") && text.contains("- sync: exit 1"),
+        "{text}"
+    );
+    assert!(!text.contains("fine"), "{text}");
+    // Three alerts are recorded, each on its own.
+    assert_eq!(
+        env.count("SELECT count(*) FROM alerts WHERE status = 'firing' AND source = 'task'"),
+        3
+    );
+
+    // Next run: one task recovers, the others keep failing (no new transition for them).
+    std::fs::write(env.path("fixed"), "").unwrap();
+    assert_eq!(env.run(&["run", "hourly"]).code, 1);
+    let reqs = hook.requests();
+    assert_eq!(reqs.len(), 2, "{reqs:#?}");
+    let body = reqs[1].json();
+    assert_eq!(body["change"], "resolved", "a single transition goes out as itself");
+    assert!(body["alert"]["key"].as_str().unwrap().starts_with("task:hourly/sync@"));
+}
+
+#[test]
+fn a_firing_alert_is_repeated_at_repeat_every_until_acknowledged() {
+    let hook = Receiver::start();
+    let env = Env::new(&format!(
+        r#"
+version: 1
+checks:
+  web: {{ command: {{ sh: "test -f up" }}, severity: critical }}
+notify:
+  channels: {{ pager: {{ webhook: {{ url: "{}/page" }} }} }}
+  routes:
+    - {{ match: {{ severity: critical }}, channels: [pager], repeat_every: 2s }}
+"#,
+        hook.url()
+    ));
+    env.run(&["check", "web"]);
+    assert_eq!(hook.requests().len(), 1);
+    assert_eq!(hook.requests()[0].json()["change"], "opened");
+    // Still firing after repeat_every: the next pass sends a repeat, once.
+    assert!(wait_for(Duration::from_secs(15), || {
+        env.run(&["check", "web"]);
+        hook.requests().len() >= 2
+    }));
+    let repeat = &hook.requests()[1];
+    assert_eq!(repeat.json()["change"], "repeat");
+    assert!(
+        repeat.json()["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("STILL FIRING [critical] web@")
+    );
+    let keys: Vec<String> = hook
+        .requests()
+        .iter()
+        .filter_map(|r| r.header("idempotency-key").map(str::to_string))
+        .collect();
+    let mut unique = keys.clone();
+    unique.dedup();
+    assert_eq!(keys, unique, "each repeat has its own key");
+
+    // Acknowledged: no more repeats.
+    assert_eq!(env.run(&["alerts", "ack", "web"]).code, 0);
+    let before = hook.requests().len();
+    std::thread::sleep(Duration::from_millis(2500));
+    env.run(&["check", "web"]);
+    assert_eq!(hook.requests().len(), before, "an acknowledged alert is not repeated");
+}
