@@ -292,3 +292,30 @@ fn list_shows_cadence_next_run_and_last_status_without_creating_state() {
         out.stdout
     );
 }
+
+#[test]
+fn consecutive_check_tasks_are_probed_concurrently_and_recorded_in_order() {
+    let env = Env::new(
+        r#"
+version: 1
+checks:
+  a: { command: { sh: "sleep 1" } }
+  b: { command: { sh: "sleep 1" } }
+  c: { command: { sh: "sleep 1; exit 2" } }
+  d: { command: { sh: "sleep 1" } }
+  e: { command: { sh: "sleep 1" } }
+profiles:
+  p: { cron: "@hourly", tasks: [ a, b, c, d, e, { run: [true], name: after } ] }
+"#,
+    );
+    let started = std::time::Instant::now();
+    let (code, report) = env.json(&["run", "p"]);
+    let took = started.elapsed();
+    assert_eq!(code, 1, "{report}");
+    assert!(took < Duration::from_millis(4000), "five 1s checks took {took:?}: not concurrent");
+    let names: Vec<&str> = report["tasks"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["a", "b", "c", "d", "e", "after"]);
+    assert_eq!(report["tasks"][2]["status"], "failed");
+    assert_eq!(env.count("SELECT count(*) FROM runs WHERE kind = 'task' AND status = 'running'"), 0);
+    assert_eq!(env.count("SELECT count(*) FROM check_results"), 5);
+}

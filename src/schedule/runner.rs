@@ -13,7 +13,7 @@ use crate::audit::Draft;
 use crate::check;
 use crate::clock;
 use crate::config::model::{DEFAULT_KILL_GRACE, DEFAULT_TASK_TIMEOUT};
-use crate::config::{CheckTask, CommandTask, Config, GitSync, HumanDuration, Profile, Task};
+use crate::config::{CommandTask, Config, GitSync, HumanDuration, Profile, Task};
 use crate::exec::{self, Cancel, Spec, Stop};
 use crate::notify;
 use crate::store::{NewRun, RunFinish, RunKind, RunStatus, Store, StoreError, Trigger};
@@ -205,7 +205,7 @@ impl<'a> Runner<'a> {
         }
     }
 
-    fn new_run(&self, profile: &str, task: Option<&str>, kind: RunKind, trigger: Trigger) -> NewRun {
+    pub(super) fn new_run(&self, profile: &str, task: Option<&str>, kind: RunKind, trigger: Trigger) -> NewRun {
         let (pid, start) = exec::process::current();
         NewRun {
             parent_id: None,
@@ -331,11 +331,19 @@ impl<'a> Runner<'a> {
         }
         let mut not_started = 0;
         let mut task_transitions = Vec::new();
-        for task in profile.tasks.iter().filter(|t| only.is_none_or(|o| t.name() == o)) {
+        let selected: Vec<&Task> = profile
+            .tasks
+            .iter()
+            .filter(|t| only.is_none_or(|o| t.name() == o))
+            .collect();
+        let mut next = 0;
+        while next < selected.len() {
             if self.cancel.is_cancelled() {
-                not_started += 1;
-                continue;
+                not_started = selected.len() - next;
+                break;
             }
+            let task = selected[next];
+            next += 1;
             let step = match task {
                 Task::Command(c) => {
                     let spec = task_spec(self.config, profile, c);
@@ -348,7 +356,18 @@ impl<'a> Runner<'a> {
                     }
                     step
                 }
-                Task::Check(c) => self.run_check(run_id, name, c, trigger, only.and(retry_of))?,
+                Task::Check(first) => {
+                    // Consecutive checks are probed together, concurrently.
+                    let mut batch = vec![first];
+                    while let Some(Task::Check(c)) = selected.get(next) {
+                        batch.push(c);
+                        next += 1;
+                    }
+                    report
+                        .tasks
+                        .extend(self.run_checks(run_id, name, &batch, trigger, only.and(retry_of))?);
+                    continue;
+                }
             };
             report.tasks.push(step);
         }
@@ -405,62 +424,6 @@ impl<'a> Runner<'a> {
         let mut second = self.run_step(parent, profile, "git-sync", RunKind::Sync, trigger, &reset, None)?;
         second.duration_ms += step.duration_ms;
         Ok(second)
-    }
-
-    /// A check as a profile task: probed, recorded as a task run and as a check result.
-    fn run_check(
-        &self,
-        parent: i64,
-        profile: &str,
-        task: &CheckTask,
-        trigger: Trigger,
-        retry_of: Option<i64>,
-    ) -> Result<TaskReport, RunError> {
-        let check = &self.config.checks[&task.check];
-        let command = self
-            .config
-            .redactor
-            .redact(&format!("check {}: {}", task.check, check::describe(check)))
-            .into_owned();
-        let mut new = self.new_run(profile, Some(&task.name), RunKind::Task, trigger);
-        new.parent_id = Some(parent);
-        new.command = Some(command.clone());
-        new.retry_of = retry_of;
-        let id = self.store.insert_run(&new, None)?;
-        let outcome = check::runtime().block_on(check::probe(self.config, &task.check, check));
-        let status = if outcome.ok { RunStatus::Ok } else { RunStatus::Failed };
-        self.store
-            .record_check_results(&self.config.host, &[check::to_result(&outcome, Some(id))])?;
-        alert::observe(self.store, self.config, &[Observation::from_check(check, &outcome)])?;
-        self.store.finish_run(
-            id,
-            &RunFinish {
-                status: Some(status),
-                finished_at: clock::to_text(clock::now()),
-                duration_ms: Some(outcome.latency_ms as i64),
-                output: Some(outcome.detail.clone()),
-                error: (!outcome.ok).then(|| outcome.detail.clone()),
-                ..Default::default()
-            },
-            None,
-        )?;
-        tracing::info!(profile, task = %task.name, run = id, status = %status, detail = %outcome.detail, "check finished");
-        let report = TaskReport {
-            run_id: id,
-            name: task.name.clone(),
-            kind: RunKind::Task,
-            status,
-            summary: outcome.detail.clone(),
-            exit_code: None,
-            duration_ms: outcome.latency_ms,
-            command,
-            output: outcome.detail,
-            stopped_by_shutdown: false,
-        };
-        if let Some(cb) = self.on_step {
-            cb(&report);
-        }
-        Ok(report)
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -197,6 +197,18 @@ impl Store {
         })
     }
 
+    /// Records many starting runs in one transaction.
+    pub fn insert_runs(&self, runs: &[NewRun]) -> Result<Vec<i64>> {
+        self.write("recording runs", |tx| runs.iter().map(|r| insert_run(tx, r)).collect())
+    }
+
+    /// Records the end of many runs in one transaction.
+    pub fn finish_runs(&self, done: &[(i64, RunFinish)]) -> Result<()> {
+        self.write("recording the end of runs", |tx| {
+            done.iter().try_for_each(|(id, fin)| finish_run(tx, *id, fin))
+        })
+    }
+
     pub fn finish_run(&self, id: i64, fin: &RunFinish, audit: Option<&Draft>) -> Result<()> {
         self.write("recording the end of a run", |tx| {
             finish_run(tx, id, fin)?;

@@ -1,0 +1,113 @@
+//! Checks as profile tasks: a run of consecutive checks is probed concurrently.
+//!
+//! Owns recording them: one ledger row per check (written in one transaction for the batch),
+//! the check results, and alert evaluation of the whole batch at once (so dependencies are
+//! judged before their dependents). Invariant: rows are finished even when probes fail.
+
+use std::sync::Arc;
+
+use crate::alert::{self, Observation};
+use crate::check;
+use crate::clock;
+use crate::config::CheckTask;
+use crate::store::{RunFinish, RunKind, RunStatus, Trigger};
+
+use super::runner::{RunError, Runner, TaskReport};
+
+impl Runner<'_> {
+    pub(super) fn run_checks(
+        &self,
+        parent: i64,
+        profile: &str,
+        batch: &[&CheckTask],
+        trigger: Trigger,
+        retry_of: Option<i64>,
+    ) -> Result<Vec<TaskReport>, RunError> {
+        let redactor = &self.config.redactor;
+        let commands: Vec<String> = batch
+            .iter()
+            .map(|t| {
+                redactor
+                    .redact(&format!(
+                        "check {}: {}",
+                        t.check,
+                        check::describe(&self.config.checks[&t.check])
+                    ))
+                    .into_owned()
+            })
+            .collect();
+        let rows: Vec<_> = batch
+            .iter()
+            .zip(&commands)
+            .map(|(t, command)| {
+                let mut new = self.new_run(profile, Some(&t.name), RunKind::Task, trigger);
+                new.parent_id = Some(parent);
+                new.command = Some(command.clone());
+                new.retry_of = retry_of;
+                new
+            })
+            .collect();
+        let ids = self.store.insert_runs(&rows)?;
+
+        let names: Vec<String> = batch.iter().map(|t| t.check.clone()).collect();
+        let outcomes = if batch.len() == 1 {
+            let c = &self.config.checks[&names[0]];
+            vec![check::runtime().block_on(check::probe(self.config, &names[0], c))]
+        } else {
+            check::probe_blocking(&Arc::new(self.config.clone()), &names)
+        };
+
+        let results: Vec<_> = outcomes
+            .iter()
+            .zip(&ids)
+            .map(|(o, id)| check::to_result(o, Some(*id)))
+            .collect();
+        self.store.record_check_results(&self.config.host, &results)?;
+        let seen: Vec<Observation> = outcomes
+            .iter()
+            .map(|o| Observation::from_check(&self.config.checks[&o.check], o))
+            .collect();
+        alert::observe(self.store, self.config, &seen)?;
+        let finished = clock::to_text(clock::now());
+        let finishes: Vec<(i64, RunFinish)> = outcomes
+            .iter()
+            .zip(&ids)
+            .map(|(o, id)| {
+                let status = if o.ok { RunStatus::Ok } else { RunStatus::Failed };
+                let finish = RunFinish {
+                    status: Some(status),
+                    finished_at: finished.clone(),
+                    duration_ms: Some(o.latency_ms as i64),
+                    output: Some(o.detail.clone()),
+                    error: (!o.ok).then(|| o.detail.clone()),
+                    ..Default::default()
+                };
+                (*id, finish)
+            })
+            .collect();
+        self.store.finish_runs(&finishes)?;
+
+        let mut reports = Vec::with_capacity(batch.len());
+        for ((task, outcome), (id, command)) in batch.iter().zip(outcomes).zip(ids.into_iter().zip(commands)) {
+            let status = if outcome.ok { RunStatus::Ok } else { RunStatus::Failed };
+            tracing::info!(profile, task = %task.name, run = id, status = %status, detail = %outcome.detail, "check finished");
+            let report = TaskReport {
+                run_id: id,
+                name: task.name.clone(),
+                kind: RunKind::Task,
+                status,
+                summary: outcome.detail.clone(),
+                exit_code: None,
+                duration_ms: outcome.latency_ms,
+                command,
+                output: outcome.detail,
+                stopped_by_shutdown: false,
+            };
+            if let Some(cb) = self.on_step {
+                cb(&report);
+            }
+            reports.push(report);
+        }
+        Ok(reports)
+    }
+}
