@@ -105,3 +105,66 @@ notify:
     env.run(&["check", "web"]);
     assert_eq!(hook.requests().len(), before, "an acknowledged alert is not repeated");
 }
+
+fn maintenance_env(hook: &Receiver, restore: bool) -> Env {
+    let start = if restore { "touch up" } else { "true" };
+    Env::new(&format!(
+        r#"
+version: 1
+checks:
+  web: {{ command: {{ sh: "test -f up" }} }}
+notify:
+  channels: {{ ops: {{ webhook: {{ url: "{}/hook" }} }} }}
+profiles:
+  deploy:
+    cron: "@yearly"
+    silences: [web]
+    tasks:
+      - {{ sh: "rm -f up", name: stop }}
+      - web
+      - {{ sh: "{start}", name: start }}
+"#,
+        hook.url()
+    ))
+}
+
+#[test]
+fn a_profile_that_silences_a_check_notifies_nothing_when_the_check_recovers_by_its_end() {
+    let hook = Receiver::start();
+    let env = maintenance_env(&hook, true);
+    std::fs::write(env.path("up"), "").unwrap();
+    let (_, report) = env.json(&["run", "deploy"]);
+    assert_eq!(
+        report["tasks"][1]["status"], "failed",
+        "the check failed during the deploy: {report}"
+    );
+    assert!(
+        hook.requests().is_empty(),
+        "silenced during maintenance: {:#?}",
+        hook.requests()
+    );
+    // Probed again at the end, it passed: the alert opened silenced and is resolved.
+    assert_eq!(env.count("SELECT count(*) FROM alerts WHERE status = 'resolved'"), 1);
+    assert_eq!(
+        env.count("SELECT count(*) FROM silences"),
+        0,
+        "the maintenance silence is removed"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_events WHERE kind = 'silence.ended'"),
+        1
+    );
+}
+
+#[test]
+fn a_check_still_broken_after_maintenance_fires_at_once() {
+    let hook = Receiver::start();
+    let env = maintenance_env(&hook, false);
+    std::fs::write(env.path("up"), "").unwrap();
+    env.run(&["run", "deploy"]);
+    let reqs = hook.requests();
+    assert_eq!(reqs.len(), 1, "{reqs:#?}");
+    assert_eq!(reqs[0].json()["change"], "opened");
+    assert_eq!(reqs[0].json()["alert"]["name"], "web");
+    assert_eq!(env.count("SELECT count(*) FROM alerts WHERE status = 'firing'"), 1);
+}

@@ -275,7 +275,12 @@ pub fn observe(store: &Store, config: &Config, observations: &[Observation]) -> 
                         source: o.source,
                         name: o.name.clone(),
                         change: Change::Resolved,
-                        status: AlertStatus::Resolved,
+                        // Resolving an alert nobody was told about (silenced) notifies nobody.
+                        status: if alert.status == AlertStatus::Silenced {
+                            AlertStatus::Silenced
+                        } else {
+                            AlertStatus::Resolved
+                        },
                         severity: o.severity,
                         summary: redact(&o.detail),
                         suppressed_by: alert.suppressed_by,

@@ -95,6 +95,10 @@ pub struct Profile {
     /// `git fetch` + `git reset --hard` of a checkout before the tasks; best effort.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_before_run: Option<GitSync>,
+    /// Checks that do not notify while this profile runs (a backup, a deploy); they are
+    /// probed again when it ends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub silences: Vec<String>,
     /// The tasks, run in order; a failed task does not stop the ones after it.
     pub tasks: Vec<Task>,
     #[serde(skip)]
@@ -173,6 +177,9 @@ pub struct CommandTask {
     /// Extra environment variables.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Checks that do not notify while this task runs; probed again when it ends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub silences: Vec<String>,
     #[serde(flatten)]
     pub limits: Limits,
 }

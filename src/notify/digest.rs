@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use super::{Message, enqueue, route};
 use crate::alert::{Change, Transition};
 use crate::config::{Config, Severity};
-use crate::store::{AlertTx, NewNotification};
+use crate::store::{AlertStatus, AlertTx, NewNotification};
 
 pub fn enqueue_run(
     tx: &AlertTx,
@@ -20,7 +20,10 @@ pub fn enqueue_run(
     at: &str,
 ) -> rusqlite::Result<()> {
     let notify = &config.notify;
-    let shown: Vec<&Transition> = transitions.iter().filter(|t| t.suppressed_by.is_none()).collect();
+    let shown: Vec<&Transition> = transitions
+        .iter()
+        .filter(|t| t.suppressed_by.is_none() && t.status != AlertStatus::Silenced)
+        .collect();
     if !notify.enabled || shown.is_empty() {
         return Ok(());
     }

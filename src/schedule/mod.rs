@@ -8,6 +8,7 @@ mod check_tasks;
 pub mod crontab;
 pub mod daemon;
 pub mod lock;
+mod maintenance;
 pub mod runner;
 
 use jiff::Timestamp;

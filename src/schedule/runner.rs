@@ -147,6 +147,22 @@ fn limit_notes(spec: &Spec) -> Vec<String> {
     notes
 }
 
+/// The longest a profile run can take: every task's timeout and grace, plus a margin.
+fn profile_bound(config: &Config, profile: &Profile) -> Duration {
+    let tasks: Duration = profile
+        .tasks
+        .iter()
+        .map(|t| match t {
+            Task::Command(c) => {
+                let spec = task_spec(config, profile, c);
+                spec.timeout + spec.kill_grace
+            }
+            Task::Check(c) => config.checks[&c.check].timeout(),
+        })
+        .sum();
+    tasks + SYNC_TIMEOUT * 2 + Duration::from_secs(300)
+}
+
 /// What `run PROFILE` would do, step by step; runs and writes nothing.
 pub fn plan(config: &Config, name: &str) -> Result<Vec<PlanStep>, RunError> {
     let profile = find_profile(config, name)?;
@@ -331,6 +347,11 @@ impl<'a> Runner<'a> {
         }
         let mut not_started = 0;
         let mut task_transitions = Vec::new();
+        let maintenance = self.begin_maintenance(
+            &profile.silences,
+            profile_bound(self.config, profile),
+            format!("maintenance: profile {name} run #{run_id}"),
+        )?;
         let selected: Vec<&Task> = profile
             .tasks
             .iter()
@@ -347,8 +368,14 @@ impl<'a> Runner<'a> {
             let step = match task {
                 Task::Command(c) => {
                     let spec = task_spec(self.config, profile, c);
+                    let task_maintenance = self.begin_maintenance(
+                        &c.silences,
+                        spec.timeout + spec.kill_grace + Duration::from_secs(60),
+                        format!("maintenance: task {name}/{} in run #{run_id}", c.name),
+                    )?;
                     let step =
                         self.run_step(run_id, name, &c.name, RunKind::Task, trigger, &spec, only.and(retry_of))?;
+                    self.end_maintenance(task_maintenance)?;
                     // A task stopped by shutdown did not fail on its own: no alert for it.
                     if !step.stopped_by_shutdown {
                         let seen = Observation::from_task(name, &c.name, step.status == RunStatus::Ok, &step.summary);
@@ -372,6 +399,7 @@ impl<'a> Runner<'a> {
             report.tasks.push(step);
         }
 
+        self.end_maintenance(maintenance)?;
         if !task_transitions.is_empty() {
             let at = clock::to_text(clock::now());
             self.store

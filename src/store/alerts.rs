@@ -393,3 +393,16 @@ impl Store {
         })
     }
 }
+
+impl Store {
+    /// Removes silences (the end of a maintenance window), with one audit event.
+    pub fn remove_silences(&self, ids: &[i64], audit: &Draft) -> Result<()> {
+        self.write("removing silences", |tx| {
+            for id in ids {
+                tx.execute("DELETE FROM silences WHERE id = ?1", [id])?;
+            }
+            append_audit(tx, audit)?;
+            Ok(())
+        })
+    }
+}

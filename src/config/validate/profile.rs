@@ -11,8 +11,17 @@ use crate::config::model::{CheckTask, CommandTask, GitSync, Limits, Profile, Pro
 use crate::config::units::{ByteSize, Percent};
 use crate::config::yaml::{Kind, Node, Pos};
 
-const PROFILE_KEYS: &[&str] = &["cron", "timezone", "enabled", "timeout", "sync_before_run", "tasks"];
+const PROFILE_KEYS: &[&str] = &[
+    "cron",
+    "timezone",
+    "enabled",
+    "timeout",
+    "sync_before_run",
+    "silences",
+    "tasks",
+];
 const COMMAND_KEYS: &[&str] = &[
+    "silences",
     "run",
     "sh",
     "name",
@@ -68,6 +77,7 @@ pub(super) fn profile(cx: &mut Cx, name: &str, node: &Node, base: &Path) -> Opti
     let enabled = f.get("enabled").and_then(|n| cx.bool(n, "enabled")).unwrap_or(true);
     let timeout = f.get("timeout").and_then(|n| cx.duration(n, "timeout"));
     let sync_before_run = f.get("sync_before_run").and_then(|n| git_sync(cx, n, base));
+    let silences = silence_list(cx, f.get("silences"));
 
     let mut tasks = Vec::new();
     match f.get("tasks") {
@@ -119,6 +129,7 @@ pub(super) fn profile(cx: &mut Cx, name: &str, node: &Node, base: &Path) -> Opti
         enabled,
         timeout,
         sync_before_run,
+        silences,
         tasks,
         schedule,
     })
@@ -276,6 +287,7 @@ fn command_task(cx: &mut Cx, node: &Node) -> Option<ParsedTask> {
     let kill_grace = f.get("kill_grace").and_then(|n| cx.duration(n, "kill_grace"));
     let cwd = f.get("cwd").and_then(|n| cx.string(n, "cwd")).map(PathBuf::from);
     let env = env_map(cx, &f);
+    let silences = silence_list(cx, f.get("silences"));
     let limits = Limits {
         memory_max: f
             .get("memory_max")
@@ -318,6 +330,7 @@ fn command_task(cx: &mut Cx, node: &Node) -> Option<ParsedTask> {
             kill_grace,
             cwd,
             env,
+            silences,
             limits,
         }),
         name_explicit,
@@ -401,4 +414,18 @@ pub(super) fn env_map(cx: &mut Cx, f: &Fields) -> BTreeMap<String, String> {
         }
     }
     env
+}
+
+/// `silences: [CHECK…]`: names that must be checks.
+fn silence_list(cx: &mut Cx, node: Option<&Node>) -> Vec<String> {
+    let Some(n) = node else { return Vec::new() };
+    let names = cx.string_list(n, "silences").unwrap_or_default();
+    for name in &names {
+        if !cx.check_names.contains(name) {
+            let hint = crate::config::diagnostic::suggest(name, cx.check_names.iter().map(String::as_str))
+                .map(|s| format!("did you mean `{s}`?"));
+            cx.error(n.pos, format!("silences names `{name}`, which is not a check"), hint);
+        }
+    }
+    names
 }
