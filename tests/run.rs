@@ -312,10 +312,21 @@ profiles:
     let (code, report) = env.json(&["run", "p"]);
     let took = started.elapsed();
     assert_eq!(code, 1, "{report}");
-    assert!(took < Duration::from_millis(4000), "five 1s checks took {took:?}: not concurrent");
-    let names: Vec<&str> = report["tasks"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert!(
+        took < Duration::from_millis(4000),
+        "five 1s checks took {took:?}: not concurrent"
+    );
+    let names: Vec<&str> = report["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["a", "b", "c", "d", "e", "after"]);
     assert_eq!(report["tasks"][2]["status"], "failed");
-    assert_eq!(env.count("SELECT count(*) FROM runs WHERE kind = 'task' AND status = 'running'"), 0);
+    assert_eq!(
+        env.count("SELECT count(*) FROM runs WHERE kind = 'task' AND status = 'running'"),
+        0
+    );
     assert_eq!(env.count("SELECT count(*) FROM check_results"), 5);
 }

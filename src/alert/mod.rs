@@ -22,6 +22,8 @@ use crate::store::{AlertStatus, CheckState, NewAlert, Store, StoreError};
 pub enum Source {
     Check,
     Task,
+    /// A notification channel that stopped delivering.
+    Channel,
 }
 
 impl Source {
@@ -29,6 +31,7 @@ impl Source {
         match self {
             Source::Check => "check",
             Source::Task => "task",
+            Source::Channel => "channel",
         }
     }
 }
@@ -85,7 +88,7 @@ impl Observation {
     /// Where consecutive counts are kept: checks by name, tasks with a prefix.
     fn state_name(&self) -> String {
         match self.source {
-            Source::Check => self.name.clone(),
+            Source::Check | Source::Channel => self.name.clone(),
             Source::Task => format!("task:{}", self.name),
         }
     }
@@ -121,7 +124,7 @@ pub struct Transition {
 /// The alert key: one open alert per (source, name, host, labels).
 pub fn key(source: Source, name: &str, host: &str, labels: &BTreeMap<String, String>) -> String {
     let prefix = match source {
-        Source::Check => String::new(),
+        Source::Check | Source::Channel => String::new(),
         Source::Task => "task:".to_string(),
     };
     if labels.is_empty() {

@@ -30,6 +30,15 @@ pub struct NotifyConfig {
     /// its source, without topics: production routing is bypassed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_route: Option<String>,
+    /// A channel failing for longer than this raises an alert, sent to the other channels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_silent_after: Option<HumanDuration>,
+    /// Pinged (GET) by the daemon every `heartbeat_every`, for an outside dead-man's switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_url: Option<String>,
+    /// Default: 5m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_every: Option<HumanDuration>,
 }
 
 fn yes() -> bool {
@@ -44,6 +53,9 @@ impl Default for NotifyConfig {
             channels: BTreeMap::new(),
             routes: Vec::new(),
             test_route: None,
+            channel_silent_after: None,
+            heartbeat_url: None,
+            heartbeat_every: None,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod dispatch;
 mod hmac;
 pub mod repeat;
 mod telegram;
+pub mod watch;
 mod webhook;
 
 use serde::{Deserialize, Serialize};
@@ -165,6 +166,10 @@ pub fn enqueue(
         Change::Resolved => "resolved",
     };
     for channel in route(notify, t.severity, t.source.as_str(), labels) {
+        // A broken channel is told about on the others, not on itself.
+        if t.source == crate::alert::Source::Channel && t.name == format!("channel:{channel}") {
+            continue;
+        }
         let message = Message {
             change: change.into(),
             alert_id: Some(t.alert_id),
@@ -203,7 +208,7 @@ pub async fn send(channel: &Channel, message: &Message, idempotency_key: &str) -
 }
 
 /// The HTTP client of notifications: bounded, shared, built once.
-fn client() -> &'static reqwest::Client {
+pub(crate) fn client() -> &'static reqwest::Client {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
     CLIENT.get_or_init(|| {
         reqwest::Client::builder()

@@ -229,6 +229,9 @@ fn spawn_run(name: String, config: Arc<Config>, store: Arc<Store>, cancel: Cance
     Ok(Active { profile, handle })
 }
 
+/// Channel health is looked at every this many dispatcher passes (seconds).
+const WATCH_EVERY_PASSES: u64 = 5;
+
 /// How often the daemon enforces `retention:`.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
@@ -252,12 +255,31 @@ fn spawn_dispatcher(
             tracing::error!(error = %e, "cannot recover interrupted notifications");
         }
         let mut last_prune: Option<Instant> = None;
+        let mut last_heartbeat: Option<Instant> = None;
+        let mut passes: u64 = 0;
         loop {
             let stopping = !matches!(
                 stop.recv_timeout(Duration::from_secs(1)),
                 Err(RecvTimeoutError::Timeout)
             );
             let config = current();
+            passes += 1;
+            if let Some(url) = &config.notify.heartbeat_url {
+                let every = config
+                    .notify
+                    .heartbeat_every
+                    .map(|d| d.0)
+                    .unwrap_or(crate::notify::watch::DEFAULT_HEARTBEAT_EVERY);
+                if last_heartbeat.is_none_or(|t| t.elapsed() >= every) && !stopping {
+                    crate::notify::watch::heartbeat(url);
+                    last_heartbeat = Some(Instant::now());
+                }
+            }
+            if passes.is_multiple_of(WATCH_EVERY_PASSES)
+                && let Err(e) = crate::notify::watch::channels(&config, &store)
+            {
+                tracing::error!(error = %e, "cannot watch channel health");
+            }
             if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
                 match crate::alert::retention::prune(&config, &store) {
                     Ok(p) if p.check_results + p.resolved_alerts > 0 => tracing::info!(

@@ -38,6 +38,18 @@ fn required(cx: &mut Cx, f: &Fields, key: &'static str, what: &str, example: &st
     }
 }
 
+/// An http(s) URL under `key` (the heartbeat).
+fn url_at(cx: &mut Cx, f: &Fields, key: &'static str) -> Option<String> {
+    let n = f.get(key)?;
+    let u = cx.string(n, key)?;
+    if u.starts_with("http://") || u.starts_with("https://") {
+        Some(u)
+    } else {
+        cx.error(n.pos, format!("{key} `{u}` must start with http:// or https://"), None);
+        None
+    }
+}
+
 fn url(cx: &mut Cx, f: &Fields, what: &str) -> Option<String> {
     let u = required(cx, f, "url", what, "e.g. url: https://hooks.example.org/runbook")?;
     if u.starts_with("http://") || u.starts_with("https://") {
@@ -121,8 +133,12 @@ fn route(cx: &mut Cx, node: &Node, channels: &BTreeMap<String, Channel>) -> Opti
         }
         if let Some(n) = mf.get("source") {
             let s = cx.string(n, "source")?;
-            if s != "check" && s != "task" {
-                cx.error(n.pos, format!("unknown source `{s}`"), Some("use check or task".into()));
+            if !matches!(s.as_str(), "check" | "task" | "channel") {
+                cx.error(
+                    n.pos,
+                    format!("unknown source `{s}`"),
+                    Some("use check, task or channel".into()),
+                );
             }
             matcher.source = Some(s);
         }
@@ -160,11 +176,17 @@ fn route(cx: &mut Cx, node: &Node, channels: &BTreeMap<String, Channel>) -> Opti
 
 pub(super) fn notify(cx: &mut Cx, node: &Node) -> NotifyConfig {
     let mut out = NotifyConfig::default();
-    let Some(f) = cx.map(
-        node,
-        "notify",
-        &["enabled", "max_attempts", "channels", "routes", "test_route"],
-    ) else {
+    let keys = [
+        "enabled",
+        "max_attempts",
+        "channels",
+        "routes",
+        "test_route",
+        "channel_silent_after",
+        "heartbeat_url",
+        "heartbeat_every",
+    ];
+    let Some(f) = cx.map(node, "notify", &keys) else {
         return out;
     };
     out.enabled = f.get("enabled").and_then(|n| cx.bool(n, "enabled")).unwrap_or(true);
@@ -201,6 +223,13 @@ pub(super) fn notify(cx: &mut Cx, node: &Node) -> NotifyConfig {
             }
             _ => cx.error(n.pos, format!("routes must be a list, found {}", n.describe()), None),
         }
+    }
+    out.channel_silent_after = f
+        .get("channel_silent_after")
+        .and_then(|n| cx.duration(n, "channel_silent_after"));
+    out.heartbeat_every = f.get("heartbeat_every").and_then(|n| cx.duration(n, "heartbeat_every"));
+    if f.get("heartbeat_url").is_some() {
+        out.heartbeat_url = url_at(cx, &f, "heartbeat_url");
     }
     // An empty test_route (`${RUNBOOK_TEST_CHANNEL:-}` unset) means "off".
     if let Some(n) = f.get("test_route")
