@@ -537,12 +537,12 @@ checks:
     assert_ok(&o, "contains");
     assert_eq!(
         assert_failing(&o, "not-contains"),
-        r#"stdout does not contain "version 42""#
+        r#"stdout does not contain "version 42": schema version 41"#
     );
     assert_ok(&o, "regex");
     assert_eq!(
         assert_failing(&o, "not-regex"),
-        r"stdout does not match /^migrated-\d{4}\s/"
+        r"stdout does not match /^migrated-\d{4}\s/: pending"
     );
     assert_eq!(assert_ok(&o, "env-and-cwd"), "exit 0: hello");
     let detail = assert_failing(&o, "slow");

@@ -53,6 +53,24 @@ pub(super) async fn probe(config: &Config, p: &CommandProbe, timeout: Duration) 
         };
         Finding::new(true, detail, data)
     } else {
-        Finding::new(false, problems.join("; "), data)
+        // What the command said is usually the reason: its first line of output (stderr when
+        // stdout is empty) goes with the failure.
+        let said = if first_line.is_empty() {
+            outcome
+                .stderr
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        } else {
+            first_line
+        };
+        let detail = if said.is_empty() {
+            problems.join("; ")
+        } else {
+            format!("{}: {said}", problems.join("; "))
+        };
+        Finding::new(false, detail, data)
     })
 }

@@ -66,6 +66,7 @@ pub enum Channel {
     Telegram(TelegramChannel),
     Webhook(WebhookChannel),
     Alertmanager(AlertmanagerChannel),
+    Email(EmailChannel),
 }
 
 impl Channel {
@@ -74,13 +75,14 @@ impl Channel {
             Channel::Telegram(_) => "telegram",
             Channel::Webhook(_) => "webhook",
             Channel::Alertmanager(_) => "alertmanager",
+            Channel::Email(_) => "email",
         }
     }
 
     /// Whether the receiver can recognise a repeated delivery (so a send interrupted by a
     /// crash may be retried without a duplicate reaching a person).
     pub fn dedupes(&self) -> bool {
-        !matches!(self, Channel::Telegram(_))
+        !matches!(self, Channel::Telegram(_) | Channel::Email(_))
     }
 }
 
@@ -110,6 +112,33 @@ pub struct WebhookChannel {
 pub struct AlertmanagerChannel {
     /// Base URL of Alertmanager, e.g. http://127.0.0.1:9093
     pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct EmailChannel {
+    /// SMTP server host name.
+    pub host: String,
+    /// Default: 587 for starttls, 465 for tls, 25 for none.
+    #[serde(default)]
+    pub port: u16,
+    /// starttls (default), tls (implicit TLS), or none (a local relay only).
+    #[serde(default)]
+    pub tls: EmailTls,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    pub from: String,
+    pub to: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EmailTls {
+    #[default]
+    Starttls,
+    Tls,
+    None,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]

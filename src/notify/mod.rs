@@ -10,6 +10,7 @@
 mod alertmanager;
 pub mod digest;
 pub mod dispatch;
+mod email;
 mod hmac;
 pub mod repeat;
 mod telegram;
@@ -204,6 +205,7 @@ pub async fn send(channel: &Channel, message: &Message, idempotency_key: &str) -
         Channel::Telegram(c) => telegram::send(c, message).await,
         Channel::Webhook(c) => webhook::send(c, message, idempotency_key).await,
         Channel::Alertmanager(c) => alertmanager::send(c, message).await,
+        Channel::Email(c) => email::send(c, message).await,
     }
 }
 

@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 use super::walker::{Cx, Fields};
 use crate::config::checks::Severity;
 use crate::config::notify::{
-    AlertmanagerChannel, Channel, DEFAULT_MAX_ATTEMPTS, NotifyConfig, Route, RouteMatch, TelegramChannel,
-    WebhookChannel,
+    AlertmanagerChannel, Channel, DEFAULT_MAX_ATTEMPTS, EmailChannel, EmailTls, NotifyConfig, Route, RouteMatch,
+    TelegramChannel, WebhookChannel,
 };
 use crate::config::yaml::{Kind, Node};
 
-const CHANNEL_KINDS: &[&str] = &["telegram", "webhook", "alertmanager"];
+const CHANNEL_KINDS: &[&str] = &["telegram", "webhook", "alertmanager", "email"];
 
 fn string_map(cx: &mut Cx, node: Option<&Node>, what: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
@@ -108,6 +108,68 @@ fn channel(cx: &mut Cx, name: &str, node: &Node) -> Option<Channel> {
             let a = cx.map(body, "alertmanager", &["url"])?;
             Some(Channel::Alertmanager(AlertmanagerChannel {
                 url: url(cx, &a, "alertmanager")?,
+            }))
+        }
+        "email" => {
+            let e = cx.map(
+                body,
+                "email",
+                &["host", "port", "tls", "username", "password", "from", "to"],
+            )?;
+            let host = required(cx, &e, "host", "email", "host: smtp.example.org");
+            let tls = match e.get("tls") {
+                None => EmailTls::Starttls,
+                Some(n) => match cx.string(n, "tls").as_deref() {
+                    Some("starttls") => EmailTls::Starttls,
+                    Some("tls") => EmailTls::Tls,
+                    Some("none") => EmailTls::None,
+                    Some(other) => {
+                        cx.error(
+                            n.pos,
+                            format!("unknown email.tls `{other}`"),
+                            Some("use starttls, tls or none".into()),
+                        );
+                        EmailTls::Starttls
+                    }
+                    None => EmailTls::Starttls,
+                },
+            };
+            let default_port = match tls {
+                EmailTls::Starttls => 587,
+                EmailTls::Tls => 465,
+                EmailTls::None => 25,
+            };
+            let port = e
+                .get("port")
+                .and_then(|n| cx.u64(n, "port"))
+                .map(|p| p as u16)
+                .unwrap_or(default_port);
+            let username = e.get("username").and_then(|n| cx.string(n, "username"));
+            let password = e.get("password").and_then(|n| cx.string(n, "password"));
+            let from = required(cx, &e, "from", "email", "from: runbook@example.org");
+            let to = match e.get("to") {
+                Some(n) => match &n.kind {
+                    Kind::Seq(_) => cx.string_list(n, "to"),
+                    _ => cx.string(n, "to").map(|t| vec![t]),
+                },
+                None => {
+                    cx.missing(e.pos, "to", "email needs `to`".into(), "to: [ops@example.org]");
+                    None
+                }
+            };
+            for addr in from.iter().chain(to.iter().flatten()) {
+                if addr.parse::<lettre::message::Mailbox>().is_err() {
+                    cx.error(body.pos, format!("`{addr}` is not an email address"), None);
+                }
+            }
+            Some(Channel::Email(EmailChannel {
+                host: host?,
+                port,
+                tls,
+                username,
+                password,
+                from: from?,
+                to: to?,
             }))
         }
         _ => None,

@@ -1,0 +1,49 @@
+//! Email channel: one plain-text message over SMTP (STARTTLS by default).
+//!
+//! SMTP cannot tell a repeated delivery apart, so an interrupted send is not retried after a
+//! crash (see `dispatch::recover`).
+
+use std::time::Duration;
+
+use lettre::message::header::ContentType;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+
+use super::Message;
+use crate::config::notify::{EmailChannel, EmailTls};
+
+fn subject(m: &Message) -> String {
+    let text = m.text();
+    let first = text.lines().next().unwrap_or("runbook");
+    format!("[runbook] {first}")
+}
+
+pub(super) async fn send(c: &EmailChannel, m: &Message) -> Result<String, String> {
+    let mut mail = lettre::Message::builder()
+        .from(c.from.parse().map_err(|e| format!("from `{}`: {e}", c.from))?)
+        .subject(subject(m))
+        .header(ContentType::TEXT_PLAIN);
+    for to in &c.to {
+        mail = mail.to(to.parse().map_err(|e| format!("to `{to}`: {e}"))?);
+    }
+    let mail = mail
+        .body(m.text())
+        .map_err(|e| format!("cannot build the email: {e}"))?;
+    let builder = match c.tls {
+        EmailTls::Starttls => {
+            AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&c.host).map_err(|e| e.to_string())?
+        }
+        EmailTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&c.host).map_err(|e| e.to_string())?,
+        EmailTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&c.host),
+    };
+    let mut builder = builder.port(c.port).timeout(Some(Duration::from_secs(10)));
+    if let (Some(user), Some(pass)) = (&c.username, &c.password) {
+        builder = builder.credentials(Credentials::new(user.clone(), pass.clone()));
+    }
+    let response = builder
+        .build()
+        .send(mail)
+        .await
+        .map_err(|e| format!("SMTP {}:{}: {e}", c.host, c.port))?;
+    Ok(format!("SMTP {}", response.code()))
+}
