@@ -84,3 +84,42 @@ profiles:
         .clone();
     assert!(good_health["last_success"].is_string());
 }
+
+#[test]
+fn a_notification_that_could_not_be_delivered_shows_in_alerts_list() {
+    let bad = Receiver::start();
+    bad.respond(500, "oops");
+    let good = Receiver::start();
+    let env = Env::new(&format!(
+        r#"
+version: 1
+checks:
+  web: {{ command: {{ sh: "exit 1" }} }}
+notify:
+  max_attempts: 1
+  channels:
+    bad: {{ webhook: {{ url: "{}/x" }} }}
+    good: {{ webhook: {{ url: "{}/y" }} }}
+"#,
+        bad.url(),
+        good.url()
+    ));
+    env.run(&["check", "web"]);
+    let (_, alerts) = env.json(&["alerts", "list"]);
+    assert_eq!(alerts[0]["delivery"]["dead"], 1, "{alerts}");
+    assert_eq!(
+        alerts[0]["delivery"]["sent"], 1,
+        "the other channel still got it: {alerts}"
+    );
+    let human = env.run(&["alerts", "list"]);
+    assert!(human.stdout.contains("1 DEAD, 1 sent"), "{}", human.stdout);
+    let (_, outbox) = env.json(&["notify", "list"]);
+    let dead = outbox
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["status"] == "dead")
+        .unwrap()
+        .clone();
+    assert!(dead["last_error"].as_str().unwrap().contains("HTTP 500"), "{dead}");
+}

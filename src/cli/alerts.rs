@@ -15,7 +15,16 @@ pub fn run(cx: &Ctx, cmd: AlertsCmd) -> Result<Outcome, CliError> {
         AlertsCmd::List { status, source, limit } => {
             let alerts = store.list_alerts(&AlertFilter { status, source, limit })?;
             cx.out.either(&alerts, || {
-                let mut t = output::table(&["ID", "KEY", "SEVERITY", "STATUS", "SINCE (UTC)", "COUNT", "SUMMARY"]);
+                let mut t = output::table(&[
+                    "ID",
+                    "KEY",
+                    "SEVERITY",
+                    "STATUS",
+                    "SINCE (UTC)",
+                    "COUNT",
+                    "NOTIFIED",
+                    "SUMMARY",
+                ]);
                 for a in &alerts {
                     let mut status = a.status.as_str().to_string();
                     if let Some(dep) = &a.suppressed_by {
@@ -31,6 +40,7 @@ pub fn run(cx: &Ctx, cmd: AlertsCmd) -> Result<Outcome, CliError> {
                         status,
                         a.first_seen.clone(),
                         a.count.to_string(),
+                        delivery(a.delivery.unwrap_or_default()),
                         one_line(&a.summary, 60),
                     ]);
                 }
@@ -96,4 +106,23 @@ pub fn run(cx: &Ctx, cmd: AlertsCmd) -> Result<Outcome, CliError> {
             Ok(Outcome::Ok)
         }
     }
+}
+
+/// `sent`, `2 pending`, `1 DEAD, 1 sent`, `-` (nothing queued).
+fn delivery(d: crate::store::Delivery) -> String {
+    let mut parts = Vec::new();
+    if d.dead > 0 {
+        parts.push(format!("{} DEAD", d.dead));
+    }
+    if d.pending > 0 {
+        parts.push(format!("{} pending", d.pending));
+    }
+    if d.sent > 0 {
+        parts.push(if parts.is_empty() {
+            "sent".to_string()
+        } else {
+            format!("{} sent", d.sent)
+        });
+    }
+    if parts.is_empty() { "-".into() } else { parts.join(", ") }
 }

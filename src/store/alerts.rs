@@ -63,6 +63,17 @@ pub struct Alert {
     pub suppressed_by: Option<String>,
     pub acked_by: Option<String>,
     pub acked_at: Option<String>,
+    /// Delivery of this alert's notifications (filled by `list_alerts`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Delivery>,
+}
+
+/// How an alert's notifications fared, by outbox status.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Delivery {
+    pub sent: i64,
+    pub pending: i64,
+    pub dead: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -127,6 +138,7 @@ fn alert_from_row(r: &Row) -> rusqlite::Result<Alert> {
         suppressed_by: r.get(13)?,
         acked_by: r.get(14)?,
         acked_at: r.get(15)?,
+        delivery: None,
     })
 }
 
@@ -257,12 +269,32 @@ impl Store {
                  ORDER BY (status = 'resolved'), id DESC LIMIT ?3"
             ))
             .map_err(self.err("listing alerts"))?;
-        stmt.query_map(
-            params![filter.status.map(|s| s.as_str()), filter.source, limit],
-            alert_from_row,
-        )
-        .and_then(|rows| rows.collect())
-        .map_err(self.err("listing alerts"))
+        let mut alerts: Vec<Alert> = stmt
+            .query_map(
+                params![filter.status.map(|s| s.as_str()), filter.source, limit],
+                alert_from_row,
+            )
+            .and_then(|rows| rows.collect())
+            .map_err(self.err("listing alerts"))?;
+        let mut counts = conn
+            .prepare_cached(
+                "SELECT coalesce(sum(status = 'sent'), 0), coalesce(sum(status IN ('pending', 'sending')), 0), \
+                 coalesce(sum(status = 'dead'), 0) FROM notifications WHERE alert_id = ?1",
+            )
+            .map_err(self.err("counting notifications"))?;
+        for a in &mut alerts {
+            let d = counts
+                .query_row([a.id], |r| {
+                    Ok(Delivery {
+                        sent: r.get(0)?,
+                        pending: r.get(1)?,
+                        dead: r.get(2)?,
+                    })
+                })
+                .map_err(self.err("counting notifications"))?;
+            a.delivery = Some(d);
+        }
+        Ok(alerts)
     }
 
     /// Open alerts whose key or name is `target`.

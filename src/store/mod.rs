@@ -9,7 +9,7 @@ mod notifications;
 mod sqlite;
 mod types;
 
-pub use alerts::{Alert, AlertFilter, AlertStatus, AlertTx, CheckState, Cutoff, NewAlert, Pruned, Silence};
+pub use alerts::{Alert, AlertFilter, AlertStatus, AlertTx, CheckState, Cutoff, Delivery, NewAlert, Pruned, Silence};
 pub use notifications::{ChannelHealth, NewNotification, Notification};
 pub use sqlite::Store;
 pub use types::*;
