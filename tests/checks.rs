@@ -809,23 +809,23 @@ checks:
 }
 
 #[test]
-fn sql_a_postgres_url_is_a_config_error() {
+fn sql_an_unsupported_database_url_is_a_config_error() {
     let env = Env::new(
         r#"
 version: 1
 checks:
-  pg: { sql: { url: "postgres://app@localhost/app", query: "SELECT 1", expect: { equals: 1 } } }
+  pg: { sql: { url: "mysql://app@localhost/app", query: "SELECT 1", expect: { equals: 1 } } }
 "#,
     );
     let out = env.run(&["check"]);
     assert_eq!(out.code, 2, "{out:?}");
     assert!(
         out.stderr
-            .contains("sql.url `postgres://app@localhost/app`: only sqlite: URLs are supported"),
+            .contains("sql.url `mysql://app@localhost/app` must be sqlite:///path or postgres://"),
         "{}",
         out.stderr
     );
-    let (line, col) = pos_of(&env, "\"postgres://");
+    let (line, col) = pos_of(&env, "\"mysql://");
     assert!(
         out.stderr.contains(&format!("{}:{line}:{col}", env.config.display())),
         "{}",
@@ -1495,4 +1495,38 @@ profiles:
     assert_eq!(steps[1]["name"], "disk");
     assert_eq!(steps[1]["timeout"], "10s", "the default check timeout");
     assert!(!env.state_db().exists());
+}
+
+#[test]
+fn sql_reads_a_scalar_from_postgresql_in_a_read_only_transaction() {
+    let url = "postgres://postgres@127.0.0.1:5432/test";
+    let reachable = std::net::TcpStream::connect("127.0.0.1:5432").is_ok();
+    if !reachable {
+        eprintln!("note: no PostgreSQL on 127.0.0.1:5432; skipping");
+        return;
+    }
+    let env = Env::new(&format!(
+        r#"
+version: 1
+checks:
+  answer: {{ sql: {{ url: "{url}", query: "SELECT 41 + 1", expect: {{ equals: 42 }} }} }}
+  too-many: {{ sql: {{ url: "{url}", query: "SELECT 7", expect: {{ max: 3 }} }} }}
+  writes: {{ sql: {{ url: "{url}", query: "CREATE TABLE runbook_must_not_exist (x int)", expect: {{ equals: 0 }} }} }}
+"#
+    ));
+    let (code, v) = env.json(&["check"]);
+    assert_eq!(code, 1, "{v}");
+    let by = |n: &str| v.as_array().unwrap().iter().find(|o| o["check"] == n).unwrap().clone();
+    assert_eq!(by("answer")["ok"], true, "{v}");
+    assert_eq!(by("answer")["data"]["value"], 42);
+    assert!(
+        by("too-many")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("expected at most 3"),
+        "{v}"
+    );
+    let writes = by("writes");
+    assert_eq!(writes["ok"], false);
+    assert!(writes["detail"].as_str().unwrap().contains("read-only"), "{writes}");
 }

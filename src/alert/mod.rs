@@ -265,6 +265,7 @@ pub fn observe(store: &Store, config: &Config, observations: &[Observation]) -> 
                     }
                 }
                 (true, Some(alert)) if state.oks >= o.recover_after => {
+                    let quiet = alert.status == AlertStatus::Silenced && !tx.was_notified(alert.id)?;
                     tx.resolve_alert(alert.id, &now)?;
                     tx.audit(&Draft::new(
                         "alert.resolved",
@@ -278,8 +279,9 @@ pub fn observe(store: &Store, config: &Config, observations: &[Observation]) -> 
                         source: o.source,
                         name: o.name.clone(),
                         change: Change::Resolved,
-                        // Resolving an alert nobody was told about (silenced) notifies nobody.
-                        status: if alert.status == AlertStatus::Silenced {
+                        // Resolving an alert nobody was ever told about (it opened silenced)
+                        // notifies nobody; one that was announced is always resolved aloud.
+                        status: if quiet {
                             AlertStatus::Silenced
                         } else {
                             AlertStatus::Resolved

@@ -1,4 +1,4 @@
-//! SQL probe: one scalar from the application's own SQLite database, read-only.
+//! SQL probe: one scalar from the application's own database (SQLite or PostgreSQL), read-only.
 
 use rusqlite::types::ValueRef;
 use serde_json::{Value, json};
@@ -26,11 +26,59 @@ fn scalar(path: &str, query: &str) -> Result<Value, String> {
     .map_err(|e| format!("query failed: {e}"))
 }
 
-pub(super) async fn probe(p: &SqlProbe) -> Result<Finding, String> {
-    let (path, query) = (p.url.clone(), p.query.clone());
-    let value = tokio::task::spawn_blocking(move || scalar(&path, &query))
+/// The server's own message when there is one ("database \"x\" does not exist"), not "db error".
+fn pg_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => std::error::Error::source(e)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| e.to_string()),
+    }
+}
+
+/// The first column of the first row, from PostgreSQL, in a read-only transaction.
+async fn pg_scalar(url: &str, query: &str) -> Result<Value, String> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
-        .map_err(|e| format!("the sql probe crashed: {e}"))??;
+        .map_err(|e| format!("cannot connect to PostgreSQL: {}", pg_error(&e)))?;
+    let driver = tokio::spawn(connection);
+    let result = client.simple_query(&format!("BEGIN READ ONLY; {query}")).await;
+    drop(client);
+    driver.abort();
+    let messages = result.map_err(|e| {
+        format!(
+            "query failed: {}",
+            e.as_db_error()
+                .map(|d| d.message().to_string())
+                .unwrap_or_else(|| e.to_string())
+        )
+    })?;
+    let row = messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .ok_or("the query returned no row")?;
+    Ok(match row.get(0) {
+        None => Value::Null,
+        Some(text) => text
+            .parse::<i64>()
+            .map(|i| json!(i))
+            .or_else(|_| text.parse::<f64>().map(|f| json!(f)))
+            .unwrap_or_else(|_| json!(text)),
+    })
+}
+
+pub(super) async fn probe(p: &SqlProbe) -> Result<Finding, String> {
+    let value = if p.url.starts_with("postgres://") || p.url.starts_with("postgresql://") {
+        pg_scalar(&p.url, &p.query).await?
+    } else {
+        let (path, query) = (p.url.clone(), p.query.clone());
+        tokio::task::spawn_blocking(move || scalar(&path, &query))
+            .await
+            .map_err(|e| format!("the sql probe crashed: {e}"))??
+    };
     let e = &p.expect;
     let number = value.as_f64();
     let mut problems = Vec::new();

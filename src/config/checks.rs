@@ -349,7 +349,8 @@ pub struct GitRefProbe {
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct SqlProbe {
-    /// `sqlite:///path/app.db` (opened read-only).
+    /// `sqlite:///path/app.db` (opened read-only) or `postgres://user@host/db` (queried in a
+    /// read-only transaction).
     pub url: String,
     /// A query returning one row with one value.
     pub query: String,

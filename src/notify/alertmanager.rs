@@ -38,7 +38,7 @@ pub(super) async fn send(c: &AlertmanagerChannel, m: &Message) -> Result<String,
         .body(serde_json::Value::Array(vec![alert]).to_string())
         .send()
         .await
-        .map_err(|e| format!("POST {url}: {e}"))?;
+        .map_err(|e| format!("POST {url}: {}", super::transport_error(&e)))?;
     if resp.status().is_success() {
         Ok(format!("HTTP {}", resp.status()))
     } else {

@@ -221,6 +221,22 @@ pub(crate) fn client() -> &'static reqwest::Client {
     })
 }
 
+/// A transport error with its innermost cause, and whether it timed out: "timed out" and
+/// "connection refused" call for different fixes.
+pub(crate) fn transport_error(e: &reqwest::Error) -> String {
+    let mut cause = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        cause = s.to_string();
+        source = s.source();
+    }
+    if e.is_timeout() {
+        format!("timed out ({cause})")
+    } else {
+        cause
+    }
+}
+
 /// `status 500: body…`, cut for logs.
 async fn http_error(resp: reqwest::Response) -> String {
     let status = resp.status();

@@ -61,7 +61,7 @@ pub(super) async fn send(c: &TelegramChannel, m: &Message) -> Result<String, Str
             .json_body(&body)
             .send()
             .await
-            .map_err(|e| format!("telegram sendMessage: {}", e.without_url()))?;
+            .map_err(|e| format!("telegram sendMessage: {}", super::transport_error(&e.without_url())))?;
         let status = resp.status();
         let reply: serde_json::Value = resp.json_value().await.unwrap_or_default();
         if !status.is_success() || reply["ok"] != true {

@@ -34,7 +34,7 @@ pub(super) async fn send(c: &WebhookChannel, m: &Message, idempotency_key: &str)
         .body(body)
         .send()
         .await
-        .map_err(|e| format!("POST {}: {e}", c.url))?;
+        .map_err(|e| format!("POST {}: {}", c.url, super::transport_error(&e)))?;
     if resp.status().is_success() {
         Ok(format!("HTTP {}", resp.status()))
     } else {

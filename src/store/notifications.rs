@@ -68,6 +68,15 @@ fn from_row(r: &Row) -> rusqlite::Result<Notification> {
 }
 
 impl AlertTx<'_> {
+    /// Whether an announcement of this alert (opened, repeat) was ever queued.
+    pub fn was_notified(&self, alert_id: i64) -> rusqlite::Result<bool> {
+        self.tx().query_row(
+            "SELECT EXISTS (SELECT 1 FROM notifications WHERE alert_id = ?1 AND change IN ('opened', 'repeat'))",
+            [alert_id],
+            |r| r.get(0),
+        )
+    }
+
     /// Queues a notification; a second one with the same idempotency key is ignored.
     pub fn enqueue(&self, n: &NewNotification) -> rusqlite::Result<bool> {
         let inserted = self.tx().execute(

@@ -412,17 +412,6 @@ fn probe(cx: &mut Cx, kind: &str, node: &Node, base: &Path) -> Option<Probe> {
                 &what,
                 "e.g. query: SELECT count(*) FROM jobs WHERE status = 'running'",
             );
-            if let Some(u) = &url
-                && !u.starts_with("sqlite:")
-            {
-                let pos = f.get("url").map(|n| n.pos).unwrap_or(f.pos);
-                cx.error(
-                    pos,
-                    format!("sql.url `{u}`: only sqlite: URLs are supported in this version"),
-                    None,
-                );
-                return None;
-            }
             let mut expect = SqlExpect::default();
             match f.get("expect") {
                 Some(n) => {
@@ -452,6 +441,22 @@ fn probe(cx: &mut Cx, kind: &str, node: &Node, base: &Path) -> Option<Probe> {
                 ),
             }
             let url = url?;
+            if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                return Some(Probe::Sql(SqlProbe {
+                    url,
+                    query: query?,
+                    expect,
+                }));
+            }
+            if !url.starts_with("sqlite:") {
+                let pos = f.get("url").map(|n| n.pos).unwrap_or(f.pos);
+                cx.error(
+                    pos,
+                    format!("sql.url `{url}` must be sqlite:///path or postgres://…"),
+                    None,
+                );
+                return None;
+            }
             let path = match crate::config::state_path(&url, base) {
                 Ok(p) => p,
                 Err(msg) => {
