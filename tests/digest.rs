@@ -168,3 +168,94 @@ fn a_check_still_broken_after_maintenance_fires_at_once() {
     assert_eq!(reqs[0].json()["alert"]["name"], "web");
     assert_eq!(env.count("SELECT count(*) FROM alerts WHERE status = 'firing'"), 1);
 }
+
+#[test]
+fn a_suppressed_alert_notifies_once_its_dependency_recovers_and_it_still_fails() {
+    let hook = Receiver::start();
+    let env = Env::new(&format!(
+        r#"
+version: 1
+checks:
+  api-unit: {{ command: {{ sh: "test -f up-api" }} }}
+  web: {{ command: {{ sh: "test -f up-web" }}, depends_on: [api-unit] }}
+notify:
+  channels: {{ ops: {{ webhook: {{ url: "{}/hook" }} }} }}
+"#,
+        hook.url()
+    ));
+    env.run(&["check", "api-unit", "web"]);
+    let names: Vec<String> = hook
+        .requests()
+        .iter()
+        .map(|r| r.json()["alert"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["api-unit"], "web is suppressed while api-unit is down");
+    assert!(
+        hook.requests()[0].json()["text"]
+            .as_str()
+            .unwrap()
+            .contains("1 dependent check(s) suppressed")
+    );
+
+    std::fs::write(env.path("up-api"), "").unwrap();
+    env.run(&["check", "api-unit", "web"]);
+    let reqs = hook.requests();
+    let web: Vec<&common::receiver::Request> = reqs.iter().filter(|r| r.json()["alert"]["name"] == "web").collect();
+    assert_eq!(web.len(), 1, "web is announced once the root cause is gone: {reqs:#?}");
+    assert_eq!(web[0].json()["change"], "opened");
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_events WHERE kind = 'alert.unsuppressed'"),
+        1
+    );
+}
+
+#[test]
+fn group_wait_sends_what_is_due_together_as_one_message() {
+    let hook = Receiver::start();
+    let env = Env::new(&format!(
+        r#"
+version: 1
+checks:
+  a: {{ command: {{ sh: "exit 1" }} }}
+  b: {{ command: {{ sh: "exit 1" }} }}
+  c: {{ command: {{ sh: "exit 1" }} }}
+notify:
+  channels: {{ ops: {{ webhook: {{ url: "{}/hook" }} }} }}
+  routes:
+    - {{ channels: [ops], group_wait: 1s }}
+"#,
+        hook.url()
+    ));
+    env.run(&["check"]);
+    let reqs = hook.requests();
+    assert_eq!(reqs.len(), 1, "three alerts, one message: {reqs:#?}");
+    let text = reqs[0].json()["text"].as_str().unwrap().to_string();
+    assert!(text.starts_with("3 notifications from runbook on "), "{text}");
+    for name in ["a@", "b@", "c@"] {
+        assert!(text.contains(&format!("FIRING [warning] {name}")), "{text}");
+    }
+    assert_eq!(env.count("SELECT count(*) FROM notifications WHERE status = 'sent'"), 3);
+}
+
+#[test]
+fn a_webhook_with_format_alertmanager_posts_alertmanager_alerts() {
+    let am = Receiver::start();
+    let env = Env::new(&format!(
+        r#"
+version: 1
+checks:
+  web: {{ command: {{ sh: "exit 1" }}, labels: {{ team: ops }} }}
+notify:
+  channels: {{ pager: {{ webhook: {{ url: "{}/api/v2/alerts", format: alertmanager }} }} }}
+"#,
+        am.url()
+    ));
+    env.run(&["check", "web"]);
+    let reqs = am.requests();
+    assert_eq!(reqs.len(), 1, "{reqs:#?}");
+    assert_eq!(reqs[0].path, "/api/v2/alerts");
+    let alert = &reqs[0].json()[0];
+    assert_eq!(alert["labels"]["alertname"], "web");
+    assert_eq!(alert["labels"]["team"], "ops");
+    assert!(alert["startsAt"].is_string() && alert["endsAt"].is_string());
+}

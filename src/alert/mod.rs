@@ -241,7 +241,14 @@ pub fn observe(store: &Store, config: &Config, observations: &[Observation]) -> 
                 (false, Some(alert)) => {
                     tx.touch_alert(alert.id, &redact(&o.detail), &now)?;
                     // A silence that ran out while the failure goes on: the alert fires now.
-                    if alert.status == AlertStatus::Silenced && tx.active_silence(&key, &o.name, &now)?.is_none() {
+                    let silence_over =
+                        alert.status == AlertStatus::Silenced && tx.active_silence(&key, &o.name, &now)?.is_none();
+                    // The dependency recovered but this check still fails: its own problem now.
+                    let dependency_back = match &alert.suppressed_by {
+                        Some(dep) => tx.check_state(dep, host)?.ok != Some(false),
+                        None => false,
+                    };
+                    if silence_over {
                         tx.set_alert_status(alert.id, AlertStatus::Firing)?;
                         tx.audit(&Draft::new(
                             "alert.unsilenced",
@@ -249,6 +256,19 @@ pub fn observe(store: &Store, config: &Config, observations: &[Observation]) -> 
                             json!({ "alert_id": alert.id }),
                             &config.redactor,
                         ))?;
+                    }
+                    if dependency_back {
+                        tx.clear_suppression(alert.id)?;
+                        tx.audit(&Draft::new(
+                            "alert.unsuppressed",
+                            &key,
+                            json!({ "alert_id": alert.id, "was_suppressed_by": alert.suppressed_by }),
+                            &config.redactor,
+                        ))?;
+                    }
+                    let firing_now = silence_over || alert.status == AlertStatus::Firing;
+                    if (silence_over || dependency_back) && firing_now {
+                        let why = if silence_over { "unsilenced" } else { "unsuppressed" };
                         transitions.push(Transition {
                             alert_id: alert.id,
                             key,
@@ -258,9 +278,9 @@ pub fn observe(store: &Store, config: &Config, observations: &[Observation]) -> 
                             status: AlertStatus::Firing,
                             severity: o.severity,
                             summary: redact(&o.detail),
-                            suppressed_by: alert.suppressed_by,
+                            suppressed_by: if dependency_back { None } else { alert.suppressed_by },
                             started_at: alert.first_seen,
-                            episode: format!("unsilenced-{}", alert.count + 1),
+                            episode: format!("{why}-{}", alert.count + 1),
                         });
                     }
                 }

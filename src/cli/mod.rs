@@ -95,7 +95,8 @@ pub enum Command {
     /// Probe checks now (all, or the named ones) and print their outcomes; exit 1 if any fails
     ///
     /// Checks run concurrently, each bounded by its timeout. Outcomes are recorded in the
-    /// state file (check history); alerts are the daemon's job.
+    /// state file (check history); failing checks open alerts (and passing ones resolve
+    /// them), and the notifications this queues are sent before the command exits.
     Check {
         /// Checks to run [default: every check]
         names: Vec<String>,
@@ -216,7 +217,7 @@ pub enum AlertsCmd {
         /// Only alerts with this status: firing, silenced, resolved
         #[arg(long)]
         status: Option<crate::store::AlertStatus>,
-        /// Only alerts from this source: check, task
+        /// Only alerts from this source: check, task, channel
         #[arg(long)]
         source: Option<String>,
         #[arg(long, default_value_t = 50)]
@@ -341,6 +342,7 @@ impl Ctx {
         let mut config = config::load(&path)?;
         if self.no_notify {
             config.notify.enabled = false;
+            tracing::warn!("--no-notify: alerts are recorded, no notification is queued or sent");
         }
         Ok(config)
     }

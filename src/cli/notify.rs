@@ -13,6 +13,15 @@ use crate::store::Store;
 /// After `run` or `check`, sends the notifications they queued (a daemon, if one runs, may
 /// send some of them first; each is claimed once). Failures stay queued for a later pass.
 pub fn drain_after(config: &Config, store: &Store) {
+    // Without a daemon (cron, supercronic), this command does the daemon's upkeep.
+    if crate::schedule::lock::running_daemon(&config.state.path).is_none() {
+        if let Err(e) = dispatch::recover(config, store) {
+            tracing::error!(error = %e, "cannot recover interrupted notifications");
+        }
+        if let Err(e) = crate::alert::retention::prune(config, store) {
+            tracing::error!(error = %e, "cannot prune history");
+        }
+    }
     if let Err(e) = notify::repeat::queue_due(config, store) {
         tracing::error!(error = %e, "cannot queue repeat notifications");
     }

@@ -11,14 +11,15 @@ use super::checks::Severity;
 use super::units::HumanDuration;
 
 /// Attempts before a notification is given up as `dead`.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+/// With backoff doubling from 2s to a 10m cap, 16 attempts keep trying for about 75 minutes.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 16;
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct NotifyConfig {
     /// false: nothing is queued or sent (and the daemon says so in its log). Default: true.
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Attempts per notification before it is marked dead. Default: 8.
+    /// Attempts per notification before it is marked dead. Default: 16 (about 75 minutes).
     #[serde(default)]
     pub max_attempts: u32,
     #[serde(default)]
@@ -149,6 +150,9 @@ pub struct Route {
     /// Send again while the alert is still firing and not acknowledged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeat_every: Option<HumanDuration>,
+    /// Hold notifications this long; what is due together for a channel goes out as one message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_wait: Option<HumanDuration>,
     /// Keep matching later routes after this one.
     #[serde(default, rename = "continue")]
     pub continue_matching: bool,

@@ -77,6 +77,7 @@ pub fn enqueue_run(
             ends_at: None,
             test_route: notify.test_route.is_some(),
             note: None,
+            group: false,
         };
         tx.enqueue(&NewNotification {
             idempotency_key: format!("digest:{run_id}:{channel}"),
@@ -85,6 +86,7 @@ pub fn enqueue_run(
             channel,
             payload: serde_json::to_string(&message).unwrap_or_default(),
             at: at.to_string(),
+            send_after: None,
         })?;
     }
     Ok(())

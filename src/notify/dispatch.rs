@@ -13,7 +13,7 @@ use super::{Message, send};
 use crate::check::runtime;
 use crate::clock;
 use crate::config::Config;
-use crate::store::{Store, StoreError};
+use crate::store::{Notification, Store, StoreError};
 
 /// First retry delay; doubles per attempt, capped at `MAX_BACKOFF`.
 const BASE_BACKOFF: Duration = Duration::from_secs(2);
@@ -33,6 +33,26 @@ fn backoff(attempts: i64) -> Duration {
     BASE_BACKOFF.saturating_mul(1 << shift).min(MAX_BACKOFF)
 }
 
+/// One send: a single notification, or several due together through a `group_wait` route.
+struct Job {
+    channel: String,
+    items: Vec<Notification>,
+    message: Message,
+}
+
+fn merge(items: &[(Notification, Message)]) -> Message {
+    let first = &items[0].1;
+    let mut merged = first.clone();
+    merged.change = "group".into();
+    merged.alert_id = None;
+    merged.name = items.len().to_string();
+    merged.key = format!("{} notifications", items.len());
+    merged.summary = items.iter().map(|(_, m)| m.text()).collect::<Vec<_>>().join("\n\n");
+    merged.labels = Default::default();
+    merged.note = None;
+    merged
+}
+
 /// Sends what is due now; returns what happened.
 pub fn dispatch_due(config: &Config, store: &Store) -> Result<Pass, StoreError> {
     let mut pass = Pass::default();
@@ -40,14 +60,17 @@ pub fn dispatch_due(config: &Config, store: &Store) -> Result<Pass, StoreError> 
         return Ok(pass);
     }
     let now = clock::now();
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut groups: std::collections::BTreeMap<String, Vec<(Notification, Message)>> = Default::default();
     for n in store.claim_due_notifications(&clock::to_text(now), BATCH)? {
-        let result = match (
+        let (id, channel_name) = (n.id, n.channel.clone());
+        let problem = match (
             config.notify.channels.get(&n.channel),
             serde_json::from_str::<Message>(&n.payload),
         ) {
-            (None, _) => Err(format!("channel `{}` is no longer configured", n.channel)),
-            (_, Err(e)) => Err(format!("unreadable queued message: {e}")),
-            (Some(channel), Ok(mut message)) => {
+            (None, _) => Some(format!("channel `{}` is no longer configured", n.channel)),
+            (_, Err(e)) => Some(format!("unreadable queued message: {e}")),
+            (Some(_), Ok(mut message)) => {
                 if message.change == "opened" && message.source == "check" {
                     let dependents = store.suppressed_dependents(&message.name)?;
                     if dependents > 0 {
@@ -57,30 +80,69 @@ pub fn dispatch_due(config: &Config, store: &Store) -> Result<Pass, StoreError> 
                         ));
                     }
                 }
-                runtime().block_on(send(channel, &message, &n.idempotency_key))
+                if message.group {
+                    groups.entry(n.channel.clone()).or_default().push((n, message));
+                } else {
+                    jobs.push(Job {
+                        channel: n.channel.clone(),
+                        items: vec![n],
+                        message,
+                    });
+                }
+                None
             }
         };
+        if let Some(error) = problem {
+            store.mark_failed(id, &channel_name, &error, &clock::to_text(clock::now()), None)?;
+            pass.dead += 1;
+        }
+    }
+    for (channel, items) in groups {
+        let message = if items.len() == 1 {
+            items[0].1.clone()
+        } else {
+            merge(&items)
+        };
+        jobs.push(Job {
+            channel,
+            items: items.into_iter().map(|(n, _)| n).collect(),
+            message,
+        });
+    }
+    for job in jobs {
+        let Some(channel) = config.notify.channels.get(&job.channel) else {
+            continue;
+        };
+        let key = job
+            .items
+            .iter()
+            .map(|n| n.idempotency_key.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        let result = runtime().block_on(send(channel, &job.message, &key));
         let at = clock::to_text(clock::now());
-        match result {
-            Ok(receipt) => {
-                store.mark_sent(n.id, &n.channel, &at)?;
-                tracing::info!(channel = %n.channel, notification = n.id, %receipt, "notification sent");
-                pass.sent += 1;
-            }
-            Err(error) => {
-                let error = config.redactor.redact(&error).into_owned();
-                if n.attempts >= config.notify.max_attempts as i64 {
-                    store.mark_failed(n.id, &n.channel, &error, &at, None)?;
-                    tracing::error!(channel = %n.channel, notification = n.id, attempts = n.attempts, %error, "notification dead: giving up");
-                    pass.dead += 1;
-                } else {
-                    let delay = backoff(n.attempts);
-                    let next = clock::now()
-                        .checked_add(jiff::SignedDuration::try_from(delay).unwrap_or_default())
-                        .unwrap_or_else(|_| clock::now());
-                    store.mark_failed(n.id, &n.channel, &error, &at, Some(&clock::to_text(next)))?;
-                    tracing::warn!(channel = %n.channel, notification = n.id, attempts = n.attempts, retry_in = ?delay, %error, "notification failed; will retry");
-                    pass.retried += 1;
+        for n in &job.items {
+            match &result {
+                Ok(receipt) => {
+                    store.mark_sent(n.id, &n.channel, &at)?;
+                    tracing::info!(channel = %n.channel, notification = n.id, %receipt, "notification sent");
+                    pass.sent += 1;
+                }
+                Err(error) => {
+                    let error = config.redactor.redact(error).into_owned();
+                    if n.attempts >= config.notify.max_attempts as i64 {
+                        store.mark_failed(n.id, &n.channel, &error, &at, None)?;
+                        tracing::error!(channel = %n.channel, notification = n.id, attempts = n.attempts, %error, "notification dead: giving up");
+                        pass.dead += 1;
+                    } else {
+                        let delay = backoff(n.attempts);
+                        let next = clock::now()
+                            .checked_add(jiff::SignedDuration::try_from(delay).unwrap_or_default())
+                            .unwrap_or_else(|_| clock::now());
+                        store.mark_failed(n.id, &n.channel, &error, &at, Some(&clock::to_text(next)))?;
+                        tracing::warn!(channel = %n.channel, notification = n.id, attempts = n.attempts, retry_in = ?delay, %error, "notification failed; will retry");
+                        pass.retried += 1;
+                    }
                 }
             }
         }
@@ -115,7 +177,17 @@ pub fn drain(config: &Config, store: &Store, limit: Duration) -> Result<Pass, St
         total.retried += p.retried;
         total.dead += p.dead;
         if p.sent + p.retried + p.dead == 0 {
-            break;
+            // Held back by a route's group_wait and due before the limit: wait for it. Retries
+            // of a failing channel are left to the next run or the daemon.
+            let due = store.next_first_attempt()?.and_then(|t| clock::from_text(&t));
+            let wait =
+                due.map(|t| Duration::from_millis((t.as_millisecond() - clock::now().as_millisecond()).max(0) as u64));
+            match wait {
+                Some(w) if std::time::Instant::now() + w < deadline => {
+                    std::thread::sleep(w + Duration::from_millis(10))
+                }
+                _ => break,
+            }
         }
     }
     Ok(total)

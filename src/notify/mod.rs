@@ -48,6 +48,9 @@ pub struct Message {
     /// Added at send time, e.g. "3 dependent checks suppressed".
     #[serde(default)]
     pub note: Option<String>,
+    /// Sent through a route with `group_wait`: may be merged with others due together.
+    #[serde(default)]
+    pub group: bool,
 }
 
 impl Message {
@@ -64,6 +67,7 @@ impl Message {
                 self.severity, self.key, self.starts_at
             ),
             "digest" => format!("FAILING {}", self.key),
+            "group" => format!("{} notifications from runbook on {}", self.name, self.host),
             "test" => format!("TEST from runbook on {}", self.host),
             _ => format!("FIRING [{}] {}", self.severity, self.key),
         };
@@ -99,6 +103,7 @@ impl Message {
             ends_at: None,
             test_route: false,
             note: None,
+            group: false,
         }
     }
 }
@@ -116,20 +121,33 @@ pub fn route(
         .collect()
 }
 
-/// The channels a transition goes to, each with its route's `repeat_every`.
-pub fn route_repeats(
+/// A channel a transition goes to, with the timing of the route that sent it there.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub channel: String,
+    pub repeat_every: Option<std::time::Duration>,
+    pub group_wait: Option<std::time::Duration>,
+}
+
+/// The channels a transition goes to: the test route, else the routes, else every channel.
+pub fn route_hits(
     notify: &NotifyConfig,
     severity: Severity,
     source: &str,
     labels: &BTreeMap<String, String>,
-) -> Vec<(String, Option<std::time::Duration>)> {
+) -> Vec<Hit> {
+    let plain = |c: &String| Hit {
+        channel: c.clone(),
+        repeat_every: None,
+        group_wait: None,
+    };
     if let Some(test) = &notify.test_route {
-        return vec![(test.clone(), None)];
+        return vec![plain(test)];
     }
     if notify.routes.is_empty() {
-        return notify.channels.keys().map(|c| (c.clone(), None)).collect();
+        return notify.channels.keys().map(plain).collect();
     }
-    let mut out: Vec<(String, Option<std::time::Duration>)> = Vec::new();
+    let mut out: Vec<Hit> = Vec::new();
     for r in &notify.routes {
         let m = &r.matcher;
         let hit = m.severity.is_none_or(|s| s == severity)
@@ -137,8 +155,12 @@ pub fn route_repeats(
             && m.labels.iter().all(|(k, v)| labels.get(k) == Some(v));
         if hit {
             for c in &r.channels {
-                if !out.iter().any(|(o, _)| o == c) {
-                    out.push((c.clone(), r.repeat_every.map(|d| d.0)));
+                if !out.iter().any(|h| &h.channel == c) {
+                    out.push(Hit {
+                        channel: c.clone(),
+                        repeat_every: r.repeat_every.map(|d| d.0),
+                        group_wait: r.group_wait.map(|d| d.0),
+                    });
                 }
             }
             if !r.continue_matching {
@@ -147,6 +169,19 @@ pub fn route_repeats(
         }
     }
     out
+}
+
+/// The channels a transition goes to, each with its route's `repeat_every`.
+pub fn route_repeats(
+    notify: &NotifyConfig,
+    severity: Severity,
+    source: &str,
+    labels: &BTreeMap<String, String>,
+) -> Vec<(String, Option<std::time::Duration>)> {
+    route_hits(notify, severity, source, labels)
+        .into_iter()
+        .map(|h| (h.channel, h.repeat_every))
+        .collect()
 }
 
 /// Queues the notifications of one transition, inside the alert transaction.
@@ -166,7 +201,8 @@ pub fn enqueue(
         Change::Opened => "opened",
         Change::Resolved => "resolved",
     };
-    for channel in route(notify, t.severity, t.source.as_str(), labels) {
+    for hit in route_hits(notify, t.severity, t.source.as_str(), labels) {
+        let channel = hit.channel;
         // A broken channel is told about on the others, not on itself.
         if t.source == crate::alert::Source::Channel && t.name == format!("channel:{channel}") {
             continue;
@@ -185,7 +221,14 @@ pub fn enqueue(
             ends_at: (t.change == Change::Resolved).then(|| at.to_string()),
             test_route: notify.test_route.is_some(),
             note: None,
+            group: hit.group_wait.is_some(),
         };
+        let send_after = hit.group_wait.and_then(|wait| {
+            let at = crate::clock::from_text(at)?;
+            at.checked_add(jiff::SignedDuration::try_from(wait).ok()?)
+                .ok()
+                .map(crate::clock::to_text)
+        });
         tx.enqueue(&NewNotification {
             // Re-opening after a resolve is a new alert id, so a new key: sent again, rightly.
             idempotency_key: format!("{}:{}:{}:{}", t.alert_id, change, t.episode, channel),
@@ -194,6 +237,7 @@ pub fn enqueue(
             channel,
             payload: serde_json::to_string(&message).unwrap_or_default(),
             at: at.to_string(),
+            send_after,
         })?;
     }
     Ok(())

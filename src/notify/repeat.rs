@@ -66,6 +66,7 @@ pub fn queue_due(config: &Config, store: &Store) -> Result<usize, StoreError> {
                 ends_at: None,
                 test_route: notify.test_route.is_some(),
                 note: None,
+                group: false,
             };
             due.push(NewNotification {
                 idempotency_key: format!("{}:repeat{n}:{channel}", a.id),
@@ -74,6 +75,7 @@ pub fn queue_due(config: &Config, store: &Store) -> Result<usize, StoreError> {
                 channel,
                 payload: serde_json::to_string(&message).unwrap_or_default(),
                 at: clock::to_text(now),
+                send_after: None,
             });
         }
     }

@@ -216,6 +216,12 @@ impl AlertTx<'_> {
         Ok(())
     }
 
+    pub fn clear_suppression(&self, id: i64) -> rusqlite::Result<()> {
+        self.tx
+            .execute("UPDATE alerts SET suppressed_by = NULL WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
     pub fn set_alert_status(&self, id: i64, status: AlertStatus) -> rusqlite::Result<()> {
         self.tx.execute(
             "UPDATE alerts SET status = ?2 WHERE id = ?1",
@@ -408,10 +414,22 @@ impl Store {
                     rusqlite::types::Value::Text(t.clone()),
                 ),
             };
-            let notifications = tx.execute(
+            let mut notifications = tx.execute(
                 &format!("DELETE FROM notifications WHERE alert_id IN ({doomed})"),
                 [&arg],
             )?;
+            // Digests and groups belong to no alert: the same retention, applied to them directly.
+            let loose = match alerts {
+                Cutoff::Count(_) => {
+                    "DELETE FROM notifications WHERE alert_id IS NULL AND status IN ('sent', 'dead') \
+                     AND id NOT IN (SELECT id FROM notifications WHERE alert_id IS NULL ORDER BY id DESC LIMIT ?1)"
+                }
+                Cutoff::Before(_) => {
+                    "DELETE FROM notifications WHERE alert_id IS NULL AND status IN ('sent', 'dead') \
+                     AND created_at < ?1"
+                }
+            };
+            notifications += tx.execute(loose, [&arg])?;
             let resolved_alerts = tx.execute(&format!("DELETE FROM alerts WHERE id IN ({doomed})"), [&arg])?;
             let p = Pruned {
                 check_results,

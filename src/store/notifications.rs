@@ -36,6 +36,8 @@ pub struct NewNotification {
     pub channel: String,
     pub payload: String,
     pub at: String,
+    /// Not before this time (a route's group_wait); default: at once.
+    pub send_after: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -81,8 +83,8 @@ impl AlertTx<'_> {
     pub fn enqueue(&self, n: &NewNotification) -> rusqlite::Result<bool> {
         let inserted = self.tx().execute(
             "INSERT OR IGNORE INTO notifications (idempotency_key, alert_id, change, channel, payload, status, next_attempt_at, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)",
-            params![n.idempotency_key, n.alert_id, n.change, n.channel, n.payload, n.at],
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', COALESCE(?7, ?6), ?6)",
+            params![n.idempotency_key, n.alert_id, n.change, n.channel, n.payload, n.at, n.send_after],
         )?;
         Ok(inserted == 1)
     }
@@ -142,6 +144,17 @@ impl Store {
             )?;
             Ok(())
         })
+    }
+
+    /// When the earliest never-attempted pending notification is due (held by group_wait).
+    pub fn next_first_attempt(&self) -> Result<Option<String>> {
+        self.conn()
+            .query_row(
+                "SELECT min(next_attempt_at) FROM notifications WHERE status = 'pending' AND attempts = 0",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(self.err("reading notifications"))
     }
 
     /// Notifications left `sending` by a process that died mid-send.

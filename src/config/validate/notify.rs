@@ -94,8 +94,26 @@ fn channel(cx: &mut Cx, name: &str, node: &Node) -> Option<Channel> {
             }))
         }
         "webhook" => {
-            let w = cx.map(body, "webhook", &["url", "secret", "headers"])?;
+            let w = cx.map(body, "webhook", &["url", "secret", "headers", "format"])?;
             let url = url(cx, &w, "webhook");
+            // `format: alertmanager`: the body Alertmanager's API takes, to its /api/v2/alerts.
+            match w.get("format").and_then(|n| cx.string(n, "format").map(|f| (n.pos, f))) {
+                None => {}
+                Some((_, f)) if f == "runbook" || f == "json" => {}
+                Some((_, f)) if f == "alertmanager" => {
+                    let url = url?;
+                    let base = url.strip_suffix("/api/v2/alerts").unwrap_or(&url).to_string();
+                    return Some(Channel::Alertmanager(AlertmanagerChannel { url: base }));
+                }
+                Some((pos, f)) => {
+                    cx.error(
+                        pos,
+                        format!("unknown webhook format `{f}`"),
+                        Some("use json (the default) or alertmanager".into()),
+                    );
+                    return None;
+                }
+            }
             let secret = w.get("secret").and_then(|n| cx.string(n, "secret"));
             let headers = string_map(cx, w.get("headers"), "headers");
             Some(Channel::Webhook(WebhookChannel {
@@ -177,7 +195,11 @@ fn channel(cx: &mut Cx, name: &str, node: &Node) -> Option<Channel> {
 }
 
 fn route(cx: &mut Cx, node: &Node, channels: &BTreeMap<String, Channel>) -> Option<Route> {
-    let f = cx.map(node, "route", &["match", "channels", "repeat_every", "continue"])?;
+    let f = cx.map(
+        node,
+        "route",
+        &["match", "channels", "repeat_every", "group_wait", "continue"],
+    )?;
     let mut matcher = RouteMatch::default();
     if let Some(m) = f.get("match")
         && let Some(mf) = cx.map(m, "match", &["severity", "source", "labels"])
@@ -227,11 +249,13 @@ fn route(cx: &mut Cx, node: &Node, channels: &BTreeMap<String, Channel>) -> Opti
         }
     }
     let repeat_every = f.get("repeat_every").and_then(|n| cx.duration(n, "repeat_every"));
+    let group_wait = f.get("group_wait").and_then(|n| cx.duration(n, "group_wait"));
     let continue_matching = f.get("continue").and_then(|n| cx.bool(n, "continue")).unwrap_or(false);
     Some(Route {
         matcher,
         channels: names,
         repeat_every,
+        group_wait,
         continue_matching,
     })
 }
