@@ -9,6 +9,7 @@ pub mod crontab;
 pub mod daemon;
 pub mod lock;
 mod maintenance;
+mod plan;
 pub mod runner;
 
 use jiff::Timestamp;

@@ -6,6 +6,7 @@
 
 mod checks;
 mod notify;
+mod probes;
 mod profile;
 mod walker;
 

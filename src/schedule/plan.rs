@@ -1,0 +1,141 @@
+//! Plans: the exact process specs a profile's steps run with, shared by `--dry-run` and the
+//! real run so that the plan printed is the plan executed.
+
+use serde::Serialize;
+use std::time::Duration;
+
+use crate::check;
+use crate::config::model::{DEFAULT_KILL_GRACE, DEFAULT_TASK_TIMEOUT};
+use crate::config::{CommandTask, Config, GitSync, HumanDuration, Profile, Task};
+use crate::exec::{self, Spec};
+
+use super::runner::{RunError, find_profile};
+
+/// Bound on each git command of a pre-run sync.
+pub(super) const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One step of a dry-run plan, exactly as it would run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanStep {
+    pub name: String,
+    pub kind: &'static str,
+    pub argv: Vec<String>,
+    pub command: String,
+    pub cwd: String,
+    pub timeout: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<String>,
+}
+
+/// The exec spec of a command task: shared by the dry-run plan and the real run.
+pub fn task_spec(config: &Config, profile: &Profile, task: &CommandTask) -> Spec {
+    let base = config.base_dir();
+    let mut spec = Spec::new(
+        task.program.argv(),
+        task.timeout
+            .or(profile.timeout)
+            .map(|d| d.0)
+            .unwrap_or(DEFAULT_TASK_TIMEOUT),
+    );
+    spec.cwd = Some(task.cwd.as_ref().map(|c| base.join(c)).unwrap_or(base));
+    spec.kill_grace = task.kill_grace.map(|d| d.0).unwrap_or(DEFAULT_KILL_GRACE);
+    spec.env = config.env.clone();
+    spec.env.extend(task.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    spec.limits = task.limits.clone();
+    spec
+}
+
+pub(super) fn sync_specs(config: &Config, sync: &GitSync) -> [Spec; 2] {
+    let repo = sync.repo.to_string_lossy().into_owned();
+    let git = |args: &[&str]| {
+        let mut argv = vec!["git".to_string(), "-C".to_string(), repo.clone()];
+        argv.extend(args.iter().map(|s| s.to_string()));
+        let mut spec = Spec::new(argv, SYNC_TIMEOUT);
+        spec.cwd = Some(config.base_dir());
+        // Credentials for the remote (GIT_SSH_COMMAND, tokens) usually live in the env files.
+        spec.env = config.env.clone();
+        spec
+    };
+    [
+        git(&["fetch", "--quiet", &sync.remote, &sync.branch]),
+        git(&["reset", "--hard", "--quiet", "FETCH_HEAD"]),
+    ]
+}
+
+fn limit_notes(spec: &Spec) -> Vec<String> {
+    let l = &spec.limits;
+    let mut notes = Vec::new();
+    if let Some(m) = l.memory_max {
+        notes.push(format!("memory_max={m}"));
+    }
+    if let Some(c) = l.cpu_time {
+        notes.push(format!("cpu_time={c}"));
+    }
+    if let Some(n) = l.nofile {
+        notes.push(format!("nofile={n}"));
+    }
+    if l.systemd_run {
+        notes.push("systemd_run".into());
+    }
+    if let Some(q) = l.cpu_quota {
+        notes.push(format!("cpu_quota={q}"));
+    }
+    notes
+}
+
+/// The longest a profile run can take: every task's timeout and grace, plus a margin.
+pub(super) fn profile_bound(config: &Config, profile: &Profile) -> Duration {
+    let tasks: Duration = profile
+        .tasks
+        .iter()
+        .map(|t| match t {
+            Task::Command(c) => {
+                let spec = task_spec(config, profile, c);
+                spec.timeout + spec.kill_grace
+            }
+            Task::Check(c) => config.checks[&c.check].timeout(),
+        })
+        .sum();
+    tasks + SYNC_TIMEOUT * 2 + Duration::from_secs(300)
+}
+
+/// What `run PROFILE` would do, step by step; runs and writes nothing.
+pub fn plan(config: &Config, name: &str) -> Result<Vec<PlanStep>, RunError> {
+    let profile = find_profile(config, name)?;
+    let r = &config.redactor;
+    let step = |name: String, kind, spec: &Spec| PlanStep {
+        name,
+        kind,
+        argv: spec.argv.iter().map(|a| r.redact(a).into_owned()).collect(),
+        command: r.redact(&exec::display(&spec.argv)).into_owned(),
+        cwd: spec.cwd.as_ref().map(|c| c.display().to_string()).unwrap_or_default(),
+        timeout: HumanDuration(spec.timeout).to_string(),
+        limits: limit_notes(spec),
+    };
+    let mut steps = Vec::new();
+    if let Some(sync) = &profile.sync_before_run {
+        for spec in sync_specs(config, sync) {
+            steps.push(step("git-sync".into(), "sync", &spec));
+        }
+    }
+    for task in &profile.tasks {
+        match task {
+            Task::Command(c) => steps.push(step(c.name.clone(), "task", &task_spec(config, profile, c))),
+            Task::Check(c) => {
+                let check = &config.checks[&c.check];
+                steps.push(PlanStep {
+                    name: c.name.clone(),
+                    kind: "check",
+                    argv: Vec::new(),
+                    command: r
+                        .redact(&format!("check {}: {}", c.check, check::describe(check)))
+                        .into_owned(),
+                    cwd: config.base_dir().display().to_string(),
+                    timeout: HumanDuration(check.timeout()).to_string(),
+                    limits: Vec::new(),
+                });
+            }
+        }
+    }
+    Ok(steps)
+}
