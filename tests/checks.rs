@@ -1530,3 +1530,28 @@ checks:
     assert_eq!(writes["ok"], false);
     assert!(writes["detail"].as_str().unwrap().contains("read-only"), "{writes}");
 }
+
+#[test]
+fn http_a_target_that_resets_the_connection_fails_with_a_reason() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(4).flatten() {
+            // Closing with the request still unread makes the kernel answer with a TCP RST.
+            std::thread::sleep(Duration::from_millis(100));
+            drop(stream);
+        }
+    });
+    let env = Env::new(&format!(
+        "version: 1\nchecks:\n  reset: {{ http: {{ url: \"http://127.0.0.1:{port}/\" }}, timeout: 5s }}\n"
+    ));
+    let started = std::time::Instant::now();
+    let (code, v) = env.json(&["check"]);
+    assert_eq!(code, 1, "{v}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let detail = v[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with(&format!("GET http://127.0.0.1:{port}/:")),
+        "{detail}"
+    );
+}
