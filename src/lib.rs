@@ -5,6 +5,7 @@
 //! `store`. `exec` is the only place that spawns processes; `store` the only one that speaks SQL.
 
 pub mod alert;
+pub mod api;
 pub mod audit;
 pub mod check;
 pub mod cli;

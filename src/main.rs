@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use runbook::cli::{self, Cli, Command, LogFormat, Outcome};
 
 fn init_logging(cli: &Cli) {
-    let default = if matches!(cli.command, Command::Daemon(_)) {
+    let default = if matches!(cli.command, Command::Daemon(_) | Command::Serve { .. }) {
         "info"
     } else {
         "warn"

@@ -1100,7 +1100,10 @@ notify:
     );
     // As a process killed mid-send leaves them: claimed, maybe sent, never marked.
     env.db()
-        .execute("UPDATE notifications SET status = 'sending'", [])
+        .execute(
+            "UPDATE notifications SET status = 'sending', claimed_at = '2000-01-01T00:00:00.000Z'",
+            [],
+        )
         .unwrap();
 
     let tg = Recorder::start_on(tg_port);

@@ -13,7 +13,12 @@ pub fn run(cx: &Ctx, cmd: AlertsCmd) -> Result<Outcome, CliError> {
     let store = cx.open_store(&config)?;
     match cmd {
         AlertsCmd::List { status, source, limit } => {
-            let alerts = store.list_alerts(&AlertFilter { status, source, limit })?;
+            let alerts = store.list_alerts(&AlertFilter {
+                status,
+                source,
+                limit,
+                ..Default::default()
+            })?;
             cx.out.either(&alerts, || {
                 let mut t = output::table(&[
                     "ID",

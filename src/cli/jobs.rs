@@ -18,6 +18,7 @@ pub fn run(cx: &Ctx, cmd: JobsCmd) -> Result<Outcome, CliError> {
                 status,
                 profile,
                 all_kinds: true,
+                before: None,
             })?;
             cx.out.either(&runs, || {
                 let mut t = output::table(&[

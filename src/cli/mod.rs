@@ -13,6 +13,7 @@ mod jobs;
 mod notify;
 pub mod output;
 mod schedule;
+mod serve;
 mod state;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -87,6 +88,18 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// Ask the running daemon to reload runbook.yaml (validated first; a bad file is not applied)
     Reload,
+    /// Serve the HTTP API alone over the same state (the daemon serves it too)
+    ///
+    /// Health, readiness, alerts, runs and checks as JSON. Stopping it does not stop scheduled
+    /// monitoring, and the other way round. Everything but api.public paths needs a token.
+    Serve {
+        /// Address to listen on [default: api.listen, 127.0.0.1:8923]
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
+    /// API bearer tokens: create (shown once), list, revoke
+    #[command(subcommand)]
+    Token(TokenCmd),
     /// Validate or print the configuration
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -296,6 +309,21 @@ pub enum AuditCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create a token; it is printed once and only its hash is kept
+    Create {
+        name: String,
+        /// read (GET only) or write
+        #[arg(long, default_value = "read")]
+        scope: String,
+    },
+    /// Tokens by name and scope (never the tokens themselves)
+    List,
+    /// Revoke a token; requests with it are refused from then on
+    Revoke { name: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum NotifyCmd {
     /// Send one test message to a channel now and report the result (exit 1 if it failed)
     Test { channel: String },
@@ -361,6 +389,8 @@ pub fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
     match cli.command {
         Command::Daemon(args) => schedule::daemon(&cx, args),
         Command::Reload => schedule::reload(&cx),
+        Command::Serve { listen } => serve::serve(&cx, listen),
+        Command::Token(cmd) => serve::token(&cx, cmd),
         Command::Config(cmd) => config_cmd::run(&cx, cmd),
         Command::List => schedule::list(&cx),
         Command::Check { names } => check::run(&cx, names),

@@ -38,6 +38,9 @@ pub struct Config {
     /// Named probes: HTTP, TCP, command, systemd unit, disk, certificate, file age, git ref, SQL.
     #[serde(default)]
     pub checks: BTreeMap<String, Check>,
+    /// The HTTP API of the daemon and of `runbook serve`.
+    #[serde(default)]
+    pub api: ApiConfig,
     /// How much check and alert history to keep.
     #[serde(default)]
     pub retention: Retention,
@@ -314,5 +317,28 @@ impl JsonSchema for Keep {
     }
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({ "type": ["integer", "string"], "description": "A count (1000) or an age (30d)" })
+    }
+}
+
+/// Where the HTTP API listens and what it serves without a token.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address to listen on. Default: 127.0.0.1:8923. A non-loopback address needs a token.
+    #[serde(default)]
+    pub listen: String,
+    /// Paths served without a token. Default: [/healthz, /v1/live].
+    #[serde(default)]
+    pub public: Vec<String>,
+}
+
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:8923";
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: DEFAULT_API_LISTEN.into(),
+            public: vec!["/healthz".into(), "/v1/live".into()],
+        }
     }
 }

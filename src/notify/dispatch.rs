@@ -43,7 +43,12 @@ struct Job {
 fn merge(items: &[(Notification, Message)]) -> Message {
     let first = &items[0].1;
     let mut merged = first.clone();
-    merged.change = "group".into();
+    let all_resolved = items.iter().all(|(_, m)| m.change == "resolved");
+    merged.change = if all_resolved {
+        "resolved".into()
+    } else {
+        "group".into()
+    };
     merged.alert_id = None;
     merged.name = items.len().to_string();
     merged.key = format!("{} notifications", items.len());
@@ -80,7 +85,12 @@ pub fn dispatch_due(config: &Config, store: &Store) -> Result<Pass, StoreError> 
                         ));
                     }
                 }
-                if message.group {
+                // Alertmanager takes alerts one by one (it groups them itself).
+                let merges = !matches!(
+                    config.notify.channels.get(&n.channel),
+                    Some(crate::config::notify::Channel::Alertmanager(_))
+                );
+                if message.group && merges {
                     groups.entry(n.channel.clone()).or_default().push((n, message));
                 } else {
                     jobs.push(Job {
@@ -152,7 +162,11 @@ pub fn dispatch_due(config: &Config, store: &Store) -> Result<Pass, StoreError> 
 
 /// Handles sends a dead process left half-done (status `sending`).
 pub fn recover(config: &Config, store: &Store) -> Result<(), StoreError> {
-    for n in store.interrupted_notifications()? {
+    // A claim older than the longest send (10 s client timeout) belongs to a dead process.
+    let before = clock::now()
+        .checked_sub(jiff::SignedDuration::from_secs(60))
+        .unwrap_or_else(|_| clock::now());
+    for n in store.interrupted_notifications(&clock::to_text(before))? {
         let dedupes = config.notify.channels.get(&n.channel).is_some_and(|c| c.dedupes());
         let at = clock::to_text(clock::now());
         if dedupes {

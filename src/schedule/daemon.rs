@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -115,9 +115,10 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
     })?;
 
     let cancel = Cancel::default();
-    let shared = Arc::new(Mutex::new(config.clone()));
+    let shared = Arc::new(RwLock::new(config.clone()));
     let (stop_dispatch, stop_rx) = mpsc::channel::<()>();
     let dispatcher = spawn_dispatcher(shared.clone(), store.clone(), stop_rx)?;
+    let (api_stop, api_handle) = start_api(&config, shared.clone(), store.clone());
     let mut active: Vec<Active> = Vec::new();
     let mut next = next_times(&config, clock::now());
     let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
@@ -133,6 +134,14 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
 
     let reason = loop {
         active.retain(|a| !a.handle.is_finished());
+        // Published for /v1/ready: the scheduler is alive (at most one write a minute when idle).
+        if let Err(e) = store.set_daemon_status(
+            "scheduler_tick",
+            &std::process::id().to_string(),
+            &clock::to_text(clock::now()),
+        ) {
+            tracing::warn!(error = %e, "cannot publish the scheduler tick");
+        }
         let now = clock::now();
         let due: Vec<String> = next
             .iter()
@@ -177,7 +186,7 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
                 }) {
                     Some(new) => {
                         config = Arc::new(new);
-                        *shared.lock().unwrap_or_else(|e| e.into_inner()) = config.clone();
+                        *shared.write().unwrap_or_else(|e| e.into_inner()) = config.clone();
                         next = next_times(&config, clock::now());
                         tracing::info!(profiles = next.len(), "configuration reloaded");
                     }
@@ -212,6 +221,8 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
     }
     let _ = stop_dispatch.send(());
     let _ = dispatcher.join();
+    let _ = api_stop.send(());
+    let _ = crate::check::runtime().block_on(async { tokio::time::timeout(Duration::from_secs(10), api_handle).await });
     signal_handle.close();
     tracing::info!("daemon stopped");
     Ok(())
@@ -232,6 +243,36 @@ fn spawn_run(name: String, config: Arc<Config>, store: Arc<Store>, cancel: Cance
 /// Channel health is looked at every this many dispatcher passes (seconds).
 const WATCH_EVERY_PASSES: u64 = 5;
 
+/// Serves the API on the probe runtime. A port that cannot be bound is logged, not fatal:
+/// the API must never stop scheduled monitoring.
+fn start_api(
+    config: &Config,
+    shared: Arc<RwLock<Arc<Config>>>,
+    store: Arc<Store>,
+) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let listen = config.api.listen.clone();
+    let handle = crate::check::runtime().spawn(async move {
+        let Ok(addr) = listen.parse::<std::net::SocketAddr>() else { return };
+        match crate::api::bind(addr, &store).await {
+            Ok(listener) => {
+                let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or(listen);
+                tracing::info!(addr = %bound, "serving the API");
+                let state = Arc::new(crate::api::ApiState::new(store, shared));
+                if let Err(e) = crate::api::serve(listener, state, async {
+                    let _ = stopped.await;
+                })
+                .await
+                {
+                    tracing::error!(error = %e, "the API stopped");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, hint = e.hint().unwrap_or_default(), "the API is not served; scheduling goes on"),
+        }
+    });
+    (stop, handle)
+}
+
 /// How often the daemon enforces `retention:`.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
@@ -239,12 +280,12 @@ const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// final profile runs ended, so their alerts still go out. Idle cost: one wake-up a second,
 /// and no query at all when no channel is configured.
 fn spawn_dispatcher(
-    config: Arc<Mutex<Arc<Config>>>,
+    config: Arc<RwLock<Arc<Config>>>,
     store: Arc<Store>,
     stop: mpsc::Receiver<()>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("dispatch".into()).spawn(move || {
-        let current = || config.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let current = || config.read().unwrap_or_else(|e| e.into_inner()).clone();
         let first = current();
         if !first.notify.enabled {
             tracing::warn!(

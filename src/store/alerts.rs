@@ -114,6 +114,12 @@ pub struct AlertFilter {
     pub status: Option<AlertStatus>,
     pub source: Option<String>,
     pub limit: usize,
+    /// Paging: newest first by id, only ids below this.
+    pub before: Option<i64>,
+    /// Only alerts seen at or after this time.
+    pub since: Option<String>,
+    /// Order by id only (paging), instead of open alerts first.
+    pub by_id: bool,
 }
 
 const ALERT_COLUMNS: &str = "id, key, source, name, host, severity, status, labels, summary, first_seen, last_seen, \
@@ -272,12 +278,20 @@ impl Store {
         let mut stmt = conn
             .prepare_cached(&format!(
                 "SELECT {ALERT_COLUMNS} FROM alerts WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR source = ?2) \
-                 ORDER BY (status = 'resolved'), id DESC LIMIT ?3"
+                 AND (?4 IS NULL OR id < ?4) AND (?5 IS NULL OR last_seen >= ?5) \
+                 ORDER BY CASE WHEN ?6 THEN 0 ELSE (status = 'resolved') END, id DESC LIMIT ?3"
             ))
             .map_err(self.err("listing alerts"))?;
         let mut alerts: Vec<Alert> = stmt
             .query_map(
-                params![filter.status.map(|s| s.as_str()), filter.source, limit],
+                params![
+                    filter.status.map(|s| s.as_str()),
+                    filter.source,
+                    limit,
+                    filter.before,
+                    filter.since,
+                    filter.by_id
+                ],
                 alert_from_row,
             )
             .and_then(|rows| rows.collect())
@@ -304,6 +318,18 @@ impl Store {
     }
 
     /// Open alerts whose key or name is `target`.
+    pub fn get_alert(&self, id: i64) -> Result<Option<Alert>> {
+        use rusqlite::OptionalExtension;
+        self.conn()
+            .query_row(
+                &format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?1"),
+                [id],
+                alert_from_row,
+            )
+            .optional()
+            .map_err(self.err("reading an alert"))
+    }
+
     pub fn open_alerts_matching(&self, target: &str) -> Result<Vec<Alert>> {
         let conn = self.conn();
         let mut stmt = conn

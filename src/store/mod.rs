@@ -7,11 +7,13 @@
 mod alerts;
 mod notifications;
 mod sqlite;
+mod tokens;
 mod types;
 
 pub use alerts::{Alert, AlertFilter, AlertStatus, AlertTx, CheckState, Cutoff, Delivery, NewAlert, Pruned, Silence};
 pub use notifications::{ChannelHealth, NewNotification, Notification};
 pub use sqlite::Store;
+pub use tokens::ApiToken;
 pub use types::*;
 
 use std::path::PathBuf;

@@ -98,10 +98,10 @@ impl Store {
                 "SELECT {COLUMNS} FROM notifications WHERE status = 'pending' AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2"
             ))?;
             let rows: Vec<Notification> = stmt.query_map(params![now, limit as i64], from_row)?.collect::<rusqlite::Result<_>>()?;
-            let mut claim = tx.prepare_cached("UPDATE notifications SET status = 'sending', attempts = attempts + 1 WHERE id = ?1 AND status = 'pending'")?;
+            let mut claim = tx.prepare_cached("UPDATE notifications SET status = 'sending', attempts = attempts + 1, claimed_at = ?2 WHERE id = ?1 AND status = 'pending'")?;
             let mut claimed = Vec::new();
             for mut n in rows {
-                if claim.execute([n.id])? == 1 {
+                if claim.execute(params![n.id, now])? == 1 {
                     n.attempts += 1;
                     n.status = "sending".into();
                     claimed.push(n);
@@ -157,15 +157,16 @@ impl Store {
             .map_err(self.err("reading notifications"))
     }
 
-    /// Notifications left `sending` by a process that died mid-send.
-    pub fn interrupted_notifications(&self) -> Result<Vec<Notification>> {
+    /// Notifications left `sending` by a process that died mid-send: claimed before `before`
+    /// (or by a version that did not record claims).
+    pub fn interrupted_notifications(&self, before: &str) -> Result<Vec<Notification>> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM notifications WHERE status = 'sending' ORDER BY id"
+                "SELECT {COLUMNS} FROM notifications WHERE status = 'sending' AND (claimed_at IS NULL OR claimed_at < ?1) ORDER BY id"
             ))
             .map_err(self.err("reading notifications"))?;
-        stmt.query_map([], from_row)
+        stmt.query_map([before], from_row)
             .and_then(|r| r.collect())
             .map_err(self.err("reading notifications"))
     }

@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_checks.sql"),
     include_str!("migrations/0003_alerts.sql"),
     include_str!("migrations/0004_notifications.sql"),
+    include_str!("migrations/0005_api_tokens.sql"),
 ];
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -249,7 +250,7 @@ impl Store {
         let conn = self.conn();
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 OR kind = 'profile') AND (?2 IS NULL OR status = ?2) \
-             AND (?3 IS NULL OR profile = ?3) ORDER BY id DESC LIMIT ?4"
+             AND (?3 IS NULL OR profile = ?3) AND (?5 IS NULL OR id < ?5) ORDER BY id DESC LIMIT ?4"
         );
         let limit = if filter.limit == 0 {
             i64::MAX
@@ -263,7 +264,8 @@ impl Store {
                     filter.all_kinds,
                     filter.status.map(|s| s.as_str()),
                     filter.profile,
-                    limit
+                    limit,
+                    filter.before
                 ],
                 run_from_row,
             )

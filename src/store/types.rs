@@ -176,6 +176,8 @@ pub struct RunFilter {
     pub profile: Option<String>,
     /// Include task and sync rows, not only profile runs.
     pub all_kinds: bool,
+    /// Only runs with an id below this (paging).
+    pub before: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

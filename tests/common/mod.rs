@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod http;
 pub mod receiver;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_runbook");

@@ -13,7 +13,7 @@ mod walker;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::model::{Config, Keep, Retention, SecretsConfig, StateConfig};
+use super::model::{ApiConfig, Config, Keep, Retention, SecretsConfig, StateConfig};
 use super::secrets::{self, Redactor};
 use super::yaml::{Kind, Node};
 
@@ -22,13 +22,14 @@ const TOP_KEYS: &[&str] = &[
     "host",
     "state",
     "secrets",
+    "api",
     "retention",
     "checks",
     "notify",
     "profiles",
 ];
 /// Sections of the full design that this version does not read yet.
-const LATER_KEYS: &[&str] = &["backups", "gates", "sessions", "incidents", "deploy", "api"];
+const LATER_KEYS: &[&str] = &["backups", "gates", "sessions", "incidents", "deploy"];
 pub const DEFAULT_STATE_URL: &str = "sqlite:///var/lib/runbook/runbook.db";
 
 pub(super) use walker::Cx;
@@ -120,6 +121,27 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
         .unwrap_or_default();
     cx.check_names = checks.keys().cloned().collect();
     let notify = top.get("notify").map(|n| notify::notify(cx, n)).unwrap_or_default();
+    let mut api = ApiConfig::default();
+    if let Some(n) = top.get("api")
+        && let Some(f) = cx.map(n, "api", &["listen", "public"])
+    {
+        if let Some(l) = f
+            .get("listen")
+            .and_then(|n| cx.string(n, "api.listen").map(|v| (n.pos, v)))
+        {
+            match l.1.parse::<std::net::SocketAddr>() {
+                Ok(_) => api.listen = l.1,
+                Err(_) => cx.error(
+                    l.0,
+                    format!("api.listen `{}` is not an address:port", l.1),
+                    Some("e.g. 127.0.0.1:8923".into()),
+                ),
+            }
+        }
+        if let Some(p) = f.get("public").and_then(|n| cx.string_list(n, "api.public")) {
+            api.public = p;
+        }
+    }
     let mut retention = Retention::default();
     if let Some(n) = top.get("retention")
         && let Some(f) = cx.map(n, "retention", &["check_results", "resolved_alerts"])
@@ -166,6 +188,7 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
         host,
         state,
         secrets,
+        api,
         retention,
         checks,
         notify,

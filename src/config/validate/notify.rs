@@ -100,7 +100,15 @@ fn channel(cx: &mut Cx, name: &str, node: &Node) -> Option<Channel> {
             match w.get("format").and_then(|n| cx.string(n, "format").map(|f| (n.pos, f))) {
                 None => {}
                 Some((_, f)) if f == "runbook" || f == "json" => {}
-                Some((_, f)) if f == "alertmanager" => {
+                Some((pos, f)) if f == "alertmanager" => {
+                    if w.get("secret").is_some() || w.get("headers").is_some() {
+                        cx.error(
+                            pos,
+                            "`secret` and `headers` do not apply with `format: alertmanager`",
+                            Some("remove them, or use the default format".into()),
+                        );
+                        return None;
+                    }
                     let url = url?;
                     let base = url.strip_suffix("/api/v2/alerts").unwrap_or(&url).to_string();
                     return Some(Channel::Alertmanager(AlertmanagerChannel { url: base }));

@@ -1,0 +1,131 @@
+//! Bearer tokens: only SHA-256 hashes are stored; a presented token is hashed and compared in
+//! constant time against every known hash.
+//!
+//! `tower-http`'s bearer layer neither hashes nor compares in constant time, hence this.
+//! Tokens are read from the store at most every `REFRESH`, not per request.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use sha2::{Digest, Sha256};
+
+use super::ApiState;
+use super::error::ApiError;
+use crate::audit::hex;
+
+const REFRESH: Duration = Duration::from_secs(5);
+const MISS_REFRESH: Duration = Duration::from_secs(1);
+
+/// (name, hash, scope) of each known token.
+type Known = Vec<(String, String, String)>;
+
+#[derive(Default)]
+pub struct TokenCache {
+    inner: Mutex<Option<(Instant, Known)>>,
+}
+
+/// A new token: `rbk_` and 32 random bytes in hex.
+pub fn generate() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(format!("rbk_{}", hex(&bytes)))
+}
+
+pub fn hash(token: &str) -> String {
+    hex(&Sha256::digest(token.as_bytes()))
+}
+
+/// Equal length strings compared without an early exit.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl TokenCache {
+    /// (name, scope) of the token whose hash matches, if any.
+    fn find(&self, state: &ApiState, presented: &str) -> Result<Option<(String, String)>, ApiError> {
+        let want = hash(presented);
+        let lookup = |tokens: &[(String, String, String)]| {
+            let mut found = None;
+            for (name, h, scope) in tokens {
+                if ct_eq(h.as_bytes(), want.as_bytes()) {
+                    found = Some((name.clone(), scope.clone()));
+                }
+            }
+            found
+        };
+        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let age = guard.as_ref().map(|(at, _)| at.elapsed());
+        let cached = guard.as_ref().and_then(|(_, t)| lookup(t));
+        // Re-read on expiry, or on a miss (a token created a moment ago), at most once a second.
+        let stale = age.is_none_or(|a| a > REFRESH || (cached.is_none() && a > MISS_REFRESH));
+        if !stale {
+            return Ok(cached);
+        }
+        let tokens: Vec<_> = state
+            .store
+            .tokens()?
+            .into_iter()
+            .map(|t| (t.name, t.hash, t.scope))
+            .collect();
+        let found = lookup(&tokens);
+        *guard = Some((Instant::now(), tokens));
+        Ok(found)
+    }
+}
+
+/// Lets public paths through; everything else needs a valid token (a write scope for writes).
+pub async fn require_token(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Result<Response, ApiError> {
+    let path = req.uri().path();
+    if state.public.iter().any(|p| p == path) {
+        return Ok(next.run(req).await);
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let Some(token) = presented else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send Authorization: Bearer TOKEN (runbook token create NAME)",
+        ));
+    };
+    let st = state.clone();
+    let token = token.to_string();
+    let found = tokio::task::spawn_blocking(move || st.tokens.find(&st, &token))
+        .await
+        .map_err(ApiError::internal)??;
+    match found {
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unknown or revoked token",
+        )),
+        Some((_, scope)) if scope != "write" && !matches!(*req.method(), Method::GET | Method::HEAD) => Err(
+            ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this token can only read"),
+        ),
+        Some(_) => Ok(next.run(req).await),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_random_and_hash_stably() {
+        let (a, b) = (generate().unwrap(), generate().unwrap());
+        assert_ne!(a, b);
+        assert!(a.starts_with("rbk_") && a.len() == 68);
+        assert_eq!(hash(&a), hash(&a));
+        assert!(ct_eq(b"abc", b"abc") && !ct_eq(b"abc", b"abd") && !ct_eq(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,152 @@
+//! Alerts, runs and checks, paged newest first with an opaque cursor.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::ApiState;
+use super::error::ApiError;
+use super::query::{Q, decode_cursor, encode_cursor, id, limit};
+use crate::clock;
+use crate::store::{AlertFilter, AlertStatus, RunFilter, RunStatus};
+
+#[derive(Deserialize)]
+pub struct AlertsQuery {
+    limit: Option<usize>,
+    source: Option<String>,
+    status: Option<String>,
+    since: Option<String>,
+    cursor: Option<String>,
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)?
+}
+
+pub async fn alerts(
+    State(state): State<Arc<ApiState>>,
+    Q(q): Q<AlertsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let limit = limit(q.limit)?;
+    let status = q
+        .status
+        .as_deref()
+        .map(|s| {
+            AlertStatus::parse(s).ok_or_else(|| {
+                ApiError::bad_request(
+                    "bad_status",
+                    format!("unknown status `{s}` (firing, silenced, resolved)"),
+                )
+            })
+        })
+        .transpose()?;
+    let since = q
+        .since
+        .as_deref()
+        .map(|s| {
+            clock::from_text(s)
+                .map(clock::to_text)
+                .ok_or_else(|| ApiError::bad_request("bad_since", format!("`{s}` is not an RFC 3339 time")))
+        })
+        .transpose()?;
+    let filter = AlertFilter {
+        status,
+        source: q.source,
+        limit,
+        before: decode_cursor(q.cursor.as_deref())?,
+        since,
+        by_id: true,
+    };
+    let items = blocking(move || Ok(state.store.list_alerts(&filter)?)).await?;
+    let next = (items.len() == limit)
+        .then(|| items.last().map(|a| encode_cursor(a.id)))
+        .flatten();
+    Ok(Json(json!({ "items": items, "next_cursor": next })))
+}
+
+pub async fn alert(
+    State(state): State<Arc<ApiState>>,
+    Path(raw): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = id(&raw)?;
+    let alert = blocking(move || Ok(state.store.get_alert(id)?)).await?;
+    alert
+        .map(|a| Json(json!(a)))
+        .ok_or_else(|| ApiError::not_found(format!("no alert {id}")))
+}
+
+#[derive(Deserialize)]
+pub struct RunsQuery {
+    limit: Option<usize>,
+    status: Option<String>,
+    profile: Option<String>,
+    cursor: Option<String>,
+}
+
+pub async fn runs(State(state): State<Arc<ApiState>>, Q(q): Q<RunsQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+    let limit = limit(q.limit)?;
+    let status = q
+        .status
+        .as_deref()
+        .map(|s| {
+            s.parse::<RunStatus>()
+                .map_err(|e| ApiError::bad_request("bad_status", e))
+        })
+        .transpose()?;
+    let filter = RunFilter {
+        limit,
+        status,
+        profile: q.profile,
+        all_kinds: true,
+        before: decode_cursor(q.cursor.as_deref())?,
+    };
+    let items = blocking(move || Ok(state.store.list_runs(&filter)?)).await?;
+    let next = (items.len() == limit)
+        .then(|| items.last().map(|r| encode_cursor(r.id)))
+        .flatten();
+    Ok(Json(json!({ "items": items, "next_cursor": next })))
+}
+
+pub async fn run(
+    State(state): State<Arc<ApiState>>,
+    Path(raw): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = id(&raw)?;
+    let found = blocking(move || {
+        let run = state.store.get_run(id)?;
+        let tasks = match &run {
+            Some(_) => state.store.child_runs(id)?,
+            None => Vec::new(),
+        };
+        Ok(run.map(|r| (r, tasks)))
+    })
+    .await?;
+    found
+        .map(|(run, tasks)| Json(json!({ "run": run, "tasks": tasks })))
+        .ok_or_else(|| ApiError::not_found(format!("no run {id}")))
+}
+
+pub async fn checks(State(state): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let config = state.config();
+    let latest = blocking(move || Ok(state.store.latest_check_results()?)).await?;
+    let items: Vec<_> = config
+        .checks
+        .iter()
+        .map(|(name, c)| {
+            let last = latest.iter().find(|r| &r.check == name);
+            json!({
+                "name": name,
+                "kind": c.probe.kind(),
+                "severity": c.severity,
+                "ok": last.map(|r| r.ok),
+                "latency_ms": last.map(|r| r.latency_ms),
+                "detail": last.map(|r| r.detail.clone()),
+                "at": last.map(|r| r.at.clone()),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}

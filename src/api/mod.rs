@@ -1,0 +1,123 @@
+//! The HTTP API: health, readiness, alerts, runs and checks over the state file.
+//!
+//! A thin front-end: handlers parse, call the store or a domain function on a blocking thread,
+//! and render JSON. `router(state)` builds the app without a socket (tests call it directly);
+//! `serve` binds and runs it until shutdown. Invariant: every failure is a JSON error with a
+//! 4xx or 5xx status, never a panic, and a 5xx never shows internals to the client.
+
+mod auth;
+pub mod error;
+mod health;
+mod lists;
+mod query;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+pub use auth::{generate as generate_token, hash as hash_token};
+
+use crate::config::Config;
+use crate::store::Store;
+
+/// Requests taking longer are answered 503 and dropped.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request body accepted.
+const BODY_LIMIT: usize = 64 * 1024;
+
+/// What every handler can reach.
+pub struct ApiState {
+    pub store: Arc<Store>,
+    /// Swapped by the daemon on reload.
+    pub config: Arc<RwLock<Arc<Config>>>,
+    /// Paths served without a token.
+    pub public: Vec<String>,
+    pub started: Instant,
+    tokens: auth::TokenCache,
+}
+
+impl ApiState {
+    pub fn new(store: Arc<Store>, config: Arc<RwLock<Arc<Config>>>) -> Self {
+        let public = config.read().unwrap_or_else(|e| e.into_inner()).api.public.clone();
+        ApiState {
+            store,
+            config,
+            public,
+            started: Instant::now(),
+            tokens: auth::TokenCache::default(),
+        }
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/healthz", get(health::live))
+        .route("/v1/live", get(health::live))
+        .route("/v1/ready", get(health::ready))
+        .route("/v1/health", get(health::health))
+        .route("/v1/migration/state", get(health::migration))
+        .route("/v1/alerts", get(lists::alerts))
+        .route("/v1/alerts/{id}", get(lists::alert))
+        .route("/v1/runs", get(lists::runs))
+        .route("/v1/runs/{id}", get(lists::run))
+        .route("/v1/checks", get(lists::checks))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .with_state(state)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("refusing to listen on {addr} (not loopback) without any API token")]
+    NoToken { addr: SocketAddr },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl ServeError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ServeError::Bind { .. } => Some("another process holds the port: change api.listen, or stop it".into()),
+            ServeError::NoToken { .. } => Some("create one first: runbook token create NAME".into()),
+            ServeError::Store(e) => e.hint(),
+        }
+    }
+}
+
+/// Binds `addr`; refuses a non-loopback address while no token exists.
+pub async fn bind(addr: SocketAddr, store: &Store) -> Result<tokio::net::TcpListener, ServeError> {
+    if !addr.ip().is_loopback() && store.tokens()?.is_empty() {
+        return Err(ServeError::NoToken { addr });
+    }
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+/// Serves until `shutdown` completes; in-flight requests finish first.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<ApiState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}

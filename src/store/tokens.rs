@@ -1,0 +1,90 @@
+//! SQL for API tokens. Only hashes are stored; the token itself is shown once, at creation.
+
+use rusqlite::params;
+use serde::Serialize;
+
+use super::Result;
+use super::sqlite::{Store, append_audit};
+use crate::audit::Draft;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiToken {
+    pub name: String,
+    #[serde(skip)]
+    pub hash: String,
+    pub scope: String,
+    pub created_at: String,
+    pub created_by: String,
+}
+
+impl Store {
+    /// Adds a token (by hash) with an audit event; false if the name is taken.
+    pub fn add_token(&self, token: &ApiToken, audit: &Draft) -> Result<bool> {
+        self.write("adding an API token", |tx| {
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO api_tokens (name, hash, scope, created_at, created_by) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![token.name, token.hash, token.scope, token.created_at, token.created_by],
+            )?;
+            if n == 1 {
+                append_audit(tx, audit)?;
+            }
+            Ok(n == 1)
+        })
+    }
+
+    /// Removes a token with an audit event; false if there was none.
+    pub fn revoke_token(&self, name: &str, audit: &Draft) -> Result<bool> {
+        self.write("revoking an API token", |tx| {
+            let n = tx.execute("DELETE FROM api_tokens WHERE name = ?1", [name])?;
+            if n == 1 {
+                append_audit(tx, audit)?;
+            }
+            Ok(n == 1)
+        })
+    }
+
+    pub fn tokens(&self) -> Result<Vec<ApiToken>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT name, hash, scope, created_at, created_by FROM api_tokens ORDER BY name")
+            .map_err(self.err("listing API tokens"))?;
+        stmt.query_map([], |r| {
+            Ok(ApiToken {
+                name: r.get(0)?,
+                hash: r.get(1)?,
+                scope: r.get(2)?,
+                created_at: r.get(3)?,
+                created_by: r.get(4)?,
+            })
+        })
+        .and_then(|r| r.collect())
+        .map_err(self.err("listing API tokens"))
+    }
+}
+
+impl Store {
+    /// Publishes a liveness fact (no audit event: it is not a change anyone makes).
+    pub fn set_daemon_status(&self, key: &str, value: &str, at: &str) -> Result<()> {
+        self.write("publishing daemon status", |tx| {
+            tx.execute(
+                "INSERT INTO daemon_status (key, value, updated_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                params![key, value, at],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// (value, updated_at) of a liveness fact.
+    pub fn daemon_status(&self, key: &str) -> Result<Option<(String, String)>> {
+        use rusqlite::OptionalExtension;
+        self.conn()
+            .query_row(
+                "SELECT value, updated_at FROM daemon_status WHERE key = ?1",
+                [key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(self.err("reading daemon status"))
+    }
+}

@@ -1,0 +1,254 @@
+//! The HTTP API through the real binary: open health endpoints, bearer tokens stored hashed,
+//! readiness, paging with cursors, and JSON errors for every kind of bad request.
+
+mod common;
+
+use common::http::{free_port, get, request};
+use common::*;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(env: &Env, args: &[&str], port: u16) -> Server {
+    let child = env
+        .cmd()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), || std::net::TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .is_ok()),
+        "server did not listen"
+    );
+    Server(child)
+}
+
+fn serve(env: &Env) -> (Server, u16) {
+    let port = free_port();
+    (
+        start(env, &["serve", "--listen", &format!("127.0.0.1:{port}")], port),
+        port,
+    )
+}
+
+const FAILING: &str = r#"
+version: 1
+checks:
+  c1: { command: { sh: "exit 1" } }
+  c2: { command: { sh: "exit 1" } }
+  c3: { command: { sh: "exit 1" } }
+  c4: { command: { sh: "exit 1" } }
+  c5: { command: { sh: "exit 1" } }
+  fine: { command: { sh: "true" } }
+"#;
+
+fn token(env: &Env, name: &str, scope: &str) -> String {
+    let out = env.run(&["token", "create", name, "--scope", scope]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    out.stdout.trim().to_string()
+}
+
+#[test]
+fn health_is_open_and_everything_else_needs_a_valid_token() {
+    let env = Env::new(FAILING);
+    let secret = token(&env, "ci", "read");
+    assert!(secret.starts_with("rbk_"));
+    let stored = env
+        .db()
+        .query_row("SELECT hash FROM api_tokens WHERE name = 'ci'", [], |r| {
+            r.get::<_, String>(0)
+        })
+        .unwrap();
+    assert_ne!(stored, secret, "only a hash is stored");
+    assert!(
+        !std::fs::read(env.state_db())
+            .unwrap()
+            .windows(secret.len())
+            .any(|w| w == secret.as_bytes())
+    );
+    let (_server, port) = serve(&env);
+
+    for path in ["/healthz", "/v1/live"] {
+        let r = get(port, path, None);
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        assert_eq!(r.json()["status"], "ok");
+    }
+    let r = get(port, "/v1/alerts", None);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"]["code"], "unauthorized");
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(get(port, "/v1/alerts", Some("rbk_wrong")).status, 401);
+    let ok = get(port, "/v1/alerts", Some(&secret));
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.json()["items"], serde_json::json!([]));
+
+    // A read token cannot write.
+    assert_eq!(request(port, "POST", "/v1/alerts", Some(&secret)).status, 403);
+
+    let listed = env.run(&["token", "list", "--json"]);
+    assert!(listed.stdout.contains("\"ci\"") && !listed.stdout.contains(&secret));
+    assert_eq!(env.run(&["token", "revoke", "ci"]).code, 0);
+    assert!(
+        wait_for(Duration::from_secs(15), || get(port, "/v1/alerts", Some(&secret))
+            .status
+            == 401),
+        "a revoked token is refused"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_events WHERE kind IN ('token.created', 'token.revoked')"),
+        2
+    );
+}
+
+#[test]
+fn alerts_and_runs_are_paged_newest_first_with_an_opaque_cursor() {
+    let env = Env::new(&format!(
+        "{FAILING}profiles:\n  p: {{ cron: \"@yearly\", tasks: [ fine ] }}\n"
+    ));
+    env.run(&["check"]);
+    env.run(&["run", "p"]);
+    let secret = token(&env, "reader", "read");
+    let (_server, port) = serve(&env);
+
+    let mut seen = Vec::new();
+    let mut path = "/v1/alerts?limit=2".to_string();
+    for _ in 0..10 {
+        let page = get(port, &path, Some(&secret)).json();
+        assert!(page["items"].is_array(), "{path}: {page}");
+        for a in page["items"].as_array().unwrap() {
+            seen.push(a["id"].as_i64().unwrap());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/v1/alerts?limit=2&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, vec![5, 4, 3, 2, 1], "every alert once, newest first");
+
+    let firing = get(
+        port,
+        "/v1/alerts?status=firing&source=check&since=2000-01-01T00:00:00Z",
+        Some(&secret),
+    )
+    .json();
+    assert_eq!(firing["items"].as_array().unwrap().len(), 5);
+    let one = get(port, "/v1/alerts/3", Some(&secret)).json();
+    assert_eq!(one["name"], "c3");
+
+    let runs = get(port, "/v1/runs?limit=1", Some(&secret)).json();
+    assert_eq!(runs["items"].as_array().unwrap().len(), 1);
+    let run_id = env.count("SELECT id FROM runs WHERE kind = 'profile'");
+    let run = get(port, &format!("/v1/runs/{run_id}"), Some(&secret)).json();
+    assert_eq!(run["run"]["profile"], "p");
+    assert_eq!(run["tasks"].as_array().unwrap().len(), 1);
+
+    let checks = get(port, "/v1/checks", Some(&secret)).json();
+    let items = checks["items"].as_array().unwrap();
+    assert_eq!(items.len(), 6);
+    assert!(items.iter().any(|c| c["name"] == "fine" && c["ok"] == true));
+    assert!(items.iter().any(|c| c["name"] == "c1" && c["ok"] == false));
+}
+
+#[test]
+fn bad_requests_get_json_errors_never_a_500() {
+    let env = Env::new(FAILING);
+    let secret = token(&env, "reader", "read");
+    let (_server, port) = serve(&env);
+    let cases: &[(&str, &str, u16, &str)] = &[
+        ("GET", "/v1/alerts?limit=0", 400, "bad_limit"),
+        ("GET", "/v1/alerts?limit=1000000", 400, "bad_limit"),
+        ("GET", "/v1/alerts?limit=abc", 400, "bad_query"),
+        ("GET", "/v1/alerts?cursor=zzz", 400, "bad_cursor"),
+        ("GET", "/v1/alerts?cursor=zzzzzzzzzzzzzzzz", 400, "bad_cursor"),
+        ("GET", "/v1/alerts?status=bogus", 400, "bad_status"),
+        ("GET", "/v1/alerts?since=yesterday", 400, "bad_since"),
+        ("GET", "/v1/runs?status=exploded", 400, "bad_status"),
+        ("GET", "/v1/alerts/abc", 404, "not_found"),
+        ("GET", "/v1/alerts/999999", 404, "not_found"),
+        ("GET", "/v1/runs/-1", 404, "not_found"),
+        ("GET", "/v1/nothing-here", 404, "not_found"),
+        ("DELETE", "/v1/checks", 403, "forbidden"),
+    ];
+    for (method, path, status, code) in cases {
+        let r = request(port, method, path, Some(&secret));
+        assert_eq!(r.status, *status, "{method} {path}: {}", r.body);
+        assert_eq!(r.json()["error"]["code"], *code, "{method} {path}: {}", r.body);
+    }
+    // A token created while the server runs is picked up within a second or so.
+    let writer = token(&env, "writer", "write");
+    assert!(wait_for(Duration::from_secs(10), || request(
+        port,
+        "DELETE",
+        "/v1/checks",
+        Some(&writer)
+    )
+    .status
+        != 401));
+    let r = request(port, "DELETE", "/v1/checks", Some(&writer));
+    assert_eq!(r.status, 405, "{}", r.body);
+    assert_eq!(r.json()["error"]["code"], "method_not_allowed");
+}
+
+#[test]
+fn ready_needs_a_ticking_scheduler_and_migration_state_reports_head() {
+    let port = free_port();
+    let env = Env::new(&format!(
+        "version: 1\napi: {{ listen: \"127.0.0.1:{port}\" }}\nprofiles:\n  p: {{ cron: \"@yearly\", tasks: [ {{ run: [true] }} ] }}\n"
+    ));
+    let secret = token(&env, "reader", "read");
+    {
+        let _api = start(&env, &["serve"], port);
+        let r = get(port, "/v1/ready", Some(&secret));
+        assert_eq!(r.status, 503, "{}", r.body);
+        assert!(
+            r.json()["reasons"][0]
+                .as_str()
+                .unwrap()
+                .contains("scheduler has never ticked"),
+            "{}",
+            r.body
+        );
+        let m = get(port, "/v1/migration/state", Some(&secret)).json();
+        assert_eq!(m["status"], "head");
+        assert_eq!(m["current"], m["head"]);
+    }
+    // The daemon serves the API itself and publishes its tick.
+    assert!(wait_for(Duration::from_secs(10), || std::net::TcpStream::connect((
+        "127.0.0.1",
+        port
+    ))
+    .is_err()));
+    let _daemon = start(&env, &["daemon"], port);
+    assert!(wait_for(Duration::from_secs(20), || get(
+        port,
+        "/v1/ready",
+        Some(&secret)
+    )
+    .status
+        == 200));
+    let health = get(port, "/v1/health", Some(&secret));
+    assert_eq!(health.status, 200, "{}", health.body);
+    assert_eq!(health.json()["status"], "ok");
+}
+
+#[test]
+fn serving_a_non_loopback_address_without_any_token_is_refused() {
+    let env = Env::new("version: 1\n");
+    let out = env.run(&["serve", "--listen", &format!("0.0.0.0:{}", free_port())]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("without any API token"), "{}", out.stderr);
+    assert!(out.stderr.contains("runbook token create"), "{}", out.stderr);
+}
