@@ -25,6 +25,7 @@ fn build(key: &ClientKey, timeout: Duration) -> Result<reqwest::Client, String> 
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("runbook/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(timeout)
+        .pool_max_idle_per_host(super::MAX_CONCURRENT_PROBES)
         .redirect(if *follow_redirects {
             reqwest::redirect::Policy::limited(10)
         } else {
@@ -52,6 +53,13 @@ async fn client(p: &HttpProbe, timeout: Duration) -> Result<reqwest::Client, Str
             .as_ref()
             .and_then(|m| m.get(key).cloned())
     };
+    if let Some(c) = cached(&key) {
+        return Ok(c);
+    }
+    // One build at a time: a thousand probes starting together wait for the first build
+    // instead of each loading the system's certificates.
+    static BUILDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _building = BUILDING.lock().await;
     if let Some(c) = cached(&key) {
         return Ok(c);
     }

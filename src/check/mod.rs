@@ -56,6 +56,9 @@ impl Finding {
     }
 }
 
+/// Probes in flight at once: more only costs memory (connections, buffers), not speed.
+pub const MAX_CONCURRENT_PROBES: usize = 64;
+
 /// The runtime probes run on: built once, on first use, so commands that never probe
 /// (`list`, `run --dry-run`) never start it.
 pub fn runtime() -> &'static tokio::runtime::Runtime {
@@ -64,6 +67,7 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
         let _ = rustls::crypto::ring::default_provider().install_default();
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
+            .max_blocking_threads(MAX_CONCURRENT_PROBES)
             .thread_name("probe")
             .enable_all()
             .build()
@@ -114,10 +118,13 @@ pub async fn probe(config: &Config, name: &str, check: &Check) -> Outcome {
 /// Probes the named checks concurrently; outcomes come back in the order asked.
 pub async fn probe_all(config: &std::sync::Arc<Config>, names: &[String]) -> Vec<Outcome> {
     let mut set = tokio::task::JoinSet::new();
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_PROBES));
     for (i, name) in names.iter().enumerate() {
         let config = config.clone();
         let name = name.clone();
+        let slots = slots.clone();
         set.spawn(async move {
+            let _slot = slots.acquire_owned().await;
             let check = &config.checks[&name];
             (i, probe(&config, &name, check).await)
         });

@@ -54,7 +54,10 @@ impl Runner<'_> {
             let c = &self.config.checks[&names[0]];
             vec![check::runtime().block_on(check::probe(self.config, &names[0], c))]
         } else {
-            check::probe_blocking(&Arc::new(self.config.clone()), &names)
+            check::probe_blocking(
+                &self.shared.clone().unwrap_or_else(|| Arc::new(self.config.clone())),
+                &names,
+            )
         };
 
         let results: Vec<_> = outcomes
@@ -87,10 +90,16 @@ impl Runner<'_> {
             .collect();
         self.store.finish_runs(&finishes)?;
 
+        let failing = outcomes.iter().filter(|o| !o.ok).count();
+        tracing::info!(profile, checks = batch.len(), failing, "checks probed");
         let mut reports = Vec::with_capacity(batch.len());
         for ((task, outcome), (id, command)) in batch.iter().zip(outcomes).zip(ids.into_iter().zip(commands)) {
             let status = if outcome.ok { RunStatus::Ok } else { RunStatus::Failed };
-            tracing::info!(profile, task = %task.name, run = id, status = %status, detail = %outcome.detail, "check finished");
+            if outcome.ok {
+                tracing::debug!(profile, task = %task.name, run = id, detail = %outcome.detail, "check ok");
+            } else {
+                tracing::info!(profile, task = %task.name, run = id, detail = %outcome.detail, "check failing");
+            }
             let report = TaskReport {
                 run_id: id,
                 name: task.name.clone(),

@@ -233,6 +233,7 @@ fn spawn_run(name: String, config: Arc<Config>, store: Arc<Store>, cancel: Cance
     let handle = std::thread::Builder::new().name(format!("run:{name}")).spawn(move || {
         let mut runner = Runner::new(&config, &store);
         runner.cancel = cancel;
+        runner.shared = Some(config.clone());
         if let Err(e) = runner.run_profile(&name, Trigger::Schedule) {
             tracing::error!(profile = %name, error = %e, "profile run could not be recorded");
         }

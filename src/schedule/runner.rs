@@ -73,6 +73,8 @@ pub struct Runner<'a> {
     pub cancel: Cancel,
     /// Called after each task (and the sync) finishes, for live progress.
     pub on_step: Option<&'a (dyn Fn(&TaskReport) + Sync)>,
+    /// The same configuration, shared: concurrent probes borrow it instead of a copy.
+    pub shared: Option<std::sync::Arc<Config>>,
 }
 
 pub(super) fn find_profile<'c>(config: &'c Config, name: &str) -> Result<&'c Profile, RunError> {
@@ -89,6 +91,7 @@ impl<'a> Runner<'a> {
             store,
             cancel: Cancel::default(),
             on_step: None,
+            shared: None,
         }
     }
 
