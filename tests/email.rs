@@ -135,3 +135,93 @@ fn a_bad_email_address_is_a_config_error() {
         out.stderr
     );
 }
+
+/// A CA and a server certificate for `localhost` signed by it; `None` without openssl.
+fn certificates(dir: &std::path::Path) -> Option<()> {
+    let sh = |script: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    let ok = sh(
+        "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=runbook-test-ca 2>/dev/null",
+    ) && sh(
+        "openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN=localhost 2>/dev/null",
+    ) && sh(
+        "printf 'subjectAltName=DNS:localhost\\nbasicConstraints=CA:FALSE\\nextendedKeyUsage=serverAuth\\n' > ext.cnf",
+    ) && sh(
+        "openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 2 -extfile ext.cnf 2>/dev/null",
+    );
+    ok.then_some(())
+}
+
+#[test]
+fn starttls_to_a_server_with_an_internal_ca_delivers_the_mail() {
+    let env = Env::new("version: 1\n");
+    if Command::new("python3")
+        .args(["-c", "import aiosmtpd"])
+        .status()
+        .map(|s| !s.success())
+        .unwrap_or(true)
+        || certificates(env.dir.path()).is_none()
+    {
+        eprintln!("note: needs aiosmtpd and openssl; skipping");
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let maildir = env.path("maildir");
+    // require_starttls is on by default: a plaintext delivery would be refused.
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-l",
+            &format!("127.0.0.1:{port}"),
+            "--tlscert",
+            "srv.pem",
+            "--tlskey",
+            "srv.key",
+        ])
+        .args(["-c", "aiosmtpd.handlers.Mailbox"])
+        .arg(&maildir)
+        .current_dir(env.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Smtp { child, port, maildir };
+    assert!(wait_for(Duration::from_secs(15), || std::net::TcpStream::connect((
+        "127.0.0.1",
+        port
+    ))
+    .is_ok()));
+    std::fs::write(
+        &env.config,
+        format!(
+            "state: {{ url: \"sqlite://state/runbook.db\" }}\nversion: 1\nnotify:\n  channels:\n    mail: {{ email: {{ host: localhost, port: {port}, tls: starttls, ca_file: ca.pem, from: runbook@vps-1.example, to: ops@example.org }} }}\n"
+        ),
+    )
+    .unwrap();
+    let out = env.run(&["notify", "test", "mail"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(wait_for(Duration::from_secs(10), || mails(&server.maildir).len() == 1));
+    assert!(mails(&server.maildir)[0].contains("Subject: [runbook] TEST from runbook on"));
+
+    // Without the CA the server's certificate is not trusted: nothing is sent in clear.
+    let text = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace(", ca_file: ca.pem", "");
+    std::fs::write(&env.config, text).unwrap();
+    let out = env.run(&["notify", "test", "mail"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert_eq!(mails(&server.maildir).len(), 1);
+}

@@ -131,6 +131,9 @@ pub struct EmailChannel {
     pub password: Option<String>,
     pub from: String,
     pub to: Vec<String>,
+    /// Extra CA certificate (PEM) to trust for the server, e.g. an internal CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, JsonSchema)]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use super::Message;
@@ -37,6 +38,19 @@ pub(super) async fn send(c: &EmailChannel, m: &Message) -> Result<String, String
         EmailTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&c.host),
     };
     let mut builder = builder.port(c.port).timeout(Some(Duration::from_secs(10)));
+    if let Some(ca) = &c.ca_file {
+        let pem = std::fs::read(ca).map_err(|e| format!("cannot read ca_file {}: {e}", ca.display()))?;
+        let cert = Certificate::from_pem(&pem).map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+        let params = TlsParameters::builder(c.host.clone())
+            .add_root_certificate(cert)
+            .build_rustls()
+            .map_err(|e| format!("TLS settings for {}: {e}", c.host))?;
+        builder = builder.tls(match c.tls {
+            EmailTls::Starttls => Tls::Required(params),
+            EmailTls::Tls => Tls::Wrapper(params),
+            EmailTls::None => Tls::None,
+        });
+    }
     if let (Some(user), Some(pass)) = (&c.username, &c.password) {
         builder = builder.credentials(Credentials::new(user.clone(), pass.clone()));
     }

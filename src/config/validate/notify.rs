@@ -64,6 +64,11 @@ fn url(cx: &mut Cx, f: &Fields, what: &str) -> Option<String> {
     }
 }
 
+/// The directory relative paths in the config resolve against.
+fn base_dir(cx: &Cx) -> std::path::PathBuf {
+    cx.file_dir()
+}
+
 fn channel(cx: &mut Cx, name: &str, node: &Node) -> Option<Channel> {
     let what = format!("channel `{name}`");
     let f = cx.map(node, &what, CHANNEL_KINDS)?;
@@ -140,7 +145,7 @@ fn channel(cx: &mut Cx, name: &str, node: &Node) -> Option<Channel> {
             let e = cx.map(
                 body,
                 "email",
-                &["host", "port", "tls", "username", "password", "from", "to"],
+                &["host", "port", "tls", "username", "password", "from", "to", "ca_file"],
             )?;
             let host = required(cx, &e, "host", "email", "host: smtp.example.org");
             let tls = match e.get("tls") {
@@ -188,6 +193,10 @@ fn channel(cx: &mut Cx, name: &str, node: &Node) -> Option<Channel> {
                     cx.error(body.pos, format!("`{addr}` is not an email address"), None);
                 }
             }
+            let ca_file = e
+                .get("ca_file")
+                .and_then(|n| cx.string(n, "ca_file"))
+                .map(|p| base_dir(cx).join(p));
             Some(Channel::Email(EmailChannel {
                 host: host?,
                 port,
@@ -196,6 +205,7 @@ fn channel(cx: &mut Cx, name: &str, node: &Node) -> Option<Channel> {
                 password,
                 from: from?,
                 to: to?,
+                ca_file,
             }))
         }
         _ => None,

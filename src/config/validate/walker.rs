@@ -57,6 +57,11 @@ impl<'a> Cx<'a> {
             .collect()
     }
 
+    /// The directory of the file being validated.
+    pub(super) fn file_dir(&self) -> std::path::PathBuf {
+        self.file.parent().map(Path::to_path_buf).unwrap_or_default()
+    }
+
     pub(in crate::config) fn new(file: &'a Path, src: &'a str) -> Self {
         Cx {
             file,
