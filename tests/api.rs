@@ -252,3 +252,79 @@ fn serving_a_non_loopback_address_without_any_token_is_refused() {
     assert!(out.stderr.contains("without any API token"), "{}", out.stderr);
     assert!(out.stderr.contains("runbook token create"), "{}", out.stderr);
 }
+
+#[test]
+fn metrics_are_prometheus_text_that_promtool_accepts_and_openmetrics_on_request() {
+    let env = Env::new(&format!(
+        "{FAILING}profiles:\n  p: {{ cron: \"@yearly\", tasks: [ fine, c1 ] }}\n"
+    ));
+    env.run(&["run", "p"]);
+    env.run(&["check"]);
+    let secret = token(&env, "prom", "read");
+    let (_server, port) = serve(&env);
+    let r = get(port, "/metrics", Some(&secret));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = r.body.clone();
+    assert!(
+        text.contains("runbook_check_up{check=\"fine\",kind=\"command\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("runbook_check_up{check=\"c1\",kind=\"command\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("runbook_runs_total{profile=\"p\",status=\"failed\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("runbook_alerts_open{severity=\"warning\",status=\"firing\"} 5"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE runbook_last_success_timestamp_seconds gauge"),
+        "{text}"
+    );
+
+    // promtool (Debian's prometheus package) validates the exposition when it is installed.
+    if let Ok(mut child) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        eprintln!("note: promtool not installed; exposition not validated by it");
+    }
+
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text; version=1.0.0\r\nAuthorization: Bearer {secret}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    assert!(raw.contains("content-type: application/openmetrics-text"), "{raw}");
+    assert!(
+        raw.contains("# TYPE runbook_runs counter") && raw.contains("# TYPE runbook_build info"),
+        "{raw}"
+    );
+    assert!(raw.trim_end().ends_with("# EOF"), "{raw}");
+}

@@ -9,6 +9,7 @@ mod auth;
 pub mod error;
 mod health;
 mod lists;
+pub mod metrics;
 mod query;
 
 use std::net::SocketAddr;
@@ -71,6 +72,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/runs", get(lists::runs))
         .route("/v1/runs/{id}", get(lists::run))
         .route("/v1/checks", get(lists::checks))
+        .route("/metrics", get(metrics::metrics))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))

@@ -13,7 +13,7 @@ mod types;
 pub use alerts::{Alert, AlertFilter, AlertStatus, AlertTx, CheckState, Cutoff, Delivery, NewAlert, Pruned, Silence};
 pub use notifications::{ChannelHealth, NewNotification, Notification};
 pub use sqlite::Store;
-pub use tokens::ApiToken;
+pub use tokens::{ApiToken, MetricsSnapshot};
 pub use types::*;
 
 use std::path::PathBuf;

@@ -88,3 +88,55 @@ impl Store {
             .map_err(self.err("reading daemon status"))
     }
 }
+
+/// Aggregates `/metrics` reads, computed by the store in a few queries.
+#[derive(Debug, Default, Clone)]
+pub struct MetricsSnapshot {
+    /// (profile, status, count) over task and profile runs of kind `profile`.
+    pub runs: Vec<(String, String, i64)>,
+    /// (profile, last duration ms, last success time) per profile.
+    pub profiles: Vec<(String, Option<i64>, Option<String>)>,
+    /// (severity, status, count) of open alerts.
+    pub alerts: Vec<(String, String, i64)>,
+    /// (channel, status, count) in the outbox.
+    pub notifications: Vec<(String, String, i64)>,
+}
+
+impl Store {
+    pub fn metrics_snapshot(&self) -> Result<MetricsSnapshot> {
+        let conn = self.conn();
+        let q = |sql: &str| -> rusqlite::Result<Vec<(String, String, i64)>> {
+            let mut stmt = conn.prepare_cached(sql)?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect()
+        };
+        let runs = q(
+            "SELECT profile, status, count(*) FROM runs WHERE kind = 'profile' GROUP BY profile, status ORDER BY 1, 2",
+        )
+        .map_err(self.err("reading metrics"))?;
+        let alerts =
+            q("SELECT severity, status, count(*) FROM alerts WHERE status != 'resolved' GROUP BY 1, 2 ORDER BY 1, 2")
+                .map_err(self.err("reading metrics"))?;
+        let notifications = q("SELECT channel, status, count(*) FROM notifications GROUP BY 1, 2 ORDER BY 1, 2")
+            .map_err(self.err("reading metrics"))?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT p.profile, \
+                 (SELECT duration_ms FROM runs r WHERE r.kind = 'profile' AND r.profile = p.profile AND r.finished_at IS NOT NULL \
+                  AND r.status != 'skipped' ORDER BY r.id DESC LIMIT 1), \
+                 (SELECT max(finished_at) FROM runs r WHERE r.kind = 'profile' AND r.profile = p.profile AND r.status = 'ok') \
+                 FROM (SELECT DISTINCT profile FROM runs WHERE kind = 'profile') p ORDER BY 1",
+            )
+            .map_err(self.err("reading metrics"))?;
+        let profiles = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(self.err("reading metrics"))?;
+        Ok(MetricsSnapshot {
+            runs,
+            profiles,
+            alerts,
+            notifications,
+        })
+    }
+}

@@ -1,0 +1,176 @@
+//! `/metrics`: Prometheus exposition, computed from the state file at scrape time.
+//!
+//! The API may run in its own process (`runbook serve`), so nothing here is kept in memory:
+//! every value comes from the store. Counters are only those whose rows are never pruned
+//! (runs); everything else is a gauge. Prometheus text 0.0.4 by default, OpenMetrics 1.0 when
+//! the scraper asks for it (`Accept: application/openmetrics-text`).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+
+use super::ApiState;
+use super::error::ApiError;
+use crate::clock;
+
+const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+struct Writer {
+    out: String,
+    openmetrics: bool,
+}
+
+impl Writer {
+    /// `# HELP` and `# TYPE` of a family; counters are named without `_total` in OpenMetrics.
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let (family, kind) = match (kind, self.openmetrics) {
+            ("counter", true) => (name.trim_end_matches("_total"), "counter"),
+            ("info", false) => (name, "gauge"),
+            ("info", true) => (name.trim_end_matches("_info"), "info"),
+            (k, _) => (name, k),
+        };
+        let _ = writeln!(self.out, "# HELP {family} {help}");
+        let _ = writeln!(self.out, "# TYPE {family} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+        let labels = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{}}}", labels.join(","))
+        };
+        let _ = writeln!(self.out, "{name}{labels} {value}");
+    }
+}
+
+/// Renders the exposition text (used by the handler and by the benchmark).
+pub fn render(state: &ApiState, openmetrics: bool) -> Result<String, ApiError> {
+    let config = state.config();
+    let snap = state.store.metrics_snapshot()?;
+    let latest = state.store.latest_check_results()?;
+    let mut w = Writer {
+        out: String::with_capacity(4096 + 200 * config.checks.len()),
+        openmetrics,
+    };
+
+    w.family("runbook_build_info", "info", "runbook's version and host.");
+    w.sample(
+        "runbook_build_info",
+        &[("version", env!("CARGO_PKG_VERSION")), ("host", &config.host)],
+        1.0,
+    );
+
+    w.family(
+        "runbook_check_up",
+        "gauge",
+        "1 if the check's latest outcome was ok, 0 if failing.",
+    );
+    for (name, check) in &config.checks {
+        if let Some(r) = latest.iter().find(|r| &r.check == name) {
+            w.sample(
+                "runbook_check_up",
+                &[("check", name), ("kind", check.probe.kind())],
+                if r.ok { 1.0 } else { 0.0 },
+            );
+        }
+    }
+    w.family(
+        "runbook_check_latency_seconds",
+        "gauge",
+        "How long the check's latest probe took.",
+    );
+    for (name, _) in &config.checks {
+        if let Some(r) = latest.iter().find(|r| &r.check == name) {
+            w.sample(
+                "runbook_check_latency_seconds",
+                &[("check", name)],
+                r.latency_ms as f64 / 1000.0,
+            );
+        }
+    }
+    w.family("runbook_runs_total", "counter", "Profile runs by profile and status.");
+    for (profile, status, n) in &snap.runs {
+        w.sample(
+            "runbook_runs_total",
+            &[("profile", profile), ("status", status)],
+            *n as f64,
+        );
+    }
+    w.family(
+        "runbook_run_duration_seconds",
+        "gauge",
+        "Duration of the profile's latest finished run.",
+    );
+    for (profile, ms, _) in &snap.profiles {
+        if let Some(ms) = ms {
+            w.sample(
+                "runbook_run_duration_seconds",
+                &[("profile", profile)],
+                *ms as f64 / 1000.0,
+            );
+        }
+    }
+    w.family(
+        "runbook_last_success_timestamp_seconds",
+        "gauge",
+        "When the profile last finished ok (Unix time).",
+    );
+    for (profile, _, at) in &snap.profiles {
+        if let Some(t) = at.as_deref().and_then(clock::from_text) {
+            w.sample(
+                "runbook_last_success_timestamp_seconds",
+                &[("profile", profile)],
+                t.as_millisecond() as f64 / 1000.0,
+            );
+        }
+    }
+    w.family(
+        "runbook_alerts_open",
+        "gauge",
+        "Open alerts by severity and status (firing, silenced).",
+    );
+    for (severity, status, n) in &snap.alerts {
+        w.sample(
+            "runbook_alerts_open",
+            &[("severity", severity), ("status", status)],
+            *n as f64,
+        );
+    }
+    w.family(
+        "runbook_notifications",
+        "gauge",
+        "Notifications in the outbox by channel and status.",
+    );
+    for (channel, status, n) in &snap.notifications {
+        w.sample(
+            "runbook_notifications",
+            &[("channel", channel), ("status", status)],
+            *n as f64,
+        );
+    }
+    if openmetrics {
+        w.out.push_str("# EOF\n");
+    }
+    Ok(w.out)
+}
+
+pub async fn metrics(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    let text = tokio::task::spawn_blocking(move || render(&state, openmetrics))
+        .await
+        .map_err(ApiError::internal)??;
+    let content_type = if openmetrics { OPENMETRICS } else { TEXT };
+    Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
+}
