@@ -88,7 +88,7 @@ pub fn render(state: &ApiState, openmetrics: bool) -> Result<String, ApiError> {
         "gauge",
         "How long the check's latest probe took.",
     );
-    for (name, _) in &config.checks {
+    for name in config.checks.keys() {
         if let Some(r) = latest.iter().find(|r| &r.check == name) {
             w.sample(
                 "runbook_check_latency_seconds",
