@@ -328,3 +328,73 @@ fn metrics_are_prometheus_text_that_promtool_accepts_and_openmetrics_on_request(
     );
     assert!(raw.trim_end().ends_with("# EOF"), "{raw}");
 }
+
+#[test]
+fn the_audit_log_is_served_summarised_verified_and_exported_as_a_stream() {
+    let env = Env::new(&format!(
+        "{FAILING}profiles:\n  p: {{ cron: \"@yearly\", tasks: [ fine ] }}\n"
+    ));
+    env.run(&["run", "p"]);
+    env.run(&["check", "c1"]);
+    env.run(&[
+        "alerts",
+        "silence",
+        "c1",
+        "--for",
+        "1h",
+        "--reason",
+        "maintenance",
+        "--apply",
+    ]);
+    let secret = token(&env, "auditor", "read");
+    let (_server, port) = serve(&env);
+    let total = env.count("SELECT count(*) FROM audit_events");
+
+    let page = get(port, "/v1/audit?limit=2", Some(&secret)).json();
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    assert_eq!(page["items"][0]["seq"], total, "newest first");
+    let next = page["next_cursor"].as_str().unwrap();
+    let page2 = get(port, &format!("/v1/audit?limit=2&cursor={next}"), Some(&secret)).json();
+    assert_eq!(page2["items"][0]["seq"], total - 2);
+
+    let summary = get(port, "/v1/audit/summary", Some(&secret)).json();
+    assert_eq!(summary["events"], total);
+    assert_eq!(summary["chain"]["intact"], true);
+    assert_eq!(summary["by_kind"]["run.finished"], 1);
+
+    let decisions = get(port, "/v1/audit/decisions", Some(&secret)).json();
+    let kinds: Vec<&str> = decisions["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"alert.silenced") && kinds.contains(&"token.created"),
+        "{kinds:?}"
+    );
+    assert!(!kinds.contains(&"run.finished"));
+    let actions = get(port, "/v1/audit/actions", Some(&secret)).json();
+    assert!(
+        actions["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "alert.opened")
+    );
+
+    let json = get(port, "/v1/audit/export?format=json", Some(&secret));
+    assert_eq!(json.status, 200);
+    let events: serde_json::Value = serde_json::from_str(&json.body).expect("the export is one JSON array");
+    assert_eq!(events.as_array().unwrap().len() as i64, total);
+    assert_eq!(events[0]["prev_hash"], "0".repeat(64));
+    let jsonl = get(port, "/v1/audit/export?format=jsonl", Some(&secret));
+    assert_eq!(jsonl.header("content-type"), Some("application/x-ndjson"));
+    let lines: Vec<&str> = jsonl.body.lines().collect();
+    assert_eq!(lines.len() as i64, total, "{}", jsonl.body);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(lines[0]).unwrap()["seq"], 1);
+    assert_eq!(
+        get(port, "/v1/audit/export?format=xml", Some(&secret)).json()["error"]["code"],
+        "bad_format"
+    );
+}

@@ -5,6 +5,7 @@
 //! `serve` binds and runs it until shutdown. Invariant: every failure is a JSON error with a
 //! 4xx or 5xx status, never a panic, and a 5xx never shows internals to the client.
 
+mod audit;
 mod auth;
 pub mod error;
 mod health;
@@ -73,6 +74,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/runs/{id}", get(lists::run))
         .route("/v1/checks", get(lists::checks))
         .route("/metrics", get(metrics::metrics))
+        .route("/v1/audit", get(audit::events))
+        .route("/v1/audit/summary", get(audit::summary))
+        .route("/v1/audit/actions", get(audit::actions))
+        .route("/v1/audit/decisions", get(audit::decisions))
+        .route("/v1/audit/export", get(audit::export))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))

@@ -12,7 +12,11 @@ pub fn run(cx: &Ctx, cmd: AuditCmd) -> Result<Outcome, CliError> {
     let store = cx.open_store(&config)?;
     match cmd {
         AuditCmd::List { limit, kind } => {
-            let events = store.audit_list(&AuditFilter { limit, kind })?;
+            let events = store.audit_list(&AuditFilter {
+                limit,
+                kind,
+                ..Default::default()
+            })?;
             cx.out.either(&events, || {
                 let mut t = output::table(&["SEQ", "TIME (UTC)", "ACTOR", "KIND", "SUBJECT", "DATA"]);
                 for e in &events {

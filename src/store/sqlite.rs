@@ -434,12 +434,50 @@ impl Store {
         let mut stmt = conn
             .prepare_cached(
                 "SELECT seq, ts, actor, kind, subject, data, prev_hash, hash FROM audit_events \
-                 WHERE (?1 IS NULL OR kind = ?1) ORDER BY seq DESC LIMIT ?2",
+                 WHERE (?1 IS NULL OR kind = ?1) AND (?3 IS NULL OR seq < ?3) AND (?4 = '' OR instr(?4, ',' || kind || ',') > 0) ORDER BY seq DESC LIMIT ?2",
             )
             .map_err(self.err("listing audit events"))?;
-        stmt.query_map(params![filter.kind, limit], event_from_row)
-            .and_then(|rows| rows.collect())
-            .map_err(self.err("listing audit events"))
+        stmt.query_map(
+            params![
+                filter.kind,
+                limit,
+                filter.before,
+                if filter.kinds.is_empty() {
+                    String::new()
+                } else {
+                    format!(",{},", filter.kinds.join(","))
+                }
+            ],
+            event_from_row,
+        )
+        .and_then(|rows| rows.collect())
+        .map_err(self.err("listing audit events"))
+    }
+
+    /// Event counts by kind and by actor, and the time span of the log.
+    pub fn audit_summary(&self) -> Result<AuditSummary> {
+        let conn = self.conn();
+        let pairs = |sql: &str| -> rusqlite::Result<Vec<(String, i64)>> {
+            let mut stmt = conn.prepare_cached(sql)?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        };
+        let by_kind = pairs("SELECT kind, count(*) FROM audit_events GROUP BY kind ORDER BY 2 DESC, 1")
+            .map_err(self.err("summarising the audit log"))?;
+        let by_actor = pairs("SELECT actor, count(*) FROM audit_events GROUP BY actor ORDER BY 2 DESC, 1")
+            .map_err(self.err("summarising the audit log"))?;
+        let (events, first, last) = conn
+            .query_row("SELECT count(*), min(ts), max(ts) FROM audit_events", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(self.err("summarising the audit log"))?;
+        Ok(AuditSummary {
+            events,
+            first,
+            last,
+            by_kind,
+            by_actor,
+        })
     }
 
     /// Feeds every event in seq order to `f`, streaming; stops when `f` returns false.

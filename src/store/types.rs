@@ -192,6 +192,10 @@ pub struct StateEntry {
 pub struct AuditFilter {
     pub limit: usize,
     pub kind: Option<String>,
+    /// Paging: only events with a seq below this.
+    pub before: Option<i64>,
+    /// Only events of these kinds (empty: all).
+    pub kinds: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -223,4 +227,13 @@ pub struct CheckResult {
     pub data: String,
     pub at: String,
     pub run_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditSummary {
+    pub events: i64,
+    pub first: Option<String>,
+    pub last: Option<String>,
+    pub by_kind: Vec<(String, i64)>,
+    pub by_actor: Vec<(String, i64)>,
 }

@@ -1,0 +1,146 @@
+//! The audit log over HTTP: events, a summary with chain verification, the decisions people
+//! made, and a streamed export.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::ApiState;
+use super::error::ApiError;
+use super::query::{Q, decode_cursor, encode_cursor, limit};
+use crate::audit::Verifier;
+use crate::store::AuditFilter;
+
+/// Kinds that record a person's decision (not something runbook did by itself).
+pub const DECISIONS: &[&str] = &["alert.silenced", "alert.acked", "token.created", "token.revoked"];
+
+#[derive(Deserialize)]
+pub struct AuditQuery {
+    limit: Option<usize>,
+    kind: Option<String>,
+    cursor: Option<String>,
+}
+
+async fn page(state: Arc<ApiState>, q: AuditQuery, kinds: Vec<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    let limit = limit(q.limit)?;
+    let filter = AuditFilter {
+        limit,
+        kind: q.kind,
+        before: decode_cursor(q.cursor.as_deref())?,
+        kinds,
+    };
+    let items = tokio::task::spawn_blocking(move || state.store.audit_list(&filter))
+        .await
+        .map_err(ApiError::internal)??;
+    let next = (items.len() == limit)
+        .then(|| items.last().map(|e| encode_cursor(e.seq)))
+        .flatten();
+    Ok(Json(json!({ "items": items, "next_cursor": next })))
+}
+
+pub async fn events(
+    State(state): State<Arc<ApiState>>,
+    Q(q): Q<AuditQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    page(state, q, Vec::new()).await
+}
+
+pub async fn decisions(
+    State(state): State<Arc<ApiState>>,
+    Q(q): Q<AuditQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    page(state, q, DECISIONS.iter().map(|s| s.to_string()).collect()).await
+}
+
+/// Counts by kind: what runbook and its operators did.
+pub async fn actions(State(state): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let s = tokio::task::spawn_blocking(move || state.store.audit_summary())
+        .await
+        .map_err(ApiError::internal)??;
+    let items: Vec<_> = s
+        .by_kind
+        .iter()
+        .map(|(k, n)| json!({ "kind": k, "count": n, "decision": DECISIONS.contains(&k.as_str()) }))
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+pub async fn summary(State(state): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let (s, v) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        let s = state.store.audit_summary()?;
+        let mut v = Verifier::default();
+        state.store.audit_scan(&mut |e| v.feed(e))?;
+        Ok((s, v))
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let map = |pairs: &[(String, i64)]| {
+        pairs
+            .iter()
+            .map(|(k, n)| (k.clone(), json!(n)))
+            .collect::<serde_json::Map<_, _>>()
+    };
+    Ok(Json(json!({
+        "events": s.events,
+        "first": s.first,
+        "last": s.last,
+        "by_kind": map(&s.by_kind),
+        "by_actor": map(&s.by_actor),
+        "chain": { "intact": v.first_break.is_none(), "checked": v.checked, "head_seq": v.head().map(|h| h.0), "first_bad": v.first_break },
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct ExportQuery {
+    format: Option<String>,
+}
+
+/// Every event in seq order, streamed as it is read: memory stays flat however long the log.
+pub async fn export(State(state): State<Arc<ApiState>>, Q(q): Q<ExportQuery>) -> Result<Response, ApiError> {
+    let jsonl = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("jsonl") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "bad_format",
+                format!("unknown format `{other}` (json or jsonl)"),
+            ));
+        }
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(64);
+    tokio::task::spawn_blocking(move || {
+        let mut first = true;
+        if !jsonl && tx.blocking_send(Ok("[".into())).is_err() {
+            return;
+        }
+        let scanned = state.store.audit_scan(&mut |e| {
+            let line = serde_json::to_string(e).unwrap_or_default();
+            let chunk = match (jsonl, first) {
+                (true, _) => format!("{line}\n"),
+                (false, true) => line,
+                (false, false) => format!(",{line}"),
+            };
+            first = false;
+            tx.blocking_send(Ok(chunk)).is_ok()
+        });
+        let end = match scanned {
+            Ok(()) if jsonl => return,
+            Ok(()) => Ok("]\n".to_string()),
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        };
+        let _ = tx.blocking_send(end);
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let content_type = if jsonl {
+        "application/x-ndjson"
+    } else {
+        "application/json"
+    };
+    Ok(([(header::CONTENT_TYPE, content_type)], Body::from_stream(stream)).into_response())
+}
