@@ -398,3 +398,80 @@ fn the_audit_log_is_served_summarised_verified_and_exported_as_a_stream() {
         "bad_format"
     );
 }
+
+#[test]
+fn heartbeat_pings_record_the_job_and_a_failure_or_silence_opens_the_alert() {
+    let hook = common::receiver::Receiver::start();
+    let key = "crawler-ping-key-0123456789";
+    let env = Env::new(&format!(
+        r#"
+version: 1
+checks:
+  crawler: {{ heartbeat: {{ period: 1h, grace: 10m, key: "{key}" }}, severity: critical }}
+  nightly: {{ heartbeat: {{ period: 1s, grace: 1s }} }}
+notify:
+  channels: {{ ops: {{ webhook: {{ url: "{}/hook" }} }} }}
+"#,
+        hook.url()
+    ));
+    let (_server, port) = serve(&env);
+
+    // Never pinged: the check fails when probed.
+    let (_, v) = env.json(&["check", "crawler"]);
+    assert!(v[0]["detail"].as_str().unwrap().starts_with("no ping yet"), "{v}");
+
+    // A wrong key or no credential is refused; the right key is accepted, GET or POST.
+    assert_eq!(request(port, "POST", "/ping/crawler?key=nope", None).status, 401);
+    assert_eq!(request(port, "POST", "/ping/crawler", None).status, 401);
+    assert_eq!(request(port, "POST", "/ping/unknown?key=x", None).status, 404);
+    let start = request(port, "POST", &format!("/ping/crawler/start?key={key}"), None);
+    assert_eq!(start.status, 200, "{}", start.body);
+    std::thread::sleep(Duration::from_millis(50));
+    let done = get(port, &format!("/ping/crawler?key={key}"), None);
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!(done.json()["ok"], true, "{}", done.body);
+    assert!(
+        done.json()["detail"].as_str().unwrap().contains("ran "),
+        "start→finish pairs record the duration: {}",
+        done.body
+    );
+    assert!(env.count("SELECT duration_ms FROM heartbeats WHERE check_name = 'crawler'") >= 50);
+
+    // The job reports exit 3: the alert opens at once and is notified.
+    let failed = request(port, "POST", &format!("/ping/crawler/3?key={key}"), None);
+    assert_eq!(failed.json()["ok"], false);
+    assert!(
+        failed.json()["detail"].as_str().unwrap().contains("exit 3"),
+        "{}",
+        failed.body
+    );
+    assert!(wait_for(Duration::from_secs(10), || hook
+        .requests()
+        .iter()
+        .any(|r| r.json()["alert"]["name"] == "crawler")));
+    assert_eq!(
+        env.count("SELECT count(*) FROM alerts WHERE name = 'crawler' AND status = 'firing'"),
+        1
+    );
+    // It succeeds again: resolved.
+    request(port, "POST", &format!("/ping/crawler/0?key={key}"), None);
+    assert_eq!(
+        env.count("SELECT count(*) FROM alerts WHERE name = 'crawler' AND status != 'resolved'"),
+        0
+    );
+
+    // A check without a key takes pings with an API token only; then silence past period + grace.
+    let secret = token(&env, "cron", "write");
+    assert!(wait_for(Duration::from_secs(10), || request(
+        port,
+        "POST",
+        "/ping/nightly",
+        Some(&secret)
+    )
+    .status
+        == 200));
+    assert!(wait_for(Duration::from_secs(15), || {
+        let (_, v) = env.json(&["check", "nightly"]);
+        v[0]["ok"] == false && v[0]["detail"].as_str().unwrap_or("").starts_with("last ping ")
+    }));
+}

@@ -11,6 +11,7 @@ pub mod error;
 mod health;
 mod lists;
 pub mod metrics;
+mod ping;
 mod query;
 
 use std::net::SocketAddr;
@@ -56,6 +57,11 @@ impl ApiState {
         }
     }
 
+    /// The scope of a presented token, if it is a known one.
+    pub fn token_scope(&self, token: &str) -> Result<Option<String>, error::ApiError> {
+        Ok(self.tokens.find(self, token)?.map(|(_, scope)| scope))
+    }
+
     pub fn config(&self) -> Arc<Config> {
         self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -79,6 +85,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/audit/actions", get(audit::actions))
         .route("/v1/audit/decisions", get(audit::decisions))
         .route("/v1/audit/export", get(audit::export))
+        .route("/ping/{name}", get(ping::success).post(ping::success))
+        .route("/ping/{name}/{what}", get(ping::with_status).post(ping::with_status))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))

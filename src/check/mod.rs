@@ -11,6 +11,7 @@ mod command;
 mod disk;
 mod file_age;
 mod git_ref;
+mod heartbeat;
 mod http;
 mod sql;
 mod systemd;
@@ -90,6 +91,8 @@ pub async fn probe(config: &Config, name: &str, check: &Check) -> Outcome {
             Probe::FileAge(p) => file_age::probe(p),
             Probe::GitRef(p) => git_ref::probe(p, timeout).await,
             Probe::Sql(p) => sql::probe(p).await,
+            // One indexed read of the state file: quick enough to run in place.
+            Probe::Heartbeat(p) => heartbeat::probe(config, name, p),
         }
     };
     let finding = match tokio::time::timeout(timeout, work).await {
@@ -168,6 +171,7 @@ pub fn describe(check: &Check) -> String {
         Probe::FileAge(p) => format!("newest {} younger than {}", p.path, p.max_age),
         Probe::GitRef(p) => format!("git {} at {}", p.repo.display(), p.expect),
         Probe::Sql(p) => format!("sql {}: {}", p.url, p.query),
+        Probe::Heartbeat(p) => format!("a ping every {} (grace {})", p.period, HumanDuration(p.grace())),
     }
 }
 

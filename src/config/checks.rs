@@ -93,6 +93,7 @@ pub enum Probe {
     FileAge(FileAgeProbe),
     GitRef(GitRefProbe),
     Sql(SqlProbe),
+    Heartbeat(HeartbeatProbe),
 }
 
 impl Probe {
@@ -107,6 +108,7 @@ impl Probe {
             Probe::FileAge(_) => "file_age",
             Probe::GitRef(_) => "git_ref",
             Probe::Sql(_) => "sql",
+            Probe::Heartbeat(_) => "heartbeat",
         }
     }
 }
@@ -373,5 +375,26 @@ pub fn size_threshold(text: &str) -> Result<Threshold, String> {
         Percent::parse(text).map(Threshold::Percent)
     } else {
         ByteSize::parse(text).map(|b| Threshold::Amount(b.0))
+    }
+}
+
+/// A dead-man's switch: the job pings `POST /ping/NAME`; no ping for `period + grace` fails.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct HeartbeatProbe {
+    /// How often the job is expected to ping.
+    pub period: HumanDuration,
+    /// Extra time before a missing ping counts. Default: 10% of period, at least 1m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace: Option<HumanDuration>,
+    /// Secret the job puts in the ping URL (`?key=…`); without it, pings need an API token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl HeartbeatProbe {
+    pub fn grace(&self) -> std::time::Duration {
+        self.grace
+            .map(|g| g.0)
+            .unwrap_or_else(|| (self.period.0 / 10).max(std::time::Duration::from_secs(60)))
     }
 }

@@ -5,12 +5,14 @@
 //! Invariant: a state change and its audit event commit in one transaction, or neither does.
 
 mod alerts;
+mod heartbeats;
 mod notifications;
 mod sqlite;
 mod tokens;
 mod types;
 
 pub use alerts::{Alert, AlertFilter, AlertStatus, AlertTx, CheckState, Cutoff, Delivery, NewAlert, Pruned, Silence};
+pub use heartbeats::Heartbeat;
 pub use notifications::{ChannelHealth, NewNotification, Notification};
 pub use sqlite::Store;
 pub use tokens::{ApiToken, MetricsSnapshot};

@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_alerts.sql"),
     include_str!("migrations/0004_notifications.sql"),
     include_str!("migrations/0005_api_tokens.sql"),
+    include_str!("migrations/0006_heartbeats.sql"),
 ];
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 

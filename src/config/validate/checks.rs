@@ -12,7 +12,16 @@ use crate::config::checks::{Check, Severity};
 use crate::config::yaml::{Node, Pos};
 
 const PROBE_KINDS: &[&str] = &[
-    "http", "tcp", "command", "systemd", "disk", "cert", "file_age", "git_ref", "sql",
+    "http",
+    "tcp",
+    "command",
+    "systemd",
+    "disk",
+    "cert",
+    "file_age",
+    "git_ref",
+    "sql",
+    "heartbeat",
 ];
 const COMMON_KEYS: &[&str] = &[
     "timeout",

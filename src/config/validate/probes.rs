@@ -9,8 +9,8 @@ use std::path::Path;
 use super::profile::{env_map, program};
 use super::walker::{Cx, Fields};
 use crate::config::checks::{
-    CertProbe, CommandExpect, CommandProbe, DiskProbe, FileAgeProbe, GitRefProbe, HttpExpect, HttpProbe, Probe,
-    SqlExpect, SqlProbe, StatusSet, SystemdProbe, TcpProbe, size_threshold,
+    CertProbe, CommandExpect, CommandProbe, DiskProbe, FileAgeProbe, GitRefProbe, HeartbeatProbe, HttpExpect,
+    HttpProbe, Probe, SqlExpect, SqlProbe, StatusSet, SystemdProbe, TcpProbe, size_threshold,
 };
 use crate::config::yaml::{Kind, Node};
 
@@ -305,6 +305,33 @@ pub(super) fn probe(cx: &mut Cx, kind: &str, node: &Node, base: &Path) -> Option
                 url: path.to_string_lossy().into_owned(),
                 query: query?,
                 expect,
+            }))
+        }
+        "heartbeat" => {
+            let f = cx.map(node, "heartbeat", &["period", "grace", "key"])?;
+            let period = match f.get("period") {
+                Some(n) => cx.duration(n, "period"),
+                None => {
+                    cx.missing(f.pos, "period", "heartbeat needs `period`".into(), "e.g. period: 1h");
+                    None
+                }
+            };
+            let grace = f.get("grace").and_then(|n| cx.duration(n, "grace"));
+            let key = f.get("key").and_then(|n| cx.string(n, "key"));
+            if let (Some(k), Some(n)) = (&key, f.get("key"))
+                && k.len() < 16
+            {
+                cx.error(
+                    n.pos,
+                    "heartbeat.key must be at least 16 characters",
+                    Some("e.g. key: \"${CRAWLER_PING_KEY}\" from an env file".into()),
+                );
+                return None;
+            }
+            Some(Probe::Heartbeat(HeartbeatProbe {
+                period: period?,
+                grace,
+                key,
             }))
         }
         _ => None,
