@@ -85,13 +85,41 @@ pub async fn require_token(State(state): State<Arc<ApiState>>, req: Request, nex
     if state.public.iter().any(|p| p == path) || path.starts_with("/ping/") {
         return Ok(next.run(req).await);
     }
-    let presented = req
+    let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
         .filter(|t| !t.is_empty());
+    // A browser: the status page's cookie on reads, or `?token=` on the page itself.
+    let browser = || -> Option<&str> {
+        if req.method() != Method::GET {
+            return None;
+        }
+        let cookie = req
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|c| {
+                c.trim()
+                    .strip_prefix(super::status::COOKIE)
+                    .and_then(|r| r.strip_prefix('='))
+            });
+        let query = (path == "/" || path == "/status")
+            .then(|| {
+                req.uri()
+                    .query()
+                    .unwrap_or("")
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("token="))
+            })
+            .flatten();
+        query.or(cookie).filter(|t| !t.is_empty())
+    };
+    let presented = bearer.or_else(browser);
     let Some(token) = presented else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,

@@ -13,6 +13,7 @@ mod lists;
 pub mod metrics;
 mod ping;
 mod query;
+mod status;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -69,6 +70,8 @@ impl ApiState {
 
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
+        .route("/", get(status::page))
+        .route("/status", get(status::page))
         .route("/healthz", get(health::live))
         .route("/v1/live", get(health::live))
         .route("/v1/ready", get(health::ready))

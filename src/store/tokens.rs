@@ -140,3 +140,20 @@ impl Store {
         })
     }
 }
+
+impl Store {
+    /// Per check, hourly buckets of the last `hours` hours: (check, hour index 0 = oldest,
+    /// results, failures).
+    pub fn check_history(&self, since: &str) -> Result<Vec<(String, String, i64, i64)>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT check_name, substr(at, 1, 13) AS hour, count(*), sum(ok = 0) FROM check_results \
+                 WHERE at >= ?1 GROUP BY check_name, hour ORDER BY check_name, hour",
+            )
+            .map_err(self.err("reading check history"))?;
+        stmt.query_map([since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(self.err("reading check history"))
+    }
+}
