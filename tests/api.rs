@@ -475,3 +475,33 @@ notify:
         v[0]["ok"] == false && v[0]["detail"].as_str().unwrap_or("").starts_with("last ping ")
     }));
 }
+
+#[test]
+fn telemetry_counts_recent_requests_and_failures_and_responses_are_compressed_on_request() {
+    let env = Env::new(&format!(
+        "{FAILING}profiles:\n  p: {{ cron: \"@yearly\", tasks: [ c1 ] }}\n"
+    ));
+    env.run(&["run", "p"]);
+    env.run(&["check", "c2", "c3"]);
+    let secret = token(&env, "ops", "read");
+    let (_server, port) = serve(&env);
+    for _ in 0..5 {
+        get(port, "/v1/alerts", Some(&secret));
+    }
+    get(port, "/v1/nowhere", Some(&secret));
+    let t = get(port, "/v1/telemetry", Some(&secret)).json();
+    let w = &t["history"]["windows"]["last_60s"];
+    assert!(w["requests"].as_u64().unwrap() >= 6, "{t}");
+    assert_eq!(w["errors_5xx"], 0);
+    assert_eq!(w["check_failures"], 3, "c1 as a task, then c2 and c3: {t}");
+    assert_eq!(w["run_failures"], 1);
+    assert!(t["history"]["windows"]["last_300s"]["requests"].as_u64().unwrap() >= w["requests"].as_u64().unwrap());
+
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    use std::io::{Read, Write};
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nAuthorization: Bearer {secret}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let head = String::from_utf8_lossy(&raw[..raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap()]).to_lowercase();
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+}

@@ -14,6 +14,7 @@ pub mod metrics;
 mod ping;
 mod query;
 mod status;
+mod telemetry;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -44,6 +45,7 @@ pub struct ApiState {
     pub public: Vec<String>,
     pub started: Instant,
     tokens: auth::TokenCache,
+    telemetry: telemetry::Telemetry,
 }
 
 impl ApiState {
@@ -55,6 +57,7 @@ impl ApiState {
             public,
             started: Instant::now(),
             tokens: auth::TokenCache::default(),
+            telemetry: telemetry::Telemetry::default(),
         }
     }
 
@@ -83,6 +86,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/runs/{id}", get(lists::run))
         .route("/v1/checks", get(lists::checks))
         .route("/metrics", get(metrics::metrics))
+        .route("/v1/telemetry", get(telemetry::telemetry))
         .route("/v1/audit", get(audit::events))
         .route("/v1/audit/summary", get(audit::summary))
         .route("/v1/audit/actions", get(audit::actions))
@@ -93,6 +97,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), telemetry::observe))
+        .layer(tower_http::compression::CompressionLayer::new())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,

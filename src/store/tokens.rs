@@ -157,3 +157,19 @@ impl Store {
             .map_err(self.err("reading check history"))
     }
 }
+
+impl Store {
+    /// Failures since a time: (failing check results, failed profile runs, notifications that
+    /// failed at least once).
+    pub fn failures_since(&self, since: &str) -> Result<(i64, i64, i64)> {
+        self.conn()
+            .query_row(
+                "SELECT (SELECT count(*) FROM check_results WHERE ok = 0 AND at >= ?1), \
+                 (SELECT count(*) FROM runs WHERE kind = 'profile' AND status = 'failed' AND finished_at >= ?1), \
+                 (SELECT count(*) FROM notifications WHERE last_error IS NOT NULL AND created_at >= ?1)",
+                [since],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .map_err(self.err("counting failures"))
+    }
+}
