@@ -505,3 +505,25 @@ fn telemetry_counts_recent_requests_and_failures_and_responses_are_compressed_on
     let head = String::from_utf8_lossy(&raw[..raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap()]).to_lowercase();
     assert!(head.contains("content-encoding: gzip"), "{head}");
 }
+
+#[test]
+fn a_client_over_its_rate_limit_gets_429_with_retry_after_and_others_are_not_affected() {
+    let port = free_port();
+    let env = Env::new(&format!(
+        "version: 1\napi: {{ listen: \"127.0.0.1:{port}\", rate_limit: {{ per_second: 1, burst: 3 }} }}\n"
+    ));
+    let a = token(&env, "a", "read");
+    let b = token(&env, "b", "read");
+    let _server = start(&env, &["serve"], port);
+    let codes: Vec<u16> = (0..5).map(|_| get(port, "/v1/alerts", Some(&a)).status).collect();
+    assert_eq!(&codes[..3], &[200, 200, 200], "the burst passes: {codes:?}");
+    assert_eq!(codes[4], 429, "{codes:?}");
+    let limited = get(port, "/v1/alerts", Some(&a));
+    assert_eq!(limited.json()["error"]["code"], "rate_limited");
+    assert!(limited.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(
+        get(port, "/v1/alerts", Some(&b)).status,
+        200,
+        "another token has its own bucket"
+    );
+}

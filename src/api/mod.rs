@@ -9,6 +9,7 @@ mod audit;
 mod auth;
 pub mod error;
 mod health;
+mod limit;
 mod lists;
 pub mod metrics;
 mod ping;
@@ -46,11 +47,16 @@ pub struct ApiState {
     pub started: Instant,
     tokens: auth::TokenCache,
     telemetry: telemetry::Telemetry,
+    /// `None` when `api.rate_limit: off`.
+    limiter: Option<limit::Limiter>,
 }
 
 impl ApiState {
     pub fn new(store: Arc<Store>, config: Arc<RwLock<Arc<Config>>>) -> Self {
-        let public = config.read().unwrap_or_else(|e| e.into_inner()).api.public.clone();
+        let (public, rate) = {
+            let c = config.read().unwrap_or_else(|e| e.into_inner());
+            (c.api.public.clone(), c.api.rate_limit)
+        };
         ApiState {
             store,
             config,
@@ -58,6 +64,7 @@ impl ApiState {
             started: Instant::now(),
             tokens: auth::TokenCache::default(),
             telemetry: telemetry::Telemetry::default(),
+            limiter: rate.map(|r| limit::Limiter::new(r.per_second, r.burst)),
         }
     }
 
@@ -97,6 +104,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), limit::limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), telemetry::observe))
         .layer(tower_http::compression::CompressionLayer::new())
         .layer(TimeoutLayer::with_status_code(
@@ -143,6 +151,6 @@ pub async fn serve(
     state: Arc<ApiState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state);
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

@@ -330,6 +330,17 @@ pub struct ApiConfig {
     /// Paths served without a token. Default: [/healthz, /v1/live].
     #[serde(default)]
     pub public: Vec<String>,
+    /// Requests per second per client (token, or address without one); `None`: no limit.
+    /// Default: 50 per second with bursts of 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
 }
 
 pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:8923";
@@ -339,6 +350,10 @@ impl Default for ApiConfig {
         ApiConfig {
             listen: DEFAULT_API_LISTEN.into(),
             public: vec!["/healthz".into(), "/v1/live".into()],
+            rate_limit: Some(RateLimit {
+                per_second: 50,
+                burst: 100,
+            }),
         }
     }
 }

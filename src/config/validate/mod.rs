@@ -123,7 +123,7 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
     let notify = top.get("notify").map(|n| notify::notify(cx, n)).unwrap_or_default();
     let mut api = ApiConfig::default();
     if let Some(n) = top.get("api")
-        && let Some(f) = cx.map(n, "api", &["listen", "public"])
+        && let Some(f) = cx.map(n, "api", &["listen", "public", "rate_limit"])
     {
         if let Some(l) = f
             .get("listen")
@@ -140,6 +140,26 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
         }
         if let Some(p) = f.get("public").and_then(|n| cx.string_list(n, "api.public")) {
             api.public = p;
+        }
+        if let Some(n) = f.get("rate_limit") {
+            match &n.kind {
+                Kind::Scalar { value, .. } if value == "off" || value == "false" => api.rate_limit = None,
+                _ => {
+                    if let Some(r) = cx.map(n, "api.rate_limit", &["per_second", "burst"]) {
+                        let per_second = r
+                            .get("per_second")
+                            .and_then(|v| cx.u64(v, "per_second"))
+                            .unwrap_or(50)
+                            .clamp(1, 1_000_000) as u32;
+                        let burst = r
+                            .get("burst")
+                            .and_then(|v| cx.u64(v, "burst"))
+                            .unwrap_or(per_second as u64 * 2)
+                            .clamp(1, 10_000_000) as u32;
+                        api.rate_limit = Some(crate::config::model::RateLimit { per_second, burst });
+                    }
+                }
+            }
         }
     }
     let mut retention = Retention::default();
