@@ -527,3 +527,27 @@ fn a_client_over_its_rate_limit_gets_429_with_retry_after_and_others_are_not_aff
         "another token has its own bucket"
     );
 }
+
+#[test]
+fn a_compressed_audit_export_is_complete() {
+    let env = Env::new(FAILING);
+    env.run(&["check"]);
+    let secret = token(&env, "gz", "read");
+    let (_server, port) = serve(&env);
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "curl -sS --compressed -H 'Authorization: Bearer {secret}' 'http://127.0.0.1:{port}/v1/audit/export?format=jsonl&x=%C2%B4'"
+        ))
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        body.lines().count() as i64,
+        env.count("SELECT count(*) FROM audit_events"),
+        "{body}"
+    );
+    // The server survived: it still answers.
+    assert_eq!(get(port, "/v1/live", None).status, 200);
+}

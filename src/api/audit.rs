@@ -20,7 +20,8 @@ use crate::store::AuditFilter;
 /// Kinds that record a person's decision (not something runbook did by itself).
 pub const DECISIONS: &[&str] = &["alert.silenced", "alert.acked", "token.created", "token.revoked"];
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     limit: Option<usize>,
     kind: Option<String>,
@@ -44,6 +45,8 @@ async fn page(state: Arc<ApiState>, q: AuditQuery, kinds: Vec<String>) -> Result
     Ok(Json(json!({ "items": items, "next_cursor": next })))
 }
 
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery), security(("bearer" = [])),
+    responses((status = 200, description = "A page of audit events, newest first"), (status = 400, description = "A bad query parameter")))]
 pub async fn events(
     State(state): State<Arc<ApiState>>,
     Q(q): Q<AuditQuery>,
@@ -51,6 +54,8 @@ pub async fn events(
     page(state, q, Vec::new()).await
 }
 
+#[utoipa::path(get, path = "/v1/audit/decisions", tag = "audit", params(AuditQuery), security(("bearer" = [])),
+    responses((status = 200, description = "Events that record a person's decision"), (status = 400, description = "A bad query parameter")))]
 pub async fn decisions(
     State(state): State<Arc<ApiState>>,
     Q(q): Q<AuditQuery>,
@@ -59,6 +64,8 @@ pub async fn decisions(
 }
 
 /// Counts by kind: what runbook and its operators did.
+#[utoipa::path(get, path = "/v1/audit/actions", tag = "audit", security(("bearer" = [])),
+    responses((status = 200, description = "Counts by kind")))]
 pub async fn actions(State(state): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
     let s = tokio::task::spawn_blocking(move || state.store.audit_summary())
         .await
@@ -71,6 +78,8 @@ pub async fn actions(State(state): State<Arc<ApiState>>) -> Result<Json<serde_js
     Ok(Json(json!({ "items": items })))
 }
 
+#[utoipa::path(get, path = "/v1/audit/summary", tag = "audit", security(("bearer" = [])),
+    responses((status = 200, description = "Counts and the chain's verification")))]
 pub async fn summary(State(state): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
     let (s, v) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
         let s = state.store.audit_summary()?;
@@ -96,12 +105,15 @@ pub async fn summary(State(state): State<Arc<ApiState>>) -> Result<Json<serde_js
     })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExportQuery {
     format: Option<String>,
 }
 
 /// Every event in seq order, streamed as it is read: memory stays flat however long the log.
+#[utoipa::path(get, path = "/v1/audit/export", tag = "audit", params(ExportQuery), security(("bearer" = [])),
+    responses((status = 200, description = "Every event in seq order, streamed"), (status = 400, description = "An unknown format")))]
 pub async fn export(State(state): State<Arc<ApiState>>, Q(q): Q<ExportQuery>) -> Result<Response, ApiError> {
     let jsonl = match q.format.as_deref() {
         None | Some("json") => false,
@@ -136,7 +148,10 @@ pub async fn export(State(state): State<Arc<ApiState>>, Q(q): Q<ExportQuery>) ->
         };
         let _ = tx.blocking_send(end);
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    // poll_recv keeps answering "ended" once the channel is drained: layers such as
+    // compression may poll a finished body again, which `stream::unfold` would panic on.
+    let mut rx = rx;
+    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
     let content_type = if jsonl {
         "application/x-ndjson"
     } else {

@@ -16,6 +16,7 @@ use crate::store::{AlertFilter, AlertStatus, MigrationState};
 /// The scheduler is "ticking" if it published a tick this recently (it wakes every minute).
 const TICK_FRESH_SECS: i64 = 150;
 
+#[utoipa::path(get, path = "/v1/live", tag = "health", responses((status = 200, description = "The process is up")))]
 pub async fn live(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
     Json(
         json!({ "status": "ok", "uptime_seconds": state.started.elapsed().as_secs(), "version": env!("CARGO_PKG_VERSION") }),
@@ -73,6 +74,8 @@ fn readiness(state: &ApiState) -> Readiness {
     }
 }
 
+#[utoipa::path(get, path = "/v1/ready", tag = "health", security(("bearer" = [])),
+    responses((status = 200, description = "Ready"), (status = 503, description = "Not ready, with reasons")))]
 pub async fn ready(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     let r = tokio::task::spawn_blocking(move || readiness(&state))
         .await
@@ -86,6 +89,8 @@ pub async fn ready(State(state): State<Arc<ApiState>>) -> Result<Response, ApiEr
     Ok((status, Json(body)).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/health", tag = "health", security(("bearer" = [])),
+    responses((status = 200, description = "Health summary"), (status = 503, description = "Not ready")))]
 pub async fn health(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     let st = state.clone();
     let (r, checks, firing) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
@@ -119,10 +124,18 @@ pub async fn health(State(state): State<Arc<ApiState>>) -> Result<Response, ApiE
     Ok((status, Json(body)).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/migration/state", tag = "health", security(("bearer" = [])),
+    responses((status = 200, description = "Schema version: current, head, status")))]
 pub async fn migration(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
     let m = tokio::task::spawn_blocking(move || state.store.migration_state()).await;
     Json(match m {
         Ok(Ok(m)) => json!({ "current": m.current, "head": m.head, "status": m.status() }),
         _ => json!({ "current": null, "head": crate::store::Store::head_version(), "status": "unknown" }),
     })
+}
+
+/// `/healthz`: the same as `/v1/live`.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The process is up")))]
+pub async fn healthz(state: State<Arc<ApiState>>) -> Json<serde_json::Value> {
+    live(state).await
 }

@@ -13,7 +13,8 @@ use super::query::{Q, decode_cursor, encode_cursor, id, limit};
 use crate::clock;
 use crate::store::{AlertFilter, AlertStatus, RunFilter, RunStatus};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AlertsQuery {
     limit: Option<usize>,
     source: Option<String>,
@@ -26,6 +27,8 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + S
     tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)?
 }
 
+#[utoipa::path(get, path = "/v1/alerts", tag = "alerts", params(AlertsQuery), security(("bearer" = [])),
+    responses((status = 200, description = "A page of alerts, newest first"), (status = 400, description = "A bad query parameter")))]
 pub async fn alerts(
     State(state): State<Arc<ApiState>>,
     Q(q): Q<AlertsQuery>,
@@ -67,6 +70,8 @@ pub async fn alerts(
     Ok(Json(json!({ "items": items, "next_cursor": next })))
 }
 
+#[utoipa::path(get, path = "/v1/alerts/{id}", tag = "alerts", params(("id" = String, Path, description = "Alert id")),
+    security(("bearer" = [])), responses((status = 200, description = "One alert"), (status = 404, description = "No such alert")))]
 pub async fn alert(
     State(state): State<Arc<ApiState>>,
     Path(raw): Path<String>,
@@ -78,7 +83,8 @@ pub async fn alert(
         .ok_or_else(|| ApiError::not_found(format!("no alert {id}")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RunsQuery {
     limit: Option<usize>,
     status: Option<String>,
@@ -86,6 +92,8 @@ pub struct RunsQuery {
     cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/runs", tag = "runs", params(RunsQuery), security(("bearer" = [])),
+    responses((status = 200, description = "A page of runs, newest first"), (status = 400, description = "A bad query parameter")))]
 pub async fn runs(State(state): State<Arc<ApiState>>, Q(q): Q<RunsQuery>) -> Result<Json<serde_json::Value>, ApiError> {
     let limit = limit(q.limit)?;
     let status = q
@@ -110,6 +118,8 @@ pub async fn runs(State(state): State<Arc<ApiState>>, Q(q): Q<RunsQuery>) -> Res
     Ok(Json(json!({ "items": items, "next_cursor": next })))
 }
 
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path, description = "Run id")),
+    security(("bearer" = [])), responses((status = 200, description = "One run and its tasks"), (status = 404, description = "No such run")))]
 pub async fn run(
     State(state): State<Arc<ApiState>>,
     Path(raw): Path<String>,
@@ -129,6 +139,8 @@ pub async fn run(
         .ok_or_else(|| ApiError::not_found(format!("no run {id}")))
 }
 
+#[utoipa::path(get, path = "/v1/checks", tag = "checks", security(("bearer" = [])),
+    responses((status = 200, description = "Every check with its latest outcome")))]
 pub async fn checks(State(state): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
     let config = state.config();
     let latest = blocking(move || Ok(state.store.latest_check_results()?)).await?;

@@ -163,6 +163,8 @@ pub fn render(state: &ApiState, openmetrics: bool) -> Result<String, ApiError> {
     Ok(w.out)
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "metrics", security(("bearer" = [])),
+    responses((status = 200, description = "Prometheus text, or OpenMetrics on request", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Result<Response, ApiError> {
     let openmetrics = headers
         .get(header::ACCEPT)

@@ -12,6 +12,7 @@ mod health;
 mod limit;
 mod lists;
 pub mod metrics;
+pub mod openapi;
 mod ping;
 mod query;
 mod status;
@@ -82,7 +83,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/", get(status::page))
         .route("/status", get(status::page))
-        .route("/healthz", get(health::live))
+        .route("/healthz", get(health::healthz))
+        .route("/v1/openapi.json", get(openapi::document))
         .route("/v1/live", get(health::live))
         .route("/v1/ready", get(health::ready))
         .route("/v1/health", get(health::health))

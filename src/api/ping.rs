@@ -21,11 +21,14 @@ use crate::check;
 use crate::clock;
 use crate::config::Probe;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PingQuery {
     key: Option<String>,
 }
 
+#[utoipa::path(post, path = "/ping/{name}", tag = "heartbeats", params(("name" = String, Path, description = "Heartbeat check"), PingQuery),
+    responses((status = 200, description = "Ping recorded"), (status = 401, description = "No valid key or token"), (status = 404, description = "No such heartbeat check")))]
 pub async fn success(
     state: State<Arc<ApiState>>,
     Path(name): Path<String>,
@@ -35,6 +38,9 @@ pub async fn success(
     ping(state, name, "ok".into(), q, h).await
 }
 
+#[utoipa::path(post, path = "/ping/{name}/{what}", tag = "heartbeats",
+    params(("name" = String, Path, description = "Heartbeat check"), ("what" = String, Path, description = "start, fail, or an exit code 0-255"), PingQuery),
+    responses((status = 200, description = "Ping recorded"), (status = 401, description = "No valid key or token"), (status = 404, description = "No such check or ping")))]
 pub async fn with_status(
     state: State<Arc<ApiState>>,
     Path((name, what)): Path<(String, String)>,

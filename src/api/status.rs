@@ -46,7 +46,8 @@ tr:last-child td { border-bottom: 0; }
 footer { margin-top: 30px; } a { color: inherit; }
 "#;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     token: Option<String>,
 }
@@ -60,6 +61,8 @@ struct CheckRow {
     strip: Vec<Option<bool>>,
 }
 
+#[utoipa::path(get, path = "/status", tag = "status page", params(PageQuery), security(("bearer" = [])),
+    responses((status = 200, description = "The status page", content_type = "text/html"), (status = 303, description = "Token stored in a cookie")))]
 pub async fn page(
     State(state): State<Arc<ApiState>>,
     Q(q): Q<PageQuery>,

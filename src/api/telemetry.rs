@@ -67,6 +67,8 @@ pub async fn observe(State(state): State<Arc<ApiState>>, req: Request, next: Nex
     resp
 }
 
+#[utoipa::path(get, path = "/v1/telemetry", tag = "metrics", security(("bearer" = [])),
+    responses((status = 200, description = "Counters over the last 60 and 300 seconds")))]
 pub async fn telemetry(State(state): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
     let now = clock::now();
     let mut windows = serde_json::Map::new();
