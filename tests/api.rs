@@ -290,6 +290,19 @@ fn metrics_are_prometheus_text_that_promtool_accepts_and_openmetrics_on_request(
         text.contains("# TYPE runbook_last_success_timestamp_seconds gauge"),
         "{text}"
     );
+    // A cumulative histogram per check: c1 ran twice (as a task and by `check`).
+    assert!(
+        text.contains("# TYPE runbook_check_duration_seconds histogram"),
+        "{text}"
+    );
+    assert!(
+        text.contains("runbook_check_duration_seconds_count{check=\"c1\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("runbook_check_duration_seconds_bucket{check=\"c1\",le=\"+Inf\"} 2"),
+        "{text}"
+    );
 
     // promtool (Debian's prometheus package) validates the exposition when it is installed.
     if let Ok(mut child) = std::process::Command::new("promtool")

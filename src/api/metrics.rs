@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use super::ApiState;
 use super::error::ApiError;
 use crate::clock;
+use crate::store::LATENCY_BOUNDS_MS;
 
 const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -57,6 +58,7 @@ pub fn render(state: &ApiState, openmetrics: bool) -> Result<String, ApiError> {
     let config = state.config();
     let snap = state.store.metrics_snapshot()?;
     let latest = state.store.latest_check_results()?;
+    let latency = state.store.check_latency()?;
     let mut w = Writer {
         out: String::with_capacity(4096 + 200 * config.checks.len()),
         openmetrics,
@@ -96,6 +98,35 @@ pub fn render(state: &ApiState, openmetrics: bool) -> Result<String, ApiError> {
                 r.latency_ms as f64 / 1000.0,
             );
         }
+    }
+    w.family(
+        "runbook_check_duration_seconds",
+        "histogram",
+        "How long probes of each check took, all time.",
+    );
+    for h in &latency {
+        let (name, count) = (&h.check, h.count);
+        let mut cumulative = 0;
+        for (bound, n) in LATENCY_BOUNDS_MS.iter().zip(&h.counts) {
+            cumulative += n;
+            let le = format!("{}", *bound as f64 / 1000.0);
+            w.sample(
+                "runbook_check_duration_seconds_bucket",
+                &[("check", name), ("le", &le)],
+                cumulative as f64,
+            );
+        }
+        w.sample(
+            "runbook_check_duration_seconds_bucket",
+            &[("check", name), ("le", "+Inf")],
+            count as f64,
+        );
+        w.sample(
+            "runbook_check_duration_seconds_sum",
+            &[("check", name)],
+            h.sum_ms as f64 / 1000.0,
+        );
+        w.sample("runbook_check_duration_seconds_count", &[("check", name)], count as f64);
     }
     w.family("runbook_runs_total", "counter", "Profile runs by profile and status.");
     for (profile, status, n) in &snap.runs {

@@ -14,7 +14,7 @@ mod types;
 pub use alerts::{Alert, AlertFilter, AlertStatus, AlertTx, CheckState, Cutoff, Delivery, NewAlert, Pruned, Silence};
 pub use heartbeats::Heartbeat;
 pub use notifications::{ChannelHealth, NewNotification, Notification};
-pub use sqlite::Store;
+pub use sqlite::{LATENCY_BOUNDS_MS, LatencyHistogram, Store};
 pub use tokens::{ApiToken, MetricsSnapshot};
 pub use types::*;
 

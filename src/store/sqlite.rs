@@ -21,7 +21,20 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_notifications.sql"),
     include_str!("migrations/0005_api_tokens.sql"),
     include_str!("migrations/0006_heartbeats.sql"),
+    include_str!("migrations/0007_check_latency.sql"),
 ];
+/// A check's latency histogram: non-cumulative counts per bucket, sum (ms), count.
+#[derive(Debug, Clone)]
+pub struct LatencyHistogram {
+    pub check: String,
+    pub counts: Vec<i64>,
+    pub sum_ms: i64,
+    pub count: i64,
+}
+
+/// Upper bounds (ms) of the check latency histogram's buckets; one more bucket catches the rest.
+pub const LATENCY_BOUNDS_MS: &[i64] = &[5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
+
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Store {
@@ -333,6 +346,21 @@ impl Store {
                     r.run_id
                 ])?;
             }
+            let mut read = tx.prepare_cached("SELECT buckets, sum_ms, count FROM check_latency WHERE check_name = ?1")?;
+            let mut write = tx.prepare_cached(
+                "INSERT INTO check_latency (check_name, buckets, sum_ms, count) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (check_name) DO UPDATE SET buckets = excluded.buckets, sum_ms = excluded.sum_ms, count = excluded.count",
+            )?;
+            for r in results {
+                let (buckets, sum, count): (String, i64, i64) =
+                    read.query_row([&r.check], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))).optional()?.unwrap_or_default();
+                let mut counts: Vec<i64> = buckets.split(',').filter_map(|c| c.parse().ok()).collect();
+                counts.resize(LATENCY_BOUNDS_MS.len() + 1, 0);
+                let slot = LATENCY_BOUNDS_MS.iter().position(|b| r.latency_ms <= *b).unwrap_or(LATENCY_BOUNDS_MS.len());
+                counts[slot] += 1;
+                let text = counts.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
+                write.execute(params![r.check, text, sum + r.latency_ms, count + 1])?;
+            }
             Ok(())
         })
     }
@@ -360,6 +388,27 @@ impl Store {
         })
         .and_then(|rows| rows.collect())
         .map_err(self.err("reading check results"))
+    }
+
+    /// Per check: non-cumulative counts per `LATENCY_BOUNDS_MS` bucket (+1 overflow), sum (ms), count.
+    pub fn check_latency(&self) -> Result<Vec<LatencyHistogram>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT check_name, buckets, sum_ms, count FROM check_latency ORDER BY check_name")
+            .map_err(self.err("reading check latency"))?;
+        stmt.query_map([], |r| {
+            let text: String = r.get(1)?;
+            let mut counts: Vec<i64> = text.split(',').filter_map(|c| c.parse().ok()).collect();
+            counts.resize(LATENCY_BOUNDS_MS.len() + 1, 0);
+            Ok(LatencyHistogram {
+                check: r.get(0)?,
+                counts,
+                sum_ms: r.get(2)?,
+                count: r.get(3)?,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(self.err("reading check latency"))
     }
 
     // ---- monitor_state ----
