@@ -110,9 +110,15 @@ mod tests {
         assert_eq!(t.window(400, 60), (2, 0));
         assert_eq!(
             t.window(400, 300),
-            (3, 0),
-            "second 100 fell out of the five-minute window"
+            (3, 1),
+            "second 100 is outside the five-minute window"
         );
-        assert_eq!(t.window(151, 300), (0, 0), "buckets older than the window were dropped");
+        t.record(401, false);
+        assert_eq!(
+            t.window(401, 300),
+            (4, 1),
+            "buckets older than the window are dropped as time moves"
+        );
+        assert_eq!(t.buckets.lock().unwrap().front().map(|b| b.0), Some(150));
     }
 }
