@@ -66,6 +66,7 @@ profiles:
         .args(["-H", &format!("Authorization: Bearer {token}")])
         .args(["--checks", "not_a_server_error", "--max-examples", "30", "--seed", "1"])
         .env("SCHEMATHESIS_TELEMETRY", "false")
+        .current_dir(env.dir.path())
         .output()
         .unwrap();
     let report = format!(
