@@ -269,52 +269,98 @@ impl Store {
     }
 
     pub fn list_alerts(&self, filter: &AlertFilter) -> Result<Vec<Alert>> {
-        let conn = self.conn();
         let limit = if filter.limit == 0 {
             i64::MAX
         } else {
             filter.limit as i64
         };
-        let mut stmt = conn
-            .prepare_cached(&format!(
-                "SELECT {ALERT_COLUMNS} FROM alerts WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR source = ?2) \
-                 AND (?4 IS NULL OR id < ?4) AND (?5 IS NULL OR last_seen >= ?5) \
-                 ORDER BY CASE WHEN ?6 THEN 0 ELSE (status = 'resolved') END, id DESC LIMIT ?3"
-            ))
-            .map_err(self.err("listing alerts"))?;
-        let mut alerts: Vec<Alert> = stmt
-            .query_map(
-                params![
-                    filter.status.map(|s| s.as_str()),
-                    filter.source,
-                    limit,
-                    filter.before,
-                    filter.since,
-                    filter.by_id
-                ],
-                alert_from_row,
-            )
-            .and_then(|rows| rows.collect())
-            .map_err(self.err("listing alerts"))?;
-        let mut counts = conn
-            .prepare_cached(
-                "SELECT coalesce(sum(status = 'sent'), 0), coalesce(sum(status IN ('pending', 'sending')), 0), \
-                 coalesce(sum(status = 'dead'), 0) FROM notifications WHERE alert_id = ?1",
-            )
-            .map_err(self.err("counting notifications"))?;
-        for a in &mut alerts {
-            let d = counts
-                .query_row([a.id], |r| {
-                    Ok(Delivery {
-                        sent: r.get(0)?,
-                        pending: r.get(1)?,
-                        dead: r.get(2)?,
-                    })
-                })
-                .map_err(self.err("counting notifications"))?;
-            a.delivery = Some(d);
-        }
+        let mut alerts = if filter.by_id || filter.status.is_some() {
+            self.alerts_page(filter, None, limit)?
+        } else {
+            // Open alerts first, then resolved ones: two index walks instead of one big sort.
+            let mut open = self.alerts_page(filter, Some("status IN ('firing', 'silenced')"), limit)?;
+            let rest = limit - open.len() as i64;
+            if rest > 0 {
+                open.extend(self.alerts_page(filter, Some("status = 'resolved'"), rest)?);
+            }
+            open
+        };
+        self.fill_delivery(&mut alerts)?;
         Ok(alerts)
+    }
+
+    /// One page, newest first by id. The SQL names only the filters given, so SQLite walks
+    /// the primary key (or `alerts_by_status`) and stops after `limit` rows.
+    fn alerts_page(&self, filter: &AlertFilter, extra: Option<&str>, limit: i64) -> Result<Vec<Alert>> {
+        use rusqlite::types::Value;
+        let mut clauses: Vec<String> = Vec::new();
+        let mut args: Vec<Value> = Vec::new();
+        let mut arg = |clause: &str, v: Value, clauses: &mut Vec<String>| {
+            args.push(v);
+            clauses.push(clause.replace('?', &format!("?{}", args.len())));
+        };
+        if let Some(st) = filter.status {
+            arg("status = ?", Value::Text(st.as_str().into()), &mut clauses);
+        }
+        if let Some(src) = &filter.source {
+            arg("source = ?", Value::Text(src.clone()), &mut clauses);
+        }
+        if let Some(before) = filter.before {
+            arg("id < ?", Value::Integer(before), &mut clauses);
+        }
+        if let Some(since) = &filter.since {
+            arg("last_seen >= ?", Value::Text(since.clone()), &mut clauses);
+        }
+        if let Some(e) = extra {
+            clauses.push(e.to_string());
+        }
+        args.push(Value::Integer(limit));
+        let where_ = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        let sql = format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts {where_} ORDER BY id DESC LIMIT ?{}",
+            args.len()
+        );
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&sql).map_err(self.err("listing alerts"))?;
+        stmt.query_map(rusqlite::params_from_iter(args), alert_from_row)
+            .and_then(|rows| rows.collect())
+            .map_err(self.err("listing alerts"))
+    }
+
+    /// Delivery counts of a page of alerts, in one query.
+    fn fill_delivery(&self, alerts: &mut [Alert]) -> Result<()> {
+        if alerts.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = alerts.iter().map(|a| a.id.to_string()).collect();
+        let sql = format!(
+            "SELECT alert_id, coalesce(sum(status = 'sent'), 0), coalesce(sum(status IN ('pending', 'sending')), 0), \
+             coalesce(sum(status = 'dead'), 0) FROM notifications WHERE alert_id IN ({}) GROUP BY alert_id",
+            ids.join(",")
+        );
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&sql).map_err(self.err("counting notifications"))?;
+        let counts: std::collections::HashMap<i64, Delivery> = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    Delivery {
+                        sent: r.get(1)?,
+                        pending: r.get(2)?,
+                        dead: r.get(3)?,
+                    },
+                ))
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(self.err("counting notifications"))?;
+        for a in alerts {
+            a.delivery = Some(counts.get(&a.id).copied().unwrap_or_default());
+        }
+        Ok(())
     }
 
     /// Open alerts whose key or name is `target`.

@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_api_tokens.sql"),
     include_str!("migrations/0006_heartbeats.sql"),
     include_str!("migrations/0007_check_latency.sql"),
+    include_str!("migrations/0008_read_paths.sql"),
 ];
 /// A check's latency histogram: non-cumulative counts per bucket, sum (ms), count.
 #[derive(Debug, Clone)]
@@ -346,6 +347,15 @@ impl Store {
                     r.run_id
                 ])?;
             }
+            let mut latest = tx.prepare_cached(
+                "INSERT INTO check_latest (check_name, kind, ok, latency_ms, detail, data, at, run_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (check_name) DO UPDATE SET kind = excluded.kind, \
+                 ok = excluded.ok, latency_ms = excluded.latency_ms, detail = excluded.detail, data = excluded.data, \
+                 at = excluded.at, run_id = excluded.run_id",
+            )?;
+            for r in results {
+                latest.execute(params![r.check, r.kind, r.ok, r.latency_ms, r.detail, r.data, r.at, r.run_id])?;
+            }
             let mut read = tx.prepare_cached("SELECT buckets, sum_ms, count FROM check_latency WHERE check_name = ?1")?;
             let mut write = tx.prepare_cached(
                 "INSERT INTO check_latency (check_name, buckets, sum_ms, count) VALUES (?1, ?2, ?3, ?4) \
@@ -370,8 +380,7 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT check_name, kind, ok, latency_ms, detail, data, at, run_id FROM check_results \
-                 WHERE id IN (SELECT MAX(id) FROM check_results GROUP BY check_name) ORDER BY check_name",
+                "SELECT check_name, kind, ok, latency_ms, detail, data, at, run_id FROM check_latest ORDER BY check_name",
             )
             .map_err(self.err("reading check results"))?;
         stmt.query_map([], |r| {
