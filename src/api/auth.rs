@@ -47,6 +47,23 @@ pub(super) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 
 impl TokenCache {
     /// (name, scope) of the token whose hash matches, if any.
+    /// The answer from the cache when it is fresh enough to give one, without touching the
+    /// store; `None` when the store must be read.
+    fn cached(&self, presented: &str) -> Option<Option<(String, String)>> {
+        let want = hash(presented);
+        let guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, tokens) = guard.as_ref()?;
+        // Every hash is compared, whatever matches first: the time does not depend on the token.
+        let mut found = None;
+        for (name, h, scope) in tokens {
+            if ct_eq(h.as_bytes(), want.as_bytes()) {
+                found = Some((name.clone(), scope.clone()));
+            }
+        }
+        let age = at.elapsed();
+        (age <= REFRESH && (found.is_some() || age <= MISS_REFRESH)).then_some(found)
+    }
+
     pub(super) fn find(&self, state: &ApiState, presented: &str) -> Result<Option<(String, String)>, ApiError> {
         let want = hash(presented);
         let lookup = |tokens: &[(String, String, String)]| {
@@ -127,11 +144,17 @@ pub async fn require_token(State(state): State<Arc<ApiState>>, req: Request, nex
             "send Authorization: Bearer TOKEN (runbook token create NAME)",
         ));
     };
-    let st = state.clone();
-    let token = token.to_string();
-    let found = tokio::task::spawn_blocking(move || st.tokens.find(&st, &token))
-        .await
-        .map_err(ApiError::internal)??;
+    // A fresh cache answers in place; only a refresh goes to the store, on a blocking thread.
+    let found = match state.tokens.cached(token) {
+        Some(found) => found,
+        None => {
+            let st = state.clone();
+            let token = token.to_string();
+            tokio::task::spawn_blocking(move || st.tokens.find(&st, &token))
+                .await
+                .map_err(ApiError::internal)??
+        }
+    };
     match found {
         None => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,

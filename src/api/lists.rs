@@ -63,7 +63,7 @@ pub async fn alerts(
         since,
         by_id: true,
     };
-    let items = blocking(move || Ok(state.store.list_alerts(&filter)?)).await?;
+    let items = blocking(move || Ok(state.reader.list_alerts(&filter)?)).await?;
     let next = (items.len() == limit)
         .then(|| items.last().map(|a| encode_cursor(a.id)))
         .flatten();
@@ -77,7 +77,7 @@ pub async fn alert(
     Path(raw): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = id(&raw)?;
-    let alert = blocking(move || Ok(state.store.get_alert(id)?)).await?;
+    let alert = blocking(move || Ok(state.reader.get_alert(id)?)).await?;
     alert
         .map(|a| Json(json!(a)))
         .ok_or_else(|| ApiError::not_found(format!("no alert {id}")))
@@ -111,7 +111,7 @@ pub async fn runs(State(state): State<Arc<ApiState>>, Q(q): Q<RunsQuery>) -> Res
         all_kinds: true,
         before: decode_cursor(q.cursor.as_deref())?,
     };
-    let items = blocking(move || Ok(state.store.list_runs(&filter)?)).await?;
+    let items = blocking(move || Ok(state.reader.list_runs(&filter)?)).await?;
     let next = (items.len() == limit)
         .then(|| items.last().map(|r| encode_cursor(r.id)))
         .flatten();
@@ -126,9 +126,9 @@ pub async fn run(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = id(&raw)?;
     let found = blocking(move || {
-        let run = state.store.get_run(id)?;
+        let run = state.reader.get_run(id)?;
         let tasks = match &run {
-            Some(_) => state.store.child_runs(id)?,
+            Some(_) => state.reader.child_runs(id)?,
             None => Vec::new(),
         };
         Ok(run.map(|r| (r, tasks)))
@@ -143,7 +143,7 @@ pub async fn run(
     responses((status = 200, description = "Every check with its latest outcome")))]
 pub async fn checks(State(state): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
     let config = state.config();
-    let latest = blocking(move || Ok(state.store.latest_check_results()?)).await?;
+    let latest = blocking(move || Ok(state.reader.latest_check_results()?)).await?;
     let items: Vec<_> = config
         .checks
         .iter()

@@ -40,7 +40,11 @@ const BODY_LIMIT: usize = 64 * 1024;
 
 /// What every handler can reach.
 pub struct ApiState {
+    /// Writes (pings, tokens) and the reads that must see them at once.
     pub store: Arc<Store>,
+    /// A connection of the API's own for list and summary reads: in WAL mode readers never
+    /// wait for the scheduler's writes, and the scheduler never waits behind API reads.
+    pub reader: Arc<Store>,
     /// Swapped by the daemon on reload.
     pub config: Arc<RwLock<Arc<Config>>>,
     /// Paths served without a token.
@@ -58,7 +62,13 @@ impl ApiState {
             let c = config.read().unwrap_or_else(|e| e.into_inner());
             (c.api.public.clone(), c.api.rate_limit)
         };
+        let reader = Store::open_existing(store.path())
+            .ok()
+            .flatten()
+            .map(Arc::new)
+            .unwrap_or_else(|| store.clone());
         ApiState {
+            reader,
             store,
             config,
             public,
