@@ -121,6 +121,27 @@ pub struct Transition {
     pub episode: String,
 }
 
+/// Records check outcomes (with the task run each belongs to, if any) and judges them: the
+/// one path from a probe's result to history and alerts.
+pub fn record_and_observe(
+    store: &Store,
+    config: &Config,
+    outcomes: &[Outcome],
+    run_ids: &[Option<i64>],
+) -> Result<Vec<Transition>, StoreError> {
+    let results: Vec<_> = outcomes
+        .iter()
+        .enumerate()
+        .map(|(i, o)| crate::check::to_result(o, run_ids.get(i).copied().flatten()))
+        .collect();
+    store.record_check_results(&config.host, &results)?;
+    let seen: Vec<Observation> = outcomes
+        .iter()
+        .filter_map(|o| config.checks.get(&o.check).map(|c| Observation::from_check(c, o)))
+        .collect();
+    observe(store, config, &seen)
+}
+
 /// The alert key: one open alert per (source, name, host, labels).
 pub fn key(source: Source, name: &str, host: &str, labels: &BTreeMap<String, String>) -> String {
     let prefix = match source {

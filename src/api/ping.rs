@@ -16,7 +16,7 @@ use serde_json::json;
 use super::ApiState;
 use super::error::ApiError;
 use super::query::Q;
-use crate::alert::{self, Observation};
+use crate::alert;
 use crate::check;
 use crate::clock;
 use crate::config::Probe;
@@ -120,9 +120,7 @@ async fn ping(
         let config = st.config();
         let c = &config.checks[&name2];
         let outcome = check::runtime().block_on(check::probe(&config, &name2, c));
-        st.store
-            .record_check_results(&config.host, &[check::to_result(&outcome, None)])?;
-        alert::observe(&st.store, &config, &[Observation::from_check(c, &outcome)])?;
+        alert::record_and_observe(&st.store, &config, std::slice::from_ref(&outcome), &[])?;
         if let Err(e) = crate::notify::dispatch::dispatch_due(&config, &st.store) {
             tracing::warn!(error = %e, "cannot send notifications after a ping");
         }

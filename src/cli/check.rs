@@ -4,9 +4,8 @@ use std::sync::Arc;
 
 use super::output::{self, one_line};
 use super::{CliError, Ctx, Outcome};
-use crate::alert::{self, Change, Observation};
+use crate::alert::{self, Change};
 use crate::check;
-use crate::store::CheckResult;
 
 pub fn run(cx: &Ctx, names: Vec<String>) -> Result<Outcome, CliError> {
     let config = Arc::new(cx.load()?);
@@ -41,13 +40,7 @@ pub fn run(cx: &Ctx, names: Vec<String>) -> Result<Outcome, CliError> {
     }
     let outcomes = check::probe_blocking(&config, &names);
     let store = cx.open_store(&config)?;
-    let results: Vec<CheckResult> = outcomes.iter().map(|o| check::to_result(o, None)).collect();
-    store.record_check_results(&config.host, &results)?;
-    let observations: Vec<Observation> = outcomes
-        .iter()
-        .map(|o| Observation::from_check(&config.checks[&o.check], o))
-        .collect();
-    let transitions = alert::observe(&store, &config, &observations)?;
+    let transitions = alert::record_and_observe(&store, &config, &outcomes, &[])?;
     let failing = outcomes.iter().filter(|o| !o.ok).count();
     cx.out.either(&outcomes, || {
         let mut t = output::table(&["CHECK", "KIND", "STATUS", "LATENCY", "DETAIL"]);

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::alert::{self, Observation};
+use crate::alert;
 use crate::check;
 use crate::clock;
 use crate::config::CheckTask;
@@ -60,17 +60,8 @@ impl Runner<'_> {
             )
         };
 
-        let results: Vec<_> = outcomes
-            .iter()
-            .zip(&ids)
-            .map(|(o, id)| check::to_result(o, Some(*id)))
-            .collect();
-        self.store.record_check_results(&self.config.host, &results)?;
-        let seen: Vec<Observation> = outcomes
-            .iter()
-            .map(|o| Observation::from_check(&self.config.checks[&o.check], o))
-            .collect();
-        alert::observe(self.store, self.config, &seen)?;
+        let run_ids: Vec<Option<i64>> = ids.iter().map(|id| Some(*id)).collect();
+        alert::record_and_observe(self.store, self.config, &outcomes, &run_ids)?;
         let finished = clock::to_text(clock::now());
         let finishes: Vec<(i64, RunFinish)> = outcomes
             .iter()

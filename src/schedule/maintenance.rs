@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::alert::{self, Observation};
+use crate::alert;
 use crate::audit::Draft;
 use crate::check;
 use crate::clock;
@@ -68,13 +68,7 @@ impl Runner<'_> {
         );
         self.store.remove_silences(&m.ids, &draft)?;
         let outcomes = check::probe_blocking(&Arc::new(self.config.clone()), &m.checks);
-        let results: Vec<_> = outcomes.iter().map(|o| check::to_result(o, None)).collect();
-        self.store.record_check_results(&self.config.host, &results)?;
-        let seen: Vec<Observation> = outcomes
-            .iter()
-            .map(|o| Observation::from_check(&self.config.checks[&o.check], o))
-            .collect();
-        alert::observe(self.store, self.config, &seen)?;
+        alert::record_and_observe(self.store, self.config, &outcomes, &[])?;
         tracing::info!(checks = ?m.checks, "{}: ended; checks probed again", m.why);
         Ok(())
     }

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use super::probes::{probe, string_map};
+use super::probes::probe;
 use super::walker::Cx;
 use crate::config::checks::{Check, Severity};
 use crate::config::yaml::{Node, Pos};
@@ -173,7 +173,7 @@ fn check(cx: &mut Cx, name: &str, node: &Node, base: &Path) -> Option<Check> {
         .get("depends_on")
         .and_then(|n| cx.string_list(n, "depends_on"))
         .unwrap_or_default();
-    let labels = string_map(cx, f.get("labels"), "labels");
+    let labels = cx.string_map(f.get("labels"), "labels");
     if cx.diags.len() != errors_before {
         return None;
     }

@@ -14,30 +14,6 @@ use crate::config::yaml::{Kind, Node};
 
 const CHANNEL_KINDS: &[&str] = &["telegram", "webhook", "alertmanager", "email"];
 
-fn string_map(cx: &mut Cx, node: Option<&Node>, what: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    if let Some(n) = node
-        && let Some(m) = cx.map(n, what, &[])
-    {
-        for (k, _, v) in &m.entries {
-            if let Some(val) = cx.string(v, &format!("{what}.{k}")) {
-                out.insert(k.to_string(), val);
-            }
-        }
-    }
-    out
-}
-
-fn required(cx: &mut Cx, f: &Fields, key: &'static str, what: &str, example: &str) -> Option<String> {
-    match f.get(key) {
-        Some(n) => cx.string(n, &format!("{what}.{key}")),
-        None => {
-            cx.missing(f.pos, key, format!("{what} needs `{key}`"), example);
-            None
-        }
-    }
-}
-
 /// An http(s) URL under `key` (the heartbeat).
 fn url_at(cx: &mut Cx, f: &Fields, key: &'static str) -> Option<String> {
     let n = f.get(key)?;
@@ -51,7 +27,7 @@ fn url_at(cx: &mut Cx, f: &Fields, key: &'static str) -> Option<String> {
 }
 
 fn url(cx: &mut Cx, f: &Fields, what: &str) -> Option<String> {
-    let u = required(cx, f, "url", what, "e.g. url: https://hooks.example.org/runbook")?;
+    let u = cx.required(f, "url", what, "e.g. url: https://hooks.example.org/runbook")?;
     if u.starts_with("http://") || u.starts_with("https://") {
         Some(u.trim_end_matches('/').to_string())
     } else {
@@ -83,8 +59,8 @@ fn channel(cx: &mut Cx, name: &str, node: &Node) -> Option<Channel> {
     match *kind {
         "telegram" => {
             let t = cx.map(body, "telegram", &["bot_token", "chat_id", "topic_id", "api_url"])?;
-            let bot_token = required(cx, &t, "bot_token", "telegram", "bot_token: \"${TELEGRAM_BOT_TOKEN}\"");
-            let chat_id = required(cx, &t, "chat_id", "telegram", "chat_id: \"${TELEGRAM_CHAT_ID}\"");
+            let bot_token = cx.required(&t, "bot_token", "telegram", "bot_token: \"${TELEGRAM_BOT_TOKEN}\"");
+            let chat_id = cx.required(&t, "chat_id", "telegram", "chat_id: \"${TELEGRAM_CHAT_ID}\"");
             let topic_id = t.get("topic_id").and_then(|n| cx.u64(n, "topic_id")).map(|v| v as i64);
             let api_url = t
                 .get("api_url")
@@ -128,7 +104,7 @@ fn channel(cx: &mut Cx, name: &str, node: &Node) -> Option<Channel> {
                 }
             }
             let secret = w.get("secret").and_then(|n| cx.string(n, "secret"));
-            let headers = string_map(cx, w.get("headers"), "headers");
+            let headers = cx.string_map(w.get("headers"), "headers");
             Some(Channel::Webhook(WebhookChannel {
                 url: url?,
                 secret,
@@ -147,7 +123,7 @@ fn channel(cx: &mut Cx, name: &str, node: &Node) -> Option<Channel> {
                 "email",
                 &["host", "port", "tls", "username", "password", "from", "to", "ca_file"],
             )?;
-            let host = required(cx, &e, "host", "email", "host: smtp.example.org");
+            let host = cx.required(&e, "host", "email", "host: smtp.example.org");
             let tls = match e.get("tls") {
                 None => EmailTls::Starttls,
                 Some(n) => match cx.string(n, "tls").as_deref() {
@@ -177,7 +153,7 @@ fn channel(cx: &mut Cx, name: &str, node: &Node) -> Option<Channel> {
                 .unwrap_or(default_port);
             let username = e.get("username").and_then(|n| cx.string(n, "username"));
             let password = e.get("password").and_then(|n| cx.string(n, "password"));
-            let from = required(cx, &e, "from", "email", "from: runbook@example.org");
+            let from = cx.required(&e, "from", "email", "from: runbook@example.org");
             let to = match e.get("to") {
                 Some(n) => match &n.kind {
                     Kind::Seq(_) => cx.string_list(n, "to"),
@@ -244,7 +220,7 @@ fn route(cx: &mut Cx, node: &Node, channels: &BTreeMap<String, Channel>) -> Opti
             }
             matcher.source = Some(s);
         }
-        matcher.labels = string_map(cx, mf.get("labels"), "labels");
+        matcher.labels = cx.string_map(mf.get("labels"), "labels");
     }
     let names = match f.get("channels") {
         Some(n) => cx.string_list(n, "channels")?,

@@ -3,7 +3,6 @@
 //! Invariant: a returned `Probe` is complete and valid (URLs have a scheme, regexes compile,
 //! addresses have a port); every problem is reported with its position.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::profile::{env_map, program};
@@ -14,31 +13,7 @@ use crate::config::checks::{
 };
 use crate::config::yaml::{Kind, Node};
 
-pub(super) fn string_map(cx: &mut Cx, node: Option<&Node>, what: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    if let Some(n) = node
-        && let Some(m) = cx.map(n, what, &[])
-    {
-        for (k, _, v) in &m.entries {
-            if let Some(val) = cx.string(v, &format!("{what}.{k}")) {
-                out.insert(k.to_string(), val);
-            }
-        }
-    }
-    out
-}
-
-fn required(cx: &mut Cx, f: &Fields, key: &str, what: &str, example: &str) -> Option<String> {
-    match f.get(key) {
-        Some(n) => cx.string(n, &format!("{what}.{key}")),
-        None => {
-            cx.missing(f.pos, key, format!("{what} needs `{key}`"), example);
-            None
-        }
-    }
-}
-
-fn regex(cx: &mut Cx, f: &Fields, key: &str) -> Option<String> {
+pub(super) fn regex(cx: &mut Cx, f: &Fields, key: &str) -> Option<String> {
     let n = f.get(key)?;
     let text = cx.string(n, key)?;
     match crate::check::line_regex(&text) {
@@ -68,7 +43,7 @@ pub(super) fn probe(cx: &mut Cx, kind: &str, node: &Node, base: &Path) -> Option
                     "expect",
                 ],
             )?;
-            let url = required(cx, &f, "url", &what, "e.g. url: https://example.org/health")?;
+            let url = cx.required(&f, "url", &what, "e.g. url: https://example.org/health")?;
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 cx.error(
                     f.get("url").map(|n| n.pos).unwrap_or(f.pos),
@@ -82,7 +57,7 @@ pub(super) fn probe(cx: &mut Cx, kind: &str, node: &Node, base: &Path) -> Option
                 .and_then(|n| cx.string(n, "method"))
                 .map(|m| m.to_uppercase())
                 .unwrap_or_else(|| "GET".into());
-            let headers = string_map(cx, f.get("headers"), "headers");
+            let headers = cx.string_map(f.get("headers"), "headers");
             let body = f.get("body").and_then(|n| cx.string(n, "body"));
             let follow_redirects = f
                 .get("follow_redirects")
@@ -113,7 +88,7 @@ pub(super) fn probe(cx: &mut Cx, kind: &str, node: &Node, base: &Path) -> Option
         }
         "tcp" => {
             let f = cx.map(node, "tcp", &["address"])?;
-            let address = required(cx, &f, "address", &what, "e.g. address: 127.0.0.1:5432")?;
+            let address = cx.required(&f, "address", &what, "e.g. address: 127.0.0.1:5432")?;
             if !address
                 .rsplit_once(':')
                 .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
@@ -151,7 +126,7 @@ pub(super) fn probe(cx: &mut Cx, kind: &str, node: &Node, base: &Path) -> Option
         }
         "systemd" => {
             let f = cx.map(node, "systemd", &["unit", "expect"])?;
-            let unit = required(cx, &f, "unit", &what, "e.g. unit: app-api.service")?;
+            let unit = cx.required(&f, "unit", &what, "e.g. unit: app-api.service")?;
             let expect = f
                 .get("expect")
                 .and_then(|n| cx.string(n, "expect"))
@@ -160,7 +135,7 @@ pub(super) fn probe(cx: &mut Cx, kind: &str, node: &Node, base: &Path) -> Option
         }
         "disk" => {
             let f = cx.map(node, "disk", &["path", "min_free", "min_free_inodes"])?;
-            let path = base.join(required(cx, &f, "path", &what, "e.g. path: /")?);
+            let path = base.join(cx.required(&f, "path", &what, "e.g. path: /")?);
             let threshold = |cx: &mut Cx, key: &str| {
                 f.get(key)
                     .and_then(|n| cx.parsed(n, key, size_threshold, "a percentage (10%) or an amount (5G)"))
@@ -183,7 +158,7 @@ pub(super) fn probe(cx: &mut Cx, kind: &str, node: &Node, base: &Path) -> Option
         }
         "cert" => {
             let f = cx.map(node, "cert", &["host", "server_name", "min_days"])?;
-            let host = required(cx, &f, "host", &what, "e.g. host: example.org:443")?;
+            let host = cx.required(&f, "host", &what, "e.g. host: example.org:443")?;
             let host = if host.contains(':') {
                 host
             } else {
@@ -203,7 +178,7 @@ pub(super) fn probe(cx: &mut Cx, kind: &str, node: &Node, base: &Path) -> Option
         }
         "file_age" => {
             let f = cx.map(node, "file_age", &["path", "max_age"])?;
-            let path = required(cx, &f, "path", &what, "e.g. path: /var/backups/app-*.tar.zst");
+            let path = cx.required(&f, "path", &what, "e.g. path: /var/backups/app-*.tar.zst");
             let max_age = match f.get("max_age") {
                 Some(n) => cx.duration(n, "max_age"),
                 None => {
@@ -219,9 +194,10 @@ pub(super) fn probe(cx: &mut Cx, kind: &str, node: &Node, base: &Path) -> Option
         }
         "git_ref" => {
             let f = cx.map(node, "git_ref", &["repo", "expect", "clean"])?;
-            let repo = required(cx, &f, "repo", &what, "e.g. repo: /opt/app").map(|r| base.join(r));
-            let expect = required(
-                cx,
+            let repo = cx
+                .required(&f, "repo", &what, "e.g. repo: /opt/app")
+                .map(|r| base.join(r));
+            let expect = cx.required(
                 &f,
                 "expect",
                 &what,
@@ -236,9 +212,8 @@ pub(super) fn probe(cx: &mut Cx, kind: &str, node: &Node, base: &Path) -> Option
         }
         "sql" => {
             let f = cx.map(node, "sql", &["url", "query", "expect"])?;
-            let url = required(cx, &f, "url", &what, "e.g. url: sqlite:///var/lib/app/app.db");
-            let query = required(
-                cx,
+            let url = cx.required(&f, "url", &what, "e.g. url: sqlite:///var/lib/app/app.db");
+            let query = cx.required(
                 &f,
                 "query",
                 &what,
@@ -418,7 +393,7 @@ fn http_expect(cx: &mut Cx, node: &Node) -> Option<HttpExpect> {
             }
         }
     }
-    e.headers = string_map(cx, f.get("headers"), "expect.headers");
+    e.headers = cx.string_map(f.get("headers"), "expect.headers");
     e.max_latency = f.get("max_latency").and_then(|n| cx.duration(n, "max_latency"));
     Some(e)
 }

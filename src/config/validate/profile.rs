@@ -403,17 +403,7 @@ pub(super) fn program(cx: &mut Cx, f: &Fields, what: &str) -> Option<Program> {
 
 /// An `env:` mapping of strings.
 pub(super) fn env_map(cx: &mut Cx, f: &Fields) -> BTreeMap<String, String> {
-    let mut env = BTreeMap::new();
-    if let Some(n) = f.get("env")
-        && let Some(ef) = cx.map(n, "env", &[])
-    {
-        for (k, _, v) in &ef.entries {
-            if let Some(val) = cx.string(v, &format!("env.{k}")) {
-                env.insert(k.to_string(), val);
-            }
-        }
-    }
-    env
+    cx.string_map(f.get("env"), "env")
 }
 
 /// `silences: [CHECK…]`: names that must be checks.

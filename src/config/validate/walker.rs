@@ -4,7 +4,7 @@
 //! whose keys were checked). Every getter returns `None` after recording a located error, so
 //! validation continues and reports every problem in one pass.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use crate::config::diagnostic::{Diagnostic, suggest};
@@ -120,6 +120,32 @@ impl<'a> Cx<'a> {
             fields.entries.push((name.as_str(), key.pos, value));
         }
         Some(fields)
+    }
+
+    /// A mapping of strings (`headers:`, `labels:`, `env:`), each value `${VAR}`-expanded.
+    pub(super) fn string_map(&mut self, node: Option<&Node>, what: &str) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        if let Some(n) = node
+            && let Some(m) = self.map(n, what, &[])
+        {
+            for (k, _, v) in &m.entries {
+                if let Some(val) = self.string(v, &format!("{what}.{k}")) {
+                    out.insert(k.to_string(), val);
+                }
+            }
+        }
+        out
+    }
+
+    /// A required string key of `f`; missing is reported (once) with an example.
+    pub(super) fn required(&mut self, f: &Fields, key: &str, what: &str, example: &str) -> Option<String> {
+        match f.get(key) {
+            Some(n) => self.string(n, &format!("{what}.{key}")),
+            None => {
+                self.missing(f.pos, key, format!("{what} needs `{key}`"), example);
+                None
+            }
+        }
     }
 
     /// Reports a missing required key, unless a misspelling of it was already reported.
