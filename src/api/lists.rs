@@ -23,6 +23,13 @@ pub struct AlertsQuery {
     cursor: Option<String>,
 }
 
+/// A page of a list: serialized straight from the items, no intermediate JSON tree.
+#[derive(serde::Serialize)]
+pub struct Page<T> {
+    items: Vec<T>,
+    next_cursor: Option<String>,
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)?
 }
@@ -32,7 +39,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + S
 pub async fn alerts(
     State(state): State<Arc<ApiState>>,
     Q(q): Q<AlertsQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Page<crate::store::Alert>>, ApiError> {
     let limit = limit(q.limit)?;
     let status = q
         .status
@@ -64,10 +71,10 @@ pub async fn alerts(
         by_id: true,
     };
     let items = blocking(move || Ok(state.reader.list_alerts(&filter)?)).await?;
-    let next = (items.len() == limit)
+    let next_cursor = (items.len() == limit)
         .then(|| items.last().map(|a| encode_cursor(a.id)))
         .flatten();
-    Ok(Json(json!({ "items": items, "next_cursor": next })))
+    Ok(Json(Page { items, next_cursor }))
 }
 
 #[utoipa::path(get, path = "/v1/alerts/{id}", tag = "alerts", params(("id" = String, Path, description = "Alert id")),

@@ -336,16 +336,19 @@ impl Store {
         if alerts.is_empty() {
             return Ok(());
         }
-        let ids: Vec<String> = alerts.iter().map(|a| a.id.to_string()).collect();
-        let sql = format!(
-            "SELECT alert_id, coalesce(sum(status = 'sent'), 0), coalesce(sum(status IN ('pending', 'sending')), 0), \
-             coalesce(sum(status = 'dead'), 0) FROM notifications WHERE alert_id IN ({}) GROUP BY alert_id",
-            ids.join(",")
-        );
+        // One fixed statement (cached) over the page's id range, not an IN list compiled anew.
+        let (lo, hi) = alerts
+            .iter()
+            .fold((i64::MAX, i64::MIN), |(lo, hi), a| (lo.min(a.id), hi.max(a.id)));
         let conn = self.conn();
-        let mut stmt = conn.prepare(&sql).map_err(self.err("counting notifications"))?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT alert_id, coalesce(sum(status = 'sent'), 0), coalesce(sum(status IN ('pending', 'sending')), 0), \
+                 coalesce(sum(status = 'dead'), 0) FROM notifications WHERE alert_id BETWEEN ?1 AND ?2 GROUP BY alert_id",
+            )
+            .map_err(self.err("counting notifications"))?;
         let counts: std::collections::HashMap<i64, Delivery> = stmt
-            .query_map([], |r| {
+            .query_map([lo, hi], |r| {
                 Ok((
                     r.get(0)?,
                     Delivery {
