@@ -17,9 +17,9 @@
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -38,181 +38,15 @@ const TARGET_RENDER_MS: f64 = 2.0;
 /// Upper bound on any polling loop's iterations, whatever its deadline says.
 const MAX_POLLS: usize = 100_000;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&v| v > 0)
-        .unwrap_or(default)
-}
-
-fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
-    std::env::var(name)
-        .ok()
-        .map(|v| {
-            v.split(',')
-                .filter_map(|s| s.trim().parse().ok())
-                .filter(|&n: &usize| n > 0 && n <= 1024)
-                .collect::<Vec<_>>()
-        })
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| default.to_vec())
-}
-
-/// min / median / p95 / p99 / max of a sample, in the sample's unit.
-#[derive(Debug, Clone, Copy)]
-struct Stats {
-    n: usize,
-    min: f64,
-    median: f64,
-    p95: f64,
-    p99: f64,
-    max: f64,
-}
+mod common;
+use common::*;
 
 impl Stats {
-    fn of(samples: &[f64]) -> Stats {
-        assert!(!samples.is_empty());
-        let mut s = samples.to_vec();
-        s.sort_by(|a, b| a.total_cmp(b));
-        let pct = |p: f64| {
-            let rank = ((p / 100.0) * (s.len() as f64 - 1.0)).round() as usize;
-            s[rank.min(s.len() - 1)]
-        };
-        Stats {
-            n: s.len(),
-            min: s[0],
-            median: pct(50.0),
-            p95: pct(95.0),
-            p99: pct(99.0),
-            max: s[s.len() - 1],
-        }
-    }
-
-    fn json(&self) -> serde_json::Value {
-        json!({ "n": self.n, "min": r3(self.min), "median": r3(self.median), "p95": r3(self.p95), "p99": r3(self.p99), "max": r3(self.max) })
-    }
-
     fn line(&self, unit: &str) -> String {
         format!(
             "min {:.3} {unit}  median {:.3} {unit}  p95 {:.3} {unit}  p99 {:.3} {unit}  max {:.3} {unit}  (n={})",
             self.min, self.median, self.p95, self.p99, self.max, self.n
         )
-    }
-}
-
-fn r3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "MET" } else { "MISSED" }
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "?".into())
-}
-
-fn version_of(cmd: &str, arg: &str) -> String {
-    Command::new(cmd)
-        .arg(arg)
-        .output()
-        .ok()
-        .map(|o| {
-            let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
-            s.push_str(&String::from_utf8_lossy(&o.stderr));
-            s.lines().next().unwrap_or("").trim().to_string()
-        })
-        .unwrap_or_else(|| "?".into())
-}
-
-// ---------------------------------------------------------------------------------------------
-// /proc
-// ---------------------------------------------------------------------------------------------
-
-fn proc_status_kb(pid: u32, key: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-}
-
-fn mb(kb: u64) -> f64 {
-    kb as f64 / 1024.0
-}
-
-/// utime + stime of the whole process (all threads), in clock ticks.
-fn proc_cpu_ticks(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &s[s.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = f.get(11)?.parse().ok()?;
-    let stime: u64 = f.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
-fn clock_ticks_per_sec() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port on 127.0.0.1")
-        .port()
-}
-
-fn sigterm(pid: u32) {
-    if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
-        let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
-    }
-}
-
-/// SIGTERM, then up to `grace` for an exit, then SIGKILL. Returns the exit status if clean.
-fn stop_child(child: &mut Child, grace: Duration) -> Option<std::process::ExitStatus> {
-    if let Ok(Some(st)) = child.try_wait() {
-        return Some(st);
-    }
-    sigterm(child.id());
-    let start = Instant::now();
-    while start.elapsed() < grace {
-        if let Ok(Some(st)) = child.try_wait() {
-            return Some(st);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
-}
-
-/// A child process stopped (SIGTERM, then SIGKILL) when dropped, also on panic.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        stop_child(&mut self.0, Duration::from_secs(30));
     }
 }
 

@@ -27,46 +27,10 @@ const TARGET_IDLE_RSS_MB: f64 = 15.0;
 const TARGET_IDLE_CPU_PCT: f64 = 0.5;
 const TARGET_TASK_MS: f64 = 5.0;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&v| v > 0)
-        .unwrap_or(default)
-}
-
-/// min / median / p95 / max of a sample, in the sample's unit.
-#[derive(Debug, Clone, Copy)]
-struct Stats {
-    n: usize,
-    min: f64,
-    median: f64,
-    p95: f64,
-    max: f64,
-}
+mod common;
+use common::*;
 
 impl Stats {
-    fn of(samples: &[f64]) -> Stats {
-        assert!(!samples.is_empty());
-        let mut s = samples.to_vec();
-        s.sort_by(|a, b| a.total_cmp(b));
-        let pct = |p: f64| {
-            let rank = ((p / 100.0) * (s.len() as f64 - 1.0)).round() as usize;
-            s[rank.min(s.len() - 1)]
-        };
-        Stats {
-            n: s.len(),
-            min: s[0],
-            median: pct(50.0),
-            p95: pct(95.0),
-            max: s[s.len() - 1],
-        }
-    }
-
-    fn json(&self) -> serde_json::Value {
-        json!({ "n": self.n, "min": r3(self.min), "median": r3(self.median), "p95": r3(self.p95), "max": r3(self.max) })
-    }
-
     fn line(&self, unit: &str) -> String {
         format!(
             "min {:>8.3} {unit}  median {:>8.3} {unit}  p95 {:>8.3} {unit}  max {:>8.3} {unit}  (n={})",
@@ -75,34 +39,8 @@ impl Stats {
     }
 }
 
-fn r3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "MET" } else { "MISSED" }
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "?".into())
 }
 
 /// Runs a command to completion with its output discarded; returns the wall time.
@@ -232,47 +170,6 @@ struct IdleResult {
     cpu_pct_ticks: f64,
     cpu_pct_sched: Option<f64>,
     startup_cpu_ms: f64,
-}
-
-fn proc_status_kb(pid: u32, key: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-}
-
-/// utime + stime of the whole process (all threads), in clock ticks.
-fn proc_cpu_ticks(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces; fields after the closing paren are positional.
-    let rest = &s[s.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // After ')': state(3) ... utime is field 14, stime 15 (1-based over the whole line).
-    let utime: u64 = f.get(11)?.parse().ok()?;
-    let stime: u64 = f.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
-/// Sum of every thread's on-CPU time from schedstat, in ns (finer than clock ticks).
-fn proc_sched_ns(pid: u32) -> Option<u64> {
-    let mut total = 0u64;
-    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let path = entry.ok()?.path().join("schedstat");
-        let s = std::fs::read_to_string(path).ok()?;
-        total += s.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(total)
-}
-
-fn clock_ticks_per_sec() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 fn idle_config(n: usize) -> String {

@@ -17,7 +17,7 @@
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -37,59 +37,10 @@ const TARGET_DAEMON_CPU_PCT: f64 = 10.0;
 /// Upper bound on requests per measurement, whatever the duration: every loop is bounded.
 const MAX_PROBES_PER_ROUND: u64 = 5_000_000;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&v| v > 0)
-        .unwrap_or(default)
-}
-
-fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
-    std::env::var(name)
-        .ok()
-        .map(|v| {
-            v.split(',')
-                .filter_map(|s| s.trim().parse().ok())
-                .filter(|&n: &usize| n > 0 && n <= 1024)
-                .collect::<Vec<_>>()
-        })
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| default.to_vec())
-}
-
-/// min / median / p95 / max of a sample, in the sample's unit.
-#[derive(Debug, Clone, Copy)]
-struct Stats {
-    n: usize,
-    min: f64,
-    median: f64,
-    p95: f64,
-    max: f64,
-}
+mod common;
+use common::*;
 
 impl Stats {
-    fn of(samples: &[f64]) -> Stats {
-        assert!(!samples.is_empty());
-        let mut s = samples.to_vec();
-        s.sort_by(|a, b| a.total_cmp(b));
-        let pct = |p: f64| {
-            let rank = ((p / 100.0) * (s.len() as f64 - 1.0)).round() as usize;
-            s[rank.min(s.len() - 1)]
-        };
-        Stats {
-            n: s.len(),
-            min: s[0],
-            median: pct(50.0),
-            p95: pct(95.0),
-            max: s[s.len() - 1],
-        }
-    }
-
-    fn json(&self) -> serde_json::Value {
-        json!({ "n": self.n, "min": r3(self.min), "median": r3(self.median), "p95": r3(self.p95), "max": r3(self.max) })
-    }
-
     fn line(&self, unit: &str) -> String {
         format!(
             "min {:>9.1} {unit}  median {:>9.1} {unit}  max {:>9.1} {unit}  (n={})",
@@ -98,91 +49,14 @@ impl Stats {
     }
 }
 
-fn r3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "MET" } else { "MISSED" }
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "?".into())
-}
-
-fn version_of(cmd: &str, arg: &str) -> String {
-    Command::new(cmd)
-        .arg(arg)
-        .output()
-        .ok()
-        .map(|o| {
-            let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
-            s.push_str(&String::from_utf8_lossy(&o.stderr));
-            s.lines().next().unwrap_or("").trim().to_string()
-        })
-        .unwrap_or_else(|| "?".into())
-}
-
-// ---------------------------------------------------------------------------------------------
-// /proc
-// ---------------------------------------------------------------------------------------------
-
-fn proc_status_kb(pid: &str, key: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-}
-
-fn mb(kb: u64) -> f64 {
-    kb as f64 / 1024.0
-}
-
-/// utime + stime of the whole process (all threads), in clock ticks.
-fn proc_cpu_ticks(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &s[s.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = f.get(11)?.parse().ok()?;
-    let stime: u64 = f.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
 fn proc_ppid(pid: u32) -> Option<u32> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &s[s.rfind(')')? + 2..];
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Sum of every thread's on-CPU time from schedstat, in ns (finer than clock ticks).
-fn proc_sched_ns(pid: &str) -> Option<u64> {
-    let mut total = 0u64;
-    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let path = entry.ok()?.path().join("schedstat");
-        // A thread can end between listing and reading; skip it.
-        let Ok(s) = std::fs::read_to_string(path) else { continue };
-        total += s.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(total)
-}
-
 fn sched_ns_all(pids: &[u32]) -> u64 {
-    pids.iter().filter_map(|p| proc_sched_ns(&p.to_string())).sum()
+    pids.iter().filter_map(proc_sched_ns).sum()
 }
 
 /// This process's CPU time in ns, from utime + stime. Unlike a schedstat sum over
@@ -192,26 +66,9 @@ fn self_cpu_ns(tck: f64) -> u64 {
     (proc_cpu_ticks(std::process::id()).unwrap_or(0) as f64 / tck * 1e9) as u64
 }
 
-fn clock_ticks_per_sec() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
 /// Resets this process's VmHWM to its current RSS (Linux ≥ 4.0); false if not possible.
 fn reset_own_peak() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port on 127.0.0.1")
-        .port()
 }
 
 fn wait_listening(port: u16, what: &str, limit: Duration) {
@@ -223,30 +80,6 @@ fn wait_listening(port: u16, what: &str, limit: Duration) {
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("{what} is not listening on 127.0.0.1:{port} after {limit:?}");
-}
-
-fn sigterm(pid: u32) {
-    if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
-        let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
-    }
-}
-
-/// SIGTERM, then up to `grace` for an exit, then SIGKILL. Returns the exit status if clean.
-fn stop_child(child: &mut Child, grace: Duration) -> Option<std::process::ExitStatus> {
-    if let Ok(Some(st)) = child.try_wait() {
-        return Some(st);
-    }
-    sigterm(child.id());
-    let start = Instant::now();
-    while start.elapsed() < grace {
-        if let Ok(Some(st)) = child.try_wait() {
-            return Some(st);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -599,8 +432,8 @@ impl ProbeClient {
 fn blackbox_round(bb: &Blackbox, target: &str, conc: usize, dur: Duration, nginx: &[u32], tck: f64) -> Round {
     let port = bb.port;
     let mut clients: Vec<ProbeClient> = (0..conc).map(|_| ProbeClient::connect(port, target)).collect();
-    let bb_pid = bb.pid().to_string();
-    let bb0 = proc_sched_ns(&bb_pid).unwrap_or(0);
+    let bb_pid = bb.pid();
+    let bb0 = proc_sched_ns(bb_pid).unwrap_or(0);
     let self0 = self_cpu_ns(tck);
     let ng0 = sched_ns_all(nginx);
     let t0 = Instant::now();
@@ -625,7 +458,7 @@ fn blackbox_round(bb: &Blackbox, target: &str, conc: usize, dur: Duration, nginx
     Round {
         probes,
         secs,
-        prober_cpu_ns: proc_sched_ns(&bb_pid).unwrap_or(0).saturating_sub(bb0),
+        prober_cpu_ns: proc_sched_ns(bb_pid).unwrap_or(0).saturating_sub(bb0),
         driver_cpu_ns: self_cpu_ns(tck).saturating_sub(self0),
         target_cpu_ns: sched_ns_all(nginx).saturating_sub(ng0),
     }
@@ -784,15 +617,8 @@ fn bench_daemon(nginx: &Nginx, checks: usize, secs: u64) -> DaemonResult {
         .spawn()
         .expect("spawn daemon");
     // Stop it whatever happens below.
-    struct Guard(Child);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            stop_child(&mut self.0, Duration::from_secs(30));
-        }
-    }
     let mut guard = Guard(child);
     let pid = guard.0.id();
-    let pids = pid.to_string();
     let started = Instant::now();
     loop {
         let text = std::fs::read_to_string(&log_path).unwrap_or_default();
@@ -842,11 +668,11 @@ fn bench_daemon(nginx: &Nginx, checks: usize, secs: u64) -> DaemonResult {
                 }
             }
         }
-        if let Some(kb) = proc_status_kb(&pids, "VmRSS:") {
+        if let Some(kb) = proc_status_kb(pid, "VmRSS:") {
             rss.push(mb(kb));
             last_rss = Some(mb(kb));
         }
-        threads_max = threads_max.max(proc_status_kb(&pids, "Threads:").unwrap_or(0));
+        threads_max = threads_max.max(proc_status_kb(pid, "Threads:").unwrap_or(0));
         if let Ok(Some(st)) = guard.0.try_wait() {
             panic!(
                 "daemon exited during the window ({st}): {}",
@@ -861,13 +687,13 @@ fn bench_daemon(nginx: &Nginx, checks: usize, secs: u64) -> DaemonResult {
         let w = at.elapsed().as_secs_f64();
         (ticks1.saturating_sub(t) as f64 / tck / w * 100.0, w)
     });
-    let hwm_kb = proc_status_kb(&pids, "VmHWM:").unwrap_or(0);
-    let anon_kb = proc_status_kb(&pids, "RssAnon:").unwrap_or(0);
-    let file_kb = proc_status_kb(&pids, "RssFile:").unwrap_or(0) + proc_status_kb(&pids, "RssShmem:").unwrap_or(0);
+    let hwm_kb = proc_status_kb(pid, "VmHWM:").unwrap_or(0);
+    let anon_kb = proc_status_kb(pid, "RssAnon:").unwrap_or(0);
+    let file_kb = proc_status_kb(pid, "RssFile:").unwrap_or(0) + proc_status_kb(pid, "RssShmem:").unwrap_or(0);
     let fds_end = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0);
-    if let Some(kb) = proc_status_kb(&pids, "VmRSS:") {
+    if let Some(kb) = proc_status_kb(pid, "VmRSS:") {
         rss.push(mb(kb));
     }
 
@@ -959,8 +785,8 @@ fn main() {
         nginx.master
     );
     let bb = Blackbox::start();
-    let bb_pid = bb.pid().to_string();
-    let bb_rss_start = proc_status_kb(&bb_pid, "VmRSS:").map(mb).unwrap_or(0.0);
+    let bb_pid = bb.pid();
+    let bb_rss_start = proc_status_kb(bb_pid, "VmRSS:").map(mb).unwrap_or(0.0);
     println!(
         "  blackbox   listening on 127.0.0.1:{} (pid {}), module http_2xx (prober http, timeout 5s)",
         bb.port,
@@ -977,9 +803,9 @@ fn main() {
         "    blackbox: C client threads, one keep-alive HTTP/1.1 connection each, GET /probe?module=http_2xx&target=… in a loop"
     );
     let tp = bench_throughput(&nginx, &bb, &concs, rounds, Duration::from_secs(probe_secs));
-    let bb_hwm = proc_status_kb(&bb_pid, "VmHWM:").map(mb).unwrap_or(0.0);
-    let bb_rss_end = proc_status_kb(&bb_pid, "VmRSS:").map(mb).unwrap_or(0.0);
-    let bb_threads = proc_status_kb(&bb_pid, "Threads:").unwrap_or(0);
+    let bb_hwm = proc_status_kb(bb_pid, "VmHWM:").map(mb).unwrap_or(0.0);
+    let bb_rss_end = proc_status_kb(bb_pid, "VmRSS:").map(mb).unwrap_or(0.0);
+    let bb_threads = proc_status_kb(bb_pid, "Threads:").unwrap_or(0);
     drop(bb);
     let self_hwm = proc_status_kb("self", "VmHWM:").map(mb).unwrap_or(0.0);
     println!();
