@@ -325,10 +325,15 @@ fn run_wrk(
     daemon: u32,
     db: &Path,
     tck: f64,
+    script: Option<&Path>,
 ) -> WrkResult {
     let url = format!("http://127.0.0.1:{port}{path}");
     let runs0 = profile_runs(db);
-    let child = Command::new("wrk")
+    let mut wrk = Command::new("wrk");
+    if let Some(s) = script {
+        wrk.arg("-s").arg(s);
+    }
+    let child = wrk
         .args([
             "-t2",
             &format!("-c{conns}"),
@@ -559,10 +564,10 @@ fn bench_load(alerts: usize, conns: &[usize], secs: u64) -> LoadResult {
 
     let tck = clock_ticks_per_sec();
     println!("  warm-up: wrk -c32 for 3 s");
-    let _ = run_wrk("warm-up", port, path, &token, 32, 3, pid, &db, tck);
+    let _ = run_wrk("warm-up", port, path, &token, 32, 3, pid, &db, tck, None);
     let mut runs = Vec::new();
     for &c in conns {
-        let r = run_wrk("/v1/alerts?limit=50", port, path, &token, c, secs, pid, &db, tck);
+        let r = run_wrk("/v1/alerts?limit=50", port, path, &token, c, secs, pid, &db, tck, None);
         println!("  {}", r.line());
         runs.push(r);
     }
@@ -570,11 +575,27 @@ fn bench_load(alerts: usize, conns: &[usize], secs: u64) -> LoadResult {
     let base_conns = conns.first().copied().unwrap_or(32);
     let base_secs = secs.clamp(1, 10);
     let mut baselines = Vec::new();
-    for (label, p) in [
-        ("/healthz (public, no store)", "/healthz"),
-        ("/v1/none (token check, 404)", "/v1/none"),
+    // Every request a different page (a random cursor), so none is answered from the read
+    // cache: the store and serialization path on every request.
+    let script = db.with_file_name("random-cursor.lua");
+    std::fs::write(
+        &script,
+        format!(
+            "math.randomseed(os.time())\nrequest = function()\n  \
+             return wrk.format(nil, string.format(\"/v1/alerts?limit=50&cursor=%016x\", math.random(100, {alerts})))\nend\n"
+        ),
+    )
+    .expect("write the wrk script");
+    for (label, p, script) in [
+        (
+            "/v1/alerts, random cursor (uncached)",
+            "/v1/alerts",
+            Some(script.as_path()),
+        ),
+        ("/healthz (public, no store)", "/healthz", None),
+        ("/v1/none (token check, 404)", "/v1/none", None),
     ] {
-        let r = run_wrk(label, port, p, &token, base_conns, base_secs, pid, &db, tck);
+        let r = run_wrk(label, port, p, &token, base_conns, base_secs, pid, &db, tck, script);
         println!("  {}", r.line());
         baselines.push(r);
     }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::http::{free_port, get, request};
+use common::http::{free_port, get, request, request_with};
 use common::*;
 use std::process::{Child, Stdio};
 use std::time::Duration;
@@ -160,6 +160,56 @@ fn alerts_and_runs_are_paged_newest_first_with_an_opaque_cursor() {
     assert_eq!(items.len(), 6);
     assert!(items.iter().any(|c| c["name"] == "fine" && c["ok"] == true));
     assert!(items.iter().any(|c| c["name"] == "c1" && c["ok"] == false));
+}
+
+#[test]
+fn repeated_reads_carry_an_etag_and_see_every_commit_from_another_process_at_once() {
+    let env = Env::new(FAILING);
+    env.run(&["check"]);
+    let secret = token(&env, "reader", "read");
+    let (_server, port) = serve(&env);
+
+    let first = get(port, "/v1/alerts?limit=5", Some(&secret));
+    assert_eq!(first.status, 200, "{}", first.body);
+    let tag = first.header("etag").expect("an ETag on a list").to_string();
+    let again = get(port, "/v1/alerts?limit=5", Some(&secret));
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.header("etag"), Some(tag.as_str()), "same state, same tag");
+    let unchanged = request_with(
+        port,
+        "GET",
+        "/v1/alerts?limit=5",
+        Some(&secret),
+        &[("If-None-Match", &tag)],
+    );
+    assert_eq!(unchanged.status, 304);
+    assert!(unchanged.body.is_empty());
+    // The tag does not stand in for a token.
+    let anonymous = request_with(port, "GET", "/v1/alerts?limit=5", None, &[("If-None-Match", &tag)]);
+    assert_eq!(anonymous.status, 401);
+
+    // Another process commits: the next read shows it, and the old tag no longer matches.
+    assert_eq!(env.run(&["alerts", "ack", "c1"]).code, 0);
+    let after = request_with(
+        port,
+        "GET",
+        "/v1/alerts?limit=5",
+        Some(&secret),
+        &[("If-None-Match", &tag)],
+    );
+    assert_eq!(after.status, 200, "a commit makes the cached page stale");
+    assert_ne!(after.header("etag"), Some(tag.as_str()));
+    let page = after.json();
+    let c1 = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "c1")
+        .unwrap()
+        .clone();
+    assert!(c1["acked_by"].is_string(), "the ack is visible at once: {c1}");
+    let one = get(port, &format!("/v1/alerts/{}", c1["id"]), Some(&secret)).json();
+    assert!(one["acked_by"].is_string());
 }
 
 #[test]

@@ -36,7 +36,7 @@ async fn page(state: Arc<ApiState>, q: AuditQuery, kinds: Vec<String>) -> Result
         before: decode_cursor(q.cursor.as_deref())?,
         kinds,
     };
-    let items = tokio::task::spawn_blocking(move || state.reader.audit_list(&filter))
+    let items = tokio::task::spawn_blocking(move || state.reader().audit_list(&filter))
         .await
         .map_err(ApiError::internal)??;
     let next = (items.len() == limit)
@@ -67,7 +67,7 @@ pub async fn decisions(
 #[utoipa::path(get, path = "/v1/audit/actions", tag = "audit", security(("bearer" = [])),
     responses((status = 200, description = "Counts by kind")))]
 pub async fn actions(State(state): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
-    let s = tokio::task::spawn_blocking(move || state.reader.audit_summary())
+    let s = tokio::task::spawn_blocking(move || state.reader().audit_summary())
         .await
         .map_err(ApiError::internal)??;
     let items: Vec<_> = s
@@ -82,9 +82,9 @@ pub async fn actions(State(state): State<Arc<ApiState>>) -> Result<Json<serde_js
     responses((status = 200, description = "Counts and the chain's verification")))]
 pub async fn summary(State(state): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
     let (s, v) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-        let s = state.reader.audit_summary()?;
+        let s = state.reader().audit_summary()?;
         let mut v = Verifier::default();
-        state.reader.audit_scan(&mut |e| v.feed(e))?;
+        state.reader().audit_scan(&mut |e| v.feed(e))?;
         Ok((s, v))
     })
     .await
@@ -131,7 +131,7 @@ pub async fn export(State(state): State<Arc<ApiState>>, Q(q): Q<ExportQuery>) ->
         if !jsonl && tx.blocking_send(Ok("[".into())).is_err() {
             return;
         }
-        let scanned = state.reader.audit_scan(&mut |e| {
+        let scanned = state.reader().audit_scan(&mut |e| {
             let line = serde_json::to_string(e).unwrap_or_default();
             let chunk = match (jsonl, first) {
                 (true, _) => format!("{line}\n"),

@@ -70,7 +70,7 @@ pub async fn alerts(
         since,
         by_id: true,
     };
-    let items = blocking(move || Ok(state.reader.list_alerts(&filter)?)).await?;
+    let items = blocking(move || Ok(state.reader().list_alerts(&filter)?)).await?;
     let next_cursor = (items.len() == limit)
         .then(|| items.last().map(|a| encode_cursor(a.id)))
         .flatten();
@@ -84,7 +84,7 @@ pub async fn alert(
     Path(raw): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = id(&raw)?;
-    let alert = blocking(move || Ok(state.reader.get_alert(id)?)).await?;
+    let alert = blocking(move || Ok(state.reader().get_alert(id)?)).await?;
     alert
         .map(|a| Json(json!(a)))
         .ok_or_else(|| ApiError::not_found(format!("no alert {id}")))
@@ -118,7 +118,7 @@ pub async fn runs(State(state): State<Arc<ApiState>>, Q(q): Q<RunsQuery>) -> Res
         all_kinds: true,
         before: decode_cursor(q.cursor.as_deref())?,
     };
-    let items = blocking(move || Ok(state.reader.list_runs(&filter)?)).await?;
+    let items = blocking(move || Ok(state.reader().list_runs(&filter)?)).await?;
     let next = (items.len() == limit)
         .then(|| items.last().map(|r| encode_cursor(r.id)))
         .flatten();
@@ -133,9 +133,9 @@ pub async fn run(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = id(&raw)?;
     let found = blocking(move || {
-        let run = state.reader.get_run(id)?;
+        let run = state.reader().get_run(id)?;
         let tasks = match &run {
-            Some(_) => state.reader.child_runs(id)?,
+            Some(_) => state.reader().child_runs(id)?,
             None => Vec::new(),
         };
         Ok(run.map(|r| (r, tasks)))
@@ -150,7 +150,7 @@ pub async fn run(
     responses((status = 200, description = "Every check with its latest outcome")))]
 pub async fn checks(State(state): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
     let config = state.config();
-    let latest = blocking(move || Ok(state.reader.latest_check_results()?)).await?;
+    let latest = blocking(move || Ok(state.reader().latest_check_results()?)).await?;
     let items: Vec<_> = config
         .checks
         .iter()

@@ -66,9 +66,9 @@ impl Writer {
 /// Renders the exposition text (used by the handler and by the benchmark).
 pub fn render(state: &ApiState, openmetrics: bool) -> Result<String, ApiError> {
     let config = state.config();
-    let snap = state.reader.metrics_snapshot()?;
-    let latest = state.reader.latest_check_results()?;
-    let latency = state.reader.check_latency()?;
+    let snap = state.reader().metrics_snapshot()?;
+    let latest = state.reader().latest_check_results()?;
+    let latency = state.reader().check_latency()?;
     // One lookup table, not a search per check: 1,000 checks must render in milliseconds.
     let latest: std::collections::HashMap<&str, &crate::store::CheckResult> =
         latest.iter().map(|r| (r.check.as_str(), r)).collect();

@@ -7,6 +7,7 @@
 
 mod audit;
 mod auth;
+mod cache;
 pub mod error;
 mod health;
 mod limit;
@@ -19,6 +20,7 @@ mod status;
 mod telemetry;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -35,6 +37,8 @@ use crate::store::Store;
 
 /// Requests taking longer are answered 503 and dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// At most this many read connections (one per core up to it).
+const MAX_READERS: usize = 4;
 /// Largest request body accepted.
 const BODY_LIMIT: usize = 64 * 1024;
 
@@ -42,9 +46,14 @@ const BODY_LIMIT: usize = 64 * 1024;
 pub struct ApiState {
     /// Writes (pings, tokens) and the reads that must see them at once.
     pub store: Arc<Store>,
-    /// A connection of the API's own for list and summary reads: in WAL mode readers never
-    /// wait for the scheduler's writes, and the scheduler never waits behind API reads.
-    pub reader: Arc<Store>,
+    /// Connections of the API's own for list and summary reads, taken in turn: in WAL mode
+    /// readers never wait for the scheduler's writes (nor for each other), and the scheduler
+    /// never waits behind API reads.
+    readers: Vec<Arc<Store>>,
+    next_reader: AtomicUsize,
+    /// A connection that never writes, for `PRAGMA data_version` (see `cache`).
+    versions: Arc<Store>,
+    cache: cache::ReadCache,
     /// Swapped by the daemon on reload.
     pub config: Arc<RwLock<Arc<Config>>>,
     /// Paths served without a token.
@@ -62,13 +71,20 @@ impl ApiState {
             let c = config.read().unwrap_or_else(|e| e.into_inner());
             (c.api.public.clone(), c.api.rate_limit)
         };
-        let reader = Store::open_existing(store.path())
-            .ok()
-            .flatten()
-            .map(Arc::new)
-            .unwrap_or_else(|| store.clone());
+        let open = || {
+            Store::open_existing(store.path())
+                .ok()
+                .flatten()
+                .map(Arc::new)
+                .unwrap_or_else(|| store.clone())
+        };
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get().min(MAX_READERS));
+        let readers = (0..n).map(|_| open()).collect();
         ApiState {
-            reader,
+            readers,
+            next_reader: AtomicUsize::new(0),
+            versions: open(),
+            cache: cache::ReadCache::default(),
             store,
             config,
             public,
@@ -82,6 +98,12 @@ impl ApiState {
     /// The scope of a presented token, if it is a known one.
     pub fn token_scope(&self, token: &str) -> Result<Option<String>, error::ApiError> {
         Ok(self.tokens.find(self, token)?.map(|(_, scope)| scope))
+    }
+
+    /// A read connection, in turn.
+    pub fn reader(&self) -> &Store {
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        &self.readers[i % self.readers.len()]
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -115,6 +137,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/ping/{name}/{what}", get(ping::with_status).post(ping::with_status))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), cache::reuse))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
         .layer(axum::middleware::from_fn_with_state(state.clone(), limit::limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), telemetry::observe))

@@ -86,15 +86,15 @@ pub async fn page(
 fn render(state: &ApiState) -> Result<Markup, ApiError> {
     let config = state.config();
     let now = clock::now();
-    let latest = state.reader.latest_check_results()?;
+    let latest = state.reader().latest_check_results()?;
     let since_ts = now.checked_sub(jiff::SignedDuration::from_hours(HOURS)).unwrap_or(now);
-    let history = state.reader.check_history(&clock::to_text(since_ts))?;
-    let alerts = state.reader.list_alerts(&AlertFilter {
+    let history = state.reader().check_history(&clock::to_text(since_ts))?;
+    let alerts = state.reader().list_alerts(&AlertFilter {
         limit: 100,
         ..Default::default()
     })?;
     let open: Vec<_> = alerts.iter().filter(|a| a.status != AlertStatus::Resolved).collect();
-    let last_runs = state.reader.last_profile_runs()?;
+    let last_runs = state.reader().last_profile_runs()?;
 
     let hour_of = |i: i64| {
         since_ts

@@ -138,6 +138,14 @@ impl Store {
         &self.path
     }
 
+    /// SQLite's `PRAGMA data_version`: changes whenever another connection (of this process
+    /// or any other) commits to the file. A connection that never writes sees every commit.
+    pub fn data_version(&self) -> Result<i64> {
+        self.conn()
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(self.err("reading the data version"))
+    }
+
     pub(super) fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }

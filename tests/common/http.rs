@@ -24,14 +24,22 @@ impl Response {
 }
 
 pub fn request(port: u16, method: &str, path: &str, token: Option<&str>) -> Response {
+    request_with(port, method, path, token, &[])
+}
+
+/// `request` with extra request headers.
+pub fn request_with(port: u16, method: &str, path: &str, token: Option<&str>, headers: &[(&str, &str)]) -> Response {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let auth = token
+    let mut extra = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
+    for (k, v) in headers {
+        extra.push_str(&format!("{k}: {v}\r\n"));
+    }
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut raw = Vec::new();

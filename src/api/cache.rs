@@ -1,0 +1,146 @@
+//! Answers repeated reads from memory until the state file changes.
+//!
+//! Lists of alerts, runs and audit events change only when something commits to the state
+//! file, and a dashboard or a poller asks for the same page over and over in between. This
+//! layer keeps the last body of each such `GET` (keyed by path and query) together with the
+//! state file's version (SQLite's `PRAGMA data_version`, read on a connection that never
+//! writes, so it moves on every commit by any process: the daemon, `runbook serve`, the
+//! CLI). A request whose entry carries the current version gets the stored bytes, without a
+//! query or serialization. Every response carries an `ETag`, and `If-None-Match` is
+//! answered `304`.
+//!
+//! The version is read before the handler runs. A commit that lands while the handler
+//! queries gives a body at least as new as the version it is stored with, so the next
+//! request sees a newer version and asks the store again: a stale body is never served as
+//! current.
+//!
+//! Memory is bounded: at most `MAX_ENTRIES` bodies and `MAX_BYTES` in all; past either, the
+//! cache starts over.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+use super::ApiState;
+
+const MAX_ENTRIES: usize = 512;
+const MAX_BYTES: usize = 32 * 1024 * 1024;
+/// Bodies larger than this pass through unkept (a page of 1,000 alerts is about 500 KB).
+const MAX_BODY: usize = 2 * 1024 * 1024;
+
+struct Entry {
+    version: i64,
+    etag: HeaderValue,
+    content_type: HeaderValue,
+    body: Bytes,
+}
+
+#[derive(Default)]
+pub struct ReadCache {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<String, Arc<Entry>>,
+    bytes: usize,
+}
+
+impl ReadCache {
+    fn get(&self, key: &str, version: i64) -> Option<Arc<Entry>> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.entries.get(key).filter(|e| e.version == version).cloned()
+    }
+
+    fn put(&self, key: String, entry: Arc<Entry>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.entries.len() >= MAX_ENTRIES || inner.bytes + entry.body.len() > MAX_BYTES {
+            inner.entries.clear();
+            inner.bytes = 0;
+        }
+        inner.bytes += entry.body.len();
+        if let Some(old) = inner.entries.insert(key, entry) {
+            inner.bytes -= old.body.len();
+        }
+    }
+}
+
+/// Paths whose bodies depend on the state file alone (not on the clock or the config).
+fn cacheable(path: &str) -> bool {
+    matches!(
+        path,
+        "/v1/alerts" | "/v1/runs" | "/v1/audit" | "/v1/audit/summary" | "/v1/audit/actions" | "/v1/audit/decisions"
+    ) || path.starts_with("/v1/alerts/")
+        || path.starts_with("/v1/runs/")
+}
+
+fn etag_of(body: &[u8]) -> HeaderValue {
+    let digest = Sha256::digest(body);
+    let mut tag = String::with_capacity(34);
+    tag.push('"');
+    for b in &digest[..16] {
+        tag.push_str(&format!("{b:02x}"));
+    }
+    tag.push('"');
+    HeaderValue::from_str(&tag).unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+}
+
+fn answer(entry: &Entry, req_tag: Option<&HeaderValue>) -> Response {
+    if req_tag.is_some_and(|t| t.as_bytes() == entry.etag.as_bytes() || t.as_bytes() == b"*") {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, entry.etag.clone())]).into_response();
+    }
+    let mut resp = Response::new(Body::from(entry.body.clone()));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, entry.content_type.clone());
+    h.insert(header::ETAG, entry.etag.clone());
+    resp
+}
+
+/// The middleware: serve from the cache, or run the handler and keep a 200's body.
+pub async fn reuse(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
+    if req.method() != Method::GET || !cacheable(req.uri().path()) {
+        return next.run(req).await;
+    }
+    // Without a version there is nothing to validate against: pass through.
+    let Ok(version) = state.versions.data_version() else {
+        return next.run(req).await;
+    };
+    let key = req
+        .uri()
+        .path_and_query()
+        .map_or_else(String::new, |p| p.as_str().to_string());
+    let req_tag = req.headers().get(header::IF_NONE_MATCH).cloned();
+    if let Some(entry) = state.cache.get(&key, version) {
+        return answer(&entry, req_tag.as_ref());
+    }
+    let resp = next.run(req).await;
+    if resp.status() != StatusCode::OK {
+        return resp;
+    }
+    // Only bodies of a known, modest size are kept (JSON bodies are whole in memory anyway).
+    if resp.body().size_hint().exact().is_none_or(|n| n > MAX_BODY as u64) {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return super::error::ApiError::internal("reading a response body failed").into_response();
+    };
+    let entry = Arc::new(Entry {
+        version,
+        etag: etag_of(&body),
+        content_type: parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from_static("application/json")),
+        body,
+    });
+    state.cache.put(key, entry.clone());
+    answer(&entry, req_tag.as_ref())
+}
