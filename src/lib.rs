@@ -7,6 +7,7 @@
 pub mod alert;
 pub mod api;
 pub mod audit;
+pub mod backup;
 pub mod check;
 pub mod cli;
 pub mod clock;

@@ -627,8 +627,8 @@ fn no_config_anywhere_says_where_it_looked() {
 }
 
 const LATER: &str = r#"version: 1
-backups:
-  main: { sources: [ { dir: /srv/app } ], dest: /var/backups/runbook }
+gates:
+  release: { checks: [web] }
 profiles:
   p: { cron: "@hourly", tasks: [ { run: [true] } ] }
 "#;
@@ -639,24 +639,24 @@ fn sections_from_later_versions_are_refused_clearly() {
     let out = env.run(&["config", "check"]);
     assert_eq!(out.code, 2, "{out:?}");
     assert!(
-        out.stderr.contains("error: `backups:` is not supported by runbook "),
+        out.stderr.contains("error: `gates:` is not supported by runbook "),
         "{out:?}"
     );
     assert!(
-        out.stderr.contains("= hint: remove the `backups` section for now"),
+        out.stderr.contains("= hint: remove the `gates` section for now"),
         "{out:?}"
     );
 
     let (code, v) = env.json(&["config", "check"]);
     assert_eq!(code, 2);
     let e = &v["errors"][0];
-    assert!(e["message"].as_str().unwrap().contains("`backups:` is not supported"));
+    assert!(e["message"].as_str().unwrap().contains("`gates:` is not supported"));
     assert_eq!(e["file"], env.config.display().to_string());
 
-    let tasks = Env::new("version: 1\nprofiles:\n  p: { cron: \"@hourly\", tasks: [ { backup: main } ] }\n");
+    let tasks = Env::new("version: 1\nprofiles:\n  p: { cron: \"@hourly\", tasks: [ { drill: main } ] }\n");
     let out = tasks.run(&["config", "check"]);
     assert_eq!(out.code, 2, "{out:?}");
-    assert!(out.stderr.contains("`backup:` tasks are not supported"), "{out:?}");
+    assert!(out.stderr.contains("`drill:` tasks are not supported"), "{out:?}");
 }
 
 #[test]
@@ -664,7 +664,7 @@ fn later_section_error_points_at_its_key() {
     let env = Env::new(LATER);
     let (code, v) = env.json(&["config", "check"]);
     assert_eq!(code, 2);
-    let (line, col) = pos_of(&env, "backups:");
+    let (line, col) = pos_of(&env, "gates:");
     assert_eq!(v["errors"][0]["line"], line, "{v:#}");
     assert_eq!(v["errors"][0]["column"], col, "{v:#}");
 }

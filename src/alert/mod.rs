@@ -24,6 +24,8 @@ pub enum Source {
     Task,
     /// A notification channel that stopped delivering.
     Channel,
+    /// A backup target whose newest archive looks wrong (much smaller than the ones before).
+    Backup,
 }
 
 impl Source {
@@ -32,6 +34,7 @@ impl Source {
             Source::Check => "check",
             Source::Task => "task",
             Source::Channel => "channel",
+            Source::Backup => "backup",
         }
     }
 }
@@ -88,7 +91,7 @@ impl Observation {
     /// Where consecutive counts are kept: checks by name, tasks with a prefix.
     fn state_name(&self) -> String {
         match self.source {
-            Source::Check | Source::Channel => self.name.clone(),
+            Source::Check | Source::Channel | Source::Backup => self.name.clone(),
             Source::Task => format!("task:{}", self.name),
         }
     }
@@ -145,7 +148,7 @@ pub fn record_and_observe(
 /// The alert key: one open alert per (source, name, host, labels).
 pub fn key(source: Source, name: &str, host: &str, labels: &BTreeMap<String, String>) -> String {
     let prefix = match source {
-        Source::Check | Source::Channel => String::new(),
+        Source::Check | Source::Channel | Source::Backup => String::new(),
         Source::Task => "task:".to_string(),
     };
     if labels.is_empty() {

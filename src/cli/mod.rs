@@ -5,6 +5,7 @@
 
 mod alerts;
 mod audit;
+mod backup;
 mod check;
 mod config_cmd;
 mod db;
@@ -144,6 +145,58 @@ pub enum Command {
     /// The state file's schema version and migrations
     #[command(subcommand)]
     Db(DbCmd),
+    /// Backups that are known to restore: create, list, verify, prune
+    ///
+    /// Each target under `backups:` in runbook.yaml names its sources (SQLite databases
+    /// through the online backup API, PostgreSQL through pg_dump, directory trees, any dump
+    /// command), a destination directory and a retention. An archive is one
+    /// `<target>-<UTC time>.tar.zst` file with `manifest.json` first and a `.sha256` sidecar.
+    #[command(subcommand)]
+    Backup(BackupCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCmd {
+    /// Write a new archive of TARGET, verify nothing yet, record it (exit 0 when written)
+    ///
+    /// Snapshots the sources, writes the archive under a temporary name, fsyncs it, writes
+    /// the sidecar, then renames it into place: an interrupted create leaves nothing that
+    /// list shows or verify accepts, and the next create removes its leftovers. Records the
+    /// archive and an audit event with its SHA-256. An archive under `min_size_ratio` of the
+    /// median size of the last 7 opens an alert. Shows progress on a terminal.
+    Create {
+        /// Target name (a key of `backups:`)
+        target: String,
+    },
+    /// Recorded archives, newest first: size, age, last verification
+    List {
+        /// Only this target's archives
+        target: Option<String>,
+    },
+    /// Read every byte of an archive and check it; exit 1 naming the first problem
+    ///
+    /// Checks the file against its sidecar, every entry against the manifest (size and
+    /// SHA-256, nothing missing or extra), runs PRAGMA integrity_check on each SQLite
+    /// snapshot restored to a scratch directory and pg_restore --list on each PostgreSQL
+    /// dump. The outcome is recorded with the archive.
+    Verify {
+        /// Path of the archive
+        #[arg(required_unless_present = "latest", conflicts_with = "latest")]
+        archive: Option<PathBuf>,
+        /// Verify the newest archive of this target instead
+        #[arg(long, value_name = "TARGET")]
+        latest: Option<String>,
+    },
+    /// Remove archives the target's `keep:` policy does not keep (dry run unless --apply)
+    ///
+    /// keep: { last, daily, weekly, monthly }: an archive stays if any rule keeps it. The
+    /// newest verified archive always stays.
+    Prune {
+        target: String,
+        /// Delete the archives listed (default: only list them)
+        #[arg(long)]
+        apply: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -402,5 +455,6 @@ pub fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
         Command::Audit(cmd) => audit::run(&cx, cmd),
         Command::Notify(cmd) => notify::run(&cx, cmd),
         Command::Db(cmd) => db::run(&cx, cmd),
+        Command::Backup(cmd) => backup::run(&cx, cmd),
     }
 }

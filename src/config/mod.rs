@@ -4,6 +4,7 @@
 //! the two-stage parse (spanned YAML tree, then validated types), `${VAR}` expansion and secrets.
 //! Invariant: `load` returns either a fully valid `Config` or every error it found.
 
+pub mod backups;
 pub mod checks;
 pub mod diagnostic;
 mod interp;

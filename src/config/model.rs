@@ -50,6 +50,9 @@ pub struct Config {
     /// Named groups of tasks that run on a cron schedule.
     #[serde(default)]
     pub profiles: BTreeMap<String, Profile>,
+    /// Backup targets: sources, destination, retention.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub backups: BTreeMap<String, super::backups::BackupTarget>,
     #[serde(skip)]
     pub source: PathBuf,
     #[serde(skip)]

@@ -44,6 +44,9 @@ pub struct Spec {
     pub limits: Limits,
     pub head: usize,
     pub tail: usize,
+    /// Send standard output to this file (created or truncated) instead of capturing it:
+    /// for dumps whose size has no bound.
+    pub stdout_to: Option<PathBuf>,
 }
 
 impl Spec {
@@ -57,6 +60,7 @@ impl Spec {
             limits: Limits::default(),
             head: DEFAULT_HEAD,
             tail: DEFAULT_TAIL,
+            stdout_to: None,
         }
     }
 }
@@ -146,9 +150,16 @@ pub fn run(spec: &Spec, cancel: &Cancel) -> Result<Outcome, ExecError> {
     let argv = limits::wrap(spec.argv.clone(), &spec.limits)?;
     let (program, args) = argv.split_first().ok_or(ExecError::Empty)?;
     let mut cmd = Command::new(program);
+    let stdout = match &spec.stdout_to {
+        Some(path) => Stdio::from(std::fs::File::create(path).map_err(|source| ExecError::Spawn {
+            program: format!("{program} (its output file {})", path.display()),
+            source,
+        })?),
+        None => Stdio::piped(),
+    };
     cmd.args(args)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .process_group(0)
         .envs(spec.env.iter().map(|(k, v)| (k, v)));

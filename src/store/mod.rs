@@ -5,6 +5,7 @@
 //! Invariant: a state change and its audit event commit in one transaction, or neither does.
 
 mod alerts;
+mod backups;
 mod heartbeats;
 mod notifications;
 mod sqlite;
@@ -12,6 +13,7 @@ mod tokens;
 mod types;
 
 pub use alerts::{Alert, AlertFilter, AlertStatus, AlertTx, CheckState, Cutoff, Delivery, NewAlert, Pruned, Silence};
+pub use backups::{BackupRecord, NewBackup};
 pub use heartbeats::Heartbeat;
 pub use notifications::{ChannelHealth, NewNotification, Notification};
 pub use sqlite::{LATENCY_BOUNDS_MS, LatencyHistogram, Store};

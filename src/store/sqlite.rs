@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_heartbeats.sql"),
     include_str!("migrations/0007_check_latency.sql"),
     include_str!("migrations/0008_read_paths.sql"),
+    include_str!("migrations/0009_backups.sql"),
 ];
 /// A check's latency histogram: non-cumulative counts per bucket, sum (ms), count.
 #[derive(Debug, Clone)]

@@ -4,6 +4,7 @@
 //! `${VAR}` expansion of values. It never stops at the first problem: every error is reported
 //! with its position. Invariant: it returns a `Config` only when it found no error.
 
+mod backups;
 mod checks;
 mod notify;
 mod probes;
@@ -27,9 +28,10 @@ const TOP_KEYS: &[&str] = &[
     "checks",
     "notify",
     "profiles",
+    "backups",
 ];
 /// Sections of the full design that this version does not read yet.
-const LATER_KEYS: &[&str] = &["backups", "gates", "sessions", "incidents", "deploy"];
+const LATER_KEYS: &[&str] = &["gates", "sessions", "incidents", "deploy"];
 pub const DEFAULT_STATE_URL: &str = "sqlite:///var/lib/runbook/runbook.db";
 
 pub(super) use walker::Cx;
@@ -181,6 +183,12 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
         }
     }
 
+    let backups = top
+        .get("backups")
+        .map(|n| backups::backups(cx, n, &base))
+        .unwrap_or_default();
+    cx.backup_names = backups.keys().cloned().collect();
+
     let mut profiles = BTreeMap::new();
     if let Some(node) = top.get("profiles")
         && let Some(fields) = cx.map(node, "profiles", &[])
@@ -213,6 +221,7 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
         checks,
         notify,
         profiles,
+        backups,
         source: cx.file.to_path_buf(),
         redactor: cx.redactor.clone(),
         env,

@@ -25,6 +25,8 @@ pub(in crate::config) struct Cx<'a> {
     pub(super) suggested: Vec<(Pos, &'static str)>,
     /// Names under `checks:`, which profile tasks may refer to.
     pub(super) check_names: Vec<String>,
+    /// Names under `backups:`, which tasks and `backup_age` checks may refer to.
+    pub(super) backup_names: Vec<String>,
 }
 
 pub(super) struct Fields<'n> {
@@ -71,6 +73,7 @@ impl<'a> Cx<'a> {
             redactor: Redactor::default(),
             suggested: Vec::new(),
             check_names: Vec::new(),
+            backup_names: Vec::new(),
         }
     }
 

@@ -1,0 +1,286 @@
+//! The archive file: one zstd stream of a tar stream whose first entry is `manifest.json`.
+//!
+//! Writing is streaming, in one pass over the data, and the manifest still comes first:
+//! the manifest's size is known before the data is read (every hash is 64 hex digits and
+//! every size comes from the listing), so the writer leaves room for it at the start of the
+//! file, compresses the data after that room, then compresses the finished manifest into the
+//! room and fills what is left with a zstd *skippable frame*, which every zstd decoder
+//! passes over. To `zstd -d | tar -t`, the file is a plain `.tar.zst` with `manifest.json`
+//! first. Each data frame carries zstd's own checksum as well.
+//!
+//! A file that changes while it is read is archived at the size it had when listed (cut or
+//! padded with zeros); the hash in the manifest is of the bytes archived, and the writer
+//! reports the file as changed.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tar::{EntryType, Header};
+
+use super::manifest::{EntryKind, MANIFEST_NAME, Manifest};
+use crate::audit::hex;
+
+/// Magic number of the first of zstd's skippable frames (0x184D2A50..=0x184D2A5F).
+const SKIPPABLE_MAGIC: u32 = 0x184D_2A50;
+const SKIPPABLE_HEADER: usize = 8;
+const PLACEHOLDER: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+const IO_BUF: usize = 1 << 20;
+
+/// What `write` produced.
+#[derive(Debug)]
+pub struct Written {
+    /// Size of the archive file.
+    pub size: u64,
+    /// SHA-256 of the whole archive file (the sidecar's content).
+    pub sha256: String,
+    /// Archive paths of files that changed size while they were read.
+    pub changed: Vec<String>,
+}
+
+/// Writes the archive for `manifest` to `out` (which must not exist). `origins[s][f]` is the
+/// file on disk for the `f`-th entry of source `s` (for files; `None` for the others).
+/// Fills in every file's `sha256`. `progress` receives the number of data bytes read.
+pub fn write(
+    out: &Path,
+    manifest: &mut Manifest,
+    origins: &[Vec<Option<PathBuf>>],
+    level: i32,
+    progress: &dyn Fn(u64),
+) -> io::Result<Written> {
+    for f in manifest.sources.iter_mut().flat_map(|s| s.files.iter_mut()) {
+        if f.kind == EntryKind::File {
+            f.sha256 = Some(PLACEHOLDER.to_string());
+        }
+    }
+    let head_len = manifest_block(manifest)?.len();
+    let room = zstd::compress_bound(head_len) + SKIPPABLE_HEADER;
+
+    let file = OpenOptions::new().read(true).write(true).create_new(true).open(out)?;
+    let mut data = &file;
+    data.seek(SeekFrom::Start(room as u64))?;
+    let mut enc = zstd::stream::write::Encoder::new(BufWriter::with_capacity(IO_BUF, data), level)?;
+    enc.include_checksum(true)?;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    if workers > 1 {
+        enc.multithread(workers)?;
+    }
+    let mut tar = tar::Builder::new(enc);
+    let mut changed = Vec::new();
+    for (s, source) in manifest.sources.iter_mut().enumerate() {
+        for (i, f) in source.files.iter_mut().enumerate() {
+            let mut h = Header::new_gnu();
+            h.set_mode(f.mode);
+            h.set_mtime(f.mtime.max(0) as u64);
+            h.set_size(0);
+            match f.kind {
+                EntryKind::Dir => {
+                    h.set_entry_type(EntryType::Directory);
+                    tar.append_data(&mut h, &f.path, io::empty())?;
+                }
+                EntryKind::Symlink => {
+                    h.set_entry_type(EntryType::Symlink);
+                    tar.append_link(&mut h, &f.path, f.link.as_deref().unwrap_or_default())?;
+                }
+                EntryKind::File => {
+                    let from = origins
+                        .get(s)
+                        .and_then(|o| o.get(i))
+                        .and_then(Option::as_ref)
+                        .ok_or_else(|| io::Error::other(format!("no source file for {}", f.path)))?;
+                    let opened =
+                        File::open(from).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", from.display())))?;
+                    h.set_entry_type(EntryType::Regular);
+                    h.set_size(f.size);
+                    let mut r = Exact::new(opened, f.size, progress);
+                    tar.append_data(&mut h, &f.path, &mut r)?;
+                    if r.short || r.grew()? {
+                        changed.push(f.path.clone());
+                    }
+                    f.sha256 = Some(hex(&r.hasher.finalize()));
+                }
+            }
+        }
+    }
+    let enc = tar.into_inner()?;
+    enc.finish()?.into_inner().map_err(|e| e.into_error())?;
+
+    let block = manifest_block(manifest)?;
+    if block.len() != head_len {
+        return Err(io::Error::other("the manifest changed size while writing"));
+    }
+    let frame = zstd::bulk::compress(&block, level)?;
+    let pad = room - frame.len() - SKIPPABLE_HEADER;
+    let mut head = frame;
+    head.extend_from_slice(&SKIPPABLE_MAGIC.to_le_bytes());
+    head.extend_from_slice(&u32::try_from(pad).map_err(io::Error::other)?.to_le_bytes());
+    // The rest of the room is a hole in the file, which reads as zeros: the frame's content.
+    file.write_all_at(&head, 0)?;
+    file.sync_all()?;
+    let (size, sha256) = hash_file(out)?;
+    Ok(Written { size, sha256, changed })
+}
+
+/// The tar entry of the manifest (header, JSON, padding), without the end-of-archive blocks.
+fn manifest_block(manifest: &Manifest) -> io::Result<Vec<u8>> {
+    let json = serde_json::to_vec_pretty(manifest).map_err(io::Error::other)?;
+    let mut h = Header::new_gnu();
+    h.set_entry_type(EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_size(json.len() as u64);
+    h.set_mtime(
+        manifest
+            .created
+            .parse::<jiff::Timestamp>()
+            .map(|t| t.as_second().max(0) as u64)
+            .unwrap_or(0),
+    );
+    let mut b = tar::Builder::new(Vec::with_capacity(json.len() + 1024));
+    b.append_data(&mut h, MANIFEST_NAME, json.as_slice())?;
+    Ok(b.get_ref().clone())
+}
+
+/// Size and hex SHA-256 of a whole file.
+pub fn hash_file(path: &Path) -> io::Result<(u64, String)> {
+    let mut f = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; IO_BUF];
+    let mut size = 0u64;
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((size, hex(&hasher.finalize())))
+}
+
+/// Exactly `size` bytes of a file, hashed as they pass: cut if it grew, zero-padded if it
+/// shrank, so the tar header written before the data stays true.
+struct Exact<'p> {
+    inner: File,
+    remaining: u64,
+    hasher: Sha256,
+    short: bool,
+    progress: &'p dyn Fn(u64),
+}
+
+impl<'p> Exact<'p> {
+    fn new(inner: File, size: u64, progress: &'p dyn Fn(u64)) -> Self {
+        Exact {
+            inner,
+            remaining: size,
+            hasher: Sha256::new(),
+            short: false,
+            progress,
+        }
+    }
+
+    fn grew(&mut self) -> io::Result<bool> {
+        Ok(!self.short && self.inner.read(&mut [0u8; 1])? > 0)
+    }
+}
+
+impl Read for Exact<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let n = if self.short {
+            0
+        } else {
+            self.inner.read(&mut buf[..want])?
+        };
+        let n = if n == 0 {
+            self.short = true;
+            buf[..want].fill(0);
+            want
+        } else {
+            n
+        };
+        self.hasher.update(&buf[..n]);
+        self.remaining -= n as u64;
+        (self.progress)(n as u64);
+        Ok(n)
+    }
+}
+
+/// A tar reader over the decompressed stream of an archive file.
+pub fn open(path: &Path) -> io::Result<tar::Archive<zstd::stream::read::Decoder<'static, BufReader<File>>>> {
+    let f = File::open(path)?;
+    let dec = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(IO_BUF, f))?;
+    Ok(tar::Archive::new(dec))
+}
+
+/// Reads the manifest, the first entry, without reading the rest of the archive.
+pub fn read_manifest(path: &Path) -> io::Result<Manifest> {
+    let mut ar = open(path)?;
+    let mut entries = ar.entries()?;
+    let mut first = entries
+        .next()
+        .ok_or_else(|| io::Error::other("the archive is empty"))??;
+    manifest_from(&mut first)
+}
+
+/// Parses an entry that must be the manifest.
+pub fn manifest_from(entry: &mut tar::Entry<impl Read>) -> io::Result<Manifest> {
+    let name = entry.path()?.to_string_lossy().into_owned();
+    if name != MANIFEST_NAME {
+        return Err(io::Error::other(format!(
+            "the first entry is `{name}`, not {MANIFEST_NAME}"
+        )));
+    }
+    let mut json = Vec::new();
+    entry.read_to_end(&mut json)?;
+    let m: Manifest =
+        serde_json::from_slice(&json).map_err(|e| io::Error::other(format!("{MANIFEST_NAME} is not valid: {e}")))?;
+    if m.format != super::manifest::FORMAT {
+        return Err(io::Error::other(format!(
+            "archive format {} is not the one this runbook reads ({})",
+            m.format,
+            super::manifest::FORMAT
+        )));
+    }
+    Ok(m)
+}
+
+/// Writes `<archive>.sha256` next to the archive, in `sha256sum` format, atomically.
+pub fn write_sidecar(archive_final: &Path, sha256: &str) -> io::Result<PathBuf> {
+    let name = archive_final
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let sidecar = sidecar_path(archive_final);
+    let tmp = sidecar.with_extension("sha256.tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        writeln!(f, "{sha256}  {name}")?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &sidecar)?;
+    Ok(sidecar)
+}
+
+pub fn sidecar_path(archive: &Path) -> PathBuf {
+    let mut s = archive.as_os_str().to_owned();
+    s.push(".sha256");
+    PathBuf::from(s)
+}
+
+/// The hash the sidecar records, if it is there and well formed.
+pub fn read_sidecar(archive: &Path) -> io::Result<String> {
+    let text = std::fs::read_to_string(sidecar_path(archive))?;
+    let hash = text.split_whitespace().next().unwrap_or_default();
+    if hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(hash.to_ascii_lowercase())
+    } else {
+        Err(io::Error::other("the sidecar does not hold a SHA-256"))
+    }
+}

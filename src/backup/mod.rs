@@ -1,0 +1,416 @@
+//! Backups that are known to restore: create, verify, list and prune archives.
+//!
+//! Owns the life of an archive file. `create` gathers the target's sources, writes
+//! `<target>-<UTC time>.tar.zst` under a temporary name, fsyncs it, writes its `.sha256`
+//! sidecar and only then renames it into place, so a crash at any point leaves nothing that
+//! `backup list` shows or `backup verify` accepts. `verify` reads every byte back.
+//! Invariant: an archive that is listed was completely written and recorded.
+
+pub mod archive;
+pub mod manifest;
+pub mod retention;
+pub mod source;
+pub mod verify;
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::alert::{self, Observation};
+use crate::audit::Draft;
+use crate::clock;
+use crate::config::backups::BackupTarget;
+use crate::config::{Config, Severity};
+use crate::exec::Cancel;
+use crate::store::{BackupRecord, NewBackup, Store, StoreError};
+use manifest::{FORMAT, Manifest};
+
+pub use verify::{VerifyReport, verify};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("no backup target `{0}` in the configuration")]
+    UnknownTarget(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Sqlite { path: PathBuf, source: rusqlite::Error },
+    #[error("{what} failed: {detail}")]
+    Dump { what: String, detail: String },
+    #[error("another backup of `{0}` is running")]
+    Busy(String),
+    #[error("no archive of `{0}` is recorded")]
+    NoArchive(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl BackupError {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        BackupError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            BackupError::UnknownTarget(_) => Some("list the targets with: runbook config show".into()),
+            BackupError::Io { source, .. } if source.raw_os_error() == Some(28) => Some(
+                "the destination is full: prune old archives (runbook backup prune TARGET --apply) or free space"
+                    .into(),
+            ),
+            BackupError::Busy(_) => Some("wait for it to finish; a crashed one releases its lock by itself".into()),
+            BackupError::NoArchive(t) => Some(format!("create one first: runbook backup create {t}")),
+            BackupError::Store(e) => e.hint(),
+            _ => None,
+        }
+    }
+}
+
+/// What a long operation reports as it goes.
+pub enum Progress<'a> {
+    Phase(&'a str),
+    /// Bytes of data the phase will read.
+    Total(u64),
+    /// More bytes read.
+    Advance(u64),
+}
+
+/// A new archive.
+#[derive(Debug, Clone, Serialize)]
+pub struct Created {
+    pub id: i64,
+    pub target: String,
+    pub path: PathBuf,
+    pub size: u64,
+    pub sha256: String,
+    pub files: usize,
+    pub data_bytes: u64,
+    pub duration_ms: u64,
+    /// Files that changed while they were read, entries skipped.
+    pub warnings: Vec<String>,
+    /// Set when the archive is much smaller than the recent ones (an alert was opened).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub too_small: Option<String>,
+}
+
+pub fn target<'c>(config: &'c Config, name: &str) -> Result<&'c BackupTarget, BackupError> {
+    config
+        .backups
+        .get(name)
+        .ok_or_else(|| BackupError::UnknownTarget(name.to_string()))
+}
+
+/// Removes a path when dropped unless disarmed: temp files and scratch directories.
+struct Cleanup(Option<PathBuf>);
+
+impl Cleanup {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+        }
+    }
+}
+
+/// Holds the target's lock in its destination directory.
+fn lock(dest: &Path, target: &str) -> Result<File, BackupError> {
+    let path = dest.join(format!(".{target}.lock"));
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| BackupError::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(BackupError::Busy(target.to_string())),
+        Err(TryLockError::Error(e)) => Err(BackupError::io(&path, e)),
+    }
+}
+
+/// Leftovers of a create that was killed: temp archives and scratch directories.
+fn remove_leftovers(dest: &Path, target: &str) {
+    let prefix = format!(".{target}-");
+    let Ok(entries) = std::fs::read_dir(dest) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        // `.<target>-<YYYYmmddT…>`: not the leftovers of a target whose name extends this one.
+        let ours = name
+            .strip_prefix(&prefix)
+            .is_some_and(|rest| rest.len() > 9 && rest[..8].bytes().all(|b| b.is_ascii_digit()) && &rest[8..9] == "T");
+        if ours && (name.ends_with(".tmp") || name.ends_with(".work")) {
+            let p = e.path();
+            tracing::info!(path = %p.display(), "removing what an interrupted backup left");
+            let _ = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+        }
+    }
+}
+
+/// A new archive name: `<target>-<YYYYmmddTHHMMSSZ>.tar.zst`, never one that exists.
+fn archive_path(dest: &Path, target: &str, at: jiff::Timestamp) -> PathBuf {
+    let stamp = at.strftime("%Y%m%dT%H%M%SZ").to_string();
+    let mut path = dest.join(format!("{target}-{stamp}.tar.zst"));
+    let mut n = 2;
+    while path.exists() || archive::sidecar_path(&path).exists() {
+        path = dest.join(format!("{target}-{stamp}-{n}.tar.zst"));
+        n += 1;
+    }
+    path
+}
+
+fn fsync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Writes a new archive of `name`, records it, and raises an alert if it is suspiciously small.
+pub fn create(
+    config: &Config,
+    store: &Store,
+    name: &str,
+    cancel: &Cancel,
+    progress: &dyn Fn(Progress),
+) -> Result<Created, BackupError> {
+    let t = target(config, name)?;
+    let started = Instant::now();
+    std::fs::create_dir_all(&t.dest).map_err(|e| BackupError::io(&t.dest, e))?;
+    let _lock = lock(&t.dest, name)?;
+    remove_leftovers(&t.dest, name);
+
+    let now = clock::now();
+    let final_path = archive_path(&t.dest, name, now);
+    let file_name = final_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let scratch = t.dest.join(format!(".{file_name}.work"));
+    std::fs::create_dir_all(&scratch).map_err(|e| BackupError::io(&scratch, e))?;
+    let _scratch = Cleanup(Some(scratch.clone()));
+
+    progress(Progress::Phase("snapshotting sources"));
+    let gathered = source::gather(config, t, &scratch, cancel)?;
+    let mut manifest = Manifest {
+        format: FORMAT,
+        target: name.to_string(),
+        host: config.host.clone(),
+        runbook_version: env!("CARGO_PKG_VERSION").to_string(),
+        created: now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        sources: gathered.sources,
+    };
+    let tmp = t.dest.join(format!(".{file_name}.tmp"));
+    let mut tmp_guard = Cleanup(Some(tmp.clone()));
+    progress(Progress::Phase("writing the archive"));
+    progress(Progress::Total(manifest.data_bytes()));
+    let written = archive::write(&tmp, &mut manifest, &gathered.origins, t.level, &|n| {
+        progress(Progress::Advance(n))
+    })
+    .map_err(|e| BackupError::io(&tmp, e))?;
+    archive::write_sidecar(&final_path, &written.sha256).map_err(|e| BackupError::io(&final_path, e))?;
+    std::fs::rename(&tmp, &final_path).map_err(|e| BackupError::io(&final_path, e))?;
+    tmp_guard.disarm();
+    fsync_dir(&t.dest);
+
+    let files = manifest.files().count();
+    let data_bytes = manifest.data_bytes();
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let mut warnings = gathered.warnings;
+    warnings.extend(written.changed.iter().map(|p| format!("{p} changed while it was read")));
+    let path_text = final_path.display().to_string();
+    let previous: Vec<i64> = store.list_backups(Some(name))?.iter().take(7).map(|b| b.size).collect();
+    let id = store.record_backup(
+        &NewBackup {
+            target: name.to_string(),
+            path: path_text.clone(),
+            created_at: clock::to_text(now),
+            host: config.host.clone(),
+            size: written.size as i64,
+            sha256: written.sha256.clone(),
+            files: files as i64,
+            data_bytes: data_bytes as i64,
+            duration_ms: duration_ms as i64,
+        },
+        &Draft::new(
+            "backup.created",
+            name,
+            json!({ "archive": path_text, "sha256": written.sha256, "size": written.size, "files": files,
+                    "data_bytes": data_bytes, "duration_ms": duration_ms, "warnings": warnings }),
+            &config.redactor,
+        ),
+    )?;
+    let too_small = size_alert(config, store, name, t, written.size, &previous)?;
+    Ok(Created {
+        id,
+        target: name.to_string(),
+        path: final_path,
+        size: written.size,
+        sha256: written.sha256,
+        files,
+        data_bytes,
+        duration_ms,
+        warnings,
+        too_small,
+    })
+}
+
+/// The median of the last (up to 7) archives' sizes: an archive under `min_size_ratio` of it
+/// opens the target's alert; a normal one resolves it.
+fn size_alert(
+    config: &Config,
+    store: &Store,
+    name: &str,
+    t: &BackupTarget,
+    size: u64,
+    previous: &[i64],
+) -> Result<Option<String>, BackupError> {
+    if previous.is_empty() {
+        return Ok(None);
+    }
+    let mut sorted = previous.to_vec();
+    sorted.sort_unstable();
+    let median = if sorted.len() % 2 == 1 {
+        sorted[sorted.len() / 2] as f64
+    } else {
+        (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2]) as f64 / 2.0
+    };
+    let small = (size as f64) < t.min_size_ratio * median;
+    let detail = if small {
+        format!(
+            "backup `{name}`: the new archive is {size} bytes, {:.0} % of the median of the last {} ({median:.0} bytes)",
+            100.0 * size as f64 / median.max(1.0),
+            previous.len()
+        )
+    } else {
+        format!("backup `{name}`: the new archive's size is in line with the recent ones")
+    };
+    alert::observe(
+        store,
+        config,
+        &[Observation {
+            source: alert::Source::Backup,
+            name: format!("backup:{name}"),
+            ok: !small,
+            detail: detail.clone(),
+            severity: Severity::Critical,
+            labels: Default::default(),
+            fail_after: 1,
+            recover_after: 1,
+            depends_on: Vec::new(),
+            defer_notify: false,
+        }],
+    )?;
+    Ok(small.then_some(detail))
+}
+
+/// An archive as `backup list` shows it: the record, and whether its file is still there.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listed {
+    #[serde(flatten)]
+    pub record: BackupRecord,
+    pub present: bool,
+}
+
+pub fn list(store: &Store, target: Option<&str>) -> Result<Vec<Listed>, BackupError> {
+    Ok(store
+        .list_backups(target)?
+        .into_iter()
+        .map(|record| Listed {
+            present: Path::new(&record.path).is_file(),
+            record,
+        })
+        .collect())
+}
+
+/// The newest recorded archive of a target.
+pub fn latest(store: &Store, target: &str) -> Result<BackupRecord, BackupError> {
+    store
+        .list_backups(Some(target))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| BackupError::NoArchive(target.to_string()))
+}
+
+/// What `backup prune` keeps and removes.
+#[derive(Debug, Clone, Serialize)]
+pub struct PrunePlan {
+    pub target: String,
+    pub keep: Vec<(BackupRecord, Vec<&'static str>)>,
+    pub remove: Vec<BackupRecord>,
+    pub applied: bool,
+}
+
+pub fn prune(config: &Config, store: &Store, name: &str, apply: bool) -> Result<PrunePlan, BackupError> {
+    let t = target(config, name)?;
+    let records = store.list_backups(Some(name))?;
+    let candidates: Vec<_> = records
+        .iter()
+        .filter_map(|r| {
+            clock::from_text(&r.created_at).map(|created| retention::Candidate {
+                id: r.id,
+                created,
+                verified: r.verify_ok == Some(true),
+            })
+        })
+        .collect();
+    let kept = retention::keep(&t.keep, &candidates);
+    let mut plan = PrunePlan {
+        target: name.to_string(),
+        keep: Vec::new(),
+        remove: Vec::new(),
+        applied: false,
+    };
+    for r in records {
+        match kept.get(&r.id) {
+            Some(why) => plan.keep.push((r, why.clone())),
+            None => plan.remove.push(r),
+        }
+    }
+    if apply && !plan.remove.is_empty() {
+        let _lock = lock(&t.dest, name)?;
+        for r in &plan.remove {
+            let path = Path::new(&r.path);
+            for p in [path.to_path_buf(), archive::sidecar_path(path)] {
+                match std::fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(BackupError::io(&p, e)),
+                }
+            }
+        }
+        fsync_dir(&t.dest);
+        let ids: Vec<i64> = plan.remove.iter().map(|r| r.id).collect();
+        let paths: Vec<&str> = plan.remove.iter().map(|r| r.path.as_str()).collect();
+        store.mark_pruned(
+            &ids,
+            &clock::to_text(clock::now()),
+            &Draft::new(
+                "backup.pruned",
+                name,
+                json!({ "archives": paths, "kept": plan.keep.len(), "keep": t.keep }),
+                &config.redactor,
+            ),
+        )?;
+        plan.applied = true;
+    }
+    Ok(plan)
+}

@@ -1,0 +1,370 @@
+//! Turning a target's sources into manifest entries and files to read.
+//!
+//! Databases are first copied to a scratch directory next to the archives (SQLite through
+//! its online backup API, PostgreSQL through `pg_dump`, `command:` through its standard
+//! output); directory trees are listed in place and read while the archive is written.
+
+use std::collections::HashSet;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::BackupError;
+use super::manifest::{EntryKind, FileEntry, SourceEntry};
+use crate::check::wildcard;
+use crate::config::Config;
+use crate::config::backups::{BackupTarget, DEFAULT_DUMP_TIMEOUT, DirSource, Source};
+use crate::exec::{self, Cancel, Spec};
+
+/// Manifest entries (hashes still empty) and, for each file entry, where to read it.
+pub struct Gathered {
+    pub sources: Vec<SourceEntry>,
+    pub origins: Vec<Vec<Option<PathBuf>>>,
+    /// Things skipped (sockets, unreadable entries), said to the operator.
+    pub warnings: Vec<String>,
+}
+
+pub fn gather(
+    config: &Config,
+    target: &BackupTarget,
+    scratch: &Path,
+    cancel: &Cancel,
+) -> Result<Gathered, BackupError> {
+    let mut g = Gathered {
+        sources: Vec::new(),
+        origins: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let mut roots = HashSet::new();
+    let timeout = target.timeout.map(|d| d.0).unwrap_or(DEFAULT_DUMP_TIMEOUT);
+    for (i, source) in target.sources.iter().enumerate() {
+        let (entry, origins) = match source {
+            Source::Sqlite(path) => {
+                let name = file_name(path, "database.db");
+                let root = unique(&mut roots, format!("sqlite/{name}"));
+                let snap = scratch.join(format!("{i}-sqlite.db"));
+                let check = sqlite_snapshot(path, &snap)?;
+                let meta = std::fs::metadata(path).map_err(|e| BackupError::io(path, e))?;
+                let mut f = file_entry(&root, &snap)?;
+                f.mode = meta.mode() & 0o7777;
+                f.mtime = meta.mtime();
+                let entry = SourceEntry {
+                    kind: "sqlite".into(),
+                    origin: path.display().to_string(),
+                    root,
+                    integrity_check: Some(check),
+                    files: vec![f],
+                };
+                (entry, vec![Some(snap)])
+            }
+            Source::Postgres(url) => {
+                let (public, password) = split_password(url);
+                let db = public
+                    .rsplit('/')
+                    .next()
+                    .and_then(|d| d.split('?').next())
+                    .filter(|d| !d.is_empty() && !d.contains(':') && !d.contains('@'))
+                    .unwrap_or("postgres")
+                    .to_string();
+                let root = unique(&mut roots, format!("postgres/{db}.dump"));
+                let dump = scratch.join(format!("{i}-postgres.dump"));
+                let mut spec = Spec::new(
+                    vec![
+                        "pg_dump".into(),
+                        "--format=custom".into(),
+                        "--no-password".into(),
+                        format!("--file={}", dump.display()),
+                        format!("--dbname={public}"),
+                    ],
+                    timeout,
+                );
+                spec.env = config.env.clone();
+                if let Some(p) = password {
+                    spec.env.push(("PGPASSWORD".into(), p));
+                }
+                run_dump(
+                    config,
+                    &spec,
+                    cancel,
+                    &format!("pg_dump of {}", config.redactor.redact(&public)),
+                )?;
+                let f = file_entry(&root, &dump)?;
+                let entry = SourceEntry {
+                    kind: "postgres".into(),
+                    origin: config.redactor.redact(&public).into_owned(),
+                    root,
+                    integrity_check: None,
+                    files: vec![f],
+                };
+                (entry, vec![Some(dump)])
+            }
+            Source::Command(c) => {
+                let root = unique(&mut roots, format!("command/{}", c.name));
+                let out = scratch.join(format!("{i}-command.out"));
+                let argv = crate::config::Program::Run(c.run.clone()).argv();
+                let mut spec = Spec::new(argv.clone(), timeout);
+                spec.env = config.env.clone();
+                spec.cwd = Some(config.base_dir());
+                spec.stdout_to = Some(out.clone());
+                let shown = config.redactor.redact(&exec::display(&argv)).into_owned();
+                run_dump(config, &spec, cancel, &shown)?;
+                let f = file_entry(&root, &out)?;
+                let entry = SourceEntry {
+                    kind: "command".into(),
+                    origin: shown,
+                    root,
+                    integrity_check: None,
+                    files: vec![f],
+                };
+                (entry, vec![Some(out)])
+            }
+            Source::Dir(d) => {
+                let name = file_name(&d.path, "dir");
+                let root = unique(&mut roots, format!("dir/{name}"));
+                let (files, origins) = walk(d, &root, &mut g.warnings)?;
+                let entry = SourceEntry {
+                    kind: "dir".into(),
+                    origin: d.path.display().to_string(),
+                    root,
+                    integrity_check: None,
+                    files,
+                };
+                (entry, origins)
+            }
+        };
+        g.sources.push(entry);
+        g.origins.push(origins);
+    }
+    Ok(g)
+}
+
+fn file_name(path: &Path, default: &str) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+/// `root`, or `root-2`, `root-3`… if an earlier source took it.
+fn unique(taken: &mut HashSet<String>, root: String) -> String {
+    let mut candidate = root.clone();
+    let mut n = 2;
+    while !taken.insert(candidate.clone()) {
+        candidate = format!("{root}-{n}");
+        n += 1;
+    }
+    candidate
+}
+
+fn file_entry(archive_path: &str, on_disk: &Path) -> Result<FileEntry, BackupError> {
+    let meta = std::fs::metadata(on_disk).map_err(|e| BackupError::io(on_disk, e))?;
+    Ok(FileEntry {
+        path: archive_path.to_string(),
+        kind: EntryKind::File,
+        size: meta.len(),
+        mode: meta.permissions().mode() & 0o7777,
+        mtime: meta.mtime(),
+        sha256: None,
+        link: None,
+    })
+}
+
+/// A consistent copy of a live SQLite database: one backup step over all pages, under one
+/// read transaction (in WAL mode the application keeps writing meanwhile). Returns the
+/// copy's `PRAGMA integrity_check`.
+pub fn sqlite_snapshot(from: &Path, to: &Path) -> Result<String, BackupError> {
+    let err = |e: rusqlite::Error| BackupError::Sqlite {
+        path: from.to_path_buf(),
+        source: e,
+    };
+    if !from.is_file() {
+        return Err(BackupError::io(
+            from,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such database file"),
+        ));
+    }
+    let src = Connection::open_with_flags(from, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(err)?;
+    src.busy_timeout(Duration::from_secs(30)).map_err(err)?;
+    let mut dst = Connection::open(to).map_err(err)?;
+    {
+        let backup = rusqlite::backup::Backup::new(&src, &mut dst).map_err(err)?;
+        loop {
+            match backup.step(-1).map_err(err)? {
+                rusqlite::backup::StepResult::Done => break,
+                rusqlite::backup::StepResult::More => continue,
+                // Busy or locked: the writer holds a lock for a moment; try again.
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+    // The copy keeps its own journal mode out of the archive: one self-contained file.
+    dst.execute_batch("PRAGMA journal_mode=DELETE;").map_err(err)?;
+    integrity_check(&dst).map_err(err)
+}
+
+/// `PRAGMA integrity_check` as one line (`ok`, or the problems joined).
+pub fn integrity_check(conn: &Connection) -> rusqlite::Result<String> {
+    let mut stmt = conn.prepare("PRAGMA integrity_check")?;
+    let rows: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    Ok(rows.join("; "))
+}
+
+fn run_dump(config: &Config, spec: &Spec, cancel: &Cancel, what: &str) -> Result<(), BackupError> {
+    let out = exec::run(spec, cancel).map_err(|e| BackupError::Dump {
+        what: what.to_string(),
+        detail: e.to_string(),
+    })?;
+    if !out.success() {
+        return Err(BackupError::Dump {
+            what: what.to_string(),
+            detail: config
+                .redactor
+                .redact(&format!("{}: {}", out.summary(spec.timeout), out.stderr.trim()))
+                .into_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// `postgres://user:secret@host/db` → (`postgres://user@host/db`, `Some(secret)`).
+pub fn split_password(url: &str) -> (String, Option<String>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_string(), None);
+    };
+    let (auth, host) = match rest.split_once('@') {
+        Some(p) => p,
+        None => return (url.to_string(), None),
+    };
+    match auth.split_once(':') {
+        Some((user, pass)) => (format!("{scheme}://{user}@{host}"), Some(pass.to_string())),
+        None => (url.to_string(), None),
+    }
+}
+
+fn excluded(patterns: &[String], rel: &str, name: &str) -> bool {
+    patterns.iter().any(|p| {
+        let p = p.trim_end_matches('/');
+        if p.contains('/') {
+            wildcard::matches(p.trim_start_matches('/'), rel)
+        } else {
+            wildcard::matches(p, name)
+        }
+    })
+}
+
+type Listing = (Vec<FileEntry>, Vec<Option<PathBuf>>);
+
+/// Lists a tree depth first, names sorted, without following symlinks.
+fn walk(d: &DirSource, root: &str, warnings: &mut Vec<String>) -> Result<Listing, BackupError> {
+    let meta = std::fs::symlink_metadata(&d.path).map_err(|e| BackupError::io(&d.path, e))?;
+    if !meta.is_dir() {
+        return Err(BackupError::io(
+            &d.path,
+            std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
+        ));
+    }
+    let mut files = vec![FileEntry {
+        path: root.to_string(),
+        kind: EntryKind::Dir,
+        size: 0,
+        mode: meta.mode() & 0o7777,
+        mtime: meta.mtime(),
+        sha256: None,
+        link: None,
+    }];
+    let mut origins = vec![None];
+    let mut stack = vec![(d.path.clone(), String::new())];
+    while let Some((dir, rel_dir)) = stack.pop() {
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .map_err(|e| BackupError::io(&dir, e))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .collect();
+        names.sort();
+        let mut subdirs = Vec::new();
+        for name in names {
+            let name_s = name.to_string_lossy().into_owned();
+            let rel = if rel_dir.is_empty() {
+                name_s.clone()
+            } else {
+                format!("{rel_dir}/{name_s}")
+            };
+            if excluded(&d.exclude, &rel, &name_s) {
+                continue;
+            }
+            let path = dir.join(&name);
+            let meta = match std::fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) => {
+                    warnings.push(format!("{}: {e} (skipped)", path.display()));
+                    continue;
+                }
+            };
+            let ft = meta.file_type();
+            let mut entry = FileEntry {
+                path: format!("{root}/{rel}"),
+                kind: EntryKind::File,
+                size: 0,
+                mode: meta.mode() & 0o7777,
+                mtime: meta.mtime(),
+                sha256: None,
+                link: None,
+            };
+            if ft.is_dir() {
+                entry.kind = EntryKind::Dir;
+                files.push(entry);
+                origins.push(None);
+                subdirs.push((path, rel));
+            } else if ft.is_symlink() {
+                let target = std::fs::read_link(&path).map_err(|e| BackupError::io(&path, e))?;
+                entry.kind = EntryKind::Symlink;
+                entry.link = Some(target.to_string_lossy().into_owned());
+                files.push(entry);
+                origins.push(None);
+            } else if ft.is_file() {
+                entry.size = meta.len();
+                files.push(entry);
+                origins.push(Some(path));
+            } else {
+                warnings.push(format!(
+                    "{}: not a file, directory or symlink (skipped)",
+                    path.display()
+                ));
+            }
+        }
+        // Depth first in name order: push in reverse so the first name is walked first.
+        stack.extend(subdirs.into_iter().rev());
+    }
+    Ok((files, origins))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_is_taken_out_of_a_postgres_url() {
+        assert_eq!(
+            split_password("postgres://app:s3cr3t@db:5432/app"),
+            ("postgres://app@db:5432/app".to_string(), Some("s3cr3t".to_string()))
+        );
+        assert_eq!(
+            split_password("postgres://app@db/app"),
+            ("postgres://app@db/app".into(), None)
+        );
+        assert_eq!(split_password("dbname=app"), ("dbname=app".into(), None));
+    }
+
+    #[test]
+    fn exclusions_match_names_anywhere_and_paths_from_the_top() {
+        let p = vec!["*.log".to_string(), "cache/".to_string(), "tmp/*.partial".to_string()];
+        assert!(excluded(&p, "a/b/x.log", "x.log"));
+        assert!(excluded(&p, "a/cache", "cache"));
+        assert!(excluded(&p, "tmp/f.partial", "f.partial"));
+        assert!(!excluded(&p, "a/tmp/f.partial", "f.partial"));
+        assert!(!excluded(&p, "notes.txt", "notes.txt"));
+    }
+}

@@ -1,0 +1,223 @@
+//! `runbook backup create | list | verify | prune`.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use super::output::{self, duration_ms};
+use super::{BackupCmd, CliError, Ctx, Outcome};
+use crate::backup::{self, BackupError, Progress};
+use crate::clock;
+use crate::exec::Cancel;
+
+impl From<BackupError> for CliError {
+    fn from(e: BackupError) -> Self {
+        let hint = e.hint();
+        match e {
+            BackupError::Store(s) => s.into(),
+            BackupError::UnknownTarget(_) | BackupError::NoArchive(_) => CliError::usage(e.to_string(), hint),
+            BackupError::Dump { .. } | BackupError::Busy(_) => CliError::failed(e.to_string(), hint),
+            _ => {
+                let mut err = CliError::internal(e.to_string(), hint);
+                err.kind = "backup";
+                err
+            }
+        }
+    }
+}
+
+/// A progress bar on stderr when it is a terminal and the output is not JSON.
+struct Bar(Option<ProgressBar>);
+
+impl Bar {
+    fn new(cx: &Ctx) -> Self {
+        Bar((!cx.out.json && std::io::stderr().is_terminal()).then(|| {
+            let pb = ProgressBar::new(0);
+            pb.set_style(
+                ProgressStyle::with_template(
+                    "{msg:24} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            pb
+        }))
+    }
+
+    fn report(&self, p: Progress) {
+        let Some(pb) = &self.0 else { return };
+        match p {
+            Progress::Phase(m) => {
+                pb.set_position(0);
+                pb.set_message(m.to_string());
+            }
+            Progress::Total(n) => pb.set_length(n),
+            Progress::Advance(n) => pb.inc(n),
+        }
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        if let Some(pb) = &self.0 {
+            pb.finish_and_clear();
+        }
+    }
+}
+
+/// 1.5 GiB, 320 KiB, 12 B.
+pub fn bytes(n: u64) -> String {
+    let units = [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (u, size) in units {
+        if n >= size {
+            return format!("{:.1} {u}", n as f64 / size as f64);
+        }
+    }
+    format!("{n} B")
+}
+
+fn age(created: &str) -> String {
+    clock::from_text(created)
+        .map(|t| {
+            let secs = (clock::now().as_second() - t.as_second()).max(0) as u64;
+            duration_ms(secs * 1000)
+        })
+        .unwrap_or_else(|| "-".into())
+}
+
+pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
+    let config = cx.load()?;
+    let store = cx.open_store(&config)?;
+    match cmd {
+        BackupCmd::Create { target } => {
+            let bar = Bar::new(cx);
+            let created = backup::create(&config, &store, &target, &Cancel::default(), &|p| bar.report(p))?;
+            drop(bar);
+            cx.out.either(&created, || {
+                cx.out.line(format!(
+                    "{}  {}  {} entries, {} of data in {}",
+                    created.path.display(),
+                    bytes(created.size),
+                    created.files,
+                    bytes(created.data_bytes),
+                    duration_ms(created.duration_ms)
+                ));
+                cx.out.line(format!("sha256 {}", created.sha256));
+                for w in &created.warnings {
+                    cx.out.line(format!("warning: {w}"));
+                }
+                if let Some(s) = &created.too_small {
+                    cx.out.line(format!("ALERT: {s}"));
+                }
+            });
+            Ok(Outcome::Ok)
+        }
+        BackupCmd::List { target } => {
+            if let Some(t) = &target {
+                backup::target(&config, t)?;
+            }
+            let listed = backup::list(&store, target.as_deref())?;
+            cx.out.either(&listed, || {
+                if listed.is_empty() {
+                    cx.out.line("no archives recorded");
+                    return;
+                }
+                let mut t = output::table(&["TARGET", "ARCHIVE", "SIZE", "AGE", "VERIFIED", "DRILLED"]);
+                for l in &listed {
+                    let r = &l.record;
+                    let name = Path::new(&r.path)
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    let verified = match (r.verify_ok, &r.verified_at) {
+                        (Some(true), Some(at)) => format!("ok, {} ago", age(at)),
+                        (Some(false), Some(at)) => format!("FAILED, {} ago", age(at)),
+                        _ => "never".into(),
+                    };
+                    let drilled = match (r.drill_ok, &r.drilled_at) {
+                        (Some(true), Some(at)) => format!("ok, {} ago", age(at)),
+                        (Some(false), Some(at)) => format!("FAILED, {} ago", age(at)),
+                        _ => "never".into(),
+                    };
+                    t.add_row(vec![
+                        r.target.clone(),
+                        if l.present { name } else { format!("{name} (MISSING)") },
+                        bytes(r.size as u64),
+                        age(&r.created_at),
+                        verified,
+                        drilled,
+                    ]);
+                }
+                output::print_table(&t);
+            });
+            Ok(Outcome::Ok)
+        }
+        BackupCmd::Verify { archive, latest } => {
+            let path = match (archive, latest) {
+                (Some(p), _) => p,
+                (None, Some(t)) => {
+                    backup::target(&config, &t)?;
+                    backup::latest(&store, &t)?.path.into()
+                }
+                (None, None) => return Err(CliError::usage("name an archive or --latest TARGET", None)),
+            };
+            let bar = Bar::new(cx);
+            let report = backup::verify::verify(&path, &|p| bar.report(p))?;
+            drop(bar);
+            backup::verify::record(&config, &store, &report)?;
+            cx.out.either(&report, || {
+                if report.ok {
+                    cx.out.line(format!(
+                        "ok: {}  {} files, {} of data, sha256 {}",
+                        report.archive.display(),
+                        report.files_checked,
+                        bytes(report.data_bytes),
+                        report.sha256
+                    ));
+                    for (p, r) in report.sqlite.iter().chain(&report.postgres) {
+                        cx.out.line(format!("  {p}: {r}"));
+                    }
+                } else {
+                    cx.out.line(format!("FAILED: {}", report.archive.display()));
+                    for p in &report.problems {
+                        cx.out.line(format!("  {p}"));
+                    }
+                }
+            });
+            if report.ok {
+                Ok(Outcome::Ok)
+            } else {
+                Ok(Outcome::Failed)
+            }
+        }
+        BackupCmd::Prune { target, apply } => {
+            let plan = backup::prune(&config, &store, &target, apply)?;
+            let value = json!({
+                "target": plan.target,
+                "applied": plan.applied,
+                "keep": plan.keep.iter().map(|(r, why)| json!({ "path": r.path, "created_at": r.created_at, "why": why })).collect::<Vec<_>>(),
+                "remove": plan.remove.iter().map(|r| json!({ "path": r.path, "created_at": r.created_at, "size": r.size })).collect::<Vec<_>>(),
+            });
+            cx.out.either(&value, || {
+                for (r, why) in &plan.keep {
+                    cx.out.line(format!("keep    {}  ({})", r.path, why.join(", ")));
+                }
+                let verb = if plan.applied { "removed" } else { "remove" };
+                for r in &plan.remove {
+                    cx.out.line(format!("{verb:7} {}  {}", r.path, bytes(r.size as u64)));
+                }
+                if !plan.applied && !plan.remove.is_empty() {
+                    cx.out.line(format!(
+                        "dry run: nothing removed; run `runbook backup prune {target} --apply` to remove {} archive(s)",
+                        plan.remove.len()
+                    ));
+                } else if plan.remove.is_empty() {
+                    cx.out.line("nothing to remove");
+                }
+            });
+            Ok(Outcome::Ok)
+        }
+    }
+}

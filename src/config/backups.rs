@@ -1,0 +1,104 @@
+//! The `backups:` section: named targets, their sources, destination and retention.
+
+use schemars::JsonSchema;
+use serde::Serialize;
+use std::path::PathBuf;
+
+use super::model::RunArgs;
+use super::units::HumanDuration;
+
+/// Default share of the median size of the last archives under which a new one raises an alert.
+pub const DEFAULT_MIN_SIZE_RATIO: f64 = 0.5;
+/// Default time allowed to a dump command (`pg_dump`, `command:`).
+pub const DEFAULT_DUMP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2 * 3600);
+
+/// One backup target: what goes into each archive, where archives go, how many stay.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupTarget {
+    /// What each archive holds, in order.
+    pub sources: Vec<Source>,
+    /// Directory of the archives (created if missing).
+    pub dest: PathBuf,
+    /// Which archives `backup prune` keeps. Default: the last 7.
+    #[serde(default)]
+    pub keep: KeepPolicy,
+    /// An archive smaller than this share of the median of the last 7 raises an alert
+    /// (an empty dump that "succeeded"). Default: 0.5.
+    pub min_size_ratio: f64,
+    /// zstd level, 1 (fastest) to 19. Default: 3.
+    pub level: i32,
+    /// Time allowed to each dump command (pg_dump, command sources). Default: 2h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+}
+
+/// One source of an archive.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// A SQLite database, copied through SQLite's online backup API (consistent while the
+    /// application writes).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database URL, dumped with `pg_dump --format=custom`.
+    Postgres(String),
+    /// A directory tree: files, directories, symlinks, modes and mtimes.
+    Dir(DirSource),
+    /// A command whose standard output is the dump.
+    Command(CommandSource),
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DirSource {
+    pub path: PathBuf,
+    /// Wildcards (`*`, `?`): a pattern without `/` matches any name in the tree, one with `/`
+    /// the path relative to `path`. An excluded directory is skipped whole.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommandSource {
+    /// argv, or a string split like a shell would (no shell features).
+    pub run: RunArgs,
+    /// File name of the dump inside the archive. Default: `command-N.out`.
+    #[serde(default)]
+    pub name: String,
+}
+
+impl Source {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Source::Sqlite(_) => "sqlite",
+            Source::Postgres(_) => "postgres",
+            Source::Dir(_) => "dir",
+            Source::Command(_) => "command",
+        }
+    }
+}
+
+/// Retention: an archive stays if any rule keeps it. The newest verified archive always stays.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeepPolicy {
+    /// The newest N archives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<u32>,
+    /// The newest archive of each of the last N days that have one (UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily: Option<u32>,
+    /// The newest archive of each of the last N ISO weeks that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weekly: Option<u32>,
+    /// The newest archive of each of the last N months that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly: Option<u32>,
+}
+
+impl KeepPolicy {
+    pub fn is_empty(&self) -> bool {
+        self.last.is_none() && self.daily.is_none() && self.weekly.is_none() && self.monthly.is_none()
+    }
+}

@@ -1,0 +1,156 @@
+//! SQL for backup archives: recorded on create, marked on verify, drill and prune.
+
+use rusqlite::{OptionalExtension, Row, params};
+use serde::Serialize;
+
+use super::Result;
+use super::sqlite::{Store, append_audit};
+use crate::audit::Draft;
+
+/// An archive as the store knows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupRecord {
+    pub id: i64,
+    pub target: String,
+    pub path: String,
+    pub created_at: String,
+    pub host: String,
+    pub size: i64,
+    pub sha256: String,
+    pub files: i64,
+    pub data_bytes: i64,
+    pub duration_ms: i64,
+    pub verified_at: Option<String>,
+    pub verify_ok: Option<bool>,
+    pub verify_detail: Option<String>,
+    pub drilled_at: Option<String>,
+    pub drill_ok: Option<bool>,
+    pub drill_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewBackup {
+    pub target: String,
+    pub path: String,
+    pub created_at: String,
+    pub host: String,
+    pub size: i64,
+    pub sha256: String,
+    pub files: i64,
+    pub data_bytes: i64,
+    pub duration_ms: i64,
+}
+
+const COLUMNS: &str = "id, target, path, created_at, host, size, sha256, files, data_bytes, duration_ms, \
+    verified_at, verify_ok, verify_detail, drilled_at, drill_ok, drill_ms";
+
+fn from_row(r: &Row) -> rusqlite::Result<BackupRecord> {
+    Ok(BackupRecord {
+        id: r.get(0)?,
+        target: r.get(1)?,
+        path: r.get(2)?,
+        created_at: r.get(3)?,
+        host: r.get(4)?,
+        size: r.get(5)?,
+        sha256: r.get(6)?,
+        files: r.get(7)?,
+        data_bytes: r.get(8)?,
+        duration_ms: r.get(9)?,
+        verified_at: r.get(10)?,
+        verify_ok: r.get(11)?,
+        verify_detail: r.get(12)?,
+        drilled_at: r.get(13)?,
+        drill_ok: r.get(14)?,
+        drill_ms: r.get(15)?,
+    })
+}
+
+impl Store {
+    /// Records a new archive and its audit event in one transaction.
+    pub fn record_backup(&self, b: &NewBackup, draft: &Draft) -> Result<i64> {
+        self.write("recording a backup", |tx| {
+            tx.execute(
+                "INSERT INTO backups (target, path, created_at, host, size, sha256, files, data_bytes, duration_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                 ON CONFLICT(path) DO UPDATE SET created_at = excluded.created_at, size = excluded.size, \
+                 sha256 = excluded.sha256, files = excluded.files, data_bytes = excluded.data_bytes, \
+                 duration_ms = excluded.duration_ms, pruned_at = NULL, verified_at = NULL, verify_ok = NULL, \
+                 verify_detail = NULL, drilled_at = NULL, drill_ok = NULL, drill_ms = NULL",
+                params![
+                    b.target,
+                    b.path,
+                    b.created_at,
+                    b.host,
+                    b.size,
+                    b.sha256,
+                    b.files,
+                    b.data_bytes,
+                    b.duration_ms
+                ],
+            )?;
+            let id = tx.query_row("SELECT id FROM backups WHERE path = ?1", [&b.path], |r| r.get(0))?;
+            append_audit(tx, draft)?;
+            Ok(id)
+        })
+    }
+
+    /// Archives not pruned, newest first; of one target if given.
+    pub fn list_backups(&self, target: Option<&str>) -> Result<Vec<BackupRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM backups WHERE pruned_at IS NULL AND (?1 IS NULL OR target = ?1) \
+                 ORDER BY created_at DESC, id DESC"
+            ))
+            .map_err(self.err("listing backups"))?;
+        stmt.query_map([target], from_row)
+            .and_then(|rows| rows.collect())
+            .map_err(self.err("listing backups"))
+    }
+
+    pub fn backup_by_path(&self, path: &str) -> Result<Option<BackupRecord>> {
+        self.conn()
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM backups WHERE path = ?1 AND pruned_at IS NULL"),
+                [path],
+                from_row,
+            )
+            .optional()
+            .map_err(self.err("reading a backup"))
+    }
+
+    /// Records the outcome of `backup verify`.
+    pub fn mark_verified(&self, id: i64, at: &str, ok: bool, detail: &str, draft: &Draft) -> Result<()> {
+        self.write("recording a verification", |tx| {
+            tx.execute(
+                "UPDATE backups SET verified_at = ?2, verify_ok = ?3, verify_detail = ?4 WHERE id = ?1",
+                params![id, at, ok, detail],
+            )?;
+            append_audit(tx, draft).map(|_| ())
+        })
+    }
+
+    /// Marks archives pruned (their files are gone), one audit event for the batch.
+    pub fn mark_pruned(&self, ids: &[i64], at: &str, draft: &Draft) -> Result<()> {
+        self.write("recording pruned backups", |tx| {
+            let mut stmt = tx.prepare_cached("UPDATE backups SET pruned_at = ?2 WHERE id = ?1")?;
+            for id in ids {
+                stmt.execute(params![id, at])?;
+            }
+            append_audit(tx, draft).map(|_| ())
+        })
+    }
+
+    /// Newest successfully verified archive of a target: (created_at, path).
+    pub fn newest_verified_backup(&self, target: &str) -> Result<Option<(String, String)>> {
+        self.conn()
+            .query_row(
+                "SELECT created_at, path FROM backups WHERE target = ?1 AND pruned_at IS NULL AND verify_ok = 1 \
+                 ORDER BY created_at DESC, id DESC LIMIT 1",
+                [target],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(self.err("reading the newest verified backup"))
+    }
+}

@@ -1,0 +1,558 @@
+//! Backups through the real binary: archives of live SQLite databases, directory trees,
+//! dump commands and a real PostgreSQL; verification that catches any flipped byte; crashes
+//! and a full disk that leave nothing behind; retention; the small-archive alert.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const CONFIG: &str = r#"
+version: 1
+backups:
+  main:
+    sources:
+      - { sqlite: app.db }
+      - { dir: data, exclude: ["*.log", "cache"] }
+      - { command: [sh, -c, "echo dumped"], name: extra.out }
+    dest: archives
+    keep: { last: 2 }
+"#;
+
+fn sqlite(path: &Path, sql: &str) {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.execute_batch(sql).unwrap();
+}
+
+fn setup(env: &Env) {
+    sqlite(
+        &env.path("app.db"),
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); \
+         INSERT INTO t(v) VALUES ('one'), ('two'), ('three');",
+    );
+    env.write("data/notes.txt", "runbook backup notes\n");
+    env.write("data/sub/deep.txt", &"x".repeat(100_000));
+    env.write("data/app.log", "excluded\n");
+    env.write("data/cache/blob", "excluded too\n");
+    std::os::unix::fs::symlink("notes.txt", env.path("data/link")).unwrap();
+    std::fs::set_permissions(
+        env.path("data/notes.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o640),
+    )
+    .unwrap();
+}
+
+fn archives(env: &Env) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(env.path("archives"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.retain(|p| p.to_string_lossy().ends_with(".tar.zst"));
+    v.sort();
+    v
+}
+
+fn create(env: &Env) -> serde_json::Value {
+    let out = env.run(&["backup", "create", "main", "--json"]);
+    assert_eq!(out.code, 0, "create failed: {}\n{}", out.stdout, out.stderr);
+    out.json()
+}
+
+/// The archive listed by the real `zstd` and `tar`, in order.
+fn tar_list(archive: &Path) -> Vec<String> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("zstd -dc '{}' | tar -tf -", archive.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
+}
+
+#[test]
+fn an_archive_holds_manifest_first_then_every_source_and_verifies() {
+    let env = Env::new(CONFIG);
+    setup(&env);
+    let created = create(&env);
+    let archive = PathBuf::from(created["path"].as_str().unwrap());
+    assert!(
+        archive.file_name().unwrap().to_string_lossy().starts_with("main-"),
+        "{archive:?}"
+    );
+    let sidecar = std::fs::read_to_string(format!("{}.sha256", archive.display())).unwrap();
+    assert!(sidecar.starts_with(created["sha256"].as_str().unwrap()));
+
+    let names = tar_list(&archive);
+    assert_eq!(names[0], "manifest.json", "{names:?}");
+    for want in [
+        "sqlite/app.db",
+        "dir/data",
+        "dir/data/notes.txt",
+        "dir/data/sub/deep.txt",
+        "dir/data/link",
+        "command/extra.out",
+    ] {
+        assert!(
+            names.iter().any(|n| n.trim_end_matches('/') == want),
+            "{want} missing: {names:?}"
+        );
+    }
+    assert!(
+        !names.iter().any(|n| n.contains("app.log") || n.contains("cache")),
+        "{names:?}"
+    );
+
+    // `sha256sum -c` agrees with the sidecar.
+    let ok = Command::new("sha256sum")
+        .arg("-c")
+        .arg(format!("{}.sha256", archive.display()))
+        .current_dir(archive.parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
+
+    let (code, v) = env.json(&["backup", "verify", archive.to_str().unwrap()]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["sqlite"][0][1], "ok");
+    let (code, v) = env.json(&["backup", "verify", "--latest", "main"]);
+    assert_eq!(code, 0, "{v}");
+
+    let (_, list) = env.json(&["backup", "list"]);
+    let row = &list.as_array().unwrap()[0];
+    assert_eq!(row["verify_ok"], true);
+    assert_eq!(row["present"], true);
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_events WHERE kind IN ('backup.created', 'backup.verified')"),
+        3
+    );
+
+    // The restored files are the originals: content, mode, symlink.
+    let out_dir = env.path("x");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "zstd -dc '{}' | tar -xpf - -C '{}'",
+            archive.display(),
+            out_dir.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("dir/data/notes.txt")).unwrap(),
+        "runbook backup notes\n"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(out_dir.join("dir/data/notes.txt"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o640);
+    assert_eq!(
+        std::fs::read_link(out_dir.join("dir/data/link")).unwrap(),
+        PathBuf::from("notes.txt")
+    );
+    let restored = rusqlite::Connection::open(out_dir.join("sqlite/app.db")).unwrap();
+    let n: i64 = restored.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 3);
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("command/extra.out")).unwrap(),
+        "dumped\n"
+    );
+}
+
+#[test]
+fn one_flipped_byte_anywhere_fails_verify_and_names_what_is_wrong() {
+    let env = Env::new(CONFIG);
+    setup(&env);
+    let created = create(&env);
+    let archive = PathBuf::from(created["path"].as_str().unwrap());
+    let original = std::fs::read(&archive).unwrap();
+    let len = original.len();
+    let positions = [0, 7, 40, len / 4, len / 2, len * 3 / 4, len - 5, len - 1];
+    for pos in positions {
+        let mut bad = original.clone();
+        bad[pos] ^= 0x20;
+        std::fs::write(&archive, &bad).unwrap();
+        let out = env.run(&["backup", "verify", archive.to_str().unwrap()]);
+        assert_eq!(
+            out.code, 1,
+            "byte {pos} of {len} flipped, verify passed:\n{}",
+            out.stdout
+        );
+        assert!(out.stdout.contains("FAILED"), "{}", out.stdout);
+        assert!(
+            out.stdout.contains("SHA-256"),
+            "the sidecar mismatch is named: {}",
+            out.stdout
+        );
+    }
+    // Sidecar intact, file intact again: ok. Then a sidecar that lies: caught.
+    std::fs::write(&archive, &original).unwrap();
+    assert_eq!(env.run(&["backup", "verify", archive.to_str().unwrap()]).code, 0);
+    let sidecar = format!("{}.sha256", archive.display());
+    std::fs::write(&sidecar, format!("{}  x\n", "0".repeat(64))).unwrap();
+    let out = env.run(&["backup", "verify", archive.to_str().unwrap()]);
+    assert_eq!(out.code, 1);
+    let (_, list) = env.json(&["backup", "list"]);
+    assert_eq!(list[0]["verify_ok"], false, "the failure is recorded");
+}
+
+#[test]
+fn a_damaged_entry_is_named_even_when_the_sidecar_is_rewritten_to_match() {
+    // Somebody "fixes" the sidecar after tampering: the manifest hashes still catch it.
+    let env = Env::new(
+        r#"
+version: 1
+backups:
+  main: { sources: [ { dir: data } ], dest: archives, level: 1 }
+"#,
+    );
+    env.write("data/a.txt", &"a".repeat(5000));
+    env.write("data/b.txt", "bbbb\n");
+    let created = create(&env);
+    let archive = PathBuf::from(created["path"].as_str().unwrap());
+    // Rewrite b.txt's content inside a re-packed archive with the same manifest.
+    let work = env.path("repack");
+    std::fs::create_dir_all(&work).unwrap();
+    let script = format!(
+        "set -e; cd '{w}'; zstd -dc '{a}' | tar -xpf -; printf 'BBBB\\n' > dir/data/b.txt; \
+         tar -cf - manifest.json dir | zstd -q -o '{a}.new'; mv '{a}.new' '{a}'; \
+         sha256sum '{a}' | sed 's#  .*#  x#' > '{a}.sha256'",
+        w = work.display(),
+        a = archive.display()
+    );
+    assert!(Command::new("sh").arg("-c").arg(&script).status().unwrap().success());
+    let out = env.run(&["backup", "verify", archive.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("`dir/data/b.txt`: content does not match"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains("a.txt`"),
+        "only the changed file is named: {}",
+        out.stdout
+    );
+}
+
+#[test]
+fn a_database_written_during_the_backup_restores_consistent() {
+    let env = Env::new(CONFIG);
+    setup(&env);
+    let db = env.path("app.db");
+    // Another process writes as fast as it can while the backup runs.
+    let writer = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import sqlite3, time\n\
+             c = sqlite3.connect('{}', isolation_level=None)\n\
+             c.execute('PRAGMA journal_mode=WAL')\n\
+             end = time.time() + 2\n\
+             while time.time() < end:\n\
+             \x20   c.execute('BEGIN')\n\
+             \x20   for i in range(50): c.execute('INSERT INTO t(v) VALUES (?)', ('x' * 500,))\n\
+             \x20   c.execute('COMMIT')\n\
+             \x20   time.sleep(0.002)\n",
+            db.display()
+        ))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut paths = Vec::new();
+    for _ in 0..3 {
+        paths.push(create(&env)["path"].as_str().unwrap().to_string());
+    }
+    let mut writer = writer;
+    assert!(writer.wait().unwrap().success());
+    for p in &paths {
+        let (code, v) = env.json(&["backup", "verify", p]);
+        assert_eq!(code, 0, "{v}");
+        assert_eq!(v["sqlite"][0][1], "ok");
+        let names = tar_list(Path::new(p));
+        assert!(names.contains(&"sqlite/app.db".to_string()));
+    }
+}
+
+#[test]
+fn a_killed_create_leaves_no_archive_and_the_next_create_cleans_up() {
+    let env = Env::new(
+        r#"
+version: 1
+backups:
+  main:
+    sources: [ { dir: data }, { command: [sh, -c, "echo start; sleep 29.123"], name: slow.out } ]
+    dest: archives
+"#,
+    );
+    env.write("data/a.txt", "a\n");
+    let mut child = env
+        .cmd()
+        .args(["backup", "create", "main"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(Duration::from_secs(10), || {
+        std::fs::read_dir(env.path("archives"))
+            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".work")))
+            .unwrap_or(false)
+    }));
+    std::thread::sleep(Duration::from_millis(300));
+    signal(child.id(), "KILL");
+    let _ = child.wait();
+    // The dump command is in its own process group: stop it like the operator would.
+    let _ = Command::new("pkill").args(["-KILL", "-f", "sleep 29.123"]).status();
+    assert!(archives(&env).is_empty(), "a killed create left an archive");
+    let (_, list) = env.json(&["backup", "list"]);
+    assert_eq!(list.as_array().unwrap().len(), 0);
+    // A leftover temp archive from an earlier crash, too.
+    env.write("archives/.main-20200101T000000Z.tar.zst.tmp", "partial");
+
+    std::fs::write(
+        &env.config,
+        std::fs::read_to_string(&env.config)
+            .unwrap()
+            .replace("sleep 29.123", "true"),
+    )
+    .unwrap();
+    create(&env);
+    let left: Vec<String> = std::fs::read_dir(env.path("archives"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp") || n.ends_with(".work"))
+        .collect();
+    assert!(left.is_empty(), "leftovers remain: {left:?}");
+    assert_eq!(archives(&env).len(), 1);
+}
+
+#[test]
+fn a_full_disk_during_create_fails_clearly_and_leaves_older_archives_untouched() {
+    let env = Env::new(
+        r#"
+version: 1
+backups:
+  main: { sources: [ { dir: data } ], dest: archives, level: 1 }
+"#,
+    );
+    env.write("data/small.txt", "small\n");
+    let first = create(&env);
+    let first_path = PathBuf::from(first["path"].as_str().unwrap());
+    let before = std::fs::read(&first_path).unwrap();
+    // 4 MB of incompressible data, and a file size limit of 1 MB: the write fails midway,
+    // as on a full disk.
+    let mut noise = vec![0u8; 4_000_000];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut noise).unwrap();
+    std::fs::write(env.path("data/noise.bin"), noise).unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; ulimit -f 1024; exec '{}' --config '{}' backup create main",
+            BIN,
+            env.config.display()
+        ))
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "create succeeded past the limit");
+    assert!(stderr.contains("error:") && stderr.contains("archives"), "{stderr}");
+    assert_eq!(
+        archives(&env),
+        vec![first_path.clone()],
+        "only the older archive remains"
+    );
+    let tmp: Vec<_> = std::fs::read_dir(env.path("archives"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(tmp.is_empty(), "the temp file was removed");
+    assert_eq!(std::fs::read(&first_path).unwrap(), before);
+    assert_eq!(env.run(&["backup", "verify", first_path.to_str().unwrap()]).code, 0);
+}
+
+#[test]
+fn prune_is_a_dry_run_until_apply_and_keeps_the_newest_verified() {
+    let env = Env::new(
+        r#"
+version: 1
+backups:
+  main: { sources: [ { dir: data } ], dest: archives, keep: { last: 1 } }
+"#,
+    );
+    env.write("data/a.txt", "a\n");
+    let first = create(&env)["path"].as_str().unwrap().to_string();
+    assert_eq!(env.run(&["backup", "verify", &first]).code, 0);
+    create(&env);
+    create(&env);
+    assert_eq!(archives(&env).len(), 3);
+
+    let (code, plan) = env.json(&["backup", "prune", "main"]);
+    assert_eq!(code, 0);
+    assert_eq!(plan["applied"], false);
+    assert_eq!(plan["remove"].as_array().unwrap().len(), 1, "{plan}");
+    let kept: Vec<&str> = plan["keep"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        kept.contains(&first.as_str()),
+        "the only verified archive stays: {plan}"
+    );
+    assert_eq!(archives(&env).len(), 3, "a dry run removes nothing");
+
+    let (code, plan) = env.json(&["backup", "prune", "main", "--apply"]);
+    assert_eq!(code, 0);
+    assert_eq!(plan["applied"], true);
+    let gone = plan["remove"][0]["path"].as_str().unwrap();
+    assert!(!Path::new(gone).exists());
+    assert!(!Path::new(&format!("{gone}.sha256")).exists());
+    assert_eq!(archives(&env).len(), 2);
+    let (_, list) = env.json(&["backup", "list", "main"]);
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_events WHERE kind = 'backup.pruned'"),
+        1
+    );
+}
+
+#[test]
+fn an_archive_much_smaller_than_the_recent_ones_raises_an_alert() {
+    let env = Env::new(
+        r#"
+version: 1
+backups:
+  main: { sources: [ { command: [cat, dump.sql], name: dump.sql } ], dest: archives }
+"#,
+    );
+    let rows: String = (0..20_000)
+        .map(|i| format!("INSERT INTO t VALUES ({i}, 'row {i}');\n"))
+        .collect();
+    env.write("dump.sql", &rows);
+    for _ in 0..3 {
+        let c = create(&env);
+        assert!(c.get("too_small").is_none(), "{c}");
+    }
+    // The classic silent failure: the dump "succeeds" and is empty.
+    env.write("dump.sql", "");
+    let c = create(&env);
+    assert!(c["too_small"].as_str().unwrap().contains("median"), "{c}");
+    let (_, alerts) = env.json(&["alerts", "list", "--status", "firing"]);
+    let a = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "backup:main")
+        .unwrap_or_else(|| panic!("no backup alert: {alerts}"));
+    assert_eq!(a["source"], "backup");
+    assert_eq!(a["severity"], "critical");
+    // A normal archive again resolves it.
+    env.write("dump.sql", &rows);
+    create(&env);
+    let (_, alerts) = env.json(&["alerts", "list", "--status", "firing"]);
+    assert!(!alerts.as_array().unwrap().iter().any(|a| a["name"] == "backup:main"));
+}
+
+#[test]
+fn a_postgres_database_is_dumped_with_pg_dump_and_checked_with_pg_restore() {
+    let db = format!("runbook_backup_{}", std::process::id());
+    let psql = |sql: &str, dbname: &str| {
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                dbname,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ])
+            .output()
+            .expect("psql");
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    psql(&format!("DROP DATABASE IF EXISTS {db}"), "test");
+    psql(&format!("CREATE DATABASE {db}"), "test");
+    psql(
+        "CREATE TABLE orders(id serial primary key, item text); INSERT INTO orders(item) VALUES ('a'), ('b');",
+        &db,
+    );
+    let env = Env::new(&format!(
+        r#"
+version: 1
+backups:
+  pg: {{ sources: [ {{ postgres: "postgres://postgres:unused@127.0.0.1:5432/{db}" }} ], dest: archives }}
+"#
+    ));
+    let out = env.run(&["backup", "create", "pg", "--json"]);
+    psql(&format!("DROP DATABASE IF EXISTS {db}"), "test");
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let created = out.json();
+    let archive = created["path"].as_str().unwrap();
+    assert!(tar_list(Path::new(archive)).contains(&format!("postgres/{db}.dump")));
+    // The password never reaches the manifest or the audit log.
+    let manifest = Command::new("sh")
+        .arg("-c")
+        .arg(format!("zstd -dc '{archive}' | tar -xOf - manifest.json"))
+        .output()
+        .unwrap();
+    let manifest = String::from_utf8_lossy(&manifest.stdout);
+    assert!(manifest.contains("postgres://postgres@127.0.0.1:5432/"), "{manifest}");
+    assert!(!manifest.contains("unused"));
+    let (code, v) = env.json(&["backup", "verify", archive]);
+    assert_eq!(code, 0, "{v}");
+    assert!(v["postgres"][0][1].as_str().unwrap().starts_with("ok"), "{v}");
+}
+
+#[test]
+fn a_failing_dump_fails_the_create_and_writes_nothing() {
+    let env = Env::new(
+        r#"
+version: 1
+backups:
+  main: { sources: [ { command: [sh, -c, "echo half; echo boom >&2; exit 3"] } ], dest: archives }
+"#,
+    );
+    let out = env.run(&["backup", "create", "main"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("boom"), "{}", out.stderr);
+    assert!(archives(&env).is_empty());
+}
+
+#[test]
+fn bad_backup_config_is_reported_with_its_line() {
+    let env = Env::new(
+        r#"
+version: 1
+backups:
+  main:
+    sources: [ { mysql: db } ]
+    dest: archives
+    keep: { hourly: 3 }
+"#,
+    );
+    let out = env.run(&["config", "check"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("runbook.yaml:6"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("a backup source is one of sqlite, postgres, dir, command"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("unknown key `hourly`"), "{}", out.stderr);
+    let out = env.run(&["backup", "create", "nope"]);
+    assert_eq!(out.code, 2);
+}
