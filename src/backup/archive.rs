@@ -13,7 +13,7 @@
 //! reports the file as changed.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -258,13 +258,7 @@ pub fn write_sidecar(archive_final: &Path, sha256: &str) -> io::Result<PathBuf> 
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let sidecar = sidecar_path(archive_final);
-    let tmp = sidecar.with_extension("sha256.tmp");
-    {
-        let mut f = File::create(&tmp)?;
-        writeln!(f, "{sha256}  {name}")?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, &sidecar)?;
+    super::write_atomic(&sidecar, format!("{sha256}  {name}\n").as_bytes())?;
     Ok(sidecar)
 }
 

@@ -7,7 +7,11 @@
 //! Invariant: an archive that is listed was completely written and recorded.
 
 pub mod archive;
+pub mod drill;
+pub mod extract;
 pub mod manifest;
+mod pg;
+pub mod restore;
 pub mod retention;
 pub mod source;
 pub mod verify;
@@ -178,6 +182,27 @@ fn archive_path(dest: &Path, target: &str, at: jiff::Timestamp) -> PathBuf {
     path
 }
 
+/// Writes a file through a temporary name in the same directory, fsynced, then renamed.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    if let Some(dir) = path.parent() {
+        fsync_dir(dir);
+    }
+    result
+}
+
 fn fsync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
@@ -339,6 +364,13 @@ pub fn list(store: &Store, target: Option<&str>) -> Result<Vec<Listed>, BackupEr
             record,
         })
         .collect())
+}
+
+/// The target an archive belongs to, from its manifest, and its configuration.
+pub fn target_of<'c>(config: &'c Config, archive_path: &Path) -> Result<(String, &'c BackupTarget), BackupError> {
+    let m = archive::read_manifest(archive_path).map_err(|e| BackupError::io(archive_path, e))?;
+    let t = target(config, &m.target)?;
+    Ok((m.target, t))
 }
 
 /// The newest recorded archive of a target.

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::BackupError;
 use super::manifest::{EntryKind, FileEntry, SourceEntry};
+use super::{BackupError, pg};
 use crate::check::wildcard;
 use crate::config::Config;
 use crate::config::backups::{BackupTarget, DEFAULT_DUMP_TIMEOUT, DirSource, Source};
@@ -60,36 +60,19 @@ pub fn gather(
                 (entry, vec![Some(snap)])
             }
             Source::Postgres(url) => {
-                let (public, password) = split_password(url);
-                let db = public
-                    .rsplit('/')
-                    .next()
-                    .and_then(|d| d.split('?').next())
-                    .filter(|d| !d.is_empty() && !d.contains(':') && !d.contains('@'))
-                    .unwrap_or("postgres")
-                    .to_string();
+                let conn = pg::Conn::parse(url);
+                let public = conn.url.clone();
+                let db = conn.database().unwrap_or_else(|| "postgres".into());
+                let db = db.replace('/', "_");
                 let root = unique(&mut roots, format!("postgres/{db}.dump"));
                 let dump = scratch.join(format!("{i}-postgres.dump"));
-                let mut spec = Spec::new(
-                    vec![
-                        "pg_dump".into(),
-                        "--format=custom".into(),
-                        "--no-password".into(),
-                        format!("--file={}", dump.display()),
-                        format!("--dbname={public}"),
-                    ],
-                    timeout,
-                );
-                spec.env = config.env.clone();
-                if let Some(p) = password {
-                    spec.env.push(("PGPASSWORD".into(), p));
-                }
-                run_dump(
-                    config,
-                    &spec,
-                    cancel,
-                    &format!("pg_dump of {}", config.redactor.redact(&public)),
-                )?;
+                pg::dump(&conn, &dump, &config.env, timeout).map_err(|e| match e {
+                    BackupError::Dump { what, detail } => BackupError::Dump {
+                        what: config.redactor.redact(&what).into_owned(),
+                        detail: config.redactor.redact(&detail).into_owned(),
+                    },
+                    other => other,
+                })?;
                 let f = file_entry(&root, &dump)?;
                 let entry = SourceEntry {
                     kind: "postgres".into(),

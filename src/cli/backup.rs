@@ -87,6 +87,53 @@ fn age(created: &str) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// An archive named on the command line, or the newest of `--latest TARGET`.
+fn resolve(
+    config: &crate::config::Config,
+    store: &crate::store::Store,
+    archive: Option<std::path::PathBuf>,
+    latest: Option<String>,
+) -> Result<std::path::PathBuf, CliError> {
+    match (archive, latest) {
+        (Some(p), _) => Ok(p),
+        (None, Some(t)) => {
+            backup::target(config, &t)?;
+            Ok(backup::latest(store, &t)?.path.into())
+        }
+        (None, None) => Err(CliError::usage("name an archive or --latest TARGET", None)),
+    }
+}
+
+fn print_plan(cx: &Ctx, plan: &backup::restore::RestorePlan) {
+    cx.out.line(format!(
+        "restore plan for {} (target `{}`)",
+        plan.archive.display(),
+        plan.target
+    ));
+    for p in &plan.pre {
+        cx.out.line(format!("  pre      {p}"));
+    }
+    for s in &plan.steps {
+        cx.out
+            .line(format!("  {:8} {} -> {}: {}", s.kind, s.from, s.to, s.action));
+        if let Some(safety) = &s.safety {
+            cx.out.line(format!("           current data first copied to {safety}"));
+        }
+    }
+    for p in &plan.post {
+        cx.out.line(format!("  post     {p}"));
+    }
+    for c in &plan.checks {
+        cx.out.line(format!("  check    {c}"));
+    }
+    for p in &plan.problems {
+        cx.out.line(format!("  PROBLEM  {p}"));
+    }
+    if plan.problems.is_empty() {
+        cx.out.line("dry run: nothing changed; add --execute to restore");
+    }
+}
+
 pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
     let config = cx.load()?;
     let store = cx.open_store(&config)?;
@@ -155,14 +202,7 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
             Ok(Outcome::Ok)
         }
         BackupCmd::Verify { archive, latest } => {
-            let path = match (archive, latest) {
-                (Some(p), _) => p,
-                (None, Some(t)) => {
-                    backup::target(&config, &t)?;
-                    backup::latest(&store, &t)?.path.into()
-                }
-                (None, None) => return Err(CliError::usage("name an archive or --latest TARGET", None)),
-            };
+            let path = resolve(&config, &store, archive, latest)?;
             let bar = Bar::new(cx);
             let report = backup::verify::verify(&path, &|p| bar.report(p))?;
             drop(bar);
@@ -191,6 +231,68 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
             } else {
                 Ok(Outcome::Failed)
             }
+        }
+        BackupCmd::Drill { archive, latest } => {
+            let path = resolve(&config, &store, archive, latest)?;
+            let (name, target) = backup::target_of(&config, &path)?;
+            let bar = Bar::new(cx);
+            let report = backup::drill::drill(&config, &store, &name, target, &path, &|p| bar.report(p))?;
+            drop(bar);
+            cx.out.either(&report, || {
+                cx.out.line(format!(
+                    "{}: {}  recovery {} (total {}), {} files, {}",
+                    if report.ok { "ok" } else { "FAILED" },
+                    report.archive.display(),
+                    duration_ms(report.recovery_ms),
+                    duration_ms(report.total_ms),
+                    report.files,
+                    bytes(report.data_bytes)
+                ));
+                for p in report.phases.iter().chain(&report.checks) {
+                    cx.out.line(format!(
+                        "  {:4} {:10} {:>8}  {}",
+                        if p.ok { "ok" } else { "FAIL" },
+                        p.name,
+                        duration_ms(p.ms),
+                        output::one_line(&p.detail, 100)
+                    ));
+                }
+                if let Some(e) = &report.evidence {
+                    cx.out.line(format!("evidence: {}", e.display()));
+                }
+            });
+            Ok(if report.ok { Outcome::Ok } else { Outcome::Failed })
+        }
+        BackupCmd::Restore { archive, execute } => {
+            let (name, target) = backup::target_of(&config, &archive)?;
+            let plan = backup::restore::plan(&config, &name, target, &archive)?;
+            if !execute {
+                cx.out.either(&plan, || print_plan(cx, &plan));
+                return Ok(if plan.problems.is_empty() {
+                    Outcome::Ok
+                } else {
+                    Outcome::Failed
+                });
+            }
+            let bar = Bar::new(cx);
+            let report = backup::restore::execute(&config, &store, target, plan, &|p| bar.report(p))?;
+            drop(bar);
+            cx.out.either(&report, || {
+                if !report.executed {
+                    print_plan(cx, &report.plan);
+                    cx.out.line("nothing was changed");
+                    return;
+                }
+                for l in &report.log {
+                    cx.out.line(l);
+                }
+                cx.out.line(if report.ok {
+                    "restore complete"
+                } else {
+                    "restore FAILED: see above; safety copies are kept"
+                });
+            });
+            Ok(if report.ok { Outcome::Ok } else { Outcome::Failed })
         }
         BackupCmd::Prune { target, apply } => {
             let plan = backup::prune(&config, &store, &target, apply)?;

@@ -187,6 +187,37 @@ pub enum BackupCmd {
         #[arg(long, value_name = "TARGET")]
         latest: Option<String>,
     },
+    /// Restore an archive into scratch space, check the data, measure the recovery time
+    ///
+    /// Phases, each timed: the archive against its sidecar, every entry unpacked and
+    /// checked against the manifest, PRAGMA integrity_check of each SQLite database, each
+    /// PostgreSQL dump restored into a scratch database (dropped after), then the target's
+    /// drill.checks run in the restored tree with RUNBOOK_DRILL_DIR (and
+    /// RUNBOOK_DRILL_DATABASE_URL). Writes evidence JSON under drill.evidence_dir and records
+    /// the outcome with the archive. Exit 1 if any phase or check failed.
+    Drill {
+        /// Path of the archive
+        #[arg(required_unless_present = "latest", conflicts_with = "latest")]
+        archive: Option<PathBuf>,
+        /// Drill the newest archive of this target instead
+        #[arg(long, value_name = "TARGET")]
+        latest: Option<String>,
+    },
+    /// Put an archive's data back where it came from (a plan unless --execute)
+    ///
+    /// Without --execute, prints what is replaced, where the safety copy of the current data
+    /// goes and which pre/post commands run, and touches nothing. With --execute: a
+    /// preflight (archive matches its sidecar; destinations and the safety directory are
+    /// writable) that stops before anything changes; the target's pre commands; safety
+    /// copies; the archive unpacked and checked; each source put back; post commands; then
+    /// restore_checks. Exit 1 if anything failed.
+    Restore {
+        /// Path of the archive
+        archive: PathBuf,
+        /// Do it (default: print the plan)
+        #[arg(long)]
+        execute: bool,
+    },
     /// Remove archives the target's `keep:` policy does not keep (dry run unless --apply)
     ///
     /// keep: { last, daily, weekly, monthly }: an archive stays if any rule keeps it. The

@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use std::path::PathBuf;
 
-use super::model::RunArgs;
+use super::model::{Program, RunArgs};
 use super::units::HumanDuration;
 
 /// Default share of the median size of the last archives under which a new one raises an alert.
@@ -29,6 +29,44 @@ pub struct BackupTarget {
     /// zstd level, 1 (fastest) to 19. Default: 3.
     pub level: i32,
     /// Time allowed to each dump command (pg_dump, command sources). Default: 2h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+    /// What `backup drill` runs against the restored data.
+    #[serde(default)]
+    pub drill: DrillConfig,
+    /// Commands `backup restore --execute` runs before replacing anything (stop the units).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pre: Vec<Program>,
+    /// Commands run after the data is back (start the units).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub post: Vec<Program>,
+    /// Checks (names under `checks:`) that must pass after a restore.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restore_checks: Vec<String>,
+}
+
+/// The restore drill of a target.
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DrillConfig {
+    /// Commands run in the restored tree (as working directory), with `RUNBOOK_DRILL_DIR`
+    /// set to it and, for a target with a postgres source, `RUNBOOK_DRILL_DATABASE_URL` set
+    /// to a scratch database the dump was restored into. Each must exit 0.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<DrillCheck>,
+    /// Directory of the evidence files. Default: `evidence/drills` next to runbook.yaml.
+    #[serde(default)]
+    pub evidence_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DrillCheck {
+    /// Name in the evidence. Default: the command line.
+    pub name: String,
+    #[serde(flatten)]
+    pub program: Program,
+    /// Default: 10m.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<HumanDuration>,
 }

@@ -130,6 +130,17 @@ impl Store {
         })
     }
 
+    /// Records the outcome of `backup drill`.
+    pub fn mark_drilled(&self, id: i64, at: &str, ok: bool, recovery_ms: i64, draft: &Draft) -> Result<()> {
+        self.write("recording a drill", |tx| {
+            tx.execute(
+                "UPDATE backups SET drilled_at = ?2, drill_ok = ?3, drill_ms = ?4 WHERE id = ?1",
+                params![id, at, ok, recovery_ms],
+            )?;
+            append_audit(tx, draft).map(|_| ())
+        })
+    }
+
     /// Marks archives pruned (their files are gone), one audit event for the batch.
     pub fn mark_pruned(&self, ids: &[i64], at: &str, draft: &Draft) -> Result<()> {
         self.write("recording pruned backups", |tx| {

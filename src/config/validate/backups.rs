@@ -5,7 +5,9 @@ use std::path::Path;
 
 use super::profile::program;
 use super::walker::{Cx, Fields};
-use crate::config::backups::{BackupTarget, CommandSource, DEFAULT_MIN_SIZE_RATIO, DirSource, KeepPolicy, Source};
+use crate::config::backups::{
+    BackupTarget, CommandSource, DEFAULT_MIN_SIZE_RATIO, DirSource, DrillCheck, DrillConfig, KeepPolicy, Source,
+};
 use crate::config::model::{Program, RunArgs};
 use crate::config::yaml::{Kind, Node};
 
@@ -21,9 +23,10 @@ const TARGET_KEYS: &[&str] = &[
     "drill",
     "pre",
     "post",
+    "restore_checks",
 ];
-/// Keys of the design that this version reads but does not act on yet.
-const LATER_TARGET_KEYS: &[&str] = &["offsite", "encrypt_to", "drill", "pre", "post"];
+/// Keys of the design that this version does not act on yet.
+const LATER_TARGET_KEYS: &[&str] = &["offsite", "encrypt_to"];
 const SOURCE_KINDS: &[&str] = &["sqlite", "postgres", "dir", "command"];
 
 pub(super) fn backups(cx: &mut Cx, node: &Node, base: &Path) -> BTreeMap<String, BackupTarget> {
@@ -99,6 +102,25 @@ fn target(cx: &mut Cx, name: &str, node: &Node, base: &Path) -> Option<BackupTar
         None => 3,
     };
     let timeout = f.get("timeout").and_then(|n| cx.duration(n, "timeout"));
+    let drill = f
+        .get("drill")
+        .map(|n| drill(cx, n, base))
+        .unwrap_or_else(|| DrillConfig {
+            evidence_dir: base.join(DEFAULT_EVIDENCE_DIR),
+            ..DrillConfig::default()
+        });
+    let pre = f.get("pre").map(|n| commands(cx, n, "pre")).unwrap_or_default();
+    let post = f.get("post").map(|n| commands(cx, n, "post")).unwrap_or_default();
+    let restore_checks = f
+        .get("restore_checks")
+        .and_then(|n| cx.string_list(n, "restore_checks"))
+        .unwrap_or_default();
+    for c in &restore_checks {
+        if !cx.check_names.contains(c) {
+            let pos = f.get("restore_checks").map_or(f.pos, |n| n.pos);
+            cx.error(pos, format!("restore_checks: no check named `{c}`"), None);
+        }
+    }
     if cx.diags.len() > errors_before {
         return None;
     }
@@ -116,7 +138,85 @@ fn target(cx: &mut Cx, name: &str, node: &Node, base: &Path) -> Option<BackupTar
         min_size_ratio,
         level,
         timeout,
+        drill,
+        pre,
+        post,
+        restore_checks,
     })
+}
+
+const DEFAULT_EVIDENCE_DIR: &str = "evidence/drills";
+
+fn drill(cx: &mut Cx, node: &Node, base: &Path) -> DrillConfig {
+    let Some(f) = cx.map(node, "drill", &["checks", "evidence_dir"]) else {
+        return DrillConfig::default();
+    };
+    let evidence_dir = base.join(
+        f.get("evidence_dir")
+            .and_then(|n| cx.string(n, "drill.evidence_dir"))
+            .unwrap_or_else(|| DEFAULT_EVIDENCE_DIR.into()),
+    );
+    let mut checks = Vec::new();
+    if let Some(n) = f.get("checks") {
+        match &n.kind {
+            Kind::Seq(items) => {
+                for item in items {
+                    if let Some(c) = drill_check(cx, item) {
+                        checks.push(c);
+                    }
+                }
+            }
+            _ => cx.error(
+                n.pos,
+                format!("drill.checks must be a list, found {}", n.describe()),
+                None,
+            ),
+        }
+    }
+    DrillConfig { checks, evidence_dir }
+}
+
+/// `"line"`, `{ run: [...] }` or `{ sh: "..." }`, with an optional `name` and `timeout`.
+fn drill_check(cx: &mut Cx, item: &Node) -> Option<DrillCheck> {
+    let (program, name, timeout) = match &item.kind {
+        Kind::Map(_) => {
+            let f = cx.map(item, "a drill check", &["run", "sh", "name", "timeout"])?;
+            let program = program(cx, &f, "a drill check")?;
+            let name = f.get("name").and_then(|n| cx.string(n, "name"));
+            let timeout = f.get("timeout").and_then(|n| cx.duration(n, "timeout"));
+            (program, name, timeout)
+        }
+        _ => {
+            let inner = Fields {
+                entries: vec![("run", item.pos, item)],
+                pos: item.pos,
+            };
+            (program(cx, &inner, "a drill check")?, None, None)
+        }
+    };
+    let name = name.unwrap_or_else(|| crate::exec::display(&program.argv()));
+    Some(DrillCheck { name, program, timeout })
+}
+
+fn commands(cx: &mut Cx, node: &Node, what: &str) -> Vec<Program> {
+    let Kind::Seq(items) = &node.kind else {
+        cx.error(
+            node.pos,
+            format!("{what} must be a list of commands, found {}", node.describe()),
+            None,
+        );
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| {
+            let inner = Fields {
+                entries: vec![("run", item.pos, item)],
+                pos: item.pos,
+            };
+            program(cx, &inner, what)
+        })
+        .collect()
 }
 
 fn parse_ratio(s: &str) -> Result<f64, String> {

@@ -1,0 +1,156 @@
+//! Unpacking an archive into a directory, checking every file against the manifest as it
+//! is written (a restore is also a verification).
+//!
+//! Only plain relative paths are written: an entry with `..`, an absolute path or a path
+//! through a symlink is refused, so an archive cannot write outside the directory.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::manifest::{EntryKind, FileEntry, Manifest};
+use super::{BackupError, Progress, archive};
+use crate::audit::hex;
+
+/// What was unpacked.
+#[derive(Debug, Clone)]
+pub struct Extracted {
+    pub manifest: Manifest,
+    pub files: usize,
+    pub bytes: u64,
+}
+
+fn safe_relative(p: &str) -> Option<PathBuf> {
+    let path = Path::new(p);
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    (!out.as_os_str().is_empty()).then_some(out)
+}
+
+/// Unpacks `archive_path` under `into` (which must exist). Fails on the first entry that does
+/// not match the manifest, naming it.
+pub fn extract(archive_path: &Path, into: &Path, progress: &dyn Fn(Progress)) -> Result<Extracted, BackupError> {
+    let io = |e: std::io::Error| BackupError::io(archive_path, e);
+    let bad = |what: String| BackupError::io(archive_path, std::io::Error::new(std::io::ErrorKind::InvalidData, what));
+    let mut ar = archive::open(archive_path).map_err(io)?;
+    let mut entries = ar.entries().map_err(io)?;
+    let mut first = entries
+        .next()
+        .ok_or_else(|| bad("the archive is empty".into()))?
+        .map_err(io)?;
+    let manifest = archive::manifest_from(&mut first).map_err(io)?;
+    drop(first);
+    progress(Progress::Total(manifest.data_bytes()));
+    let mut expected: HashMap<String, FileEntry> = manifest.files().map(|(_, f)| (f.path.clone(), f.clone())).collect();
+    let mut dirs: Vec<(PathBuf, FileEntry)> = Vec::new();
+    let (mut files, mut bytes) = (0usize, 0u64);
+    let mut buf = vec![0u8; 256 * 1024];
+    for entry in entries {
+        let mut entry = entry.map_err(io)?;
+        let name = entry.path().map_err(io)?.to_string_lossy().into_owned();
+        let want = expected
+            .remove(&name)
+            .ok_or_else(|| bad(format!("`{name}` is in the archive but not in its manifest")))?;
+        let rel = safe_relative(&name).ok_or_else(|| bad(format!("`{name}` is not a plain relative path")))?;
+        let target = into.join(&rel);
+        // Never write through a symlink that an earlier entry created.
+        if let Some(parent) = rel.parent() {
+            let mut at = into.to_path_buf();
+            for c in parent.components() {
+                at.push(c);
+                if std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+                    return Err(bad(format!(
+                        "`{name}` would be written through the symlink {}",
+                        at.display()
+                    )));
+                }
+            }
+            std::fs::create_dir_all(into.join(parent)).map_err(|e| BackupError::io(&into.join(parent), e))?;
+        }
+        match want.kind {
+            EntryKind::Dir => {
+                std::fs::create_dir_all(&target).map_err(|e| BackupError::io(&target, e))?;
+                dirs.push((target, want));
+            }
+            EntryKind::Symlink => {
+                let link = want.link.clone().unwrap_or_default();
+                let _ = std::fs::remove_file(&target);
+                std::os::unix::fs::symlink(&link, &target).map_err(|e| BackupError::io(&target, e))?;
+            }
+            EntryKind::File => {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&target)
+                    .map_err(|e| BackupError::io(&target, e))?;
+                let mut out = BufWriter::with_capacity(1 << 20, f);
+                let mut hasher = Sha256::new();
+                let mut n_total = 0u64;
+                loop {
+                    let n = entry
+                        .read(&mut buf)
+                        .map_err(|e| bad(format!("reading `{name}`: {e}")))?;
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(&buf[..n]);
+                    out.write_all(&buf[..n]).map_err(|e| BackupError::io(&target, e))?;
+                    n_total += n as u64;
+                    progress(Progress::Advance(n as u64));
+                }
+                let f = out.into_inner().map_err(|e| BackupError::io(&target, e.into_error()))?;
+                f.sync_all().map_err(|e| BackupError::io(&target, e))?;
+                let got = hex(&hasher.finalize());
+                if n_total != want.size || want.sha256.as_deref() != Some(got.as_str()) {
+                    return Err(bad(format!("`{name}`: content does not match the manifest")));
+                }
+                set_meta(&target, &want, &f)?;
+                files += 1;
+                bytes += n_total;
+            }
+        }
+    }
+    if let Some(missing) = expected.keys().min() {
+        return Err(bad(format!("`{missing}` is in the manifest but not in the archive")));
+    }
+    // Directory modes and times last: writing into them changed their mtimes.
+    for (path, want) in dirs.iter().rev() {
+        let f = File::open(path).map_err(|e| BackupError::io(path, e))?;
+        set_meta(path, want, &f)?;
+    }
+    Ok(Extracted { manifest, files, bytes })
+}
+
+fn set_meta(path: &Path, want: &FileEntry, f: &File) -> Result<(), BackupError> {
+    f.set_permissions(std::fs::Permissions::from_mode(want.mode))
+        .map_err(|e| BackupError::io(path, e))?;
+    let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(want.mtime.max(0) as u64);
+    f.set_modified(mtime).map_err(|e| BackupError::io(path, e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_relative_paths_are_written() {
+        assert_eq!(safe_relative("dir/data/a.txt"), Some(PathBuf::from("dir/data/a.txt")));
+        assert_eq!(safe_relative("./dir/a"), Some(PathBuf::from("dir/a")));
+        assert_eq!(safe_relative("../etc/passwd"), None);
+        assert_eq!(safe_relative("/etc/passwd"), None);
+        assert_eq!(safe_relative("dir/../../x"), None);
+        assert_eq!(safe_relative(""), None);
+    }
+}

@@ -1,0 +1,411 @@
+//! `backup restore`: put an archive's data back where it came from, safely.
+//!
+//! Without `--execute` it only plans: what is replaced, where the safety copy of the current
+//! data goes, which `pre` and `post` commands run. With it: preflight first (the archive
+//! matches its sidecar, every destination and the safety directory are writable), and
+//! nothing is touched if that fails; then `pre` commands, a safety copy of the current data,
+//! the archive unpacked into a staging directory (every file checked against the manifest),
+//! each source moved into place, `post` commands, and the target's `restore_checks`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::{BackupError, Progress, archive, extract, pg, source};
+use crate::audit::Draft;
+use crate::clock;
+use crate::config::backups::{BackupTarget, Source};
+use crate::config::{Config, Program};
+use crate::exec::{self, Cancel, Spec};
+use crate::store::Store;
+
+const HOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    /// sqlite, dir, postgres or command.
+    pub kind: String,
+    /// Path inside the archive.
+    pub from: String,
+    /// What is replaced: a path, or a database URL without its password.
+    pub to: String,
+    /// What happens, in words.
+    pub action: String,
+    /// Where the current data is copied first.
+    pub safety: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestorePlan {
+    pub archive: PathBuf,
+    pub target: String,
+    pub steps: Vec<Step>,
+    pub safety_dir: PathBuf,
+    pub pre: Vec<String>,
+    pub post: Vec<String>,
+    pub checks: Vec<String>,
+    /// Found by the preflight; a plan with problems is not executed.
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    pub plan: RestorePlan,
+    pub executed: bool,
+    pub ok: bool,
+    /// What happened, in order.
+    pub log: Vec<String>,
+    pub duration_ms: u64,
+}
+
+fn argv_text(p: &Program) -> String {
+    exec::display(&p.argv())
+}
+
+/// Whether files can be created in directory `dir`: tried, with a probe file removed at
+/// once (permission bits say nothing for root, nor for a read-only mount).
+fn writable(dir: &Path) -> Result<(), String> {
+    if !dir.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    let probe = dir.join(format!(".runbook-restore-probe-{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(format!("{} is not writable: {e}", dir.display())),
+    }
+}
+
+/// The nearest existing ancestor of `path` (itself if it exists).
+fn existing_ancestor(path: &Path) -> Option<PathBuf> {
+    let mut p = Some(path);
+    while let Some(at) = p {
+        if at.exists() {
+            return Some(at.to_path_buf());
+        }
+        p = at.parent();
+    }
+    None
+}
+
+/// Plans a restore of `archive_path` (a target's archive) and runs the preflight.
+pub fn plan(
+    config: &Config,
+    name: &str,
+    target: &BackupTarget,
+    archive_path: &Path,
+) -> Result<RestorePlan, BackupError> {
+    let manifest = archive::read_manifest(archive_path).map_err(|e| BackupError::io(archive_path, e))?;
+    let stamp = clock::now().strftime("%Y%m%dT%H%M%SZ").to_string();
+    let safety_dir = target.dest.join("safety").join(format!("{name}-{stamp}"));
+    let mut plan = RestorePlan {
+        archive: archive_path.to_path_buf(),
+        target: name.to_string(),
+        steps: Vec::new(),
+        safety_dir: safety_dir.clone(),
+        pre: target.pre.iter().map(argv_text).collect(),
+        post: target.post.iter().map(argv_text).collect(),
+        checks: target.restore_checks.clone(),
+        problems: Vec::new(),
+    };
+    if manifest.target != name {
+        plan.problems.push(format!(
+            "the archive belongs to target `{}`, not `{name}`",
+            manifest.target
+        ));
+    }
+    for (i, s) in manifest.sources.iter().enumerate() {
+        let configured = target.sources.get(i);
+        let step = match (s.kind.as_str(), configured) {
+            ("sqlite", Some(Source::Sqlite(path))) => Step {
+                kind: s.kind.clone(),
+                from: s.root.clone(),
+                to: path.display().to_string(),
+                action: "replace the database file (its -wal and -shm are removed)".into(),
+                safety: Some(
+                    safety_dir
+                        .join(format!("{i}-{}", file_name(path)))
+                        .display()
+                        .to_string(),
+                ),
+            },
+            ("dir", Some(Source::Dir(d))) => Step {
+                kind: s.kind.clone(),
+                from: s.root.clone(),
+                to: d.path.display().to_string(),
+                action: "replace the directory tree".into(),
+                safety: Some(format!("{}.pre-restore-{stamp}", d.path.display())),
+            },
+            ("postgres", Some(Source::Postgres(url))) => Step {
+                kind: s.kind.clone(),
+                from: s.root.clone(),
+                to: config.redactor.redact(&pg::Conn::parse(url).url).into_owned(),
+                action: "pg_restore --clean --if-exists into the database".into(),
+                safety: Some(safety_dir.join(format!("{i}-postgres.dump")).display().to_string()),
+            },
+            ("command", _) => Step {
+                kind: s.kind.clone(),
+                from: s.root.clone(),
+                to: safety_dir.join("command").display().to_string(),
+                action: "not restored automatically: the dump is left there to load by hand".into(),
+                safety: None,
+            },
+            (kind, _) => {
+                plan.problems.push(format!(
+                    "source {} of the archive ({kind} {}) does not match source {} of target `{name}` as configured now",
+                    i + 1,
+                    s.origin,
+                    i + 1
+                ));
+                continue;
+            }
+        };
+        plan.steps.push(step);
+    }
+    preflight(&mut plan);
+    Ok(plan)
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Everything that can be known before touching anything.
+fn preflight(plan: &mut RestorePlan) {
+    match (archive::hash_file(&plan.archive), archive::read_sidecar(&plan.archive)) {
+        (Ok((_, sha)), Ok(expected)) if sha == expected => {}
+        (Ok((_, sha)), Ok(expected)) => plan
+            .problems
+            .push(format!("the archive's SHA-256 is {sha}, its sidecar says {expected}")),
+        (Err(e), _) => plan.problems.push(format!("{}: {e}", plan.archive.display())),
+        (_, Err(e)) => plan.problems.push(format!("the archive's sidecar: {e}")),
+    }
+    let mut must_write: Vec<PathBuf> = vec![plan.safety_dir.clone()];
+    for s in &plan.steps {
+        match s.kind.as_str() {
+            "sqlite" | "dir" => {
+                let to = PathBuf::from(&s.to);
+                // Replacing needs the parent directory (rename, new files) writable.
+                must_write.push(to.parent().map(Path::to_path_buf).unwrap_or(to.clone()));
+                if s.kind == "dir" && to.exists() {
+                    must_write.push(to);
+                }
+            }
+            _ => {}
+        }
+    }
+    for p in must_write {
+        match existing_ancestor(&p) {
+            Some(a) => {
+                if let Err(e) = writable(&a) {
+                    plan.problems.push(format!("{e} (needed for {})", p.display()));
+                }
+            }
+            None => plan
+                .problems
+                .push(format!("{}: no existing parent directory", p.display())),
+        }
+    }
+}
+
+fn run_hook(config: &Config, p: &Program, what: &str, log: &mut Vec<String>) -> Result<(), String> {
+    let mut spec = Spec::new(p.argv(), HOOK_TIMEOUT);
+    spec.env = config.env.clone();
+    spec.cwd = Some(config.base_dir());
+    let shown = config.redactor.redact(&argv_text(p)).into_owned();
+    match exec::run(&spec, &Cancel::default()) {
+        Ok(out) if out.success() => {
+            log.push(format!("{what}: {shown}: ok"));
+            Ok(())
+        }
+        Ok(out) => Err(format!(
+            "{what} `{shown}` failed: {}: {}",
+            out.summary(spec.timeout),
+            config.redactor.redact(out.stderr.trim())
+        )),
+        Err(e) => Err(format!("{what} `{shown}`: {e}")),
+    }
+}
+
+/// Executes a plan whose preflight found nothing. Stops at the first failure, saying what
+/// was already done (the safety copies stay where the plan says).
+pub fn execute(
+    config: &Config,
+    store: &Store,
+    target: &BackupTarget,
+    plan: RestorePlan,
+    progress: &dyn Fn(Progress),
+) -> Result<RestoreReport, BackupError> {
+    let started = Instant::now();
+    let mut report = RestoreReport {
+        plan,
+        executed: false,
+        ok: false,
+        log: Vec::new(),
+        duration_ms: 0,
+    };
+    if !report.plan.problems.is_empty() {
+        return Ok(report);
+    }
+    report.executed = true;
+    let result = run_steps(config, target, &mut report, progress);
+    if let Err(e) = &result {
+        report.log.push(format!("FAILED: {e}"));
+    }
+    report.ok = result.is_ok();
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    store.audit_append(&Draft::new(
+        "backup.restored",
+        &report.plan.target,
+        json!({ "archive": report.plan.archive, "ok": report.ok, "steps": report.plan.steps, "log": report.log,
+                "safety_dir": report.plan.safety_dir, "duration_ms": report.duration_ms }),
+        &config.redactor,
+    ))?;
+    Ok(report)
+}
+
+fn run_steps(
+    config: &Config,
+    target: &BackupTarget,
+    report: &mut RestoreReport,
+    progress: &dyn Fn(Progress),
+) -> Result<(), String> {
+    let plan = report.plan.clone();
+    let log = &mut report.log;
+    std::fs::create_dir_all(&plan.safety_dir).map_err(|e| format!("{}: {e}", plan.safety_dir.display()))?;
+    for p in &target.pre {
+        run_hook(config, p, "pre", log)?;
+    }
+    // Unpack next to the archives first: a bad archive fails here, before any data is replaced.
+    progress(Progress::Phase("unpacking into staging"));
+    let staging = plan.safety_dir.join("staging");
+    std::fs::create_dir_all(&staging).map_err(|e| format!("{}: {e}", staging.display()))?;
+    let x = extract::extract(&plan.archive, &staging, progress).map_err(|e| e.to_string())?;
+    log.push(format!(
+        "unpacked {} files ({} bytes) into {}",
+        x.files,
+        x.bytes,
+        staging.display()
+    ));
+
+    progress(Progress::Phase("putting the data back"));
+    for (i, step) in plan.steps.iter().enumerate() {
+        let staged = staging.join(&step.from);
+        match step.kind.as_str() {
+            "sqlite" => {
+                let live = PathBuf::from(&step.to);
+                if live.exists() {
+                    let safety = PathBuf::from(step.safety.as_deref().unwrap_or_default());
+                    source::sqlite_snapshot(&live, &safety).map_err(|e| e.to_string())?;
+                    log.push(format!("safety copy of {} in {}", live.display(), safety.display()));
+                }
+                let tmp = live.with_extension("restore-tmp");
+                std::fs::copy(&staged, &tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+                std::fs::File::open(&tmp)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| format!("{}: {e}", tmp.display()))?;
+                std::fs::rename(&tmp, &live).map_err(|e| format!("{}: {e}", live.display()))?;
+                for ext in ["-wal", "-shm", "-journal"] {
+                    let mut p = live.as_os_str().to_owned();
+                    p.push(ext);
+                    let _ = std::fs::remove_file(PathBuf::from(p));
+                }
+                log.push(format!("restored {} from {}", live.display(), step.from));
+            }
+            "dir" => {
+                let live = PathBuf::from(&step.to);
+                if live.exists() {
+                    let safety = PathBuf::from(step.safety.as_deref().unwrap_or_default());
+                    std::fs::rename(&live, &safety).map_err(|e| format!("moving {} aside: {e}", live.display()))?;
+                    log.push(format!("moved the current {} to {}", live.display(), safety.display()));
+                }
+                move_tree(&staged, &live).map_err(|e| format!("{}: {e}", live.display()))?;
+                log.push(format!("restored {} from {}", live.display(), step.from));
+            }
+            "postgres" => {
+                let Some(Source::Postgres(url)) = target.sources.get(i) else {
+                    return Err(format!("source {} is no longer a postgres source", i + 1));
+                };
+                let conn = pg::Conn::parse(url);
+                let safety = PathBuf::from(step.safety.as_deref().unwrap_or_default());
+                pg::dump(&conn, &safety, &config.env, HOOK_TIMEOUT * 12).map_err(|e| e.to_string())?;
+                log.push(format!("safety dump of {} in {}", conn.url, safety.display()));
+                pg::restore(&conn, &staged, true, &config.env).map_err(|e| e.to_string())?;
+                log.push(format!("restored {} from {}", conn.url, step.from));
+            }
+            _ => {
+                let keep = PathBuf::from(&step.to);
+                if let Some(parent) = keep.parent() {
+                    let _ = std::fs::create_dir_all(parent);
+                }
+                let _ = std::fs::create_dir_all(&keep);
+                let dest = keep.join(Path::new(&step.from).file_name().unwrap_or_default());
+                std::fs::rename(&staged, &dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+                log.push(format!("{} left in {} to load by hand", step.from, dest.display()));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&staging);
+    for p in &target.post {
+        run_hook(config, p, "post", log)?;
+    }
+    if !target.restore_checks.is_empty() {
+        let outcomes = crate::check::probe_blocking(&Arc::new(config.clone()), &target.restore_checks);
+        let mut failed = Vec::new();
+        for o in outcomes {
+            log.push(format!(
+                "check {}: {} ({})",
+                o.check,
+                if o.ok { "ok" } else { "FAILED" },
+                o.detail
+            ));
+            if !o.ok {
+                failed.push(o.check);
+            }
+        }
+        if !failed.is_empty() {
+            return Err(format!("checks failed after the restore: {}", failed.join(", ")));
+        }
+    }
+    Ok(())
+}
+
+/// Moves a staged tree into place: a rename on the same filesystem, a copy across.
+fn move_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::rename(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(18) => copy_tree(from, to), // EXDEV
+        Err(e) => Err(e),
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    let meta = std::fs::symlink_metadata(from)?;
+    if meta.file_type().is_symlink() {
+        std::os::unix::fs::symlink(std::fs::read_link(from)?, to)
+    } else if meta.is_dir() {
+        std::fs::create_dir_all(to)?;
+        for e in std::fs::read_dir(from)? {
+            let e = e?;
+            copy_tree(&e.path(), &to.join(e.file_name()))?;
+        }
+        std::fs::set_permissions(to, meta.permissions())?;
+        std::fs::File::open(to)?.set_modified(meta.modified()?)
+    } else {
+        std::fs::copy(from, to)?;
+        std::fs::File::options()
+            .write(true)
+            .open(to)?
+            .set_modified(meta.modified()?)
+    }
+}

@@ -1,0 +1,268 @@
+//! Restore drills and restores through the real binary: scratch restores with timed phases
+//! and evidence, a real PostgreSQL scratch database, and restores that put data back with
+//! safety copies and hooks, or refuse before touching anything.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn sqlite(path: &Path, sql: &str) {
+    rusqlite::Connection::open(path).unwrap().execute_batch(sql).unwrap();
+}
+
+fn rows(path: &Path) -> i64 {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap()
+}
+
+fn create(env: &Env, target: &str) -> String {
+    let out = env.run(&["backup", "create", target, "--json"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    out.json()["path"].as_str().unwrap().to_string()
+}
+
+const TARGET: &str = r#"
+version: 1
+checks:
+  data-present: { command: { sh: "test -f {dir}/data/notes.txt" } }
+backups:
+  main:
+    sources: [ { sqlite: app.db }, { dir: data } ]
+    dest: archives
+    pre:  [ [sh, -c, "echo pre >> {dir}/hooks.log"] ]
+    post: [ "sh -c 'echo post >> {dir}/hooks.log'" ]
+    restore_checks: [ data-present ]
+    drill:
+      checks:
+        - { name: rows, sh: "test \"$(sqlite3 sqlite/app.db 'SELECT count(*) FROM t')\" = 3" }
+        - { name: notes, sh: "grep -q notes \"$RUNBOOK_DRILL_DIR/dir/data/notes.txt\"" }
+"#;
+
+fn setup(env: &Env) {
+    sqlite(
+        &env.path("app.db"),
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t(v) VALUES ('a'), ('b'), ('c');",
+    );
+    env.write("data/notes.txt", "notes\n");
+    env.write("data/sub/more.txt", "more\n");
+}
+
+#[test]
+fn a_drill_restores_into_scratch_times_each_phase_and_writes_evidence() {
+    let env = Env::new(TARGET);
+    setup(&env);
+    let archive = create(&env, "main");
+    let (code, r) = env.json(&["backup", "drill", "--latest", "main"]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["ok"], true);
+    let phases: Vec<&str> = r["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(phases, vec!["sidecar", "extract", "sqlite"]);
+    let checks: Vec<&str> = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(checks, vec!["rows", "notes"]);
+    assert!(r["recovery_ms"].as_u64().unwrap() <= r["total_ms"].as_u64().unwrap());
+    let evidence = PathBuf::from(r["evidence"].as_str().unwrap());
+    assert!(evidence.starts_with(env.path("evidence/drills")), "{evidence:?}");
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&evidence).unwrap()).unwrap();
+    assert_eq!(saved["archive"], archive.as_str());
+    assert_eq!(saved["sha256"], r["sha256"]);
+    assert!(saved["host"].is_string());
+    // The scratch tree is gone; the store knows the drill.
+    let left: Vec<_> = std::fs::read_dir(env.path("archives"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".drill-"))
+        .collect();
+    assert!(left.is_empty());
+    let (_, list) = env.json(&["backup", "list"]);
+    assert_eq!(list[0]["drill_ok"], true);
+    assert!(list[0]["drill_ms"].is_i64());
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_events WHERE kind = 'backup.drilled'"),
+        1
+    );
+}
+
+#[test]
+fn a_drill_whose_check_fails_exits_1_and_says_so_in_the_evidence() {
+    let env = Env::new(&TARGET.replace("= 3", "= 4"));
+    setup(&env);
+    create(&env, "main");
+    let out = env.run(&["backup", "drill", "--latest", "main"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stdout.contains("FAIL rows"), "{}", out.stdout);
+    let (_, list) = env.json(&["backup", "list"]);
+    assert_eq!(list[0]["drill_ok"], false);
+}
+
+#[test]
+fn a_drill_restores_a_postgres_dump_into_a_scratch_database_and_drops_it() {
+    let db = format!("runbook_drill_src_{}", std::process::id());
+    let psql = |sql: &str, dbname: &str| -> String {
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                dbname,
+                "-tA",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ])
+            .output()
+            .expect("psql");
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    psql(&format!("DROP DATABASE IF EXISTS {db}"), "test");
+    psql(&format!("CREATE DATABASE {db}"), "test");
+    psql("CREATE TABLE orders(id int); INSERT INTO orders VALUES (1), (2);", &db);
+    let env = Env::new(&format!(
+        r#"
+version: 1
+backups:
+  pg:
+    sources: [ {{ postgres: "postgres://postgres@127.0.0.1:5432/{db}" }} ]
+    dest: archives
+    drill:
+      checks:
+        - {{ name: orders, sh: "test \"$(psql -tA -c 'SELECT count(*) FROM orders' \"$RUNBOOK_DRILL_DATABASE_URL\")\" = 2" }}
+"#
+    ));
+    create(&env, "pg");
+    let (code, r) = env.json(&["backup", "drill", "--latest", "pg"]);
+    psql(&format!("DROP DATABASE IF EXISTS {db}"), "test");
+    assert_eq!(code, 0, "{r:#}");
+    let pg = r["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "postgres")
+        .unwrap();
+    assert!(pg["detail"].as_str().unwrap().contains("1 tables"), "{pg}");
+    assert_eq!(r["checks"][0]["ok"], true, "{r:#}");
+    let leftover = psql(
+        "SELECT count(*) FROM pg_database WHERE datname LIKE 'runbook_drill_%_%' AND datname NOT LIKE 'runbook_drill_src%'",
+        "test",
+    );
+    assert_eq!(leftover, "0", "the scratch database was dropped");
+}
+
+#[test]
+fn restore_without_execute_only_prints_the_plan() {
+    let env = Env::new(TARGET);
+    setup(&env);
+    let archive = create(&env, "main");
+    sqlite(&env.path("app.db"), "DELETE FROM t;");
+    let out = env.run(&["backup", "restore", &archive]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for want in [
+        "pre",
+        "sqlite/app.db ->",
+        "dir/data ->",
+        "post",
+        "check    data-present",
+        "current data first copied to",
+        "dry run",
+    ] {
+        assert!(out.stdout.contains(want), "{want} in:\n{}", out.stdout);
+    }
+    assert_eq!(rows(&env.path("app.db")), 0, "nothing was restored");
+    assert!(!env.path("hooks.log").exists(), "no hook ran");
+}
+
+#[test]
+fn restore_execute_puts_the_data_back_after_a_safety_copy_with_hooks_and_checks() {
+    let env = Env::new(TARGET);
+    setup(&env);
+    let archive = create(&env, "main");
+    // Damage: rows deleted, a file changed, a file added.
+    sqlite(&env.path("app.db"), "DELETE FROM t WHERE id > 1;");
+    env.write("data/notes.txt", "scribbled\n");
+    env.write("data/stray.txt", "stray\n");
+
+    let (code, r) = env.json(&["backup", "restore", &archive, "--execute"]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["ok"], true);
+    assert_eq!(rows(&env.path("app.db")), 3);
+    assert_eq!(std::fs::read_to_string(env.path("data/notes.txt")).unwrap(), "notes\n");
+    assert!(!env.path("data/stray.txt").exists());
+    assert_eq!(std::fs::read_to_string(env.path("hooks.log")).unwrap(), "pre\npost\n");
+    // The data as it was before the restore is kept.
+    let safety = PathBuf::from(r["plan"]["safety_dir"].as_str().unwrap());
+    let copy = std::fs::read_dir(&safety)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with("app.db"))
+        .expect("a safety copy of the database");
+    assert_eq!(rows(&copy.path()), 1);
+    let moved = r["plan"]["steps"][1]["safety"].as_str().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(Path::new(moved).join("notes.txt")).unwrap(),
+        "scribbled\n"
+    );
+    let log = r["log"].to_string();
+    assert!(log.contains("check data-present: ok"), "{log}");
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_events WHERE kind = 'backup.restored'"),
+        1
+    );
+}
+
+#[test]
+fn restore_into_a_path_that_cannot_be_written_fails_before_touching_anything() {
+    let env = Env::new(&TARGET.replace("{ dir: data }", "{ dir: blocked/data }"));
+    setup(&env);
+    std::fs::create_dir_all(env.path("blocked")).unwrap();
+    std::fs::rename(env.path("data"), env.path("blocked/data")).unwrap();
+    let archive = create(&env, "main");
+    // `blocked` becomes a plain file: nothing can be created under it.
+    std::fs::remove_dir_all(env.path("blocked")).unwrap();
+    std::fs::write(env.path("blocked"), "not a directory").unwrap();
+    sqlite(&env.path("app.db"), "DELETE FROM t;");
+
+    let out = env.run(&["backup", "restore", &archive, "--execute"]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("PROBLEM") && out.stdout.contains("blocked"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("nothing was changed"), "{}", out.stdout);
+    assert_eq!(rows(&env.path("app.db")), 0, "the database was not touched");
+    assert!(!env.path("hooks.log").exists(), "the pre hook did not run");
+    assert!(!env.path("archives/safety").exists(), "no safety directory was made");
+}
+
+#[test]
+fn restore_refuses_an_archive_that_does_not_match_its_sidecar() {
+    let env = Env::new(TARGET);
+    setup(&env);
+    let archive = create(&env, "main");
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 1;
+    std::fs::write(&archive, bytes).unwrap();
+    sqlite(&env.path("app.db"), "DELETE FROM t;");
+    let out = env.run(&["backup", "restore", &archive, "--execute"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stdout.contains("sidecar says"), "{}", out.stdout);
+    assert_eq!(rows(&env.path("app.db")), 0);
+}
