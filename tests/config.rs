@@ -656,7 +656,10 @@ fn sections_from_later_versions_are_refused_clearly() {
     let tasks = Env::new("version: 1\nprofiles:\n  p: { cron: \"@hourly\", tasks: [ { drill: main } ] }\n");
     let out = tasks.run(&["config", "check"]);
     assert_eq!(out.code, 2, "{out:?}");
-    assert!(out.stderr.contains("`drill:` tasks are not supported"), "{out:?}");
+    assert!(
+        out.stderr.contains("`drill:` task: no backup target named `main`"),
+        "{out:?}"
+    );
 }
 
 #[test]

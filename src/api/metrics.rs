@@ -201,6 +201,57 @@ pub fn render(state: &ApiState, openmetrics: bool) -> Result<String, ApiError> {
             *n as f64,
         );
     }
+    let backups = state.reader().backup_metrics()?;
+    w.family(
+        "runbook_backup_last_success_timestamp_seconds",
+        "gauge",
+        "When the newest archive of each backup target was written.",
+    );
+    for b in &backups {
+        if let Some(t) = clock::from_text(&b.created_at) {
+            w.sample(
+                "runbook_backup_last_success_timestamp_seconds",
+                &[("target", &b.target)],
+                t.as_second() as f64,
+            );
+        }
+    }
+    w.family(
+        "runbook_backup_size_bytes",
+        "gauge",
+        "Size of the newest archive of each backup target.",
+    );
+    for b in &backups {
+        w.sample("runbook_backup_size_bytes", &[("target", &b.target)], b.size as f64);
+    }
+    w.family(
+        "runbook_backup_last_verified_timestamp_seconds",
+        "gauge",
+        "When the newest archive that passed `backup verify` was written.",
+    );
+    for b in &backups {
+        if let Some(t) = b.verified_created_at.as_deref().and_then(clock::from_text) {
+            w.sample(
+                "runbook_backup_last_verified_timestamp_seconds",
+                &[("target", &b.target)],
+                t.as_second() as f64,
+            );
+        }
+    }
+    w.family(
+        "runbook_backup_drill_recovery_seconds",
+        "gauge",
+        "Recovery time measured by the latest successful restore drill of each target.",
+    );
+    for b in &backups {
+        if let Some(ms) = b.drill_ms {
+            w.sample(
+                "runbook_backup_drill_recovery_seconds",
+                &[("target", &b.target)],
+                ms as f64 / 1000.0,
+            );
+        }
+    }
     if openmetrics {
         w.out.push_str("# EOF\n");
     }

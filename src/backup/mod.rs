@@ -382,6 +382,29 @@ pub fn latest(store: &Store, target: &str) -> Result<BackupRecord, BackupError> 
         .ok_or_else(|| BackupError::NoArchive(target.to_string()))
 }
 
+/// The archive a scheduled drill takes: never drilled ones first (oldest first, the nearest
+/// to being pruned), then the one drilled longest ago. Only archives whose file is there.
+pub fn next_to_drill(store: &Store, target: &str) -> Result<Option<PathBuf>, BackupError> {
+    let mut present: Vec<BackupRecord> = store
+        .list_backups(Some(target))?
+        .into_iter()
+        .filter(|r| Path::new(&r.path).is_file())
+        .collect();
+    present.sort_by(|a, b| {
+        (
+            a.drilled_at.is_some(),
+            a.drilled_at.as_deref().unwrap_or(&a.created_at),
+            a.id,
+        )
+            .cmp(&(
+                b.drilled_at.is_some(),
+                b.drilled_at.as_deref().unwrap_or(&b.created_at),
+                b.id,
+            ))
+    });
+    Ok(present.first().map(|r| PathBuf::from(&r.path)))
+}
+
 /// What `backup prune` keeps and removes.
 #[derive(Debug, Clone, Serialize)]
 pub struct PrunePlan {

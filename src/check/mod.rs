@@ -6,6 +6,7 @@
 //! probe is bounded by its check's timeout; a probe that cannot run is a failing outcome,
 //! never an error that escapes.
 
+mod backup_age;
 mod cert;
 mod command;
 mod disk;
@@ -93,6 +94,7 @@ pub async fn probe(config: &Config, name: &str, check: &Check) -> Outcome {
             Probe::Sql(p) => sql::probe(p).await,
             // One indexed read of the state file: quick enough to run in place.
             Probe::Heartbeat(p) => heartbeat::probe(config, name, p),
+            Probe::BackupAge(p) => backup_age::probe(config, p),
         }
     };
     let finding = match tokio::time::timeout(timeout, work).await {
@@ -172,6 +174,7 @@ pub fn describe(check: &Check) -> String {
         Probe::GitRef(p) => format!("git {} at {}", p.repo.display(), p.expect),
         Probe::Sql(p) => format!("sql {}: {}", p.url, p.query),
         Probe::Heartbeat(p) => format!("a ping every {} (grace {})", p.period, HumanDuration(p.grace())),
+        Probe::BackupAge(p) => format!("newest verified archive of {} younger than {}", p.target, p.max_age),
     }
 }
 

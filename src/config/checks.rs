@@ -94,6 +94,7 @@ pub enum Probe {
     GitRef(GitRefProbe),
     Sql(SqlProbe),
     Heartbeat(HeartbeatProbe),
+    BackupAge(BackupAgeProbe),
 }
 
 impl Probe {
@@ -109,6 +110,7 @@ impl Probe {
             Probe::GitRef(_) => "git_ref",
             Probe::Sql(_) => "sql",
             Probe::Heartbeat(_) => "heartbeat",
+            Probe::BackupAge(_) => "backup_age",
         }
     }
 }
@@ -328,6 +330,14 @@ pub struct CertProbe {
     /// Fail when the certificate expires in fewer days. Default: 14.
     #[serde(default)]
     pub min_days: u32,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct BackupAgeProbe {
+    /// A backup target (a key of `backups:`).
+    pub target: String,
+    /// Its newest verified archive must be younger than this.
+    pub max_age: HumanDuration,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]

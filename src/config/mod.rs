@@ -19,7 +19,10 @@ use std::path::{Path, PathBuf};
 
 pub use checks::{Check, Probe, Severity};
 pub use diagnostic::Diagnostic;
-pub use model::{CheckTask, CommandTask, Config, GitSync, Keep, Limits, Profile, Program, Retention, Schedule, Task};
+pub use model::{
+    BackupAction, BackupTask, CheckTask, CommandTask, Config, GitSync, Keep, Limits, Profile, Program, Retention,
+    Schedule, Task,
+};
 pub use secrets::Redactor;
 pub use units::{ByteSize, HumanDuration, Percent};
 pub use validate::{DEFAULT_STATE_URL, default_host, state_path};

@@ -142,6 +142,8 @@ pub enum Task {
     Command(CommandTask),
     /// A check by name: a bare string, or `{ check: NAME }`.
     Check(CheckTask),
+    /// `{ backup: TARGET }`, `{ prune: TARGET }` or `{ drill: TARGET }`.
+    Backup(BackupTask),
 }
 
 impl Task {
@@ -149,8 +151,42 @@ impl Task {
         match self {
             Task::Command(c) => &c.name,
             Task::Check(c) => &c.name,
+            Task::Backup(b) => &b.name,
         }
     }
+}
+
+/// What a backup task does to its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupAction {
+    /// `backup create`.
+    Backup,
+    /// `backup prune --apply`.
+    Prune,
+    /// `backup drill` of the archive drilled longest ago (or never).
+    Drill,
+}
+
+impl BackupAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupAction::Backup => "backup",
+            BackupAction::Prune => "prune",
+            BackupAction::Drill => "drill",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupTask {
+    pub action: BackupAction,
+    /// The target (a key of `backups:`).
+    pub target: String,
+    /// Name in runs and output. Default: `backup-TARGET`, `prune-TARGET`, `drill-TARGET`.
+    #[serde(default)]
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]

@@ -4,6 +4,7 @@
 //! the daemon's tick loop. It does not parse configuration (`config`) or speak SQL (`store`).
 //! Invariant: a profile never overlaps itself; a second start is recorded as `skipped`.
 
+mod backup_tasks;
 mod check_tasks;
 pub mod crontab;
 pub mod daemon;

@@ -94,6 +94,7 @@ pub(super) fn profile_bound(config: &Config, profile: &Profile) -> Duration {
                 spec.timeout + spec.kill_grace
             }
             Task::Check(c) => config.checks[&c.check].timeout(),
+            Task::Backup(b) => super::backup_tasks::bound(config, b),
         })
         .sum();
     tasks + SYNC_TIMEOUT * 2 + Duration::from_secs(300)
@@ -135,6 +136,15 @@ pub fn plan(config: &Config, name: &str) -> Result<Vec<PlanStep>, RunError> {
                     limits: Vec::new(),
                 });
             }
+            Task::Backup(b) => steps.push(PlanStep {
+                name: b.name.clone(),
+                kind: b.action.as_str(),
+                argv: Vec::new(),
+                command: super::backup_tasks::describe(b),
+                cwd: config.base_dir().display().to_string(),
+                timeout: HumanDuration(super::backup_tasks::bound(config, b)).to_string(),
+                limits: Vec::new(),
+            }),
         }
     }
     Ok(steps)

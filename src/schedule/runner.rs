@@ -257,6 +257,7 @@ impl<'a> Runner<'a> {
                     }
                     step
                 }
+                Task::Backup(b) => self.run_backup_task(run_id, name, b, trigger, only.and(retry_of))?,
                 Task::Check(first) => {
                     // Consecutive checks are probed together, concurrently.
                     let mut batch = vec![first];

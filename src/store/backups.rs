@@ -65,7 +65,46 @@ fn from_row(r: &Row) -> rusqlite::Result<BackupRecord> {
     })
 }
 
+/// Per target, for `/metrics`.
+#[derive(Debug, Clone)]
+pub struct BackupMetrics {
+    pub target: String,
+    /// The newest archive.
+    pub created_at: String,
+    pub size: i64,
+    /// The newest archive that passed verification.
+    pub verified_created_at: Option<String>,
+    /// Recovery time of the latest successful drill.
+    pub drill_ms: Option<i64>,
+}
+
 impl Store {
+    /// One row per target with an archive.
+    pub fn backup_metrics(&self) -> Result<Vec<BackupMetrics>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT b.target, b.created_at, b.size, \
+                   (SELECT max(created_at) FROM backups v WHERE v.target = b.target AND v.pruned_at IS NULL AND v.verify_ok = 1), \
+                   (SELECT drill_ms FROM backups d WHERE d.target = b.target AND d.drill_ok = 1 ORDER BY d.drilled_at DESC LIMIT 1) \
+                 FROM backups b WHERE b.pruned_at IS NULL AND b.id = \
+                   (SELECT id FROM backups n WHERE n.target = b.target AND n.pruned_at IS NULL ORDER BY created_at DESC, id DESC LIMIT 1) \
+                 ORDER BY b.target",
+            )
+            .map_err(self.err("reading backup metrics"))?;
+        stmt.query_map([], |r| {
+            Ok(BackupMetrics {
+                target: r.get(0)?,
+                created_at: r.get(1)?,
+                size: r.get(2)?,
+                verified_created_at: r.get(3)?,
+                drill_ms: r.get(4)?,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(self.err("reading backup metrics"))
+    }
+
     /// Records a new archive and its audit event in one transaction.
     pub fn record_backup(&self, b: &NewBackup, draft: &Draft) -> Result<i64> {
         self.write("recording a backup", |tx| {

@@ -22,6 +22,7 @@ const PROBE_KINDS: &[&str] = &[
     "git_ref",
     "sql",
     "heartbeat",
+    "backup_age",
 ];
 const COMMON_KEYS: &[&str] = &[
     "timeout",

@@ -188,6 +188,18 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
         .map(|n| backups::backups(cx, n, &base))
         .unwrap_or_default();
     cx.backup_names = backups.keys().cloned().collect();
+    for (pos, target) in std::mem::take(&mut cx.backup_refs) {
+        if !backups.contains_key(&target) {
+            let hint = super::diagnostic::suggest(&target, cx.backup_names.iter().map(String::as_str))
+                .map(|s| format!("did you mean `{s}`?"))
+                .unwrap_or_else(|| "define it under `backups:`".into());
+            cx.error(
+                pos,
+                format!("backup_age: no backup target named `{target}`"),
+                Some(hint),
+            );
+        }
+    }
 
     let mut profiles = BTreeMap::new();
     if let Some(node) = top.get("profiles")

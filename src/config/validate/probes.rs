@@ -8,8 +8,8 @@ use std::path::Path;
 use super::profile::{env_map, program};
 use super::walker::{Cx, Fields};
 use crate::config::checks::{
-    CertProbe, CommandExpect, CommandProbe, DiskProbe, FileAgeProbe, GitRefProbe, HeartbeatProbe, HttpExpect,
-    HttpProbe, Probe, SqlExpect, SqlProbe, StatusSet, SystemdProbe, TcpProbe, size_threshold,
+    BackupAgeProbe, CertProbe, CommandExpect, CommandProbe, DiskProbe, FileAgeProbe, GitRefProbe, HeartbeatProbe,
+    HttpExpect, HttpProbe, Probe, SqlExpect, SqlProbe, StatusSet, SystemdProbe, TcpProbe, size_threshold,
 };
 use crate::config::yaml::{Kind, Node};
 
@@ -280,6 +280,30 @@ pub(super) fn probe(cx: &mut Cx, kind: &str, node: &Node, base: &Path) -> Option
                 url: path.to_string_lossy().into_owned(),
                 query: query?,
                 expect,
+            }))
+        }
+        "backup_age" => {
+            let f = cx.map(node, "backup_age", &["target", "max_age"])?;
+            let target = cx.required(&f, "target", &what, "e.g. target: main");
+            let max_age = match f.get("max_age") {
+                Some(n) => cx.duration(n, "max_age"),
+                None => {
+                    cx.missing(
+                        f.pos,
+                        "max_age",
+                        "backup_age needs `max_age`".into(),
+                        "e.g. max_age: 26h",
+                    );
+                    None
+                }
+            };
+            let target = target?;
+            // Checked against `backups:` once that section is read.
+            cx.backup_refs
+                .push((f.get("target").map_or(f.pos, |n| n.pos), target.clone()));
+            Some(Probe::BackupAge(BackupAgeProbe {
+                target,
+                max_age: max_age?,
             }))
         }
         "heartbeat" => {

@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::walker::{Cx, Fields};
-use crate::config::model::{CheckTask, CommandTask, GitSync, Limits, Profile, Program, RunArgs, Schedule, Task};
+use crate::config::model::{
+    BackupAction, BackupTask, CheckTask, CommandTask, GitSync, Limits, Profile, Program, RunArgs, Schedule, Task,
+};
 use crate::config::units::{ByteSize, Percent};
 use crate::config::yaml::{Kind, Node, Pos};
 
@@ -35,7 +37,7 @@ const COMMAND_KEYS: &[&str] = &[
     "systemd_run",
     "cpu_quota",
 ];
-const LATER_TASK_KINDS: &[&str] = &["backup", "prune", "drill"];
+const BACKUP_TASK_KINDS: &[&str] = &["backup", "prune", "drill"];
 
 pub(super) fn profile(cx: &mut Cx, name: &str, node: &Node, base: &Path) -> Option<Profile> {
     let what = format!("profile `{name}`");
@@ -207,7 +209,39 @@ fn set_name(task: &mut Task, name: String) {
     match task {
         Task::Command(c) => c.name = name,
         Task::Check(c) => c.name = name,
+        Task::Backup(b) => b.name = name,
     }
+}
+
+/// `{ backup: TARGET }`, `{ prune: TARGET }`, `{ drill: TARGET }`, with an optional `name`.
+fn backup_task(cx: &mut Cx, node: &Node, kind: &'static str) -> Option<ParsedTask> {
+    let f = cx.map(node, &format!("a `{kind}:` task"), &[kind, "name"])?;
+    let target = f.get(kind).and_then(|n| cx.string(n, kind))?;
+    if !cx.backup_names.contains(&target) {
+        let hint = crate::config::diagnostic::suggest(&target, cx.backup_names.iter().map(String::as_str))
+            .map(|s| format!("did you mean `{s}`?"))
+            .unwrap_or_else(|| "define it under `backups:`".into());
+        cx.error(
+            node.pos,
+            format!("`{kind}:` task: no backup target named `{target}`"),
+            Some(hint),
+        );
+        return None;
+    }
+    let explicit = f.get("name").and_then(|n| cx.string(n, "name"));
+    let action = match kind {
+        "backup" => BackupAction::Backup,
+        "prune" => BackupAction::Prune,
+        _ => BackupAction::Drill,
+    };
+    Some(ParsedTask {
+        name_explicit: explicit.is_some(),
+        task: Task::Backup(BackupTask {
+            action,
+            name: explicit.unwrap_or_else(|| format!("{kind}-{target}")),
+            target,
+        }),
+    })
 }
 
 /// A reference to a check, checked against `checks:`.
@@ -251,16 +285,8 @@ fn task_inner(cx: &mut Cx, node: &Node) -> Option<ParsedTask> {
                 let name = f.get("name").and_then(|n| cx.string(n, "name"));
                 return check_task(cx, node, check, name);
             }
-            if let Some(kind) = LATER_TASK_KINDS.iter().find(|k| keys.contains(k)) {
-                cx.error(
-                    node.pos,
-                    format!(
-                        "`{kind}:` tasks are not supported by runbook {}",
-                        env!("CARGO_PKG_VERSION")
-                    ),
-                    Some("use a command task: { run: [...] } or { sh: \"...\" }".into()),
-                );
-                return None;
+            if let Some(kind) = BACKUP_TASK_KINDS.iter().find(|k| keys.contains(k)) {
+                return backup_task(cx, node, kind);
             }
             command_task(cx, node)
         }

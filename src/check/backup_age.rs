@@ -1,0 +1,63 @@
+//! Backup age probe: the newest *verified* archive of a target must be recent. An archive
+//! that was written but never verified does not count: it is not known to restore.
+
+use serde_json::json;
+
+use super::Finding;
+use crate::clock;
+use crate::config::checks::BackupAgeProbe;
+use crate::config::{Config, HumanDuration};
+use crate::store::Store;
+
+pub(super) fn probe(config: &Config, p: &BackupAgeProbe) -> Result<Finding, String> {
+    let Some(store) = Store::open_existing(&config.state.path).map_err(|e| e.to_string())? else {
+        return Ok(Finding::new(
+            false,
+            format!("no archive of `{}` yet", p.target),
+            json!({}),
+        ));
+    };
+    let verified = store.newest_verified_backup(&p.target).map_err(|e| e.to_string())?;
+    let newest = store
+        .list_backups(Some(&p.target))
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .next();
+    let now = clock::now();
+    let age = |at: &str| {
+        clock::from_text(at).map(|t| std::time::Duration::from_secs((now.as_second() - t.as_second()).max(1) as u64))
+    };
+    let Some((at, path)) = verified else {
+        let detail = match &newest {
+            Some(n) => format!(
+                "no verified archive of `{}` (newest, {} old, was never verified or failed)",
+                p.target,
+                age(&n.created_at)
+                    .map(HumanDuration)
+                    .map(|d| d.to_string())
+                    .unwrap_or_default()
+            ),
+            None => format!("no archive of `{}` yet", p.target),
+        };
+        return Ok(Finding::new(false, detail, json!({ "target": p.target })));
+    };
+    let a = age(&at).unwrap_or_default();
+    let data = json!({ "target": p.target, "archive": path, "created_at": at, "age_seconds": a.as_secs() });
+    Ok(if a <= p.max_age.0 {
+        Finding::new(
+            true,
+            format!("newest verified archive is {} old", HumanDuration(a)),
+            data,
+        )
+    } else {
+        Finding::new(
+            false,
+            format!(
+                "newest verified archive is {} old (limit {}): {path}",
+                HumanDuration(a),
+                p.max_age
+            ),
+            data,
+        )
+    })
+}

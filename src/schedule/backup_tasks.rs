@@ -1,0 +1,135 @@
+//! Backup tasks of a profile: `{ backup: T }`, `{ prune: T }`, `{ drill: T }`.
+//!
+//! Owns running them inside a profile run: one ledger row each, the outcome as the task's
+//! status, and the task alert on failure like any command task. A drill task takes the
+//! archive drilled longest ago (never-drilled ones first, oldest first), so over time every
+//! archive is drilled before retention removes it.
+
+use std::time::{Duration, Instant};
+
+use crate::alert::{self, Observation};
+use crate::backup;
+use crate::clock;
+use crate::config::backups::DEFAULT_DUMP_TIMEOUT;
+use crate::config::{BackupAction, BackupTask, Config};
+use crate::store::{RunFinish, RunKind, RunStatus, Trigger};
+
+use super::runner::{RunError, Runner, TaskReport};
+
+/// The command line a backup task stands for, as shown in plans and the ledger.
+pub(super) fn describe(task: &BackupTask) -> String {
+    match task.action {
+        BackupAction::Backup => format!("runbook backup create {}", task.target),
+        BackupAction::Prune => format!("runbook backup prune {} --apply", task.target),
+        BackupAction::Drill => format!(
+            "runbook backup drill (the archive of {} drilled longest ago)",
+            task.target
+        ),
+    }
+}
+
+/// The longest a backup task may take (for the profile's bound).
+pub(super) fn bound(config: &Config, task: &BackupTask) -> Duration {
+    let t = &config.backups[&task.target];
+    let per_dump = t.timeout.map_or(DEFAULT_DUMP_TIMEOUT, |d| d.0);
+    per_dump * (t.sources.len() as u32 + 1)
+}
+
+impl Runner<'_> {
+    pub(super) fn run_backup_task(
+        &self,
+        parent: i64,
+        profile: &str,
+        task: &BackupTask,
+        trigger: Trigger,
+        retry_of: Option<i64>,
+    ) -> Result<TaskReport, RunError> {
+        let command = describe(task);
+        let mut new = self.new_run(profile, Some(&task.name), RunKind::Task, trigger);
+        new.parent_id = Some(parent);
+        new.command = Some(command.clone());
+        new.retry_of = retry_of;
+        let id = self.store.insert_run(&new, None)?;
+        let started = Instant::now();
+        let result = self.backup_action(task);
+        let duration = started.elapsed();
+        let (status, summary) = match result {
+            Ok((true, s)) => (RunStatus::Ok, s),
+            Ok((false, s)) => (RunStatus::Failed, s),
+            Err(e) => (RunStatus::Failed, e),
+        };
+        let summary = self.config.redactor.redact(&summary).into_owned();
+        self.store.finish_run(
+            id,
+            &RunFinish {
+                status: Some(status),
+                finished_at: clock::to_text(clock::now()),
+                duration_ms: Some(duration.as_millis() as i64),
+                output: Some(summary.clone()),
+                error: (status != RunStatus::Ok).then(|| summary.clone()),
+                ..Default::default()
+            },
+            None,
+        )?;
+        tracing::info!(profile, task = task.name, run = id, status = %status, detail = %summary, "task finished");
+        let seen = Observation::from_task(profile, &task.name, status == RunStatus::Ok, &summary);
+        alert::observe(self.store, self.config, &[seen])?;
+        let report = TaskReport {
+            run_id: id,
+            name: task.name.clone(),
+            kind: RunKind::Task,
+            status,
+            summary,
+            exit_code: None,
+            duration_ms: duration.as_millis() as u64,
+            command,
+            output: String::new(),
+            stopped_by_shutdown: false,
+        };
+        if let Some(cb) = self.on_step {
+            cb(&report);
+        }
+        Ok(report)
+    }
+
+    /// (ok, one line) of the action; `Err` for an error that stopped it.
+    fn backup_action(&self, task: &BackupTask) -> Result<(bool, String), String> {
+        let (config, store) = (self.config, self.store);
+        let none = |_: backup::Progress| {};
+        match task.action {
+            BackupAction::Backup => {
+                let c = backup::create(config, store, &task.target, &self.cancel, &none).map_err(|e| e.to_string())?;
+                let mut line = format!("{} ({} bytes, sha256 {})", c.path.display(), c.size, c.sha256);
+                if let Some(small) = &c.too_small {
+                    line = format!("{line}; {small}");
+                }
+                Ok((c.too_small.is_none(), line))
+            }
+            BackupAction::Prune => {
+                let p = backup::prune(config, store, &task.target, true).map_err(|e| e.to_string())?;
+                Ok((true, format!("removed {}, kept {}", p.remove.len(), p.keep.len())))
+            }
+            BackupAction::Drill => {
+                let Some(archive) = backup::next_to_drill(store, &task.target).map_err(|e| e.to_string())? else {
+                    return Err(format!("no archive of `{}` to drill", task.target));
+                };
+                let target = backup::target(config, &task.target).map_err(|e| e.to_string())?;
+                let r = backup::drill::drill(config, store, &task.target, target, archive.as_ref(), &none)
+                    .map_err(|e| e.to_string())?;
+                let failed: Vec<&str> = r
+                    .phases
+                    .iter()
+                    .chain(&r.checks)
+                    .filter(|p| !p.ok)
+                    .map(|p| p.name.as_str())
+                    .collect();
+                let line = if r.ok {
+                    format!("{}: recovery {} ms", r.archive.display(), r.recovery_ms)
+                } else {
+                    format!("{}: failed ({})", r.archive.display(), failed.join(", "))
+                };
+                Ok((r.ok, line))
+            }
+        }
+    }
+}

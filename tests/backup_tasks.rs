@@ -1,0 +1,200 @@
+//! Backups in the rest of runbook: profile tasks (`backup`, `drill`, `prune`) in the jobs
+//! ledger, the `backup_age` check, and the backup figures on `/metrics`.
+
+mod common;
+
+use common::http::{free_port, get};
+use common::*;
+use std::process::Stdio;
+use std::time::Duration;
+
+const CONFIG: &str = r#"
+version: 1
+checks:
+  backup-fresh: { backup_age: { target: main, max_age: 1h } }
+backups:
+  main:
+    sources: [ { dir: data } ]
+    dest: archives
+    keep: { last: 2 }
+    drill:
+      checks: [ "test -f dir/data/a.txt" ]
+profiles:
+  nightly:
+    cron: "@daily"
+    tasks: [ { backup: main }, { drill: main }, { prune: main, name: tidy } ]
+"#;
+
+#[test]
+fn a_profile_backs_up_drills_and_prunes_with_one_ledger_row_per_task() {
+    let env = Env::new(CONFIG);
+    env.write("data/a.txt", "a\n");
+    let dry = env.run(&["run", "nightly", "--dry-run"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert!(dry.stdout.contains("runbook backup create main"), "{}", dry.stdout);
+    assert!(
+        dry.stdout.contains("runbook backup prune main --apply"),
+        "{}",
+        dry.stdout
+    );
+    assert!(!env.path("archives").exists(), "a dry run writes nothing");
+
+    for _ in 0..3 {
+        let out = env.run(&["run", "nightly"]);
+        assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    }
+    let tasks: Vec<(String, String)> = {
+        let db = env.db();
+        let mut stmt = db
+            .prepare("SELECT task, status FROM runs WHERE kind = 'task' ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(tasks.len(), 9, "{tasks:?}");
+    assert_eq!(
+        tasks[..3],
+        [
+            ("backup-main".to_string(), "ok".to_string()),
+            ("drill-main".to_string(), "ok".to_string()),
+            ("tidy".to_string(), "ok".to_string())
+        ]
+    );
+    // Retention ran: two archives stay. Every archive written was drilled before it went.
+    let (_, list) = env.json(&["backup", "list", "main"]);
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    assert_eq!(env.count("SELECT count(*) FROM backups WHERE drilled_at IS NULL"), 0);
+}
+
+#[test]
+fn a_failing_drill_task_fails_the_run_and_opens_the_task_alert() {
+    let env = Env::new(&CONFIG.replace("test -f dir/data/a.txt", "test -f dir/data/missing.txt"));
+    env.write("data/a.txt", "a\n");
+    let out = env.run(&["run", "nightly"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let (_, alerts) = env.json(&["alerts", "list", "--status", "firing"]);
+    assert!(
+        alerts
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "nightly/drill-main"),
+        "{alerts}"
+    );
+}
+
+#[test]
+fn backup_age_needs_a_recent_verified_archive() {
+    let env = Env::new(CONFIG);
+    env.write("data/a.txt", "a\n");
+    let (code, v) = env.json(&["check", "backup-fresh"]);
+    assert_eq!(code, 1);
+    assert!(v[0]["detail"].as_str().unwrap().contains("no archive"), "{v}");
+
+    let out = env.run(&["backup", "create", "main"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (code, v) = env.json(&["check", "backup-fresh"]);
+    assert_eq!(code, 1, "an unverified archive does not count: {v}");
+    assert!(v[0]["detail"].as_str().unwrap().contains("never verified"), "{v}");
+
+    assert_eq!(env.run(&["backup", "verify", "--latest", "main"]).code, 0);
+    let (code, v) = env.json(&["check", "backup-fresh"]);
+    assert_eq!(code, 0, "{v}");
+    assert!(
+        v[0]["detail"].as_str().unwrap().contains("newest verified archive is"),
+        "{v}"
+    );
+
+    // Make the archive look two hours old: the check fails with the limit in its detail.
+    env.db()
+        .execute(
+            "UPDATE backups SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-2 hours')",
+            [],
+        )
+        .unwrap();
+    let (code, v) = env.json(&["check", "backup-fresh"]);
+    assert_eq!(code, 1);
+    assert!(v[0]["detail"].as_str().unwrap().contains("limit 1h"), "{v}");
+}
+
+#[test]
+fn unknown_backup_targets_in_tasks_and_checks_are_config_errors() {
+    let env = Env::new(
+        r#"
+version: 1
+checks:
+  fresh: { backup_age: { target: mian, max_age: 1h } }
+backups:
+  main: { sources: [ { dir: data } ], dest: archives }
+profiles:
+  p: { cron: "@daily", tasks: [ { prune: nope } ] }
+"#,
+    );
+    let out = env.run(&["config", "check"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("backup_age: no backup target named `mian`"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("did you mean `main`?"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("`prune:` task: no backup target named `nope`"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("runbook.yaml:5:34"), "{}", out.stderr);
+}
+
+#[test]
+fn metrics_carry_the_newest_archive_its_verification_and_the_drill_time() {
+    let env = Env::new(CONFIG);
+    env.write("data/a.txt", "a\n");
+    assert_eq!(env.run(&["backup", "create", "main"]).code, 0);
+    assert_eq!(env.run(&["backup", "drill", "--latest", "main"]).code, 0);
+    assert_eq!(env.run(&["backup", "verify", "--latest", "main"]).code, 0);
+    let size = env.count("SELECT size FROM backups");
+    let token = env.run(&["token", "create", "prom"]).stdout.trim().to_string();
+    let port = free_port();
+    let mut server = env
+        .cmd()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(Duration::from_secs(20), || std::net::TcpStream::connect((
+        "127.0.0.1",
+        port
+    ))
+    .is_ok()));
+    let text = get(port, "/metrics", Some(&token)).body;
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        text.contains(&format!("runbook_backup_size_bytes{{target=\"main\"}} {size}")),
+        "{text}"
+    );
+    for family in [
+        "runbook_backup_last_success_timestamp_seconds{target=\"main\"}",
+        "runbook_backup_last_verified_timestamp_seconds{target=\"main\"}",
+        "runbook_backup_drill_recovery_seconds{target=\"main\"}",
+    ] {
+        assert!(text.contains(family), "{family} in:\n{text}");
+    }
+    // promtool, when installed, accepts it.
+    if let Ok(mut child) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
