@@ -40,15 +40,21 @@ pub struct Written {
     pub changed: Vec<String>,
 }
 
+/// How much the manifest may grow between the listing and the end of the data (results
+/// filled in late, such as integrity checks, each cut to 1,000 characters).
+const MANIFEST_SLACK: usize = 16 * 1024;
+
 /// Writes the archive for `manifest` to `out` (which must not exist). `origins[s][f]` is the
 /// file on disk for the `f`-th entry of source `s` (for files; `None` for the others).
-/// Fills in every file's `sha256`. `progress` receives the number of data bytes read.
+/// Fills in every file's `sha256`; `finish` may complete the manifest after the data is
+/// written. `progress` receives the number of data bytes read.
 pub fn write(
     out: &Path,
     manifest: &mut Manifest,
     origins: &[Vec<Option<PathBuf>>],
     level: i32,
     progress: &dyn Fn(u64),
+    finish: &mut dyn FnMut(&mut Manifest),
 ) -> io::Result<Written> {
     for f in manifest.sources.iter_mut().flat_map(|s| s.files.iter_mut()) {
         if f.kind == EntryKind::File {
@@ -56,7 +62,7 @@ pub fn write(
         }
     }
     let head_len = manifest_block(manifest)?.len();
-    let room = zstd::compress_bound(head_len) + SKIPPABLE_HEADER;
+    let room = zstd::compress_bound(head_len + MANIFEST_SLACK) + SKIPPABLE_HEADER;
 
     let file = OpenOptions::new().read(true).write(true).create_new(true).open(out)?;
     let mut data = &file;
@@ -107,11 +113,12 @@ pub fn write(
     let enc = tar.into_inner()?;
     enc.finish()?.into_inner().map_err(|e| e.into_error())?;
 
+    finish(manifest);
     let block = manifest_block(manifest)?;
-    if block.len() != head_len {
-        return Err(io::Error::other("the manifest changed size while writing"));
-    }
     let frame = zstd::bulk::compress(&block, level)?;
+    if frame.len() + SKIPPABLE_HEADER > room {
+        return Err(io::Error::other("the manifest outgrew the room left for it"));
+    }
     let pad = room - frame.len() - SKIPPABLE_HEADER;
     let mut head = frame;
     head.extend_from_slice(&SKIPPABLE_MAGIC.to_le_bytes());
@@ -217,6 +224,48 @@ pub fn open(path: &Path) -> io::Result<tar::Archive<zstd::stream::read::Decoder<
     let f = File::open(path)?;
     let dec = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(IO_BUF, f))?;
     Ok(tar::Archive::new(dec))
+}
+
+/// A file reader that hashes every byte it hands out.
+pub struct Hashing {
+    inner: File,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl Read for Hashing {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+}
+
+pub type HashingArchive = tar::Archive<zstd::stream::read::Decoder<'static, BufReader<Hashing>>>;
+
+/// Like `open`, but the raw bytes are hashed as they are read: `finish_hashing` then gives
+/// the whole file's hash without a second pass.
+pub fn open_hashing(path: &Path) -> io::Result<HashingArchive> {
+    let f = Hashing {
+        inner: File::open(path)?,
+        hasher: Sha256::new(),
+        size: 0,
+    };
+    let dec = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(IO_BUF, f))?;
+    Ok(tar::Archive::new(dec))
+}
+
+/// Reads what the decoder left (the end of the stream) and returns (size, SHA-256) of the file.
+pub fn finish_hashing(ar: HashingArchive) -> io::Result<(u64, String)> {
+    let mut dec = ar.into_inner();
+    // The rest of the stream (end blocks, the last frame's checksum) is decoded too.
+    io::copy(&mut dec, &mut io::sink())?;
+    // Bytes in the BufReader's buffer were hashed when the file gave them; the file's own
+    // position is where hashing stopped.
+    let mut h = dec.finish().into_inner();
+    io::copy(&mut h, &mut io::sink())?;
+    Ok((h.size, hex(&h.hasher.finalize())))
 }
 
 /// Reads the manifest, the first entry, without reading the rest of the archive.

@@ -95,6 +95,8 @@ pub struct Created {
     pub files: usize,
     pub data_bytes: u64,
     pub duration_ms: u64,
+    /// Of which: copying databases and running dumps into scratch space.
+    pub snapshot_ms: u64,
     /// Files that changed while they were read, entries skipped.
     pub warnings: Vec<String>,
     /// Set when the archive is much smaller than the recent ones (an alert was opened).
@@ -235,6 +237,7 @@ pub fn create(
 
     progress(Progress::Phase("snapshotting sources"));
     let gathered = source::gather(config, t, &scratch, cancel)?;
+    let snapshot_ms = started.elapsed().as_millis() as u64;
     let mut manifest = Manifest {
         format: FORMAT,
         target: name.to_string(),
@@ -247,9 +250,24 @@ pub fn create(
     let mut tmp_guard = Cleanup(Some(tmp.clone()));
     progress(Progress::Phase("writing the archive"));
     progress(Progress::Total(manifest.data_bytes()));
-    let written = archive::write(&tmp, &mut manifest, &gathered.origins, t.level, &|n| {
-        progress(Progress::Advance(n))
-    })
+    let mut checks = gathered.checks;
+    let written = archive::write(
+        &tmp,
+        &mut manifest,
+        &gathered.origins,
+        t.level,
+        &|n| progress(Progress::Advance(n)),
+        &mut |m| {
+            for (i, handle) in checks.drain(..) {
+                let mut result = handle.join().unwrap_or_else(|_| "the check crashed".into());
+                if result.len() > 1000 {
+                    let cut = (0..=1000).rev().find(|&c| result.is_char_boundary(c)).unwrap_or(0);
+                    result.truncate(cut);
+                }
+                m.sources[i].integrity_check = Some(result);
+            }
+        },
+    )
     .map_err(|e| BackupError::io(&tmp, e))?;
     archive::write_sidecar(&final_path, &written.sha256).map_err(|e| BackupError::io(&final_path, e))?;
     std::fs::rename(&tmp, &final_path).map_err(|e| BackupError::io(&final_path, e))?;
@@ -260,6 +278,11 @@ pub fn create(
     let data_bytes = manifest.data_bytes();
     let duration_ms = started.elapsed().as_millis() as u64;
     let mut warnings = gathered.warnings;
+    for s in &manifest.sources {
+        if let Some(r) = s.integrity_check.as_deref().filter(|r| *r != "ok") {
+            warnings.push(format!("{}: integrity_check of the snapshot: {r}", s.root));
+        }
+    }
     warnings.extend(written.changed.iter().map(|p| format!("{p} changed while it was read")));
     let path_text = final_path.display().to_string();
     let previous: Vec<i64> = store.list_backups(Some(name))?.iter().take(7).map(|b| b.size).collect();
@@ -293,6 +316,7 @@ pub fn create(
         files,
         data_bytes,
         duration_ms,
+        snapshot_ms,
         warnings,
         too_small,
     })

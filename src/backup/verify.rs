@@ -64,51 +64,50 @@ pub fn verify(path: &Path, progress: &dyn Fn(Progress)) -> Result<VerifyReport, 
         duration_ms: 0,
         manifest: None,
     };
-    progress(Progress::Phase("checking the archive's hash"));
-    let (size, sha) = archive::hash_file(path).map_err(|e| BackupError::io(path, e))?;
-    report.size = size;
-    report.sha256 = sha.clone();
-    match archive::read_sidecar(path) {
-        Ok(expected) if expected == sha => {}
-        Ok(expected) => report.problems.push(format!(
-            "the archive's SHA-256 is {sha}, its sidecar says {expected}: the file changed after it was written"
-        )),
-        Err(e) => report
-            .problems
-            .push(format!("{}: {e}", archive::sidecar_path(path).display())),
-    }
-
+    // Scratch space for the databases: next to the archive (the operator provisioned that
+    // disk), or the temp directory when the archive's directory is read-only.
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let scratch = tempfile::Builder::new()
-        .prefix("runbook-verify-")
-        .tempdir()
+        .prefix(".runbook-verify-")
+        .tempdir_in(parent)
+        .or_else(|_| tempfile::Builder::new().prefix("runbook-verify-").tempdir())
         .map_err(|e| BackupError::io(&std::env::temp_dir(), e))?;
     progress(Progress::Phase("reading every entry"));
-    let extracted = read_entries(path, scratch.path(), &mut report, progress);
-    if let Some(manifest) = &report.manifest {
-        for (src, f) in manifest.files() {
-            let Some(file) = extracted.get(&f.path) else { continue };
-            match src.kind.as_str() {
-                "sqlite" => {
-                    let result = sqlite_check(file);
-                    if result != "ok" {
-                        report.problems.push(format!(
-                            "`{}`: integrity_check of the restored database: {result}",
-                            f.path
-                        ));
-                    }
-                    report.sqlite.push((f.path.clone(), result));
-                }
-                "postgres" => {
-                    let (ok, result) = pg_list(file);
-                    if !ok {
-                        report
-                            .problems
-                            .push(format!("`{}`: pg_restore --list: {result}", f.path));
-                    }
-                    report.postgres.push((f.path.clone(), result));
-                }
-                _ => {}
+    // One pass: the file's hash is taken from the bytes the decoder reads.
+    let (whole, checks) = read_entries(path, scratch.path(), &mut report, progress);
+    let (size, sha) = match whole {
+        Some(h) => h,
+        None => archive::hash_file(path).map_err(|e| BackupError::io(path, e))?,
+    };
+    report.size = size;
+    report.sha256 = sha.clone();
+    let sidecar_problem = match archive::read_sidecar(path) {
+        Ok(expected) if expected == sha => None,
+        Ok(expected) => Some(format!(
+            "the archive's SHA-256 is {sha}, its sidecar says {expected}: the file changed after it was written"
+        )),
+        Err(e) => Some(format!("{}: {e}", archive::sidecar_path(path).display())),
+    };
+    if let Some(p) = sidecar_problem {
+        report.problems.insert(0, p);
+    }
+    for (entry, kind, handle) in checks {
+        let (ok, result) = handle.join().unwrap_or_else(|_| (false, "the check crashed".into()));
+        if kind == "sqlite" {
+            if !ok {
+                report
+                    .problems
+                    .push(format!("`{entry}`: integrity_check of the restored database: {result}"));
             }
+            report.sqlite.push((entry, result));
+        } else {
+            if !ok {
+                report.problems.push(format!("`{entry}`: pg_restore --list: {result}"));
+            }
+            report.postgres.push((entry, result));
         }
     }
     report.ok = report.problems.is_empty();
@@ -116,56 +115,65 @@ pub fn verify(path: &Path, progress: &dyn Fn(Progress)) -> Result<VerifyReport, 
     Ok(report)
 }
 
-/// Streams the tar entries, checking each against the manifest. Database files are copied to
-/// `scratch` for the checks after; returns where.
+/// A database check running in its own thread: (entry, kind, (ok, result)).
+type DbCheck = (String, &'static str, std::thread::JoinHandle<(bool, String)>);
+
+/// Streams the tar entries, checking each against the manifest. Each database is copied to
+/// `scratch` and checked in a thread of its own while the stream goes on. Returns the whole
+/// file's (size, SHA-256) when the stream could be read to its end.
 fn read_entries(
     path: &Path,
     scratch: &Path,
     report: &mut VerifyReport,
     progress: &dyn Fn(Progress),
-) -> HashMap<String, PathBuf> {
-    let mut extracted = HashMap::new();
+) -> (Option<(u64, String)>, Vec<DbCheck>) {
+    let mut checks: Vec<DbCheck> = Vec::new();
+    let mut extracted = 0usize;
     let fail = |report: &mut VerifyReport, after: &str, e: std::io::Error| {
         report.problems.push(format!("the archive cannot be read {after}: {e}"))
     };
-    let mut ar = match archive::open(path) {
+    let mut ar = match archive::open_hashing(path) {
         Ok(a) => a,
         Err(e) => {
             fail(report, "at all", e);
-            return extracted;
+            return (None, checks);
         }
     };
     let mut entries = match ar.entries() {
         Ok(e) => e,
         Err(e) => {
             fail(report, "at all", e);
-            return extracted;
+            return (None, checks);
         }
     };
     let manifest = match entries.next() {
         None => {
             report.problems.push("the archive is empty".into());
-            return extracted;
+            return (None, checks);
         }
         Some(Err(e)) => {
             fail(report, "at its first entry", e);
-            return extracted;
+            return (None, checks);
         }
         Some(Ok(mut first)) => match archive::manifest_from(&mut first) {
             Ok(m) => m,
             Err(e) => {
                 report.problems.push(format!("manifest.json: {e}"));
-                return extracted;
+                return (None, checks);
             }
         },
     };
     progress(Progress::Total(manifest.data_bytes()));
-    let db_roots: Vec<&str> = manifest
+    let db_roots: Vec<(&str, &'static str)> = manifest
         .sources
         .iter()
-        .filter(|s| s.kind == "sqlite" || s.kind == "postgres")
-        .map(|s| s.root.as_str())
+        .filter_map(|s| match s.kind.as_str() {
+            "sqlite" => Some((s.root.as_str(), "sqlite")),
+            "postgres" => Some((s.root.as_str(), "postgres")),
+            _ => None,
+        })
         .collect();
+    let mut broken = false;
     let mut expected: HashMap<&str, &FileEntry> = manifest.files().map(|(_, f)| (f.path.as_str(), f)).collect();
     let mut last = String::from("manifest.json");
     let mut buf = vec![0u8; 256 * 1024];
@@ -175,6 +183,7 @@ fn read_entries(
             Some(Ok(e)) => e,
             Some(Err(e)) => {
                 fail(report, &format!("after `{last}`"), e);
+                broken = true;
                 break;
             }
         };
@@ -182,6 +191,7 @@ fn read_entries(
             Ok(p) => p.to_string_lossy().into_owned(),
             Err(e) => {
                 fail(report, &format!("after `{last}`"), e);
+                broken = true;
                 break;
             }
         };
@@ -204,17 +214,16 @@ fn read_entries(
             ));
         }
         if kind == EntryKind::File {
-            let mut out = if db_roots.contains(&name.as_str()) {
-                let p = scratch.join(format!("{}.db", extracted.len()));
-                match std::fs::File::create(&p) {
-                    Ok(f) => {
-                        extracted.insert(name.clone(), p);
-                        Some(std::io::BufWriter::new(f))
-                    }
-                    Err(_) => None,
+            let db_kind = db_roots.iter().find(|(r, _)| *r == name).map(|(_, k)| *k);
+            let mut out = match db_kind {
+                Some(_) => {
+                    let p = scratch.join(format!("{extracted}.db"));
+                    extracted += 1;
+                    std::fs::File::create(&p)
+                        .ok()
+                        .map(|f| (p, std::io::BufWriter::with_capacity(1 << 20, f)))
                 }
-            } else {
-                None
+                None => None,
             };
             let mut hasher = Sha256::new();
             let mut n_total = 0u64;
@@ -225,7 +234,7 @@ fn read_entries(
                         hasher.update(&buf[..n]);
                         n_total += n as u64;
                         progress(Progress::Advance(n as u64));
-                        if let Some(o) = out.as_mut()
+                        if let Some((_, o)) = out.as_mut()
                             && let Err(e) = o.write_all(&buf[..n])
                         {
                             break Err(e);
@@ -234,12 +243,23 @@ fn read_entries(
                     Err(e) => break Err(e),
                 }
             };
-            if let Some(mut o) = out {
-                let _ = o.flush();
-            }
             if let Err(e) = read_result {
                 fail(report, &format!("in `{name}`"), e);
+                broken = true;
                 break;
+            }
+            if let (Some((file, mut o)), Some(kind)) = (out, db_kind)
+                && o.flush().is_ok()
+            {
+                drop(o);
+                let handle = std::thread::spawn(move || match kind {
+                    "sqlite" => {
+                        let r = sqlite_check(&file);
+                        (r == "ok", r)
+                    }
+                    _ => pg_list(&file),
+                });
+                checks.push((name.clone(), kind, handle));
             }
             let got = hex(&hasher.finalize());
             if n_total != want.size {
@@ -266,7 +286,18 @@ fn read_entries(
             .push(format!("`{m}` is in the manifest but not in the archive"));
     }
     report.manifest = Some(manifest);
-    extracted
+    let whole = if broken {
+        None
+    } else {
+        match archive::finish_hashing(ar) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                fail(report, "at its end", e);
+                None
+            }
+        }
+    };
+    (whole, checks)
 }
 
 /// Records the outcome with the archive (if the store knows it) and as an audit event.

@@ -1,0 +1,348 @@
+//! Backup benchmark: `runbook backup create` and `backup verify` on the 2 GiB mixed dataset
+//! (one 1 GiB SQLite database + about 25,000 small files), side by side with restic and
+//! BorgBackup (Debian's packages, default compression each) and the `tar | zstd -T0` ceiling,
+//! in alternating rounds. Reports medians, throughput, ratios, archive/repository sizes and
+//! runbook's peak RSS during create.
+//!
+//! Knobs (environment): BENCH_ROUNDS (3), BENCH_DATA (a directory holding `data/`; default
+//! target/bench-backup, generated once with ../shared/bench/gen_dataset.py or, when that is
+//! missing, a built-in generator of the same shape), BENCH_SCALE (1.0: fraction of 2 GiB for
+//! the built-in generator), BENCH_PEERS (restic,borg,zstd).
+
+#[path = "common/mod.rs"]
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_runbook");
+
+fn sh(cmd: &str, envs: &[(&str, &str)]) -> (bool, String) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("sh");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn du(path: &Path) -> u64 {
+    let (_, out) = sh(&format!("du -sb '{}'", path.display()), &[]);
+    out.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+/// Runs a command, timing it and sampling its peak RSS (VmHWM) every 50 ms.
+fn timed(argv: &[&str], envs: &[(&str, &str)], cwd: &Path) -> (f64, f64, bool, String) {
+    let t = Instant::now();
+    let mut child = Command::new(argv[0])
+        .args(&argv[1..])
+        .envs(envs.iter().copied())
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", argv[0]));
+    let pid = child.id();
+    let mut hwm_kb = 0;
+    loop {
+        if let Some(kb) = proc_status_kb(pid, "VmHWM:") {
+            hwm_kb = hwm_kb.max(kb);
+        }
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let out = child.wait_with_output().expect("wait");
+    (
+        secs,
+        mb(hwm_kb),
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The dataset: the shared generator if it is there, else a built-in one of the same shape.
+fn dataset(root: &Path, scale: f64) -> PathBuf {
+    let data = root.join("data");
+    if root.join(".complete").exists() {
+        return data;
+    }
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(data.join("files")).unwrap();
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/gen_dataset.py");
+    println!("  generating the dataset in {} …", data.display());
+    let t = Instant::now();
+    if shared.is_file() && scale >= 1.0 {
+        let (ok, out) = sh(
+            &format!("cd '{}' && python3 '{}'", root.display(), shared.display()),
+            &[],
+        );
+        assert!(ok, "gen_dataset.py failed: {out}");
+    } else {
+        let target = ((1u64 << 30) as f64 * scale) as u64;
+        let script = format!(
+            r#"
+import os, random, sqlite3
+random.seed(7)
+words = ["crawl","job","status","running","retryable","warc","health","archive","page","fetch","error","ok","timeout"]
+db = sqlite3.connect("data/app.db"); db.execute("pragma journal_mode=wal")
+db.execute("create table if not exists events(id integer primary key, ts text, kind text, body text, blob blob)")
+size = 0; batch = []; i = 0
+while size < {target}:
+    body = " ".join(random.choice(words) for _ in range(60)); blob = os.urandom(256)
+    batch.append((f"2026-11-{{i%28+1:02d}}", random.choice(words), body, blob)); size += len(body) + 296; i += 1
+    if len(batch) >= 5000: db.executemany("insert into events(ts,kind,body,blob) values (?,?,?,?)", batch); db.commit(); batch = []
+if batch: db.executemany("insert into events(ts,kind,body,blob) values (?,?,?,?)", batch); db.commit()
+db.execute("pragma wal_checkpoint(truncate)"); db.close()
+n = 0; total = 0
+while total < {target}:
+    d = f"data/files/d{{n//500:03d}}"; os.makedirs(d, exist_ok=True)
+    data = ("\n".join(f"2026-11-23T10:00:00Z INFO {{random.choice(words)}} id={{random.randint(0,1<<30)}}" for _ in range(700))).encode() if n % 2 == 0 else os.urandom(random.randint(20000, 80000))
+    open(f"{{d}}/f{{n:06d}}", "wb").write(data); total += len(data); n += 1
+"#
+        );
+        let (ok, out) = sh(
+            &format!(
+                "cd '{}' && python3 -c '{}'",
+                root.display(),
+                script.replace('\'', "'\\''")
+            ),
+            &[],
+        );
+        assert!(ok, "dataset generation failed: {out}");
+    }
+    std::fs::write(root.join(".complete"), "").unwrap();
+    println!("  generated in {:.0} s", t.elapsed().as_secs_f64());
+    data
+}
+
+/// Sequential read speed of the disk, bypassing the page cache (O_DIRECT), in MB/s.
+fn disk_read_mbps(file: &Path) -> Option<f64> {
+    let t = Instant::now();
+    let (ok, _) = sh(
+        &format!("dd if='{}' of=/dev/null bs=4M iflag=direct 2>/dev/null", file.display()),
+        &[],
+    );
+    let secs = t.elapsed().as_secs_f64();
+    let bytes = std::fs::metadata(file).ok()?.len() as f64;
+    ok.then(|| bytes / secs / 1e6)
+}
+
+fn main() {
+    let rounds = env_usize("BENCH_ROUNDS", 3);
+    let scale: f64 = std::env::var("BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
+    let peers: Vec<String> = std::env::var("BENCH_PEERS")
+        .unwrap_or_else(|_| "restic,borg,zstd".into())
+        .split(',')
+        .map(str::to_string)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let root = std::env::var("BENCH_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-backup"));
+    std::fs::create_dir_all(&root).unwrap();
+    println!("runbook backup benchmark");
+    println!(
+        "  machine    {} core(s), {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model()
+    );
+    println!("  restic     {}", version_of("restic", "version"));
+    println!("  borg       {}", version_of("borg", "--version"));
+    println!("  loadavg    {} (at start)", loadavg());
+    let data = dataset(&root, scale);
+    let data_bytes = du(&data);
+    let files = sh(&format!("find '{}' -type f | wc -l", data.display()), &[])
+        .1
+        .trim()
+        .to_string();
+    println!(
+        "  dataset    {} ({:.2} GiB, {files} files)",
+        data.display(),
+        data_bytes as f64 / (1u64 << 30) as f64
+    );
+    let disk = disk_read_mbps(&data.join("app.db"));
+    if let Some(d) = disk {
+        println!("  disk       {d:.0} MB/s sequential read (O_DIRECT, app.db)");
+    }
+
+    let work = root.join("work");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let config = work.join("runbook.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 1\nstate: {{ url: \"sqlite://state.db\" }}\nbackups:\n  bench:\n    sources: [ {{ sqlite: \"{db}\" }}, {{ dir: \"{files}\" }} ]\n    dest: archives\n    keep: {{ last: 1 }}\n",
+            db = data.join("app.db").display(),
+            files = data.join("files").display()
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let (ok, out) = sh(&format!("'{BIN}' --config '{cfg}' db migrate --apply"), &[]);
+    assert!(ok, "{out}");
+
+    let mut res: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    let mut rss = Vec::new();
+    let mut sizes = serde_json::Map::new();
+    let pass = "bench-password";
+    let mb_s = |secs: f64| data_bytes as f64 / secs / 1e6;
+    for round in 1..=rounds {
+        println!("  round {round}/{rounds}");
+        // runbook
+        let _ = std::fs::remove_dir_all(work.join("archives"));
+        let (secs, hwm, ok, err) = timed(&[BIN, "--config", cfg, "backup", "create", "bench"], &[], &work);
+        assert!(ok, "runbook backup create failed: {err}");
+        println!(
+            "    runbook create   {secs:7.2} s  {:6.0} MB/s  peak RSS {hwm:.1} MB",
+            mb_s(secs)
+        );
+        res.entry("runbook_create").or_default().push(secs);
+        rss.push(hwm);
+        let archive = std::fs::read_dir(work.join("archives"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with(".tar.zst"))
+            .expect("an archive");
+        sizes.insert("runbook".into(), json!(du(&archive)));
+        let (secs, _, ok, err) = timed(
+            &[BIN, "--config", cfg, "backup", "verify", archive.to_str().unwrap()],
+            &[],
+            &work,
+        );
+        assert!(ok, "runbook backup verify failed: {err}");
+        println!("    runbook verify   {secs:7.2} s  {:6.0} MB/s (of data)", mb_s(secs));
+        res.entry("runbook_verify").or_default().push(secs);
+
+        if peers.iter().any(|p| p == "restic") {
+            let repo = work.join("restic");
+            let _ = std::fs::remove_dir_all(&repo);
+            let env = [("RESTIC_PASSWORD", pass), ("RESTIC_REPOSITORY", repo.to_str().unwrap())];
+            let (ok, out) = sh("restic init --quiet", &env);
+            assert!(ok, "restic init: {out}");
+            let (secs, hwm, ok, err) = timed(&["restic", "backup", "--quiet", data.to_str().unwrap()], &env, &work);
+            assert!(ok, "restic backup: {err}");
+            println!(
+                "    restic backup    {secs:7.2} s  {:6.0} MB/s  peak RSS {hwm:.1} MB",
+                mb_s(secs)
+            );
+            res.entry("restic_create").or_default().push(secs);
+            sizes.insert("restic".into(), json!(du(&repo)));
+            let (secs, _, ok, err) = timed(&["restic", "check", "--read-data", "--quiet"], &env, &work);
+            assert!(ok, "restic check: {err}");
+            println!("    restic check     {secs:7.2} s  {:6.0} MB/s", mb_s(secs));
+            res.entry("restic_verify").or_default().push(secs);
+            let _ = std::fs::remove_dir_all(&repo);
+        }
+        if peers.iter().any(|p| p == "borg") {
+            let repo = work.join("borg");
+            let _ = std::fs::remove_dir_all(&repo);
+            let env = [
+                ("BORG_REPO", repo.to_str().unwrap()),
+                ("BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK", "yes"),
+                ("BORG_RELOCATED_REPO_ACCESS_IS_OK", "yes"),
+            ];
+            let (ok, out) = sh("borg init -e none", &env);
+            assert!(ok, "borg init: {out}");
+            let (secs, hwm, ok, err) = timed(&["borg", "create", "::a", data.to_str().unwrap()], &env, &work);
+            assert!(ok, "borg create: {err}");
+            println!(
+                "    borg create      {secs:7.2} s  {:6.0} MB/s  peak RSS {hwm:.1} MB",
+                mb_s(secs)
+            );
+            res.entry("borg_create").or_default().push(secs);
+            sizes.insert("borg".into(), json!(du(&repo)));
+            let (secs, _, ok, err) = timed(&["borg", "check", "--verify-data"], &env, &work);
+            assert!(ok, "borg check: {err}");
+            println!("    borg check       {secs:7.2} s  {:6.0} MB/s", mb_s(secs));
+            res.entry("borg_verify").or_default().push(secs);
+            let _ = std::fs::remove_dir_all(&repo);
+        }
+        if peers.iter().any(|p| p == "zstd") {
+            let out = work.join("ceiling.tar.zst");
+            let cmd = format!(
+                "tar -C '{}' -cf - . | zstd -3 -T0 -q -o '{}' -f",
+                data.display(),
+                out.display()
+            );
+            let (secs, _, ok, err) = timed(&["sh", "-c", &cmd], &[], &work);
+            assert!(ok, "tar | zstd: {err}");
+            println!("    tar | zstd -T0   {secs:7.2} s  {:6.0} MB/s", mb_s(secs));
+            res.entry("zstd_create").or_default().push(secs);
+            sizes.insert("tar_zstd".into(), json!(du(&out)));
+            let _ = std::fs::remove_file(&out);
+        }
+    }
+
+    let med = |k: &str| res.get(k).map(|v| Stats::of(v).median);
+    println!(
+        "\nmedians over {rounds} round(s) ({:.2} GiB of data):",
+        data_bytes as f64 / (1u64 << 30) as f64
+    );
+    let mut summary = serde_json::Map::new();
+    for (k, v) in &res {
+        let s = Stats::of(v);
+        println!("  {k:16} {:7.2} s  {:6.0} MB/s", s.median, mb_s(s.median));
+        summary.insert(
+            k.to_string(),
+            json!({ "secs": s.json(), "mb_per_s": r3(mb_s(s.median)) }),
+        );
+    }
+    for (k, v) in &sizes {
+        let b = v.as_u64().unwrap_or(0);
+        println!(
+            "  size {k:10} {:8.1} MiB  ratio {:.2}",
+            b as f64 / 1048576.0,
+            data_bytes as f64 / b.max(1) as f64
+        );
+    }
+    let create_vs_restic = match (med("runbook_create"), med("restic_create")) {
+        (Some(r), Some(p)) => Some(p / r),
+        _ => None,
+    };
+    if let Some(x) = create_vs_restic {
+        println!(
+            "  create throughput vs restic: {x:.2}× (goal ≥ 1.5×): {}",
+            verdict(x >= 1.5)
+        );
+    }
+    if let (Some(v), Some(d)) = (med("runbook_verify"), disk) {
+        let share = mb_s(v) / d;
+        println!(
+            "  verify: {:.0} MB/s of data = {:.0} % of the disk's sequential read (goal ≥ 80 %): {}",
+            mb_s(v),
+            share * 100.0,
+            verdict(share >= 0.8)
+        );
+    }
+    let peak = rss.iter().cloned().fold(0.0, f64::max);
+    println!(
+        "  runbook peak RSS during create: {peak:.1} MB (goal < 100 MB): {}",
+        verdict(peak < 100.0)
+    );
+    println!("  loadavg    {} (at end)", loadavg());
+    let report = json!({
+        "bench": "backup", "data_bytes": data_bytes, "files": files, "rounds": rounds,
+        "disk_read_mb_s": disk, "results": summary, "sizes": sizes, "runbook_peak_rss_mb": peak,
+        "create_vs_restic": create_vs_restic,
+    });
+    println!("BENCH_JSON {report}");
+}
