@@ -46,16 +46,27 @@ const MANIFEST_SLACK: usize = 16 * 1024;
 
 /// Writes the archive for `manifest` to `out` (which must not exist). `origins[s][f]` is the
 /// file on disk for the `f`-th entry of source `s` (for files; `None` for the others).
-/// Fills in every file's `sha256`; `finish` may complete the manifest after the data is
-/// written. `progress` receives the number of data bytes read.
-pub fn write(
-    out: &Path,
-    manifest: &mut Manifest,
-    origins: &[Vec<Option<PathBuf>>],
-    level: i32,
-    progress: &dyn Fn(u64),
-    finish: &mut dyn FnMut(&mut Manifest),
-) -> io::Result<Written> {
+/// Sources are written in `order`; `before` is called with each source just before its data
+/// (to wait for a snapshot and set its size). Fills in every file's `sha256`; `finish` may
+/// complete the manifest after the data is written. `progress` receives data bytes read.
+pub struct Plan<'a> {
+    pub origins: &'a [Vec<Option<PathBuf>>],
+    pub order: &'a [usize],
+    pub level: i32,
+    pub progress: &'a dyn Fn(u64),
+    pub before: &'a mut dyn FnMut(usize, &mut super::manifest::SourceEntry) -> io::Result<()>,
+    pub finish: &'a mut dyn FnMut(&mut Manifest),
+}
+
+pub fn write(out: &Path, manifest: &mut Manifest, plan: Plan) -> io::Result<Written> {
+    let Plan {
+        origins,
+        order,
+        level,
+        progress,
+        before,
+        finish,
+    } = plan;
     for f in manifest.sources.iter_mut().flat_map(|s| s.files.iter_mut()) {
         if f.kind == EntryKind::File {
             f.sha256 = Some(PLACEHOLDER.to_string());
@@ -75,7 +86,9 @@ pub fn write(
     }
     let mut tar = tar::Builder::new(enc);
     let mut changed = Vec::new();
-    for (s, source) in manifest.sources.iter_mut().enumerate() {
+    for &s in order {
+        let source = &mut manifest.sources[s];
+        before(s, source)?;
         for (i, f) in source.files.iter_mut().enumerate() {
             let mut h = Header::new_gnu();
             h.set_mode(f.mode);

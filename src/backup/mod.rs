@@ -95,7 +95,8 @@ pub struct Created {
     pub files: usize,
     pub data_bytes: u64,
     pub duration_ms: u64,
-    /// Of which: copying databases and running dumps into scratch space.
+    /// Of which: running dumps (pg_dump, commands) before the archive write began (SQLite
+    /// snapshots are taken while it goes on).
     pub snapshot_ms: u64,
     /// Files that changed while they were read, entries skipped.
     pub warnings: Vec<String>,
@@ -237,6 +238,7 @@ pub fn create(
 
     progress(Progress::Phase("snapshotting sources"));
     let gathered = source::gather(config, t, &scratch, cancel)?;
+    let order = gathered.write_order();
     let snapshot_ms = started.elapsed().as_millis() as u64;
     let mut manifest = Manifest {
         format: FORMAT,
@@ -250,22 +252,43 @@ pub fn create(
     let mut tmp_guard = Cleanup(Some(tmp.clone()));
     progress(Progress::Phase("writing the archive"));
     progress(Progress::Total(manifest.data_bytes()));
-    let mut checks = gathered.checks;
+    let mut pending = gathered.pending;
+    let checks = std::cell::RefCell::new(Vec::new());
     let written = archive::write(
         &tmp,
         &mut manifest,
-        &gathered.origins,
-        t.level,
-        &|n| progress(Progress::Advance(n)),
-        &mut |m| {
-            for (i, handle) in checks.drain(..) {
-                let mut result = handle.join().unwrap_or_else(|_| "the check crashed".into());
-                if result.len() > 1000 {
-                    let cut = (0..=1000).rev().find(|&c| result.is_char_boundary(c)).unwrap_or(0);
-                    result.truncate(cut);
+        archive::Plan {
+            origins: &gathered.origins,
+            order: &order,
+            level: t.level,
+            progress: &|n| progress(Progress::Advance(n)),
+            before: &mut |s, source| {
+                let Some(at) = pending.iter().position(|p| p.source == s) else {
+                    return Ok(());
+                };
+                let p = pending.swap_remove(at);
+                let taken = p
+                    .ready
+                    .recv()
+                    .unwrap_or_else(|_| Err("the snapshot thread stopped".into()));
+                taken.map_err(std::io::Error::other)?;
+                if let Some(Some(file)) = gathered.origins[s].first() {
+                    let meta = std::fs::metadata(file)?;
+                    source.files[0].size = meta.len();
                 }
-                m.sources[i].integrity_check = Some(result);
-            }
+                checks.borrow_mut().push((s, p.check));
+                Ok(())
+            },
+            finish: &mut |m| {
+                for (i, handle) in checks.borrow_mut().drain(..) {
+                    let mut result = handle.join().unwrap_or_else(|_| "the check crashed".into());
+                    if result.len() > 1000 {
+                        let cut = (0..=1000).rev().find(|&c| result.is_char_boundary(c)).unwrap_or(0);
+                        result.truncate(cut);
+                    }
+                    m.sources[i].integrity_check = Some(result);
+                }
+            },
         },
     )
     .map_err(|e| BackupError::io(&tmp, e))?;

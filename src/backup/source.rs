@@ -24,9 +24,27 @@ pub struct Gathered {
     pub origins: Vec<Vec<Option<PathBuf>>>,
     /// Things skipped (sockets, unreadable entries), said to the operator.
     pub warnings: Vec<String>,
-    /// `PRAGMA integrity_check` of each SQLite snapshot, running while the archive is
-    /// written: (source index, the check).
-    pub checks: Vec<(usize, std::thread::JoinHandle<String>)>,
+    /// SQLite snapshots being taken while the archive is written (in threads of their own).
+    pub pending: Vec<Pending>,
+}
+
+/// A snapshot in progress: `ready` says when its file is complete (or why it failed); `check`
+/// then gives its `PRAGMA integrity_check`.
+pub struct Pending {
+    pub source: usize,
+    pub ready: std::sync::mpsc::Receiver<Result<(), String>>,
+    pub check: std::thread::JoinHandle<String>,
+}
+
+impl Gathered {
+    /// Sources in the order they go into the archive: those ready now first, then the
+    /// snapshots still being taken, so the data already there streams meanwhile.
+    pub fn write_order(&self) -> Vec<usize> {
+        let later: HashSet<usize> = self.pending.iter().map(|p| p.source).collect();
+        let mut order: Vec<usize> = (0..self.sources.len()).filter(|i| !later.contains(i)).collect();
+        order.extend(self.pending.iter().map(|p| p.source));
+        order
+    }
 }
 
 pub fn gather(
@@ -39,7 +57,7 @@ pub fn gather(
         sources: Vec::new(),
         origins: Vec::new(),
         warnings: Vec::new(),
-        checks: Vec::new(),
+        pending: Vec::new(),
     };
     let mut roots = HashSet::new();
     let timeout = target.timeout.map(|d| d.0).unwrap_or(DEFAULT_DUMP_TIMEOUT);
@@ -49,21 +67,36 @@ pub fn gather(
                 let name = file_name(path, "database.db");
                 let root = unique(&mut roots, format!("sqlite/{name}"));
                 let snap = scratch.join(format!("{i}-sqlite.db"));
-                sqlite_snapshot(path, &snap)?;
-                let copy = snap.clone();
-                g.checks.push((
-                    i,
-                    std::thread::spawn(move || {
-                        match Connection::open_with_flags(&copy, OpenFlags::SQLITE_OPEN_READ_ONLY) {
-                            Ok(c) => integrity_check(&c).unwrap_or_else(|e| format!("cannot be checked: {e}")),
-                            Err(e) => format!("cannot be opened: {e}"),
-                        }
-                    }),
-                ));
+                let (tx, ready) = std::sync::mpsc::channel();
+                let (from, copy) = (path.clone(), snap.clone());
+                let check = std::thread::spawn(move || {
+                    let taken = sqlite_snapshot(&from, &copy).map_err(|e| e.to_string());
+                    let ok = taken.is_ok();
+                    let _ = tx.send(taken);
+                    if !ok {
+                        return String::new();
+                    }
+                    match Connection::open_with_flags(&copy, OpenFlags::SQLITE_OPEN_READ_ONLY) {
+                        Ok(c) => integrity_check(&c).unwrap_or_else(|e| format!("cannot be checked: {e}")),
+                        Err(e) => format!("cannot be opened: {e}"),
+                    }
+                });
+                g.pending.push(Pending {
+                    source: i,
+                    ready,
+                    check,
+                });
+                // Size, mode and time are those of the snapshot once it is taken.
                 let meta = std::fs::metadata(path).map_err(|e| BackupError::io(path, e))?;
-                let mut f = file_entry(&root, &snap)?;
-                f.mode = meta.mode() & 0o7777;
-                f.mtime = meta.mtime();
+                let f = FileEntry {
+                    path: root.clone(),
+                    kind: EntryKind::File,
+                    size: 0,
+                    mode: meta.mode() & 0o7777,
+                    mtime: meta.mtime(),
+                    sha256: None,
+                    link: None,
+                };
                 let entry = SourceEntry {
                     kind: "sqlite".into(),
                     origin: path.display().to_string(),

@@ -26,7 +26,7 @@ pub struct BackupTarget {
     /// An archive smaller than this share of the median of the last 7 raises an alert
     /// (an empty dump that "succeeded"). Default: 0.5.
     pub min_size_ratio: f64,
-    /// zstd level, 1 (fastest) to 19. Default: 3.
+    /// zstd level, 1 (fastest, the default: about 300 MB/s on two cores) to 19.
     pub level: i32,
     /// Time allowed to each dump command (pg_dump, command sources). Default: 2h.
     #[serde(default, skip_serializing_if = "Option::is_none")]

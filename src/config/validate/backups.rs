@@ -93,13 +93,13 @@ fn target(cx: &mut Cx, name: &str, node: &Node, base: &Path) -> Option<BackupTar
                 cx.error(
                     n.pos,
                     format!("level {l} is out of range 1..=19"),
-                    Some("3 is the default".into()),
+                    Some("1 (the default) is fastest; 3 packs about 3 % tighter at a third less speed".into()),
                 );
                 return None;
             }
             None => return None,
         },
-        None => 3,
+        None => 1,
     };
     let timeout = f.get("timeout").and_then(|n| cx.duration(n, "timeout"));
     let drill = f
