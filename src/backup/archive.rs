@@ -239,46 +239,124 @@ pub fn open(path: &Path) -> io::Result<tar::Archive<zstd::stream::read::Decoder<
     Ok(tar::Archive::new(dec))
 }
 
-/// A file reader that hashes every byte it hands out.
-pub struct Hashing {
-    inner: File,
-    hasher: Sha256,
-    size: u64,
+/// Bytes handed over in chunks from another thread; an error there is the reader's error.
+pub struct Chunks {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    at: usize,
 }
 
-impl Read for Hashing {
+impl Read for Chunks {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.size += n as u64;
+        while self.at == self.current.len() {
+            match self.rx.recv() {
+                Ok(Ok(c)) => {
+                    self.current = c;
+                    self.at = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.at);
+        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
         Ok(n)
     }
 }
 
-pub type HashingArchive = tar::Archive<zstd::stream::read::Decoder<'static, BufReader<Hashing>>>;
-
-/// Like `open`, but the raw bytes are hashed as they are read: `finish_hashing` then gives
-/// the whole file's hash without a second pass.
-pub fn open_hashing(path: &Path) -> io::Result<HashingArchive> {
-    let f = Hashing {
-        inner: File::open(path)?,
-        hasher: Sha256::new(),
-        size: 0,
-    };
-    let dec = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(IO_BUF, f))?;
-    Ok(tar::Archive::new(dec))
+/// Runs `produce` in a thread, which sends chunks; returns the reading end.
+fn pipe<T: Send + 'static>(
+    produce: impl FnOnce(&std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>) -> io::Result<T> + Send + 'static,
+) -> (Chunks, std::thread::JoinHandle<io::Result<T>>) {
+    let (tx, rx) = std::sync::mpsc::sync_channel(8);
+    let handle = std::thread::spawn(move || {
+        let r = produce(&tx);
+        if let Err(e) = &r {
+            let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+        }
+        r
+    });
+    (
+        Chunks {
+            rx,
+            current: Vec::new(),
+            at: 0,
+        },
+        handle,
+    )
 }
 
-/// Reads what the decoder left (the end of the stream) and returns (size, SHA-256) of the file.
+/// Reads `from` to its end in chunks, sending each; stops quietly if the receiver went away.
+fn pump(
+    mut from: impl Read,
+    tx: &std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
+    mut each: impl FnMut(&[u8]),
+) -> io::Result<bool> {
+    loop {
+        let mut chunk = vec![0u8; IO_BUF];
+        let n = match from.read(&mut chunk) {
+            Ok(0) => return Ok(true),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        chunk.truncate(n);
+        each(&chunk);
+        if tx.send(Ok(chunk)).is_err() {
+            return Ok(false);
+        }
+    }
+}
+
+/// A tar reader over an archive, fed by two threads: one reads the file and hashes the raw
+/// bytes, one decompresses. The caller's thread parses and hashes entries, so a verify
+/// keeps both cores busy and reads the file once.
+pub struct HashingArchive {
+    pub tar: tar::Archive<Chunks>,
+    raw: std::thread::JoinHandle<io::Result<Option<(u64, String)>>>,
+    decoded: std::thread::JoinHandle<io::Result<()>>,
+}
+
+pub fn open_hashing(path: &Path) -> io::Result<HashingArchive> {
+    let file = File::open(path)?;
+    let (raw_chunks, raw) = pipe(move |tx| {
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let complete = pump(file, tx, |c| {
+            hasher.update(c);
+            size += c.len() as u64;
+        })?;
+        Ok(complete.then(|| (size, hex(&hasher.finalize()))))
+    });
+    let (decoded_chunks, decoded) = pipe(move |tx| {
+        let mut dec = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(64 * 1024, raw_chunks))?;
+        if pump(&mut dec, tx, |_| {})? {
+            // Whatever follows the zstd stream still passes through the raw hasher.
+            io::copy(&mut dec.finish(), &mut io::sink())?;
+        }
+        Ok(())
+    });
+    Ok(HashingArchive {
+        tar: tar::Archive::new(decoded_chunks),
+        raw,
+        decoded,
+    })
+}
+
+/// Reads what the tar reader left (end blocks, the last frame and its checksum) and returns
+/// (size, SHA-256) of the whole file.
 pub fn finish_hashing(ar: HashingArchive) -> io::Result<(u64, String)> {
-    let mut dec = ar.into_inner();
-    // The rest of the stream (end blocks, the last frame's checksum) is decoded too.
-    io::copy(&mut dec, &mut io::sink())?;
-    // Bytes in the BufReader's buffer were hashed when the file gave them; the file's own
-    // position is where hashing stopped.
-    let mut h = dec.finish().into_inner();
-    io::copy(&mut h, &mut io::sink())?;
-    Ok((h.size, hex(&h.hasher.finalize())))
+    let mut rest = ar.tar.into_inner();
+    io::copy(&mut rest, &mut io::sink())?;
+    drop(rest);
+    ar.decoded
+        .join()
+        .map_err(|_| io::Error::other("the decompressing thread crashed"))??;
+    ar.raw
+        .join()
+        .map_err(|_| io::Error::other("the reading thread crashed"))??
+        .ok_or_else(|| io::Error::other("the file was not read to its end"))
 }
 
 /// Reads the manifest, the first entry, without reading the rest of the archive.

@@ -139,7 +139,7 @@ fn read_entries(
             return (None, checks);
         }
     };
-    let mut entries = match ar.entries() {
+    let mut entries = match ar.tar.entries() {
         Ok(e) => e,
         Err(e) => {
             fail(report, "at all", e);
