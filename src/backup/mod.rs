@@ -10,6 +10,7 @@ pub mod archive;
 pub mod drill;
 pub mod extract;
 pub mod manifest;
+pub mod offsite;
 mod pg;
 pub mod restore;
 pub mod retention;
@@ -48,6 +49,8 @@ pub enum BackupError {
     Busy(String),
     #[error("no archive of `{0}` is recorded")]
     NoArchive(String),
+    #[error("offsite: {0}")]
+    Offsite(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -18,7 +18,9 @@ impl From<BackupError> for CliError {
         match e {
             BackupError::Store(s) => s.into(),
             BackupError::UnknownTarget(_) | BackupError::NoArchive(_) => CliError::usage(e.to_string(), hint),
-            BackupError::Dump { .. } | BackupError::Busy(_) => CliError::failed(e.to_string(), hint),
+            BackupError::Dump { .. } | BackupError::Busy(_) | BackupError::Offsite(_) => {
+                CliError::failed(e.to_string(), hint)
+            }
             _ => {
                 let mut err = CliError::internal(e.to_string(), hint);
                 err.kind = "backup";
@@ -232,11 +234,59 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
                 Ok(Outcome::Failed)
             }
         }
-        BackupCmd::Drill { archive, latest } => {
-            let path = resolve(&config, &store, archive, latest)?;
-            let (name, target) = backup::target_of(&config, &path)?;
+        BackupCmd::Drill {
+            archive,
+            latest,
+            from_offsite,
+        } => {
             let bar = Bar::new(cx);
+            // From offsite: fetched into scratch space next to the archives, removed after.
+            let mut fetched = None;
+            let path = if from_offsite {
+                // An archive is named `<target>-<time>.tar.zst`: the longest target that fits.
+                let Some(t) = latest.clone().or_else(|| {
+                    let file = archive.as_ref()?.file_name()?.to_string_lossy().into_owned();
+                    config
+                        .backups
+                        .keys()
+                        .filter(|t| file.starts_with(&format!("{t}-")))
+                        .max_by_key(|t| t.len())
+                        .cloned()
+                }) else {
+                    return Err(CliError::usage("name --latest TARGET or an archive", None));
+                };
+                let target = backup::target(&config, &t)?;
+                std::fs::create_dir_all(&target.dest)
+                    .map_err(|e| CliError::internal(format!("{}: {e}", target.dest.display()), None))?;
+                let dir = tempfile::Builder::new()
+                    .prefix(".offsite-drill-")
+                    .tempdir_in(&target.dest)
+                    .map_err(|e| CliError::internal(e.to_string(), None))?;
+                let newest = match &archive {
+                    Some(a) => a.file_name().map(|n| n.to_string_lossy().into_owned()),
+                    None => backup::offsite::list(&config, &t)?
+                        .into_iter()
+                        .find(|r| r.sha256.is_some())
+                        .map(|r| r.name),
+                };
+                let Some(newest) = newest else {
+                    return Err(CliError::usage(format!("no archive of `{t}` offsite"), None));
+                };
+                let pulled =
+                    backup::offsite::pull(&config, &store, &t, Some(&newest), Some(dir.path()), &|p| bar.report(p))?;
+                let path = pulled
+                    .pulled
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| dir.path().join(&newest));
+                fetched = Some(dir);
+                path
+            } else {
+                resolve(&config, &store, archive, latest)?
+            };
+            let (name, target) = backup::target_of(&config, &path)?;
             let report = backup::drill::drill(&config, &store, &name, target, &path, &|p| bar.report(p))?;
+            drop(fetched);
             drop(bar);
             cx.out.either(&report, || {
                 cx.out.line(format!(
@@ -293,6 +343,38 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
                 });
             });
             Ok(if report.ok { Outcome::Ok } else { Outcome::Failed })
+        }
+        BackupCmd::Push { target } => {
+            let bar = Bar::new(cx);
+            let report = backup::offsite::push(&config, &store, &target, &|p| bar.report(p))?;
+            drop(bar);
+            cx.out.either(&report, || {
+                for p in &report.pushed {
+                    cx.out.line(format!("pushed   {p}"));
+                }
+                cx.out.line(format!(
+                    "{} pushed ({}), {} already offsite, to {}",
+                    report.pushed.len(),
+                    bytes(report.bytes),
+                    report.skipped.len(),
+                    report.url
+                ));
+            });
+            Ok(Outcome::Ok)
+        }
+        BackupCmd::Pull { target, archive } => {
+            let bar = Bar::new(cx);
+            let report = backup::offsite::pull(&config, &store, &target, archive.as_deref(), None, &|p| bar.report(p))?;
+            drop(bar);
+            cx.out.either(&report, || {
+                for p in &report.pulled {
+                    cx.out.line(format!("pulled   {}", p.display()));
+                }
+                for s in &report.skipped {
+                    cx.out.line(format!("skipped  {s}"));
+                }
+            });
+            Ok(Outcome::Ok)
         }
         BackupCmd::Prune { target, apply } => {
             let plan = backup::prune(&config, &store, &target, apply)?;

@@ -202,6 +202,27 @@ pub enum BackupCmd {
         /// Drill the newest archive of this target instead
         #[arg(long, value_name = "TARGET")]
         latest: Option<String>,
+        /// Fetch the archive from the target's offsite copy first (ARCHIVE is then a file
+        /// name there; with --latest, the newest one there)
+        #[arg(long)]
+        from_offsite: bool,
+    },
+    /// Copy archives not yet offsite (by SHA-256) to the target's `offsite:` store
+    ///
+    /// S3-compatible buckets (s3://bucket/prefix, with `endpoint` for MinIO, Ceph, Wasabi…)
+    /// or another directory. Each archive is uploaded in parts, then its sidecar: an archive
+    /// counts as offsite once its sidecar is there with the same hash, so an interrupted push
+    /// is resumed by the next one.
+    Push { target: String },
+    /// Copy offsite archives that are not here back into the target's `dest`
+    ///
+    /// Each is written under a temporary name, hashed as it arrives, checked against its
+    /// offsite sidecar, then renamed and recorded.
+    Pull {
+        target: String,
+        /// Only this archive (a file name offsite)
+        #[arg(long, value_name = "NAME")]
+        archive: Option<String>,
     },
     /// Put an archive's data back where it came from (a plan unless --execute)
     ///

@@ -43,6 +43,28 @@ pub struct BackupTarget {
     /// Checks (names under `checks:`) that must pass after a restore.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restore_checks: Vec<String>,
+    /// Where `backup push` copies archives to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offsite: Option<Offsite>,
+}
+
+/// An offsite copy: an S3-compatible bucket or another directory.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Offsite {
+    /// `s3://bucket/prefix`, or a directory (`/mnt/offsite/app`, `file:///mnt/offsite/app`).
+    pub url: String,
+    /// An S3-compatible server (MinIO, Ceph, Wasabi, …): `https://s3.example.net`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Default: us-east-1.
+    #[serde(default)]
+    pub region: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// Redacted in `config show` when it comes from an env file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<String>,
 }
 
 /// The restore drill of a target.

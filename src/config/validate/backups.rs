@@ -6,7 +6,8 @@ use std::path::Path;
 use super::profile::program;
 use super::walker::{Cx, Fields};
 use crate::config::backups::{
-    BackupTarget, CommandSource, DEFAULT_MIN_SIZE_RATIO, DirSource, DrillCheck, DrillConfig, KeepPolicy, Source,
+    BackupTarget, CommandSource, DEFAULT_MIN_SIZE_RATIO, DirSource, DrillCheck, DrillConfig, KeepPolicy, Offsite,
+    Source,
 };
 use crate::config::model::{Program, RunArgs};
 use crate::config::yaml::{Kind, Node};
@@ -26,7 +27,7 @@ const TARGET_KEYS: &[&str] = &[
     "restore_checks",
 ];
 /// Keys of the design that this version does not act on yet.
-const LATER_TARGET_KEYS: &[&str] = &["offsite", "encrypt_to"];
+const LATER_TARGET_KEYS: &[&str] = &["encrypt_to"];
 const SOURCE_KINDS: &[&str] = &["sqlite", "postgres", "dir", "command"];
 
 pub(super) fn backups(cx: &mut Cx, node: &Node, base: &Path) -> BTreeMap<String, BackupTarget> {
@@ -111,6 +112,7 @@ fn target(cx: &mut Cx, name: &str, node: &Node, base: &Path) -> Option<BackupTar
         });
     let pre = f.get("pre").map(|n| commands(cx, n, "pre")).unwrap_or_default();
     let post = f.get("post").map(|n| commands(cx, n, "post")).unwrap_or_default();
+    let offsite = f.get("offsite").and_then(|n| offsite(cx, n, base));
     let restore_checks = f
         .get("restore_checks")
         .and_then(|n| cx.string_list(n, "restore_checks"))
@@ -142,6 +144,50 @@ fn target(cx: &mut Cx, name: &str, node: &Node, base: &Path) -> Option<BackupTar
         pre,
         post,
         restore_checks,
+        offsite,
+    })
+}
+
+fn offsite(cx: &mut Cx, node: &Node, base: &Path) -> Option<Offsite> {
+    let f = cx.map(
+        node,
+        "offsite",
+        &["url", "endpoint", "region", "access_key_id", "secret_access_key"],
+    )?;
+    let url = cx.required(&f, "url", "offsite", "url: s3://bucket/prefix, or a directory")?;
+    let mut get = |k: &str| f.get(k).and_then(|n| cx.string(n, &format!("offsite.{k}")));
+    let endpoint = get("endpoint");
+    let region = get("region").unwrap_or_else(|| "us-east-1".into());
+    let access_key_id = get("access_key_id");
+    let secret_access_key = get("secret_access_key");
+    let pos = f.get("url").map_or(f.pos, |n| n.pos);
+    let url = if let Some(rest) = url.strip_prefix("s3://") {
+        if rest.split('/').next().is_none_or(str::is_empty) {
+            cx.error(
+                pos,
+                format!("offsite.url `{url}` names no bucket"),
+                Some("s3://bucket/prefix".into()),
+            );
+            return None;
+        }
+        url
+    } else if url.contains("://") && !url.starts_with("file://") {
+        cx.error(
+            pos,
+            format!("offsite.url `{url}`: only s3:// and directories are supported"),
+            Some("s3://bucket/prefix, or /mnt/offsite/app".into()),
+        );
+        return None;
+    } else {
+        let p = url.strip_prefix("file://").unwrap_or(&url);
+        base.join(p).display().to_string()
+    };
+    Some(Offsite {
+        url,
+        endpoint,
+        region,
+        access_key_id,
+        secret_access_key,
     })
 }
 

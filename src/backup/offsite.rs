@@ -1,0 +1,366 @@
+//! Offsite copies: `backup push` and `backup pull` to an S3-compatible bucket or another
+//! directory, through `object_store` (one code path for both).
+//!
+//! An archive counts as offsite when its sidecar is there and names the same SHA-256 as the
+//! local one: the sidecar is uploaded last, so an interrupted push is resumed by the next
+//! one (the archive it was on is sent again, the ones before are not). A pull writes to a
+//! temporary name, hashes what it receives, and renames only when the hash matches the
+//! remote sidecar.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use serde::Serialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::{BackupError, Progress, archive};
+use crate::audit::{Draft, hex};
+use crate::config::Config;
+use crate::config::backups::{BackupTarget, Offsite};
+use crate::store::{NewBackup, Store};
+
+/// Upload part size: S3 wants at least 5 MiB per part.
+const PART: usize = 16 * 1024 * 1024;
+
+fn err(what: impl std::fmt::Display) -> BackupError {
+    BackupError::Offsite(what.to_string())
+}
+
+/// The object store and the prefix under which the target's archives go.
+fn open(o: &Offsite) -> Result<(Arc<dyn ObjectStore>, ObjectPath), BackupError> {
+    if let Some(rest) = o.url.strip_prefix("s3://") {
+        // TLS through ring, as everywhere else in runbook (a no-op when already installed).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let mut b = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_region(&o.region);
+        if let Some(e) = &o.endpoint {
+            b = b
+                .with_endpoint(e)
+                .with_allow_http(e.starts_with("http://"))
+                .with_virtual_hosted_style_request(false);
+        }
+        if let Some(k) = &o.access_key_id {
+            b = b.with_access_key_id(k);
+        }
+        if let Some(s) = &o.secret_access_key {
+            b = b.with_secret_access_key(s);
+        }
+        let s3 = b.build().map_err(err)?;
+        Ok((Arc::new(s3), ObjectPath::from(prefix.trim_matches('/'))))
+    } else {
+        std::fs::create_dir_all(&o.url).map_err(|e| BackupError::io(Path::new(&o.url), e))?;
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(&o.url).map_err(err)?;
+        Ok((Arc::new(fs), ObjectPath::from("")))
+    }
+}
+
+fn offsite_of<'t>(t: &'t BackupTarget, name: &str) -> Result<&'t Offsite, BackupError> {
+    t.offsite
+        .as_ref()
+        .ok_or_else(|| err(format!("backup target `{name}` has no `offsite:`")))
+}
+
+fn child(prefix: &ObjectPath, name: &str) -> ObjectPath {
+    if prefix.as_ref().is_empty() {
+        ObjectPath::from(name)
+    } else {
+        prefix.clone().join(name)
+    }
+}
+
+/// An archive in the offsite store.
+#[derive(Debug, Clone, Serialize)]
+pub struct Remote {
+    pub name: String,
+    pub size: u64,
+    /// From its sidecar; `None` while the sidecar is missing (an interrupted push).
+    pub sha256: Option<String>,
+}
+
+async fn remote_list(store: &dyn ObjectStore, prefix: &ObjectPath, target: &str) -> Result<Vec<Remote>, BackupError> {
+    let mut sizes = HashMap::new();
+    let mut sidecars = Vec::new();
+    let mut listing = store.list(Some(prefix));
+    while let Some(meta) = listing.next().await {
+        let meta = meta.map_err(err)?;
+        let Some(name) = meta.location.filename().map(str::to_string) else {
+            continue;
+        };
+        if !name.starts_with(&format!("{target}-")) {
+            continue;
+        }
+        if name.ends_with(".tar.zst") {
+            sizes.insert(name, meta.size);
+        } else if name.ends_with(".tar.zst.sha256") {
+            sidecars.push((name, meta.location));
+        }
+    }
+    let mut hashes = HashMap::new();
+    for (name, location) in sidecars {
+        let bytes = store.get(&location).await.map_err(err)?.bytes().await.map_err(err)?;
+        let text = String::from_utf8_lossy(&bytes);
+        if let Some(h) = text.split_whitespace().next().filter(|h| h.len() == 64) {
+            hashes.insert(name.trim_end_matches(".sha256").to_string(), h.to_ascii_lowercase());
+        }
+    }
+    let mut out: Vec<Remote> = sizes
+        .into_iter()
+        .map(|(name, size)| Remote {
+            sha256: hashes.get(&name).cloned(),
+            name,
+            size,
+        })
+        .collect();
+    out.sort_by(|a, b| b.name.cmp(&a.name));
+    Ok(out)
+}
+
+pub fn list(config: &Config, name: &str) -> Result<Vec<Remote>, BackupError> {
+    let t = super::target(config, name)?;
+    let (store, prefix) = open(offsite_of(t, name)?)?;
+    crate::check::runtime().block_on(remote_list(store.as_ref(), &prefix, name))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PushReport {
+    pub target: String,
+    pub url: String,
+    pub pushed: Vec<String>,
+    /// Already offsite with the same hash.
+    pub skipped: Vec<String>,
+    pub bytes: u64,
+}
+
+/// Copies every local archive of the target that is not offsite (by hash) yet.
+pub fn push(config: &Config, db: &Store, name: &str, progress: &dyn Fn(Progress)) -> Result<PushReport, BackupError> {
+    let t = super::target(config, name)?;
+    let o = offsite_of(t, name)?;
+    let (store, prefix) = open(o)?;
+    let rt = crate::check::runtime();
+    let remote: HashMap<String, Remote> = rt
+        .block_on(remote_list(store.as_ref(), &prefix, name))?
+        .into_iter()
+        .map(|r| (r.name.clone(), r))
+        .collect();
+    let mut report = PushReport {
+        target: name.to_string(),
+        url: o.url.clone(),
+        pushed: Vec::new(),
+        skipped: Vec::new(),
+        bytes: 0,
+    };
+    let mut local: Vec<PathBuf> = db
+        .list_backups(Some(name))?
+        .into_iter()
+        .map(|r| PathBuf::from(r.path))
+        .filter(|p| p.is_file())
+        .collect();
+    local.reverse(); // oldest first: an interrupted push leaves the newest to the next one
+    let todo: Vec<(PathBuf, String, String)> = local
+        .into_iter()
+        .filter_map(|p| {
+            let file = p.file_name()?.to_string_lossy().into_owned();
+            let sha = archive::read_sidecar(&p).ok()?;
+            Some((p, file, sha))
+        })
+        .filter(|(_, file, sha)| {
+            let there = remote
+                .get(file)
+                .is_some_and(|r| r.sha256.as_deref() == Some(sha.as_str()));
+            if there {
+                report.skipped.push(file.clone());
+            }
+            !there
+        })
+        .collect();
+    progress(Progress::Phase("uploading"));
+    progress(Progress::Total(
+        todo.iter()
+            .filter_map(|(p, _, _)| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum(),
+    ));
+    for (path, file, sha) in todo {
+        let bytes = rt.block_on(upload(store.as_ref(), &child(&prefix, &file), &path, progress))?;
+        let sidecar = format!("{sha}  {file}\n");
+        rt.block_on(store.put(&child(&prefix, &format!("{file}.sha256")), sidecar.into_bytes().into()))
+            .map_err(err)?;
+        report.bytes += bytes;
+        report.pushed.push(file);
+    }
+    db.audit_append(&Draft::new(
+        "backup.pushed",
+        name,
+        json!({ "url": o.url, "pushed": report.pushed, "skipped": report.skipped.len(), "bytes": report.bytes }),
+        &config.redactor,
+    ))?;
+    Ok(report)
+}
+
+async fn upload(
+    store: &dyn ObjectStore,
+    to: &ObjectPath,
+    from: &Path,
+    progress: &dyn Fn(Progress),
+) -> Result<u64, BackupError> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(from).map_err(|e| BackupError::io(from, e))?;
+    let upload = store.put_multipart(to).await.map_err(err)?;
+    let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = file.read(&mut buf).map_err(|e| BackupError::io(from, e))?;
+        if n == 0 {
+            break;
+        }
+        w.wait_for_capacity(4).await.map_err(err)?;
+        w.write(&buf[..n]);
+        total += n as u64;
+        progress(Progress::Advance(n as u64));
+    }
+    w.finish().await.map_err(err)?;
+    Ok(total)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PullReport {
+    pub target: String,
+    pub pulled: Vec<PathBuf>,
+    pub skipped: Vec<String>,
+}
+
+/// Copies offsite archives that are not here (all, or the one named) into `into` (default:
+/// the target's `dest`), each checked against its offsite sidecar.
+pub fn pull(
+    config: &Config,
+    db: &Store,
+    name: &str,
+    only: Option<&str>,
+    into: Option<&Path>,
+    progress: &dyn Fn(Progress),
+) -> Result<PullReport, BackupError> {
+    let t = super::target(config, name)?;
+    let (store, prefix) = open(offsite_of(t, name)?)?;
+    let rt = crate::check::runtime();
+    let remote = rt.block_on(remote_list(store.as_ref(), &prefix, name))?;
+    let dest = into.unwrap_or(&t.dest).to_path_buf();
+    std::fs::create_dir_all(&dest).map_err(|e| BackupError::io(&dest, e))?;
+    let mut report = PullReport {
+        target: name.to_string(),
+        pulled: Vec::new(),
+        skipped: Vec::new(),
+    };
+    let wanted: Vec<&Remote> = remote.iter().filter(|r| only.is_none_or(|o| o == r.name)).collect();
+    if let Some(o) = only
+        && wanted.is_empty()
+    {
+        return Err(err(format!("no archive `{o}` offsite")));
+    }
+    for r in wanted {
+        let Some(sha) = &r.sha256 else {
+            report
+                .skipped
+                .push(format!("{} (no sidecar: an interrupted push)", r.name));
+            continue;
+        };
+        let local = dest.join(&r.name);
+        if archive::read_sidecar(&local).is_ok_and(|h| &h == sha) && local.is_file() {
+            report.skipped.push(r.name.clone());
+            continue;
+        }
+        progress(Progress::Phase("downloading"));
+        progress(Progress::Total(r.size));
+        rt.block_on(download(
+            store.as_ref(),
+            &child(&prefix, &r.name),
+            &local,
+            sha,
+            progress,
+        ))?;
+        archive::write_sidecar(&local, sha).map_err(|e| BackupError::io(&local, e))?;
+        if into.is_none() {
+            record(config, db, name, &local, sha)?;
+        }
+        report.pulled.push(local);
+    }
+    Ok(report)
+}
+
+/// Streams an object to `to` through a temporary name, renamed only if what came has the
+/// SHA-256 `expected`.
+async fn download(
+    store: &dyn ObjectStore,
+    from: &ObjectPath,
+    to: &Path,
+    expected: &str,
+    progress: &dyn Fn(Progress),
+) -> Result<(), BackupError> {
+    let mut tmp = to.as_os_str().to_owned();
+    tmp.push(".part");
+    let tmp = PathBuf::from(tmp);
+    let result = async {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| BackupError::io(&tmp, e))?);
+        let mut hasher = Sha256::new();
+        let mut stream = store.get(from).await.map_err(err)?.into_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(err)?;
+            hasher.update(&chunk);
+            out.write_all(&chunk).map_err(|e| BackupError::io(&tmp, e))?;
+            progress(Progress::Advance(chunk.len() as u64));
+        }
+        let f = out.into_inner().map_err(|e| BackupError::io(&tmp, e.into_error()))?;
+        f.sync_all().map_err(|e| BackupError::io(&tmp, e))?;
+        let got = hex(&hasher.finalize());
+        if got != expected {
+            return Err(err(format!(
+                "{from}: downloaded SHA-256 {got} does not match the offsite sidecar {expected}"
+            )));
+        }
+        std::fs::rename(&tmp, to).map_err(|e| BackupError::io(to, e))
+    }
+    .await;
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// A pulled archive is recorded like a created one (its manifest says when and where).
+fn record(config: &Config, db: &Store, name: &str, path: &Path, sha: &str) -> Result<(), BackupError> {
+    let m = archive::read_manifest(path).map_err(|e| BackupError::io(path, e))?;
+    let size = std::fs::metadata(path).map_err(|e| BackupError::io(path, e))?.len();
+    let created = m
+        .created
+        .parse::<jiff::Timestamp>()
+        .map(crate::clock::to_text)
+        .unwrap_or_else(|_| m.created.clone());
+    db.record_backup(
+        &NewBackup {
+            target: name.to_string(),
+            path: path.display().to_string(),
+            created_at: created,
+            host: m.host.clone(),
+            size: size as i64,
+            sha256: sha.to_string(),
+            files: m.files().count() as i64,
+            data_bytes: m.data_bytes() as i64,
+            duration_ms: 0,
+        },
+        &Draft::new(
+            "backup.pulled",
+            name,
+            json!({ "archive": path, "sha256": sha, "from": m.host }),
+            &config.redactor,
+        ),
+    )?;
+    Ok(())
+}

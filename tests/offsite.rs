@@ -1,0 +1,226 @@
+//! Offsite copies through the real binary: to another directory, and to a local
+//! S3-compatible server (moto, from PyPI) through the real S3 client code.
+
+mod common;
+
+use common::http::{free_port, request};
+use common::*;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn create(env: &Env) -> PathBuf {
+    let out = env.run(&["backup", "create", "main", "--json"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    PathBuf::from(out.json()["path"].as_str().unwrap())
+}
+
+fn names(v: &serde_json::Value, key: &str) -> Vec<String> {
+    v[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn setup(env: &Env) -> Vec<PathBuf> {
+    env.write("data/a.txt", "alpha\n");
+    let first = create(env);
+    env.write("data/b.txt", "beta\n");
+    // Archive names carry the second: make sure the second one differs.
+    std::thread::sleep(Duration::from_millis(1100));
+    let second = create(env);
+    vec![first, second]
+}
+
+#[test]
+fn push_copies_what_is_missing_by_hash_and_pull_brings_it_back_checked() {
+    let env = Env::new(
+        r#"
+version: 1
+backups:
+  main:
+    sources: [ { dir: data } ]
+    dest: archives
+    offsite: { url: offsite/main }
+"#,
+    );
+    let local = setup(&env);
+    let (code, r) = env.json(&["backup", "push", "main"]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(names(&r, "pushed").len(), 2);
+    for p in &local {
+        let file = p.file_name().unwrap();
+        assert_eq!(
+            std::fs::read(env.path("offsite/main").join(file)).unwrap(),
+            std::fs::read(p).unwrap()
+        );
+        assert!(
+            env.path("offsite/main")
+                .join(format!("{}.sha256", file.to_string_lossy()))
+                .is_file()
+        );
+    }
+    let (_, again) = env.json(&["backup", "push", "main"]);
+    assert_eq!(names(&again, "pushed").len(), 0, "{again}");
+    assert_eq!(names(&again, "skipped").len(), 2);
+
+    // The local copies are lost; pull brings them back and they verify.
+    for p in &local {
+        std::fs::remove_file(p).unwrap();
+        std::fs::remove_file(format!("{}.sha256", p.display())).unwrap();
+    }
+    let (code, pulled) = env.json(&["backup", "pull", "main"]);
+    assert_eq!(code, 0, "{pulled}");
+    assert_eq!(pulled["pulled"].as_array().unwrap().len(), 2);
+    for p in &local {
+        assert_eq!(env.run(&["backup", "verify", p.to_str().unwrap()]).code, 0);
+    }
+
+    // A damaged offsite copy is refused on the way back, and leaves nothing behind.
+    let victim = &local[1];
+    let remote = env.path("offsite/main").join(victim.file_name().unwrap());
+    let mut bytes = std::fs::read(&remote).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 1;
+    std::fs::write(&remote, bytes).unwrap();
+    std::fs::remove_file(victim).unwrap();
+    std::fs::remove_file(format!("{}.sha256", victim.display())).unwrap();
+    let out = env.run(&["backup", "pull", "main"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stderr.contains("does not match the offsite sidecar"),
+        "{}",
+        out.stderr
+    );
+    assert!(!victim.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(env.path("archives"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        .collect();
+    assert!(leftovers.is_empty());
+}
+
+struct Moto(Child);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn moto() -> (Moto, u16) {
+    let port = free_port();
+    let child = Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("moto_server (pip install 'moto[server]')");
+    let server = Moto(child);
+    assert!(
+        wait_for(Duration::from_secs(30), || std::net::TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .is_ok()),
+        "moto_server did not listen"
+    );
+    // A bucket, through the S3 API itself.
+    let made = request(port, "PUT", "/runbook-backups", None);
+    assert_eq!(made.status, 200, "{}", made.body);
+    (server, port)
+}
+
+fn s3_env(port: u16) -> Env {
+    Env::new(&format!(
+        r#"
+version: 1
+backups:
+  main:
+    sources: [ {{ dir: data }} ]
+    dest: archives
+    drill: {{ checks: [ "test -f dir/data/b.txt" ] }}
+    offsite:
+      url: s3://runbook-backups/hosts/vps-1
+      endpoint: http://127.0.0.1:{port}
+      access_key_id: test
+      secret_access_key: test
+"#
+    ))
+}
+
+fn s3_objects(port: u16) -> String {
+    request(port, "GET", "/runbook-backups?list-type=2", None).body
+}
+
+#[test]
+fn an_s3_compatible_store_takes_the_archives_resumes_an_interrupted_push_and_serves_a_drill() {
+    let (_moto, port) = moto();
+    let env = s3_env(port);
+    let local = setup(&env);
+    let (code, r) = env.json(&["backup", "push", "main"]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(names(&r, "pushed").len(), 2);
+    let listing = s3_objects(port);
+    for p in &local {
+        let key = format!("hosts/vps-1/{}", p.file_name().unwrap().to_string_lossy());
+        assert!(listing.contains(&format!("<Key>{key}</Key>")), "{key} in {listing}");
+        assert!(listing.contains(&format!("<Key>{key}.sha256</Key>")), "{listing}");
+    }
+
+    // An interrupted push: the newest archive went up, its sidecar did not. (boto3, which
+    // comes with moto, removes it with a signed request.)
+    let newest = local[1].file_name().unwrap().to_string_lossy().into_owned();
+    let removed = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:{port}', aws_access_key_id='test', \
+             aws_secret_access_key='test', region_name='us-east-1').delete_object(Bucket='runbook-backups', \
+             Key='hosts/vps-1/{newest}.sha256')"
+        ))
+        .output()
+        .unwrap();
+    assert!(removed.status.success(), "{}", String::from_utf8_lossy(&removed.stderr));
+    assert!(!s3_objects(port).contains(&format!("{newest}.sha256")));
+    let (_, again) = env.json(&["backup", "push", "main"]);
+    assert_eq!(names(&again, "pushed"), vec![newest.clone()], "{again}");
+    assert_eq!(names(&again, "skipped").len(), 1);
+
+    // A drill straight from the offsite copy: the newest archive, fetched and restored.
+    let (code, d) = env.json(&["backup", "drill", "--latest", "main", "--from-offsite"]);
+    assert_eq!(code, 0, "{d:#}");
+    assert!(d["archive"].as_str().unwrap().ends_with(&newest), "{d}");
+    assert_eq!(d["checks"][0]["ok"], true);
+    let scratch: Vec<_> = std::fs::read_dir(env.path("archives"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".offsite-drill-"))
+        .collect();
+    assert!(scratch.is_empty(), "the fetched copy is removed");
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_events WHERE kind = 'backup.pushed'"),
+        2
+    );
+}
+
+#[test]
+fn a_missing_bucket_is_a_clear_failure() {
+    let (_moto, port) = moto();
+    let env = s3_env(port);
+    setup(&env);
+    // moto accepts any key; a missing bucket is the failure it can show.
+    std::fs::write(
+        &env.config,
+        std::fs::read_to_string(&env.config)
+            .unwrap()
+            .replace("runbook-backups", "no-such-bucket"),
+    )
+    .unwrap();
+    let out = env.run(&["backup", "push", "main"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stderr.contains("offsite:"), "{}", out.stderr);
+}
