@@ -79,7 +79,10 @@ fn child(prefix: &ObjectPath, name: &str) -> ObjectPath {
 /// An archive in the offsite store.
 #[derive(Debug, Clone, Serialize)]
 pub struct Remote {
+    /// The archive's name (`main-….tar.zst`), also when it is stored encrypted.
     pub name: String,
+    /// Stored as `<name>.age`, encrypted to the target's `encrypt_to`.
+    pub encrypted: bool,
     pub size: u64,
     /// From its sidecar; `None` while the sidecar is missing (an interrupted push).
     pub sha256: Option<String>,
@@ -98,7 +101,9 @@ async fn remote_list(store: &dyn ObjectStore, prefix: &ObjectPath, target: &str)
             continue;
         }
         if name.ends_with(".tar.zst") {
-            sizes.insert(name, meta.size);
+            sizes.insert(name, (meta.size, false));
+        } else if let Some(plain) = name.strip_suffix(".age").filter(|n| n.ends_with(".tar.zst")) {
+            sizes.insert(plain.to_string(), (meta.size, true));
         } else if name.ends_with(".tar.zst.sha256") {
             sidecars.push((name, meta.location));
         }
@@ -113,9 +118,10 @@ async fn remote_list(store: &dyn ObjectStore, prefix: &ObjectPath, target: &str)
     }
     let mut out: Vec<Remote> = sizes
         .into_iter()
-        .map(|(name, size)| Remote {
+        .map(|(name, (size, encrypted))| Remote {
             sha256: hashes.get(&name).cloned(),
             name,
+            encrypted,
             size,
         })
         .collect();
@@ -145,6 +151,8 @@ pub fn push(config: &Config, db: &Store, name: &str, progress: &dyn Fn(Progress)
     let o = offsite_of(t, name)?;
     let (store, prefix) = open(o)?;
     let rt = crate::check::runtime();
+    let recipients = recipients(o)?;
+    let encrypt = !recipients.is_empty();
     let remote: HashMap<String, Remote> = rt
         .block_on(remote_list(store.as_ref(), &prefix, name))?
         .into_iter()
@@ -189,7 +197,12 @@ pub fn push(config: &Config, db: &Store, name: &str, progress: &dyn Fn(Progress)
             .sum(),
     ));
     for (path, file, sha) in todo {
-        let bytes = rt.block_on(upload(store.as_ref(), &child(&prefix, &file), &path, progress))?;
+        let bytes = if encrypt {
+            let to = child(&prefix, &format!("{file}.age"));
+            rt.block_on(upload(store.as_ref(), &to, &path, Some(&recipients), progress))?
+        } else {
+            rt.block_on(upload(store.as_ref(), &child(&prefix, &file), &path, None, progress))?
+        };
         let sidecar = format!("{sha}  {file}\n");
         rt.block_on(store.put(&child(&prefix, &format!("{file}.sha256")), sidecar.into_bytes().into()))
             .map_err(err)?;
@@ -205,27 +218,77 @@ pub fn push(config: &Config, db: &Store, name: &str, progress: &dyn Fn(Progress)
     Ok(report)
 }
 
+fn recipients(o: &Offsite) -> Result<Vec<age::x25519::Recipient>, BackupError> {
+    o.encrypt_to
+        .iter()
+        .map(|r| r.parse().map_err(|e| err(format!("encrypt_to `{r}`: {e}"))))
+        .collect()
+}
+
+/// Where the encryptor writes: taken out in chunks and handed to the upload.
+#[derive(Clone, Default)]
+struct Shared(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Uploads a file in parts, encrypted to `recipients` when given (age's streaming format).
 async fn upload(
     store: &dyn ObjectStore,
     to: &ObjectPath,
     from: &Path,
+    recipients: Option<&[age::x25519::Recipient]>,
     progress: &dyn Fn(Progress),
 ) -> Result<u64, BackupError> {
     use std::io::Read;
-    let mut file = std::fs::File::open(from).map_err(|e| BackupError::io(from, e))?;
+    let io = |e| BackupError::io(from, e);
+    let mut file = std::fs::File::open(from).map_err(io)?;
+    let shared = Shared::default();
+    let mut encryptor = match recipients {
+        Some(r) => Some(
+            age::Encryptor::with_recipients(r.iter().map(|r| r as &dyn age::Recipient))
+                .map_err(err)?
+                .wrap_output(shared.clone())
+                .map_err(io)?,
+        ),
+        None => None,
+    };
     let upload = store.put_multipart(to).await.map_err(err)?;
     let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
-        let n = file.read(&mut buf).map_err(|e| BackupError::io(from, e))?;
+        let n = file.read(&mut buf).map_err(io)?;
         if n == 0 {
             break;
         }
         w.wait_for_capacity(4).await.map_err(err)?;
-        w.write(&buf[..n]);
+        match encryptor.as_mut() {
+            Some(e) => {
+                e.write_all(&buf[..n]).map_err(io)?;
+                w.write(&shared.take());
+            }
+            None => w.write(&buf[..n]),
+        }
         total += n as u64;
         progress(Progress::Advance(n as u64));
+    }
+    if let Some(e) = encryptor {
+        e.finish().map_err(io)?;
+        w.write(&shared.take());
     }
     w.finish().await.map_err(err)?;
     Ok(total)
@@ -249,7 +312,8 @@ pub fn pull(
     progress: &dyn Fn(Progress),
 ) -> Result<PullReport, BackupError> {
     let t = super::target(config, name)?;
-    let (store, prefix) = open(offsite_of(t, name)?)?;
+    let o = offsite_of(t, name)?;
+    let (store, prefix) = open(o)?;
     let rt = crate::check::runtime();
     let remote = rt.block_on(remote_list(store.as_ref(), &prefix, name))?;
     let dest = into.unwrap_or(&t.dest).to_path_buf();
@@ -279,13 +343,35 @@ pub fn pull(
         }
         progress(Progress::Phase("downloading"));
         progress(Progress::Total(r.size));
-        rt.block_on(download(
-            store.as_ref(),
-            &child(&prefix, &r.name),
-            &local,
-            sha,
-            progress,
-        ))?;
+        if r.encrypted {
+            let identity = o.identity_file.as_deref().ok_or_else(|| {
+                err(format!(
+                    "{} is encrypted: set offsite.identity_file to the age identity that decrypts it",
+                    r.name
+                ))
+            })?;
+            let mut cipher = local.as_os_str().to_owned();
+            cipher.push(".age.part");
+            let cipher = PathBuf::from(cipher);
+            let fetched = rt.block_on(download(
+                store.as_ref(),
+                &child(&prefix, &format!("{}.age", r.name)),
+                &cipher,
+                None,
+                progress,
+            ));
+            let result = fetched.and_then(|()| decrypt(&cipher, &local, identity, sha));
+            let _ = std::fs::remove_file(&cipher);
+            result?;
+        } else {
+            rt.block_on(download(
+                store.as_ref(),
+                &child(&prefix, &r.name),
+                &local,
+                Some(sha),
+                progress,
+            ))?;
+        }
         archive::write_sidecar(&local, sha).map_err(|e| BackupError::io(&local, e))?;
         if into.is_none() {
             record(config, db, name, &local, sha)?;
@@ -296,12 +382,12 @@ pub fn pull(
 }
 
 /// Streams an object to `to` through a temporary name, renamed only if what came has the
-/// SHA-256 `expected`.
+/// SHA-256 `expected` (when one is given).
 async fn download(
     store: &dyn ObjectStore,
     from: &ObjectPath,
     to: &Path,
-    expected: &str,
+    expected: Option<&str>,
     progress: &dyn Fn(Progress),
 ) -> Result<(), BackupError> {
     let mut tmp = to.as_os_str().to_owned();
@@ -320,7 +406,9 @@ async fn download(
         let f = out.into_inner().map_err(|e| BackupError::io(&tmp, e.into_error()))?;
         f.sync_all().map_err(|e| BackupError::io(&tmp, e))?;
         let got = hex(&hasher.finalize());
-        if got != expected {
+        if let Some(expected) = expected
+            && got != expected
+        {
             return Err(err(format!(
                 "{from}: downloaded SHA-256 {got} does not match the offsite sidecar {expected}"
             )));
@@ -328,6 +416,52 @@ async fn download(
         std::fs::rename(&tmp, to).map_err(|e| BackupError::io(to, e))
     }
     .await;
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Decrypts `cipher` into `plain` (through a temporary name), checking the plaintext's hash.
+fn decrypt(cipher: &Path, plain: &Path, identity: &Path, expected: &str) -> Result<(), BackupError> {
+    use std::io::Read;
+    let ids = age::IdentityFile::from_file(identity.display().to_string())
+        .map_err(|e| BackupError::io(identity, e))?
+        .into_identities()
+        .map_err(|e| err(format!("{}: {e}", identity.display())))?;
+    let input = std::io::BufReader::new(std::fs::File::open(cipher).map_err(|e| BackupError::io(cipher, e))?);
+    let mut reader = age::Decryptor::new_buffered(input)
+        .map_err(|e| err(format!("{}: {e}", cipher.display())))?
+        .decrypt(ids.iter().map(|i| i.as_ref() as &dyn age::Identity))
+        .map_err(|e| err(format!("cannot decrypt with {}: {e}", identity.display())))?;
+    let mut tmp = plain.as_os_str().to_owned();
+    tmp.push(".part");
+    let tmp = PathBuf::from(tmp);
+    let result = (|| {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| BackupError::io(&tmp, e))?);
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = reader
+                .read(&mut buf)
+                .map_err(|e| err(format!("decrypting {}: {e}", cipher.display())))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n]).map_err(|e| BackupError::io(&tmp, e))?;
+        }
+        let f = out.into_inner().map_err(|e| BackupError::io(&tmp, e.into_error()))?;
+        f.sync_all().map_err(|e| BackupError::io(&tmp, e))?;
+        let got = hex(&hasher.finalize());
+        if got != expected {
+            return Err(err(format!(
+                "{}: decrypted SHA-256 {got} does not match the offsite sidecar {expected}",
+                cipher.display()
+            )));
+        }
+        std::fs::rename(&tmp, plain).map_err(|e| BackupError::io(plain, e))
+    })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

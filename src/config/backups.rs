@@ -65,6 +65,13 @@ pub struct Offsite {
     /// Redacted in `config show` when it comes from an env file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_access_key: Option<String>,
+    /// age recipients (`age1…`): offsite copies are encrypted to them (`<archive>.age`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub encrypt_to: Vec<String>,
+    /// An age identity file, to decrypt offsite copies on `pull` and `drill --from-offsite`
+    /// (it can live off the host and be brought for a restore).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_file: Option<PathBuf>,
 }
 
 /// The restore drill of a target.

@@ -26,8 +26,6 @@ const TARGET_KEYS: &[&str] = &[
     "post",
     "restore_checks",
 ];
-/// Keys of the design that this version does not act on yet.
-const LATER_TARGET_KEYS: &[&str] = &["encrypt_to"];
 const SOURCE_KINDS: &[&str] = &["sqlite", "postgres", "dir", "command"];
 
 pub(super) fn backups(cx: &mut Cx, node: &Node, base: &Path) -> BTreeMap<String, BackupTarget> {
@@ -55,18 +53,6 @@ fn target(cx: &mut Cx, name: &str, node: &Node, base: &Path) -> Option<BackupTar
     let what = format!("backup target `{name}`");
     let f = cx.map(node, &what, TARGET_KEYS)?;
     let errors_before = cx.diags.len();
-    for (key, pos, _) in &f.entries {
-        if LATER_TARGET_KEYS.contains(key) {
-            cx.error(
-                *pos,
-                format!(
-                    "`{key}:` of a backup target is not supported by runbook {}",
-                    env!("CARGO_PKG_VERSION")
-                ),
-                Some(format!("remove `{key}` for now")),
-            );
-        }
-    }
     let dest = cx
         .required(&f, "dest", &what, "dest: /var/backups/runbook")
         .map(|d| base.join(d));
@@ -152,7 +138,15 @@ fn offsite(cx: &mut Cx, node: &Node, base: &Path) -> Option<Offsite> {
     let f = cx.map(
         node,
         "offsite",
-        &["url", "endpoint", "region", "access_key_id", "secret_access_key"],
+        &[
+            "url",
+            "endpoint",
+            "region",
+            "access_key_id",
+            "secret_access_key",
+            "encrypt_to",
+            "identity_file",
+        ],
     )?;
     let url = cx.required(&f, "url", "offsite", "url: s3://bucket/prefix, or a directory")?;
     let mut get = |k: &str| f.get(k).and_then(|n| cx.string(n, &format!("offsite.{k}")));
@@ -160,6 +154,27 @@ fn offsite(cx: &mut Cx, node: &Node, base: &Path) -> Option<Offsite> {
     let region = get("region").unwrap_or_else(|| "us-east-1".into());
     let access_key_id = get("access_key_id");
     let secret_access_key = get("secret_access_key");
+    let identity_file = get("identity_file").map(|p| base.join(p));
+    let encrypt_to = match f.get("encrypt_to") {
+        None => Vec::new(),
+        Some(n) => {
+            let list = match &n.kind {
+                Kind::Seq(_) => cx.string_list(n, "offsite.encrypt_to").unwrap_or_default(),
+                _ => cx.string(n, "offsite.encrypt_to").into_iter().collect(),
+            };
+            for r in &list {
+                if r.parse::<age::x25519::Recipient>().is_err() {
+                    cx.error(
+                        n.pos,
+                        format!("offsite.encrypt_to: `{r}` is not an age recipient"),
+                        Some("age1… (the public key printed by age-keygen)".into()),
+                    );
+                    return None;
+                }
+            }
+            list
+        }
+    };
     let pos = f.get("url").map_or(f.pos, |n| n.pos);
     let url = if let Some(rest) = url.strip_prefix("s3://") {
         if rest.split('/').next().is_none_or(str::is_empty) {
@@ -188,6 +203,8 @@ fn offsite(cx: &mut Cx, node: &Node, base: &Path) -> Option<Offsite> {
         region,
         access_key_id,
         secret_access_key,
+        encrypt_to,
+        identity_file,
     })
 }
 
