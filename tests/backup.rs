@@ -465,24 +465,7 @@ backups:
 #[test]
 fn a_postgres_database_is_dumped_with_pg_dump_and_checked_with_pg_restore() {
     let db = format!("runbook_backup_{}", std::process::id());
-    let psql = |sql: &str, dbname: &str| {
-        let out = Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                dbname,
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                sql,
-            ])
-            .output()
-            .expect("psql");
-        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
-    };
+    let psql = |sql: &str, dbname: &str| psql(dbname, sql);
     psql(&format!("DROP DATABASE IF EXISTS {db}"), "test");
     psql(&format!("CREATE DATABASE {db}"), "test");
     psql(

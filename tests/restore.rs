@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn sqlite(path: &Path, sql: &str) {
     rusqlite::Connection::open(path).unwrap().execute_batch(sql).unwrap();
@@ -111,26 +110,7 @@ fn a_drill_whose_check_fails_exits_1_and_says_so_in_the_evidence() {
 #[test]
 fn a_drill_restores_a_postgres_dump_into_a_scratch_database_and_drops_it() {
     let db = format!("runbook_drill_src_{}", std::process::id());
-    let psql = |sql: &str, dbname: &str| -> String {
-        let out = Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                dbname,
-                "-tA",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                sql,
-            ])
-            .output()
-            .expect("psql");
-        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let psql = |sql: &str, dbname: &str| psql(dbname, sql);
     psql(&format!("DROP DATABASE IF EXISTS {db}"), "test");
     psql(&format!("CREATE DATABASE {db}"), "test");
     psql("CREATE TABLE orders(id int); INSERT INTO orders VALUES (1), (2);", &db);

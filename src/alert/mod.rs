@@ -88,6 +88,23 @@ impl Observation {
         }
     }
 
+    /// An outcome that opens its alert at once and resolves at the next good one, notified
+    /// on its own (a channel gone silent, a suspiciously small backup).
+    pub fn immediate(source: Source, name: String, ok: bool, detail: &str, severity: Severity) -> Self {
+        Observation {
+            source,
+            name,
+            ok,
+            detail: detail.to_string(),
+            severity,
+            labels: BTreeMap::new(),
+            fail_after: 1,
+            recover_after: 1,
+            depends_on: Vec::new(),
+            defer_notify: false,
+        }
+    }
+
     /// Where consecutive counts are kept: checks by name, tasks with a prefix.
     fn state_name(&self) -> String {
         match self.source {

@@ -58,6 +58,22 @@ pub struct FileEntry {
     pub link: Option<String>,
 }
 
+impl FileEntry {
+    /// An entry with the size, mode and mtime of `meta`; no hash yet.
+    pub fn of(path: String, kind: EntryKind, meta: &std::fs::Metadata) -> FileEntry {
+        use std::os::unix::fs::MetadataExt;
+        FileEntry {
+            path,
+            kind,
+            size: meta.len(),
+            mode: meta.mode() & 0o7777,
+            mtime: meta.mtime(),
+            sha256: None,
+            link: None,
+        }
+    }
+}
+
 impl Manifest {
     pub fn files(&self) -> impl Iterator<Item = (&SourceEntry, &FileEntry)> {
         self.sources.iter().flat_map(|s| s.files.iter().map(move |f| (s, f)))

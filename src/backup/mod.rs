@@ -188,6 +188,29 @@ fn archive_path(dest: &Path, target: &str, at: jiff::Timestamp) -> PathBuf {
     path
 }
 
+/// Runs a dump or database tool to completion: its stdout, or a `Dump` error with its stderr
+/// (redacted).
+pub(crate) fn run_tool(
+    spec: &crate::exec::Spec,
+    cancel: &Cancel,
+    what: &str,
+    redactor: &crate::config::Redactor,
+) -> Result<String, BackupError> {
+    let out = crate::exec::run(spec, cancel).map_err(|e| BackupError::Dump {
+        what: redactor.redact(what).into_owned(),
+        detail: e.to_string(),
+    })?;
+    if !out.success() {
+        return Err(BackupError::Dump {
+            what: redactor.redact(what).into_owned(),
+            detail: redactor
+                .redact(&format!("{}: {}", out.summary(spec.timeout), out.stderr.trim()))
+                .into_owned(),
+        });
+    }
+    Ok(out.stdout)
+}
+
 /// Writes a file through a temporary name in the same directory, fsynced, then renamed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
@@ -378,22 +401,14 @@ fn size_alert(
     } else {
         format!("backup `{name}`: the new archive's size is in line with the recent ones")
     };
-    alert::observe(
-        store,
-        config,
-        &[Observation {
-            source: alert::Source::Backup,
-            name: format!("backup:{name}"),
-            ok: !small,
-            detail: detail.clone(),
-            severity: Severity::Critical,
-            labels: Default::default(),
-            fail_after: 1,
-            recover_after: 1,
-            depends_on: Vec::new(),
-            defer_notify: false,
-        }],
-    )?;
+    let seen = Observation::immediate(
+        alert::Source::Backup,
+        format!("backup:{name}"),
+        !small,
+        &detail,
+        Severity::Critical,
+    );
+    alert::observe(store, config, &[seen])?;
     Ok(small.then_some(detail))
 }
 

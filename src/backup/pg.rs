@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::BackupError;
 use super::source::split_password;
-use crate::exec::{self, Cancel, Spec};
+use crate::exec::{Cancel, Spec};
 
 const TOOL_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
 
@@ -72,17 +72,7 @@ impl Conn {
 }
 
 fn run(spec: &Spec, what: &str) -> Result<String, BackupError> {
-    let out = exec::run(spec, &Cancel::default()).map_err(|e| BackupError::Dump {
-        what: what.to_string(),
-        detail: e.to_string(),
-    })?;
-    if !out.success() {
-        return Err(BackupError::Dump {
-            what: what.to_string(),
-            detail: format!("{}: {}", out.summary(spec.timeout), out.stderr.trim()),
-        });
-    }
-    Ok(out.stdout)
+    super::run_tool(spec, &Cancel::default(), what, &crate::config::Redactor::default())
 }
 
 pub fn createdb(admin: &Conn, name: &str, env: &[(String, String)]) -> Result<(), BackupError> {

@@ -5,7 +5,6 @@
 //! output); directory trees are listed in place and read while the archive is written.
 
 use std::collections::HashSet;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -88,15 +87,8 @@ pub fn gather(
                 });
                 // Size, mode and time are those of the snapshot once it is taken.
                 let meta = std::fs::metadata(path).map_err(|e| BackupError::io(path, e))?;
-                let f = FileEntry {
-                    path: root.clone(),
-                    kind: EntryKind::File,
-                    size: 0,
-                    mode: meta.mode() & 0o7777,
-                    mtime: meta.mtime(),
-                    sha256: None,
-                    link: None,
-                };
+                let mut f = FileEntry::of(root.clone(), EntryKind::File, &meta);
+                f.size = 0;
                 let entry = SourceEntry {
                     kind: "sqlite".into(),
                     origin: path.display().to_string(),
@@ -191,15 +183,7 @@ fn unique(taken: &mut HashSet<String>, root: String) -> String {
 
 fn file_entry(archive_path: &str, on_disk: &Path) -> Result<FileEntry, BackupError> {
     let meta = std::fs::metadata(on_disk).map_err(|e| BackupError::io(on_disk, e))?;
-    Ok(FileEntry {
-        path: archive_path.to_string(),
-        kind: EntryKind::File,
-        size: meta.len(),
-        mode: meta.permissions().mode() & 0o7777,
-        mtime: meta.mtime(),
-        sha256: None,
-        link: None,
-    })
+    Ok(FileEntry::of(archive_path.to_string(), EntryKind::File, &meta))
 }
 
 /// A consistent copy of a live SQLite database: one backup step over all pages, under one
@@ -246,20 +230,7 @@ pub fn integrity_check(conn: &Connection) -> rusqlite::Result<String> {
 }
 
 fn run_dump(config: &Config, spec: &Spec, cancel: &Cancel, what: &str) -> Result<(), BackupError> {
-    let out = exec::run(spec, cancel).map_err(|e| BackupError::Dump {
-        what: what.to_string(),
-        detail: e.to_string(),
-    })?;
-    if !out.success() {
-        return Err(BackupError::Dump {
-            what: what.to_string(),
-            detail: config
-                .redactor
-                .redact(&format!("{}: {}", out.summary(spec.timeout), out.stderr.trim()))
-                .into_owned(),
-        });
-    }
-    Ok(())
+    super::run_tool(spec, cancel, what, &config.redactor).map(|_| ())
 }
 
 /// `postgres://user:secret@host/db` → (`postgres://user@host/db`, `Some(secret)`).
@@ -299,15 +270,9 @@ fn walk(d: &DirSource, root: &str, warnings: &mut Vec<String>) -> Result<Listing
             std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
         ));
     }
-    let mut files = vec![FileEntry {
-        path: root.to_string(),
-        kind: EntryKind::Dir,
-        size: 0,
-        mode: meta.mode() & 0o7777,
-        mtime: meta.mtime(),
-        sha256: None,
-        link: None,
-    }];
+    let mut root_entry = FileEntry::of(root.to_string(), EntryKind::Dir, &meta);
+    root_entry.size = 0;
+    let mut files = vec![root_entry];
     let mut origins = vec![None];
     let mut stack = vec![(d.path.clone(), String::new())];
     while let Some((dir, rel_dir)) = stack.pop() {
@@ -337,15 +302,8 @@ fn walk(d: &DirSource, root: &str, warnings: &mut Vec<String>) -> Result<Listing
                 }
             };
             let ft = meta.file_type();
-            let mut entry = FileEntry {
-                path: format!("{root}/{rel}"),
-                kind: EntryKind::File,
-                size: 0,
-                mode: meta.mode() & 0o7777,
-                mtime: meta.mtime(),
-                sha256: None,
-                link: None,
-            };
+            let mut entry = FileEntry::of(format!("{root}/{rel}"), EntryKind::File, &meta);
+            entry.size = 0;
             if ft.is_dir() {
                 entry.kind = EntryKind::Dir;
                 files.push(entry);

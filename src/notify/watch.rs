@@ -32,18 +32,13 @@ pub fn channels(config: &Config, store: &Store) -> Result<(), StoreError> {
             (Some(s), Some(e)) => format!("channel `{name}` has failed since {}: {e}", clock::to_text(s)),
             _ => format!("channel `{name}` delivers again"),
         };
-        seen.push(Observation {
-            source: Source::Channel,
-            name: format!("channel:{name}"),
-            ok: !silent,
-            detail,
-            severity: Severity::Critical,
-            labels: Default::default(),
-            fail_after: 1,
-            recover_after: 1,
-            depends_on: Vec::new(),
-            defer_notify: false,
-        });
+        seen.push(Observation::immediate(
+            Source::Channel,
+            format!("channel:{name}"),
+            !silent,
+            &detail,
+            Severity::Critical,
+        ));
     }
     if !seen.is_empty() {
         alert::observe(store, config, &seen)?;

@@ -134,3 +134,49 @@ pub fn signal(pid: u32, sig: &str) {
         .expect("kill");
     assert!(status.success(), "kill -{sig} {pid}");
 }
+
+/// Runs SQL with psql against the machine's PostgreSQL (127.0.0.1, user postgres); returns
+/// its unaligned output, trimmed. Fails the test if psql does.
+pub fn psql(dbname: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            dbname,
+            "-tA",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
+        .output()
+        .expect("psql");
+    assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `promtool check metrics` accepts the exposition (checked when promtool is installed).
+pub fn promtool_accepts(text: &str) {
+    use std::io::Write;
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("note: promtool not installed; exposition not validated by it");
+        return;
+    };
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
