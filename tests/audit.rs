@@ -93,3 +93,232 @@ fn audit_list_shows_newest_first_and_filters_by_kind() {
     assert_eq!(starts.as_array().unwrap().len(), 3, "each run's start is audited too");
     assert!(!runs[0]["actor"].as_str().unwrap().is_empty());
 }
+
+fn sqlite3(env: &Env, sql: &str) {
+    let out = std::process::Command::new("sqlite3")
+        .arg(env.state_db())
+        .arg(sql)
+        .output()
+        .expect("sqlite3 CLI");
+    assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn tampering_with_the_sqlite3_cli_is_named_edit_delete_and_swap() {
+    for (sql, seq, why) in [
+        (
+            "UPDATE audit_events SET subject = 'nothing happened' WHERE seq = 5",
+            5,
+            "edited",
+        ),
+        ("DELETE FROM audit_events WHERE seq = 6", 6, "missing"),
+        (
+            "UPDATE audit_events SET seq = -1 WHERE seq = 7; UPDATE audit_events SET seq = 7 WHERE seq = 8; \
+             UPDATE audit_events SET seq = 8 WHERE seq = -1;",
+            7,
+            "prev_hash",
+        ),
+    ] {
+        let env = env_with_history();
+        sqlite3(&env, sql);
+        let out = env.run(&["audit", "verify"]);
+        assert_eq!(out.code, 1, "{sql}: {}", out.stdout);
+        assert!(
+            out.stdout.contains(&format!("BROKEN at seq {seq}")),
+            "{sql}: {}",
+            out.stdout
+        );
+        assert!(out.stdout.contains(why), "{sql}: {}", out.stdout);
+    }
+}
+
+/// A history, a signing key in the config, and a checkpoint copied "elsewhere".
+fn signed_history() -> (Env, String, std::path::PathBuf) {
+    let env = env_with_history();
+    let (code, k) = env.json(&["audit", "keygen", "--out", "audit.key"]);
+    assert_eq!(code, 0, "{k}");
+    let public = k["public_key"].as_str().unwrap().to_string();
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(env.path("audit.key")).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the private key is private");
+    let yaml = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        format!("{yaml}audit: {{ signing_key: audit.key, public_keys: [ \"{public}\" ] }}\n"),
+    )
+    .unwrap();
+    let elsewhere = env.path("elsewhere.json");
+    let out = env.run(&["audit", "checkpoint", "--out", elsewhere.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let cp: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&elsewhere).unwrap()).unwrap();
+    assert_eq!(cp["seq"], 9);
+    (env, public, elsewhere)
+}
+
+#[test]
+fn a_cut_tail_is_shown_only_by_a_checkpoint_kept_elsewhere() {
+    let (env, _, elsewhere) = signed_history();
+    let (code, v) = env.json(&["audit", "verify", "--against", elsewhere.to_str().unwrap()]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(
+        v["checkpoints"].as_array().unwrap().len(),
+        2,
+        "the kept one and the one from elsewhere"
+    );
+
+    // Someone cuts the last three events, and the checkpoints in the same file with them.
+    sqlite3(
+        &env,
+        "DELETE FROM audit_events WHERE seq > 6; DELETE FROM audit_checkpoints;",
+    );
+    let (code, v) = env.json(&["audit", "verify"]);
+    assert_eq!(code, 0, "without a checkpoint from elsewhere a cut tail verifies: {v}");
+    let out = env.run(&["audit", "verify", "--against", elsewhere.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("the log ends at seq 6") && out.stdout.contains("reached seq 9"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("were cut"), "{}", out.stdout);
+}
+
+#[test]
+fn a_rewritten_log_with_a_fresh_chain_is_caught_by_the_checkpoint() {
+    let (env, _, elsewhere) = signed_history();
+    // Rewrite event 9 and re-hash it so the chain itself verifies again.
+    let conn = env.db();
+    let (prev, ts, actor, kind, subject): (String, String, String, String, String) = conn
+        .query_row(
+            "SELECT prev_hash, ts, actor, kind, subject FROM audit_events WHERE seq = 9",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .unwrap();
+    let data = "{\"rewritten\":true}";
+    let hash = runbook::audit::hash(&prev, 9, &ts, &actor, &kind, &subject, data);
+    conn.execute(
+        "UPDATE audit_events SET data = ?1, hash = ?2 WHERE seq = 9",
+        rusqlite::params![data, hash],
+    )
+    .unwrap();
+    assert_eq!(
+        env.json(&["audit", "verify"]).1["chain_intact"],
+        true,
+        "the chain alone is fooled"
+    );
+    let out = env.run(&["audit", "verify", "--against", elsewhere.to_str().unwrap()]);
+    assert_eq!(out.code, 1);
+    assert!(out.stdout.contains("event 9 is not the one signed"), "{}", out.stdout);
+}
+
+#[test]
+fn a_checkpoint_signed_by_an_untrusted_key_proves_nothing() {
+    let (env, _, _) = signed_history();
+    // Another key signs a checkpoint of the same chain: valid signature, wrong signer.
+    let (code, _) = env.json(&["audit", "keygen", "--out", "intruder.key"]);
+    assert_eq!(code, 0);
+    let forged = env.path("forged.json");
+    let out = env.run(&[
+        "audit",
+        "checkpoint",
+        "--key",
+        "intruder.key",
+        "--out",
+        forged.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = env.run(&["audit", "verify", "--against", forged.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stdout.contains("not a trusted key"), "{}", out.stdout);
+    // A checkpoint file edited by hand fails its signature.
+    let mut cp: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&forged).unwrap()).unwrap();
+    cp["seq"] = 3.into();
+    std::fs::write(&forged, cp.to_string()).unwrap();
+    let (_, v) = env.json(&[
+        "audit",
+        "verify",
+        "--against",
+        forged.to_str().unwrap(),
+        "--public-key",
+        cp["public_key"].as_str().unwrap(),
+    ]);
+    let last = v["checkpoints"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["ok"], false);
+    assert!(
+        last["detail"].as_str().unwrap().contains("signature does not match"),
+        "{last}"
+    );
+}
+
+#[test]
+fn a_broken_chain_is_never_signed() {
+    let (env, _, _) = signed_history();
+    sqlite3(&env, "UPDATE audit_events SET data = '{}' WHERE seq = 2");
+    let out = env.run(&["audit", "checkpoint"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stderr.contains("broken at seq 2"), "{}", out.stderr);
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_checkpoints"),
+        1,
+        "only the earlier one"
+    );
+}
+
+#[test]
+fn export_streams_every_event_and_summary_counts_them() {
+    let env = env_with_history();
+    let out = env.run(&["audit", "export", "--format", "jsonl"]);
+    assert_eq!(out.code, 0);
+    let lines: Vec<serde_json::Value> = out.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 9);
+    assert_eq!(lines[0]["seq"], 1);
+    let out = env.run(&["audit", "export", "--format", "json"]);
+    let all: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 9);
+    let out = env.run(&["audit", "export", "--since", "2999-01-01T00:00:00Z"]);
+    assert_eq!(out.stdout, "");
+    assert_eq!(env.run(&["audit", "export", "--format", "xml"]).code, 2);
+    let (code, s) = env.json(&["audit", "summary"]);
+    assert_eq!(code, 0);
+    assert_eq!(s["summary"]["events"], 9);
+    assert_eq!(s["chain"]["intact"], true);
+}
+
+#[test]
+fn a_checkpoint_can_be_fetched_from_a_url() {
+    let (env, _, _) = signed_history();
+    let port = common::http::free_port();
+    let mut server = std::process::Command::new("python3")
+        .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"])
+        .current_dir(env.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(std::time::Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    }));
+    sqlite3(
+        &env,
+        "DELETE FROM audit_events WHERE seq = 9; DELETE FROM audit_checkpoints;",
+    );
+    let url = format!("http://127.0.0.1:{port}/elsewhere.json");
+    let out = env.run(&["audit", "verify", "--against", &url]);
+    let missing = env.run(&[
+        "audit",
+        "verify",
+        "--against",
+        &format!("http://127.0.0.1:{port}/nope.json"),
+    ]);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("the log ends at seq 8"), "{}", out.stdout);
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing.stderr.contains("cannot fetch the checkpoint"),
+        "{}",
+        missing.stderr
+    );
+}

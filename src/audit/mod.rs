@@ -6,6 +6,7 @@
 //! hashed as the exact text stored, so no re-serialization can break the chain.
 
 pub mod actor;
+pub mod checkpoint;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};

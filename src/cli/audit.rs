@@ -1,11 +1,54 @@
-//! `runbook audit list | verify`.
+//! `runbook audit list | verify | keygen | checkpoint | export | summary`.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 
 use serde_json::json;
 
 use super::output::{self, one_line};
 use super::{AuditCmd, CliError, Ctx, Outcome};
 use crate::audit::Verifier;
-use crate::store::AuditFilter;
+use crate::audit::checkpoint::{self, Checkpoint};
+use crate::clock;
+use crate::store::{AuditFilter, Store};
+
+/// A checkpoint from a file or an http(s) URL.
+fn fetch(against: &str) -> Result<Checkpoint, CliError> {
+    let text = if against.starts_with("http://") || against.starts_with("https://") {
+        crate::check::runtime()
+            .block_on(async {
+                let client = reqwest::Client::builder()
+                    .timeout(std::time::Duration::from_secs(30))
+                    .build()?;
+                client.get(against).send().await?.error_for_status()?.text().await
+            })
+            .map_err(|e| CliError::failed(format!("cannot fetch the checkpoint {against}: {e}"), None))?
+    } else {
+        std::fs::read_to_string(against)
+            .map_err(|e| CliError::usage(format!("cannot read the checkpoint {against}: {e}"), None))?
+    };
+    serde_json::from_str(&text).map_err(|e| {
+        CliError::usage(
+            format!("{against} is not a checkpoint: {e}"),
+            Some("`runbook audit checkpoint --out FILE` writes one".into()),
+        )
+    })
+}
+
+/// Verifies the chain, keeping the hashes of the seqs the checkpoints name.
+fn scan(store: &Store, wanted: &HashSet<i64>) -> Result<(Verifier, HashMap<i64, String>), CliError> {
+    let mut verifier = Verifier::default();
+    let mut hashes = HashMap::new();
+    store.audit_scan(&mut |e| {
+        let ok = verifier.feed(e);
+        if ok && wanted.contains(&e.seq) {
+            hashes.insert(e.seq, e.hash.clone());
+        }
+        ok
+    })?;
+    Ok((verifier, hashes))
+}
 
 pub fn run(cx: &Ctx, cmd: AuditCmd) -> Result<Outcome, CliError> {
     let config = cx.load()?;
@@ -33,21 +76,42 @@ pub fn run(cx: &Ctx, cmd: AuditCmd) -> Result<Outcome, CliError> {
             });
             Ok(Outcome::Ok)
         }
-        AuditCmd::Verify => {
-            let mut verifier = Verifier::default();
-            store.audit_scan(&mut |e| verifier.feed(e))?;
+        AuditCmd::Verify { against, public_keys } => {
+            let mut trusted = config.audit.public_keys.clone();
+            trusted.extend(public_keys.iter().map(|k| k.to_ascii_lowercase()));
+            let mut held: Vec<(Checkpoint, String)> = store
+                .checkpoints()?
+                .into_iter()
+                .map(|c| (c, "state file".to_string()))
+                .collect();
+            if let Some(a) = &against {
+                held.push((fetch(a)?, a.clone()));
+            }
+            let wanted: HashSet<i64> = held.iter().map(|(c, _)| c.seq).collect();
+            let (verifier, hashes) = scan(&store, &wanted)?;
             let head = verifier.head().cloned();
+            let head_seq = head.as_ref().map_or(0, |h| h.0);
+            let judged: Vec<_> = held
+                .iter()
+                .map(|(c, from)| checkpoint::judge(c, from, &trusted, head_seq, &|s| hashes.get(&s).cloned()))
+                .collect();
+            let bad_checkpoints: Vec<_> = judged.iter().filter(|j| !j.ok).collect();
+            let intact = verifier.first_break.is_none() && bad_checkpoints.is_empty();
             let value = json!({
-                "intact": verifier.first_break.is_none(),
+                "intact": intact,
+                "chain_intact": verifier.first_break.is_none(),
                 "checked": verifier.checked,
                 "head_seq": head.as_ref().map(|h| h.0),
                 "head_hash": head.as_ref().map(|h| h.1.clone()),
                 "first_bad": verifier.first_break,
+                "checkpoints": judged,
+                "trusted_keys": trusted.len(),
             });
-            match &verifier.first_break {
-                None => {
-                    cx.out.either(&value, || {
+            cx.out.either(&value, || {
+                match &verifier.first_break {
+                    None => {
                         let tail = head
+                            .as_ref()
                             .map(|(seq, hash)| format!(", head #{seq} {}", &hash[..12]))
                             .unwrap_or_default();
                         cx.out.line(format!(
@@ -55,21 +119,167 @@ pub fn run(cx: &Ctx, cmd: AuditCmd) -> Result<Outcome, CliError> {
                             verifier.checked,
                             if verifier.checked == 1 { "" } else { "s" }
                         ));
-                    });
-                    Ok(Outcome::Ok)
-                }
-                Some(b) => {
-                    cx.out.either(&value, || {
+                    }
+                    Some(b) => {
                         cx.out
                             .line(format!("audit chain BROKEN at seq {}: {}", b.seq, b.reason));
                         cx.out.line(format!(
                             "{} event(s) before it verified; everything from seq {} on cannot be trusted",
                             verifier.checked, b.seq
                         ));
-                    });
-                    Ok(Outcome::Failed)
+                    }
                 }
+                for j in &judged {
+                    cx.out.line(format!(
+                        "checkpoint seq {} ({}, key {}): {}{}",
+                        j.checkpoint.seq,
+                        j.from,
+                        checkpoint::short(&j.checkpoint.public_key),
+                        if j.ok { "" } else { "BAD: " },
+                        j.detail
+                    ));
+                }
+                if !judged.is_empty() && trusted.is_empty() {
+                    cx.out.line(
+                        "note: no audit.public_keys configured: checkpoints were checked against the key they carry",
+                    );
+                }
+            });
+            Ok(if intact { Outcome::Ok } else { Outcome::Failed })
+        }
+        AuditCmd::Keygen { out } => {
+            let (private, public) = checkpoint::generate().map_err(|e| CliError::internal(e, None))?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&out)
+                .map_err(|e| CliError::usage(format!("{}: {e}", out.display()), None))?;
+            f.write_all(private.as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(|e| CliError::internal(format!("{}: {e}", out.display()), None))?;
+            let value = json!({ "key_file": out, "public_key": public });
+            cx.out.either(&value, || {
+                cx.out.line(format!(
+                    "private key written to {} (keep it off this host if you can)",
+                    out.display()
+                ));
+                cx.out.line(format!("public key: {public}"));
+                cx.out.line("add it to audit.public_keys where the log is verified");
+            });
+            Ok(Outcome::Ok)
+        }
+        AuditCmd::Checkpoint { key, out } => {
+            let path = key.or(config.audit.signing_key.clone()).ok_or_else(|| {
+                CliError::usage(
+                    "no signing key: pass --key or set audit.signing_key",
+                    Some("make one with: runbook audit keygen --out FILE".into()),
+                )
+            })?;
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| CliError::usage(format!("{}: {e}", path.display()), None))?;
+            let pair =
+                checkpoint::load(&text).map_err(|e| CliError::usage(format!("{}: {e}", path.display()), None))?;
+            let cp = checkpoint::sign_head(&store, &pair).map_err(|e| match e {
+                checkpoint::SignError::Store(s) => s.into(),
+                checkpoint::SignError::Broken(b) => CliError::failed(
+                    format!(
+                        "the audit chain is broken at seq {} ({}): not signing it",
+                        b.seq, b.reason
+                    ),
+                    Some("run `runbook audit verify` for the details".into()),
+                ),
+                checkpoint::SignError::Empty => CliError::usage("the audit log is empty: nothing to sign yet", None),
+            })?;
+            if let Some(o) = &out {
+                let text = serde_json::to_string_pretty(&cp).unwrap_or_default();
+                crate::backup::write_atomic(o, format!("{text}\n").as_bytes())
+                    .map_err(|e| CliError::internal(format!("{}: {e}", o.display()), None))?;
             }
+            cx.out.json(&cp);
+            Ok(Outcome::Ok)
+        }
+        AuditCmd::Export { format, since } => {
+            let jsonl = match format.as_str() {
+                "jsonl" => true,
+                "json" => false,
+                other => {
+                    return Err(CliError::usage(
+                        format!("unknown format `{other}` (json or jsonl)"),
+                        None,
+                    ));
+                }
+            };
+            let since = since
+                .map(|s| {
+                    clock::from_text(&s)
+                        .map(clock::to_text)
+                        .ok_or_else(|| CliError::usage(format!("`{s}` is not an RFC 3339 time"), None))
+                })
+                .transpose()?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut first = true;
+            let mut failed = None;
+            if !jsonl {
+                let _ = out.write_all(b"[");
+            }
+            store.audit_scan(&mut |e| {
+                if since.as_deref().is_some_and(|s| e.ts.as_str() < s) {
+                    return true;
+                }
+                let line = serde_json::to_string(e).unwrap_or_default();
+                let r = if jsonl {
+                    writeln!(out, "{line}")
+                } else {
+                    let sep = if first { "\n" } else { ",\n" };
+                    write!(out, "{sep}{line}")
+                };
+                first = false;
+                if let Err(err) = r {
+                    failed = Some(err);
+                    return false;
+                }
+                true
+            })?;
+            if !jsonl {
+                let _ = out.write_all(b"\n]\n");
+            }
+            if let Some(e) = failed.filter(|e| e.kind() != std::io::ErrorKind::BrokenPipe) {
+                return Err(CliError::internal(format!("writing the export: {e}"), None));
+            }
+            let _ = out.flush();
+            Ok(Outcome::Ok)
+        }
+        AuditCmd::Summary => {
+            let s = store.audit_summary()?;
+            let (verifier, _) = scan(&store, &HashSet::new())?;
+            let value = json!({ "summary": s, "chain": { "intact": verifier.first_break.is_none(),
+                                 "checked": verifier.checked, "first_bad": verifier.first_break },
+                                "checkpoints": store.checkpoints()?.len() });
+            cx.out.either(&value, || {
+                cx.out.line(format!(
+                    "{} events, {} to {}; chain {}",
+                    s.events,
+                    s.first.as_deref().unwrap_or("-"),
+                    s.last.as_deref().unwrap_or("-"),
+                    if verifier.first_break.is_none() {
+                        "intact"
+                    } else {
+                        "BROKEN"
+                    }
+                ));
+                let mut t = output::table(&["KIND", "EVENTS"]);
+                for (k, n) in &s.by_kind {
+                    t.add_row(vec![k.clone(), n.to_string()]);
+                }
+                output::print_table(&t);
+                let mut t = output::table(&["ACTOR", "EVENTS"]);
+                for (k, n) in &s.by_actor {
+                    t.add_row(vec![k.clone(), n.to_string()]);
+                }
+                output::print_table(&t);
+            });
+            Ok(Outcome::Ok)
         }
     }
 }

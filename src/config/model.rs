@@ -50,6 +50,9 @@ pub struct Config {
     /// Named groups of tasks that run on a cron schedule.
     #[serde(default)]
     pub profiles: BTreeMap<String, Profile>,
+    /// Signed checkpoints of the audit log.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// Backup targets: sources, destination, retention.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub backups: BTreeMap<String, super::backups::BackupTarget>,
@@ -357,6 +360,23 @@ impl JsonSchema for Keep {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({ "type": ["integer", "string"], "description": "A count (1000) or an age (30d)" })
     }
+}
+
+/// The audit log's checkpoints.
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Key file from `runbook audit keygen`: `audit checkpoint` signs with it, and the daemon
+    /// too every `checkpoint_every`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<PathBuf>,
+    /// Public keys (hex) whose checkpoints `audit verify` trusts. Without any, a checkpoint
+    /// is only checked against the key it carries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public_keys: Vec<String>,
+    /// How often the daemon signs a checkpoint (needs `signing_key`). Default: 1h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_every: Option<HumanDuration>,
 }
 
 /// Where the HTTP API listens and what it serves without a token.

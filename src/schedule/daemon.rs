@@ -297,6 +297,7 @@ fn spawn_dispatcher(
             tracing::error!(error = %e, "cannot recover interrupted notifications");
         }
         let mut last_prune: Option<Instant> = None;
+        let mut last_checkpoint: Option<Instant> = None;
         let mut last_heartbeat: Option<Instant> = None;
         let mut passes: u64 = 0;
         loop {
@@ -335,6 +336,13 @@ fn spawn_dispatcher(
                 }
                 last_prune = Some(Instant::now());
             }
+            if let Some(key) = &config.audit.signing_key {
+                let every = config.audit.checkpoint_every.map_or(CHECKPOINT_EVERY, |d| d.0);
+                if last_checkpoint.is_none_or(|t| t.elapsed() >= every) && !stopping {
+                    checkpoint(&store, key);
+                    last_checkpoint = Some(Instant::now());
+                }
+            }
             if !config.notify.channels.is_empty()
                 && let Err(e) = crate::notify::repeat::queue_due(&config, &store)
                     .and_then(|_| crate::notify::dispatch::dispatch_due(&config, &store))
@@ -346,6 +354,22 @@ fn spawn_dispatcher(
             }
         }
     })
+}
+
+/// How often the daemon signs an audit checkpoint when `audit.signing_key` is set.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(3600);
+
+/// Signs a checkpoint of the audit chain; a failure is logged (a broken chain at error).
+fn checkpoint(store: &Store, key: &Path) {
+    use crate::audit::checkpoint;
+    let signed = std::fs::read_to_string(key)
+        .map_err(|e| format!("{}: {e}", key.display()))
+        .and_then(|text| checkpoint::load(&text).map_err(|e| format!("{}: {e}", key.display())))
+        .and_then(|pair| checkpoint::sign_head(store, &pair).map_err(|e| e.to_string()));
+    match signed {
+        Ok(cp) => tracing::info!(seq = cp.seq, head = %&cp.head_hash[..12], "audit checkpoint signed"),
+        Err(e) => tracing::error!(error = %e, "cannot sign an audit checkpoint"),
+    }
 }
 
 /// Loads and validates the file again; logs every error and returns `None` if it is bad.

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::types::*;
 use super::{Result, StoreError};
+use crate::audit::checkpoint::Checkpoint;
 use crate::audit::{self, Draft, Event};
 use crate::clock;
 
@@ -24,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_check_latency.sql"),
     include_str!("migrations/0008_read_paths.sql"),
     include_str!("migrations/0009_backups.sql"),
+    include_str!("migrations/0010_audit_checkpoints.sql"),
 ];
 /// A check's latency histogram: non-cumulative counts per bucket, sum (ms), count.
 #[derive(Debug, Clone)]
@@ -546,6 +548,36 @@ impl Store {
             by_kind,
             by_actor,
         })
+    }
+
+    /// Keeps a signed checkpoint.
+    pub fn add_checkpoint(&self, cp: &Checkpoint) -> Result<()> {
+        self.write("keeping an audit checkpoint", |tx| {
+            tx.execute(
+                "INSERT INTO audit_checkpoints (seq, head_hash, time, public_key, signature) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![cp.seq, cp.head_hash, cp.time, cp.public_key, cp.signature],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Every kept checkpoint, oldest first.
+    pub fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT seq, head_hash, time, public_key, signature FROM audit_checkpoints ORDER BY id")
+            .map_err(self.err("reading audit checkpoints"))?;
+        stmt.query_map([], |r| {
+            Ok(Checkpoint {
+                seq: r.get(0)?,
+                head_hash: r.get(1)?,
+                time: r.get(2)?,
+                public_key: r.get(3)?,
+                signature: r.get(4)?,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(self.err("reading audit checkpoints"))
     }
 
     /// Feeds every event in seq order to `f`, streaming; stops when `f` returns false.

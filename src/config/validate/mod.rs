@@ -29,6 +29,7 @@ const TOP_KEYS: &[&str] = &[
     "notify",
     "profiles",
     "backups",
+    "audit",
 ];
 /// Sections of the full design that this version does not read yet.
 const LATER_KEYS: &[&str] = &["gates", "sessions", "incidents", "deploy"];
@@ -183,6 +184,31 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
         }
     }
 
+    let mut audit = crate::config::model::AuditConfig::default();
+    if let Some(n) = top.get("audit")
+        && let Some(f) = cx.map(n, "audit", &["signing_key", "public_keys", "checkpoint_every"])
+    {
+        audit.signing_key = f
+            .get("signing_key")
+            .and_then(|n| cx.string(n, "audit.signing_key"))
+            .map(|p| base.join(p));
+        if let Some(n) = f.get("public_keys") {
+            for k in cx.string_list(n, "audit.public_keys").unwrap_or_default() {
+                if k.len() == 64 && k.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    audit.public_keys.push(k.to_ascii_lowercase());
+                } else {
+                    cx.error(
+                        n.pos,
+                        format!("audit.public_keys: `{k}` is not an Ed25519 public key (64 hex digits)"),
+                        Some("`runbook audit keygen` prints it".into()),
+                    );
+                }
+            }
+        }
+        audit.checkpoint_every = f
+            .get("checkpoint_every")
+            .and_then(|n| cx.duration(n, "audit.checkpoint_every"));
+    }
     let backups = top
         .get("backups")
         .map(|n| backups::backups(cx, n, &base))
@@ -233,6 +259,7 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
         checks,
         notify,
         profiles,
+        audit,
         backups,
         source: cx.file.to_path_buf(),
         redactor: cx.redactor.clone(),
