@@ -16,5 +16,6 @@ pub mod exec;
 pub mod jobs;
 pub mod notify;
 pub mod schedule;
+pub mod session;
 pub mod state;
 pub mod store;
