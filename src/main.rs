@@ -44,6 +44,7 @@ fn main() -> ExitCode {
     match cli::dispatch(cli) {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::Failed) => ExitCode::from(cli::error::EXIT_FAILED),
+        Ok(Outcome::Code(c)) => ExitCode::from(c),
         Err(e) => {
             if json && !e.message.is_empty() {
                 cli::output::emit(&format!("{}\n", serde_json::json!({ "error": e })));

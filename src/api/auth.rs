@@ -96,7 +96,15 @@ impl TokenCache {
 }
 
 /// Lets public paths through; everything else needs a valid token (a write scope for writes).
-pub async fn require_token(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Result<Response, ApiError> {
+/// Who made a request: the name of the token it carried (set by `require_token`).
+#[derive(Debug, Clone)]
+pub struct Caller(pub String);
+
+pub async fn require_token(
+    State(state): State<Arc<ApiState>>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let path = req.uri().path();
     // Pings authorise themselves (the check's key, or a token): see `ping.rs`.
     if state.public.iter().any(|p| p == path) || path.starts_with("/ping/") {
@@ -164,7 +172,10 @@ pub async fn require_token(State(state): State<Arc<ApiState>>, req: Request, nex
         Some((_, scope)) if scope != "write" && !matches!(*req.method(), Method::GET | Method::HEAD) => Err(
             ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this token can only read"),
         ),
-        Some(_) => Ok(next.run(req).await),
+        Some((name, _)) => {
+            req.extensions_mut().insert(Caller(name));
+            Ok(next.run(req).await)
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 mod audit;
 mod auth;
 mod cache;
+mod changes;
 pub mod error;
 mod health;
 mod limit;
@@ -133,6 +134,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/audit/actions", get(audit::actions))
         .route("/v1/audit/decisions", get(audit::decisions))
         .route("/v1/audit/export", get(audit::export))
+        .route("/v1/changes", get(changes::list))
+        .route("/v1/changes/{id}/approve", axum::routing::post(changes::approve))
         .route("/ping/{name}", get(ping::success).post(ping::success))
         .route("/ping/{name}/{what}", get(ping::with_status).post(ping::with_status))
         .fallback(error::not_found)

@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use super::{audit, health, lists, metrics, ping, status, telemetry};
+use super::{audit, changes, health, lists, metrics, ping, status, telemetry};
 
 struct Bearer;
 
@@ -29,6 +29,7 @@ impl utoipa::Modify for Bearer {
         metrics::metrics, telemetry::telemetry,
         audit::events, audit::summary, audit::actions, audit::decisions, audit::export,
         ping::success, ping::with_status,
+        changes::list, changes::approve,
         status::page,
     )
 )]

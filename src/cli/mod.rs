@@ -15,6 +15,7 @@ mod notify;
 pub mod output;
 mod schedule;
 mod serve;
+mod session;
 mod state;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -145,6 +146,19 @@ pub enum Command {
     /// The state file's schema version and migrations
     #[command(subcommand)]
     Db(DbCmd),
+    /// Guarded operator sessions: read-only diagnosis by default, changes only when approved
+    ///
+    /// `session start` opens a session (diagnostic or maintenance) and prints its id for
+    /// RUNBOOK_SESSION. `session exec -- CMD ARGS…` runs a command under it: read-only
+    /// commands run; state-changing ones run only in a maintenance session with an approved
+    /// change request naming exactly that command (refused with exit 2 otherwise, showing the
+    /// request to file); persistent privileged shells never run. Every command is bounded by
+    /// sessions.limits, its output redacted, and recorded with its decision in the audit log.
+    #[command(subcommand)]
+    Session(SessionCmd),
+    /// Change requests: what a maintenance session may run, approved by another person
+    #[command(subcommand)]
+    Change(ChangeCmd),
     /// Backups that are known to restore: create, list, verify, prune
     ///
     /// Each target under `backups:` in runbook.yaml names its sources (SQLite databases
@@ -153,6 +167,84 @@ pub enum Command {
     /// `<target>-<UTC time>.tar.zst` file with `manifest.json` first and a `.sha256` sidecar.
     #[command(subcommand)]
     Backup(BackupCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCmd {
+    /// Open a session; prints its id (export it as RUNBOOK_SESSION)
+    Start {
+        /// diagnostic (read-only) or maintenance (approved changes)
+        #[arg(long, default_value = "diagnostic")]
+        mode: String,
+        /// Why: the issue being diagnosed
+        #[arg(long)]
+        reason: String,
+        /// The incident this session belongs to
+        #[arg(long, value_name = "ID")]
+        incident: Option<String>,
+    },
+    /// Run one command under the session (no shell: pipes and redirections are refused)
+    Exec {
+        /// The session [default: RUNBOOK_SESSION]
+        #[arg(long, env = "RUNBOOK_SESSION", value_name = "ID")]
+        session: Option<i64>,
+        /// The command and its arguments, after `--`
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
+    /// The session: mode, reason, commands so far
+    Status {
+        #[arg(long, env = "RUNBOOK_SESSION", value_name = "ID")]
+        session: Option<i64>,
+    },
+    /// Close the session and print the end-of-session record
+    End {
+        #[arg(long, env = "RUNBOOK_SESSION", value_name = "ID")]
+        session: Option<i64>,
+        /// The next safest step, for the record
+        #[arg(long, value_name = "TEXT")]
+        next: Option<String>,
+    },
+    /// Recent sessions, newest first
+    List,
+    /// Every command of a session with its decision, exit code and redacted output, in order
+    Show { id: i64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChangeCmd {
+    /// Ask to run one state-changing command in a session; prints the request's id
+    Request {
+        #[arg(long, env = "RUNBOOK_SESSION", value_name = "ID")]
+        session: Option<i64>,
+        /// What the change is for
+        #[arg(long)]
+        objective: String,
+        /// The exact command, as one string (split like a shell would, no shell features)
+        #[arg(long)]
+        command: String,
+        /// What it affects
+        #[arg(long)]
+        impact: String,
+        /// How to undo it
+        #[arg(long)]
+        rollback: String,
+        /// How many times the approval may be used
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+    },
+    /// Change requests, newest first
+    List,
+    /// One request in full
+    Show { id: i64 },
+    /// Approve a pending request (not your own); on a terminal, type its id to confirm
+    Approve { id: i64 },
+    /// Deny a pending request
+    Deny {
+        id: i64,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -505,6 +597,8 @@ pub enum Outcome {
     Ok,
     /// Exit 1: a task, check or verification failed (the output already says which).
     Failed,
+    /// This exit status (a session command's own, or 2 for a refused one).
+    Code(u8),
 }
 
 pub struct Ctx {
@@ -552,5 +646,7 @@ pub fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
         Command::Notify(cmd) => notify::run(&cx, cmd),
         Command::Db(cmd) => db::run(&cx, cmd),
         Command::Backup(cmd) => backup::run(&cx, cmd),
+        Command::Session(cmd) => session::run(&cx, cmd),
+        Command::Change(cmd) => session::change(&cx, cmd),
     }
 }

@@ -50,6 +50,9 @@ pub struct Config {
     /// Named groups of tasks that run on a cron schedule.
     #[serde(default)]
     pub profiles: BTreeMap<String, Profile>,
+    /// Guarded operator sessions: limits of every command, extra read-only commands.
+    #[serde(default)]
+    pub sessions: SessionsConfig,
     /// Signed checkpoints of the audit log.
     #[serde(default)]
     pub audit: AuditConfig,
@@ -359,6 +362,30 @@ impl JsonSchema for Keep {
     }
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({ "type": ["integer", "string"], "description": "A count (1000) or an age (30d)" })
+    }
+}
+
+/// Guarded sessions (`runbook session …`).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// Every command of a session is killed after this long. Default: 120s.
+    pub timeout: HumanDuration,
+    /// Resource limits of every command (`cpu_quota` runs it under `systemd-run --scope`).
+    #[serde(flatten)]
+    pub limits: Limits,
+    /// Extra read-only commands: wildcard patterns over the command line (`df *`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_only: Vec<String>,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        SessionsConfig {
+            timeout: HumanDuration(std::time::Duration::from_secs(120)),
+            limits: Limits::default(),
+            read_only: Vec::new(),
+        }
     }
 }
 

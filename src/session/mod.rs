@@ -1,10 +1,361 @@
 //! Guarded operator sessions: read-only diagnosis by default; state changes only through
-//! approved, recorded, bounded commands (DESIGN.md §7).
+//! approved, recorded, bounded commands (DESIGN.md §7, the production-session playbook).
 //!
-//! This version has the command policy (`policy`): what a diagnostic session may run, what
-//! needs an approved change request, and what is never allowed. Sessions, change requests
-//! and `session exec` build on it.
+//! Owns the rules: `policy` classifies a command; a diagnostic session runs only read-only
+//! ones; a maintenance session runs a state-changing one only with an approved change
+//! request bound to exactly that argv, working directory and session, one use per approval
+//! unless it says more; the requester never approves their own request; persistent
+//! privileged shells never run. Every command runs through `exec/` with the session limits,
+//! its output redacted before it is stored or shown, and every decision is an audit event.
 
 pub mod policy;
+pub mod redact;
 
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::audit::{Draft, hex};
+use crate::clock;
+use crate::config::Config;
+use crate::exec::{self, Cancel, Spec};
+use crate::store::{ChangeRequest, NewChange, Session, Store, StoreError};
 pub use policy::{Class, Policy};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("no session {0}")]
+    NotFound(i64),
+    #[error("session {0} has ended")]
+    Ended(i64),
+    #[error("no session given")]
+    NoSession,
+    #[error("mode must be diagnostic or maintenance, not `{0}`")]
+    BadMode(String),
+    #[error("no change request {0}")]
+    NoChange(i64),
+    #[error("change request {0} is {1}, not pending")]
+    NotPending(i64, String),
+    #[error("`{0}` requested change {1}: the requester cannot approve their own request")]
+    SelfApproval(String, i64),
+    #[error("cannot read the command `{0}`: unbalanced quotes")]
+    BadCommand(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl SessionError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            SessionError::NoSession => Some(
+                "start one: runbook session start --mode diagnostic --reason TEXT, then export RUNBOOK_SESSION".into(),
+            ),
+            SessionError::SelfApproval(..) => {
+                Some("another person approves it (their own OS account, or an API token)".into())
+            }
+            SessionError::Store(e) => e.hint(),
+            _ => None,
+        }
+    }
+}
+
+pub fn policy(config: &Config) -> Policy {
+    Policy {
+        read_only: config.sessions.read_only.clone(),
+        deny_read: config.secrets.deny_read.clone(),
+    }
+}
+
+/// What an approval binds to: this argv, in this directory, in this session.
+pub fn binding(argv: &[String], cwd: &str, session: i64) -> String {
+    hex(&Sha256::digest(json!([argv, cwd, session]).to_string().as_bytes()))
+}
+
+pub fn start(
+    config: &Config,
+    store: &Store,
+    mode: &str,
+    reason: &str,
+    incident: Option<&str>,
+) -> Result<i64, SessionError> {
+    if !matches!(mode, "diagnostic" | "maintenance") {
+        return Err(SessionError::BadMode(mode.into()));
+    }
+    let actor = crate::audit::actor::current();
+    let draft = Draft::new(
+        "session.started",
+        "session",
+        json!({ "mode": mode, "reason": reason, "incident": incident }),
+        &config.redactor,
+    );
+    Ok(store.start_session(
+        mode,
+        reason,
+        incident,
+        &actor,
+        &config.host,
+        &clock::to_text(clock::now()),
+        &draft,
+    )?)
+}
+
+fn open(store: &Store, id: i64) -> Result<Session, SessionError> {
+    let s = store.session(id)?.ok_or(SessionError::NotFound(id))?;
+    if s.ended_at.is_some() {
+        return Err(SessionError::Ended(id));
+    }
+    Ok(s)
+}
+
+/// The outcome of `session exec`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Executed {
+    pub session: i64,
+    pub argv: Vec<String>,
+    pub class: Class,
+    /// ran or refused
+    pub decision: String,
+    pub reason: String,
+    pub change_id: Option<i64>,
+    pub exit_code: Option<i32>,
+    /// Redacted.
+    pub output: String,
+    /// For a refusal: what to do instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+/// Classifies and, if allowed, runs `argv` under session `id`.
+pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str) -> Result<Executed, SessionError> {
+    let session = open(store, id)?;
+    let class = policy(config).classify(argv);
+    let shown = config.redactor.redact(&exec::display(argv)).into_owned();
+    let request_hint = format!(
+        "file a change request: runbook change request --session {id} --objective '…' --command {} --impact '…' --rollback '…'",
+        shlex::try_quote(&exec::display(argv))
+            .map(|q| q.into_owned())
+            .unwrap_or_else(|_| shown.clone())
+    );
+    // Decide: (run?, reason, change used, hint).
+    let (run, reason, change_id, hint) = match (&class, session.mode.as_str()) {
+        (Class::Refused(why), _) => (false, why.clone(), None, None),
+        (Class::ReadOnly, _) => (true, "read-only".to_string(), None, None),
+        (Class::StateChanging(why) | Class::SecretRead(why), mode) => {
+            let approved = if mode == "maintenance" || matches!(class, Class::SecretRead(_)) {
+                store.take_approval(&binding(argv, cwd, id))?
+            } else {
+                None
+            };
+            match approved {
+                Some(c) => (true, format!("approved by change request {c}"), Some(c), None),
+                None if mode == "diagnostic" && matches!(class, Class::StateChanging(_)) => (
+                    false,
+                    format!("{why}; a diagnostic session runs read-only commands only"),
+                    None,
+                    Some(format!("{request_hint}, and run it in a maintenance session")),
+                ),
+                None => (
+                    false,
+                    format!("{why}; no approved change request names exactly this command here"),
+                    None,
+                    Some(request_hint),
+                ),
+            }
+        }
+    };
+    let at = clock::to_text(clock::now());
+    let (exit_code, output, duration_ms) = if run {
+        let mut spec = Spec::new(argv.to_vec(), config.sessions.timeout.0);
+        spec.cwd = Some(cwd.into());
+        spec.env = config.env.clone();
+        spec.env.push(("RUNBOOK_SESSION".into(), id.to_string()));
+        spec.limits = config.sessions.limits.clone();
+        match exec::run(&spec, &Cancel::default()) {
+            Ok(o) => (
+                o.exit_code,
+                redact::output(&config.redactor, &o.combined_output()),
+                Some(o.duration.as_millis() as i64),
+            ),
+            Err(e) => (None, e.to_string(), Some(0)),
+        }
+    } else {
+        (None, String::new(), None)
+    };
+    let decision = if run { "ran" } else { "refused" };
+    let draft = Draft::new(
+        if run { "session.command" } else { "session.refused" },
+        &format!("session {id}"),
+        json!({ "command": shown, "cwd": cwd, "class": class, "reason": reason, "change_id": change_id,
+                "exit_code": exit_code, "duration_ms": duration_ms }),
+        &config.redactor,
+    );
+    let stored_argv: Vec<String> = argv.iter().map(|a| config.redactor.redact(a).into_owned()).collect();
+    store.record_session_command(
+        id,
+        &stored_argv,
+        cwd,
+        decision,
+        &reason,
+        change_id,
+        exit_code.map(i64::from),
+        &output,
+        &at,
+        duration_ms,
+        &draft,
+    )?;
+    Ok(Executed {
+        session: id,
+        argv: stored_argv,
+        class,
+        decision: decision.into(),
+        reason,
+        change_id,
+        exit_code,
+        output,
+        hint,
+    })
+}
+
+/// Files a change request for `command` in session `id`.
+#[allow(clippy::too_many_arguments)]
+pub fn request(
+    config: &Config,
+    store: &Store,
+    id: i64,
+    objective: &str,
+    command: &str,
+    impact: &str,
+    rollback: &str,
+    uses: u32,
+    cwd: &str,
+) -> Result<i64, SessionError> {
+    open(store, id)?;
+    let argv = shlex::split(command)
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| SessionError::BadCommand(command.into()))?;
+    let requester = crate::audit::actor::current();
+    let draft = Draft::new(
+        "change.requested",
+        "change",
+        json!({ "session": id, "objective": objective, "command": command, "cwd": cwd, "impact": impact,
+                "rollback": rollback, "uses": uses }),
+        &config.redactor,
+    );
+    Ok(store.request_change(
+        &NewChange {
+            objective: objective.into(),
+            binding: binding(&argv, cwd, id),
+            argv,
+            cwd: cwd.into(),
+            impact: impact.into(),
+            rollback: rollback.into(),
+            session_id: id,
+            requester,
+            uses: i64::from(uses.max(1)),
+            created_at: clock::to_text(clock::now()),
+        },
+        &draft,
+    )?)
+}
+
+/// Approves (or denies) change `id` as `actor`, who must not be its requester.
+pub fn decide(
+    config: &Config,
+    store: &Store,
+    id: i64,
+    approve: bool,
+    actor: &str,
+    reason: Option<&str>,
+) -> Result<ChangeRequest, SessionError> {
+    let c = store.change(id)?.ok_or(SessionError::NoChange(id))?;
+    if c.status != "pending" {
+        return Err(SessionError::NotPending(id, c.status));
+    }
+    if approve && c.requester == actor {
+        store.audit_append(&Draft::new(
+            "change.self_approval_refused",
+            &format!("change {id}"),
+            json!({ "actor": actor }),
+            &config.redactor,
+        ))?;
+        return Err(SessionError::SelfApproval(actor.into(), id));
+    }
+    let status = if approve { "approved" } else { "denied" };
+    let mut draft = Draft::new(
+        if approve { "change.approved" } else { "change.denied" },
+        &format!("change {id}"),
+        json!({ "command": exec::display(&c.argv), "session": c.session_id, "requester": c.requester, "reason": reason }),
+        &config.redactor,
+    );
+    draft.actor = actor.to_string();
+    if !store.decide_change(id, status, actor, &clock::to_text(clock::now()), reason, &draft)? {
+        return Err(SessionError::NotPending(id, "no longer pending".into()));
+    }
+    store.change(id)?.ok_or(SessionError::NoChange(id))
+}
+
+/// The end-of-session record of the playbook.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndRecord {
+    pub session: Session,
+    pub commands_run: usize,
+    pub commands_refused: usize,
+    pub state_changed: bool,
+    pub approvals_used: Vec<i64>,
+    pub open_change_requests: Vec<i64>,
+    pub next_step: String,
+}
+
+pub fn end(config: &Config, store: &Store, id: i64, next: Option<&str>) -> Result<EndRecord, SessionError> {
+    let session = open(store, id)?;
+    let commands = store.session_commands(id)?;
+    let run = commands.iter().filter(|c| c.decision == "ran").count();
+    let approvals: Vec<i64> = commands.iter().filter_map(|c| c.change_id).collect();
+    let open: Vec<i64> = store
+        .changes(1000)?
+        .into_iter()
+        .filter(|c| c.session_id == id && c.status == "pending")
+        .map(|c| c.id)
+        .collect();
+    let next_step = next.map(str::to_string).unwrap_or_else(|| {
+        if !open.is_empty() {
+            format!("decide the open change request(s) {open:?}, or withdraw them")
+        } else if approvals.is_empty() {
+            "no state was changed: keep watching the checks; escalate with a maintenance session if needed".into()
+        } else {
+            "verify the change held: runbook check, and watch the alerts for an hour".into()
+        }
+    });
+    let at = clock::to_text(clock::now());
+    let record = EndRecord {
+        commands_run: run,
+        commands_refused: commands.len() - run,
+        state_changed: !approvals.is_empty(),
+        approvals_used: approvals,
+        open_change_requests: open,
+        next_step: next_step.clone(),
+        session: Session {
+            ended_at: Some(at.clone()),
+            next_step: Some(next_step.clone()),
+            ..session
+        },
+    };
+    let draft = Draft::new(
+        "session.ended",
+        &format!("session {id}"),
+        json!({ "commands_run": record.commands_run, "commands_refused": record.commands_refused,
+                "state_changed": record.state_changed, "approvals_used": record.approvals_used,
+                "open_change_requests": record.open_change_requests, "next_step": next_step }),
+        &config.redactor,
+    );
+    store.end_session(id, &at, Some(&next_step), &draft)?;
+    Ok(record)
+}
+
+/// How long a session command may run, for display.
+pub fn limit_text(config: &Config) -> String {
+    let d: Duration = config.sessions.timeout.0;
+    format!("timeout {}", crate::config::HumanDuration(d))
+}

@@ -41,6 +41,15 @@ const READ_ONLY: &[&[&str]] = &[
     &["ps"],
     &["pgrep"],
     &["uname"],
+    &["ls"],
+    &["stat"],
+    &["du"],
+    &["wc"],
+    &["cat"],
+    &["head"],
+    &["tail"],
+    &["grep"],
+    &["find"],
     &["cat", "/proc/loadavg"],
     &["cat", "/proc/meminfo"],
     &["git", "rev-parse"],
@@ -96,6 +105,12 @@ const WRITING_FLAGS: &[(&str, &[&str])] = &[
     ("git", &["--output", "-o"]),
     ("date", &["-s", "--set"]),
     ("hostname", &["-b", "--boot", "-F", "--file"]),
+    (
+        "find",
+        &[
+            "-delete", "-exec", "-execdir", "-ok", "-okdir", "-fprint", "-fprintf", "-fls",
+        ],
+    ),
     (
         "curl",
         &[
@@ -254,6 +269,7 @@ mod tests {
             "ps aux | grep app",
             "runbook jobs retry 4 --apply",
             "date -s 2020-01-01",
+            "find /tmp -name x -delete",
         ] {
             assert!(
                 matches!(class(&p, line), Class::StateChanging(_)),

@@ -8,6 +8,7 @@ mod alerts;
 mod backups;
 mod heartbeats;
 mod notifications;
+mod sessions;
 mod sqlite;
 mod tokens;
 mod types;
@@ -16,6 +17,7 @@ pub use alerts::{Alert, AlertFilter, AlertStatus, AlertTx, CheckState, Cutoff, D
 pub use backups::{BackupRecord, NewBackup};
 pub use heartbeats::Heartbeat;
 pub use notifications::{ChannelHealth, NewNotification, Notification};
+pub use sessions::{ChangeRequest, NewChange, Session, SessionCommand};
 pub use sqlite::{LATENCY_BOUNDS_MS, LatencyHistogram, Store};
 pub use tokens::{ApiToken, MetricsSnapshot};
 pub use types::*;

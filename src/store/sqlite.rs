@@ -26,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_read_paths.sql"),
     include_str!("migrations/0009_backups.sql"),
     include_str!("migrations/0010_audit_checkpoints.sql"),
+    include_str!("migrations/0011_sessions.sql"),
 ];
 /// A check's latency histogram: non-cumulative counts per bucket, sum (ms), count.
 #[derive(Debug, Clone)]

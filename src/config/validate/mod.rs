@@ -30,9 +30,10 @@ const TOP_KEYS: &[&str] = &[
     "profiles",
     "backups",
     "audit",
+    "sessions",
 ];
 /// Sections of the full design that this version does not read yet.
-const LATER_KEYS: &[&str] = &["gates", "sessions", "incidents", "deploy"];
+const LATER_KEYS: &[&str] = &["gates", "incidents", "deploy"];
 pub const DEFAULT_STATE_URL: &str = "sqlite:///var/lib/runbook/runbook.db";
 
 pub(super) use walker::Cx;
@@ -209,6 +210,39 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
             .get("checkpoint_every")
             .and_then(|n| cx.duration(n, "audit.checkpoint_every"));
     }
+    let mut sessions = crate::config::model::SessionsConfig::default();
+    if let Some(n) = top.get("sessions")
+        && let Some(f) = cx.map(n, "sessions", &["limits", "read_only"])
+    {
+        if let Some(l) = f.get("limits")
+            && let Some(lf) = cx.map(
+                l,
+                "sessions.limits",
+                &[
+                    "timeout",
+                    "memory_max",
+                    "cpu_time",
+                    "nofile",
+                    "systemd_run",
+                    "cpu_quota",
+                ],
+            )
+        {
+            if let Some(t) = lf
+                .get("timeout")
+                .and_then(|n| cx.duration(n, "sessions.limits.timeout"))
+            {
+                sessions.timeout = t;
+            }
+            sessions.limits = profile::limits(cx, &lf);
+            // A CPU share can only be enforced by a systemd scope: asking for one asks for that.
+            sessions.limits.systemd_run |= sessions.limits.cpu_quota.is_some();
+        }
+        sessions.read_only = f
+            .get("read_only")
+            .and_then(|n| cx.string_list(n, "sessions.read_only"))
+            .unwrap_or_default();
+    }
     let backups = top
         .get("backups")
         .map(|n| backups::backups(cx, n, &base))
@@ -259,6 +293,7 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
         checks,
         notify,
         profiles,
+        sessions,
         audit,
         backups,
         source: cx.file.to_path_buf(),

@@ -304,17 +304,9 @@ fn task_inner(cx: &mut Cx, node: &Node) -> Option<ParsedTask> {
     }
 }
 
-fn command_task(cx: &mut Cx, node: &Node) -> Option<ParsedTask> {
-    let f = cx.map(node, "task", COMMAND_KEYS)?;
-    let errors_before = cx.diags.len();
-    let program = program(cx, &f, "a task");
-    let explicit = f.get("name").and_then(|n| cx.string(n, "name"));
-    let timeout = f.get("timeout").and_then(|n| cx.duration(n, "timeout"));
-    let kill_grace = f.get("kill_grace").and_then(|n| cx.duration(n, "kill_grace"));
-    let cwd = f.get("cwd").and_then(|n| cx.string(n, "cwd")).map(PathBuf::from);
-    let env = env_map(cx, &f);
-    let silences = silence_list(cx, f.get("silences"));
-    let limits = Limits {
+/// `memory_max`, `cpu_time`, `nofile`, `systemd_run`, `cpu_quota` of a mapping.
+pub(super) fn limits(cx: &mut Cx, f: &Fields) -> Limits {
+    Limits {
         memory_max: f
             .get("memory_max")
             .and_then(|n| cx.parsed(n, "memory_max", ByteSize::parse, "sizes look like 512M, 1G")),
@@ -327,7 +319,20 @@ fn command_task(cx: &mut Cx, node: &Node) -> Option<ParsedTask> {
         cpu_quota: f
             .get("cpu_quota")
             .and_then(|n| cx.parsed(n, "cpu_quota", Percent::parse, "e.g. 25%")),
-    };
+    }
+}
+
+fn command_task(cx: &mut Cx, node: &Node) -> Option<ParsedTask> {
+    let f = cx.map(node, "task", COMMAND_KEYS)?;
+    let errors_before = cx.diags.len();
+    let program = program(cx, &f, "a task");
+    let explicit = f.get("name").and_then(|n| cx.string(n, "name"));
+    let timeout = f.get("timeout").and_then(|n| cx.duration(n, "timeout"));
+    let kill_grace = f.get("kill_grace").and_then(|n| cx.duration(n, "kill_grace"));
+    let cwd = f.get("cwd").and_then(|n| cx.string(n, "cwd")).map(PathBuf::from);
+    let env = env_map(cx, &f);
+    let silences = silence_list(cx, f.get("silences"));
+    let limits = limits(cx, &f);
     if limits.cpu_quota.is_some()
         && !limits.systemd_run
         && let Some(n) = f.get("cpu_quota")

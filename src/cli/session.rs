@@ -1,0 +1,252 @@
+//! `runbook session …` and `runbook change …`.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use serde_json::json;
+
+use super::output::{self, one_line};
+use super::{ChangeCmd, CliError, Ctx, Outcome, SessionCmd};
+use crate::exec;
+use crate::session::{self, SessionError};
+
+impl From<SessionError> for CliError {
+    fn from(e: SessionError) -> Self {
+        let hint = e.hint();
+        match e {
+            SessionError::Store(s) => s.into(),
+            SessionError::SelfApproval(..) | SessionError::NotPending(..) => CliError::failed(e.to_string(), hint),
+            _ => CliError::usage(e.to_string(), hint),
+        }
+    }
+}
+
+fn session_id(id: Option<i64>) -> Result<i64, CliError> {
+    id.ok_or_else(|| SessionError::NoSession.into())
+}
+
+fn cwd() -> String {
+    std::env::current_dir()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "/".into())
+}
+
+pub fn run(cx: &Ctx, cmd: SessionCmd) -> Result<Outcome, CliError> {
+    let config = cx.load()?;
+    let store = cx.open_store(&config)?;
+    match cmd {
+        SessionCmd::Start { mode, reason, incident } => {
+            let id = session::start(&config, &store, &mode, &reason, incident.as_deref())?;
+            cx.out.either(&json!({ "session": id, "mode": mode }), || {
+                cx.out.line(format!(
+                    "session {id} started ({mode}; {})",
+                    session::limit_text(&config)
+                ));
+                cx.out.line(format!("export RUNBOOK_SESSION={id}"));
+            });
+            Ok(Outcome::Ok)
+        }
+        SessionCmd::Exec { session: id, command } => {
+            let id = session_id(id)?;
+            let done = session::exec(&config, &store, id, &command, &cwd())?;
+            if cx.out.json {
+                cx.out.json(&done);
+            } else if done.decision == "ran" {
+                output::emit(&done.output);
+            } else {
+                eprintln!("refused: {}", done.reason);
+                if let Some(h) = &done.hint {
+                    eprintln!("  {h}");
+                }
+            }
+            Ok(match (done.decision.as_str(), done.exit_code) {
+                ("ran", Some(0)) => Outcome::Ok,
+                ("ran", Some(c)) => Outcome::Code(u8::try_from(c).unwrap_or(1).max(1)),
+                ("ran", None) => Outcome::Failed,
+                _ => Outcome::Code(super::error::EXIT_USAGE),
+            })
+        }
+        SessionCmd::Status { session: id } => {
+            let id = session_id(id)?;
+            let s = store.session(id)?.ok_or(SessionError::NotFound(id))?;
+            let commands = store.session_commands(id)?;
+            let value = json!({ "session": s, "commands": commands.len(),
+                                "refused": commands.iter().filter(|c| c.decision == "refused").count() });
+            cx.out.either(&value, || {
+                cx.out.line(format!(
+                    "session {} ({}) by {} since {}{}: {}",
+                    s.id,
+                    s.mode,
+                    s.actor,
+                    s.started_at,
+                    if s.ended_at.is_some() { ", ENDED" } else { "" },
+                    s.reason
+                ));
+                cx.out.line(format!(
+                    "{} command(s), {}",
+                    commands.len(),
+                    session::limit_text(&config)
+                ));
+            });
+            Ok(Outcome::Ok)
+        }
+        SessionCmd::End { session: id, next } => {
+            let id = session_id(id)?;
+            let r = session::end(&config, &store, id, next.as_deref())?;
+            cx.out.either(&r, || {
+                cx.out.line(format!("session {id} ended"));
+                cx.out.line(format!("  commands run:        {}", r.commands_run));
+                cx.out.line(format!("  commands refused:    {}", r.commands_refused));
+                cx.out.line(format!(
+                    "  state changed:       {}",
+                    if r.state_changed { "yes" } else { "no" }
+                ));
+                cx.out.line(format!("  approvals used:      {:?}", r.approvals_used));
+                cx.out
+                    .line(format!("  open change requests: {:?}", r.open_change_requests));
+                cx.out.line(format!("  next safest step:    {}", r.next_step));
+            });
+            Ok(Outcome::Ok)
+        }
+        SessionCmd::List => {
+            let sessions = store.sessions(50)?;
+            cx.out.either(&sessions, || {
+                let mut t = output::table(&["ID", "MODE", "ACTOR", "STARTED (UTC)", "ENDED", "REASON"]);
+                for s in &sessions {
+                    t.add_row(vec![
+                        s.id.to_string(),
+                        s.mode.clone(),
+                        s.actor.clone(),
+                        s.started_at.clone(),
+                        s.ended_at.clone().unwrap_or_else(|| "-".into()),
+                        one_line(&s.reason, 50),
+                    ]);
+                }
+                output::print_table(&t);
+            });
+            Ok(Outcome::Ok)
+        }
+        SessionCmd::Show { id } => {
+            let s = store.session(id)?.ok_or(SessionError::NotFound(id))?;
+            let commands = store.session_commands(id)?;
+            cx.out.either(&json!({ "session": s, "commands": commands }), || {
+                cx.out
+                    .line(format!("session {} ({}) by {}: {}", s.id, s.mode, s.actor, s.reason));
+                for c in &commands {
+                    cx.out.line(format!(
+                        "{} {:7} {} ({}){}",
+                        c.started_at,
+                        c.decision,
+                        exec::display(&c.argv),
+                        c.reason,
+                        c.exit_code.map(|e| format!(" exit {e}")).unwrap_or_default()
+                    ));
+                    for l in c.output.lines() {
+                        cx.out.line(format!("    {l}"));
+                    }
+                }
+            });
+            Ok(Outcome::Ok)
+        }
+    }
+}
+
+pub fn change(cx: &Ctx, cmd: ChangeCmd) -> Result<Outcome, CliError> {
+    let config = cx.load()?;
+    let store = cx.open_store(&config)?;
+    match cmd {
+        ChangeCmd::Request {
+            session: id,
+            objective,
+            command,
+            impact,
+            rollback,
+            uses,
+        } => {
+            let id = session_id(id)?;
+            let c = session::request(
+                &config,
+                &store,
+                id,
+                &objective,
+                &command,
+                &impact,
+                &rollback,
+                uses,
+                &cwd(),
+            )?;
+            cx.out.either(&json!({ "change": c, "status": "pending" }), || {
+                cx.out.line(format!("change request {c} filed (pending): {command}"));
+                cx.out
+                    .line(format!("another person approves it: runbook change approve {c}"));
+            });
+            Ok(Outcome::Ok)
+        }
+        ChangeCmd::List => {
+            let all = store.changes(50)?;
+            cx.out.either(&all, || {
+                let mut t = output::table(&["ID", "STATUS", "SESSION", "REQUESTER", "APPROVER", "COMMAND"]);
+                for c in &all {
+                    t.add_row(vec![
+                        c.id.to_string(),
+                        c.status.clone(),
+                        c.session_id.to_string(),
+                        c.requester.clone(),
+                        c.approver.clone().unwrap_or_else(|| "-".into()),
+                        one_line(&exec::display(&c.argv), 60),
+                    ]);
+                }
+                output::print_table(&t);
+            });
+            Ok(Outcome::Ok)
+        }
+        ChangeCmd::Show { id } => {
+            let c = store.change(id)?.ok_or(SessionError::NoChange(id))?;
+            cx.out.either(&c, || show(cx, &c));
+            Ok(Outcome::Ok)
+        }
+        ChangeCmd::Approve { id } => {
+            let c = store.change(id)?.ok_or(SessionError::NoChange(id))?;
+            // On a terminal the approver reads the whole request and types its id back.
+            if std::io::stdin().is_terminal() && !cx.out.json {
+                show(cx, &c);
+                eprint!("type the request id ({id}) to approve it: ");
+                let _ = std::io::stderr().flush();
+                let mut line = String::new();
+                let _ = std::io::stdin().lock().read_line(&mut line);
+                if line.trim() != id.to_string() {
+                    return Err(CliError::usage("not approved: the id typed does not match", None));
+                }
+            }
+            let actor = crate::audit::actor::current();
+            let c = session::decide(&config, &store, id, true, &actor, None)?;
+            cx.out
+                .either(&c, || cx.out.line(format!("change request {id} approved by {actor}")));
+            Ok(Outcome::Ok)
+        }
+        ChangeCmd::Deny { id, reason } => {
+            let actor = crate::audit::actor::current();
+            let c = session::decide(&config, &store, id, false, &actor, Some(&reason))?;
+            cx.out
+                .either(&c, || cx.out.line(format!("change request {id} denied by {actor}")));
+            Ok(Outcome::Ok)
+        }
+    }
+}
+
+fn show(cx: &Ctx, c: &crate::store::ChangeRequest) {
+    cx.out.line(format!("change request {} ({})", c.id, c.status));
+    cx.out.line(format!("  session:   {}", c.session_id));
+    cx.out.line(format!("  requester: {}", c.requester));
+    cx.out.line(format!("  objective: {}", c.objective));
+    cx.out.line(format!("  command:   {}", exec::display(&c.argv)));
+    cx.out.line(format!("  in:        {}", c.cwd));
+    cx.out.line(format!("  impact:    {}", c.impact));
+    cx.out.line(format!("  rollback:  {}", c.rollback));
+    cx.out.line(format!("  uses left: {}", c.uses_left));
+    if let Some(a) = &c.approver {
+        cx.out.line(format!(
+            "  decided by {a} at {}",
+            c.decided_at.as_deref().unwrap_or("-")
+        ));
+    }
+}
