@@ -322,3 +322,53 @@ fn a_checkpoint_can_be_fetched_from_a_url() {
         missing.stderr
     );
 }
+
+#[test]
+fn archiving_old_events_keeps_the_chain_verifiable_across_the_boundary() {
+    let env = env_with_history();
+    // Everything before event 6 goes.
+    let cut: String = env
+        .db()
+        .query_row("SELECT ts FROM audit_events WHERE seq = 6", [], |r| r.get(0))
+        .unwrap();
+    let (code, plan) = env.json(&["audit", "archive", "--before", &cut]);
+    assert_eq!(code, 0, "{plan}");
+    assert_eq!(plan["applied"], false);
+    assert_eq!(plan["events"], 5);
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_events"),
+        9,
+        "a dry run moves nothing"
+    );
+
+    let (code, plan) = env.json(&["audit", "archive", "--before", &cut, "--apply"]);
+    assert_eq!(code, 0, "{plan}");
+    let file = std::path::PathBuf::from(plan["file"].as_str().unwrap());
+    assert!(file.is_file());
+    assert_eq!(env.count("SELECT min(seq) FROM audit_events"), 6);
+    // The archived events are readable with zstd, one per line.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("zstd -dc '{}' | wc -l", file.display()))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5");
+
+    let (code, v) = env.json(&["audit", "verify"]);
+    assert_eq!(code, 0, "the chain continues from the anchor: {v}");
+    assert_eq!(v["archives"][0]["ok"], true, "{v}");
+    // Damage in the archive file is found; damage in the state file too.
+    let mut bytes = std::fs::read(&file).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 1;
+    std::fs::write(&file, &bytes).unwrap();
+    let out = env.run(&["audit", "verify"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stdout.contains("SHA-256"), "{}", out.stdout);
+    bytes[n / 2] ^= 1;
+    std::fs::write(&file, &bytes).unwrap();
+    sqlite3(&env, "DELETE FROM audit_events WHERE seq = 6");
+    let (code, v) = env.json(&["audit", "verify"]);
+    assert_eq!(code, 1);
+    assert_eq!(v["first_bad"]["seq"], 6, "{v}");
+}

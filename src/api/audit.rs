@@ -83,8 +83,9 @@ pub async fn actions(State(state): State<Arc<ApiState>>) -> Result<Json<serde_js
 pub async fn summary(State(state): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
     let (s, v) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
         let s = state.reader().audit_summary()?;
-        let mut v = Verifier::default();
-        state.reader().audit_scan(&mut |e| v.feed(e))?;
+        let reader = state.reader();
+        let mut v = Verifier::after(reader.audit_anchor()?);
+        reader.audit_scan(&mut |e| v.feed(e))?;
         Ok((s, v))
     })
     .await

@@ -146,7 +146,7 @@ pub enum SignError {
 /// Signs the chain's head as it is now and keeps the checkpoint. Refuses a chain that does
 /// not verify: a signature must never vouch for a tampered log.
 pub fn sign_head(store: &crate::store::Store, key: &Ed25519KeyPair) -> Result<Checkpoint, SignError> {
-    let mut v = super::Verifier::default();
+    let mut v = super::Verifier::after(store.audit_anchor()?);
     store.audit_scan(&mut |e| v.feed(e))?;
     if let Some(b) = v.first_break.clone() {
         return Err(SignError::Broken(b));
@@ -175,10 +175,17 @@ pub fn judge(
     from: &str,
     trusted: &[String],
     head: i64,
+    archived_to: Option<(i64, String)>,
     hash_at: &dyn Fn(i64) -> Option<String>,
 ) -> Judged {
     let verdict = check(cp, trusted).and_then(|()| {
-        if cp.seq > head {
+        if let Some((anchor, anchor_hash)) = archived_to.filter(|(a, _)| cp.seq <= *a) {
+            if cp.seq == anchor && cp.head_hash != anchor_hash {
+                Err(format!("event {} is not the one signed at {}: the archive anchor differs", cp.seq, cp.time))
+            } else {
+                Ok(format!("seq {} is archived (the archive files carry it; signed {})", cp.seq, cp.time))
+            }
+        } else if cp.seq > head {
             Err(format!(
                 "the log ends at seq {head}, but this checkpoint of {} says it reached seq {}: events after {head} were cut",
                 cp.time, cp.seq

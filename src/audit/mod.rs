@@ -6,6 +6,7 @@
 //! hashed as the exact text stored, so no re-serialization can break the chain.
 
 pub mod actor;
+pub mod archive;
 pub mod checkpoint;
 
 use serde::Serialize;
@@ -121,6 +122,15 @@ pub struct Verifier {
 }
 
 impl Verifier {
+    /// A verifier for a chain that continues from `anchor` (the last archived event), or
+    /// from the start.
+    pub fn after(anchor: Option<(i64, String)>) -> Self {
+        Verifier {
+            last: anchor,
+            ..Verifier::default()
+        }
+    }
+
     /// Feeds the next event; returns false once the chain is broken (stop feeding).
     pub fn feed(&mut self, e: &Event) -> bool {
         let (expected_seq, expected_prev) = match &self.last {

@@ -38,7 +38,7 @@ fn fetch(against: &str) -> Result<Checkpoint, CliError> {
 
 /// Verifies the chain, keeping the hashes of the seqs the checkpoints name.
 fn scan(store: &Store, wanted: &HashSet<i64>) -> Result<(Verifier, HashMap<i64, String>), CliError> {
-    let mut verifier = Verifier::default();
+    let mut verifier = Verifier::after(store.audit_anchor()?);
     let mut hashes = HashMap::new();
     store.audit_scan(&mut |e| {
         let ok = verifier.feed(e);
@@ -91,12 +91,18 @@ pub fn run(cx: &Ctx, cmd: AuditCmd) -> Result<Outcome, CliError> {
             let (verifier, hashes) = scan(&store, &wanted)?;
             let head = verifier.head().cloned();
             let head_seq = head.as_ref().map_or(0, |h| h.0);
+            let anchor = store.audit_anchor()?;
             let judged: Vec<_> = held
                 .iter()
-                .map(|(c, from)| checkpoint::judge(c, from, &trusted, head_seq, &|s| hashes.get(&s).cloned()))
+                .map(|(c, from)| {
+                    checkpoint::judge(c, from, &trusted, head_seq, anchor.clone(), &|s| {
+                        hashes.get(&s).cloned()
+                    })
+                })
                 .collect();
             let bad_checkpoints: Vec<_> = judged.iter().filter(|j| !j.ok).collect();
-            let intact = verifier.first_break.is_none() && bad_checkpoints.is_empty();
+            let files = crate::audit::archive::check_files(&store)?;
+            let intact = verifier.first_break.is_none() && bad_checkpoints.is_empty() && files.iter().all(|f| f.ok);
             let value = json!({
                 "intact": intact,
                 "chain_intact": verifier.first_break.is_none(),
@@ -105,6 +111,7 @@ pub fn run(cx: &Ctx, cmd: AuditCmd) -> Result<Outcome, CliError> {
                 "head_hash": head.as_ref().map(|h| h.1.clone()),
                 "first_bad": verifier.first_break,
                 "checkpoints": judged,
+                "archives": files,
                 "trusted_keys": trusted.len(),
             });
             cx.out.either(&value, || {
@@ -137,6 +144,16 @@ pub fn run(cx: &Ctx, cmd: AuditCmd) -> Result<Outcome, CliError> {
                         checkpoint::short(&j.checkpoint.public_key),
                         if j.ok { "" } else { "BAD: " },
                         j.detail
+                    ));
+                }
+                for f in &files {
+                    cx.out.line(format!(
+                        "archive {} (seq {}..{}): {}{}",
+                        f.file,
+                        f.first_seq,
+                        f.last_seq,
+                        if f.ok { "" } else { "BAD: " },
+                        f.detail
                     ));
                 }
                 if !judged.is_empty() && trusted.is_empty() {
@@ -248,6 +265,39 @@ pub fn run(cx: &Ctx, cmd: AuditCmd) -> Result<Outcome, CliError> {
                 return Err(CliError::internal(format!("writing the export: {e}"), None));
             }
             let _ = out.flush();
+            Ok(Outcome::Ok)
+        }
+        AuditCmd::Archive { before, dir, apply } => {
+            let ts = clock::from_text(&before)
+                .or_else(|| clock::from_text(&format!("{before}T00:00:00Z")))
+                .map(clock::to_text)
+                .ok_or_else(|| CliError::usage(format!("`{before}` is not a date or an RFC 3339 time"), None))?;
+            let dir = dir.unwrap_or_else(|| {
+                let mut name = config.state.path.as_os_str().to_owned();
+                name.push(".audit");
+                std::path::PathBuf::from(name)
+            });
+            let plan =
+                crate::audit::archive::archive(&store, &ts, &dir, apply, &config.redactor).map_err(|e| match e {
+                    crate::audit::archive::ArchiveError::Store(s) => s.into(),
+                    crate::audit::archive::ArchiveError::Broken(_) => {
+                        CliError::failed(e.to_string(), Some("run `runbook audit verify` for the details".into()))
+                    }
+                    other => CliError::internal(other.to_string(), None),
+                })?;
+            cx.out
+                .either(&plan, || match (plan.first_seq, plan.last_seq, &plan.file) {
+                    (Some(a), Some(b), Some(f)) if plan.applied => {
+                        cx.out
+                            .line(format!("archived events {a}..{b} ({}) to {}", plan.events, f.display()))
+                    }
+                    (Some(a), Some(b), Some(f)) => cx.out.line(format!(
+                        "dry run: events {a}..{b} ({}) would move to {}; add --apply",
+                        plan.events,
+                        f.display()
+                    )),
+                    _ => cx.out.line(format!("no events before {ts}")),
+                });
             Ok(Outcome::Ok)
         }
         AuditCmd::Summary => {

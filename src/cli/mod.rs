@@ -547,6 +547,23 @@ pub enum AuditCmd {
     },
     /// Counts by kind and by actor, the time span, and whether the chain verifies
     Summary,
+    /// Move events older than a date into a compressed file (dry run unless --apply)
+    ///
+    /// The file (`audit-<first>-<last>.jsonl.zst`) holds the events exactly as hashed; the
+    /// state file keeps its last event's seq and hash as the anchor the rest of the chain
+    /// continues from, and the file's SHA-256, so `audit verify` still checks the chain, and
+    /// the file too when it is there. Refuses a chain that does not verify.
+    Archive {
+        /// Events before this time (RFC 3339, or a date: 2026-01-01)
+        #[arg(long, value_name = "DATE")]
+        before: String,
+        /// Where the files go [default: next to the state file, <state>.audit/]
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Do it (default: say what would move)
+        #[arg(long)]
+        apply: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -18,7 +18,7 @@ pub use backups::{BackupRecord, NewBackup};
 pub use heartbeats::Heartbeat;
 pub use notifications::{ChannelHealth, NewNotification, Notification};
 pub use sessions::{ChangeRequest, NewChange, Session, SessionCommand};
-pub use sqlite::{LATENCY_BOUNDS_MS, LatencyHistogram, Store};
+pub use sqlite::{AuditArchive, LATENCY_BOUNDS_MS, LatencyHistogram, Store};
 pub use tokens::{ApiToken, MetricsSnapshot};
 pub use types::*;
 

@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_backups.sql"),
     include_str!("migrations/0010_audit_checkpoints.sql"),
     include_str!("migrations/0011_sessions.sql"),
+    include_str!("migrations/0012_audit_archives.sql"),
 ];
 /// A check's latency histogram: non-cumulative counts per bucket, sum (ms), count.
 #[derive(Debug, Clone)]
@@ -41,6 +42,17 @@ pub struct LatencyHistogram {
 pub const LATENCY_BOUNDS_MS: &[i64] = &[5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An archive file of audit events, as the state file records it.
+#[derive(Debug, Clone)]
+pub struct AuditArchive {
+    pub first_seq: i64,
+    pub last_seq: i64,
+    /// The anchor: the hash of the last event in the file.
+    pub last_hash: String,
+    pub file: String,
+    pub sha256: String,
+}
 
 pub struct Store {
     /// One connection: SQLite allows one writer at a time, and a mutex is cheaper than a pool.
@@ -548,6 +560,69 @@ impl Store {
             last,
             by_kind,
             by_actor,
+        })
+    }
+
+    /// Where the chain in the state file continues from: the last archived event (seq, hash).
+    pub fn audit_anchor(&self) -> Result<Option<(i64, String)>> {
+        use rusqlite::OptionalExtension;
+        self.conn()
+            .query_row(
+                "SELECT last_seq, last_hash FROM audit_archives ORDER BY last_seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(self.err("reading the audit anchor"))
+    }
+
+    /// Every archive file recorded, oldest first.
+    pub fn audit_archives(&self) -> Result<Vec<AuditArchive>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT first_seq, last_seq, last_hash, file, sha256 FROM audit_archives ORDER BY first_seq")
+            .map_err(self.err("reading audit archives"))?;
+        stmt.query_map([], |r| {
+            Ok(AuditArchive {
+                first_seq: r.get(0)?,
+                last_seq: r.get(1)?,
+                last_hash: r.get(2)?,
+                file: r.get(3)?,
+                sha256: r.get(4)?,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(self.err("reading audit archives"))
+    }
+
+    /// Events older than `before` (a stored timestamp), the oldest first: a prefix of the chain.
+    pub fn audit_before(&self, before: &str, f: &mut dyn FnMut(&Event) -> bool) -> Result<()> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT seq, ts, actor, kind, subject, data, prev_hash, hash FROM audit_events \
+                 WHERE seq <= (SELECT coalesce(max(seq), 0) FROM audit_events WHERE ts < ?1) ORDER BY seq",
+            )
+            .map_err(self.err("reading the audit log"))?;
+        let mut rows = stmt.query([before]).map_err(self.err("reading the audit log"))?;
+        while let Some(row) = rows.next().map_err(self.err("reading the audit log"))? {
+            let event = event_from_row(row).map_err(self.err("reading the audit log"))?;
+            if !f(&event) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records an archive file and removes the events it holds, with an audit event, at once.
+    pub fn seal_audit_archive(&self, a: &AuditArchive, at: &str, draft: &Draft) -> Result<()> {
+        self.write("archiving audit events", |tx| {
+            tx.execute(
+                "INSERT INTO audit_archives (first_seq, last_seq, last_hash, file, sha256, archived_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![a.first_seq, a.last_seq, a.last_hash, a.file, a.sha256, at],
+            )?;
+            tx.execute("DELETE FROM audit_events WHERE seq <= ?1", [a.last_seq])?;
+            append_audit(tx, draft).map(|_| ())
         })
     }
 
