@@ -9,7 +9,6 @@
 //! missing, a built-in generator of the same shape), BENCH_SCALE (1.0: fraction of 2 GiB for
 //! the built-in generator), BENCH_PEERS (restic,borg,zstd).
 
-#[path = "common/mod.rs"]
 mod common;
 
 use common::*;

@@ -372,3 +372,17 @@ fn archiving_old_events_keeps_the_chain_verifiable_across_the_boundary() {
     assert_eq!(code, 1);
     assert_eq!(v["first_bad"]["seq"], 6, "{v}");
 }
+
+#[test]
+fn archiving_every_event_leaves_a_chain_that_continues_from_the_anchor() {
+    let env = env_with_history();
+    let (code, plan) = env.json(&["audit", "archive", "--before", "2999-01-01", "--apply"]);
+    assert_eq!(code, 0, "{plan}");
+    assert_eq!(plan["events"], 9);
+    // The `audit.archived` event and everything after chain on from the archived seq 9.
+    assert_eq!(env.run(&["state", "set", "ns", "after", "v", "--apply"]).code, 0);
+    assert_eq!(env.count("SELECT min(seq) FROM audit_events"), 10);
+    let (code, v) = env.json(&["audit", "verify"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["head_seq"], 11);
+}

@@ -506,6 +506,13 @@ impl Store {
         self.write("appending an audit event", |tx| append_audit(tx, draft))
     }
 
+    /// Group commit: appends every draft in one transaction (one commit for all).
+    pub fn audit_append_all(&self, drafts: &[Draft]) -> Result<Vec<Event>> {
+        self.write("appending audit events", |tx| {
+            drafts.iter().map(|d| append_audit(tx, d)).collect()
+        })
+    }
+
     /// The newest events first.
     pub fn audit_list(&self, filter: &AuditFilter) -> Result<Vec<Event>> {
         let conn = self.conn();
@@ -714,21 +721,24 @@ fn finish_run(tx: &Transaction, id: i64, fin: &RunFinish) -> rusqlite::Result<()
 }
 
 pub(super) fn append_audit(tx: &Transaction, draft: &Draft) -> rusqlite::Result<Event> {
+    // The chain continues from the newest event, or, when every event was archived, from the
+    // archive's anchor.
     let last: Option<(i64, String)> = tx
-        .query_row(
-            "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached(
+            "SELECT seq, hash FROM audit_events WHERE seq = (SELECT max(seq) FROM audit_events) \
+             UNION ALL SELECT last_seq, last_hash FROM audit_archives \
+             WHERE NOT EXISTS (SELECT 1 FROM audit_events) AND last_seq = (SELECT max(last_seq) FROM audit_archives)",
+        )?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let (seq, prev) = match last {
         Some((seq, hash)) => (seq + 1, hash),
         None => (1, audit::GENESIS.to_string()),
     };
     let event = audit::seal(seq, clock::to_text(clock::now()), draft, prev);
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO audit_events (seq, ts, actor, kind, subject, data, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![event.seq, event.ts, event.actor, event.kind, event.subject, event.data, event.prev_hash, event.hash],
-    )?;
+    )?
+    .execute(params![event.seq, event.ts, event.actor, event.kind, event.subject, event.data, event.prev_hash, event.hash])?;
     Ok(event)
 }
