@@ -3,10 +3,8 @@
 
 mod common;
 
-use common::http::{free_port, get};
+use common::http::get;
 use common::*;
-use std::process::Stdio;
-use std::time::Duration;
 
 const CONFIG: &str = r#"
 version: 1
@@ -157,22 +155,10 @@ fn metrics_carry_the_newest_archive_its_verification_and_the_drill_time() {
     assert_eq!(env.run(&["backup", "verify", "--latest", "main"]).code, 0);
     let size = env.count("SELECT size FROM backups");
     let token = env.run(&["token", "create", "prom"]).stdout.trim().to_string();
-    let port = free_port();
-    let mut server = env
-        .cmd()
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(wait_for(Duration::from_secs(20), || std::net::TcpStream::connect((
-        "127.0.0.1",
-        port
-    ))
-    .is_ok()));
-    let text = get(port, "/metrics", Some(&token)).body;
-    let _ = server.kill();
-    let _ = server.wait();
+    let text = {
+        let (_server, port) = serve(&env);
+        get(port, "/metrics", Some(&token)).body
+    };
     assert!(
         text.contains(&format!("runbook_backup_size_bytes{{target=\"main\"}} {size}")),
         "{text}"

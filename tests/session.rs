@@ -4,10 +4,8 @@
 
 mod common;
 
-use common::http::{free_port, request};
+use common::http::request;
 use common::*;
-use std::process::{Child, Stdio};
-use std::time::Duration;
 
 fn config(env_file: &str) -> String {
     format!(
@@ -99,32 +97,6 @@ fn a_diagnostic_session_refuses_every_change_and_nothing_happens() {
     assert_eq!(end["state_changed"], false);
     assert_eq!(end["commands_refused"], 6);
     assert!(exec(&env, &s, &["hostname"]).stderr.contains("has ended"));
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(env: &Env) -> (Server, u16) {
-    let port = free_port();
-    let child = env
-        .cmd()
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(wait_for(Duration::from_secs(20), || std::net::TcpStream::connect((
-        "127.0.0.1",
-        port
-    ))
-    .is_ok()));
-    (Server(child), port)
 }
 
 fn request_change(env: &Env, session: &str, command: &str) -> String {

@@ -3,19 +3,9 @@
 
 mod common;
 
-use common::http::{free_port, get};
+use common::http::get;
 use common::*;
 use std::process::{Command, Stdio};
-use std::time::Duration;
-
-struct Server(std::process::Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 const CONFIG: &str = r#"
 version: 1
@@ -25,23 +15,6 @@ checks:
 profiles:
   hourly: { cron: "0 * * * *", tasks: [ public-surface, api-unit ] }
 "#;
-
-fn serve(env: &Env) -> (Server, u16) {
-    let port = free_port();
-    let child = env
-        .cmd()
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(wait_for(Duration::from_secs(20), || std::net::TcpStream::connect((
-        "127.0.0.1",
-        port
-    ))
-    .is_ok()));
-    (Server(child), port)
-}
 
 #[test]
 fn the_page_needs_a_token_and_shows_checks_alerts_and_profiles() {

@@ -180,3 +180,35 @@ pub fn promtool_accepts(text: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A `runbook serve` process, stopped when dropped.
+pub struct Server(pub Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `runbook serve` on a free loopback port and waits until it listens.
+pub fn serve(env: &Env) -> (Server, u16) {
+    let port = http::free_port();
+    let child = env
+        .cmd()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn runbook serve");
+    let server = Server(child);
+    assert!(
+        wait_for(Duration::from_secs(20), || std::net::TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .is_ok()),
+        "runbook serve did not listen"
+    );
+    (server, port)
+}
