@@ -139,6 +139,11 @@ impl Store {
         }
         conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")
             .map_err(open_err)?;
+        // A short-lived CLI process would otherwise checkpoint and delete the WAL on every
+        // exit (fsyncs each time); SQLite's automatic checkpoints during commits and the
+        // daemon's long-lived connections keep the WAL bounded instead.
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+            .map_err(open_err)?;
         Ok(Store {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
