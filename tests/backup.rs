@@ -45,12 +45,11 @@ fn setup(env: &Env) {
 }
 
 fn archives(env: &Env) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(env.path("archives"))
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    v.retain(|p| p.to_string_lossy().ends_with(".tar.zst"));
-    v.sort();
-    v
+    env.names("archives")
+        .into_iter()
+        .filter(|n| n.ends_with(".tar.zst"))
+        .map(|n| env.path("archives").join(n))
+        .collect()
 }
 
 fn create(env: &Env) -> serde_json::Value {
@@ -299,9 +298,7 @@ backups:
         .spawn()
         .unwrap();
     assert!(wait_for(Duration::from_secs(10), || {
-        std::fs::read_dir(env.path("archives"))
-            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".work")))
-            .unwrap_or(false)
+        env.names("archives").iter().any(|n| n.ends_with(".work"))
     }));
     std::thread::sleep(Duration::from_millis(300));
     signal(child.id(), "KILL");
@@ -314,18 +311,11 @@ backups:
     // A leftover temp archive from an earlier crash, too.
     env.write("archives/.main-20200101T000000Z.tar.zst.tmp", "partial");
 
-    std::fs::write(
-        &env.config,
-        std::fs::read_to_string(&env.config)
-            .unwrap()
-            .replace("sleep 29.123", "true"),
-    )
-    .unwrap();
+    env.edit_config("sleep 29.123", "true");
     create(&env);
-    let left: Vec<String> = std::fs::read_dir(env.path("archives"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+    let left: Vec<String> = env
+        .names("archives")
+        .into_iter()
         .filter(|n| n.ends_with(".tmp") || n.ends_with(".work"))
         .collect();
     assert!(left.is_empty(), "leftovers remain: {left:?}");
@@ -368,10 +358,10 @@ backups:
         vec![first_path.clone()],
         "only the older archive remains"
     );
-    let tmp: Vec<_> = std::fs::read_dir(env.path("archives"))
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+    let tmp: Vec<_> = env
+        .names("archives")
+        .into_iter()
+        .filter(|n| n.ends_with(".tmp"))
         .collect();
     assert!(tmp.is_empty(), "the temp file was removed");
     assert_eq!(std::fs::read(&first_path).unwrap(), before);

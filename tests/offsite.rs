@@ -95,10 +95,10 @@ backups:
         out.stderr
     );
     assert!(!victim.exists());
-    let leftovers: Vec<_> = std::fs::read_dir(env.path("archives"))
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
+    let leftovers: Vec<_> = env
+        .names("archives")
+        .into_iter()
+        .filter(|n| n.ends_with(".part"))
         .collect();
     assert!(leftovers.is_empty());
 }
@@ -195,10 +195,10 @@ fn an_s3_compatible_store_takes_the_archives_resumes_an_interrupted_push_and_ser
     assert_eq!(code, 0, "{d:#}");
     assert!(d["archive"].as_str().unwrap().ends_with(&newest), "{d}");
     assert_eq!(d["checks"][0]["ok"], true);
-    let scratch: Vec<_> = std::fs::read_dir(env.path("archives"))
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".offsite-drill-"))
+    let scratch: Vec<_> = env
+        .names("archives")
+        .into_iter()
+        .filter(|n| n.starts_with(".offsite-drill-"))
         .collect();
     assert!(scratch.is_empty(), "the fetched copy is removed");
     assert_eq!(
@@ -213,13 +213,7 @@ fn a_missing_bucket_is_a_clear_failure() {
     let env = s3_env(port);
     setup(&env);
     // moto accepts any key; a missing bucket is the failure it can show.
-    std::fs::write(
-        &env.config,
-        std::fs::read_to_string(&env.config)
-            .unwrap()
-            .replace("runbook-backups", "no-such-bucket"),
-    )
-    .unwrap();
+    env.edit_config("runbook-backups", "no-such-bucket");
     let out = env.run(&["backup", "push", "main"]);
     assert_eq!(out.code, 1, "{}", out.stdout);
     assert!(out.stderr.contains("offsite:"), "{}", out.stderr);
@@ -259,13 +253,7 @@ backups:
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("identity_file"), "{}", out.stderr);
     env.write("age.key", &format!("{}\n", identity.to_string().expose_secret()));
-    std::fs::write(
-        &env.config,
-        std::fs::read_to_string(&env.config)
-            .unwrap()
-            .replace("encrypt_to:", "identity_file: age.key, encrypt_to:"),
-    )
-    .unwrap();
+    env.edit_config("encrypt_to:", "identity_file: age.key, encrypt_to:");
     let (code, pulled) = env.json(&["backup", "pull", "main"]);
     assert_eq!(code, 0, "{pulled}");
     for p in &local {

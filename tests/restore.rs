@@ -80,10 +80,10 @@ fn a_drill_restores_into_scratch_times_each_phase_and_writes_evidence() {
     assert_eq!(saved["sha256"], r["sha256"]);
     assert!(saved["host"].is_string());
     // The scratch tree is gone; the store knows the drill.
-    let left: Vec<_> = std::fs::read_dir(env.path("archives"))
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".drill-"))
+    let left: Vec<_> = env
+        .names("archives")
+        .into_iter()
+        .filter(|n| n.starts_with(".drill-"))
         .collect();
     assert!(left.is_empty());
     let (_, list) = env.json(&["backup", "list"]);

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use super::ApiState;
 use super::error::ApiError;
 use crate::clock;
-use crate::store::LATENCY_BOUNDS_MS;
+use crate::store::{BackupMetrics, LATENCY_BOUNDS_MS};
 
 const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -202,54 +202,39 @@ pub fn render(state: &ApiState, openmetrics: bool) -> Result<String, ApiError> {
         );
     }
     let backups = state.reader().backup_metrics()?;
-    w.family(
-        "runbook_backup_last_success_timestamp_seconds",
-        "gauge",
-        "When the newest archive of each backup target was written.",
-    );
-    for b in &backups {
-        if let Some(t) = clock::from_text(&b.created_at) {
-            w.sample(
-                "runbook_backup_last_success_timestamp_seconds",
-                &[("target", &b.target)],
-                t.as_second() as f64,
-            );
-        }
+    // One gauge per target for each backup figure (absent where the target has none yet).
+    fn seconds(t: Option<&str>) -> Option<f64> {
+        t.and_then(clock::from_text).map(|t| t.as_second() as f64)
     }
-    w.family(
-        "runbook_backup_size_bytes",
-        "gauge",
-        "Size of the newest archive of each backup target.",
-    );
-    for b in &backups {
-        w.sample("runbook_backup_size_bytes", &[("target", &b.target)], b.size as f64);
-    }
-    w.family(
-        "runbook_backup_last_verified_timestamp_seconds",
-        "gauge",
-        "When the newest archive that passed `backup verify` was written.",
-    );
-    for b in &backups {
-        if let Some(t) = b.verified_created_at.as_deref().and_then(clock::from_text) {
-            w.sample(
-                "runbook_backup_last_verified_timestamp_seconds",
-                &[("target", &b.target)],
-                t.as_second() as f64,
-            );
-        }
-    }
-    w.family(
-        "runbook_backup_drill_recovery_seconds",
-        "gauge",
-        "Recovery time measured by the latest successful restore drill of each target.",
-    );
-    for b in &backups {
-        if let Some(ms) = b.drill_ms {
-            w.sample(
-                "runbook_backup_drill_recovery_seconds",
-                &[("target", &b.target)],
-                ms as f64 / 1000.0,
-            );
+    type Figure = fn(&BackupMetrics) -> Option<f64>;
+    let families: [(&str, &str, Figure); 4] = [
+        (
+            "runbook_backup_last_success_timestamp_seconds",
+            "When the newest archive of each backup target was written.",
+            |b| seconds(Some(&b.created_at)),
+        ),
+        (
+            "runbook_backup_size_bytes",
+            "Size of the newest archive of each backup target.",
+            |b| Some(b.size as f64),
+        ),
+        (
+            "runbook_backup_last_verified_timestamp_seconds",
+            "When the newest archive that passed `backup verify` was written.",
+            |b| seconds(b.verified_created_at.as_deref()),
+        ),
+        (
+            "runbook_backup_drill_recovery_seconds",
+            "Recovery time measured by the latest successful restore drill of each target.",
+            |b| b.drill_ms.map(|ms| ms as f64 / 1000.0),
+        ),
+    ];
+    for (name, help, value) in families {
+        w.family(name, "gauge", help);
+        for b in &backups {
+            if let Some(v) = value(b) {
+                w.sample(name, &[("target", &b.target)], v);
+            }
         }
     }
     if openmetrics {

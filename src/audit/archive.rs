@@ -60,8 +60,7 @@ pub fn archive(
     apply: bool,
     redactor: &Redactor,
 ) -> Result<ArchivePlan, ArchiveError> {
-    let mut v = Verifier::after(store.audit_anchor()?);
-    store.audit_scan(&mut |e| v.feed(e))?;
+    let v = super::scan_chain(store, &mut |_| {})?;
     if let Some(b) = v.first_break {
         return Err(ArchiveError::Broken(b.seq));
     }

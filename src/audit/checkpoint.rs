@@ -146,8 +146,7 @@ pub enum SignError {
 /// Signs the chain's head as it is now and keeps the checkpoint. Refuses a chain that does
 /// not verify: a signature must never vouch for a tampered log.
 pub fn sign_head(store: &crate::store::Store, key: &Ed25519KeyPair) -> Result<Checkpoint, SignError> {
-    let mut v = super::Verifier::after(store.audit_anchor()?);
-    store.audit_scan(&mut |e| v.feed(e))?;
+    let v = super::scan_chain(store, &mut |_| {})?;
     if let Some(b) = v.first_break.clone() {
         return Err(SignError::Broken(b));
     }

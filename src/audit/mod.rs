@@ -95,6 +95,23 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// Verifies the chain kept in the state file, from the archive anchor when events were
+/// archived, streaming; `verified` sees each event that checks out. Stops at the first break.
+pub fn scan_chain(
+    store: &crate::store::Store,
+    verified: &mut dyn FnMut(&Event),
+) -> Result<Verifier, crate::store::StoreError> {
+    let mut v = Verifier::after(store.audit_anchor()?);
+    store.audit_scan(&mut |e| {
+        let ok = v.feed(e);
+        if ok {
+            verified(e);
+        }
+        ok
+    })?;
+    Ok(v)
+}
+
 /// Seals a draft as event `seq` after `prev_hash`.
 pub fn seal(seq: i64, ts: String, draft: &Draft, prev_hash: String) -> Event {
     let hash = hash(

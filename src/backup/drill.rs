@@ -147,13 +147,9 @@ pub fn drill(
         r.data_bytes = x.bytes;
         for s in x.manifest.sources.iter().filter(|s| s.kind == "sqlite") {
             let t = Instant::now();
-            let check = rusqlite::Connection::open(scratch.path().join(&s.root))
-                .map_err(|e| e.to_string())
-                .and_then(|c| source::integrity_check(&c).map_err(|e| e.to_string()));
-            let result = match check {
-                Ok(v) if v == "ok" => Ok(format!("{}: integrity_check ok", s.root)),
-                Ok(v) => Err(format!("{}: integrity_check: {v}", s.root)),
-                Err(e) => Err(format!("{}: {e}", s.root)),
+            let result = match source::integrity_check(&scratch.path().join(&s.root)) {
+                v if v == "ok" => Ok(format!("{}: integrity_check ok", s.root)),
+                v => Err(format!("{}: integrity_check: {v}", s.root)),
             };
             ok &= r.phase("sqlite", t, result);
         }

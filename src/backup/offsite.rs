@@ -381,8 +381,72 @@ pub fn pull(
     Ok(report)
 }
 
-/// Streams an object to `to` through a temporary name, renamed only if what came has the
-/// SHA-256 `expected` (when one is given).
+/// A file arriving under `<to>.part`, hashed as it is written; it takes its real name only
+/// when complete, fsynced and (if asked) of the expected hash. Dropped unfinished, it is removed.
+struct Landing {
+    tmp: PathBuf,
+    out: Option<std::io::BufWriter<std::fs::File>>,
+    hasher: Sha256,
+}
+
+impl Landing {
+    fn new(to: &Path) -> Result<Landing, BackupError> {
+        let mut tmp = to.as_os_str().to_owned();
+        tmp.push(".part");
+        let tmp = PathBuf::from(tmp);
+        let f = std::fs::File::create(&tmp).map_err(|e| BackupError::io(&tmp, e))?;
+        Ok(Landing {
+            out: Some(std::io::BufWriter::new(f)),
+            tmp,
+            hasher: Sha256::new(),
+        })
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), BackupError> {
+        self.hasher.update(bytes);
+        match self.out.as_mut() {
+            Some(out) => out.write_all(bytes).map_err(|e| BackupError::io(&self.tmp, e)),
+            None => Ok(()),
+        }
+    }
+
+    /// `what` names the content in a mismatch (`downloaded`, `decrypted`).
+    fn finish(
+        mut self,
+        to: &Path,
+        expected: Option<&str>,
+        what: &str,
+        from: &dyn std::fmt::Display,
+    ) -> Result<(), BackupError> {
+        let out = self.out.take().expect("finished once");
+        let f = out
+            .into_inner()
+            .map_err(|e| BackupError::io(&self.tmp, e.into_error()))?;
+        f.sync_all().map_err(|e| BackupError::io(&self.tmp, e))?;
+        let got = hex(&std::mem::take(&mut self.hasher).finalize());
+        if let Some(expected) = expected
+            && got != expected
+        {
+            return Err(err(format!(
+                "{from}: {what} SHA-256 {got} does not match the offsite sidecar {expected}"
+            )));
+        }
+        std::fs::rename(&self.tmp, to).map_err(|e| BackupError::io(to, e))?;
+        self.tmp = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for Landing {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Streams an object to `to`, renamed into place only if what came has the SHA-256
+/// `expected` (when one is given).
 async fn download(
     store: &dyn ObjectStore,
     from: &ObjectPath,
@@ -390,39 +454,17 @@ async fn download(
     expected: Option<&str>,
     progress: &dyn Fn(Progress),
 ) -> Result<(), BackupError> {
-    let mut tmp = to.as_os_str().to_owned();
-    tmp.push(".part");
-    let tmp = PathBuf::from(tmp);
-    let result = async {
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| BackupError::io(&tmp, e))?);
-        let mut hasher = Sha256::new();
-        let mut stream = store.get(from).await.map_err(err)?.into_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(err)?;
-            hasher.update(&chunk);
-            out.write_all(&chunk).map_err(|e| BackupError::io(&tmp, e))?;
-            progress(Progress::Advance(chunk.len() as u64));
-        }
-        let f = out.into_inner().map_err(|e| BackupError::io(&tmp, e.into_error()))?;
-        f.sync_all().map_err(|e| BackupError::io(&tmp, e))?;
-        let got = hex(&hasher.finalize());
-        if let Some(expected) = expected
-            && got != expected
-        {
-            return Err(err(format!(
-                "{from}: downloaded SHA-256 {got} does not match the offsite sidecar {expected}"
-            )));
-        }
-        std::fs::rename(&tmp, to).map_err(|e| BackupError::io(to, e))
+    let mut landing = Landing::new(to)?;
+    let mut stream = store.get(from).await.map_err(err)?.into_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(err)?;
+        landing.write(&chunk)?;
+        progress(Progress::Advance(chunk.len() as u64));
     }
-    .await;
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    landing.finish(to, expected, "downloaded", from)
 }
 
-/// Decrypts `cipher` into `plain` (through a temporary name), checking the plaintext's hash.
+/// Decrypts `cipher` into `plain`, checking the plaintext's hash.
 fn decrypt(cipher: &Path, plain: &Path, identity: &Path, expected: &str) -> Result<(), BackupError> {
     use std::io::Read;
     let ids = age::IdentityFile::from_file(identity.display().to_string())
@@ -434,38 +476,18 @@ fn decrypt(cipher: &Path, plain: &Path, identity: &Path, expected: &str) -> Resu
         .map_err(|e| err(format!("{}: {e}", cipher.display())))?
         .decrypt(ids.iter().map(|i| i.as_ref() as &dyn age::Identity))
         .map_err(|e| err(format!("cannot decrypt with {}: {e}", identity.display())))?;
-    let mut tmp = plain.as_os_str().to_owned();
-    tmp.push(".part");
-    let tmp = PathBuf::from(tmp);
-    let result = (|| {
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| BackupError::io(&tmp, e))?);
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = reader
-                .read(&mut buf)
-                .map_err(|e| err(format!("decrypting {}: {e}", cipher.display())))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(|e| BackupError::io(&tmp, e))?;
+    let mut landing = Landing::new(plain)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .map_err(|e| err(format!("decrypting {}: {e}", cipher.display())))?;
+        if n == 0 {
+            break;
         }
-        let f = out.into_inner().map_err(|e| BackupError::io(&tmp, e.into_error()))?;
-        f.sync_all().map_err(|e| BackupError::io(&tmp, e))?;
-        let got = hex(&hasher.finalize());
-        if got != expected {
-            return Err(err(format!(
-                "{}: decrypted SHA-256 {got} does not match the offsite sidecar {expected}",
-                cipher.display()
-            )));
-        }
-        std::fs::rename(&tmp, plain).map_err(|e| BackupError::io(plain, e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        landing.write(&buf[..n])?;
     }
-    result
+    landing.finish(plain, Some(expected), "decrypted", &cipher.display())
 }
 
 /// A pulled archive is recorded like a created one (its manifest says when and where).

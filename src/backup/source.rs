@@ -75,10 +75,7 @@ pub fn gather(
                     if !ok {
                         return String::new();
                     }
-                    match Connection::open_with_flags(&copy, OpenFlags::SQLITE_OPEN_READ_ONLY) {
-                        Ok(c) => integrity_check(&c).unwrap_or_else(|e| format!("cannot be checked: {e}")),
-                        Err(e) => format!("cannot be opened: {e}"),
-                    }
+                    integrity_check(&copy)
                 });
                 g.pending.push(Pending {
                     source: i,
@@ -222,11 +219,18 @@ pub fn sqlite_snapshot(from: &Path, to: &Path) -> Result<(), BackupError> {
     dst.execute_batch("PRAGMA journal_mode=DELETE;").map_err(err)
 }
 
-/// `PRAGMA integrity_check` as one line (`ok`, or the problems joined).
-pub fn integrity_check(conn: &Connection) -> rusqlite::Result<String> {
-    let mut stmt = conn.prepare("PRAGMA integrity_check")?;
-    let rows: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
-    Ok(rows.join("; "))
+/// `PRAGMA integrity_check` of a database file, opened read-only, as one line: `ok`, the
+/// problems joined, or why it could not be checked.
+pub fn integrity_check(file: &Path) -> String {
+    let check = |conn: Connection| -> rusqlite::Result<String> {
+        let mut stmt = conn.prepare("PRAGMA integrity_check")?;
+        let rows: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        Ok(rows.join("; "))
+    };
+    match Connection::open_with_flags(file, OpenFlags::SQLITE_OPEN_READ_ONLY) {
+        Ok(conn) => check(conn).unwrap_or_else(|e| format!("cannot be checked: {e}")),
+        Err(e) => format!("cannot be opened: {e}"),
+    }
 }
 
 fn run_dump(config: &Config, spec: &Spec, cancel: &Cancel, what: &str) -> Result<(), BackupError> {

@@ -254,7 +254,7 @@ fn read_entries(
                 drop(o);
                 let handle = std::thread::spawn(move || match kind {
                     "sqlite" => {
-                        let r = sqlite_check(&file);
+                        let r = source::integrity_check(&file);
                         (r == "ok", r)
                     }
                     _ => pg_list(&file),
@@ -325,13 +325,6 @@ pub fn record(config: &Config, store: &Store, report: &VerifyReport) -> Result<(
         }
     }
     Ok(())
-}
-
-fn sqlite_check(file: &Path) -> String {
-    match rusqlite::Connection::open_with_flags(file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) {
-        Ok(conn) => source::integrity_check(&conn).unwrap_or_else(|e| format!("cannot be read: {e}")),
-        Err(e) => format!("cannot be opened: {e}"),
-    }
 }
 
 /// `pg_restore --list` reads a custom-format dump's table of contents.

@@ -38,14 +38,11 @@ fn fetch(against: &str) -> Result<Checkpoint, CliError> {
 
 /// Verifies the chain, keeping the hashes of the seqs the checkpoints name.
 fn scan(store: &Store, wanted: &HashSet<i64>) -> Result<(Verifier, HashMap<i64, String>), CliError> {
-    let mut verifier = Verifier::after(store.audit_anchor()?);
     let mut hashes = HashMap::new();
-    store.audit_scan(&mut |e| {
-        let ok = verifier.feed(e);
-        if ok && wanted.contains(&e.seq) {
+    let verifier = crate::audit::scan_chain(store, &mut |e| {
+        if wanted.contains(&e.seq) {
             hashes.insert(e.seq, e.hash.clone());
         }
-        ok
     })?;
     Ok((verifier, hashes))
 }

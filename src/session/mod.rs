@@ -11,8 +11,6 @@
 pub mod policy;
 pub mod redact;
 
-use std::time::Duration;
-
 use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -356,6 +354,5 @@ pub fn end(config: &Config, store: &Store, id: i64, next: Option<&str>) -> Resul
 
 /// How long a session command may run, for display.
 pub fn limit_text(config: &Config) -> String {
-    let d: Duration = config.sessions.timeout.0;
-    format!("timeout {}", crate::config::HumanDuration(d))
+    format!("timeout {}", config.sessions.timeout)
 }

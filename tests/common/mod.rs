@@ -65,6 +65,26 @@ impl Env {
         p
     }
 
+    /// File names in a directory of the temp dir, sorted; empty if it does not exist.
+    pub fn names(&self, rel: &str) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.path(rel))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Replaces `from` with `to` in runbook.yaml.
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.config).expect("read config");
+        assert!(text.contains(from), "`{from}` is not in the config");
+        std::fs::write(&self.config, text.replace(from, to)).expect("write config");
+    }
+
     pub fn state_db(&self) -> PathBuf {
         self.path("state/runbook.db")
     }
