@@ -291,3 +291,38 @@ fn a_second_daemon_on_the_same_state_refuses_to_start() {
     let (code, _, _) = first.stop();
     assert_eq!(code, 0);
 }
+
+#[test]
+fn the_daemon_signs_an_audit_checkpoint_every_checkpoint_every() {
+    let env = Env::new("version: 1\nprofiles:\n  p: { cron: \"@yearly\", tasks: [ { run: [true] } ] }\n");
+    assert_eq!(env.run(&["state", "set", "ns", "k", "v", "--apply"]).code, 0);
+    let (code, key) = env.json(&["audit", "keygen", "--out", "audit.key"]);
+    assert_eq!(code, 0, "{key}");
+    let public = key["public_key"].as_str().unwrap().to_string();
+    let yaml = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        format!("{yaml}audit: {{ signing_key: audit.key, checkpoint_every: 1s, public_keys: [ \"{public}\" ] }}\n"),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&env, &[], None);
+    let signed = wait_for(Duration::from_secs(20), || {
+        env.state_db().exists()
+            && env
+                .db()
+                .query_row("SELECT count(*) FROM audit_checkpoints", [], |r| r.get::<_, i64>(0))
+                .unwrap_or(0)
+                >= 2
+    });
+    let (code, _, log) = daemon.stop();
+    assert!(signed, "no checkpoints signed:\n{log}");
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("audit checkpoint signed"), "{log}");
+    // Every one of them holds against the chain and is signed by the trusted key.
+    let (code, v) = env.json(&["audit", "verify"]);
+    assert_eq!(code, 0, "{v}");
+    assert!(
+        v["checkpoints"].as_array().unwrap().iter().all(|c| c["ok"] == true),
+        "{v}"
+    );
+}

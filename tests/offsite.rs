@@ -277,3 +277,37 @@ backups:
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("is not an age recipient"), "{}", out.stderr);
 }
+
+#[test]
+fn pull_can_bring_back_one_named_archive() {
+    let env = Env::new(
+        r#"
+version: 1
+backups:
+  main:
+    sources: [ { dir: data } ]
+    dest: archives
+    offsite: { url: offsite/main }
+"#,
+    );
+    let local = setup(&env);
+    assert_eq!(env.run(&["backup", "push", "main"]).code, 0);
+    for p in &local {
+        std::fs::remove_file(p).unwrap();
+        std::fs::remove_file(format!("{}.sha256", p.display())).unwrap();
+    }
+    let older = local[0].file_name().unwrap().to_string_lossy().into_owned();
+    let (code, pulled) = env.json(&["backup", "pull", "main", "--archive", &older]);
+    assert_eq!(code, 0, "{pulled}");
+    assert_eq!(pulled["pulled"].as_array().unwrap().len(), 1);
+    assert!(local[0].exists() && !local[1].exists());
+    assert_eq!(env.run(&["backup", "verify", local[0].to_str().unwrap()]).code, 0);
+    let out = env.run(&["backup", "pull", "main", "--archive", "main-19990101T000000Z.tar.zst"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("no archive `main-19990101T000000Z.tar.zst` offsite"),
+        "{}",
+        out.stderr
+    );
+}

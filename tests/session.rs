@@ -225,3 +225,43 @@ fn output_is_redacted_before_it_is_shown_or_stored() {
         assert!(text.contains("postgres://app:[REDACTED]@db"), "{text}");
     }
 }
+
+#[test]
+fn sessions_and_change_requests_are_listed_and_a_request_can_be_denied() {
+    let env = env();
+    let s = start(&env, "maintenance");
+    let (code, status) = env.json(&["session", "status", "--session", &s]);
+    assert_eq!(code, 0, "{status}");
+    assert_eq!(status["session"]["mode"], "maintenance");
+    assert_eq!(status["commands"], 0);
+    let (_, list) = env.json(&["session", "list"]);
+    assert_eq!(list[0]["id"].to_string(), s);
+
+    let target = env.path("never");
+    let id = request_change(&env, &s, &format!("touch {}", target.display()));
+    let (code, denied) = env.json(&["change", "deny", &id, "--reason", "not during the crawl"]);
+    assert_eq!(code, 0, "{denied}");
+    assert_eq!(denied["status"], "denied");
+    assert_eq!(denied["reason"], "not during the crawl");
+    // A denied request authorises nothing and cannot be approved afterwards.
+    assert_eq!(exec(&env, &s, &["touch", target.to_str().unwrap()]).code, 2);
+    assert!(!target.exists());
+    let token = env
+        .run(&["token", "create", "alice", "--scope", "write"])
+        .stdout
+        .trim()
+        .to_string();
+    let (_server, port) = serve(&env);
+    assert_eq!(
+        request(port, "POST", &format!("/v1/changes/{id}/approve"), Some(&token)).status,
+        409
+    );
+    let listed = request(port, "GET", "/v1/changes", Some(&token)).json();
+    let item = &listed["items"][0];
+    assert_eq!(item["id"].to_string(), id);
+    assert_eq!(item["status"], "denied");
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_events WHERE kind = 'change.denied'"),
+        1
+    );
+}
