@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::http::request;
+use common::http::{post_json, request};
 use common::*;
 
 fn config(env_file: &str) -> String {
@@ -263,5 +263,267 @@ fn sessions_and_change_requests_are_listed_and_a_request_can_be_denied() {
     assert_eq!(
         env.count("SELECT count(*) FROM audit_events WHERE kind = 'change.denied'"),
         1
+    );
+}
+
+/// A key pair made by the real `ssh-keygen`; returns the private key's path.
+fn ssh_key(env: &Env, name: &str, kind: &[&str]) -> std::path::PathBuf {
+    let key = env.path(&format!("keys/{name}"));
+    std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+    let out = std::process::Command::new("ssh-keygen")
+        .args(kind)
+        .args(["-q", "-N", "", "-C", &format!("{name}@laptop"), "-f"])
+        .arg(&key)
+        .output()
+        .expect("ssh-keygen");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    key
+}
+
+/// `ssh-keygen -Y sign` over `text` in `namespace`: the armored signature.
+fn ssh_sign(key: &std::path::Path, namespace: &str, text: &str) -> String {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = key.with_extension(format!("msg{n}"));
+    std::fs::write(&file, text).unwrap();
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-Y", "sign", "-n", namespace, "-f"])
+        .arg(key)
+        .arg(&file)
+        .output()
+        .expect("ssh-keygen -Y sign");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sig = file.with_extension(format!("msg{n}.sig"));
+    std::fs::read_to_string(sig).unwrap()
+}
+
+#[test]
+fn approvals_signed_with_an_approvers_ssh_key_are_the_only_ones_accepted() {
+    // Keys first: the config names their public halves.
+    let env = env();
+    let alice = ssh_key(&env, "alice", &["-t", "ed25519"]);
+    let bob = ssh_key(&env, "bob", &["-t", "ecdsa", "-b", "256"]);
+    let carol = ssh_key(&env, "carol", &["-t", "rsa", "-b", "2048"]);
+    let mallory = ssh_key(&env, "mallory", &["-t", "ed25519"]);
+    let public = |k: &std::path::Path| std::fs::read_to_string(k.with_extension("pub")).unwrap();
+    env.edit_config(
+        "sessions:\n",
+        &format!(
+            "sessions:\n  approvers:\n    alice: \"{}\"\n    bob: \"{}\"\n    carol: \"{}\"\n",
+            public(&alice).trim(),
+            public(&bob).trim(),
+            public(&carol).trim()
+        ),
+    );
+    let s = start(&env, "maintenance");
+    let a = env.path("a");
+    let b = env.path("b");
+    let c = env.path("c");
+    let ids: Vec<String> = [&a, &b, &c]
+        .iter()
+        .map(|p| request_change(&env, &s, &format!("touch {}", p.display())))
+        .collect();
+    let payload = |id: &str| {
+        let out = env.run(&["change", "show", id, "--payload"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.stdout
+    };
+    let p1 = payload(&ids[0]);
+    assert!(p1.contains(&format!("command: touch {}", a.display())), "{p1}");
+
+    let approve = |id: &str, sig: &str| {
+        let file = env.write(&format!("sig-{id}-{}", sig.len()), sig);
+        env.run(&["change", "approve", id, "--signature", file.to_str().unwrap()])
+    };
+    // Unsigned: refused, with the way to sign.
+    let out = env.run(&["change", "approve", &ids[0]]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("ssh-keygen -Y sign"), "{}", out.stderr);
+    // A key that is not an approver's.
+    let out = approve(&ids[0], &ssh_sign(&mallory, "runbook-change", &p1));
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("not one of sessions.approvers"), "{}", out.stderr);
+    // Alice's signature of another request's payload, or in another namespace.
+    let out = approve(&ids[0], &ssh_sign(&alice, "runbook-change", &payload(&ids[1])));
+    assert!(out.stderr.contains("does not match this request"), "{}", out.stderr);
+    let out = approve(&ids[0], &ssh_sign(&alice, "file", &p1));
+    assert!(out.stderr.contains("namespace `file`"), "{}", out.stderr);
+    assert_eq!(exec(&env, &s, &["touch", a.to_str().unwrap()]).code, 2);
+    assert!(!a.exists(), "nothing ran on a refused signature");
+
+    // Alice (Ed25519) signs the right text: approved as alice, and the command runs once.
+    let out = approve(&ids[0], &ssh_sign(&alice, "runbook-change", &p1));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("approved by alice"), "{}", out.stdout);
+    assert_eq!(exec(&env, &s, &["touch", a.to_str().unwrap()]).code, 0);
+    assert!(a.exists());
+    // Carol (RSA, SHA-512 signature) through stdin.
+    let sig = ssh_sign(&carol, "runbook-change", &payload(&ids[2]));
+    let mut child = env
+        .cmd()
+        .args(["change", "approve", &ids[2], "--signature", "-", "--json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), sig.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["approver"], "carol");
+
+    // Over the API: a write token alone is not enough; Bob's (ECDSA) signature is.
+    let token = env
+        .run(&["token", "create", "chatbot", "--scope", "write"])
+        .stdout
+        .trim()
+        .to_string();
+    let (_server, port) = serve(&env);
+    let path = format!("/v1/changes/{}/approve", ids[1]);
+    let r = request(port, "POST", &path, Some(&token));
+    assert_eq!(r.status, 403, "{}", r.body);
+    let bad = post_json(
+        port,
+        &path,
+        Some(&token),
+        &serde_json::json!({ "signature": ssh_sign(&bob, "runbook-change", &p1) }),
+    );
+    assert_eq!(bad.status, 403, "{}", bad.body);
+    let sig = ssh_sign(&bob, "runbook-change", &payload(&ids[1]));
+    let ok = post_json(port, &path, Some(&token), &serde_json::json!({ "signature": sig }));
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.json()["approver"], "bob");
+    assert_eq!(exec(&env, &s, &["touch", b.to_str().unwrap()]).code, 0);
+
+    // Every refusal and approval is in the audit log, with the key's fingerprint.
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_events WHERE kind = 'change.signature_refused'"),
+        4
+    );
+    let detail: String = env
+        .db()
+        .query_row(
+            "SELECT data FROM audit_events WHERE kind = 'change.approved' AND actor = 'alice'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(detail.contains("SHA256:"), "{detail}");
+}
+
+#[test]
+fn an_approver_key_that_is_not_a_key_is_a_config_error_naming_the_line() {
+    let env = Env::new("version: 1\nsessions:\n  approvers:\n    alice: \"ssh-ed25519 not-base64!\"\n");
+    let out = env.run(&["config", "check"]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("runbook.yaml:5"), "{}", out.stderr);
+    assert!(out.stderr.contains("sessions.approvers.alice"), "{}", out.stderr);
+}
+
+/// `runbook change approve` under a real pseudo-terminal (util-linux `script`), `typed` fed
+/// to its keyboard.
+fn approve_on_a_terminal(env: &Env, id: &str, signature: &std::path::Path, typed: &str) -> Out {
+    let line = format!(
+        "{} --config {} change approve {id} --signature {}",
+        env!("CARGO_BIN_EXE_runbook"),
+        env.path("runbook.yaml").display(),
+        signature.display()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &line, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), typed.as_bytes()).unwrap();
+    Out::from(child.wait_with_output().unwrap())
+}
+
+#[test]
+fn on_a_terminal_the_approver_reads_the_request_and_types_its_id_back() {
+    let env = env();
+    let alice = ssh_key(&env, "alice", &["-t", "ed25519"]);
+    let public = std::fs::read_to_string(alice.with_extension("pub")).unwrap();
+    env.edit_config(
+        "sessions:\n",
+        &format!("sessions:\n  approvers:\n    alice: \"{}\"\n", public.trim()),
+    );
+    let s = start(&env, "maintenance");
+    let target = env.path("restarted");
+    let id = request_change(&env, &s, &format!("touch {}", target.display()));
+    let payload = env.run(&["change", "show", &id, "--payload"]).stdout;
+    let sig = env.write("approval.sig", &ssh_sign(&alice, "runbook-change", &payload));
+
+    let out = approve_on_a_terminal(&env, &id, &sig, "999\n");
+    assert_ne!(out.code, 0);
+    // The whole request was shown before the question.
+    assert!(out.stdout.contains("objective: recover the worker"), "{}", out.stdout);
+    assert!(out.stdout.contains("rollback:  none needed"), "{}", out.stdout);
+    assert!(out.stdout.contains("the id typed does not match"), "{}", out.stdout);
+    let (_, c) = env.json(&["change", "show", &id]);
+    assert_eq!(c["status"], "pending");
+
+    let out = approve_on_a_terminal(&env, &id, &sig, &format!("{id}\n"));
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert!(
+        out.stdout.contains(&format!("type the request id ({id})")),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("approved by alice"), "{}", out.stdout);
+    let (_, c) = env.json(&["change", "show", &id]);
+    assert_eq!(c["status"], "approved");
+}
+
+#[test]
+fn ending_a_session_of_an_incident_appends_the_record_to_its_note() {
+    let env = Env::new(&format!("{}incidents: {{ dir: notes }}\n", config("secrets.env")));
+    env.write("secrets.env", "DB_PASSWORD=hunter2-from-env\n");
+    let note = env.write("notes/2026-11-29-api-down.md", "# API down\n\nTimeline below.");
+    let (code, v) = env.json(&[
+        "session",
+        "start",
+        "--mode",
+        "diagnostic",
+        "--reason",
+        "api 502s",
+        "--incident",
+        "api-down",
+    ]);
+    assert_eq!(code, 0, "{v}");
+    let s = v["session"].to_string();
+    assert_eq!(exec(&env, &s, &["hostname"]).code, 0);
+    assert_eq!(exec(&env, &s, &["systemctl", "restart", "app-api"]).code, 2);
+    let (code, end) = env.json(&[
+        "session",
+        "end",
+        "--session",
+        &s,
+        "--next",
+        "check the upstream's status page",
+    ]);
+    assert_eq!(code, 0, "{end}");
+    assert_eq!(end["incident_note"], note.display().to_string());
+    let text = std::fs::read_to_string(&note).unwrap();
+    assert!(text.starts_with("# API down\n\nTimeline below.\n"), "{text}");
+    assert!(text.contains(&format!("## Session {s} (diagnostic)")), "{text}");
+    assert!(text.contains("- production state changed: no"), "{text}");
+    assert!(
+        text.contains("- next safest step: check the upstream's status page"),
+        "{text}"
+    );
+    assert!(text.contains("| refused | `systemctl restart app-api` | - |"), "{text}");
+    assert!(text.contains("| ran | `hostname` | 0 |"), "{text}");
+
+    // An incident without a note: the session still ends, and says why nothing was appended.
+    let (_, v) = env.json(&["session", "start", "--reason", "x", "--incident", "db-slow"]);
+    let s = v["session"].to_string();
+    let out = env.run(&["session", "end", "--session", &s]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no single note for incident `db-slow`"),
+        "{}",
+        out.stderr
     );
 }

@@ -22,20 +22,29 @@ pub async fn list(State(state): State<Arc<ApiState>>) -> Result<Json<serde_json:
     Ok(Json(json!({ "items": items })))
 }
 
+/// The optional body of an approval: an `ssh-keygen -Y sign` signature (armored) of the
+/// request's payload, required when `sessions.approvers` is set.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+pub struct ApproveBody {
+    pub signature: Option<String>,
+}
+
 #[utoipa::path(post, path = "/v1/changes/{id}/approve", tag = "sessions", params(("id" = String, Path, description = "Change request id")),
-    security(("bearer" = [])),
-    responses((status = 200, description = "Approved"), (status = 403, description = "The requester's own request, or a read token"),
+    security(("bearer" = [])), request_body(content = Option<ApproveBody>, description = "An SSH signature of the payload, when sessions.approvers is set"),
+    responses((status = 200, description = "Approved"), (status = 403, description = "The requester's own request, a read token, or a missing or bad signature"),
               (status = 404, description = "No such request"), (status = 409, description = "Not pending")))]
 pub async fn approve(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,
+    body: Option<Json<ApproveBody>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = id(&raw)?;
     let actor = format!("token:{}", caller.0);
+    let signature = body.and_then(|Json(b)| b.signature);
     let decided = tokio::task::spawn_blocking(move || {
         let config = state.config();
-        session::decide(&config, &state.store, id, true, &actor, None)
+        session::decide(&config, &state.store, id, true, &actor, None, signature.as_deref())
     })
     .await
     .map_err(ApiError::internal)?;
@@ -45,6 +54,9 @@ pub async fn approve(
         Err(e @ SessionError::NotPending(..)) => Err(ApiError::new(StatusCode::CONFLICT, "not_pending", e.to_string())),
         Err(e @ SessionError::SelfApproval(..)) => {
             Err(ApiError::new(StatusCode::FORBIDDEN, "self_approval", e.to_string()))
+        }
+        Err(e @ (SessionError::SignatureRequired(_) | SessionError::Signature(_) | SessionError::NoApprovers)) => {
+            Err(ApiError::new(StatusCode::FORBIDDEN, "signature", e.to_string()))
         }
         Err(e) => Err(ApiError::internal(e)),
     }

@@ -236,9 +236,23 @@ pub enum ChangeCmd {
     /// Change requests, newest first
     List,
     /// One request in full
-    Show { id: i64 },
+    Show {
+        id: i64,
+        /// Print only the text an approver signs (`| ssh-keygen -Y sign -n runbook-change`)
+        #[arg(long)]
+        payload: bool,
+    },
     /// Approve a pending request (not your own); on a terminal, type its id to confirm
-    Approve { id: i64 },
+    ///
+    /// With `sessions.approvers` set, the approval must be signed with an approver's SSH key:
+    /// `runbook change show ID --payload | ssh-keygen -Y sign -f ~/.ssh/id_ed25519 -n
+    /// runbook-change > ID.sig`, then `runbook change approve ID --signature ID.sig`.
+    Approve {
+        id: i64,
+        /// An `ssh-keygen -Y sign` signature of the request's payload (a file, or - for stdin)
+        #[arg(long, value_name = "FILE")]
+        signature: Option<PathBuf>,
+    },
     /// Deny a pending request
     Deny {
         id: i64,

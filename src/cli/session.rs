@@ -104,7 +104,13 @@ pub fn run(cx: &Ctx, cmd: SessionCmd) -> Result<Outcome, CliError> {
                 cx.out
                     .line(format!("  open change requests: {:?}", r.open_change_requests));
                 cx.out.line(format!("  next safest step:    {}", r.next_step));
+                if let Some(p) = &r.incident_note {
+                    cx.out.line(format!("  appended to:         {p}"));
+                }
             });
+            if let Some(e) = &r.incident_note_error {
+                eprintln!("warning: the record was not appended to the incident note: {e}");
+            }
             Ok(Outcome::Ok)
         }
         SessionCmd::List => {
@@ -199,12 +205,24 @@ pub fn change(cx: &Ctx, cmd: ChangeCmd) -> Result<Outcome, CliError> {
             });
             Ok(Outcome::Ok)
         }
-        ChangeCmd::Show { id } => {
+        ChangeCmd::Show { id, payload } => {
             let c = store.change(id)?.ok_or(SessionError::NoChange(id))?;
-            cx.out.either(&c, || show(cx, &c));
+            if payload {
+                let text = session::payload(&config, &c);
+                if cx.out.json {
+                    cx.out
+                        .json(&json!({ "change": id, "payload": text, "namespace": session::sshsig::NAMESPACE }));
+                } else {
+                    // Byte for byte what is verified: no decoration.
+                    print!("{text}");
+                }
+            } else {
+                cx.out.either(&c, || show(cx, &c));
+            }
             Ok(Outcome::Ok)
         }
-        ChangeCmd::Approve { id } => {
+        ChangeCmd::Approve { id, signature } => {
+            let signature = signature.map(|p| read_signature(&p)).transpose()?;
             let c = store.change(id)?.ok_or(SessionError::NoChange(id))?;
             // On a terminal the approver reads the whole request and types its id back.
             if std::io::stdin().is_terminal() && !cx.out.json {
@@ -218,19 +236,37 @@ pub fn change(cx: &Ctx, cmd: ChangeCmd) -> Result<Outcome, CliError> {
                 }
             }
             let actor = crate::audit::actor::current();
-            let c = session::decide(&config, &store, id, true, &actor, None)?;
-            cx.out
-                .either(&c, || cx.out.line(format!("change request {id} approved by {actor}")));
+            let c = session::decide(&config, &store, id, true, &actor, None, signature.as_deref())?;
+            let by = c.approver.clone().unwrap_or(actor);
+            cx.out.either(&c, || {
+                cx.out.line(format!(
+                    "change request {id} approved by {by}{}",
+                    if signature.is_some() {
+                        " (SSH signature verified)"
+                    } else {
+                        ""
+                    }
+                ))
+            });
             Ok(Outcome::Ok)
         }
         ChangeCmd::Deny { id, reason } => {
             let actor = crate::audit::actor::current();
-            let c = session::decide(&config, &store, id, false, &actor, Some(&reason))?;
+            let c = session::decide(&config, &store, id, false, &actor, Some(&reason), None)?;
             cx.out
                 .either(&c, || cx.out.line(format!("change request {id} denied by {actor}")));
             Ok(Outcome::Ok)
         }
     }
+}
+
+fn read_signature(path: &std::path::Path) -> Result<String, CliError> {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(path)
+    };
+    text.map_err(|e| CliError::usage(format!("cannot read the signature {}: {e}", path.display()), None))
 }
 
 fn show(cx: &Ctx, c: &crate::store::ChangeRequest) {

@@ -56,6 +56,10 @@ pub struct Config {
     /// Signed checkpoints of the audit log.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Where incident notes live; a session that belongs to an incident appends its
+    /// end-of-session record to that incident's note.
+    #[serde(default)]
+    pub incidents: IncidentsConfig,
     /// Backup targets: sources, destination, retention.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub backups: BTreeMap<String, super::backups::BackupTarget>,
@@ -377,6 +381,10 @@ pub struct SessionsConfig {
     /// Extra read-only commands: wildcard patterns over the command line (`df *`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub read_only: Vec<String>,
+    /// Approvers by name, each with an SSH public key line (`ssh-ed25519 AAAA… alice@laptop`).
+    /// When set, every approval must be signed with one of these keys (`ssh-keygen -Y sign`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub approvers: BTreeMap<String, String>,
 }
 
 impl Default for SessionsConfig {
@@ -385,8 +393,21 @@ impl Default for SessionsConfig {
             timeout: HumanDuration(std::time::Duration::from_secs(120)),
             limits: Limits::default(),
             read_only: Vec::new(),
+            approvers: BTreeMap::new(),
         }
     }
+}
+
+/// Incident notes (`incidents: { dir, template }`).
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentsConfig {
+    /// The directory of incident notes (markdown), e.g. `docs/operations/incidents`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// The template a new note starts from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<PathBuf>,
 }
 
 /// The audit log's checkpoints.

@@ -8,8 +8,10 @@
 //! privileged shells never run. Every command runs through `exec/` with the session limits,
 //! its output redacted before it is stored or shown, and every decision is an audit event.
 
+pub mod note;
 pub mod policy;
 pub mod redact;
+pub mod sshsig;
 
 use serde::Serialize;
 use serde_json::json;
@@ -38,6 +40,12 @@ pub enum SessionError {
     NotPending(i64, String),
     #[error("`{0}` requested change {1}: the requester cannot approve their own request")]
     SelfApproval(String, i64),
+    #[error("change request {0} needs an approval signed with an approver's SSH key (sessions.approvers is set)")]
+    SignatureRequired(i64),
+    #[error("a signed approval needs sessions.approvers: no public keys to check it against")]
+    NoApprovers,
+    #[error("signature refused: {0}")]
+    Signature(#[from] sshsig::SigError),
     #[error("cannot read the command `{0}`: unbalanced quotes")]
     BadCommand(String),
     #[error(transparent)]
@@ -53,6 +61,13 @@ impl SessionError {
             SessionError::SelfApproval(..) => {
                 Some("another person approves it (their own OS account, or an API token)".into())
             }
+            SessionError::SignatureRequired(id) => Some(format!(
+                "the approver runs: runbook change show {id} --payload | ssh-keygen -Y sign -f ~/.ssh/id_ed25519 -n {} > {id}.sig; then: runbook change approve {id} --signature {id}.sig",
+                sshsig::NAMESPACE
+            )),
+            SessionError::Signature(sshsig::SigError::Mismatch(_)) => Some(
+                "sign exactly the text of `runbook change show ID --payload` for this request, on this host".into(),
+            ),
             SessionError::Store(e) => e.hint(),
             _ => None,
         }
@@ -258,7 +273,36 @@ pub fn request(
     )?)
 }
 
+/// The exact text an approver signs with their SSH key for change `c` on this host
+/// (`runbook change show ID --payload`): the request and its binding, so the signature
+/// authorises that one command, in that directory and session, here.
+pub fn payload(config: &Config, c: &ChangeRequest) -> String {
+    format!(
+        "runbook change approval\nhost: {}\nchange: {}\nsession: {}\ncommand: {}\ncwd: {}\nbinding: {}\n",
+        config.host,
+        c.id,
+        c.session_id,
+        exec::display(&c.argv),
+        c.cwd,
+        c.binding
+    )
+}
+
+/// The approvers of `sessions.approvers`, their keys parsed (validated at config load).
+fn approvers(config: &Config) -> Vec<(String, sshsig::PublicKey)> {
+    config
+        .sessions
+        .approvers
+        .iter()
+        .filter_map(|(name, line)| sshsig::PublicKey::parse(line).ok().map(|k| (name.clone(), k)))
+        .collect()
+}
+
 /// Approves (or denies) change `id` as `actor`, who must not be its requester.
+///
+/// With `sessions.approvers` set, an approval must carry an `ssh-keygen -Y sign` signature
+/// over [`payload`] by one of those keys; the approver's name from the config is then the
+/// actor, whatever OS account ran the command.
 pub fn decide(
     config: &Config,
     store: &Store,
@@ -266,10 +310,37 @@ pub fn decide(
     approve: bool,
     actor: &str,
     reason: Option<&str>,
+    signature: Option<&str>,
 ) -> Result<ChangeRequest, SessionError> {
     let c = store.change(id)?.ok_or(SessionError::NoChange(id))?;
     if c.status != "pending" {
         return Err(SessionError::NotPending(id, c.status));
+    }
+    let mut actor = actor.to_string();
+    let mut signed_by = None;
+    if approve {
+        let keys = approvers(config);
+        match (signature, keys.is_empty()) {
+            (None, false) => return Err(SessionError::SignatureRequired(id)),
+            (Some(_), true) => return Err(SessionError::NoApprovers),
+            (None, true) => {}
+            (Some(sig), false) => match sshsig::verify(sig, sshsig::NAMESPACE, payload(config, &c).as_bytes(), &keys) {
+                Ok(name) => {
+                    let key = &keys.iter().find(|(n, _)| n == name).expect("found").1;
+                    signed_by = Some(json!({ "approver": name, "key": key.fingerprint(), "os_user": actor }));
+                    actor = name.to_string();
+                }
+                Err(e) => {
+                    store.audit_append(&Draft::new(
+                        "change.signature_refused",
+                        &format!("change {id}"),
+                        json!({ "actor": actor, "error": e.to_string() }),
+                        &config.redactor,
+                    ))?;
+                    return Err(e.into());
+                }
+            },
+        }
     }
     if approve && c.requester == actor {
         store.audit_append(&Draft::new(
@@ -278,17 +349,18 @@ pub fn decide(
             json!({ "actor": actor }),
             &config.redactor,
         ))?;
-        return Err(SessionError::SelfApproval(actor.into(), id));
+        return Err(SessionError::SelfApproval(actor, id));
     }
     let status = if approve { "approved" } else { "denied" };
     let mut draft = Draft::new(
         if approve { "change.approved" } else { "change.denied" },
         &format!("change {id}"),
-        json!({ "command": exec::display(&c.argv), "session": c.session_id, "requester": c.requester, "reason": reason }),
+        json!({ "command": exec::display(&c.argv), "session": c.session_id, "requester": c.requester,
+                "reason": reason, "signed": signed_by }),
         &config.redactor,
     );
-    draft.actor = actor.to_string();
-    if !store.decide_change(id, status, actor, &clock::to_text(clock::now()), reason, &draft)? {
+    draft.actor = actor.clone();
+    if !store.decide_change(id, status, &actor, &clock::to_text(clock::now()), reason, &draft)? {
         return Err(SessionError::NotPending(id, "no longer pending".into()));
     }
     store.change(id)?.ok_or(SessionError::NoChange(id))
@@ -304,6 +376,11 @@ pub struct EndRecord {
     pub approvals_used: Vec<i64>,
     pub open_change_requests: Vec<i64>,
     pub next_step: String,
+    /// The incident note the record was appended to.
+    pub incident_note: Option<String>,
+    /// Why the record could not be appended to the session's incident note.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incident_note_error: Option<String>,
 }
 
 pub fn end(config: &Config, store: &Store, id: i64, next: Option<&str>) -> Result<EndRecord, SessionError> {
@@ -327,25 +404,43 @@ pub fn end(config: &Config, store: &Store, id: i64, next: Option<&str>) -> Resul
         }
     });
     let at = clock::to_text(clock::now());
-    let record = EndRecord {
+    let mut record = EndRecord {
         commands_run: run,
         commands_refused: commands.len() - run,
         state_changed: !approvals.is_empty(),
         approvals_used: approvals,
         open_change_requests: open,
         next_step: next_step.clone(),
+        incident_note: None,
+        incident_note_error: None,
         session: Session {
             ended_at: Some(at.clone()),
             next_step: Some(next_step.clone()),
             ..session
         },
     };
+    if let Some(incident) = record.session.incident.clone() {
+        match &config.incidents.dir {
+            None => record.incident_note_error = Some("no incidents.dir in the config".into()),
+            Some(dir) => match note::find(dir, &incident) {
+                None => {
+                    record.incident_note_error =
+                        Some(format!("no single note for incident `{incident}` in {}", dir.display()))
+                }
+                Some(path) => match note::append(&path, &note::markdown(&record, &commands)) {
+                    Ok(()) => record.incident_note = Some(path.display().to_string()),
+                    Err(e) => record.incident_note_error = Some(format!("{}: {e}", path.display())),
+                },
+            },
+        }
+    }
     let draft = Draft::new(
         "session.ended",
         &format!("session {id}"),
         json!({ "commands_run": record.commands_run, "commands_refused": record.commands_refused,
                 "state_changed": record.state_changed, "approvals_used": record.approvals_used,
-                "open_change_requests": record.open_change_requests, "next_step": next_step }),
+                "open_change_requests": record.open_change_requests, "next_step": next_step,
+                "incident_note": record.incident_note }),
         &config.redactor,
     );
     store.end_session(id, &at, Some(&next_step), &draft)?;

@@ -29,6 +29,23 @@ pub fn request(port: u16, method: &str, path: &str, token: Option<&str>) -> Resp
 
 /// `request` with extra request headers.
 pub fn request_with(port: u16, method: &str, path: &str, token: Option<&str>, headers: &[(&str, &str)]) -> Response {
+    send(port, method, path, token, headers, "")
+}
+
+/// A `POST` with a JSON body.
+#[allow(dead_code)]
+pub fn post_json(port: u16, path: &str, token: Option<&str>, body: &serde_json::Value) -> Response {
+    send(
+        port,
+        "POST",
+        path,
+        token,
+        &[("Content-Type", "application/json")],
+        &body.to_string(),
+    )
+}
+
+fn send(port: u16, method: &str, path: &str, token: Option<&str>, headers: &[(&str, &str)], body: &str) -> Response {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut extra = token
@@ -39,7 +56,8 @@ pub fn request_with(port: u16, method: &str, path: &str, token: Option<&str>, he
     }
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut raw = Vec::new();

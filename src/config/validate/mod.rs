@@ -31,9 +31,10 @@ const TOP_KEYS: &[&str] = &[
     "backups",
     "audit",
     "sessions",
+    "incidents",
 ];
 /// Sections of the full design that this version does not read yet.
-const LATER_KEYS: &[&str] = &["gates", "incidents", "deploy"];
+const LATER_KEYS: &[&str] = &["gates", "deploy"];
 pub const DEFAULT_STATE_URL: &str = "sqlite:///var/lib/runbook/runbook.db";
 
 pub(super) use walker::Cx;
@@ -212,7 +213,7 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
     }
     let mut sessions = crate::config::model::SessionsConfig::default();
     if let Some(n) = top.get("sessions")
-        && let Some(f) = cx.map(n, "sessions", &["limits", "read_only"])
+        && let Some(f) = cx.map(n, "sessions", &["limits", "read_only", "approvers"])
     {
         if let Some(l) = f.get("limits")
             && let Some(lf) = cx.map(
@@ -242,6 +243,38 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
             .get("read_only")
             .and_then(|n| cx.string_list(n, "sessions.read_only"))
             .unwrap_or_default();
+        if let Some(n) = f.get("approvers")
+            && let Some(m) = cx.map(n, "sessions.approvers", &[])
+        {
+            for (name, _, v) in &m.entries {
+                let what = format!("sessions.approvers.{name}");
+                if let Some(line) = cx.string(v, &what) {
+                    match crate::session::sshsig::PublicKey::parse(&line) {
+                        Ok(_) => {
+                            sessions.approvers.insert(name.to_string(), line);
+                        }
+                        Err(e) => cx.error(
+                            v.pos,
+                            format!("{what}: not an SSH public key: {e}"),
+                            Some("paste the approver's ~/.ssh/id_ed25519.pub line".into()),
+                        ),
+                    }
+                }
+            }
+        }
+    }
+    let mut incidents = crate::config::model::IncidentsConfig::default();
+    if let Some(n) = top.get("incidents")
+        && let Some(f) = cx.map(n, "incidents", &["dir", "template"])
+    {
+        incidents.dir = f
+            .get("dir")
+            .and_then(|n| cx.string(n, "incidents.dir"))
+            .map(|p| base.join(p));
+        incidents.template = f
+            .get("template")
+            .and_then(|n| cx.string(n, "incidents.template"))
+            .map(|p| base.join(p));
     }
     let backups = top
         .get("backups")
@@ -295,6 +328,7 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
         profiles,
         sessions,
         audit,
+        incidents,
         backups,
         source: cx.file.to_path_buf(),
         redactor: cx.redactor.clone(),

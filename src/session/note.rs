@@ -1,0 +1,109 @@
+//! The end-of-session record appended to the incident note the session belongs to
+//! (playbook: "leave the next safest command or next decision in the incident note").
+//!
+//! A note is found in `incidents.dir` by the incident id: `ID.md`, or a note whose name
+//! starts with `ID-` or ends with `-ID` (`2026-11-29-api-down.md` for `api-down`). The note
+//! is rewritten through a temporary file, so a crash leaves either the old or the new note.
+
+use std::path::{Path, PathBuf};
+
+use super::EndRecord;
+use crate::exec;
+use crate::store::SessionCommand;
+
+/// The note of incident `id` in `dir`, if there is exactly one candidate.
+pub fn find(dir: &Path, id: &str) -> Option<PathBuf> {
+    let exact = dir.join(format!("{id}.md"));
+    if exact.is_file() {
+        return Some(exact);
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "md")
+                && p.file_stem()
+                    .and_then(|s| s.to_str())
+                    .is_some_and(|s| s.starts_with(&format!("{id}-")) || s.ends_with(&format!("-{id}")))
+        })
+        .collect();
+    found.sort();
+    (found.len() == 1).then(|| found.remove(0))
+}
+
+/// The record as markdown: the summary, then every command with its decision.
+pub fn markdown(r: &EndRecord, commands: &[SessionCommand]) -> String {
+    let s = &r.session;
+    let list = |v: &[i64]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.iter().map(|i| format!("#{i}")).collect::<Vec<_>>().join(", ")
+        }
+    };
+    let mut out = format!(
+        "\n## Session {} ({}) on {}, ended {}\n\n\
+         - operator: {}; reason: {}\n\
+         - commands run: {}; refused: {}\n\
+         - production state changed: {}\n\
+         - approvals used: {}\n\
+         - open change requests: {}\n\
+         - next safest step: {}\n",
+        s.id,
+        s.mode,
+        s.host,
+        s.ended_at.as_deref().unwrap_or("-"),
+        s.actor,
+        s.reason,
+        r.commands_run,
+        r.commands_refused,
+        if r.state_changed { "yes" } else { "no" },
+        list(&r.approvals_used),
+        list(&r.open_change_requests),
+        r.next_step,
+    );
+    if !commands.is_empty() {
+        out.push_str("\n| time (UTC) | decision | command | exit |\n|---|---|---|---|\n");
+        for c in commands {
+            out.push_str(&format!(
+                "| {} | {} | `{}` | {} |\n",
+                c.started_at,
+                c.decision,
+                exec::display(&c.argv).replace('|', "\\|").replace('`', "'"),
+                c.exit_code.map(|e| e.to_string()).unwrap_or_else(|| "-".into())
+            ));
+        }
+    }
+    out
+}
+
+/// Appends `text` to the note at `path`, atomically.
+pub fn append(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut note = std::fs::read_to_string(path)?;
+    if !note.is_empty() && !note.ends_with('\n') {
+        note.push('\n');
+    }
+    note.push_str(text);
+    crate::backup::write_atomic(path, note.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_are_found_by_id_and_ambiguity_finds_none() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(find(d.path(), "api-down"), None);
+        std::fs::write(d.path().join("2026-11-29-api-down.md"), "# API down\n").unwrap();
+        std::fs::write(d.path().join("2026-11-29-api-down.txt"), "").unwrap();
+        assert_eq!(
+            find(d.path(), "api-down"),
+            Some(d.path().join("2026-11-29-api-down.md"))
+        );
+        std::fs::write(d.path().join("2026-11-30-api-down.md"), "# again\n").unwrap();
+        assert_eq!(find(d.path(), "api-down"), None, "two candidates: neither is guessed");
+        std::fs::write(d.path().join("api-down.md"), "").unwrap();
+        assert_eq!(find(d.path(), "api-down"), Some(d.path().join("api-down.md")));
+    }
+}
