@@ -529,3 +529,57 @@ backups:
     let out = env.run(&["backup", "create", "nope"]);
     assert_eq!(out.code, 2);
 }
+
+#[test]
+fn the_api_lists_archives_with_their_verification_and_each_targets_newest_verified() {
+    let env = Env::new(
+        r#"
+version: 1
+backups:
+  main: { sources: [ { dir: data } ], dest: archives }
+  other: { sources: [ { dir: data } ], dest: other }
+"#,
+    );
+    env.write("data/a.txt", "a\n");
+    let first = create(&env)["path"].as_str().unwrap().to_string();
+    assert_eq!(env.run(&["backup", "verify", &first]).code, 0);
+    let second = create(&env)["path"].as_str().unwrap().to_string();
+    let token = env.run(&["token", "create", "grafana"]).stdout.trim().to_string();
+    let (_server, port) = serve(&env);
+
+    let r = common::http::get(port, "/v1/backups", Some(&token));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{v}");
+    assert_eq!(items[0]["path"], second.as_str(), "newest first");
+    assert_eq!(items[0]["verify_ok"], serde_json::Value::Null);
+    assert_eq!(items[1]["verify_ok"], true);
+    let main = v["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "main")
+        .unwrap();
+    assert_eq!(main["archives"], 2);
+    assert_eq!(
+        main["newest_verified"],
+        first.as_str(),
+        "the unverified newer one does not count"
+    );
+    let other = v["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "other")
+        .unwrap();
+    assert_eq!(other["newest_verified"], serde_json::Value::Null);
+
+    let v = common::http::get(port, "/v1/backups?target=other", Some(&token)).json();
+    assert_eq!(v["items"].as_array().unwrap().len(), 0);
+    assert_eq!(v["targets"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        common::http::get(port, "/v1/backups?target=nope", Some(&token)).status,
+        404
+    );
+}

@@ -1,4 +1,4 @@
-//! Alerts, runs and checks, paged newest first with an opaque cursor.
+//! Alerts, runs, checks and backups: lists newest first (alerts and runs paged with an opaque cursor).
 
 use std::sync::Arc;
 
@@ -168,4 +168,55 @@ pub async fn checks(State(state): State<Arc<ApiState>>) -> Result<Json<serde_jso
         })
         .collect();
     Ok(Json(json!({ "items": items })))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BackupsQuery {
+    /// Only this target's archives.
+    target: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/backups", tag = "backups", params(BackupsQuery), security(("bearer" = [])),
+    responses((status = 200, description = "Every configured target with its newest verified archive, and the archives (newest first) with their last verify and drill"),
+              (status = 404, description = "No such target")))]
+pub async fn backups(
+    State(state): State<Arc<ApiState>>,
+    Q(q): Q<BackupsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let config = state.config();
+    if let Some(t) = &q.target
+        && !config.backups.contains_key(t)
+    {
+        return Err(ApiError::not_found(format!("no backup target `{t}`")));
+    }
+    let names: Vec<String> = config
+        .backups
+        .keys()
+        .filter(|n| q.target.as_ref().is_none_or(|t| t == *n))
+        .cloned()
+        .collect();
+    let (items, newest) = blocking(move || {
+        let store = state.reader();
+        let items = store.list_backups(q.target.as_deref())?;
+        let newest = names
+            .into_iter()
+            .map(|n| Ok((store.newest_verified_backup(&n)?, n)))
+            .collect::<Result<Vec<_>, crate::store::StoreError>>()?;
+        Ok((items, newest))
+    })
+    .await?;
+    let targets: Vec<_> = newest
+        .into_iter()
+        .map(|(verified, name)| {
+            let archives = items.iter().filter(|b| b.target == name).count();
+            json!({
+                "name": name,
+                "archives": archives,
+                "newest_verified": verified.as_ref().map(|(_, path)| path),
+                "newest_verified_at": verified.as_ref().map(|(at, _)| at),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "targets": targets, "items": items })))
 }

@@ -127,6 +127,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/runs", get(lists::runs))
         .route("/v1/runs/{id}", get(lists::run))
         .route("/v1/checks", get(lists::checks))
+        .route("/v1/backups", get(lists::backups))
         .route("/metrics", get(metrics::metrics))
         .route("/v1/telemetry", get(telemetry::telemetry))
         .route("/v1/audit", get(audit::events))

@@ -25,7 +25,7 @@ impl utoipa::Modify for Bearer {
     modifiers(&Bearer),
     paths(
         health::healthz, health::live, health::ready, health::health, health::migration,
-        lists::alerts, lists::alert, lists::runs, lists::run, lists::checks,
+        lists::alerts, lists::alert, lists::runs, lists::run, lists::checks, lists::backups,
         metrics::metrics, telemetry::telemetry,
         audit::events, audit::summary, audit::actions, audit::decisions, audit::export,
         ping::success, ping::with_status,
