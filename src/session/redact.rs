@@ -7,33 +7,52 @@ use regex::Regex;
 
 use crate::config::Redactor;
 
-fn patterns() -> &'static [(Regex, &'static str)] {
-    static P: OnceLock<Vec<(Regex, &'static str)>> = OnceLock::new();
-    P.get_or_init(|| {
-        [
-            // PEM private keys, whole blocks.
-            (
-                r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----[\s\S]*?-----END ([A-Z0-9 ]*)PRIVATE KEY-----",
-                "-----BEGIN ${1}PRIVATE KEY----- [REDACTED] -----END ${2}PRIVATE KEY-----",
-            ),
-            // Authorization headers: Bearer, Basic, token.
-            (
-                r"(?i)(authorization:\s*(?:bearer|basic|token)\s+)[^\s'\x22]+",
-                "${1}[REDACTED]",
-            ),
-            // Credentials in URLs: scheme://user:password@host
-            (r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]+):[^\s@/]+@", "${1}:[REDACTED]@"),
-        ]
-        .into_iter()
-        .filter_map(|(p, r)| Regex::new(p).ok().map(|re| (re, r)))
-        .collect()
-    })
+/// A credential shape: a literal that every match contains (checked first, so output
+/// without it never pays for the regex), the pattern, and its replacement.
+struct Shape {
+    needle: fn(&str) -> bool,
+    pattern: &'static str,
+    with: &'static str,
+    re: OnceLock<Option<Regex>>,
 }
+
+static SHAPES: [Shape; 3] = [
+    // PEM private keys, whole blocks.
+    Shape {
+        needle: |t| t.contains("PRIVATE KEY-----"),
+        pattern: r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----[\s\S]*?-----END ([A-Z0-9 ]*)PRIVATE KEY-----",
+        with: "-----BEGIN ${1}PRIVATE KEY----- [REDACTED] -----END ${2}PRIVATE KEY-----",
+        re: OnceLock::new(),
+    },
+    // Authorization headers: Bearer, Basic, token.
+    Shape {
+        needle: |t| {
+            t.as_bytes()
+                .windows(13)
+                .any(|w| w.eq_ignore_ascii_case(b"authorization"))
+        },
+        pattern: r"(?i)(authorization:\s*(?:bearer|basic|token)\s+)[^\s'\x22]+",
+        with: "${1}[REDACTED]",
+        re: OnceLock::new(),
+    },
+    // Credentials in URLs: scheme://user:password@host
+    Shape {
+        needle: |t| t.contains("://") && t.contains('@'),
+        pattern: r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]+):[^\s@/]+@",
+        with: "${1}:[REDACTED]@",
+        re: OnceLock::new(),
+    },
+];
 
 pub fn output(redactor: &Redactor, text: &str) -> String {
     let mut out = redactor.redact(text).into_owned();
-    for (re, with) in patterns() {
-        out = re.replace_all(&out, *with).into_owned();
+    for shape in &SHAPES {
+        if !(shape.needle)(&out) {
+            continue;
+        }
+        if let Some(re) = shape.re.get_or_init(|| Regex::new(shape.pattern).ok()) {
+            out = re.replace_all(&out, shape.with).into_owned();
+        }
     }
     out
 }
@@ -55,5 +74,9 @@ mod tests {
         }
         assert!(out.contains("postgres://app:[REDACTED]@db:5432/app"), "{out}");
         assert!(out.contains("Authorization: Bearer [REDACTED]"), "{out}");
+        let shouted = output(&r, "AUTHORIZATION: BEARER tok3n");
+        assert_eq!(shouted, "AUTHORIZATION: BEARER [REDACTED]");
+        let plain = "host-1\nno credentials here: https://example.org/a@b\n";
+        assert_eq!(output(&r, plain), plain);
     }
 }
