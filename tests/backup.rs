@@ -583,3 +583,53 @@ backups:
         404
     );
 }
+
+/// `runbook ARGS` under a real pseudo-terminal (util-linux `script`): what the terminal showed.
+fn on_a_terminal(env: &Env, args: &str) -> String {
+    let line = format!(
+        "{} --config {} {args}",
+        env!("CARGO_BIN_EXE_runbook"),
+        env.path("runbook.yaml").display()
+    );
+    let out = Command::new("script")
+        .args(["-q", "-e", "-c", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn long_operations_show_a_progress_bar_on_a_terminal_and_nowhere_else() {
+    let env = Env::new("version: 1\nbackups:\n  main: { sources: [ { dir: data } ], dest: archives }\n");
+    // Enough incompressible data that the bar is drawn at least once (it redraws at 20 Hz).
+    let mut data = vec![0u8; 48 << 20];
+    let mut x = 0x9e3779b97f4a7c15u64;
+    for chunk in data.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes());
+    }
+    std::fs::create_dir_all(env.path("data")).unwrap();
+    std::fs::write(env.path("data/blob.bin"), &data).unwrap();
+
+    let shown = on_a_terminal(&env, "backup create main");
+    assert!(shown.contains("] "), "no bar drawn: {shown:?}");
+    assert!(shown.contains("MiB"), "no byte counts: {shown:?}");
+    let shown = on_a_terminal(&env, "backup verify --latest main");
+    assert!(shown.contains("reading every entry"), "{shown:?}");
+    assert!(shown.contains("ok: "), "{shown:?}");
+    // The bar fits the terminal's 80 columns: it is redrawn in place, never wrapped.
+    assert!(!shown.contains("\u{1b}[1A"), "the bar wrapped: {shown:?}");
+
+    // Not on a terminal, and not with --json: no bar, nothing but the result.
+    let out = env.run(&["backup", "create", "main"]);
+    assert_eq!(out.code, 0);
+    assert!(!out.stderr.contains("] "), "{}", out.stderr);
+    let shown = on_a_terminal(&env, "backup create main --json");
+    assert!(!shown.contains("eta"), "{shown:?}");
+    let v: serde_json::Value = serde_json::from_str(shown.trim()).expect("only JSON on the terminal");
+    assert!(v["path"].is_string());
+}
