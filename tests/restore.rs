@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 fn sqlite(path: &Path, sql: &str) {
     rusqlite::Connection::open(path).unwrap().execute_batch(sql).unwrap();
@@ -245,4 +246,47 @@ fn restore_refuses_an_archive_that_does_not_match_its_sidecar() {
     assert_eq!(out.code, 1);
     assert!(out.stdout.contains("sidecar says"), "{}", out.stdout);
     assert_eq!(rows(&env.path("app.db")), 0);
+}
+
+#[test]
+fn restore_execute_puts_a_postgres_database_back_after_dumping_its_current_state() {
+    let db = format!("runbook_restore_src_{}", std::process::id());
+    let psql = |sql: &str, dbname: &str| psql(dbname, sql);
+    psql(&format!("DROP DATABASE IF EXISTS {db}"), "test");
+    psql(&format!("CREATE DATABASE {db}"), "test");
+    psql(
+        "CREATE TABLE orders(id int); INSERT INTO orders VALUES (1), (2), (3);",
+        &db,
+    );
+    let env = Env::new(&format!(
+        r#"
+version: 1
+backups:
+  pg:
+    sources: [ {{ postgres: "postgres://postgres@127.0.0.1:5432/{db}" }} ]
+    dest: archives
+"#
+    ));
+    let archive = create(&env, "pg");
+    psql("DELETE FROM orders WHERE id > 1; INSERT INTO orders VALUES (99);", &db);
+
+    let out = env.run(&["backup", "restore", &archive]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("pg_restore --clean --if-exists"), "{}", out.stdout);
+    assert_eq!(
+        psql("SELECT string_agg(id::text, ',' ORDER BY id) FROM orders", &db),
+        "1,99",
+        "a plan changes nothing"
+    );
+
+    let (code, r) = env.json(&["backup", "restore", &archive, "--execute"]);
+    let now = psql("SELECT string_agg(id::text, ',' ORDER BY id) FROM orders", &db);
+    psql(&format!("DROP DATABASE IF EXISTS {db}"), "test");
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(now, "1,2,3", "the archived rows are back, the later one gone");
+    // The state before the restore was dumped first, and that dump restores.
+    let safety = r["plan"]["steps"][0]["safety"].as_str().unwrap();
+    let listed = Command::new("pg_restore").args(["--list", safety]).output().unwrap();
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("TABLE DATA public orders"));
 }
