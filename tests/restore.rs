@@ -290,3 +290,31 @@ backups:
     assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
     assert!(String::from_utf8_lossy(&listed.stdout).contains("TABLE DATA public orders"));
 }
+
+#[test]
+fn restore_execute_as_root_gives_files_back_to_their_owners() {
+    use std::os::unix::fs::MetadataExt;
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: ownership is only restored by root");
+        return;
+    }
+    let env = Env::new("version: 1\nbackups:\n  main: { sources: [ { dir: data } ], dest: archives }\n");
+    env.write("data/sub/owned.txt", "owned by the app\n");
+    std::os::unix::fs::symlink("sub/owned.txt", env.path("data/link")).unwrap();
+    std::os::unix::fs::chown(env.path("data/sub/owned.txt"), Some(1234), Some(5678)).unwrap();
+    std::os::unix::fs::chown(env.path("data/sub"), Some(2000), Some(2001)).unwrap();
+    std::os::unix::fs::lchown(env.path("data/link"), Some(4321), Some(8765)).unwrap();
+    let archive = create(&env, "main");
+    std::fs::remove_dir_all(env.path("data/sub")).unwrap();
+    std::fs::remove_file(env.path("data/link")).unwrap();
+
+    let (code, r) = env.json(&["backup", "restore", &archive, "--execute"]);
+    assert_eq!(code, 0, "{r:#}");
+    let owner = |p: &str| {
+        let m = std::fs::symlink_metadata(env.path(p)).unwrap();
+        (m.uid(), m.gid())
+    };
+    assert_eq!(owner("data/sub/owned.txt"), (1234, 5678));
+    assert_eq!(owner("data/sub"), (2000, 2001));
+    assert_eq!(owner("data/link"), (4321, 8765));
+}

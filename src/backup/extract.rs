@@ -86,6 +86,9 @@ pub fn extract(archive_path: &Path, into: &Path, progress: &dyn Fn(Progress)) ->
                 let link = want.link.clone().unwrap_or_default();
                 let _ = std::fs::remove_file(&target);
                 std::os::unix::fs::symlink(&link, &target).map_err(|e| BackupError::io(&target, e))?;
+                if rustix::process::geteuid().is_root() && (want.uid.is_some() || want.gid.is_some()) {
+                    std::os::unix::fs::lchown(&target, want.uid, want.gid).map_err(|e| BackupError::io(&target, e))?;
+                }
             }
             EntryKind::File => {
                 let f = OpenOptions::new()
@@ -133,6 +136,16 @@ pub fn extract(archive_path: &Path, into: &Path, progress: &dyn Fn(Progress)) ->
 }
 
 fn set_meta(path: &Path, want: &FileEntry, f: &File) -> Result<(), BackupError> {
+    // Ownership first (a chown clears setuid/setgid bits), and only as root: anyone else
+    // could only give files away, which Linux refuses.
+    if rustix::process::geteuid().is_root() && (want.uid.is_some() || want.gid.is_some()) {
+        rustix::fs::fchown(
+            f,
+            want.uid.map(rustix::fs::Uid::from_raw),
+            want.gid.map(rustix::fs::Gid::from_raw),
+        )
+        .map_err(|e| BackupError::io(path, e.into()))?;
+    }
     f.set_permissions(std::fs::Permissions::from_mode(want.mode))
         .map_err(|e| BackupError::io(path, e))?;
     let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(want.mtime.max(0) as u64);

@@ -56,6 +56,12 @@ pub struct FileEntry {
     /// Where a symlink points.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
+    /// Owner and group (numeric), restored when the restore runs as root. Absent in archives
+    /// written before they were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
 }
 
 impl FileEntry {
@@ -70,6 +76,8 @@ impl FileEntry {
             mtime: meta.mtime(),
             sha256: None,
             link: None,
+            uid: Some(meta.uid()),
+            gid: Some(meta.gid()),
         }
     }
 }
