@@ -311,3 +311,91 @@ backups:
         out.stderr
     );
 }
+
+#[test]
+fn encrypted_local_archives_verify_drill_restore_and_travel_offsite_as_they_are() {
+    use age::secrecy::ExposeSecret;
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public().to_string();
+    let env = Env::new(&format!(
+        r#"
+version: 1
+backups:
+  main:
+    sources: [ {{ dir: data }} ]
+    dest: archives
+    encrypt_to: "{recipient}"
+    identity_file: age.key
+    offsite: {{ url: offsite }}
+"#
+    ));
+    env.write("age.key", &format!("{}\n", identity.to_string().expose_secret()));
+    env.write("data/a.txt", &"alpha secret line\n".repeat(100));
+    let archive = create(&env);
+    let name = archive.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.ends_with(".tar.zst.age"), "{name}");
+    let bytes = std::fs::read(&archive).unwrap();
+    assert!(bytes.starts_with(b"age-encryption.org/v1"), "an age file");
+    assert!(!bytes.windows(5).any(|w| w == b"alpha"), "the content is not readable");
+    // Only the archive, its sidecar (over the ciphertext) and the lock: no plaintext left.
+    let mut left = env.names("archives");
+    left.sort();
+    assert_eq!(
+        left,
+        vec![".main.lock".to_string(), name.clone(), format!("{name}.sha256")]
+    );
+    let check = Command::new("sha256sum")
+        .args(["-c", &format!("{name}.sha256")])
+        .current_dir(env.path("archives"))
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+
+    let (code, v) = env.json(&["backup", "verify", "--latest", "main"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["files_checked"], 1);
+    let (code, d) = env.json(&["backup", "drill", "--latest", "main"]);
+    assert_eq!(code, 0, "{d}");
+    std::fs::remove_file(env.path("data/a.txt")).unwrap();
+    let (code, r) = env.json(&["backup", "restore", archive.to_str().unwrap(), "--execute"]);
+    assert_eq!(code, 0, "{r}");
+    assert!(
+        std::fs::read_to_string(env.path("data/a.txt"))
+            .unwrap()
+            .starts_with("alpha")
+    );
+
+    // Offsite it goes as it is (already encrypted), once; and comes back checked.
+    let (code, p) = env.json(&["backup", "push", "main"]);
+    assert_eq!(code, 0, "{p}");
+    assert_eq!(names(&p, "pushed"), vec![name.clone()]);
+    assert_eq!(std::fs::read(env.path("offsite").join(&name)).unwrap(), bytes);
+    let (_, again) = env.json(&["backup", "push", "main"]);
+    assert_eq!(names(&again, "skipped"), vec![name.clone()], "{again}");
+    std::fs::remove_file(&archive).unwrap();
+    std::fs::remove_file(format!("{}.sha256", archive.display())).unwrap();
+    let (code, pulled) = env.json(&["backup", "pull", "main"]);
+    assert_eq!(code, 0, "{pulled}");
+    assert_eq!(std::fs::read(&archive).unwrap(), bytes);
+
+    // Without the identity nothing can be read, and the error says what is missing.
+    env.edit_config("    identity_file: age.key\n", "");
+    let out = env.run(&["backup", "verify", archive.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        format!("{}{}", out.stdout, out.stderr).contains("identity_file"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    // One flipped byte: refused.
+    env.write("age.key", &format!("{}\n", identity.to_string().expose_secret()));
+    env.edit_config("    offsite:", "    identity_file: age.key\n    offsite:");
+    let mut damaged = bytes.clone();
+    let at = damaged.len() / 2;
+    damaged[at] ^= 0x20;
+    std::fs::write(&archive, &damaged).unwrap();
+    let (code, v) = env.json(&["backup", "verify", archive.to_str().unwrap()]);
+    assert_eq!(code, 1, "{v}");
+    assert!(v["problems"][0].as_str().unwrap().contains("sidecar"), "{v}");
+}

@@ -232,11 +232,31 @@ impl Read for Exact<'_> {
     }
 }
 
-/// A tar reader over the decompressed stream of an archive file.
-pub fn open(path: &Path) -> io::Result<tar::Archive<zstd::stream::read::Decoder<'static, BufReader<File>>>> {
+/// A tar reader over an archive's decompressed stream.
+pub type Reader = tar::Archive<zstd::stream::read::Decoder<'static, BufReader<Box<dyn Read + Send>>>>;
+
+/// A tar reader over the decompressed (and, for `.tar.zst.age`, decrypted) stream of an
+/// archive file.
+pub fn open(path: &Path, identity: Option<&Path>) -> io::Result<Reader> {
     let f = File::open(path)?;
-    let dec = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(IO_BUF, f))?;
+    let plain = plaintext(BufReader::with_capacity(IO_BUF, f), path, identity)?;
+    let dec = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(IO_BUF, plain))?;
     Ok(tar::Archive::new(dec))
+}
+
+/// The zstd stream of an archive: `raw` itself, or its decryption for an encrypted one.
+fn plaintext<R: Read + Send + 'static>(
+    raw: R,
+    path: &Path,
+    identity: Option<&Path>,
+) -> io::Result<Box<dyn Read + Send>> {
+    if !super::crypt::is_encrypted(path) {
+        return Ok(Box::new(raw));
+    }
+    let identity = identity.ok_or_else(|| {
+        io::Error::other("the archive is encrypted and no identity_file is set for its target to decrypt it")
+    })?;
+    super::crypt::decrypting(raw, identity)
 }
 
 /// Bytes handed over in chunks from another thread; an error there is the reader's error.
@@ -318,8 +338,9 @@ pub struct HashingArchive {
     decoded: std::thread::JoinHandle<io::Result<()>>,
 }
 
-pub fn open_hashing(path: &Path) -> io::Result<HashingArchive> {
+pub fn open_hashing(path: &Path, identity: Option<&Path>) -> io::Result<HashingArchive> {
     let file = File::open(path)?;
+    let (path, identity) = (path.to_path_buf(), identity.map(Path::to_path_buf));
     let (raw_chunks, raw) = pipe(move |tx| {
         let mut hasher = Sha256::new();
         let mut size = 0u64;
@@ -330,7 +351,8 @@ pub fn open_hashing(path: &Path) -> io::Result<HashingArchive> {
         Ok(complete.then(|| (size, hex(&hasher.finalize()))))
     });
     let (decoded_chunks, decoded) = pipe(move |tx| {
-        let mut dec = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(64 * 1024, raw_chunks))?;
+        let plain = plaintext(raw_chunks, &path, identity.as_deref())?;
+        let mut dec = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(64 * 1024, plain))?;
         if pump(&mut dec, tx, |_| {})? {
             // Whatever follows the zstd stream still passes through the raw hasher.
             io::copy(&mut dec.finish(), &mut io::sink())?;
@@ -360,8 +382,8 @@ pub fn finish_hashing(ar: HashingArchive) -> io::Result<(u64, String)> {
 }
 
 /// Reads the manifest, the first entry, without reading the rest of the archive.
-pub fn read_manifest(path: &Path) -> io::Result<Manifest> {
-    let mut ar = open(path)?;
+pub fn read_manifest(path: &Path, identity: Option<&Path>) -> io::Result<Manifest> {
+    let mut ar = open(path, identity)?;
     let mut entries = ar.entries()?;
     let mut first = entries
         .next()

@@ -129,7 +129,7 @@ pub fn drill(
     if ok {
         progress(Progress::Phase("restoring into scratch"));
         let t = Instant::now();
-        let result = extract::extract(archive_path, scratch.path(), progress);
+        let result = extract::extract(archive_path, target.identity_file.as_deref(), scratch.path(), progress);
         ok = r.phase(
             "extract",
             t,

@@ -39,10 +39,15 @@ fn safe_relative(p: &str) -> Option<PathBuf> {
 
 /// Unpacks `archive_path` under `into` (which must exist). Fails on the first entry that does
 /// not match the manifest, naming it.
-pub fn extract(archive_path: &Path, into: &Path, progress: &dyn Fn(Progress)) -> Result<Extracted, BackupError> {
+pub fn extract(
+    archive_path: &Path,
+    identity: Option<&Path>,
+    into: &Path,
+    progress: &dyn Fn(Progress),
+) -> Result<Extracted, BackupError> {
     let io = |e: std::io::Error| BackupError::io(archive_path, e);
     let bad = |what: String| BackupError::io(archive_path, std::io::Error::new(std::io::ErrorKind::InvalidData, what));
-    let mut ar = archive::open(archive_path).map_err(io)?;
+    let mut ar = archive::open(archive_path, identity).map_err(io)?;
     let mut entries = ar.entries().map_err(io)?;
     let mut first = entries
         .next()

@@ -7,6 +7,7 @@
 //! Invariant: an archive that is listed was completely written and recorded.
 
 pub mod archive;
+pub mod crypt;
 pub mod drill;
 pub mod extract;
 pub mod manifest;
@@ -176,13 +177,13 @@ fn remove_leftovers(dest: &Path, target: &str) {
     }
 }
 
-/// A new archive name: `<target>-<YYYYmmddTHHMMSSZ>.tar.zst`, never one that exists.
-fn archive_path(dest: &Path, target: &str, at: jiff::Timestamp) -> PathBuf {
+/// A new archive name: `<target>-<YYYYmmddTHHMMSSZ>.tar.zst<suffix>`, never one that exists.
+fn archive_path(dest: &Path, target: &str, at: jiff::Timestamp, suffix: &str) -> PathBuf {
     let stamp = at.strftime("%Y%m%dT%H%M%SZ").to_string();
-    let mut path = dest.join(format!("{target}-{stamp}.tar.zst"));
+    let mut path = dest.join(format!("{target}-{stamp}.tar.zst{suffix}"));
     let mut n = 2;
     while path.exists() || archive::sidecar_path(&path).exists() {
-        path = dest.join(format!("{target}-{stamp}-{n}.tar.zst"));
+        path = dest.join(format!("{target}-{stamp}-{n}.tar.zst{suffix}"));
         n += 1;
     }
     path
@@ -253,7 +254,9 @@ pub fn create(
     remove_leftovers(&t.dest, name);
 
     let now = clock::now();
-    let final_path = archive_path(&t.dest, name, now);
+    let recipients = crypt::recipients(&t.encrypt_to).map_err(|e| BackupError::io(&t.dest, e))?;
+    let suffix = if recipients.is_empty() { "" } else { crypt::SUFFIX };
+    let final_path = archive_path(&t.dest, name, now, suffix);
     let file_name = final_path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -318,7 +321,18 @@ pub fn create(
         },
     )
     .map_err(|e| BackupError::io(&tmp, e))?;
-    archive::write_sidecar(&final_path, &written.sha256).map_err(|e| BackupError::io(&final_path, e))?;
+    let (mut tmp, mut size, mut sha256) = (tmp, written.size, written.sha256.clone());
+    if !recipients.is_empty() {
+        // Encrypted in one more pass over the finished archive (the manifest is written into
+        // its head last, so the plaintext cannot stream through the encryptor).
+        progress(Progress::Phase("encrypting"));
+        let sealed = t.dest.join(format!(".{file_name}.sealed.tmp"));
+        let sealed_guard = Cleanup(Some(sealed.clone()));
+        (size, sha256) = crypt::encrypt_file(&tmp, &sealed, &recipients).map_err(|e| BackupError::io(&sealed, e))?;
+        tmp_guard = sealed_guard; // the plaintext goes now
+        tmp = sealed;
+    }
+    archive::write_sidecar(&final_path, &sha256).map_err(|e| BackupError::io(&final_path, e))?;
     std::fs::rename(&tmp, &final_path).map_err(|e| BackupError::io(&final_path, e))?;
     tmp_guard.disarm();
     fsync_dir(&t.dest);
@@ -341,8 +355,8 @@ pub fn create(
             path: path_text.clone(),
             created_at: clock::to_text(now),
             host: config.host.clone(),
-            size: written.size as i64,
-            sha256: written.sha256.clone(),
+            size: size as i64,
+            sha256: sha256.clone(),
             files: files as i64,
             data_bytes: data_bytes as i64,
             duration_ms: duration_ms as i64,
@@ -350,18 +364,18 @@ pub fn create(
         &Draft::new(
             "backup.created",
             name,
-            json!({ "archive": path_text, "sha256": written.sha256, "size": written.size, "files": files,
+            json!({ "archive": path_text, "sha256": sha256, "size": size, "files": files,
                     "data_bytes": data_bytes, "duration_ms": duration_ms, "warnings": warnings }),
             &config.redactor,
         ),
     )?;
-    let too_small = size_alert(config, store, name, t, written.size, &previous)?;
+    let too_small = size_alert(config, store, name, t, size, &previous)?;
     Ok(Created {
         id,
         target: name.to_string(),
         path: final_path,
-        size: written.size,
-        sha256: written.sha256,
+        size,
+        sha256,
         files,
         data_bytes,
         duration_ms,
@@ -433,7 +447,8 @@ pub fn list(store: &Store, target: Option<&str>) -> Result<Vec<Listed>, BackupEr
 
 /// The target an archive belongs to, from its manifest, and its configuration.
 pub fn target_of<'c>(config: &'c Config, archive_path: &Path) -> Result<(String, &'c BackupTarget), BackupError> {
-    let m = archive::read_manifest(archive_path).map_err(|e| BackupError::io(archive_path, e))?;
+    let identity = crypt::identity_for(config, archive_path);
+    let m = archive::read_manifest(archive_path, identity.as_deref()).map_err(|e| BackupError::io(archive_path, e))?;
     let t = target(config, &m.target)?;
     Ok((m.target, t))
 }

@@ -89,7 +89,7 @@ pub struct Remote {
 }
 
 async fn remote_list(store: &dyn ObjectStore, prefix: &ObjectPath, target: &str) -> Result<Vec<Remote>, BackupError> {
-    let mut sizes = HashMap::new();
+    let mut objects = Vec::new();
     let mut sidecars = Vec::new();
     let mut listing = store.list(Some(prefix));
     while let Some(meta) = listing.next().await {
@@ -100,13 +100,21 @@ async fn remote_list(store: &dyn ObjectStore, prefix: &ObjectPath, target: &str)
         if !name.starts_with(&format!("{target}-")) {
             continue;
         }
-        if name.ends_with(".tar.zst") {
-            sizes.insert(name, (meta.size, false));
-        } else if let Some(plain) = name.strip_suffix(".age").filter(|n| n.ends_with(".tar.zst")) {
-            sizes.insert(plain.to_string(), (meta.size, true));
-        } else if name.ends_with(".tar.zst.sha256") {
+        if name.ends_with(".tar.zst.sha256") || name.ends_with(".tar.zst.age.sha256") {
             sidecars.push((name, meta.location));
+        } else if name.ends_with(".tar.zst") || name.ends_with(".tar.zst.age") {
+            objects.push((name, meta.size));
         }
+    }
+    let mut sizes = HashMap::new();
+    for (name, size) in objects {
+        // `X.tar.zst.age` with a sidecar of its own is an archive encrypted where it was
+        // made, copied as it is; without one, the offsite copy of `X.tar.zst`, encrypted here.
+        let own_sidecar = sidecars.iter().any(|(s, _)| *s == format!("{name}.sha256"));
+        match name.strip_suffix(super::crypt::SUFFIX) {
+            Some(plain) if !own_sidecar => sizes.insert(plain.to_string(), (size, true)),
+            _ => sizes.insert(name, (size, false)),
+        };
     }
     let mut hashes = HashMap::new();
     for (name, location) in sidecars {
@@ -197,8 +205,9 @@ pub fn push(config: &Config, db: &Store, name: &str, progress: &dyn Fn(Progress)
             .sum(),
     ));
     for (path, file, sha) in todo {
-        let bytes = if encrypt {
-            let to = child(&prefix, &format!("{file}.age"));
+        // An archive encrypted where it was made goes as it is.
+        let bytes = if encrypt && !super::crypt::is_encrypted(&path) {
+            let to = child(&prefix, &format!("{file}{}", super::crypt::SUFFIX));
             rt.block_on(upload(store.as_ref(), &to, &path, Some(&recipients), progress))?
         } else {
             rt.block_on(upload(store.as_ref(), &child(&prefix, &file), &path, None, progress))?
@@ -219,10 +228,7 @@ pub fn push(config: &Config, db: &Store, name: &str, progress: &dyn Fn(Progress)
 }
 
 fn recipients(o: &Offsite) -> Result<Vec<age::x25519::Recipient>, BackupError> {
-    o.encrypt_to
-        .iter()
-        .map(|r| r.parse().map_err(|e| err(format!("encrypt_to `{r}`: {e}"))))
-        .collect()
+    super::crypt::recipients(&o.encrypt_to).map_err(err)
 }
 
 /// Where the encryptor writes: taken out in chunks and handed to the upload.
@@ -467,15 +473,9 @@ async fn download(
 /// Decrypts `cipher` into `plain`, checking the plaintext's hash.
 fn decrypt(cipher: &Path, plain: &Path, identity: &Path, expected: &str) -> Result<(), BackupError> {
     use std::io::Read;
-    let ids = age::IdentityFile::from_file(identity.display().to_string())
-        .map_err(|e| BackupError::io(identity, e))?
-        .into_identities()
-        .map_err(|e| err(format!("{}: {e}", identity.display())))?;
-    let input = std::io::BufReader::new(std::fs::File::open(cipher).map_err(|e| BackupError::io(cipher, e))?);
-    let mut reader = age::Decryptor::new_buffered(input)
-        .map_err(|e| err(format!("{}: {e}", cipher.display())))?
-        .decrypt(ids.iter().map(|i| i.as_ref() as &dyn age::Identity))
-        .map_err(|e| err(format!("cannot decrypt with {}: {e}", identity.display())))?;
+    let input = std::fs::File::open(cipher).map_err(|e| BackupError::io(cipher, e))?;
+    let mut reader =
+        super::crypt::decrypting(input, identity).map_err(|e| err(format!("{}: {e}", cipher.display())))?;
     let mut landing = Landing::new(plain)?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -492,7 +492,8 @@ fn decrypt(cipher: &Path, plain: &Path, identity: &Path, expected: &str) -> Resu
 
 /// A pulled archive is recorded like a created one (its manifest says when and where).
 fn record(config: &Config, db: &Store, name: &str, path: &Path, sha: &str) -> Result<(), BackupError> {
-    let m = archive::read_manifest(path).map_err(|e| BackupError::io(path, e))?;
+    let identity = super::crypt::identity_for(config, path);
+    let m = archive::read_manifest(path, identity.as_deref()).map_err(|e| BackupError::io(path, e))?;
     let size = std::fs::metadata(path).map_err(|e| BackupError::io(path, e))?.len();
     let created = m
         .created

@@ -100,7 +100,8 @@ pub fn plan(
     target: &BackupTarget,
     archive_path: &Path,
 ) -> Result<RestorePlan, BackupError> {
-    let manifest = archive::read_manifest(archive_path).map_err(|e| BackupError::io(archive_path, e))?;
+    let manifest = archive::read_manifest(archive_path, target.identity_file.as_deref())
+        .map_err(|e| BackupError::io(archive_path, e))?;
     let stamp = clock::now().strftime("%Y%m%dT%H%M%SZ").to_string();
     let safety_dir = target.dest.join("safety").join(format!("{name}-{stamp}"));
     let mut plan = RestorePlan {
@@ -287,7 +288,8 @@ fn run_steps(
     progress(Progress::Phase("unpacking into staging"));
     let staging = plan.safety_dir.join("staging");
     std::fs::create_dir_all(&staging).map_err(|e| format!("{}: {e}", staging.display()))?;
-    let x = extract::extract(&plan.archive, &staging, progress).map_err(|e| e.to_string())?;
+    let x = extract::extract(&plan.archive, target.identity_file.as_deref(), &staging, progress)
+        .map_err(|e| e.to_string())?;
     log.push(format!(
         "unpacked {} files ({} bytes) into {}",
         x.files,

@@ -43,7 +43,7 @@ pub struct VerifyReport {
 }
 
 /// Verifies the archive at `path`.
-pub fn verify(path: &Path, progress: &dyn Fn(Progress)) -> Result<VerifyReport, BackupError> {
+pub fn verify(path: &Path, identity: Option<&Path>, progress: &dyn Fn(Progress)) -> Result<VerifyReport, BackupError> {
     let started = Instant::now();
     if !path.is_file() {
         return Err(BackupError::io(
@@ -77,7 +77,7 @@ pub fn verify(path: &Path, progress: &dyn Fn(Progress)) -> Result<VerifyReport, 
         .map_err(|e| BackupError::io(&std::env::temp_dir(), e))?;
     progress(Progress::Phase("reading every entry"));
     // One pass: the file's hash is taken from the bytes the decoder reads.
-    let (whole, checks) = read_entries(path, scratch.path(), &mut report, progress);
+    let (whole, checks) = read_entries(path, identity, scratch.path(), &mut report, progress);
     let (size, sha) = match whole {
         Some(h) => h,
         None => archive::hash_file(path).map_err(|e| BackupError::io(path, e))?,
@@ -123,6 +123,7 @@ type DbCheck = (String, &'static str, std::thread::JoinHandle<(bool, String)>);
 /// file's (size, SHA-256) when the stream could be read to its end.
 fn read_entries(
     path: &Path,
+    identity: Option<&Path>,
     scratch: &Path,
     report: &mut VerifyReport,
     progress: &dyn Fn(Progress),
@@ -132,7 +133,7 @@ fn read_entries(
     let fail = |report: &mut VerifyReport, after: &str, e: std::io::Error| {
         report.problems.push(format!("the archive cannot be read {after}: {e}"))
     };
-    let mut ar = match archive::open_hashing(path) {
+    let mut ar = match archive::open_hashing(path, identity) {
         Ok(a) => a,
         Err(e) => {
             fail(report, "at all", e);

@@ -207,7 +207,9 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
         BackupCmd::Verify { archive, latest } => {
             let path = resolve(&config, &store, archive, latest)?;
             let bar = Bar::new(cx);
-            let report = backup::verify::verify(&path, &|p| bar.report(p))?;
+            let report = backup::verify::verify(&path, backup::crypt::identity_for(&config, &path).as_deref(), &|p| {
+                bar.report(p)
+            })?;
             drop(bar);
             backup::verify::record(&config, &store, &report)?;
             cx.out.either(&report, || {

@@ -46,6 +46,14 @@ pub struct BackupTarget {
     /// Where `backup push` copies archives to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offsite: Option<Offsite>,
+    /// age recipients (`age1…`): archives are written as `<name>.tar.zst.age`, encrypted to
+    /// them. Verify, drill and restore decrypt with `identity_file`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub encrypt_to: Vec<String>,
+    /// The age identity file that decrypts this target's archives (kept off the host if
+    /// only drills elsewhere need it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_file: Option<PathBuf>,
 }
 
 /// An offsite copy: an S3-compatible bucket or another directory.

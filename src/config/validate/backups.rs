@@ -21,6 +21,7 @@ const TARGET_KEYS: &[&str] = &[
     "timeout",
     "offsite",
     "encrypt_to",
+    "identity_file",
     "drill",
     "pre",
     "post",
@@ -99,6 +100,11 @@ fn target(cx: &mut Cx, name: &str, node: &Node, base: &Path) -> Option<BackupTar
     let pre = f.get("pre").map(|n| commands(cx, n, "pre")).unwrap_or_default();
     let post = f.get("post").map(|n| commands(cx, n, "post")).unwrap_or_default();
     let offsite = f.get("offsite").and_then(|n| offsite(cx, n, base));
+    let encrypt_to = encrypt_to(cx, f.get("encrypt_to"), "encrypt_to").unwrap_or_default();
+    let identity_file = f
+        .get("identity_file")
+        .and_then(|n| cx.string(n, "identity_file"))
+        .map(|p| base.join(p));
     let restore_checks = f
         .get("restore_checks")
         .and_then(|n| cx.string_list(n, "restore_checks"))
@@ -131,6 +137,8 @@ fn target(cx: &mut Cx, name: &str, node: &Node, base: &Path) -> Option<BackupTar
         post,
         restore_checks,
         offsite,
+        encrypt_to,
+        identity_file,
     })
 }
 
@@ -155,26 +163,7 @@ fn offsite(cx: &mut Cx, node: &Node, base: &Path) -> Option<Offsite> {
     let access_key_id = get("access_key_id");
     let secret_access_key = get("secret_access_key");
     let identity_file = get("identity_file").map(|p| base.join(p));
-    let encrypt_to = match f.get("encrypt_to") {
-        None => Vec::new(),
-        Some(n) => {
-            let list = match &n.kind {
-                Kind::Seq(_) => cx.string_list(n, "offsite.encrypt_to").unwrap_or_default(),
-                _ => cx.string(n, "offsite.encrypt_to").into_iter().collect(),
-            };
-            for r in &list {
-                if r.parse::<age::x25519::Recipient>().is_err() {
-                    cx.error(
-                        n.pos,
-                        format!("offsite.encrypt_to: `{r}` is not an age recipient"),
-                        Some("age1… (the public key printed by age-keygen)".into()),
-                    );
-                    return None;
-                }
-            }
-            list
-        }
-    };
+    let encrypt_to = encrypt_to(cx, f.get("encrypt_to"), "offsite.encrypt_to")?;
     let pos = f.get("url").map_or(f.pos, |n| n.pos);
     let url = if let Some(rest) = url.strip_prefix("s3://") {
         if rest.split('/').next().is_none_or(str::is_empty) {
@@ -206,6 +195,28 @@ fn offsite(cx: &mut Cx, node: &Node, base: &Path) -> Option<Offsite> {
         encrypt_to,
         identity_file,
     })
+}
+
+/// `encrypt_to`: one age recipient or a list of them.
+fn encrypt_to(cx: &mut Cx, node: Option<&Node>, what: &str) -> Option<Vec<String>> {
+    let Some(n) = node else {
+        return Some(Vec::new());
+    };
+    let list = match &n.kind {
+        Kind::Seq(_) => cx.string_list(n, what).unwrap_or_default(),
+        _ => cx.string(n, what).into_iter().collect(),
+    };
+    for r in &list {
+        if r.parse::<age::x25519::Recipient>().is_err() {
+            cx.error(
+                n.pos,
+                format!("{what}: `{r}` is not an age recipient"),
+                Some("age1… (the public key printed by age-keygen)".into()),
+            );
+            return None;
+        }
+    }
+    Some(list)
 }
 
 const DEFAULT_EVIDENCE_DIR: &str = "evidence/drills";
