@@ -233,53 +233,80 @@ impl Read for Exact<'_> {
 }
 
 /// A tar reader over an archive's decompressed stream.
-pub type Reader = tar::Archive<zstd::stream::read::Decoder<'static, BufReader<Box<dyn Read + Send>>>>;
+pub type Reader = tar::Archive<zstd::stream::read::Decoder<'static, Box<dyn io::BufRead + Send>>>;
 
 /// A tar reader over the decompressed (and, for `.tar.zst.age`, decrypted) stream of an
 /// archive file.
 pub fn open(path: &Path, identity: Option<&Path>) -> io::Result<Reader> {
     let f = File::open(path)?;
     let plain = plaintext(BufReader::with_capacity(IO_BUF, f), path, identity)?;
-    let dec = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(IO_BUF, plain))?;
+    let dec = zstd::stream::read::Decoder::with_buffer(plain)?;
     Ok(tar::Archive::new(dec))
 }
 
 /// The zstd stream of an archive: `raw` itself, or its decryption for an encrypted one.
-fn plaintext<R: Read + Send + 'static>(
+fn plaintext<R: io::BufRead + Send + 'static>(
     raw: R,
     path: &Path,
     identity: Option<&Path>,
-) -> io::Result<Box<dyn Read + Send>> {
+) -> io::Result<Box<dyn io::BufRead + Send>> {
     if !super::crypt::is_encrypted(path) {
         return Ok(Box::new(raw));
     }
     let identity = identity.ok_or_else(|| {
         io::Error::other("the archive is encrypted and no identity_file is set for its target to decrypt it")
     })?;
-    super::crypt::decrypting(raw, identity)
+    Ok(Box::new(BufReader::with_capacity(
+        256 * 1024,
+        super::crypt::decrypting(raw, identity)?,
+    )))
+}
+
+/// The sending end of a pipe: filled buffers go one way, emptied ones come back to be
+/// filled again (so no buffer is allocated and zeroed per chunk).
+pub struct Feed {
+    tx: std::sync::mpsc::SyncSender<io::Result<(Vec<u8>, usize)>>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
 }
 
 /// Bytes handed over in chunks from another thread; an error there is the reader's error.
 pub struct Chunks {
-    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    rx: std::sync::mpsc::Receiver<io::Result<(Vec<u8>, usize)>>,
+    back: std::sync::mpsc::Sender<Vec<u8>>,
     current: Vec<u8>,
+    len: usize,
     at: usize,
+}
+
+impl io::BufRead for Chunks {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.at == self.len {
+            match self.rx.recv() {
+                Ok(Ok((c, len))) => {
+                    let done = std::mem::replace(&mut self.current, c);
+                    if !done.is_empty() {
+                        let _ = self.back.send(done);
+                    }
+                    self.len = len;
+                    self.at = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(&[]),
+            }
+        }
+        Ok(&self.current[self.at..self.len])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.at = (self.at + n).min(self.len);
+    }
 }
 
 impl Read for Chunks {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.at == self.current.len() {
-            match self.rx.recv() {
-                Ok(Ok(c)) => {
-                    self.current = c;
-                    self.at = 0;
-                }
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len() - self.at);
-        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        let available = io::BufRead::fill_buf(self)?;
+        let n = buf.len().min(available.len());
+        buf[..n].copy_from_slice(&available[..n]);
         self.at += n;
         Ok(n)
     }
@@ -287,20 +314,24 @@ impl Read for Chunks {
 
 /// Runs `produce` in a thread, which sends chunks; returns the reading end.
 fn pipe<T: Send + 'static>(
-    produce: impl FnOnce(&std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>) -> io::Result<T> + Send + 'static,
+    produce: impl FnOnce(&Feed) -> io::Result<T> + Send + 'static,
 ) -> (Chunks, std::thread::JoinHandle<io::Result<T>>) {
     let (tx, rx) = std::sync::mpsc::sync_channel(8);
+    let (back, spare) = std::sync::mpsc::channel();
     let handle = std::thread::spawn(move || {
-        let r = produce(&tx);
+        let feed = Feed { tx, spare };
+        let r = produce(&feed);
         if let Err(e) = &r {
-            let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+            let _ = feed.tx.send(Err(io::Error::new(e.kind(), e.to_string())));
         }
         r
     });
     (
         Chunks {
             rx,
+            back,
             current: Vec::new(),
+            len: 0,
             at: 0,
         },
         handle,
@@ -308,22 +339,17 @@ fn pipe<T: Send + 'static>(
 }
 
 /// Reads `from` to its end in chunks, sending each; stops quietly if the receiver went away.
-fn pump(
-    mut from: impl Read,
-    tx: &std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
-    mut each: impl FnMut(&[u8]),
-) -> io::Result<bool> {
+fn pump(mut from: impl Read, feed: &Feed, mut each: impl FnMut(&[u8])) -> io::Result<bool> {
     loop {
-        let mut chunk = vec![0u8; IO_BUF];
+        let mut chunk = feed.spare.try_recv().unwrap_or_else(|_| vec![0u8; IO_BUF]);
         let n = match from.read(&mut chunk) {
             Ok(0) => return Ok(true),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        chunk.truncate(n);
-        each(&chunk);
-        if tx.send(Ok(chunk)).is_err() {
+        each(&chunk[..n]);
+        if feed.tx.send(Ok((chunk, n))).is_err() {
             return Ok(false);
         }
     }
@@ -352,7 +378,7 @@ pub fn open_hashing(path: &Path, identity: Option<&Path>) -> io::Result<HashingA
     });
     let (decoded_chunks, decoded) = pipe(move |tx| {
         let plain = plaintext(raw_chunks, &path, identity.as_deref())?;
-        let mut dec = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(64 * 1024, plain))?;
+        let mut dec = zstd::stream::read::Decoder::with_buffer(plain)?;
         if pump(&mut dec, tx, |_| {})? {
             // Whatever follows the zstd stream still passes through the raw hasher.
             io::copy(&mut dec.finish(), &mut io::sink())?;

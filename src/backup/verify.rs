@@ -220,9 +220,7 @@ fn read_entries(
                 Some(_) => {
                     let p = scratch.join(format!("{extracted}.db"));
                     extracted += 1;
-                    std::fs::File::create(&p)
-                        .ok()
-                        .map(|f| (p, std::io::BufWriter::with_capacity(1 << 20, f)))
+                    std::fs::File::create(&p).ok().map(|f| (p, f))
                 }
                 None => None,
             };
