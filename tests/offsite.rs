@@ -24,6 +24,16 @@ fn names(v: &serde_json::Value, key: &str) -> Vec<String> {
         .collect()
 }
 
+/// A new age identity: (the identity file's text, its recipient).
+fn age_key() -> (String, String) {
+    use age::secrecy::ExposeSecret;
+    let identity = age::x25519::Identity::generate();
+    (
+        format!("{}\n", identity.to_string().expose_secret()),
+        identity.to_public().to_string(),
+    )
+}
+
 fn setup(env: &Env) -> Vec<PathBuf> {
     env.write("data/a.txt", "alpha\n");
     let first = create(env);
@@ -221,9 +231,7 @@ fn a_missing_bucket_is_a_clear_failure() {
 
 #[test]
 fn offsite_copies_can_be_encrypted_to_an_age_recipient_and_need_the_identity_to_come_back() {
-    use age::secrecy::ExposeSecret;
-    let identity = age::x25519::Identity::generate();
-    let recipient = identity.to_public().to_string();
+    let (secret, recipient) = age_key();
     let env = Env::new(&format!(
         r#"
 version: 1
@@ -252,7 +260,7 @@ backups:
     let out = env.run(&["backup", "pull", "main"]);
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("identity_file"), "{}", out.stderr);
-    env.write("age.key", &format!("{}\n", identity.to_string().expose_secret()));
+    env.write("age.key", &secret);
     env.edit_config("encrypt_to:", "identity_file: age.key, encrypt_to:");
     let (code, pulled) = env.json(&["backup", "pull", "main"]);
     assert_eq!(code, 0, "{pulled}");
@@ -314,9 +322,7 @@ backups:
 
 #[test]
 fn encrypted_local_archives_verify_drill_restore_and_travel_offsite_as_they_are() {
-    use age::secrecy::ExposeSecret;
-    let identity = age::x25519::Identity::generate();
-    let recipient = identity.to_public().to_string();
+    let (secret, recipient) = age_key();
     let env = Env::new(&format!(
         r#"
 version: 1
@@ -329,7 +335,7 @@ backups:
     offsite: {{ url: offsite }}
 "#
     ));
-    env.write("age.key", &format!("{}\n", identity.to_string().expose_secret()));
+    env.write("age.key", &secret);
     env.write("data/a.txt", &"alpha secret line\n".repeat(100));
     let archive = create(&env);
     let name = archive.file_name().unwrap().to_string_lossy().into_owned();
@@ -389,7 +395,7 @@ backups:
         out.stderr
     );
     // One flipped byte: refused.
-    env.write("age.key", &format!("{}\n", identity.to_string().expose_secret()));
+    env.write("age.key", &secret);
     env.edit_config("    offsite:", "    identity_file: age.key\n    offsite:");
     let mut damaged = bytes.clone();
     let at = damaged.len() / 2;

@@ -25,6 +25,15 @@ fn create(env: &Env, target: &str) -> String {
     out.json()["path"].as_str().unwrap().to_string()
 }
 
+/// A new database `PREFIX_<pid>` on the machine's PostgreSQL, holding what `sql` makes.
+fn fresh_database(prefix: &str, sql: &str) -> String {
+    let db = format!("{prefix}_{}", std::process::id());
+    psql("test", &format!("DROP DATABASE IF EXISTS {db}"));
+    psql("test", &format!("CREATE DATABASE {db}"));
+    psql(&db, sql);
+    db
+}
+
 const TARGET: &str = r#"
 version: 1
 checks:
@@ -110,11 +119,11 @@ fn a_drill_whose_check_fails_exits_1_and_says_so_in_the_evidence() {
 
 #[test]
 fn a_drill_restores_a_postgres_dump_into_a_scratch_database_and_drops_it() {
-    let db = format!("runbook_drill_src_{}", std::process::id());
+    let db = fresh_database(
+        "runbook_drill_src",
+        "CREATE TABLE orders(id int); INSERT INTO orders VALUES (1), (2);",
+    );
     let psql = |sql: &str, dbname: &str| psql(dbname, sql);
-    psql(&format!("DROP DATABASE IF EXISTS {db}"), "test");
-    psql(&format!("CREATE DATABASE {db}"), "test");
-    psql("CREATE TABLE orders(id int); INSERT INTO orders VALUES (1), (2);", &db);
     let env = Env::new(&format!(
         r#"
 version: 1
@@ -250,14 +259,11 @@ fn restore_refuses_an_archive_that_does_not_match_its_sidecar() {
 
 #[test]
 fn restore_execute_puts_a_postgres_database_back_after_dumping_its_current_state() {
-    let db = format!("runbook_restore_src_{}", std::process::id());
-    let psql = |sql: &str, dbname: &str| psql(dbname, sql);
-    psql(&format!("DROP DATABASE IF EXISTS {db}"), "test");
-    psql(&format!("CREATE DATABASE {db}"), "test");
-    psql(
+    let db = fresh_database(
+        "runbook_restore_src",
         "CREATE TABLE orders(id int); INSERT INTO orders VALUES (1), (2), (3);",
-        &db,
     );
+    let psql = |sql: &str, dbname: &str| psql(dbname, sql);
     let env = Env::new(&format!(
         r#"
 version: 1

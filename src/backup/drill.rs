@@ -147,7 +147,7 @@ pub fn drill(
         r.data_bytes = x.bytes;
         for s in x.manifest.sources.iter().filter(|s| s.kind == "sqlite") {
             let t = Instant::now();
-            let result = match source::integrity_check(&scratch.path().join(&s.root)) {
+            let result = match source::integrity_check(&scratch.path().join(&s.root), true) {
                 v if v == "ok" => Ok(format!("{}: integrity_check ok", s.root)),
                 v => Err(format!("{}: integrity_check: {v}", s.root)),
             };

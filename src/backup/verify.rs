@@ -253,7 +253,7 @@ fn read_entries(
                 drop(o);
                 let handle = std::thread::spawn(move || match kind {
                     "sqlite" => {
-                        let r = source::integrity_check(&file);
+                        let r = source::integrity_check(&file, true);
                         (r == "ok", r)
                     }
                     _ => pg_list(&file),
