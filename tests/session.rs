@@ -330,6 +330,7 @@ fn approvals_signed_with_an_approvers_ssh_key_are_the_only_ones_accepted() {
     };
     let p1 = payload(&ids[0]);
     assert!(p1.contains(&format!("command: touch {}", a.display())), "{p1}");
+    assert!(p1.contains("uses: 1\n"), "the number of runs is signed too: {p1}");
 
     let approve = |id: &str, sig: &str| {
         let file = env.write(&format!("sig-{id}-{}", sig.len()), sig);
@@ -398,7 +399,8 @@ fn approvals_signed_with_an_approvers_ssh_key_are_the_only_ones_accepted() {
     // Every refusal and approval is in the audit log, with the key's fingerprint.
     assert_eq!(
         env.count("SELECT count(*) FROM audit_events WHERE kind = 'change.signature_refused'"),
-        4
+        6,
+        "unsigned (CLI and API), unknown key, other text, other namespace, bad API signature"
     );
     let detail: String = env
         .db()
@@ -515,6 +517,11 @@ fn ending_a_session_of_an_incident_appends_the_record_to_its_note() {
     );
     assert!(text.contains("| refused | `systemctl restart app-api` | - |"), "{text}");
     assert!(text.contains("| ran | `hostname` | 0 |"), "{text}");
+
+    // An incident id is a name in incidents.dir, never a path out of it.
+    let out = env.run(&["session", "start", "--reason", "x", "--incident", "../../etc/motd"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("an incident id is letters"), "{}", out.stderr);
 
     // An incident without a note: the session still ends, and says why nothing was appended.
     let (_, v) = env.json(&["session", "start", "--reason", "x", "--incident", "db-slow"]);

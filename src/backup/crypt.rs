@@ -96,7 +96,7 @@ pub fn identity_for(config: &Config, path: &Path) -> Option<PathBuf> {
     let owner = config
         .backups
         .iter()
-        .find(|(name, t)| file.starts_with(&format!("{name}-")) && same_dir(&t.dest, dir));
+        .find(|(name, t)| super::is_archive_of(&file, name) && same_dir(&t.dest, dir));
     if let Some((_, t)) = owner {
         return t.identity_file.clone();
     }

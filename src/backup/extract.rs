@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -58,6 +58,7 @@ pub fn extract(
     progress(Progress::Total(manifest.data_bytes()));
     let mut expected: HashMap<String, FileEntry> = manifest.files().map(|(_, f)| (f.path.clone(), f.clone())).collect();
     let mut dirs: Vec<(PathBuf, FileEntry)> = Vec::new();
+    let mut seen: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     let (mut files, mut bytes) = (0usize, 0u64);
     let mut buf = vec![0u8; 256 * 1024];
     for entry in entries {
@@ -67,7 +68,21 @@ pub fn extract(
             .remove(&name)
             .ok_or_else(|| bad(format!("`{name}` is in the archive but not in its manifest")))?;
         let rel = safe_relative(&name).ok_or_else(|| bad(format!("`{name}` is not a plain relative path")))?;
+        // `d`, `./d` and `d/` are one place: each place is written once.
+        if !seen.insert(rel.clone()) {
+            return Err(bad(format!(
+                "`{name}` names a path that an earlier entry already wrote"
+            )));
+        }
         let target = into.join(&rel);
+        if want.kind != EntryKind::Symlink
+            && std::fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink())
+        {
+            return Err(bad(format!(
+                "`{name}` would be written through the symlink {}",
+                target.display()
+            )));
+        }
         // Never write through a symlink that an earlier entry created.
         if let Some(parent) = rel.parent() {
             let mut at = into.to_path_buf();
@@ -96,10 +111,13 @@ pub fn extract(
                 }
             }
             EntryKind::File => {
+                // Never through a symlink, and unreadable to others until its mode is set.
                 let f = OpenOptions::new()
                     .write(true)
                     .create(true)
                     .truncate(true)
+                    .mode(0o600)
+                    .custom_flags(NOFOLLOW)
                     .open(&target)
                     .map_err(|e| BackupError::io(&target, e))?;
                 let mut out = BufWriter::with_capacity(1 << 20, f);
@@ -134,11 +152,18 @@ pub fn extract(
     }
     // Directory modes and times last: writing into them changed their mtimes.
     for (path, want) in dirs.iter().rev() {
-        let f = File::open(path).map_err(|e| BackupError::io(path, e))?;
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(NOFOLLOW | rustix::fs::OFlags::DIRECTORY.bits() as i32)
+            .open(path)
+            .map_err(|e| BackupError::io(path, e))?;
         set_meta(path, want, &f)?;
     }
     Ok(Extracted { manifest, files, bytes })
 }
+
+/// `O_NOFOLLOW`: opening a symlink fails instead of opening what it points to.
+const NOFOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
 
 fn set_meta(path: &Path, want: &FileEntry, f: &File) -> Result<(), BackupError> {
     // Ownership first (a chown clears setuid/setgid bits), and only as root: anyone else
@@ -161,6 +186,93 @@ fn set_meta(path: &Path, want: &FileEntry, f: &File) -> Result<(), BackupError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A hand-made archive: the manifest, then `entries` (path, symlink target or file body).
+    fn crafted(dir: &Path, entries: &[(&str, Result<&str, &str>)]) -> PathBuf {
+        use super::super::manifest::{FORMAT, SourceEntry};
+        let files = entries
+            .iter()
+            .map(|(p, e)| FileEntry {
+                path: p.to_string(),
+                kind: if e.is_ok() { EntryKind::Symlink } else { EntryKind::File },
+                size: e.err().map_or(0, |b| b.len() as u64),
+                mode: 0o644,
+                mtime: 0,
+                sha256: e.err().map(|b| hex(&Sha256::digest(b.as_bytes()))),
+                link: e.ok().map(str::to_string),
+                uid: None,
+                gid: None,
+            })
+            .collect();
+        let m = Manifest {
+            format: FORMAT,
+            target: "t".into(),
+            host: "h".into(),
+            runbook_version: "0".into(),
+            created: "2026-11-29T00:00:00Z".into(),
+            sources: vec![SourceEntry {
+                kind: "dir".into(),
+                origin: "/x".into(),
+                root: "dir/x".into(),
+                integrity_check: None,
+                files,
+            }],
+        };
+        let path = dir.join("crafted.tar.zst");
+        let enc = zstd::stream::write::Encoder::new(File::create(&path).unwrap(), 1).unwrap();
+        let mut tar = tar::Builder::new(enc);
+        let json = serde_json::to_vec(&m).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(json.len() as u64);
+        h.set_mode(0o644);
+        tar.append_data(&mut h, "manifest.json", json.as_slice()).unwrap();
+        for (p, e) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            match e {
+                Ok(link) => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_size(0);
+                    tar.append_link(&mut h, p, link).unwrap();
+                }
+                Err(body) => {
+                    h.set_size(body.len() as u64);
+                    tar.append_data(&mut h, p, body.as_bytes()).unwrap();
+                }
+            }
+        }
+        tar.into_inner().unwrap().finish().unwrap();
+        path
+    }
+
+    #[test]
+    fn nothing_is_written_through_a_symlink_the_archive_made() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = d.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("victim"), "keep").unwrap();
+        let target = outside.join("victim").display().to_string();
+        let cases: Vec<Vec<(&str, Result<&str, &str>)>> = vec![
+            // The same place twice: a symlink, then a file written "beside" it.
+            vec![("dir/x/link", Ok(&target)), ("dir/x/./link", Err("pwned"))],
+            // A file through a symlinked directory.
+            vec![
+                ("dir/x/d", Ok(outside.to_str().unwrap())),
+                ("dir/x/d/victim", Err("pwned")),
+            ],
+        ];
+        for (i, entries) in cases.iter().enumerate() {
+            let into = d.path().join(format!("into{i}"));
+            std::fs::create_dir(&into).unwrap();
+            let archive = crafted(d.path(), entries);
+            assert!(
+                extract(&archive, None, &into, &|_| {}).is_err(),
+                "case {i} was not refused"
+            );
+            assert_eq!(std::fs::read_to_string(outside.join("victim")).unwrap(), "keep");
+            std::fs::remove_file(archive).unwrap();
+        }
+    }
 
     #[test]
     fn only_plain_relative_paths_are_written() {

@@ -155,16 +155,13 @@ fn lock(dest: &Path, target: &str) -> Result<File, BackupError> {
 
 /// Leftovers of a create that was killed: temp archives and scratch directories.
 fn remove_leftovers(dest: &Path, target: &str) {
-    let prefix = format!(".{target}-");
     let Ok(entries) = std::fs::read_dir(dest) else {
         return;
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         // `.<target>-<YYYYmmddT…>`: not the leftovers of a target whose name extends this one.
-        let ours = name
-            .strip_prefix(&prefix)
-            .is_some_and(|rest| rest.len() > 9 && rest[..8].bytes().all(|b| b.is_ascii_digit()) && &rest[8..9] == "T");
+        let ours = name.strip_prefix('.').is_some_and(|n| is_archive_of(n, target));
         if ours && (name.ends_with(".tmp") || name.ends_with(".work")) {
             let p = e.path();
             tracing::info!(path = %p.display(), "removing what an interrupted backup left");
@@ -175,6 +172,14 @@ fn remove_leftovers(dest: &Path, target: &str) {
             };
         }
     }
+}
+
+/// Whether `file` is named like an archive of `target`: `<target>-<YYYYmmddT…>`, not one of a
+/// target whose name extends this one (`app-db-2026…` is not `app`'s).
+pub(crate) fn is_archive_of(file: &str, target: &str) -> bool {
+    file.strip_prefix(target)
+        .and_then(|r| r.strip_prefix('-'))
+        .is_some_and(|rest| rest.len() > 9 && rest[..8].bytes().all(|b| b.is_ascii_digit()) && &rest[8..9] == "T")
 }
 
 /// A new archive name: `<target>-<YYYYmmddTHHMMSSZ>.tar.zst<suffix>`, never one that exists.
@@ -233,7 +238,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
-fn fsync_dir(dir: &Path) {
+pub(crate) fn fsync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }

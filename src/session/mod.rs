@@ -46,6 +46,8 @@ pub enum SessionError {
     NoApprovers,
     #[error("signature refused: {0}")]
     Signature(#[from] sshsig::SigError),
+    #[error("incident `{0}`: an incident id is letters, digits, `.`, `_` and `-`, not starting with `.`")]
+    BadIncident(String),
     #[error("cannot read the command `{0}`: unbalanced quotes")]
     BadCommand(String),
     #[error(transparent)]
@@ -95,6 +97,11 @@ pub fn start(
 ) -> Result<i64, SessionError> {
     if !matches!(mode, "diagnostic" | "maintenance") {
         return Err(SessionError::BadMode(mode.into()));
+    }
+    if let Some(i) = incident
+        && !note::valid_id(i)
+    {
+        return Err(SessionError::BadIncident(i.into()));
     }
     let actor = crate::audit::actor::current();
     let draft = Draft::new(
@@ -278,12 +285,15 @@ pub fn request(
 /// authorises that one command, in that directory and session, here.
 pub fn payload(config: &Config, c: &ChangeRequest) -> String {
     format!(
-        "runbook change approval\nhost: {}\nchange: {}\nsession: {}\ncommand: {}\ncwd: {}\nbinding: {}\n",
+        "runbook change approval\nhost: {}\nchange: {}\nrequested: {} by {}\nsession: {}\ncommand: {}\ncwd: {}\nuses: {}\nbinding: {}\n",
         config.host,
         c.id,
+        c.created_at,
+        c.requester,
         c.session_id,
         exec::display(&c.argv),
         c.cwd,
+        c.uses_left,
         c.binding
     )
 }
@@ -320,9 +330,18 @@ pub fn decide(
     let mut signed_by = None;
     if approve {
         let keys = approvers(config);
+        let refuse = |e: SessionError| -> Result<ChangeRequest, SessionError> {
+            store.audit_append(&Draft::new(
+                "change.signature_refused",
+                &format!("change {id}"),
+                json!({ "actor": actor, "error": e.to_string() }),
+                &config.redactor,
+            ))?;
+            Err(e)
+        };
         match (signature, keys.is_empty()) {
-            (None, false) => return Err(SessionError::SignatureRequired(id)),
-            (Some(_), true) => return Err(SessionError::NoApprovers),
+            (None, false) => return refuse(SessionError::SignatureRequired(id)),
+            (Some(_), true) => return refuse(SessionError::NoApprovers),
             (None, true) => {}
             (Some(sig), false) => match sshsig::verify(sig, sshsig::NAMESPACE, payload(config, &c).as_bytes(), &keys) {
                 Ok(name) => {
@@ -330,15 +349,7 @@ pub fn decide(
                     signed_by = Some(json!({ "approver": name, "key": key.fingerprint(), "os_user": actor }));
                     actor = name.to_string();
                 }
-                Err(e) => {
-                    store.audit_append(&Draft::new(
-                        "change.signature_refused",
-                        &format!("change {id}"),
-                        json!({ "actor": actor, "error": e.to_string() }),
-                        &config.redactor,
-                    ))?;
-                    return Err(e.into());
-                }
+                Err(e) => return refuse(e.into()),
             },
         }
     }
@@ -419,18 +430,18 @@ pub fn end(config: &Config, store: &Store, id: i64, next: Option<&str>) -> Resul
             ..session
         },
     };
-    if let Some(incident) = record.session.incident.clone() {
+    // The note is found first and written after the session's end is committed, so a note
+    // never tells of a session that did not end.
+    let mut note_path = None;
+    if let Some(incident) = &record.session.incident {
         match &config.incidents.dir {
             None => record.incident_note_error = Some("no incidents.dir in the config".into()),
-            Some(dir) => match note::find(dir, &incident) {
+            Some(dir) => match note::find(dir, incident) {
                 None => {
                     record.incident_note_error =
                         Some(format!("no single note for incident `{incident}` in {}", dir.display()))
                 }
-                Some(path) => match note::append(&path, &note::markdown(&record, &commands)) {
-                    Ok(()) => record.incident_note = Some(path.display().to_string()),
-                    Err(e) => record.incident_note_error = Some(format!("{}: {e}", path.display())),
-                },
+                Some(path) => note_path = Some(path),
             },
         }
     }
@@ -440,10 +451,16 @@ pub fn end(config: &Config, store: &Store, id: i64, next: Option<&str>) -> Resul
         json!({ "commands_run": record.commands_run, "commands_refused": record.commands_refused,
                 "state_changed": record.state_changed, "approvals_used": record.approvals_used,
                 "open_change_requests": record.open_change_requests, "next_step": next_step,
-                "incident_note": record.incident_note }),
+                "incident_note": note_path }),
         &config.redactor,
     );
     store.end_session(id, &at, Some(&next_step), &draft)?;
+    if let Some(path) = note_path {
+        match note::append(&path, &note::markdown(&record, &commands)) {
+            Ok(()) => record.incident_note = Some(path.display().to_string()),
+            Err(e) => record.incident_note_error = Some(format!("{}: {e}", path.display())),
+        }
+    }
     Ok(record)
 }
 

@@ -2,8 +2,9 @@
 //! (playbook: "leave the next safest command or next decision in the incident note").
 //!
 //! A note is found in `incidents.dir` by the incident id: `ID.md`, or a note whose name
-//! starts with `ID-` or ends with `-ID` (`2026-11-29-api-down.md` for `api-down`). The note
-//! is rewritten through a temporary file, so a crash leaves either the old or the new note.
+//! starts with `ID-` or ends with `-ID` (`2026-11-29-api-down.md` for `api-down`). An id is
+//! a plain name (letters, digits, `.`, `_`, `-`), so it never leads out of the directory. The
+//! record is appended in one `O_APPEND` write after the session's end is committed.
 
 use std::path::{Path, PathBuf};
 
@@ -11,8 +12,21 @@ use super::EndRecord;
 use crate::exec;
 use crate::store::SessionCommand;
 
+/// An incident id names a file in `incidents.dir`: nothing that could lead out of it.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && !id.starts_with('.')
+        && id.len() <= 200
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// The note of incident `id` in `dir`, if there is exactly one candidate.
 pub fn find(dir: &Path, id: &str) -> Option<PathBuf> {
+    if !valid_id(id) {
+        return None;
+    }
     let exact = dir.join(format!("{id}.md"));
     if exact.is_file() {
         return Some(exact);
@@ -77,14 +91,26 @@ pub fn markdown(r: &EndRecord, commands: &[SessionCommand]) -> String {
     out
 }
 
-/// Appends `text` to the note at `path`, atomically.
+/// Appends `text` to the note at `path` in one write with `O_APPEND` (so sessions ending at
+/// the same time never overwrite each other's record, and the note keeps its owner, mode
+/// and links), then syncs it.
 pub fn append(path: &Path, text: &str) -> std::io::Result<()> {
-    let mut note = std::fs::read_to_string(path)?;
-    if !note.is_empty() && !note.ends_with('\n') {
-        note.push('\n');
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().read(true).append(true).open(path)?;
+    // A note whose last line has no newline gets one, so the record starts on its own line.
+    let mut last = [0u8; 1];
+    let len = f.metadata()?.len();
+    let mut out = String::with_capacity(text.len() + 1);
+    if len > 0 {
+        f.seek(SeekFrom::Start(len - 1))?;
+        f.read_exact(&mut last)?;
+        if last[0] != b'\n' {
+            out.push('\n');
+        }
     }
-    note.push_str(text);
-    crate::backup::write_atomic(path, note.as_bytes())
+    out.push_str(text);
+    f.write_all(out.as_bytes())?;
+    f.sync_data()
 }
 
 #[cfg(test)]
@@ -105,5 +131,9 @@ mod tests {
         assert_eq!(find(d.path(), "api-down"), None, "two candidates: neither is guessed");
         std::fs::write(d.path().join("api-down.md"), "").unwrap();
         assert_eq!(find(d.path(), "api-down"), Some(d.path().join("api-down.md")));
+        for bad in ["../api-down", "/etc/passwd", ".hidden", "a/b", ""] {
+            assert!(!valid_id(bad), "{bad}");
+            assert_eq!(find(d.path(), bad), None);
+        }
     }
 }

@@ -85,6 +85,7 @@ impl PublicKey {
         let mut s = Reader(sig);
         let format = s.string().map_err(bad)?;
         let bytes = s.string().map_err(bad)?;
+        s.end().map_err(bad)?;
         let ok = match (self.kind.as_str(), format) {
             ("ssh-ed25519", b"ssh-ed25519") => {
                 let point = k.string().map_err(bad)?;
@@ -110,6 +111,7 @@ impl PublicKey {
                     fixed.extend(std::iter::repeat_n(0, width - n.len()));
                     fixed.extend_from_slice(n);
                 }
+                rs.end().map_err(bad)?;
                 UnparsedPublicKey::new(alg, point).verify(data, &fixed).is_ok()
             }
             ("ssh-rsa", b"rsa-sha2-256") | ("ssh-rsa", b"rsa-sha2-512") => {
@@ -172,6 +174,7 @@ pub fn verify<'a>(
     let _reserved = r.string().map_err(bad)?;
     let hash_alg = r.string().map_err(bad)?;
     let sig = r.string().map_err(bad)?;
+    r.end().map_err(bad)?;
     if ns != namespace.as_bytes() {
         return Err(SigError::Namespace(String::from_utf8_lossy(ns).into_owned()));
     }
@@ -229,6 +232,14 @@ impl<'a> Reader<'a> {
     fn string(&mut self) -> Result<&'a [u8], String> {
         let n = self.u32()? as usize;
         self.take(n)
+    }
+    /// Nothing may follow the last field (as OpenSSH checks): one encoding per signature.
+    fn end(&self) -> Result<(), String> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} bytes of trailing data", self.0.len()))
+        }
     }
 }
 
