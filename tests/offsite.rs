@@ -405,3 +405,90 @@ backups:
     assert_eq!(code, 1, "{v}");
     assert!(v["problems"][0].as_str().unwrap().contains("sidecar"), "{v}");
 }
+
+/// An archive of ~40 MiB that does not compress: three upload parts of 16 MiB.
+fn big_archive(env: &Env) -> PathBuf {
+    let mut data = vec![0u8; 40 << 20];
+    let mut x = 0x2545f4914f6cdd1du64;
+    for chunk in data.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes());
+    }
+    std::fs::create_dir_all(env.path("data")).unwrap();
+    std::fs::write(env.path("data/blob.bin"), &data).unwrap();
+    create(env)
+}
+
+/// Starts a push and kills it (-9) once the state file says a part of the archive is stored.
+fn push_killed_after_a_part(env: &Env) {
+    let mut push = env.spawn(&["backup", "push", "main"]);
+    let stored = wait_for(Duration::from_secs(60), || {
+        env.db()
+            .query_row(
+                "SELECT count(*) FROM offsite_uploads WHERE json_array_length(parts) >= 1",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap_or(0)
+            == 1
+    });
+    signal(push.id(), "KILL");
+    let _ = push.wait();
+    assert!(stored, "no part was recorded as stored");
+}
+
+/// The second push continues the interrupted upload: what it sends is the rest, and what
+/// arrives is the archive, byte for byte.
+fn resumed_push_sends_only_the_rest(env: &Env, archive: &std::path::Path) {
+    let name = archive.file_name().unwrap().to_string_lossy().into_owned();
+    let size = std::fs::metadata(archive).unwrap().len();
+    let (code, r) = env.json(&["backup", "push", "main"]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(names(&r, "resumed"), vec![name.clone()], "{r}");
+    let sent = r["bytes"].as_u64().unwrap();
+    assert!(sent <= size - (16 << 20), "sent {sent} of {size}: not resumed");
+    assert_eq!(env.count("SELECT count(*) FROM offsite_uploads"), 0);
+    // Brought back from offsite, it is the same file.
+    let local = std::fs::read(archive).unwrap();
+    std::fs::remove_file(archive).unwrap();
+    std::fs::remove_file(format!("{}.sha256", archive.display())).unwrap();
+    let (code, p) = env.json(&["backup", "pull", "main", "--archive", &name]);
+    assert_eq!(code, 0, "{p}");
+    assert!(std::fs::read(archive).unwrap() == local, "the offsite copy differs");
+}
+
+#[test]
+fn an_interrupted_push_to_a_directory_continues_from_its_last_stored_part() {
+    let env = Env::new(
+        "version: 1\nbackups:\n  main: { sources: [ { dir: data } ], dest: archives, offsite: { url: offsite, max_rate: 8MiB } }\n",
+    );
+    let archive = big_archive(&env);
+    push_killed_after_a_part(&env);
+    let name = archive.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        !env.path("offsite").join(&name).exists(),
+        "nothing half-written under the real name"
+    );
+    resumed_push_sends_only_the_rest(&env, &archive);
+    assert!(!env.path("offsite").join(format!(".{name}.partial")).exists());
+}
+
+#[test]
+fn an_interrupted_push_to_s3_continues_its_multipart_upload() {
+    let (_moto, port) = moto();
+    let env = s3_env(port);
+    env.edit_config(
+        "secret_access_key: test\n",
+        "secret_access_key: test\n      max_rate: 8MiB\n",
+    );
+    let archive = big_archive(&env);
+    push_killed_after_a_part(&env);
+    let name = archive.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        !s3_objects(port).contains(&format!("{name}<")),
+        "not visible before it completes"
+    );
+    resumed_push_sends_only_the_rest(&env, &archive);
+}

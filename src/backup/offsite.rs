@@ -3,7 +3,8 @@
 //!
 //! An archive counts as offsite when its sidecar is there and names the same SHA-256 as the
 //! local one: the sidecar is uploaded last, so an interrupted push is resumed by the next
-//! one (the archive it was on is sent again, the ones before are not). A pull writes to a
+//! one. The archive it was on continues from its last stored part (recorded in the state
+//! file), unless it is encrypted on the way, which starts over. A pull writes to a
 //! temporary name, hashes what it receives, and renames only when the hash matches the
 //! remote sidecar.
 
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures_util::StreamExt;
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use serde::Serialize;
@@ -32,8 +34,25 @@ fn err(what: impl std::fmt::Display) -> BackupError {
     BackupError::Offsite(what.to_string())
 }
 
+/// Where the target's archives go offsite.
+struct Bucket {
+    store: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+    /// How an upload is resumed: S3's multipart API, or a partial file in the directory.
+    resume: Resume,
+}
+
+enum Resume {
+    S3(Arc<dyn MultipartStore>),
+    Dir(PathBuf),
+}
+
 /// The object store and the prefix under which the target's archives go.
 fn open(o: &Offsite) -> Result<(Arc<dyn ObjectStore>, ObjectPath), BackupError> {
+    bucket(o).map(|b| (b.store, b.prefix))
+}
+
+fn bucket(o: &Offsite) -> Result<Bucket, BackupError> {
     if let Some(rest) = o.url.strip_prefix("s3://") {
         // TLS through ring, as everywhere else in runbook (a no-op when already installed).
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -53,12 +72,20 @@ fn open(o: &Offsite) -> Result<(Arc<dyn ObjectStore>, ObjectPath), BackupError> 
         if let Some(s) = &o.secret_access_key {
             b = b.with_secret_access_key(s);
         }
-        let s3 = b.build().map_err(err)?;
-        Ok((Arc::new(s3), ObjectPath::from(prefix.trim_matches('/'))))
+        let s3 = Arc::new(b.build().map_err(err)?);
+        Ok(Bucket {
+            store: s3.clone(),
+            prefix: ObjectPath::from(prefix.trim_matches('/')),
+            resume: Resume::S3(s3),
+        })
     } else {
         std::fs::create_dir_all(&o.url).map_err(|e| BackupError::io(Path::new(&o.url), e))?;
         let fs = object_store::local::LocalFileSystem::new_with_prefix(&o.url).map_err(err)?;
-        Ok((Arc::new(fs), ObjectPath::from("")))
+        Ok(Bucket {
+            store: Arc::new(fs),
+            prefix: ObjectPath::from(""),
+            resume: Resume::Dir(PathBuf::from(&o.url)),
+        })
     }
 }
 
@@ -150,6 +177,8 @@ pub struct PushReport {
     pub pushed: Vec<String>,
     /// Already offsite with the same hash.
     pub skipped: Vec<String>,
+    /// Pushed by continuing an upload that an earlier push left unfinished.
+    pub resumed: Vec<String>,
     pub bytes: u64,
 }
 
@@ -157,7 +186,8 @@ pub struct PushReport {
 pub fn push(config: &Config, db: &Store, name: &str, progress: &dyn Fn(Progress)) -> Result<PushReport, BackupError> {
     let t = super::target(config, name)?;
     let o = offsite_of(t, name)?;
-    let (store, prefix) = open(o)?;
+    let bucket = bucket(o)?;
+    let (store, prefix) = (bucket.store.clone(), bucket.prefix.clone());
     let rt = crate::check::runtime();
     let recipients = recipients(o)?;
     let encrypt = !recipients.is_empty();
@@ -171,6 +201,7 @@ pub fn push(config: &Config, db: &Store, name: &str, progress: &dyn Fn(Progress)
         url: o.url.clone(),
         pushed: Vec::new(),
         skipped: Vec::new(),
+        resumed: Vec::new(),
         bytes: 0,
     };
     let mut local: Vec<PathBuf> = db
@@ -205,12 +236,27 @@ pub fn push(config: &Config, db: &Store, name: &str, progress: &dyn Fn(Progress)
             .sum(),
     ));
     for (path, file, sha) in todo {
-        // An archive encrypted where it was made goes as it is.
+        // An archive encrypted where it was made goes as it is. An archive encrypted on the
+        // way cannot be resumed (each encryption differs); a plain copy continues from the
+        // last part stored.
         let bytes = if encrypt && !super::crypt::is_encrypted(&path) {
             let to = child(&prefix, &format!("{file}{}", super::crypt::SUFFIX));
             rt.block_on(upload(store.as_ref(), &to, &path, Some(&recipients), progress))?
         } else {
-            rt.block_on(upload(store.as_ref(), &child(&prefix, &file), &path, None, progress))?
+            let job = Upload {
+                db,
+                url: &o.url,
+                to: child(&prefix, &file),
+                file: &file,
+                from: &path,
+                sha256: &sha,
+                max_rate: o.max_rate.map(|r| r.0),
+            };
+            let (sent, resumed) = rt.block_on(upload_resumable(&bucket.resume, &job, progress))?;
+            if resumed {
+                report.resumed.push(file.clone());
+            }
+            sent
         };
         let sidecar = format!("{sha}  {file}\n");
         rt.block_on(store.put(&child(&prefix, &format!("{file}.sha256")), sidecar.into_bytes().into()))
@@ -298,6 +344,138 @@ async fn upload(
     }
     w.finish().await.map_err(err)?;
     Ok(total)
+}
+
+/// One archive to upload so that an interrupted upload can continue.
+struct Upload<'a> {
+    db: &'a Store,
+    url: &'a str,
+    to: ObjectPath,
+    file: &'a str,
+    from: &'a Path,
+    sha256: &'a str,
+    max_rate: Option<u64>,
+}
+
+/// Uploads one archive part by part, recording each stored part in the state file: a push
+/// that was interrupted continues from the next part, unless the archive changed. Returns the
+/// bytes sent now and whether an earlier upload was continued.
+async fn upload_resumable(
+    resume: &Resume,
+    job: &Upload<'_>,
+    progress: &dyn Fn(Progress),
+) -> Result<(u64, bool), BackupError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let io = |e| BackupError::io(job.from, e);
+    let size = std::fs::metadata(job.from).map_err(io)?.len();
+    let parts_total = size.div_ceil(PART as u64).max(1) as usize;
+    let mut state = job.db.offsite_upload(job.url, job.file)?;
+    if state
+        .as_ref()
+        .is_some_and(|u| u.sha256 != job.sha256 || u.part_size != PART as i64)
+    {
+        // Another file under the same name, or another part size: start over.
+        if let (Some(u), Resume::S3(mp)) = (&state, resume) {
+            let _ = mp.abort_multipart(&job.to, &u.upload_id).await;
+        }
+        job.db.forget_offsite_upload(job.url, job.file)?;
+        state = None;
+    }
+    let resumed = state.as_ref().is_some_and(|u| !u.parts.is_empty());
+    let mut state = match state {
+        Some(u) => u,
+        None => {
+            let upload_id = match resume {
+                Resume::S3(mp) => mp.create_multipart(&job.to).await.map_err(err)?,
+                Resume::Dir(_) => "dir".to_string(),
+            };
+            let u = crate::store::OffsiteUpload {
+                url: job.url.to_string(),
+                archive: job.file.to_string(),
+                sha256: job.sha256.to_string(),
+                upload_id,
+                part_size: PART as i64,
+                parts: Vec::new(),
+                started_at: crate::clock::to_text(crate::clock::now()),
+            };
+            job.db.save_offsite_upload(&u)?;
+            u
+        }
+    };
+    // A directory copy is written to a partial file next to where it goes, cut back to the
+    // parts recorded as stored (anything after them may not have reached the disk).
+    let partial = match resume {
+        Resume::Dir(root) => {
+            let dest = root.join(job.to.as_ref());
+            let partial = dest.with_file_name(format!(".{}.partial", job.file));
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&partial)
+                .map_err(|e| BackupError::io(&partial, e))?;
+            f.set_len(state.parts.len() as u64 * PART as u64)
+                .map_err(|e| BackupError::io(&partial, e))?;
+            Some((f, partial, dest))
+        }
+        Resume::S3(_) => None,
+    };
+    let done = state.parts.len().min(parts_total);
+    progress(Progress::Advance((done * PART) as u64));
+    let mut file = std::fs::File::open(job.from).map_err(io)?;
+    let started = std::time::Instant::now();
+    let mut sent = 0u64;
+    for idx in done..parts_total {
+        let offset = idx as u64 * PART as u64;
+        let len = (size - offset).min(PART as u64) as usize;
+        let mut buf = vec![0u8; len];
+        file.seek(SeekFrom::Start(offset)).map_err(io)?;
+        file.read_exact(&mut buf).map_err(io)?;
+        let id = match (resume, &partial) {
+            (Resume::S3(mp), _) => {
+                mp.put_part(&job.to, &state.upload_id, idx, buf.into())
+                    .await
+                    .map_err(err)?
+                    .content_id
+            }
+            (Resume::Dir(_), Some((f, p, _))) => {
+                use std::os::unix::fs::FileExt;
+                f.write_all_at(&buf, offset).map_err(|e| BackupError::io(p, e))?;
+                f.sync_data().map_err(|e| BackupError::io(p, e))?;
+                String::new()
+            }
+            (Resume::Dir(_), None) => unreachable!("a directory upload has its partial file"),
+        };
+        state.parts.push(id);
+        job.db.save_offsite_upload(&state)?;
+        sent += len as u64;
+        progress(Progress::Advance(len as u64));
+        if let Some(rate) = job.max_rate.filter(|r| *r > 0) {
+            let due = std::time::Duration::from_secs_f64(sent as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+    match (resume, partial) {
+        (Resume::S3(mp), _) => {
+            let parts = state.parts.iter().map(|c| PartId { content_id: c.clone() }).collect();
+            mp.complete_multipart(&job.to, &state.upload_id, parts)
+                .await
+                .map_err(err)?;
+        }
+        (Resume::Dir(_), Some((f, partial, dest))) => {
+            f.sync_all().map_err(|e| BackupError::io(&partial, e))?;
+            drop(f);
+            std::fs::rename(&partial, &dest).map_err(|e| BackupError::io(&dest, e))?;
+            if let Some(dir) = dest.parent() {
+                super::fsync_dir(dir);
+            }
+        }
+        (Resume::Dir(_), None) => {}
+    }
+    job.db.forget_offsite_upload(job.url, job.file)?;
+    Ok((sent, resumed))
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -80,6 +80,10 @@ pub struct Offsite {
     /// (it can live off the host and be brought for a restore).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_file: Option<PathBuf>,
+    /// Upload at most this many bytes per second (`10MiB`), so a push leaves the uplink to
+    /// the service. Default: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rate: Option<super::units::ByteSize>,
 }
 
 /// The restore drill of a target.

@@ -28,6 +28,21 @@ pub struct BackupRecord {
     pub drill_ms: Option<i64>,
 }
 
+/// An offsite upload in progress (`backup push`): the parts sent so far, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsiteUpload {
+    pub url: String,
+    pub archive: String,
+    /// The archive's SHA-256 when the upload began: a different file starts over.
+    pub sha256: String,
+    /// The S3 multipart upload id (`dir` for a directory).
+    pub upload_id: String,
+    pub part_size: i64,
+    /// Per part sent: the id the store gave it (S3's ETag; empty for a directory).
+    pub parts: Vec<String>,
+    pub started_at: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewBackup {
     pub target: String,
@@ -202,5 +217,53 @@ impl Store {
             )
             .optional()
             .map_err(self.err("reading the newest verified backup"))
+    }
+}
+
+impl Store {
+    pub fn offsite_upload(&self, url: &str, archive: &str) -> Result<Option<OffsiteUpload>> {
+        self.conn()
+            .query_row(
+                "SELECT sha256, upload_id, part_size, parts, started_at FROM offsite_uploads WHERE url = ?1 AND archive = ?2",
+                params![url, archive],
+                |r| {
+                    let parts: String = r.get(3)?;
+                    Ok(OffsiteUpload {
+                        url: url.to_string(),
+                        archive: archive.to_string(),
+                        sha256: r.get(0)?,
+                        upload_id: r.get(1)?,
+                        part_size: r.get(2)?,
+                        parts: serde_json::from_str(&parts).unwrap_or_default(),
+                        started_at: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(self.err("reading an offsite upload"))
+    }
+
+    /// Records an upload and the parts sent so far (each part is saved once it is stored).
+    pub fn save_offsite_upload(&self, u: &OffsiteUpload) -> Result<()> {
+        let parts = serde_json::to_string(&u.parts).unwrap_or_else(|_| "[]".into());
+        self.conn()
+            .execute(
+                "INSERT INTO offsite_uploads (url, archive, sha256, upload_id, part_size, parts, started_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                 ON CONFLICT (url, archive) DO UPDATE SET sha256 = ?3, upload_id = ?4, part_size = ?5, parts = ?6, started_at = ?7",
+                params![u.url, u.archive, u.sha256, u.upload_id, u.part_size, parts, u.started_at],
+            )
+            .map(|_| ())
+            .map_err(self.err("recording an offsite upload"))
+    }
+
+    pub fn forget_offsite_upload(&self, url: &str, archive: &str) -> Result<()> {
+        self.conn()
+            .execute(
+                "DELETE FROM offsite_uploads WHERE url = ?1 AND archive = ?2",
+                params![url, archive],
+            )
+            .map(|_| ())
+            .map_err(self.err("forgetting an offsite upload"))
     }
 }

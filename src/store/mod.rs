@@ -14,7 +14,7 @@ mod tokens;
 mod types;
 
 pub use alerts::{Alert, AlertFilter, AlertStatus, AlertTx, CheckState, Cutoff, Delivery, NewAlert, Pruned, Silence};
-pub use backups::{BackupMetrics, BackupRecord, NewBackup};
+pub use backups::{BackupMetrics, BackupRecord, NewBackup, OffsiteUpload};
 pub use heartbeats::Heartbeat;
 pub use notifications::{ChannelHealth, NewNotification, Notification};
 pub use sessions::{ChangeRequest, NewChange, Session, SessionCommand};

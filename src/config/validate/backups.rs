@@ -154,6 +154,7 @@ fn offsite(cx: &mut Cx, node: &Node, base: &Path) -> Option<Offsite> {
             "secret_access_key",
             "encrypt_to",
             "identity_file",
+            "max_rate",
         ],
     )?;
     let url = cx.required(&f, "url", "offsite", "url: s3://bucket/prefix, or a directory")?;
@@ -164,6 +165,15 @@ fn offsite(cx: &mut Cx, node: &Node, base: &Path) -> Option<Offsite> {
     let secret_access_key = get("secret_access_key");
     let identity_file = get("identity_file").map(|p| base.join(p));
     let encrypt_to = encrypt_to(cx, f.get("encrypt_to"), "offsite.encrypt_to")?;
+    let max_rate = match f.get("max_rate") {
+        Some(n) => Some(cx.parsed(
+            n,
+            "offsite.max_rate",
+            crate::config::units::ByteSize::parse,
+            "bytes per second, e.g. 10MiB",
+        )?),
+        None => None,
+    };
     let pos = f.get("url").map_or(f.pos, |n| n.pos);
     let url = if let Some(rest) = url.strip_prefix("s3://") {
         if rest.split('/').next().is_none_or(str::is_empty) {
@@ -194,6 +204,7 @@ fn offsite(cx: &mut Cx, node: &Node, base: &Path) -> Option<Offsite> {
         secret_access_key,
         encrypt_to,
         identity_file,
+        max_rate,
     })
 }
 
