@@ -157,3 +157,40 @@ R run p >/dev/null; echo "after=$?"
     assert!(log.contains("after=0"), "works again once writable: {log}");
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// Bytes in the state file's WAL (0 when there is none).
+fn wal_len(env: &Env) -> u64 {
+    std::fs::metadata(env.path("state/runbook.db-wal")).map_or(0, |m| m.len())
+}
+
+#[test]
+fn a_big_wal_is_truncated_by_the_last_process_to_close_the_state_file() {
+    let env = Env::new(CONFIG);
+    assert_eq!(env.run(&["db", "migrate", "--apply"]).code, 0);
+    // `state import` of 4 keys of 100 KiB: one command that writes ~400 KiB.
+    let set = |tag: &str| {
+        for i in 0..4 {
+            env.write(
+                &format!("import-{tag}/key{i}.txt"),
+                &format!("{tag}{}", "x".repeat(100 * 1024)),
+            );
+        }
+        let out = env.run(&["state", "import", &format!("import-{tag}"), "--apply"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    };
+    // Alone, a command that leaves a big WAL truncates it as it exits: the next command
+    // does not have to read it all again.
+    set("a");
+    assert_eq!(wal_len(&env), 0);
+
+    // While another process has the file open (here `runbook serve`), its WAL index stays
+    // valid: a short command leaves the checkpoint to SQLite instead of paying for it.
+    let (server, _port) = serve(&env);
+    set("b");
+    assert!(wal_len(&env) > 256 * 1024, "{}", wal_len(&env));
+    drop(server);
+    set("c");
+    assert_eq!(wal_len(&env), 0);
+    let (_, keys) = env.json(&["state", "list"]);
+    assert!(keys.to_string().contains("key3"), "{keys}");
+}

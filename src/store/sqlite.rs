@@ -61,6 +61,27 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// Whether a process other than this one holds SQLite's "dead man switch" read lock on the
+/// WAL index (`-shm`), which every connection holds while it has the database open (byte
+/// 128 of the file in SQLite's unix VFS). POSIX `F_GETLK` reports other processes' locks
+/// only. Unknown (no file, an error) counts as no.
+fn other_process_has_open(shm: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    const DMS_BYTE: libc::off_t = 128;
+    let Ok(f) = std::fs::File::open(shm) else {
+        return false;
+    };
+    // SAFETY: a plain F_GETLK on an open descriptor, into a zeroed flock we own.
+    unsafe {
+        let mut lock: libc::flock = std::mem::zeroed();
+        lock.l_type = libc::F_WRLCK as libc::c_short;
+        lock.l_whence = libc::SEEK_SET as libc::c_short;
+        lock.l_start = DMS_BYTE;
+        lock.l_len = 1;
+        libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut lock) == 0 && lock.l_type != libc::F_UNLCK as libc::c_short
+    }
+}
+
 /// WAL size past which closing a connection checkpoints and truncates it (about 60 pages:
 /// rebuilding the index of a WAL this size costs a new process ~0.1 ms).
 const WAL_TRUNCATE_AT: u64 = 256 * 1024;
@@ -70,6 +91,13 @@ impl Drop for Store {
         let mut wal = self.path.clone().into_os_string();
         wal.push("-wal");
         if std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) <= WAL_TRUNCATE_AT {
+            return;
+        }
+        // While another process (the daemon) has the file open, its WAL index stays valid
+        // and nobody pays to rebuild it: leave the checkpoints to SQLite and that process.
+        let mut shm = self.path.clone().into_os_string();
+        shm.push("-shm");
+        if other_process_has_open(Path::new(&shm)) {
             return;
         }
         let conn = self.conn.get_mut().unwrap_or_else(|e| e.into_inner());
