@@ -1,4 +1,4 @@
-//! Backups in the rest of runbook: profile tasks (`backup`, `drill`, `prune`) in the jobs
+//! Backups in the rest of runbook: profile tasks (`backup`, `drill`, `prune`, `push`) in the jobs
 //! ledger, the `backup_age` check, and the backup figures on `/metrics`.
 
 mod common;
@@ -171,4 +171,52 @@ fn metrics_carry_the_newest_archive_its_verification_and_the_drill_time() {
         assert!(text.contains(family), "{family} in:\n{text}");
     }
     promtool_accepts(&text);
+}
+
+#[test]
+fn a_push_task_copies_new_archives_offsite_on_schedule() {
+    let env = Env::new(
+        r#"
+version: 1
+backups:
+  main: { sources: [ { dir: data } ], dest: archives, offsite: { url: offsite } }
+profiles:
+  nightly: { cron: "@daily", tasks: [ { backup: main }, { push: main } ] }
+"#,
+    );
+    env.write("data/a.txt", "a\n");
+    let dry = env.run(&["run", "nightly", "--dry-run"]);
+    assert!(dry.stdout.contains("runbook backup push main"), "{}", dry.stdout);
+    let out = env.run(&["run", "nightly"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let (_, list) = env.json(&["backup", "list", "main"]);
+    let name = std::path::Path::new(list[0]["path"].as_str().unwrap())
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let offsite = env.names("offsite");
+    assert!(
+        offsite.contains(&name) && offsite.contains(&format!("{name}.sha256")),
+        "{offsite:?}"
+    );
+    let (status, output): (String, String) = env
+        .db()
+        .query_row("SELECT status, output FROM runs WHERE task = 'push-main'", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(status, "ok");
+    assert!(output.contains("pushed 1"), "{output}");
+
+    // A target without `offsite:` cannot be pushed: said when the config is read.
+    env.edit_config(", offsite: { url: offsite }", "");
+    let out = env.run(&["config", "check"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .contains("`push:` task: backup target `main` has no `offsite:`"),
+        "{}",
+        out.stderr
+    );
 }

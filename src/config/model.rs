@@ -176,6 +176,8 @@ pub enum BackupAction {
     Prune,
     /// `backup drill` of the archive drilled longest ago (or never).
     Drill,
+    /// `backup push`: offsite copies of what is not offsite yet.
+    Push,
 }
 
 impl BackupAction {
@@ -184,6 +186,7 @@ impl BackupAction {
             BackupAction::Backup => "backup",
             BackupAction::Prune => "prune",
             BackupAction::Drill => "drill",
+            BackupAction::Push => "push",
         }
     }
 }
@@ -194,7 +197,8 @@ pub struct BackupTask {
     pub action: BackupAction,
     /// The target (a key of `backups:`).
     pub target: String,
-    /// Name in runs and output. Default: `backup-TARGET`, `prune-TARGET`, `drill-TARGET`.
+    /// Name in runs and output. Default: `backup-TARGET`, `prune-TARGET`, `drill-TARGET`,
+    /// `push-TARGET`.
     #[serde(default)]
     pub name: String,
 }

@@ -1,4 +1,4 @@
-//! Backup tasks of a profile: `{ backup: T }`, `{ prune: T }`, `{ drill: T }`.
+//! Backup tasks of a profile: `{ backup: T }`, `{ prune: T }`, `{ drill: T }`, `{ push: T }`.
 //!
 //! Owns running them inside a profile run: one ledger row each, the outcome as the task's
 //! status, and the task alert on failure like any command task. A drill task takes the
@@ -25,6 +25,7 @@ pub(super) fn describe(task: &BackupTask) -> String {
             "runbook backup drill (the archive of {} drilled longest ago)",
             task.target
         ),
+        BackupAction::Push => format!("runbook backup push {}", task.target),
     }
 }
 
@@ -104,6 +105,23 @@ impl Runner<'_> {
                     line = format!("{line}; {small}");
                 }
                 Ok((c.too_small.is_none(), line))
+            }
+            BackupAction::Push => {
+                let r = backup::offsite::push(config, store, &task.target, &none).map_err(|e| e.to_string())?;
+                Ok((
+                    true,
+                    format!(
+                        "pushed {} ({} bytes{}), {} already offsite",
+                        r.pushed.len(),
+                        r.bytes,
+                        if r.resumed.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", {} resumed", r.resumed.len())
+                        },
+                        r.skipped.len()
+                    ),
+                ))
             }
             BackupAction::Prune => {
                 let p = backup::prune(config, store, &task.target, true).map_err(|e| e.to_string())?;

@@ -281,6 +281,11 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
         .map(|n| backups::backups(cx, n, &base))
         .unwrap_or_default();
     cx.backup_names = backups.keys().cloned().collect();
+    cx.offsite_names = backups
+        .iter()
+        .filter(|(_, t)| t.offsite.is_some())
+        .map(|(n, _)| n.clone())
+        .collect();
     for (pos, target) in std::mem::take(&mut cx.backup_refs) {
         if !backups.contains_key(&target) {
             let hint = super::diagnostic::suggest(&target, cx.backup_names.iter().map(String::as_str))

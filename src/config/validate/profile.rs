@@ -37,7 +37,7 @@ const COMMAND_KEYS: &[&str] = &[
     "systemd_run",
     "cpu_quota",
 ];
-const BACKUP_TASK_KINDS: &[&str] = &["backup", "prune", "drill"];
+const BACKUP_TASK_KINDS: &[&str] = &["backup", "prune", "drill", "push"];
 
 pub(super) fn profile(cx: &mut Cx, name: &str, node: &Node, base: &Path) -> Option<Profile> {
     let what = format!("profile `{name}`");
@@ -213,7 +213,8 @@ fn set_name(task: &mut Task, name: String) {
     }
 }
 
-/// `{ backup: TARGET }`, `{ prune: TARGET }`, `{ drill: TARGET }`, with an optional `name`.
+/// `{ backup: TARGET }`, `{ prune: TARGET }`, `{ drill: TARGET }`, `{ push: TARGET }`, with an
+/// optional `name`.
 fn backup_task(cx: &mut Cx, node: &Node, kind: &'static str) -> Option<ParsedTask> {
     let f = cx.map(node, &format!("a `{kind}:` task"), &[kind, "name"])?;
     let target = f.get(kind).and_then(|n| cx.string(n, kind))?;
@@ -228,10 +229,19 @@ fn backup_task(cx: &mut Cx, node: &Node, kind: &'static str) -> Option<ParsedTas
         );
         return None;
     }
+    if kind == "push" && !cx.offsite_names.contains(&target) {
+        cx.error(
+            node.pos,
+            format!("`push:` task: backup target `{target}` has no `offsite:`"),
+            Some("add `offsite: { url: s3://bucket/prefix }` (or a directory) to the target".into()),
+        );
+        return None;
+    }
     let explicit = f.get("name").and_then(|n| cx.string(n, "name"));
     let action = match kind {
         "backup" => BackupAction::Backup,
         "prune" => BackupAction::Prune,
+        "push" => BackupAction::Push,
         _ => BackupAction::Drill,
     };
     Some(ParsedTask {

@@ -27,6 +27,8 @@ pub(in crate::config) struct Cx<'a> {
     pub(super) check_names: Vec<String>,
     /// Names under `backups:`, which tasks and `backup_age` checks may refer to.
     pub(super) backup_names: Vec<String>,
+    /// The backup targets that have `offsite:` (which `push:` tasks need).
+    pub(super) offsite_names: Vec<String>,
     /// Backup targets named by checks, with where: checked once `backups:` is read.
     pub(super) backup_refs: Vec<(Pos, String)>,
 }
@@ -76,6 +78,7 @@ impl<'a> Cx<'a> {
             suggested: Vec::new(),
             check_names: Vec::new(),
             backup_names: Vec::new(),
+            offsite_names: Vec::new(),
             backup_refs: Vec::new(),
         }
     }
