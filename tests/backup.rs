@@ -604,16 +604,7 @@ fn on_a_terminal(env: &Env, args: &str) -> String {
 fn long_operations_show_a_progress_bar_on_a_terminal_and_nowhere_else() {
     let env = Env::new("version: 1\nbackups:\n  main: { sources: [ { dir: data } ], dest: archives }\n");
     // Enough incompressible data that the bar is drawn at least once (it redraws at 20 Hz).
-    let mut data = vec![0u8; 48 << 20];
-    let mut x = 0x9e3779b97f4a7c15u64;
-    for chunk in data.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        chunk.copy_from_slice(&x.to_le_bytes());
-    }
-    std::fs::create_dir_all(env.path("data")).unwrap();
-    std::fs::write(env.path("data/blob.bin"), &data).unwrap();
+    env.write_incompressible("data/blob.bin", 48 << 20);
 
     let shown = on_a_terminal(&env, "backup create main");
     assert!(shown.contains("] "), "no bar drawn: {shown:?}");

@@ -408,16 +408,7 @@ backups:
 
 /// An archive of ~40 MiB that does not compress: three upload parts of 16 MiB.
 fn big_archive(env: &Env) -> PathBuf {
-    let mut data = vec![0u8; 40 << 20];
-    let mut x = 0x2545f4914f6cdd1du64;
-    for chunk in data.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        chunk.copy_from_slice(&x.to_le_bytes());
-    }
-    std::fs::create_dir_all(env.path("data")).unwrap();
-    std::fs::write(env.path("data/blob.bin"), &data).unwrap();
+    env.write_incompressible("data/blob.bin", 40 << 20);
     create(env)
 }
 

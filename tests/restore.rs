@@ -34,6 +34,13 @@ fn fresh_database(prefix: &str, sql: &str) -> String {
     db
 }
 
+/// A config with one backup target `pg` of database `db`; `more` adds lines to the target.
+fn pg_target(db: &str, more: &str) -> Env {
+    Env::new(&format!(
+        "version: 1\nbackups:\n  pg:\n    sources: [ {{ postgres: \"postgres://postgres@127.0.0.1:5432/{db}\" }} ]\n    dest: archives\n{more}"
+    ))
+}
+
 const TARGET: &str = r#"
 version: 1
 checks:
@@ -124,18 +131,13 @@ fn a_drill_restores_a_postgres_dump_into_a_scratch_database_and_drops_it() {
         "CREATE TABLE orders(id int); INSERT INTO orders VALUES (1), (2);",
     );
     let psql = |sql: &str, dbname: &str| psql(dbname, sql);
-    let env = Env::new(&format!(
-        r#"
-version: 1
-backups:
-  pg:
-    sources: [ {{ postgres: "postgres://postgres@127.0.0.1:5432/{db}" }} ]
-    dest: archives
-    drill:
+    let env = pg_target(
+        &db,
+        r#"    drill:
       checks:
-        - {{ name: orders, sh: "test \"$(psql -tA -c 'SELECT count(*) FROM orders' \"$RUNBOOK_DRILL_DATABASE_URL\")\" = 2" }}
-"#
-    ));
+        - { name: orders, sh: "test \"$(psql -tA -c 'SELECT count(*) FROM orders' \"$RUNBOOK_DRILL_DATABASE_URL\")\" = 2" }
+"#,
+    );
     create(&env, "pg");
     let (code, r) = env.json(&["backup", "drill", "--latest", "pg"]);
     psql(&format!("DROP DATABASE IF EXISTS {db}"), "test");
@@ -264,15 +266,7 @@ fn restore_execute_puts_a_postgres_database_back_after_dumping_its_current_state
         "CREATE TABLE orders(id int); INSERT INTO orders VALUES (1), (2), (3);",
     );
     let psql = |sql: &str, dbname: &str| psql(dbname, sql);
-    let env = Env::new(&format!(
-        r#"
-version: 1
-backups:
-  pg:
-    sources: [ {{ postgres: "postgres://postgres@127.0.0.1:5432/{db}" }} ]
-    dest: archives
-"#
-    ));
+    let env = pg_target(&db, "");
     let archive = create(&env, "pg");
     psql("DELETE FROM orders WHERE id > 1; INSERT INTO orders VALUES (99);", &db);
 

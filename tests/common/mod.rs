@@ -85,6 +85,22 @@ impl Env {
         std::fs::write(&self.config, text.replace(from, to)).expect("write config");
     }
 
+    /// Writes `len` bytes that no compressor can shrink (xorshift) to `rel`.
+    pub fn write_incompressible(&self, rel: &str, len: usize) -> PathBuf {
+        let mut data = vec![0u8; len];
+        let mut x = 0x9e3779b97f4a7c15u64;
+        for chunk in data.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+        }
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().expect("a parent")).expect("mkdir");
+        std::fs::write(&p, &data).expect("write");
+        p
+    }
+
     pub fn state_db(&self) -> PathBuf {
         self.path("state/runbook.db")
     }
