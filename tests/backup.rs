@@ -21,6 +21,9 @@ backups:
     keep: { last: 2 }
 "#;
 
+/// One target of one directory.
+const DATA_ONLY: &str = "version: 1\nbackups:\n  main: { sources: [ { dir: data } ], dest: archives, level: 1 }\n";
+
 fn sqlite(path: &Path, sql: &str) {
     let c = rusqlite::Connection::open(path).unwrap();
     c.execute_batch(sql).unwrap();
@@ -203,13 +206,7 @@ fn one_flipped_byte_anywhere_fails_verify_and_names_what_is_wrong() {
 #[test]
 fn a_damaged_entry_is_named_even_when_the_sidecar_is_rewritten_to_match() {
     // Somebody "fixes" the sidecar after tampering: the manifest hashes still catch it.
-    let env = Env::new(
-        r#"
-version: 1
-backups:
-  main: { sources: [ { dir: data } ], dest: archives, level: 1 }
-"#,
-    );
+    let env = Env::new(DATA_ONLY);
     env.write("data/a.txt", &"a".repeat(5000));
     env.write("data/b.txt", "bbbb\n");
     let created = create(&env);
@@ -324,13 +321,7 @@ backups:
 
 #[test]
 fn a_full_disk_during_create_fails_clearly_and_leaves_older_archives_untouched() {
-    let env = Env::new(
-        r#"
-version: 1
-backups:
-  main: { sources: [ { dir: data } ], dest: archives, level: 1 }
-"#,
-    );
+    let env = Env::new(DATA_ONLY);
     env.write("data/small.txt", "small\n");
     let first = create(&env);
     let first_path = PathBuf::from(first["path"].as_str().unwrap());

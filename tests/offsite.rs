@@ -9,6 +9,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// One target whose offsite copy is another directory.
+const TO_A_DIRECTORY: &str =
+    "version: 1\nbackups:\n  main: { sources: [ { dir: data } ], dest: archives, offsite: { url: offsite/main } }\n";
+
 fn create(env: &Env) -> PathBuf {
     let out = env.run(&["backup", "create", "main", "--json"]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
@@ -46,16 +50,7 @@ fn setup(env: &Env) -> Vec<PathBuf> {
 
 #[test]
 fn push_copies_what_is_missing_by_hash_and_pull_brings_it_back_checked() {
-    let env = Env::new(
-        r#"
-version: 1
-backups:
-  main:
-    sources: [ { dir: data } ]
-    dest: archives
-    offsite: { url: offsite/main }
-"#,
-    );
+    let env = Env::new(TO_A_DIRECTORY);
     let local = setup(&env);
     let (code, r) = env.json(&["backup", "push", "main"]);
     assert_eq!(code, 0, "{r}");
@@ -288,16 +283,7 @@ backups:
 
 #[test]
 fn pull_can_bring_back_one_named_archive() {
-    let env = Env::new(
-        r#"
-version: 1
-backups:
-  main:
-    sources: [ { dir: data } ]
-    dest: archives
-    offsite: { url: offsite/main }
-"#,
-    );
+    let env = Env::new(TO_A_DIRECTORY);
     let local = setup(&env);
     assert_eq!(env.run(&["backup", "push", "main"]).code, 0);
     for p in &local {

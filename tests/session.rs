@@ -534,3 +534,69 @@ fn ending_a_session_of_an_incident_appends_the_record_to_its_note() {
         out.stderr
     );
 }
+
+#[test]
+fn the_session_comes_from_runbook_session_and_an_approval_can_allow_n_runs() {
+    let env = env();
+    // `session start` prints the line to paste into the shell.
+    let out = env.run(&["session", "start", "--mode", "maintenance", "--reason", "rotate logs"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let id = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("export RUNBOOK_SESSION="))
+        .expect("an export line")
+        .to_string();
+    let marker = env.path("ran");
+    let command = format!("touch {}", marker.display());
+    let in_session = |args: &[&str]| {
+        Out::from(
+            env.cmd()
+                .env("RUNBOOK_SESSION", &id)
+                .args(args)
+                .output()
+                .expect("run runbook"),
+        )
+    };
+    let filed = in_session(&[
+        "change",
+        "request",
+        "--objective",
+        "o",
+        "--command",
+        &command,
+        "--impact",
+        "i",
+        "--rollback",
+        "r",
+        "--uses",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(filed.code, 0, "{}", filed.stderr);
+    let change = filed.json()["change"].to_string();
+    let token = env
+        .run(&["token", "create", "bob", "--scope", "write"])
+        .stdout
+        .trim()
+        .to_string();
+    let (_server, port) = serve(&env);
+    let approved = request(port, "POST", &format!("/v1/changes/{change}/approve"), Some(&token));
+    assert_eq!(approved.status, 200, "{}", approved.body);
+
+    let run = || in_session(&["session", "exec", "--", "touch", marker.to_str().unwrap()]);
+    for n in 1..=2 {
+        assert_eq!(run().code, 0, "run {n} of 2");
+        std::fs::remove_file(&marker).unwrap();
+    }
+    assert_eq!(run().code, 2, "a third run is not approved");
+    assert!(!marker.exists());
+    let (_, shown) = env.json(&["session", "show", &id]);
+    let decisions: Vec<&str> = shown["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["decision"].as_str().unwrap())
+        .collect();
+    assert_eq!(decisions, ["ran", "ran", "refused"]);
+}

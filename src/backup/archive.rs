@@ -29,13 +29,10 @@ const SKIPPABLE_HEADER: usize = 8;
 const PLACEHOLDER: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 const IO_BUF: usize = 1 << 20;
 
-/// What `write` produced.
+/// What `write` produced. The file's own hash is not taken here: the manifest goes into the
+/// head last, so it needs one more read, which an encrypted archive does while encrypting.
 #[derive(Debug)]
 pub struct Written {
-    /// Size of the archive file.
-    pub size: u64,
-    /// SHA-256 of the whole archive file (the sidecar's content).
-    pub sha256: String,
     /// Archive paths of files that changed size while they were read.
     pub changed: Vec<String>,
 }
@@ -139,8 +136,7 @@ pub fn write(out: &Path, manifest: &mut Manifest, plan: Plan) -> io::Result<Writ
     // The rest of the room is a hole in the file, which reads as zeros: the frame's content.
     file.write_all_at(&head, 0)?;
     file.sync_all()?;
-    let (size, sha256) = hash_file(out)?;
-    Ok(Written { size, sha256, changed })
+    Ok(Written { changed })
 }
 
 /// The tar entry of the manifest (header, JSON, padding), without the end-of-archive blocks.

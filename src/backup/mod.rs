@@ -326,17 +326,20 @@ pub fn create(
         },
     )
     .map_err(|e| BackupError::io(&tmp, e))?;
-    let (mut tmp, mut size, mut sha256) = (tmp, written.size, written.sha256.clone());
-    if !recipients.is_empty() {
+    let (tmp, size, sha256) = if recipients.is_empty() {
+        let (size, sha256) = archive::hash_file(&tmp).map_err(|e| BackupError::io(&tmp, e))?;
+        (tmp, size, sha256)
+    } else {
         // Encrypted in one more pass over the finished archive (the manifest is written into
         // its head last, so the plaintext cannot stream through the encryptor).
         progress(Progress::Phase("encrypting"));
         let sealed = t.dest.join(format!(".{file_name}.sealed.tmp"));
         let sealed_guard = Cleanup(Some(sealed.clone()));
-        (size, sha256) = crypt::encrypt_file(&tmp, &sealed, &recipients).map_err(|e| BackupError::io(&sealed, e))?;
+        let (size, sha256) =
+            crypt::encrypt_file(&tmp, &sealed, &recipients).map_err(|e| BackupError::io(&sealed, e))?;
         tmp_guard = sealed_guard; // the plaintext goes now
-        tmp = sealed;
-    }
+        (sealed, size, sha256)
+    };
     archive::write_sidecar(&final_path, &sha256).map_err(|e| BackupError::io(&final_path, e))?;
     std::fs::rename(&tmp, &final_path).map_err(|e| BackupError::io(&final_path, e))?;
     tmp_guard.disarm();

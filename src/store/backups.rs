@@ -96,18 +96,16 @@ pub struct BackupMetrics {
 impl Store {
     /// One row per target with an archive.
     pub fn backup_metrics(&self) -> Result<Vec<BackupMetrics>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT b.target, b.created_at, b.size, \
+        self.rows(
+            "reading backup metrics",
+            "SELECT b.target, b.created_at, b.size, \
                    (SELECT max(created_at) FROM backups v WHERE v.target = b.target AND v.pruned_at IS NULL AND v.verify_ok = 1), \
                    (SELECT drill_ms FROM backups d WHERE d.target = b.target AND d.drill_ok = 1 ORDER BY d.drilled_at DESC LIMIT 1) \
                  FROM backups b WHERE b.pruned_at IS NULL AND b.id = \
                    (SELECT id FROM backups n WHERE n.target = b.target AND n.pruned_at IS NULL ORDER BY created_at DESC, id DESC LIMIT 1) \
                  ORDER BY b.target",
-            )
-            .map_err(self.err("reading backup metrics"))?;
-        stmt.query_map([], |r| {
+            [],
+            |r| {
             Ok(BackupMetrics {
                 target: r.get(0)?,
                 created_at: r.get(1)?,
@@ -115,9 +113,8 @@ impl Store {
                 verified_created_at: r.get(3)?,
                 drill_ms: r.get(4)?,
             })
-        })
-        .and_then(|rows| rows.collect())
-        .map_err(self.err("reading backup metrics"))
+            },
+        )
     }
 
     /// Records a new archive and its audit event in one transaction.
@@ -150,16 +147,15 @@ impl Store {
 
     /// Archives not pruned, newest first; of one target if given.
     pub fn list_backups(&self, target: Option<&str>) -> Result<Vec<BackupRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(&format!(
+        self.rows(
+            "listing backups",
+            &format!(
                 "SELECT {COLUMNS} FROM backups WHERE pruned_at IS NULL AND (?1 IS NULL OR target = ?1) \
                  ORDER BY created_at DESC, id DESC"
-            ))
-            .map_err(self.err("listing backups"))?;
-        stmt.query_map([target], from_row)
-            .and_then(|rows| rows.collect())
-            .map_err(self.err("listing backups"))
+            ),
+            [target],
+            from_row,
+        )
     }
 
     pub fn backup_by_path(&self, path: &str) -> Result<Option<BackupRecord>> {

@@ -151,15 +151,12 @@ impl Store {
     }
 
     pub fn sessions(&self, limit: usize) -> Result<Vec<Session>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT {SESSION_COLUMNS} FROM sessions ORDER BY id DESC LIMIT ?1"
-            ))
-            .map_err(self.err("listing sessions"))?;
-        stmt.query_map([limit as i64], session_from)
-            .and_then(|rows| rows.collect())
-            .map_err(self.err("listing sessions"))
+        self.rows(
+            "listing sessions",
+            &format!("SELECT {SESSION_COLUMNS} FROM sessions ORDER BY id DESC LIMIT ?1"),
+            [limit as i64],
+            session_from,
+        )
     }
 
     pub fn end_session(&self, id: i64, at: &str, next_step: Option<&str>, draft: &Draft) -> Result<()> {
@@ -211,29 +208,26 @@ impl Store {
     }
 
     pub fn session_commands(&self, session: i64) -> Result<Vec<SessionCommand>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(
-                "SELECT id, argv, cwd, decision, reason, change_id, exit_code, output, started_at, duration_ms \
-                 FROM session_commands WHERE session_id = ?1 ORDER BY id",
-            )
-            .map_err(self.err("reading session commands"))?;
-        stmt.query_map([session], |r| {
-            Ok(SessionCommand {
-                id: r.get(0)?,
-                argv: argv_of(r.get(1)?),
-                cwd: r.get(2)?,
-                decision: r.get(3)?,
-                reason: r.get(4)?,
-                change_id: r.get(5)?,
-                exit_code: r.get(6)?,
-                output: r.get(7)?,
-                started_at: r.get(8)?,
-                duration_ms: r.get(9)?,
-            })
-        })
-        .and_then(|rows| rows.collect())
-        .map_err(self.err("reading session commands"))
+        self.rows(
+            "reading session commands",
+            "SELECT id, argv, cwd, decision, reason, change_id, exit_code, output, started_at, duration_ms \
+             FROM session_commands WHERE session_id = ?1 ORDER BY id",
+            [session],
+            |r| {
+                Ok(SessionCommand {
+                    id: r.get(0)?,
+                    argv: argv_of(r.get(1)?),
+                    cwd: r.get(2)?,
+                    decision: r.get(3)?,
+                    reason: r.get(4)?,
+                    change_id: r.get(5)?,
+                    exit_code: r.get(6)?,
+                    output: r.get(7)?,
+                    started_at: r.get(8)?,
+                    duration_ms: r.get(9)?,
+                })
+            },
+        )
     }
 
     pub fn request_change(&self, c: &NewChange, draft: &Draft) -> Result<i64> {
@@ -274,15 +268,12 @@ impl Store {
     }
 
     pub fn changes(&self, limit: usize) -> Result<Vec<ChangeRequest>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT {CHANGE_COLUMNS} FROM change_requests ORDER BY id DESC LIMIT ?1"
-            ))
-            .map_err(self.err("listing change requests"))?;
-        stmt.query_map([limit as i64], change_from)
-            .and_then(|rows| rows.collect())
-            .map_err(self.err("listing change requests"))
+        self.rows(
+            "listing change requests",
+            &format!("SELECT {CHANGE_COLUMNS} FROM change_requests ORDER BY id DESC LIMIT ?1"),
+            [limit as i64],
+            change_from,
+        )
     }
 
     /// Approves or denies a pending request; `false` if it was no longer pending.

@@ -228,6 +228,21 @@ impl Store {
         }
     }
 
+    /// Every row of `sql` (a cached statement) with `params`, each mapped by `f`.
+    pub(super) fn rows<T, P: rusqlite::Params>(
+        &self,
+        context: &'static str,
+        sql: &str,
+        params: P,
+        f: impl FnMut(&rusqlite::Row) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(sql).map_err(self.err(context))?;
+        stmt.query_map(params, f)
+            .and_then(|rows| rows.collect())
+            .map_err(self.err(context))
+    }
+
     /// Runs `f` in an IMMEDIATE transaction and commits.
     pub(super) fn write<T>(
         &self,
