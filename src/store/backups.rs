@@ -1,6 +1,6 @@
 //! SQL for backup archives: recorded on create, marked on verify, drill and prune.
 
-use rusqlite::{OptionalExtension, Row, params};
+use rusqlite::{Row, params};
 use serde::Serialize;
 
 use super::Result;
@@ -159,14 +159,12 @@ impl Store {
     }
 
     pub fn backup_by_path(&self, path: &str) -> Result<Option<BackupRecord>> {
-        self.conn()
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM backups WHERE path = ?1 AND pruned_at IS NULL"),
-                [path],
-                from_row,
-            )
-            .optional()
-            .map_err(self.err("reading a backup"))
+        self.row(
+            "reading a backup",
+            &format!("SELECT {COLUMNS} FROM backups WHERE path = ?1 AND pruned_at IS NULL"),
+            [path],
+            from_row,
+        )
     }
 
     /// Records the outcome of `backup verify`.
@@ -204,39 +202,35 @@ impl Store {
 
     /// Newest successfully verified archive of a target: (created_at, path).
     pub fn newest_verified_backup(&self, target: &str) -> Result<Option<(String, String)>> {
-        self.conn()
-            .query_row(
-                "SELECT created_at, path FROM backups WHERE target = ?1 AND pruned_at IS NULL AND verify_ok = 1 \
-                 ORDER BY created_at DESC, id DESC LIMIT 1",
-                [target],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(self.err("reading the newest verified backup"))
+        self.row(
+            "reading the newest verified backup",
+            "SELECT created_at, path FROM backups WHERE target = ?1 AND pruned_at IS NULL AND verify_ok = 1 \
+             ORDER BY created_at DESC, id DESC LIMIT 1",
+            [target],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
     }
 }
 
 impl Store {
     pub fn offsite_upload(&self, url: &str, archive: &str) -> Result<Option<OffsiteUpload>> {
-        self.conn()
-            .query_row(
-                "SELECT sha256, upload_id, part_size, parts, started_at FROM offsite_uploads WHERE url = ?1 AND archive = ?2",
-                params![url, archive],
-                |r| {
-                    let parts: String = r.get(3)?;
-                    Ok(OffsiteUpload {
-                        url: url.to_string(),
-                        archive: archive.to_string(),
-                        sha256: r.get(0)?,
-                        upload_id: r.get(1)?,
-                        part_size: r.get(2)?,
-                        parts: serde_json::from_str(&parts).unwrap_or_default(),
-                        started_at: r.get(4)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(self.err("reading an offsite upload"))
+        self.row(
+            "reading an offsite upload",
+            "SELECT sha256, upload_id, part_size, parts, started_at FROM offsite_uploads WHERE url = ?1 AND archive = ?2",
+            params![url, archive],
+            |r| {
+                let parts: String = r.get(3)?;
+                Ok(OffsiteUpload {
+                    url: url.to_string(),
+                    archive: archive.to_string(),
+                    sha256: r.get(0)?,
+                    upload_id: r.get(1)?,
+                    part_size: r.get(2)?,
+                    parts: serde_json::from_str(&parts).unwrap_or_default(),
+                    started_at: r.get(4)?,
+                })
+            },
+        )
     }
 
     /// Records an upload and the parts sent so far (each part is saved once it is stored).

@@ -114,6 +114,15 @@ fn change_from(r: &Row) -> rusqlite::Result<ChangeRequest> {
     })
 }
 
+/// The audit event of the row just inserted, its subject naming the new id (`change 7`).
+fn audited_insert(tx: &rusqlite::Transaction, draft: &Draft, what: &str) -> rusqlite::Result<i64> {
+    let id = tx.last_insert_rowid();
+    let mut d = draft.clone();
+    d.subject = format!("{what} {id}");
+    append_audit(tx, &d)?;
+    Ok(id)
+}
+
 impl Store {
     #[allow(clippy::too_many_arguments)]
     pub fn start_session(
@@ -131,23 +140,17 @@ impl Store {
                 "INSERT INTO sessions (mode, reason, incident, actor, host, started_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![mode, reason, incident, actor, host, at],
             )?;
-            let id = tx.last_insert_rowid();
-            let mut d = draft.clone();
-            d.subject = format!("session {id}");
-            append_audit(tx, &d)?;
-            Ok(id)
+            audited_insert(tx, draft, "session")
         })
     }
 
     pub fn session(&self, id: i64) -> Result<Option<Session>> {
-        self.conn()
-            .query_row(
-                &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"),
-                [id],
-                session_from,
-            )
-            .optional()
-            .map_err(self.err("reading a session"))
+        self.row(
+            "reading a session",
+            &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"),
+            [id],
+            session_from,
+        )
     }
 
     pub fn sessions(&self, limit: usize) -> Result<Vec<Session>> {
@@ -248,23 +251,17 @@ impl Store {
                     c.created_at
                 ],
             )?;
-            let id = tx.last_insert_rowid();
-            let mut d = draft.clone();
-            d.subject = format!("change {id}");
-            append_audit(tx, &d)?;
-            Ok(id)
+            audited_insert(tx, draft, "change")
         })
     }
 
     pub fn change(&self, id: i64) -> Result<Option<ChangeRequest>> {
-        self.conn()
-            .query_row(
-                &format!("SELECT {CHANGE_COLUMNS} FROM change_requests WHERE id = ?1"),
-                [id],
-                change_from,
-            )
-            .optional()
-            .map_err(self.err("reading a change request"))
+        self.row(
+            "reading a change request",
+            &format!("SELECT {CHANGE_COLUMNS} FROM change_requests WHERE id = ?1"),
+            [id],
+            change_from,
+        )
     }
 
     pub fn changes(&self, limit: usize) -> Result<Vec<ChangeRequest>> {

@@ -243,6 +243,20 @@ impl Store {
             .map_err(self.err(context))
     }
 
+    /// The row of `sql` with `params`, mapped by `f`; `None` when there is none.
+    pub(super) fn row<T, P: rusqlite::Params>(
+        &self,
+        context: &'static str,
+        sql: &str,
+        params: P,
+        f: impl FnOnce(&rusqlite::Row) -> rusqlite::Result<T>,
+    ) -> Result<Option<T>> {
+        self.conn()
+            .query_row(sql, params, f)
+            .optional()
+            .map_err(self.err(context))
+    }
+
     /// Runs `f` in an IMMEDIATE transaction and commits.
     pub(super) fn write<T>(
         &self,
