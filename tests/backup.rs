@@ -167,6 +167,26 @@ fn an_archive_holds_manifest_first_then_every_source_and_verifies() {
 }
 
 #[test]
+fn databases_come_first_in_the_archive_whatever_the_order_of_the_sources() {
+    // Verify and drill can check a database only once they have all of it: first in the
+    // archive, it is checked while the rest streams.
+    let env = Env::new(
+        "version: 1\nbackups:\n  main:\n    sources: [ { dir: data }, { command: [sh, -c, \"echo dumped\"], name: extra.out }, { sqlite: app.db } ]\n    dest: archives\n",
+    );
+    setup(&env);
+    let created = create(&env);
+    let archive = PathBuf::from(created["path"].as_str().unwrap());
+    let names = tar_list(&archive);
+    assert_eq!(&names[..2], ["manifest.json", "sqlite/app.db"], "{names:?}");
+    let data = names.iter().position(|n| n.starts_with("dir/data")).unwrap();
+    let command = names.iter().position(|n| n == "command/extra.out").unwrap();
+    assert!(data < command, "the other sources keep their order: {names:?}");
+    let out = env.run(&["backup", "verify", archive.to_str().unwrap(), "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert_eq!(out.json()["sqlite"][0][1], "ok");
+}
+
+#[test]
 fn one_flipped_byte_anywhere_fails_verify_and_names_what_is_wrong() {
     let env = Env::new(CONFIG);
     setup(&env);

@@ -16,6 +16,7 @@ mod pg;
 pub mod restore;
 pub mod retention;
 pub mod source;
+pub mod tarwalk;
 pub mod verify;
 
 use std::fs::{File, OpenOptions, TryLockError};

@@ -36,12 +36,15 @@ pub struct Pending {
 }
 
 impl Gathered {
-    /// Sources in the order they go into the archive: those ready now first, then the
-    /// snapshots still being taken, so the data already there streams meanwhile.
+    /// Sources in the order they go into the archive: the SQLite snapshots first, then the
+    /// rest. A reader of the archive (verify, drill) can only check a database once it has all
+    /// of it; with the databases first, those checks run while the rest of the archive
+    /// streams, instead of after it. Writing waits for the snapshot, which is a copy of pages
+    /// already in the page cache.
     pub fn write_order(&self) -> Vec<usize> {
-        let later: HashSet<usize> = self.pending.iter().map(|p| p.source).collect();
-        let mut order: Vec<usize> = (0..self.sources.len()).filter(|i| !later.contains(i)).collect();
-        order.extend(self.pending.iter().map(|p| p.source));
+        let first: HashSet<usize> = self.pending.iter().map(|p| p.source).collect();
+        let mut order: Vec<usize> = self.pending.iter().map(|p| p.source).collect();
+        order.extend((0..self.sources.len()).filter(|i| !first.contains(i)));
         order
     }
 }

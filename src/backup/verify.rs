@@ -8,14 +8,15 @@
 //! named first.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::manifest::{EntryKind, FileEntry, Manifest};
+use super::manifest::{EntryKind, FileEntry, MANIFEST_NAME, Manifest};
+use super::tarwalk::Walk;
 use super::{BackupError, Progress, archive, source};
 use crate::audit::{Draft, hex};
 use crate::clock;
@@ -115,6 +116,9 @@ pub fn verify(path: &Path, identity: Option<&Path>, progress: &dyn Fn(Progress))
     Ok(report)
 }
 
+/// The largest `manifest.json` read (a manifest of millions of files stays far below).
+const MAX_MANIFEST: u64 = 1 << 30;
+
 /// A database check running in its own thread: (entry, kind, (ok, result)).
 type DbCheck = (String, &'static str, std::thread::JoinHandle<(bool, String)>);
 
@@ -140,26 +144,33 @@ fn read_entries(
             return (None, checks);
         }
     };
-    let mut entries = match ar.tar.entries() {
-        Ok(e) => e,
-        Err(e) => {
-            fail(report, "at all", e);
-            return (None, checks);
+    let mut walk = Walk::new(&mut ar.stream);
+    let first = walk.next_item().and_then(|item| match item {
+        None => Ok(None),
+        Some(item) => {
+            let mut json = Vec::new();
+            if item.name == MANIFEST_NAME && item.size <= MAX_MANIFEST {
+                walk.data(item.size, |b| {
+                    json.extend_from_slice(b);
+                    Ok(())
+                })?;
+            }
+            Ok(Some((item.name, json)))
         }
-    };
-    let manifest = match entries.next() {
-        None => {
+    });
+    let manifest = match first {
+        Ok(None) => {
             report.problems.push("the archive is empty".into());
             return (None, checks);
         }
-        Some(Err(e)) => {
+        Err(e) => {
             fail(report, "at its first entry", e);
             return (None, checks);
         }
-        Some(Ok(mut first)) => match archive::manifest_from(&mut first) {
+        Ok(Some((name, json))) => match archive::parse_manifest(&name, &json) {
             Ok(m) => m,
             Err(e) => {
-                report.problems.push(format!("manifest.json: {e}"));
+                report.problems.push(format!("{MANIFEST_NAME}: {e}"));
                 return (None, checks);
             }
         },
@@ -176,26 +187,18 @@ fn read_entries(
         .collect();
     let mut broken = false;
     let mut expected: HashMap<&str, &FileEntry> = manifest.files().map(|(_, f)| (f.path.as_str(), f)).collect();
-    let mut last = String::from("manifest.json");
-    let mut buf = vec![0u8; 256 * 1024];
+    let mut last = String::from(MANIFEST_NAME);
     loop {
-        let mut entry = match entries.next() {
-            None => break,
-            Some(Ok(e)) => e,
-            Some(Err(e)) => {
-                fail(report, &format!("after `{last}`"), e);
-                broken = true;
-                break;
-            }
-        };
-        let name = match entry.path() {
-            Ok(p) => p.to_string_lossy().into_owned(),
+        let item = match walk.next_item() {
+            Ok(None) => break,
+            Ok(Some(item)) => item,
             Err(e) => {
                 fail(report, &format!("after `{last}`"), e);
                 broken = true;
                 break;
             }
         };
+        let name = item.name;
         let Some(want) = expected.remove(name.as_str()) else {
             report
                 .problems
@@ -203,14 +206,11 @@ fn read_entries(
             last = name;
             continue;
         };
-        let kind = match entry.header().entry_type() {
-            t if t.is_dir() => EntryKind::Dir,
-            t if t.is_symlink() => EntryKind::Symlink,
-            _ => EntryKind::File,
-        };
-        if kind != want.kind {
+        let kind = item.kind.unwrap_or(EntryKind::File);
+        if item.kind != Some(want.kind) {
             report.problems.push(format!(
-                "`{name}` is a {kind:?} in the archive, a {:?} in the manifest",
+                "`{name}` is a {} in the archive, a {:?} in the manifest",
+                item.kind.map_or("special file".to_string(), |k| format!("{k:?}")),
                 want.kind
             ));
         }
@@ -225,28 +225,22 @@ fn read_entries(
                 None => None,
             };
             let mut hasher = Sha256::new();
-            let mut n_total = 0u64;
-            let read_result = loop {
-                match entry.read(&mut buf) {
-                    Ok(0) => break Ok(()),
-                    Ok(n) => {
-                        hasher.update(&buf[..n]);
-                        n_total += n as u64;
-                        progress(Progress::Advance(n as u64));
-                        if let Some((_, o)) = out.as_mut()
-                            && let Err(e) = o.write_all(&buf[..n])
-                        {
-                            break Err(e);
-                        }
-                    }
-                    Err(e) => break Err(e),
+            let read_result = walk.data(item.size, |b| {
+                hasher.update(b);
+                progress(Progress::Advance(b.len() as u64));
+                match out.as_mut() {
+                    Some((_, o)) => o.write_all(b),
+                    None => Ok(()),
+                }
+            });
+            let n_total = match read_result {
+                Ok(n) => n,
+                Err(e) => {
+                    fail(report, &format!("in `{name}`"), e);
+                    broken = true;
+                    break;
                 }
             };
-            if let Err(e) = read_result {
-                fail(report, &format!("in `{name}`"), e);
-                broken = true;
-                break;
-            }
             if let (Some((file, mut o)), Some(kind)) = (out, db_kind)
                 && o.flush().is_ok()
             {
