@@ -245,12 +245,18 @@ fn read_entries(
                 && o.flush().is_ok()
             {
                 drop(o);
-                let handle = std::thread::spawn(move || match kind {
-                    "sqlite" => {
-                        let r = source::integrity_check(&file, true);
-                        (r == "ok", r)
-                    }
-                    _ => pg_list(&file),
+                let handle = std::thread::spawn(move || {
+                    let result = match kind {
+                        "sqlite" => {
+                            let r = source::integrity_check(&file, true);
+                            (r == "ok", r)
+                        }
+                        _ => pg_list(&file),
+                    };
+                    // The copy goes as soon as it is checked, not with the rest at the end:
+                    // freeing a large file's pages takes a while.
+                    let _ = std::fs::remove_file(&file);
+                    result
                 });
                 checks.push((name.clone(), kind, handle));
             }
