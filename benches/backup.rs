@@ -231,14 +231,17 @@ fn main() {
             .find(|p| p.to_string_lossy().ends_with(".tar.zst"))
             .expect("an archive");
         sizes.insert("runbook".into(), json!(du(&archive)));
-        let (secs, _, ok, err) = timed(
-            &[BIN, "--config", cfg, "backup", "verify", archive.to_str().unwrap()],
-            &[],
-            &work,
-        );
-        assert!(ok, "runbook backup verify failed: {err}");
-        println!("    runbook verify   {secs:7.2} s  {:6.0} MB/s (of data)", mb_s(secs));
-        res.entry("runbook_verify").or_default().push(secs);
+        let mut verify = |key: &'static str, label: &str| {
+            let (secs, _, ok, err) = timed(
+                &[BIN, "--config", cfg, "backup", "verify", archive.to_str().unwrap()],
+                &[],
+                &work,
+            );
+            assert!(ok, "runbook backup verify failed: {err}");
+            println!("    {label:16} {secs:7.2} s  {:6.0} MB/s (of data)", mb_s(secs));
+            res.entry(key).or_default().push(secs);
+        };
+        verify("runbook_verify", "runbook verify");
         // The disk, read the way verify reads: this archive, start to end.
         if let Some(d) = disk_read_mbps(&archive) {
             println!("    disk read        {d:7.0} MB/s (O_DIRECT, the archive)");
@@ -246,14 +249,7 @@ fn main() {
         }
         // A scheduled verify finds the archive cold: the same run with the page cache dropped.
         if drop_caches() {
-            let (secs, _, ok, err) = timed(
-                &[BIN, "--config", cfg, "backup", "verify", archive.to_str().unwrap()],
-                &[],
-                &work,
-            );
-            assert!(ok, "runbook backup verify failed: {err}");
-            println!("    verify (cold)    {secs:7.2} s  {:6.0} MB/s (of data)", mb_s(secs));
-            res.entry("runbook_verify_cold").or_default().push(secs);
+            verify("runbook_verify_cold", "verify (cold)");
         }
 
         if peers.iter().any(|p| p == "restic") {
