@@ -67,7 +67,9 @@ impl<R: BufRead> Walk<R> {
                 )));
             }
             let size = header.entry_size()?;
-            self.left = size.div_ceil(BLOCK) * BLOCK;
+            self.left = size
+                .checked_next_multiple_of(BLOCK)
+                .ok_or_else(|| io::Error::other(format!("a tar header gives a size of {size} bytes")))?;
             let t = header.entry_type();
             if t.is_gnu_longname() || t.is_pax_local_extensions() {
                 let data = self.small_data(size)?;
@@ -249,6 +251,28 @@ mod tests {
         bad[0] ^= 1; // the first header's name
         let err = Walk::new(&bad[..]).next_item().err().expect("a checksum error");
         assert!(err.to_string().contains("checksum"), "{err}");
+
+        // Any one byte changed (headers re-summed, so the damage gets past the checksum):
+        // an error or a different walk, never a panic.
+        for pos in 0..bytes.len() {
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut bad = bytes.clone();
+                bad[pos] ^= flip;
+                let start = pos / 512 * 512;
+                if let Some(block) = bad.get_mut(start..start + 512) {
+                    let mut h = tar::Header::new_old();
+                    h.as_mut_bytes().copy_from_slice(block);
+                    h.set_cksum();
+                    block.copy_from_slice(h.as_bytes());
+                }
+                let mut walk = Walk::new(&bad[..]);
+                while let Ok(Some(item)) = walk.next_item() {
+                    if walk.data(item.size, |_| Ok(())).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
 
         let cut = &bytes[..512 + 3];
         let mut walk = Walk::new(cut);
