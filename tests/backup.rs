@@ -224,6 +224,106 @@ fn one_flipped_byte_anywhere_fails_verify_and_names_what_is_wrong() {
 }
 
 #[test]
+fn a_scratch_copy_that_cannot_be_written_costs_only_that_databases_check() {
+    let env = Env::new(CONFIG);
+    setup(&env);
+    // A database larger than the file size the verify below may write.
+    sqlite(
+        &env.path("app.db"),
+        "CREATE TABLE big(b BLOB); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n \
+         WHERE i < 500) INSERT INTO big SELECT randomblob(8000) FROM n;",
+    );
+    let created = create(&env);
+    let archive = created["path"].as_str().unwrap().to_string();
+    let (code, whole) = env.json(&["backup", "verify", &archive]);
+    assert_eq!(code, 0, "{whole}");
+
+    let mut cmd = env.cmd();
+    cmd.args(["backup", "verify", &archive, "--json"]);
+    // SAFETY: async-signal-safe calls only, between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: 2 << 20,
+                rlim_max: 2 << 20,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &limit);
+            Ok(())
+        });
+    }
+    let out = Out::from(cmd.output().unwrap());
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let v = out.json();
+    let problems: Vec<&str> = v["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(problems.len(), 1, "only the database's check is lost: {problems:?}");
+    assert!(
+        problems[0].starts_with("`sqlite/app.db`: not checked with integrity_check: its copy could not be written"),
+        "{problems:?}"
+    );
+    assert_eq!(
+        v["files_checked"], whole["files_checked"],
+        "every entry after it was still read"
+    );
+    assert_eq!(v["sha256"], created["sha256"]);
+}
+
+#[test]
+fn a_damaged_database_is_named_first_as_it_comes_first() {
+    // A database whose pages are damaged is archived as it is (create warns); a later file
+    // is changed too, and the manifest and sidecar are made to match the repacked archive.
+    let env = Env::new(CONFIG);
+    setup(&env);
+    sqlite(
+        &env.path("app.db"),
+        "PRAGMA journal_mode=DELETE; CREATE TABLE big(b TEXT); CREATE INDEX big_b ON big(b); \
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) \
+         INSERT INTO big SELECT printf('%08d', i) FROM n;",
+    );
+    // Scribble over the header of the last page (an index page): not a b-tree page any more.
+    let mut db = std::fs::read(env.path("app.db")).unwrap();
+    let at = db.len() - 4096;
+    db[at..at + 8].fill(0x55);
+    std::fs::write(env.path("app.db"), &db).unwrap();
+    let created = create(&env);
+    let archive = PathBuf::from(created["path"].as_str().unwrap());
+    let work = env.path("repack");
+    std::fs::create_dir_all(&work).unwrap();
+    let script = format!(
+        "set -e; cd '{w}'; zstd -dc '{a}' | tar -xpf -; printf 'RUNBOOK backup notes\\n' > dir/data/notes.txt; \
+         tar -cf - manifest.json sqlite/app.db dir/data command/extra.out | zstd -q -o '{a}.new'; mv '{a}.new' '{a}'; \
+         sha256sum '{a}' | sed 's#  .*#  x#' > '{a}.sha256'",
+        w = work.display(),
+        a = archive.display()
+    );
+    assert!(Command::new("sh").arg("-c").arg(&script).status().unwrap().success());
+    let out = env.run(&["backup", "verify", archive.to_str().unwrap(), "--json"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let v = out.json();
+    let problems: Vec<&str> = v["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems[0].starts_with("`sqlite/app.db`: integrity_check"),
+        "{problems:?}"
+    );
+    assert!(
+        problems[1].starts_with("`dir/data/notes.txt`: content does not match"),
+        "{problems:?}"
+    );
+}
+
+#[test]
 fn a_damaged_entry_is_named_even_when_the_sidecar_is_rewritten_to_match() {
     // Somebody "fixes" the sidecar after tampering: the manifest hashes still catch it.
     let env = Env::new(DATA_ONLY);

@@ -10,7 +10,8 @@ use super::manifest::EntryKind;
 
 const BLOCK: u64 = 512;
 
-/// One entry's header: its name (after any long-name record) and what it is.
+/// One entry's header: its name (after any long-name record, without a trailing `/`) and
+/// what it is.
 pub struct Item {
     pub name: String,
     /// `None` for a type the archive writer never produces (a device, a FIFO, …).
@@ -36,16 +37,22 @@ impl<R: BufRead> Walk<R> {
     /// The next entry's header, skipping whatever is left of the current one. `None` at the
     /// end-of-archive block (or at the end of the stream).
     pub fn next_item(&mut self) -> io::Result<Option<Item>> {
-        let mut long_name: Option<Vec<u8>> = None;
+        // Records that describe the next entry: a GNU long name, PAX `path` and `size`.
+        let mut gnu_name: Option<Vec<u8>> = None;
+        let mut pax: Pax = Pax::default();
         loop {
             self.skip_rest()?;
             let mut block = [0u8; BLOCK as usize];
+            let pending = gnu_name.is_some() || pax != Pax::default();
             match read_full(&mut self.inner, &mut block)? {
-                0 => return Ok(None),
+                0 if !pending => return Ok(None),
                 n if n < block.len() => return Err(io::Error::other("the tar stream ends inside a header")),
                 _ => {}
             }
             if block.iter().all(|&b| b == 0) {
+                if pending {
+                    return Err(io::Error::other("the tar stream ends after a long-name or PAX record"));
+                }
                 return Ok(None);
             }
             let header = tar::Header::from_byte_slice(&block);
@@ -66,28 +73,38 @@ impl<R: BufRead> Walk<R> {
                     "a tar header's checksum is {recorded}, its bytes add up to {sum}"
                 )));
             }
-            let size = header.entry_size()?;
+            let t = header.entry_type();
+            let meta = t.is_gnu_longname() || t.is_pax_local_extensions() || t.is_gnu_longlink();
+            // A PAX `size` stands for the header's (which says 0 past 8 GiB), as the tar
+            // crate and GNU tar read it: verify and restore must see the same entries.
+            let size = match pax.size {
+                Some(s) if !meta => s,
+                _ => header.entry_size()?,
+            };
             self.left = size
                 .checked_next_multiple_of(BLOCK)
                 .ok_or_else(|| io::Error::other(format!("a tar header gives a size of {size} bytes")))?;
-            let t = header.entry_type();
-            if t.is_gnu_longname() || t.is_pax_local_extensions() {
+            if meta {
                 let data = self.small_data(size)?;
                 if t.is_gnu_longname() {
                     let end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
-                    long_name = Some(data[..end].to_vec());
-                } else if let Some(path) = pax_path(&data) {
-                    long_name = Some(path);
+                    gnu_name = Some(data[..end].to_vec());
+                } else if t.is_pax_local_extensions() {
+                    pax = Pax::parse(&data)?;
                 }
                 continue;
             }
-            if t.is_gnu_longlink() || t.is_pax_global_extensions() {
+            if t.is_pax_global_extensions() {
                 continue;
             }
-            let name = match &long_name {
+            let mut name = match gnu_name.as_ref().or(pax.path.as_ref()) {
                 Some(n) => String::from_utf8_lossy(n).into_owned(),
                 None => String::from_utf8_lossy(&header.path_bytes()).into_owned(),
             };
+            // GNU tar names directories `dir/`; the manifest never ends a path with `/`.
+            while name.len() > 1 && name.ends_with('/') {
+                name.pop();
+            }
             let kind = if t.is_file() || t.is_contiguous() {
                 Some(EntryKind::File)
             } else if t.is_dir() {
@@ -171,12 +188,32 @@ fn read_full(r: &mut impl BufRead, buf: &mut [u8]) -> io::Result<usize> {
     Ok(at)
 }
 
-/// The `path` of a PAX extended header, if it has one.
-fn pax_path(data: &[u8]) -> Option<Vec<u8>> {
-    tar::PaxExtensions::new(data)
-        .filter_map(Result::ok)
-        .find(|e| e.key_bytes() == b"path")
-        .map(|e| e.value_bytes().to_vec())
+/// What a PAX extended header says of the next entry.
+#[derive(Default, PartialEq)]
+struct Pax {
+    path: Option<Vec<u8>>,
+    size: Option<u64>,
+}
+
+impl Pax {
+    fn parse(data: &[u8]) -> io::Result<Pax> {
+        let mut pax = Pax::default();
+        for record in tar::PaxExtensions::new(data) {
+            let record = record?;
+            match record.key_bytes() {
+                b"path" => pax.path = Some(record.value_bytes().to_vec()),
+                b"size" => {
+                    let text = String::from_utf8_lossy(record.value_bytes());
+                    pax.size = Some(
+                        text.parse()
+                            .map_err(|_| io::Error::other(format!("a PAX size of `{text}`")))?,
+                    );
+                }
+                _ => {}
+            }
+        }
+        Ok(pax)
+    }
 }
 
 #[cfg(test)]
@@ -216,7 +253,9 @@ mod tests {
         let mut ar = tar::Archive::new(&bytes[..]);
         for e in ar.entries().unwrap() {
             let mut e = e.unwrap();
-            let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+            let name = String::from_utf8_lossy(&e.path_bytes())
+                .trim_end_matches('/')
+                .to_string();
             let mut body = Vec::new();
             io::Read::read_to_end(&mut e, &mut body).unwrap();
             expected.push((name, body));

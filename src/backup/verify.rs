@@ -92,24 +92,27 @@ pub fn verify(path: &Path, identity: Option<&Path>, progress: &dyn Fn(Progress))
         )),
         Err(e) => Some(format!("{}: {e}", archive::sidecar_path(path).display())),
     };
+    // A database's problem goes where the database is in the archive, so the first problem
+    // still names the first bad entry; the checks are taken last to first for that.
+    for (entry, kind, handle, at) in checks.into_iter().rev() {
+        let (ok, result) = handle.join().unwrap_or_else(|_| (false, "the check crashed".into()));
+        let problem = if kind == "sqlite" {
+            (!ok).then(|| format!("`{entry}`: integrity_check of the restored database: {result}"))
+        } else {
+            (!ok).then(|| format!("`{entry}`: pg_restore --list: {result}"))
+        };
+        if let Some(p) = problem {
+            report.problems.insert(at.min(report.problems.len()), p);
+        }
+        let list = if kind == "sqlite" {
+            &mut report.sqlite
+        } else {
+            &mut report.postgres
+        };
+        list.insert(0, (entry, result));
+    }
     if let Some(p) = sidecar_problem {
         report.problems.insert(0, p);
-    }
-    for (entry, kind, handle) in checks {
-        let (ok, result) = handle.join().unwrap_or_else(|_| (false, "the check crashed".into()));
-        if kind == "sqlite" {
-            if !ok {
-                report
-                    .problems
-                    .push(format!("`{entry}`: integrity_check of the restored database: {result}"));
-            }
-            report.sqlite.push((entry, result));
-        } else {
-            if !ok {
-                report.problems.push(format!("`{entry}`: pg_restore --list: {result}"));
-            }
-            report.postgres.push((entry, result));
-        }
     }
     report.ok = report.problems.is_empty();
     report.duration_ms = started.elapsed().as_millis() as u64;
@@ -119,8 +122,9 @@ pub fn verify(path: &Path, identity: Option<&Path>, progress: &dyn Fn(Progress))
 /// The largest `manifest.json` read (a manifest of millions of files stays far below).
 const MAX_MANIFEST: u64 = 1 << 30;
 
-/// A database check running in its own thread: (entry, kind, (ok, result)).
-type DbCheck = (String, &'static str, std::thread::JoinHandle<(bool, String)>);
+/// A database check running in its own thread: (entry, kind, (ok, result), where its
+/// problem goes in the list).
+type DbCheck = (String, &'static str, std::thread::JoinHandle<(bool, String)>, usize);
 
 /// Streams the tar entries, checking each against the manifest. Each database is copied to
 /// `scratch` and checked in a thread of its own while the stream goes on. Returns the whole
@@ -216,23 +220,46 @@ fn read_entries(
         }
         if kind == EntryKind::File {
             let db_kind = db_roots.iter().find(|(r, _)| *r == name).map(|(_, k)| *k);
+            let mut copy_error = None;
             let mut out = match db_kind {
                 Some(_) => {
                     let p = scratch.join(format!("{extracted}.db"));
                     extracted += 1;
-                    std::fs::File::create(&p).ok().map(|f| (p, f))
+                    match std::fs::File::create(&p) {
+                        Ok(f) => Some((p, f)),
+                        Err(e) => {
+                            copy_error = Some(e);
+                            None
+                        }
+                    }
                 }
                 None => None,
             };
             let mut hasher = Sha256::new();
+            // The scratch copy failing (a full disk) loses that database's check, not the rest
+            // of the archive: the stream goes on.
             let read_result = walk.data(item.size, |b| {
                 hasher.update(b);
                 progress(Progress::Advance(b.len() as u64));
-                match out.as_mut() {
-                    Some((_, o)) => o.write_all(b),
-                    None => Ok(()),
+                if let Some(e) = out.as_mut().and_then(|(_, o)| o.write_all(b).err()) {
+                    if let Some((p, _)) = out.take() {
+                        let _ = std::fs::remove_file(p);
+                    }
+                    copy_error = Some(e);
                 }
+                Ok(())
             });
+            if let (Some(e), Some(kind)) = (copy_error.take(), db_kind) {
+                let check = if kind == "sqlite" {
+                    "integrity_check"
+                } else {
+                    "pg_restore --list"
+                };
+                report.problems.push(format!(
+                    "`{name}`: not checked with {check}: its copy could not be written to {}: {e}",
+                    scratch.display()
+                ));
+            }
             let n_total = match read_result {
                 Ok(n) => n,
                 Err(e) => {
@@ -258,7 +285,7 @@ fn read_entries(
                     let _ = std::fs::remove_file(&file);
                     result
                 });
-                checks.push((name.clone(), kind, handle));
+                checks.push((name.clone(), kind, handle, report.problems.len()));
             }
             let got = hex(&hasher.finalize());
             if n_total != want.size {
