@@ -61,6 +61,31 @@ fn create(env: &Env) -> serde_json::Value {
     out.json()
 }
 
+/// Unpacks `archive` with the real `zstd` and `tar`, runs `change` in it, packs `entries`
+/// again in its place and writes a sidecar that matches: tampering that gets past the sidecar.
+fn repack(env: &Env, archive: &Path, change: &str, entries: &str) {
+    let work = env.path("repack");
+    std::fs::create_dir_all(&work).unwrap();
+    let script = format!(
+        "set -e; cd '{w}'; zstd -dc '{a}' | tar -xpf -; {change}; \
+         tar -cf - {entries} | zstd -q -o '{a}.new'; mv '{a}.new' '{a}'; \
+         sha256sum '{a}' | sed 's#  .*#  x#' > '{a}.sha256'",
+        w = work.display(),
+        a = archive.display()
+    );
+    assert!(Command::new("sh").arg("-c").arg(&script).status().unwrap().success());
+}
+
+/// The `problems` of a `backup verify --json`.
+fn problems(verify: &serde_json::Value) -> Vec<&str> {
+    verify["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect()
+}
+
 /// The archive listed by the real `zstd` and `tar`, in order.
 fn tar_list(archive: &Path) -> Vec<String> {
     let out = Command::new("sh")
@@ -256,12 +281,7 @@ fn a_scratch_copy_that_cannot_be_written_costs_only_that_databases_check() {
     let out = Out::from(cmd.output().unwrap());
     assert_eq!(out.code, 1, "{}", out.stdout);
     let v = out.json();
-    let problems: Vec<&str> = v["problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_str().unwrap())
-        .collect();
+    let problems = problems(&v);
     assert_eq!(problems.len(), 1, "only the database's check is lost: {problems:?}");
     assert!(
         problems[0].starts_with("`sqlite/app.db`: not checked with integrity_check: its copy could not be written"),
@@ -293,25 +313,16 @@ fn a_damaged_database_is_named_first_as_it_comes_first() {
     std::fs::write(env.path("app.db"), &db).unwrap();
     let created = create(&env);
     let archive = PathBuf::from(created["path"].as_str().unwrap());
-    let work = env.path("repack");
-    std::fs::create_dir_all(&work).unwrap();
-    let script = format!(
-        "set -e; cd '{w}'; zstd -dc '{a}' | tar -xpf -; printf 'RUNBOOK backup notes\\n' > dir/data/notes.txt; \
-         tar -cf - manifest.json sqlite/app.db dir/data command/extra.out | zstd -q -o '{a}.new'; mv '{a}.new' '{a}'; \
-         sha256sum '{a}' | sed 's#  .*#  x#' > '{a}.sha256'",
-        w = work.display(),
-        a = archive.display()
+    repack(
+        &env,
+        &archive,
+        "printf 'RUNBOOK backup notes\\n' > dir/data/notes.txt",
+        "manifest.json sqlite/app.db dir/data command/extra.out",
     );
-    assert!(Command::new("sh").arg("-c").arg(&script).status().unwrap().success());
     let out = env.run(&["backup", "verify", archive.to_str().unwrap(), "--json"]);
     assert_eq!(out.code, 1, "{}", out.stdout);
     let v = out.json();
-    let problems: Vec<&str> = v["problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_str().unwrap())
-        .collect();
+    let problems = problems(&v);
     assert_eq!(problems.len(), 2, "{problems:?}");
     assert!(
         problems[0].starts_with("`sqlite/app.db`: integrity_check"),
@@ -332,16 +343,7 @@ fn a_damaged_entry_is_named_even_when_the_sidecar_is_rewritten_to_match() {
     let created = create(&env);
     let archive = PathBuf::from(created["path"].as_str().unwrap());
     // Rewrite b.txt's content inside a re-packed archive with the same manifest.
-    let work = env.path("repack");
-    std::fs::create_dir_all(&work).unwrap();
-    let script = format!(
-        "set -e; cd '{w}'; zstd -dc '{a}' | tar -xpf -; printf 'BBBB\\n' > dir/data/b.txt; \
-         tar -cf - manifest.json dir | zstd -q -o '{a}.new'; mv '{a}.new' '{a}'; \
-         sha256sum '{a}' | sed 's#  .*#  x#' > '{a}.sha256'",
-        w = work.display(),
-        a = archive.display()
-    );
-    assert!(Command::new("sh").arg("-c").arg(&script).status().unwrap().success());
+    repack(&env, &archive, "printf 'BBBB\\n' > dir/data/b.txt", "manifest.json dir");
     let out = env.run(&["backup", "verify", archive.to_str().unwrap()]);
     assert_eq!(out.code, 1, "{}", out.stdout);
     assert!(
