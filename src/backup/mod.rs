@@ -325,8 +325,15 @@ pub fn create(
                 }
             },
         },
-    )
-    .map_err(|e| BackupError::io(&tmp, e))?;
+    );
+    if written.is_err() {
+        // Snapshots still being taken hold a read transaction on their source and write into
+        // the scratch directory removed on return: let them finish first.
+        for p in pending.drain(..) {
+            let _ = p.ready.recv();
+        }
+    }
+    let written = written.map_err(|e| BackupError::io(&tmp, e))?;
     let (tmp, size, sha256) = if recipients.is_empty() {
         let (size, sha256) = archive::hash_file(&tmp).map_err(|e| BackupError::io(&tmp, e))?;
         (tmp, size, sha256)
