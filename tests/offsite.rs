@@ -13,6 +13,14 @@ use std::time::Duration;
 const TO_A_DIRECTORY: &str =
     "version: 1\nbackups:\n  main: { sources: [ { dir: data } ], dest: archives, offsite: { url: offsite/main } }\n";
 
+/// One target `main` of the directory `data`, copied offsite to the directory `offsite`;
+/// `target` adds lines to the target, `offsite` keys to its `offsite:`.
+fn dir_target(target: &str, offsite: &str) -> String {
+    format!(
+        "version: 1\nbackups:\n  main:\n    sources: [ {{ dir: data }} ]\n    dest: archives\n{target}    offsite: {{ url: offsite{offsite} }}\n"
+    )
+}
+
 fn create(env: &Env) -> PathBuf {
     let out = env.run(&["backup", "create", "main", "--json"]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
@@ -227,16 +235,7 @@ fn a_missing_bucket_is_a_clear_failure() {
 #[test]
 fn offsite_copies_can_be_encrypted_to_an_age_recipient_and_need_the_identity_to_come_back() {
     let (secret, recipient) = age_key();
-    let env = Env::new(&format!(
-        r#"
-version: 1
-backups:
-  main:
-    sources: [ {{ dir: data }} ]
-    dest: archives
-    offsite: {{ url: offsite, encrypt_to: "{recipient}" }}
-"#
-    ));
+    let env = Env::new(&dir_target("", &format!(", encrypt_to: \"{recipient}\"")));
     let local = setup(&env);
     let (code, r) = env.json(&["backup", "push", "main"]);
     assert_eq!(code, 0, "{r}");
@@ -309,17 +308,9 @@ fn pull_can_bring_back_one_named_archive() {
 #[test]
 fn encrypted_local_archives_verify_drill_restore_and_travel_offsite_as_they_are() {
     let (secret, recipient) = age_key();
-    let env = Env::new(&format!(
-        r#"
-version: 1
-backups:
-  main:
-    sources: [ {{ dir: data }} ]
-    dest: archives
-    encrypt_to: "{recipient}"
-    identity_file: age.key
-    offsite: {{ url: offsite }}
-"#
+    let env = Env::new(&dir_target(
+        &format!("    encrypt_to: \"{recipient}\"\n    identity_file: age.key\n"),
+        "",
     ));
     env.write("age.key", &secret);
     env.write("data/a.txt", &"alpha secret line\n".repeat(100));

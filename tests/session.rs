@@ -39,6 +39,17 @@ fn exec(env: &Env, session: &str, argv: &[&str]) -> Out {
     env.run(&args)
 }
 
+/// The decision on each command of a session, in order (`session show`).
+fn decisions(env: &Env, session: &str) -> Vec<String> {
+    let (_, shown) = env.json(&["session", "show", session]);
+    shown["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["decision"].as_str().unwrap().to_string())
+        .collect()
+}
+
 #[test]
 fn a_diagnostic_session_refuses_every_change_and_nothing_happens() {
     let env = env();
@@ -72,14 +83,7 @@ fn a_diagnostic_session_refuses_every_change_and_nothing_happens() {
     assert!(victim.exists());
     assert!(!marker.exists());
     // Each one is recorded, in order, and audited.
-    let (_, shown) = env.json(&["session", "show", &s]);
-    let decisions: Vec<&str> = shown["commands"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["decision"].as_str().unwrap())
-        .collect();
-    assert_eq!(decisions, vec!["refused"; 6]);
+    assert_eq!(decisions(&env, &s), vec!["refused"; 6]);
     assert_eq!(
         env.count("SELECT count(*) FROM audit_events WHERE kind = 'session.refused'"),
         6
@@ -591,12 +595,5 @@ fn the_session_comes_from_runbook_session_and_an_approval_can_allow_n_runs() {
     }
     assert_eq!(run().code, 2, "a third run is not approved");
     assert!(!marker.exists());
-    let (_, shown) = env.json(&["session", "show", &id]);
-    let decisions: Vec<&str> = shown["commands"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["decision"].as_str().unwrap())
-        .collect();
-    assert_eq!(decisions, ["ran", "ran", "refused"]);
+    assert_eq!(decisions(&env, &id), ["ran", "ran", "refused"]);
 }
