@@ -160,7 +160,7 @@ fn manifest_block(manifest: &Manifest) -> io::Result<Vec<u8>> {
 
 /// Size and hex SHA-256 of a whole file.
 pub fn hash_file(path: &Path) -> io::Result<(u64, String)> {
-    let mut f = File::open(path)?;
+    let mut f = open_sequential(path)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; IO_BUF];
     let mut size = 0u64;

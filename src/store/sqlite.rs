@@ -243,7 +243,8 @@ impl Store {
             .map_err(self.err(context))
     }
 
-    /// The row of `sql` with `params`, mapped by `f`; `None` when there is none.
+    /// The row of `sql` (a cached statement, as in `rows`) with `params`, mapped by `f`;
+    /// `None` when there is none.
     pub(super) fn row<T, P: rusqlite::Params>(
         &self,
         context: &'static str,
@@ -251,10 +252,9 @@ impl Store {
         params: P,
         f: impl FnOnce(&rusqlite::Row) -> rusqlite::Result<T>,
     ) -> Result<Option<T>> {
-        self.conn()
-            .query_row(sql, params, f)
-            .optional()
-            .map_err(self.err(context))
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(sql).map_err(self.err(context))?;
+        stmt.query_row(params, f).optional().map_err(self.err(context))
     }
 
     /// Runs `f` in an IMMEDIATE transaction and commits.
