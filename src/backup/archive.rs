@@ -27,7 +27,7 @@ use crate::audit::hex;
 const SKIPPABLE_MAGIC: u32 = 0x184D_2A50;
 const SKIPPABLE_HEADER: usize = 8;
 const PLACEHOLDER: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-const IO_BUF: usize = 1 << 20;
+pub(super) const IO_BUF: usize = 1 << 20;
 
 /// What `write` produced. The file's own hash is not taken here: the manifest goes into the
 /// head last, so it needs one more read, which an encrypted archive does while encrypting.
@@ -242,7 +242,7 @@ pub fn open(path: &Path, identity: Option<&Path>) -> io::Result<Reader> {
 
 /// Opens an archive to be read from start to end, telling the kernel so: it reads further
 /// ahead, which a cold archive on a spinning or network disk needs.
-fn open_sequential(path: &Path) -> io::Result<File> {
+pub(super) fn open_sequential(path: &Path) -> io::Result<File> {
     use std::os::fd::AsRawFd;
     let f = File::open(path)?;
     // SAFETY: advice on an open descriptor; a failure only means no extra read-ahead.
@@ -251,7 +251,7 @@ fn open_sequential(path: &Path) -> io::Result<File> {
 }
 
 /// The zstd stream of an archive: `raw` itself, or its decryption for an encrypted one.
-fn plaintext<R: io::BufRead + Send + 'static>(
+pub(super) fn plaintext<R: io::BufRead + Send + 'static>(
     raw: R,
     path: &Path,
     identity: Option<&Path>,
@@ -266,151 +266,6 @@ fn plaintext<R: io::BufRead + Send + 'static>(
         256 * 1024,
         super::crypt::decrypting(raw, identity)?,
     )))
-}
-
-/// The sending end of a pipe: filled buffers go one way, emptied ones come back to be
-/// filled again (so no buffer is allocated and zeroed per chunk).
-pub struct Feed {
-    tx: std::sync::mpsc::SyncSender<io::Result<(Vec<u8>, usize)>>,
-    spare: std::sync::mpsc::Receiver<Vec<u8>>,
-}
-
-/// Bytes handed over in chunks from another thread; an error there is the reader's error.
-pub struct Chunks {
-    rx: std::sync::mpsc::Receiver<io::Result<(Vec<u8>, usize)>>,
-    back: std::sync::mpsc::Sender<Vec<u8>>,
-    current: Vec<u8>,
-    len: usize,
-    at: usize,
-}
-
-impl io::BufRead for Chunks {
-    fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        while self.at == self.len {
-            match self.rx.recv() {
-                Ok(Ok((c, len))) => {
-                    let done = std::mem::replace(&mut self.current, c);
-                    if !done.is_empty() {
-                        let _ = self.back.send(done);
-                    }
-                    self.len = len;
-                    self.at = 0;
-                }
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok(&[]),
-            }
-        }
-        Ok(&self.current[self.at..self.len])
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.at = (self.at + n).min(self.len);
-    }
-}
-
-impl Read for Chunks {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let available = io::BufRead::fill_buf(self)?;
-        let n = buf.len().min(available.len());
-        buf[..n].copy_from_slice(&available[..n]);
-        self.at += n;
-        Ok(n)
-    }
-}
-
-/// Runs `produce` in a thread, which sends chunks; returns the reading end.
-fn pipe<T: Send + 'static>(
-    produce: impl FnOnce(&Feed) -> io::Result<T> + Send + 'static,
-) -> (Chunks, std::thread::JoinHandle<io::Result<T>>) {
-    let (tx, rx) = std::sync::mpsc::sync_channel(8);
-    let (back, spare) = std::sync::mpsc::channel();
-    let handle = std::thread::spawn(move || {
-        let feed = Feed { tx, spare };
-        let r = produce(&feed);
-        if let Err(e) = &r {
-            let _ = feed.tx.send(Err(io::Error::new(e.kind(), e.to_string())));
-        }
-        r
-    });
-    (
-        Chunks {
-            rx,
-            back,
-            current: Vec::new(),
-            len: 0,
-            at: 0,
-        },
-        handle,
-    )
-}
-
-/// Reads `from` to its end in chunks, sending each; stops quietly if the receiver went away.
-fn pump(mut from: impl Read, feed: &Feed, mut each: impl FnMut(&[u8])) -> io::Result<bool> {
-    loop {
-        let mut chunk = feed.spare.try_recv().unwrap_or_else(|_| vec![0u8; IO_BUF]);
-        let n = match from.read(&mut chunk) {
-            Ok(0) => return Ok(true),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        each(&chunk[..n]);
-        if feed.tx.send(Ok((chunk, n))).is_err() {
-            return Ok(false);
-        }
-    }
-}
-
-/// The tar stream of an archive, fed by two threads: one reads the file and hashes the raw
-/// bytes, one decompresses. The caller's thread parses and hashes entries, so a verify
-/// keeps both cores busy and reads the file once.
-pub struct HashingArchive {
-    pub stream: Chunks,
-    raw: std::thread::JoinHandle<io::Result<Option<(u64, String)>>>,
-    decoded: std::thread::JoinHandle<io::Result<()>>,
-}
-
-pub fn open_hashing(path: &Path, identity: Option<&Path>) -> io::Result<HashingArchive> {
-    let file = open_sequential(path)?;
-    let (path, identity) = (path.to_path_buf(), identity.map(Path::to_path_buf));
-    let (raw_chunks, raw) = pipe(move |tx| {
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        let complete = pump(file, tx, |c| {
-            hasher.update(c);
-            size += c.len() as u64;
-        })?;
-        Ok(complete.then(|| (size, hex(&hasher.finalize()))))
-    });
-    let (decoded_chunks, decoded) = pipe(move |tx| {
-        let plain = plaintext(raw_chunks, &path, identity.as_deref())?;
-        let mut dec = zstd::stream::read::Decoder::with_buffer(plain)?;
-        if pump(&mut dec, tx, |_| {})? {
-            // Whatever follows the zstd stream still passes through the raw hasher.
-            io::copy(&mut dec.finish(), &mut io::sink())?;
-        }
-        Ok(())
-    });
-    Ok(HashingArchive {
-        stream: decoded_chunks,
-        raw,
-        decoded,
-    })
-}
-
-/// Reads what the tar reader left (end blocks, the last frame and its checksum) and returns
-/// (size, SHA-256) of the whole file.
-pub fn finish_hashing(ar: HashingArchive) -> io::Result<(u64, String)> {
-    let mut rest = ar.stream;
-    io::copy(&mut rest, &mut io::sink())?;
-    drop(rest);
-    ar.decoded
-        .join()
-        .map_err(|_| io::Error::other("the decompressing thread crashed"))??;
-    ar.raw
-        .join()
-        .map_err(|_| io::Error::other("the reading thread crashed"))??
-        .ok_or_else(|| io::Error::other("the file was not read to its end"))
 }
 
 /// Reads the manifest, the first entry, without reading the rest of the archive.

@@ -15,7 +15,9 @@ pub mod offsite;
 mod pg;
 pub mod restore;
 pub mod retention;
+pub mod sha2x;
 pub mod source;
+pub mod stream;
 pub mod tarwalk;
 pub mod verify;
 

@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::manifest::{EntryKind, FileEntry, MANIFEST_NAME, Manifest};
+use super::sha2x::Lane;
+use super::stream::{finish_hashing, open_hashing};
 use super::tarwalk::Walk;
 use super::{BackupError, Progress, archive, source};
 use crate::audit::{Draft, hex};
@@ -141,7 +142,7 @@ fn read_entries(
     let fail = |report: &mut VerifyReport, after: &str, e: std::io::Error| {
         report.problems.push(format!("the archive cannot be read {after}: {e}"))
     };
-    let mut ar = match archive::open_hashing(path, identity) {
+    let mut ar = match open_hashing(path, identity) {
         Ok(a) => a,
         Err(e) => {
             fail(report, "at all", e);
@@ -193,6 +194,7 @@ fn read_entries(
     let mut expected: HashMap<&str, &FileEntry> = manifest.files().map(|(_, f)| (f.path.as_str(), f)).collect();
     let mut last = String::from(MANIFEST_NAME);
     loop {
+        ar.raw.catch_up();
         let item = match walk.next_item() {
             Ok(None) => break,
             Ok(Some(item)) => item,
@@ -235,11 +237,11 @@ fn read_entries(
                 }
                 None => None,
             };
-            let mut hasher = Sha256::new();
+            let mut hasher = Lane::new();
             // The scratch copy failing (a full disk) loses that database's check, not the rest
             // of the archive: the stream goes on.
             let read_result = walk.data(item.size, |b| {
-                hasher.update(b);
+                ar.raw.hash_with(&mut hasher, b);
                 progress(Progress::Advance(b.len() as u64));
                 if let Some(e) = out.as_mut().and_then(|(_, o)| o.write_all(b).err()) {
                     if let Some((p, _)) = out.take() {
@@ -315,7 +317,7 @@ fn read_entries(
     let whole = if broken {
         None
     } else {
-        match archive::finish_hashing(ar) {
+        match finish_hashing(ar) {
             Ok(h) => Some(h),
             Err(e) => {
                 fail(report, "at its end", e);

@@ -1,0 +1,276 @@
+//! An archive read the way `verify` reads it: once, by three threads, hashed twice.
+//!
+//! A reader thread reads the file in 1 MiB chunks. A decoder thread decrypts them (for a
+//! `.tar.zst.age`) and decompresses them. The caller's thread walks the tar stream and
+//! hashes each entry's content. The whole file's SHA-256, which the sidecar records, is
+//! taken in the caller's thread too: the decoder hands each raw chunk on once it is done
+//! with it, and [`RawLane::hash_with`] hashes those raw bytes side by side with an entry's
+//! content, two SHA-256 lanes in one core ([`super::sha2x`]). Filled chunks go one way and
+//! emptied ones come back to be filled again, so nothing is allocated per chunk and at most
+//! a few dozen MiB are held, whatever the archive's size.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError, channel, sync_channel};
+use std::thread::JoinHandle;
+
+use super::archive::{IO_BUF, open_sequential, plaintext};
+use super::sha2x::{Lane, update2};
+use crate::audit::hex;
+
+/// The sending end of a pipe: filled buffers go one way, emptied ones come back.
+struct Feed {
+    tx: SyncSender<io::Result<Vec<u8>>>,
+    spare: Receiver<Vec<u8>>,
+}
+
+/// Bytes handed over in chunks from another thread; an error there is the reader's error.
+/// A chunk read to its end goes back (cut to the bytes it held); so does the last one when
+/// the reader is dropped.
+pub struct Chunks {
+    rx: Receiver<io::Result<Vec<u8>>>,
+    back: Sender<Vec<u8>>,
+    current: Vec<u8>,
+    at: usize,
+}
+
+impl io::BufRead for Chunks {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.at == self.current.len() {
+            match self.rx.recv() {
+                Ok(Ok(c)) => {
+                    let done = std::mem::replace(&mut self.current, c);
+                    if !done.is_empty() {
+                        let _ = self.back.send(done);
+                    }
+                    self.at = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(&[]),
+            }
+        }
+        Ok(&self.current[self.at..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.at = (self.at + n).min(self.current.len());
+    }
+}
+
+impl Read for Chunks {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = io::BufRead::fill_buf(self)?;
+        let n = buf.len().min(available.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+impl Drop for Chunks {
+    fn drop(&mut self) {
+        let last = std::mem::take(&mut self.current);
+        if !last.is_empty() {
+            let _ = self.back.send(last);
+        }
+    }
+}
+
+/// Runs `produce` in a thread, which sends chunks; returns the reading end. Chunks the
+/// reader is done with go to `back`; `produce` fills the ones that arrive on `spare`.
+fn pipe<T: Send + 'static>(
+    back: Sender<Vec<u8>>,
+    spare: Receiver<Vec<u8>>,
+    produce: impl FnOnce(&Feed) -> io::Result<T> + Send + 'static,
+) -> (Chunks, JoinHandle<io::Result<T>>) {
+    let (tx, rx) = sync_channel(8);
+    let handle = std::thread::spawn(move || {
+        let feed = Feed { tx, spare };
+        let r = produce(&feed);
+        if let Err(e) = &r {
+            let _ = feed.tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+        }
+        r
+    });
+    let chunks = Chunks {
+        rx,
+        back,
+        current: Vec::new(),
+        at: 0,
+    };
+    (chunks, handle)
+}
+
+/// Reads `from` to its end in chunks, sending each; stops quietly if the receiver went away.
+/// Returns whether it got to the end.
+fn pump(mut from: impl Read, feed: &Feed) -> io::Result<bool> {
+    loop {
+        let mut chunk = feed.spare.try_recv().unwrap_or_default();
+        chunk.resize(IO_BUF, 0);
+        let n = match from.read(&mut chunk) {
+            Ok(0) => return Ok(true),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        chunk.truncate(n);
+        if feed.tx.send(Ok(chunk)).is_err() {
+            return Ok(false);
+        }
+    }
+}
+
+/// The archive file's own SHA-256, taken from the raw chunks the decoder is done with.
+pub struct RawLane {
+    path: PathBuf,
+    used: Receiver<Vec<u8>>,
+    spare: Sender<Vec<u8>>,
+    pending: VecDeque<Vec<u8>>,
+    at: usize,
+    lane: Lane,
+}
+
+/// Raw chunks waiting for content to pair with before they are hashed on their own.
+const MAX_PENDING: usize = 8;
+
+impl RawLane {
+    /// Hashes an entry's `data` into `content`, and as many waiting raw bytes beside it.
+    pub fn hash_with(&mut self, content: &mut Lane, mut data: &[u8]) {
+        self.poll();
+        while !data.is_empty() {
+            let Some(front) = self.pending.front() else {
+                content.update(data);
+                break;
+            };
+            let raw = &front[self.at..];
+            let n = raw.len().min(data.len());
+            update2(content, &data[..n], &mut self.lane, &raw[..n]);
+            data = &data[n..];
+            self.advance(n);
+        }
+        self.catch_up();
+    }
+
+    /// Hashes raw chunks on their own when too many wait (a stretch of the archive with
+    /// little content: headers, empty files, entries not in the manifest).
+    pub fn catch_up(&mut self) {
+        self.poll();
+        while self.pending.len() > MAX_PENDING {
+            self.hash_front();
+        }
+    }
+
+    fn poll(&mut self) {
+        loop {
+            match self.used.try_recv() {
+                Ok(c) => self.pending.push_back(c),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
+            }
+        }
+    }
+
+    fn hash_front(&mut self) {
+        if let Some(front) = self.pending.front() {
+            let n = front.len() - self.at;
+            self.lane.update(&front[self.at..]);
+            self.advance(n);
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.at += n;
+        if self.pending.front().is_some_and(|f| self.at == f.len()) {
+            if let Some(done) = self.pending.pop_front() {
+                let _ = self.spare.send(done);
+            }
+            self.at = 0;
+        }
+    }
+
+    /// Once the decoder has ended: hashes every chunk still to come, then whatever of the
+    /// file the decoder did not pass on (bytes after the last frame), from the file itself.
+    fn finish(mut self) -> io::Result<(u64, String)> {
+        while let Ok(c) = self.used.recv() {
+            self.pending.push_back(c);
+        }
+        while !self.pending.is_empty() {
+            self.hash_front();
+        }
+        let mut f = open_sequential(&self.path)?;
+        f.seek(SeekFrom::Start(self.lane.len()))?;
+        let mut buf = vec![0u8; IO_BUF];
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => self.lane.update(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((self.lane.len(), hex(&self.lane.finalize())))
+    }
+}
+
+/// The tar stream of an archive, with the file's own hash taken on the side.
+pub struct HashingArchive {
+    pub stream: Chunks,
+    pub raw: RawLane,
+    reader: JoinHandle<io::Result<()>>,
+    decoder: JoinHandle<io::Result<()>>,
+}
+
+pub fn open_hashing(path: &Path, identity: Option<&Path>) -> io::Result<HashingArchive> {
+    let file: File = open_sequential(path)?;
+    // raw: reader → decoder → (used) caller → (spare) reader
+    let (used_tx, used) = channel();
+    let (raw_spare_tx, raw_spare) = channel();
+    let (raw_chunks, reader) = pipe(used_tx, raw_spare, move |feed| pump(file, feed).map(|_| ()));
+    // decoded: decoder → caller → (back) decoder
+    let (back, spare) = channel();
+    let (owned_path, identity) = (path.to_path_buf(), identity.map(Path::to_path_buf));
+    let (stream, decoder) = pipe(back, spare, move |feed| {
+        let plain = plaintext(raw_chunks, &owned_path, identity.as_deref())?;
+        let mut dec = zstd::stream::read::Decoder::with_buffer(plain)?;
+        if pump(&mut dec, feed)? {
+            // Whatever follows the zstd stream still goes past the raw lane.
+            io::copy(&mut dec.finish(), &mut io::sink())?;
+        }
+        Ok(())
+    });
+    let raw = RawLane {
+        path: path.to_path_buf(),
+        used,
+        spare: raw_spare_tx,
+        pending: VecDeque::new(),
+        at: 0,
+        lane: Lane::new(),
+    };
+    Ok(HashingArchive {
+        stream,
+        raw,
+        reader,
+        decoder,
+    })
+}
+
+/// Reads what the tar walk left (end blocks, the last frame and its checksum) and returns
+/// (size, SHA-256) of the whole file.
+pub fn finish_hashing(ar: HashingArchive) -> io::Result<(u64, String)> {
+    let HashingArchive {
+        mut stream,
+        raw,
+        reader,
+        decoder,
+    } = ar;
+    io::copy(&mut stream, &mut io::sink())?;
+    drop(stream);
+    decoder
+        .join()
+        .map_err(|_| io::Error::other("the decompressing thread crashed"))??;
+    reader
+        .join()
+        .map_err(|_| io::Error::other("the reading thread crashed"))??;
+    raw.finish()
+}
