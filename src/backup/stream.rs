@@ -22,27 +22,30 @@ use crate::audit::hex;
 
 /// The sending end of a pipe: filled buffers go one way, emptied ones come back.
 struct Feed {
-    tx: SyncSender<io::Result<Vec<u8>>>,
-    spare: Receiver<Vec<u8>>,
+    tx: SyncSender<io::Result<Chunk>>,
+    spare: Receiver<Chunk>,
 }
 
+/// A buffer and how many of its bytes are filled (buffers keep their full length, so one
+/// that comes back is filled again without being zeroed first).
+type Chunk = (Vec<u8>, usize);
+
 /// Bytes handed over in chunks from another thread; an error there is the reader's error.
-/// A chunk read to its end goes back (cut to the bytes it held); so does the last one when
-/// the reader is dropped.
+/// A chunk read to its end goes back; so does the last one when the reader is dropped.
 pub struct Chunks {
-    rx: Receiver<io::Result<Vec<u8>>>,
-    back: Sender<Vec<u8>>,
-    current: Vec<u8>,
+    rx: Receiver<io::Result<Chunk>>,
+    back: Sender<Chunk>,
+    current: Chunk,
     at: usize,
 }
 
 impl io::BufRead for Chunks {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        while self.at == self.current.len() {
+        while self.at == self.current.1 {
             match self.rx.recv() {
                 Ok(Ok(c)) => {
                     let done = std::mem::replace(&mut self.current, c);
-                    if !done.is_empty() {
+                    if done.1 > 0 {
                         let _ = self.back.send(done);
                     }
                     self.at = 0;
@@ -51,11 +54,11 @@ impl io::BufRead for Chunks {
                 Err(_) => return Ok(&[]),
             }
         }
-        Ok(&self.current[self.at..])
+        Ok(&self.current.0[self.at..self.current.1])
     }
 
     fn consume(&mut self, n: usize) {
-        self.at = (self.at + n).min(self.current.len());
+        self.at = (self.at + n).min(self.current.1);
     }
 }
 
@@ -72,7 +75,7 @@ impl Read for Chunks {
 impl Drop for Chunks {
     fn drop(&mut self) {
         let last = std::mem::take(&mut self.current);
-        if !last.is_empty() {
+        if last.1 > 0 {
             let _ = self.back.send(last);
         }
     }
@@ -81,8 +84,8 @@ impl Drop for Chunks {
 /// Runs `produce` in a thread, which sends chunks; returns the reading end. Chunks the
 /// reader is done with go to `back`; `produce` fills the ones that arrive on `spare`.
 fn pipe<T: Send + 'static>(
-    back: Sender<Vec<u8>>,
-    spare: Receiver<Vec<u8>>,
+    back: Sender<Chunk>,
+    spare: Receiver<Chunk>,
     produce: impl FnOnce(&Feed) -> io::Result<T> + Send + 'static,
 ) -> (Chunks, JoinHandle<io::Result<T>>) {
     let (tx, rx) = sync_channel(8);
@@ -97,27 +100,34 @@ fn pipe<T: Send + 'static>(
     let chunks = Chunks {
         rx,
         back,
-        current: Vec::new(),
+        current: (Vec::new(), 0),
         at: 0,
     };
     (chunks, handle)
 }
 
-/// Reads `from` to its end in chunks, sending each; stops quietly if the receiver went away.
-/// Returns whether it got to the end.
+/// Reads `from` to its end in full chunks (the last one may be short), sending each; stops
+/// quietly if the receiver went away. Returns whether it got to the end.
 fn pump(mut from: impl Read, feed: &Feed) -> io::Result<bool> {
     loop {
-        let mut chunk = feed.spare.try_recv().unwrap_or_default();
-        chunk.resize(IO_BUF, 0);
-        let n = match from.read(&mut chunk) {
-            Ok(0) => return Ok(true),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+        let (mut chunk, _) = feed.spare.try_recv().unwrap_or_else(|_| (vec![0u8; IO_BUF], 0));
+        let mut n = 0;
+        let end = loop {
+            match from.read(&mut chunk[n..]) {
+                Ok(0) => break true,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            if n == chunk.len() {
+                break false;
+            }
         };
-        chunk.truncate(n);
-        if feed.tx.send(Ok(chunk)).is_err() {
+        if n > 0 && feed.tx.send(Ok((chunk, n))).is_err() {
             return Ok(false);
+        }
+        if end {
+            return Ok(true);
         }
     }
 }
@@ -125,9 +135,9 @@ fn pump(mut from: impl Read, feed: &Feed) -> io::Result<bool> {
 /// The archive file's own SHA-256, taken from the raw chunks the decoder is done with.
 pub struct RawLane {
     path: PathBuf,
-    used: Receiver<Vec<u8>>,
-    spare: Sender<Vec<u8>>,
-    pending: VecDeque<Vec<u8>>,
+    used: Receiver<Chunk>,
+    spare: Sender<Chunk>,
+    pending: VecDeque<Chunk>,
     at: usize,
     lane: Lane,
 }
@@ -144,7 +154,7 @@ impl RawLane {
                 content.update(data);
                 break;
             };
-            let raw = &front[self.at..];
+            let raw = &front.0[self.at..front.1];
             let n = raw.len().min(data.len());
             update2(content, &data[..n], &mut self.lane, &raw[..n]);
             data = &data[n..];
@@ -173,15 +183,15 @@ impl RawLane {
 
     fn hash_front(&mut self) {
         if let Some(front) = self.pending.front() {
-            let n = front.len() - self.at;
-            self.lane.update(&front[self.at..]);
+            let n = front.1 - self.at;
+            self.lane.update(&front.0[self.at..front.1]);
             self.advance(n);
         }
     }
 
     fn advance(&mut self, n: usize) {
         self.at += n;
-        if self.pending.front().is_some_and(|f| self.at == f.len()) {
+        if self.pending.front().is_some_and(|f| self.at == f.1) {
             if let Some(done) = self.pending.pop_front() {
                 let _ = self.spare.send(done);
             }
@@ -273,4 +283,93 @@ pub fn finish_hashing(ar: HashingArchive) -> io::Result<(u64, String)> {
         .join()
         .map_err(|_| io::Error::other("the reading thread crashed"))??;
     raw.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::tarwalk::Walk;
+    use sha2::{Digest, Sha256};
+
+    fn noise(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// A .tar.zst of many chunks: incompressible data (more raw bytes than content), zeros
+    /// (far fewer), and thousands of empty files (headers only: raw with no content at all).
+    fn archive(dir: &Path) -> (PathBuf, Vec<(String, Vec<u8>)>) {
+        let mut files = vec![
+            ("noise.bin".to_string(), noise(5 << 20, 7)),
+            ("zeros.bin".to_string(), vec![0u8; 9 << 20]),
+        ];
+        for i in 0..3000 {
+            files.push((format!("empty/{i:04}"), Vec::new()));
+        }
+        files.push(("tail.bin".into(), noise(3 << 20, 9)));
+        let path = dir.join("a.tar.zst");
+        let enc = zstd::stream::write::Encoder::new(File::create(&path).unwrap(), 3).unwrap();
+        let mut tar = tar::Builder::new(enc);
+        for (name, data) in &files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            tar.append_data(&mut h, name, data.as_slice()).unwrap();
+        }
+        tar.into_inner().unwrap().finish().unwrap();
+        (path, files)
+    }
+
+    #[test]
+    fn the_files_hash_and_every_entrys_hash_come_out_as_if_taken_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, files) = archive(dir.path());
+        let mut ar = open_hashing(&path, None).unwrap();
+        let mut walk = Walk::new(&mut ar.stream);
+        let mut seen = Vec::new();
+        loop {
+            ar.raw.catch_up();
+            let Some(item) = walk.next_item().unwrap() else { break };
+            let mut lane = Lane::new();
+            walk.data(item.size, |b| {
+                ar.raw.hash_with(&mut lane, b);
+                Ok(())
+            })
+            .unwrap();
+            seen.push((item.name, hex(&lane.finalize())));
+        }
+        assert_eq!(seen.len(), files.len());
+        for ((name, data), (got_name, got)) in files.iter().zip(&seen) {
+            assert_eq!(name, got_name);
+            assert_eq!(got, &hex(&Sha256::digest(data)), "{name}");
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let (size, sha) = finish_hashing(ar).unwrap();
+        assert_eq!(size, bytes.len() as u64);
+        assert_eq!(sha, hex(&Sha256::digest(&bytes)));
+    }
+
+    #[test]
+    fn a_walk_given_up_halfway_still_lets_the_whole_file_be_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = archive(dir.path());
+        let mut ar = open_hashing(&path, None).unwrap();
+        let mut walk = Walk::new(&mut ar.stream);
+        let first = walk.next_item().unwrap().unwrap();
+        walk.data(first.size / 2, |b| {
+            ar.raw.hash_with(&mut Lane::new(), b);
+            Ok(())
+        })
+        .unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let (size, sha) = finish_hashing(ar).unwrap();
+        assert_eq!((size, sha), (bytes.len() as u64, hex(&Sha256::digest(&bytes))));
+    }
 }
