@@ -5,17 +5,8 @@ mod common;
 
 use common::http::{free_port, get, request, request_with};
 use common::*;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn start(env: &Env, args: &[&str], port: u16) -> Server {
     let child = env
@@ -34,14 +25,6 @@ fn start(env: &Env, args: &[&str], port: u16) -> Server {
         "server did not listen"
     );
     Server(child)
-}
-
-fn serve(env: &Env) -> (Server, u16) {
-    let port = free_port();
-    (
-        start(env, &["serve", "--listen", &format!("127.0.0.1:{port}")], port),
-        port,
-    )
 }
 
 const FAILING: &str = r#"

@@ -288,17 +288,22 @@ fn export_streams_every_event_and_summary_counts_them() {
 #[test]
 fn a_checkpoint_can_be_fetched_from_a_url() {
     let (env, _, _) = signed_history();
-    let port = common::http::free_port();
+    // A static file server on a port the kernel picks; it prints the port once it listens.
     let mut server = std::process::Command::new("python3")
-        .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "-c",
+            "import http.server as h, sys\n\
+             s = h.ThreadingHTTPServer(('127.0.0.1', 0), h.SimpleHTTPRequestHandler)\n\
+             print(s.server_address[1], flush=True)\n\
+             s.serve_forever()",
+        ])
         .current_dir(env.dir.path())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    assert!(wait_for(std::time::Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    }));
+    let port = common::announced_port(server.stdout.take().unwrap(), |l| l.trim().parse().ok())
+        .expect("the file server did not start");
     sqlite3(
         &env,
         "DELETE FROM audit_events WHERE seq = 9; DELETE FROM audit_checkpoints;",

@@ -95,7 +95,8 @@ pub enum Command {
     /// Health, readiness, alerts, runs and checks as JSON. Stopping it does not stop scheduled
     /// monitoring, and the other way round. Everything but api.public paths needs a token.
     Serve {
-        /// Address to listen on [default: api.listen, 127.0.0.1:8923]
+        /// Address to listen on [default: api.listen, 127.0.0.1:8923]; port 0 takes a free
+        /// port, which the log line `serving the API … addr=` names
         #[arg(long, value_name = "ADDR")]
         listen: Option<String>,
     },

@@ -40,7 +40,9 @@ pub fn serve(cx: &Ctx, listen: Option<String>) -> Result<Outcome, CliError> {
             let hint = e.hint();
             CliError::internal(e.to_string(), hint)
         })?;
-        tracing::info!(%addr, "serving the API; stop with SIGTERM or Ctrl-C");
+        // The bound address, so `--listen 127.0.0.1:0` tells which port it got.
+        let bound = listener.local_addr().unwrap_or(addr);
+        tracing::info!(addr = %bound, "serving the API; stop with SIGTERM or Ctrl-C");
         api::serve(listener, state, shutdown_signal())
             .await
             .map_err(|e| CliError::internal(format!("API server: {e}"), None))?;

@@ -227,24 +227,44 @@ impl Drop for Server {
     }
 }
 
-/// Starts `runbook serve` on a free loopback port and waits until it listens.
+/// Starts `runbook serve` on a port the kernel picks (`--listen 127.0.0.1:0`) and returns
+/// the port its log names, once it listens. No other test can take the port in between.
 pub fn serve(env: &Env) -> (Server, u16) {
-    let port = http::free_port();
-    let child = env
+    let mut child = env
         .cmd()
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["serve", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn runbook serve");
+    let stderr = child.stderr.take().unwrap();
     let server = Server(child);
-    assert!(
-        wait_for(Duration::from_secs(20), || std::net::TcpStream::connect((
-            "127.0.0.1",
-            port
-        ))
-        .is_ok()),
-        "runbook serve did not listen"
-    );
+    let port = announced_port(stderr, |line| {
+        line.contains("serving the API")
+            .then(|| line.split("addr=").nth(1)?.split_whitespace().next()?.parse().ok())
+            .flatten()
+            .map(|a: std::net::SocketAddr| a.port())
+    })
+    .expect("runbook serve did not say where it listens");
     (server, port)
+}
+
+/// Reads `out` line by line until `port_of` finds a port in a line (at most 20 s), then keeps
+/// draining it in a thread so the child never blocks on a full pipe.
+pub fn announced_port(
+    out: impl std::io::Read + Send + 'static,
+    port_of: impl Fn(&str) -> Option<u16> + Send + 'static,
+) -> Option<u16> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if !sent && let Some(p) = port_of(&line) {
+                sent = tx.send(p).is_ok();
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(20)).ok()
 }
