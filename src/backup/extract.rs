@@ -136,7 +136,6 @@ pub fn extract(
                     progress(Progress::Advance(n as u64));
                 }
                 let f = out.into_inner().map_err(|e| BackupError::io(&target, e.into_error()))?;
-                f.sync_all().map_err(|e| BackupError::io(&target, e))?;
                 let got = hex(&hasher.finalize());
                 if n_total != want.size || want.sha256.as_deref() != Some(got.as_str()) {
                     return Err(bad(format!("`{name}`: content does not match the manifest")));
@@ -159,6 +158,10 @@ pub fn extract(
             .map_err(|e| BackupError::io(path, e))?;
         set_meta(path, want, &f)?;
     }
+    // Everything on disk before anyone relies on it, in one flush of the filesystem: an
+    // fsync per file costs a journal commit each (16 s instead of 1 s for 25,000 files).
+    let dir = File::open(into).map_err(|e| BackupError::io(into, e))?;
+    rustix::fs::syncfs(&dir).map_err(|e| BackupError::io(into, e.into()))?;
     Ok(Extracted { manifest, files, bytes })
 }
 
