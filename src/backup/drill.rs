@@ -134,6 +134,11 @@ pub fn drill(
             "extract",
             t,
             match &result {
+                // The bytes unpacked are the bytes whose hash was checked.
+                Ok(x) if x.sha256 != r.sha256 => Err(format!(
+                    "the archive changed while the drill read it: unpacked with SHA-256 {}",
+                    x.sha256
+                )),
                 Ok(x) => Ok(format!("{} files, {} bytes", x.files, x.bytes)),
                 Err(e) => Err(e.to_string()),
             },

@@ -4,15 +4,16 @@
 //! Only plain relative paths are written: an entry with `..`, an absolute path or a path
 //! through a symlink is refused, so an archive cannot write outside the directory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use super::manifest::{EntryKind, FileEntry, Manifest};
+use super::sha2x::Lane;
+use super::stream::{finish_hashing, first_entry, open_hashing};
+use super::tarwalk::Walk;
 use super::{BackupError, Progress, archive};
 use crate::audit::hex;
 
@@ -22,6 +23,8 @@ pub struct Extracted {
     pub manifest: Manifest,
     pub files: usize,
     pub bytes: u64,
+    /// SHA-256 of the whole archive file, taken as it was read.
+    pub sha256: String,
 }
 
 fn safe_relative(p: &str) -> Option<PathBuf> {
@@ -38,7 +41,9 @@ fn safe_relative(p: &str) -> Option<PathBuf> {
 }
 
 /// Unpacks `archive_path` under `into` (which must exist). Fails on the first entry that does
-/// not match the manifest, naming it.
+/// not match the manifest, naming it. The archive is read once, by the same pipeline as
+/// `verify` (a reader, a decoder, and this thread writing and hashing), which also takes the
+/// whole file's SHA-256.
 pub fn extract(
     archive_path: &Path,
     identity: Option<&Path>,
@@ -47,26 +52,35 @@ pub fn extract(
 ) -> Result<Extracted, BackupError> {
     let io = |e: std::io::Error| BackupError::io(archive_path, e);
     let bad = |what: String| BackupError::io(archive_path, std::io::Error::new(std::io::ErrorKind::InvalidData, what));
-    let mut ar = archive::open(archive_path, identity).map_err(io)?;
-    let mut entries = ar.entries().map_err(io)?;
-    let mut first = entries
-        .next()
-        .ok_or_else(|| bad("the archive is empty".into()))?
-        .map_err(io)?;
-    let manifest = archive::manifest_from(&mut first).map_err(io)?;
-    drop(first);
+    let mut ar = open_hashing(archive_path, identity).map_err(io)?;
+    let mut walk = Walk::new(&mut ar.stream);
+    let (first, json) = first_entry(&mut walk)
+        .map_err(io)?
+        .ok_or_else(|| bad("the archive is empty".into()))?;
+    let manifest = archive::parse_manifest(&first, &json).map_err(io)?;
     progress(Progress::Total(manifest.data_bytes()));
     let mut expected: HashMap<String, FileEntry> = manifest.files().map(|(_, f)| (f.path.clone(), f.clone())).collect();
     let mut dirs: Vec<(PathBuf, FileEntry)> = Vec::new();
-    let mut seen: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
+    let mut seen: HashSet<PathBuf> = HashSet::new();
+    // Parent directories already made and found to be real directories (not symlinks).
+    let mut made: HashSet<PathBuf> = HashSet::new();
     let (mut files, mut bytes) = (0usize, 0u64);
-    let mut buf = vec![0u8; 256 * 1024];
-    for entry in entries {
-        let mut entry = entry.map_err(io)?;
-        let name = entry.path().map_err(io)?.to_string_lossy().into_owned();
+    loop {
+        ar.raw.catch_up();
+        let Some(item) = walk.next_item().map_err(io)? else {
+            break;
+        };
+        let name = item.name;
         let want = expected
             .remove(&name)
             .ok_or_else(|| bad(format!("`{name}` is in the archive but not in its manifest")))?;
+        if item.kind != Some(want.kind) {
+            return Err(bad(format!(
+                "`{name}` is a {} in the archive, a {:?} in the manifest",
+                item.kind.map_or("special file".to_string(), |k| format!("{k:?}")),
+                want.kind
+            )));
+        }
         let rel = safe_relative(&name).ok_or_else(|| bad(format!("`{name}` is not a plain relative path")))?;
         // `d`, `./d` and `d/` are one place: each place is written once.
         if !seen.insert(rel.clone()) {
@@ -84,7 +98,7 @@ pub fn extract(
             )));
         }
         // Never write through a symlink that an earlier entry created.
-        if let Some(parent) = rel.parent() {
+        if let Some(parent) = rel.parent().filter(|p| !made.contains(*p)) {
             let mut at = into.to_path_buf();
             for c in parent.components() {
                 at.push(c);
@@ -96,6 +110,7 @@ pub fn extract(
                 }
             }
             std::fs::create_dir_all(into.join(parent)).map_err(|e| BackupError::io(&into.join(parent), e))?;
+            made.insert(parent.to_path_buf());
         }
         match want.kind {
             EntryKind::Dir => {
@@ -112,7 +127,7 @@ pub fn extract(
             }
             EntryKind::File => {
                 // Never through a symlink, and unreadable to others until its mode is set.
-                let f = OpenOptions::new()
+                let mut f = OpenOptions::new()
                     .write(true)
                     .create(true)
                     .truncate(true)
@@ -120,23 +135,24 @@ pub fn extract(
                     .custom_flags(NOFOLLOW)
                     .open(&target)
                     .map_err(|e| BackupError::io(&target, e))?;
-                let mut out = BufWriter::with_capacity(1 << 20, f);
-                let mut hasher = Sha256::new();
-                let mut n_total = 0u64;
-                loop {
-                    let n = entry
-                        .read(&mut buf)
-                        .map_err(|e| bad(format!("reading `{name}`: {e}")))?;
-                    if n == 0 {
-                        break;
-                    }
-                    hasher.update(&buf[..n]);
-                    out.write_all(&buf[..n]).map_err(|e| BackupError::io(&target, e))?;
-                    n_total += n as u64;
-                    progress(Progress::Advance(n as u64));
-                }
-                let f = out.into_inner().map_err(|e| BackupError::io(&target, e.into_error()))?;
-                let got = hex(&hasher.finalize());
+                let mut lane = Lane::new();
+                let mut write_error = None;
+                let read = walk.data(item.size, |b| {
+                    ar.raw.hash_with(&mut lane, b);
+                    f.write_all(b).map_err(|e| {
+                        let stop = std::io::Error::other("the write failed");
+                        write_error = Some(e);
+                        stop
+                    })?;
+                    progress(Progress::Advance(b.len() as u64));
+                    Ok(())
+                });
+                let n_total = match (read, write_error) {
+                    (_, Some(e)) => return Err(BackupError::io(&target, e)),
+                    (Err(e), None) => return Err(bad(format!("reading `{name}`: {e}"))),
+                    (Ok(n), None) => n,
+                };
+                let got = hex(&lane.finalize());
                 if n_total != want.size || want.sha256.as_deref() != Some(got.as_str()) {
                     return Err(bad(format!("`{name}`: content does not match the manifest")));
                 }
@@ -149,6 +165,7 @@ pub fn extract(
     if let Some(missing) = expected.keys().min() {
         return Err(bad(format!("`{missing}` is in the manifest but not in the archive")));
     }
+    let (_, sha256) = finish_hashing(ar).map_err(io)?;
     // Directory modes and times last: writing into them changed their mtimes.
     for (path, want) in dirs.iter().rev() {
         let f = OpenOptions::new()
@@ -162,7 +179,12 @@ pub fn extract(
     // fsync per file costs a journal commit each (16 s instead of 1 s for 25,000 files).
     let dir = File::open(into).map_err(|e| BackupError::io(into, e))?;
     rustix::fs::syncfs(&dir).map_err(|e| BackupError::io(into, e.into()))?;
-    Ok(Extracted { manifest, files, bytes })
+    Ok(Extracted {
+        manifest,
+        files,
+        bytes,
+        sha256,
+    })
 }
 
 /// `O_NOFOLLOW`: opening a symlink fails instead of opening what it points to.
@@ -189,6 +211,7 @@ fn set_meta(path: &Path, want: &FileEntry, f: &File) -> Result<(), BackupError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     /// A hand-made archive: the manifest, then `entries` (path, symlink target or file body).
     fn crafted(dir: &Path, entries: &[(&str, Result<&str, &str>)]) -> PathBuf {
@@ -275,6 +298,48 @@ mod tests {
             assert_eq!(std::fs::read_to_string(outside.join("victim")).unwrap(), "keep");
             std::fs::remove_file(archive).unwrap();
         }
+    }
+
+    #[test]
+    fn unpacking_also_hashes_the_whole_archive_and_checks_each_entrys_kind() {
+        let d = tempfile::tempdir().unwrap();
+        let archive = crafted(d.path(), &[("dir/x/a.txt", Err("alpha")), ("dir/x/l", Ok("a.txt"))]);
+        let into = d.path().join("into");
+        std::fs::create_dir(&into).unwrap();
+        let x = extract(&archive, None, &into, &|_| {}).unwrap();
+        assert_eq!(x.sha256, archive::hash_file(&archive).unwrap().1);
+        assert_eq!((x.files, x.bytes), (1, 5));
+        assert_eq!(std::fs::read_to_string(into.join("dir/x/l")).unwrap(), "alpha");
+        // The same entries under a manifest that calls the symlink a file (of no bytes, so
+        // its size and hash would match).
+        let mut m = archive::read_manifest(&archive, None).unwrap();
+        let f = &mut m.sources[0].files[1];
+        f.kind = EntryKind::File;
+        f.sha256 = Some(hex(&Sha256::digest(b"")));
+        let lying = d.path().join("lying.tar.zst");
+        let enc = zstd::stream::write::Encoder::new(File::create(&lying).unwrap(), 1).unwrap();
+        let mut tar = tar::Builder::new(enc);
+        let bytes = serde_json::to_vec(&m).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        tar.append_data(&mut h, "manifest.json", bytes.as_slice()).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(5);
+        h.set_mode(0o644);
+        tar.append_data(&mut h, "dir/x/a.txt", &b"alpha"[..]).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        tar.append_link(&mut h, "dir/x/l", "a.txt").unwrap();
+        tar.into_inner().unwrap().finish().unwrap();
+        let into = d.path().join("into2");
+        std::fs::create_dir(&into).unwrap();
+        let err = extract(&lying, None, &into, &|_| {}).unwrap_err().to_string();
+        assert!(
+            err.contains("`dir/x/l` is a Symlink in the archive, a File in the manifest"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -290,6 +290,14 @@ fn run_steps(
     std::fs::create_dir_all(&staging).map_err(|e| format!("{}: {e}", staging.display()))?;
     let x = extract::extract(&plan.archive, target.identity_file.as_deref(), &staging, progress)
         .map_err(|e| e.to_string())?;
+    // The bytes unpacked are the bytes the preflight checked, not a file swapped since.
+    let expected = archive::read_sidecar(&plan.archive).map_err(|e| format!("the archive's sidecar: {e}"))?;
+    if x.sha256 != expected {
+        return Err(format!(
+            "the archive changed after the preflight: it was unpacked with SHA-256 {}, its sidecar says {expected}; nothing was replaced",
+            x.sha256
+        ));
+    }
     log.push(format!(
         "unpacked {} files ({} bytes) into {}",
         x.files,

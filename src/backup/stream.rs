@@ -17,7 +17,9 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError, channel, sync_
 use std::thread::JoinHandle;
 
 use super::archive::{IO_BUF, open_sequential, plaintext};
+use super::manifest::MANIFEST_NAME;
 use super::sha2x::{Lane, update2};
+use super::tarwalk::Walk;
 use crate::audit::hex;
 
 /// The sending end of a pipe: filled buffers go one way, emptied ones come back.
@@ -223,6 +225,26 @@ impl RawLane {
     }
 }
 
+/// The largest `manifest.json` read (a manifest of millions of files stays far below).
+const MAX_MANIFEST: u64 = 1 << 30;
+
+/// The first entry: its name, and its content when it is `manifest.json` (empty otherwise,
+/// for [`super::archive::parse_manifest`] to name what came first). `None` for an empty
+/// archive.
+pub fn first_entry<R: io::BufRead>(walk: &mut Walk<R>) -> io::Result<Option<(String, Vec<u8>)>> {
+    let Some(item) = walk.next_item()? else {
+        return Ok(None);
+    };
+    let mut json = Vec::new();
+    if item.name == MANIFEST_NAME && item.size <= MAX_MANIFEST {
+        walk.data(item.size, |b| {
+            json.extend_from_slice(b);
+            Ok(())
+        })?;
+    }
+    Ok(Some((item.name, json)))
+}
+
 /// The tar stream of an archive, with the file's own hash taken on the side.
 pub struct HashingArchive {
     pub stream: Chunks,
@@ -288,7 +310,6 @@ pub fn finish_hashing(ar: HashingArchive) -> io::Result<(u64, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backup::tarwalk::Walk;
     use sha2::{Digest, Sha256};
 
     fn noise(n: usize, seed: u64) -> Vec<u8> {

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::manifest::{EntryKind, FileEntry, MANIFEST_NAME, Manifest};
 use super::sha2x::Lane;
-use super::stream::{finish_hashing, open_hashing};
+use super::stream::{finish_hashing, first_entry, open_hashing};
 use super::tarwalk::Walk;
 use super::{BackupError, Progress, archive, source};
 use crate::audit::{Draft, hex};
@@ -120,9 +120,6 @@ pub fn verify(path: &Path, identity: Option<&Path>, progress: &dyn Fn(Progress))
     Ok(report)
 }
 
-/// The largest `manifest.json` read (a manifest of millions of files stays far below).
-const MAX_MANIFEST: u64 = 1 << 30;
-
 /// A database check running in its own thread: (entry, kind, (ok, result), where its
 /// problem goes in the list).
 type DbCheck = (String, &'static str, std::thread::JoinHandle<(bool, String)>, usize);
@@ -150,19 +147,7 @@ fn read_entries(
         }
     };
     let mut walk = Walk::new(&mut ar.stream);
-    let first = walk.next_item().and_then(|item| match item {
-        None => Ok(None),
-        Some(item) => {
-            let mut json = Vec::new();
-            if item.name == MANIFEST_NAME && item.size <= MAX_MANIFEST {
-                walk.data(item.size, |b| {
-                    json.extend_from_slice(b);
-                    Ok(())
-                })?;
-            }
-            Ok(Some((item.name, json)))
-        }
-    });
+    let first = first_entry(&mut walk);
     let manifest = match first {
         Ok(None) => {
             report.problems.push("the archive is empty".into());
