@@ -125,6 +125,50 @@ fn a_drill_whose_check_fails_exits_1_and_says_so_in_the_evidence() {
 }
 
 #[test]
+fn a_drill_of_a_damaged_database_fails_its_sqlite_phase_and_still_unpacks_the_rest() {
+    let env = Env::new(TARGET);
+    setup(&env);
+    // Pages damaged at the source are archived as they are (create warns), so the archive
+    // matches its manifest and sidecar, and only the database check can tell.
+    sqlite(
+        &env.path("app.db"),
+        "PRAGMA journal_mode=DELETE; CREATE TABLE big(b TEXT); CREATE INDEX big_b ON big(b); \
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) \
+         INSERT INTO big SELECT printf('%08d', i) FROM n;",
+    );
+    let mut db = std::fs::read(env.path("app.db")).unwrap();
+    let at = db.len() - 4096;
+    db[at..at + 8].fill(0x55);
+    std::fs::write(env.path("app.db"), &db).unwrap();
+    create(&env, "main");
+    let (code, r) = env.json(&["backup", "drill", "--latest", "main"]);
+    assert_eq!(code, 1, "{r:#}");
+    let phase = |name: &str| {
+        r["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} phase: {r:#}"))
+    };
+    assert_eq!(phase("extract")["ok"], true, "{r:#}");
+    assert_eq!(r["files"], 3, "the database and both files came back: {r:#}");
+    let sqlite = phase("sqlite");
+    assert_eq!(sqlite["ok"], false, "{r:#}");
+    assert!(
+        sqlite["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("sqlite/app.db: integrity_check: "),
+        "{r:#}"
+    );
+    // No check ran against data known to be bad, and nothing is left behind.
+    assert_eq!(r["checks"].as_array().unwrap().len(), 0, "{r:#}");
+    assert!(env.names("archives").iter().all(|n| !n.starts_with(".drill-")));
+}
+
+#[test]
 fn a_drill_restores_a_postgres_dump_into_a_scratch_database_and_drops_it() {
     let db = fresh_database(
         "runbook_drill_src",

@@ -50,6 +50,18 @@ pub fn extract(
     into: &Path,
     progress: &dyn Fn(Progress),
 ) -> Result<Extracted, BackupError> {
+    extract_with(archive_path, identity, into, progress, &mut |_, _, _| {})
+}
+
+/// [`extract`], calling `written(manifest, archive path, file)` as soon as each regular file
+/// is complete (content checked, mode and times set), while the rest is still unpacked.
+pub fn extract_with(
+    archive_path: &Path,
+    identity: Option<&Path>,
+    into: &Path,
+    progress: &dyn Fn(Progress),
+    written: &mut dyn FnMut(&Manifest, &str, &Path),
+) -> Result<Extracted, BackupError> {
     let io = |e: std::io::Error| BackupError::io(archive_path, e);
     let bad = |what: String| BackupError::io(archive_path, std::io::Error::new(std::io::ErrorKind::InvalidData, what));
     let mut ar = open_hashing(archive_path, identity).map_err(io)?;
@@ -157,6 +169,8 @@ pub fn extract(
                     return Err(bad(format!("`{name}`: content does not match the manifest")));
                 }
                 set_meta(&target, &want, &f)?;
+                drop(f);
+                written(&manifest, &name, &target);
                 files += 1;
                 bytes += n_total;
             }
