@@ -300,17 +300,7 @@ fn a_damaged_database_is_named_first_as_it_comes_first() {
     // is changed too, and the manifest and sidecar are made to match the repacked archive.
     let env = Env::new(CONFIG);
     setup(&env);
-    sqlite(
-        &env.path("app.db"),
-        "PRAGMA journal_mode=DELETE; CREATE TABLE big(b TEXT); CREATE INDEX big_b ON big(b); \
-         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) \
-         INSERT INTO big SELECT printf('%08d', i) FROM n;",
-    );
-    // Scribble over the header of the last page (an index page): not a b-tree page any more.
-    let mut db = std::fs::read(env.path("app.db")).unwrap();
-    let at = db.len() - 4096;
-    db[at..at + 8].fill(0x55);
-    std::fs::write(env.path("app.db"), &db).unwrap();
+    damage_sqlite(&env.path("app.db"));
     let created = create(&env);
     let archive = PathBuf::from(created["path"].as_str().unwrap());
     repack(

@@ -130,16 +130,7 @@ fn a_drill_of_a_damaged_database_fails_its_sqlite_phase_and_still_unpacks_the_re
     setup(&env);
     // Pages damaged at the source are archived as they are (create warns), so the archive
     // matches its manifest and sidecar, and only the database check can tell.
-    sqlite(
-        &env.path("app.db"),
-        "PRAGMA journal_mode=DELETE; CREATE TABLE big(b TEXT); CREATE INDEX big_b ON big(b); \
-         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) \
-         INSERT INTO big SELECT printf('%08d', i) FROM n;",
-    );
-    let mut db = std::fs::read(env.path("app.db")).unwrap();
-    let at = db.len() - 4096;
-    db[at..at + 8].fill(0x55);
-    std::fs::write(env.path("app.db"), &db).unwrap();
+    damage_sqlite(&env.path("app.db"));
     create(&env, "main");
     let (code, r) = env.json(&["backup", "drill", "--latest", "main"]);
     assert_eq!(code, 1, "{r:#}");

@@ -258,10 +258,14 @@ mod tests {
                 files,
             }],
         };
-        let path = dir.join("crafted.tar.zst");
-        let enc = zstd::stream::write::Encoder::new(File::create(&path).unwrap(), 1).unwrap();
+        written(&dir.join("crafted.tar.zst"), &m, entries)
+    }
+
+    /// The archive file `path` holding `m` and then `entries`.
+    fn written(path: &Path, m: &Manifest, entries: &[(&str, Result<&str, &str>)]) -> PathBuf {
+        let enc = zstd::stream::write::Encoder::new(File::create(path).unwrap(), 1).unwrap();
         let mut tar = tar::Builder::new(enc);
-        let json = serde_json::to_vec(&m).unwrap();
+        let json = serde_json::to_vec(m).unwrap();
         let mut h = tar::Header::new_gnu();
         h.set_size(json.len() as u64);
         h.set_mode(0o644);
@@ -282,7 +286,7 @@ mod tests {
             }
         }
         tar.into_inner().unwrap().finish().unwrap();
-        path
+        path.to_path_buf()
     }
 
     #[test]
@@ -317,7 +321,8 @@ mod tests {
     #[test]
     fn unpacking_also_hashes_the_whole_archive_and_checks_each_entrys_kind() {
         let d = tempfile::tempdir().unwrap();
-        let archive = crafted(d.path(), &[("dir/x/a.txt", Err("alpha")), ("dir/x/l", Ok("a.txt"))]);
+        let entries = &[("dir/x/a.txt", Err("alpha")), ("dir/x/l", Ok("a.txt"))];
+        let archive = crafted(d.path(), entries);
         let into = d.path().join("into");
         std::fs::create_dir(&into).unwrap();
         let x = extract(&archive, None, &into, &|_| {}).unwrap();
@@ -330,23 +335,7 @@ mod tests {
         let f = &mut m.sources[0].files[1];
         f.kind = EntryKind::File;
         f.sha256 = Some(hex(&Sha256::digest(b"")));
-        let lying = d.path().join("lying.tar.zst");
-        let enc = zstd::stream::write::Encoder::new(File::create(&lying).unwrap(), 1).unwrap();
-        let mut tar = tar::Builder::new(enc);
-        let bytes = serde_json::to_vec(&m).unwrap();
-        let mut h = tar::Header::new_gnu();
-        h.set_size(bytes.len() as u64);
-        h.set_mode(0o644);
-        tar.append_data(&mut h, "manifest.json", bytes.as_slice()).unwrap();
-        let mut h = tar::Header::new_gnu();
-        h.set_size(5);
-        h.set_mode(0o644);
-        tar.append_data(&mut h, "dir/x/a.txt", &b"alpha"[..]).unwrap();
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Symlink);
-        h.set_size(0);
-        tar.append_link(&mut h, "dir/x/l", "a.txt").unwrap();
-        tar.into_inner().unwrap().finish().unwrap();
+        let lying = written(&d.path().join("lying.tar.zst"), &m, entries);
         let into = d.path().join("into2");
         std::fs::create_dir(&into).unwrap();
         let err = extract(&lying, None, &into, &|_| {}).unwrap_err().to_string();

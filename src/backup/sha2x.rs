@@ -290,7 +290,7 @@ mod shani {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use sha2::{Digest, Sha256};
 
@@ -299,7 +299,7 @@ mod tests {
     }
 
     /// Bytes that are not all alike, so a misplaced block changes the digest.
-    fn bytes(n: usize, seed: u32) -> Vec<u8> {
+    pub(crate) fn bytes(n: usize, seed: u32) -> Vec<u8> {
         let mut x = seed.wrapping_mul(2654435761).wrapping_add(1);
         (0..n)
             .map(|_| {

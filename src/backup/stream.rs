@@ -310,31 +310,20 @@ pub fn finish_hashing(ar: HashingArchive) -> io::Result<(u64, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backup::sha2x::tests::bytes;
     use sha2::{Digest, Sha256};
-
-    fn noise(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
 
     /// A .tar.zst of many chunks: incompressible data (more raw bytes than content), zeros
     /// (far fewer), and thousands of empty files (headers only: raw with no content at all).
     fn archive(dir: &Path) -> (PathBuf, Vec<(String, Vec<u8>)>) {
         let mut files = vec![
-            ("noise.bin".to_string(), noise(5 << 20, 7)),
+            ("noise.bin".to_string(), bytes(5 << 20, 7)),
             ("zeros.bin".to_string(), vec![0u8; 9 << 20]),
         ];
         for i in 0..3000 {
             files.push((format!("empty/{i:04}"), Vec::new()));
         }
-        files.push(("tail.bin".into(), noise(3 << 20, 9)));
+        files.push(("tail.bin".into(), bytes(3 << 20, 9)));
         let path = dir.join("a.tar.zst");
         let enc = zstd::stream::write::Encoder::new(File::create(&path).unwrap(), 3).unwrap();
         let mut tar = tar::Builder::new(enc);
@@ -371,10 +360,14 @@ mod tests {
             assert_eq!(name, got_name);
             assert_eq!(got, &hex(&Sha256::digest(data)), "{name}");
         }
-        let bytes = std::fs::read(&path).unwrap();
+        assert_whole_file(&path, ar);
+    }
+
+    /// What `finish_hashing` gives is the size and SHA-256 of the file at `path`.
+    fn assert_whole_file(path: &Path, ar: HashingArchive) {
+        let file = std::fs::read(path).unwrap();
         let (size, sha) = finish_hashing(ar).unwrap();
-        assert_eq!(size, bytes.len() as u64);
-        assert_eq!(sha, hex(&Sha256::digest(&bytes)));
+        assert_eq!((size, sha), (file.len() as u64, hex(&Sha256::digest(&file))));
     }
 
     #[test]
@@ -389,8 +382,6 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        let bytes = std::fs::read(&path).unwrap();
-        let (size, sha) = finish_hashing(ar).unwrap();
-        assert_eq!((size, sha), (bytes.len() as u64, hex(&Sha256::digest(&bytes))));
+        assert_whole_file(&path, ar);
     }
 }

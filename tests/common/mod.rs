@@ -147,6 +147,25 @@ impl Env {
 }
 
 /// Polls `f` until it is true or `limit` passes.
+/// Adds an indexed table to the SQLite database at `path`, then scribbles over the header of
+/// its last page (an index page): the database still opens, and `PRAGMA integrity_check`
+/// reports the damage. Archived as it is, it matches its manifest; only a database check can
+/// tell.
+pub fn damage_sqlite(path: &Path) {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .execute_batch(
+            "PRAGMA journal_mode=DELETE; CREATE TABLE big(b TEXT); CREATE INDEX big_b ON big(b); \
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) \
+             INSERT INTO big SELECT printf('%08d', i) FROM n;",
+        )
+        .unwrap();
+    let mut db = std::fs::read(path).unwrap();
+    let at = db.len() - 4096;
+    db[at..at + 8].fill(0x55);
+    std::fs::write(path, &db).unwrap();
+}
+
 pub fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
