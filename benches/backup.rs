@@ -1,10 +1,11 @@
 //! Backup benchmark: `runbook backup create` and `backup verify` on the 2 GiB mixed dataset
 //! (one 1 GiB SQLite database + about 25,000 small files), side by side with restic and
 //! BorgBackup (Debian's packages, default compression each) and the `tar | zstd -T0` ceiling,
-//! in alternating rounds. Reports medians, throughput, ratios, archive/repository sizes and
-//! runbook's peak RSS during create. Each round also reads the archive with O_DIRECT (the
-//! disk's speed that verify is held to) and, as root, verifies again with the page cache
-//! dropped, as a scheduled verify finds the archive.
+//! in alternating rounds. Reports medians, throughput, ratios, archive/repository sizes,
+//! runbook's peak RSS during create, and how long getting the data back takes: a drill's
+//! recovery time against `restic restore` and `borg extract`. Each round also reads the
+//! archive with O_DIRECT (the disk's speed that verify is held to) and, as root, verifies
+//! again with the page cache dropped, as a scheduled verify finds the archive.
 //!
 //! Knobs (environment): BENCH_ROUNDS (3), BENCH_DATA (a directory holding `data/`; default
 //! target/bench-backup, generated once with ../shared/bench/gen_dataset.py or, when that is
@@ -251,6 +252,26 @@ fn main() {
         if drop_caches() {
             verify("runbook_verify_cold", "verify (cold)");
         }
+        // Getting the data back: a drill restores into scratch next to the archives (sidecar,
+        // unpack with every file checked, flushed to disk, integrity_check of the database).
+        let t = Instant::now();
+        let (ok, out) = sh(
+            &format!(
+                "cd '{}' && '{BIN}' --config '{cfg}' backup drill '{}' --json 2>/dev/null",
+                work.display(),
+                archive.display()
+            ),
+            &[],
+        );
+        let secs = t.elapsed().as_secs_f64();
+        assert!(ok, "runbook backup drill failed: {out}");
+        let drill: serde_json::Value = serde_json::from_str(&out).expect("drill --json");
+        let recovery = drill["recovery_ms"].as_f64().unwrap_or(0.0) / 1000.0;
+        println!(
+            "    runbook drill    {secs:7.2} s  {:6.0} MB/s (recovery {recovery:.2} s, the rest is removing the scratch copy)",
+            mb_s(secs)
+        );
+        res.entry("runbook_restore").or_default().push(recovery);
 
         if peers.iter().any(|p| p == "restic") {
             let repo = work.join("restic");
@@ -270,6 +291,24 @@ fn main() {
             assert!(ok, "restic check: {err}");
             println!("    restic check     {secs:7.2} s  {:6.0} MB/s", mb_s(secs));
             res.entry("restic_verify").or_default().push(secs);
+            let into = work.join("restic-restore");
+            let _ = std::fs::remove_dir_all(&into);
+            let (secs, _, ok, err) = timed(
+                &[
+                    "restic",
+                    "restore",
+                    "latest",
+                    "--quiet",
+                    "--target",
+                    into.to_str().unwrap(),
+                ],
+                &env,
+                &work,
+            );
+            assert!(ok, "restic restore: {err}");
+            println!("    restic restore   {secs:7.2} s  {:6.0} MB/s", mb_s(secs));
+            res.entry("restic_restore").or_default().push(secs);
+            let _ = std::fs::remove_dir_all(&into);
             let _ = std::fs::remove_dir_all(&repo);
         }
         if peers.iter().any(|p| p == "borg") {
@@ -294,6 +333,14 @@ fn main() {
             assert!(ok, "borg check: {err}");
             println!("    borg check       {secs:7.2} s  {:6.0} MB/s", mb_s(secs));
             res.entry("borg_verify").or_default().push(secs);
+            let into = work.join("borg-restore");
+            let _ = std::fs::remove_dir_all(&into);
+            std::fs::create_dir_all(&into).unwrap();
+            let (secs, _, ok, err) = timed(&["borg", "extract", "::a"], &env, &into);
+            assert!(ok, "borg extract: {err}");
+            println!("    borg extract     {secs:7.2} s  {:6.0} MB/s", mb_s(secs));
+            res.entry("borg_restore").or_default().push(secs);
+            let _ = std::fs::remove_dir_all(&into);
             let _ = std::fs::remove_dir_all(&repo);
         }
         if peers.iter().any(|p| p == "zstd") {
