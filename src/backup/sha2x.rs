@@ -101,6 +101,15 @@ impl Lane {
     }
 }
 
+/// Whether [`update2`] is faster than two [`Lane::update`]s on this CPU.
+pub fn two_lanes_pay() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if shani::available() {
+        return true;
+    }
+    false
+}
+
 /// Hashes `a` into `x` and `b` into `y`: the same as `x.update(a); y.update(b)`, with the
 /// whole blocks the two have in common hashed side by side.
 pub fn update2(x: &mut Lane, a: &[u8], y: &mut Lane, b: &[u8]) {
@@ -128,9 +137,16 @@ fn compress(state: &mut [u32; 8], data: &[u8]) {
         unsafe { shani::one(state, data) };
         return;
     }
-    for block in data.chunks_exact(64) {
-        sha2::compress256(state, &[*sha2::digest::generic_array::GenericArray::from_slice(block)]);
-    }
+    portable(state, data);
+}
+
+/// Any CPU: the `sha2` crate's compression function, whole blocks at a time.
+fn portable(state: &mut [u32; 8], data: &[u8]) {
+    use sha2::digest::generic_array::{GenericArray, typenum::U64};
+    // SAFETY: `GenericArray<u8, U64>` is `repr(transparent)` over `[u8; 64]` (alignment 1),
+    // and `data` holds exactly `data.len() / 64` such blocks.
+    let blocks = unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<GenericArray<u8, U64>>(), data.len() / 64) };
+    sha2::compress256(state, blocks);
 }
 
 /// `a` and `b` are whole blocks, as many of one as of the other.
@@ -353,6 +369,21 @@ pub(crate) mod tests {
             assert_eq!(x.finalize(), reference(&a), "a in pieces of {step_a}");
             assert_eq!(y.finalize(), reference(&b), "b in pieces of {step_b}");
         }
+    }
+
+    #[test]
+    fn the_portable_path_and_the_sha_extensions_agree() {
+        let data = bytes(64 * 300, 5);
+        let (mut portable_state, mut state) = (H0, H0);
+        portable(&mut portable_state, &data);
+        compress(&mut state, &data);
+        assert_eq!(portable_state, state);
+        let (mut x, mut y) = (H0, H0);
+        compress2(&mut x, &data[..64 * 150], &mut y, &data[64 * 150..]);
+        let (mut px, mut py) = (H0, H0);
+        portable(&mut px, &data[..64 * 150]);
+        portable(&mut py, &data[64 * 150..]);
+        assert_eq!((x, y), (px, py));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 
 use super::archive::{IO_BUF, open_sequential, plaintext};
 use super::manifest::MANIFEST_NAME;
-use super::sha2x::{Lane, update2};
+use super::sha2x::{Lane, two_lanes_pay, update2};
 use super::tarwalk::Walk;
 use crate::audit::hex;
 
@@ -108,9 +108,10 @@ fn pipe<T: Send + 'static>(
     (chunks, handle)
 }
 
-/// Reads `from` to its end in full chunks (the last one may be short), sending each; stops
-/// quietly if the receiver went away. Returns whether it got to the end.
-fn pump(mut from: impl Read, feed: &Feed) -> io::Result<bool> {
+/// Reads `from` to its end in full chunks (the last one may be short), passing each to
+/// `each` and sending it; stops quietly if the receiver went away. Returns whether it got to
+/// the end.
+fn pump(mut from: impl Read, feed: &Feed, mut each: impl FnMut(&[u8])) -> io::Result<bool> {
     loop {
         let (mut chunk, _) = feed.spare.try_recv().unwrap_or_else(|_| (vec![0u8; IO_BUF], 0));
         let mut n = 0;
@@ -125,6 +126,7 @@ fn pump(mut from: impl Read, feed: &Feed) -> io::Result<bool> {
                 break false;
             }
         };
+        each(&chunk[..n]);
         if n > 0 && feed.tx.send(Ok((chunk, n))).is_err() {
             return Ok(false);
         }
@@ -134,9 +136,12 @@ fn pump(mut from: impl Read, feed: &Feed) -> io::Result<bool> {
     }
 }
 
-/// The archive file's own SHA-256, taken from the raw chunks the decoder is done with.
+/// The archive file's own SHA-256, taken from the raw chunks the decoder is done with. On a
+/// CPU where two lanes are no faster than one (no SHA extensions), the reader thread hashes
+/// the file instead, in parallel, and this only hands the chunks back.
 pub struct RawLane {
     path: PathBuf,
+    paired: bool,
     used: Receiver<Chunk>,
     spare: Sender<Chunk>,
     pending: VecDeque<Chunk>,
@@ -151,9 +156,8 @@ impl RawLane {
     /// Hashes an entry's `data` into `content`, and as many waiting raw bytes beside it.
     pub fn hash_with(&mut self, content: &mut Lane, mut data: &[u8]) {
         self.poll();
-        while !data.is_empty() {
+        while self.paired && !data.is_empty() {
             let Some(front) = self.pending.front() else {
-                content.update(data);
                 break;
             };
             let raw = &front.0[self.at..front.1];
@@ -162,6 +166,7 @@ impl RawLane {
             data = &data[n..];
             self.advance(n);
         }
+        content.update(data);
         self.catch_up();
     }
 
@@ -169,7 +174,8 @@ impl RawLane {
     /// little content: headers, empty files, entries not in the manifest).
     pub fn catch_up(&mut self) {
         self.poll();
-        while self.pending.len() > MAX_PENDING {
+        let keep = if self.paired { MAX_PENDING } else { 0 };
+        while self.pending.len() > keep {
             self.hash_front();
         }
     }
@@ -186,7 +192,9 @@ impl RawLane {
     fn hash_front(&mut self) {
         if let Some(front) = self.pending.front() {
             let n = front.1 - self.at;
-            self.lane.update(&front.0[self.at..front.1]);
+            if self.paired {
+                self.lane.update(&front.0[self.at..front.1]);
+            }
             self.advance(n);
         }
     }
@@ -201,27 +209,29 @@ impl RawLane {
         }
     }
 
-    /// Once the decoder has ended: hashes every chunk still to come, then whatever of the
-    /// file the decoder did not pass on (bytes after the last frame), from the file itself.
-    fn finish(mut self) -> io::Result<(u64, String)> {
+    /// Once the decoder has ended: hashes every chunk still to come (or takes the reader's
+    /// hash), then whatever of the file was not passed on (bytes after the last frame, or
+    /// after the decoder stopped), from the file itself.
+    fn finish(mut self, reader: Option<Lane>) -> io::Result<(u64, String)> {
         while let Ok(c) = self.used.recv() {
             self.pending.push_back(c);
         }
         while !self.pending.is_empty() {
             self.hash_front();
         }
+        let mut lane = reader.unwrap_or(self.lane);
         let mut f = open_sequential(&self.path)?;
-        f.seek(SeekFrom::Start(self.lane.len()))?;
+        f.seek(SeekFrom::Start(lane.len()))?;
         let mut buf = vec![0u8; IO_BUF];
         loop {
             match f.read(&mut buf) {
                 Ok(0) => break,
-                Ok(n) => self.lane.update(&buf[..n]),
+                Ok(n) => lane.update(&buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
         }
-        Ok((self.lane.len(), hex(&self.lane.finalize())))
+        Ok((lane.len(), hex(&lane.finalize())))
     }
 }
 
@@ -249,23 +259,36 @@ pub fn first_entry<R: io::BufRead>(walk: &mut Walk<R>) -> io::Result<Option<(Str
 pub struct HashingArchive {
     pub stream: Chunks,
     pub raw: RawLane,
-    reader: JoinHandle<io::Result<()>>,
+    /// The reader's own hash of what it read, when it hashes (see [`RawLane`]).
+    reader: JoinHandle<io::Result<Option<Lane>>>,
     decoder: JoinHandle<io::Result<()>>,
 }
 
 pub fn open_hashing(path: &Path, identity: Option<&Path>) -> io::Result<HashingArchive> {
+    open_with(path, identity, two_lanes_pay())
+}
+
+fn open_with(path: &Path, identity: Option<&Path>, paired: bool) -> io::Result<HashingArchive> {
     let file: File = open_sequential(path)?;
     // raw: reader → decoder → (used) caller → (spare) reader
     let (used_tx, used) = channel();
     let (raw_spare_tx, raw_spare) = channel();
-    let (raw_chunks, reader) = pipe(used_tx, raw_spare, move |feed| pump(file, feed).map(|_| ()));
+    let (raw_chunks, reader) = pipe(used_tx, raw_spare, move |feed| {
+        let mut lane = (!paired).then(Lane::new);
+        pump(file, feed, |c| {
+            if let Some(l) = lane.as_mut() {
+                l.update(c);
+            }
+        })?;
+        Ok(lane)
+    });
     // decoded: decoder → caller → (back) decoder
     let (back, spare) = channel();
     let (owned_path, identity) = (path.to_path_buf(), identity.map(Path::to_path_buf));
     let (stream, decoder) = pipe(back, spare, move |feed| {
         let plain = plaintext(raw_chunks, &owned_path, identity.as_deref())?;
         let mut dec = zstd::stream::read::Decoder::with_buffer(plain)?;
-        if pump(&mut dec, feed)? {
+        if pump(&mut dec, feed, |_| {})? {
             // Whatever follows the zstd stream still goes past the raw lane.
             io::copy(&mut dec.finish(), &mut io::sink())?;
         }
@@ -273,6 +296,7 @@ pub fn open_hashing(path: &Path, identity: Option<&Path>) -> io::Result<HashingA
     });
     let raw = RawLane {
         path: path.to_path_buf(),
+        paired,
         used,
         spare: raw_spare_tx,
         pending: VecDeque::new(),
@@ -301,10 +325,10 @@ pub fn finish_hashing(ar: HashingArchive) -> io::Result<(u64, String)> {
     decoder
         .join()
         .map_err(|_| io::Error::other("the decompressing thread crashed"))??;
-    reader
+    let read = reader
         .join()
         .map_err(|_| io::Error::other("the reading thread crashed"))??;
-    raw.finish()
+    raw.finish(read)
 }
 
 #[cfg(test)]
@@ -339,9 +363,16 @@ mod tests {
 
     #[test]
     fn the_files_hash_and_every_entrys_hash_come_out_as_if_taken_apart() {
+        // Paired (the SHA extensions), and hashed by the reader (any other CPU).
+        for paired in [two_lanes_pay(), false] {
+            walk_whole(paired);
+        }
+    }
+
+    fn walk_whole(paired: bool) {
         let dir = tempfile::tempdir().unwrap();
         let (path, files) = archive(dir.path());
-        let mut ar = open_hashing(&path, None).unwrap();
+        let mut ar = open_with(&path, None, paired).unwrap();
         let mut walk = Walk::new(&mut ar.stream);
         let mut seen = Vec::new();
         loop {
@@ -372,9 +403,15 @@ mod tests {
 
     #[test]
     fn a_walk_given_up_halfway_still_lets_the_whole_file_be_hashed() {
+        for paired in [two_lanes_pay(), false] {
+            walk_half(paired);
+        }
+    }
+
+    fn walk_half(paired: bool) {
         let dir = tempfile::tempdir().unwrap();
         let (path, _) = archive(dir.path());
-        let mut ar = open_hashing(&path, None).unwrap();
+        let mut ar = open_with(&path, None, paired).unwrap();
         let mut walk = Walk::new(&mut ar.stream);
         let first = walk.next_item().unwrap().unwrap();
         walk.data(first.size / 2, |b| {
