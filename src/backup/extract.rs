@@ -66,7 +66,7 @@ pub fn extract_with(
     let bad = |what: String| BackupError::io(archive_path, std::io::Error::new(std::io::ErrorKind::InvalidData, what));
     let mut ar = open_hashing(archive_path, identity).map_err(io)?;
     let mut walk = Walk::new(&mut ar.stream);
-    let (first, json) = first_entry(&mut walk)
+    let (first, json) = first_entry(&mut walk, &mut || ar.raw.catch_up())
         .map_err(io)?
         .ok_or_else(|| bad("the archive is empty".into()))?;
     let manifest = archive::parse_manifest(&first, &json).map_err(io)?;
@@ -78,7 +78,11 @@ pub fn extract_with(
     let mut made: HashSet<PathBuf> = HashSet::new();
     let (mut files, mut bytes) = (0usize, 0u64);
     loop {
-        ar.raw.catch_up();
+        walk.drain(|_| {
+            ar.raw.catch_up();
+            Ok(())
+        })
+        .map_err(io)?;
         let Some(item) = walk.next_item().map_err(io)? else {
             break;
         };

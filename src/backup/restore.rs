@@ -49,6 +49,8 @@ pub struct RestorePlan {
     pub checks: Vec<String>,
     /// Found by the preflight; a plan with problems is not executed.
     pub problems: Vec<String>,
+    /// The archive's SHA-256 as the preflight read it (matching its sidecar).
+    pub sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -113,6 +115,7 @@ pub fn plan(
         post: target.post.iter().map(argv_text).collect(),
         checks: target.restore_checks.clone(),
         problems: Vec::new(),
+        sha256: None,
     };
     if manifest.target != name {
         plan.problems.push(format!(
@@ -181,7 +184,7 @@ fn file_name(p: &Path) -> String {
 /// Everything that can be known before touching anything.
 fn preflight(plan: &mut RestorePlan) {
     match (archive::hash_file(&plan.archive), archive::read_sidecar(&plan.archive)) {
-        (Ok((_, sha)), Ok(expected)) if sha == expected => {}
+        (Ok((_, sha)), Ok(expected)) if sha == expected => plan.sha256 = Some(sha),
         (Ok((_, sha)), Ok(expected)) => plan
             .problems
             .push(format!("the archive's SHA-256 is {sha}, its sidecar says {expected}")),
@@ -291,11 +294,11 @@ fn run_steps(
     let x = extract::extract(&plan.archive, target.identity_file.as_deref(), &staging, progress)
         .map_err(|e| e.to_string())?;
     // The bytes unpacked are the bytes the preflight checked, not a file swapped since.
-    let expected = archive::read_sidecar(&plan.archive).map_err(|e| format!("the archive's sidecar: {e}"))?;
-    if x.sha256 != expected {
+    if plan.sha256.as_deref() != Some(x.sha256.as_str()) {
         return Err(format!(
-            "the archive changed after the preflight: it was unpacked with SHA-256 {}, its sidecar says {expected}; nothing was replaced",
-            x.sha256
+            "the archive changed after the preflight: it was unpacked with SHA-256 {}, the preflight read {}; nothing was replaced",
+            x.sha256,
+            plan.sha256.as_deref().unwrap_or("none")
         ));
     }
     log.push(format!(

@@ -171,7 +171,10 @@ impl RawLane {
     }
 
     /// Hashes raw chunks on their own when too many wait (a stretch of the archive with
-    /// little content: headers, empty files, entries not in the manifest).
+    /// little content: headers, empty files, entries not in the manifest). The reader only
+    /// gets chunks back through here and [`RawLane::hash_with`], so whoever reads the stream
+    /// calls one of them for every slice, skipped ones included ([`Walk::drain`]), or the
+    /// chunks in flight grow with the bytes skipped.
     pub fn catch_up(&mut self) {
         self.poll();
         let keep = if self.paired { MAX_PENDING } else { 0 };
@@ -240,8 +243,11 @@ const MAX_MANIFEST: u64 = 1 << 30;
 
 /// The first entry: its name, and its content when it is `manifest.json` (empty otherwise,
 /// for [`super::archive::parse_manifest`] to name what came first). `None` for an empty
-/// archive.
-pub fn first_entry<R: io::BufRead>(walk: &mut Walk<R>) -> io::Result<Option<(String, Vec<u8>)>> {
+/// archive. `tick` runs for each slice read (pass [`RawLane::catch_up`]).
+pub fn first_entry<R: io::BufRead>(
+    walk: &mut Walk<R>,
+    tick: &mut dyn FnMut(),
+) -> io::Result<Option<(String, Vec<u8>)>> {
     let Some(item) = walk.next_item()? else {
         return Ok(None);
     };
@@ -249,6 +255,7 @@ pub fn first_entry<R: io::BufRead>(walk: &mut Walk<R>) -> io::Result<Option<(Str
     if item.name == MANIFEST_NAME && item.size <= MAX_MANIFEST {
         walk.data(item.size, |b| {
             json.extend_from_slice(b);
+            tick();
             Ok(())
         })?;
     }
@@ -320,7 +327,16 @@ pub fn finish_hashing(ar: HashingArchive) -> io::Result<(u64, String)> {
         reader,
         decoder,
     } = ar;
-    io::copy(&mut stream, &mut io::sink())?;
+    // The rest of the stream, the raw chunks behind it handed back as it goes.
+    let mut raw = raw;
+    loop {
+        let n = io::BufRead::fill_buf(&mut stream)?.len();
+        if n == 0 {
+            break;
+        }
+        io::BufRead::consume(&mut stream, n);
+        raw.catch_up();
+    }
     drop(stream);
     decoder
         .join()
@@ -399,6 +415,28 @@ mod tests {
         let file = std::fs::read(path).unwrap();
         let (size, sha) = finish_hashing(ar).unwrap();
         assert_eq!((size, sha), (file.len() as u64, hex(&Sha256::digest(&file))));
+    }
+
+    #[test]
+    fn skipped_entries_hand_their_raw_chunks_back_as_they_go() {
+        for paired in [two_lanes_pay(), false] {
+            let dir = tempfile::tempdir().unwrap();
+            let (path, _) = archive(dir.path());
+            let mut ar = open_with(&path, None, paired).unwrap();
+            let mut walk = Walk::new(&mut ar.stream);
+            let mut most = 0;
+            // Every entry skipped, none hashed: only the drain's ticks return the chunks.
+            while walk.next_item().unwrap().is_some() {
+                walk.drain(|_| {
+                    ar.raw.catch_up();
+                    most = most.max(ar.raw.pending.len());
+                    Ok(())
+                })
+                .unwrap();
+            }
+            assert!(most <= MAX_PENDING, "{most} chunks held (paired: {paired})");
+            assert_whole_file(&path, ar);
+        }
     }
 
     #[test]

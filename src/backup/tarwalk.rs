@@ -142,6 +142,12 @@ impl<R: BufRead> Walk<R> {
         Ok(done)
     }
 
+    /// Hands what is left of the current entry (data and padding) to `each`: a skip that the
+    /// caller sees, slice by slice.
+    pub fn drain(&mut self, each: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<u64> {
+        self.data(u64::MAX, each)
+    }
+
     /// A metadata entry's data (a long name, a PAX record), read whole.
     fn small_data(&mut self, size: u64) -> io::Result<Vec<u8>> {
         if size > 1 << 20 {

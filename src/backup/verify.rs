@@ -80,9 +80,19 @@ pub fn verify(path: &Path, identity: Option<&Path>, progress: &dyn Fn(Progress))
     progress(Progress::Phase("reading every entry"));
     // One pass: the file's hash is taken from the bytes the decoder reads.
     let (whole, checks) = read_entries(path, identity, scratch.path(), &mut report, progress);
-    let (size, sha) = match whole {
-        Some(h) => h,
-        None => archive::hash_file(path).map_err(|e| BackupError::io(path, e))?,
+    let hashed = match whole {
+        Some(h) => Ok(h),
+        None => archive::hash_file(path).map_err(|e| BackupError::io(path, e)),
+    };
+    let (size, sha) = match hashed {
+        Ok(h) => h,
+        Err(e) => {
+            // The database checks end before their scratch directory goes.
+            for (_, _, handle, _) in checks {
+                let _ = handle.join();
+            }
+            return Err(e);
+        }
     };
     report.size = size;
     report.sha256 = sha.clone();
@@ -147,7 +157,7 @@ fn read_entries(
         }
     };
     let mut walk = Walk::new(&mut ar.stream);
-    let first = first_entry(&mut walk);
+    let first = first_entry(&mut walk, &mut || ar.raw.catch_up());
     let manifest = match first {
         Ok(None) => {
             report.problems.push("the archive is empty".into());
@@ -179,8 +189,15 @@ fn read_entries(
     let mut expected: HashMap<&str, &FileEntry> = manifest.files().map(|(_, f)| (f.path.as_str(), f)).collect();
     let mut last = String::from(MANIFEST_NAME);
     loop {
-        ar.raw.catch_up();
-        let item = match walk.next_item() {
+        // Whatever the last entry left unread (an entry not in the manifest, a directory
+        // with data) is skipped slice by slice, so its raw chunks go back to the reader.
+        let next = walk
+            .drain(|_| {
+                ar.raw.catch_up();
+                Ok(())
+            })
+            .and_then(|_| walk.next_item());
+        let item = match next {
             Ok(None) => break,
             Ok(Some(item)) => item,
             Err(e) => {
