@@ -5,7 +5,8 @@
 //! runbook's peak RSS during create, and how long getting the data back takes: a drill's
 //! recovery time against `restic restore` and `borg extract`. Each round also reads the
 //! archive with O_DIRECT (the disk's speed that verify is held to) and, as root, verifies
-//! again with the page cache dropped, as a scheduled verify finds the archive.
+//! and creates again with the page cache dropped, as scheduled runs find their data. Every
+//! tool's create starts with the dataset in the page cache.
 //!
 //! Knobs (environment): BENCH_ROUNDS (3), BENCH_DATA (a directory holding `data/`; default
 //! target/bench-backup, generated once with ../shared/bench/gen_dataset.py or, when that is
@@ -132,6 +133,16 @@ while total < {target}:
 }
 
 /// Empties the page cache (root only), so the next read comes from the disk.
+/// Reads the whole dataset, so every tool's create starts with it in the page cache (the
+/// tools run in turn, and a verify with the cache dropped comes between them).
+fn warm(data: &Path) {
+    let (ok, out) = sh(
+        &format!("find '{}' -type f -print0 | xargs -0 cat > /dev/null", data.display()),
+        &[],
+    );
+    assert!(ok, "reading the dataset: {out}");
+}
+
 fn drop_caches() -> bool {
     sh("sync", &[]);
     std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
@@ -217,6 +228,7 @@ fn main() {
         println!("  round {round}/{rounds}");
         // runbook
         let _ = std::fs::remove_dir_all(work.join("archives"));
+        warm(&data);
         let (secs, hwm, ok, err) = timed(&[BIN, "--config", cfg, "backup", "create", "bench"], &[], &work);
         assert!(ok, "runbook backup create failed: {err}");
         println!(
@@ -272,6 +284,27 @@ fn main() {
             mb_s(secs)
         );
         res.entry("runbook_restore").or_default().push(recovery);
+        // A nightly create finds its files on disk: the same create with the cache dropped.
+        if drop_caches() {
+            let _ = std::fs::remove_dir_all(work.join("cold"));
+            let cold_cfg = work.join("cold.yaml");
+            std::fs::write(
+                &cold_cfg,
+                std::fs::read_to_string(&config)
+                    .unwrap()
+                    .replace("dest: archives", "dest: cold"),
+            )
+            .unwrap();
+            let (secs, _, ok, err) = timed(
+                &[BIN, "--config", cold_cfg.to_str().unwrap(), "backup", "create", "bench"],
+                &[],
+                &work,
+            );
+            assert!(ok, "runbook backup create (cold) failed: {err}");
+            println!("    create (cold)    {secs:7.2} s  {:6.0} MB/s", mb_s(secs));
+            res.entry("runbook_create_cold").or_default().push(secs);
+            let _ = std::fs::remove_dir_all(work.join("cold"));
+        }
 
         if peers.iter().any(|p| p == "restic") {
             let repo = work.join("restic");
@@ -279,6 +312,7 @@ fn main() {
             let env = [("RESTIC_PASSWORD", pass), ("RESTIC_REPOSITORY", repo.to_str().unwrap())];
             let (ok, out) = sh("restic init --quiet", &env);
             assert!(ok, "restic init: {out}");
+            warm(&data);
             let (secs, hwm, ok, err) = timed(&["restic", "backup", "--quiet", data.to_str().unwrap()], &env, &work);
             assert!(ok, "restic backup: {err}");
             println!(
@@ -321,6 +355,7 @@ fn main() {
             ];
             let (ok, out) = sh("borg init -e none", &env);
             assert!(ok, "borg init: {out}");
+            warm(&data);
             let (secs, hwm, ok, err) = timed(&["borg", "create", "::a", data.to_str().unwrap()], &env, &work);
             assert!(ok, "borg create: {err}");
             println!(
@@ -345,6 +380,7 @@ fn main() {
         }
         if peers.iter().any(|p| p == "zstd") {
             let out = work.join("ceiling.tar.zst");
+            warm(&data);
             let cmd = format!(
                 "tar -C '{}' -cf - . | zstd -3 -T0 -q -o '{}' -f",
                 data.display(),
