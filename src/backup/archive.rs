@@ -35,6 +35,9 @@ pub(super) const IO_BUF: usize = 1 << 20;
 pub struct Written {
     /// Archive paths of files that changed size while they were read.
     pub changed: Vec<String>,
+    /// The file's fsync, running while the caller reads it back for its hash; joined before
+    /// the file is renamed into place.
+    pub synced: std::thread::JoinHandle<io::Result<()>>,
 }
 
 /// How much the manifest may grow between the listing and the end of the data (results
@@ -144,8 +147,8 @@ pub fn write(out: &Path, manifest: &mut Manifest, plan: Plan) -> io::Result<Writ
     head.extend_from_slice(&u32::try_from(pad).map_err(io::Error::other)?.to_le_bytes());
     // The rest of the room is a hole in the file, which reads as zeros: the frame's content.
     file.write_all_at(&head, 0)?;
-    file.sync_all()?;
-    Ok(Written { changed })
+    let synced = std::thread::spawn(move || file.sync_all());
+    Ok(Written { changed, synced })
 }
 
 /// The tar entry of the manifest (header, JSON, padding), without the end-of-archive blocks.

@@ -350,6 +350,13 @@ pub fn create(
         tmp_guard = sealed_guard; // the plaintext goes now
         (sealed, size, sha256)
     };
+    // On disk before it is renamed into place (the hash pass above overlapped the flush).
+    written
+        .synced
+        .join()
+        .map_err(|_| std::io::Error::other("the fsync thread crashed"))
+        .and_then(|r| r)
+        .map_err(|e| BackupError::io(&tmp, e))?;
     archive::write_sidecar(&final_path, &sha256).map_err(|e| BackupError::io(&final_path, e))?;
     std::fs::rename(&tmp, &final_path).map_err(|e| BackupError::io(&final_path, e))?;
     tmp_guard.disarm();
