@@ -276,6 +276,7 @@ pub fn drill(
         }
     }
     drop(scratch_db);
+    super::remove_tree(scratch.path());
     drop(scratch);
     r.ok = ok;
     r.total_ms = started.elapsed().as_millis() as u64;
