@@ -353,3 +353,44 @@ fn restore_execute_as_root_gives_files_back_to_their_owners() {
     assert_eq!(owner("data/sub"), (2000, 2001));
     assert_eq!(owner("data/link"), (4321, 8765));
 }
+
+#[test]
+fn a_drill_by_an_unprivileged_user_leaves_no_scratch_behind_even_with_read_only_directories() {
+    // Root ignores directory permissions, so the drill runs as `nobody` (through setpriv).
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: becoming another user needs root");
+        return;
+    }
+    let env = Env::new("version: 1\nbackups:\n  main: { sources: [ { dir: data } ], dest: archives }\n");
+    env.write("data/ro/a.txt", "a\n");
+    env.write("data/b.txt", "b\n");
+    let as_nobody = |args: &[&str]| {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN, "--config"])
+            .arg(&env.config)
+            .args(args)
+            .current_dir(env.dir.path())
+            .output()
+            .expect("setpriv");
+        Out::from(out)
+    };
+    std::fs::set_permissions(env.path("data/ro"), std::os::unix::fs::PermissionsExt::from_mode(0o555)).unwrap();
+    let chown = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(env.dir.path())
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    for args in [&["db", "migrate", "--apply"][..], &["backup", "create", "main"]] {
+        let out = as_nobody(args);
+        assert_eq!(out.code, 0, "{args:?}: {}{}", out.stdout, out.stderr);
+    }
+    let out = as_nobody(&["backup", "drill", "--latest", "main"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let left: Vec<String> = env
+        .names("archives")
+        .into_iter()
+        .filter(|n| n.starts_with(".drill-"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
