@@ -8,23 +8,20 @@ use common::*;
 use std::process::Stdio;
 use std::time::Duration;
 
-fn start(env: &Env, args: &[&str], port: u16) -> Server {
-    let child = env
+/// Starts `runbook ARGS` (serve or daemon, with `api.listen` on port 0) and returns the port
+/// its log names once it listens.
+fn start(env: &Env, args: &[&str]) -> (Server, u16) {
+    let mut child = env
         .cmd()
         .args(args)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    assert!(
-        wait_for(Duration::from_secs(20), || std::net::TcpStream::connect((
-            "127.0.0.1",
-            port
-        ))
-        .is_ok()),
-        "server did not listen"
-    );
-    Server(child)
+    let stderr = child.stderr.take().unwrap();
+    let server = Server(child);
+    let port = announced_port(stderr, api_port).expect("the API did not say where it listens");
+    (server, port)
 }
 
 const FAILING: &str = r#"
@@ -237,13 +234,12 @@ fn bad_requests_get_json_errors_never_a_500() {
 
 #[test]
 fn ready_needs_a_ticking_scheduler_and_migration_state_reports_head() {
-    let port = free_port();
-    let env = Env::new(&format!(
-        "version: 1\napi: {{ listen: \"127.0.0.1:{port}\" }}\nprofiles:\n  p: {{ cron: \"@yearly\", tasks: [ {{ run: [true] }} ] }}\n"
-    ));
+    let env = Env::new(
+        "version: 1\napi: { listen: \"127.0.0.1:0\" }\nprofiles:\n  p: { cron: \"@yearly\", tasks: [ { run: [true] } ] }\n",
+    );
     let secret = token(&env, "reader", "read");
     {
-        let _api = start(&env, &["serve"], port);
+        let (_api, port) = start(&env, &["serve"]);
         let r = get(port, "/v1/ready", Some(&secret));
         assert_eq!(r.status, 503, "{}", r.body);
         assert!(
@@ -259,12 +255,7 @@ fn ready_needs_a_ticking_scheduler_and_migration_state_reports_head() {
         assert_eq!(m["current"], m["head"]);
     }
     // The daemon serves the API itself and publishes its tick.
-    assert!(wait_for(Duration::from_secs(10), || std::net::TcpStream::connect((
-        "127.0.0.1",
-        port
-    ))
-    .is_err()));
-    let _daemon = start(&env, &["daemon"], port);
+    let (_daemon, port) = start(&env, &["daemon"]);
     assert!(wait_for(Duration::from_secs(20), || get(
         port,
         "/v1/ready",
@@ -536,13 +527,10 @@ fn telemetry_counts_recent_requests_and_failures_and_responses_are_compressed_on
 
 #[test]
 fn a_client_over_its_rate_limit_gets_429_with_retry_after_and_others_are_not_affected() {
-    let port = free_port();
-    let env = Env::new(&format!(
-        "version: 1\napi: {{ listen: \"127.0.0.1:{port}\", rate_limit: {{ per_second: 1, burst: 3 }} }}\n"
-    ));
+    let env = Env::new("version: 1\napi: { listen: \"127.0.0.1:0\", rate_limit: { per_second: 1, burst: 3 } }\n");
     let a = token(&env, "a", "read");
     let b = token(&env, "b", "read");
-    let _server = start(&env, &["serve"], port);
+    let (_server, port) = start(&env, &["serve"]);
     let codes: Vec<u16> = (0..5).map(|_| get(port, "/v1/alerts", Some(&a)).status).collect();
     assert_eq!(&codes[..3], &[200, 200, 200], "the burst passes: {codes:?}");
     assert_eq!(codes[4], 429, "{codes:?}");

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::http::{free_port, get};
+use common::http::get;
 use common::*;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -27,18 +27,17 @@ fn schemathesis_finds_no_server_error_in_the_api() {
         eprintln!("note: python3 -m pip install schemathesis to fuzz the API; skipping");
         return;
     }
-    let port = free_port();
-    let env = Env::new(&format!(
+    let env = Env::new(
         r#"
 version: 1
-api: {{ listen: "127.0.0.1:{port}", rate_limit: off }}
+api: { listen: "127.0.0.1:0", rate_limit: off }
 checks:
-  web: {{ command: {{ sh: "exit 1" }} }}
-  beat: {{ heartbeat: {{ period: 1h, key: "0123456789abcdef0123" }} }}
+  web: { command: { sh: "exit 1" } }
+  beat: { heartbeat: { period: 1h, key: "0123456789abcdef0123" } }
 profiles:
-  p: {{ cron: "*/5 * * * * *", tasks: [ web, {{ run: [true] }} ] }}
-"#
-    ));
+  p: { cron: "*/5 * * * * *", tasks: [ web, { run: [true] } ] }
+"#,
+    );
     let token = env
         .run(&["token", "create", "fuzz", "--scope", "write"])
         .stdout
@@ -53,12 +52,16 @@ profiles:
             .spawn()
             .unwrap(),
     );
-    assert!(wait_for(Duration::from_secs(30), || std::net::TcpStream::connect((
-        "127.0.0.1",
-        port
-    ))
-    .is_ok()
-        && get(port, "/v1/ready", Some(&token)).status == 200));
+    // The daemon logs the port it bound (the config asks for any free one).
+    let mut port = 0;
+    assert!(wait_for(Duration::from_secs(30), || {
+        port = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .find_map(api_port)
+            .unwrap_or(0);
+        port != 0 && get(port, "/v1/ready", Some(&token)).status == 200
+    }));
 
     let base = format!("http://127.0.0.1:{port}");
     let out = Command::new("schemathesis")

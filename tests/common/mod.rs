@@ -258,14 +258,17 @@ pub fn serve(env: &Env) -> (Server, u16) {
         .expect("spawn runbook serve");
     let stderr = child.stderr.take().unwrap();
     let server = Server(child);
-    let port = announced_port(stderr, |line| {
-        line.contains("serving the API")
-            .then(|| line.split("addr=").nth(1)?.split_whitespace().next()?.parse().ok())
-            .flatten()
-            .map(|a: std::net::SocketAddr| a.port())
-    })
-    .expect("runbook serve did not say where it listens");
+    let port = announced_port(stderr, api_port).expect("runbook serve did not say where it listens");
     (server, port)
+}
+
+/// The port in runbook's `serving the API … addr=127.0.0.1:PORT` log line (`serve` and
+/// `daemon` both log it, with the port bound, so `127.0.0.1:0` works).
+pub fn api_port(line: &str) -> Option<u16> {
+    line.contains("serving the API")
+        .then(|| line.split("addr=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .flatten()
+        .map(|a: std::net::SocketAddr| a.port())
 }
 
 /// Reads `out` line by line until `port_of` finds a port in a line (at most 20 s), then keeps
