@@ -5,24 +5,7 @@ mod common;
 
 use common::http::{free_port, get, request, request_with};
 use common::*;
-use std::process::Stdio;
 use std::time::Duration;
-
-/// Starts `runbook ARGS` (serve or daemon, with `api.listen` on port 0) and returns the port
-/// its log names once it listens.
-fn start(env: &Env, args: &[&str]) -> (Server, u16) {
-    let mut child = env
-        .cmd()
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let server = Server(child);
-    let port = announced_port(stderr, api_port).expect("the API did not say where it listens");
-    (server, port)
-}
 
 const FAILING: &str = r#"
 version: 1
@@ -239,7 +222,7 @@ fn ready_needs_a_ticking_scheduler_and_migration_state_reports_head() {
     );
     let secret = token(&env, "reader", "read");
     {
-        let (_api, port) = start(&env, &["serve"]);
+        let (_api, port) = start_api(&env, &["serve"]);
         let r = get(port, "/v1/ready", Some(&secret));
         assert_eq!(r.status, 503, "{}", r.body);
         assert!(
@@ -255,7 +238,7 @@ fn ready_needs_a_ticking_scheduler_and_migration_state_reports_head() {
         assert_eq!(m["current"], m["head"]);
     }
     // The daemon serves the API itself and publishes its tick.
-    let (_daemon, port) = start(&env, &["daemon"]);
+    let (_daemon, port) = start_api(&env, &["daemon"]);
     assert!(wait_for(Duration::from_secs(20), || get(
         port,
         "/v1/ready",
@@ -530,7 +513,7 @@ fn a_client_over_its_rate_limit_gets_429_with_retry_after_and_others_are_not_aff
     let env = Env::new("version: 1\napi: { listen: \"127.0.0.1:0\", rate_limit: { per_second: 1, burst: 3 } }\n");
     let a = token(&env, "a", "read");
     let b = token(&env, "b", "read");
-    let (_server, port) = start(&env, &["serve"]);
+    let (_server, port) = start_api(&env, &["serve"]);
     let codes: Vec<u16> = (0..5).map(|_| get(port, "/v1/alerts", Some(&a)).status).collect();
     assert_eq!(&codes[..3], &[200, 200, 200], "the burst passes: {codes:?}");
     assert_eq!(codes[4], 429, "{codes:?}");

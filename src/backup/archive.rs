@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
 
 use super::manifest::{EntryKind, MANIFEST_NAME, Manifest};
+use super::sha2x::Lane;
 use crate::audit::hex;
 
 /// Magic number of the first of zstd's skippable frames (0x184D2A50..=0x184D2A5F).
@@ -89,12 +90,12 @@ pub fn write(out: &Path, manifest: &mut Manifest, plan: Plan) -> io::Result<Writ
     for &s in order {
         let source = &mut manifest.sources[s];
         before(s, source)?;
-        let files: Vec<(&Path, u64)> = source
+        let files: Vec<(PathBuf, u64)> = source
             .files
             .iter()
             .enumerate()
             .filter(|(_, f)| f.kind == EntryKind::File)
-            .filter_map(|(i, f)| Some((origins.get(s)?.get(i)?.as_deref()?, f.size)))
+            .filter_map(|(i, f)| Some((origins.get(s)?.get(i)?.clone()?, f.size)))
             .collect();
         let ahead = Prefetch::start(files);
         for (i, f) in source.files.iter_mut().enumerate() {
@@ -183,13 +184,12 @@ struct Prefetch {
 const PREFETCH_BYTES: u64 = 32 << 20;
 
 impl Prefetch {
-    fn start(files: Vec<(&Path, u64)>) -> Prefetch {
+    fn start(files: Vec<(PathBuf, u64)>) -> Prefetch {
         use std::os::fd::AsRawFd;
         let shared = std::sync::Arc::new((std::sync::Mutex::new((0u64, false)), std::sync::Condvar::new()));
         if files.len() < 2 {
             return Prefetch { shared, thread: None };
         }
-        let files: Vec<(PathBuf, u64)> = files.into_iter().map(|(p, n)| (p.to_path_buf(), n)).collect();
         let theirs = shared.clone();
         let thread = std::thread::spawn(move || {
             let (lock, wake) = &*theirs;
@@ -247,21 +247,23 @@ fn open_nonblocking(path: &Path) -> io::Result<File> {
 
 /// Size and hex SHA-256 of a whole file.
 pub fn hash_file(path: &Path) -> io::Result<(u64, String)> {
+    let lane = hash_from(path, Lane::new())?;
+    Ok((lane.len(), hex(&lane.finalize())))
+}
+
+/// Goes on hashing the file at `path` into `lane` from byte `lane.len()` to its end.
+pub(super) fn hash_from(path: &Path, mut lane: Lane) -> io::Result<Lane> {
     let mut f = open_sequential(path)?;
-    let mut hasher = Sha256::new();
+    f.seek(SeekFrom::Start(lane.len()))?;
     let mut buf = vec![0u8; IO_BUF];
-    let mut size = 0u64;
     loop {
-        let n = match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
+        match f.read(&mut buf) {
+            Ok(0) => return Ok(lane),
+            Ok(n) => lane.update(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        size += n as u64;
+        }
     }
-    Ok((size, hex(&hasher.finalize())))
 }
 
 /// Exactly `size` bytes of a file, hashed as they pass: cut if it grew, zero-padded if it
@@ -315,18 +317,6 @@ impl Read for Exact<'_> {
     }
 }
 
-/// A tar reader over an archive's decompressed stream.
-pub type Reader = tar::Archive<zstd::stream::read::Decoder<'static, Box<dyn io::BufRead + Send>>>;
-
-/// A tar reader over the decompressed (and, for `.tar.zst.age`, decrypted) stream of an
-/// archive file.
-pub fn open(path: &Path, identity: Option<&Path>) -> io::Result<Reader> {
-    let f = open_sequential(path)?;
-    let plain = plaintext(BufReader::with_capacity(IO_BUF, f), path, identity)?;
-    let dec = zstd::stream::read::Decoder::with_buffer(plain)?;
-    Ok(tar::Archive::new(dec))
-}
-
 /// Opens an archive to be read from start to end, telling the kernel so: it reads further
 /// ahead, which a cold archive on a spinning or network disk needs.
 pub(super) fn open_sequential(path: &Path) -> io::Result<File> {
@@ -357,21 +347,11 @@ pub(super) fn plaintext<R: io::BufRead + Send + 'static>(
 
 /// Reads the manifest, the first entry, without reading the rest of the archive.
 pub fn read_manifest(path: &Path, identity: Option<&Path>) -> io::Result<Manifest> {
-    let mut ar = open(path, identity)?;
-    let mut entries = ar.entries()?;
-    let mut first = entries
-        .next()
-        .ok_or_else(|| io::Error::other("the archive is empty"))??;
-    manifest_from(&mut first)
-}
-
-/// Parses an entry that must be the manifest.
-pub fn manifest_from(entry: &mut tar::Entry<impl Read>) -> io::Result<Manifest> {
-    let name = entry.path()?.to_string_lossy().into_owned();
-    let mut json = Vec::new();
-    if name == MANIFEST_NAME {
-        entry.read_to_end(&mut json)?;
-    }
+    let plain = plaintext(BufReader::with_capacity(IO_BUF, File::open(path)?), path, identity)?;
+    let dec = zstd::stream::read::Decoder::with_buffer(plain)?;
+    let mut walk = super::tarwalk::Walk::new(BufReader::new(dec));
+    let (name, json) =
+        super::stream::first_entry(&mut walk, &mut || {})?.ok_or_else(|| io::Error::other("the archive is empty"))?;
     parse_manifest(&name, &json)
 }
 

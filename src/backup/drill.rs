@@ -181,13 +181,10 @@ pub fn drill(
         r.files = x.files;
         r.data_bytes = x.bytes;
         for s in x.manifest.sources.iter().filter(|s| s.kind == "sqlite") {
+            // A complete unpack wrote every database, and each was checked once written.
             let (ms, v) = match db_results.iter().position(|(n, _)| *n == s.root) {
                 Some(i) => db_results.swap_remove(i).1,
-                None => {
-                    let t = Instant::now();
-                    let v = source::integrity_check(&scratch.path().join(&s.root), true);
-                    (t.elapsed().as_millis() as u64, v)
-                }
+                None => (0, "not unpacked".to_string()),
             };
             let result = match v {
                 v if v == "ok" => Ok(format!("{}: integrity_check ok", s.root)),

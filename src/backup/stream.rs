@@ -11,12 +11,12 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError, channel, sync_channel};
 use std::thread::JoinHandle;
 
-use super::archive::{IO_BUF, open_sequential, plaintext};
+use super::archive::{IO_BUF, hash_from, open_sequential, plaintext};
 use super::manifest::MANIFEST_NAME;
 use super::sha2x::{Lane, two_lanes_pay, update2};
 use super::tarwalk::Walk;
@@ -222,18 +222,7 @@ impl RawLane {
         while !self.pending.is_empty() {
             self.hash_front();
         }
-        let mut lane = reader.unwrap_or(self.lane);
-        let mut f = open_sequential(&self.path)?;
-        f.seek(SeekFrom::Start(lane.len()))?;
-        let mut buf = vec![0u8; IO_BUF];
-        loop {
-            match f.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => lane.update(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        let lane = hash_from(&self.path, reader.unwrap_or(self.lane))?;
         Ok((lane.len(), hex(&lane.finalize())))
     }
 }

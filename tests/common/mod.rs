@@ -249,16 +249,22 @@ impl Drop for Server {
 /// Starts `runbook serve` on a port the kernel picks (`--listen 127.0.0.1:0`) and returns
 /// the port its log names, once it listens. No other test can take the port in between.
 pub fn serve(env: &Env) -> (Server, u16) {
+    start_api(env, &["serve", "--listen", "127.0.0.1:0"])
+}
+
+/// Starts `runbook ARGS` (`serve` or `daemon`; `api.listen` on port 0 unless the arguments
+/// say otherwise) and returns the port its log names once it listens.
+pub fn start_api(env: &Env, args: &[&str]) -> (Server, u16) {
     let mut child = env
         .cmd()
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn runbook serve");
+        .expect("spawn runbook");
     let stderr = child.stderr.take().unwrap();
     let server = Server(child);
-    let port = announced_port(stderr, api_port).expect("runbook serve did not say where it listens");
+    let port = announced_port(stderr, api_port).expect("runbook did not say where it serves the API");
     (server, port)
 }
 
