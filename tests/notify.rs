@@ -63,11 +63,6 @@ impl Recorder {
         Recorder::serve(TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
     }
 
-    /// On a port chosen earlier (see `free_port`).
-    fn start_on(port: u16) -> Recorder {
-        Recorder::serve(TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| panic!("bind 127.0.0.1:{port}: {e}")))
-    }
-
     fn serve(listener: TcpListener) -> Recorder {
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -182,10 +177,10 @@ fn answer(stream: TcpStream, reqs: &Mutex<Vec<Req>>, reply: &Mutex<Reply>, stop:
     }
 }
 
-/// A port that was free a moment ago (bound to port 0, read back, released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+/// A port nothing listens on (tcpmux): a send there is refused at once. Tests that need
+/// a receiver to be down first start it later on a port of its own and point the config
+/// at it, so no port is chosen early and raced for.
+const NOBODY: &str = "127.0.0.1:1";
 
 /// `GET path` on 127.0.0.1:port (HTTP/1.0, so no chunked reply): status and body.
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
@@ -292,9 +287,8 @@ impl Drop for Daemon {
 const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
 
 struct Alertmanager {
-    child: Child,
+    _server: Server,
     port: u16,
-    log: PathBuf,
 }
 
 impl Alertmanager {
@@ -306,26 +300,24 @@ impl Alertmanager {
         )
         .unwrap();
         std::fs::create_dir_all(dir.join("am-data")).unwrap();
-        let port = free_port();
         let log = dir.join("alertmanager.log");
-        let child = Command::new(ALERTMANAGER)
-            .arg(format!("--config.file={}", dir.join("am.yml").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--cluster.listen-address=")
-            .arg(format!("--storage.path={}", dir.join("am-data").display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start alertmanager");
-        let am = Alertmanager { child, port, log };
-        assert!(
-            wait_for(Duration::from_secs(30), || http_get(port, "/-/ready")
-                .is_some_and(|(s, _)| s == 200)),
-            "alertmanager did not become ready: {}",
-            std::fs::read_to_string(&am.log).unwrap_or_default()
+        let (server, port) = spawn_listening(
+            &format!("alertmanager (its log: {})", log.display()),
+            |port| {
+                Command::new(ALERTMANAGER)
+                    .arg(format!("--config.file={}", dir.join("am.yml").display()))
+                    .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                    .arg("--cluster.listen-address=")
+                    .arg(format!("--storage.path={}", dir.join("am-data").display()))
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(&log).unwrap())
+                    .spawn()
+                    .expect("start alertmanager")
+            },
+            |port| http_get(port, "/-/ready").is_some_and(|(s, _)| s == 200),
         );
-        am
+        Alertmanager { _server: server, port }
     }
 
     fn alerts(&self) -> Vec<serde_json::Value> {
@@ -342,13 +334,6 @@ impl Alertmanager {
         self.alerts()
             .into_iter()
             .find(|a| a["labels"]["alertname"] == name && a["status"]["state"] == "active")
-    }
-}
-
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -1017,7 +1002,6 @@ notify:
 
 #[test]
 fn a_queued_alert_is_delivered_once_across_a_daemon_kill_9_and_restart() {
-    let port = free_port();
     let env = Env::new(&format!(
         r#"
 version: 1
@@ -1027,7 +1011,7 @@ profiles:
   idle: {{ cron: "@yearly", tasks: [ {{ run: [true] }} ] }}
 notify:
   channels:
-    ops: {{ webhook: {{ url: "http://127.0.0.1:{port}/hook" }} }}
+    ops: {{ webhook: {{ url: "http://{NOBODY}/hook" }} }}
 "#
     ));
     // Nobody listens yet: the first send fails and the notification waits for a retry.
@@ -1037,7 +1021,8 @@ notify:
     assert_eq!(row["attempts"], 1, "{row}");
     assert!(row["last_error"].is_string(), "{row}");
 
-    let hook = Recorder::start_on(port);
+    let hook = Recorder::start();
+    env.edit_config(&format!("http://{NOBODY}/hook"), &format!("{}/hook", hook.url()));
     let daemon = Daemon::start(&env);
     assert!(
         wait_for(Duration::from_secs(30), || hook.count() >= 1
@@ -1079,7 +1064,6 @@ notify:
 
 #[test]
 fn an_interrupted_send_is_retried_on_a_webhook_but_given_up_on_telegram() {
-    let (tg_port, hook_port) = (free_port(), free_port());
     let env = Env::new(&format!(
         r#"
 version: 1
@@ -1089,8 +1073,8 @@ profiles:
   idle: {{ cron: "@yearly", tasks: [ {{ run: [true] }} ] }}
 notify:
   channels:
-    tg: {{ telegram: {{ bot_token: "4242:crash-test-token", chat_id: "1", api_url: "http://127.0.0.1:{tg_port}" }} }}
-    hook: {{ webhook: {{ url: "http://127.0.0.1:{hook_port}/hook" }} }}
+    tg: {{ telegram: {{ bot_token: "4242:crash-test-token", chat_id: "1", api_url: "http://{NOBODY}" }} }}
+    hook: {{ webhook: {{ url: "http://{NOBODY}/hook" }} }}
 "#
     ));
     assert_eq!(env.run(&["check", "web"]).code, 1);
@@ -1106,8 +1090,9 @@ notify:
         )
         .unwrap();
 
-    let tg = Recorder::start_on(tg_port);
-    let hook = Recorder::start_on(hook_port);
+    let (tg, hook) = (Recorder::start(), Recorder::start());
+    env.edit_config(&format!("http://{NOBODY}\""), &format!("{}\"", tg.url()));
+    env.edit_config(&format!("http://{NOBODY}/hook"), &format!("{}/hook", hook.url()));
     let daemon = Daemon::start(&env);
     assert!(
         wait_for(Duration::from_secs(30), || status_of(&env, "hook") == "sent"

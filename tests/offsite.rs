@@ -3,10 +3,10 @@
 
 mod common;
 
-use common::http::{free_port, request};
+use common::http::request;
 use common::*;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// One target whose offsite copy is another directory.
@@ -116,31 +116,19 @@ fn push_copies_what_is_missing_by_hash_and_pull_brings_it_back_checked() {
     assert!(leftovers.is_empty());
 }
 
-struct Moto(Child);
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn moto() -> (Moto, u16) {
-    let port = free_port();
-    let child = Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("moto_server (pip install 'moto[server]')");
-    let server = Moto(child);
-    assert!(
-        wait_for(Duration::from_secs(30), || std::net::TcpStream::connect((
-            "127.0.0.1",
-            port
-        ))
-        .is_ok()),
-        "moto_server did not listen"
+/// A moto S3 server on 127.0.0.1 with the bucket `runbook-backups`.
+fn moto() -> (Server, u16) {
+    let (server, port) = spawn_listening(
+        "moto_server",
+        |port| {
+            Command::new("moto_server")
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("moto_server (pip install 'moto[server]')")
+        },
+        |port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
     );
     // A bucket, through the S3 API itself.
     let made = request(port, "PUT", "/runbook-backups", None);

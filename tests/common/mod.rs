@@ -296,3 +296,31 @@ pub fn announced_port(
     });
     rx.recv_timeout(Duration::from_secs(20)).ok()
 }
+
+/// Starts a third-party server that only takes its port on the command line (Alertmanager,
+/// moto): `spawn(port)` on a port that was free a moment ago, then waits until `ready(port)`.
+/// Another process can take that port in between; the server then exits, and the start is
+/// tried again on another port (up to five times).
+pub fn spawn_listening(
+    what: &str,
+    mut spawn: impl FnMut(u16) -> Child,
+    mut ready: impl FnMut(u16) -> bool,
+) -> (Server, u16) {
+    for _ in 0..5 {
+        let port = http::free_port();
+        let mut server = Server(spawn(port));
+        let mut exited = false;
+        let up = wait_for(Duration::from_secs(30), || {
+            exited = !matches!(server.0.try_wait(), Ok(None));
+            exited || ready(port)
+        });
+        if up && !exited {
+            return (server, port);
+        }
+        if !exited {
+            panic!("{what} did not become ready on 127.0.0.1:{port}");
+        }
+        let _ = server.0.wait();
+    }
+    panic!("{what} exited at start five times (is it installed?)")
+}
