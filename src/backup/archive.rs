@@ -48,16 +48,20 @@ const MANIFEST_SLACK: usize = 16 * 1024;
 /// Writes the archive for `manifest` to `out` (which must not exist). `origins[s][f]` is the
 /// file on disk for the `f`-th entry of source `s` (for files; `None` for the others).
 /// Sources are written in `order`; `before` is called with each source just before its data
-/// (to wait for a snapshot and set its size). Fills in every file's `sha256`; `finish` may
+/// (to wait for a snapshot and set its size); when it returns a reader, the source's one
+/// file is read from that instead of from its origin. Fills in every file's `sha256`; `finish` may
 /// complete the manifest after the data is written. `progress` receives data bytes read.
 pub struct Plan<'a> {
     pub origins: &'a [Vec<Option<PathBuf>>],
     pub order: &'a [usize],
     pub level: i32,
     pub progress: &'a dyn Fn(u64),
-    pub before: &'a mut dyn FnMut(usize, &mut super::manifest::SourceEntry) -> io::Result<()>,
+    pub before: &'a mut dyn FnMut(usize, &mut super::manifest::SourceEntry) -> io::Result<Option<Source>>,
     pub finish: &'a mut dyn FnMut(&mut Manifest),
 }
+
+/// Where a file's bytes come from when they are not read from its origin (a streamed snapshot).
+pub type Source = Box<dyn Read + Send>;
 
 pub fn write(out: &Path, manifest: &mut Manifest, plan: Plan) -> io::Result<Written> {
     let Plan {
@@ -89,7 +93,7 @@ pub fn write(out: &Path, manifest: &mut Manifest, plan: Plan) -> io::Result<Writ
     let mut changed = Vec::new();
     for &s in order {
         let source = &mut manifest.sources[s];
-        before(s, source)?;
+        let mut stream = before(s, source)?;
         let files: Vec<(PathBuf, u64)> = source
             .files
             .iter()
@@ -113,21 +117,30 @@ pub fn write(out: &Path, manifest: &mut Manifest, plan: Plan) -> io::Result<Writ
                     tar.append_link(&mut h, &f.path, f.link.as_deref().unwrap_or_default())?;
                 }
                 EntryKind::File => {
-                    let from = origins
-                        .get(s)
-                        .and_then(|o| o.get(i))
-                        .and_then(Option::as_ref)
-                        .ok_or_else(|| io::Error::other(format!("no source file for {}", f.path)))?;
-                    let opened = open_nonblocking(from)
-                        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", from.display())))?;
                     h.set_entry_type(EntryType::Regular);
                     h.set_size(f.size);
-                    let mut r = Exact::new(opened, f.size, progress);
+                    let from: Source = match stream.take() {
+                        Some(from) => from,
+                        None => {
+                            let from = origins
+                                .get(s)
+                                .and_then(|o| o.get(i))
+                                .and_then(Option::as_ref)
+                                .ok_or_else(|| io::Error::other(format!("no source file for {}", f.path)))?;
+                            Box::new(
+                                open_nonblocking(from)
+                                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", from.display())))?,
+                            )
+                        }
+                    };
+                    let mut r = Exact::new(from, f.size, progress);
                     tar.append_data(&mut h, &f.path, &mut r)?;
-                    if r.short || r.grew()? {
+                    let short = r.short || r.grew()?;
+                    let hash = r.hasher.finalize();
+                    if short {
                         changed.push(f.path.clone());
                     }
-                    f.sha256 = Some(hex(&r.hasher.finalize()));
+                    f.sha256 = Some(hex(&hash));
                     ahead.passed(f.size);
                 }
             }
@@ -269,7 +282,7 @@ pub(super) fn hash_from(path: &Path, mut lane: Lane) -> io::Result<Lane> {
 /// Exactly `size` bytes of a file, hashed as they pass: cut if it grew, zero-padded if it
 /// shrank, so the tar header written before the data stays true.
 struct Exact<'p> {
-    inner: File,
+    inner: Source,
     remaining: u64,
     hasher: Sha256,
     short: bool,
@@ -277,7 +290,7 @@ struct Exact<'p> {
 }
 
 impl<'p> Exact<'p> {
-    fn new(inner: File, size: u64, progress: &'p dyn Fn(u64)) -> Self {
+    fn new(inner: Source, size: u64, progress: &'p dyn Fn(u64)) -> Self {
         Exact {
             inner,
             remaining: size,

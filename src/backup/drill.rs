@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::manifest::Manifest;
-use super::{BackupError, Progress, archive, extract, pg, source};
+use super::{BackupError, Progress, archive, extract, pg};
 use crate::audit::Draft;
 use crate::clock;
 use crate::config::Config;
@@ -142,7 +142,7 @@ pub fn drill(
                 let file = file.to_path_buf();
                 let handle = std::thread::spawn(move || {
                     let t = Instant::now();
-                    let result = source::integrity_check(&file, true);
+                    let result = super::sqlite::integrity_check(&file, true);
                     (t.elapsed().as_millis() as u64, result)
                 });
                 db_checks.push((name.to_string(), handle));

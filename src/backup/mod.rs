@@ -17,6 +17,7 @@ pub mod restore;
 pub mod retention;
 pub mod sha2x;
 pub mod source;
+pub mod sqlite;
 pub mod stream;
 pub mod tarwalk;
 pub mod verify;
@@ -345,20 +346,17 @@ pub fn create(
             progress: &|n| progress(Progress::Advance(n)),
             before: &mut |s, source| {
                 let Some(at) = pending.iter().position(|p| p.source == s) else {
-                    return Ok(());
+                    return Ok(None);
                 };
                 let p = pending.swap_remove(at);
                 let taken = p
                     .ready
                     .recv()
                     .unwrap_or_else(|_| Err("the snapshot thread stopped".into()));
-                taken.map_err(std::io::Error::other)?;
-                if let Some(Some(file)) = gathered.origins[s].first() {
-                    let meta = std::fs::metadata(file)?;
-                    source.files[0].size = meta.len();
-                }
+                let taken = taken.map_err(std::io::Error::other)?;
+                source.files[0].size = taken.size;
                 checks.borrow_mut().push((s, p.check));
-                Ok(())
+                Ok(taken.stream.map(|s| Box::new(s) as archive::Source))
             },
             finish: &mut |m| {
                 for (i, handle) in checks.borrow_mut().drain(..) {

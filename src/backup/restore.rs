@@ -14,7 +14,7 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::json;
 
-use super::{BackupError, Progress, archive, extract, pg, source};
+use super::{BackupError, Progress, archive, extract, pg};
 use crate::audit::Draft;
 use crate::clock;
 use crate::config::backups::{BackupTarget, Source};
@@ -316,7 +316,7 @@ fn run_steps(
                 let live = PathBuf::from(&step.to);
                 if live.exists() {
                     let safety = PathBuf::from(step.safety.as_deref().unwrap_or_default());
-                    source::sqlite_snapshot(&live, &safety).map_err(|e| e.to_string())?;
+                    super::sqlite::backup_copy(&live, &safety).map_err(|e| e.to_string())?;
                     log.push(format!("safety copy of {} in {}", live.display(), safety.display()));
                 }
                 let tmp = live.with_extension("restore-tmp");

@@ -1,16 +1,15 @@
 //! Turning a target's sources into manifest entries and files to read.
 //!
-//! Databases are first copied to a scratch directory next to the archives (SQLite through
-//! its online backup API, PostgreSQL through `pg_dump`, `command:` through its standard
-//! output); directory trees are listed in place and read while the archive is written.
+//! SQLite databases are snapshotted in threads of their own while the archive is written
+//! (`sqlite.rs`); PostgreSQL dumps (`pg_dump`) and `command:` dumps go to a scratch
+//! directory next to the archives first; directory trees are listed in place and read while
+//! the archive is written.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-use rusqlite::{Connection, OpenFlags};
 
 use super::manifest::{EntryKind, FileEntry, SourceEntry};
+use super::sqlite::Pending;
 use super::{BackupError, pg};
 use crate::check::wildcard;
 use crate::config::Config;
@@ -27,20 +26,12 @@ pub struct Gathered {
     pub pending: Vec<Pending>,
 }
 
-/// A snapshot in progress: `ready` says when its file is complete (or why it failed); `check`
-/// then gives its `PRAGMA integrity_check`.
-pub struct Pending {
-    pub source: usize,
-    pub ready: std::sync::mpsc::Receiver<Result<(), String>>,
-    pub check: std::thread::JoinHandle<String>,
-}
-
 impl Gathered {
     /// Sources in the order they go into the archive: the SQLite snapshots first, then the
     /// rest. A reader of the archive (verify, drill) can only check a database once it has all
     /// of it; with the databases first, those checks run while the rest of the archive
-    /// streams, instead of after it. Writing waits for the snapshot, which is a copy of pages
-    /// already in the page cache.
+    /// streams, instead of after it. A streamed snapshot (WAL mode) is read as it is taken;
+    /// a copied one (rollback mode) is waited for.
     pub fn write_order(&self) -> Vec<usize> {
         let first: HashSet<usize> = self.pending.iter().map(|p| p.source).collect();
         let mut order: Vec<usize> = self.pending.iter().map(|p| p.source).collect();
@@ -69,22 +60,7 @@ pub fn gather(
                 let name = file_name(path, "database.db");
                 let root = unique(&mut roots, format!("sqlite/{name}"));
                 let snap = scratch.join(format!("{i}-sqlite.db"));
-                let (tx, ready) = std::sync::mpsc::channel();
-                let (from, copy) = (path.clone(), snap.clone());
-                let check = std::thread::spawn(move || {
-                    let taken = sqlite_snapshot(&from, &copy).map_err(|e| e.to_string());
-                    let ok = taken.is_ok();
-                    let _ = tx.send(taken);
-                    if !ok {
-                        return String::new();
-                    }
-                    integrity_check(&copy, false)
-                });
-                g.pending.push(Pending {
-                    source: i,
-                    ready,
-                    check,
-                });
+                g.pending.push(super::sqlite::start(i, path.clone(), snap.clone()));
                 // Size, mode and time are those of the snapshot once it is taken.
                 let meta = std::fs::metadata(path).map_err(|e| BackupError::io(path, e))?;
                 let mut f = FileEntry::of(root.clone(), EntryKind::File, &meta);
@@ -184,63 +160,6 @@ fn unique(taken: &mut HashSet<String>, root: String) -> String {
 fn file_entry(archive_path: &str, on_disk: &Path) -> Result<FileEntry, BackupError> {
     let meta = std::fs::metadata(on_disk).map_err(|e| BackupError::io(on_disk, e))?;
     Ok(FileEntry::of(archive_path.to_string(), EntryKind::File, &meta))
-}
-
-/// A consistent copy of a live SQLite database: one backup step over all pages, under one
-/// read transaction (in WAL mode the application keeps writing meanwhile). Returns the
-/// copy is a self-contained file (journal mode DELETE).
-pub fn sqlite_snapshot(from: &Path, to: &Path) -> Result<(), BackupError> {
-    let err = |e: rusqlite::Error| BackupError::Sqlite {
-        path: from.to_path_buf(),
-        source: e,
-    };
-    if !from.is_file() {
-        return Err(BackupError::io(
-            from,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no such database file"),
-        ));
-    }
-    let src = Connection::open_with_flags(from, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(err)?;
-    src.busy_timeout(Duration::from_secs(30)).map_err(err)?;
-    let mut dst = Connection::open(to).map_err(err)?;
-    // Scratch space: no journal, no fsync (the archive is what is made durable).
-    dst.execute_batch("PRAGMA synchronous=OFF; PRAGMA journal_mode=OFF;")
-        .map_err(err)?;
-    {
-        let backup = rusqlite::backup::Backup::new(&src, &mut dst).map_err(err)?;
-        loop {
-            match backup.step(-1).map_err(err)? {
-                rusqlite::backup::StepResult::Done => break,
-                rusqlite::backup::StepResult::More => continue,
-                // Busy or locked: the writer holds a lock for a moment; try again.
-                _ => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
-    }
-    // The copy keeps its own journal mode out of the archive: one self-contained file.
-    dst.execute_batch("PRAGMA journal_mode=DELETE;").map_err(err)
-}
-
-/// `PRAGMA integrity_check` of a database file, opened read-only, as one line: `ok`, the
-/// problems joined, or why it could not be checked.
-///
-/// `mmap` reads the pages straight from the page cache (one syscall per page otherwise:
-/// about 0.5 s of a 1 GiB check), at the price of the mapped file counting in the process's
-/// resident set; create leaves it off, so its memory stays small.
-pub fn integrity_check(file: &Path, mmap: bool) -> String {
-    let check = |conn: Connection| -> rusqlite::Result<String> {
-        if mmap {
-            conn.query_row("PRAGMA mmap_size = 68719476736", [], |_| Ok(()))?;
-        }
-        let mut stmt = conn.prepare("PRAGMA integrity_check")?;
-        let rows: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
-        Ok(rows.join("; "))
-    };
-    match Connection::open_with_flags(file, OpenFlags::SQLITE_OPEN_READ_ONLY) {
-        Ok(conn) => check(conn).unwrap_or_else(|e| format!("cannot be checked: {e}")),
-        Err(e) => format!("cannot be opened: {e}"),
-    }
 }
 
 fn run_dump(config: &Config, spec: &Spec, cancel: &Cancel, what: &str) -> Result<(), BackupError> {

@@ -18,7 +18,7 @@ use super::manifest::{EntryKind, FileEntry, MANIFEST_NAME, Manifest};
 use super::sha2x::Lane;
 use super::stream::{finish_hashing, first_entry, open_hashing};
 use super::tarwalk::Walk;
-use super::{BackupError, Progress, archive, source};
+use super::{BackupError, Progress, archive};
 use crate::audit::{Draft, hex};
 use crate::clock;
 use crate::config::Config;
@@ -279,7 +279,7 @@ fn read_entries(
                 let handle = std::thread::spawn(move || {
                     let result = match kind {
                         "sqlite" => {
-                            let r = source::integrity_check(&file, true);
+                            let r = super::sqlite::integrity_check(&file, true);
                             (r == "ok", r)
                         }
                         _ => pg_list(&file),

@@ -162,8 +162,8 @@ pub enum Command {
     Change(ChangeCmd),
     /// Backups that are known to restore: create, list, verify, prune
     ///
-    /// Each target under `backups:` in runbook.yaml names its sources (SQLite databases
-    /// through the online backup API, PostgreSQL through pg_dump, directory trees, any dump
+    /// Each target under `backups:` in runbook.yaml names its sources (SQLite databases as
+    /// consistent snapshots taken through SQLite, PostgreSQL through pg_dump, directory trees, any dump
     /// command), a destination directory and a retention. An archive is one
     /// `<target>-<UTC time>.tar.zst` file with `manifest.json` first and a `.sha256` sidecar.
     #[command(subcommand)]

@@ -116,8 +116,9 @@ pub struct DrillCheck {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
-    /// A SQLite database, copied through SQLite's online backup API (consistent while the
-    /// application writes).
+    /// A SQLite database, snapshotted through SQLite itself, consistent while the application
+    /// writes: streamed in one read transaction (WAL mode) or copied with the online backup
+    /// API (rollback-journal modes).
     Sqlite(PathBuf),
     /// A PostgreSQL database URL, dumped with `pg_dump --format=custom`.
     Postgres(String),
