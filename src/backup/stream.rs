@@ -11,8 +11,8 @@
 //! emptied ones come back to be filled again, so nothing is allocated per chunk and at most
 //! a few dozen MiB are held or mapped, whatever the archive's size.
 //!
-//! A file truncated by another process while it is mapped would end the process (SIGBUS);
-//! archives are never written in place once renamed, so only outside tampering does that.
+//! Each window is read in whole as it is mapped (`MADV_POPULATE_READ`), so a disk error or a
+//! file cut short by another process is an I/O error there, not a SIGBUS later.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -92,14 +92,33 @@ impl Window {
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: advice on the mapping just made; failing only loses read-ahead.
-        unsafe { libc::madvise(ptr, len, libc::MADV_SEQUENTIAL) };
         mapped.fetch_add(len, Ordering::Relaxed);
-        Ok(Window {
+        let window = Window {
             ptr,
             len,
             mapped: mapped.clone(),
-        })
+        };
+        // SAFETY: advice on the mapping just made; failing only loses read-ahead.
+        unsafe { libc::madvise(ptr, len, libc::MADV_SEQUENTIAL) };
+        // Every page read in now, in this thread: a disk error or a file cut short is an
+        // error here, where touching the page later would be a SIGBUS. (Linux 5.14 and
+        // later; an older kernel says EINVAL and the pages are read as they are touched.)
+        // SAFETY: as above, on the mapping just made.
+        if unsafe { libc::madvise(ptr, len, MADV_POPULATE_READ) } != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINVAL) {
+                let what = if e.raw_os_error() == Some(libc::EFAULT) {
+                    "the file is shorter than it was or cannot be read".to_string()
+                } else {
+                    e.to_string()
+                };
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("bytes {offset}..{}: {what}", offset + len as u64),
+                ));
+            }
+        }
+        Ok(window)
     }
 
     fn bytes(&self) -> &[u8] {
@@ -115,6 +134,9 @@ impl Drop for Window {
         self.mapped.fetch_sub(self.len, Ordering::Relaxed);
     }
 }
+
+/// `madvise` advice (Linux 5.14): fault every page of the range in, or fail.
+const MADV_POPULATE_READ: libc::c_int = 22;
 
 /// The file is mapped this much at a time, and [`AHEAD`] windows are asked of the disk ahead
 /// of the one being read.
@@ -590,10 +612,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_big_archive_is_unmapped_behind_the_reader() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("big.tar.zst");
+    /// A .tar.zst of 48 MiB that does not compress, far larger than what is in flight.
+    fn big_archive(dir: &Path) -> PathBuf {
+        let path = dir.join("big.tar.zst");
         let enc = zstd::stream::write::Encoder::new(File::create(&path).unwrap(), 1).unwrap();
         let mut tar = tar::Builder::new(enc);
         let noise = bytes(48 << 20, 3);
@@ -601,7 +622,37 @@ mod tests {
         h.set_size(noise.len() as u64);
         tar.append_data(&mut h, "noise.bin", noise.as_slice()).unwrap();
         tar.into_inner().unwrap().finish().unwrap();
+        path
+    }
 
+    #[test]
+    fn an_archive_cut_short_while_it_is_read_is_an_error_not_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = big_archive(dir.path());
+        let mut ar = open_with(&path, None, two_lanes_pay(), SMALL_WINDOW).unwrap();
+        // The reader is a few MiB ahead at most (chunks in flight), then the file is cut.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(24 << 20)
+            .unwrap();
+        let mut walk = Walk::new(&mut ar.stream);
+        let read = walk.next_item().and_then(|_| {
+            walk.drain(|_| {
+                ar.raw.catch_up();
+                Ok(())
+            })
+        });
+        let e = read.expect_err("a file cut short cannot be read to its end");
+        assert!(e.to_string().contains("shorter than it was"), "{e}");
+    }
+
+    #[test]
+    fn a_big_archive_is_unmapped_behind_the_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = big_archive(dir.path());
         let mut ar = open_with(&path, None, two_lanes_pay(), SMALL_WINDOW).unwrap();
         let mapped = ar.mapped.clone();
         let mut most = 0;
