@@ -353,7 +353,17 @@ fn a_database_written_during_the_backup_restores_consistent() {
     let env = Env::new(CONFIG);
     setup(&env);
     let db = env.path("app.db");
-    // Another process writes as fast as it can while the backup runs.
+    // Large enough (about 10 MB) that the writer commits while the pages are being read.
+    sqlite(
+        &db,
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) \
+         INSERT INTO t(v) SELECT printf('%0500d', i) FROM n;",
+    );
+    let before: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    // Another process writes as fast as it can while the backup runs, 50 rows a transaction.
     let writer = Command::new("python3")
         .arg("-c")
         .arg(format!(
@@ -384,6 +394,26 @@ fn a_database_written_during_the_backup_restores_consistent() {
         assert_eq!(v["sqlite"][0][1], "ok");
         let names = tar_list(Path::new(p));
         assert!(names.contains(&"sqlite/app.db".to_string()));
+        // The database as of one instant: whole transactions only, and a file that opens on
+        // its own (rollback mode, no -wal to go with it).
+        let copy = env.path("restored.db");
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "zstd -dc '{p}' | tar -xOf - sqlite/app.db > '{}'",
+                copy.display()
+            ))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let c = rusqlite::Connection::open(&copy).unwrap();
+        let rows: i64 = c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        assert!(rows > before, "the writer had committed before the backup");
+        assert_eq!((rows - before) % 50, 0, "{rows} rows: a transaction cut in half");
+        let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "delete");
+        drop(c);
+        std::fs::remove_file(&copy).unwrap();
     }
 }
 
