@@ -312,6 +312,35 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_wal_database_is_streamed_with_the_damage_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("damaged.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();
+            c.execute_batch(
+                "CREATE TABLE big(b TEXT); CREATE INDEX big_b ON big(b);
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
+                 INSERT INTO big SELECT printf('%08d', i) FROM n;
+                 PRAGMA wal_checkpoint(TRUNCATE);",
+            )
+            .unwrap();
+        }
+        // The last page (an index page) scribbled over: the database opens, the check fails.
+        let mut db = std::fs::read(&path).unwrap();
+        let at = db.len() - 4096;
+        db[at..at + 8].fill(0x55);
+        std::fs::write(&path, &db).unwrap();
+
+        let (bytes, check, streamed) = take(&path, dir.path());
+        assert!(streamed);
+        assert_ne!(check, "ok");
+        assert!(!check.is_empty());
+        // Archived as it is: the damage is there for a restore to see, not hidden.
+        assert_eq!(&bytes[bytes.len() - 4096..bytes.len() - 4088], &[0x55; 8]);
+    }
+
+    #[test]
     fn a_missing_database_is_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
         let p = start(0, dir.path().join("nope.db"), dir.path().join("copy.db"));
