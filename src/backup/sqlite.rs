@@ -105,6 +105,7 @@ fn snapshot(from: &Path, copy: &Path, ready: &std::sync::mpsc::Sender<Result<Tak
             rx,
             chunk: Vec::new(),
             at: 0,
+            left: page_size * pages,
         }),
     };
     if ready.send(Ok(taken)).is_err() {
@@ -159,11 +160,13 @@ fn stream_pages(conn: &Connection, pages: u64, tx: &SyncSender<io::Result<Vec<u8
     Ok(chunk.is_empty() || tx.send(Ok(chunk)).is_ok())
 }
 
-/// The pages of a streamed snapshot, as a reader.
+/// The pages of a streamed snapshot, as a reader. Ending before the size it announced is an
+/// error (the snapshot thread stopped), never a short file.
 pub struct Pages {
     rx: Receiver<io::Result<Vec<u8>>>,
     chunk: Vec<u8>,
     at: usize,
+    left: u64,
 }
 
 impl Read for Pages {
@@ -174,12 +177,19 @@ impl Read for Pages {
                     self.chunk = next?;
                     self.at = 0;
                 }
-                Err(_) => return Ok(0),
+                Err(_) if self.left == 0 => return Ok(0),
+                Err(_) => {
+                    return Err(io::Error::other(format!(
+                        "the snapshot stopped with {} bytes still to come",
+                        self.left
+                    )));
+                }
             }
         }
         let n = buf.len().min(self.chunk.len() - self.at);
         buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
         self.at += n;
+        self.left = self.left.saturating_sub(n as u64);
         Ok(n)
     }
 }
@@ -338,6 +348,23 @@ mod tests {
         assert!(!check.is_empty());
         // Archived as it is: the damage is there for a restore to see, not hidden.
         assert_eq!(&bytes[bytes.len() - 4096..bytes.len() - 4088], &[0x55; 8]);
+    }
+
+    #[test]
+    fn pages_that_stop_short_are_an_error() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let mut pages = Pages {
+            rx,
+            chunk: Vec::new(),
+            at: 0,
+            left: 8192,
+        };
+        tx.send(Ok(vec![7u8; 4096])).unwrap();
+        drop(tx);
+        let mut got = Vec::new();
+        let e = pages.read_to_end(&mut got).unwrap_err();
+        assert_eq!(got.len(), 4096);
+        assert!(e.to_string().contains("4096 bytes still to come"), "{e}");
     }
 
     #[test]
