@@ -135,12 +135,10 @@ pub fn write(out: &Path, manifest: &mut Manifest, plan: Plan) -> io::Result<Writ
                     };
                     let mut r = Exact::new(from, f.size, progress);
                     tar.append_data(&mut h, &f.path, &mut r)?;
-                    let short = r.short || r.grew()?;
-                    let hash = r.hasher.finalize();
-                    if short {
+                    if r.short || r.grew()? {
                         changed.push(f.path.clone());
                     }
-                    f.sha256 = Some(hex(&hash));
+                    f.sha256 = Some(hex(&r.hasher.finalize()));
                     ahead.passed(f.size);
                 }
             }

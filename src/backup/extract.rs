@@ -12,7 +12,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::manifest::{EntryKind, FileEntry, Manifest};
 use super::sha2x::Lane;
-use super::stream::{finish_hashing, first_entry, open_hashing};
+use super::stream::{finish_hashing, first_entry, next_entry, open_hashing};
 use super::tarwalk::Walk;
 use super::{BackupError, Progress, archive};
 use crate::audit::hex;
@@ -78,12 +78,7 @@ pub fn extract_with(
     let mut made: HashSet<PathBuf> = HashSet::new();
     let (mut files, mut bytes) = (0usize, 0u64);
     loop {
-        walk.drain(|_| {
-            ar.raw.catch_up();
-            Ok(())
-        })
-        .map_err(io)?;
-        let Some(item) = walk.next_item().map_err(io)? else {
+        let Some(item) = next_entry(&mut walk, &mut ar.raw).map_err(io)? else {
             break;
         };
         let name = item.name;

@@ -416,6 +416,17 @@ pub fn first_entry<R: io::BufRead>(
     Ok(Some((item.name, json)))
 }
 
+/// The next entry of an archive read through [`open_hashing`]. Whatever the last entry left
+/// unread (an entry the caller skipped, a directory with data) is drained slice by slice
+/// first, so its raw chunks go back to the reader and memory stays bounded.
+pub fn next_entry(walk: &mut Walk<&mut Chunks>, raw: &mut RawLane) -> io::Result<Option<super::tarwalk::Item>> {
+    walk.drain(|_| {
+        raw.catch_up();
+        Ok(())
+    })?;
+    walk.next_item()
+}
+
 /// The tar stream of an archive, with the file's own hash taken on the side.
 pub struct HashingArchive {
     pub stream: Chunks,

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::manifest::{EntryKind, FileEntry, MANIFEST_NAME, Manifest};
 use super::sha2x::Lane;
-use super::stream::{finish_hashing, first_entry, open_hashing};
+use super::stream::{finish_hashing, first_entry, next_entry, open_hashing};
 use super::tarwalk::Walk;
 use super::{BackupError, Progress, archive};
 use crate::audit::{Draft, hex};
@@ -189,15 +189,7 @@ fn read_entries(
     let mut expected: HashMap<&str, &FileEntry> = manifest.files().map(|(_, f)| (f.path.as_str(), f)).collect();
     let mut last = String::from(MANIFEST_NAME);
     loop {
-        // Whatever the last entry left unread (an entry not in the manifest, a directory
-        // with data) is skipped slice by slice, so its raw chunks go back to the reader.
-        let next = walk
-            .drain(|_| {
-                ar.raw.catch_up();
-                Ok(())
-            })
-            .and_then(|_| walk.next_item());
-        let item = match next {
+        let item = match next_entry(&mut walk, &mut ar.raw) {
             Ok(None) => break,
             Ok(Some(item)) => item,
             Err(e) => {
