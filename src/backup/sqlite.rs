@@ -216,20 +216,39 @@ fn sqlite_error(path: &Path, source: rusqlite::Error) -> BackupError {
 
 /// A consistent copy of a live SQLite database in a file of its own: one backup step over
 /// all pages, under one read transaction. The copy is self-contained (journal mode DELETE).
+/// A database that stays locked for [`BUSY_TIMEOUT`] (another connection holding an
+/// exclusive lock) is an error, not a wait without end.
 pub fn backup_copy(from: &Path, to: &Path) -> Result<(), BackupError> {
+    copy_within(from, to, BUSY_TIMEOUT)
+}
+
+fn copy_within(from: &Path, to: &Path, patience: Duration) -> Result<(), BackupError> {
     let src = open_source(from)?;
     let err = |e| sqlite_error(from, e);
+    src.busy_timeout(patience).map_err(err)?;
     let mut dst = Connection::open(to).map_err(err)?;
     // Scratch space: no journal, no fsync (the archive is what is made durable).
     dst.execute_batch("PRAGMA synchronous=OFF; PRAGMA journal_mode=OFF;")
         .map_err(err)?;
     {
         let backup = rusqlite::backup::Backup::new(&src, &mut dst).map_err(err)?;
+        let started = std::time::Instant::now();
         loop {
             match backup.step(-1).map_err(err)? {
                 rusqlite::backup::StepResult::Done => break,
                 rusqlite::backup::StepResult::More => continue,
-                // Busy or locked: the writer holds a lock for a moment; try again.
+                // Busy (the step already waited `patience` for the lock) or locked: another
+                // connection holds the database. Try again until the patience runs out.
+                _ if started.elapsed() >= patience => {
+                    return Err(err(rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                        Some(format!(
+                            "the database stayed locked for {} s: another connection holds it (an exclusive \
+                             transaction or locking_mode=EXCLUSIVE)",
+                            patience.as_secs_f64().round()
+                        )),
+                    )));
+                }
                 _ => std::thread::sleep(Duration::from_millis(50)),
             }
         }
@@ -365,6 +384,26 @@ mod tests {
         let e = pages.read_to_end(&mut got).unwrap_err();
         assert_eq!(got.len(), 4096);
         assert!(e.to_string().contains("4096 bytes still to come"), "{e}");
+    }
+
+    #[test]
+    fn a_database_locked_past_the_patience_is_an_error_not_a_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = db(dir.path(), false);
+        let holder = Connection::open(&from).unwrap();
+        holder
+            .execute_batch("BEGIN EXCLUSIVE; INSERT INTO t(v) VALUES ('x');")
+            .unwrap();
+        let started = std::time::Instant::now();
+        let e = copy_within(&from, &dir.path().join("copy.db"), Duration::from_millis(300))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rollback.db") && e.contains("stayed locked"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(20), "gave up in time");
+        // Once the lock goes, the same copy works.
+        holder.execute_batch("COMMIT").unwrap();
+        copy_within(&from, &dir.path().join("copy2.db"), Duration::from_millis(300)).unwrap();
+        assert_eq!(integrity_check(&dir.path().join("copy2.db"), false), "ok");
     }
 
     #[test]
