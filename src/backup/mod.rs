@@ -11,6 +11,7 @@ pub mod crypt;
 pub mod drill;
 pub mod extract;
 pub mod manifest;
+mod mapfault;
 pub mod offsite;
 mod pg;
 pub mod restore;

@@ -12,19 +12,22 @@
 //! a few dozen MiB are held or mapped, whatever the archive's size.
 //!
 //! Each window is read in whole as it is mapped (`MADV_POPULATE_READ`), so a disk error or a
-//! file cut short by another process is an I/O error there, not a SIGBUS later.
+//! file cut short by another process is an I/O error there. A page lost after that (the file
+//! cut short behind the reader) is caught by [`super::mapfault`]: the stream ends in an
+//! error, not in a SIGBUS.
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError, channel, sync_channel};
 use std::thread::JoinHandle;
 
 use super::archive::{IO_BUF, hash_from, open_sequential, plaintext};
 use super::manifest::MANIFEST_NAME;
+use super::mapfault;
 use super::sha2x::{Lane, two_lanes_pay, update2};
 use super::tarwalk::Walk;
 use crate::audit::hex;
@@ -68,6 +71,9 @@ struct Window {
     len: usize,
     /// Bytes of this file mapped at the moment, all windows together.
     mapped: Arc<AtomicUsize>,
+    /// A page that could not be read raises the mapping's flag instead of a SIGBUS.
+    guard: Option<mapfault::Guard>,
+    _faulted: Arc<AtomicBool>,
 }
 
 // SAFETY: the mapping is read-only and owned by the window; any thread may read it.
@@ -75,7 +81,7 @@ unsafe impl Send for Window {}
 unsafe impl Sync for Window {}
 
 impl Window {
-    fn map(file: &File, offset: u64, len: usize, mapped: &Arc<AtomicUsize>) -> io::Result<Window> {
+    fn map(file: &File, offset: u64, len: usize, map: &Mapping) -> io::Result<Window> {
         use std::os::fd::AsRawFd;
         let off = libc::off_t::try_from(offset).map_err(io::Error::other)?;
         // SAFETY: a fresh read-only private mapping of an open file; checked for failure.
@@ -92,17 +98,21 @@ impl Window {
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        mapped.fetch_add(len, Ordering::Relaxed);
+        map.mapped.fetch_add(len, Ordering::Relaxed);
         let window = Window {
             ptr,
             len,
-            mapped: mapped.clone(),
+            mapped: map.mapped.clone(),
+            guard: Some(mapfault::guard(ptr as *const u8, len, &map.faulted)),
+            _faulted: map.faulted.clone(),
         };
         // SAFETY: advice on the mapping just made; failing only loses read-ahead.
         unsafe { libc::madvise(ptr, len, libc::MADV_SEQUENTIAL) };
         // Every page read in now, in this thread: a disk error or a file cut short is an
-        // error here, where touching the page later would be a SIGBUS. (Linux 5.14 and
-        // later; an older kernel says EINVAL and the pages are read as they are touched.)
+        // error here, naming the bytes. (Linux 5.14 and later; an older kernel says EINVAL
+        // and the pages are read as they are touched.) A page lost after this (the file cut
+        // short later, or dropped under memory pressure and then unreadable) is caught by
+        // the guard.
         // SAFETY: as above, on the mapping just made.
         if unsafe { libc::madvise(ptr, len, MADV_POPULATE_READ) } != 0 {
             let e = io::Error::last_os_error();
@@ -129,6 +139,8 @@ impl Window {
 
 impl Drop for Window {
     fn drop(&mut self) {
+        // Unguarded first: the range is no longer this window's once unmapped.
+        self.guard.take();
         // SAFETY: unmaps exactly the mapping made in `map`, once.
         unsafe { libc::munmap(self.ptr, self.len) };
         self.mapped.fetch_sub(self.len, Ordering::Relaxed);
@@ -143,10 +155,21 @@ const MADV_POPULATE_READ: libc::c_int = 22;
 const WINDOW: usize = 16 << 20;
 const AHEAD: usize = 4;
 
-/// How an archive is mapped: the window size, and a gauge of the bytes mapped now.
+/// How an archive is mapped: the window size, a gauge of the bytes mapped now, and whether
+/// a page of it could not be read after it was mapped (see [`mapfault`]).
 struct Mapping {
     window: usize,
     mapped: Arc<AtomicUsize>,
+    faulted: Arc<AtomicBool>,
+}
+
+/// What a stream reports when a page of its mapped archive was lost under it: whatever was
+/// read is not trusted.
+fn unreadable() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the archive was cut short or could not be read while it was being read",
+    )
 }
 
 /// Bytes handed over in chunks from another thread; an error there is the reader's error.
@@ -292,7 +315,7 @@ fn pump_mapped(file: File, feed: &Feed, map: &Mapping, mut each: impl FnMut(&[u8
     let mut offset = 0u64;
     while offset < size {
         let len = usize::try_from(size - offset).unwrap_or(usize::MAX).min(map.window);
-        let window = Arc::new(Window::map(&file, offset, len, &map.mapped)?);
+        let window = Arc::new(Window::map(&file, offset, len, map)?);
         ask(offset + ahead, map.window as u64);
         offset += len as u64;
         let mut at = 0;
@@ -321,6 +344,8 @@ pub struct RawLane {
     pending: VecDeque<Chunk>,
     at: usize,
     lane: Lane,
+    /// Raised when a page of the mapped file was lost under the reader ([`mapfault`]).
+    faulted: Arc<AtomicBool>,
 }
 
 /// Raw chunks waiting for content to pair with before they are hashed on their own.
@@ -397,6 +422,9 @@ impl RawLane {
             self.hash_front();
         }
         let lane = hash_from(&self.path, reader.unwrap_or(self.lane))?;
+        if self.faulted.load(Ordering::Acquire) {
+            return Err(unreadable());
+        }
         Ok((lane.len(), hex(&lane.finalize())))
     }
 }
@@ -460,8 +488,10 @@ fn open_with(path: &Path, identity: Option<&Path>, paired: bool, window: usize) 
     let map = Mapping {
         window,
         mapped: Arc::new(AtomicUsize::new(0)),
+        faulted: Arc::new(AtomicBool::new(false)),
     };
     let mapped = map.mapped.clone();
+    let faulted = map.faulted.clone();
     // raw: reader → decoder → (used) caller → (spare) reader
     let (used_tx, used) = channel();
     let (raw_spare_tx, raw_spare) = channel();
@@ -477,14 +507,23 @@ fn open_with(path: &Path, identity: Option<&Path>, paired: bool, window: usize) 
     // decoded: decoder → caller → (back) decoder
     let (back, spare) = channel();
     let (owned_path, identity) = (path.to_path_buf(), identity.map(Path::to_path_buf));
+    let lost = faulted.clone();
     let (stream, decoder) = pipe(back, spare, move |feed| {
-        let plain = plaintext(raw_chunks, &owned_path, identity.as_deref())?;
-        let mut dec = zstd::stream::read::Decoder::with_buffer(plain)?;
-        if pump(&mut dec, feed, |_| {})? {
-            // Whatever follows the zstd stream still goes past the raw lane.
-            io::copy(&mut dec.finish(), &mut io::sink())?;
+        let decoded = (|| {
+            let plain = plaintext(raw_chunks, &owned_path, identity.as_deref())?;
+            let mut dec = zstd::stream::read::Decoder::with_buffer(plain)?;
+            if pump(&mut dec, feed, |_| {})? {
+                // Whatever follows the zstd stream still goes past the raw lane.
+                io::copy(&mut dec.finish(), &mut io::sink())?;
+            }
+            Ok(())
+        })();
+        // Zeros stood in for a page that was lost: what was decoded is not to be trusted,
+        // and the error says why rather than what the zeros looked like to zstd.
+        if lost.load(Ordering::Acquire) {
+            return Err(unreadable());
         }
-        Ok(())
+        decoded
     });
     let raw = RawLane {
         path: path.to_path_buf(),
@@ -494,6 +533,7 @@ fn open_with(path: &Path, identity: Option<&Path>, paired: bool, window: usize) 
         pending: VecDeque::new(),
         at: 0,
         lane: Lane::new(),
+        faulted,
     };
     Ok(HashingArchive {
         stream,
@@ -670,6 +710,36 @@ mod tests {
         });
         let e = read.expect_err("a file cut short cannot be read to its end");
         assert!(e.to_string().contains("shorter than it was"), "{e}");
+    }
+
+    #[test]
+    fn an_archive_cut_short_behind_the_reader_is_an_error_not_a_crash() {
+        // The first 16 MiB window is mapped and read in before the file is cut inside it: its
+        // pages are gone when the decoder gets to them (a SIGBUS without the guard).
+        for paired in [two_lanes_pay(), false] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = big_archive(dir.path());
+            let mut ar = open_with(&path, None, paired, WINDOW).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_len(2 << 20)
+                .unwrap();
+            let mut walk = Walk::new(&mut ar.stream);
+            let read = walk.next_item().and_then(|_| {
+                walk.drain(|_| {
+                    ar.raw.catch_up();
+                    Ok(())
+                })
+            });
+            let e = match read {
+                Err(e) => e,
+                Ok(_) => finish_hashing(ar).expect_err("a file cut short cannot be hashed whole"),
+            };
+            assert!(e.to_string().contains("cut short"), "{e}");
+        }
     }
 
     #[test]
