@@ -249,6 +249,53 @@ fn one_flipped_byte_anywhere_fails_verify_and_names_what_is_wrong() {
 }
 
 #[test]
+fn the_scratch_space_of_a_stopped_verify_or_drill_goes_with_the_next_run() {
+    let env = Env::new(CONFIG);
+    setup(&env);
+    let created = create(&env);
+    let archive = created["path"].as_str().unwrap().to_string();
+    let dest = env.path("archives");
+    // What a verify and a drill killed halfway leave: their scratch directory, a copy of the
+    // data in it, and a lock file nobody holds any more.
+    for dead in [".runbook-verify-dead", ".drill-main-dead"] {
+        std::fs::create_dir_all(dest.join(dead)).unwrap();
+        std::fs::write(dest.join(dead).join(".lock"), "").unwrap();
+        std::fs::write(dest.join(dead).join("0.db"), vec![0u8; 1 << 20]).unwrap();
+    }
+    // One still in use by a verify that is running: its lock is held.
+    let live = dest.join(".runbook-verify-live");
+    std::fs::create_dir_all(&live).unwrap();
+    let held = std::fs::File::create(live.join(".lock")).unwrap();
+    held.try_lock().unwrap();
+
+    let (code, v) = env.json(&["backup", "verify", &archive]);
+    assert_eq!(code, 0, "{v}");
+    assert!(
+        !dest.join(".runbook-verify-dead").exists(),
+        "a stopped verify's copy is gone"
+    );
+    assert!(live.exists(), "a running verify's copy stays");
+    assert!(dest.join(".drill-main-dead").exists(), "verify leaves a drill's alone");
+    let (code, d) = env.json(&["backup", "drill", &archive]);
+    assert_eq!(code, 0, "{d}");
+    assert!(
+        !dest.join(".drill-main-dead").exists(),
+        "a stopped drill's tree is gone"
+    );
+    assert!(live.exists());
+    drop(held);
+    // Nothing of either run stays behind once they end, and the next create sweeps too.
+    create(&env);
+    let left: Vec<String> = std::fs::read_dir(&dest)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".runbook-verify-") || n.starts_with(".drill-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
 fn a_scratch_copy_that_cannot_be_written_costs_only_that_databases_check() {
     let env = Env::new(CONFIG);
     setup(&env);

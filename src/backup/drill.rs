@@ -111,9 +111,7 @@ pub fn drill(
         evidence: None,
     };
     std::fs::create_dir_all(&target.dest).map_err(|e| BackupError::io(&target.dest, e))?;
-    let scratch = tempfile::Builder::new()
-        .prefix(&format!(".drill-{target_name}-"))
-        .tempdir_in(&target.dest)
+    let scratch = super::scratch::create(&target.dest, &format!(".drill-{target_name}-"))
         .map_err(|e| BackupError::io(&target.dest, e))?;
 
     progress(Progress::Phase("checking the archive's hash"));

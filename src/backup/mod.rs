@@ -16,6 +16,7 @@ pub mod offsite;
 mod pg;
 pub mod restore;
 pub mod retention;
+pub mod scratch;
 pub mod sha2x;
 pub mod source;
 pub mod sqlite;
@@ -158,8 +159,12 @@ fn lock(dest: &Path, target: &str) -> Result<File, BackupError> {
     }
 }
 
-/// Leftovers of a create that was killed: temp archives and scratch directories.
+/// Leftovers of a create that was killed: temp archives and scratch directories; and the
+/// scratch space of a verify or drill that was stopped (see [`scratch`]).
 fn remove_leftovers(dest: &Path, target: &str) {
+    for prefix in [".runbook-verify-", ".offsite-drill-", &format!(".drill-{target}-")] {
+        scratch::sweep(dest, prefix);
+    }
     let Ok(entries) = std::fs::read_dir(dest) else {
         return;
     };

@@ -72,10 +72,8 @@ pub fn verify(path: &Path, identity: Option<&Path>, progress: &dyn Fn(Progress))
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let scratch = tempfile::Builder::new()
-        .prefix(".runbook-verify-")
-        .tempdir_in(parent)
-        .or_else(|_| tempfile::Builder::new().prefix("runbook-verify-").tempdir())
+    let scratch = super::scratch::create(parent, ".runbook-verify-")
+        .or_else(|_| super::scratch::create(&std::env::temp_dir(), "runbook-verify-"))
         .map_err(|e| BackupError::io(&std::env::temp_dir(), e))?;
     progress(Progress::Phase("reading every entry"));
     // One pass: the file's hash is taken from the bytes the decoder reads.

@@ -261,10 +261,8 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
                 let target = backup::target(&config, &t)?;
                 std::fs::create_dir_all(&target.dest)
                     .map_err(|e| CliError::internal(format!("{}: {e}", target.dest.display()), None))?;
-                let dir = tempfile::Builder::new()
-                    .prefix(".offsite-drill-")
-                    .tempdir_in(&target.dest)
-                    .map_err(|e| CliError::internal(e.to_string(), None))?;
+                let dir = backup::scratch::create(&target.dest, ".offsite-drill-")
+                    .map_err(|e| CliError::internal(format!("{}: {e}", target.dest.display()), None))?;
                 let newest = match &archive {
                     Some(a) => a.file_name().map(|n| n.to_string_lossy().into_owned()),
                     None => backup::offsite::list(&config, &t)?
