@@ -396,6 +396,37 @@ fn a_damaged_entry_is_named_even_when_the_sidecar_is_rewritten_to_match() {
 }
 
 #[test]
+fn a_manifest_whose_root_climbs_out_of_the_archive_is_refused_before_anything_is_touched() {
+    // A crafted archive (its sidecar rewritten to match) whose source root points outside:
+    // restore would join it to its staging directory and move whatever is there.
+    let env = Env::new(DATA_ONLY);
+    env.write("data/a.txt", "a\n");
+    env.write("victim/secret.txt", "secret\n");
+    let created = create(&env);
+    let archive = PathBuf::from(created["path"].as_str().unwrap());
+    repack(
+        &env,
+        &archive,
+        r#"sed -i 's|"root": *"dir/data"|"root":"../../../victim"|' manifest.json && grep -q victim manifest.json"#,
+        "manifest.json dir",
+    );
+    let out = env.run(&["backup", "verify", archive.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("not a relative path inside the archive"),
+        "{}",
+        out.stdout
+    );
+    let out = env.run(&["backup", "restore", archive.to_str().unwrap(), "--execute"]);
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert_eq!(
+        std::fs::read_to_string(env.path("victim/secret.txt")).unwrap(),
+        "secret\n"
+    );
+    assert_eq!(std::fs::read_to_string(env.path("data/a.txt")).unwrap(), "a\n");
+}
+
+#[test]
 fn a_database_written_during_the_backup_restores_consistent() {
     let env = Env::new(CONFIG);
     setup(&env);

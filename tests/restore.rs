@@ -254,6 +254,52 @@ fn restore_execute_puts_the_data_back_after_a_safety_copy_with_hooks_and_checks(
 }
 
 #[test]
+fn a_restore_that_fails_before_replacing_anything_starts_again_what_pre_stopped() {
+    // The second pre hook fails: nothing is replaced, and post (starting the service) runs.
+    let env = Env::new(&TARGET.replace(
+        r#"pre:  [ [sh, -c, "echo pre >> {dir}/hooks.log"] ]"#,
+        r#"pre:  [ [sh, -c, "echo pre >> {dir}/hooks.log"], [sh, -c, "exit 3"] ]"#,
+    ));
+    setup(&env);
+    let archive = create(&env, "main");
+    sqlite(&env.path("app.db"), "DELETE FROM t;");
+    let (code, r) = env.json(&["backup", "restore", &archive, "--execute"]);
+    assert_eq!(code, 1, "{r:#}");
+    let log = r["log"].to_string();
+    assert!(log.contains("nothing was replaced, and the post hooks ran"), "{log}");
+    assert_eq!(std::fs::read_to_string(env.path("hooks.log")).unwrap(), "pre\npost\n");
+    assert_eq!(rows(&env.path("app.db")), 0, "the database was not touched");
+    let safety = PathBuf::from(r["plan"]["safety_dir"].as_str().unwrap());
+    assert!(!safety.join("staging").exists(), "no staging copy is left");
+}
+
+#[test]
+fn restore_execute_as_root_gives_the_database_back_to_its_owner() {
+    use std::os::unix::fs::MetadataExt;
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: ownership is only restored by root");
+        return;
+    }
+    let env = Env::new("version: 1\nbackups:\n  main: { sources: [ { sqlite: app.db } ], dest: archives }\n");
+    sqlite(
+        &env.path("app.db"),
+        "CREATE TABLE t(id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1), (2), (3);",
+    );
+    std::os::unix::fs::chown(env.path("app.db"), Some(1001), Some(1002)).unwrap();
+    let archive = create(&env, "main");
+    sqlite(&env.path("app.db"), "DELETE FROM t;");
+    let (code, r) = env.json(&["backup", "restore", &archive, "--execute"]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(rows(&env.path("app.db")), 3);
+    let m = std::fs::metadata(env.path("app.db")).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid()),
+        (1001, 1002),
+        "the application can still write to it"
+    );
+}
+
+#[test]
 fn restore_into_a_path_that_cannot_be_written_fails_before_touching_anything() {
     let env = Env::new(&TARGET.replace("{ dir: data }", "{ dir: blocked/data }"));
     setup(&env);

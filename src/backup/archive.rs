@@ -382,7 +382,24 @@ pub fn parse_manifest(name: &str, json: &[u8]) -> io::Result<Manifest> {
             super::manifest::FORMAT
         )));
     }
+    // A root names where a source is in the archive, and restore joins it to its staging
+    // directory: one that is absolute or climbs out (`..`) would reach anywhere on the host.
+    for (i, s) in m.sources.iter().enumerate() {
+        if !inside(&s.root) {
+            return Err(io::Error::other(format!(
+                "{MANIFEST_NAME}: source {} has root `{}`, which is not a relative path inside the archive",
+                i + 1,
+                s.root
+            )));
+        }
+    }
     Ok(m)
+}
+
+/// A relative path of plain names: no root, no `.` or `..`, not empty.
+fn inside(path: &str) -> bool {
+    let p = Path::new(path);
+    !path.is_empty() && p.components().all(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
 /// Writes `<archive>.sha256` next to the archive, in `sha256sum` format, atomically.

@@ -201,11 +201,11 @@ pub fn drill(
             })
             .zip(x.manifest.sources.iter().filter(|s| s.kind == "postgres"))
             .collect();
-        for (url, s) in pg_sources {
+        for (n, (url, s)) in pg_sources.into_iter().enumerate() {
             progress(Progress::Phase("restoring the database"));
             let t = Instant::now();
             let admin = pg::Conn::parse(url).with_database("postgres");
-            let name = format!("runbook_drill_{}_{}", std::process::id(), now.as_second());
+            let name = format!("runbook_drill_{}_{}_{n}", std::process::id(), now.as_second());
             let result = pg::createdb(&admin, &name, &config.env).and_then(|()| {
                 let db = ScratchDb {
                     admin: admin.clone(),

@@ -124,7 +124,8 @@ async fn remote_list(store: &dyn ObjectStore, prefix: &ObjectPath, target: &str)
         let Some(name) = meta.location.filename().map(str::to_string) else {
             continue;
         };
-        if !name.starts_with(&format!("{target}-")) {
+        // `main-db-…` is not an archive of `main`.
+        if !super::is_archive_of(&name, target) {
             continue;
         }
         if name.ends_with(".tar.zst.sha256") || name.ends_with(".tar.zst.age.sha256") {

@@ -102,17 +102,20 @@ pub fn dropdb(admin: &Conn, name: &str, env: &[(String, String)]) -> Result<(), 
     run(&spec, &format!("dropdb {name}")).map(|_| ())
 }
 
-/// `pg_restore` of a custom-format dump into `into`; `clean` drops what exists first.
-pub fn restore(into: &Conn, dump: &Path, clean: bool, env: &[(String, String)]) -> Result<(), BackupError> {
+/// `pg_restore` of a custom-format dump into `into`. `live` is a restore over the database
+/// the dump came from: what exists is dropped first, and tables get their owners and grants
+/// back (the application's role must keep its access). Otherwise (a drill's scratch
+/// database) the objects belong to whoever restores them.
+pub fn restore(into: &Conn, dump: &Path, live: bool, env: &[(String, String)]) -> Result<(), BackupError> {
     let mut argv = vec![
         "pg_restore".to_string(),
         "--no-password".into(),
-        "--no-owner".into(),
-        "--no-privileges".into(),
         "--exit-on-error".into(),
     ];
-    if clean {
+    if live {
         argv.extend(["--clean".into(), "--if-exists".into()]);
+    } else {
+        argv.extend(["--no-owner".into(), "--no-privileges".into()]);
     }
     argv.push(format!("--dbname={}", into.url));
     argv.push(dump.display().to_string());

@@ -284,88 +284,30 @@ fn run_steps(
     let plan = report.plan.clone();
     let log = &mut report.log;
     std::fs::create_dir_all(&plan.safety_dir).map_err(|e| format!("{}: {e}", plan.safety_dir.display()))?;
-    for p in &target.pre {
-        run_hook(config, p, "pre", log)?;
-    }
-    // Unpack next to the archives first: a bad archive fails here, before any data is replaced.
-    progress(Progress::Phase("unpacking into staging"));
     let staging = plan.safety_dir.join("staging");
-    std::fs::create_dir_all(&staging).map_err(|e| format!("{}: {e}", staging.display()))?;
-    let x = extract::extract(&plan.archive, target.identity_file.as_deref(), &staging, progress)
-        .map_err(|e| e.to_string())?;
-    // The bytes unpacked are the bytes the preflight checked, not a file swapped since.
-    if plan.sha256.as_deref() != Some(x.sha256.as_str()) {
-        return Err(format!(
-            "the archive changed after the preflight: it was unpacked with SHA-256 {}, the preflight read {}; nothing was replaced",
-            x.sha256,
-            plan.sha256.as_deref().unwrap_or("none")
-        ));
-    }
-    log.push(format!(
-        "unpacked {} files ({} bytes) into {}",
-        x.files,
-        x.bytes,
-        staging.display()
-    ));
-
-    progress(Progress::Phase("putting the data back"));
-    for (i, step) in plan.steps.iter().enumerate() {
-        let staged = staging.join(&step.from);
-        match step.kind.as_str() {
-            "sqlite" => {
-                let live = PathBuf::from(&step.to);
-                if live.exists() {
-                    let safety = PathBuf::from(step.safety.as_deref().unwrap_or_default());
-                    super::sqlite::backup_copy(&live, &safety).map_err(|e| e.to_string())?;
-                    log.push(format!("safety copy of {} in {}", live.display(), safety.display()));
-                }
-                let tmp = live.with_extension("restore-tmp");
-                std::fs::copy(&staged, &tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-                std::fs::File::open(&tmp)
-                    .and_then(|f| f.sync_all())
-                    .map_err(|e| format!("{}: {e}", tmp.display()))?;
-                std::fs::rename(&tmp, &live).map_err(|e| format!("{}: {e}", live.display()))?;
-                for ext in ["-wal", "-shm", "-journal"] {
-                    let mut p = live.as_os_str().to_owned();
-                    p.push(ext);
-                    let _ = std::fs::remove_file(PathBuf::from(p));
-                }
-                log.push(format!("restored {} from {}", live.display(), step.from));
-            }
-            "dir" => {
-                let live = PathBuf::from(&step.to);
-                if live.exists() {
-                    let safety = PathBuf::from(step.safety.as_deref().unwrap_or_default());
-                    std::fs::rename(&live, &safety).map_err(|e| format!("moving {} aside: {e}", live.display()))?;
-                    log.push(format!("moved the current {} to {}", live.display(), safety.display()));
-                }
-                move_tree(&staged, &live).map_err(|e| format!("{}: {e}", live.display()))?;
-                log.push(format!("restored {} from {}", live.display(), step.from));
-            }
-            "postgres" => {
-                let Some(Source::Postgres(url)) = target.sources.get(i) else {
-                    return Err(format!("source {} is no longer a postgres source", i + 1));
-                };
-                let conn = pg::Conn::parse(url);
-                let safety = PathBuf::from(step.safety.as_deref().unwrap_or_default());
-                pg::dump(&conn, &safety, &config.env, HOOK_TIMEOUT * 12).map_err(|e| e.to_string())?;
-                log.push(format!("safety dump of {} in {}", conn.url, safety.display()));
-                pg::restore(&conn, &staged, true, &config.env).map_err(|e| e.to_string())?;
-                log.push(format!("restored {} from {}", conn.url, step.from));
-            }
-            _ => {
-                let keep = PathBuf::from(&step.to);
-                if let Some(parent) = keep.parent() {
-                    let _ = std::fs::create_dir_all(parent);
-                }
-                let _ = std::fs::create_dir_all(&keep);
-                let dest = keep.join(Path::new(&step.from).file_name().unwrap_or_default());
-                std::fs::rename(&staged, &dest).map_err(|e| format!("{}: {e}", dest.display()))?;
-                log.push(format!("{} left in {} to load by hand", step.from, dest.display()));
+    let mut replaced = false;
+    let result = target
+        .pre
+        .iter()
+        .try_for_each(|p| run_hook(config, p, "pre", log))
+        .and_then(|()| put_back(config, target, &plan, &staging, log, progress, &mut replaced));
+    // The staging copy is as large as the data: it goes whatever happened.
+    let _ = std::fs::remove_dir_all(&staging);
+    if let Err(e) = result {
+        if replaced {
+            return Err(format!(
+                "{e}; the data is partly replaced (the safety copies are in {} and beside each directory), so the post hooks were not run",
+                plan.safety_dir.display()
+            ));
+        }
+        // Nothing was replaced: what `pre` stopped is started again.
+        for p in &target.post {
+            if let Err(post) = run_hook(config, p, "post", log) {
+                log.push(post);
             }
         }
+        return Err(format!("{e}; nothing was replaced, and the post hooks ran"));
     }
-    let _ = std::fs::remove_dir_all(&staging);
     for p in &target.post {
         run_hook(config, p, "post", log)?;
     }
@@ -390,6 +332,148 @@ fn run_steps(
     Ok(())
 }
 
+/// Unpacks the archive into `staging`, checks what it holds, then replaces the live data
+/// step by step. `replaced` turns true just before the first live data is touched.
+fn put_back(
+    config: &Config,
+    target: &BackupTarget,
+    plan: &RestorePlan,
+    staging: &Path,
+    log: &mut Vec<String>,
+    progress: &dyn Fn(Progress),
+    replaced: &mut bool,
+) -> Result<(), String> {
+    // Unpack next to the archives first: a bad archive fails here, before any data is replaced.
+    progress(Progress::Phase("unpacking into staging"));
+    std::fs::create_dir_all(staging).map_err(|e| format!("{}: {e}", staging.display()))?;
+    let x = extract::extract(&plan.archive, target.identity_file.as_deref(), staging, progress)
+        .map_err(|e| e.to_string())?;
+    // The bytes unpacked are the bytes the preflight checked, not a file swapped since.
+    if plan.sha256.as_deref() != Some(x.sha256.as_str()) {
+        return Err(format!(
+            "the archive changed after the preflight: it was unpacked with SHA-256 {}, the preflight read {}",
+            x.sha256,
+            plan.sha256.as_deref().unwrap_or("none")
+        ));
+    }
+    log.push(format!(
+        "unpacked {} files ({} bytes) into {}",
+        x.files,
+        x.bytes,
+        staging.display()
+    ));
+    // Each source is what its kind says, a real file or directory in the staging tree (not a
+    // link to somewhere else on the host), before anything is replaced.
+    for step in &plan.steps {
+        let staged = staging.join(&step.from);
+        let meta = std::fs::symlink_metadata(&staged).map_err(|e| format!("`{}` in the archive: {e}", step.from))?;
+        let (fits, what) = match step.kind.as_str() {
+            "dir" => (meta.is_dir(), "directory"),
+            _ => (meta.file_type().is_file(), "regular file"),
+        };
+        if !fits {
+            return Err(format!("`{}` in the archive is not a {what}", step.from));
+        }
+    }
+
+    progress(Progress::Phase("putting the data back"));
+    for (i, step) in plan.steps.iter().enumerate() {
+        let staged = staging.join(&step.from);
+        match step.kind.as_str() {
+            "sqlite" => {
+                let live = PathBuf::from(&step.to);
+                if live.exists() {
+                    let safety = PathBuf::from(step.safety.as_deref().unwrap_or_default());
+                    super::sqlite::backup_copy(&live, &safety).map_err(|e| e.to_string())?;
+                    log.push(format!("safety copy of {} in {}", live.display(), safety.display()));
+                }
+                let tmp = live.with_extension("restore-tmp");
+                std::fs::copy(&staged, &tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+                // The owner it was archived with (unpacked as such by root), not the
+                // restoring user's: the application must still be able to write to it.
+                own_like(&staged, &tmp);
+                std::fs::File::open(&tmp)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| format!("{}: {e}", tmp.display()))?;
+                *replaced = true;
+                std::fs::rename(&tmp, &live).map_err(|e| format!("{}: {e}", live.display()))?;
+                for ext in ["-wal", "-shm", "-journal"] {
+                    let mut p = live.as_os_str().to_owned();
+                    p.push(ext);
+                    let _ = std::fs::remove_file(PathBuf::from(p));
+                }
+                log.push(format!("restored {} from {}", live.display(), step.from));
+            }
+            "dir" => {
+                let live = PathBuf::from(&step.to);
+                // The new tree is put next to the live one first (copied, when the archives
+                // are on another filesystem), so the live one is only moved aside once the
+                // whole new one is there.
+                let mut next = live.as_os_str().to_owned();
+                next.push(".restore-tmp");
+                let next = PathBuf::from(next);
+                clear(&next);
+                if let Err(e) = move_tree(&staged, &next) {
+                    clear(&next);
+                    return Err(format!("{}: {e}", next.display()));
+                }
+                if live.exists() {
+                    let safety = PathBuf::from(step.safety.as_deref().unwrap_or_default());
+                    *replaced = true;
+                    std::fs::rename(&live, &safety).map_err(|e| format!("moving {} aside: {e}", live.display()))?;
+                    log.push(format!("moved the current {} to {}", live.display(), safety.display()));
+                }
+                *replaced = true;
+                std::fs::rename(&next, &live).map_err(|e| format!("{}: {e}", live.display()))?;
+                log.push(format!("restored {} from {}", live.display(), step.from));
+            }
+            "postgres" => {
+                let Some(Source::Postgres(url)) = target.sources.get(i) else {
+                    return Err(format!("source {} is no longer a postgres source", i + 1));
+                };
+                let conn = pg::Conn::parse(url);
+                let safety = PathBuf::from(step.safety.as_deref().unwrap_or_default());
+                pg::dump(&conn, &safety, &config.env, HOOK_TIMEOUT * 12).map_err(|e| e.to_string())?;
+                log.push(format!("safety dump of {} in {}", conn.url, safety.display()));
+                *replaced = true;
+                pg::restore(&conn, &staged, true, &config.env).map_err(|e| e.to_string())?;
+                log.push(format!("restored {} from {}", conn.url, step.from));
+            }
+            _ => {
+                let keep = PathBuf::from(&step.to);
+                if let Some(parent) = keep.parent() {
+                    let _ = std::fs::create_dir_all(parent);
+                }
+                let _ = std::fs::create_dir_all(&keep);
+                let dest = keep.join(Path::new(&step.from).file_name().unwrap_or_default());
+                std::fs::rename(&staged, &dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+                log.push(format!("{} left in {} to load by hand", step.from, dest.display()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes what is at `path`, a tree or a file, if anything.
+fn clear(path: &Path) {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => super::remove_tree(path),
+        Ok(_) => {
+            let _ = std::fs::remove_file(path);
+        }
+        Err(_) => {}
+    }
+}
+
+/// Gives `to` the owner and group of `from` where this user may (root); elsewhere it stays
+/// the restoring user's, which is then the owner `from` had anyway.
+fn own_like(from: &Path, to: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(m) = std::fs::symlink_metadata(from) {
+        let _ = std::os::unix::fs::lchown(to, Some(m.uid()), Some(m.gid()));
+    }
+}
+
 /// Moves a staged tree into place: a rename on the same filesystem, a copy across.
 fn move_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     if let Some(parent) = to.parent() {
@@ -405,20 +489,22 @@ fn move_tree(from: &Path, to: &Path) -> std::io::Result<()> {
 fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     let meta = std::fs::symlink_metadata(from)?;
     if meta.file_type().is_symlink() {
-        std::os::unix::fs::symlink(std::fs::read_link(from)?, to)
+        std::os::unix::fs::symlink(std::fs::read_link(from)?, to)?;
+        own_like(from, to);
+        Ok(())
     } else if meta.is_dir() {
         std::fs::create_dir_all(to)?;
         for e in std::fs::read_dir(from)? {
             let e = e?;
             copy_tree(&e.path(), &to.join(e.file_name()))?;
         }
+        own_like(from, to);
         std::fs::set_permissions(to, meta.permissions())?;
         std::fs::File::open(to)?.set_modified(meta.modified()?)
     } else {
-        std::fs::copy(from, to)?;
-        std::fs::File::options()
-            .write(true)
-            .open(to)?
-            .set_modified(meta.modified()?)
+        std::fs::copy(from, to).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", to.display())))?;
+        own_like(from, to);
+        // Opened to read: a file restored read-only (0444) is still ours to date.
+        std::fs::File::open(to)?.set_modified(meta.modified()?)
     }
 }
