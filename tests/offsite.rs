@@ -379,11 +379,16 @@ fn big_archive(env: &Env) -> PathBuf {
 
 /// Starts a push and kills it (-9) once the state file says a part of the archive is stored.
 fn push_killed_after_a_part(env: &Env) {
+    push_killed_after_parts(env, 1);
+}
+
+/// Starts a push and kills it (-9) once the state file says `n` parts are stored.
+fn push_killed_after_parts(env: &Env, n: usize) {
     let mut push = env.spawn(&["backup", "push", "main"]);
     let stored = wait_for(Duration::from_secs(60), || {
         env.db()
             .query_row(
-                "SELECT count(*) FROM offsite_uploads WHERE json_array_length(parts) >= 1",
+                &format!("SELECT count(*) FROM offsite_uploads WHERE json_array_length(parts) >= {n}"),
                 [],
                 |r| r.get::<_, i64>(0),
             )
@@ -429,6 +434,76 @@ fn an_interrupted_push_to_a_directory_continues_from_its_last_stored_part() {
     );
     resumed_push_sends_only_the_rest(&env, &archive);
     assert!(!env.path("offsite").join(format!(".{name}.partial")).exists());
+}
+
+#[test]
+fn a_push_to_a_directory_killed_after_its_last_part_or_missing_its_partial_file_still_copies_exactly() {
+    let env = Env::new(
+        "version: 1\nbackups:\n  main: { sources: [ { dir: data } ], dest: archives, offsite: { url: offsite, max_rate: 8MiB } }\n",
+    );
+    let archive = big_archive(&env);
+    let name = archive.file_name().unwrap().to_string_lossy().into_owned();
+    let bytes = std::fs::read(&archive).unwrap();
+    // Every part stored (the last one short), killed while the rate limit waits.
+    push_killed_after_parts(&env, 3);
+    let (code, r) = env.json(&["backup", "push", "main"]);
+    assert_eq!(code, 0, "{r}");
+    assert!(
+        std::fs::read(env.path("offsite").join(&name)).unwrap() == bytes,
+        "the copy is the archive, not padded to whole parts"
+    );
+    // Killed after a part, then the partial file is lost: the parts are sent again.
+    std::fs::remove_file(env.path("offsite").join(&name)).unwrap();
+    std::fs::remove_file(env.path("offsite").join(format!("{name}.sha256"))).unwrap();
+    push_killed_after_a_part(&env);
+    std::fs::remove_file(env.path("offsite").join(format!(".{name}.partial"))).unwrap();
+    let (code, r) = env.json(&["backup", "push", "main"]);
+    assert_eq!(code, 0, "{r}");
+    assert!(
+        std::fs::read(env.path("offsite").join(&name)).unwrap() == bytes,
+        "the copy is the archive, not zeros where the lost parts were"
+    );
+}
+
+#[test]
+fn a_multipart_upload_gone_from_the_store_is_started_over_not_retried_forever() {
+    let (_moto, port) = moto();
+    let env = s3_env(port);
+    env.edit_config(
+        "secret_access_key: test\n",
+        "secret_access_key: test\n      max_rate: 8MiB\n",
+    );
+    let archive = big_archive(&env);
+    let name = archive.file_name().unwrap().to_string_lossy().into_owned();
+    push_killed_after_a_part(&env);
+    // The store drops the unfinished upload, as a lifecycle rule would.
+    let upload: String = env
+        .db()
+        .query_row("SELECT upload_id FROM offsite_uploads", [], |r| r.get(0))
+        .unwrap();
+    request(
+        port,
+        "DELETE",
+        &format!("/runbook-backups/hosts/vps-1/{name}?uploadId={upload}"),
+        None,
+    );
+    let (code, first) = env.json(&["backup", "push", "main"]);
+    assert_ne!(code, 0, "the upload it continued is gone: {first}");
+    assert_eq!(
+        env.count("SELECT count(*) FROM offsite_uploads"),
+        0,
+        "its state is dropped"
+    );
+    let (code, r) = env.json(&["backup", "push", "main"]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(names(&r, "pushed"), vec![name.clone()], "{r}");
+    // And what is there is the archive.
+    let local = std::fs::read(&archive).unwrap();
+    std::fs::remove_file(&archive).unwrap();
+    std::fs::remove_file(format!("{}.sha256", archive.display())).unwrap();
+    let (code, p) = env.json(&["backup", "pull", "main", "--archive", &name]);
+    assert_eq!(code, 0, "{p}");
+    assert!(std::fs::read(&archive).unwrap() == local, "the offsite copy differs");
 }
 
 #[test]

@@ -410,12 +410,21 @@ async fn upload_resumable(
             let dest = root.join(job.to.as_ref());
             let partial = dest.with_file_name(format!(".{}.partial", job.file));
             let f = std::fs::OpenOptions::new()
+                .read(true)
                 .write(true)
                 .create(true)
                 .truncate(false)
                 .open(&partial)
                 .map_err(|e| BackupError::io(&partial, e))?;
-            f.set_len(state.parts.len() as u64 * PART as u64)
+            let have = f.metadata().map_err(|e| BackupError::io(&partial, e))?.len();
+            let stored = (state.parts.len() as u64 * PART as u64).min(size);
+            if have < stored {
+                // The partial file lost what the state file says was stored (removed, or
+                // cut short): those parts are sent again rather than taken as zeros.
+                state.parts.clear();
+                job.db.save_offsite_upload(&state)?;
+            }
+            f.set_len((state.parts.len() as u64 * PART as u64).min(size))
                 .map_err(|e| BackupError::io(&partial, e))?;
             Some((f, partial, dest))
         }
@@ -433,12 +442,10 @@ async fn upload_resumable(
         file.seek(SeekFrom::Start(offset)).map_err(io)?;
         file.read_exact(&mut buf).map_err(io)?;
         let id = match (resume, &partial) {
-            (Resume::S3(mp), _) => {
-                mp.put_part(&job.to, &state.upload_id, idx, buf.into())
-                    .await
-                    .map_err(err)?
-                    .content_id
-            }
+            (Resume::S3(mp), _) => match mp.put_part(&job.to, &state.upload_id, idx, buf.into()).await {
+                Ok(part) => part.content_id,
+                Err(e) => return Err(give_up(job, mp, &state, resumed, e).await),
+            },
             (Resume::Dir(_), Some((f, p, _))) => {
                 use std::os::unix::fs::FileExt;
                 f.write_all_at(&buf, offset).map_err(|e| BackupError::io(p, e))?;
@@ -461,13 +468,27 @@ async fn upload_resumable(
     match (resume, partial) {
         (Resume::S3(mp), _) => {
             let parts = state.parts.iter().map(|c| PartId { content_id: c.clone() }).collect();
-            mp.complete_multipart(&job.to, &state.upload_id, parts)
-                .await
-                .map_err(err)?;
+            if let Err(e) = mp.complete_multipart(&job.to, &state.upload_id, parts).await {
+                return Err(give_up(job, mp, &state, resumed, e).await);
+            }
         }
         (Resume::Dir(_), Some((f, partial, dest))) => {
             f.sync_all().map_err(|e| BackupError::io(&partial, e))?;
             drop(f);
+            // What goes in place is the archive, byte for byte: its hash is checked before
+            // the rename, so a copy that went wrong is never taken for a good one.
+            let (_, got) = super::archive::hash_file(&partial).map_err(|e| BackupError::io(&partial, e))?;
+            if got != job.sha256 {
+                let _ = std::fs::remove_file(&partial);
+                job.db.forget_offsite_upload(job.url, job.file)?;
+                return Err(BackupError::io(
+                    &partial,
+                    std::io::Error::other(format!(
+                        "the copy's SHA-256 is {got}, the archive's {}: it was removed, and the next push copies it again",
+                        job.sha256
+                    )),
+                ));
+            }
             std::fs::rename(&partial, &dest).map_err(|e| BackupError::io(&dest, e))?;
             if let Some(dir) = dest.parent() {
                 super::fsync_dir(dir);
@@ -477,6 +498,26 @@ async fn upload_resumable(
     }
     job.db.forget_offsite_upload(job.url, job.file)?;
     Ok((sent, resumed))
+}
+
+/// An S3 request of an upload failed. A continued upload (or one whose parts were all sent)
+/// may be gone from the store (aborted by a lifecycle rule, or completed by a push that was
+/// killed before it could say so): its state is dropped, so the next push starts over
+/// instead of failing on it again and again. A new upload keeps its state, to continue.
+async fn give_up(
+    job: &Upload<'_>,
+    mp: &Arc<dyn MultipartStore>,
+    state: &crate::store::OffsiteUpload,
+    resumed: bool,
+    e: object_store::Error,
+) -> BackupError {
+    if resumed {
+        let _ = mp.abort_multipart(&job.to, &state.upload_id).await;
+        if let Err(forget) = job.db.forget_offsite_upload(job.url, job.file) {
+            return forget.into();
+        }
+    }
+    err(e)
 }
 
 #[derive(Debug, Clone, Serialize)]
