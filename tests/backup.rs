@@ -427,6 +427,30 @@ fn a_manifest_whose_root_climbs_out_of_the_archive_is_refused_before_anything_is
 }
 
 #[test]
+fn a_file_rewritten_in_place_while_it_is_read_is_reported_as_changed() {
+    // Same size, new bytes and times: only the file's change time gives it away.
+    let env = Env::new(DATA_ONLY);
+    let big = env.write_incompressible("data/big.bin", 48 << 20);
+    env.write("data/still.txt", "still\n");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let mut create = env.spawn(&["backup", "create", "main", "--json"]);
+    while create.try_wait().unwrap().is_none() {
+        let f = std::fs::File::options().write(true).open(&big).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(b"rewritten", 1 << 20).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let out = Out::from(create.wait_with_output().unwrap());
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let warnings = out.json()["warnings"].to_string();
+    assert!(
+        warnings.contains("data/big.bin changed while it was read"),
+        "{warnings}"
+    );
+    assert!(!warnings.contains("still.txt"), "{warnings}");
+}
+
+#[test]
 fn a_database_written_during_the_backup_restores_consistent() {
     let env = Env::new(CONFIG);
     setup(&env);

@@ -119,23 +119,27 @@ pub fn write(out: &Path, manifest: &mut Manifest, plan: Plan) -> io::Result<Writ
                 EntryKind::File => {
                     h.set_entry_type(EntryType::Regular);
                     h.set_size(f.size);
-                    let from: Source = match stream.take() {
-                        Some(from) => from,
+                    // A file read from its origin is stamped when opened: one rewritten in
+                    // place while it is read (same size, new bytes) is reported as changed.
+                    let (from, opened): (Source, _) = match stream.take() {
+                        Some(from) => (from, None),
                         None => {
                             let from = origins
                                 .get(s)
                                 .and_then(|o| o.get(i))
                                 .and_then(Option::as_ref)
                                 .ok_or_else(|| io::Error::other(format!("no source file for {}", f.path)))?;
-                            Box::new(
-                                open_nonblocking(from)
-                                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", from.display())))?,
-                            )
+                            let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", from.display()));
+                            let file = open_nonblocking(from).map_err(named)?;
+                            let stamp = file.metadata().map(|m| stamp(&m)).map_err(named)?;
+                            (Box::new(file), Some((from, stamp)))
                         }
                     };
                     let mut r = Exact::new(from, f.size, progress);
                     tar.append_data(&mut h, &f.path, &mut r)?;
-                    if r.short || r.grew()? {
+                    let rewritten = opened
+                        .is_some_and(|(path, before)| std::fs::metadata(path).map_or(true, |m| stamp(&m) != before));
+                    if r.short || r.grew()? || rewritten {
                         changed.push(f.path.clone());
                     }
                     f.sha256 = Some(hex(&r.hasher.finalize()));
@@ -251,6 +255,12 @@ impl Drop for Prefetch {
 
 /// Opens a listed file for reading without blocking on it: a file replaced by a FIFO since
 /// the listing must not hang the backup (it reads as empty, and is reported as changed).
+/// When a file's content or metadata last changed, to the nanosecond: (mtime, ctime).
+fn stamp(m: &std::fs::Metadata) -> (i64, i64, i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec())
+}
+
 fn open_nonblocking(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)
