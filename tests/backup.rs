@@ -451,6 +451,35 @@ fn a_file_rewritten_in_place_while_it_is_read_is_reported_as_changed() {
 }
 
 #[test]
+fn the_tar_headers_carry_the_owners_for_a_plain_tar_extract() {
+    let env = Env::new(DATA_ONLY);
+    env.write("data/owned.txt", "owned\n");
+    if rustix::process::geteuid().is_root() {
+        std::os::unix::fs::chown(env.path("data/owned.txt"), Some(1234), Some(5678)).unwrap();
+    }
+    let (uid, gid) = {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(env.path("data/owned.txt")).unwrap();
+        (m.uid(), m.gid())
+    };
+    let created = create(&env);
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "zstd -dc '{}' | tar -tvf - --numeric-owner",
+            created["path"].as_str().unwrap()
+        ))
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let line = listing
+        .lines()
+        .find(|l| l.ends_with("dir/data/owned.txt"))
+        .unwrap_or_default();
+    assert!(line.contains(&format!(" {uid}/{gid} ")), "{listing}");
+}
+
+#[test]
 fn a_database_written_during_the_backup_restores_consistent() {
     let env = Env::new(CONFIG);
     setup(&env);

@@ -106,6 +106,9 @@ pub fn write(out: &Path, manifest: &mut Manifest, plan: Plan) -> io::Result<Writ
             let mut h = Header::new_gnu();
             h.set_mode(f.mode);
             h.set_mtime(f.mtime.max(0) as u64);
+            // The owners go in the headers too, so `tar -x` by root gives them back as well.
+            h.set_uid(f.uid.unwrap_or(0).into());
+            h.set_gid(f.gid.unwrap_or(0).into());
             h.set_size(0);
             match f.kind {
                 EntryKind::Dir => {
