@@ -680,6 +680,40 @@ backups:
 }
 
 #[test]
+fn prune_counts_only_the_archives_on_disk_in_this_dest() {
+    let env =
+        Env::new("version: 1\nbackups:\n  main: { sources: [ { dir: data } ], dest: archives, keep: { last: 1 } }\n");
+    env.write("data/a.txt", "a\n");
+    // Archives in an earlier `dest` (or another configuration's, sharing the state file).
+    let a1 = create(&env)["path"].as_str().unwrap().to_string();
+    let a2 = create(&env)["path"].as_str().unwrap().to_string();
+    env.edit_config("dest: archives,", "dest: archives2,");
+    let path = |v: serde_json::Value| v["path"].as_str().unwrap().to_string();
+    let b1 = path(create(&env));
+    let b2 = path(create(&env));
+    for b in [&b1, &b2] {
+        assert_eq!(env.run(&["backup", "verify", b]).code, 0);
+    }
+    let b3 = path(create(&env));
+    // The newest verified archive is removed by hand: the one before it is now the newest
+    // verified archive there is.
+    std::fs::remove_file(&b2).unwrap();
+
+    let (code, plan) = env.json(&["backup", "prune", "main", "--apply"]);
+    assert_eq!(code, 0, "{plan}");
+    for a in [&a1, &a2, &b1, &b3] {
+        assert!(Path::new(a).exists(), "{a} stays: {plan}");
+    }
+    let removed: Vec<&str> = plan["remove"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(removed, vec![b2.as_str()], "{plan}");
+}
+
+#[test]
 fn an_archive_much_smaller_than_the_recent_ones_raises_an_alert() {
     let env = Env::new(
         r#"

@@ -569,9 +569,23 @@ pub struct PrunePlan {
 
 pub fn prune(config: &Config, store: &Store, name: &str, apply: bool) -> Result<PrunePlan, BackupError> {
     let t = target(config, name)?;
-    let records = store.list_backups(Some(name))?;
+    // Only this target's archives in this target's `dest`: the state file may be shared by
+    // several configurations with a target of the same name, or remember an earlier `dest`.
+    let dest = std::fs::canonicalize(&t.dest).ok();
+    let records: Vec<BackupRecord> = store
+        .list_backups(Some(name))?
+        .into_iter()
+        .filter(|r| {
+            let p = Path::new(&r.path);
+            let dir = p.parent().and_then(|d| std::fs::canonicalize(d).ok());
+            dest.is_some() && dir == dest && p.file_name().is_some_and(|f| is_archive_of(&f.to_string_lossy(), name))
+        })
+        .collect();
+    // An archive whose file is gone keeps no slot (and is not the newest verified one): its
+    // record goes, and the archives on disk are the ones counted.
     let candidates: Vec<_> = records
         .iter()
+        .filter(|r| Path::new(&r.path).exists())
         .filter_map(|r| {
             clock::from_text(&r.created_at).map(|created| retention::Candidate {
                 id: r.id,
