@@ -480,6 +480,37 @@ fn the_tar_headers_carry_the_owners_for_a_plain_tar_extract() {
 }
 
 #[test]
+fn a_file_removed_after_the_listing_is_left_out_and_reported_not_a_failed_backup() {
+    let env = Env::new(DATA_ONLY);
+    env.write_incompressible("data/big.bin", 48 << 20);
+    env.write("data/rotated.log", "gone by the time it is read\n");
+    env.write("data/stays.txt", "stays\n");
+    let create = env.spawn(&["backup", "create", "main", "--json"]);
+    // The archive's temp file exists once the listing is done; big.bin is read first.
+    let listed = wait_for(std::time::Duration::from_secs(30), || {
+        std::fs::read_dir(env.path("archives"))
+            .is_ok_and(|d| d.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".tmp")))
+    });
+    assert!(listed);
+    std::fs::remove_file(env.path("data/rotated.log")).unwrap();
+    let out = Out::from(create.wait_with_output().unwrap());
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let v = out.json();
+    assert!(
+        v["warnings"]
+            .to_string()
+            .contains("data/rotated.log was removed before it could be read"),
+        "{v}"
+    );
+    let archive = v["path"].as_str().unwrap().to_string();
+    let (code, verified) = env.json(&["backup", "verify", &archive]);
+    assert_eq!(code, 0, "the archive holds what its manifest says: {verified}");
+    let listing = tar_list(Path::new(&archive));
+    assert!(listing.iter().any(|n| n.ends_with("stays.txt")), "{listing:?}");
+    assert!(!listing.iter().any(|n| n.ends_with("rotated.log")), "{listing:?}");
+}
+
+#[test]
 fn a_database_written_during_the_backup_restores_consistent() {
     let env = Env::new(CONFIG);
     setup(&env);

@@ -34,8 +34,10 @@ pub(super) const IO_BUF: usize = 1 << 20;
 /// head last, so it needs one more read, which an encrypted archive does while encrypting.
 #[derive(Debug)]
 pub struct Written {
-    /// Archive paths of files that changed size while they were read.
+    /// Archive paths of files that changed while they were read.
     pub changed: Vec<String>,
+    /// Archive paths of files removed between the listing and their turn: not archived.
+    pub gone: Vec<String>,
     /// The file's fsync, running while the caller reads it back for its hash; joined before
     /// the file is renamed into place.
     pub synced: std::thread::JoinHandle<io::Result<()>>,
@@ -91,6 +93,7 @@ pub fn write(out: &Path, manifest: &mut Manifest, plan: Plan) -> io::Result<Writ
     }
     let mut tar = tar::Builder::new(enc);
     let mut changed = Vec::new();
+    let mut gone = Vec::new();
     for &s in order {
         let source = &mut manifest.sources[s];
         let mut stream = before(s, source)?;
@@ -102,6 +105,7 @@ pub fn write(out: &Path, manifest: &mut Manifest, plan: Plan) -> io::Result<Writ
             .filter_map(|(i, f)| Some((origins.get(s)?.get(i)?.clone()?, f.size)))
             .collect();
         let ahead = Prefetch::start(files);
+        let mut vanished = Vec::new();
         for (i, f) in source.files.iter_mut().enumerate() {
             let mut h = Header::new_gnu();
             h.set_mode(f.mode);
@@ -133,7 +137,17 @@ pub fn write(out: &Path, manifest: &mut Manifest, plan: Plan) -> io::Result<Writ
                                 .and_then(Option::as_ref)
                                 .ok_or_else(|| io::Error::other(format!("no source file for {}", f.path)))?;
                             let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", from.display()));
-                            let file = open_nonblocking(from).map_err(named)?;
+                            let file = match open_nonblocking(from) {
+                                Ok(file) => file,
+                                // Removed since the listing (a rotated log, a temp file):
+                                // left out and reported, not the whole backup failed.
+                                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                                    vanished.push(i);
+                                    ahead.passed(f.size);
+                                    continue;
+                                }
+                                Err(e) => return Err(named(e)),
+                            };
                             let stamp = file.metadata().map(|m| stamp(&m)).map_err(named)?;
                             (Box::new(file), Some((from, stamp)))
                         }
@@ -150,6 +164,16 @@ pub fn write(out: &Path, manifest: &mut Manifest, plan: Plan) -> io::Result<Writ
                 }
             }
         }
+        // What was not archived leaves the manifest too (it is written last).
+        let mut at = 0;
+        source.files.retain(|f| {
+            let keep = !vanished.contains(&at);
+            if !keep {
+                gone.push(f.path.clone());
+            }
+            at += 1;
+            keep
+        });
     }
     let enc = tar.into_inner()?;
     enc.finish()?.into_inner().map_err(|e| e.into_error())?;
@@ -167,7 +191,7 @@ pub fn write(out: &Path, manifest: &mut Manifest, plan: Plan) -> io::Result<Writ
     // The rest of the room is a hole in the file, which reads as zeros: the frame's content.
     file.write_all_at(&head, 0)?;
     let synced = std::thread::spawn(move || file.sync_all());
-    Ok(Written { changed, synced })
+    Ok(Written { changed, gone, synced })
 }
 
 /// The tar entry of the manifest (header, JSON, padding), without the end-of-archive blocks.

@@ -420,6 +420,12 @@ pub fn create(
         }
     }
     warnings.extend(written.changed.iter().map(|p| format!("{p} changed while it was read")));
+    warnings.extend(
+        written
+            .gone
+            .iter()
+            .map(|p| format!("{p} was removed before it could be read: not in the archive")),
+    );
     let path_text = final_path.display().to_string();
     let previous: Vec<i64> = store.list_backups(Some(name))?.iter().take(7).map(|b| b.size).collect();
     let id = store.record_backup(
