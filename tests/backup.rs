@@ -343,12 +343,26 @@ fn a_scratch_copy_that_cannot_be_written_costs_only_that_databases_check() {
 
 #[test]
 fn a_damaged_database_is_named_first_as_it_comes_first() {
-    // A database whose pages are damaged is archived as it is (create warns); a later file
-    // is changed too, and the manifest and sidecar are made to match the repacked archive.
+    // A database whose pages are damaged is archived as it is, and the backup fails naming
+    // it; a later file is changed too, and the manifest and sidecar are made to match the
+    // repacked archive.
     let env = Env::new(CONFIG);
     setup(&env);
     damage_sqlite(&env.path("app.db"));
-    let created = create(&env);
+    let out = env.run(&["backup", "create", "main", "--json"]);
+    assert_eq!(
+        out.code, 1,
+        "a damaged source is not a successful backup: {}",
+        out.stdout
+    );
+    let created = out.json();
+    assert!(
+        created["damaged"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("sqlite/app.db: integrity_check of the snapshot:"),
+        "{created}"
+    );
     let archive = PathBuf::from(created["path"].as_str().unwrap());
     repack(
         &env,

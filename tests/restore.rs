@@ -128,10 +128,16 @@ fn a_drill_whose_check_fails_exits_1_and_says_so_in_the_evidence() {
 fn a_drill_of_a_damaged_database_fails_its_sqlite_phase_and_still_unpacks_the_rest() {
     let env = Env::new(TARGET);
     setup(&env);
-    // Pages damaged at the source are archived as they are (create warns), so the archive
+    // Pages damaged at the source are archived as they are (create fails, naming them), so the archive
     // matches its manifest and sidecar, and only the database check can tell.
     damage_sqlite(&env.path("app.db"));
-    create(&env, "main");
+    let out = env.run(&["backup", "create", "main"]);
+    assert_eq!(out.code, 1, "the damaged source fails the backup: {}", out.stdout);
+    assert!(
+        out.stdout.contains("PROBLEM: sqlite/app.db: integrity_check"),
+        "{}",
+        out.stdout
+    );
     let (code, r) = env.json(&["backup", "drill", "--latest", "main"]);
     assert_eq!(code, 1, "{r:#}");
     let phase = |name: &str| {

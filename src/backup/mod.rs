@@ -110,6 +110,10 @@ pub struct Created {
     pub snapshot_ms: u64,
     /// Files that changed while they were read, entries skipped.
     pub warnings: Vec<String>,
+    /// Databases whose snapshot failed its `integrity_check`: archived as they are, and the
+    /// backup counts as failed (exit 1, a failed task).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub damaged: Vec<String>,
     /// Set when the archive is much smaller than the recent ones (an alert was opened).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub too_small: Option<String>,
@@ -414,9 +418,13 @@ pub fn create(
     let data_bytes = manifest.data_bytes();
     let duration_ms = started.elapsed().as_millis() as u64;
     let mut warnings = gathered.warnings;
+    // A damaged database is archived as it is (better than nothing to go back to), but the
+    // backup is not a success: the source itself needs attention.
+    let mut damaged = Vec::new();
     for s in &manifest.sources {
         if let Some(r) = s.integrity_check.as_deref().filter(|r| *r != "ok") {
-            warnings.push(format!("{}: integrity_check of the snapshot: {r}", s.root));
+            let r = if r.is_empty() { "the check did not run" } else { r };
+            damaged.push(format!("{}: integrity_check of the snapshot: {r}", s.root));
         }
     }
     warnings.extend(written.changed.iter().map(|p| format!("{p} changed while it was read")));
@@ -444,7 +452,8 @@ pub fn create(
             "backup.created",
             name,
             json!({ "archive": path_text, "sha256": sha256, "size": size, "files": files,
-                    "data_bytes": data_bytes, "duration_ms": duration_ms, "warnings": warnings }),
+                    "data_bytes": data_bytes, "duration_ms": duration_ms, "warnings": warnings,
+                    "damaged": damaged }),
             &config.redactor,
         ),
     )?;
@@ -460,6 +469,7 @@ pub fn create(
         duration_ms,
         snapshot_ms,
         warnings,
+        damaged,
         too_small,
     })
 }

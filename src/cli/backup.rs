@@ -161,8 +161,15 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
                 if let Some(s) = &created.too_small {
                     cx.out.line(format!("ALERT: {s}"));
                 }
+                for d in &created.damaged {
+                    cx.out.line(format!("PROBLEM: {d}"));
+                }
             });
-            Ok(Outcome::Ok)
+            Ok(if created.damaged.is_empty() {
+                Outcome::Ok
+            } else {
+                Outcome::Failed
+            })
         }
         BackupCmd::List { target } => {
             if let Some(t) = &target {

@@ -104,7 +104,10 @@ impl Runner<'_> {
                 if let Some(small) = &c.too_small {
                     line = format!("{line}; {small}");
                 }
-                Ok((c.too_small.is_none(), line))
+                for d in &c.damaged {
+                    line = format!("{line}; {d}");
+                }
+                Ok((c.too_small.is_none() && c.damaged.is_empty(), line))
             }
             BackupAction::Push => {
                 let r = backup::offsite::push(config, store, &task.target, &none).map_err(|e| e.to_string())?;
