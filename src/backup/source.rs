@@ -166,19 +166,70 @@ fn run_dump(config: &Config, spec: &Spec, cancel: &Cancel, what: &str) -> Result
     super::run_tool(spec, cancel, what, &config.redactor).map(|_| ())
 }
 
-/// `postgres://user:secret@host/db` → (`postgres://user@host/db`, `Some(secret)`).
+/// `postgres://user:secret@host/db` → (`postgres://user@host/db`, `Some(secret)`). The
+/// password is percent-decoded, as libpq decodes it (`p%40ss` is `p@ss`), and one given as
+/// `?password=…` is taken out of the query too: it must reach neither a command line nor the
+/// manifest.
 pub fn split_password(url: &str) -> (String, Option<String>) {
     let Some((scheme, rest)) = url.split_once("://") else {
         return (url.to_string(), None);
     };
-    let (auth, host) = match rest.split_once('@') {
-        Some(p) => p,
-        None => return (url.to_string(), None),
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let mut password = None;
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, pass)) => {
+                password = Some(percent_decode(pass));
+                format!("{user}@{host}")
+            }
+            None => authority.to_string(),
+        },
+        None => authority.to_string(),
     };
-    match auth.split_once(':') {
-        Some((user, pass)) => (format!("{scheme}://{user}@{host}"), Some(pass.to_string())),
-        None => (url.to_string(), None),
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let mut kept = Vec::new();
+            for pair in query.split('&') {
+                match pair.strip_prefix("password=") {
+                    Some(p) => password = Some(percent_decode(p)),
+                    None => kept.push(pair),
+                }
+            }
+            if kept.is_empty() {
+                path.to_string()
+            } else {
+                format!("{path}?{}", kept.join("&"))
+            }
+        }
+        None => tail.to_string(),
+    };
+    (format!("{scheme}://{authority}{tail}"), password)
+}
+
+/// `%XX` escapes decoded (a malformed one is kept as it is).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).and_then(|&c| hex(c)),
+            b.get(i + 2).and_then(|&c| hex(c)),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
     }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn excluded(patterns: &[String], rel: &str, name: &str) -> bool {
@@ -280,6 +331,19 @@ mod tests {
             ("postgres://app@db/app".into(), None)
         );
         assert_eq!(split_password("dbname=app"), ("dbname=app".into(), None));
+        // As libpq reads them: escapes decoded, the password taken out of the query too.
+        assert_eq!(
+            split_password("postgres://app:p%40ss%2Fw@db/app?sslmode=require"),
+            ("postgres://app@db/app?sslmode=require".into(), Some("p@ss/w".into()))
+        );
+        assert_eq!(
+            split_password("postgres://app@db/app?sslmode=disable&password=s%3Dcr3t"),
+            ("postgres://app@db/app?sslmode=disable".into(), Some("s=cr3t".into()))
+        );
+        assert_eq!(
+            split_password("postgres://app@db/app?password=x"),
+            ("postgres://app@db/app".into(), Some("x".into()))
+        );
     }
 
     #[test]
