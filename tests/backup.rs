@@ -525,6 +525,24 @@ fn a_file_removed_after_the_listing_is_left_out_and_reported_not_a_failed_backup
 }
 
 #[test]
+fn names_that_are_not_utf8_are_left_out_loudly_not_renamed_into_each_other() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new(DATA_ONLY);
+    env.write("data/ok.txt", "ok\n");
+    for raw in [&b"bad\xff"[..], &b"bad\xfe"[..]] {
+        let p = env.path("data").join(std::ffi::OsStr::from_bytes(raw));
+        std::fs::write(p, "latin-1\n").unwrap();
+    }
+    let created = create(&env);
+    let warnings = created["warnings"].to_string();
+    assert_eq!(warnings.matches("the name is not UTF-8").count(), 2, "{warnings}");
+    let archive = created["path"].as_str().unwrap();
+    let (code, v) = env.json(&["backup", "verify", archive]);
+    assert_eq!(code, 0, "{v}");
+    assert!(tar_list(Path::new(archive)).iter().any(|n| n.ends_with("ok.txt")));
+}
+
+#[test]
 fn a_database_written_during_the_backup_restores_consistent() {
     let env = Env::new(CONFIG);
     setup(&env);

@@ -232,15 +232,39 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn excluded(patterns: &[String], rel: &str, name: &str) -> bool {
+/// Whether an entry is excluded. A pattern without `/` matches the name at any depth; one
+/// with `/` matches the path from the top of the source (a leading `/` or `./` says the same),
+/// where `*` and `?` stay within one name and `**` spans any number of directories. A
+/// trailing `/` matches directories only.
+fn excluded(patterns: &[String], rel: &str, name: &str, is_dir: bool) -> bool {
     patterns.iter().any(|p| {
+        if p.ends_with('/') && !is_dir {
+            return false;
+        }
         let p = p.trim_end_matches('/');
-        if p.contains('/') {
-            wildcard::matches(p.trim_start_matches('/'), rel)
+        let anchored = p.starts_with('/') || p.starts_with("./");
+        let p = p.strip_prefix("./").unwrap_or(p).trim_start_matches('/');
+        if anchored || p.contains('/') || p == "**" {
+            path_matches(p, rel)
         } else {
             wildcard::matches(p, name)
         }
     })
+}
+
+/// A `/`-separated pattern against a `/`-separated path, name by name; `**` is any run of
+/// names, none included.
+fn path_matches(pattern: &str, path: &str) -> bool {
+    fn go(p: &[&str], t: &[&str]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some((&"**", rest)) => (0..=t.len()).any(|i| go(rest, &t[i..])),
+            Some((first, rest)) => t.first().is_some_and(|n| wildcard::matches(first, n)) && go(rest, &t[1..]),
+        }
+    }
+    let p: Vec<&str> = pattern.split('/').collect();
+    let t: Vec<&str> = path.split('/').collect();
+    go(&p, &t)
 }
 
 type Listing = (Vec<FileEntry>, Vec<Option<PathBuf>>);
@@ -268,24 +292,34 @@ fn walk(d: &DirSource, root: &str, warnings: &mut Vec<String>) -> Result<Listing
         names.sort();
         let mut subdirs = Vec::new();
         for name in names {
-            let name_s = name.to_string_lossy().into_owned();
+            let path = dir.join(&name);
+            // Archive entries and the manifest name files in UTF-8: another name would be
+            // changed on the way in (and two could become one), so it is left out, loudly.
+            let Some(name_s) = name.to_str().map(str::to_string) else {
+                warnings.push(format!(
+                    "{}: the name is not UTF-8 (skipped: it cannot be archived under its own name)",
+                    path.display()
+                ));
+                continue;
+            };
             let rel = if rel_dir.is_empty() {
                 name_s.clone()
             } else {
                 format!("{rel_dir}/{name_s}")
             };
-            if excluded(&d.exclude, &rel, &name_s) {
-                continue;
-            }
-            let path = dir.join(&name);
             let meta = match std::fs::symlink_metadata(&path) {
                 Ok(m) => m,
                 Err(e) => {
-                    warnings.push(format!("{}: {e} (skipped)", path.display()));
+                    if !excluded(&d.exclude, &rel, &name_s, false) {
+                        warnings.push(format!("{}: {e} (skipped)", path.display()));
+                    }
                     continue;
                 }
             };
             let ft = meta.file_type();
+            if excluded(&d.exclude, &rel, &name_s, ft.is_dir()) {
+                continue;
+            }
             let mut entry = FileEntry::of(format!("{root}/{rel}"), EntryKind::File, &meta);
             entry.size = 0;
             if ft.is_dir() {
@@ -295,8 +329,15 @@ fn walk(d: &DirSource, root: &str, warnings: &mut Vec<String>) -> Result<Listing
                 subdirs.push((path, rel));
             } else if ft.is_symlink() {
                 let target = std::fs::read_link(&path).map_err(|e| BackupError::io(&path, e))?;
+                let Some(target) = target.to_str() else {
+                    warnings.push(format!(
+                        "{}: the link's target is not UTF-8 (skipped: it cannot be archived as it is)",
+                        path.display()
+                    ));
+                    continue;
+                };
                 entry.kind = EntryKind::Symlink;
-                entry.link = Some(target.to_string_lossy().into_owned());
+                entry.link = Some(target.to_string());
                 files.push(entry);
                 origins.push(None);
             } else if ft.is_file() {
@@ -349,10 +390,23 @@ mod tests {
     #[test]
     fn exclusions_match_names_anywhere_and_paths_from_the_top() {
         let p = vec!["*.log".to_string(), "cache/".to_string(), "tmp/*.partial".to_string()];
-        assert!(excluded(&p, "a/b/x.log", "x.log"));
-        assert!(excluded(&p, "a/cache", "cache"));
-        assert!(excluded(&p, "tmp/f.partial", "f.partial"));
-        assert!(!excluded(&p, "a/tmp/f.partial", "f.partial"));
-        assert!(!excluded(&p, "notes.txt", "notes.txt"));
+        assert!(excluded(&p, "a/b/x.log", "x.log", false));
+        assert!(excluded(&p, "a/cache", "cache", true));
+        assert!(excluded(&p, "tmp/f.partial", "f.partial", false));
+        assert!(!excluded(&p, "a/tmp/f.partial", "f.partial", false));
+        assert!(!excluded(&p, "notes.txt", "notes.txt", false));
+        // `*` stays within a name; `**` spans directories.
+        assert!(!excluded(&p, "tmp/deep/keep.partial", "keep.partial", false));
+        let deep = vec!["tmp/**/*.partial".to_string()];
+        assert!(excluded(&deep, "tmp/deep/er/x.partial", "x.partial", false));
+        assert!(excluded(&deep, "tmp/x.partial", "x.partial", false));
+        // A trailing `/` is for directories only.
+        assert!(!excluded(&p, "sub/cache", "cache", false));
+        // `./sub` and `/sub` are `sub` from the top.
+        for top in ["./sub", "/sub"] {
+            let t = vec![top.to_string()];
+            assert!(excluded(&t, "sub", "sub", true), "{top}");
+            assert!(!excluded(&t, "a/sub", "sub", true), "{top}");
+        }
     }
 }
