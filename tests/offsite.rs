@@ -507,6 +507,40 @@ fn a_multipart_upload_gone_from_the_store_is_started_over_not_retried_forever() 
 }
 
 #[test]
+fn a_damaged_archive_or_one_without_its_sidecar_is_refused_by_name_and_the_rest_pushed() {
+    let env = Env::new(TO_A_DIRECTORY);
+    let mut archives = setup(&env);
+    std::thread::sleep(Duration::from_millis(1100));
+    env.write("data/c.txt", "gamma\n");
+    archives.push(create(&env));
+    let name = |p: &PathBuf| p.file_name().unwrap().to_string_lossy().into_owned();
+    // The oldest is damaged on disk after its sidecar was written; the second lost its sidecar.
+    let mut bytes = std::fs::read(&archives[0]).unwrap();
+    let at = bytes.len() - 10;
+    bytes[at] ^= 1;
+    std::fs::write(&archives[0], bytes).unwrap();
+    std::fs::remove_file(format!("{}.sha256", archives[1].display())).unwrap();
+
+    let (code, r) = env.json(&["backup", "push", "main"]);
+    assert_eq!(code, 1, "{r}");
+    assert_eq!(names(&r, "pushed"), vec![name(&archives[2])], "{r}");
+    let refused = r["refused"].to_string();
+    assert!(
+        refused.contains(&name(&archives[0])) && refused.contains("sidecar says"),
+        "{refused}"
+    );
+    assert!(
+        refused.contains(&name(&archives[1])) && refused.contains("no readable sidecar"),
+        "{refused}"
+    );
+    assert!(
+        !env.path("offsite/main").join(name(&archives[0])).exists(),
+        "no damaged copy offsite"
+    );
+    assert!(env.path("offsite/main").join(name(&archives[2])).exists());
+}
+
+#[test]
 fn an_interrupted_push_to_s3_continues_its_multipart_upload() {
     let (_moto, port) = moto();
     let env = s3_env(port);

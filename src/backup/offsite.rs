@@ -180,6 +180,9 @@ pub struct PushReport {
     pub skipped: Vec<String>,
     /// Pushed by continuing an upload that an earlier push left unfinished.
     pub resumed: Vec<String>,
+    /// Not pushed, and why: no readable sidecar, or the file no longer matches it (a copy
+    /// of a damaged archive would go offsite under the good hash).
+    pub refused: Vec<(String, String)>,
     pub bytes: u64,
 }
 
@@ -203,6 +206,7 @@ pub fn push(config: &Config, db: &Store, name: &str, progress: &dyn Fn(Progress)
         pushed: Vec::new(),
         skipped: Vec::new(),
         resumed: Vec::new(),
+        refused: Vec::new(),
         bytes: 0,
     };
     let mut local: Vec<PathBuf> = db
@@ -216,8 +220,13 @@ pub fn push(config: &Config, db: &Store, name: &str, progress: &dyn Fn(Progress)
         .into_iter()
         .filter_map(|p| {
             let file = p.file_name()?.to_string_lossy().into_owned();
-            let sha = archive::read_sidecar(&p).ok()?;
-            Some((p, file, sha))
+            match archive::read_sidecar(&p) {
+                Ok(sha) => Some((p, file, sha)),
+                Err(e) => {
+                    report.refused.push((file, format!("no readable sidecar: {e}")));
+                    None
+                }
+            }
         })
         .filter(|(_, file, sha)| {
             let there = remote
@@ -253,11 +262,18 @@ pub fn push(config: &Config, db: &Store, name: &str, progress: &dyn Fn(Progress)
                 sha256: &sha,
                 max_rate: o.max_rate.map(|r| r.0),
             };
-            let (sent, resumed) = rt.block_on(upload_resumable(&bucket.resume, &job, progress))?;
-            if resumed {
-                report.resumed.push(file.clone());
+            match rt.block_on(upload_resumable(&bucket.resume, &job, progress))? {
+                Ok((sent, resumed)) => {
+                    if resumed {
+                        report.resumed.push(file.clone());
+                    }
+                    sent
+                }
+                Err(why) => {
+                    report.refused.push((file, why));
+                    continue;
+                }
             }
-            sent
         };
         let sidecar = format!("{sha}  {file}\n");
         rt.block_on(store.put(&child(&prefix, &format!("{file}.sha256")), sidecar.into_bytes().into()))
@@ -268,7 +284,8 @@ pub fn push(config: &Config, db: &Store, name: &str, progress: &dyn Fn(Progress)
     db.audit_append(&Draft::new(
         "backup.pushed",
         name,
-        json!({ "url": o.url, "pushed": report.pushed, "skipped": report.skipped.len(), "bytes": report.bytes }),
+        json!({ "url": o.url, "pushed": report.pushed, "skipped": report.skipped.len(), "bytes": report.bytes,
+                "refused": report.refused }),
         &config.redactor,
     ))?;
     Ok(report)
@@ -360,12 +377,14 @@ struct Upload<'a> {
 
 /// Uploads one archive part by part, recording each stored part in the state file: a push
 /// that was interrupted continues from the next part, unless the archive changed. Returns the
-/// bytes sent now and whether an earlier upload was continued.
+/// bytes sent now and whether an earlier upload was continued; or, inside, why the archive
+/// was not pushed: the local file does not match its sidecar (checked over every byte, those
+/// of an earlier push included, before the upload is completed).
 async fn upload_resumable(
     resume: &Resume,
     job: &Upload<'_>,
     progress: &dyn Fn(Progress),
-) -> Result<(u64, bool), BackupError> {
+) -> Result<Result<(u64, bool), String>, BackupError> {
     use std::io::{Read, Seek, SeekFrom};
     let io = |e| BackupError::io(job.from, e);
     let size = std::fs::metadata(job.from).map_err(io)?.len();
@@ -433,6 +452,17 @@ async fn upload_resumable(
     let done = state.parts.len().min(parts_total);
     progress(Progress::Advance((done * PART) as u64));
     let mut file = std::fs::File::open(job.from).map_err(io)?;
+    // What is sent is hashed, and what an earlier push sent is read again for it.
+    let mut local = super::sha2x::Lane::new();
+    let mut before = (&mut file).take((done * PART) as u64);
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        let n = before.read(&mut chunk).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        local.update(&chunk[..n]);
+    }
     let started = std::time::Instant::now();
     let mut sent = 0u64;
     for idx in done..parts_total {
@@ -441,6 +471,7 @@ async fn upload_resumable(
         let mut buf = vec![0u8; len];
         file.seek(SeekFrom::Start(offset)).map_err(io)?;
         file.read_exact(&mut buf).map_err(io)?;
+        local.update(&buf);
         let id = match (resume, &partial) {
             (Resume::S3(mp), _) => match mp.put_part(&job.to, &state.upload_id, idx, buf.into()).await {
                 Ok(part) => part.content_id,
@@ -464,6 +495,20 @@ async fn upload_resumable(
                 tokio::time::sleep(wait).await;
             }
         }
+    }
+    let sent_sha = crate::audit::hex(&local.finalize());
+    if sent_sha != job.sha256 {
+        if let Resume::S3(mp) = resume {
+            let _ = mp.abort_multipart(&job.to, &state.upload_id).await;
+        }
+        if let Some((_, partial, _)) = &partial {
+            let _ = std::fs::remove_file(partial);
+        }
+        job.db.forget_offsite_upload(job.url, job.file)?;
+        return Ok(Err(format!(
+            "its SHA-256 is {sent_sha}, its sidecar says {}: the archive changed or is damaged (`backup verify` it)",
+            job.sha256
+        )));
     }
     match (resume, partial) {
         (Resume::S3(mp), _) => {
@@ -497,7 +542,7 @@ async fn upload_resumable(
         (Resume::Dir(_), None) => {}
     }
     job.db.forget_offsite_upload(job.url, job.file)?;
-    Ok((sent, resumed))
+    Ok(Ok((sent, resumed)))
 }
 
 /// An S3 request of an upload failed. A continued upload (or one whose parts were all sent)

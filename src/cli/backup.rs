@@ -360,6 +360,9 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
                 for p in &report.pushed {
                     cx.out.line(format!("pushed   {p}"));
                 }
+                for (f, why) in &report.refused {
+                    cx.out.line(format!("PROBLEM: {f} not pushed: {why}"));
+                }
                 cx.out.line(format!(
                     "{} pushed ({}), {} already offsite, to {}",
                     report.pushed.len(),
@@ -368,7 +371,11 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
                     report.url
                 ));
             });
-            Ok(Outcome::Ok)
+            Ok(if report.refused.is_empty() {
+                Outcome::Ok
+            } else {
+                Outcome::Failed
+            })
         }
         BackupCmd::Pull { target, archive } => {
             let bar = Bar::new(cx);

@@ -111,10 +111,15 @@ impl Runner<'_> {
             }
             BackupAction::Push => {
                 let r = backup::offsite::push(config, store, &task.target, &none).map_err(|e| e.to_string())?;
+                let refused: String = r
+                    .refused
+                    .iter()
+                    .map(|(f, why)| format!("; {f} not pushed: {why}"))
+                    .collect();
                 Ok((
-                    true,
+                    r.refused.is_empty(),
                     format!(
-                        "pushed {} ({} bytes{}), {} already offsite",
+                        "pushed {} ({} bytes{}), {} already offsite{refused}",
                         r.pushed.len(),
                         r.bytes,
                         if r.resumed.is_empty() {
