@@ -122,7 +122,15 @@ pub fn restore(into: &Conn, dump: &Path, live: bool, env: &[(String, String)]) -
     run(&into.spec(argv, env), "pg_restore").map(|_| ())
 }
 
-pub fn dump(from: &Conn, to: &Path, env: &[(String, String)], timeout: Duration) -> Result<(), BackupError> {
+/// `pg_dump --format=custom` into `to`; `cancel` stops it (a daemon shutting down does not
+/// wait out the dump's timeout).
+pub fn dump(
+    from: &Conn,
+    to: &Path,
+    env: &[(String, String)],
+    timeout: Duration,
+    cancel: &Cancel,
+) -> Result<(), BackupError> {
     let mut spec = from.spec(
         vec![
             "pg_dump".into(),
@@ -134,7 +142,13 @@ pub fn dump(from: &Conn, to: &Path, env: &[(String, String)], timeout: Duration)
         env,
     );
     spec.timeout = timeout;
-    run(&spec, &format!("pg_dump of {}", from.url)).map(|_| ())
+    super::run_tool(
+        &spec,
+        cancel,
+        &format!("pg_dump of {}", from.url),
+        &crate::config::Redactor::default(),
+    )
+    .map(|_| ())
 }
 
 /// Tables outside the system schemas.

@@ -433,7 +433,7 @@ fn put_back(
                 };
                 let conn = pg::Conn::parse(url);
                 let safety = PathBuf::from(step.safety.as_deref().unwrap_or_default());
-                pg::dump(&conn, &safety, &config.env, HOOK_TIMEOUT * 12).map_err(|e| e.to_string())?;
+                pg::dump(&conn, &safety, &config.env, HOOK_TIMEOUT * 12, &Cancel::default()).map_err(|e| e.to_string())?;
                 log.push(format!("safety dump of {} in {}", conn.url, safety.display()));
                 *replaced = true;
                 pg::restore(&conn, &staged, true, &config.env).map_err(|e| e.to_string())?;

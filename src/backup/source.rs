@@ -82,7 +82,7 @@ pub fn gather(
                 let db = db.replace('/', "_");
                 let root = unique(&mut roots, format!("postgres/{db}.dump"));
                 let dump = scratch.join(format!("{i}-postgres.dump"));
-                pg::dump(&conn, &dump, &config.env, timeout).map_err(|e| match e {
+                pg::dump(&conn, &dump, &config.env, timeout, cancel).map_err(|e| match e {
                     BackupError::Dump { what, detail } => BackupError::Dump {
                         what: config.redactor.redact(&what).into_owned(),
                         detail: config.redactor.redact(&detail).into_owned(),
