@@ -306,6 +306,32 @@ fn restore_execute_as_root_gives_the_database_back_to_its_owner() {
 }
 
 #[test]
+fn a_restored_symlink_keeps_its_own_time() {
+    let env = Env::new("version: 1\nbackups:\n  main: { sources: [ { dir: data } ], dest: archives }\n");
+    env.write("data/target.txt", "t\n");
+    std::os::unix::fs::symlink("target.txt", env.path("data/link")).unwrap();
+    let set = Command::new("touch")
+        .args(["-h", "-d", "2020-01-02 03:04:05Z"])
+        .arg(env.path("data/link"))
+        .status()
+        .unwrap();
+    assert!(set.success());
+    let archive = create(&env, "main");
+    std::fs::remove_file(env.path("data/link")).unwrap();
+    let (code, r) = env.json(&["backup", "restore", &archive, "--execute"]);
+    assert_eq!(code, 0, "{r:#}");
+    let m = std::fs::symlink_metadata(env.path("data/link")).unwrap();
+    assert!(m.file_type().is_symlink());
+    let secs = m
+        .modified()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(secs, 1_577_934_245, "the link's own mtime");
+}
+
+#[test]
 fn restore_into_a_path_that_cannot_be_written_fails_before_touching_anything() {
     let env = Env::new(&TARGET.replace("{ dir: data }", "{ dir: blocked/data }"));
     setup(&env);

@@ -135,6 +135,7 @@ pub fn extract_with(
                 if rustix::process::geteuid().is_root() && (want.uid.is_some() || want.gid.is_some()) {
                     std::os::unix::fs::lchown(&target, want.uid, want.gid).map_err(|e| BackupError::io(&target, e))?;
                 }
+                link_time(&target, want.mtime, 0).map_err(|e| BackupError::io(&target, e))?;
             }
             EntryKind::File => {
                 // Never through a symlink, and unreadable to others until its mode is set.
@@ -219,6 +220,24 @@ fn set_meta(path: &Path, want: &FileEntry, f: &File) -> Result<(), BackupError> 
     let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(want.mtime.max(0) as u64);
     f.set_modified(mtime).map_err(|e| BackupError::io(path, e))?;
     Ok(())
+}
+
+/// Sets a symlink's own times (not its target's): access and modification to `secs`.`nanos`.
+pub(super) fn link_time(path: &Path, secs: i64, nanos: i64) -> std::io::Result<()> {
+    let when = rustix::fs::Timespec {
+        tv_sec: secs,
+        tv_nsec: nanos as _,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &rustix::fs::Timestamps {
+            last_access: when,
+            last_modification: when,
+        },
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(Into::into)
 }
 
 #[cfg(test)]

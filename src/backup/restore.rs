@@ -433,7 +433,8 @@ fn put_back(
                 };
                 let conn = pg::Conn::parse(url);
                 let safety = PathBuf::from(step.safety.as_deref().unwrap_or_default());
-                pg::dump(&conn, &safety, &config.env, HOOK_TIMEOUT * 12, &Cancel::default()).map_err(|e| e.to_string())?;
+                pg::dump(&conn, &safety, &config.env, HOOK_TIMEOUT * 12, &Cancel::default())
+                    .map_err(|e| e.to_string())?;
                 log.push(format!("safety dump of {} in {}", conn.url, safety.display()));
                 *replaced = true;
                 pg::restore(&conn, &staged, true, &config.env).map_err(|e| e.to_string())?;
@@ -489,9 +490,10 @@ fn move_tree(from: &Path, to: &Path) -> std::io::Result<()> {
 fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     let meta = std::fs::symlink_metadata(from)?;
     if meta.file_type().is_symlink() {
+        use std::os::unix::fs::MetadataExt;
         std::os::unix::fs::symlink(std::fs::read_link(from)?, to)?;
         own_like(from, to);
-        Ok(())
+        extract::link_time(to, meta.mtime(), meta.mtime_nsec())
     } else if meta.is_dir() {
         std::fs::create_dir_all(to)?;
         for e in std::fs::read_dir(from)? {
