@@ -641,15 +641,17 @@ backups:
     assert!(archives(&env).is_empty(), "a killed create left an archive");
     let (_, list) = env.json(&["backup", "list"]);
     assert_eq!(list.as_array().unwrap().len(), 0);
-    // A leftover temp archive from an earlier crash, too.
+    // A leftover temp archive from an earlier crash, too, and a sidecar written by a create
+    // killed just before its archive took its name.
     env.write("archives/.main-20200101T000000Z.tar.zst.tmp", "partial");
+    env.write("archives/main-20200101T000000Z.tar.zst.sha256", "0  x\n");
 
     env.edit_config("sleep 29.123", "true");
     create(&env);
     let left: Vec<String> = env
         .names("archives")
         .into_iter()
-        .filter(|n| n.ends_with(".tmp") || n.ends_with(".work"))
+        .filter(|n| n.ends_with(".tmp") || n.ends_with(".work") || n.starts_with("main-2020"))
         .collect();
     assert!(left.is_empty(), "leftovers remain: {left:?}");
     assert_eq!(archives(&env).len(), 1);

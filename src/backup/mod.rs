@@ -175,6 +175,15 @@ fn remove_leftovers(dest: &Path, target: &str) {
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         // `.<target>-<YYYYmmddT…>`: not the leftovers of a target whose name extends this one.
+        // A sidecar whose archive never took its name (killed between the two renames).
+        if let Some(archive) = name.strip_suffix(".sha256")
+            && is_archive_of(archive, target)
+            && !dest.join(archive).exists()
+        {
+            tracing::info!(path = %e.path().display(), "removing a sidecar without its archive");
+            let _ = std::fs::remove_file(e.path());
+            continue;
+        }
         let ours = name.strip_prefix('.').is_some_and(|n| is_archive_of(n, target));
         if ours && (name.ends_with(".tmp") || name.ends_with(".work")) {
             let p = e.path();

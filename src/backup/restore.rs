@@ -265,13 +265,20 @@ pub fn execute(
     }
     report.ok = result.is_ok();
     report.duration_ms = started.elapsed().as_millis() as u64;
-    store.audit_append(&Draft::new(
+    // The data has been put back (or partly) by now: a state file that cannot take the
+    // audit event must not hide what was done, so the report still comes back, saying so.
+    if let Err(e) = store.audit_append(&Draft::new(
         "backup.restored",
         &report.plan.target,
         json!({ "archive": report.plan.archive, "ok": report.ok, "steps": report.plan.steps, "log": report.log,
                 "safety_dir": report.plan.safety_dir, "duration_ms": report.duration_ms }),
         &config.redactor,
-    ))?;
+    )) {
+        report
+            .log
+            .push(format!("the restore could not be recorded in the audit log: {e}"));
+        report.ok = false;
+    }
     Ok(report)
 }
 
