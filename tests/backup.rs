@@ -658,6 +658,27 @@ backups:
 }
 
 #[test]
+fn an_archive_the_state_file_cannot_record_is_not_left_behind() {
+    let env = Env::new(DATA_ONLY);
+    env.write("data/a.txt", "a\n");
+    create(&env);
+    // The state file takes no more archives (full, read-only, damaged: here, a trigger).
+    env.db()
+        .execute_batch("CREATE TRIGGER refuse BEFORE INSERT ON backups BEGIN SELECT RAISE(FAIL, 'refused'); END;")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = env.run(&["backup", "create", "main"]);
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert_eq!(archives(&env).len(), 1, "only the recorded archive is there");
+    let sidecars = env
+        .names("archives")
+        .into_iter()
+        .filter(|n| n.ends_with(".sha256"))
+        .count();
+    assert_eq!(sidecars, 1);
+}
+
+#[test]
 fn a_full_disk_during_create_fails_clearly_and_leaves_older_archives_untouched() {
     let env = Env::new(DATA_ONLY);
     env.write("data/small.txt", "small\n");

@@ -444,28 +444,44 @@ pub fn create(
             .map(|p| format!("{p} was removed before it could be read: not in the archive")),
     );
     let path_text = final_path.display().to_string();
-    let previous: Vec<i64> = store.list_backups(Some(name))?.iter().take(7).map(|b| b.size).collect();
-    let id = store.record_backup(
-        &NewBackup {
-            target: name.to_string(),
-            path: path_text.clone(),
-            created_at: clock::to_text(now),
-            host: config.host.clone(),
-            size: size as i64,
-            sha256: sha256.clone(),
-            files: files as i64,
-            data_bytes: data_bytes as i64,
-            duration_ms: duration_ms as i64,
-        },
-        &Draft::new(
-            "backup.created",
-            name,
-            json!({ "archive": path_text, "sha256": sha256, "size": size, "files": files,
+    // An archive the state file does not know would never be listed, verified on schedule or
+    // pruned: if it cannot be recorded, it goes again, and the backup fails as a whole.
+    let unrecorded = |e: crate::store::StoreError| {
+        let _ = std::fs::remove_file(&final_path);
+        let _ = std::fs::remove_file(archive::sidecar_path(&final_path));
+        fsync_dir(&t.dest);
+        BackupError::from(e)
+    };
+    let previous: Vec<i64> = store
+        .list_backups(Some(name))
+        .map_err(unrecorded)?
+        .iter()
+        .take(7)
+        .map(|b| b.size)
+        .collect();
+    let id = store
+        .record_backup(
+            &NewBackup {
+                target: name.to_string(),
+                path: path_text.clone(),
+                created_at: clock::to_text(now),
+                host: config.host.clone(),
+                size: size as i64,
+                sha256: sha256.clone(),
+                files: files as i64,
+                data_bytes: data_bytes as i64,
+                duration_ms: duration_ms as i64,
+            },
+            &Draft::new(
+                "backup.created",
+                name,
+                json!({ "archive": path_text, "sha256": sha256, "size": size, "files": files,
                     "data_bytes": data_bytes, "duration_ms": duration_ms, "warnings": warnings,
                     "damaged": damaged }),
-            &config.redactor,
-        ),
-    )?;
+                &config.redactor,
+            ),
+        )
+        .map_err(unrecorded)?;
     let too_small = size_alert(config, store, name, t, size, &previous)?;
     Ok(Created {
         id,
