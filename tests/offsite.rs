@@ -371,6 +371,16 @@ fn encrypted_local_archives_verify_drill_restore_and_travel_offsite_as_they_are(
     assert!(v["problems"][0].as_str().unwrap().contains("sidecar"), "{v}");
 }
 
+/// The S3 target, pushing at 8 MiB/s: slow enough to be stopped between parts.
+fn slow_s3_env(port: u16) -> Env {
+    let env = s3_env(port);
+    env.edit_config(
+        "secret_access_key: test\n",
+        "secret_access_key: test\n      max_rate: 8MiB\n",
+    );
+    env
+}
+
 /// An archive of ~40 MiB that does not compress: three upload parts of 16 MiB.
 fn big_archive(env: &Env) -> PathBuf {
     env.write_incompressible("data/blob.bin", 40 << 20);
@@ -411,7 +421,12 @@ fn resumed_push_sends_only_the_rest(env: &Env, archive: &std::path::Path) {
     let sent = r["bytes"].as_u64().unwrap();
     assert!(sent <= size - (16 << 20), "sent {sent} of {size}: not resumed");
     assert_eq!(env.count("SELECT count(*) FROM offsite_uploads"), 0);
-    // Brought back from offsite, it is the same file.
+    pulled_back_unchanged(env, archive);
+}
+
+/// Brought back from offsite (the local copy removed first), `archive` is the same file.
+fn pulled_back_unchanged(env: &Env, archive: &std::path::Path) {
+    let name = archive.file_name().unwrap().to_string_lossy().into_owned();
     let local = std::fs::read(archive).unwrap();
     std::fs::remove_file(archive).unwrap();
     std::fs::remove_file(format!("{}.sha256", archive.display())).unwrap();
@@ -468,11 +483,7 @@ fn a_push_to_a_directory_killed_after_its_last_part_or_missing_its_partial_file_
 #[test]
 fn a_multipart_upload_gone_from_the_store_is_started_over_not_retried_forever() {
     let (_moto, port) = moto();
-    let env = s3_env(port);
-    env.edit_config(
-        "secret_access_key: test\n",
-        "secret_access_key: test\n      max_rate: 8MiB\n",
-    );
+    let env = slow_s3_env(port);
     let archive = big_archive(&env);
     let name = archive.file_name().unwrap().to_string_lossy().into_owned();
     push_killed_after_a_part(&env);
@@ -497,13 +508,7 @@ fn a_multipart_upload_gone_from_the_store_is_started_over_not_retried_forever() 
     let (code, r) = env.json(&["backup", "push", "main"]);
     assert_eq!(code, 0, "{r}");
     assert_eq!(names(&r, "pushed"), vec![name.clone()], "{r}");
-    // And what is there is the archive.
-    let local = std::fs::read(&archive).unwrap();
-    std::fs::remove_file(&archive).unwrap();
-    std::fs::remove_file(format!("{}.sha256", archive.display())).unwrap();
-    let (code, p) = env.json(&["backup", "pull", "main", "--archive", &name]);
-    assert_eq!(code, 0, "{p}");
-    assert!(std::fs::read(&archive).unwrap() == local, "the offsite copy differs");
+    pulled_back_unchanged(&env, &archive);
 }
 
 #[test]
@@ -543,11 +548,7 @@ fn a_damaged_archive_or_one_without_its_sidecar_is_refused_by_name_and_the_rest_
 #[test]
 fn an_interrupted_push_to_s3_continues_its_multipart_upload() {
     let (_moto, port) = moto();
-    let env = s3_env(port);
-    env.edit_config(
-        "secret_access_key: test\n",
-        "secret_access_key: test\n      max_rate: 8MiB\n",
-    );
+    let env = slow_s3_env(port);
     let archive = big_archive(&env);
     push_killed_after_a_part(&env);
     let name = archive.file_name().unwrap().to_string_lossy().into_owned();

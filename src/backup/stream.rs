@@ -694,22 +694,22 @@ mod tests {
         let path = big_archive(dir.path());
         let mut ar = open_with(&path, None, two_lanes_pay(), SMALL_WINDOW).unwrap();
         // The reader is a few MiB ahead at most (chunks in flight), then the file is cut.
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(24 << 20)
-            .unwrap();
+        let read = cut_and_walk(&path, &mut ar, 200, 24 << 20);
+        let e = read.expect_err("a file cut short cannot be read to its end");
+        assert!(e.to_string().contains("shorter than it was"), "{e}");
+    }
+
+    /// Waits `ms`, cuts the file at `path` to `len` bytes, then walks the first entry to its end.
+    fn cut_and_walk(path: &Path, ar: &mut HashingArchive, ms: u64, len: u64) -> io::Result<u64> {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        File::options().write(true).open(path).unwrap().set_len(len).unwrap();
         let mut walk = Walk::new(&mut ar.stream);
-        let read = walk.next_item().and_then(|_| {
+        walk.next_item().and_then(|_| {
             walk.drain(|_| {
                 ar.raw.catch_up();
                 Ok(())
             })
-        });
-        let e = read.expect_err("a file cut short cannot be read to its end");
-        assert!(e.to_string().contains("shorter than it was"), "{e}");
+        })
     }
 
     #[test]
@@ -720,20 +720,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = big_archive(dir.path());
             let mut ar = open_with(&path, None, paired, WINDOW).unwrap();
-            std::thread::sleep(std::time::Duration::from_millis(300));
-            File::options()
-                .write(true)
-                .open(&path)
-                .unwrap()
-                .set_len(2 << 20)
-                .unwrap();
-            let mut walk = Walk::new(&mut ar.stream);
-            let read = walk.next_item().and_then(|_| {
-                walk.drain(|_| {
-                    ar.raw.catch_up();
-                    Ok(())
-                })
-            });
+            let read = cut_and_walk(&path, &mut ar, 300, 2 << 20);
             let e = match read {
                 Err(e) => e,
                 Ok(_) => finish_hashing(ar).expect_err("a file cut short cannot be hashed whole"),
