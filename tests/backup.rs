@@ -543,6 +543,34 @@ fn names_that_are_not_utf8_are_left_out_loudly_not_renamed_into_each_other() {
 }
 
 #[test]
+fn a_manifest_root_that_is_not_where_its_entries_are_is_refused() {
+    // The database's root pointed through a link among the directory's entries, to a file
+    // outside: restore would copy that file over the live database.
+    let env = Env::new(CONFIG);
+    setup(&env);
+    env.write("outside/secret.txt", "secret\n");
+    std::os::unix::fs::symlink(env.path("outside"), env.path("data/l")).unwrap();
+    let created = create(&env);
+    let archive = PathBuf::from(created["path"].as_str().unwrap());
+    repack(
+        &env,
+        &archive,
+        r#"sed -i 's|"root": *"sqlite/app.db"|"root":"dir/data/l/secret.txt"|' manifest.json && grep -q l/secret manifest.json"#,
+        "manifest.json sqlite dir command",
+    );
+    let out = env.run(&["backup", "verify", archive.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stdout.contains("is not under it"), "{}", out.stdout);
+    let before = std::fs::read(env.path("app.db")).unwrap();
+    let out = env.run(&["backup", "restore", archive.to_str().unwrap(), "--execute"]);
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(
+        std::fs::read(env.path("app.db")).unwrap() == before,
+        "the database was not touched"
+    );
+}
+
+#[test]
 fn a_database_written_during_the_backup_restores_consistent() {
     let env = Env::new(CONFIG);
     setup(&env);

@@ -332,6 +332,33 @@ fn a_restored_symlink_keeps_its_own_time() {
 }
 
 #[test]
+fn a_directory_named_with_a_trailing_slash_is_restored_beside_itself_not_into_itself() {
+    let env = Env::new("version: 1\nbackups:\n  main: { sources: [ { dir: data/ } ], dest: archives }\n");
+    env.write("data/notes.txt", "notes\n");
+    let archive = create(&env, "main");
+    env.write("data/notes.txt", "scribbled\n");
+    let (code, r) = env.json(&["backup", "restore", &archive, "--execute"]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(std::fs::read_to_string(env.path("data/notes.txt")).unwrap(), "notes\n");
+    let inside: Vec<String> = std::fs::read_dir(env.path("data"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        inside,
+        vec!["notes.txt".to_string()],
+        "nothing of the restore inside the tree"
+    );
+    let safety = r["plan"]["steps"][0]["safety"].as_str().unwrap();
+    assert!(!safety.contains("data/.pre-restore"), "{safety}");
+    assert_eq!(
+        std::fs::read_to_string(Path::new(safety).join("notes.txt")).unwrap(),
+        "scribbled\n"
+    );
+}
+
+#[test]
 fn restore_into_a_path_that_cannot_be_written_fails_before_touching_anything() {
     let env = Env::new(&TARGET.replace("{ dir: data }", "{ dir: blocked/data }"));
     setup(&env);

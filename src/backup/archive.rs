@@ -429,6 +429,17 @@ pub fn parse_manifest(name: &str, json: &[u8]) -> io::Result<Manifest> {
                 s.root
             )));
         }
+        // And the root is where the source's entries are: nothing else in the archive (a
+        // link among another source's entries, say) can stand for it.
+        let under = |p: &str| p == s.root || p.strip_prefix(s.root.as_str()).is_some_and(|r| r.starts_with('/'));
+        if let Some(f) = s.files.iter().find(|f| !under(&f.path)) {
+            return Err(io::Error::other(format!(
+                "{MANIFEST_NAME}: source {} has root `{}`, but its entry `{}` is not under it",
+                i + 1,
+                s.root,
+                f.path
+            )));
+        }
     }
     Ok(m)
 }

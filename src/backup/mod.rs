@@ -246,7 +246,8 @@ pub(crate) fn remove_tree(root: &Path) {
 pub(crate) fn is_archive_of(file: &str, target: &str) -> bool {
     file.strip_prefix(target)
         .and_then(|r| r.strip_prefix('-'))
-        .is_some_and(|rest| rest.len() > 9 && rest[..8].bytes().all(|b| b.is_ascii_digit()) && &rest[8..9] == "T")
+        .map(str::as_bytes)
+        .is_some_and(|rest| rest.len() > 9 && rest[..8].iter().all(u8::is_ascii_digit) && rest[8] == b'T')
 }
 
 /// A new archive name: `<target>-<YYYYmmddTHHMMSSZ>.tar.zst<suffix>`, never one that exists.

@@ -143,7 +143,7 @@ pub fn plan(
                 from: s.root.clone(),
                 to: d.path.display().to_string(),
                 action: "replace the directory tree".into(),
-                safety: Some(format!("{}.pre-restore-{stamp}", d.path.display())),
+                safety: Some(sibling(&d.path, &format!(".pre-restore-{stamp}")).display().to_string()),
             },
             ("postgres", Some(Source::Postgres(url))) => Step {
                 kind: s.kind.clone(),
@@ -372,6 +372,20 @@ fn put_back(
     // Each source is what its kind says, a real file or directory in the staging tree (not a
     // link to somewhere else on the host), before anything is replaced.
     for step in &plan.steps {
+        // Every name on the way, not only the last: a root through a link entry (`dir/l/x`
+        // with `dir/l` a symlink to elsewhere) would reach outside the staging tree.
+        let mut at = staging.to_path_buf();
+        for c in Path::new(&step.from).components() {
+            at.push(c);
+            let m = std::fs::symlink_metadata(&at).map_err(|e| format!("`{}` in the archive: {e}", step.from))?;
+            if m.file_type().is_symlink() {
+                return Err(format!(
+                    "`{}` in the archive goes through a link (`{}`)",
+                    step.from,
+                    at.strip_prefix(staging).unwrap_or(&at).display()
+                ));
+            }
+        }
         let staged = staging.join(&step.from);
         let meta = std::fs::symlink_metadata(&staged).map_err(|e| format!("`{}` in the archive: {e}", step.from))?;
         let (fits, what) = match step.kind.as_str() {
@@ -416,9 +430,7 @@ fn put_back(
                 // The new tree is put next to the live one first (copied, when the archives
                 // are on another filesystem), so the live one is only moved aside once the
                 // whole new one is there.
-                let mut next = live.as_os_str().to_owned();
-                next.push(".restore-tmp");
-                let next = PathBuf::from(next);
+                let next = sibling(&live, ".restore-tmp");
                 clear(&next);
                 if let Err(e) = move_tree(&staged, &next) {
                     clear(&next);
@@ -426,8 +438,11 @@ fn put_back(
                 }
                 if live.exists() {
                     let safety = PathBuf::from(step.safety.as_deref().unwrap_or_default());
-                    *replaced = true;
-                    std::fs::rename(&live, &safety).map_err(|e| format!("moving {} aside: {e}", live.display()))?;
+                    if let Err(e) = std::fs::rename(&live, &safety) {
+                        // Nothing moved: the live tree is as it was.
+                        clear(&next);
+                        return Err(format!("moving {} aside: {e}", live.display()));
+                    }
                     log.push(format!("moved the current {} to {}", live.display(), safety.display()));
                 }
                 *replaced = true;
@@ -460,6 +475,15 @@ fn put_back(
         }
     }
     Ok(())
+}
+
+/// `<dir>/<name><suffix>` beside `path` (`/srv/x/` and `/srv/x` both give `/srv/x<suffix>`).
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.parent().unwrap_or(Path::new("")).join(format!("{name}{suffix}"))
 }
 
 /// Removes what is at `path`, a tree or a file, if anything.

@@ -35,8 +35,12 @@ impl Scratch {
 pub fn create(parent: &Path, prefix: &str) -> io::Result<Scratch> {
     sweep(parent, prefix);
     let dir = tempfile::Builder::new().prefix(prefix).tempdir_in(parent)?;
-    let lock = File::create(dir.path().join(LOCK))?;
+    // Locked under another name, then named: a sweep never finds `.lock` unlocked in a
+    // directory that is in use (without it, a young directory is left alone).
+    let fresh = dir.path().join(".lock-new");
+    let lock = File::create(&fresh)?;
     lock.try_lock().map_err(|e| io::Error::other(e.to_string()))?;
+    std::fs::rename(&fresh, dir.path().join(LOCK))?;
     Ok(Scratch { dir, _lock: lock })
 }
 

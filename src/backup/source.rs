@@ -174,37 +174,44 @@ pub fn split_password(url: &str) -> (String, Option<String>) {
     let Some((scheme, rest)) = url.split_once("://") else {
         return (url.to_string(), None);
     };
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let mut password = None;
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, pass)) => {
-                password = Some(percent_decode(pass));
-                format!("{user}@{host}")
-            }
-            None => authority.to_string(),
-        },
-        None => authority.to_string(),
+    // As libpq reads a URI: the credentials run to an `@` met before any `/` (so a `?` in
+    // an unescaped password is still part of it).
+    let (userinfo, after) = match rest.find(['@', '/']) {
+        Some(i) if rest.as_bytes()[i] == b'@' => (Some(&rest[..i]), &rest[i + 1..]),
+        _ => (None, rest),
     };
-    let tail = match tail.split_once('?') {
-        Some((path, query)) => {
-            let mut kept = Vec::new();
-            for pair in query.split('&') {
-                match pair.strip_prefix("password=") {
-                    Some(p) => password = Some(percent_decode(p)),
-                    None => kept.push(pair),
-                }
-            }
-            if kept.is_empty() {
-                path.to_string()
-            } else {
-                format!("{path}?{}", kept.join("&"))
+    let mut password = None;
+    let user = userinfo.map(|u| match u.split_once(':') {
+        Some((user, pass)) => {
+            password = Some(percent_decode(pass));
+            user
+        }
+        None => u,
+    });
+    let (place, query) = match after.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (after, None),
+    };
+    let mut out = format!("{scheme}://");
+    if let Some(u) = user {
+        out.push_str(u);
+        out.push('@');
+    }
+    out.push_str(place);
+    if let Some(q) = query {
+        let mut kept = Vec::new();
+        for pair in q.split('&') {
+            match pair.strip_prefix("password=") {
+                Some(p) => password = Some(percent_decode(p)),
+                None => kept.push(pair),
             }
         }
-        None => tail.to_string(),
-    };
-    (format!("{scheme}://{authority}{tail}"), password)
+        if !kept.is_empty() {
+            out.push('?');
+            out.push_str(&kept.join("&"));
+        }
+    }
+    (out, password)
 }
 
 /// `%XX` escapes decoded (a malformed one is kept as it is).
@@ -384,6 +391,11 @@ mod tests {
         assert_eq!(
             split_password("postgres://app@db/app?password=x"),
             ("postgres://app@db/app".into(), Some("x".into()))
+        );
+        // libpq takes a `?` in an unescaped password as part of it.
+        assert_eq!(
+            split_password("postgres://app:pa?ss@db/app"),
+            ("postgres://app@db/app".into(), Some("pa?ss".into()))
         );
     }
 
