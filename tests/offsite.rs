@@ -546,6 +546,23 @@ fn a_damaged_archive_or_one_without_its_sidecar_is_refused_by_name_and_the_rest_
 }
 
 #[test]
+fn a_damaged_archive_is_not_encrypted_on_the_way_and_pushed_under_its_good_hash() {
+    let (_, recipient) = age_key();
+    let env = Env::new(&dir_target("", &format!(", encrypt_to: \"{recipient}\"")));
+    let local = setup(&env);
+    let mut bytes = std::fs::read(&local[0]).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    std::fs::write(&local[0], bytes).unwrap();
+    let (code, r) = env.json(&["backup", "push", "main"]);
+    assert_eq!(code, 1, "{r}");
+    let damaged = local[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(r["refused"].to_string().contains(&damaged), "{r}");
+    assert!(!env.path("offsite").join(format!("{damaged}.age")).exists());
+    assert_eq!(names(&r, "pushed").len(), 1, "the good one still goes: {r}");
+}
+
+#[test]
 fn an_interrupted_push_to_s3_continues_its_multipart_upload() {
     let (_moto, port) = moto();
     let env = slow_s3_env(port);

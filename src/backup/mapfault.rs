@@ -108,6 +108,11 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, context: *
             let start = slot.start.load(Ordering::Acquire);
             let end = slot.end.load(Ordering::Acquire);
             if start != 0 && start != usize::MAX && end > start && (start..end).contains(&addr) {
+                let flag = slot.flag.load(Ordering::Acquire);
+                // Still the same registration (not freed and taken again between the loads).
+                if slot.start.load(Ordering::Acquire) != start {
+                    continue;
+                }
                 let page = addr & !(PAGE.load(Ordering::Relaxed) - 1);
                 let zeros = libc::mmap(
                     page as *mut libc::c_void,
@@ -117,7 +122,6 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, context: *
                     -1,
                     0,
                 );
-                let flag = slot.flag.load(Ordering::Acquire);
                 if zeros != libc::MAP_FAILED && !flag.is_null() {
                     (*flag).store(true, Ordering::Release);
                     return;

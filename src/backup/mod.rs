@@ -600,6 +600,22 @@ pub fn next_to_drill(store: &Store, target: &str) -> Result<Option<PathBuf>, Bac
     Ok(present.first().map(|r| PathBuf::from(&r.path)))
 }
 
+/// The archives recorded for target `name` that are in its `dest`, newest first. The state
+/// file may be shared by several configurations with a target of the same name, or
+/// remember an earlier `dest`: those archives are not this target's to prune or push.
+pub(crate) fn records_in_dest(store: &Store, t: &BackupTarget, name: &str) -> Result<Vec<BackupRecord>, BackupError> {
+    let dest = std::fs::canonicalize(&t.dest).ok();
+    Ok(store
+        .list_backups(Some(name))?
+        .into_iter()
+        .filter(|r| {
+            let p = Path::new(&r.path);
+            let dir = p.parent().and_then(|d| std::fs::canonicalize(d).ok());
+            dest.is_some() && dir == dest && p.file_name().is_some_and(|f| is_archive_of(&f.to_string_lossy(), name))
+        })
+        .collect())
+}
+
 /// What `backup prune` keeps and removes.
 #[derive(Debug, Clone, Serialize)]
 pub struct PrunePlan {
@@ -611,18 +627,7 @@ pub struct PrunePlan {
 
 pub fn prune(config: &Config, store: &Store, name: &str, apply: bool) -> Result<PrunePlan, BackupError> {
     let t = target(config, name)?;
-    // Only this target's archives in this target's `dest`: the state file may be shared by
-    // several configurations with a target of the same name, or remember an earlier `dest`.
-    let dest = std::fs::canonicalize(&t.dest).ok();
-    let records: Vec<BackupRecord> = store
-        .list_backups(Some(name))?
-        .into_iter()
-        .filter(|r| {
-            let p = Path::new(&r.path);
-            let dir = p.parent().and_then(|d| std::fs::canonicalize(d).ok());
-            dest.is_some() && dir == dest && p.file_name().is_some_and(|f| is_archive_of(&f.to_string_lossy(), name))
-        })
-        .collect();
+    let records = records_in_dest(store, t, name)?;
     // An archive whose file is gone keeps no slot (and is not the newest verified one): its
     // record goes, and the archives on disk are the ones counted.
     let candidates: Vec<_> = records

@@ -209,8 +209,7 @@ pub fn push(config: &Config, db: &Store, name: &str, progress: &dyn Fn(Progress)
         refused: Vec::new(),
         bytes: 0,
     };
-    let mut local: Vec<PathBuf> = db
-        .list_backups(Some(name))?
+    let mut local: Vec<PathBuf> = super::records_in_dest(db, t, name)?
         .into_iter()
         .map(|r| PathBuf::from(r.path))
         .filter(|p| p.is_file())
@@ -248,10 +247,18 @@ pub fn push(config: &Config, db: &Store, name: &str, progress: &dyn Fn(Progress)
     for (path, file, sha) in todo {
         // An archive encrypted where it was made goes as it is. An archive encrypted on the
         // way cannot be resumed (each encryption differs); a plain copy continues from the
-        // last part stored.
-        let bytes = if encrypt && !super::crypt::is_encrypted(&path) {
+        // last part stored. Either way, its bytes must hash to its sidecar.
+        let sent = if encrypt && !super::crypt::is_encrypted(&path) {
             let to = child(&prefix, &format!("{file}{}", super::crypt::SUFFIX));
-            rt.block_on(upload(store.as_ref(), &to, &path, Some(&recipients), progress))?
+            rt.block_on(upload(
+                store.as_ref(),
+                &to,
+                &path,
+                Some(&recipients),
+                Some(&sha),
+                progress,
+            ))
+            .map(|r| r.map(|sent| (sent, false)))
         } else {
             let job = Upload {
                 db,
@@ -262,24 +269,29 @@ pub fn push(config: &Config, db: &Store, name: &str, progress: &dyn Fn(Progress)
                 sha256: &sha,
                 max_rate: o.max_rate.map(|r| r.0),
             };
-            match rt.block_on(upload_resumable(&bucket.resume, &job, progress))? {
-                Ok((sent, resumed)) => {
-                    if resumed {
-                        report.resumed.push(file.clone());
-                    }
-                    sent
-                }
-                Err(why) => {
-                    report.refused.push((file, why));
-                    continue;
-                }
-            }
+            rt.block_on(upload_resumable(&bucket.resume, &job, progress))
         };
+        // One archive that cannot go (damaged, or the store refusing it) does not keep the
+        // newer ones from going: it is listed with the reason, and the push exits 1.
         let sidecar = format!("{sha}  {file}\n");
-        rt.block_on(store.put(&child(&prefix, &format!("{file}.sha256")), sidecar.into_bytes().into()))
-            .map_err(err)?;
-        report.bytes += bytes;
-        report.pushed.push(file);
+        let sent = match sent {
+            Ok(Ok(done)) => rt
+                .block_on(store.put(&child(&prefix, &format!("{file}.sha256")), sidecar.into_bytes().into()))
+                .map_err(err)
+                .map(|_| Ok(done)),
+            other => other,
+        };
+        match sent {
+            Ok(Ok((bytes, resumed))) => {
+                if resumed {
+                    report.resumed.push(file.clone());
+                }
+                report.bytes += bytes;
+                report.pushed.push(file);
+            }
+            Ok(Err(why)) => report.refused.push((file, why)),
+            Err(e) => report.refused.push((file, e.to_string())),
+        }
     }
     db.audit_append(&Draft::new(
         "backup.pushed",
@@ -316,13 +328,16 @@ impl Shared {
 }
 
 /// Uploads a file in parts, encrypted to `recipients` when given (age's streaming format).
+/// With `expect`, what is read is hashed and the upload is only completed when it matches;
+/// otherwise it is aborted, and the inner error says why.
 async fn upload(
     store: &dyn ObjectStore,
     to: &ObjectPath,
     from: &Path,
     recipients: Option<&[age::x25519::Recipient]>,
+    expect: Option<&str>,
     progress: &dyn Fn(Progress),
-) -> Result<u64, BackupError> {
+) -> Result<Result<u64, String>, BackupError> {
     use std::io::Read;
     let io = |e| BackupError::io(from, e);
     let mut file = std::fs::File::open(from).map_err(io)?;
@@ -340,11 +355,13 @@ async fn upload(
     let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
+    let mut read = super::sha2x::Lane::new();
     loop {
         let n = file.read(&mut buf).map_err(io)?;
         if n == 0 {
             break;
         }
+        read.update(&buf[..n]);
         w.wait_for_capacity(4).await.map_err(err)?;
         match encryptor.as_mut() {
             Some(e) => {
@@ -360,8 +377,18 @@ async fn upload(
         e.finish().map_err(io)?;
         w.write(&shared.take());
     }
+    let got = crate::audit::hex(&read.finalize());
+    if let Some(want) = expect.filter(|want| *want != got) {
+        let _ = w.abort().await;
+        return Ok(Err(mismatch(&got, want)));
+    }
     w.finish().await.map_err(err)?;
-    Ok(total)
+    Ok(Ok(total))
+}
+
+/// Why an archive whose bytes do not hash to its sidecar is not pushed.
+fn mismatch(got: &str, want: &str) -> String {
+    format!("its SHA-256 is {got}, its sidecar says {want}: the archive changed or is damaged (`backup verify` it)")
 }
 
 /// One archive to upload so that an interrupted upload can continue.
@@ -402,6 +429,10 @@ async fn upload_resumable(
         state = None;
     }
     let resumed = state.as_ref().is_some_and(|u| !u.parts.is_empty());
+    // An upload an earlier push began (with or without parts stored) may be gone from the
+    // store; once this push has stored a part in it, it is known to be there.
+    let continued = state.is_some();
+    let mut confirmed = false;
     let mut state = match state {
         Some(u) => u,
         None => {
@@ -474,8 +505,11 @@ async fn upload_resumable(
         local.update(&buf);
         let id = match (resume, &partial) {
             (Resume::S3(mp), _) => match mp.put_part(&job.to, &state.upload_id, idx, buf.into()).await {
-                Ok(part) => part.content_id,
-                Err(e) => return Err(give_up(job, mp, &state, resumed, e).await),
+                Ok(part) => {
+                    confirmed = true;
+                    part.content_id
+                }
+                Err(e) => return Err(give_up(job, mp, &state, continued && !confirmed, e).await),
             },
             (Resume::Dir(_), Some((f, p, _))) => {
                 use std::os::unix::fs::FileExt;
@@ -505,16 +539,13 @@ async fn upload_resumable(
             let _ = std::fs::remove_file(partial);
         }
         job.db.forget_offsite_upload(job.url, job.file)?;
-        return Ok(Err(format!(
-            "its SHA-256 is {sent_sha}, its sidecar says {}: the archive changed or is damaged (`backup verify` it)",
-            job.sha256
-        )));
+        return Ok(Err(mismatch(&sent_sha, job.sha256)));
     }
     match (resume, partial) {
         (Resume::S3(mp), _) => {
             let parts = state.parts.iter().map(|c| PartId { content_id: c.clone() }).collect();
             if let Err(e) = mp.complete_multipart(&job.to, &state.upload_id, parts).await {
-                return Err(give_up(job, mp, &state, resumed, e).await);
+                return Err(give_up(job, mp, &state, continued && !confirmed, e).await);
             }
         }
         (Resume::Dir(_), Some((f, partial, dest))) => {
@@ -545,18 +576,19 @@ async fn upload_resumable(
     Ok(Ok((sent, resumed)))
 }
 
-/// An S3 request of an upload failed. A continued upload (or one whose parts were all sent)
-/// may be gone from the store (aborted by a lifecycle rule, or completed by a push that was
-/// killed before it could say so): its state is dropped, so the next push starts over
-/// instead of failing on it again and again. A new upload keeps its state, to continue.
+/// An S3 request of an upload failed. An upload an earlier push began, that no request of
+/// this push has reached yet, may be gone from the store (aborted by a lifecycle rule, or
+/// completed by a push killed before it could say so): with `stale`, its state is dropped
+/// so the next push starts over instead of failing on it again and again. Otherwise (a new
+/// upload, or one this push has already stored a part in) the state stays, to continue.
 async fn give_up(
     job: &Upload<'_>,
     mp: &Arc<dyn MultipartStore>,
     state: &crate::store::OffsiteUpload,
-    resumed: bool,
+    stale: bool,
     e: object_store::Error,
 ) -> BackupError {
-    if resumed {
+    if stale {
         let _ = mp.abort_multipart(&job.to, &state.upload_id).await;
         if let Err(forget) = job.db.forget_offsite_upload(job.url, job.file) {
             return forget.into();
