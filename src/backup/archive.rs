@@ -432,6 +432,15 @@ pub fn parse_manifest(name: &str, json: &[u8]) -> io::Result<Manifest> {
         // And the root is where the source's entries are: nothing else in the archive (a
         // link among another source's entries, say) can stand for it.
         let under = |p: &str| p == s.root || p.strip_prefix(s.root.as_str()).is_some_and(|r| r.starts_with('/'));
+        // A one-file source (a database, a dump) is its one entry, at its root.
+        if s.kind != "dir" && !s.files.iter().any(|f| f.path == s.root) {
+            return Err(io::Error::other(format!(
+                "{MANIFEST_NAME}: source {} ({}) has no entry at its root `{}`",
+                i + 1,
+                s.kind,
+                s.root
+            )));
+        }
         if let Some(f) = s.files.iter().find(|f| !under(&f.path)) {
             return Err(io::Error::other(format!(
                 "{MANIFEST_NAME}: source {} has root `{}`, but its entry `{}` is not under it",

@@ -174,11 +174,16 @@ pub fn split_password(url: &str) -> (String, Option<String>) {
     let Some((scheme, rest)) = url.split_once("://") else {
         return (url.to_string(), None);
     };
-    // As libpq reads a URI: the credentials run to an `@` met before any `/` (so a `?` in
-    // an unescaped password is still part of it).
-    let (userinfo, after) = match rest.find(['@', '/']) {
-        Some(i) if rest.as_bytes()[i] == b'@' => (Some(&rest[..i]), &rest[i + 1..]),
-        _ => (None, rest),
+    // The credentials end at the last `@` before the path (or, without one, before the
+    // query): a password with an unescaped `@` or `?` (`app:p@ss?@db/app`) is still taken
+    // out whole, and no part of it is left in the URL for the command line.
+    let region = match rest.find('/') {
+        Some(i) => i,
+        None => rest.find('?').unwrap_or(rest.len()),
+    };
+    let (userinfo, after) = match rest[..region].rfind('@') {
+        Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
+        None => (None, rest),
     };
     let mut password = None;
     let user = userinfo.map(|u| match u.split_once(':') {
@@ -392,10 +397,18 @@ mod tests {
             split_password("postgres://app@db/app?password=x"),
             ("postgres://app@db/app".into(), Some("x".into()))
         );
-        // libpq takes a `?` in an unescaped password as part of it.
+        // Unescaped `?` and `@` in a password: all of it is taken out.
         assert_eq!(
             split_password("postgres://app:pa?ss@db/app"),
             ("postgres://app@db/app".into(), Some("pa?ss".into()))
+        );
+        assert_eq!(
+            split_password("postgres://app:p@ss@db/app"),
+            ("postgres://app@db/app".into(), Some("p@ss".into()))
+        );
+        assert_eq!(
+            split_password("postgres://db?application_name=a@b&password=secret"),
+            ("postgres://db?application_name=a@b".into(), Some("secret".into()))
         );
     }
 
