@@ -105,7 +105,6 @@ pub fn write(out: &Path, manifest: &mut Manifest, plan: Plan) -> io::Result<Writ
             .filter_map(|(i, f)| Some((origins.get(s)?.get(i)?.clone()?, f.size)))
             .collect();
         let ahead = Prefetch::start(files);
-        let mut vanished = Vec::new();
         for (i, f) in source.files.iter_mut().enumerate() {
             let mut h = Header::new_gnu();
             h.set_mode(f.mode);
@@ -142,7 +141,7 @@ pub fn write(out: &Path, manifest: &mut Manifest, plan: Plan) -> io::Result<Writ
                                 // Removed since the listing (a rotated log, a temp file):
                                 // left out and reported, not the whole backup failed.
                                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                                    vanished.push(i);
+                                    gone.push(f.path.clone());
                                     ahead.passed(f.size);
                                     continue;
                                 }
@@ -165,15 +164,9 @@ pub fn write(out: &Path, manifest: &mut Manifest, plan: Plan) -> io::Result<Writ
             }
         }
         // What was not archived leaves the manifest too (it is written last).
-        let mut at = 0;
-        source.files.retain(|f| {
-            let keep = !vanished.contains(&at);
-            if !keep {
-                gone.push(f.path.clone());
-            }
-            at += 1;
-            keep
-        });
+        if !gone.is_empty() {
+            source.files.retain(|f| !gone.contains(&f.path));
+        }
     }
     let enc = tar.into_inner()?;
     enc.finish()?.into_inner().map_err(|e| e.into_error())?;

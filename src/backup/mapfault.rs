@@ -27,14 +27,13 @@ struct Slot {
     flag: AtomicPtr<AtomicBool>,
 }
 
-#[allow(clippy::declare_interior_mutable_const)]
-const FREE: Slot = Slot {
-    start: AtomicUsize::new(0),
-    end: AtomicUsize::new(0),
-    flag: AtomicPtr::new(std::ptr::null_mut()),
-};
-
-static SLOTS_IN_USE: [Slot; SLOTS] = [FREE; SLOTS];
+static SLOTS_IN_USE: [Slot; SLOTS] = [const {
+    Slot {
+        start: AtomicUsize::new(0),
+        end: AtomicUsize::new(0),
+        flag: AtomicPtr::new(std::ptr::null_mut()),
+    }
+}; SLOTS];
 static PAGE: AtomicUsize = AtomicUsize::new(4096);
 static INSTALL: Once = Once::new();
 /// The SIGBUS action before ours, written once before ours is installed.

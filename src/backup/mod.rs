@@ -166,9 +166,10 @@ fn lock(dest: &Path, target: &str) -> Result<File, BackupError> {
 /// Leftovers of a create that was killed: temp archives and scratch directories; and the
 /// scratch space of a verify or drill that was stopped (see [`scratch`]).
 fn remove_leftovers(dest: &Path, target: &str) {
-    for prefix in [".runbook-verify-", ".offsite-drill-", &format!(".drill-{target}-")] {
-        scratch::sweep(dest, prefix);
-    }
+    scratch::sweep(
+        dest,
+        &[".runbook-verify-", ".offsite-drill-", &format!(".drill-{target}-")],
+    );
     let Ok(entries) = std::fs::read_dir(dest) else {
         return;
     };

@@ -250,15 +250,8 @@ pub fn push(config: &Config, db: &Store, name: &str, progress: &dyn Fn(Progress)
         // last part stored. Either way, its bytes must hash to its sidecar.
         let sent = if encrypt && !super::crypt::is_encrypted(&path) {
             let to = child(&prefix, &format!("{file}{}", super::crypt::SUFFIX));
-            rt.block_on(upload(
-                store.as_ref(),
-                &to,
-                &path,
-                Some(&recipients),
-                Some(&sha),
-                progress,
-            ))
-            .map(|r| r.map(|sent| (sent, false)))
+            rt.block_on(upload_sealed(store.as_ref(), &to, &path, &recipients, &sha, progress))
+                .map(|r| r.map(|sent| (sent, false)))
         } else {
             let job = Upload {
                 db,
@@ -327,30 +320,25 @@ impl Shared {
     }
 }
 
-/// Uploads a file in parts, encrypted to `recipients` when given (age's streaming format).
-/// With `expect`, what is read is hashed and the upload is only completed when it matches;
-/// otherwise it is aborted, and the inner error says why.
-async fn upload(
+/// Uploads a file in parts, encrypted on the way to `recipients` (age's streaming format).
+/// What is read is hashed, and the upload is only completed when that is `expect` (the
+/// sidecar's); otherwise it is aborted, and the inner error says why.
+async fn upload_sealed(
     store: &dyn ObjectStore,
     to: &ObjectPath,
     from: &Path,
-    recipients: Option<&[age::x25519::Recipient]>,
-    expect: Option<&str>,
+    recipients: &[age::x25519::Recipient],
+    expect: &str,
     progress: &dyn Fn(Progress),
 ) -> Result<Result<u64, String>, BackupError> {
     use std::io::Read;
     let io = |e| BackupError::io(from, e);
     let mut file = std::fs::File::open(from).map_err(io)?;
     let shared = Shared::default();
-    let mut encryptor = match recipients {
-        Some(r) => Some(
-            age::Encryptor::with_recipients(r.iter().map(|r| r as &dyn age::Recipient))
-                .map_err(err)?
-                .wrap_output(shared.clone())
-                .map_err(io)?,
-        ),
-        None => None,
-    };
+    let mut encryptor = age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
+        .map_err(err)?
+        .wrap_output(shared.clone())
+        .map_err(io)?;
     let upload = store.put_multipart(to).await.map_err(err)?;
     let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
     let mut buf = vec![0u8; 1 << 20];
@@ -363,24 +351,17 @@ async fn upload(
         }
         read.update(&buf[..n]);
         w.wait_for_capacity(4).await.map_err(err)?;
-        match encryptor.as_mut() {
-            Some(e) => {
-                e.write_all(&buf[..n]).map_err(io)?;
-                w.write(&shared.take());
-            }
-            None => w.write(&buf[..n]),
-        }
+        encryptor.write_all(&buf[..n]).map_err(io)?;
+        w.write(&shared.take());
         total += n as u64;
         progress(Progress::Advance(n as u64));
     }
-    if let Some(e) = encryptor {
-        e.finish().map_err(io)?;
-        w.write(&shared.take());
-    }
+    encryptor.finish().map_err(io)?;
+    w.write(&shared.take());
     let got = crate::audit::hex(&read.finalize());
-    if let Some(want) = expect.filter(|want| *want != got) {
+    if got != expect {
         let _ = w.abort().await;
-        return Ok(Err(mismatch(&got, want)));
+        return Ok(Err(mismatch(&got, expect)));
     }
     w.finish().await.map_err(err)?;
     Ok(Ok(total))
@@ -530,6 +511,8 @@ async fn upload_resumable(
             }
         }
     }
+    // Every byte of the copy, this push's and an earlier one's, came from the file just
+    // hashed: it is only completed (or renamed into place) when that is the sidecar's hash.
     let sent_sha = crate::audit::hex(&local.finalize());
     if sent_sha != job.sha256 {
         if let Resume::S3(mp) = resume {
@@ -551,20 +534,6 @@ async fn upload_resumable(
         (Resume::Dir(_), Some((f, partial, dest))) => {
             f.sync_all().map_err(|e| BackupError::io(&partial, e))?;
             drop(f);
-            // What goes in place is the archive, byte for byte: its hash is checked before
-            // the rename, so a copy that went wrong is never taken for a good one.
-            let (_, got) = super::archive::hash_file(&partial).map_err(|e| BackupError::io(&partial, e))?;
-            if got != job.sha256 {
-                let _ = std::fs::remove_file(&partial);
-                job.db.forget_offsite_upload(job.url, job.file)?;
-                return Err(BackupError::io(
-                    &partial,
-                    std::io::Error::other(format!(
-                        "the copy's SHA-256 is {got}, the archive's {}: it was removed, and the next push copies it again",
-                        job.sha256
-                    )),
-                ));
-            }
             std::fs::rename(&partial, &dest).map_err(|e| BackupError::io(&dest, e))?;
             if let Some(dir) = dest.parent() {
                 super::fsync_dir(dir);

@@ -33,7 +33,7 @@ impl Scratch {
 
 /// Makes `<parent>/<prefix>XXXXXX`, after removing the abandoned ones with the same prefix.
 pub fn create(parent: &Path, prefix: &str) -> io::Result<Scratch> {
-    sweep(parent, prefix);
+    sweep(parent, &[prefix]);
     let dir = tempfile::Builder::new().prefix(prefix).tempdir_in(parent)?;
     // Locked under another name, then named: a sweep never finds `.lock` unlocked in a
     // directory that is in use (without it, a young directory is left alone).
@@ -44,16 +44,18 @@ pub fn create(parent: &Path, prefix: &str) -> io::Result<Scratch> {
     Ok(Scratch { dir, _lock: lock })
 }
 
-/// Removes every `<parent>/<prefix>*` directory whose lock nobody holds. Best effort: what
-/// cannot be read or removed stays, and the caller goes on.
-pub fn sweep(parent: &Path, prefix: &str) {
+/// Removes every `<parent>/<prefix>*` directory, for each of `prefixes`, whose lock nobody
+/// holds: one pass over `parent`. Best effort: what cannot be read or removed stays, and the
+/// caller goes on.
+pub fn sweep(parent: &Path, prefixes: &[&str]) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
     for e in entries.flatten() {
         let name = e.file_name();
         let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-        if !is_dir || !name.to_string_lossy().starts_with(prefix) {
+        let name = name.to_string_lossy();
+        if !is_dir || !prefixes.iter().any(|p| name.starts_with(p)) {
             continue;
         }
         let dir = e.path();
@@ -123,7 +125,7 @@ mod tests {
         std::fs::write(old.join("copy.db"), "data").unwrap();
         let long_ago = SystemTime::now() - GRACE - Duration::from_secs(60);
         File::open(&old).unwrap().set_modified(long_ago).unwrap();
-        sweep(parent.path(), ".x-");
+        sweep(parent.path(), &[".x-"]);
         assert!(!old.exists());
     }
 }

@@ -219,35 +219,11 @@ pub fn split_password(url: &str) -> (String, Option<String>) {
     (out, password)
 }
 
-/// `%XX` escapes decoded (a malformed one is kept as it is).
+/// `%XX` escapes decoded, as libpq decodes a URI's parts.
 fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        match (
-            b[i],
-            b.get(i + 1).and_then(|&c| hex(c)),
-            b.get(i + 2).and_then(|&c| hex(c)),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (c, _, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
-/// Whether an entry is excluded. A pattern without `/` matches the name at any depth; one
-/// with `/` matches the path from the top of the source (a leading `/` or `./` says the same),
-/// where `*` and `?` stay within one name and `**` spans any number of directories. A
-/// trailing `/` matches directories only.
 fn excluded(patterns: &[String], rel: &str, name: &str, is_dir: bool) -> bool {
     patterns.iter().any(|p| {
         if p.ends_with('/') && !is_dir {
