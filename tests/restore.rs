@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 fn sqlite(path: &Path, sql: &str) {
     rusqlite::Connection::open(path).unwrap().execute_batch(sql).unwrap();
@@ -191,11 +192,79 @@ fn a_drill_restores_a_postgres_dump_into_a_scratch_database_and_drops_it() {
         .unwrap();
     assert!(pg["detail"].as_str().unwrap().contains("1 tables"), "{pg}");
     assert_eq!(r["checks"][0]["ok"], true, "{r:#}");
+    let detail = pg["detail"].as_str().unwrap();
+    let scratch = detail
+        .split("restored into ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap();
+    assert!(scratch.starts_with("runbook_drill_"), "{detail}");
     let leftover = psql(
-        "SELECT count(*) FROM pg_database WHERE datname LIKE 'runbook_drill_%_%' AND datname NOT LIKE 'runbook_drill_src%'",
+        &format!("SELECT count(*) FROM pg_database WHERE datname = '{scratch}'"),
         "test",
     );
     assert_eq!(leftover, "0", "the scratch database was dropped");
+}
+
+#[test]
+fn the_scratch_database_of_a_killed_drill_is_dropped_by_the_next_create() {
+    let db = fresh_database("runbook_drill_killed", "CREATE TABLE orders(id int);");
+    let env = pg_target(
+        &db,
+        "    drill:\n      checks:\n        - { name: hold, sh: \"sleep 29.321\" }\n",
+    );
+    create(&env, "pg");
+    let mut drill = env.spawn(&["backup", "drill", "--latest", "pg"]);
+    let pid = drill.id();
+    let ours = format!("SELECT count(*) FROM pg_database WHERE datname LIKE 'runbook\\_drill\\_{pid}\\_%'");
+    // The scratch database is restored and the drill's check is running.
+    let up = wait_for(Duration::from_secs(60), || {
+        psql("test", &ours) == "1"
+            && Command::new("pgrep")
+                .args(["-f", "sleep 29.321"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+    });
+    assert!(up, "the drill did not reach its check");
+    signal(pid, "KILL");
+    let _ = drill.wait();
+    let _ = Command::new("pkill").args(["-KILL", "-f", "sleep 29.321"]).status();
+    assert_eq!(psql("test", &ours), "1", "a killed drill cannot drop its database");
+
+    // An abandoned drill of another target whose name starts like this one's: its database
+    // is not this target's to drop.
+    let other = format!("runbook_drill_other_{pid}");
+    psql("test", &format!("DROP DATABASE IF EXISTS {other}"));
+    psql("test", &format!("CREATE DATABASE {other}"));
+    env.write("archives/.drill-pg-old-x1/.lock", "");
+    env.write(
+        "archives/.drill-pg-old-x1/.databases.json",
+        &format!(r#"{{"target":"pg-old","databases":[{{"server":"postgres://postgres@127.0.0.1:5432/postgres","name":"{other}"}}]}}"#),
+    );
+
+    create(&env, "pg");
+    let other_left = psql(
+        "test",
+        &format!("SELECT count(*) FROM pg_database WHERE datname = '{other}'"),
+    );
+    psql("test", &format!("DROP DATABASE IF EXISTS {other}"));
+    psql("test", &format!("DROP DATABASE IF EXISTS {db}"));
+    assert_eq!(
+        psql("test", &ours),
+        "0",
+        "the next create dropped the killed drill's database"
+    );
+    let names = env.names("archives");
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with(".drill-pg-") && !n.starts_with(".drill-pg-old")),
+        "{names:?}"
+    );
+    assert_eq!(other_left, "1", "another target's scratch database stays");
+    assert!(names.iter().any(|n| n == ".drill-pg-old-x1"), "{names:?}");
 }
 
 #[test]

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::manifest::Manifest;
@@ -85,6 +85,106 @@ impl Drop for ScratchDb<'_> {
     }
 }
 
+/// Where a drill's scratch directory names the scratch databases it made, each written
+/// before the database is created. A drill killed before it could drop them (`kill -9`, the
+/// OOM killer, a reboot) leaves them to the next drill or create of the target, which drops
+/// them when it sweeps the abandoned directory (see [`release_abandoned`]).
+const SCRATCH_DATABASES: &str = ".databases.json";
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ScratchDatabases {
+    target: String,
+    databases: Vec<ScratchDatabase>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ScratchDatabase {
+    /// The maintenance database's URL, without a password.
+    server: String,
+    name: String,
+}
+
+fn note_scratch_database(dir: &Path, target: &str, server: &str, name: &str) -> Result<(), BackupError> {
+    let path = dir.join(SCRATCH_DATABASES);
+    let mut noted = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<ScratchDatabases>(&b).ok())
+        .unwrap_or_default();
+    noted.target = target.to_string();
+    noted.databases.push(ScratchDatabase {
+        server: server.to_string(),
+        name: name.to_string(),
+    });
+    let text = serde_json::to_vec(&noted).map_err(|e| BackupError::io(&path, std::io::Error::other(e)))?;
+    super::write_atomic(&path, &text).map_err(|e| BackupError::io(&path, e))
+}
+
+/// For [`super::scratch::sweep_with`]: drops the scratch databases an abandoned drill of
+/// `target_name` made. The password comes from the target's source on the same server (the
+/// record holds none). A directory whose databases could not all be dropped is emptied but
+/// kept, holding what is left to drop, for the next sweep; one of another target (whose
+/// name starts like this one's) is left to that target's sweeps.
+pub(super) fn release_abandoned<'a>(
+    config: &'a Config,
+    target_name: &'a str,
+    target: &'a BackupTarget,
+) -> impl FnMut(&Path) -> bool + 'a {
+    move |dir: &Path| {
+        let path = dir.join(SCRATCH_DATABASES);
+        let Some(noted) = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ScratchDatabases>(&b).ok())
+        else {
+            return true;
+        };
+        if noted.target != target_name {
+            return false;
+        }
+        let servers: Vec<pg::Conn> = target
+            .sources
+            .iter()
+            .filter_map(|s| match s {
+                Source::Postgres(url) => Some(pg::Conn::parse(url).with_database("postgres")),
+                _ => None,
+            })
+            .collect();
+        let mut left = Vec::new();
+        for db in noted.databases {
+            let admin = servers
+                .iter()
+                .find(|c| c.url == db.server)
+                .cloned()
+                .unwrap_or_else(|| pg::Conn::parse(&db.server));
+            match pg::dropdb(&admin, &db.name, &config.env) {
+                Ok(()) => tracing::info!(db = db.name, "dropped the scratch database of a drill that was stopped"),
+                Err(e) => {
+                    tracing::warn!(db = db.name, error = %e, "could not drop the scratch database of a drill that was stopped; trying again next time");
+                    left.push(db);
+                }
+            }
+        }
+        if left.is_empty() {
+            return true;
+        }
+        let keep = ScratchDatabases {
+            target: noted.target,
+            databases: left,
+        };
+        if let Ok(text) = serde_json::to_vec(&keep)
+            && super::write_atomic(&path, &text).is_ok()
+            && let Ok(entries) = std::fs::read_dir(dir)
+        {
+            for e in entries.flatten() {
+                let name = e.file_name();
+                if name != SCRATCH_DATABASES && name != super::scratch::LOCK {
+                    super::remove_tree(&e.path());
+                }
+            }
+        }
+        false
+    }
+}
+
 pub fn drill(
     config: &Config,
     store: &Store,
@@ -111,8 +211,12 @@ pub fn drill(
         evidence: None,
     };
     std::fs::create_dir_all(&target.dest).map_err(|e| BackupError::io(&target.dest, e))?;
-    let scratch = super::scratch::create(&target.dest, &format!(".drill-{target_name}-"))
-        .map_err(|e| BackupError::io(&target.dest, e))?;
+    let scratch = super::scratch::create_with(
+        &target.dest,
+        &format!(".drill-{target_name}-"),
+        &mut release_abandoned(config, target_name, target),
+    )
+    .map_err(|e| BackupError::io(&target.dest, e))?;
 
     progress(Progress::Phase("checking the archive's hash"));
     let t = Instant::now();
@@ -206,18 +310,20 @@ pub fn drill(
             let t = Instant::now();
             let admin = pg::Conn::parse(url).with_database("postgres");
             let name = format!("runbook_drill_{}_{}_{n}", std::process::id(), now.as_second());
-            let result = pg::createdb(&admin, &name, &config.env).and_then(|()| {
-                let db = ScratchDb {
-                    admin: admin.clone(),
-                    name: name.clone(),
-                    env: &config.env,
-                };
-                let conn = admin.with_database(&name);
-                let restored = pg::restore(&conn, &scratch.path().join(&s.root), false, &config.env)
-                    .and_then(|()| pg::table_count(&conn, &config.env));
-                scratch_db = Some(db);
-                restored
-            });
+            let result = note_scratch_database(scratch.path(), target_name, &admin.url, &name)
+                .and_then(|()| pg::createdb(&admin, &name, &config.env))
+                .and_then(|()| {
+                    let db = ScratchDb {
+                        admin: admin.clone(),
+                        name: name.clone(),
+                        env: &config.env,
+                    };
+                    let conn = admin.with_database(&name);
+                    let restored = pg::restore(&conn, &scratch.path().join(&s.root), false, &config.env)
+                        .and_then(|()| pg::table_count(&conn, &config.env));
+                    scratch_db = Some(db);
+                    restored
+                });
             let result = result
                 .map(|tables| format!("{}: restored into {name}, {tables} tables", s.root))
                 .map_err(|e| config.redactor.redact(&e.to_string()).into_owned());

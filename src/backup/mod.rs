@@ -164,11 +164,14 @@ fn lock(dest: &Path, target: &str) -> Result<File, BackupError> {
 }
 
 /// Leftovers of a create that was killed: temp archives and scratch directories; and the
-/// scratch space of a verify or drill that was stopped (see [`scratch`]).
-fn remove_leftovers(dest: &Path, target: &str) {
-    scratch::sweep(
+/// scratch space of a verify or drill that was stopped (see [`scratch`]), with a drill's
+/// scratch databases.
+fn remove_leftovers(config: &Config, t: &BackupTarget, target: &str) {
+    let dest = &t.dest;
+    scratch::sweep_with(
         dest,
         &[".runbook-verify-", ".offsite-drill-", &format!(".drill-{target}-")],
+        &mut drill::release_abandoned(config, target, t),
     );
     let Ok(entries) = std::fs::read_dir(dest) else {
         return;
@@ -325,7 +328,7 @@ pub fn create(
     let started = Instant::now();
     std::fs::create_dir_all(&t.dest).map_err(|e| BackupError::io(&t.dest, e))?;
     let _lock = lock(&t.dest, name)?;
-    remove_leftovers(&t.dest, name);
+    remove_leftovers(config, t, name);
 
     let now = clock::now();
     let recipients = crypt::recipients(&t.encrypt_to).map_err(|e| BackupError::io(&t.dest, e))?;

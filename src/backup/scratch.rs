@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 /// The lock file inside every scratch directory.
-const LOCK: &str = ".lock";
+pub(super) const LOCK: &str = ".lock";
 
 /// A directory without its lock file is left alone this long: it may be one being made
 /// right now (the lock comes a moment after the directory), or one an older runbook made.
@@ -33,7 +33,12 @@ impl Scratch {
 
 /// Makes `<parent>/<prefix>XXXXXX`, after removing the abandoned ones with the same prefix.
 pub fn create(parent: &Path, prefix: &str) -> io::Result<Scratch> {
-    sweep(parent, &[prefix]);
+    create_with(parent, prefix, &mut |_| true)
+}
+
+/// [`create`], with [`sweep_with`]'s `release` for the abandoned ones.
+pub fn create_with(parent: &Path, prefix: &str, release: &mut dyn FnMut(&Path) -> bool) -> io::Result<Scratch> {
+    sweep_with(parent, &[prefix], release);
     let dir = tempfile::Builder::new().prefix(prefix).tempdir_in(parent)?;
     // Locked under another name, then named: a sweep never finds `.lock` unlocked in a
     // directory that is in use (without it, a young directory is left alone).
@@ -48,6 +53,13 @@ pub fn create(parent: &Path, prefix: &str) -> io::Result<Scratch> {
 /// holds: one pass over `parent`. Best effort: what cannot be read or removed stays, and the
 /// caller goes on.
 pub fn sweep(parent: &Path, prefixes: &[&str]) {
+    sweep_with(parent, prefixes, &mut |_| true)
+}
+
+/// [`sweep`], which first hands each abandoned directory to `release` (with its lock held):
+/// what its run held outside it, such as a scratch database, is let go there. The directory
+/// goes only when `release` says so; one it keeps is left for a later sweep.
+pub fn sweep_with(parent: &Path, prefixes: &[&str], release: &mut dyn FnMut(&Path) -> bool) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
@@ -76,7 +88,7 @@ pub fn sweep(parent: &Path, prefixes: &[&str]) {
             }
             Err(_) => (false, None),
         };
-        if abandoned {
+        if abandoned && release(&dir) {
             tracing::info!(path = %dir.display(), "removing the scratch space of a run that was stopped");
             super::remove_tree(&dir);
         }
