@@ -268,6 +268,64 @@ fn the_scratch_database_of_a_killed_drill_is_dropped_by_the_next_create() {
 }
 
 #[test]
+fn a_scratch_database_still_in_use_when_the_drill_ends_is_dropped_by_the_next_create() {
+    let db = fresh_database("runbook_drill_busy", "CREATE TABLE orders(id int);");
+    // The check leaves a session open on the scratch database: dropping it fails (the
+    // server waits 5 s for other sessions to go first).
+    let env = pg_target(
+        &db,
+        "    drill:\n      checks:\n        - { name: linger, sh: \"setsid psql -q -c 'SELECT pg_sleep(8)' \\\"$RUNBOOK_DRILL_DATABASE_URL\\\" >/dev/null 2>&1 < /dev/null & sleep 0.5\" }\n",
+    );
+    create(&env, "pg");
+    let (code, r) = env.json(&["backup", "drill", "--latest", "pg"]);
+    assert_eq!(code, 0, "{r:#}");
+    let pg = r["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "postgres")
+        .unwrap();
+    let detail = pg["detail"].as_str().unwrap();
+    let scratch = detail
+        .split("restored into ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    let exists = format!("SELECT count(*) FROM pg_database WHERE datname = '{scratch}'");
+    assert_eq!(psql("test", &exists), "1", "the database in use could not be dropped");
+    let kept: Vec<String> = env
+        .names("archives")
+        .into_iter()
+        .filter(|n| n.starts_with(".drill-pg-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let left = env.names(&format!("archives/{}", kept[0]));
+    assert!(left.iter().any(|n| n == ".databases.json"), "{left:?}");
+    assert!(
+        !left.iter().any(|n| n == "postgres"),
+        "the restored tree is removed: {left:?}"
+    );
+
+    // Once the session has ended, the next create drops it.
+    let idle = wait_for(Duration::from_secs(30), || {
+        psql(
+            "test",
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{scratch}'"),
+        ) == "0"
+    });
+    assert!(idle);
+    create(&env, "pg");
+    let after = psql("test", &exists);
+    psql("test", &format!("DROP DATABASE IF EXISTS {scratch}"));
+    psql("test", &format!("DROP DATABASE IF EXISTS {db}"));
+    assert_eq!(after, "0", "the next create dropped it");
+    assert!(env.names("archives").iter().all(|n| !n.starts_with(".drill-pg-")));
+}
+
+#[test]
 fn restore_without_execute_only_prints_the_plan() {
     let env = Env::new(TARGET);
     setup(&env);

@@ -75,11 +75,28 @@ struct ScratchDb<'a> {
     admin: pg::Conn,
     name: String,
     env: &'a [(String, String)],
+    dropped: bool,
+}
+
+impl ScratchDb<'_> {
+    /// Drops the database now; false if it could not be.
+    fn release(mut self) -> bool {
+        self.dropped = true;
+        match pg::dropdb(&self.admin, &self.name, self.env) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(db = self.name, error = %e, "could not drop the drill's scratch database; the next drill or create of the target tries again");
+                false
+            }
+        }
+    }
 }
 
 impl Drop for ScratchDb<'_> {
     fn drop(&mut self) {
-        if let Err(e) = pg::dropdb(&self.admin, &self.name, self.env) {
+        if !self.dropped
+            && let Err(e) = pg::dropdb(&self.admin, &self.name, self.env)
+        {
             tracing::warn!(db = self.name, error = %e, "could not drop the drill's scratch database");
         }
     }
@@ -172,14 +189,8 @@ pub(super) fn release_abandoned<'a>(
         };
         if let Ok(text) = serde_json::to_vec(&keep)
             && super::write_atomic(&path, &text).is_ok()
-            && let Ok(entries) = std::fs::read_dir(dir)
         {
-            for e in entries.flatten() {
-                let name = e.file_name();
-                if name != SCRATCH_DATABASES && name != super::scratch::LOCK {
-                    super::remove_tree(&e.path());
-                }
-            }
+            super::scratch::empty_but(dir, &[SCRATCH_DATABASES]);
         }
         false
     }
@@ -317,6 +328,7 @@ pub fn drill(
                         admin: admin.clone(),
                         name: name.clone(),
                         env: &config.env,
+                        dropped: false,
                     };
                     let conn = admin.with_database(&name);
                     let restored = pg::restore(&conn, &scratch.path().join(&s.root), false, &config.env)
@@ -376,9 +388,14 @@ pub fn drill(
             });
         }
     }
-    drop(scratch_db);
-    super::remove_tree(scratch.path());
-    drop(scratch);
+    // A database that could not be dropped stays named in the scratch directory, which is
+    // left for the next sweep to try again.
+    if scratch_db.is_some_and(|db| !db.release()) {
+        scratch.abandon(&[SCRATCH_DATABASES]);
+    } else {
+        super::remove_tree(scratch.path());
+        drop(scratch);
+    }
     r.ok = ok;
     r.total_ms = started.elapsed().as_millis() as u64;
     r.evidence = Some(write_evidence(target, target_name, now, &r)?);

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 /// The lock file inside every scratch directory.
-pub(super) const LOCK: &str = ".lock";
+const LOCK: &str = ".lock";
 
 /// A directory without its lock file is left alone this long: it may be one being made
 /// right now (the lock comes a moment after the directory), or one an older runbook made.
@@ -28,6 +28,26 @@ pub struct Scratch {
 impl Scratch {
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Lets the directory go as if its run had been stopped: everything in it but `keep`
+    /// is removed now, and the next sweep hands it to its `release`.
+    pub fn abandon(self, keep: &[&str]) {
+        empty_but(self.dir.path(), keep);
+        let _ = self.dir.keep();
+    }
+}
+
+/// Removes everything in `dir` except its lock file and `keep`.
+pub fn empty_but(dir: &Path, keep: &[&str]) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if name != LOCK && !keep.iter().any(|k| name == *k) {
+            super::remove_tree(&e.path());
+        }
     }
 }
 
