@@ -1,4 +1,4 @@
-//! Backups that are known to restore: create, verify, list and prune archives.
+//! Backups that are known to restore: create, verify, drill, restore, prune and copy offsite.
 //!
 //! Owns the life of an archive file. `create` gathers the target's sources, writes
 //! `<target>-<UTC time>.tar.zst` under a temporary name, fsyncs it, writes its `.sha256`

@@ -160,12 +160,15 @@ pub enum Command {
     /// Change requests: what a maintenance session may run, approved by another person
     #[command(subcommand)]
     Change(ChangeCmd),
-    /// Backups that are known to restore: create, list, verify, prune
+    /// Backups that are known to restore: create, verify, drill, restore, prune, offsite copies
     ///
     /// Each target under `backups:` in runbook.yaml names its sources (SQLite databases as
     /// consistent snapshots taken through SQLite, PostgreSQL through pg_dump, directory trees, any dump
     /// command), a destination directory and a retention. An archive is one
     /// `<target>-<UTC time>.tar.zst` file with `manifest.json` first and a `.sha256` sidecar.
+    /// `verify` reads every byte back; `drill` restores into scratch space, checks the data and
+    /// times it (the recovery-time figure); `restore` prints its plan unless `--execute`;
+    /// `prune` lists what goes unless `--apply`; `push` and `pull` keep an offsite copy.
     #[command(subcommand)]
     Backup(BackupCmd),
 }
@@ -320,12 +323,16 @@ pub enum BackupCmd {
     /// or another directory. Each archive is uploaded in parts, then its sidecar: an archive
     /// counts as offsite once its sidecar is there with the same hash, so an interrupted push
     /// is resumed by the next one.
-    Push { target: String },
+    Push {
+        /// Target name (a key of `backups:`)
+        target: String,
+    },
     /// Copy offsite archives that are not here back into the target's `dest`
     ///
     /// Each is written under a temporary name, hashed as it arrives, checked against its
     /// offsite sidecar, then renamed and recorded.
     Pull {
+        /// Target name (a key of `backups:`)
         target: String,
         /// Only this archive (a file name offsite)
         #[arg(long, value_name = "NAME")]
@@ -351,6 +358,7 @@ pub enum BackupCmd {
     /// keep: { last, daily, weekly, monthly }: an archive stays if any rule keeps it. The
     /// newest verified archive always stays.
     Prune {
+        /// Target name (a key of `backups:`)
         target: String,
         /// Delete the archives listed (default: only list them)
         #[arg(long)]
