@@ -26,16 +26,20 @@ pub fn human(ts: Timestamp) -> String {
         .to_string()
 }
 
+/// A span of whole seconds for people: `42s`, `3m`, `2h05m`, `6d03h`.
+pub fn span(secs: u64) -> String {
+    match secs {
+        0..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m", secs / 60),
+        3600..=86_399 => format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60),
+        _ => format!("{}d{:02}h", secs / 86_400, (secs % 86_400) / 3600),
+    }
+}
+
 /// `3m ago`, `2h ago`, `in 5m`.
 pub fn relative(ts: Timestamp, now: Timestamp) -> String {
     let secs = now.as_second() - ts.as_second();
-    let (n, future) = (secs.unsigned_abs(), secs < 0);
-    let text = match n {
-        0..=59 => format!("{n}s"),
-        60..=3599 => format!("{}m", n / 60),
-        3600..=86_399 => format!("{}h{:02}m", n / 3600, (n % 3600) / 60),
-        _ => format!("{}d{:02}h", n / 86_400, (n % 86_400) / 3600),
-    };
+    let (text, future) = (span(secs.unsigned_abs()), secs < 0);
     if future {
         format!("in {text}")
     } else {
@@ -46,6 +50,18 @@ pub fn relative(ts: Timestamp, now: Timestamp) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spans_read_as_people_say_them() {
+        let now: Timestamp = "2026-11-23T12:00:00Z".parse().unwrap();
+        let ago = |secs: i64| relative(now - jiff::SignedDuration::from_secs(secs), now);
+        assert_eq!(ago(0), "0s ago");
+        assert_eq!(ago(59), "59s ago");
+        assert_eq!(ago(150), "2m ago");
+        assert_eq!(ago(2 * 3600 + 5 * 60), "2h05m ago");
+        assert_eq!(ago(6 * 86_400 + 3 * 3600 + 59), "6d03h ago");
+        assert_eq!(relative(now + jiff::SignedDuration::from_secs(300), now), "in 5m");
+    }
 
     #[test]
     fn storage_format_round_trips_and_sorts() {

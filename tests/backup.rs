@@ -150,6 +150,19 @@ fn an_archive_holds_manifest_first_then_every_source_and_verifies() {
     let row = &list.as_array().unwrap()[0];
     assert_eq!(row["verify_ok"], true);
     assert_eq!(row["present"], true);
+    // Ages read as people say them: an archive made three days ago, verified two hours ago.
+    env.db()
+        .execute_batch(
+            "UPDATE backups SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-3 days', '-4 hours'),
+                                verified_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-2 hours', '-5 minutes')",
+        )
+        .unwrap();
+    let out = env.run(&["backup", "list"]);
+    assert!(
+        out.stdout.contains(" 3d04h ") && out.stdout.contains("ok, 2h05m ago"),
+        "{}",
+        out.stdout
+    );
     assert_eq!(
         env.count("SELECT count(*) FROM audit_events WHERE kind IN ('backup.created', 'backup.verified')"),
         3

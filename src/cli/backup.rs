@@ -85,7 +85,7 @@ fn age(created: &str) -> String {
     clock::from_text(created)
         .map(|t| {
             let secs = (clock::now().as_second() - t.as_second()).max(0) as u64;
-            duration_ms(secs * 1000)
+            clock::span(secs)
         })
         .unwrap_or_else(|| "-".into())
 }
