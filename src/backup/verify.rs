@@ -300,10 +300,29 @@ fn read_entries(
     }
     let mut missing: Vec<&str> = expected.into_keys().collect();
     missing.sort_unstable();
-    for m in missing {
-        report
-            .problems
-            .push(format!("`{m}` is in the manifest but not in the archive"));
+    if broken {
+        // Past a point the stream could not be read, nothing says whether they are there.
+        if !missing.is_empty() {
+            let shown: Vec<String> = missing.iter().take(3).map(|m| format!("`{m}`")).collect();
+            let more = missing.len().saturating_sub(shown.len());
+            report.problems.push(format!(
+                "{} {} of the manifest could not be checked: the archive cannot be read past that point ({}{})",
+                missing.len(),
+                if missing.len() == 1 { "entry" } else { "entries" },
+                shown.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+    } else {
+        for m in missing {
+            report
+                .problems
+                .push(format!("`{m}` is in the manifest but not in the archive"));
+        }
     }
     report.manifest = Some(manifest);
     let whole = if broken {
