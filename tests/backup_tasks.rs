@@ -1,4 +1,4 @@
-//! Backups in the rest of runbook: profile tasks (`backup`, `drill`, `prune`, `push`) in the jobs
+//! Backups in the rest of runbook: profile tasks (`backup`, `verify`, `drill`, `prune`, `push`) in the jobs
 //! ledger, the `backup_age` check, and the backup figures on `/metrics`.
 
 mod common;
@@ -64,6 +64,55 @@ fn a_profile_backs_up_drills_and_prunes_with_one_ledger_row_per_task() {
     let (_, list) = env.json(&["backup", "list", "main"]);
     assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
     assert_eq!(env.count("SELECT count(*) FROM backups WHERE drilled_at IS NULL"), 0);
+    // A drill reads every byte back: the drilled archive counts as verified.
+    assert_eq!(list[0]["verify_ok"], true, "{list}");
+    let (code, v) = env.json(&["check", "backup-fresh"]);
+    assert_eq!(code, 0, "{v}");
+}
+
+#[test]
+fn a_verify_task_checks_the_newest_archive_and_fails_on_a_damaged_one() {
+    let env = Env::new(&format!(
+        "{CONFIG}  checkup:\n    cron: \"@daily\"\n    tasks: [ {{ verify: main }} ]\n"
+    ));
+    env.write("data/a.txt", "a\n");
+    let dry = env.run(&["run", "checkup", "--dry-run"]);
+    assert!(
+        dry.stdout.contains("runbook backup verify --latest main"),
+        "{}",
+        dry.stdout
+    );
+    let out = env.run(&["backup", "create", "main", "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let archive = out.json()["path"].as_str().unwrap().to_string();
+    let (code, _) = env.json(&["check", "backup-fresh"]);
+    assert_eq!(code, 1, "not verified yet");
+
+    let out = env.run(&["run", "checkup"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let (code, v) = env.json(&["check", "backup-fresh"]);
+    assert_eq!(code, 0, "{v}");
+
+    // One flipped byte: the task fails, says why, and the archive no longer counts.
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x10;
+    std::fs::write(&archive, &bytes).unwrap();
+    let out = env.run(&["run", "checkup"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let output: String = env
+        .db()
+        .query_row(
+            "SELECT output FROM runs WHERE task = 'verify-main' ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(output.contains("FAILED") && output.contains("SHA-256"), "{output}");
+    let (_, list) = env.json(&["backup", "list", "main"]);
+    assert_eq!(list[0]["verify_ok"], false, "{list}");
+    let (code, _) = env.json(&["check", "backup-fresh"]);
+    assert_eq!(code, 1);
 }
 
 #[test]
@@ -81,6 +130,10 @@ fn a_failing_drill_task_fails_the_run_and_opens_the_task_alert() {
             .any(|a| a["name"] == "nightly/drill-main"),
         "{alerts}"
     );
+    // A drill check that fails says nothing against the archive, which was read back whole.
+    let (_, list) = env.json(&["backup", "list", "main"]);
+    assert_eq!(list[0]["drill_ok"], false, "{list}");
+    assert_eq!(list[0]["verify_ok"], true, "{list}");
 }
 
 #[test]

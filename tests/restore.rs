@@ -164,6 +164,9 @@ fn a_drill_of_a_damaged_database_fails_its_sqlite_phase_and_still_unpacks_the_re
     // No check ran against data known to be bad, and nothing is left behind.
     assert_eq!(r["checks"].as_array().unwrap().len(), 0, "{r:#}");
     assert!(env.names("archives").iter().all(|n| !n.starts_with(".drill-")));
+    // The archive is recorded as failing verification too.
+    let (_, list) = env.json(&["backup", "list"]);
+    assert_eq!(list[0]["verify_ok"], false, "{list}");
 }
 
 #[test]

@@ -436,10 +436,41 @@ fn record(config: &Config, store: &Store, r: &DrillReport) -> Result<(), BackupE
     );
     let at = r.started_at.clone();
     match store.backup_by_path(&path)? {
-        Some(b) => store.mark_drilled(b.id, &at, r.ok, r.recovery_ms as i64, &draft)?,
+        Some(b) => {
+            store.mark_drilled(b.id, &at, r.ok, r.recovery_ms as i64, &draft)?;
+            if let Some((ok, detail)) = verified(r) {
+                let draft = Draft::new(
+                    "backup.verified",
+                    &r.target,
+                    json!({ "archive": path, "ok": ok, "sha256": r.sha256, "by": "drill", "detail": detail }),
+                    &config.redactor,
+                );
+                store.mark_verified(b.id, &clock::to_text(clock::now()), ok, &detail, &draft)?;
+            }
+        }
         None => {
             store.audit_append(&draft)?;
         }
     }
     Ok(())
+}
+
+/// What a drill proves of the archive itself, as a verification: every phase passed (it
+/// read every byte against the sidecar and the manifest, and checked each database more
+/// deeply than verify does), or the data is bad (the file does not match its sidecar, or a
+/// restored SQLite database fails `integrity_check`). Anything else (a scratch disk full, a
+/// server away, a drill check) says nothing of the archive, and leaves its last
+/// verification as it was.
+fn verified(r: &DrillReport) -> Option<(bool, String)> {
+    if let Some(p) = r
+        .phases
+        .iter()
+        .find(|p| (p.name == "sidecar" || p.name == "sqlite") && !p.ok)
+    {
+        return Some((false, format!("drill: {}", p.detail)));
+    }
+    let read = ["sidecar", "extract"]
+        .iter()
+        .all(|n| r.phases.iter().any(|p| p.name == *n));
+    (read && r.phases.iter().all(|p| p.ok)).then(|| (true, "ok (drill)".to_string()))
 }

@@ -172,6 +172,8 @@ impl Task {
 pub enum BackupAction {
     /// `backup create`.
     Backup,
+    /// `backup verify --latest`: the newest archive read back and checked.
+    Verify,
     /// `backup prune --apply`.
     Prune,
     /// `backup drill` of the archive drilled longest ago (or never).
@@ -184,6 +186,7 @@ impl BackupAction {
     pub fn as_str(self) -> &'static str {
         match self {
             BackupAction::Backup => "backup",
+            BackupAction::Verify => "verify",
             BackupAction::Prune => "prune",
             BackupAction::Drill => "drill",
             BackupAction::Push => "push",

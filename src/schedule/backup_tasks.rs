@@ -1,4 +1,5 @@
-//! Backup tasks of a profile: `{ backup: T }`, `{ prune: T }`, `{ drill: T }`, `{ push: T }`.
+//! Backup tasks of a profile: `{ backup: T }`, `{ verify: T }`, `{ prune: T }`, `{ drill: T }`,
+//! `{ push: T }`.
 //!
 //! Owns running them inside a profile run: one ledger row each, the outcome as the task's
 //! status, and the task alert on failure like any command task. A drill task takes the
@@ -20,6 +21,7 @@ use super::runner::{RunError, Runner, TaskReport};
 pub(super) fn describe(task: &BackupTask) -> String {
     match task.action {
         BackupAction::Backup => format!("runbook backup create {}", task.target),
+        BackupAction::Verify => format!("runbook backup verify --latest {}", task.target),
         BackupAction::Prune => format!("runbook backup prune {} --apply", task.target),
         BackupAction::Drill => format!(
             "runbook backup drill (the archive of {} drilled longest ago)",
@@ -108,6 +110,23 @@ impl Runner<'_> {
                     line = format!("{line}; {d}");
                 }
                 Ok((c.too_small.is_none() && c.damaged.is_empty(), line))
+            }
+            BackupAction::Verify => {
+                let latest = backup::latest(store, &task.target).map_err(|e| e.to_string())?;
+                let path = std::path::PathBuf::from(&latest.path);
+                let identity = backup::crypt::identity_for(config, &path);
+                let r = backup::verify::verify(&path, identity.as_deref(), &none).map_err(|e| e.to_string())?;
+                backup::verify::record(config, store, &r).map_err(|e| e.to_string())?;
+                let line = match r.problems.first() {
+                    None => format!(
+                        "{}: ok, {} files, {} bytes of data",
+                        path.display(),
+                        r.files_checked,
+                        r.data_bytes
+                    ),
+                    Some(first) => format!("{}: FAILED: {first}", path.display()),
+                };
+                Ok((r.ok, line))
             }
             BackupAction::Push => {
                 let r = backup::offsite::push(config, store, &task.target, &none).map_err(|e| e.to_string())?;

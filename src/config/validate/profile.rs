@@ -37,7 +37,7 @@ const COMMAND_KEYS: &[&str] = &[
     "systemd_run",
     "cpu_quota",
 ];
-const BACKUP_TASK_KINDS: &[&str] = &["backup", "prune", "drill", "push"];
+const BACKUP_TASK_KINDS: &[&str] = &["backup", "verify", "prune", "drill", "push"];
 
 pub(super) fn profile(cx: &mut Cx, name: &str, node: &Node, base: &Path) -> Option<Profile> {
     let what = format!("profile `{name}`");
@@ -240,6 +240,7 @@ fn backup_task(cx: &mut Cx, node: &Node, kind: &'static str) -> Option<ParsedTas
     let explicit = f.get("name").and_then(|n| cx.string(n, "name"));
     let action = match kind {
         "backup" => BackupAction::Backup,
+        "verify" => BackupAction::Verify,
         "prune" => BackupAction::Prune,
         "push" => BackupAction::Push,
         _ => BackupAction::Drill,
