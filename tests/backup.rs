@@ -1059,3 +1059,42 @@ fn long_operations_show_a_progress_bar_on_a_terminal_and_nowhere_else() {
     let v: serde_json::Value = serde_json::from_str(shown.trim()).expect("only JSON on the terminal");
     assert!(v["path"].is_string());
 }
+
+#[test]
+fn keygen_makes_a_key_pair_that_encrypted_archives_are_written_and_read_with() {
+    // No configuration is needed to make a key (the config names it afterwards).
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("backup.agekey");
+    let out = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .args(["backup", "keygen", "--out", key.to_str().unwrap(), "--json"])
+        .current_dir(dir.path())
+        .env_remove("RUNBOOK_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let recipient = v["recipient"].as_str().unwrap().to_string();
+    assert!(recipient.starts_with("age1"), "{v}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    let text = std::fs::read_to_string(&key).unwrap();
+    assert!(text.contains(&format!("# public key: {recipient}")) && text.contains("AGE-SECRET-KEY-1"));
+
+    let env = Env::new(&format!(
+        "version: 1\nbackups:\n  main:\n    sources: [ {{ dir: data }} ]\n    dest: archives\n    encrypt_to: \"{recipient}\"\n    identity_file: {}\n",
+        key.display()
+    ));
+    env.write("data/a.txt", "secret notes\n");
+    let created = env.run(&["backup", "create", "main", "--json"]);
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    let archive = created.json()["path"].as_str().unwrap().to_string();
+    assert!(archive.ends_with(".tar.zst.age"), "{archive}");
+    let (code, v) = env.json(&["backup", "verify", &archive]);
+    assert_eq!(code, 0, "{v}");
+
+    // A second keygen never overwrites the key.
+    let again = env.run(&["backup", "keygen", "--out", key.to_str().unwrap()]);
+    assert_eq!(again.code, 2, "{}", again.stderr);
+    assert!(again.stderr.contains("already exists"), "{}", again.stderr);
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), text);
+}

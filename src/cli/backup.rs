@@ -107,6 +107,30 @@ fn resolve(
     }
 }
 
+/// `backup keygen --out PATH`: a new age identity file, and the recipient to encrypt to.
+pub fn keygen(cx: &Ctx, out: &Path) -> Result<Outcome, CliError> {
+    let recipient = backup::crypt::generate_identity(out).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => CliError::usage(
+            format!("{}: already exists; keygen never overwrites a key", out.display()),
+            None,
+        ),
+        _ => CliError::internal(format!("{}: {e}", out.display()), None),
+    })?;
+    let value = json!({ "identity_file": out, "recipient": recipient });
+    cx.out.either(&value, || {
+        cx.out.line(format!(
+            "identity written to {} (mode 0600); keep a copy off this host: without it no archive encrypted to this key can be read",
+            out.display()
+        ));
+        cx.out.line(format!("recipient: {recipient}"));
+        cx.out.line(format!(
+            "in runbook.yaml: encrypt_to: \"{recipient}\" and identity_file: {}",
+            out.display()
+        ));
+    });
+    Ok(Outcome::Ok)
+}
+
 fn print_plan(cx: &Ctx, plan: &backup::restore::RestorePlan) {
     cx.out.line(format!(
         "restore plan for {} (target `{}`)",
@@ -141,6 +165,8 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
     let config = cx.load()?;
     let store = cx.open_store(&config)?;
     match cmd {
+        // Dispatched before the config is read (see `cli::dispatch`); the same if it gets here.
+        BackupCmd::Keygen { out } => keygen(cx, &out),
         BackupCmd::Create { target } => {
             let bar = Bar::new(cx);
             let created = backup::create(&config, &store, &target, &Cancel::default(), &|p| bar.report(p))?;

@@ -364,6 +364,17 @@ pub enum BackupCmd {
         #[arg(long)]
         apply: bool,
     },
+    /// Make an age key pair for encrypted archives: the identity file and its recipient
+    ///
+    /// Writes the identity (the private key) to --out with mode 0600, refusing a file that
+    /// exists, and prints the recipient (`age1…`) to put under the target's `encrypt_to` (or
+    /// `offsite.encrypt_to`). Keep a copy of the identity file off this host: without it no
+    /// encrypted archive can be read back. Needs no configuration.
+    Keygen {
+        /// Where to write the identity file (must not exist)
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -685,6 +696,8 @@ pub fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
         Command::Audit(cmd) => audit::run(&cx, cmd),
         Command::Notify(cmd) => notify::run(&cx, cmd),
         Command::Db(cmd) => db::run(&cx, cmd),
+        // Needs no configuration: a key is made before the config that names it.
+        Command::Backup(BackupCmd::Keygen { out }) => backup::keygen(&cx, &out),
         Command::Backup(cmd) => backup::run(&cx, cmd),
         Command::Session(cmd) => session::run(&cx, cmd),
         Command::Change(cmd) => session::change(&cx, cmd),
