@@ -329,6 +329,59 @@ fn a_scratch_database_still_in_use_when_the_drill_ends_is_dropped_by_the_next_cr
 }
 
 #[test]
+fn restore_puts_each_database_back_in_its_own_place_when_the_sources_were_reordered() {
+    let two = "version: 1\nbackups:\n  main:\n    sources: [ { sqlite: users.db }, { sqlite: orders.db } ]\n    dest: archives\n";
+    let env = Env::new(two);
+    sqlite(&env.path("users.db"), "CREATE TABLE users(id INTEGER PRIMARY KEY);");
+    sqlite(&env.path("orders.db"), "CREATE TABLE orders(id INTEGER PRIMARY KEY);");
+    let archive = create(&env, "main");
+    let tables = |db: &str| -> String {
+        rusqlite::Connection::open(env.path(db))
+            .unwrap()
+            .query_row(
+                "SELECT group_concat(name) FROM sqlite_master WHERE type = 'table'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    // The config lists them the other way round now.
+    std::fs::write(
+        &env.config,
+        two.replace(
+            "[ { sqlite: users.db }, { sqlite: orders.db } ]",
+            "[ { sqlite: orders.db }, { sqlite: users.db } ]",
+        )
+        .replace(
+            "version: 1\n",
+            "state: { url: \"sqlite://state/runbook.db\" }\nversion: 1\n",
+        ),
+    )
+    .unwrap();
+    let out = env.run(&["backup", "restore", &archive, "--execute"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(tables("users.db"), "users");
+    assert_eq!(tables("orders.db"), "orders");
+
+    // A source replaced by another database in the same place is refused, before anything
+    // is touched.
+    std::fs::write(
+        &env.config,
+        "state: { url: \"sqlite://state/runbook.db\" }\nversion: 1\nbackups:\n  main:\n    sources: [ { sqlite: users.db }, { sqlite: billing.db } ]\n    dest: archives\n",
+    )
+    .unwrap();
+    sqlite(
+        &env.path("billing.db"),
+        "CREATE TABLE invoices(id INTEGER PRIMARY KEY);",
+    );
+    let out = env.run(&["backup", "restore", &archive, "--execute"]);
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert!(said.contains("matches no source of target `main`"), "{said}");
+    assert_eq!(tables("billing.db"), "invoices", "untouched");
+}
+
+#[test]
 fn restore_without_execute_only_prints_the_plan() {
     let env = Env::new(TARGET);
     setup(&env);
@@ -386,6 +439,70 @@ fn restore_execute_puts_the_data_back_after_a_safety_copy_with_hooks_and_checks(
     assert_eq!(
         env.count("SELECT count(*) FROM audit_events WHERE kind = 'backup.restored'"),
         1
+    );
+}
+
+#[test]
+fn restore_execute_over_a_database_sqlite_cannot_read_keeps_its_files_as_they_are() {
+    let env = Env::new(TARGET);
+    setup(&env);
+    let archive = create(&env, "main");
+    // The reason to restore: the live database is garbage.
+    let garbage: Vec<u8> = (0..8192u32).map(|i| (i * 7919 % 251) as u8).collect();
+    std::fs::write(env.path("app.db"), &garbage).unwrap();
+    let _ = std::fs::remove_file(env.path("app.db-wal"));
+    let _ = std::fs::remove_file(env.path("app.db-shm"));
+    let (code, r) = env.json(&["backup", "restore", &archive, "--execute"]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(rows(&env.path("app.db")), 3);
+    let log = r["log"].to_string();
+    assert!(log.contains("could not be read through SQLite"), "{log}");
+    let kept = PathBuf::from(r["plan"]["steps"][0]["safety"].as_str().unwrap());
+    assert_eq!(
+        std::fs::read(kept).unwrap(),
+        garbage,
+        "the damaged file is kept byte for byte"
+    );
+}
+
+#[test]
+fn restore_execute_onto_a_new_host_makes_the_database_directory() {
+    let env = Env::new(TARGET);
+    setup(&env);
+    let archive = create(&env, "main");
+    // The new host keeps the database elsewhere, in a directory that does not exist yet.
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        text.replace("{ sqlite: app.db }", "{ sqlite: fresh/var/lib/app/app.db }"),
+    )
+    .unwrap();
+    let plan = env.run(&["backup", "restore", &archive]);
+    assert!(
+        plan.stdout.contains("sqlite/app.db ->") && plan.stdout.contains("fresh/var/lib/app/app.db"),
+        "{}",
+        plan.stdout
+    );
+    let (code, r) = env.json(&["backup", "restore", &archive, "--execute"]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(rows(&env.path("fresh/var/lib/app/app.db")), 3);
+}
+
+#[test]
+fn every_post_hook_runs_even_when_one_fails_after_the_data_is_back() {
+    let env = Env::new(&TARGET.replace(
+        r#"post: [ "sh -c 'echo post >> {dir}/hooks.log'" ]"#,
+        r#"post: [ "false", "sh -c 'echo post >> {dir}/hooks.log'" ]"#,
+    ));
+    setup(&env);
+    let archive = create(&env, "main");
+    let (code, r) = env.json(&["backup", "restore", &archive, "--execute"]);
+    assert_eq!(code, 1, "{r:#}");
+    assert_eq!(rows(&env.path("app.db")), 3, "the data is back");
+    assert_eq!(std::fs::read_to_string(env.path("hooks.log")).unwrap(), "pre\npost\n");
+    assert!(
+        r.to_string().contains("the data is back, but post `false` failed"),
+        "{r:#}"
     );
 }
 

@@ -36,6 +36,9 @@ pub struct Step {
     pub action: String,
     /// Where the current data is copied first.
     pub safety: Option<String>,
+    /// The configured source the data goes back to (its index under `sources:`).
+    #[serde(skip)]
+    pub source: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -123,8 +126,9 @@ pub fn plan(
             manifest.target
         ));
     }
+    let matched = match_sources(config, &manifest.sources, &target.sources);
     for (i, s) in manifest.sources.iter().enumerate() {
-        let configured = target.sources.get(i);
+        let configured = matched[i].and_then(|j| target.sources.get(j));
         let step = match (s.kind.as_str(), configured) {
             ("sqlite", Some(Source::Sqlite(path))) => Step {
                 kind: s.kind.clone(),
@@ -137,6 +141,7 @@ pub fn plan(
                         .display()
                         .to_string(),
                 ),
+                source: matched[i],
             },
             ("dir", Some(Source::Dir(d))) => Step {
                 kind: s.kind.clone(),
@@ -144,6 +149,7 @@ pub fn plan(
                 to: d.path.display().to_string(),
                 action: "replace the directory tree".into(),
                 safety: Some(sibling(&d.path, &format!(".pre-restore-{stamp}")).display().to_string()),
+                source: matched[i],
             },
             ("postgres", Some(Source::Postgres(url))) => Step {
                 kind: s.kind.clone(),
@@ -151,6 +157,7 @@ pub fn plan(
                 to: config.redactor.redact(&pg::Conn::parse(url).url).into_owned(),
                 action: "pg_restore --clean --if-exists into the database".into(),
                 safety: Some(safety_dir.join(format!("{i}-postgres.dump")).display().to_string()),
+                source: matched[i],
             },
             ("command", _) => Step {
                 kind: s.kind.clone(),
@@ -158,13 +165,13 @@ pub fn plan(
                 to: safety_dir.join("command").display().to_string(),
                 action: "not restored automatically: the dump is left there to load by hand".into(),
                 safety: None,
+                source: None,
             },
             (kind, _) => {
                 plan.problems.push(format!(
-                    "source {} of the archive ({kind} {}) does not match source {} of target `{name}` as configured now",
+                    "source {} of the archive ({kind} {}) matches no source of target `{name}` as configured now (by origin, or by position and name)",
                     i + 1,
                     s.origin,
-                    i + 1
                 ));
                 continue;
             }
@@ -173,6 +180,62 @@ pub fn plan(
     }
     preflight(&mut plan);
     Ok(plan)
+}
+
+/// Which configured source each of the archive's sources goes back to. First by origin
+/// (the path, or the URL without its password, recorded when the archive was made), so
+/// sources reordered in the config still go home; then, for a source whose origin is no
+/// longer configured (the data moved), the configured source at the same position if it is
+/// of the same kind and its name is the same (`sqlite/app.db` and `/new/place/app.db`).
+/// Anything else matches nothing: data never goes into another source's place.
+fn match_sources(
+    config: &Config,
+    archived: &[super::manifest::SourceEntry],
+    configured: &[Source],
+) -> Vec<Option<usize>> {
+    let origin = |c: &Source| match c {
+        Source::Sqlite(p) => Some(p.display().to_string()),
+        Source::Dir(d) => Some(d.path.display().to_string()),
+        Source::Postgres(url) => Some(config.redactor.redact(&pg::Conn::parse(url).url).into_owned()),
+        Source::Command(_) => None,
+    };
+    let kind = |c: &Source| match c {
+        Source::Sqlite(_) => "sqlite",
+        Source::Dir(_) => "dir",
+        Source::Postgres(_) => "postgres",
+        Source::Command(_) => "command",
+    };
+    // The name the archive gives a source's data, as create does (before any suffix that
+    // keeps two of the same name apart).
+    let root = |c: &Source| match c {
+        Source::Sqlite(p) => Some(format!("sqlite/{}", file_name(p))),
+        Source::Dir(d) => Some(format!("dir/{}", file_name(&d.path))),
+        Source::Postgres(url) => pg::Conn::parse(url)
+            .database()
+            .map(|db| format!("postgres/{}.dump", db.replace('/', "_"))),
+        Source::Command(_) => None,
+    };
+    let mut claimed = vec![false; configured.len()];
+    let mut matched = vec![None; archived.len()];
+    for (i, s) in archived.iter().enumerate() {
+        if let Some(j) = (0..configured.len()).find(|&j| {
+            !claimed[j] && kind(&configured[j]) == s.kind && origin(&configured[j]).as_deref() == Some(&s.origin)
+        }) {
+            claimed[j] = true;
+            matched[i] = Some(j);
+        }
+    }
+    for (i, s) in archived.iter().enumerate() {
+        if matched[i].is_some() || s.kind == "command" || i >= configured.len() || claimed[i] {
+            continue;
+        }
+        let c = &configured[i];
+        if kind(c) == s.kind && root(c).as_deref() == Some(&s.root) {
+            claimed[i] = true;
+            matched[i] = Some(i);
+        }
+    }
+    matched
 }
 
 fn file_name(p: &Path) -> String {
@@ -315,8 +378,15 @@ fn run_steps(
         }
         return Err(format!("{e}; nothing was replaced, and the post hooks ran"));
     }
-    for p in &target.post {
-        run_hook(config, p, "post", log)?;
+    // Every post hook runs, even after one fails: `start db` failing must not leave the
+    // application stopped as well.
+    let failed_posts: Vec<String> = target
+        .post
+        .iter()
+        .filter_map(|p| run_hook(config, p, "post", log).err())
+        .collect();
+    if !failed_posts.is_empty() {
+        return Err(format!("the data is back, but {}", failed_posts.join("; ")));
     }
     if !target.restore_checks.is_empty() {
         let outcomes = crate::check::probe_blocking(&Arc::new(config.clone()), &target.restore_checks);
@@ -405,8 +475,25 @@ fn put_back(
                 let live = PathBuf::from(&step.to);
                 if live.exists() {
                     let safety = PathBuf::from(step.safety.as_deref().unwrap_or_default());
-                    super::sqlite::backup_copy(&live, &safety).map_err(|e| e.to_string())?;
-                    log.push(format!("safety copy of {} in {}", live.display(), safety.display()));
+                    match super::sqlite::backup_copy(&live, &safety) {
+                        Ok(_) => log.push(format!("safety copy of {} in {}", live.display(), safety.display())),
+                        // A damaged database, the usual reason to restore, cannot be read
+                        // through SQLite: its files are kept as they are instead.
+                        Err(e) => {
+                            let _ = std::fs::remove_file(&safety);
+                            let copied = copy_database_files(&live, &safety)
+                                .map_err(|c| format!("{e}; and copying its files as they are: {c}"))?;
+                            log.push(format!(
+                                "{} could not be read through SQLite ({e}): its files ({}) were copied as they are to {}",
+                                live.display(),
+                                copied.join(", "),
+                                safety.display()
+                            ));
+                        }
+                    }
+                } else if let Some(parent) = live.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    // A new host: the database's directory may not be there yet.
+                    std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
                 }
                 let tmp = live.with_extension("restore-tmp");
                 std::fs::copy(&staged, &tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
@@ -450,7 +537,7 @@ fn put_back(
                 log.push(format!("restored {} from {}", live.display(), step.from));
             }
             "postgres" => {
-                let Some(Source::Postgres(url)) = target.sources.get(i) else {
+                let Some(Source::Postgres(url)) = step.source.and_then(|j| target.sources.get(j)) else {
                     return Err(format!("source {} is no longer a postgres source", i + 1));
                 };
                 let conn = pg::Conn::parse(url);
@@ -475,6 +562,24 @@ fn put_back(
         }
     }
     Ok(())
+}
+
+/// Copies a database's files (`x.db` and, if there, `x.db-wal` and `x.db-journal`) to `to`
+/// with the same suffixes, byte for byte; returns the names of those copied.
+fn copy_database_files(live: &Path, to: &Path) -> std::io::Result<Vec<String>> {
+    let mut copied = Vec::new();
+    for ext in ["", "-wal", "-journal"] {
+        let (mut from, mut into) = (live.as_os_str().to_owned(), to.as_os_str().to_owned());
+        from.push(ext);
+        into.push(ext);
+        let from = PathBuf::from(from);
+        if ext.is_empty() || from.exists() {
+            std::fs::copy(&from, &into)?;
+            std::fs::File::open(&into)?.sync_all()?;
+            copied.push(file_name(&from));
+        }
+    }
+    Ok(copied)
 }
 
 /// `<dir>/<name><suffix>` beside `path` (`/srv/x/` and `/srv/x` both give `/srv/x<suffix>`).
