@@ -168,6 +168,62 @@ fn backup_age_needs_a_recent_verified_archive() {
     let (code, v) = env.json(&["check", "backup-fresh"]);
     assert_eq!(code, 1);
     assert!(v[0]["detail"].as_str().unwrap().contains("limit 1h"), "{v}");
+
+    // Recent again, but its file is gone: it restores nothing, and does not count.
+    env.db()
+        .execute(
+            "UPDATE backups SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+            [],
+        )
+        .unwrap();
+    assert_eq!(env.json(&["check", "backup-fresh"]).0, 0);
+    let (_, list) = env.json(&["backup", "list", "main"]);
+    std::fs::remove_file(list[0]["path"].as_str().unwrap()).unwrap();
+    let (code, v) = env.json(&["check", "backup-fresh"]);
+    assert_eq!(code, 1, "{v}");
+}
+
+#[test]
+fn verify_latest_takes_this_configs_dest_and_fails_when_the_newest_file_is_gone() {
+    let env = Env::new(CONFIG);
+    env.write("data/a.txt", "a\n");
+    let first = env.run(&["backup", "create", "main", "--json"]).json()["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Another config sharing the state file, with a target of the same name elsewhere.
+    let other = env.path("other.yaml");
+    std::fs::write(
+        &other,
+        "state: { url: \"sqlite://state/runbook.db\" }\nversion: 1\nbackups:\n  main: { sources: [ { dir: data } ], dest: elsewhere }\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .args(["--config", other.to_str().unwrap(), "backup", "create", "main"])
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (code, v) = env.json(&["backup", "verify", "--latest", "main"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(
+        v["archive"].as_str().unwrap(),
+        first,
+        "this config's archive, not the other's"
+    );
+
+    std::fs::remove_file(&first).unwrap();
+    let (code, v) = env.json(&["backup", "verify", "--latest", "main"]);
+    assert_eq!(code, 1, "{v}");
+    assert!(v["problems"][0].as_str().unwrap().contains("gone"), "{v}");
+    let (_, list) = env.json(&["backup", "list", "main"]);
+    let row = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["path"] == first.as_str())
+        .unwrap();
+    assert_eq!(row["verify_ok"], false, "{list}");
 }
 
 #[test]

@@ -573,9 +573,11 @@ pub fn target_of<'c>(config: &'c Config, archive_path: &Path) -> Result<(String,
 }
 
 /// The newest recorded archive of a target.
-pub fn latest(store: &Store, target: &str) -> Result<BackupRecord, BackupError> {
-    store
-        .list_backups(Some(target))?
+/// The newest archive recorded for `target` in its `dest` (see [`records_in_dest`]), whether
+/// or not its file is still there: a verify of it says so.
+pub fn latest(config: &Config, store: &Store, target: &str) -> Result<BackupRecord, BackupError> {
+    let t = self::target(config, target)?;
+    records_in_dest(store, t, target)?
         .into_iter()
         .next()
         .ok_or_else(|| BackupError::NoArchive(target.to_string()))
@@ -583,9 +585,9 @@ pub fn latest(store: &Store, target: &str) -> Result<BackupRecord, BackupError> 
 
 /// The archive a scheduled drill takes: never drilled ones first (oldest first, the nearest
 /// to being pruned), then the one drilled longest ago. Only archives whose file is there.
-pub fn next_to_drill(store: &Store, target: &str) -> Result<Option<PathBuf>, BackupError> {
-    let mut present: Vec<BackupRecord> = store
-        .list_backups(Some(target))?
+pub fn next_to_drill(config: &Config, store: &Store, target: &str) -> Result<Option<PathBuf>, BackupError> {
+    let t = self::target(config, target)?;
+    let mut present: Vec<BackupRecord> = records_in_dest(store, t, target)?
         .into_iter()
         .filter(|r| Path::new(&r.path).is_file())
         .collect();

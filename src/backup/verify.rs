@@ -339,6 +339,36 @@ fn read_entries(
     (whole, checks)
 }
 
+/// Verifies the archive at `path` (decrypted with its target's identity) and records the
+/// outcome. A recorded archive whose file is gone fails, and that is recorded too: it is
+/// not an archive that can be restored any more.
+pub fn verify_and_record(
+    config: &Config,
+    store: &Store,
+    path: &Path,
+    progress: &dyn Fn(Progress),
+) -> Result<VerifyReport, BackupError> {
+    let report = if !path.exists() && store.backup_by_path(&path.display().to_string())?.is_some() {
+        VerifyReport {
+            archive: path.to_path_buf(),
+            ok: false,
+            problems: vec![format!("{}: the archive's file is gone", path.display())],
+            sha256: String::new(),
+            size: 0,
+            files_checked: 0,
+            data_bytes: 0,
+            sqlite: Vec::new(),
+            postgres: Vec::new(),
+            duration_ms: 0,
+            manifest: None,
+        }
+    } else {
+        verify(path, super::crypt::identity_for(config, path).as_deref(), progress)?
+    };
+    record(config, store, &report)?;
+    Ok(report)
+}
+
 /// Records the outcome with the archive (if the store knows it) and as an audit event.
 pub fn record(config: &Config, store: &Store, report: &VerifyReport) -> Result<(), BackupError> {
     let path = report.archive.display().to_string();

@@ -1,5 +1,6 @@
 //! Backup age probe: the newest *verified* archive of a target must be recent. An archive
-//! that was written but never verified does not count: it is not known to restore.
+//! that was written but never verified does not count: it is not known to restore. Nor does
+//! one whose file is gone.
 
 use serde_json::json;
 
@@ -17,12 +18,13 @@ pub(super) fn probe(config: &Config, p: &BackupAgeProbe) -> Result<Finding, Stri
             json!({}),
         ));
     };
-    let verified = store.newest_verified_backup(&p.target).map_err(|e| e.to_string())?;
-    let newest = store
-        .list_backups(Some(&p.target))
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .next();
+    let listed = store.list_backups(Some(&p.target)).map_err(|e| e.to_string())?;
+    // A verified archive whose file is gone restores nothing: it does not count.
+    let verified = listed
+        .iter()
+        .find(|r| r.verify_ok == Some(true) && std::path::Path::new(&r.path).is_file())
+        .map(|r| (r.created_at.clone(), r.path.clone()));
+    let newest = listed.into_iter().next();
     let now = clock::now();
     let age = |at: &str| {
         clock::from_text(at).map(|t| std::time::Duration::from_secs((now.as_second() - t.as_second()).max(1) as u64))

@@ -101,7 +101,7 @@ fn resolve(
         (Some(p), _) => Ok(p),
         (None, Some(t)) => {
             backup::target(config, &t)?;
-            Ok(backup::latest(store, &t)?.path.into())
+            Ok(backup::latest(config, store, &t)?.path.into())
         }
         (None, None) => Err(CliError::usage("name an archive or --latest TARGET", None)),
     }
@@ -240,11 +240,8 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
         BackupCmd::Verify { archive, latest } => {
             let path = resolve(&config, &store, archive, latest)?;
             let bar = Bar::new(cx);
-            let report = backup::verify::verify(&path, backup::crypt::identity_for(&config, &path).as_deref(), &|p| {
-                bar.report(p)
-            })?;
+            let report = backup::verify::verify_and_record(&config, &store, &path, &|p| bar.report(p))?;
             drop(bar);
-            backup::verify::record(&config, &store, &report)?;
             cx.out.either(&report, || {
                 if report.ok {
                     cx.out.line(format!(

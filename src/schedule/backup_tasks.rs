@@ -112,11 +112,9 @@ impl Runner<'_> {
                 Ok((c.too_small.is_none() && c.damaged.is_empty(), line))
             }
             BackupAction::Verify => {
-                let latest = backup::latest(store, &task.target).map_err(|e| e.to_string())?;
+                let latest = backup::latest(config, store, &task.target).map_err(|e| e.to_string())?;
                 let path = std::path::PathBuf::from(&latest.path);
-                let identity = backup::crypt::identity_for(config, &path);
-                let r = backup::verify::verify(&path, identity.as_deref(), &none).map_err(|e| e.to_string())?;
-                backup::verify::record(config, store, &r).map_err(|e| e.to_string())?;
+                let r = backup::verify::verify_and_record(config, store, &path, &none).map_err(|e| e.to_string())?;
                 let line = match r.problems.first() {
                     None => format!(
                         "{}: ok, {} files, {} bytes of data",
@@ -155,7 +153,8 @@ impl Runner<'_> {
                 Ok((true, format!("removed {}, kept {}", p.remove.len(), p.keep.len())))
             }
             BackupAction::Drill => {
-                let Some(archive) = backup::next_to_drill(store, &task.target).map_err(|e| e.to_string())? else {
+                let Some(archive) = backup::next_to_drill(config, store, &task.target).map_err(|e| e.to_string())?
+                else {
                     return Err(format!("no archive of `{}` to drill", task.target));
                 };
                 let target = backup::target(config, &task.target).map_err(|e| e.to_string())?;
