@@ -98,16 +98,22 @@ fn push_copies_what_is_missing_by_hash_and_pull_brings_it_back_checked() {
     let n = bytes.len();
     bytes[n / 2] ^= 1;
     std::fs::write(&remote, bytes).unwrap();
-    std::fs::remove_file(victim).unwrap();
-    std::fs::remove_file(format!("{}.sha256", victim.display())).unwrap();
+    // Both local copies lost: the damaged newest one does not keep the older one from
+    // coming back.
+    for p in &local {
+        std::fs::remove_file(p).unwrap();
+        std::fs::remove_file(format!("{}.sha256", p.display())).unwrap();
+    }
     let out = env.run(&["backup", "pull", "main"]);
     assert_eq!(out.code, 1, "{}", out.stdout);
     assert!(
-        out.stderr.contains("does not match the offsite sidecar"),
+        out.stdout.contains("FAILED") && out.stdout.contains("does not match the offsite sidecar"),
         "{}",
-        out.stderr
+        out.stdout
     );
     assert!(!victim.exists());
+    assert!(local[0].is_file(), "the older archive came back: {}", out.stdout);
+    assert_eq!(env.run(&["backup", "verify", local[0].to_str().unwrap()]).code, 0);
     let leftovers: Vec<_> = env
         .names("archives")
         .into_iter()
@@ -117,6 +123,41 @@ fn push_copies_what_is_missing_by_hash_and_pull_brings_it_back_checked() {
 }
 
 /// A moto S3 server on 127.0.0.1 with the bucket `runbook-backups`.
+#[test]
+fn pull_and_push_take_only_what_is_directly_under_the_offsite_prefix() {
+    let env = Env::new(TO_A_DIRECTORY);
+    let local = setup(&env);
+    assert_eq!(env.json(&["backup", "push", "main"]).0, 0);
+    // One copy moved into a folder under the prefix (another host's, or kept aside).
+    let name = local[0].file_name().unwrap().to_string_lossy().into_owned();
+    let offsite = env.path("offsite/main");
+    std::fs::create_dir_all(offsite.join("old")).unwrap();
+    for f in [name.clone(), format!("{name}.sha256")] {
+        std::fs::rename(offsite.join(&f), offsite.join("old").join(&f)).unwrap();
+    }
+    let (code, r) = env.json(&["backup", "push", "main"]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(names(&r, "pushed"), vec![name.clone()], "not taken for a copy: {r}");
+
+    // An archive pulled but no longer recorded (the state file was lost) is recorded again.
+    env.db().execute("DELETE FROM backups", []).unwrap();
+    let (code, r) = env.json(&["backup", "pull", "main"]);
+    assert_eq!(code, 0, "{r}");
+    let (_, list) = env.json(&["backup", "list", "main"]);
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+
+    // A drill from offsite of a copy without its sidecar says so.
+    let newest = local[1].file_name().unwrap().to_string_lossy().into_owned();
+    std::fs::remove_file(offsite.join(format!("{newest}.sha256"))).unwrap();
+    let out = env.run(&["backup", "drill", &newest, "--from-offsite"]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("could not be fetched from offsite") && out.stderr.contains("no sidecar"),
+        "{}",
+        out.stderr
+    );
+}
+
 fn moto() -> (Server, u16) {
     let (server, port) = spawn_listening(
         "moto_server",
@@ -241,7 +282,7 @@ fn offsite_copies_can_be_encrypted_to_an_age_recipient_and_need_the_identity_to_
     }
     let out = env.run(&["backup", "pull", "main"]);
     assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("identity_file"), "{}", out.stderr);
+    assert!(out.stdout.contains("identity_file"), "{}", out.stdout);
     env.write("age.key", &secret);
     env.edit_config("encrypt_to:", "identity_file: age.key, encrypt_to:");
     let (code, pulled) = env.json(&["backup", "pull", "main"]);

@@ -119,8 +119,14 @@ async fn remote_list(store: &dyn ObjectStore, prefix: &ObjectPath, target: &str)
     let mut objects = Vec::new();
     let mut sidecars = Vec::new();
     let mut listing = store.list(Some(prefix));
+    // Only what is directly under the prefix: another host's `prefix/vps-2/…`, or archives
+    // moved into a folder, are not this target's copies.
+    let depth = prefix.parts().count() + 1;
     while let Some(meta) = listing.next().await {
         let meta = meta.map_err(err)?;
+        if meta.location.parts().count() != depth {
+            continue;
+        }
         let Some(name) = meta.location.filename().map(str::to_string) else {
             continue;
         };
@@ -571,6 +577,8 @@ pub struct PullReport {
     pub target: String,
     pub pulled: Vec<PathBuf>,
     pub skipped: Vec<String>,
+    /// (archive, why) for each that could not be pulled; the others still were (exit 1).
+    pub failed: Vec<(String, String)>,
 }
 
 /// Copies offsite archives that are not here (all, or the one named) into `into` (default:
@@ -594,6 +602,7 @@ pub fn pull(
         target: name.to_string(),
         pulled: Vec::new(),
         skipped: Vec::new(),
+        failed: Vec::new(),
     };
     let wanted: Vec<&Remote> = remote.iter().filter(|r| only.is_none_or(|o| o == r.name)).collect();
     if let Some(o) = only
@@ -610,9 +619,62 @@ pub fn pull(
         };
         let local = dest.join(&r.name);
         if archive::read_sidecar(&local).is_ok_and(|h| &h == sha) && local.is_file() {
+            // Here already; recorded now if an earlier pull could not record it.
+            if into.is_none() && db.backup_by_path(&local.display().to_string())?.is_none() {
+                if let Err(e) = record(config, db, name, &local, sha) {
+                    report.failed.push((r.name.clone(), e.to_string()));
+                    continue;
+                }
+                report.pulled.push(local);
+                continue;
+            }
             report.skipped.push(r.name.clone());
             continue;
         }
+        // One archive that cannot be had (damaged offsite, no identity) does not keep the
+        // older ones from coming back.
+        let from = Puller {
+            config,
+            db,
+            name,
+            offsite: o,
+            store: store.as_ref(),
+            prefix: &prefix,
+            record: into.is_none(),
+        };
+        match from.fetch(r, sha, &local, progress) {
+            Ok(()) => report.pulled.push(local),
+            Err(e) => report.failed.push((r.name.clone(), e.to_string())),
+        }
+    }
+    Ok(report)
+}
+
+/// Where a pull takes archives from, and whether it records them.
+struct Puller<'a> {
+    config: &'a Config,
+    db: &'a Store,
+    name: &'a str,
+    offsite: &'a Offsite,
+    store: &'a dyn ObjectStore,
+    prefix: &'a ObjectPath,
+    record: bool,
+}
+
+impl Puller<'_> {
+    /// Downloads one archive (decrypting it if it is stored encrypted) to `local`, checked
+    /// against `sha`, with its sidecar, and records it. Nothing of it is left if that fails.
+    fn fetch(&self, r: &Remote, sha: &str, local: &Path, progress: &dyn Fn(Progress)) -> Result<(), BackupError> {
+        let Puller {
+            config,
+            db,
+            name,
+            offsite: o,
+            store,
+            prefix,
+            record: recorded,
+        } = *self;
+        let rt = crate::check::runtime();
         progress(Progress::Phase("downloading"));
         progress(Progress::Total(r.size));
         if r.encrypted {
@@ -626,31 +688,36 @@ pub fn pull(
             cipher.push(".age.part");
             let cipher = PathBuf::from(cipher);
             let fetched = rt.block_on(download(
-                store.as_ref(),
-                &child(&prefix, &format!("{}.age", r.name)),
+                store,
+                &child(prefix, &format!("{}.age", r.name)),
                 &cipher,
                 None,
                 progress,
             ));
-            let result = fetched.and_then(|()| decrypt(&cipher, &local, identity, sha));
+            let result = fetched.and_then(|()| decrypt(&cipher, local, identity, sha));
             let _ = std::fs::remove_file(&cipher);
             result?;
         } else {
-            rt.block_on(download(
-                store.as_ref(),
-                &child(&prefix, &r.name),
-                &local,
-                Some(sha),
-                progress,
-            ))?;
+            rt.block_on(download(store, &child(prefix, &r.name), local, Some(sha), progress))?;
         }
-        archive::write_sidecar(&local, sha).map_err(|e| BackupError::io(&local, e))?;
-        if into.is_none() {
-            record(config, db, name, &local, sha)?;
+        let kept = archive::write_sidecar(local, sha)
+            .map_err(|e| BackupError::io(local, e))
+            .and_then(|_| {
+                if recorded {
+                    record(config, db, name, local, sha)
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(e) = kept {
+            // Not left half there: a file the state file does not know would never be pulled
+            // again.
+            let _ = std::fs::remove_file(archive::sidecar_path(local));
+            let _ = std::fs::remove_file(local);
+            return Err(e);
         }
-        report.pulled.push(local);
+        Ok(())
     }
-    Ok(report)
 }
 
 /// A file arriving under `<to>.part`, hashed as it is written; it takes its real name only

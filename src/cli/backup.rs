@@ -305,11 +305,18 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
                 };
                 let pulled =
                     backup::offsite::pull(&config, &store, &t, Some(&newest), Some(dir.path()), &|p| bar.report(p))?;
-                let path = pulled
-                    .pulled
-                    .first()
-                    .cloned()
-                    .unwrap_or_else(|| dir.path().join(&newest));
+                let Some(path) = pulled.pulled.first().cloned() else {
+                    let why = pulled
+                        .failed
+                        .first()
+                        .map(|(_, why)| why.clone())
+                        .or_else(|| pulled.skipped.first().cloned())
+                        .unwrap_or_else(|| "nothing was fetched".into());
+                    return Err(CliError::failed(
+                        format!("{newest} could not be fetched from offsite: {why}"),
+                        None,
+                    ));
+                };
                 fetched = Some(dir);
                 path
             } else {
@@ -411,8 +418,15 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
                 for s in &report.skipped {
                     cx.out.line(format!("skipped  {s}"));
                 }
+                for (name, why) in &report.failed {
+                    cx.out.line(format!("FAILED   {name}: {why}"));
+                }
             });
-            Ok(Outcome::Ok)
+            Ok(if report.failed.is_empty() {
+                Outcome::Ok
+            } else {
+                Outcome::Failed
+            })
         }
         BackupCmd::Prune { target, apply } => {
             let plan = backup::prune(&config, &store, &target, apply)?;
