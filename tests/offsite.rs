@@ -616,3 +616,13 @@ fn an_interrupted_push_to_s3_continues_its_multipart_upload() {
     );
     resumed_push_sends_only_the_rest(&env, &archive);
 }
+
+#[test]
+fn a_target_without_offsite_is_a_usage_error_for_push_and_pull() {
+    let env = Env::new("version: 1\nbackups:\n  main: { sources: [ { dir: data } ], dest: archives }\n");
+    for cmd in ["push", "pull"] {
+        let out = env.run(&["backup", cmd, "main"]);
+        assert_eq!(out.code, 2, "{}", out.stderr);
+        assert!(out.stderr.contains("has no `offsite:`"), "{}", out.stderr);
+    }
+}

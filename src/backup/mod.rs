@@ -58,6 +58,8 @@ pub enum BackupError {
     NoArchive(String),
     #[error("offsite: {0}")]
     Offsite(String),
+    #[error("backup target `{0}` has no `offsite:`")]
+    NoOffsite(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -79,6 +81,9 @@ impl BackupError {
             ),
             BackupError::Busy(_) => Some("wait for it to finish; a crashed one releases its lock by itself".into()),
             BackupError::NoArchive(t) => Some(format!("create one first: runbook backup create {t}")),
+            BackupError::NoOffsite(_) => {
+                Some("add `offsite: { url: s3://bucket/prefix }` (or a directory) to the target".into())
+            }
             BackupError::Store(e) => e.hint(),
             _ => None,
         }

@@ -92,7 +92,7 @@ fn bucket(o: &Offsite) -> Result<Bucket, BackupError> {
 fn offsite_of<'t>(t: &'t BackupTarget, name: &str) -> Result<&'t Offsite, BackupError> {
     t.offsite
         .as_ref()
-        .ok_or_else(|| err(format!("backup target `{name}` has no `offsite:`")))
+        .ok_or_else(|| BackupError::NoOffsite(name.to_string()))
 }
 
 fn child(prefix: &ObjectPath, name: &str) -> ObjectPath {

@@ -17,7 +17,9 @@ impl From<BackupError> for CliError {
         let hint = e.hint();
         match e {
             BackupError::Store(s) => s.into(),
-            BackupError::UnknownTarget(_) | BackupError::NoArchive(_) => CliError::usage(e.to_string(), hint),
+            BackupError::UnknownTarget(_) | BackupError::NoArchive(_) | BackupError::NoOffsite(_) => {
+                CliError::usage(e.to_string(), hint)
+            }
             BackupError::Dump { .. } | BackupError::Busy(_) | BackupError::Offsite(_) => {
                 CliError::failed(e.to_string(), hint)
             }
