@@ -626,3 +626,26 @@ fn a_target_without_offsite_is_a_usage_error_for_push_and_pull() {
         assert!(out.stderr.contains("has no `offsite:`"), "{}", out.stderr);
     }
 }
+
+#[test]
+fn what_a_killed_pull_left_goes_with_the_next_create() {
+    let env = Env::new(TO_A_DIRECTORY);
+    env.write("data/a.txt", "alpha\n");
+    for f in [
+        "archives/main-20260101T000000Z.tar.zst.part",
+        "archives/main-20260101T000000Z.tar.zst.age.part",
+        "archives/main-db-20260101T000000Z.tar.zst.part",
+    ] {
+        env.write(f, "half a download");
+    }
+    create(&env);
+    let names = env.names("archives");
+    assert!(
+        !names.iter().any(|n| n.starts_with("main-2026") && n.ends_with(".part")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n == "main-db-20260101T000000Z.tar.zst.part"),
+        "another target's stays: {names:?}"
+    );
+}

@@ -193,6 +193,14 @@ fn remove_leftovers(config: &Config, t: &BackupTarget, target: &str) {
             let _ = std::fs::remove_file(e.path());
             continue;
         }
+        // A download a killed pull left (`<archive>.part`, `<archive>.age.part`).
+        if let Some(part) = name.strip_suffix(".part")
+            && is_archive_of(part.strip_suffix(".age").unwrap_or(part), target)
+        {
+            tracing::info!(path = %e.path().display(), "removing what an interrupted pull left");
+            let _ = std::fs::remove_file(e.path());
+            continue;
+        }
         let ours = name.strip_prefix('.').is_some_and(|n| is_archive_of(n, target));
         if ours && (name.ends_with(".tmp") || name.ends_with(".work")) {
             let p = e.path();

@@ -598,6 +598,12 @@ pub fn pull(
     let remote = rt.block_on(remote_list(store.as_ref(), &prefix, name))?;
     let dest = into.unwrap_or(&t.dest).to_path_buf();
     std::fs::create_dir_all(&dest).map_err(|e| BackupError::io(&dest, e))?;
+    // Into `dest`, under the target's lock: a create that finds a download's `.part` file
+    // then knows it is what a killed pull left.
+    let _lock = match into {
+        None => Some(super::lock(&dest, name)?),
+        Some(_) => None,
+    };
     let mut report = PullReport {
         target: name.to_string(),
         pulled: Vec::new(),
