@@ -167,8 +167,18 @@ async fn remote_list(store: &dyn ObjectStore, prefix: &ObjectPath, target: &str)
             size,
         })
         .collect();
-    out.sort_by(|a, b| b.name.cmp(&a.name));
+    out.sort_by(|a, b| newest_first(&b.name).cmp(&newest_first(&a.name)));
     Ok(out)
+}
+
+/// The order of archive names in time: `main-20261123T033000Z.tar.zst`, then the second one
+/// of that second, `main-20261123T033000Z-2.tar.zst` (by name alone it would come first).
+fn newest_first(name: &str) -> (&str, u32) {
+    let base = name.split(".tar.zst").next().unwrap_or(name);
+    match base.rsplit_once('-') {
+        Some((head, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => (head, n.parse().unwrap_or(0)),
+        _ => (base, 1),
+    }
 }
 
 pub fn list(config: &Config, name: &str) -> Result<Vec<Remote>, BackupError> {
@@ -859,4 +869,29 @@ fn record(config: &Config, db: &Store, name: &str, path: &Path, sha: &str) -> Re
         ),
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::newest_first;
+
+    #[test]
+    fn archives_of_the_same_second_keep_their_order() {
+        let mut names = vec![
+            "main-20261123T033000Z-2.tar.zst",
+            "main-20261123T033000Z.tar.zst",
+            "main-20261124T033000Z.tar.zst.age",
+            "main-20261123T033000Z-10.tar.zst",
+        ];
+        names.sort_by(|a, b| newest_first(b).cmp(&newest_first(a)));
+        assert_eq!(
+            names,
+            [
+                "main-20261124T033000Z.tar.zst.age",
+                "main-20261123T033000Z-10.tar.zst",
+                "main-20261123T033000Z-2.tar.zst",
+                "main-20261123T033000Z.tar.zst",
+            ]
+        );
+    }
 }
