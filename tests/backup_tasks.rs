@@ -5,6 +5,7 @@ mod common;
 
 use common::http::get;
 use common::*;
+use std::path::Path;
 
 const CONFIG: &str = r#"
 version: 1
@@ -213,6 +214,15 @@ fn verify_latest_takes_this_configs_dest_and_fails_when_the_newest_file_is_gone(
     );
 
     std::fs::remove_file(&first).unwrap();
+    // Named relative to the working directory, it is still the recorded archive that is gone.
+    let relative = Path::new(&first)
+        .strip_prefix(env.dir.path())
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let (code, v) = env.json(&["backup", "verify", &relative]);
+    assert_eq!(code, 1, "{v}");
     let (code, v) = env.json(&["backup", "verify", "--latest", "main"]);
     assert_eq!(code, 1, "{v}");
     assert!(v["problems"][0].as_str().unwrap().contains("gone"), "{v}");

@@ -35,6 +35,38 @@ fn fresh_database(prefix: &str, sql: &str) -> String {
     db
 }
 
+/// A fresh database `PREFIX_<pid>` backed up by target `pg` (one archive made), whose drill
+/// runs one check `name`: `sh` (a YAML double-quoted string's content).
+fn pg_drill_with_check(prefix: &str, name: &str, sh: &str) -> (String, Env) {
+    let db = fresh_database(prefix, "CREATE TABLE orders(id int);");
+    let env = pg_target(
+        &db,
+        &format!("    drill:\n      checks:\n        - {{ name: {name}, sh: \"{sh}\" }}\n"),
+    );
+    create(&env, "pg");
+    (db, env)
+}
+
+/// The scratch database a drill's report names in its `postgres` phase.
+fn scratch_database(r: &serde_json::Value) -> String {
+    let pg = r["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "postgres")
+        .unwrap();
+    let detail = pg["detail"].as_str().unwrap();
+    let name = detail
+        .split("restored into ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap();
+    assert!(name.starts_with("runbook_drill_"), "{detail}");
+    name.to_string()
+}
+
 /// A config with one backup target `pg` of database `db`; `more` adds lines to the target.
 fn pg_target(db: &str, more: &str) -> Env {
     Env::new(&format!(
@@ -195,15 +227,7 @@ fn a_drill_restores_a_postgres_dump_into_a_scratch_database_and_drops_it() {
         .unwrap();
     assert!(pg["detail"].as_str().unwrap().contains("1 tables"), "{pg}");
     assert_eq!(r["checks"][0]["ok"], true, "{r:#}");
-    let detail = pg["detail"].as_str().unwrap();
-    let scratch = detail
-        .split("restored into ")
-        .nth(1)
-        .unwrap()
-        .split(',')
-        .next()
-        .unwrap();
-    assert!(scratch.starts_with("runbook_drill_"), "{detail}");
+    let scratch = scratch_database(&r);
     let leftover = psql(
         &format!("SELECT count(*) FROM pg_database WHERE datname = '{scratch}'"),
         "test",
@@ -212,13 +236,58 @@ fn a_drill_restores_a_postgres_dump_into_a_scratch_database_and_drops_it() {
 }
 
 #[test]
-fn the_scratch_database_of_a_killed_drill_is_dropped_by_the_next_create() {
-    let db = fresh_database("runbook_drill_killed", "CREATE TABLE orders(id int);");
-    let env = pg_target(
-        &db,
-        "    drill:\n      checks:\n        - { name: hold, sh: \"sleep 29.321\" }\n",
-    );
+fn a_drill_of_two_dumps_keeps_both_scratch_databases_for_its_checks_then_drops_both() {
+    let a = fresh_database("runbook_drill_two_a", "CREATE TABLE a(id int);");
+    let b = fresh_database("runbook_drill_two_b", "CREATE TABLE b(id int);");
+    let env = Env::new(&format!(
+        r#"version: 1
+backups:
+  pg:
+    sources: [ {{ postgres: "postgres://postgres@127.0.0.1:5432/{a}" }}, {{ postgres: "postgres://postgres@127.0.0.1:5432/{b}" }} ]
+    dest: archives
+    drill:
+      checks:
+        - {{ name: both, sh: "psql -tA -c 'SELECT 1 FROM a' \"$RUNBOOK_DRILL_DATABASE_URL_1\" && psql -tA -c 'SELECT 1 FROM b' \"$RUNBOOK_DRILL_DATABASE_URL_2\" && test \"$RUNBOOK_DRILL_DATABASE_URL\" = \"$RUNBOOK_DRILL_DATABASE_URL_1\"" }}
+"#
+    ));
     create(&env, "pg");
+    let (code, r) = env.json(&["backup", "drill", "--latest", "pg"]);
+    psql("test", &format!("DROP DATABASE IF EXISTS {a}"));
+    psql("test", &format!("DROP DATABASE IF EXISTS {b}"));
+    assert_eq!(code, 0, "{r:#}");
+    let names: Vec<String> = r["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"] == "postgres")
+        .map(|p| {
+            p["detail"]
+                .as_str()
+                .unwrap()
+                .split("restored into ")
+                .nth(1)
+                .unwrap()
+                .split(',')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(names.len(), 2, "{r:#}");
+    for n in names {
+        assert_eq!(
+            psql(
+                "test",
+                &format!("SELECT count(*) FROM pg_database WHERE datname = '{n}'")
+            ),
+            "0"
+        );
+    }
+}
+
+#[test]
+fn the_scratch_database_of_a_killed_drill_is_dropped_by_the_next_create() {
+    let (db, env) = pg_drill_with_check("runbook_drill_killed", "hold", "sleep 29.321");
     let mut drill = env.spawn(&["backup", "drill", "--latest", "pg"]);
     let pid = drill.id();
     let ours = format!("SELECT count(*) FROM pg_database WHERE datname LIKE 'runbook\\_drill\\_{pid}\\_%'");
@@ -272,31 +341,16 @@ fn the_scratch_database_of_a_killed_drill_is_dropped_by_the_next_create() {
 
 #[test]
 fn a_scratch_database_still_in_use_when_the_drill_ends_is_dropped_by_the_next_create() {
-    let db = fresh_database("runbook_drill_busy", "CREATE TABLE orders(id int);");
     // The check leaves a session open on the scratch database: dropping it fails (the
     // server waits 5 s for other sessions to go first).
-    let env = pg_target(
-        &db,
-        "    drill:\n      checks:\n        - { name: linger, sh: \"setsid psql -q -c 'SELECT pg_sleep(8)' \\\"$RUNBOOK_DRILL_DATABASE_URL\\\" >/dev/null 2>&1 < /dev/null & sleep 0.5\" }\n",
+    let (db, env) = pg_drill_with_check(
+        "runbook_drill_busy",
+        "linger",
+        r#"setsid psql -q -c 'SELECT pg_sleep(8)' \"$RUNBOOK_DRILL_DATABASE_URL\" >/dev/null 2>&1 < /dev/null & sleep 0.5"#,
     );
-    create(&env, "pg");
     let (code, r) = env.json(&["backup", "drill", "--latest", "pg"]);
     assert_eq!(code, 0, "{r:#}");
-    let pg = r["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "postgres")
-        .unwrap();
-    let detail = pg["detail"].as_str().unwrap();
-    let scratch = detail
-        .split("restored into ")
-        .nth(1)
-        .unwrap()
-        .split(',')
-        .next()
-        .unwrap()
-        .to_string();
+    let scratch = scratch_database(&r);
     let exists = format!("SELECT count(*) FROM pg_database WHERE datname = '{scratch}'");
     assert_eq!(psql("test", &exists), "1", "the database in use could not be dropped");
     let kept: Vec<String> = env
@@ -481,6 +535,11 @@ fn restore_execute_onto_a_new_host_makes_the_database_directory() {
     assert!(
         plan.stdout.contains("sqlite/app.db ->") && plan.stdout.contains("fresh/var/lib/app/app.db"),
         "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains("(archived from "),
+        "where it came from is shown: {}",
         plan.stdout
     );
     let (code, r) = env.json(&["backup", "restore", &archive, "--execute"]);

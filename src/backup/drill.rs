@@ -289,7 +289,8 @@ pub fn drill(
         .map(|(name, h)| (name, h.join().unwrap_or_else(|_| (0, "the check crashed".into()))))
         .collect();
 
-    let mut scratch_db: Option<ScratchDb> = None;
+    // Every scratch database stays until the checks have run, then each is dropped.
+    let mut scratch_dbs: Vec<ScratchDb> = Vec::new();
     if let Some(x) = &extracted {
         r.files = x.files;
         r.data_bytes = x.bytes;
@@ -333,7 +334,7 @@ pub fn drill(
                     let conn = admin.with_database(&name);
                     let restored = pg::restore(&conn, &scratch.path().join(&s.root), false, &config.env)
                         .and_then(|()| pg::table_count(&conn, &config.env));
-                    scratch_db = Some(db);
+                    scratch_dbs.push(db);
                     restored
                 });
             let result = result
@@ -353,10 +354,16 @@ pub fn drill(
             spec.env = config.env.clone();
             spec.env
                 .push(("RUNBOOK_DRILL_DIR".into(), scratch.path().display().to_string()));
-            if let Some(db) = &scratch_db {
+            // The first dump's database as RUNBOOK_DRILL_DATABASE_URL (with its password in
+            // PGPASSWORD), and each as RUNBOOK_DRILL_DATABASE_URL_<n> in source order.
+            for (n, db) in scratch_dbs.iter().enumerate() {
                 let conn = db.admin.with_database(&db.name);
-                spec.env.push(("RUNBOOK_DRILL_DATABASE_URL".into(), conn.url.clone()));
-                spec.env.extend(conn.env());
+                if n == 0 {
+                    spec.env.push(("RUNBOOK_DRILL_DATABASE_URL".into(), conn.url.clone()));
+                    spec.env.extend(conn.env());
+                }
+                spec.env
+                    .push((format!("RUNBOOK_DRILL_DATABASE_URL_{}", n + 1), conn.url.clone()));
             }
             let result = match exec::run(&spec, &Cancel::default()) {
                 Ok(out) => {
@@ -390,7 +397,10 @@ pub fn drill(
     }
     // A database that could not be dropped stays named in the scratch directory, which is
     // left for the next sweep to try again.
-    if scratch_db.is_some_and(|db| !db.release()) {
+    let undropped = scratch_dbs
+        .into_iter()
+        .fold(false, |undropped, db| !db.release() | undropped);
+    if undropped {
         scratch.abandon(&[SCRATCH_DATABASES]);
     } else {
         super::remove_tree(scratch.path());

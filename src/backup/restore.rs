@@ -126,15 +126,22 @@ pub fn plan(
             manifest.target
         ));
     }
-    let matched = match_sources(config, &manifest.sources, &target.sources);
+    let found = match_sources(config, &manifest.sources, &target.sources);
+    let matched: Vec<Option<usize>> = found.iter().map(|f| f.map(|(j, _)| j)).collect();
     for (i, s) in manifest.sources.iter().enumerate() {
         let configured = matched[i].and_then(|j| target.sources.get(j));
+        // Matched by position and name, not by origin: the plan says where it came from.
+        let moved = if found[i].is_some_and(|(_, by_origin)| !by_origin) {
+            format!(" (archived from {})", s.origin)
+        } else {
+            String::new()
+        };
         let step = match (s.kind.as_str(), configured) {
             ("sqlite", Some(Source::Sqlite(path))) => Step {
                 kind: s.kind.clone(),
                 from: s.root.clone(),
                 to: path.display().to_string(),
-                action: "replace the database file (its -wal and -shm are removed)".into(),
+                action: format!("replace the database file (its -wal and -shm are removed){moved}"),
                 safety: Some(
                     safety_dir
                         .join(format!("{i}-{}", file_name(path)))
@@ -147,7 +154,7 @@ pub fn plan(
                 kind: s.kind.clone(),
                 from: s.root.clone(),
                 to: d.path.display().to_string(),
-                action: "replace the directory tree".into(),
+                action: format!("replace the directory tree{moved}"),
                 safety: Some(sibling(&d.path, &format!(".pre-restore-{stamp}")).display().to_string()),
                 source: matched[i],
             },
@@ -155,7 +162,7 @@ pub fn plan(
                 kind: s.kind.clone(),
                 from: s.root.clone(),
                 to: config.redactor.redact(&pg::Conn::parse(url).url).into_owned(),
-                action: "pg_restore --clean --if-exists into the database".into(),
+                action: format!("pg_restore --clean --if-exists into the database{moved}"),
                 safety: Some(safety_dir.join(format!("{i}-postgres.dump")).display().to_string()),
                 source: matched[i],
             },
@@ -187,12 +194,12 @@ pub fn plan(
 /// sources reordered in the config still go home; then, for a source whose origin is no
 /// longer configured (the data moved), the configured source at the same position if it is
 /// of the same kind and its name is the same (`sqlite/app.db` and `/new/place/app.db`).
-/// Anything else matches nothing: data never goes into another source's place.
+/// Anything else matches nothing. Each match is (configured index, whether by origin).
 fn match_sources(
     config: &Config,
     archived: &[super::manifest::SourceEntry],
     configured: &[Source],
-) -> Vec<Option<usize>> {
+) -> Vec<Option<(usize, bool)>> {
     let origin = |c: &Source| match c {
         Source::Sqlite(p) => Some(p.display().to_string()),
         Source::Dir(d) => Some(d.path.display().to_string()),
@@ -222,7 +229,7 @@ fn match_sources(
             !claimed[j] && kind(&configured[j]) == s.kind && origin(&configured[j]).as_deref() == Some(&s.origin)
         }) {
             claimed[j] = true;
-            matched[i] = Some(j);
+            matched[i] = Some((j, true));
         }
     }
     for (i, s) in archived.iter().enumerate() {
@@ -232,7 +239,7 @@ fn match_sources(
         let c = &configured[i];
         if kind(c) == s.kind && root(c).as_deref() == Some(&s.root) {
             claimed[i] = true;
-            matched[i] = Some(i);
+            matched[i] = Some((i, false));
         }
     }
     matched
@@ -478,8 +485,9 @@ fn put_back(
                     match super::sqlite::backup_copy(&live, &safety) {
                         Ok(_) => log.push(format!("safety copy of {} in {}", live.display(), safety.display())),
                         // A damaged database, the usual reason to restore, cannot be read
-                        // through SQLite: its files are kept as they are instead.
-                        Err(e) => {
+                        // through SQLite: its files are kept as they are instead. Any other
+                        // failure (a connection holding it locked) stops the restore here.
+                        Err(e) if super::sqlite::is_damage(&e) => {
                             let _ = std::fs::remove_file(&safety);
                             let copied = copy_database_files(&live, &safety)
                                 .map_err(|c| format!("{e}; and copying its files as they are: {c}"))?;
@@ -490,6 +498,7 @@ fn put_back(
                                 safety.display()
                             ));
                         }
+                        Err(e) => return Err(e.to_string()),
                     }
                 } else if let Some(parent) = live.parent().filter(|p| !p.as_os_str().is_empty()) {
                     // A new host: the database's directory may not be there yet.

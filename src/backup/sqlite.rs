@@ -207,6 +207,24 @@ fn open_source(from: &Path) -> Result<Connection, BackupError> {
     Ok(conn)
 }
 
+/// Whether SQLite refused a file for what is in it (not a database, or damaged), rather
+/// than for a lock or an I/O error.
+pub fn is_damage(e: &BackupError) -> bool {
+    matches!(
+        e,
+        BackupError::Sqlite {
+            source: rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error {
+                    code: rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt,
+                    ..
+                },
+                _
+            ),
+            ..
+        }
+    )
+}
+
 fn sqlite_error(path: &Path, source: rusqlite::Error) -> BackupError {
     BackupError::Sqlite {
         path: path.to_path_buf(),
@@ -395,15 +413,27 @@ mod tests {
             .execute_batch("BEGIN EXCLUSIVE; INSERT INTO t(v) VALUES ('x');")
             .unwrap();
         let started = std::time::Instant::now();
-        let e = copy_within(&from, &dir.path().join("copy.db"), Duration::from_millis(300))
-            .unwrap_err()
-            .to_string();
+        let e = copy_within(&from, &dir.path().join("copy.db"), Duration::from_millis(300)).unwrap_err();
+        assert!(
+            !is_damage(&e),
+            "a lock is not damage: a restore must not copy around it"
+        );
+        let e = e.to_string();
         assert!(e.contains("rollback.db") && e.contains("stayed locked"), "{e}");
         assert!(started.elapsed() < Duration::from_secs(20), "gave up in time");
         // Once the lock goes, the same copy works.
         holder.execute_batch("COMMIT").unwrap();
         copy_within(&from, &dir.path().join("copy2.db"), Duration::from_millis(300)).unwrap();
         assert_eq!(integrity_check(&dir.path().join("copy2.db"), false), "ok");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = dir.path().join("app.db");
+        std::fs::write(&garbage, vec![0x5au8; 8192]).unwrap();
+        let e = backup_copy(&garbage, &dir.path().join("copy.db")).unwrap_err();
+        assert!(is_damage(&e), "{e}");
     }
 
     #[test]

@@ -44,6 +44,25 @@ pub struct VerifyReport {
     pub manifest: Option<Manifest>,
 }
 
+impl VerifyReport {
+    /// A report of `path` with nothing checked yet (not ok).
+    fn nothing_yet(path: &Path) -> VerifyReport {
+        VerifyReport {
+            archive: path.to_path_buf(),
+            ok: false,
+            problems: Vec::new(),
+            sha256: String::new(),
+            size: 0,
+            files_checked: 0,
+            data_bytes: 0,
+            sqlite: Vec::new(),
+            postgres: Vec::new(),
+            duration_ms: 0,
+            manifest: None,
+        }
+    }
+}
+
 /// Verifies the archive at `path`.
 pub fn verify(path: &Path, identity: Option<&Path>, progress: &dyn Fn(Progress)) -> Result<VerifyReport, BackupError> {
     let started = Instant::now();
@@ -53,19 +72,7 @@ pub fn verify(path: &Path, identity: Option<&Path>, progress: &dyn Fn(Progress))
             std::io::Error::new(std::io::ErrorKind::NotFound, "no such archive"),
         ));
     }
-    let mut report = VerifyReport {
-        archive: path.to_path_buf(),
-        ok: false,
-        problems: Vec::new(),
-        sha256: String::new(),
-        size: 0,
-        files_checked: 0,
-        data_bytes: 0,
-        sqlite: Vec::new(),
-        postgres: Vec::new(),
-        duration_ms: 0,
-        manifest: None,
-    };
+    let mut report = VerifyReport::nothing_yet(path);
     // Scratch space for the databases: next to the archive (the operator provisioned that
     // disk), or the temp directory when the archive's directory is read-only.
     let parent = path
@@ -348,20 +355,14 @@ pub fn verify_and_record(
     path: &Path,
     progress: &dyn Fn(Progress),
 ) -> Result<VerifyReport, BackupError> {
-    let report = if !path.exists() && store.backup_by_path(&path.display().to_string())?.is_some() {
-        VerifyReport {
-            archive: path.to_path_buf(),
-            ok: false,
-            problems: vec![format!("{}: the archive's file is gone", path.display())],
-            sha256: String::new(),
-            size: 0,
-            files_checked: 0,
-            data_bytes: 0,
-            sqlite: Vec::new(),
-            postgres: Vec::new(),
-            duration_ms: 0,
-            manifest: None,
-        }
+    // Recorded by its absolute path; named here perhaps relative to the working directory.
+    let recorded = |p: &Path| store.backup_by_path(&p.display().to_string()).map(|r| r.is_some());
+    let gone = !path.exists() && (recorded(path)? || std::path::absolute(path).map_or(Ok(false), |a| recorded(&a))?);
+    let report = if gone {
+        let mut gone = VerifyReport::nothing_yet(path);
+        gone.problems
+            .push(format!("{}: the archive's file is gone", path.display()));
+        gone
     } else {
         verify(path, super::crypt::identity_for(config, path).as_deref(), progress)?
     };

@@ -18,7 +18,13 @@ pub(super) fn probe(config: &Config, p: &BackupAgeProbe) -> Result<Finding, Stri
             json!({}),
         ));
     };
-    let listed = store.list_backups(Some(&p.target)).map_err(|e| e.to_string())?;
+    // This config's archives: a state file shared with another config that has a target of
+    // the same name elsewhere does not lend it that one's.
+    let listed = match crate::backup::target(config, &p.target) {
+        Ok(t) => crate::backup::records_in_dest(&store, t, &p.target),
+        Err(_) => store.list_backups(Some(&p.target)).map_err(Into::into),
+    }
+    .map_err(|e| e.to_string())?;
     // A verified archive whose file is gone restores nothing: it does not count.
     let verified = listed
         .iter()
