@@ -121,19 +121,38 @@ struct ScratchDatabase {
     name: String,
 }
 
+impl ScratchDatabases {
+    /// What `dir` names, if anything.
+    fn read(dir: &Path) -> Option<ScratchDatabases> {
+        let bytes = std::fs::read(dir.join(SCRATCH_DATABASES)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn write(&self, dir: &Path) -> Result<(), BackupError> {
+        let path = dir.join(SCRATCH_DATABASES);
+        let text = serde_json::to_vec(self).map_err(|e| BackupError::io(&path, std::io::Error::other(e)))?;
+        super::write_atomic(&path, &text).map_err(|e| BackupError::io(&path, e))
+    }
+}
+
+/// Names a scratch database in `dir` before it is created.
 fn note_scratch_database(dir: &Path, target: &str, server: &str, name: &str) -> Result<(), BackupError> {
-    let path = dir.join(SCRATCH_DATABASES);
-    let mut noted = std::fs::read(&path)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<ScratchDatabases>(&b).ok())
-        .unwrap_or_default();
+    let mut noted = ScratchDatabases::read(dir).unwrap_or_default();
     noted.target = target.to_string();
     noted.databases.push(ScratchDatabase {
         server: server.to_string(),
         name: name.to_string(),
     });
-    let text = serde_json::to_vec(&noted).map_err(|e| BackupError::io(&path, std::io::Error::other(e)))?;
-    super::write_atomic(&path, &text).map_err(|e| BackupError::io(&path, e))
+    noted.write(dir)
+}
+
+/// Takes back the name of a scratch database that could not be created: one of that name
+/// that exists is someone else's, and no sweep may drop it.
+fn unnote_scratch_database(dir: &Path, name: &str) {
+    if let Some(mut noted) = ScratchDatabases::read(dir) {
+        noted.databases.retain(|d| d.name != name);
+        let _ = noted.write(dir);
+    }
 }
 
 /// For [`super::scratch::sweep_with`]: drops the scratch databases an abandoned drill of
@@ -147,11 +166,7 @@ pub(super) fn release_abandoned<'a>(
     target: &'a BackupTarget,
 ) -> impl FnMut(&Path) -> bool + 'a {
     move |dir: &Path| {
-        let path = dir.join(SCRATCH_DATABASES);
-        let Some(noted) = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<ScratchDatabases>(&b).ok())
-        else {
+        let Some(noted) = ScratchDatabases::read(dir) else {
             return true;
         };
         if noted.target != target_name {
@@ -187,9 +202,7 @@ pub(super) fn release_abandoned<'a>(
             target: noted.target,
             databases: left,
         };
-        if let Ok(text) = serde_json::to_vec(&keep)
-            && super::write_atomic(&path, &text).is_ok()
-        {
+        if keep.write(dir).is_ok() {
             super::scratch::empty_but(dir, &[SCRATCH_DATABASES]);
         }
         false
@@ -323,7 +336,10 @@ pub fn drill(
             let admin = pg::Conn::parse(url).with_database("postgres");
             let name = format!("runbook_drill_{}_{}_{n}", std::process::id(), now.as_second());
             let result = note_scratch_database(scratch.path(), target_name, &admin.url, &name)
-                .and_then(|()| pg::createdb(&admin, &name, &config.env))
+                .and_then(|()| {
+                    pg::createdb(&admin, &name, &config.env)
+                        .inspect_err(|_| unnote_scratch_database(scratch.path(), &name))
+                })
                 .and_then(|()| {
                     let db = ScratchDb {
                         admin: admin.clone(),
@@ -483,4 +499,23 @@ fn verified(r: &DrillReport) -> Option<(bool, String)> {
         .iter()
         .all(|n| r.phases.iter().any(|p| p.name == *n));
     (read && r.phases.iter().all(|p| p.ok)).then(|| (true, "ok (drill)".to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_that_could_not_be_created_is_not_left_named_for_a_sweep_to_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = "postgres://postgres@127.0.0.1:5432/postgres";
+        note_scratch_database(dir.path(), "main", server, "runbook_drill_1_2_0").unwrap();
+        note_scratch_database(dir.path(), "main", server, "runbook_drill_1_2_1").unwrap();
+        // The second name was taken already: someone else's database, not to be dropped.
+        unnote_scratch_database(dir.path(), "runbook_drill_1_2_1");
+        let noted = ScratchDatabases::read(dir.path()).unwrap();
+        assert_eq!(noted.target, "main");
+        let names: Vec<&str> = noted.databases.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["runbook_drill_1_2_0"]);
+    }
 }
