@@ -47,24 +47,39 @@ fn pg_drill_with_check(prefix: &str, name: &str, sh: &str) -> (String, Env) {
     (db, env)
 }
 
-/// The scratch database a drill's report names in its `postgres` phase.
-fn scratch_database(r: &serde_json::Value) -> String {
-    let pg = r["phases"]
+/// The `postgres` phases of a drill's report, in source order.
+fn postgres_phases(r: &serde_json::Value) -> Vec<serde_json::Value> {
+    r["phases"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["name"] == "postgres")
-        .unwrap();
-    let detail = pg["detail"].as_str().unwrap();
-    let name = detail
-        .split("restored into ")
-        .nth(1)
-        .unwrap()
-        .split(',')
-        .next()
-        .unwrap();
-    assert!(name.starts_with("runbook_drill_"), "{detail}");
-    name.to_string()
+        .filter(|p| p["name"] == "postgres")
+        .cloned()
+        .collect()
+}
+
+/// The scratch databases a drill's report names, one per dump.
+fn scratch_databases(r: &serde_json::Value) -> Vec<String> {
+    postgres_phases(r)
+        .iter()
+        .map(|p| {
+            let detail = p["detail"].as_str().unwrap();
+            let name = detail
+                .split("restored into ")
+                .nth(1)
+                .unwrap()
+                .split(',')
+                .next()
+                .unwrap();
+            assert!(name.starts_with("runbook_drill_"), "{detail}");
+            name.to_string()
+        })
+        .collect()
+}
+
+/// The scratch database of a drill of one dump.
+fn scratch_database(r: &serde_json::Value) -> String {
+    scratch_databases(r).remove(0)
 }
 
 /// A config with one backup target `pg` of database `db`; `more` adds lines to the target.
@@ -219,12 +234,7 @@ fn a_drill_restores_a_postgres_dump_into_a_scratch_database_and_drops_it() {
     let (code, r) = env.json(&["backup", "drill", "--latest", "pg"]);
     psql(&format!("DROP DATABASE IF EXISTS {db}"), "test");
     assert_eq!(code, 0, "{r:#}");
-    let pg = r["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "postgres")
-        .unwrap();
+    let pg = &postgres_phases(&r)[0];
     assert!(pg["detail"].as_str().unwrap().contains("1 tables"), "{pg}");
     assert_eq!(r["checks"][0]["ok"], true, "{r:#}");
     let scratch = scratch_database(&r);
@@ -255,24 +265,7 @@ backups:
     psql("test", &format!("DROP DATABASE IF EXISTS {a}"));
     psql("test", &format!("DROP DATABASE IF EXISTS {b}"));
     assert_eq!(code, 0, "{r:#}");
-    let names: Vec<String> = r["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["name"] == "postgres")
-        .map(|p| {
-            p["detail"]
-                .as_str()
-                .unwrap()
-                .split("restored into ")
-                .nth(1)
-                .unwrap()
-                .split(',')
-                .next()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let names = scratch_databases(&r);
     assert_eq!(names.len(), 2, "{r:#}");
     for n in names {
         assert_eq!(
