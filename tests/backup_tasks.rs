@@ -223,6 +223,14 @@ fn verify_latest_takes_this_configs_dest_and_fails_when_the_newest_file_is_gone(
         .to_string();
     let (code, v) = env.json(&["backup", "verify", &relative]);
     assert_eq!(code, 1, "{v}");
+    let (_, list) = env.json(&["backup", "list", "main"]);
+    let row = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["path"] == first.as_str())
+        .unwrap();
+    assert_eq!(row["verify_ok"], false, "recorded against the archive: {list}");
     let (code, v) = env.json(&["backup", "verify", "--latest", "main"]);
     assert_eq!(code, 1, "{v}");
     assert!(v["problems"][0].as_str().unwrap().contains("gone"), "{v}");

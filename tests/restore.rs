@@ -253,11 +253,11 @@ fn a_drill_of_two_dumps_keeps_both_scratch_databases_for_its_checks_then_drops_b
         r#"version: 1
 backups:
   pg:
-    sources: [ {{ postgres: "postgres://postgres@127.0.0.1:5432/{a}" }}, {{ postgres: "postgres://postgres@127.0.0.1:5432/{b}" }} ]
+    sources: [ {{ postgres: "postgres://postgres@127.0.0.1:5432/{a}" }}, {{ postgres: "postgres://postgres:second-pw@127.0.0.1:5432/{b}" }} ]
     dest: archives
     drill:
       checks:
-        - {{ name: both, sh: "psql -tA -c 'SELECT 1 FROM a' \"$RUNBOOK_DRILL_DATABASE_URL_1\" && psql -tA -c 'SELECT 1 FROM b' \"$RUNBOOK_DRILL_DATABASE_URL_2\" && test \"$RUNBOOK_DRILL_DATABASE_URL\" = \"$RUNBOOK_DRILL_DATABASE_URL_1\"" }}
+        - {{ name: both, sh: "psql -tA -c 'SELECT 1 FROM a' \"$RUNBOOK_DRILL_DATABASE_URL_1\" && psql -tA -c 'SELECT 1 FROM b' \"$RUNBOOK_DRILL_DATABASE_URL_2\" && test \"$RUNBOOK_DRILL_DATABASE_URL\" = \"$RUNBOOK_DRILL_DATABASE_URL_1\" && test \"$RUNBOOK_DRILL_PGPASSWORD_2\" = second-pw && test -z \"$RUNBOOK_DRILL_PGPASSWORD_1\"" }}
 "#
     ));
     create(&env, "pg");
@@ -509,6 +509,32 @@ fn restore_execute_over_a_database_sqlite_cannot_read_keeps_its_files_as_they_ar
         std::fs::read(kept).unwrap(),
         garbage,
         "the damaged file is kept byte for byte"
+    );
+}
+
+#[test]
+fn restore_execute_over_a_database_a_crash_left_with_a_hot_journal_keeps_its_files() {
+    let env = Env::new(TARGET);
+    setup(&env);
+    let archive = create(&env, "main");
+    // A writer killed mid-transaction, its changes spilled into the file: a hot journal,
+    // which a read-only open cannot roll back.
+    let db = env.path("app.db");
+    sqlite(&db, "PRAGMA journal_mode=DELETE;");
+    let script = format!(
+        "import sqlite3, os\nc = sqlite3.connect('{}', isolation_level=None)\nc.execute('PRAGMA cache_size=1')\nc.execute('BEGIN')\nfor i in range(2000): c.execute('INSERT INTO t(v) VALUES (?)', ('x' * 500,))\nos._exit(1)\n",
+        db.display()
+    );
+    let status = Command::new("python3").args(["-c", &script]).status().unwrap();
+    assert!(!status.success());
+    assert!(env.path("app.db-journal").exists(), "a hot journal is left");
+    let (code, r) = env.json(&["backup", "restore", &archive, "--execute"]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(rows(&db), 3);
+    let kept = r["plan"]["steps"][0]["safety"].as_str().unwrap().to_string();
+    assert!(
+        Path::new(&format!("{kept}-journal")).exists(),
+        "the journal is kept with the file: {r:#}"
     );
 }
 

@@ -380,6 +380,10 @@ pub fn drill(
                 }
                 spec.env
                     .push((format!("RUNBOOK_DRILL_DATABASE_URL_{}", n + 1), conn.url.clone()));
+                // Each server's password, for a check that reaches one with another user.
+                for (_, password) in conn.env() {
+                    spec.env.push((format!("RUNBOOK_DRILL_PGPASSWORD_{}", n + 1), password));
+                }
             }
             let result = match exec::run(&spec, &Cancel::default()) {
                 Ok(out) => {
@@ -413,10 +417,19 @@ pub fn drill(
     }
     // A database that could not be dropped stays named in the scratch directory, which is
     // left for the next sweep to try again.
-    let undropped = scratch_dbs
+    let undropped: Vec<String> = scratch_dbs
         .into_iter()
-        .fold(false, |undropped, db| !db.release() | undropped);
-    if undropped {
+        .filter_map(|db| {
+            let name = db.name.clone();
+            (!db.release()).then_some(name)
+        })
+        .collect();
+    if !undropped.is_empty() {
+        // Only those left to drop stay named.
+        if let Some(mut noted) = ScratchDatabases::read(scratch.path()) {
+            noted.databases.retain(|d| undropped.contains(&d.name));
+            let _ = noted.write(scratch.path());
+        }
         scratch.abandon(&[SCRATCH_DATABASES]);
     } else {
         super::remove_tree(scratch.path());

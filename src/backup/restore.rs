@@ -484,10 +484,11 @@ fn put_back(
                     let safety = PathBuf::from(step.safety.as_deref().unwrap_or_default());
                     match super::sqlite::backup_copy(&live, &safety) {
                         Ok(_) => log.push(format!("safety copy of {} in {}", live.display(), safety.display())),
-                        // A damaged database, the usual reason to restore, cannot be read
-                        // through SQLite: its files are kept as they are instead. Any other
-                        // failure (a connection holding it locked) stops the restore here.
-                        Err(e) if super::sqlite::is_damage(&e) => {
+                        // A damaged database, the usual reason to restore, or one a crash
+                        // left with a hot journal, cannot be read through SQLite: its files
+                        // are kept as they are instead. One that a running application holds
+                        // locked stops the restore here, before anything is replaced.
+                        Err(e) if !super::sqlite::is_locked(&e) => {
                             let _ = std::fs::remove_file(&safety);
                             let copied = copy_database_files(&live, &safety)
                                 .map_err(|c| format!("{e}; and copying its files as they are: {c}"))?;

@@ -207,15 +207,16 @@ fn open_source(from: &Path) -> Result<Connection, BackupError> {
     Ok(conn)
 }
 
-/// Whether SQLite refused a file for what is in it (not a database, or damaged), rather
-/// than for a lock or an I/O error.
-pub fn is_damage(e: &BackupError) -> bool {
+/// Whether SQLite could not read a database because another connection holds it (busy or
+/// locked), rather than for what is in the files (damaged, not a database, a hot journal
+/// that a read-only open cannot roll back).
+pub fn is_locked(e: &BackupError) -> bool {
     matches!(
         e,
         BackupError::Sqlite {
             source: rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error {
-                    code: rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt,
+                    code: rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked,
                     ..
                 },
                 _
@@ -415,8 +416,8 @@ mod tests {
         let started = std::time::Instant::now();
         let e = copy_within(&from, &dir.path().join("copy.db"), Duration::from_millis(300)).unwrap_err();
         assert!(
-            !is_damage(&e),
-            "a lock is not damage: a restore must not copy around it"
+            is_locked(&e),
+            "a lock is told apart: a restore must not copy files around it"
         );
         let e = e.to_string();
         assert!(e.contains("rollback.db") && e.contains("stayed locked"), "{e}");
@@ -428,12 +429,12 @@ mod tests {
     }
 
     #[test]
-    fn a_file_that_is_not_a_database_is_damage() {
+    fn a_file_that_is_not_a_database_is_not_a_lock() {
         let dir = tempfile::tempdir().unwrap();
         let garbage = dir.path().join("app.db");
         std::fs::write(&garbage, vec![0x5au8; 8192]).unwrap();
         let e = backup_copy(&garbage, &dir.path().join("copy.db")).unwrap_err();
-        assert!(is_damage(&e), "{e}");
+        assert!(!is_locked(&e), "{e}");
     }
 
     #[test]

@@ -355,9 +355,7 @@ pub fn verify_and_record(
     path: &Path,
     progress: &dyn Fn(Progress),
 ) -> Result<VerifyReport, BackupError> {
-    // Recorded by its absolute path; named here perhaps relative to the working directory.
-    let recorded = |p: &Path| store.backup_by_path(&p.display().to_string()).map(|r| r.is_some());
-    let gone = !path.exists() && (recorded(path)? || std::path::absolute(path).map_or(Ok(false), |a| recorded(&a))?);
+    let gone = !path.exists() && recorded(store, path)?.is_some();
     let report = if gone {
         let mut gone = VerifyReport::nothing_yet(path);
         gone.problems
@@ -370,16 +368,29 @@ pub fn verify_and_record(
     Ok(report)
 }
 
+/// The store's record of the archive at `path`, however it is named here: the store keeps
+/// the path it was made at, which this one may name relative to the working directory or
+/// through `..` or a link, and the file may be gone (its directory resolved, then).
+fn recorded(store: &Store, path: &Path) -> Result<Option<crate::store::BackupRecord>, BackupError> {
+    let resolved = std::fs::canonicalize(path).ok().or_else(|| {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Some(std::fs::canonicalize(dir).ok()?.join(path.file_name()?))
+    });
+    for candidate in std::iter::once(path.to_path_buf()).chain(resolved) {
+        if let Some(r) = store.backup_by_path(&candidate.display().to_string())? {
+            return Ok(Some(r));
+        }
+    }
+    Ok(None)
+}
+
 /// Records the outcome with the archive (if the store knows it) and as an audit event.
 pub fn record(config: &Config, store: &Store, report: &VerifyReport) -> Result<(), BackupError> {
     let path = report.archive.display().to_string();
-    let canonical = std::fs::canonicalize(&report.archive)
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| path.clone());
-    let known = match store.backup_by_path(&path)? {
-        Some(r) => Some(r),
-        None => store.backup_by_path(&canonical)?,
-    };
+    let known = recorded(store, &report.archive)?;
     let detail = report.problems.first().cloned().unwrap_or_else(|| "ok".into());
     let draft = Draft::new(
         "backup.verified",
