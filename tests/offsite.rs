@@ -649,3 +649,25 @@ fn what_a_killed_pull_left_goes_with_the_next_create() {
         "another target's stays: {names:?}"
     );
 }
+
+#[test]
+fn a_pull_that_cannot_record_an_archive_already_here_leaves_it_in_place() {
+    // Archives encrypted where they are made, on a host without the identity to read them.
+    let (_, recipient) = age_key();
+    let env = Env::new(&dir_target(&format!("    encrypt_to: \"{recipient}\"\n"), ""));
+    env.write("data/a.txt", "alpha\n");
+    let archive = create(&env);
+    assert_eq!(env.json(&["backup", "push", "main"]).0, 0);
+    let bytes = std::fs::read(&archive).unwrap();
+    // Its sidecar is lost here: pull fetches the same bytes again, and cannot read the
+    // manifest to record it.
+    std::fs::remove_file(format!("{}.sha256", archive.display())).unwrap();
+    let out = env.run(&["backup", "pull", "main"]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("FAILED"), "{}", out.stdout);
+    assert_eq!(
+        std::fs::read(&archive).unwrap(),
+        bytes,
+        "the archive that was here stays"
+    );
+}

@@ -691,6 +691,9 @@ impl Puller<'_> {
             record: recorded,
         } = *self;
         let rt = crate::check::runtime();
+        // A file of this name here already (its sidecar lost) is replaced only by the same
+        // bytes, and is not removed if recording fails.
+        let was_here = local.exists();
         progress(Progress::Phase("downloading"));
         progress(Progress::Total(r.size));
         if r.encrypted {
@@ -727,9 +730,11 @@ impl Puller<'_> {
             });
         if let Err(e) = kept {
             // Not left half there: a file the state file does not know would never be pulled
-            // again.
-            let _ = std::fs::remove_file(archive::sidecar_path(local));
-            let _ = std::fs::remove_file(local);
+            // again (a later pull records one that is here with its sidecar).
+            if !was_here {
+                let _ = std::fs::remove_file(archive::sidecar_path(local));
+                let _ = std::fs::remove_file(local);
+            }
             return Err(e);
         }
         Ok(())
