@@ -76,6 +76,14 @@ fn repack(env: &Env, archive: &Path, change: &str, entries: &str) {
     assert!(Command::new("sh").arg("-c").arg(&script).status().unwrap().success());
 }
 
+/// `backup verify ARCHIVE` fails (exit 1) saying `what`; its output, for more assertions.
+fn verify_fails_saying(env: &Env, archive: &Path, what: &str) -> String {
+    let out = env.run(&["backup", "verify", archive.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stdout.contains(what), "{}", out.stdout);
+    out.stdout
+}
+
 /// The `problems` of a `backup verify --json`.
 fn problems(verify: &serde_json::Value) -> Vec<&str> {
     verify["problems"]
@@ -414,18 +422,8 @@ fn a_damaged_entry_is_named_even_when_the_sidecar_is_rewritten_to_match() {
     let archive = PathBuf::from(created["path"].as_str().unwrap());
     // Rewrite b.txt's content inside a re-packed archive with the same manifest.
     repack(&env, &archive, "printf 'BBBB\\n' > dir/data/b.txt", "manifest.json dir");
-    let out = env.run(&["backup", "verify", archive.to_str().unwrap()]);
-    assert_eq!(out.code, 1, "{}", out.stdout);
-    assert!(
-        out.stdout.contains("`dir/data/b.txt`: content does not match"),
-        "{}",
-        out.stdout
-    );
-    assert!(
-        !out.stdout.contains("a.txt`"),
-        "only the changed file is named: {}",
-        out.stdout
-    );
+    let said = verify_fails_saying(&env, &archive, "`dir/data/b.txt`: content does not match");
+    assert!(!said.contains("a.txt`"), "only the changed file is named: {said}");
 }
 
 #[test]
@@ -443,13 +441,7 @@ fn a_manifest_whose_root_climbs_out_of_the_archive_is_refused_before_anything_is
         r#"sed -i 's|"root": *"dir/data"|"root":"../../../victim"|' manifest.json && grep -q victim manifest.json"#,
         "manifest.json dir",
     );
-    let out = env.run(&["backup", "verify", archive.to_str().unwrap()]);
-    assert_eq!(out.code, 1, "{}", out.stdout);
-    assert!(
-        out.stdout.contains("not a relative path inside the archive"),
-        "{}",
-        out.stdout
-    );
+    verify_fails_saying(&env, &archive, "not a relative path inside the archive");
     let out = env.run(&["backup", "restore", archive.to_str().unwrap(), "--execute"]);
     assert_ne!(out.code, 0, "{}", out.stdout);
     assert_eq!(
@@ -577,13 +569,7 @@ fn a_manifest_root_that_is_not_where_its_entries_are_is_refused() {
         r#"sed -i 's|"root": *"sqlite/app.db"|"root":"dir/data/l/secret.txt"|' manifest.json && grep -q l/secret manifest.json"#,
         "manifest.json sqlite dir command",
     );
-    let out = env.run(&["backup", "verify", archive.to_str().unwrap()]);
-    assert_eq!(out.code, 1, "{}", out.stdout);
-    assert!(
-        out.stdout.contains("has no entry at its root `dir/data/l/secret.txt`"),
-        "{}",
-        out.stdout
-    );
+    verify_fails_saying(&env, &archive, "has no entry at its root `dir/data/l/secret.txt`");
     let before = std::fs::read(env.path("app.db")).unwrap();
     let out = env.run(&["backup", "restore", archive.to_str().unwrap(), "--execute"]);
     assert_ne!(out.code, 0, "{}", out.stdout);

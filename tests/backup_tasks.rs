@@ -184,6 +184,13 @@ fn backup_age_needs_a_recent_verified_archive() {
     assert_eq!(code, 1, "{v}");
 }
 
+/// What `backup list` says of the archive at `path`: verified ok, failed, or never.
+fn verify_ok(env: &Env, path: &str) -> Option<bool> {
+    let (_, list) = env.json(&["backup", "list", "main"]);
+    let row = list.as_array().unwrap().iter().find(|r| r["path"] == path).cloned();
+    row.unwrap_or_else(|| panic!("{path} is not listed: {list}"))["verify_ok"].as_bool()
+}
+
 #[test]
 fn verify_latest_takes_this_configs_dest_and_fails_when_the_newest_file_is_gone() {
     let env = Env::new(CONFIG);
@@ -223,25 +230,11 @@ fn verify_latest_takes_this_configs_dest_and_fails_when_the_newest_file_is_gone(
         .to_string();
     let (code, v) = env.json(&["backup", "verify", &relative]);
     assert_eq!(code, 1, "{v}");
-    let (_, list) = env.json(&["backup", "list", "main"]);
-    let row = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["path"] == first.as_str())
-        .unwrap();
-    assert_eq!(row["verify_ok"], false, "recorded against the archive: {list}");
+    assert_eq!(verify_ok(&env, &first), Some(false), "recorded against the archive");
     let (code, v) = env.json(&["backup", "verify", "--latest", "main"]);
     assert_eq!(code, 1, "{v}");
     assert!(v["problems"][0].as_str().unwrap().contains("gone"), "{v}");
-    let (_, list) = env.json(&["backup", "list", "main"]);
-    let row = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["path"] == first.as_str())
-        .unwrap();
-    assert_eq!(row["verify_ok"], false, "{list}");
+    assert_eq!(verify_ok(&env, &first), Some(false));
 }
 
 #[test]

@@ -201,8 +201,13 @@ pub async fn backups(
         let items = store.list_backups(q.target.as_deref())?;
         let newest = names
             .into_iter()
-            .map(|n| Ok((store.newest_verified_backup(&n)?, n)))
-            .collect::<Result<Vec<_>, crate::store::StoreError>>()?;
+            .map(|n| {
+                let verified = crate::backup::newest_verified(&config, store, &n)
+                    .map_err(ApiError::internal)?
+                    .map(|r| (r.created_at, r.path));
+                Ok((verified, n))
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?;
         Ok((items, newest))
     })
     .await?;

@@ -32,12 +32,10 @@ pub fn recipients(list: &[String]) -> io::Result<Vec<age::x25519::Recipient>> {
 }
 
 /// The identities of an age identity file (`age-keygen -o FILE`).
-/// Writes a new age identity to `out` (mode 0600, never over an existing file, fsynced) in
-/// the format `age-keygen` writes, and returns its recipient (`age1…`).
-pub fn generate_identity(out: &Path) -> io::Result<String> {
+/// A new age identity: the text of its identity file, in the format `age-keygen` writes,
+/// and its recipient (`age1…`).
+pub fn generate_identity() -> (String, String) {
     use age::secrecy::ExposeSecret;
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let identity = age::x25519::Identity::generate();
     let recipient = identity.to_public().to_string();
     let text = format!(
@@ -45,19 +43,7 @@ pub fn generate_identity(out: &Path) -> io::Result<String> {
         crate::clock::to_text(crate::clock::now()),
         identity.to_string().expose_secret()
     );
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(out)?;
-    let written = f.write_all(text.as_bytes()).and_then(|()| f.sync_all());
-    if let Err(e) = written {
-        // No half-written key left behind.
-        drop(f);
-        let _ = std::fs::remove_file(out);
-        return Err(e);
-    }
-    Ok(recipient)
+    (text, recipient)
 }
 
 pub fn identities(path: &Path) -> io::Result<Vec<Box<dyn age::Identity + Send + Sync>>> {

@@ -155,7 +155,7 @@ fn unnote_scratch_database(dir: &Path, name: &str) {
     }
 }
 
-/// For [`super::scratch::sweep_with`]: drops the scratch databases an abandoned drill of
+/// For [`super::scratch::sweep`]: drops the scratch databases an abandoned drill of
 /// `target_name` made. The password comes from the target's source on the same server (the
 /// record holds none). A directory whose databases could not all be dropped is emptied but
 /// kept, holding what is left to drop, for the next sweep; one of another target (whose

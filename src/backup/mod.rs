@@ -173,7 +173,7 @@ fn lock(dest: &Path, target: &str) -> Result<File, BackupError> {
 /// scratch databases.
 fn remove_leftovers(config: &Config, t: &BackupTarget, target: &str) {
     let dest = &t.dest;
-    scratch::sweep_with(
+    scratch::sweep(
         dest,
         &[".runbook-verify-", ".offsite-drill-", &format!(".drill-{target}-")],
         &mut drill::release_abandoned(config, target, t),
@@ -596,6 +596,15 @@ pub fn latest(config: &Config, store: &Store, target: &str) -> Result<BackupReco
         .ok_or_else(|| BackupError::NoArchive(target.to_string()))
 }
 
+/// The newest archive of `target` in its `dest` that verified and whose file is still there:
+/// what `backup_age` and `GET /v1/backups` call its newest verified archive.
+pub fn newest_verified(config: &Config, store: &Store, target: &str) -> Result<Option<BackupRecord>, BackupError> {
+    let t = self::target(config, target)?;
+    Ok(records_in_dest(store, t, target)?
+        .into_iter()
+        .find(|r| r.verify_ok == Some(true) && Path::new(&r.path).is_file()))
+}
+
 /// The archive a scheduled drill takes: never drilled ones first (oldest first, the nearest
 /// to being pruned), then the one drilled longest ago. Only archives whose file is there.
 pub fn next_to_drill(config: &Config, store: &Store, target: &str) -> Result<Option<PathBuf>, BackupError> {
@@ -623,14 +632,23 @@ pub fn next_to_drill(config: &Config, store: &Store, target: &str) -> Result<Opt
 /// file may be shared by several configurations with a target of the same name, or
 /// remember an earlier `dest`: those archives are not this target's to prune or push.
 pub(crate) fn records_in_dest(store: &Store, t: &BackupTarget, name: &str) -> Result<Vec<BackupRecord>, BackupError> {
-    let dest = std::fs::canonicalize(&t.dest).ok();
+    let Ok(dest) = std::fs::canonicalize(&t.dest) else {
+        return Ok(Vec::new());
+    };
+    // Each directory resolved once: the records of a target are mostly in one.
+    let mut resolved: std::collections::HashMap<PathBuf, Option<PathBuf>> = std::collections::HashMap::new();
     Ok(store
         .list_backups(Some(name))?
         .into_iter()
         .filter(|r| {
             let p = Path::new(&r.path);
-            let dir = p.parent().and_then(|d| std::fs::canonicalize(d).ok());
-            dest.is_some() && dir == dest && p.file_name().is_some_and(|f| is_archive_of(&f.to_string_lossy(), name))
+            let dir = p.parent().and_then(|d| {
+                resolved
+                    .entry(d.to_path_buf())
+                    .or_insert_with(|| std::fs::canonicalize(d).ok())
+                    .clone()
+            });
+            dir.as_ref() == Some(&dest) && p.file_name().is_some_and(|f| is_archive_of(&f.to_string_lossy(), name))
         })
         .collect())
 }

@@ -647,97 +647,68 @@ pub fn pull(
             report.skipped.push(r.name.clone());
             continue;
         }
-        // One archive that cannot be had (damaged offsite, no identity) does not keep the
-        // older ones from coming back.
-        let from = Puller {
-            config,
-            db,
-            name,
-            offsite: o,
-            store: store.as_ref(),
-            prefix: &prefix,
-            record: into.is_none(),
-        };
-        match from.fetch(r, sha, &local, progress) {
+        // A file of this name here already (its sidecar lost) is replaced only by the same
+        // bytes, and is not removed if recording fails.
+        let was_here = local.exists();
+        let kept = fetch(o, store.as_ref(), &prefix, r, sha, &local, progress)
+            .and_then(|()| archive::write_sidecar(&local, sha).map_err(|e| BackupError::io(&local, e)))
+            .and_then(|_| match into {
+                None => record(config, db, name, &local, sha),
+                Some(_) => Ok(()),
+            });
+        match kept {
             Ok(()) => report.pulled.push(local),
-            Err(e) => report.failed.push((r.name.clone(), e.to_string())),
+            // One archive that cannot be had (damaged offsite, no identity) does not keep
+            // the older ones from coming back. It is not left half there: a file the state
+            // file does not know would never be pulled again.
+            Err(e) => {
+                if !was_here {
+                    let _ = std::fs::remove_file(archive::sidecar_path(&local));
+                    let _ = std::fs::remove_file(&local);
+                }
+                report.failed.push((r.name.clone(), e.to_string()));
+            }
         }
     }
     Ok(report)
 }
 
-/// Where a pull takes archives from, and whether it records them.
-struct Puller<'a> {
-    config: &'a Config,
-    db: &'a Store,
-    name: &'a str,
-    offsite: &'a Offsite,
-    store: &'a dyn ObjectStore,
-    prefix: &'a ObjectPath,
-    record: bool,
-}
-
-impl Puller<'_> {
-    /// Downloads one archive (decrypting it if it is stored encrypted) to `local`, checked
-    /// against `sha`, with its sidecar, and records it. Nothing of it is left if that fails.
-    fn fetch(&self, r: &Remote, sha: &str, local: &Path, progress: &dyn Fn(Progress)) -> Result<(), BackupError> {
-        let Puller {
-            config,
-            db,
-            name,
-            offsite: o,
+/// Downloads one archive (decrypting it if it is stored encrypted) to `local`, checked
+/// against `sha`; nothing of it is left if that fails.
+fn fetch(
+    o: &Offsite,
+    store: &dyn ObjectStore,
+    prefix: &ObjectPath,
+    r: &Remote,
+    sha: &str,
+    local: &Path,
+    progress: &dyn Fn(Progress),
+) -> Result<(), BackupError> {
+    let rt = crate::check::runtime();
+    progress(Progress::Phase("downloading"));
+    progress(Progress::Total(r.size));
+    if r.encrypted {
+        let identity = o.identity_file.as_deref().ok_or_else(|| {
+            err(format!(
+                "{} is encrypted: set offsite.identity_file to the age identity that decrypts it",
+                r.name
+            ))
+        })?;
+        let mut cipher = local.as_os_str().to_owned();
+        cipher.push(".age.part");
+        let cipher = PathBuf::from(cipher);
+        let fetched = rt.block_on(download(
             store,
-            prefix,
-            record: recorded,
-        } = *self;
-        let rt = crate::check::runtime();
-        // A file of this name here already (its sidecar lost) is replaced only by the same
-        // bytes, and is not removed if recording fails.
-        let was_here = local.exists();
-        progress(Progress::Phase("downloading"));
-        progress(Progress::Total(r.size));
-        if r.encrypted {
-            let identity = o.identity_file.as_deref().ok_or_else(|| {
-                err(format!(
-                    "{} is encrypted: set offsite.identity_file to the age identity that decrypts it",
-                    r.name
-                ))
-            })?;
-            let mut cipher = local.as_os_str().to_owned();
-            cipher.push(".age.part");
-            let cipher = PathBuf::from(cipher);
-            let fetched = rt.block_on(download(
-                store,
-                &child(prefix, &format!("{}.age", r.name)),
-                &cipher,
-                None,
-                progress,
-            ));
-            let result = fetched.and_then(|()| decrypt(&cipher, local, identity, sha));
-            let _ = std::fs::remove_file(&cipher);
-            result?;
-        } else {
-            rt.block_on(download(store, &child(prefix, &r.name), local, Some(sha), progress))?;
-        }
-        let kept = archive::write_sidecar(local, sha)
-            .map_err(|e| BackupError::io(local, e))
-            .and_then(|_| {
-                if recorded {
-                    record(config, db, name, local, sha)
-                } else {
-                    Ok(())
-                }
-            });
-        if let Err(e) = kept {
-            // Not left half there: a file the state file does not know would never be pulled
-            // again (a later pull records one that is here with its sidecar).
-            if !was_here {
-                let _ = std::fs::remove_file(archive::sidecar_path(local));
-                let _ = std::fs::remove_file(local);
-            }
-            return Err(e);
-        }
-        Ok(())
+            &child(prefix, &format!("{}.age", r.name)),
+            &cipher,
+            None,
+            progress,
+        ));
+        let result = fetched.and_then(|()| decrypt(&cipher, local, identity, sha));
+        let _ = std::fs::remove_file(&cipher);
+        result
+    } else {
+        rt.block_on(download(store, &child(prefix, &r.name), local, Some(sha), progress))
     }
 }
 

@@ -127,9 +127,9 @@ pub fn plan(
         ));
     }
     let found = match_sources(config, &manifest.sources, &target.sources);
-    let matched: Vec<Option<usize>> = found.iter().map(|f| f.map(|(j, _)| j)).collect();
     for (i, s) in manifest.sources.iter().enumerate() {
-        let configured = matched[i].and_then(|j| target.sources.get(j));
+        let index = found[i].map(|(j, _)| j);
+        let configured = index.and_then(|j| target.sources.get(j));
         // Matched by position and name, not by origin: the plan says where it came from.
         let moved = if found[i].is_some_and(|(_, by_origin)| !by_origin) {
             format!(" (archived from {})", s.origin)
@@ -148,7 +148,7 @@ pub fn plan(
                         .display()
                         .to_string(),
                 ),
-                source: matched[i],
+                source: index,
             },
             ("dir", Some(Source::Dir(d))) => Step {
                 kind: s.kind.clone(),
@@ -156,7 +156,7 @@ pub fn plan(
                 to: d.path.display().to_string(),
                 action: format!("replace the directory tree{moved}"),
                 safety: Some(sibling(&d.path, &format!(".pre-restore-{stamp}")).display().to_string()),
-                source: matched[i],
+                source: index,
             },
             ("postgres", Some(Source::Postgres(url))) => Step {
                 kind: s.kind.clone(),
@@ -164,7 +164,7 @@ pub fn plan(
                 to: config.redactor.redact(&pg::Conn::parse(url).url).into_owned(),
                 action: format!("pg_restore --clean --if-exists into the database{moved}"),
                 safety: Some(safety_dir.join(format!("{i}-postgres.dump")).display().to_string()),
-                source: matched[i],
+                source: index,
             },
             ("command", _) => Step {
                 kind: s.kind.clone(),
@@ -200,34 +200,14 @@ fn match_sources(
     archived: &[super::manifest::SourceEntry],
     configured: &[Source],
 ) -> Vec<Option<(usize, bool)>> {
-    let origin = |c: &Source| match c {
-        Source::Sqlite(p) => Some(p.display().to_string()),
-        Source::Dir(d) => Some(d.path.display().to_string()),
-        Source::Postgres(url) => Some(config.redactor.redact(&pg::Conn::parse(url).url).into_owned()),
-        Source::Command(_) => None,
-    };
-    let kind = |c: &Source| match c {
-        Source::Sqlite(_) => "sqlite",
-        Source::Dir(_) => "dir",
-        Source::Postgres(_) => "postgres",
-        Source::Command(_) => "command",
-    };
-    // The name the archive gives a source's data, as create does (before any suffix that
-    // keeps two of the same name apart).
-    let root = |c: &Source| match c {
-        Source::Sqlite(p) => Some(format!("sqlite/{}", file_name(p))),
-        Source::Dir(d) => Some(format!("dir/{}", file_name(&d.path))),
-        Source::Postgres(url) => pg::Conn::parse(url)
-            .database()
-            .map(|db| format!("postgres/{}.dump", db.replace('/', "_"))),
-        Source::Command(_) => None,
-    };
+    use super::source::{kind, origin, root};
+    let origins: Vec<String> = configured.iter().map(|c| origin(config, c)).collect();
     let mut claimed = vec![false; configured.len()];
     let mut matched = vec![None; archived.len()];
     for (i, s) in archived.iter().enumerate() {
-        if let Some(j) = (0..configured.len()).find(|&j| {
-            !claimed[j] && kind(&configured[j]) == s.kind && origin(&configured[j]).as_deref() == Some(&s.origin)
-        }) {
+        if let Some(j) =
+            (0..configured.len()).find(|&j| !claimed[j] && kind(&configured[j]) == s.kind && origins[j] == s.origin)
+        {
             claimed[j] = true;
             matched[i] = Some((j, true));
         }
@@ -237,7 +217,7 @@ fn match_sources(
             continue;
         }
         let c = &configured[i];
-        if kind(c) == s.kind && root(c).as_deref() == Some(&s.root) {
+        if kind(c) == s.kind && root(c) == s.root {
             claimed[i] = true;
             matched[i] = Some((i, false));
         }

@@ -56,9 +56,9 @@ pub fn create(parent: &Path, prefix: &str) -> io::Result<Scratch> {
     create_with(parent, prefix, &mut |_| true)
 }
 
-/// [`create`], with [`sweep_with`]'s `release` for the abandoned ones.
+/// [`create`], with [`sweep`]'s `release` for the abandoned ones.
 pub fn create_with(parent: &Path, prefix: &str, release: &mut dyn FnMut(&Path) -> bool) -> io::Result<Scratch> {
-    sweep_with(parent, &[prefix], release);
+    sweep(parent, &[prefix], release);
     let dir = tempfile::Builder::new().prefix(prefix).tempdir_in(parent)?;
     // Locked under another name, then named: a sweep never finds `.lock` unlocked in a
     // directory that is in use (without it, a young directory is left alone).
@@ -70,16 +70,11 @@ pub fn create_with(parent: &Path, prefix: &str, release: &mut dyn FnMut(&Path) -
 }
 
 /// Removes every `<parent>/<prefix>*` directory, for each of `prefixes`, whose lock nobody
-/// holds: one pass over `parent`. Best effort: what cannot be read or removed stays, and the
-/// caller goes on.
-pub fn sweep(parent: &Path, prefixes: &[&str]) {
-    sweep_with(parent, prefixes, &mut |_| true)
-}
-
-/// [`sweep`], which first hands each abandoned directory to `release` (with its lock held):
+/// holds: one pass over `parent`. Each is first handed to `release` (with its lock held):
 /// what its run held outside it, such as a scratch database, is let go there. The directory
-/// goes only when `release` says so; one it keeps is left for a later sweep.
-pub fn sweep_with(parent: &Path, prefixes: &[&str], release: &mut dyn FnMut(&Path) -> bool) {
+/// goes only when `release` says so; one it keeps is left for a later sweep. Best effort:
+/// what cannot be read or removed stays, and the caller goes on.
+pub fn sweep(parent: &Path, prefixes: &[&str], release: &mut dyn FnMut(&Path) -> bool) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
@@ -157,7 +152,7 @@ mod tests {
         std::fs::write(old.join("copy.db"), "data").unwrap();
         let long_ago = SystemTime::now() - GRACE - Duration::from_secs(60);
         File::open(&old).unwrap().set_modified(long_ago).unwrap();
-        sweep(parent.path(), &[".x-"]);
+        sweep(parent.path(), &[".x-"], &mut |_| true);
         assert!(!old.exists());
     }
 }

@@ -40,6 +40,44 @@ impl Gathered {
     }
 }
 
+/// How the manifest names a source's kind.
+pub(super) fn kind(source: &Source) -> &'static str {
+    match source {
+        Source::Sqlite(_) => "sqlite",
+        Source::Postgres(_) => "postgres",
+        Source::Command(_) => "command",
+        Source::Dir(_) => "dir",
+    }
+}
+
+/// Where a source's data comes from, as the manifest records it: the path, the URL without
+/// its password, or the command (redacted).
+pub(super) fn origin(config: &Config, source: &Source) -> String {
+    match source {
+        Source::Sqlite(path) => path.display().to_string(),
+        Source::Postgres(url) => config.redactor.redact(&pg::Conn::parse(url).url).into_owned(),
+        Source::Command(c) => {
+            let argv = crate::config::Program::Run(c.run.clone()).argv();
+            config.redactor.redact(&exec::display(&argv)).into_owned()
+        }
+        Source::Dir(d) => d.path.display().to_string(),
+    }
+}
+
+/// The name a source's data has in the archive, before a suffix that keeps two of the same
+/// name apart (`sqlite/app.db`, `dir/data`, `postgres/app.dump`, `command/x.sql`).
+pub(super) fn root(source: &Source) -> String {
+    match source {
+        Source::Sqlite(path) => format!("sqlite/{}", file_name(path, "database.db")),
+        Source::Postgres(url) => {
+            let db = pg::Conn::parse(url).database().unwrap_or_else(|| "postgres".into());
+            format!("postgres/{}.dump", db.replace('/', "_"))
+        }
+        Source::Command(c) => format!("command/{}", c.name),
+        Source::Dir(d) => format!("dir/{}", file_name(&d.path, "dir")),
+    }
+}
+
 pub fn gather(
     config: &Config,
     target: &BackupTarget,
@@ -57,8 +95,7 @@ pub fn gather(
     for (i, source) in target.sources.iter().enumerate() {
         let (entry, origins) = match source {
             Source::Sqlite(path) => {
-                let name = file_name(path, "database.db");
-                let root = unique(&mut roots, format!("sqlite/{name}"));
+                let root = unique(&mut roots, root(source));
                 let snap = scratch.join(format!("{i}-sqlite.db"));
                 g.pending.push(super::sqlite::start(i, path.clone(), snap.clone()));
                 // Size, mode and time are those of the snapshot once it is taken.
@@ -66,8 +103,8 @@ pub fn gather(
                 let mut f = FileEntry::of(root.clone(), EntryKind::File, &meta);
                 f.size = 0;
                 let entry = SourceEntry {
-                    kind: "sqlite".into(),
-                    origin: path.display().to_string(),
+                    kind: kind(source).into(),
+                    origin: origin(config, source),
                     root,
                     // Filled in when the check (running meanwhile) is done.
                     integrity_check: Some(String::new()),
@@ -77,10 +114,7 @@ pub fn gather(
             }
             Source::Postgres(url) => {
                 let conn = pg::Conn::parse(url);
-                let public = conn.url.clone();
-                let db = conn.database().unwrap_or_else(|| "postgres".into());
-                let db = db.replace('/', "_");
-                let root = unique(&mut roots, format!("postgres/{db}.dump"));
+                let root = unique(&mut roots, root(source));
                 let dump = scratch.join(format!("{i}-postgres.dump"));
                 pg::dump(&conn, &dump, &config.env, timeout, cancel).map_err(|e| match e {
                     BackupError::Dump { what, detail } => BackupError::Dump {
@@ -91,8 +125,8 @@ pub fn gather(
                 })?;
                 let f = file_entry(&root, &dump)?;
                 let entry = SourceEntry {
-                    kind: "postgres".into(),
-                    origin: config.redactor.redact(&public).into_owned(),
+                    kind: kind(source).into(),
+                    origin: origin(config, source),
                     root,
                     integrity_check: None,
                     files: vec![f],
@@ -100,7 +134,7 @@ pub fn gather(
                 (entry, vec![Some(dump)])
             }
             Source::Command(c) => {
-                let root = unique(&mut roots, format!("command/{}", c.name));
+                let root = unique(&mut roots, root(source));
                 let out = scratch.join(format!("{i}-command.out"));
                 let argv = crate::config::Program::Run(c.run.clone()).argv();
                 let mut spec = Spec::new(argv.clone(), timeout);
@@ -111,8 +145,8 @@ pub fn gather(
                 run_dump(config, &spec, cancel, &shown)?;
                 let f = file_entry(&root, &out)?;
                 let entry = SourceEntry {
-                    kind: "command".into(),
-                    origin: shown,
+                    kind: kind(source).into(),
+                    origin: origin(config, source),
                     root,
                     integrity_check: None,
                     files: vec![f],
@@ -120,12 +154,11 @@ pub fn gather(
                 (entry, vec![Some(out)])
             }
             Source::Dir(d) => {
-                let name = file_name(&d.path, "dir");
-                let root = unique(&mut roots, format!("dir/{name}"));
+                let root = unique(&mut roots, root(source));
                 let (files, origins) = walk(d, &root, &mut g.warnings)?;
                 let entry = SourceEntry {
-                    kind: "dir".into(),
-                    origin: d.path.display().to_string(),
+                    kind: kind(source).into(),
+                    origin: origin(config, source),
                     root,
                     integrity_check: None,
                     files,
@@ -351,41 +384,43 @@ mod tests {
 
     #[test]
     fn a_password_is_taken_out_of_a_postgres_url() {
-        assert_eq!(
-            split_password("postgres://app:s3cr3t@db:5432/app"),
-            ("postgres://app@db:5432/app".to_string(), Some("s3cr3t".to_string()))
-        );
-        assert_eq!(
-            split_password("postgres://app@db/app"),
-            ("postgres://app@db/app".into(), None)
-        );
-        assert_eq!(split_password("dbname=app"), ("dbname=app".into(), None));
-        // As libpq reads them: escapes decoded, the password taken out of the query too.
-        assert_eq!(
-            split_password("postgres://app:p%40ss%2Fw@db/app?sslmode=require"),
-            ("postgres://app@db/app?sslmode=require".into(), Some("p@ss/w".into()))
-        );
-        assert_eq!(
-            split_password("postgres://app@db/app?sslmode=disable&password=s%3Dcr3t"),
-            ("postgres://app@db/app?sslmode=disable".into(), Some("s=cr3t".into()))
-        );
-        assert_eq!(
-            split_password("postgres://app@db/app?password=x"),
-            ("postgres://app@db/app".into(), Some("x".into()))
-        );
-        // Unescaped `?` and `@` in a password: all of it is taken out.
-        assert_eq!(
-            split_password("postgres://app:pa?ss@db/app"),
-            ("postgres://app@db/app".into(), Some("pa?ss".into()))
-        );
-        assert_eq!(
-            split_password("postgres://app:p@ss@db/app"),
-            ("postgres://app@db/app".into(), Some("p@ss".into()))
-        );
-        assert_eq!(
-            split_password("postgres://db?application_name=a@b&password=secret"),
-            ("postgres://db?application_name=a@b".into(), Some("secret".into()))
-        );
+        // (URL, what is left of it, the password)
+        let cases = [
+            (
+                "postgres://app:s3cr3t@db:5432/app",
+                "postgres://app@db:5432/app",
+                Some("s3cr3t"),
+            ),
+            ("postgres://app@db/app", "postgres://app@db/app", None),
+            ("dbname=app", "dbname=app", None),
+            // As libpq reads them: escapes decoded, the password taken out of the query too.
+            (
+                "postgres://app:p%40ss%2Fw@db/app?sslmode=require",
+                "postgres://app@db/app?sslmode=require",
+                Some("p@ss/w"),
+            ),
+            (
+                "postgres://app@db/app?sslmode=disable&password=s%3Dcr3t",
+                "postgres://app@db/app?sslmode=disable",
+                Some("s=cr3t"),
+            ),
+            ("postgres://app@db/app?password=x", "postgres://app@db/app", Some("x")),
+            // Unescaped `?` and `@` in a password: all of it is taken out.
+            ("postgres://app:pa?ss@db/app", "postgres://app@db/app", Some("pa?ss")),
+            ("postgres://app:p@ss@db/app", "postgres://app@db/app", Some("p@ss")),
+            (
+                "postgres://db?application_name=a@b&password=secret",
+                "postgres://db?application_name=a@b",
+                Some("secret"),
+            ),
+        ];
+        for (url, left, password) in cases {
+            assert_eq!(
+                split_password(url),
+                (left.to_string(), password.map(str::to_string)),
+                "{url}"
+            );
+        }
     }
 
     #[test]

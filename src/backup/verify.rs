@@ -355,8 +355,8 @@ pub fn verify_and_record(
     path: &Path,
     progress: &dyn Fn(Progress),
 ) -> Result<VerifyReport, BackupError> {
-    let gone = !path.exists() && recorded(store, path)?.is_some();
-    let report = if gone {
+    let known = recorded(store, path)?;
+    let report = if known.is_some() && !path.exists() {
         let mut gone = VerifyReport::nothing_yet(path);
         gone.problems
             .push(format!("{}: the archive's file is gone", path.display()));
@@ -364,7 +364,7 @@ pub fn verify_and_record(
     } else {
         verify(path, super::crypt::identity_for(config, path).as_deref(), progress)?
     };
-    record(config, store, &report)?;
+    record(config, store, &report, known)?;
     Ok(report)
 }
 
@@ -388,9 +388,13 @@ fn recorded(store: &Store, path: &Path) -> Result<Option<crate::store::BackupRec
 }
 
 /// Records the outcome with the archive (if the store knows it) and as an audit event.
-pub fn record(config: &Config, store: &Store, report: &VerifyReport) -> Result<(), BackupError> {
+fn record(
+    config: &Config,
+    store: &Store,
+    report: &VerifyReport,
+    known: Option<crate::store::BackupRecord>,
+) -> Result<(), BackupError> {
     let path = report.archive.display().to_string();
-    let known = recorded(store, &report.archive)?;
     let detail = report.problems.first().cloned().unwrap_or_else(|| "ok".into());
     let draft = Draft::new(
         "backup.verified",

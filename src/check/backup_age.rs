@@ -18,24 +18,20 @@ pub(super) fn probe(config: &Config, p: &BackupAgeProbe) -> Result<Finding, Stri
             json!({}),
         ));
     };
-    // This config's archives: a state file shared with another config that has a target of
-    // the same name elsewhere does not lend it that one's.
-    let listed = match crate::backup::target(config, &p.target) {
-        Ok(t) => crate::backup::records_in_dest(&store, t, &p.target),
-        Err(_) => store.list_backups(Some(&p.target)).map_err(Into::into),
-    }
-    .map_err(|e| e.to_string())?;
-    // A verified archive whose file is gone restores nothing: it does not count.
-    let verified = listed
-        .iter()
-        .find(|r| r.verify_ok == Some(true) && std::path::Path::new(&r.path).is_file())
-        .map(|r| (r.created_at.clone(), r.path.clone()));
-    let newest = listed.into_iter().next();
+    let verified = crate::backup::newest_verified(config, &store, &p.target)
+        .map_err(|e| e.to_string())?
+        .map(|r| (r.created_at, r.path));
     let now = clock::now();
     let age = |at: &str| {
         clock::from_text(at).map(|t| std::time::Duration::from_secs((now.as_second() - t.as_second()).max(1) as u64))
     };
     let Some((at, path)) = verified else {
+        // Read only when nothing counts, to say what there is instead.
+        let newest = match crate::backup::latest(config, &store, &p.target) {
+            Ok(n) => Some(n),
+            Err(crate::backup::BackupError::NoArchive(_)) => None,
+            Err(e) => return Err(e.to_string()),
+        };
         let detail = match &newest {
             Some(n) => format!(
                 "no verified archive of `{}` (newest, {} old, was never verified or failed)",

@@ -2,7 +2,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 
 use serde_json::json;
 
@@ -163,15 +162,7 @@ pub fn run(cx: &Ctx, cmd: AuditCmd) -> Result<Outcome, CliError> {
         }
         AuditCmd::Keygen { out } => {
             let (private, public) = checkpoint::generate().map_err(|e| CliError::internal(e, None))?;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&out)
-                .map_err(|e| CliError::usage(format!("{}: {e}", out.display()), None))?;
-            f.write_all(private.as_bytes())
-                .and_then(|()| f.sync_all())
-                .map_err(|e| CliError::internal(format!("{}: {e}", out.display()), None))?;
+            super::write_key_file(&out, &private)?;
             let value = json!({ "key_file": out, "public_key": public });
             cx.out.either(&value, || {
                 cx.out.line(format!(

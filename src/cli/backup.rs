@@ -111,13 +111,8 @@ fn resolve(
 
 /// `backup keygen --out PATH`: a new age identity file, and the recipient to encrypt to.
 pub fn keygen(cx: &Ctx, out: &Path) -> Result<Outcome, CliError> {
-    let recipient = backup::crypt::generate_identity(out).map_err(|e| match e.kind() {
-        std::io::ErrorKind::AlreadyExists => CliError::usage(
-            format!("{}: already exists; keygen never overwrites a key", out.display()),
-            None,
-        ),
-        _ => CliError::internal(format!("{}: {e}", out.display()), None),
-    })?;
+    let (text, recipient) = backup::crypt::generate_identity();
+    super::write_key_file(out, &text)?;
     let value = json!({ "identity_file": out, "recipient": recipient });
     cx.out.either(&value, || {
         cx.out.line(format!(

@@ -703,3 +703,28 @@ pub fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
         Command::Change(cmd) => session::change(&cx, cmd),
     }
 }
+
+/// Writes a new private key file (`audit keygen`, `backup keygen`): mode 0600, never over an
+/// existing file, fsynced; a file that could not be written whole is removed again.
+fn write_key_file(path: &std::path::Path, text: &str) -> Result<(), CliError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let shown = path.display();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => {
+                CliError::usage(format!("{shown}: already exists; keygen never overwrites a key"), None)
+            }
+            _ => CliError::usage(format!("{shown}: {e}"), None),
+        })?;
+    if let Err(e) = f.write_all(text.as_bytes()).and_then(|()| f.sync_all()) {
+        drop(f);
+        let _ = std::fs::remove_file(path);
+        return Err(CliError::internal(format!("{shown}: {e}"), None));
+    }
+    Ok(())
+}

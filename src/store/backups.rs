@@ -199,17 +199,6 @@ impl Store {
             append_audit(tx, draft).map(|_| ())
         })
     }
-
-    /// Newest successfully verified archive of a target: (created_at, path).
-    pub fn newest_verified_backup(&self, target: &str) -> Result<Option<(String, String)>> {
-        self.row(
-            "reading the newest verified backup",
-            "SELECT created_at, path FROM backups WHERE target = ?1 AND pruned_at IS NULL AND verify_ok = 1 \
-             ORDER BY created_at DESC, id DESC LIMIT 1",
-            [target],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-    }
 }
 
 impl Store {
