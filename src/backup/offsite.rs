@@ -196,6 +196,9 @@ pub struct PushReport {
     pub skipped: Vec<String>,
     /// Pushed by continuing an upload that an earlier push left unfinished.
     pub resumed: Vec<String>,
+    /// Offsite under the same hash, but too short or too long to be the archive (a copy cut
+    /// short or damaged where it is kept), and why: pushed again over it.
+    pub replaced: Vec<(String, String)>,
     /// Not pushed, and why: no readable sidecar, or the file no longer matches it (a copy
     /// of a damaged archive would go offsite under the good hash).
     pub refused: Vec<(String, String)>,
@@ -222,6 +225,7 @@ pub fn push(config: &Config, db: &Store, name: &str, progress: &dyn Fn(Progress)
         pushed: Vec::new(),
         skipped: Vec::new(),
         resumed: Vec::new(),
+        replaced: Vec::new(),
         refused: Vec::new(),
         bytes: 0,
     };
@@ -243,14 +247,21 @@ pub fn push(config: &Config, db: &Store, name: &str, progress: &dyn Fn(Progress)
                 }
             }
         })
-        .filter(|(_, file, sha)| {
-            let there = remote
-                .get(file)
-                .is_some_and(|r| r.sha256.as_deref() == Some(sha.as_str()));
-            if there {
-                report.skipped.push(file.clone());
+        .filter(|(path, file, sha)| {
+            let Some(copy) = remote.get(file).filter(|r| r.sha256.as_deref() == Some(sha.as_str())) else {
+                return true;
+            };
+            let size = std::fs::metadata(path).map_or(0, |m| m.len());
+            match not_whole(copy, size) {
+                None => {
+                    report.skipped.push(file.clone());
+                    false
+                }
+                Some(why) => {
+                    report.replaced.push((file.clone(), why));
+                    true
+                }
             }
-            !there
         })
         .collect();
     progress(Progress::Phase("uploading"));
@@ -310,6 +321,25 @@ pub fn push(config: &Config, db: &Store, name: &str, progress: &dyn Fn(Progress)
         &config.redactor,
     ))?;
     Ok(report)
+}
+
+/// Why the offsite copy `r` of a local archive of `size` bytes cannot be that archive, if
+/// its size says so. A copy as it is has the archive's size; one encrypted on the way has at
+/// least the archive's bytes and age's framing: a header, a nonce and a 16-byte tag for each
+/// 64 KiB chunk. (A copy damaged without a change of size is found by `pull` and
+/// `drill --from-offsite`, which check every byte against the hash.)
+fn not_whole(r: &Remote, size: u64) -> Option<String> {
+    if !r.encrypted {
+        return (r.size != size).then(|| format!("the offsite copy has {} bytes, the archive {size}", r.size));
+    }
+    // "age-encryption.org/v1\n" (22 bytes) and the "--- <mac>\n" line (48) at the least.
+    let least = size + 16 * size.div_ceil(64 << 10).max(1) + 16 + 70;
+    (r.size < least).then(|| {
+        format!(
+            "the offsite copy has {} bytes, fewer than the {size}-byte archive takes encrypted",
+            r.size
+        )
+    })
 }
 
 fn recipients(o: &Offsite) -> Result<Vec<age::x25519::Recipient>, BackupError> {
@@ -445,6 +475,7 @@ async fn upload_resumable(
                 part_size: PART as i64,
                 parts: Vec::new(),
                 started_at: crate::clock::to_text(crate::clock::now()),
+                failed_starts: 0,
             };
             job.db.save_offsite_upload(&u)?;
             u
@@ -506,7 +537,7 @@ async fn upload_resumable(
                     confirmed = true;
                     part.content_id
                 }
-                Err(e) => return Err(give_up(job, mp, &state, continued && !confirmed, e).await),
+                Err(e) => return Err(give_up(job, mp, &mut state, continued && !confirmed, e).await),
             },
             (Resume::Dir(_), Some((f, p, _))) => {
                 use std::os::unix::fs::FileExt;
@@ -517,6 +548,7 @@ async fn upload_resumable(
             (Resume::Dir(_), None) => unreachable!("a directory upload has its partial file"),
         };
         state.parts.push(id);
+        state.failed_starts = 0;
         job.db.save_offsite_upload(&state)?;
         sent += len as u64;
         progress(Progress::Advance(len as u64));
@@ -544,7 +576,7 @@ async fn upload_resumable(
         (Resume::S3(mp), _) => {
             let parts = state.parts.iter().map(|c| PartId { content_id: c.clone() }).collect();
             if let Err(e) = mp.complete_multipart(&job.to, &state.upload_id, parts).await {
-                return Err(give_up(job, mp, &state, continued && !confirmed, e).await);
+                return Err(give_up(job, mp, &mut state, continued && !confirmed, e).await);
             }
         }
         (Resume::Dir(_), Some((f, partial, dest))) => {
@@ -561,25 +593,48 @@ async fn upload_resumable(
     Ok(Ok((sent, resumed)))
 }
 
+/// Pushes in a row that may fail on their first request to an upload an earlier push began
+/// before it is started over.
+const FAILED_STARTS: i64 = 3;
+
 /// An S3 request of an upload failed. An upload an earlier push began, that no request of
-/// this push has reached yet, may be gone from the store (aborted by a lifecycle rule, or
-/// completed by a push killed before it could say so): with `stale`, its state is dropped
-/// so the next push starts over instead of failing on it again and again. Otherwise (a new
-/// upload, or one this push has already stored a part in) the state stays, to continue.
+/// this push has reached yet (`unconfirmed`), may be gone from the store (aborted by a
+/// lifecycle rule, or completed by a push killed before it could say so). When the store
+/// answers that it has no such upload, or when this is the third push in a row to fail on
+/// its first request to it (some servers answer a vanished upload with a 500), its state is
+/// dropped so the next push starts over instead of failing on it for ever. Until then the
+/// state, and the parts stored so far, stay for the next push: a store refusing or erring for
+/// a while costs no progress. So does any failure of a new upload, or of one this push has
+/// stored a part in.
 async fn give_up(
     job: &Upload<'_>,
     mp: &Arc<dyn MultipartStore>,
-    state: &crate::store::OffsiteUpload,
-    stale: bool,
+    state: &mut crate::store::OffsiteUpload,
+    unconfirmed: bool,
     e: object_store::Error,
 ) -> BackupError {
-    if stale {
+    if !unconfirmed {
+        return err(e);
+    }
+    state.failed_starts += 1;
+    // S3's `NoSuchUpload` is a 404, which the client gives as `NotFound`.
+    let gone = matches!(e, object_store::Error::NotFound { .. });
+    if gone || state.failed_starts >= FAILED_STARTS {
         let _ = mp.abort_multipart(&job.to, &state.upload_id).await;
         if let Err(forget) = job.db.forget_offsite_upload(job.url, job.file) {
             return forget.into();
         }
+        return err(format!(
+            "{e} (the upload an earlier push began is dropped: the next push starts this archive over)"
+        ));
     }
-    err(e)
+    if let Err(save) = job.db.save_offsite_upload(state) {
+        return save.into();
+    }
+    err(format!(
+        "{e} (the {} parts stored so far are kept for the next push; after {FAILED_STARTS} pushes in a row fail like this, the upload starts over)",
+        state.parts.len()
+    ))
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -384,6 +384,9 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
             let report = backup::offsite::push(&config, &store, &target, &|p| bar.report(p))?;
             drop(bar);
             cx.out.either(&report, || {
+                for (p, why) in &report.replaced {
+                    cx.out.line(format!("replaced {p}: {why}"));
+                }
                 for p in &report.pushed {
                     cx.out.line(format!("pushed   {p}"));
                 }

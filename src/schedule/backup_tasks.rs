@@ -133,10 +133,15 @@ impl Runner<'_> {
                     .iter()
                     .map(|(f, why)| format!("; {f} not pushed: {why}"))
                     .collect();
+                let replaced: String = r
+                    .replaced
+                    .iter()
+                    .map(|(f, why)| format!("; {f} replaced offsite: {why}"))
+                    .collect();
                 Ok((
                     r.refused.is_empty(),
                     format!(
-                        "pushed {} ({} bytes{}), {} already offsite{refused}",
+                        "pushed {} ({} bytes{}), {} already offsite{replaced}{refused}",
                         r.pushed.len(),
                         r.bytes,
                         if r.resumed.is_empty() {

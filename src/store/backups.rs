@@ -41,6 +41,8 @@ pub struct OffsiteUpload {
     /// Per part sent: the id the store gave it (S3's ETag; empty for a directory).
     pub parts: Vec<String>,
     pub started_at: String,
+    /// Pushes in a row whose first request to this upload failed.
+    pub failed_starts: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -205,7 +207,7 @@ impl Store {
     pub fn offsite_upload(&self, url: &str, archive: &str) -> Result<Option<OffsiteUpload>> {
         self.row(
             "reading an offsite upload",
-            "SELECT sha256, upload_id, part_size, parts, started_at FROM offsite_uploads WHERE url = ?1 AND archive = ?2",
+            "SELECT sha256, upload_id, part_size, parts, started_at, failed_starts FROM offsite_uploads WHERE url = ?1 AND archive = ?2",
             params![url, archive],
             |r| {
                 let parts: String = r.get(3)?;
@@ -217,6 +219,7 @@ impl Store {
                     part_size: r.get(2)?,
                     parts: serde_json::from_str(&parts).unwrap_or_default(),
                     started_at: r.get(4)?,
+                    failed_starts: r.get(5)?,
                 })
             },
         )
@@ -227,10 +230,11 @@ impl Store {
         let parts = serde_json::to_string(&u.parts).unwrap_or_else(|_| "[]".into());
         self.conn()
             .execute(
-                "INSERT INTO offsite_uploads (url, archive, sha256, upload_id, part_size, parts, started_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-                 ON CONFLICT (url, archive) DO UPDATE SET sha256 = ?3, upload_id = ?4, part_size = ?5, parts = ?6, started_at = ?7",
-                params![u.url, u.archive, u.sha256, u.upload_id, u.part_size, parts, u.started_at],
+                "INSERT INTO offsite_uploads (url, archive, sha256, upload_id, part_size, parts, started_at, failed_starts) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                 ON CONFLICT (url, archive) DO UPDATE SET sha256 = ?3, upload_id = ?4, part_size = ?5, parts = ?6, \
+                 started_at = ?7, failed_starts = ?8",
+                params![u.url, u.archive, u.sha256, u.upload_id, u.part_size, parts, u.started_at, u.failed_starts],
             )
             .map(|_| ())
             .map_err(self.err("recording an offsite upload"))

@@ -29,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0011_sessions.sql"),
     include_str!("migrations/0012_audit_archives.sql"),
     include_str!("migrations/0013_offsite_uploads.sql"),
+    include_str!("migrations/0014_offsite_upload_failures.sql"),
 ];
 /// A check's latency histogram: non-cumulative counts per bucket, sum (ms), count.
 #[derive(Debug, Clone)]
