@@ -322,7 +322,9 @@ pub enum BackupCmd {
     /// S3-compatible buckets (s3://bucket/prefix, with `endpoint` for MinIO, Ceph, Wasabi…)
     /// or another directory. Each archive is uploaded in parts, then its sidecar: an archive
     /// counts as offsite once its sidecar is there with the same hash, so an interrupted push
-    /// is resumed by the next one.
+    /// is resumed by the next one, from its last stored part. A copy there under the same hash
+    /// whose size cannot be the archive's (cut short) is pushed again (listed as replaced).
+    /// Exit 1 if any archive could not go (listed with the reason); the others still do.
     Push {
         /// Target name (a key of `backups:`)
         target: String,
