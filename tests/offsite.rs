@@ -539,19 +539,19 @@ fn a_multipart_upload_gone_from_the_store_is_started_over_not_retried_forever() 
         &format!("/runbook-backups/hosts/vps-1/{name}?uploadId={upload}"),
         None,
     );
-    // S3 answers a request to a vanished upload with NoSuchUpload (404), and the state goes
-    // with the first push that meets it; moto answers 500, and the state goes once three
-    // pushes in a row have failed on it. Either way, not for ever.
-    let mut failed = 0;
-    let mut last = serde_json::Value::Null;
-    while env.count("SELECT count(*) FROM offsite_uploads") == 1 {
+    // moto answers a request to the vanished upload with a 500 (S3 says NoSuchUpload, for
+    // which see the test above): its state goes once three pushes in a row have failed on it,
+    // not sooner (the store may be erring for a while) and not never.
+    for n in 1..=3 {
         let (code, r) = env.json(&["backup", "push", "main"]);
-        assert_ne!(code, 0, "the upload it continued is gone: {r}");
-        failed += 1;
-        assert!(failed <= 3, "the vanished upload is tried again and again: {r}");
-        last = r;
+        assert_eq!(code, 1, "the upload it continued is gone: {r}");
+        if n < 3 {
+            assert_eq!(upload_state(&env).map(|(_, failed)| failed), Some(n), "{r}");
+        } else {
+            assert_eq!(upload_state(&env), None, "{r}");
+            assert!(r.to_string().contains("starts this archive over"), "{r}");
+        }
     }
-    assert!(last.to_string().contains("starts this archive over"), "{last}");
     let (code, r) = env.json(&["backup", "push", "main"]);
     assert_eq!(code, 0, "{r}");
     assert_eq!(names(&r, "pushed"), vec![name.clone()], "{r}");
@@ -678,12 +678,23 @@ fn a_pull_that_cannot_record_an_archive_already_here_leaves_it_in_place() {
     );
 }
 
-/// A proxy on 127.0.0.1 in front of the S3 server that answers part uploads with 403 while
-/// `refuse` is set (a store refusing for a while, as with credentials mid-rotation) and passes
-/// everything else on, one request a connection.
+/// A proxy on 127.0.0.1 in front of the S3 server that passes every request on, one a
+/// connection, except part uploads while `mode` says otherwise: [`REFUSE`] answers them 403
+/// (a store refusing for a while, as with credentials mid-rotation), [`GONE`] 404 with S3's
+/// `NoSuchUpload` (the upload aborted by a lifecycle rule).
 struct Gate {
     port: u16,
-    refuse: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    mode: std::sync::Arc<std::sync::atomic::AtomicU8>,
+}
+
+const PASS: u8 = 0;
+const REFUSE: u8 = 1;
+const GONE: u8 = 2;
+
+impl Gate {
+    fn set(&self, mode: u8) {
+        self.mode.store(mode, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 fn gate(upstream: u16) -> Gate {
@@ -691,8 +702,8 @@ fn gate(upstream: u16) -> Gate {
     use std::sync::atomic::Ordering;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let refuse = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = refuse.clone();
+    let mode = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(PASS));
+    let flag = mode.clone();
     std::thread::spawn(move || {
         for client in listener.incoming().flatten() {
             let flag = flag.clone();
@@ -720,14 +731,22 @@ fn gate(upstream: u16) -> Gate {
                 let mut body = vec![0u8; length];
                 reader.read_exact(&mut body).unwrap();
                 let mut client = client;
-                if flag.load(Ordering::SeqCst)
-                    && head.starts_with("PUT ")
-                    && head.lines().next().unwrap().contains("partNumber=")
-                {
-                    let xml = "<Error><Code>AccessDenied</Code><Message>refused for a while</Message></Error>";
+                let part = head.starts_with("PUT ") && head.lines().next().unwrap().contains("partNumber=");
+                let answer = match flag.load(Ordering::SeqCst) {
+                    REFUSE if part => Some((
+                        "403 Forbidden",
+                        "<Error><Code>AccessDenied</Code><Message>refused for a while</Message></Error>",
+                    )),
+                    GONE if part => Some((
+                        "404 Not Found",
+                        "<Error><Code>NoSuchUpload</Code><Message>The specified upload does not exist.</Message></Error>",
+                    )),
+                    _ => None,
+                };
+                if let Some((status, xml)) = answer {
                     let _ = write!(
                         client,
-                        "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+                        "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
                         xml.len()
                     );
                     return;
@@ -747,7 +766,19 @@ fn gate(upstream: u16) -> Gate {
             });
         }
     });
-    Gate { port, refuse }
+    Gate { port, mode }
+}
+
+/// The number of parts recorded as stored of the one upload in progress, and how many pushes
+/// in a row failed on their first request to it (none: no upload in progress).
+fn upload_state(env: &Env) -> Option<(i64, i64)> {
+    env.db()
+        .query_row(
+            "SELECT json_array_length(parts), failed_starts FROM offsite_uploads",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .ok()
 }
 
 #[test]
@@ -757,27 +788,46 @@ fn a_continued_s3_upload_keeps_its_stored_parts_when_the_store_refuses_for_a_whi
     let env = slow_s3_env(gate.port);
     let archive = big_archive(&env);
     push_killed_after_a_part(&env);
-    let parts = || {
-        env.db()
-            .query_row(
-                "SELECT coalesce(max(json_array_length(parts)), 0) FROM offsite_uploads",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap()
-    };
-    let stored = parts();
-    gate.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
-    let out = env.run(&["backup", "push", "main"]);
-    assert_ne!(out.code, 0, "the store refused the part: {}", out.stderr);
-    assert!(
-        out.stdout.contains("refused for a while") && out.stdout.contains("kept for the next push"),
-        "{}",
-        out.stdout
-    );
-    assert_eq!(parts(), stored, "the parts stored before are still counted on");
-    gate.refuse.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (stored, _) = upload_state(&env).expect("an upload in progress");
+    gate.set(REFUSE);
+    // However often: a refusal says nothing of the upload, and costs none of its parts.
+    for _ in 0..4 {
+        let out = env.run(&["backup", "push", "main"]);
+        assert_eq!(out.code, 1, "the store refused the part: {}", out.stdout);
+        assert!(
+            out.stdout.contains("refused for a while") && out.stdout.contains("kept for the next push"),
+            "{}",
+            out.stdout
+        );
+        assert_eq!(
+            upload_state(&env),
+            Some((stored, 0)),
+            "the parts stored before are still counted on"
+        );
+    }
+    gate.set(PASS);
     resumed_push_sends_only_the_rest(&env, &archive);
+}
+
+#[test]
+fn an_s3_upload_the_store_says_it_no_longer_has_is_started_over_at_once() {
+    let (_moto, moto_port) = moto();
+    let gate = gate(moto_port);
+    let env = slow_s3_env(gate.port);
+    let archive = big_archive(&env);
+    let name = archive.file_name().unwrap().to_string_lossy().into_owned();
+    push_killed_after_a_part(&env);
+    gate.set(GONE);
+    let (code, r) = env.json(&["backup", "push", "main"]);
+    assert_eq!(code, 1, "{r}");
+    assert!(r.to_string().contains("starts this archive over"), "{r}");
+    assert_eq!(upload_state(&env), None, "dropped with the first push that hears it");
+    gate.set(PASS);
+    let (code, r) = env.json(&["backup", "push", "main"]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(names(&r, "pushed"), vec![name], "{r}");
+    assert!(names(&r, "resumed").is_empty(), "started over: {r}");
+    pulled_back_unchanged(&env, &archive);
 }
 
 #[test]
@@ -813,4 +863,44 @@ fn an_offsite_copy_cut_short_is_pushed_again_as_it_is_or_encrypted() {
         assert_eq!(code, 0, "{p}");
         assert_eq!(env.run(&["backup", "verify", local[1].to_str().unwrap()]).code, 0);
     }
+}
+
+#[test]
+fn a_copy_cut_short_in_the_form_encryption_no_longer_uses_is_replaced_once() {
+    let (_, recipient) = age_key();
+    let env = Env::new(&dir_target("", &format!("/main, encrypt_to: \"{recipient}\"")));
+    let local = setup(&env);
+    assert_eq!(env.json(&["backup", "push", "main"]).0, 0);
+    let name = local[1].file_name().unwrap().to_string_lossy().into_owned();
+    let sealed = env.path("offsite/main").join(format!("{name}.age"));
+    std::fs::write(&sealed, b"age-encryption.org/v1\n").unwrap();
+    // Encryption is turned off since: the archive goes as it is, and the short copy goes.
+    env.edit_config(&format!(", encrypt_to: \"{recipient}\""), "");
+    let (code, r) = env.json(&["backup", "push", "main"]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(names(&r, "pushed"), vec![name.clone()], "{r}");
+    assert!(!sealed.exists(), "the short copy is gone");
+    assert!(std::fs::read(env.path("offsite/main").join(&name)).unwrap() == std::fs::read(&local[1]).unwrap());
+    let (_, again) = env.json(&["backup", "push", "main"]);
+    assert!(names(&again, "pushed").is_empty(), "not sent again and again: {again}");
+    assert_eq!(names(&again, "skipped").len(), 2, "{again}");
+}
+
+#[test]
+fn a_copy_cut_short_is_not_called_replaced_when_the_archive_cannot_go() {
+    let env = Env::new(TO_A_DIRECTORY);
+    let local = setup(&env);
+    assert_eq!(env.json(&["backup", "push", "main"]).0, 0);
+    let name = local[1].file_name().unwrap().to_string_lossy().into_owned();
+    let copy = env.path("offsite/main").join(&name);
+    std::fs::write(&copy, b"short").unwrap();
+    // The local archive is damaged too: nothing can replace the copy.
+    let mut bytes = std::fs::read(&local[1]).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 1;
+    std::fs::write(&local[1], bytes).unwrap();
+    let (code, r) = env.json(&["backup", "push", "main"]);
+    assert_eq!(code, 1, "{r}");
+    assert!(r["replaced"].as_array().unwrap().is_empty(), "{r}");
+    assert!(r["refused"][0][0] == name.as_str(), "{r}");
 }

@@ -229,6 +229,8 @@ pub fn push(config: &Config, db: &Store, name: &str, progress: &dyn Fn(Progress)
         refused: Vec::new(),
         bytes: 0,
     };
+    // Copies offsite that cannot be whole: (why, stored encrypted on the way).
+    let mut replacing: HashMap<String, (String, bool)> = HashMap::new();
     let mut local: Vec<PathBuf> = super::records_in_dest(db, t, name)?
         .into_iter()
         .map(|r| PathBuf::from(r.path))
@@ -258,7 +260,7 @@ pub fn push(config: &Config, db: &Store, name: &str, progress: &dyn Fn(Progress)
                     false
                 }
                 Some(why) => {
-                    report.replaced.push((file.clone(), why));
+                    replacing.insert(file.clone(), (why, copy.encrypted));
                     true
                 }
             }
@@ -275,7 +277,8 @@ pub fn push(config: &Config, db: &Store, name: &str, progress: &dyn Fn(Progress)
         // An archive encrypted where it was made goes as it is. An archive encrypted on the
         // way cannot be resumed (each encryption differs); a plain copy continues from the
         // last part stored. Either way, its bytes must hash to its sidecar.
-        let sent = if encrypt && !super::crypt::is_encrypted(&path) {
+        let seal = encrypt && !super::crypt::is_encrypted(&path);
+        let sent = if seal {
             let to = child(&prefix, &format!("{file}{}", super::crypt::SUFFIX));
             rt.block_on(upload_sealed(store.as_ref(), &to, &path, &recipients, &sha, progress))
                 .map(|r| r.map(|sent| (sent, false)))
@@ -305,6 +308,18 @@ pub fn push(config: &Config, db: &Store, name: &str, progress: &dyn Fn(Progress)
             Ok(Ok((bytes, resumed))) => {
                 if resumed {
                     report.resumed.push(file.clone());
+                }
+                if let Some((why, sealed)) = replacing.remove(&file) {
+                    // The copy cut short was the other form (`encrypt_to` changed since): it
+                    // goes, or every later push would find it and send the archive again.
+                    if sealed != seal {
+                        let old = child(
+                            &prefix,
+                            &format!("{file}{}", if sealed { super::crypt::SUFFIX } else { "" }),
+                        );
+                        let _ = rt.block_on(store.delete(&old));
+                    }
+                    report.replaced.push((file.clone(), why));
                 }
                 report.bytes += bytes;
                 report.pushed.push(file);
@@ -594,17 +609,49 @@ async fn upload_resumable(
 }
 
 /// Pushes in a row that may fail on their first request to an upload an earlier push began
-/// before it is started over.
+/// (with an error of the store's, see [`Failure`]) before it is started over.
 const FAILED_STARTS: i64 = 3;
+
+/// What a failed request says of the upload it was for.
+#[derive(Debug, PartialEq)]
+enum Failure {
+    /// The store has no such upload (S3's `NoSuchUpload`, a 404).
+    Gone,
+    /// Nothing of the upload: the link (no answer, a timeout), or the store refusing this
+    /// client (401, 403) for a while, as with credentials mid-rotation.
+    Passing,
+    /// The store erring on it (a 5xx after the client's retries, another 4xx): some servers
+    /// answer a vanished upload so.
+    Erring,
+}
+
+fn failure(e: &object_store::Error) -> Failure {
+    use object_store::Error as E;
+    match e {
+        // A 404 from something in between (a proxy's page) is not the store's word.
+        E::NotFound { .. } if e.to_string().contains("NoSuchUpload") => Failure::Gone,
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => Failure::Passing,
+        _ => {
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+            while let Some(c) = cause {
+                if c.downcast_ref::<object_store::client::HttpError>().is_some() {
+                    return Failure::Passing;
+                }
+                cause = c.source();
+            }
+            Failure::Erring
+        }
+    }
+}
 
 /// An S3 request of an upload failed. An upload an earlier push began, that no request of
 /// this push has reached yet (`unconfirmed`), may be gone from the store (aborted by a
 /// lifecycle rule, or completed by a push killed before it could say so). When the store
-/// answers that it has no such upload, or when this is the third push in a row to fail on
-/// its first request to it (some servers answer a vanished upload with a 500), its state is
-/// dropped so the next push starts over instead of failing on it for ever. Until then the
-/// state, and the parts stored so far, stay for the next push: a store refusing or erring for
-/// a while costs no progress. So does any failure of a new upload, or of one this push has
+/// answers that it has no such upload, or when this is the third push in a row whose first
+/// request to it the store answered with an error, its state is dropped so the next push
+/// starts over instead of failing on it for ever. A failure of the link, or the store
+/// refusing this client for a while, costs nothing: the state and the parts stored so far
+/// stay for the next push. So does any failure of a new upload, or of one this push has
 /// stored a part in.
 async fn give_up(
     job: &Upload<'_>,
@@ -616,25 +663,38 @@ async fn give_up(
     if !unconfirmed {
         return err(e);
     }
+    let kind = failure(&e);
+    let kept = |state: &crate::store::OffsiteUpload, more: &str| {
+        err(format!(
+            "{e} (the {} parts stored so far are kept for the next push{more})",
+            state.parts.len()
+        ))
+    };
+    if kind == Failure::Passing {
+        return kept(state, "");
+    }
     state.failed_starts += 1;
-    // S3's `NoSuchUpload` is a 404, which the client gives as `NotFound`.
-    let gone = matches!(e, object_store::Error::NotFound { .. });
-    if gone || state.failed_starts >= FAILED_STARTS {
-        let _ = mp.abort_multipart(&job.to, &state.upload_id).await;
+    if kind == Failure::Gone || state.failed_starts >= FAILED_STARTS {
+        // Parts of an upload that cannot be aborted stay on the store until its own rule for
+        // unfinished uploads removes them: its id is named so it can be removed by hand.
+        let aborted = match mp.abort_multipart(&job.to, &state.upload_id).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => String::new(),
+            Err(abort) => format!("; aborting upload {} failed too ({abort})", state.upload_id),
+        };
         if let Err(forget) = job.db.forget_offsite_upload(job.url, job.file) {
             return forget.into();
         }
         return err(format!(
-            "{e} (the upload an earlier push began is dropped: the next push starts this archive over)"
+            "{e} (the upload an earlier push began is dropped: the next push starts this archive over{aborted})"
         ));
     }
     if let Err(save) = job.db.save_offsite_upload(state) {
         return save.into();
     }
-    err(format!(
-        "{e} (the {} parts stored so far are kept for the next push; after {FAILED_STARTS} pushes in a row fail like this, the upload starts over)",
-        state.parts.len()
-    ))
+    kept(
+        state,
+        &format!("; after {FAILED_STARTS} pushes in a row fail like this, the upload starts over"),
+    )
 }
 
 #[derive(Debug, Clone, Serialize)]
