@@ -402,24 +402,36 @@ async fn upload_sealed(
         .map_err(io)?;
     let upload = store.put_multipart(to).await.map_err(err)?;
     let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    let mut read = super::sha2x::Lane::new();
-    loop {
-        let n = file.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            break;
+    let pumped = async {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        let mut read = super::sha2x::Lane::new();
+        loop {
+            let n = file.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            read.update(&buf[..n]);
+            w.wait_for_capacity(4).await.map_err(err)?;
+            encryptor.write_all(&buf[..n]).map_err(io)?;
+            w.write(&shared.take());
+            total += n as u64;
+            progress(Progress::Advance(n as u64));
         }
-        read.update(&buf[..n]);
-        w.wait_for_capacity(4).await.map_err(err)?;
-        encryptor.write_all(&buf[..n]).map_err(io)?;
+        encryptor.finish().map_err(io)?;
         w.write(&shared.take());
-        total += n as u64;
-        progress(Progress::Advance(n as u64));
+        Ok::<_, BackupError>((total, crate::audit::hex(&read.finalize())))
     }
-    encryptor.finish().map_err(io)?;
-    w.write(&shared.take());
-    let got = crate::audit::hex(&read.finalize());
+    .await;
+    // An upload that cannot go on is aborted, so its parts do not stay on the store (nothing
+    // continues an encrypted upload: each encryption differs).
+    let (total, got) = match pumped {
+        Ok(done) => done,
+        Err(e) => {
+            let _ = w.abort().await;
+            return Err(e);
+        }
+    };
     if got != expect {
         let _ = w.abort().await;
         return Ok(Err(mismatch(&got, expect)));
