@@ -781,13 +781,19 @@ fn upload_state(env: &Env) -> Option<(i64, i64)> {
         .ok()
 }
 
-#[test]
-fn a_continued_s3_upload_keeps_its_stored_parts_when_the_store_refuses_for_a_while() {
-    let (_moto, moto_port) = moto();
+/// An S3 target behind a [`Gate`], with a push of its ~40 MiB archive killed after a part.
+fn interrupted_behind_a_gate() -> (Server, Gate, Env, PathBuf) {
+    let (moto, moto_port) = moto();
     let gate = gate(moto_port);
     let env = slow_s3_env(gate.port);
     let archive = big_archive(&env);
     push_killed_after_a_part(&env);
+    (moto, gate, env, archive)
+}
+
+#[test]
+fn a_continued_s3_upload_keeps_its_stored_parts_when_the_store_refuses_for_a_while() {
+    let (_moto, gate, env, archive) = interrupted_behind_a_gate();
     let (stored, _) = upload_state(&env).expect("an upload in progress");
     gate.set(REFUSE);
     // However often: a refusal says nothing of the upload, and costs none of its parts.
@@ -811,12 +817,8 @@ fn a_continued_s3_upload_keeps_its_stored_parts_when_the_store_refuses_for_a_whi
 
 #[test]
 fn an_s3_upload_the_store_says_it_no_longer_has_is_started_over_at_once() {
-    let (_moto, moto_port) = moto();
-    let gate = gate(moto_port);
-    let env = slow_s3_env(gate.port);
-    let archive = big_archive(&env);
+    let (_moto, gate, env, archive) = interrupted_behind_a_gate();
     let name = archive.file_name().unwrap().to_string_lossy().into_owned();
-    push_killed_after_a_part(&env);
     gate.set(GONE);
     let (code, r) = env.json(&["backup", "push", "main"]);
     assert_eq!(code, 1, "{r}");
