@@ -827,13 +827,18 @@ fn prune_counts_only_the_archives_on_disk_in_this_dest() {
     for a in [&a1, &a2, &b1, &b3] {
         assert!(Path::new(a).exists(), "{a} stays: {plan}");
     }
-    let removed: Vec<&str> = plan["remove"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["path"].as_str().unwrap())
-        .collect();
-    assert_eq!(removed, vec![b2.as_str()], "{plan}");
+    let listed = |key: &str| -> Vec<String> {
+        plan[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["path"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(listed("remove").is_empty(), "{plan}");
+    assert_eq!(listed("gone"), vec![b2.clone()], "its record goes: {plan}");
+    let (_, list) = env.json(&["backup", "list", "main"]);
+    assert!(!list.to_string().contains(&b2), "{list}");
 }
 
 #[test]
@@ -1083,4 +1088,75 @@ fn keygen_makes_a_key_pair_that_encrypted_archives_are_written_and_read_with() {
     assert_eq!(again.code, 2, "{}", again.stderr);
     assert!(again.stderr.contains("already exists"), "{}", again.stderr);
     assert_eq!(std::fs::read_to_string(&key).unwrap(), text);
+}
+
+#[test]
+fn prune_of_a_dest_whose_archives_are_all_missing_forgets_nothing() {
+    let env =
+        Env::new("version: 1\nbackups:\n  main: { sources: [ { dir: data } ], dest: archives, keep: { last: 1 } }\n");
+    env.write("data/a.txt", "a\n");
+    let archives: Vec<String> = (0..3)
+        .map(|_| create(&env)["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(env.run(&["backup", "verify", &archives[2]]).code, 0);
+    // The backup disk is not mounted: its mount point is there, empty.
+    std::fs::rename(env.path("archives"), env.path("archives.real")).unwrap();
+    std::fs::create_dir(env.path("archives")).unwrap();
+    let dry = env.run(&["backup", "prune", "main"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert!(
+        dry.stdout.contains("gone") && dry.stdout.contains("is its disk mounted"),
+        "{}",
+        dry.stdout
+    );
+    assert!(!dry.stdout.lines().any(|l| l.starts_with("remove")), "{}", dry.stdout);
+    let out = env.run(&["backup", "prune", "main", "--apply"]);
+    assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("is its disk mounted"), "{}", out.stderr);
+    std::fs::remove_dir(env.path("archives")).unwrap();
+    std::fs::rename(env.path("archives.real"), env.path("archives")).unwrap();
+    let (_, list) = env.json(&["backup", "list", "main"]);
+    for a in &archives {
+        assert!(list.to_string().contains(a.as_str()), "{a} still recorded: {list}");
+    }
+    assert_eq!(env.run(&["backup", "verify", "--latest", "main"]).code, 0);
+}
+
+#[test]
+fn an_archive_that_cannot_be_removed_keeps_neither_the_others_nor_the_record_of_what_went() {
+    let env =
+        Env::new("version: 1\nbackups:\n  main: { sources: [ { dir: data } ], dest: archives, keep: { last: 1 } }\n");
+    env.write("data/a.txt", "a\n");
+    let a: Vec<String> = (0..4)
+        .map(|_| create(&env)["path"].as_str().unwrap().to_string())
+        .collect();
+    // The second cannot be removed at all, the third's sidecar cannot (each a directory with
+    // something in it, as a file made immutable or on a read-only mount would be).
+    std::fs::remove_file(&a[1]).unwrap();
+    std::fs::create_dir_all(format!("{}/x", a[1])).unwrap();
+    std::fs::remove_file(format!("{}.sha256", a[2])).unwrap();
+    std::fs::create_dir_all(format!("{}.sha256/x", a[2])).unwrap();
+    let (code, plan) = env.json(&["backup", "prune", "main", "--apply"]);
+    assert_eq!(code, 1, "{plan}");
+    let failed = plan["failed"].to_string();
+    assert!(failed.contains(&a[1]) && failed.contains(&a[2]), "{plan}");
+    assert!(
+        !Path::new(&a[0]).exists() && !Path::new(&a[2]).exists(),
+        "the others went: {plan}"
+    );
+    assert!(Path::new(&a[3]).exists());
+    // What went is forgotten and audited; what could not go is still recorded.
+    let (_, list) = env.json(&["backup", "list", "main"]);
+    let listed = list.to_string();
+    assert!(
+        !listed.contains(&a[0]) && !listed.contains(&a[2]) && listed.contains(&a[1]),
+        "{list}"
+    );
+    let audited: String = env
+        .db()
+        .query_row("SELECT data FROM audit_events WHERE kind = 'backup.pruned'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(audited.contains(&a[0]) && audited.contains(&a[2]), "{audited}");
 }

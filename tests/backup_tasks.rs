@@ -340,3 +340,69 @@ profiles:
         out.stderr
     );
 }
+
+/// The ids of the target's archives the state file records as drilled, pruned, or neither.
+fn ids(env: &Env, cond: &str) -> Vec<i64> {
+    let db = env.db();
+    let mut stmt = db
+        .prepare(&format!("SELECT id FROM backups WHERE {cond} ORDER BY id"))
+        .unwrap();
+    stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+}
+
+#[test]
+fn every_archive_is_drilled_before_a_scheduled_prune_removes_it() {
+    let env = Env::new(&CONFIG.replace(
+        "tasks: [ { backup: main }, { drill: main }, { prune: main, name: tidy } ]",
+        "tasks: [ { drill: main }, { prune: main, name: tidy } ]",
+    ));
+    env.write("data/a.txt", "a\n");
+    // Four archives before the first drill: two more than `last: 2` keeps.
+    for _ in 0..4 {
+        assert_eq!(env.run(&["backup", "create", "main"]).code, 0);
+    }
+    let out = env.run(&["run", "nightly"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(ids(&env, "drilled_at IS NOT NULL"), vec![1]);
+    // The first is kept as the newest verified one (a passing drill verifies); the second,
+    // which `last: 2` lets go, waits for its drill.
+    assert!(ids(&env, "pruned_at IS NOT NULL").is_empty());
+    let (_, plan) = env.json(&["backup", "prune", "main"]);
+    assert!(plan["keep"].to_string().contains("next to drill"), "{plan}");
+    for _ in 0..2 {
+        let out = env.run(&["run", "nightly"]);
+        assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    }
+    assert_eq!(ids(&env, "pruned_at IS NOT NULL"), vec![1, 2]);
+    assert!(
+        ids(&env, "pruned_at IS NOT NULL AND drilled_at IS NULL").is_empty(),
+        "none went undrilled"
+    );
+}
+
+#[test]
+fn the_scheduled_drill_takes_what_the_next_prune_removes_before_what_the_policy_keeps() {
+    let env = Env::new(
+        &CONFIG
+            .replace("keep: { last: 2 }", "keep: { daily: 1, monthly: 6 }")
+            .replace(
+                "tasks: [ { backup: main }, { drill: main }, { prune: main, name: tidy } ]",
+                "tasks: [ { drill: main } ]",
+            ),
+    );
+    env.write("data/a.txt", "a\n");
+    for _ in 0..3 {
+        assert_eq!(env.run(&["backup", "create", "main"]).code, 0);
+    }
+    // The oldest is from September: `monthly` keeps it for months. The second is today's
+    // but not the newest of today: the next prune removes it.
+    env.db()
+        .execute(
+            "UPDATE backups SET created_at = '2026-09-15T00:00:00.000Z' WHERE id = 1",
+            [],
+        )
+        .unwrap();
+    let out = env.run(&["run", "nightly"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(ids(&env, "drilled_at IS NOT NULL"), vec![2]);
+}

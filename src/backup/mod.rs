@@ -24,6 +24,7 @@ pub mod stream;
 pub mod tarwalk;
 pub mod verify;
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -605,27 +606,56 @@ pub fn newest_verified(config: &Config, store: &Store, target: &str) -> Result<O
         .find(|r| r.verify_ok == Some(true) && Path::new(&r.path).is_file()))
 }
 
-/// The archive a scheduled drill takes: never drilled ones first (oldest first, the nearest
-/// to being pruned), then the one drilled longest ago. Only archives whose file is there.
+/// The archive a scheduled drill takes, of those whose file is there: first the never
+/// drilled ones the keep policy lets go at the next prune (oldest first), then the other never
+/// drilled ones (oldest first), then the one drilled longest ago. So a drill before a prune
+/// takes what that prune would remove, and a prune holds the archive the drill takes next
+/// (see [`prune`]): every archive is drilled once before it goes, as long as the schedule
+/// drills as often as it backs up.
 pub fn next_to_drill(config: &Config, store: &Store, target: &str) -> Result<Option<PathBuf>, BackupError> {
     let t = self::target(config, target)?;
-    let mut present: Vec<BackupRecord> = records_in_dest(store, t, target)?
+    let present: Vec<BackupRecord> = records_in_dest(store, t, target)?
         .into_iter()
         .filter(|r| Path::new(&r.path).is_file())
         .collect();
-    present.sort_by(|a, b| {
-        (
-            a.drilled_at.is_some(),
-            a.drilled_at.as_deref().unwrap_or(&a.created_at),
-            a.id,
-        )
-            .cmp(&(
-                b.drilled_at.is_some(),
-                b.drilled_at.as_deref().unwrap_or(&b.created_at),
-                b.id,
-            ))
-    });
-    Ok(present.first().map(|r| PathBuf::from(&r.path)))
+    let kept = policy_keeps(t, &present);
+    Ok(drill_pick(&present, &kept).map(|r| PathBuf::from(&r.path)))
+}
+
+fn drill_pick<'r>(present: &'r [BackupRecord], kept: &BTreeMap<i64, Vec<&'static str>>) -> Option<&'r BackupRecord> {
+    present.iter().min_by(|a, b| {
+        let rank = |r: &'r BackupRecord| {
+            (
+                r.drilled_at.is_some(),
+                kept.contains_key(&r.id),
+                r.drilled_at.as_deref().unwrap_or(&r.created_at),
+                r.id,
+            )
+        };
+        rank(a).cmp(&rank(b))
+    })
+}
+
+/// What the target's keep policy keeps of `present` (archives whose file is there).
+fn policy_keeps(t: &BackupTarget, present: &[BackupRecord]) -> BTreeMap<i64, Vec<&'static str>> {
+    let candidates: Vec<_> = present
+        .iter()
+        .filter_map(|r| {
+            clock::from_text(&r.created_at).map(|created| retention::Candidate {
+                id: r.id,
+                created,
+                verified: r.verify_ok == Some(true),
+            })
+        })
+        .collect();
+    retention::keep(&t.keep, &candidates)
+}
+
+/// Whether a profile drills the target (`{ drill: T }`).
+fn drilled_on_schedule(config: &Config, target: &str) -> bool {
+    config.profiles.values().flat_map(|p| &p.tasks).any(|task| {
+        matches!(task, crate::config::Task::Backup(b) if b.action == crate::config::BackupAction::Drill && b.target == target)
+    })
 }
 
 /// The archives recorded for target `name` that are in its `dest`, newest first. The state
@@ -659,60 +689,92 @@ pub struct PrunePlan {
     pub target: String,
     pub keep: Vec<(BackupRecord, Vec<&'static str>)>,
     pub remove: Vec<BackupRecord>,
+    /// Recorded archives whose file is gone already: with `--apply` their records go.
+    pub gone: Vec<BackupRecord>,
+    /// With `--apply`, archives that could not be removed, and why (their records stay).
+    pub failed: Vec<(String, String)>,
     pub applied: bool,
 }
 
 pub fn prune(config: &Config, store: &Store, name: &str, apply: bool) -> Result<PrunePlan, BackupError> {
     let t = target(config, name)?;
     let records = records_in_dest(store, t, name)?;
-    // An archive whose file is gone keeps no slot (and is not the newest verified one): its
-    // record goes, and the archives on disk are the ones counted.
-    let candidates: Vec<_> = records
-        .iter()
-        .filter(|r| Path::new(&r.path).exists())
-        .filter_map(|r| {
-            clock::from_text(&r.created_at).map(|created| retention::Candidate {
-                id: r.id,
-                created,
-                verified: r.verify_ok == Some(true),
-            })
-        })
-        .collect();
-    let kept = retention::keep(&t.keep, &candidates);
+    // An archive whose file is gone keeps no slot (and is not the newest verified one): the
+    // archives on disk are the ones counted, and its record goes.
+    let (present, gone): (Vec<BackupRecord>, Vec<BackupRecord>) =
+        records.into_iter().partition(|r| Path::new(&r.path).exists());
+    if present.is_empty() && !gone.is_empty() && apply {
+        // A backup disk not mounted looks like this: forgetting every record would lose
+        // track of the archives when it comes back.
+        return Err(BackupError::io(
+            &t.dest,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!(
+                    "none of the {} archives recorded there is present (is its disk mounted?): nothing removed or forgotten",
+                    gone.len()
+                ),
+            ),
+        ));
+    }
+    let mut kept = policy_keeps(t, &present);
+    // The archive the scheduled drill takes next stays until it is drilled.
+    if drilled_on_schedule(config, name)
+        && let Some(next) = drill_pick(&present, &kept).filter(|r| r.drilled_at.is_none())
+    {
+        kept.entry(next.id).or_default().push("next to drill");
+    }
     let mut plan = PrunePlan {
         target: name.to_string(),
         keep: Vec::new(),
         remove: Vec::new(),
+        gone,
+        failed: Vec::new(),
         applied: false,
     };
-    for r in records {
+    for r in present {
         match kept.get(&r.id) {
             Some(why) => plan.keep.push((r, why.clone())),
             None => plan.remove.push(r),
         }
     }
-    if apply && !plan.remove.is_empty() {
+    if apply && !(plan.remove.is_empty() && plan.gone.is_empty()) {
         let _lock = lock(&t.dest, name)?;
-        for r in &plan.remove {
+        // One file that cannot go (immutable, a read-only mount) keeps neither the others
+        // from going nor what went from being recorded.
+        let mut removed = Vec::new();
+        for r in std::mem::take(&mut plan.remove) {
             let path = Path::new(&r.path);
-            for p in [path.to_path_buf(), archive::sidecar_path(path)] {
-                match std::fs::remove_file(&p) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(BackupError::io(&p, e)),
+            let failed = [path.to_path_buf(), archive::sidecar_path(path)]
+                .into_iter()
+                .find_map(|p| match std::fs::remove_file(&p) {
+                    Ok(()) => None,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(e) => Some(format!("{}: {e}", p.display())),
+                });
+            match failed {
+                // The archive went, its sidecar not: the archive is no more, its record goes
+                // (the next create removes a sidecar without its archive).
+                Some(why) if path.exists() => plan.failed.push((r.path.clone(), why)),
+                Some(why) => {
+                    plan.failed.push((r.path.clone(), why));
+                    removed.push(r);
                 }
+                None => removed.push(r),
             }
         }
+        plan.remove = removed;
         fsync_dir(&t.dest);
-        let ids: Vec<i64> = plan.remove.iter().map(|r| r.id).collect();
+        let ids: Vec<i64> = plan.remove.iter().chain(&plan.gone).map(|r| r.id).collect();
         let paths: Vec<&str> = plan.remove.iter().map(|r| r.path.as_str()).collect();
+        let gone: Vec<&str> = plan.gone.iter().map(|r| r.path.as_str()).collect();
         store.mark_pruned(
             &ids,
             &clock::to_text(clock::now()),
             &Draft::new(
                 "backup.pruned",
                 name,
-                json!({ "archives": paths, "kept": plan.keep.len(), "keep": t.keep }),
+                json!({ "archives": paths, "gone": gone, "failed": plan.failed, "kept": plan.keep.len(), "keep": t.keep }),
                 &config.redactor,
             ),
         )?;

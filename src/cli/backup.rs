@@ -430,11 +430,14 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
         }
         BackupCmd::Prune { target, apply } => {
             let plan = backup::prune(&config, &store, &target, apply)?;
+            let t_dest = backup::target(&config, &target)?.dest.clone();
             let value = json!({
                 "target": plan.target,
                 "applied": plan.applied,
                 "keep": plan.keep.iter().map(|(r, why)| json!({ "path": r.path, "created_at": r.created_at, "why": why })).collect::<Vec<_>>(),
                 "remove": plan.remove.iter().map(|r| json!({ "path": r.path, "created_at": r.created_at, "size": r.size })).collect::<Vec<_>>(),
+                "gone": plan.gone.iter().map(|r| json!({ "path": r.path, "created_at": r.created_at })).collect::<Vec<_>>(),
+                "failed": plan.failed.iter().map(|(path, why)| json!({ "path": path, "why": why })).collect::<Vec<_>>(),
             });
             cx.out.either(&value, || {
                 for (r, why) in &plan.keep {
@@ -444,16 +447,41 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
                 for r in &plan.remove {
                     cx.out.line(format!("{verb:7} {}  {}", r.path, bytes(r.size as u64)));
                 }
-                if !plan.applied && !plan.remove.is_empty() {
+                for r in &plan.gone {
+                    let then = if plan.applied {
+                        "its record is forgotten"
+                    } else {
+                        "its record goes with --apply"
+                    };
+                    cx.out.line(format!("gone    {}  (the file is missing; {then})", r.path));
+                }
+                for (path, why) in &plan.failed {
+                    cx.out.line(format!("PROBLEM: {path} could not be removed: {why}"));
+                }
+                if plan.keep.is_empty() && plan.remove.is_empty() && !plan.gone.is_empty() {
                     cx.out.line(format!(
-                        "dry run: nothing removed; run `runbook backup prune {target} --apply` to remove {} archive(s)",
-                        plan.remove.len()
+                        "WARNING: none of the archives recorded in {} is there (is its disk mounted?); --apply forgets nothing then",
+                        t_dest.display()
                     ));
-                } else if plan.remove.is_empty() {
+                } else if !plan.applied && (!plan.remove.is_empty() || !plan.gone.is_empty()) {
+                    cx.out.line(format!(
+                        "dry run: nothing removed; run `runbook backup prune {target} --apply` to remove {} archive(s){}",
+                        plan.remove.len(),
+                        if plan.gone.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" and forget {} missing", plan.gone.len())
+                        }
+                    ));
+                } else if plan.remove.is_empty() && plan.gone.is_empty() {
                     cx.out.line("nothing to remove");
                 }
             });
-            Ok(Outcome::Ok)
+            Ok(if plan.failed.is_empty() {
+                Outcome::Ok
+            } else {
+                Outcome::Failed
+            })
         }
     }
 }

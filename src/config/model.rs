@@ -176,7 +176,8 @@ pub enum BackupAction {
     Verify,
     /// `backup prune --apply`.
     Prune,
-    /// `backup drill` of the archive drilled longest ago (or never).
+    /// `backup drill` of the next archive in the rotation: never drilled (those the next
+    /// prune removes first), else drilled longest ago.
     Drill,
     /// `backup push`: offsite copies of what is not offsite yet.
     Push,

@@ -2,9 +2,10 @@
 //! `{ push: T }`.
 //!
 //! Owns running them inside a profile run: one ledger row each, the outcome as the task's
-//! status, and the task alert on failure like any command task. A drill task takes the
-//! archive drilled longest ago (never-drilled ones first, oldest first), so over time every
-//! archive is drilled before retention removes it.
+//! status, and the task alert on failure like any command task. A drill task takes a
+//! never-drilled archive first (those the next prune removes first), else the one drilled
+//! longest ago, and prune holds the one it takes next: every archive is drilled before
+//! retention removes it (see `backup::next_to_drill`).
 
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,7 @@ pub(super) fn describe(task: &BackupTask) -> String {
         BackupAction::Verify => format!("runbook backup verify --latest {}", task.target),
         BackupAction::Prune => format!("runbook backup prune {} --apply", task.target),
         BackupAction::Drill => format!(
-            "runbook backup drill (the archive of {} drilled longest ago)",
+            "runbook backup drill (the next archive of {} in the rotation: never drilled, else drilled longest ago)",
             task.target
         ),
         BackupAction::Push => format!("runbook backup push {}", task.target),
@@ -155,7 +156,14 @@ impl Runner<'_> {
             }
             BackupAction::Prune => {
                 let p = backup::prune(config, store, &task.target, true).map_err(|e| e.to_string())?;
-                Ok((true, format!("removed {}, kept {}", p.remove.len(), p.keep.len())))
+                let mut line = format!("removed {}, kept {}", p.remove.len(), p.keep.len());
+                if !p.gone.is_empty() {
+                    line.push_str(&format!(", forgot {} missing", p.gone.len()));
+                }
+                for (path, why) in &p.failed {
+                    line.push_str(&format!("; {path} could not be removed: {why}"));
+                }
+                Ok((p.failed.is_empty(), line))
             }
             BackupAction::Drill => {
                 let Some(archive) = backup::next_to_drill(config, store, &task.target).map_err(|e| e.to_string())?
