@@ -1160,3 +1160,26 @@ fn an_archive_that_cannot_be_removed_keeps_neither_the_others_nor_the_record_of_
         .unwrap();
     assert!(audited.contains(&a[0]) && audited.contains(&a[2]), "{audited}");
 }
+
+#[test]
+fn verify_and_drill_record_an_archive_however_its_path_is_written() {
+    let env = Env::new("version: 1\nbackups:\n  main: { sources: [ { dir: data } ], dest: archives }\n");
+    env.write("data/a.txt", "a\n");
+    // The dest is a link to the directory the archives are really in.
+    std::fs::create_dir(env.path("real")).unwrap();
+    std::os::unix::fs::symlink(env.path("real"), env.path("archives")).unwrap();
+    let made = create(&env)["path"].as_str().unwrap().to_string();
+    let name = Path::new(&made).file_name().unwrap().to_str().unwrap().to_string();
+    let real = env.path("real").join(&name);
+    assert_eq!(env.run(&["backup", "verify", real.to_str().unwrap()]).code, 0);
+    let relative = format!("archives/../archives/{name}");
+    assert_eq!(env.run(&["backup", "drill", &relative]).code, 0);
+    let (verified, drilled): (Option<bool>, Option<String>) = env
+        .db()
+        .query_row("SELECT verify_ok, drilled_at FROM backups", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(verified, Some(true), "the verify by the real directory counts");
+    assert!(drilled.is_some(), "the drill by a relative path counts");
+}

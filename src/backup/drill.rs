@@ -474,7 +474,7 @@ fn record(config: &Config, store: &Store, r: &DrillReport) -> Result<(), BackupE
         &config.redactor,
     );
     let at = r.started_at.clone();
-    match store.backup_by_path(&path)? {
+    match super::record_of(store, &r.archive)? {
         Some(b) => {
             store.mark_drilled(b.id, &at, r.ok, r.recovery_ms as i64, &draft)?;
             if let Some((ok, detail)) = verified(r) {

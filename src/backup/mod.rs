@@ -658,6 +658,39 @@ fn drilled_on_schedule(config: &Config, target: &str) -> bool {
     })
 }
 
+/// The store's record of the archive at `path`, however it is named here: the store keeps
+/// the path it was made at, which this one may name relative to the working directory, or
+/// through `..` or a link (to the directory or from it), and the file may be gone. Two names
+/// are the same archive when their directories resolve to one and the file names match.
+pub(crate) fn record_of(store: &Store, path: &Path) -> Result<Option<BackupRecord>, BackupError> {
+    // The name given, and the file it is a link to.
+    let mut names = vec![path.to_path_buf()];
+    names.extend(std::fs::canonicalize(path).ok().filter(|c| c != path));
+    for n in &names {
+        if let Some(r) = store.backup_by_path(&n.display().to_string())? {
+            return Ok(Some(r));
+        }
+    }
+    let dir_of = |p: &Path| {
+        let dir = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::canonicalize(dir).ok()
+    };
+    let records = store.list_backups(None)?;
+    Ok(names.iter().find_map(|n| {
+        let (name, dir) = (n.file_name()?, dir_of(n)?);
+        records
+            .iter()
+            .find(|r| {
+                let p = Path::new(&r.path);
+                p.file_name() == Some(name) && dir_of(p).as_ref() == Some(&dir)
+            })
+            .cloned()
+    }))
+}
+
 /// The archives recorded for target `name` that are in its `dest`, newest first. The state
 /// file may be shared by several configurations with a target of the same name, or
 /// remember an earlier `dest`: those archives are not this target's to prune or push.

@@ -763,7 +763,7 @@ pub fn pull(
         let local = dest.join(&r.name);
         if archive::read_sidecar(&local).is_ok_and(|h| &h == sha) && local.is_file() {
             // Here already; recorded now if an earlier pull could not record it.
-            if into.is_none() && db.backup_by_path(&local.display().to_string())?.is_none() {
+            if into.is_none() && super::record_of(db, &local)?.is_none() {
                 if let Err(e) = record(config, db, name, &local, sha) {
                     report.failed.push((r.name.clone(), e.to_string()));
                     continue;

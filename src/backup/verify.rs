@@ -355,7 +355,7 @@ pub fn verify_and_record(
     path: &Path,
     progress: &dyn Fn(Progress),
 ) -> Result<VerifyReport, BackupError> {
-    let known = recorded(store, path)?;
+    let known = super::record_of(store, path)?;
     let report = if known.is_some() && !path.exists() {
         let mut gone = VerifyReport::nothing_yet(path);
         gone.problems
@@ -366,25 +366,6 @@ pub fn verify_and_record(
     };
     record(config, store, &report, known)?;
     Ok(report)
-}
-
-/// The store's record of the archive at `path`, however it is named here: the store keeps
-/// the path it was made at, which this one may name relative to the working directory or
-/// through `..` or a link, and the file may be gone (its directory resolved, then).
-fn recorded(store: &Store, path: &Path) -> Result<Option<crate::store::BackupRecord>, BackupError> {
-    let resolved = std::fs::canonicalize(path).ok().or_else(|| {
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        Some(std::fs::canonicalize(dir).ok()?.join(path.file_name()?))
-    });
-    for candidate in std::iter::once(path.to_path_buf()).chain(resolved) {
-        if let Some(r) = store.backup_by_path(&candidate.display().to_string())? {
-            return Ok(Some(r));
-        }
-    }
-    Ok(None)
 }
 
 /// Records the outcome with the archive (if the store knows it) and as an audit event.
