@@ -954,6 +954,16 @@ backups:
     assert!(out.stderr.contains("unknown key `hourly`"), "{}", out.stderr);
     let out = env.run(&["backup", "create", "nope"]);
     assert_eq!(out.code, 2);
+    // A rule that keeps nothing: `last: 0` alone would remove the archive just made.
+    env.edit_config("sources: [ { mysql: db } ]", "sources: [ { dir: data } ]");
+    env.edit_config("keep: { hourly: 3 }", "keep: { last: 0, daily: 7 }");
+    let out = env.run(&["config", "check"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("runbook.yaml:8") && out.stderr.contains("keep.last must be at least 1"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

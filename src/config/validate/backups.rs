@@ -316,9 +316,19 @@ fn keep(cx: &mut Cx, node: &Node) -> KeepPolicy {
         return KeepPolicy::default();
     };
     let mut n = |key: &str| {
-        f.get(key)
-            .and_then(|v| cx.u64(v, &format!("keep.{key}")))
-            .map(|v| v.min(u32::MAX as u64) as u32)
+        let node = f.get(key)?;
+        let v = cx.u64(node, &format!("keep.{key}"))?;
+        if v == 0 {
+            // `last: 0` alone would remove every archive but the newest verified one, the
+            // one just made included.
+            cx.error(
+                node.pos,
+                format!("keep.{key} must be at least 1: leave the rule out to not use it"),
+                None,
+            );
+            return None;
+        }
+        Some(v.min(u32::MAX as u64) as u32)
     };
     KeepPolicy {
         last: n("last"),
