@@ -839,6 +839,13 @@ fn prune_counts_only_the_archives_on_disk_in_this_dest() {
     assert_eq!(listed("gone"), vec![b2.clone()], "its record goes: {plan}");
     let (_, list) = env.json(&["backup", "list", "main"]);
     assert!(!list.to_string().contains(&b2), "{list}");
+    // The list says which archives are this dest's, and where the others are.
+    for l in list.as_array().unwrap() {
+        let p = l["path"].as_str().unwrap();
+        assert_eq!(l["in_dest"], p == b1 || p == b3, "{l}");
+    }
+    let text = env.run(&["backup", "list", "main"]).stdout;
+    assert_eq!(text.matches("(elsewhere: ").count(), 2, "{text}");
 }
 
 #[test]

@@ -559,21 +559,41 @@ fn size_alert(
     Ok(small.then_some(detail))
 }
 
-/// An archive as `backup list` shows it: the record, and whether its file is still there.
+/// An archive as `backup list` shows it: the record, whether its file is still there, and
+/// whether it is in its target's `dest` in this configuration (prune, push, the drill
+/// rotation and `--latest` only take those; the others are an earlier `dest`'s, or another
+/// configuration's sharing the state file).
 #[derive(Debug, Clone, Serialize)]
 pub struct Listed {
     #[serde(flatten)]
     pub record: BackupRecord,
     pub present: bool,
+    pub in_dest: bool,
 }
 
-pub fn list(store: &Store, target: Option<&str>) -> Result<Vec<Listed>, BackupError> {
+pub fn list(config: &Config, store: &Store, target: Option<&str>) -> Result<Vec<Listed>, BackupError> {
+    let mut dests: std::collections::HashMap<String, Option<PathBuf>> = std::collections::HashMap::new();
     Ok(store
         .list_backups(target)?
         .into_iter()
-        .map(|record| Listed {
-            present: Path::new(&record.path).is_file(),
-            record,
+        .map(|record| {
+            let dest = dests
+                .entry(record.target.clone())
+                .or_insert_with(|| {
+                    config
+                        .backups
+                        .get(&record.target)
+                        .and_then(|t| std::fs::canonicalize(&t.dest).ok())
+                })
+                .clone();
+            let dir = Path::new(&record.path)
+                .parent()
+                .and_then(|d| std::fs::canonicalize(d).ok());
+            Listed {
+                present: Path::new(&record.path).is_file(),
+                in_dest: dest.is_some() && dir == dest,
+                record,
+            }
         })
         .collect())
 }

@@ -198,7 +198,7 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
             if let Some(t) = &target {
                 backup::target(&config, t)?;
             }
-            let listed = backup::list(&store, target.as_deref())?;
+            let listed = backup::list(&config, &store, target.as_deref())?;
             cx.out.either(&listed, || {
                 if listed.is_empty() {
                     cx.out.line("no archives recorded");
@@ -221,9 +221,17 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
                         (Some(false), Some(at)) => format!("FAILED, {} ago", age(at)),
                         _ => "never".into(),
                     };
+                    let name = if l.present { name } else { format!("{name} (MISSING)") };
+                    // Not this configuration's to prune, push or drill on schedule.
+                    let name = if l.in_dest {
+                        name
+                    } else {
+                        let dir = Path::new(&r.path).parent().unwrap_or(Path::new(""));
+                        format!("{name} (elsewhere: {})", dir.display())
+                    };
                     t.add_row(vec![
                         r.target.clone(),
-                        if l.present { name } else { format!("{name} (MISSING)") },
+                        name,
                         bytes(r.size as u64),
                         age(&r.created_at),
                         verified,
