@@ -699,16 +699,26 @@ pub(crate) fn record_of(store: &Store, path: &Path) -> Result<Option<BackupRecor
         std::fs::canonicalize(dir).ok()
     };
     let records = store.list_backups(None)?;
-    Ok(names.iter().find_map(|n| {
-        let (name, dir) = (n.file_name()?, dir_of(n)?);
-        records
-            .iter()
-            .find(|r| {
-                let p = Path::new(&r.path);
-                p.file_name() == Some(name) && dir_of(p).as_ref() == Some(&dir)
-            })
-            .cloned()
-    }))
+    // Each directory resolved once: the records are mostly in a few.
+    let mut resolved: std::collections::HashMap<PathBuf, Option<PathBuf>> = std::collections::HashMap::new();
+    for n in &names {
+        let (Some(name), Some(dir)) = (n.file_name(), dir_of(n)) else {
+            continue;
+        };
+        let found = records.iter().find(|r| {
+            let p = Path::new(&r.path);
+            p.file_name() == Some(name)
+                && resolved
+                    .entry(p.parent().unwrap_or(Path::new("")).to_path_buf())
+                    .or_insert_with(|| dir_of(p))
+                    .as_ref()
+                    == Some(&dir)
+        });
+        if let Some(r) = found {
+            return Ok(Some(r.clone()));
+        }
+    }
+    Ok(None)
 }
 
 /// The archives recorded for target `name` that are in its `dest`, newest first. The state
