@@ -1130,13 +1130,31 @@ fn prune_of_a_dest_whose_archives_are_all_missing_forgets_nothing() {
     let out = env.run(&["backup", "prune", "main", "--apply"]);
     assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
     assert!(out.stderr.contains("is its disk mounted"), "{}", out.stderr);
+    // Nor does a backup write into the empty mount point (whereupon a prune would find one
+    // archive there and forget the others).
+    let out = env.run(&["backup", "create", "main"]);
+    assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("is its disk mounted"), "{}", out.stderr);
+    assert!(env.names("archives").is_empty(), "nothing written there");
     std::fs::remove_dir(env.path("archives")).unwrap();
+    // Nor when the mount point is the dest's parent, and the dest is not there at all.
+    assert_eq!(env.run(&["backup", "create", "main"]).code, 3);
+    assert!(!env.path("archives").exists());
     std::fs::rename(env.path("archives.real"), env.path("archives")).unwrap();
     let (_, list) = env.json(&["backup", "list", "main"]);
     for a in &archives {
         assert!(list.to_string().contains(a.as_str()), "{a} still recorded: {list}");
     }
     assert_eq!(env.run(&["backup", "verify", "--latest", "main"]).code, 0);
+    // Removed on purpose: --forget-missing says so, and backups go on.
+    for a in &archives {
+        std::fs::remove_file(a).unwrap();
+    }
+    assert_eq!(env.run(&["backup", "prune", "main", "--apply"]).code, 3);
+    let (code, plan) = env.json(&["backup", "prune", "main", "--apply", "--forget-missing"]);
+    assert_eq!(code, 0, "{plan}");
+    assert_eq!(plan["gone"].as_array().unwrap().len(), 3, "{plan}");
+    create(&env);
 }
 
 #[test]

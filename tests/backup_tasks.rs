@@ -406,3 +406,31 @@ fn the_scheduled_drill_takes_what_the_next_prune_removes_before_what_the_policy_
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert_eq!(ids(&env, "drilled_at IS NOT NULL"), vec![2]);
 }
+
+#[test]
+fn once_all_are_drilled_the_drill_takes_the_one_drilled_longest_ago() {
+    let env = Env::new(&CONFIG.replace(
+        "tasks: [ { backup: main }, { drill: main }, { prune: main, name: tidy } ]",
+        "tasks: [ { drill: main } ]",
+    ));
+    env.write("data/a.txt", "a\n");
+    for _ in 0..4 {
+        assert_eq!(env.run(&["backup", "create", "main"]).code, 0);
+    }
+    // The two `last: 2` lets go were drilled lately; the two it keeps, weeks ago.
+    env.db()
+        .execute_batch(
+            "UPDATE backups SET drilled_at = '2026-11-20T10:00:00.000Z', drill_ok = 1 WHERE id IN (1, 2);
+             UPDATE backups SET drilled_at = '2026-11-01T09:00:00.000Z', drill_ok = 1 WHERE id = 3;
+             UPDATE backups SET drilled_at = '2026-11-01T09:30:00.000Z', drill_ok = 1 WHERE id = 4;",
+        )
+        .unwrap();
+    let mut taken = Vec::new();
+    for _ in 0..2 {
+        let before = ids(&env, "drilled_at > '2026-11-25'");
+        assert_eq!(env.run(&["run", "nightly"]).code, 0);
+        let after = ids(&env, "drilled_at > '2026-11-25'");
+        taken.extend(after.into_iter().filter(|id| !before.contains(id)));
+    }
+    assert_eq!(taken, vec![3, 4]);
+}

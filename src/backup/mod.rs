@@ -340,6 +340,7 @@ pub fn create(
 ) -> Result<Created, BackupError> {
     let t = target(config, name)?;
     let started = Instant::now();
+    check_dest_has_its_archives(store, t, name)?;
     std::fs::create_dir_all(&t.dest).map_err(|e| BackupError::io(&t.dest, e))?;
     let _lock = lock(&t.dest, name)?;
     remove_leftovers(config, t, name);
@@ -647,7 +648,9 @@ fn drill_pick<'r>(present: &'r [BackupRecord], kept: &BTreeMap<i64, Vec<&'static
         let rank = |r: &'r BackupRecord| {
             (
                 r.drilled_at.is_some(),
-                kept.contains_key(&r.id),
+                // Among the never drilled: those the next prune removes first. Among the
+                // drilled: the one drilled longest ago, whatever the policy.
+                r.drilled_at.is_none() && kept.contains_key(&r.id),
                 r.drilled_at.as_deref().unwrap_or(&r.created_at),
                 r.id,
             )
@@ -673,7 +676,7 @@ fn policy_keeps(t: &BackupTarget, present: &[BackupRecord]) -> BTreeMap<i64, Vec
 
 /// Whether a profile drills the target (`{ drill: T }`).
 fn drilled_on_schedule(config: &Config, target: &str) -> bool {
-    config.profiles.values().flat_map(|p| &p.tasks).any(|task| {
+    config.profiles.values().filter(|p| p.enabled).flat_map(|p| &p.tasks).any(|task| {
         matches!(task, crate::config::Task::Backup(b) if b.action == crate::config::BackupAction::Drill && b.target == target)
     })
 }
@@ -746,6 +749,36 @@ pub(crate) fn records_in_dest(store: &Store, t: &BackupTarget, name: &str) -> Re
         .collect())
 }
 
+/// The refusal when the target has archives recorded in its `dest` and none of them is
+/// there: the backup disk not mounted (its mount point empty, or `dest` not there at all).
+/// Writing into it would fill the disk under the mount point, and forgetting the records
+/// would lose track of the archives when the disk comes back.
+fn check_dest_has_its_archives(store: &Store, t: &BackupTarget, name: &str) -> Result<(), BackupError> {
+    let records: Vec<BackupRecord> = if t.dest.exists() {
+        records_in_dest(store, t, name)?
+    } else {
+        store
+            .list_backups(Some(name))?
+            .into_iter()
+            .filter(|r| Path::new(&r.path).parent() == Some(t.dest.as_path()))
+            .collect()
+    };
+    if records.is_empty() || records.iter().any(|r| Path::new(&r.path).exists()) {
+        return Ok(());
+    }
+    Err(BackupError::io(
+        &t.dest,
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "none of the {} archives recorded there is present (is its disk mounted?): nothing written, removed or forgotten; \
+                 if they were removed on purpose, `runbook backup prune {name} --apply --forget-missing` forgets them",
+                records.len()
+            ),
+        ),
+    ))
+}
+
 /// What `backup prune` keeps and removes.
 #[derive(Debug, Clone, Serialize)]
 pub struct PrunePlan {
@@ -759,27 +792,25 @@ pub struct PrunePlan {
     pub applied: bool,
 }
 
-pub fn prune(config: &Config, store: &Store, name: &str, apply: bool) -> Result<PrunePlan, BackupError> {
+/// Applies the target's keep policy: the plan, carried out with `apply`. `forget_missing`
+/// forgets the records of missing archives even when none of the target's is there (they
+/// were removed on purpose), which is otherwise refused as a disk not mounted.
+pub fn prune(
+    config: &Config,
+    store: &Store,
+    name: &str,
+    apply: bool,
+    forget_missing: bool,
+) -> Result<PrunePlan, BackupError> {
     let t = target(config, name)?;
+    if apply && !forget_missing {
+        check_dest_has_its_archives(store, t, name)?;
+    }
     let records = records_in_dest(store, t, name)?;
     // An archive whose file is gone keeps no slot (and is not the newest verified one): the
     // archives on disk are the ones counted, and its record goes.
     let (present, gone): (Vec<BackupRecord>, Vec<BackupRecord>) =
         records.into_iter().partition(|r| Path::new(&r.path).exists());
-    if present.is_empty() && !gone.is_empty() && apply {
-        // A backup disk not mounted looks like this: forgetting every record would lose
-        // track of the archives when it comes back.
-        return Err(BackupError::io(
-            &t.dest,
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!(
-                    "none of the {} archives recorded there is present (is its disk mounted?): nothing removed or forgotten",
-                    gone.len()
-                ),
-            ),
-        ));
-    }
     let mut kept = policy_keeps(t, &present);
     // The archive the scheduled drill takes next stays until it is drilled.
     if drilled_on_schedule(config, name)
@@ -828,6 +859,10 @@ pub fn prune(config: &Config, store: &Store, name: &str, apply: bool) -> Result<
         }
         plan.remove = removed;
         fsync_dir(&t.dest);
+        if plan.remove.is_empty() && plan.gone.is_empty() {
+            // Nothing went: the failures are the outcome.
+            return Ok(plan);
+        }
         let ids: Vec<i64> = plan.remove.iter().chain(&plan.gone).map(|r| r.id).collect();
         let paths: Vec<&str> = plan.remove.iter().map(|r| r.path.as_str()).collect();
         let gone: Vec<&str> = plan.gone.iter().map(|r| r.path.as_str()).collect();
@@ -837,7 +872,8 @@ pub fn prune(config: &Config, store: &Store, name: &str, apply: bool) -> Result<
             &Draft::new(
                 "backup.pruned",
                 name,
-                json!({ "archives": paths, "gone": gone, "failed": plan.failed, "kept": plan.keep.len(), "keep": t.keep }),
+                json!({ "archives": paths, "gone": gone, "kept": plan.keep.len(), "keep": t.keep,
+                        "failed": plan.failed.iter().map(|(path, why)| json!({ "path": path, "why": why })).collect::<Vec<_>>() }),
                 &config.redactor,
             ),
         )?;

@@ -436,8 +436,12 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
                 Outcome::Failed
             })
         }
-        BackupCmd::Prune { target, apply } => {
-            let plan = backup::prune(&config, &store, &target, apply)?;
+        BackupCmd::Prune {
+            target,
+            apply,
+            forget_missing,
+        } => {
+            let plan = backup::prune(&config, &store, &target, apply, forget_missing)?;
             let t_dest = backup::target(&config, &target)?.dest.clone();
             let value = json!({
                 "target": plan.target,
@@ -468,7 +472,7 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
                 }
                 if plan.keep.is_empty() && plan.remove.is_empty() && !plan.gone.is_empty() {
                     cx.out.line(format!(
-                        "WARNING: none of the archives recorded in {} is there (is its disk mounted?); --apply forgets nothing then",
+                        "WARNING: none of the archives recorded in {} is there (is its disk mounted?); --apply refuses then (--forget-missing, if they were removed on purpose)",
                         t_dest.display()
                     ));
                 } else if !plan.applied && (!plan.remove.is_empty() || !plan.gone.is_empty()) {
@@ -481,7 +485,7 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
                             format!(" and forget {} missing", plan.gone.len())
                         }
                     ));
-                } else if plan.remove.is_empty() && plan.gone.is_empty() {
+                } else if plan.remove.is_empty() && plan.gone.is_empty() && plan.failed.is_empty() {
                     cx.out.line("nothing to remove");
                 }
             });

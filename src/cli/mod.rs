@@ -365,6 +365,11 @@ pub enum BackupCmd {
         /// Delete the archives listed (default: only list them)
         #[arg(long)]
         apply: bool,
+        /// With --apply: forget the records of missing archives even when none of the
+        /// target's archives is there (removed on purpose); otherwise that is refused, as a
+        /// backup disk that is not mounted
+        #[arg(long)]
+        forget_missing: bool,
     },
     /// Make an age key pair for encrypted archives: the identity file and its recipient
     ///

@@ -155,7 +155,7 @@ impl Runner<'_> {
                 ))
             }
             BackupAction::Prune => {
-                let p = backup::prune(config, store, &task.target, true).map_err(|e| e.to_string())?;
+                let p = backup::prune(config, store, &task.target, true, false).map_err(|e| e.to_string())?;
                 let mut line = format!("removed {}, kept {}", p.remove.len(), p.keep.len());
                 if !p.gone.is_empty() {
                     line.push_str(&format!(", forgot {} missing", p.gone.len()));
