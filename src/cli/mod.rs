@@ -357,8 +357,12 @@ pub enum BackupCmd {
     },
     /// Remove archives the target's `keep:` policy does not keep (dry run unless --apply)
     ///
-    /// keep: { last, daily, weekly, monthly }: an archive stays if any rule keeps it. The
-    /// newest verified archive always stays.
+    /// keep: { last, daily, weekly, monthly }: an archive stays if any rule keeps it (UTC
+    /// days, ISO weeks, months). The newest verified archive always stays, and so does the
+    /// one a scheduled drill takes next, until it is drilled. Records of archives whose file
+    /// is gone are listed as gone and forgotten; when none of the target's archives is there
+    /// (a backup disk not mounted) --apply refuses. An archive that cannot be removed is
+    /// listed with the reason (exit 1); the others still go. One backup.pruned audit event.
     Prune {
         /// Target name (a key of `backups:`)
         target: String,
