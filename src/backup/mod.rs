@@ -191,7 +191,10 @@ fn remove_leftovers(config: &Config, t: &BackupTarget, target: &str) {
             && !dest.join(archive).exists()
         {
             tracing::info!(path = %e.path().display(), "removing a sidecar without its archive");
-            let _ = std::fs::remove_file(e.path());
+            if let Err(err) = std::fs::remove_file(e.path()) {
+                // Said at every backup: nothing else will.
+                tracing::warn!(path = %e.path().display(), error = %err, "a sidecar without its archive cannot be removed");
+            }
             continue;
         }
         // A download a killed pull left (`<archive>.part`, `<archive>.age.part`).
