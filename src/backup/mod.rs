@@ -176,7 +176,12 @@ fn remove_leftovers(config: &Config, t: &BackupTarget, target: &str) {
     let dest = &t.dest;
     scratch::sweep(
         dest,
-        &[".runbook-verify-", ".offsite-drill-", &format!(".drill-{target}-")],
+        &[
+            ".runbook-verify-",
+            ".offsite-drill-",
+            offsite::CHECK_PREFIX,
+            &format!(".drill-{target}-"),
+        ],
         &mut drill::release_abandoned(config, target, t),
     );
     let Ok(entries) = std::fs::read_dir(dest) else {

@@ -196,17 +196,29 @@ pub struct PushReport {
     pub skipped: Vec<String>,
     /// Pushed by continuing an upload that an earlier push left unfinished.
     pub resumed: Vec<String>,
-    /// Offsite under the same hash, but too short or too long to be the archive (a copy cut
-    /// short or damaged where it is kept), and why: pushed again over it.
+    /// Offsite under the same hash, but not the archive (its size says so, or `--check` read
+    /// it back), and why: pushed again over it.
     pub replaced: Vec<(String, String)>,
+    /// With `--check`: copies read back and found to be their archive.
+    pub checked: Vec<String>,
+    /// With `--check`: copies that could not be read back or decrypted, and why.
+    pub unchecked: Vec<(String, String)>,
     /// Not pushed, and why: no readable sidecar, or the file no longer matches it (a copy
     /// of a damaged archive would go offsite under the good hash).
     pub refused: Vec<(String, String)>,
     pub bytes: u64,
 }
 
-/// Copies every local archive of the target that is not offsite (by hash) yet.
-pub fn push(config: &Config, db: &Store, name: &str, progress: &dyn Fn(Progress)) -> Result<PushReport, BackupError> {
+/// Copies every local archive of the target that is not offsite (by hash) yet. With `check`,
+/// the copies already there are read back and hashed too, and one that is not its archive
+/// any more is pushed again.
+pub fn push(
+    config: &Config,
+    db: &Store,
+    name: &str,
+    check: bool,
+    progress: &dyn Fn(Progress),
+) -> Result<PushReport, BackupError> {
     let t = super::target(config, name)?;
     let o = offsite_of(t, name)?;
     let bucket = bucket(o)?;
@@ -226,18 +238,22 @@ pub fn push(config: &Config, db: &Store, name: &str, progress: &dyn Fn(Progress)
         skipped: Vec::new(),
         resumed: Vec::new(),
         replaced: Vec::new(),
+        checked: Vec::new(),
+        unchecked: Vec::new(),
         refused: Vec::new(),
         bytes: 0,
     };
     // Copies offsite that cannot be whole: (why, stored encrypted on the way).
     let mut replacing: HashMap<String, (String, bool)> = HashMap::new();
+    // Offsite already by hash and size: (local path, file, sha, stored encrypted on the way).
+    let mut there: Vec<(PathBuf, String, String, bool)> = Vec::new();
     let mut local: Vec<PathBuf> = super::records_in_dest(db, t, name)?
         .into_iter()
         .map(|r| PathBuf::from(r.path))
         .filter(|p| p.is_file())
         .collect();
     local.reverse(); // oldest first: an interrupted push leaves the newest to the next one
-    let todo: Vec<(PathBuf, String, String)> = local
+    let mut todo: Vec<(PathBuf, String, String)> = local
         .into_iter()
         .filter_map(|p| {
             let file = p.file_name()?.to_string_lossy().into_owned();
@@ -256,7 +272,7 @@ pub fn push(config: &Config, db: &Store, name: &str, progress: &dyn Fn(Progress)
             let size = std::fs::metadata(path).map_or(0, |m| m.len());
             match not_whole(copy, size) {
                 None => {
-                    report.skipped.push(file.clone());
+                    there.push((path.clone(), file.clone(), sha.clone(), copy.encrypted));
                     false
                 }
                 Some(why) => {
@@ -266,6 +282,33 @@ pub fn push(config: &Config, db: &Store, name: &str, progress: &dyn Fn(Progress)
             }
         })
         .collect();
+    if check && !there.is_empty() {
+        // Read back into scratch space next to the archives (a copy encrypted on the way is
+        // decrypted from there), removed after; a killed check's goes with the next create.
+        let scratch = super::scratch::create(&t.dest, CHECK_PREFIX).map_err(|e| BackupError::io(&t.dest, e))?;
+        progress(Progress::Phase("reading offsite copies back"));
+        progress(Progress::Total(
+            there.iter().map(|(_, file, _, _)| remote[file].size).sum(),
+        ));
+        for (path, file, sha, sealed) in std::mem::take(&mut there) {
+            let copy = &remote[&file];
+            match check_copy(o, store.as_ref(), &prefix, copy, &sha, scratch.path(), progress) {
+                Ok(Ok(())) => {
+                    report.checked.push(file.clone());
+                    there.push((path, file, sha, sealed));
+                }
+                Ok(Err(why)) => {
+                    replacing.insert(file.clone(), (why, sealed));
+                    todo.push((path, file, sha));
+                }
+                Err(e) => {
+                    report.unchecked.push((file.clone(), e.to_string()));
+                    there.push((path, file, sha, sealed));
+                }
+            }
+        }
+    }
+    report.skipped = there.into_iter().map(|(_, file, _, _)| file).collect();
     progress(Progress::Phase("uploading"));
     progress(Progress::Total(
         todo.iter()
@@ -336,6 +379,70 @@ pub fn push(config: &Config, db: &Store, name: &str, progress: &dyn Fn(Progress)
         &config.redactor,
     ))?;
     Ok(report)
+}
+
+/// Scratch directories of `backup push --check` in `dest`.
+pub(crate) const CHECK_PREFIX: &str = ".offsite-check-";
+
+/// Reads the offsite copy `r` back and hashes the archive it holds (decrypting a copy
+/// encrypted on the way, with `offsite.identity_file`): `Ok(Err(why))` when it is not the
+/// archive of hash `sha`, `Err` when it cannot be read back or decrypted at all.
+fn check_copy(
+    o: &Offsite,
+    store: &dyn ObjectStore,
+    prefix: &ObjectPath,
+    r: &Remote,
+    sha: &str,
+    scratch: &Path,
+    progress: &dyn Fn(Progress),
+) -> Result<Result<(), String>, BackupError> {
+    use std::io::Read;
+    let rt = crate::check::runtime();
+    let differs = |got: &str| format!("the offsite copy holds SHA-256 {got}, its sidecar says {sha}: it is damaged");
+    if !r.encrypted {
+        let got = rt.block_on(async {
+            let mut hash = super::sha2x::Lane::new();
+            let mut stream = store.get(&child(prefix, &r.name)).await.map_err(err)?.into_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(err)?;
+                hash.update(&chunk);
+                progress(Progress::Advance(chunk.len() as u64));
+            }
+            Ok::<_, BackupError>(crate::audit::hex(&hash.finalize()))
+        })?;
+        return Ok(if got == sha { Ok(()) } else { Err(differs(&got)) });
+    }
+    let identity = o.identity_file.as_deref().ok_or_else(|| {
+        err(format!(
+            "{} is encrypted: reading it back needs offsite.identity_file",
+            r.name
+        ))
+    })?;
+    let cipher = scratch.join(format!("{}{}", r.name, super::crypt::SUFFIX));
+    rt.block_on(download(
+        store,
+        &child(prefix, &format!("{}{}", r.name, super::crypt::SUFFIX)),
+        &cipher,
+        None,
+        progress,
+    ))?;
+    let input = std::fs::File::open(&cipher).map_err(|e| BackupError::io(&cipher, e))?;
+    // A header that does not open is a key question (the wrong identity), not damage.
+    let mut reader = super::crypt::decrypting(input, identity).map_err(|e| err(format!("{}: {e}", r.name)))?;
+    let mut hash = super::sha2x::Lane::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let outcome = loop {
+        match reader.read(&mut buf) {
+            Ok(0) => {
+                let got = crate::audit::hex(&hash.finalize());
+                break if got == sha { Ok(()) } else { Err(differs(&got)) };
+            }
+            Ok(n) => hash.update(&buf[..n]),
+            Err(e) => break Err(format!("the offsite copy does not decrypt whole: {e}: it is damaged")),
+        }
+    };
+    let _ = std::fs::remove_file(&cipher);
+    Ok(outcome)
 }
 
 /// Why the offsite copy `r` of a local archive of `size` bytes cannot be that archive, if

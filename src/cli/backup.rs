@@ -387,9 +387,9 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
             });
             Ok(if report.ok { Outcome::Ok } else { Outcome::Failed })
         }
-        BackupCmd::Push { target } => {
+        BackupCmd::Push { target, check } => {
             let bar = Bar::new(cx);
-            let report = backup::offsite::push(&config, &store, &target, &|p| bar.report(p))?;
+            let report = backup::offsite::push(&config, &store, &target, check, &|p| bar.report(p))?;
             drop(bar);
             cx.out.either(&report, || {
                 for (p, why) in &report.replaced {
@@ -401,15 +401,23 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
                 for (f, why) in &report.refused {
                     cx.out.line(format!("PROBLEM: {f} not pushed: {why}"));
                 }
+                for (f, why) in &report.unchecked {
+                    cx.out.line(format!("PROBLEM: {f} offsite could not be checked: {why}"));
+                }
                 cx.out.line(format!(
-                    "{} pushed ({}), {} already offsite, to {}",
+                    "{} pushed ({}), {} already offsite{}, to {}",
                     report.pushed.len(),
                     bytes(report.bytes),
                     report.skipped.len(),
+                    if check {
+                        format!(" ({} read back and checked)", report.checked.len())
+                    } else {
+                        String::new()
+                    },
                     report.url
                 ));
             });
-            Ok(if report.refused.is_empty() {
+            Ok(if report.refused.is_empty() && report.unchecked.is_empty() {
                 Outcome::Ok
             } else {
                 Outcome::Failed

@@ -328,6 +328,11 @@ pub enum BackupCmd {
     Push {
         /// Target name (a key of `backups:`)
         target: String,
+        /// Also read back every copy already offsite and hash it (decrypting one encrypted
+        /// on the way, with offsite.identity_file); a copy that is not its archive any more
+        /// is pushed again. Downloads everything: run it now and then, not every push
+        #[arg(long)]
+        check: bool,
     },
     /// Copy offsite archives that are not here back into the target's `dest`
     ///

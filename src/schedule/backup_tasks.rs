@@ -128,7 +128,7 @@ impl Runner<'_> {
                 Ok((r.ok, line))
             }
             BackupAction::Push => {
-                let r = backup::offsite::push(config, store, &task.target, &none).map_err(|e| e.to_string())?;
+                let r = backup::offsite::push(config, store, &task.target, false, &none).map_err(|e| e.to_string())?;
                 let refused: String = r
                     .refused
                     .iter()
