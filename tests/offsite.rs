@@ -949,17 +949,50 @@ fn push_check_reads_copies_back_and_replaces_one_damaged_where_it_is_kept() {
             env.names("archives").iter().all(|n| !n.starts_with(".offsite-check-")),
             "no scratch left"
         );
+        let flip = |at: usize| {
+            let mut bytes = std::fs::read(&copy).unwrap();
+            bytes[at] ^= 1;
+            std::fs::write(&copy, bytes).unwrap();
+        };
         if suffix.is_empty() {
+            // Damaged offsite and here: nothing can replace it, and the report says both.
+            flip(n - 100);
+            let mut here = std::fs::read(&local[1]).unwrap();
+            here[n - 100] ^= 1;
+            std::fs::write(&local[1], here).unwrap();
+            let (code, r) = env.json(&["backup", "push", "main", "--check"]);
+            assert_eq!(code, 1, "{r}");
+            let refused = r["refused"][0][1].as_str().unwrap();
+            assert!(
+                refused.contains("offsite copy is not whole") && refused.contains("sidecar"),
+                "{r}"
+            );
             continue;
         }
+        // A damaged header (the identity is right) is damage too, not a key question.
+        flip(3);
+        let (code, r) = env.json(&["backup", "push", "main", "--check"]);
+        assert_eq!(code, 0, "{r}");
+        assert_eq!(names(&r, "pushed"), vec![name.clone()], "{r}");
+        // The wrong identity says nothing of the copies: unchecked, nothing pushed, nothing left.
+        env.write("other.key", &age_key().0);
+        env.edit_config("identity_file: age.key", "identity_file: other.key");
+        let (code, r) = env.json(&["backup", "push", "main", "--check"]);
+        assert_eq!(code, 1, "{r}");
+        assert_eq!(r["unchecked"].as_array().unwrap().len(), 2, "{r}");
+        assert!(names(&r, "pushed").is_empty(), "{r}");
         // Without the identity a copy encrypted on the way cannot be read back: said, exit 1.
-        env.edit_config("identity_file: age.key, ", "");
+        env.edit_config("identity_file: other.key, ", "");
         let out = env.run(&["backup", "push", "main", "--check"]);
         assert_eq!(out.code, 1, "{}", out.stdout);
         assert!(
             out.stdout.contains("could not be checked") && out.stdout.contains("identity_file"),
             "{}",
             out.stdout
+        );
+        assert!(
+            env.names("archives").iter().all(|n| !n.starts_with(".offsite-check-")),
+            "no scratch left"
         );
     }
 }

@@ -54,12 +54,31 @@ pub fn identities(path: &Path) -> io::Result<Vec<Box<dyn age::Identity + Send + 
 }
 
 /// A reader of the plaintext of `input`, encrypted to one of the identities in `identity`.
+/// A file that is not whole (its header unreadable, its MAC wrong: the key was right) fails
+/// with [`io::ErrorKind::InvalidData`]; the identity file, or an identity that is not among
+/// the file's recipients, with another kind.
 pub fn decrypting<R: Read + Send + 'static>(input: R, identity: &Path) -> io::Result<Box<dyn Read + Send>> {
     let ids = identities(identity)?;
+    decrypting_with(input, &ids, identity)
+}
+
+/// [`decrypting`] with the identities read already (`from` names their file).
+pub fn decrypting_with<R: Read + Send + 'static>(
+    input: R,
+    ids: &[Box<dyn age::Identity + Send + Sync>],
+    from: &Path,
+) -> io::Result<Box<dyn Read + Send>> {
     let reader = age::Decryptor::new_buffered(BufReader::with_capacity(256 * 1024, input))
-        .map_err(|e| io::Error::other(format!("not an age file: {e}")))?
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("not an age file: {e}")))?
         .decrypt(ids.iter().map(|i| i.as_ref() as &dyn age::Identity))
-        .map_err(|e| io::Error::other(format!("cannot decrypt with {}: {e}", identity.display())))?;
+        .map_err(|e| {
+            let kind = match e {
+                age::DecryptError::NoMatchingKeys => io::ErrorKind::Other,
+                age::DecryptError::Io(ref io) => io.kind(),
+                _ => io::ErrorKind::InvalidData,
+            };
+            io::Error::new(kind, format!("cannot decrypt with {}: {e}", from.display()))
+        })?;
     Ok(Box::new(reader))
 }
 

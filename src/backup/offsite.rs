@@ -283,16 +283,50 @@ pub fn push(
         })
         .collect();
     if check && !there.is_empty() {
-        // Read back into scratch space next to the archives (a copy encrypted on the way is
-        // decrypted from there), removed after; a killed check's goes with the next create.
-        let scratch = super::scratch::create(&t.dest, CHECK_PREFIX).map_err(|e| BackupError::io(&t.dest, e))?;
+        // The identities read once: a wrong or unreadable file downloads nothing.
+        let ids = match &o.identity_file {
+            Some(f) => match super::crypt::identities(f) {
+                Ok(ids) => Some((f.clone(), ids)),
+                Err(e) => {
+                    for (_, file, _, _) in there.iter().filter(|(_, _, _, sealed)| *sealed) {
+                        report
+                            .unchecked
+                            .push((file.clone(), format!("offsite.identity_file: {e}")));
+                    }
+                    None
+                }
+            },
+            None => None,
+        };
+        // Copies encrypted on the way are decrypted from scratch space next to the archives,
+        // made at the first one and removed after (a killed check's goes with the next create).
+        let scratch: std::cell::OnceCell<super::scratch::Scratch> = std::cell::OnceCell::new();
+        let scratch_dir = || -> Result<PathBuf, BackupError> {
+            if scratch.get().is_none() {
+                let made = super::scratch::create(&t.dest, CHECK_PREFIX).map_err(|e| BackupError::io(&t.dest, e))?;
+                let _ = scratch.set(made);
+            }
+            Ok(scratch.get().map(|s| s.path().to_path_buf()).unwrap_or_default())
+        };
         progress(Progress::Phase("reading offsite copies back"));
         progress(Progress::Total(
             there.iter().map(|(_, file, _, _)| remote[file].size).sum(),
         ));
         for (path, file, sha, sealed) in std::mem::take(&mut there) {
+            if sealed && o.identity_file.is_some() && ids.is_none() {
+                there.push((path, file, sha, sealed)); // unchecked above
+                continue;
+            }
             let copy = &remote[&file];
-            match check_copy(o, store.as_ref(), &prefix, copy, &sha, scratch.path(), progress) {
+            match check_copy(
+                store.as_ref(),
+                &prefix,
+                copy,
+                &sha,
+                ids.as_ref(),
+                &scratch_dir,
+                progress,
+            ) {
                 Ok(Ok(())) => {
                     report.checked.push(file.clone());
                     there.push((path, file, sha, sealed));
@@ -347,8 +381,13 @@ pub fn push(
                 .map(|_| Ok(done)),
             other => other,
         };
+        let sent = match sent {
+            Ok(Ok(done)) => Ok(done),
+            Ok(Err(why)) => Err(why),
+            Err(e) => Err(e.to_string()),
+        };
         match sent {
-            Ok(Ok((bytes, resumed))) => {
+            Ok((bytes, resumed)) => {
                 if resumed {
                     report.resumed.push(file.clone());
                 }
@@ -367,15 +406,24 @@ pub fn push(
                 report.bytes += bytes;
                 report.pushed.push(file);
             }
-            Ok(Err(why)) => report.refused.push((file, why)),
-            Err(e) => report.refused.push((file, e.to_string())),
+            Err(why) => {
+                // What was found of the offsite copy is not lost with the upload.
+                let why = match replacing.remove(&file) {
+                    Some((damage, _)) => {
+                        format!("the offsite copy is not whole ({damage}) and was not replaced: {why}")
+                    }
+                    None => why,
+                };
+                report.refused.push((file, why));
+            }
         }
     }
     db.audit_append(&Draft::new(
         "backup.pushed",
         name,
         json!({ "url": o.url, "pushed": report.pushed, "skipped": report.skipped.len(), "bytes": report.bytes,
-                "refused": report.refused }),
+                "refused": report.refused, "replaced": report.replaced, "checked": report.checked.len(),
+                "unchecked": report.unchecked }),
         &config.redactor,
     ))?;
     Ok(report)
@@ -385,15 +433,16 @@ pub fn push(
 pub(crate) const CHECK_PREFIX: &str = ".offsite-check-";
 
 /// Reads the offsite copy `r` back and hashes the archive it holds (decrypting a copy
-/// encrypted on the way, with `offsite.identity_file`): `Ok(Err(why))` when it is not the
-/// archive of hash `sha`, `Err` when it cannot be read back or decrypted at all.
+/// encrypted on the way with `ids`, the identities of `offsite.identity_file`, in scratch
+/// space): `Ok(Err(why))` when it is damaged, not the archive of hash `sha`; `Err` when it
+/// cannot be read back or decrypted at all (the store, no identity, the wrong one).
 fn check_copy(
-    o: &Offsite,
     store: &dyn ObjectStore,
     prefix: &ObjectPath,
     r: &Remote,
     sha: &str,
-    scratch: &Path,
+    ids: Option<&(PathBuf, Vec<Box<dyn age::Identity + Send + Sync>>)>,
+    scratch: &dyn Fn() -> Result<PathBuf, BackupError>,
     progress: &dyn Fn(Progress),
 ) -> Result<Result<(), String>, BackupError> {
     use std::io::Read;
@@ -412,37 +461,51 @@ fn check_copy(
         })?;
         return Ok(if got == sha { Ok(()) } else { Err(differs(&got)) });
     }
-    let identity = o.identity_file.as_deref().ok_or_else(|| {
-        err(format!(
+    let Some((from, ids)) = ids else {
+        return Err(err(format!(
             "{} is encrypted: reading it back needs offsite.identity_file",
             r.name
-        ))
-    })?;
-    let cipher = scratch.join(format!("{}{}", r.name, super::crypt::SUFFIX));
-    rt.block_on(download(
-        store,
-        &child(prefix, &format!("{}{}", r.name, super::crypt::SUFFIX)),
-        &cipher,
-        None,
-        progress,
-    ))?;
-    let input = std::fs::File::open(&cipher).map_err(|e| BackupError::io(&cipher, e))?;
-    // A header that does not open is a key question (the wrong identity), not damage.
-    let mut reader = super::crypt::decrypting(input, identity).map_err(|e| err(format!("{}: {e}", r.name)))?;
-    let mut hash = super::sha2x::Lane::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let outcome = loop {
-        match reader.read(&mut buf) {
-            Ok(0) => {
-                let got = crate::audit::hex(&hash.finalize());
-                break if got == sha { Ok(()) } else { Err(differs(&got)) };
-            }
-            Ok(n) => hash.update(&buf[..n]),
-            Err(e) => break Err(format!("the offsite copy does not decrypt whole: {e}: it is damaged")),
-        }
+        )));
     };
+    let cipher = scratch()?.join(format!("{}{}", r.name, super::crypt::SUFFIX));
+    let outcome = rt
+        .block_on(download(
+            store,
+            &child(prefix, &format!("{}{}", r.name, super::crypt::SUFFIX)),
+            &cipher,
+            None,
+            progress,
+        ))
+        .and_then(|()| {
+            let input = std::fs::File::open(&cipher).map_err(|e| BackupError::io(&cipher, e))?;
+            let damaged = |e: std::io::Error| format!("the offsite copy does not decrypt whole ({e}): it is damaged");
+            let mut reader = match super::crypt::decrypting_with(input, ids, from) {
+                Ok(reader) => reader,
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => return Ok(Err(damaged(e))),
+                // Not a word on the copy: the identity is not among its recipients.
+                Err(e) => return Err(err(format!("{}: {e}", r.name))),
+            };
+            let mut hash = super::sha2x::Lane::new();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) => {
+                        let got = crate::audit::hex(&hash.finalize());
+                        return Ok(if got == sha { Ok(()) } else { Err(differs(&got)) });
+                    }
+                    Ok(n) => hash.update(&buf[..n]),
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::InvalidData
+                            || e.kind() == std::io::ErrorKind::UnexpectedEof =>
+                    {
+                        return Ok(Err(damaged(e)));
+                    }
+                    Err(e) => return Err(BackupError::io(&cipher, e)),
+                }
+            }
+        });
     let _ = std::fs::remove_file(&cipher);
-    Ok(outcome)
+    outcome
 }
 
 /// Why the offsite copy `r` of a local archive of `size` bytes cannot be that archive, if
