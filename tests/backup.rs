@@ -1107,14 +1107,20 @@ fn keygen_makes_a_key_pair_that_encrypted_archives_are_written_and_read_with() {
     assert_eq!(std::fs::read_to_string(&key).unwrap(), text);
 }
 
-#[test]
-fn prune_of_a_dest_whose_archives_are_all_missing_forgets_nothing() {
+/// A target that keeps its last archive, and `n` archives of it (oldest first).
+fn keeping_the_last_of(n: usize) -> (Env, Vec<String>) {
     let env =
         Env::new("version: 1\nbackups:\n  main: { sources: [ { dir: data } ], dest: archives, keep: { last: 1 } }\n");
     env.write("data/a.txt", "a\n");
-    let archives: Vec<String> = (0..3)
+    let archives = (0..n)
         .map(|_| create(&env)["path"].as_str().unwrap().to_string())
         .collect();
+    (env, archives)
+}
+
+#[test]
+fn prune_of_a_dest_whose_archives_are_all_missing_forgets_nothing() {
+    let (env, archives) = keeping_the_last_of(3);
     assert_eq!(env.run(&["backup", "verify", &archives[2]]).code, 0);
     // The backup disk is not mounted: its mount point is there, empty.
     std::fs::rename(env.path("archives"), env.path("archives.real")).unwrap();
@@ -1159,12 +1165,7 @@ fn prune_of_a_dest_whose_archives_are_all_missing_forgets_nothing() {
 
 #[test]
 fn an_archive_that_cannot_be_removed_keeps_neither_the_others_nor_the_record_of_what_went() {
-    let env =
-        Env::new("version: 1\nbackups:\n  main: { sources: [ { dir: data } ], dest: archives, keep: { last: 1 } }\n");
-    env.write("data/a.txt", "a\n");
-    let a: Vec<String> = (0..4)
-        .map(|_| create(&env)["path"].as_str().unwrap().to_string())
-        .collect();
+    let (env, a) = keeping_the_last_of(4);
     // The second cannot be removed at all, the third's sidecar cannot (each a directory with
     // something in it, as a file made immutable or on a read-only mount would be).
     std::fs::remove_file(&a[1]).unwrap();
