@@ -996,3 +996,24 @@ fn push_check_reads_copies_back_and_replaces_one_damaged_where_it_is_kept() {
         );
     }
 }
+
+#[test]
+fn push_check_reads_back_copies_of_archives_pruned_here_too() {
+    let env = Env::new(TO_A_DIRECTORY);
+    let local = setup(&env);
+    assert_eq!(env.json(&["backup", "push", "main"]).0, 0);
+    // The older one is pruned here, kept offsite; its copy there is damaged.
+    let name = local[0].file_name().unwrap().to_string_lossy().into_owned();
+    std::fs::remove_file(&local[0]).unwrap();
+    std::fs::remove_file(format!("{}.sha256", local[0].display())).unwrap();
+    let copy = env.path("offsite/main").join(&name);
+    let mut bytes = std::fs::read(&copy).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&copy, bytes).unwrap();
+    let (code, r) = env.json(&["backup", "push", "main", "--check"]);
+    assert_eq!(code, 1, "{r}");
+    assert!(r["damaged"][0][0] == name.as_str(), "{r}");
+    assert_eq!(names(&r, "checked").len(), 1, "the other copy is sound: {r}");
+    let out = env.run(&["backup", "push", "main", "--check"]);
+    assert!(out.stdout.contains("not here to push again"), "{}", out.stdout);
+}

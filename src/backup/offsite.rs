@@ -203,6 +203,9 @@ pub struct PushReport {
     pub checked: Vec<String>,
     /// With `--check`: copies that could not be read back or decrypted, and why.
     pub unchecked: Vec<(String, String)>,
+    /// With `--check`: copies of archives no longer here found damaged, and why (nothing
+    /// here can replace them).
+    pub damaged: Vec<(String, String)>,
     /// Not pushed, and why: no readable sidecar, or the file no longer matches it (a copy
     /// of a damaged archive would go offsite under the good hash).
     pub refused: Vec<(String, String)>,
@@ -240,6 +243,7 @@ pub fn push(
         replaced: Vec::new(),
         checked: Vec::new(),
         unchecked: Vec::new(),
+        damaged: Vec::new(),
         refused: Vec::new(),
         bytes: 0,
     };
@@ -253,6 +257,10 @@ pub fn push(
         .filter(|p| p.is_file())
         .collect();
     local.reverse(); // oldest first: an interrupted push leaves the newest to the next one
+    let here: std::collections::HashSet<String> = local
+        .iter()
+        .filter_map(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
+        .collect();
     let mut todo: Vec<(PathBuf, String, String)> = local
         .into_iter()
         .filter_map(|p| {
@@ -282,13 +290,29 @@ pub fn push(
             }
         })
         .collect();
-    if check && !there.is_empty() {
+    // Copies offsite of archives no longer here (pruned here, kept there): read back with
+    // `check` too, though nothing here can replace one that is damaged.
+    let mut elsewhere: Vec<&Remote> = if check {
+        remote
+            .values()
+            .filter(|r| r.sha256.is_some() && !here.contains(&r.name))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    elsewhere.sort_by(|a, b| a.name.cmp(&b.name));
+    if check && !(there.is_empty() && elsewhere.is_empty()) {
         // The identities read once: a wrong or unreadable file downloads nothing.
         let ids = match &o.identity_file {
             Some(f) => match super::crypt::identities(f) {
                 Ok(ids) => Some((f.clone(), ids)),
                 Err(e) => {
-                    for (_, file, _, _) in there.iter().filter(|(_, _, _, sealed)| *sealed) {
+                    let sealed = there
+                        .iter()
+                        .filter(|(_, _, _, sealed)| *sealed)
+                        .map(|(_, file, _, _)| file)
+                        .chain(elsewhere.iter().filter(|r| r.encrypted).map(|r| &r.name));
+                    for file in sealed {
                         report
                             .unchecked
                             .push((file.clone(), format!("offsite.identity_file: {e}")));
@@ -310,7 +334,8 @@ pub fn push(
         };
         progress(Progress::Phase("reading offsite copies back"));
         progress(Progress::Total(
-            there.iter().map(|(_, file, _, _)| remote[file].size).sum(),
+            there.iter().map(|(_, file, _, _)| remote[file].size).sum::<u64>()
+                + elsewhere.iter().map(|r| r.size).sum::<u64>(),
         ));
         for (path, file, sha, sealed) in std::mem::take(&mut there) {
             if sealed && o.identity_file.is_some() && ids.is_none() {
@@ -339,6 +364,17 @@ pub fn push(
                     report.unchecked.push((file.clone(), e.to_string()));
                     there.push((path, file, sha, sealed));
                 }
+            }
+        }
+        for copy in elsewhere {
+            if copy.encrypted && o.identity_file.is_some() && ids.is_none() {
+                continue; // unchecked above
+            }
+            let sha = copy.sha256.as_deref().unwrap_or_default();
+            match check_copy(store.as_ref(), &prefix, copy, sha, ids.as_ref(), &scratch_dir, progress) {
+                Ok(Ok(())) => report.checked.push(copy.name.clone()),
+                Ok(Err(why)) => report.damaged.push((copy.name.clone(), why)),
+                Err(e) => report.unchecked.push((copy.name.clone(), e.to_string())),
             }
         }
     }
@@ -423,7 +459,7 @@ pub fn push(
         name,
         json!({ "url": o.url, "pushed": report.pushed, "skipped": report.skipped.len(), "bytes": report.bytes,
                 "refused": report.refused, "replaced": report.replaced, "checked": report.checked.len(),
-                "unchecked": report.unchecked }),
+                "unchecked": report.unchecked, "damaged": report.damaged }),
         &config.redactor,
     ))?;
     Ok(report)

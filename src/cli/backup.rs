@@ -404,6 +404,11 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
                 for (f, why) in &report.unchecked {
                     cx.out.line(format!("PROBLEM: {f} offsite could not be checked: {why}"));
                 }
+                for (f, why) in &report.damaged {
+                    cx.out.line(format!(
+                        "PROBLEM: {f} offsite is damaged, and not here to push again: {why}"
+                    ));
+                }
                 cx.out.line(format!(
                     "{} pushed ({}), {} already offsite{}, to {}",
                     report.pushed.len(),
@@ -417,11 +422,13 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
                     report.url
                 ));
             });
-            Ok(if report.refused.is_empty() && report.unchecked.is_empty() {
-                Outcome::Ok
-            } else {
-                Outcome::Failed
-            })
+            Ok(
+                if report.refused.is_empty() && report.unchecked.is_empty() && report.damaged.is_empty() {
+                    Outcome::Ok
+                } else {
+                    Outcome::Failed
+                },
+            )
         }
         BackupCmd::Pull { target, archive } => {
             let bar = Bar::new(cx);

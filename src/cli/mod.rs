@@ -328,10 +328,10 @@ pub enum BackupCmd {
     Push {
         /// Target name (a key of `backups:`)
         target: String,
-        /// Also read back the copy offsite of every archive here and hash it (decrypting one
-        /// encrypted on the way, with offsite.identity_file); a copy that is not its archive
-        /// any more is pushed again. Copies of archives pruned here are not read. Downloads
-        /// them all: run it now and then, not every push
+        /// Also read back every copy offsite and hash it (decrypting one encrypted on the way,
+        /// with offsite.identity_file); a copy that is not its archive any more is pushed
+        /// again, or listed as damaged (exit 1) when its archive is no longer here.
+        /// Downloads them all: run it now and then, not every push
         #[arg(long)]
         check: bool,
     },
