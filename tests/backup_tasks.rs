@@ -350,17 +350,28 @@ fn ids(env: &Env, cond: &str) -> Vec<i64> {
     stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
 }
 
-#[test]
-fn every_archive_is_drilled_before_a_scheduled_prune_removes_it() {
-    let env = Env::new(&CONFIG.replace(
-        "tasks: [ { backup: main }, { drill: main }, { prune: main, name: tidy } ]",
-        "tasks: [ { drill: main }, { prune: main, name: tidy } ]",
+/// `main` with the policy `keep` and the nightly profile's `tasks`, and `n` archives of it
+/// made before any runs.
+fn archives_made_before(n: usize, keep: &str, tasks: &str) -> Env {
+    let env = Env::new(&CONFIG.replace("keep: { last: 2 }", keep).replace(
+        "[ { backup: main }, { drill: main }, { prune: main, name: tidy } ]",
+        tasks,
     ));
     env.write("data/a.txt", "a\n");
-    // Four archives before the first drill: two more than `last: 2` keeps.
-    for _ in 0..4 {
+    for _ in 0..n {
         assert_eq!(env.run(&["backup", "create", "main"]).code, 0);
     }
+    env
+}
+
+#[test]
+fn every_archive_is_drilled_before_a_scheduled_prune_removes_it() {
+    // Four archives before the first drill: two more than `last: 2` keeps.
+    let env = archives_made_before(
+        4,
+        "keep: { last: 2 }",
+        "[ { drill: main }, { prune: main, name: tidy } ]",
+    );
     let out = env.run(&["run", "nightly"]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert_eq!(ids(&env, "drilled_at IS NOT NULL"), vec![1]);
@@ -382,18 +393,7 @@ fn every_archive_is_drilled_before_a_scheduled_prune_removes_it() {
 
 #[test]
 fn the_scheduled_drill_takes_what_the_next_prune_removes_before_what_the_policy_keeps() {
-    let env = Env::new(
-        &CONFIG
-            .replace("keep: { last: 2 }", "keep: { daily: 1, monthly: 6 }")
-            .replace(
-                "tasks: [ { backup: main }, { drill: main }, { prune: main, name: tidy } ]",
-                "tasks: [ { drill: main } ]",
-            ),
-    );
-    env.write("data/a.txt", "a\n");
-    for _ in 0..3 {
-        assert_eq!(env.run(&["backup", "create", "main"]).code, 0);
-    }
+    let env = archives_made_before(3, "keep: { daily: 1, monthly: 6 }", "[ { drill: main } ]");
     // The oldest is from September: `monthly` keeps it for months. The second is today's
     // but not the newest of today: the next prune removes it.
     env.db()
@@ -409,14 +409,7 @@ fn the_scheduled_drill_takes_what_the_next_prune_removes_before_what_the_policy_
 
 #[test]
 fn once_all_are_drilled_the_drill_takes_the_one_drilled_longest_ago() {
-    let env = Env::new(&CONFIG.replace(
-        "tasks: [ { backup: main }, { drill: main }, { prune: main, name: tidy } ]",
-        "tasks: [ { drill: main } ]",
-    ));
-    env.write("data/a.txt", "a\n");
-    for _ in 0..4 {
-        assert_eq!(env.run(&["backup", "create", "main"]).code, 0);
-    }
+    let env = archives_made_before(4, "keep: { last: 2 }", "[ { drill: main } ]");
     // The two `last: 2` lets go were drilled lately; the two it keeps, weeks ago.
     env.db()
         .execute_batch(

@@ -582,25 +582,21 @@ pub struct Listed {
 
 pub fn list(config: &Config, store: &Store, target: Option<&str>) -> Result<Vec<Listed>, BackupError> {
     let mut dests: std::collections::HashMap<String, Option<PathBuf>> = std::collections::HashMap::new();
+    let mut dirs = Dirs::default();
     Ok(store
         .list_backups(target)?
         .into_iter()
         .map(|record| {
-            let dest = dests
-                .entry(record.target.clone())
-                .or_insert_with(|| {
-                    config
-                        .backups
-                        .get(&record.target)
-                        .and_then(|t| std::fs::canonicalize(&t.dest).ok())
-                })
-                .clone();
-            let dir = Path::new(&record.path)
-                .parent()
-                .and_then(|d| std::fs::canonicalize(d).ok());
+            let dest = dests.entry(record.target.clone()).or_insert_with(|| {
+                config
+                    .backups
+                    .get(&record.target)
+                    .and_then(|t| std::fs::canonicalize(&t.dest).ok())
+            });
+            let path = Path::new(&record.path);
             Listed {
-                present: Path::new(&record.path).is_file(),
-                in_dest: dest.is_some() && dir == dest,
+                present: path.is_file(),
+                in_dest: dest.is_some() && dirs.of(path) == *dest,
                 record,
             }
         })
@@ -702,28 +698,15 @@ pub(crate) fn record_of(store: &Store, path: &Path) -> Result<Option<BackupRecor
             return Ok(Some(r));
         }
     }
-    let dir_of = |p: &Path| {
-        let dir = p
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::canonicalize(dir).ok()
-    };
     let records = store.list_backups(None)?;
-    // Each directory resolved once: the records are mostly in a few.
-    let mut resolved: std::collections::HashMap<PathBuf, Option<PathBuf>> = std::collections::HashMap::new();
+    let mut dirs = Dirs::default();
     for n in &names {
-        let (Some(name), Some(dir)) = (n.file_name(), dir_of(n)) else {
+        let (Some(name), Some(dir)) = (n.file_name(), dirs.of(n)) else {
             continue;
         };
         let found = records.iter().find(|r| {
             let p = Path::new(&r.path);
-            p.file_name() == Some(name)
-                && resolved
-                    .entry(p.parent().unwrap_or(Path::new("")).to_path_buf())
-                    .or_insert_with(|| dir_of(p))
-                    .as_ref()
-                    == Some(&dir)
+            p.file_name() == Some(name) && dirs.of(p).as_ref() == Some(&dir)
         });
         if let Some(r) = found {
             return Ok(Some(r.clone()));
@@ -739,22 +722,34 @@ pub(crate) fn records_in_dest(store: &Store, t: &BackupTarget, name: &str) -> Re
     let Ok(dest) = std::fs::canonicalize(&t.dest) else {
         return Ok(Vec::new());
     };
-    // Each directory resolved once: the records of a target are mostly in one.
-    let mut resolved: std::collections::HashMap<PathBuf, Option<PathBuf>> = std::collections::HashMap::new();
+    let mut dirs = Dirs::default();
     Ok(store
         .list_backups(Some(name))?
         .into_iter()
         .filter(|r| {
             let p = Path::new(&r.path);
-            let dir = p.parent().and_then(|d| {
-                resolved
-                    .entry(d.to_path_buf())
-                    .or_insert_with(|| std::fs::canonicalize(d).ok())
-                    .clone()
-            });
-            dir.as_ref() == Some(&dest) && p.file_name().is_some_and(|f| is_archive_of(&f.to_string_lossy(), name))
+            dirs.of(p).as_ref() == Some(&dest)
+                && p.file_name().is_some_and(|f| is_archive_of(&f.to_string_lossy(), name))
         })
         .collect())
+}
+
+/// The resolved directories of archive paths (`main-….tar.zst` in `.`), each resolved once:
+/// the records are mostly in a few. `None` for a directory that is not there.
+#[derive(Default)]
+struct Dirs(std::collections::HashMap<PathBuf, Option<PathBuf>>);
+
+impl Dirs {
+    fn of(&mut self, path: &Path) -> Option<PathBuf> {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        self.0
+            .entry(dir.to_path_buf())
+            .or_insert_with(|| std::fs::canonicalize(dir).ok())
+            .clone()
+    }
 }
 
 /// The refusal when the target has archives recorded in its `dest` and none of them is
@@ -771,7 +766,15 @@ fn check_dest_has_its_archives(store: &Store, t: &BackupTarget, name: &str) -> R
             .filter(|r| Path::new(&r.path).parent() == Some(t.dest.as_path()))
             .collect()
     };
-    if records.is_empty() || records.iter().any(|r| Path::new(&r.path).exists()) {
+    if records.iter().any(|r| Path::new(&r.path).exists()) {
+        return Ok(());
+    }
+    dest_without_its_archives(t, name, records.len())
+}
+
+/// The error of [`check_dest_has_its_archives`] when `missing` (any) archives are recorded.
+fn dest_without_its_archives(t: &BackupTarget, name: &str, missing: usize) -> Result<(), BackupError> {
+    if missing == 0 {
         return Ok(());
     }
     Err(BackupError::io(
@@ -779,9 +782,8 @@ fn check_dest_has_its_archives(store: &Store, t: &BackupTarget, name: &str) -> R
         std::io::Error::new(
             std::io::ErrorKind::NotFound,
             format!(
-                "none of the {} archives recorded there is present (is its disk mounted?): nothing written, removed or forgotten; \
-                 if they were removed on purpose, `runbook backup prune {name} --apply --forget-missing` forgets them",
-                records.len()
+                "none of the {missing} archives recorded there is present (is its disk mounted?): nothing written, removed or forgotten; \
+                 if they were removed on purpose, `runbook backup prune {name} --apply --forget-missing` forgets them"
             ),
         ),
     ))
@@ -811,14 +813,15 @@ pub fn prune(
     forget_missing: bool,
 ) -> Result<PrunePlan, BackupError> {
     let t = target(config, name)?;
-    if apply && !forget_missing {
-        check_dest_has_its_archives(store, t, name)?;
-    }
     let records = records_in_dest(store, t, name)?;
     // An archive whose file is gone keeps no slot (and is not the newest verified one): the
     // archives on disk are the ones counted, and its record goes.
     let (present, gone): (Vec<BackupRecord>, Vec<BackupRecord>) =
         records.into_iter().partition(|r| Path::new(&r.path).exists());
+    // A `dest` that is not there has no records here: nothing to forget.
+    if apply && !forget_missing && present.is_empty() {
+        dest_without_its_archives(t, name, gone.len())?;
+    }
     let mut kept = policy_keeps(t, &present);
     // The archive the scheduled drill takes next stays until it is drilled.
     if drilled_on_schedule(config, name)

@@ -303,25 +303,15 @@ pub fn push(
     elsewhere.sort_by(|a, b| a.name.cmp(&b.name));
     if check && !(there.is_empty() && elsewhere.is_empty()) {
         // The identities read once: a wrong or unreadable file downloads nothing.
-        let ids = match &o.identity_file {
-            Some(f) => match super::crypt::identities(f) {
-                Ok(ids) => Some((f.clone(), ids)),
-                Err(e) => {
-                    let sealed = there
-                        .iter()
-                        .filter(|(_, _, _, sealed)| *sealed)
-                        .map(|(_, file, _, _)| file)
-                        .chain(elsewhere.iter().filter(|r| r.encrypted).map(|r| &r.name));
-                    for file in sealed {
-                        report
-                            .unchecked
-                            .push((file.clone(), format!("offsite.identity_file: {e}")));
-                    }
-                    None
-                }
-            },
-            None => None,
-        };
+        let ids: Identities = o
+            .identity_file
+            .as_ref()
+            .map(|f| {
+                super::crypt::identities(f)
+                    .map(|ids| (f.clone(), ids))
+                    .map_err(|e| format!("offsite.identity_file: {e}"))
+            })
+            .transpose();
         // Copies encrypted on the way are decrypted from scratch space next to the archives,
         // made at the first one and removed after (a killed check's goes with the next create).
         let scratch: std::cell::OnceCell<super::scratch::Scratch> = std::cell::OnceCell::new();
@@ -338,20 +328,8 @@ pub fn push(
                 + elsewhere.iter().map(|r| r.size).sum::<u64>(),
         ));
         for (path, file, sha, sealed) in std::mem::take(&mut there) {
-            if sealed && o.identity_file.is_some() && ids.is_none() {
-                there.push((path, file, sha, sealed)); // unchecked above
-                continue;
-            }
             let copy = &remote[&file];
-            match check_copy(
-                store.as_ref(),
-                &prefix,
-                copy,
-                &sha,
-                ids.as_ref(),
-                &scratch_dir,
-                progress,
-            ) {
+            match check_copy(store.as_ref(), &prefix, copy, &sha, &ids, &scratch_dir, progress) {
                 Ok(Ok(())) => {
                     report.checked.push(file.clone());
                     there.push((path, file, sha, sealed));
@@ -367,11 +345,8 @@ pub fn push(
             }
         }
         for copy in elsewhere {
-            if copy.encrypted && o.identity_file.is_some() && ids.is_none() {
-                continue; // unchecked above
-            }
             let sha = copy.sha256.as_deref().unwrap_or_default();
-            match check_copy(store.as_ref(), &prefix, copy, sha, ids.as_ref(), &scratch_dir, progress) {
+            match check_copy(store.as_ref(), &prefix, copy, sha, &ids, &scratch_dir, progress) {
                 Ok(Ok(())) => report.checked.push(copy.name.clone()),
                 Ok(Err(why)) => report.damaged.push((copy.name.clone(), why)),
                 Err(e) => report.unchecked.push((copy.name.clone(), e.to_string())),
@@ -468,16 +443,20 @@ pub fn push(
 /// Scratch directories of `backup push --check` in `dest`.
 pub(crate) const CHECK_PREFIX: &str = ".offsite-check-";
 
+/// `offsite.identity_file` and its identities, when it is set; why not, when it cannot be
+/// read.
+type Identities = Result<Option<(PathBuf, Vec<Box<dyn age::Identity + Send + Sync>>)>, String>;
+
 /// Reads the offsite copy `r` back and hashes the archive it holds (decrypting a copy
-/// encrypted on the way with `ids`, the identities of `offsite.identity_file`, in scratch
-/// space): `Ok(Err(why))` when it is damaged, not the archive of hash `sha`; `Err` when it
-/// cannot be read back or decrypted at all (the store, no identity, the wrong one).
+/// encrypted on the way with `ids`, in scratch space): `Ok(Err(why))` when it is damaged,
+/// not the archive of hash `sha`; `Err` when it cannot be read back or decrypted at all (the
+/// store, no identity, the wrong one).
 fn check_copy(
     store: &dyn ObjectStore,
     prefix: &ObjectPath,
     r: &Remote,
     sha: &str,
-    ids: Option<&(PathBuf, Vec<Box<dyn age::Identity + Send + Sync>>)>,
+    ids: &Identities,
     scratch: &dyn Fn() -> Result<PathBuf, BackupError>,
     progress: &dyn Fn(Progress),
 ) -> Result<Result<(), String>, BackupError> {
@@ -497,11 +476,15 @@ fn check_copy(
         })?;
         return Ok(if got == sha { Ok(()) } else { Err(differs(&got)) });
     }
-    let Some((from, ids)) = ids else {
-        return Err(err(format!(
-            "{} is encrypted: reading it back needs offsite.identity_file",
-            r.name
-        )));
+    let (from, ids) = match ids {
+        Ok(Some(ids)) => ids,
+        Ok(None) => {
+            return Err(err(format!(
+                "{} is encrypted: reading it back needs offsite.identity_file",
+                r.name
+            )));
+        }
+        Err(why) => return Err(err(why)),
     };
     let cipher = scratch()?.join(format!("{}{}", r.name, super::crypt::SUFFIX));
     let outcome = rt
