@@ -1017,3 +1017,35 @@ fn push_check_reads_back_copies_of_archives_pruned_here_too() {
     let out = env.run(&["backup", "push", "main", "--check"]);
     assert!(out.stdout.contains("not here to push again"), "{}", out.stdout);
 }
+
+#[test]
+fn an_encrypted_upload_the_store_refuses_leaves_no_parts_behind() {
+    let (_moto, moto_port) = moto();
+    let gate = gate(moto_port);
+    let (_, recipient) = age_key();
+    let env = s3_env(gate.port);
+    env.edit_config(
+        "secret_access_key: test\n",
+        &format!("secret_access_key: test\n      encrypt_to: \"{recipient}\"\n"),
+    );
+    // Five parts of 16 MiB and more: the refusals come back while the archive is still being
+    // encrypted and sent, not only when the upload is completed.
+    env.write_incompressible("data/blob.bin", 70 << 20);
+    let archive = create(&env);
+    let name = archive.file_name().unwrap().to_string_lossy().into_owned();
+    gate.set(REFUSE);
+    let (code, r) = env.json(&["backup", "push", "main"]);
+    assert_eq!(code, 1, "{r}");
+    assert!(r["refused"][0][0] == name.as_str(), "{r}");
+    // Nothing continues an encrypted upload (each encryption differs): it is aborted, and no
+    // part of it is left on the store to be paid for.
+    let uploads = request(moto_port, "GET", "/runbook-backups?uploads", None);
+    assert_eq!(uploads.status, 200, "{}", uploads.body);
+    assert!(!uploads.body.contains("<UploadId>"), "{}", uploads.body);
+    assert_eq!(upload_state(&env), None, "nothing recorded to continue");
+    gate.set(PASS);
+    let (code, r) = env.json(&["backup", "push", "main"]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(names(&r, "pushed"), vec![name.clone()], "{r}");
+    assert!(s3_objects(moto_port).contains(&format!("{name}.age")));
+}
