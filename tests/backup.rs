@@ -1219,3 +1219,41 @@ fn verify_and_drill_record_an_archive_however_its_path_is_written() {
     assert_eq!(verified, Some(true), "the verify by the real directory counts");
     assert!(drilled.is_some(), "the drill by a relative path counts");
 }
+
+/// How many of the file's pages are in the page cache, and how many it has.
+fn cached_pages(path: &Path) -> (usize, usize) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    let page = 4096;
+    let pages = len.div_ceil(page);
+    let mut vec = vec![0u8; pages];
+    // SAFETY: a read-only mapping of an open file, never touched, only asked about.
+    unsafe {
+        let ptr = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(ptr, libc::MAP_FAILED);
+        assert_eq!(libc::mincore(ptr, len, vec.as_mut_ptr()), 0);
+        libc::munmap(ptr, len);
+    }
+    (vec.iter().filter(|b| **b & 1 == 1).count(), pages)
+}
+
+#[test]
+fn a_finished_archive_leaves_the_page_cache_to_the_application() {
+    let env = Env::new(DATA_ONLY);
+    env.write_incompressible("data/big.bin", 16 << 20);
+    let created = create(&env);
+    let archive = PathBuf::from(created["path"].as_str().unwrap());
+    let (cached, pages) = cached_pages(&archive);
+    assert!(pages > 4000, "a 16 MiB archive: {pages} pages");
+    assert!(cached < pages / 20, "{cached} of {pages} pages still cached");
+    // It is still read whole from the disk when asked for.
+    assert_eq!(env.run(&["backup", "verify", archive.to_str().unwrap()]).code, 0);
+}

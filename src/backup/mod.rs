@@ -450,6 +450,7 @@ pub fn create(
     std::fs::rename(&tmp, &final_path).map_err(|e| BackupError::io(&final_path, e))?;
     tmp_guard.disarm();
     fsync_dir(&t.dest);
+    archive::leave_cache(&final_path);
 
     let files = manifest.files().count();
     let data_bytes = manifest.data_bytes();
