@@ -413,13 +413,18 @@ fn encrypted_local_archives_verify_drill_restore_and_travel_offsite_as_they_are(
 }
 
 /// The S3 target, pushing at 8 MiB/s: slow enough to be stopped between parts.
-fn slow_s3_env(port: u16) -> Env {
+/// [`s3_env`] with one more `offsite:` setting (`key: value`).
+fn s3_env_with(port: u16, setting: &str) -> Env {
     let env = s3_env(port);
     env.edit_config(
         "secret_access_key: test\n",
-        "secret_access_key: test\n      max_rate: 8MiB\n",
+        &format!("secret_access_key: test\n      {setting}\n"),
     );
     env
+}
+
+fn slow_s3_env(port: u16) -> Env {
+    s3_env_with(port, "max_rate: 8MiB")
 }
 
 /// An archive of ~40 MiB that does not compress: three upload parts of 16 MiB.
@@ -1023,11 +1028,7 @@ fn an_encrypted_upload_the_store_refuses_leaves_no_parts_behind() {
     let (_moto, moto_port) = moto();
     let gate = gate(moto_port);
     let (_, recipient) = age_key();
-    let env = s3_env(gate.port);
-    env.edit_config(
-        "secret_access_key: test\n",
-        &format!("secret_access_key: test\n      encrypt_to: \"{recipient}\"\n"),
-    );
+    let env = s3_env_with(gate.port, &format!("encrypt_to: \"{recipient}\""));
     // Five parts of 16 MiB and more: the refusals come back while the archive is still being
     // encrypted and sent, not only when the upload is completed.
     env.write_incompressible("data/blob.bin", 70 << 20);

@@ -220,7 +220,6 @@ const PREFETCH_BYTES: u64 = 32 << 20;
 
 impl Prefetch {
     fn start(files: Vec<(PathBuf, u64)>) -> Prefetch {
-        use std::os::fd::AsRawFd;
         let shared = std::sync::Arc::new((std::sync::Mutex::new((0u64, false)), std::sync::Condvar::new()));
         if files.len() < 2 {
             return Prefetch { shared, thread: None };
@@ -240,8 +239,7 @@ impl Prefetch {
                 }
                 drop(state);
                 if let Ok(f) = open_nonblocking(&path) {
-                    // SAFETY: advice on an open descriptor; failing only loses the head start.
-                    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
+                    advise(&f, 0, 0, libc::POSIX_FADV_WILLNEED);
                 }
                 asked += size;
             }
@@ -361,11 +359,20 @@ impl Read for Exact<'_> {
 /// Opens an archive to be read from start to end, telling the kernel so: it reads further
 /// ahead, which a cold archive on a spinning or network disk needs.
 pub(super) fn open_sequential(path: &Path) -> io::Result<File> {
-    use std::os::fd::AsRawFd;
     let f = File::open(path)?;
-    // SAFETY: advice on an open descriptor; a failure only means no extra read-ahead.
-    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
+    advise(&f, 0, 0, libc::POSIX_FADV_SEQUENTIAL);
     Ok(f)
+}
+
+/// `posix_fadvise` of bytes `from..from + len` of `f` (`len` 0: to the end). Advice only: it
+/// changes what the kernel reads ahead or keeps cached, and failing loses nothing else.
+pub(super) fn advise(f: &File, from: u64, len: u64, advice: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    let (Ok(from), Ok(len)) = (libc::off_t::try_from(from), libc::off_t::try_from(len)) else {
+        return;
+    };
+    // SAFETY: advice on an open descriptor; no memory is passed.
+    unsafe { libc::posix_fadvise(f.as_raw_fd(), from, len, advice) };
 }
 
 /// Lets the page cache drop a finished archive (written and fsynced, so every page is clean):
@@ -373,10 +380,8 @@ pub(super) fn open_sequential(path: &Path) -> io::Result<File> {
 /// of memory on a small host, and the memory freed is what the next verify's scratch copy
 /// takes. A failure only means the pages stay until the kernel wants them.
 pub(super) fn leave_cache(path: &Path) {
-    use std::os::fd::AsRawFd;
     if let Ok(f) = File::open(path) {
-        // SAFETY: advice on an open descriptor; it changes nothing but what is cached.
-        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        advise(&f, 0, 0, libc::POSIX_FADV_DONTNEED);
     }
 }
 

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError, channel, sync_channel};
 use std::thread::JoinHandle;
 
-use super::archive::{IO_BUF, hash_from, open_sequential, plaintext};
+use super::archive::{IO_BUF, advise, hash_from, open_sequential, plaintext};
 use super::manifest::MANIFEST_NAME;
 use super::mapfault;
 use super::sha2x::{Lane, two_lanes_pay, update2};
@@ -294,22 +294,11 @@ fn pump(mut from: impl Read, feed: &Feed, mut each: impl FnMut(&[u8])) -> io::Re
 /// disk while this one is read. A file that cannot be mapped (empty, or not a regular file) is
 /// read instead. Bytes past the size seen at the start are left to the raw lane's end.
 fn pump_mapped(file: File, feed: &Feed, map: &Mapping, mut each: impl FnMut(&[u8])) -> io::Result<bool> {
-    use std::os::fd::AsRawFd;
     let size = file.metadata().map(|m| if m.is_file() { m.len() } else { 0 })?;
     if size == 0 {
         return pump(file, feed, each);
     }
-    let ask = |from: u64, len: u64| {
-        // SAFETY: advice on an open descriptor; failing only loses the head start.
-        unsafe {
-            libc::posix_fadvise(
-                file.as_raw_fd(),
-                from as libc::off_t,
-                len as libc::off_t,
-                libc::POSIX_FADV_WILLNEED,
-            )
-        };
-    };
+    let ask = |from: u64, len: u64| advise(&file, from, len, libc::POSIX_FADV_WILLNEED);
     let ahead = (AHEAD * map.window) as u64;
     ask(0, ahead);
     let mut offset = 0u64;
