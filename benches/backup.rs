@@ -4,9 +4,10 @@
 //! in alternating rounds. Reports medians, throughput, ratios, archive/repository sizes,
 //! runbook's peak RSS during create, and how long getting the data back takes: a drill's
 //! recovery time against `restic restore` and `borg extract`. Each round also reads the
-//! archive with O_DIRECT (the disk's speed that verify is held to) and, as root, verifies
-//! and creates again with the page cache dropped, as scheduled runs find their data. Every
-//! tool's create starts with the dataset in the page cache.
+//! archive with O_DIRECT (the disk's speed that verify is held to), times the same checks
+//! done by the reference tools (openssl, zstd, sqlite3: the least CPU any verify needs) and,
+//! as root, verifies and creates again with the page cache dropped, as scheduled runs find
+//! their data. Every tool's create starts with the dataset in the page cache.
 //!
 //! Knobs (environment): BENCH_ROUNDS (3), BENCH_DATA (a directory holding `data/`; default
 //! target/bench-backup, generated once with ../shared/bench/gen_dataset.py or, when that is
@@ -173,6 +174,41 @@ fn disk_read_mbps(file: &Path) -> Option<f64> {
     ok.then(|| bytes / secs / 1e6)
 }
 
+/// The least CPU the checks verify makes could take, each done on its own by the reference
+/// tool of its kind, with no copy between them: `openssl dgst -sha256` of the archive (the
+/// sidecar), `zstd -dc` of it to /dev/null (every frame decoded), `openssl dgst -sha256` of
+/// every source file (each file's hash) and `sqlite3` running `PRAGMA integrity_check` on the
+/// source database where it is (no scratch copy written). CPU seconds of each, all processes
+/// together; `None` when a tool is missing or fails.
+fn reference_floor(archive: &Path, data: &Path) -> Option<[f64; 4]> {
+    let (a, d) = (archive.display(), data.display());
+    // In the page cache first, as the verify that runs right after create finds them.
+    sh(
+        &format!("cat '{a}' > /dev/null; find '{d}' -type f -exec cat {{}} + > /dev/null"),
+        &[],
+    );
+    let cpu = |cmd: &str| {
+        let before = children_cpu();
+        let ok = Command::new("bash")
+            .args(["-o", "pipefail", "-c", cmd])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| children_cpu() - before)
+    };
+    Some([
+        cpu(&format!("openssl dgst -sha256 '{a}' > /dev/null"))?,
+        cpu(&format!("zstd -dc '{a}' > /dev/null"))?,
+        cpu(&format!(
+            "find '{d}' -type f ! -name '*-wal' ! -name '*-shm' -print0 | xargs -0 openssl dgst -sha256 > /dev/null"
+        ))?,
+        cpu(&format!(
+            "sqlite3 -readonly '{d}/app.db' 'PRAGMA mmap_size=68719476736; PRAGMA integrity_check' | grep -qx ok"
+        ))?,
+    ])
+}
+
 fn main() {
     let rounds = env_usize("BENCH_ROUNDS", 3);
     let scale: f64 = std::env::var("BENCH_SCALE")
@@ -233,6 +269,8 @@ fn main() {
     let mut rss = Vec::new();
     // CPU seconds of each verify, for the fastest any schedule could go on this many cores.
     let mut cpus: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    // CPU seconds of the same checks with the reference tools, each round.
+    let mut reference: Vec<f64> = Vec::new();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let mut sizes = serde_json::Map::new();
     let mut disks: Vec<f64> = disk.into_iter().collect();
@@ -310,6 +348,17 @@ fn main() {
             mb_s(secs)
         );
         res.entry("runbook_restore").or_default().push(recovery);
+        // What the same checks cost with the reference tools: the floor of any verify here.
+        match reference_floor(&archive, &data) {
+            Some([sidecar, decode, files, check]) => {
+                let sum = sidecar + decode + files + check;
+                println!(
+                    "    reference tools  CPU {sum:.2} s (sha256 of the archive {sidecar:.2}, zstd -d {decode:.2}, sha256 of the files {files:.2}, integrity_check {check:.2})"
+                );
+                reference.push(sum);
+            }
+            None => println!("    reference tools  skipped (openssl, zstd and sqlite3 are needed)"),
+        }
         // A nightly create finds its files on disk: the same create with the cache dropped.
         if drop_caches() {
             let _ = std::fs::remove_dir_all(work.join("cold"));
@@ -491,6 +540,30 @@ fn main() {
                 );
             }
         }
+    }
+    // What the same checks cost done one by one with the reference tools of each kind: when
+    // even that, spread over every core, is well short of 80 % of the disk, and verify needs
+    // no more CPU than it, the goal asks for checking cheaper than those tools can.
+    if let (false, Some(d)) = (reference.is_empty(), disk) {
+        let cpu = Stats::of(&reference).median;
+        let floor = cpu / cores;
+        let best = mb_s(floor) / d;
+        println!(
+            "  reference tools: CPU {cpu:.2} s for the same checks; on {cores} core(s) at best {floor:.2} s = {:.0} % of the disk",
+            best * 100.0
+        );
+        for (key, what) in [
+            ("runbook_verify", "verify"),
+            ("runbook_verify_cold", "verify (cold cache)"),
+        ] {
+            if let Some(c) = cpus.get(key).map(|c| Stats::of(c).median) {
+                println!("    {what} needs {:.0} % of their CPU", c / cpu * 100.0);
+            }
+        }
+        floors.insert(
+            "reference_tools".to_string(),
+            json!({ "cpu_secs": r3(cpu), "floor_secs": r3(floor), "floor_share_of_disk": r3(best) }),
+        );
     }
     let peak = rss.iter().cloned().fold(0.0, f64::max);
     println!(
