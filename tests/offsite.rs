@@ -686,7 +686,7 @@ fn a_pull_that_cannot_record_an_archive_already_here_leaves_it_in_place() {
 /// A proxy on 127.0.0.1 in front of the S3 server that passes every request on, one a
 /// connection, except part uploads while `mode` says otherwise: [`REFUSE`] answers them 403
 /// (a store refusing for a while, as with credentials mid-rotation), [`GONE`] 404 with S3's
-/// `NoSuchUpload` (the upload aborted by a lifecycle rule).
+/// `NoSuchUpload` (the upload aborted by a lifecycle rule); and sidecars with [`NO_SIDECAR`].
 struct Gate {
     port: u16,
     mode: std::sync::Arc<std::sync::atomic::AtomicU8>,
@@ -695,6 +695,8 @@ struct Gate {
 const PASS: u8 = 0;
 const REFUSE: u8 = 1;
 const GONE: u8 = 2;
+/// The store takes everything but sidecars (`*.sha256`), which it answers 403.
+const NO_SIDECAR: u8 = 3;
 
 impl Gate {
     fn set(&self, mode: u8) {
@@ -736,8 +738,18 @@ fn gate(upstream: u16) -> Gate {
                 let mut body = vec![0u8; length];
                 reader.read_exact(&mut body).unwrap();
                 let mut client = client;
-                let part = head.starts_with("PUT ") && head.lines().next().unwrap().contains("partNumber=");
+                let request_line = head.lines().next().unwrap();
+                let part = head.starts_with("PUT ") && request_line.contains("partNumber=");
+                let sidecar = head.starts_with("PUT ")
+                    && request_line
+                        .split_whitespace()
+                        .nth(1)
+                        .is_some_and(|p| p.ends_with(".sha256"));
                 let answer = match flag.load(Ordering::SeqCst) {
+                    NO_SIDECAR if sidecar => Some((
+                        "403 Forbidden",
+                        "<Error><Code>AccessDenied</Code><Message>no sidecars today</Message></Error>",
+                    )),
                     REFUSE if part => Some((
                         "403 Forbidden",
                         "<Error><Code>AccessDenied</Code><Message>refused for a while</Message></Error>",
@@ -1049,4 +1061,56 @@ fn an_encrypted_upload_the_store_refuses_leaves_no_parts_behind() {
     assert_eq!(code, 0, "{r}");
     assert_eq!(names(&r, "pushed"), vec![name.clone()], "{r}");
     assert!(s3_objects(moto_port).contains(&format!("{name}.age")));
+}
+
+#[test]
+fn an_s3_copy_whole_but_missing_its_sidecar_is_finished_without_sending_it_again() {
+    let (_moto, moto_port) = moto();
+    let gate = gate(moto_port);
+    let env = s3_env(gate.port);
+    let archive = big_archive(&env);
+    let name = archive.file_name().unwrap().to_string_lossy().into_owned();
+    // The store takes the archive's three parts and completes the upload, then refuses its
+    // sidecar: the push fails with the copy whole and nothing saying so.
+    gate.set(NO_SIDECAR);
+    let (code, r) = env.json(&["backup", "push", "main"]);
+    assert_eq!(code, 1, "{r}");
+    let listing = s3_objects(moto_port);
+    assert!(listing.contains(&format!("{name}</Key>")), "{listing}");
+    assert!(!listing.contains(".sha256"), "{listing}");
+    gate.set(PASS);
+    let (code, r) = env.json(&["backup", "push", "main"]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(names(&r, "pushed"), vec![name.clone()], "{r}");
+    assert_eq!(names(&r, "resumed"), vec![name.clone()], "{r}");
+    assert_eq!(r["bytes"], 0, "the whole copy is not sent again: {r}");
+    assert!(s3_objects(moto_port).contains(&format!("{name}.sha256</Key>")));
+    pulled_back_unchanged(&env, &archive);
+}
+
+#[test]
+fn a_directory_copy_missing_its_sidecar_is_kept_when_whole_and_sent_again_when_not() {
+    let env = Env::new(TO_A_DIRECTORY);
+    env.write_incompressible("data/blob.bin", 3 << 20);
+    let archive = create(&env);
+    let name = archive.file_name().unwrap().to_string_lossy().into_owned();
+    let size = std::fs::metadata(&archive).unwrap().len();
+    let copy = env.path("offsite/main").join(&name);
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    // The same size, one byte different, no sidecar: sent again over it.
+    let mut bytes = std::fs::read(&archive).unwrap();
+    bytes[size as usize / 2] ^= 0x01;
+    std::fs::write(&copy, &bytes).unwrap();
+    let (code, r) = env.json(&["backup", "push", "main"]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["bytes"], size, "{r}");
+    assert!(std::fs::read(&copy).unwrap() == std::fs::read(&archive).unwrap());
+    // The archive itself, its sidecar lost: only the sidecar is written.
+    std::fs::remove_file(env.path("offsite/main").join(format!("{name}.sha256"))).unwrap();
+    let (code, r) = env.json(&["backup", "push", "main"]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(names(&r, "resumed"), vec![name.clone()], "{r}");
+    assert_eq!(r["bytes"], 0, "{r}");
+    let sidecar = std::fs::read_to_string(env.path("offsite/main").join(format!("{name}.sha256"))).unwrap();
+    assert!(sidecar.starts_with(&std::fs::read_to_string(format!("{}.sha256", archive.display())).unwrap()[..64]));
 }

@@ -113,6 +113,9 @@ pub struct Remote {
     pub size: u64,
     /// From its sidecar; `None` while the sidecar is missing (an interrupted push).
     pub sha256: Option<String>,
+    /// The store's entity tag of the object, when it gives one.
+    #[serde(skip)]
+    pub e_tag: Option<String>,
 }
 
 async fn remote_list(store: &dyn ObjectStore, prefix: &ObjectPath, target: &str) -> Result<Vec<Remote>, BackupError> {
@@ -137,17 +140,17 @@ async fn remote_list(store: &dyn ObjectStore, prefix: &ObjectPath, target: &str)
         if name.ends_with(".tar.zst.sha256") || name.ends_with(".tar.zst.age.sha256") {
             sidecars.push((name, meta.location));
         } else if name.ends_with(".tar.zst") || name.ends_with(".tar.zst.age") {
-            objects.push((name, meta.size));
+            objects.push((name, meta.size, meta.e_tag));
         }
     }
     let mut sizes = HashMap::new();
-    for (name, size) in objects {
+    for (name, size, e_tag) in objects {
         // `X.tar.zst.age` with a sidecar of its own is an archive encrypted where it was
         // made, copied as it is; without one, the offsite copy of `X.tar.zst`, encrypted here.
         let own_sidecar = sidecars.iter().any(|(s, _)| *s == format!("{name}.sha256"));
         match name.strip_suffix(super::crypt::SUFFIX) {
-            Some(plain) if !own_sidecar => sizes.insert(plain.to_string(), (size, true)),
-            _ => sizes.insert(name, (size, false)),
+            Some(plain) if !own_sidecar => sizes.insert(plain.to_string(), (size, true, e_tag)),
+            _ => sizes.insert(name, (size, false, e_tag)),
         };
     }
     let mut hashes = HashMap::new();
@@ -160,11 +163,12 @@ async fn remote_list(store: &dyn ObjectStore, prefix: &ObjectPath, target: &str)
     }
     let mut out: Vec<Remote> = sizes
         .into_iter()
-        .map(|(name, (size, encrypted))| Remote {
+        .map(|(name, (size, encrypted, e_tag))| Remote {
             sha256: hashes.get(&name).cloned(),
             name,
             encrypted,
             size,
+            e_tag,
         })
         .collect();
     out.sort_by(|a, b| newest_first(&b.name).cmp(&newest_first(&a.name)));
@@ -366,10 +370,18 @@ pub fn push(
         // way cannot be resumed (each encryption differs); a plain copy continues from the
         // last part stored. Either way, its bytes must hash to its sidecar.
         let seal = encrypt && !super::crypt::is_encrypted(&path);
+        // The copy itself may be whole already, its sidecar missing: an earlier push stopped
+        // (killed, or the store refusing the sidecar) between the two.
+        let unsealed = remote.get(&file).filter(|r| !r.encrypted && r.sha256.is_none());
         let sent = if seal {
             let to = child(&prefix, &format!("{file}{}", super::crypt::SUFFIX));
             rt.block_on(upload_sealed(store.as_ref(), &to, &path, &recipients, &sha, progress))
                 .map(|r| r.map(|sent| (sent, false)))
+        } else if let Some(copy) = unsealed
+            && copy_is_whole(&bucket.resume, &child(&prefix, &file), copy, &path, &sha)
+        {
+            db.forget_offsite_upload(&o.url, &file)?;
+            Ok(Ok((0, true)))
         } else {
             let job = Upload {
                 db,
@@ -807,6 +819,57 @@ async fn upload_resumable(
     }
     job.db.forget_offsite_upload(job.url, job.file)?;
     Ok(Ok((sent, resumed)))
+}
+
+/// Whether `copy`, offsite without its sidecar, is the archive at `path` of hash `sha`
+/// already. In a directory, the copy is hashed where it is. On S3 it is not read back: its
+/// entity tag is that of the parts the archive makes (the MD5 of their MD5s, the way S3
+/// and the stores that speak its API tag a multipart upload), and the archive's own bytes
+/// hash to `sha`. Anything else (another tag scheme, a read that fails) says no, and the
+/// archive is sent again.
+fn copy_is_whole(resume: &Resume, to: &ObjectPath, copy: &Remote, path: &Path, sha: &str) -> bool {
+    use md5::Digest;
+    let Ok(size) = std::fs::metadata(path).map(|m| m.len()) else {
+        return false;
+    };
+    if copy.size != size {
+        return false;
+    }
+    match resume {
+        Resume::Dir(root) => archive::hash_file(&root.join(to.as_ref())).is_ok_and(|(_, h)| h == sha),
+        Resume::S3(_) => {
+            let Some(tag) = copy.e_tag.as_deref().map(|t| t.trim_matches('"').to_ascii_lowercase()) else {
+                return false;
+            };
+            let (mut parts, mut count) = (md5::Md5::new(), 0usize);
+            let mut each = |bytes: &[u8]| {
+                parts.update(md5::Md5::digest(bytes));
+                count += 1;
+            };
+            let local = hash_parts(path, &mut each);
+            let want = format!("{}-{}", crate::audit::hex(&parts.finalize()), count.max(1));
+            local.is_some_and(|h| h == sha) && tag == want
+        }
+    }
+}
+
+/// The SHA-256 of `file` (`None` when it cannot be read), read in upload parts, each handed
+/// to `part` too.
+fn hash_parts(file: &Path, part: &mut dyn FnMut(&[u8])) -> Option<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(file).ok()?;
+    let mut whole = super::sha2x::Lane::new();
+    let mut buf = Vec::with_capacity(PART);
+    loop {
+        buf.clear();
+        (&mut f).take(PART as u64).read_to_end(&mut buf).ok()?;
+        if buf.is_empty() {
+            break;
+        }
+        whole.update(&buf);
+        part(&buf);
+    }
+    Some(crate::audit::hex(&whole.finalize()))
 }
 
 /// Pushes in a row that may fail on their first request to an upload an earlier push began
