@@ -1143,8 +1143,21 @@ fn prune_of_a_dest_whose_archives_are_all_missing_forgets_nothing() {
     assert!(out.stderr.contains("is its disk mounted"), "{}", out.stderr);
     assert!(env.names("archives").is_empty(), "nothing written there");
     std::fs::remove_dir(env.path("archives")).unwrap();
-    // Nor when the mount point is the dest's parent, and the dest is not there at all.
+    // Nor when the mount point is the dest's parent, and the dest is not there at all: the
+    // archives are missing from it, not unknown.
     assert_eq!(env.run(&["backup", "create", "main"]).code, 3);
+    assert!(!env.path("archives").exists());
+    let dry = env.run(&["backup", "prune", "main"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert!(dry.stdout.contains("is its disk mounted"), "{}", dry.stdout);
+    let out = env.run(&["backup", "prune", "main", "--apply"]);
+    assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("is its disk mounted"), "{}", out.stderr);
+    let listed = env.run(&["backup", "list", "main"]);
+    assert_eq!(listed.stdout.matches("(MISSING)").count(), 3, "{}", listed.stdout);
+    assert!(!listed.stdout.contains("elsewhere"), "{}", listed.stdout);
+    let out = env.run(&["backup", "verify", "--latest", "main"]);
+    assert!(out.stdout.contains("the archive's file is gone"), "{}", out.stdout);
     assert!(!env.path("archives").exists());
     std::fs::rename(env.path("archives.real"), env.path("archives")).unwrap();
     let (_, list) = env.json(&["backup", "list", "main"]);

@@ -182,6 +182,12 @@ fn backup_age_needs_a_recent_verified_archive() {
     std::fs::remove_file(list[0]["path"].as_str().unwrap()).unwrap();
     let (code, v) = env.json(&["check", "backup-fresh"]);
     assert_eq!(code, 1, "{v}");
+    assert!(v[0]["detail"].as_str().unwrap().contains("is missing"), "{v}");
+    // Nor when the whole dest is not there (its disk not mounted): missing, not "none yet".
+    std::fs::rename(env.path("archives"), env.path("archives.away")).unwrap();
+    let (code, v) = env.json(&["check", "backup-fresh"]);
+    assert_eq!(code, 1, "{v}");
+    assert!(v[0]["detail"].as_str().unwrap().contains("is its disk mounted"), "{v}");
 }
 
 /// What `backup list` says of the archive at `path`: verified ok, failed, or never.

@@ -582,22 +582,24 @@ pub struct Listed {
 }
 
 pub fn list(config: &Config, store: &Store, target: Option<&str>) -> Result<Vec<Listed>, BackupError> {
-    let mut dests: std::collections::HashMap<String, Option<PathBuf>> = std::collections::HashMap::new();
+    // Each target's dest as configured and resolved (`None` when it is not there).
+    type Dest<'c> = Option<(&'c Path, Option<PathBuf>)>;
+    let mut dests: std::collections::HashMap<String, Dest> = std::collections::HashMap::new();
     let mut dirs = Dirs::default();
     Ok(store
         .list_backups(target)?
         .into_iter()
         .map(|record| {
             let dest = dests.entry(record.target.clone()).or_insert_with(|| {
-                config
-                    .backups
-                    .get(&record.target)
-                    .and_then(|t| std::fs::canonicalize(&t.dest).ok())
+                let t = config.backups.get(&record.target)?;
+                Some((t.dest.as_path(), std::fs::canonicalize(&t.dest).ok()))
             });
             let path = Path::new(&record.path);
             Listed {
                 present: path.is_file(),
-                in_dest: dest.is_some() && dirs.of(path) == *dest,
+                in_dest: dest
+                    .as_ref()
+                    .is_some_and(|(dest, resolved)| dirs.in_dest(path, dest, resolved.as_deref())),
                 record,
             }
         })
@@ -719,17 +721,16 @@ pub(crate) fn record_of(store: &Store, path: &Path) -> Result<Option<BackupRecor
 /// The archives recorded for target `name` that are in its `dest`, newest first. The state
 /// file may be shared by several configurations with a target of the same name, or
 /// remember an earlier `dest`: those archives are not this target's to prune or push.
+/// A `dest` that is not there (its disk not mounted) still has its records, all missing.
 pub(crate) fn records_in_dest(store: &Store, t: &BackupTarget, name: &str) -> Result<Vec<BackupRecord>, BackupError> {
-    let Ok(dest) = std::fs::canonicalize(&t.dest) else {
-        return Ok(Vec::new());
-    };
+    let dest = std::fs::canonicalize(&t.dest).ok();
     let mut dirs = Dirs::default();
     Ok(store
         .list_backups(Some(name))?
         .into_iter()
         .filter(|r| {
             let p = Path::new(&r.path);
-            dirs.of(p).as_ref() == Some(&dest)
+            dirs.in_dest(p, &t.dest, dest.as_deref())
                 && p.file_name().is_some_and(|f| is_archive_of(&f.to_string_lossy(), name))
         })
         .collect())
@@ -741,6 +742,15 @@ pub(crate) fn records_in_dest(store: &Store, t: &BackupTarget, name: &str) -> Re
 struct Dirs(std::collections::HashMap<PathBuf, Option<PathBuf>>);
 
 impl Dirs {
+    /// Whether the archive at `path` is in `dest`, resolved as `resolved` (`None` when `dest`
+    /// is not there: then by the path as it was recorded).
+    fn in_dest(&mut self, path: &Path, dest: &Path, resolved: Option<&Path>) -> bool {
+        match resolved {
+            Some(dest) => self.of(path).as_deref() == Some(dest),
+            None => path.parent() == Some(dest),
+        }
+    }
+
     fn of(&mut self, path: &Path) -> Option<PathBuf> {
         let dir = path
             .parent()
@@ -758,15 +768,7 @@ impl Dirs {
 /// Writing into it would fill the disk under the mount point, and forgetting the records
 /// would lose track of the archives when the disk comes back.
 fn check_dest_has_its_archives(store: &Store, t: &BackupTarget, name: &str) -> Result<(), BackupError> {
-    let records: Vec<BackupRecord> = if t.dest.exists() {
-        records_in_dest(store, t, name)?
-    } else {
-        store
-            .list_backups(Some(name))?
-            .into_iter()
-            .filter(|r| Path::new(&r.path).parent() == Some(t.dest.as_path()))
-            .collect()
-    };
+    let records = records_in_dest(store, t, name)?;
     if records.iter().any(|r| Path::new(&r.path).exists()) {
         return Ok(());
     }

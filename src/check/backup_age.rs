@@ -33,6 +33,15 @@ pub(super) fn probe(config: &Config, p: &BackupAgeProbe) -> Result<Finding, Stri
             Err(e) => return Err(e.to_string()),
         };
         let detail = match &newest {
+            Some(n) if !std::path::Path::new(&n.path).is_file() => format!(
+                "no verified archive of `{}` on disk: the newest recorded, {} old, is missing ({}; is its disk mounted?)",
+                p.target,
+                age(&n.created_at)
+                    .map(HumanDuration)
+                    .map(|d| d.to_string())
+                    .unwrap_or_default(),
+                n.path
+            ),
             Some(n) => format!(
                 "no verified archive of `{}` (newest, {} old, was never verified or failed)",
                 p.target,
