@@ -725,6 +725,52 @@ fn restore_refuses_an_archive_that_does_not_match_its_sidecar() {
 }
 
 #[test]
+fn an_archive_damaged_where_its_manifest_is_fails_its_drill_with_evidence_and_is_not_restored() {
+    let env = Env::new(TARGET);
+    setup(&env);
+    let archive = create(&env, "main");
+    let mut bytes = std::fs::read(&archive).unwrap();
+    bytes[10] ^= 1;
+    std::fs::write(&archive, bytes).unwrap();
+    // Named or the latest, the drill runs and says what is wrong: the sidecar phase fails,
+    // nothing is unpacked, and the failure is evidence and on record.
+    for how in [vec![archive.as_str()], vec!["--latest", "main"]] {
+        let mut args = vec!["backup", "drill"];
+        args.extend(&how);
+        let (code, r) = env.json(&args);
+        assert_eq!(code, 1, "{how:?}: {r:#}");
+        assert_eq!(r["ok"], false, "{r:#}");
+        let phases = r["phases"].as_array().unwrap();
+        assert_eq!(phases.len(), 1, "{r:#}");
+        assert_eq!(phases[0]["name"], "sidecar");
+        assert!(
+            phases[0]["detail"].as_str().unwrap().contains("the sidecar says"),
+            "{r:#}"
+        );
+        let evidence = PathBuf::from(r["evidence"].as_str().unwrap());
+        assert!(evidence.is_file(), "{evidence:?}");
+    }
+    let (_, list) = env.json(&["backup", "list"]);
+    assert_eq!(list[0]["drill_ok"], false, "{list}");
+    // A restore cannot even be planned from it, and says why.
+    sqlite(&env.path("app.db"), "DELETE FROM t;");
+    for execute in [false, true] {
+        let mut args = vec!["backup", "restore", archive.as_str()];
+        if execute {
+            args.push("--execute");
+        }
+        let out = env.run(&args);
+        assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+        assert!(
+            out.stderr.contains("is damaged") && out.stderr.contains("sidecar says"),
+            "{}",
+            out.stderr
+        );
+    }
+    assert_eq!(rows(&env.path("app.db")), 0);
+}
+
+#[test]
 fn restore_execute_puts_a_postgres_database_back_after_dumping_its_current_state() {
     let db = fresh_database(
         "runbook_restore_src",

@@ -486,6 +486,19 @@ pub fn sidecar_path(archive: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Why the archive at `path` is not the file its sidecar names (`None` when it is).
+pub fn sidecar_mismatch(path: &Path) -> Option<String> {
+    let sha = match hash_file(path) {
+        Ok((_, sha)) => sha,
+        Err(e) => return Some(format!("it cannot be read: {e}")),
+    };
+    match read_sidecar(path) {
+        Ok(expected) if expected == sha => None,
+        Ok(expected) => Some(format!("its SHA-256 is {sha}, its sidecar says {expected}")),
+        Err(e) => Some(format!("{}: {e}", sidecar_path(path).display())),
+    }
+}
+
 /// The hash the sidecar records, if it is there and well formed.
 pub fn read_sidecar(archive: &Path) -> io::Result<String> {
     let text = std::fs::read_to_string(sidecar_path(archive))?;

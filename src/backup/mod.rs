@@ -614,6 +614,44 @@ pub fn target_of<'c>(config: &'c Config, archive_path: &Path) -> Result<(String,
     Ok((m.target, t))
 }
 
+/// The target of an archive that may be damaged (for a drill, which then says what is
+/// wrong): from its manifest, or when that cannot be read, from the state file's record of it,
+/// or else from its name (`<target>-<time>.tar.zst`). The manifest's error when none says.
+pub fn target_of_any<'c>(
+    config: &'c Config,
+    store: &Store,
+    archive_path: &Path,
+) -> Result<(String, &'c BackupTarget), BackupError> {
+    let unread = match target_of(config, archive_path) {
+        Ok(found) => return Ok(found),
+        Err(e) => e,
+    };
+    let resolved = std::fs::canonicalize(archive_path).ok();
+    let recorded = store.list_backups(None)?.into_iter().find(|r| {
+        let p = Path::new(&r.path);
+        p == archive_path || (resolved.is_some() && std::fs::canonicalize(p).ok() == resolved)
+    });
+    let name = recorded
+        .map(|r| r.target)
+        .or_else(|| target_named_in(config, archive_path));
+    match name.and_then(|n| config.backups.get_key_value(&n)) {
+        Some((name, t)) => Ok((name.clone(), t)),
+        None => Err(unread),
+    }
+}
+
+/// The target whose archives are named like `archive_path` (`<target>-<time>.tar.zst`): the
+/// longest configured name that fits.
+pub fn target_named_in(config: &Config, archive_path: &Path) -> Option<String> {
+    let file = archive_path.file_name()?.to_string_lossy().into_owned();
+    config
+        .backups
+        .keys()
+        .filter(|t| file.starts_with(&format!("{t}-")))
+        .max_by_key(|t| t.len())
+        .cloned()
+}
+
 /// The newest recorded archive of a target.
 /// The newest archive recorded for `target` in its `dest` (see [`records_in_dest`]), whether
 /// or not its file is still there: a verify of it says so.

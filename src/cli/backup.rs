@@ -282,15 +282,10 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
             let mut fetched = None;
             let path = if from_offsite {
                 // An archive is named `<target>-<time>.tar.zst`: the longest target that fits.
-                let Some(t) = latest.clone().or_else(|| {
-                    let file = archive.as_ref()?.file_name()?.to_string_lossy().into_owned();
-                    config
-                        .backups
-                        .keys()
-                        .filter(|t| file.starts_with(&format!("{t}-")))
-                        .max_by_key(|t| t.len())
-                        .cloned()
-                }) else {
+                let Some(t) = latest
+                    .clone()
+                    .or_else(|| backup::target_named_in(&config, archive.as_ref()?))
+                else {
                     return Err(CliError::usage("name --latest TARGET or an archive", None));
                 };
                 let target = backup::target(&config, &t)?;
@@ -325,9 +320,14 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
                 fetched = Some(dir);
                 path
             } else {
-                resolve(&config, &store, archive, latest)?
+                resolve(&config, &store, archive, latest.clone())?
             };
-            let (name, target) = backup::target_of(&config, &path)?;
+            // The target named, or the archive's: a damaged one is still drilled, and the
+            // drill's evidence says what is wrong with it.
+            let (name, target) = match &latest {
+                Some(t) => (t.clone(), backup::target(&config, t)?),
+                None => backup::target_of_any(&config, &store, &path)?,
+            };
             let report = backup::drill::drill(&config, &store, &name, target, &path, &|p| bar.report(p))?;
             drop(fetched);
             drop(bar);
@@ -357,7 +357,20 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
             Ok(if report.ok { Outcome::Ok } else { Outcome::Failed })
         }
         BackupCmd::Restore { archive, execute } => {
-            let (name, target) = backup::target_of(&config, &archive)?;
+            // An archive too damaged to be planned from is named so, not by the decoder.
+            let (name, target) = backup::target_of(&config, &archive).map_err(|e| {
+                match archive
+                    .is_file()
+                    .then(|| backup::archive::sidecar_mismatch(&archive))
+                    .flatten()
+                {
+                    Some(why) => CliError::failed(
+                        format!("{} is damaged ({why}): nothing was restored", archive.display()),
+                        Some("restore an older archive: `runbook backup list` shows which verified".into()),
+                    ),
+                    None => e.into(),
+                }
+            })?;
             let plan = backup::restore::plan(&config, &name, target, &archive)?;
             if !execute {
                 cx.out.either(&plan, || print_plan(cx, &plan));
