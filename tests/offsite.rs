@@ -1114,3 +1114,23 @@ fn a_directory_copy_missing_its_sidecar_is_kept_when_whole_and_sent_again_when_n
     let sidecar = std::fs::read_to_string(env.path("offsite/main").join(format!("{name}.sha256"))).unwrap();
     assert!(sidecar.starts_with(&std::fs::read_to_string(format!("{}.sha256", archive.display())).unwrap()[..64]));
 }
+
+#[test]
+fn a_push_to_a_directory_pushed_to_before_and_gone_since_is_refused_as_a_disk_not_mounted() {
+    let env = Env::new(TO_A_DIRECTORY);
+    env.write("data/a.txt", "alpha\n");
+    create(&env);
+    let (code, r) = env.json(&["backup", "push", "main"]);
+    assert_eq!(code, 0, "{r}");
+    // The share is not mounted: its directory is not there.
+    std::fs::rename(env.path("offsite"), env.path("offsite.away")).unwrap();
+    let out = env.run(&["backup", "push", "main"]);
+    assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("is its disk mounted"), "{}", out.stderr);
+    assert!(!env.path("offsite").exists(), "nothing made where the share should be");
+    // Back again: the next push finds its copies there.
+    std::fs::rename(env.path("offsite.away"), env.path("offsite")).unwrap();
+    let (code, r) = env.json(&["backup", "push", "main"]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(names(&r, "skipped").len(), 1, "{r}");
+}

@@ -228,6 +228,18 @@ pub fn push(
 ) -> Result<PushReport, BackupError> {
     let t = super::target(config, name)?;
     let o = offsite_of(t, name)?;
+    // A directory that archives went to before and is not there now is a disk not mounted:
+    // the copies would fill the disk under its mount point.
+    if !o.url.starts_with("s3://") && !Path::new(&o.url).is_dir() && pushed_to_before(db, name, &o.url)? {
+        return Err(BackupError::io(
+            Path::new(&o.url),
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the offsite directory is not there, though archives were pushed to it (is its disk mounted?): nothing pushed; \
+                 to start the offsite copies over in a new directory there, make it first (mkdir)",
+            ),
+        ));
+    }
     let bucket = bucket(o)?;
     let (store, prefix) = (bucket.store.clone(), bucket.prefix.clone());
     let rt = crate::check::runtime();
@@ -450,6 +462,19 @@ pub fn push(
         &config.redactor,
     ))?;
     Ok(report)
+}
+
+/// Whether a push of target `name` has stored an archive at the offsite `url` (by the audit
+/// log's `backup.pushed` events).
+fn pushed_to_before(db: &Store, name: &str, url: &str) -> Result<bool, BackupError> {
+    let events = db.audit_list(&crate::store::AuditFilter {
+        kind: Some("backup.pushed".into()),
+        ..Default::default()
+    })?;
+    Ok(events.iter().filter(|e| e.subject == name).any(|e| {
+        serde_json::from_str::<serde_json::Value>(&e.data)
+            .is_ok_and(|d| d["url"] == url && d["pushed"].as_array().is_some_and(|p| !p.is_empty()))
+    }))
 }
 
 /// Scratch directories of `backup push --check` in `dest`.
