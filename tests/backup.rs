@@ -366,6 +366,9 @@ fn a_scratch_copy_that_cannot_be_written_costs_only_that_databases_check() {
         "every entry after it was still read"
     );
     assert_eq!(v["sha256"], created["sha256"]);
+    // The archive was not found wrong: its verification of a moment ago stands.
+    let (_, list) = env.json(&["backup", "list"]);
+    assert_eq!(list[0]["verify_ok"], true, "{list}");
 }
 
 #[test]
@@ -1100,11 +1103,57 @@ fn keygen_makes_a_key_pair_that_encrypted_archives_are_written_and_read_with() {
     let (code, v) = env.json(&["backup", "verify", &archive]);
     assert_eq!(code, 0, "{v}");
 
+    // Verified with another key, or none: it fails, saying so, and the archive's good
+    // verification stands (the key says nothing of the archive).
+    let (other, _) = backup_key_pair();
+    env.write("other.agekey", &other);
+    let config = std::fs::read_to_string(env.path("runbook.yaml")).unwrap();
+    for (with, said) in [
+        (
+            format!("identity_file: {}", env.path("other.agekey").display()),
+            "cannot decrypt",
+        ),
+        (
+            format!("identity_file: {}", env.path("no.agekey").display()),
+            "no.agekey",
+        ),
+    ] {
+        std::fs::write(
+            env.path("runbook.yaml"),
+            config.replace(&format!("identity_file: {}", key.display()), &with),
+        )
+        .unwrap();
+        let (code, v) = env.json(&["backup", "verify", &archive]);
+        assert_eq!(code, 1, "{v}");
+        assert!(v["problems"][0].as_str().unwrap().contains(said), "{v}");
+        let (_, list) = env.json(&["backup", "list", "main"]);
+        assert_eq!(list[0]["verify_ok"], true, "{list}");
+    }
+    // Damaged, it fails whatever the key, and that is recorded.
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let n = bytes.len();
+    bytes[n - 2] ^= 1;
+    std::fs::write(&archive, bytes).unwrap();
+    assert_eq!(env.run(&["backup", "verify", &archive]).code, 1);
+    let (_, list) = env.json(&["backup", "list", "main"]);
+    assert_eq!(list[0]["verify_ok"], false, "{list}");
+    std::fs::write(env.path("runbook.yaml"), &config).unwrap();
+
     // A second keygen never overwrites the key.
     let again = env.run(&["backup", "keygen", "--out", key.to_str().unwrap()]);
     assert_eq!(again.code, 2, "{}", again.stderr);
     assert!(again.stderr.contains("already exists"), "{}", again.stderr);
     assert_eq!(std::fs::read_to_string(&key).unwrap(), text);
+}
+
+/// A new age identity: (the identity file's text, its recipient).
+fn backup_key_pair() -> (String, String) {
+    use age::secrecy::ExposeSecret;
+    let identity = age::x25519::Identity::generate();
+    (
+        format!("{}\n", identity.to_string().expose_secret()),
+        identity.to_public().to_string(),
+    )
 }
 
 /// A target that keeps its last archive, and `n` archives of it (oldest first).

@@ -395,7 +395,10 @@ pub(super) fn plaintext<R: io::BufRead + Send + 'static>(
         return Ok(Box::new(raw));
     }
     let identity = identity.ok_or_else(|| {
-        io::Error::other("the archive is encrypted and no identity_file is set for its target to decrypt it")
+        super::crypt::key_error(
+            io::ErrorKind::Other,
+            "the archive is encrypted and no identity_file is set for its target to decrypt it".into(),
+        )
     })?;
     Ok(Box::new(BufReader::with_capacity(
         256 * 1024,

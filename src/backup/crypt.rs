@@ -31,7 +31,6 @@ pub fn recipients(list: &[String]) -> io::Result<Vec<age::x25519::Recipient>> {
         .collect()
 }
 
-/// The identities of an age identity file (`age-keygen -o FILE`).
 /// A new age identity: the text of its identity file, in the format `age-keygen` writes,
 /// and its recipient (`age1…`).
 pub fn generate_identity() -> (String, String) {
@@ -46,11 +45,35 @@ pub fn generate_identity() -> (String, String) {
     (text, recipient)
 }
 
+/// Why an archive could not be decrypted that says nothing of the archive: no identity, an
+/// identity file that cannot be read, or no identity in it that the archive was encrypted to.
+#[derive(Debug)]
+pub struct KeyError(pub String);
+
+impl std::fmt::Display for KeyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for KeyError {}
+
+/// An I/O error of kind `kind` that is a [`KeyError`].
+pub fn key_error(kind: io::ErrorKind, message: String) -> io::Error {
+    io::Error::new(kind, KeyError(message))
+}
+
+/// Whether `e` is a [`KeyError`]: the key, not the archive.
+pub fn is_key_error(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<KeyError>())
+}
+
+/// The identities of an age identity file (`age-keygen -o FILE`).
 pub fn identities(path: &Path) -> io::Result<Vec<Box<dyn age::Identity + Send + Sync>>> {
     age::IdentityFile::from_file(path.display().to_string())
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?
+        .map_err(|e| key_error(e.kind(), format!("{}: {e}", path.display())))?
         .into_identities()
-        .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))
+        .map_err(|e| key_error(io::ErrorKind::Other, format!("{}: {e}", path.display())))
 }
 
 /// A reader of the plaintext of `input`, encrypted to one of the identities in `identity`.
@@ -72,12 +95,12 @@ pub fn decrypting_with<R: Read + Send + 'static>(
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("not an age file: {e}")))?
         .decrypt(ids.iter().map(|i| i.as_ref() as &dyn age::Identity))
         .map_err(|e| {
-            let kind = match e {
-                age::DecryptError::NoMatchingKeys => io::ErrorKind::Other,
-                age::DecryptError::Io(ref io) => io.kind(),
-                _ => io::ErrorKind::InvalidData,
-            };
-            io::Error::new(kind, format!("cannot decrypt with {}: {e}", from.display()))
+            let message = format!("cannot decrypt with {}: {e}", from.display());
+            match e {
+                age::DecryptError::NoMatchingKeys => key_error(io::ErrorKind::Other, message),
+                age::DecryptError::Io(ref io) => io::Error::new(io.kind(), message),
+                _ => io::Error::new(io::ErrorKind::InvalidData, message),
+            }
         })?;
     Ok(Box::new(reader))
 }

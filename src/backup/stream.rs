@@ -235,7 +235,13 @@ fn pipe<T: Send + 'static>(
         let feed = Feed { tx, spare };
         let r = produce(&feed);
         if let Err(e) = &r {
-            let _ = feed.tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+            // The reader's copy of the error (it stays the thread's too), of the same kind.
+            let copy = if super::crypt::is_key_error(e) {
+                super::crypt::key_error(e.kind(), e.to_string())
+            } else {
+                io::Error::new(e.kind(), e.to_string())
+            };
+            let _ = feed.tx.send(Err(copy));
         }
         r
     });

@@ -42,6 +42,10 @@ pub struct VerifyReport {
     pub duration_ms: u64,
     #[serde(skip)]
     pub manifest: Option<Manifest>,
+    /// How many of the problems are checks that could not be made for a reason outside the
+    /// archive (the key to decrypt it, scratch space for a database's copy).
+    #[serde(skip)]
+    pub unchecked: usize,
 }
 
 impl VerifyReport {
@@ -59,6 +63,7 @@ impl VerifyReport {
             postgres: Vec::new(),
             duration_ms: 0,
             manifest: None,
+            unchecked: 0,
         }
     }
 }
@@ -152,6 +157,9 @@ fn read_entries(
     let mut checks: Vec<DbCheck> = Vec::new();
     let mut extracted = 0usize;
     let fail = |report: &mut VerifyReport, after: &str, e: std::io::Error| {
+        if super::crypt::is_key_error(&e) {
+            report.unchecked += 1;
+        }
         report.problems.push(format!("the archive cannot be read {after}: {e}"))
     };
     let mut ar = match open_hashing(path, identity) {
@@ -256,6 +264,7 @@ fn read_entries(
                 } else {
                     "pg_restore --list"
                 };
+                report.unchecked += 1;
                 report.problems.push(format!(
                     "`{name}`: not checked with {check}: its copy could not be written to {}: {e}",
                     scratch.display()
@@ -377,16 +386,21 @@ fn record(
 ) -> Result<(), BackupError> {
     let path = report.archive.display().to_string();
     let detail = report.problems.first().cloned().unwrap_or_else(|| "ok".into());
+    // Checks that could not be made for want of the key or of scratch space, and nothing
+    // found wrong: the archive's last verification stands (the attempt is audited).
+    let unchecked = !report.ok && report.unchecked == report.problems.len();
     let draft = Draft::new(
         "backup.verified",
         known.as_ref().map_or("-", |r| r.target.as_str()),
         serde_json::json!({ "archive": path, "ok": report.ok, "sha256": report.sha256, "problems": report.problems,
-                            "files": report.files_checked, "duration_ms": report.duration_ms }),
+                            "files": report.files_checked, "duration_ms": report.duration_ms, "unchecked": unchecked }),
         &config.redactor,
     );
     match known {
-        Some(r) => store.mark_verified(r.id, &clock::to_text(clock::now()), report.ok, &detail, &draft)?,
-        None => {
+        Some(r) if !unchecked => {
+            store.mark_verified(r.id, &clock::to_text(clock::now()), report.ok, &detail, &draft)?
+        }
+        _ => {
             store.audit_append(&draft)?;
         }
     }
