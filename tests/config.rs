@@ -707,3 +707,39 @@ fn error_messages_never_quote_an_env_file_secret() {
     assert!(out.stderr.contains("cron `[redacted]`"), "{}", out.stderr);
     assert!(!out.stderr.contains("not-a-cron-but-a-secret"), "{}", out.stderr);
 }
+
+#[test]
+fn a_backup_target_with_an_error_is_reported_once_not_again_by_what_names_it() {
+    let env = Env::new(
+        r#"version: 1
+backups:
+  main:
+    sources: [ { dir: data }, { command: [], name: dump.sql } ]
+    dest: archives
+    level: 25
+checks:
+  fresh: { kind: backup_age, target: main, max_age: 1d }
+profiles:
+  nightly: { cron: "@daily", tasks: [ { backup: main }, { drill: main } ] }
+"#,
+    );
+    let (code, v) = env.json(&["config", "check"]);
+    assert_eq!(code, 2, "{v:#}");
+    let messages: Vec<&str> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        !messages.iter().any(|m| m.contains("no backup target named")),
+        "{messages:#?}"
+    );
+    assert!(messages.iter().any(|m| m.contains("level")), "{messages:#?}");
+    // The command source's argv is its `command`, and is named so.
+    assert!(
+        messages.iter().any(|m| m.contains("`command` is an empty list")),
+        "{messages:#?}"
+    );
+    assert!(!messages.iter().any(|m| m.contains("`run`")), "{messages:#?}");
+}

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::profile::program;
+use super::profile::{program, program_keyed};
 use super::walker::{Cx, Fields};
 use crate::config::backups::{
     BackupTarget, CommandSource, DEFAULT_MIN_SIZE_RATIO, DirSource, DrillCheck, DrillConfig, KeepPolicy, Offsite,
@@ -43,6 +43,7 @@ pub(super) fn backups(cx: &mut Cx, node: &Node, base: &Path) -> BTreeMap<String,
             );
             continue;
         }
+        cx.declared_backups.push(name.to_string());
         if let Some(t) = target(cx, name, tnode, base) {
             out.insert(name.to_string(), t);
         }
@@ -418,7 +419,7 @@ fn command_source(cx: &mut Cx, item: &Node, index: usize) -> Option<Source> {
         entries: vec![("run", cmd.pos, cmd)],
         pos: cmd.pos,
     };
-    let run = match program(cx, &inner, "a command source")? {
+    let run = match program_keyed(cx, &inner, "a command source", "command")? {
         Program::Run(r) => r,
         Program::Sh(s) => RunArgs::Line(s),
     };

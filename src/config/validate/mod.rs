@@ -287,7 +287,8 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
         .map(|(n, _)| n.clone())
         .collect();
     for (pos, target) in std::mem::take(&mut cx.backup_refs) {
-        if !backups.contains_key(&target) {
+        // A target with errors of its own was reported where they are.
+        if !backups.contains_key(&target) && !cx.declared_backups.contains(&target) {
             let hint = super::diagnostic::suggest(&target, cx.backup_names.iter().map(String::as_str))
                 .map(|s| format!("did you mean `{s}`?"))
                 .unwrap_or_else(|| "define it under `backups:`".into());

@@ -218,6 +218,10 @@ fn set_name(task: &mut Task, name: String) {
 fn backup_task(cx: &mut Cx, node: &Node, kind: &'static str) -> Option<ParsedTask> {
     let f = cx.map(node, &format!("a `{kind}:` task"), &[kind, "name"])?;
     let target = f.get(kind).and_then(|n| cx.string(n, kind))?;
+    if !cx.backup_names.contains(&target) && cx.declared_backups.contains(&target) {
+        // The target's own errors were reported where they are.
+        return None;
+    }
     if !cx.backup_names.contains(&target) {
         let hint = crate::config::diagnostic::suggest(&target, cx.backup_names.iter().map(String::as_str))
             .map(|s| format!("did you mean `{s}`?"))
@@ -397,6 +401,11 @@ fn default_task_name(program: &Program) -> String {
 
 /// The `run:` or `sh:` of a command task or command check.
 pub(super) fn program(cx: &mut Cx, f: &Fields, what: &str) -> Option<Program> {
+    program_keyed(cx, f, what, "run")
+}
+
+/// [`program`], its `run` written as `key` in the configuration (a command source's `command`).
+pub(super) fn program_keyed(cx: &mut Cx, f: &Fields, what: &str, key: &str) -> Option<Program> {
     match (f.get("run"), f.get("sh")) {
         (Some(_), Some(sh)) => {
             cx.error(sh.pos, format!("{what} has either `run` or `sh`, not both"), None);
@@ -411,29 +420,29 @@ pub(super) fn program(cx: &mut Cx, f: &Fields, what: &str) -> Option<Program> {
             None
         }
         (Some(run), None) => match &run.kind {
-            Kind::Seq(_) => cx.string_list(run, "run").and_then(|argv| {
+            Kind::Seq(_) => cx.string_list(run, key).and_then(|argv| {
                 if argv.is_empty() {
                     cx.error(
                         run.pos,
-                        "`run` is an empty list",
-                        Some("name the program first: run: [./script.sh, --flag]".into()),
+                        format!("`{key}` is an empty list"),
+                        Some(format!("name the program first: {key}: [./script.sh, --flag]")),
                     );
                     None
                 } else {
                     Some(Program::Run(RunArgs::Argv(argv)))
                 }
             }),
-            _ => cx.string(run, "run").and_then(|line| match shlex::split(&line) {
+            _ => cx.string(run, key).and_then(|line| match shlex::split(&line) {
                 Some(argv) if !argv.is_empty() => Some(Program::Run(RunArgs::Line(line))),
                 Some(_) => {
-                    cx.error(run.pos, "`run` is empty", None);
+                    cx.error(run.pos, format!("`{key}` is empty"), None);
                     None
                 }
                 None => {
                     cx.error(
                         run.pos,
                         format!("cannot split `{line}` into arguments (unbalanced quote?)"),
-                        Some("use a list: run: [prog, arg]".into()),
+                        Some(format!("use a list: {key}: [prog, arg]")),
                     );
                     None
                 }

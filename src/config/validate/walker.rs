@@ -29,6 +29,9 @@ pub(in crate::config) struct Cx<'a> {
     pub(super) backup_names: Vec<String>,
     /// The backup targets that have `offsite:` (which `push:` tasks need).
     pub(super) offsite_names: Vec<String>,
+    /// Every backup target named under `backups:`, also those whose own errors kept them out
+    /// of `backup_names`: a reference to one is not an error of its own.
+    pub(super) declared_backups: Vec<String>,
     /// Backup targets named by checks, with where: checked once `backups:` is read.
     pub(super) backup_refs: Vec<(Pos, String)>,
 }
@@ -79,6 +82,7 @@ impl<'a> Cx<'a> {
             check_names: Vec::new(),
             backup_names: Vec::new(),
             offsite_names: Vec::new(),
+            declared_backups: Vec::new(),
             backup_refs: Vec::new(),
         }
     }
