@@ -891,3 +891,24 @@ fn a_drill_by_an_unprivileged_user_leaves_no_scratch_behind_even_with_read_only_
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+#[test]
+fn a_drill_check_gets_the_scratch_databases_password_but_its_output_keeps_it_out_of_the_evidence() {
+    // Trust authentication: any password is taken; what matters is where it goes.
+    let db = fresh_database("runbook_drillpw", "CREATE TABLE t(id int);");
+    let env = Env::new(&format!(
+        "version: 1\nbackups:\n  pg:\n    sources: [ {{ postgres: \"postgres://postgres:drill-s3cret@127.0.0.1:5432/{db}\" }} ]\n    dest: archives\n    drill:\n      checks:\n        - {{ name: env, sh: \"echo pw=$PGPASSWORD one=$RUNBOOK_DRILL_PGPASSWORD_1\" }}\n"
+    ));
+    create(&env, "pg");
+    let (code, r) = env.json(&["backup", "drill", "--latest", "pg"]);
+    psql("test", &format!("DROP DATABASE IF EXISTS {db}"));
+    assert_eq!(code, 0, "{r:#}");
+    let detail = r["checks"][0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("pw=[redacted]") && detail.contains("one=[redacted]"),
+        "{detail}"
+    );
+    let evidence = std::fs::read_to_string(r["evidence"].as_str().unwrap()).unwrap();
+    assert!(!evidence.contains("drill-s3cret"), "{evidence}");
+    assert!(!r.to_string().contains("drill-s3cret"), "{r:#}");
+}

@@ -363,6 +363,14 @@ pub fn drill(
 
     if ok {
         progress(Progress::Phase("running drill checks"));
+        // The scratch databases' passwords are the checks' to use, not to print: what a check
+        // says goes into the evidence.
+        let passwords: Vec<String> = scratch_dbs
+            .iter()
+            .flat_map(|db| db.admin.env())
+            .map(|(_, p)| p)
+            .filter(|p| p.len() >= 4)
+            .collect();
         for c in &target.drill.checks {
             let t = Instant::now();
             let mut spec = Spec::new(c.program.argv(), c.timeout.map_or(CHECK_TIMEOUT, |d| d.0));
@@ -387,7 +395,10 @@ pub fn drill(
             }
             let result = match exec::run(&spec, &Cancel::default()) {
                 Ok(out) => {
-                    let text = config.redactor.redact(out.combined_output().trim()).into_owned();
+                    let mut text = config.redactor.redact(out.combined_output().trim()).into_owned();
+                    for p in &passwords {
+                        text = text.replace(p.as_str(), "[redacted]");
+                    }
                     let tail: String = text
                         .lines()
                         .rev()
