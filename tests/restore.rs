@@ -561,6 +561,14 @@ fn restore_execute_onto_a_new_host_makes_the_database_directory() {
         "where it came from is shown: {}",
         plan.stdout
     );
+    // The database is not there yet: no safety copy of it is promised.
+    assert!(plan.stdout.contains("nothing there yet"), "{}", plan.stdout);
+    assert_eq!(
+        plan.stdout.matches("current data first copied to").count(),
+        1,
+        "only the tree's: {}",
+        plan.stdout
+    );
     let (code, r) = env.json(&["backup", "restore", &archive, "--execute"]);
     assert_eq!(code, 0, "{r:#}");
     assert_eq!(rows(&env.path("fresh/var/lib/app/app.db")), 3);
@@ -602,6 +610,12 @@ fn a_restore_that_fails_before_replacing_anything_starts_again_what_pre_stopped(
     assert_eq!(rows(&env.path("app.db")), 0, "the database was not touched");
     let safety = PathBuf::from(r["plan"]["safety_dir"].as_str().unwrap());
     assert!(!safety.join("staging").exists(), "no staging copy is left");
+    assert!(!safety.exists(), "no empty safety directory is left");
+    // The text says so, without pointing at safety copies that were never made.
+    let out = env.run(&["backup", "restore", &archive, "--execute"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stdout.contains("restore FAILED: see above"), "{}", out.stdout);
+    assert!(!out.stdout.contains("safety copies are kept"), "{}", out.stdout);
 }
 
 #[test]

@@ -241,30 +241,41 @@ fn preflight(plan: &mut RestorePlan) {
         (Err(e), _) => plan.problems.push(format!("{}: {e}", plan.archive.display())),
         (_, Err(e)) => plan.problems.push(format!("the archive's sidecar: {e}")),
     }
-    let mut must_write: Vec<PathBuf> = vec![plan.safety_dir.clone()];
+    // Each directory that must be writable, with what needs it, once each.
+    let mut must_write: Vec<(PathBuf, Vec<String>)> = Vec::new();
+    let mut need = |dir: PathBuf, what: String| match must_write.iter_mut().find(|(d, _)| *d == dir) {
+        Some((_, whats)) => whats.push(what),
+        None => must_write.push((dir, vec![what])),
+    };
+    need(plan.safety_dir.clone(), "the safety copies".into());
     for s in &plan.steps {
         match s.kind.as_str() {
             "sqlite" | "dir" => {
                 let to = PathBuf::from(&s.to);
                 // Replacing needs the parent directory (rename, new files) writable.
-                must_write.push(to.parent().map(Path::to_path_buf).unwrap_or(to.clone()));
+                need(
+                    to.parent().map(Path::to_path_buf).unwrap_or(to.clone()),
+                    to.display().to_string(),
+                );
                 if s.kind == "dir" && to.exists() {
-                    must_write.push(to);
+                    need(to.clone(), format!("what is in {}", to.display()));
                 }
             }
             _ => {}
         }
     }
-    for p in must_write {
-        match existing_ancestor(&p) {
+    for (dir, whats) in must_write {
+        let whats = whats.join(", ");
+        match existing_ancestor(&dir) {
             Some(a) => {
                 if let Err(e) = writable(&a) {
-                    plan.problems.push(format!("{e} (needed for {})", p.display()));
+                    plan.problems.push(format!("{e} (needed for {whats})"));
                 }
             }
-            None => plan
-                .problems
-                .push(format!("{}: no existing parent directory", p.display())),
+            None => plan.problems.push(format!(
+                "{}: no existing parent directory (needed for {whats})",
+                dir.display()
+            )),
         }
     }
 }
@@ -357,7 +368,9 @@ fn run_steps(
                 plan.safety_dir.display()
             ));
         }
-        // Nothing was replaced: what `pre` stopped is started again.
+        // Nothing was replaced: what `pre` stopped is started again, and a safety directory
+        // that holds nothing goes (one with a copy made before the failure stays).
+        let _ = std::fs::remove_dir(&plan.safety_dir);
         for p in &target.post {
             if let Err(post) = run_hook(config, p, "post", log) {
                 log.push(post);

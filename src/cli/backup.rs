@@ -140,8 +140,13 @@ fn print_plan(cx: &Ctx, plan: &backup::restore::RestorePlan) {
     for s in &plan.steps {
         cx.out
             .line(format!("  {:8} {} -> {}: {}", s.kind, s.from, s.to, s.action));
-        if let Some(safety) = &s.safety {
-            cx.out.line(format!("           current data first copied to {safety}"));
+        match &s.safety {
+            // A database or tree not there yet (a new host) has nothing to copy first.
+            Some(_) if s.kind != "postgres" && !Path::new(&s.to).exists() => {
+                cx.out.line("           nothing there yet: no safety copy needed");
+            }
+            Some(safety) => cx.out.line(format!("           current data first copied to {safety}")),
+            None => {}
         }
     }
     for p in &plan.post {
@@ -393,9 +398,14 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
                     cx.out.line(l);
                 }
                 cx.out.line(if report.ok {
-                    "restore complete"
+                    "restore complete".to_string()
+                } else if report.plan.safety_dir.exists() {
+                    format!(
+                        "restore FAILED: see above; the safety copies are kept in {}",
+                        report.plan.safety_dir.display()
+                    )
                 } else {
-                    "restore FAILED: see above; safety copies are kept"
+                    "restore FAILED: see above".to_string()
                 });
             });
             Ok(if report.ok { Outcome::Ok } else { Outcome::Failed })
