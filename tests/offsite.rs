@@ -1113,6 +1113,16 @@ fn a_directory_copy_missing_its_sidecar_is_kept_when_whole_and_sent_again_when_n
     assert_eq!(r["bytes"], 0, "{r}");
     let sidecar = std::fs::read_to_string(env.path("offsite/main").join(format!("{name}.sha256"))).unwrap();
     assert!(sidecar.starts_with(&std::fs::read_to_string(format!("{}.sha256", archive.display())).unwrap()[..64]));
+    // The text says it too.
+    std::fs::remove_file(env.path("offsite/main").join(format!("{name}.sha256"))).unwrap();
+    let out = env.run(&["backup", "push", "main"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains(&format!("pushed   {name} (continued from an earlier push)")),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]

@@ -606,6 +606,8 @@ fn a_restore_that_fails_before_replacing_anything_starts_again_what_pre_stopped(
     assert_eq!(code, 1, "{r:#}");
     let log = r["log"].to_string();
     assert!(log.contains("nothing was replaced, and the post hooks ran"), "{log}");
+    // The hook said nothing: its exit is the whole reason, with nothing dangling after it.
+    assert!(log.contains("failed: exit 3;"), "{log}");
     assert_eq!(std::fs::read_to_string(env.path("hooks.log")).unwrap(), "pre\npost\n");
     assert_eq!(rows(&env.path("app.db")), 0, "the database was not touched");
     let safety = PathBuf::from(r["plan"]["safety_dir"].as_str().unwrap());

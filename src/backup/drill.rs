@@ -411,7 +411,7 @@ pub fn drill(
                     if out.success() {
                         Ok(tail)
                     } else {
-                        Err(format!("{}: {tail}", out.summary(spec.timeout)))
+                        Err(out.summary_with(spec.timeout, &tail))
                     }
                 }
                 Err(e) => Err(e.to_string()),

@@ -304,7 +304,7 @@ pub(crate) fn run_tool(
         return Err(BackupError::Dump {
             what: redactor.redact(what).into_owned(),
             detail: redactor
-                .redact(&format!("{}: {}", out.summary(spec.timeout), out.stderr.trim()))
+                .redact(&out.summary_with(spec.timeout, &out.stderr))
                 .into_owned(),
         });
     }

@@ -291,9 +291,8 @@ fn run_hook(config: &Config, p: &Program, what: &str, log: &mut Vec<String>) -> 
             Ok(())
         }
         Ok(out) => Err(format!(
-            "{what} `{shown}` failed: {}: {}",
-            out.summary(spec.timeout),
-            config.redactor.redact(out.stderr.trim())
+            "{what} `{shown}` failed: {}",
+            out.summary_with(spec.timeout, &config.redactor.redact(&out.stderr))
         )),
         Err(e) => Err(format!("{what} `{shown}`: {e}")),
     }

@@ -419,6 +419,10 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
                     cx.out.line(format!("replaced {p}: {why}"));
                 }
                 for p in &report.pushed {
+                    if report.resumed.contains(p) {
+                        cx.out.line(format!("pushed   {p} (continued from an earlier push)"));
+                        continue;
+                    }
                     cx.out.line(format!("pushed   {p}"));
                 }
                 for (f, why) in &report.refused {

@@ -103,6 +103,15 @@ impl Outcome {
         }
     }
 
+    /// [`summary`](Self::summary), then `: said` when the command said anything.
+    pub fn summary_with(&self, timeout: Duration, said: &str) -> String {
+        let summary = self.summary(timeout);
+        match said.trim() {
+            "" => summary,
+            said => format!("{summary}: {said}"),
+        }
+    }
+
     /// stdout, then stderr under a marker if there was any.
     pub fn combined_output(&self) -> String {
         let mut out = self.stdout.clone();
