@@ -928,3 +928,29 @@ fn a_drill_check_gets_the_scratch_databases_password_but_its_output_keeps_it_out
     assert!(!evidence.contains("drill-s3cret"), "{evidence}");
     assert!(!r.to_string().contains("drill-s3cret"), "{r:#}");
 }
+
+#[test]
+fn a_restore_onto_a_filesystem_without_room_for_it_is_refused_before_anything_is_touched() {
+    let env = Env::new(&TARGET.replace("{ dir: data }", "{ dir: mnt/data }"));
+    setup(&env);
+    // The tree is archived from where there is room, then its place is a 1 MiB filesystem.
+    std::fs::create_dir_all(env.path("mnt")).unwrap();
+    std::fs::rename(env.path("data"), env.path("mnt/data")).unwrap();
+    env.write_incompressible("mnt/data/blob.bin", 3 << 20);
+    let archive = create(&env, "main");
+    std::fs::remove_dir_all(env.path("mnt/data")).unwrap();
+    let Some(out) = in_tmpfs(
+        &env,
+        "1m",
+        &format!(
+            "mkdir \"$MNT/data\"; echo kept > \"$MNT/data/notes.txt\"; R backup restore '{archive}' --execute; echo \"exit=$?\"; ls \"$MNT/data\""
+        ),
+    ) else {
+        return;
+    };
+    assert!(out.contains("exit=1"), "{out}");
+    assert!(out.contains("not enough room on the filesystem of"), "{out}");
+    assert!(out.contains("nothing was changed"), "{out}");
+    assert_eq!(out.lines().last(), Some("notes.txt"), "the tree is as it was: {out}");
+    assert!(!env.path("hooks.log").exists(), "the pre hook did not run");
+}

@@ -39,6 +39,9 @@ pub struct Step {
     /// The configured source the data goes back to (its index under `sources:`).
     #[serde(skip)]
     pub source: Option<usize>,
+    /// The bytes of data it puts back.
+    #[serde(skip)]
+    pub bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -83,6 +86,65 @@ fn writable(dir: &Path) -> Result<(), String> {
             Ok(())
         }
         Err(e) => Err(format!("{} is not writable: {e}", dir.display())),
+    }
+}
+
+/// Whether the filesystems the restore writes to have room for it (`plan.problems` says which
+/// has not): the staging copy of everything next to the archives, with each database's safety
+/// copy; and, on a filesystem other than that, each database or tree moved into place (a copy
+/// there, not a rename). Checked before anything is replaced, as a disk that fills halfway
+/// would leave the data partly restored.
+fn room(plan: &mut RestorePlan) {
+    use std::os::unix::fs::MetadataExt;
+    let dev = |p: &Path| existing_ancestor(p).and_then(|a| std::fs::metadata(&a).ok().map(|m| (m.dev(), a)));
+    let Some((staging_dev, staging_at)) = dev(&plan.safety_dir) else {
+        return;
+    };
+    // (device, a directory on it, bytes needed, for what)
+    let mut needs: Vec<(u64, PathBuf, u64, Vec<String>)> = vec![(
+        staging_dev,
+        staging_at,
+        plan.steps.iter().map(|s| s.bytes).sum(),
+        vec!["the staging copy".into()],
+    )];
+    let mut add = |dev: u64, at: PathBuf, bytes: u64, what: String| match needs.iter_mut().find(|n| n.0 == dev) {
+        Some(n) => {
+            n.2 += bytes;
+            n.3.push(what);
+        }
+        None => needs.push((dev, at, bytes, vec![what])),
+    };
+    for s in plan.steps.iter().filter(|s| s.kind == "sqlite" || s.kind == "dir") {
+        let to = PathBuf::from(&s.to);
+        if s.kind == "sqlite"
+            && let Ok(m) = std::fs::metadata(&to)
+        {
+            add(
+                staging_dev,
+                PathBuf::new(),
+                m.len(),
+                format!("the safety copy of {}", to.display()),
+            );
+        }
+        if let Some((d, at)) = dev(&to).filter(|(d, _)| *d != staging_dev) {
+            add(d, at, s.bytes, to.display().to_string());
+        }
+    }
+    for (_, at, bytes, whats) in needs {
+        let Ok(fs) = rustix::fs::statvfs(&at) else {
+            continue;
+        };
+        let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+        if bytes > free {
+            let mib = |b: u64| b as f64 / 1048576.0;
+            plan.problems.push(format!(
+                "not enough room on the filesystem of {}: {:.1} MiB needed, {:.1} MiB free (for {})",
+                at.display(),
+                mib(bytes),
+                mib(free),
+                whats.join(", ")
+            ));
+        }
     }
 }
 
@@ -149,6 +211,7 @@ pub fn plan(
                         .to_string(),
                 ),
                 source: index,
+                bytes: 0,
             },
             ("dir", Some(Source::Dir(d))) => Step {
                 kind: s.kind.clone(),
@@ -157,6 +220,7 @@ pub fn plan(
                 action: format!("replace the directory tree{moved}"),
                 safety: Some(sibling(&d.path, &format!(".pre-restore-{stamp}")).display().to_string()),
                 source: index,
+                bytes: 0,
             },
             ("postgres", Some(Source::Postgres(url))) => Step {
                 kind: s.kind.clone(),
@@ -165,6 +229,7 @@ pub fn plan(
                 action: format!("pg_restore --clean --if-exists into the database{moved}"),
                 safety: Some(safety_dir.join(format!("{i}-postgres.dump")).display().to_string()),
                 source: index,
+                bytes: 0,
             },
             ("command", _) => Step {
                 kind: s.kind.clone(),
@@ -173,6 +238,7 @@ pub fn plan(
                 action: "not restored automatically: the dump is left there to load by hand".into(),
                 safety: None,
                 source: None,
+                bytes: 0,
             },
             (kind, _) => {
                 plan.problems.push(format!(
@@ -183,6 +249,8 @@ pub fn plan(
                 continue;
             }
         };
+        let mut step = step;
+        step.bytes = s.files.iter().map(|f| f.size).sum();
         plan.steps.push(step);
     }
     preflight(&mut plan);
@@ -278,6 +346,7 @@ fn preflight(plan: &mut RestorePlan) {
             )),
         }
     }
+    room(plan);
 }
 
 fn run_hook(config: &Config, p: &Program, what: &str, log: &mut Vec<String>) -> Result<(), String> {

@@ -324,3 +324,39 @@ pub fn spawn_listening(
     }
     panic!("{what} exited at start five times (is it installed?)")
 }
+
+/// Runs `script` in a private mount namespace with a small tmpfs at `$MNT`; `None` when this
+/// machine does not allow mounting (the caller then skips with a note).
+#[allow(dead_code)]
+pub fn in_tmpfs(env: &Env, size: &str, script: &str) -> Option<String> {
+    let mnt = env.path("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let probe = Command::new("unshare")
+        .args([
+            "-m",
+            "sh",
+            "-c",
+            &format!("mount -t tmpfs -o size={size} tmpfs {}", mnt.display()),
+        ])
+        .status();
+    if !probe.map(|s| s.success()).unwrap_or(false) {
+        eprintln!("note: cannot mount a tmpfs here (needs root and mount namespaces); skipping");
+        return None;
+    }
+    let full = format!(
+        "set -u; mount -t tmpfs -o size={size} tmpfs \"$MNT\"; R() {{ \"$BIN\" --config \"$CFG\" \"$@\"; }}\n{script}"
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-c", &full])
+        .env("MNT", &mnt)
+        .env("BIN", BIN)
+        .env("CFG", &env.config)
+        .env_remove("RUNBOOK_LOG")
+        .output()
+        .unwrap();
+    Some(format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
