@@ -1207,7 +1207,17 @@ fn prune_of_a_dest_whose_archives_are_all_missing_forgets_nothing() {
     assert!(!listed.stdout.contains("elsewhere"), "{}", listed.stdout);
     let out = env.run(&["backup", "verify", "--latest", "main"]);
     assert!(out.stdout.contains("the archive's file is gone"), "{}", out.stdout);
+    assert!(out.stdout.contains("is its disk mounted"), "{}", out.stdout);
     assert!(!env.path("archives").exists());
+    // The disk not mounted says nothing of the archive: its good verification stands.
+    let (_, list) = env.json(&["backup", "list", "main"]);
+    let newest = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["path"] == archives[2].as_str())
+        .unwrap();
+    assert_eq!(newest["verify_ok"], true, "{list}");
     std::fs::rename(env.path("archives.real"), env.path("archives")).unwrap();
     let (_, list) = env.json(&["backup", "list", "main"]);
     for a in &archives {

@@ -367,8 +367,21 @@ pub fn verify_and_record(
     let known = super::record_of(store, path)?;
     let report = if known.is_some() && !path.exists() {
         let mut gone = VerifyReport::nothing_yet(path);
-        gone.problems
-            .push(format!("{}: the archive's file is gone", path.display()));
+        // Its directory gone with it: the disk is not mounted, which says nothing of this
+        // archive. (An empty directory may be an empty mount point or archives removed: the
+        // archive is gone as far as anyone can tell, and that is recorded.)
+        let dir = path.parent().unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            gone.unchecked = 1;
+            gone.problems.push(format!(
+                "{}: the archive's file is gone, with its directory {} (is its disk mounted?)",
+                path.display(),
+                dir.display()
+            ));
+        } else {
+            gone.problems
+                .push(format!("{}: the archive's file is gone", path.display()));
+        }
         gone
     } else {
         verify(path, super::crypt::identity_for(config, path).as_deref(), progress)?
