@@ -743,3 +743,40 @@ profiles:
     );
     assert!(!messages.iter().any(|m| m.contains("`run`")), "{messages:#?}");
 }
+
+#[test]
+fn config_show_masks_credentials_however_they_were_written() {
+    let env = Env::new(
+        r#"version: 1
+backups:
+  main:
+    sources: [ { postgres: "postgres://app:pg-pass-123@127.0.0.1:5432/app?sslmode=disable&password=q-pass-456" } ]
+    dest: archives
+    offsite:
+      url: s3://bucket/prefix
+      endpoint: http://127.0.0.1:9000
+      access_key_id: AKIDVISIBLE
+      secret_access_key: ${RB_TEST_S3_SECRET}
+"#,
+    );
+    let (code, stdout, stderr) = output(
+        env.cmd()
+            .env("RB_TEST_S3_SECRET", "s3-secret-789")
+            .args(["config", "show"]),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    for secret in ["pg-pass-123", "q-pass-456", "s3-secret-789"] {
+        assert!(!stdout.contains(secret), "{secret} shown:\n{stdout}");
+    }
+    // What says where things are stays readable.
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let shown = v.to_string();
+    assert!(
+        shown.contains("postgres://app:[redacted]@127.0.0.1:5432/app?sslmode=disable&password=[redacted]"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("AKIDVISIBLE") && shown.contains("s3://bucket/prefix"),
+        "{shown}"
+    );
+}

@@ -114,5 +114,75 @@ pub fn schema() -> serde_json::Value {
 pub fn redacted_json(config: &Config) -> serde_json::Value {
     let mut value = serde_json::to_value(config).unwrap_or(serde_json::Value::Null);
     config.redactor.redact_json(&mut value);
+    mask_credentials(&mut value);
     value
+}
+
+/// Settings that hold a credential whatever their value came from (written in runbook.yaml,
+/// or `${VAR}` from the process environment): shown as `[redacted]`.
+const CREDENTIAL_KEYS: &[&str] = &["secret_access_key", "bot_token", "secret", "password"];
+
+/// Masks [`CREDENTIAL_KEYS`], header values that carry one (`Authorization`, `X-Api-Key`, …)
+/// and the password of any `scheme://user:password@host` URL.
+fn mask_credentials(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    const MASK: &str = "[redacted]";
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if CREDENTIAL_KEYS.contains(&k.as_str()) && v.is_string() {
+                    *v = Value::String(MASK.into());
+                } else if k == "headers"
+                    && let Value::Object(headers) = v
+                {
+                    for (name, h) in headers.iter_mut() {
+                        let name = name.to_ascii_lowercase();
+                        if ["auth", "token", "key", "secret", "cookie"]
+                            .iter()
+                            .any(|w| name.contains(w))
+                        {
+                            *h = Value::String(MASK.into());
+                        }
+                    }
+                } else {
+                    mask_credentials(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(mask_credentials),
+        Value::String(text) => {
+            if let Some(masked) = url_without_password(text) {
+                *text = masked;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A URL with its password masked: `scheme://user:[redacted]@rest`, and `password=[redacted]`
+/// in its query; `None` for text that is no such URL or has no password.
+fn url_without_password(text: &str) -> Option<String> {
+    let (scheme, rest) = text.split_once("://")?;
+    if scheme.is_empty() || !scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) {
+        return None;
+    }
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let mut out = match rest[..authority_end].rfind('@') {
+        Some(at) => match rest[..at].split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:[redacted]{}", &rest[at..]),
+            None => text.to_string(),
+        },
+        None => text.to_string(),
+    };
+    if let Some(q) = out.find('?') {
+        let masked: Vec<String> = out[q + 1..]
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=[redacted]"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        out = format!("{}?{}", &out[..q], masked.join("&"));
+    }
+    (out != text).then_some(out)
 }
