@@ -535,14 +535,19 @@ fn put_back(
         }
     }
 
-    progress(Progress::Phase("putting the data back"));
     for (i, step) in plan.steps.iter().enumerate() {
+        progress(Progress::Phase("putting the data back"));
         let staged = staging.join(&step.from);
         match step.kind.as_str() {
             "sqlite" => {
                 let live = PathBuf::from(&step.to);
                 if live.exists() {
                     let safety = PathBuf::from(step.safety.as_deref().unwrap_or_default());
+                    // A database a running application holds locked waits here (up to 30 s):
+                    // the phase says what for.
+                    progress(Progress::Phase(
+                        "copying the current database aside (waiting while another process holds it locked)",
+                    ));
                     match super::sqlite::backup_copy(&live, &safety) {
                         Ok(_) => log.push(format!("safety copy of {} in {}", live.display(), safety.display())),
                         // A damaged database, the usual reason to restore, or one a crash
