@@ -1105,7 +1105,7 @@ fn keygen_makes_a_key_pair_that_encrypted_archives_are_written_and_read_with() {
 
     // Verified with another key, or none: it fails, saying so, and the archive's good
     // verification stands (the key says nothing of the archive).
-    let (other, _) = backup_key_pair();
+    let (other, _) = age_key();
     env.write("other.agekey", &other);
     let config = std::fs::read_to_string(env.path("runbook.yaml")).unwrap();
     for (with, said) in [
@@ -1144,16 +1144,6 @@ fn keygen_makes_a_key_pair_that_encrypted_archives_are_written_and_read_with() {
     assert_eq!(again.code, 2, "{}", again.stderr);
     assert!(again.stderr.contains("already exists"), "{}", again.stderr);
     assert_eq!(std::fs::read_to_string(&key).unwrap(), text);
-}
-
-/// A new age identity: (the identity file's text, its recipient).
-fn backup_key_pair() -> (String, String) {
-    use age::secrecy::ExposeSecret;
-    let identity = age::x25519::Identity::generate();
-    (
-        format!("{}\n", identity.to_string().expose_secret()),
-        identity.to_public().to_string(),
-    )
 }
 
 /// A target that keeps its last archive, and `n` archives of it (oldest first).

@@ -36,16 +36,6 @@ fn names(v: &serde_json::Value, key: &str) -> Vec<String> {
         .collect()
 }
 
-/// A new age identity: (the identity file's text, its recipient).
-fn age_key() -> (String, String) {
-    use age::secrecy::ExposeSecret;
-    let identity = age::x25519::Identity::generate();
-    (
-        format!("{}\n", identity.to_string().expose_secret()),
-        identity.to_public().to_string(),
-    )
-}
-
 fn setup(env: &Env) -> Vec<PathBuf> {
     env.write("data/a.txt", "alpha\n");
     let first = create(env);

@@ -360,3 +360,14 @@ pub fn in_tmpfs(env: &Env, size: &str, script: &str) -> Option<String> {
         String::from_utf8_lossy(&out.stderr)
     ))
 }
+
+/// A new age identity: (the identity file's text, its recipient).
+#[allow(dead_code)]
+pub fn age_key() -> (String, String) {
+    use age::secrecy::ExposeSecret;
+    let identity = age::x25519::Identity::generate();
+    (
+        format!("{}\n", identity.to_string().expose_secret()),
+        identity.to_public().to_string(),
+    )
+}
