@@ -1195,6 +1195,7 @@ fn prune_of_a_dest_whose_archives_are_all_missing_forgets_nothing() {
     let listed = env.run(&["backup", "list", "main"]);
     assert_eq!(listed.stdout.matches("(MISSING)").count(), 3, "{}", listed.stdout);
     assert!(!listed.stdout.contains("elsewhere"), "{}", listed.stdout);
+    assert!(listed.stdout.contains("is its disk mounted"), "{}", listed.stdout);
     let out = env.run(&["backup", "verify", "--latest", "main"]);
     assert!(out.stdout.contains("the archive's file is gone"), "{}", out.stdout);
     assert!(out.stdout.contains("is its disk mounted"), "{}", out.stdout);

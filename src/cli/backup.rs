@@ -244,6 +244,21 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
                     ]);
                 }
                 output::print_table(&t);
+                // A dest not there at all: its archives are listed missing, and this says why.
+                let mut unmounted: Vec<&str> = listed
+                    .iter()
+                    .filter(|l| l.in_dest && !l.present)
+                    .map(|l| l.record.target.as_str())
+                    .filter(|t| config.backups.get(*t).is_some_and(|b| !b.dest.exists()))
+                    .collect();
+                unmounted.sort_unstable();
+                unmounted.dedup();
+                for t in unmounted {
+                    cx.out.line(format!(
+                        "WARNING: {} (the dest of `{t}`) is not there: is its disk mounted?",
+                        config.backups[t].dest.display()
+                    ));
+                }
             });
             Ok(Outcome::Ok)
         }
