@@ -954,3 +954,29 @@ fn a_restore_onto_a_filesystem_without_room_for_it_is_refused_before_anything_is
     assert_eq!(out.lines().last(), Some("notes.txt"), "the tree is as it was: {out}");
     assert!(!env.path("hooks.log").exists(), "the pre hook did not run");
 }
+
+#[test]
+fn a_directory_that_cannot_be_written_is_one_problem_naming_everything_that_needs_it() {
+    let env = Env::new(
+        &TARGET
+            .replace("{ dir: data }", "{ dir: blocked/data }")
+            .replace("{ sqlite: app.db }", "{ sqlite: blocked/app.db }"),
+    );
+    setup(&env);
+    std::fs::create_dir_all(env.path("blocked")).unwrap();
+    std::fs::rename(env.path("data"), env.path("blocked/data")).unwrap();
+    std::fs::rename(env.path("app.db"), env.path("blocked/app.db")).unwrap();
+    let _ = std::fs::rename(env.path("app.db-wal"), env.path("blocked/app.db-wal"));
+    let archive = create(&env, "main");
+    std::fs::remove_dir_all(env.path("blocked")).unwrap();
+    std::fs::write(env.path("blocked"), "not a directory").unwrap();
+    let out = env.run(&["backup", "restore", &archive]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    let problems: Vec<&str> = out.stdout.lines().filter(|l| l.contains("PROBLEM")).collect();
+    assert_eq!(problems.len(), 1, "{}", out.stdout);
+    assert!(
+        problems[0].contains("blocked/app.db") && problems[0].contains("blocked/data"),
+        "{}",
+        out.stdout
+    );
+}
