@@ -1126,6 +1126,8 @@ fn keygen_makes_a_key_pair_that_encrypted_archives_are_written_and_read_with() {
         let (code, v) = env.json(&["backup", "verify", &archive]);
         assert_eq!(code, 1, "{v}");
         assert!(v["problems"][0].as_str().unwrap().contains(said), "{v}");
+        let text = env.run(&["backup", "verify", &archive]);
+        assert!(text.stdout.contains("could not be checked"), "{}", text.stdout);
         let (_, list) = env.json(&["backup", "list", "main"]);
         assert_eq!(list[0]["verify_ok"], true, "{list}");
     }

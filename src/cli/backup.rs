@@ -280,7 +280,14 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
                         cx.out.line(format!("  {p}: {r}"));
                     }
                 } else {
-                    cx.out.line(format!("FAILED: {}", report.archive.display()));
+                    if report.unchecked == report.problems.len() {
+                        cx.out.line(format!(
+                            "FAILED: {} could not be checked (nothing found wrong with it; its last verification stands)",
+                            report.archive.display()
+                        ));
+                    } else {
+                        cx.out.line(format!("FAILED: {}", report.archive.display()));
+                    }
                     for p in &report.problems {
                         cx.out.line(format!("  {p}"));
                     }
