@@ -1128,9 +1128,33 @@ fn a_push_to_a_directory_pushed_to_before_and_gone_since_is_refused_as_a_disk_no
     assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
     assert!(out.stderr.contains("is its disk mounted"), "{}", out.stderr);
     assert!(!env.path("offsite").exists(), "nothing made where the share should be");
+    // Nor when its mount point is there, empty; the error says how to go on if it is the
+    // right place after all.
+    std::fs::create_dir_all(env.path("offsite/main")).unwrap();
+    let out = env.run(&["backup", "push", "main"]);
+    assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("is its disk mounted") && out.stderr.contains("touch"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        env.names("offsite/main").is_empty(),
+        "nothing written under the mount point"
+    );
+    std::fs::remove_dir_all(env.path("offsite")).unwrap();
     // Back again: the next push finds its copies there.
     std::fs::rename(env.path("offsite.away"), env.path("offsite")).unwrap();
     let (code, r) = env.json(&["backup", "push", "main"]);
     assert_eq!(code, 0, "{r}");
     assert_eq!(names(&r, "skipped").len(), 1, "{r}");
+    // Copies removed from it on purpose are simply pushed again: the directory is marked.
+    for f in env.names("offsite/main") {
+        if f.contains(".tar.zst") {
+            std::fs::remove_file(env.path("offsite/main").join(f)).unwrap();
+        }
+    }
+    let (code, r) = env.json(&["backup", "push", "main"]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(names(&r, "pushed").len(), 1, "{r}");
 }

@@ -228,19 +228,38 @@ pub fn push(
 ) -> Result<PushReport, BackupError> {
     let t = super::target(config, name)?;
     let o = offsite_of(t, name)?;
-    // A directory that archives went to before and is not there now is a disk not mounted:
-    // the copies would fill the disk under its mount point.
-    if !o.url.starts_with("s3://") && !Path::new(&o.url).is_dir() && pushed_to_before(db, name, &o.url)? {
-        return Err(BackupError::io(
-            Path::new(&o.url),
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "the offsite directory is not there, though archives were pushed to it (is its disk mounted?): nothing pushed; \
-                 to start the offsite copies over in a new directory there, make it first (mkdir)",
-            ),
-        ));
+    // An offsite directory carries a mark once pushed to. One that archives went to before
+    // and has neither the mark nor any of them (or is not there at all) is a mount point
+    // with its disk not mounted: the copies would fill the disk under it.
+    let mark = (!o.url.starts_with("s3://")).then(|| Path::new(&o.url).join(OFFSITE_MARK));
+    if let Some(mark) = mark.as_ref().filter(|m| !m.exists()) {
+        let dir = Path::new(&o.url);
+        let before = pushed_before(db, name, &o.url)?;
+        let none_there = !before.is_empty()
+            && !before
+                .iter()
+                .any(|f| dir.join(f).is_file() || dir.join(format!("{f}{}", super::crypt::SUFFIX)).is_file());
+        if none_there {
+            return Err(BackupError::io(
+                dir,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!(
+                        "none of the {} archives pushed to this offsite directory is there, nor its {OFFSITE_MARK} (is its disk mounted?): \
+                         nothing pushed; if this is the right place, `mkdir -p {d} && touch {m}` and push again",
+                        before.len(),
+                        d = dir.display(),
+                        m = mark.display()
+                    ),
+                ),
+            ));
+        }
     }
     let bucket = bucket(o)?;
+    if let Some(mark) = mark.filter(|m| !m.exists()) {
+        std::fs::write(&mark, format!("runbook's offsite copies (target `{name}`)\n"))
+            .map_err(|e| BackupError::io(&mark, e))?;
+    }
     let (store, prefix) = (bucket.store.clone(), bucket.prefix.clone());
     let rt = crate::check::runtime();
     let recipients = recipients(o)?;
@@ -464,17 +483,32 @@ pub fn push(
     Ok(report)
 }
 
-/// Whether a push of target `name` has stored an archive at the offsite `url` (by the audit
-/// log's `backup.pushed` events).
-fn pushed_to_before(db: &Store, name: &str, url: &str) -> Result<bool, BackupError> {
+/// The file that marks a directory as runbook's offsite copies (see [`push`]).
+pub(crate) const OFFSITE_MARK: &str = ".runbook-offsite";
+
+/// The archives pushes of target `name` have stored at the offsite `url` (by the audit log's
+/// `backup.pushed` events), each once.
+fn pushed_before(db: &Store, name: &str, url: &str) -> Result<std::collections::BTreeSet<String>, BackupError> {
     let events = db.audit_list(&crate::store::AuditFilter {
         kind: Some("backup.pushed".into()),
         ..Default::default()
     })?;
-    Ok(events.iter().filter(|e| e.subject == name).any(|e| {
-        serde_json::from_str::<serde_json::Value>(&e.data)
-            .is_ok_and(|d| d["url"] == url && d["pushed"].as_array().is_some_and(|p| !p.is_empty()))
-    }))
+    Ok(events
+        .iter()
+        .filter(|e| e.subject == name)
+        .filter_map(|e| serde_json::from_str::<serde_json::Value>(&e.data).ok())
+        .filter(|d| d["url"] == url)
+        .flat_map(|d| {
+            d["pushed"]
+                .as_array()
+                .map(|p| {
+                    p.iter()
+                        .filter_map(|f| f.as_str().map(str::to_string))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        })
+        .collect())
 }
 
 /// Scratch directories of `backup push --check` in `dest`.
