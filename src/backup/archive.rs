@@ -489,16 +489,14 @@ pub fn sidecar_path(archive: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Why the archive at `path` is not the file its sidecar names (`None` when it is).
-pub fn sidecar_mismatch(path: &Path) -> Option<String> {
-    let sha = match hash_file(path) {
-        Ok((_, sha)) => sha,
-        Err(e) => return Some(format!("it cannot be read: {e}")),
-    };
-    match read_sidecar(path) {
-        Ok(expected) if expected == sha => None,
-        Ok(expected) => Some(format!("its SHA-256 is {sha}, its sidecar says {expected}")),
-        Err(e) => Some(format!("{}: {e}", sidecar_path(path).display())),
+/// The archive at `path` read whole against its sidecar: its SHA-256 when they agree, why
+/// not when they do not (or either cannot be read).
+pub fn against_sidecar(path: &Path) -> Result<String, String> {
+    match (hash_file(path), read_sidecar(path)) {
+        (Ok((_, sha)), Ok(expected)) if sha == expected => Ok(sha),
+        (Ok((_, sha)), Ok(expected)) => Err(format!("the archive's SHA-256 is {sha}, its sidecar says {expected}")),
+        (Err(e), _) => Err(format!("{}: {e}", path.display())),
+        (_, Err(e)) => Err(format!("the archive's sidecar: {e}")),
     }
 }
 

@@ -365,12 +365,7 @@ pub fn drill(
         progress(Progress::Phase("running drill checks"));
         // The scratch databases' passwords are the checks' to use, not to print: what a check
         // says goes into the evidence.
-        let passwords: Vec<String> = scratch_dbs
-            .iter()
-            .flat_map(|db| db.admin.env())
-            .map(|(_, p)| p)
-            .filter(|p| p.len() >= 4)
-            .collect();
+        let passwords = crate::config::Redactor::new(scratch_dbs.iter().flat_map(|db| db.admin.env()).map(|(_, p)| p));
         for c in &target.drill.checks {
             let t = Instant::now();
             let mut spec = Spec::new(c.program.argv(), c.timeout.map_or(CHECK_TIMEOUT, |d| d.0));
@@ -395,10 +390,8 @@ pub fn drill(
             }
             let result = match exec::run(&spec, &Cancel::default()) {
                 Ok(out) => {
-                    let mut text = config.redactor.redact(out.combined_output().trim()).into_owned();
-                    for p in &passwords {
-                        text = text.replace(p.as_str(), "[redacted]");
-                    }
+                    let text = config.redactor.redact(out.combined_output().trim()).into_owned();
+                    let text = passwords.redact(&text).into_owned();
                     let tail: String = text
                         .lines()
                         .rev()

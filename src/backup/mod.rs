@@ -626,12 +626,7 @@ pub fn target_of_any<'c>(
         Ok(found) => return Ok(found),
         Err(e) => e,
     };
-    let resolved = std::fs::canonicalize(archive_path).ok();
-    let recorded = store.list_backups(None)?.into_iter().find(|r| {
-        let p = Path::new(&r.path);
-        p == archive_path || (resolved.is_some() && std::fs::canonicalize(p).ok() == resolved)
-    });
-    let name = recorded
+    let name = record_of(store, archive_path)?
         .map(|r| r.target)
         .or_else(|| target_named_in(config, archive_path));
     match name.and_then(|n| config.backups.get_key_value(&n)) {

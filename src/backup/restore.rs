@@ -198,6 +198,7 @@ pub fn plan(
         } else {
             String::new()
         };
+        let bytes = s.files.iter().map(|f| f.size).sum();
         let step = match (s.kind.as_str(), configured) {
             ("sqlite", Some(Source::Sqlite(path))) => Step {
                 kind: s.kind.clone(),
@@ -211,7 +212,7 @@ pub fn plan(
                         .to_string(),
                 ),
                 source: index,
-                bytes: 0,
+                bytes,
             },
             ("dir", Some(Source::Dir(d))) => Step {
                 kind: s.kind.clone(),
@@ -220,7 +221,7 @@ pub fn plan(
                 action: format!("replace the directory tree{moved}"),
                 safety: Some(sibling(&d.path, &format!(".pre-restore-{stamp}")).display().to_string()),
                 source: index,
-                bytes: 0,
+                bytes,
             },
             ("postgres", Some(Source::Postgres(url))) => Step {
                 kind: s.kind.clone(),
@@ -229,7 +230,7 @@ pub fn plan(
                 action: format!("pg_restore --clean --if-exists into the database{moved}"),
                 safety: Some(safety_dir.join(format!("{i}-postgres.dump")).display().to_string()),
                 source: index,
-                bytes: 0,
+                bytes,
             },
             ("command", _) => Step {
                 kind: s.kind.clone(),
@@ -238,7 +239,7 @@ pub fn plan(
                 action: "not restored automatically: the dump is left there to load by hand".into(),
                 safety: None,
                 source: None,
-                bytes: 0,
+                bytes,
             },
             (kind, _) => {
                 plan.problems.push(format!(
@@ -249,8 +250,6 @@ pub fn plan(
                 continue;
             }
         };
-        let mut step = step;
-        step.bytes = s.files.iter().map(|f| f.size).sum();
         plan.steps.push(step);
     }
     preflight(&mut plan);
@@ -301,13 +300,9 @@ fn file_name(p: &Path) -> String {
 
 /// Everything that can be known before touching anything.
 fn preflight(plan: &mut RestorePlan) {
-    match (archive::hash_file(&plan.archive), archive::read_sidecar(&plan.archive)) {
-        (Ok((_, sha)), Ok(expected)) if sha == expected => plan.sha256 = Some(sha),
-        (Ok((_, sha)), Ok(expected)) => plan
-            .problems
-            .push(format!("the archive's SHA-256 is {sha}, its sidecar says {expected}")),
-        (Err(e), _) => plan.problems.push(format!("{}: {e}", plan.archive.display())),
-        (_, Err(e)) => plan.problems.push(format!("the archive's sidecar: {e}")),
+    match archive::against_sidecar(&plan.archive) {
+        Ok(sha) => plan.sha256 = Some(sha),
+        Err(why) => plan.problems.push(why),
     }
     // Each directory that must be writable, with what needs it, once each.
     let mut must_write: Vec<(PathBuf, Vec<String>)> = Vec::new();

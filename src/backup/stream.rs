@@ -233,17 +233,16 @@ fn pipe<T: Send + 'static>(
     let (tx, rx) = sync_channel(8);
     let handle = std::thread::spawn(move || {
         let feed = Feed { tx, spare };
-        let r = produce(&feed);
-        if let Err(e) = &r {
-            // The reader's copy of the error (it stays the thread's too), of the same kind.
-            let copy = if super::crypt::is_key_error(e) {
-                super::crypt::key_error(e.kind(), e.to_string())
-            } else {
-                io::Error::new(e.kind(), e.to_string())
-            };
-            let _ = feed.tx.send(Err(copy));
+        match produce(&feed) {
+            // The reader gets the error itself, whatever it wraps (a key error stays one);
+            // the thread's own result is a copy of its kind and words.
+            Err(e) => {
+                let copy = io::Error::new(e.kind(), e.to_string());
+                let _ = feed.tx.send(Err(e));
+                Err(copy)
+            }
+            done => done,
         }
-        r
     });
     let chunks = Chunks {
         rx,

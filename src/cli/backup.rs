@@ -388,7 +388,7 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
             let (name, target) = backup::target_of(&config, &archive).map_err(|e| {
                 match archive
                     .is_file()
-                    .then(|| backup::archive::sidecar_mismatch(&archive))
+                    .then(|| backup::archive::against_sidecar(&archive).err())
                     .flatten()
                 {
                     Some(why) => CliError::failed(
