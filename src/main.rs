@@ -40,6 +40,7 @@ fn init_logging(cli: &Cli) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
+    runbook::store::guard_file_size_limit();
     let json = cli.json;
     match cli::dispatch(cli) {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

@@ -171,6 +171,13 @@ fn a_cut_tail_is_shown_only_by_a_checkpoint_kept_elsewhere() {
         &env,
         "DELETE FROM audit_events WHERE seq > 6; DELETE FROM audit_checkpoints;",
     );
+    // The head file beside the state file still names seq 9: the cut is reported.
+    let (code, v) = env.json(&["audit", "verify"]);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["head_file"]["recorded_seq"], 9, "{v}");
+    // Whoever can cut the log can delete that file too: then only a checkpoint kept
+    // elsewhere shows the cut.
+    std::fs::remove_file(env.path("state/runbook.db.audit-head")).unwrap();
     let (code, v) = env.json(&["audit", "verify"]);
     assert_eq!(code, 0, "without a checkpoint from elsewhere a cut tail verifies: {v}");
     let out = env.run(&["audit", "verify", "--against", elsewhere.to_str().unwrap()]);

@@ -780,3 +780,140 @@ backups:
         "{shown}"
     );
 }
+
+/// xorshift, seeded from the clock unless CONFIG_PROPERTY_SEED says otherwise (printed).
+struct Rng(u64);
+
+impl Rng {
+    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        from[(self.0 % from.len() as u64) as usize]
+    }
+}
+
+#[test]
+fn a_duration_past_a_hundred_years_is_refused_where_it_is_written() {
+    let env = Env::new(
+        "version: 1\nprofiles:\n  p: { cron: \"@hourly\", timeout: 16000000000000w, tasks: [ { run: [true] } ] }\n",
+    );
+    let (line, col) = pos_of(&env, "16000000000000w");
+    let out = env.run(&["config", "check"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("`16000000000000w` is too long: durations go up to 36500d (100 years)")
+            && out.stderr.contains(&format!("runbook.yaml:{line}:{col}")),
+        "{}",
+        out.stderr
+    );
+    // Nothing ran: no state file was made.
+    assert!(!env.state_db().exists());
+}
+
+/// Random configurations built from the extremes a user can write (the longest durations,
+/// zero, one millisecond, odd cron times, huge limits): whatever `config check` accepts must
+/// list, render, dry-run and run without a panic (exit 101) or a crash by signal.
+#[test]
+fn every_config_that_config_check_accepts_runs_without_panic() {
+    const DURATIONS: &[&str] = &[
+        "0s", "1ms", "1s", "90s", "26h", "36500d", "5214w", "1ms", "36500d", "1s",
+    ];
+    const CRONS: &[&str] = &[
+        "* * * * * *",
+        "@yearly",
+        "0 0 29 2 *",
+        "59 23 31 12 *",
+        "0 0 31 2 *",
+        "*/1 * * * *",
+        "0 0 1 1 * 2099",
+    ];
+    const TIMEZONES: &[&str] = &["UTC", "Europe/Berlin", "Pacific/Kiritimati", "America/St_Johns"];
+    const SIZES: &[&str] = &["1", "64M", "16EiB", "18446744073709551615"];
+    let seed = std::env::var("CONFIG_PROPERTY_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("CONFIG_PROPERTY_SEED={seed}");
+    let mut rng = Rng(seed);
+    let (mut accepted, mut tried) = (0, 0);
+    while accepted < 12 && tried < 60 {
+        tried += 1;
+        let yaml = format!(
+            r#"version: 1
+checks:
+  beat: {{ heartbeat: {{ period: {period}, grace: {grace} }} }}
+  old: {{ file_age: {{ path: "{{dir}}", max_age: {max_age} }}, timeout: {check_timeout} }}
+notify:
+  channel_silent_after: {silent}
+  heartbeat_every: {hb}
+  channels: {{ hook: {{ webhook: {{ url: "http://127.0.0.1:9/" }} }} }}
+  routes: [ {{ channels: [hook], repeat_every: {repeat}, group_wait: {wait} }} ]
+audit: {{ checkpoint_every: {ckpt} }}
+sessions: {{ limits: {{ timeout: {session} }} }}
+profiles:
+  p:
+    cron: "{cron}"
+    timezone: {tz}
+    timeout: {profile_timeout}
+    tasks:
+      - {{ run: [true], timeout: {task_timeout}, kill_grace: {grace2}, cpu_time: {cpu}, memory_max: {mem} }}
+      - beat
+      - old
+"#,
+            period = rng.pick(DURATIONS),
+            grace = rng.pick(DURATIONS),
+            max_age = rng.pick(DURATIONS),
+            check_timeout = rng.pick(DURATIONS),
+            silent = rng.pick(DURATIONS),
+            hb = rng.pick(DURATIONS),
+            repeat = rng.pick(DURATIONS),
+            wait = rng.pick(DURATIONS),
+            ckpt = rng.pick(DURATIONS),
+            session = rng.pick(DURATIONS),
+            cron = rng.pick(CRONS),
+            tz = rng.pick(TIMEZONES),
+            profile_timeout = rng.pick(DURATIONS),
+            task_timeout = rng.pick(&DURATIONS[1..]),
+            grace2 = rng.pick(&DURATIONS[1..]),
+            cpu = rng.pick(DURATIONS),
+            mem = rng.pick(SIZES),
+        );
+        let env = Env::new(&yaml);
+        let check = env.run(&["config", "check"]);
+        assert!(
+            check.code == 0 || check.code == 2,
+            "seed {seed}: config check: {check:?}\n{yaml}"
+        );
+        if check.code != 0 {
+            continue;
+        }
+        accepted += 1;
+        for args in [
+            &["list"][..],
+            &["render-crontab"],
+            &["run", "p", "--dry-run"],
+            &["run", "p"],
+            &["check"],
+            &["alerts", "list"],
+        ] {
+            let out = env.run(args);
+            assert!(
+                (0..=3).contains(&out.code) && !out.stderr.contains("panicked"),
+                "seed {seed}: `runbook {}` on an accepted config: {out:?}\n{yaml}",
+                args.join(" ")
+            );
+        }
+    }
+    assert!(
+        accepted >= 3,
+        "seed {seed}: only {accepted} of {tried} configs were accepted"
+    );
+}

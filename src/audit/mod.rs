@@ -8,6 +8,7 @@
 pub mod actor;
 pub mod archive;
 pub mod checkpoint;
+pub mod tail;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};

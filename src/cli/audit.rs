@@ -83,7 +83,9 @@ pub fn run(cx: &Ctx, cmd: AuditCmd) -> Result<Outcome, CliError> {
             if let Some(a) = &against {
                 held.push((fetch(a)?, a.clone()));
             }
-            let wanted: HashSet<i64> = held.iter().map(|(c, _)| c.seq).collect();
+            let recorded_head = crate::store::head::read(&config.state.path);
+            let mut wanted: HashSet<i64> = held.iter().map(|(c, _)| c.seq).collect();
+            wanted.extend(recorded_head.as_ref().map(|h| h.seq));
             let (verifier, hashes) = scan(&store, &wanted)?;
             let head = verifier.head().cloned();
             let head_seq = head.as_ref().map_or(0, |h| h.0);
@@ -98,7 +100,24 @@ pub fn run(cx: &Ctx, cmd: AuditCmd) -> Result<Outcome, CliError> {
                 .collect();
             let bad_checkpoints: Vec<_> = judged.iter().filter(|j| !j.ok).collect();
             let files = crate::audit::archive::check_files(&store)?;
-            let intact = verifier.first_break.is_none() && bad_checkpoints.is_empty() && files.iter().all(|f| f.ok);
+            // Only a whole chain can be held against the head file: a broken one is reported
+            // as broken already.
+            let tail = recorded_head
+                .as_ref()
+                .filter(|_| verifier.first_break.is_none())
+                .map(|h| {
+                    crate::audit::tail::judge(
+                        &crate::store::head::path_for(&config.state.path),
+                        h,
+                        head_seq,
+                        anchor.as_ref(),
+                        &|s| hashes.get(&s).cloned(),
+                    )
+                });
+            let intact = verifier.first_break.is_none()
+                && bad_checkpoints.is_empty()
+                && files.iter().all(|f| f.ok)
+                && tail.as_ref().is_none_or(|t| t.ok);
             let value = json!({
                 "intact": intact,
                 "chain_intact": verifier.first_break.is_none(),
@@ -108,17 +127,18 @@ pub fn run(cx: &Ctx, cmd: AuditCmd) -> Result<Outcome, CliError> {
                 "first_bad": verifier.first_break,
                 "checkpoints": judged,
                 "archives": files,
+                "head_file": tail,
                 "trusted_keys": trusted.len(),
             });
             cx.out.either(&value, || {
                 match &verifier.first_break {
                     None => {
-                        let tail = head
+                        let at = head
                             .as_ref()
                             .map(|(seq, hash)| format!(", head #{seq} {}", &hash[..12]))
                             .unwrap_or_default();
                         cx.out.line(format!(
-                            "audit chain intact: {} event{}{tail}",
+                            "audit chain intact: {} event{}{at}",
                             verifier.checked,
                             if verifier.checked == 1 { "" } else { "s" }
                         ));
@@ -150,6 +170,13 @@ pub fn run(cx: &Ctx, cmd: AuditCmd) -> Result<Outcome, CliError> {
                         f.last_seq,
                         if f.ok { "" } else { "BAD: " },
                         f.detail
+                    ));
+                }
+                if let Some(t) = tail.as_ref().filter(|t| !t.ok) {
+                    cx.out.line(format!("LOST TAIL: {}", t.detail));
+                    cx.out.line(format!(
+                        "(recorded in {}; if an older state file was put back on purpose, delete that file: the next change records the head again)",
+                        t.file
                     ));
                 }
                 if !judged.is_empty() && trusted.is_empty() {

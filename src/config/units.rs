@@ -13,6 +13,10 @@ use std::time::Duration;
 pub struct HumanDuration(pub Duration);
 
 impl HumanDuration {
+    /// The longest duration a config may hold: every deadline computed from one (now plus
+    /// it, in an `Instant` or a calendar time) stays far inside what those types can hold.
+    pub const MAX: HumanDuration = HumanDuration(Duration::from_secs(36_500 * 86_400));
+
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
         if text.is_empty() {
@@ -41,6 +45,9 @@ impl HumanDuration {
                 other => return Err(format!("unknown unit `{other}` in `{text}` (use ms, s, m, h, d, w)")),
             };
             total = total.saturating_add(part);
+        }
+        if total > Self::MAX.0 {
+            return Err(format!("`{text}` is too long: durations go up to 36500d (100 years)"));
         }
         Ok(HumanDuration(total))
     }

@@ -6,6 +6,7 @@
 
 mod alerts;
 mod backups;
+pub mod head;
 mod heartbeats;
 mod notifications;
 mod sessions;
@@ -59,6 +60,9 @@ impl StoreError {
             Some(ErrorCode::ReadOnly) | Some(ErrorCode::CannotOpen) | Some(ErrorCode::PermissionDenied) => Some(
                 "the state file or its directory is not writable: fix its permissions or mount, or point state.url elsewhere; nothing was changed".into(),
             ),
+            Some(ErrorCode::DiskFull | ErrorCode::SystemIoFailure) if file_size_limit_reached() => Some(
+                "the state file reached this process's file size limit (ulimit -f, LimitFSIZE=): raise the limit and retry; the change was rolled back".into(),
+            ),
             Some(ErrorCode::DiskFull) => Some(DISK_FULL.into()),
             Some(ErrorCode::SystemIoFailure) if disk_full(path) => Some(DISK_FULL.into()),
             Some(ErrorCode::SystemIoFailure) => Some(
@@ -84,6 +88,25 @@ fn disk_full(path: &std::path::Path) -> bool {
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
     rustix::fs::statvfs(dir).map(|s| s.f_bavail == 0).unwrap_or(false)
+}
+
+static FILE_SIZE_LIMIT: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicBool>> = std::sync::OnceLock::new();
+
+/// Turns SIGXFSZ (a write past the file size limit) from a silent kill into an error: with a
+/// handler installed the write fails with EFBIG, the transaction rolls back, and the error
+/// names the limit. A handler, not SIG_IGN, so that child processes start with the default.
+pub fn guard_file_size_limit() {
+    let flag = FILE_SIZE_LIMIT.get_or_init(Default::default);
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGXFSZ, flag.clone()) {
+        tracing::debug!(error = %e, "cannot handle SIGXFSZ");
+    }
+}
+
+/// Whether a write of this process went past its file size limit.
+pub fn file_size_limit_reached() -> bool {
+    FILE_SIZE_LIMIT
+        .get()
+        .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;

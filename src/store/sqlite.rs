@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use super::head::{self, Head};
 use super::types::*;
 use super::{Result, StoreError};
 use crate::audit::checkpoint::Checkpoint;
@@ -62,51 +63,33 @@ pub struct Store {
     path: PathBuf,
 }
 
-/// Whether a process other than this one holds SQLite's "dead man switch" read lock on the
-/// WAL index (`-shm`), which every connection holds while it has the database open (byte
-/// 128 of the file in SQLite's unix VFS). POSIX `F_GETLK` reports other processes' locks
-/// only. Unknown (no file, an error) counts as no.
-fn other_process_has_open(shm: &Path) -> bool {
-    use std::os::fd::AsRawFd;
-    const DMS_BYTE: libc::off_t = 128;
-    let Ok(f) = std::fs::File::open(shm) else {
-        return false;
-    };
-    // SAFETY: a plain F_GETLK on an open descriptor, into a zeroed flock we own.
-    unsafe {
-        let mut lock: libc::flock = std::mem::zeroed();
-        lock.l_type = libc::F_WRLCK as libc::c_short;
-        lock.l_whence = libc::SEEK_SET as libc::c_short;
-        lock.l_start = DMS_BYTE;
-        lock.l_len = 1;
-        libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut lock) == 0 && lock.l_type != libc::F_UNLCK as libc::c_short
-    }
-}
-
 /// WAL size past which closing a connection checkpoints and truncates it (about 60 pages:
 /// rebuilding the index of a WAL this size costs a new process ~0.1 ms).
 const WAL_TRUNCATE_AT: u64 = 256 * 1024;
 
 impl Drop for Store {
     fn drop(&mut self) {
+        // Only a stat of the WAL: opening (and so closing) a descriptor of the database, its
+        // `-wal` or its `-shm` would drop every POSIX lock this process holds on it, SQLite's
+        // own included, and let the checkpoint below run unprotected.
         let mut wal = self.path.clone().into_os_string();
         wal.push("-wal");
         if std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) <= WAL_TRUNCATE_AT {
             return;
         }
-        // While another process (the daemon) has the file open, its WAL index stays valid
-        // and nobody pays to rebuild it: leave the checkpoints to SQLite and that process.
-        let mut shm = self.path.clone().into_os_string();
-        shm.push("-shm");
-        if other_process_has_open(Path::new(&shm)) {
-            return;
-        }
         let conn = self.conn.get_mut().unwrap_or_else(|e| e.into_inner());
-        // Never wait at exit: when another process is busy with the file, the next
-        // closing connection truncates instead.
+        // The checkpoint goes through SQLite, under SQLite's locks; it never waits at exit:
+        // when another process is busy with the file, it gives up and a later close tries.
         let _ = conn.busy_timeout(std::time::Duration::ZERO);
         let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
     }
+}
+
+thread_local! {
+    /// The audit head before and after the events appended by the write transaction running
+    /// on this thread (`Store::write` holds the connection for its whole length, so one
+    /// transaction at a time per thread).
+    static APPENDED: std::cell::RefCell<Option<(Option<Head>, Head)>> = const { std::cell::RefCell::new(None) };
 }
 
 const RUN_COLUMNS: &str = "id, parent_id, profile, task, kind, trigger, status, host, pid, pid_start, \
@@ -268,9 +251,45 @@ impl Store {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(self.err(context))?;
+        APPENDED.with(|a| a.borrow_mut().take());
         let value = f(&tx).map_err(self.err(context))?;
         tx.commit().map_err(self.err(context))?;
+        if let Some((before, new)) = APPENDED.with(|a| a.borrow_mut().take()) {
+            self.record_head(&conn, before.as_ref(), &new);
+        }
         Ok(value)
+    }
+
+    /// Moves the audit head file to `new` after a commit. The commit stands whatever happens
+    /// here: a head file left behind only makes a lost tail harder to prove.
+    fn record_head(&self, conn: &Connection, before: Option<&Head>, new: &Head) {
+        let mut hash_at = |seq: i64| -> Option<Option<String>> {
+            let found: Option<String> = conn
+                .query_row("SELECT hash FROM audit_events WHERE seq = ?1", [seq], |r| r.get(0))
+                .optional()
+                .ok()?;
+            match found {
+                Some(h) => Some(Some(h)),
+                None => conn
+                    .query_row(
+                        "SELECT 1 FROM audit_archives WHERE ?1 BETWEEN first_seq AND last_seq",
+                        [seq],
+                        |_| Ok(()),
+                    )
+                    .optional()
+                    .ok()?
+                    .map(|()| None),
+            }
+        };
+        match head::advance(&self.path, before, new, &mut hash_at) {
+            Ok(head::Advance::Recorded) => {}
+            Ok(head::Advance::Diverged(h)) => tracing::warn!(
+                recorded = h.seq,
+                now = new.seq,
+                "the audit head file names an event this state file does not hold: committed events were lost; run `runbook audit verify`"
+            ),
+            Err(e) => tracing::debug!(error = %e, "cannot record the audit head"),
+        }
     }
 
     pub fn migration_state(&self) -> Result<MigrationState> {
@@ -820,6 +839,23 @@ pub(super) fn append_audit(tx: &Transaction, draft: &Draft) -> rusqlite::Result<
         None => (1, audit::GENESIS.to_string()),
     };
     let event = audit::seal(seq, clock::to_text(clock::now()), draft, prev);
+    APPENDED.with(|a| {
+        let mut a = a.borrow_mut();
+        let before = match a.take() {
+            Some((before, _)) => before,
+            None => (seq > 1).then(|| Head {
+                seq: seq - 1,
+                hash: event.prev_hash.clone(),
+            }),
+        };
+        *a = Some((
+            before,
+            Head {
+                seq,
+                hash: event.hash.clone(),
+            },
+        ));
+    });
     tx.prepare_cached(
         "INSERT INTO audit_events (seq, ts, actor, kind, subject, data, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
