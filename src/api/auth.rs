@@ -5,7 +5,6 @@
 //! Tokens are read from the store at most every `REFRESH`, not per request.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
@@ -15,17 +14,18 @@ use sha2::{Digest, Sha256};
 
 use super::ApiState;
 use super::error::ApiError;
+use super::limit::{self, Client};
 use crate::audit::hex;
-
-const REFRESH: Duration = Duration::from_secs(5);
-const MISS_REFRESH: Duration = Duration::from_secs(1);
 
 /// (name, hash, scope) of each known token.
 type Known = Vec<(String, String, String)>;
 
+/// The known tokens, with the state file's version (`PRAGMA data_version`) they were read at.
+/// Any commit by any process moves the version, so a token created or revoked is seen by the
+/// very next request; between commits, every answer comes from memory.
 #[derive(Default)]
 pub struct TokenCache {
-    inner: Mutex<Option<(Instant, Known)>>,
+    inner: Mutex<Option<(i64, Known)>>,
 }
 
 /// A new token: `rbk_` and 32 random bytes in hex.
@@ -45,43 +45,33 @@ pub(super) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+fn lookup(tokens: &[(String, String, String)], presented: &str) -> Option<(String, String)> {
+    let want = hash(presented);
+    // Every hash is compared, whatever matches first: the time does not depend on the token.
+    let mut found = None;
+    for (name, h, scope) in tokens {
+        if ct_eq(h.as_bytes(), want.as_bytes()) {
+            found = Some((name.clone(), scope.clone()));
+        }
+    }
+    found
+}
+
 impl TokenCache {
-    /// (name, scope) of the token whose hash matches, if any.
-    /// The answer from the cache when it is fresh enough to give one, without touching the
-    /// store; `None` when the store must be read.
-    fn cached(&self, presented: &str) -> Option<Option<(String, String)>> {
-        let want = hash(presented);
+    /// (name, scope) of the token, from memory when nothing committed since the tokens were
+    /// read; `None` when the store must be read.
+    fn cached(&self, version: Option<i64>, presented: &str) -> Option<Option<(String, String)>> {
         let guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let (at, tokens) = guard.as_ref()?;
-        // Every hash is compared, whatever matches first: the time does not depend on the token.
-        let mut found = None;
-        for (name, h, scope) in tokens {
-            if ct_eq(h.as_bytes(), want.as_bytes()) {
-                found = Some((name.clone(), scope.clone()));
-            }
-        }
-        let age = at.elapsed();
-        (age <= REFRESH && (found.is_some() || age <= MISS_REFRESH)).then_some(found)
+        (Some(*at) == version).then(|| lookup(tokens, presented))
     }
 
+    /// (name, scope) of the token whose hash matches, if any, reading the tokens again when
+    /// the state file changed since they were read.
     pub(super) fn find(&self, state: &ApiState, presented: &str) -> Result<Option<(String, String)>, ApiError> {
-        let want = hash(presented);
-        let lookup = |tokens: &[(String, String, String)]| {
-            let mut found = None;
-            for (name, h, scope) in tokens {
-                if ct_eq(h.as_bytes(), want.as_bytes()) {
-                    found = Some((name.clone(), scope.clone()));
-                }
-            }
-            found
-        };
-        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let age = guard.as_ref().map(|(at, _)| at.elapsed());
-        let cached = guard.as_ref().and_then(|(_, t)| lookup(t));
-        // Re-read on expiry, or on a miss (a token created a moment ago), at most once a second.
-        let stale = age.is_none_or(|a| a > REFRESH || (cached.is_none() && a > MISS_REFRESH));
-        if !stale {
-            return Ok(cached);
+        let version = state.versions.data_version().ok();
+        if let Some(found) = self.cached(version, presented) {
+            return Ok(found);
         }
         let tokens: Vec<_> = state
             .store
@@ -89,8 +79,12 @@ impl TokenCache {
             .into_iter()
             .map(|t| (t.name, t.hash, t.scope))
             .collect();
-        let found = lookup(&tokens);
-        *guard = Some((Instant::now(), tokens));
+        let found = lookup(&tokens, presented);
+        // Read before the tokens: a commit meanwhile leaves an older version with them, and
+        // the next request reads again.
+        if let Some(v) = version {
+            *self.inner.lock().unwrap_or_else(|e| e.into_inner()) = Some((v, tokens));
+        }
         Ok(found)
     }
 }
@@ -107,7 +101,10 @@ pub async fn require_token(
 ) -> Result<Response, ApiError> {
     let path = req.uri().path();
     // Pings authorise themselves (the check's key, or a token): see `ping.rs`.
-    if state.public.iter().any(|p| p == path) || path.starts_with("/ping/") {
+    if state.config().api.public.iter().any(|p| p == path) || path.starts_with("/ping/") {
+        if let Some(over) = limit::check(&state, Client::Peer(&req)) {
+            return Ok(over);
+        }
         return Ok(next.run(req).await);
     }
     let bearer = req
@@ -146,6 +143,9 @@ pub async fn require_token(
     };
     let presented = bearer.or_else(browser);
     let Some(token) = presented else {
+        if let Some(over) = limit::check(&state, Client::Peer(&req)) {
+            return Ok(over);
+        }
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -153,7 +153,8 @@ pub async fn require_token(
         ));
     };
     // A fresh cache answers in place; only a refresh goes to the store, on a blocking thread.
-    let found = match state.tokens.cached(token) {
+    let version = state.versions.data_version().ok();
+    let found = match state.tokens.cached(version, token) {
         Some(found) => found,
         None => {
             let st = state.clone();
@@ -163,20 +164,28 @@ pub async fn require_token(
                 .map_err(ApiError::internal)??
         }
     };
-    match found {
-        None => Err(ApiError::new(
+    let Some((name, scope)) = found else {
+        if let Some(over) = limit::check(&state, Client::Peer(&req)) {
+            return Ok(over);
+        }
+        return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "unknown or revoked token",
-        )),
-        Some((_, scope)) if scope != "write" && !matches!(*req.method(), Method::GET | Method::HEAD) => Err(
-            ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this token can only read"),
-        ),
-        Some((name, _)) => {
-            req.extensions_mut().insert(Caller(name));
-            Ok(next.run(req).await)
-        }
+        ));
+    };
+    if let Some(over) = limit::check(&state, Client::Token(&name)) {
+        return Ok(over);
     }
+    if scope != "write" && !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this token can only read",
+        ));
+    }
+    req.extensions_mut().insert(Caller(name));
+    Ok(next.run(req).await)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::ApiState;
 use super::auth::Caller;
 use super::error::ApiError;
-use super::query::id;
+use super::query::{OptionalJson, id};
 use crate::session::{self, SessionError};
 
 #[utoipa::path(get, path = "/v1/changes", tag = "sessions", security(("bearer" = [])),
@@ -37,11 +37,11 @@ pub async fn approve(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,
-    body: Option<Json<ApproveBody>>,
+    OptionalJson(body): OptionalJson<ApproveBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = id(&raw)?;
     let actor = format!("token:{}", caller.0);
-    let signature = body.and_then(|Json(b)| b.signature);
+    let signature = body.and_then(|b| b.signature);
     let decided = tokio::task::spawn_blocking(move || {
         let config = state.config();
         session::decide(&config, &state.store, id, true, &actor, None, signature.as_deref())

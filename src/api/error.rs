@@ -56,6 +56,17 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+/// A handler that panicked: a JSON 500 and one log line, and the connection and the server
+/// go on.
+pub fn panicked(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic");
+    ApiError::internal(format!("a request handler panicked: {what}")).into_response()
+}
+
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint; see /v1/health for what is served")
 }

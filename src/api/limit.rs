@@ -1,86 +1,94 @@
-//! Rate limiting per client: a token bucket per API token (by its hash) or, without one, per
-//! peer address; over the limit is 429 with `Retry-After`.
+//! Rate limiting per client, decided after authentication: a token bucket per API token (by
+//! its name) or, for anything not authenticated, per peer address; over the limit is 429
+//! with `Retry-After`.
 //!
 //! A small map instead of a crate: the need is one bucket per key, refilled by elapsed time.
 //! Memory is bounded: idle buckets are dropped when the map grows past `MAX_KEYS`.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::ApiState;
 use super::error::ApiError;
+use crate::config::model::RateLimit;
 
 const MAX_KEYS: usize = 10_000;
 
+#[derive(Default)]
 pub struct Limiter {
-    per_second: f64,
-    burst: f64,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
 }
 
 impl Limiter {
-    pub fn new(per_second: u32, burst: u32) -> Self {
-        Limiter {
-            per_second: per_second as f64,
-            burst: burst.max(1) as f64,
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
     /// `Ok` when the request may go; `Err(seconds)` to wait otherwise.
-    fn take(&self, key: &str) -> Result<(), u64> {
+    fn take(&self, key: &str, rate: RateLimit) -> Result<(), u64> {
+        let (per_second, burst) = (f64::from(rate.per_second.max(1)), f64::from(rate.burst.max(1)));
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() > MAX_KEYS {
-            let (rate, burst) = (self.per_second, self.burst);
-            buckets.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * rate < burst);
+            buckets.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * per_second < burst);
+            // Still past the bound (that many clients busy at once): the oldest half goes.
+            if buckets.len() > MAX_KEYS {
+                let mut ages: Vec<Instant> = buckets.values().map(|(_, at)| *at).collect();
+                ages.sort_unstable();
+                let cut = ages[ages.len() / 2];
+                buckets.retain(|_, (_, at)| *at > cut);
+            }
         }
-        let (tokens, at) = buckets.entry(key.to_string()).or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
+        let (tokens, at) = buckets.entry(key.to_string()).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * per_second).min(burst);
         *at = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
             Ok(())
         } else {
-            Err(((1.0 - *tokens) / self.per_second).ceil().max(1.0) as u64)
+            Err(((1.0 - *tokens) / per_second).ceil().max(1.0) as u64)
         }
     }
 }
 
-pub async fn limit(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
-    let Some(limiter) = &state.limiter else {
-        return next.run(req).await;
-    };
-    let key = match req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        Some(auth) => format!("token:{}", super::auth::hash(auth)),
-        None => req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| format!("ip:{}", c.0.ip()))
-            .unwrap_or_else(|| "ip:unknown".into()),
-    };
-    match limiter.take(&key) {
-        Ok(()) => next.run(req).await,
-        Err(wait) => {
-            let mut resp = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!("too many requests; retry in {wait}s"),
-            )
-            .into_response();
-            if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
+/// Who a request is counted against: an authenticated request against its token's name
+/// (however many connections or addresses it comes from), anything else against its
+/// client's address (an IPv6 client by its /64, which one host usually holds whole). A
+/// made-up bearer token is not authenticated: it buys no bucket of its own.
+pub enum Client<'a> {
+    Token(&'a str),
+    Peer(&'a Request),
+}
+
+/// `None` when the request may go on; a 429 with `Retry-After` when its client is over the
+/// limit (`api.rate_limit`).
+pub fn check(state: &ApiState, client: Client<'_>) -> Option<Response> {
+    let rate = state.config().api.rate_limit?;
+    let key = match client {
+        Client::Token(name) => format!("token:{name}"),
+        Client::Peer(req) => match req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()) {
+            Some(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+                let s = v6.segments();
+                format!("ip:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
             }
-            resp
-        }
+            Some(IpAddr::V6(v6)) => format!("ip:{}", v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)),
+            Some(ip) => format!("ip:{ip}"),
+            None => "ip:unknown".into(),
+        },
+    };
+    let wait = state.limiter.take(&key, rate).err()?;
+    let mut resp = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("too many requests; retry in {wait}s"),
+    )
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
     }
+    Some(resp)
 }
 
 #[cfg(test)]
@@ -89,9 +97,13 @@ mod tests {
 
     #[test]
     fn a_burst_passes_then_the_rate_applies() {
-        let l = Limiter::new(1, 3);
-        assert!(l.take("a").is_ok() && l.take("a").is_ok() && l.take("a").is_ok());
-        assert_eq!(l.take("a"), Err(1));
-        assert!(l.take("b").is_ok(), "buckets are per client");
+        let l = Limiter::default();
+        let r = RateLimit {
+            per_second: 1,
+            burst: 3,
+        };
+        assert!(l.take("a", r).is_ok() && l.take("a", r).is_ok() && l.take("a", r).is_ok());
+        assert_eq!(l.take("a", r), Err(1));
+        assert!(l.take("b", r).is_ok(), "buckets are per client");
     }
 }

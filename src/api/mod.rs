@@ -53,25 +53,20 @@ pub struct ApiState {
     readers: Vec<Arc<Store>>,
     next_reader: AtomicUsize,
     /// A connection that never writes, for `PRAGMA data_version` (see `cache`).
-    versions: Arc<Store>,
+    pub(crate) versions: Arc<Store>,
     cache: cache::ReadCache,
     /// Swapped by the daemon on reload.
     pub config: Arc<RwLock<Arc<Config>>>,
-    /// Paths served without a token.
-    pub public: Vec<String>,
     pub started: Instant,
     tokens: auth::TokenCache,
     telemetry: telemetry::Telemetry,
-    /// `None` when `api.rate_limit: off`.
-    limiter: Option<limit::Limiter>,
+    /// Buckets per client; the rate and burst are read from the configuration each time, so
+    /// a reload changes them (`api.rate_limit: off` turns limiting off).
+    limiter: limit::Limiter,
 }
 
 impl ApiState {
     pub fn new(store: Arc<Store>, config: Arc<RwLock<Arc<Config>>>) -> Self {
-        let (public, rate) = {
-            let c = config.read().unwrap_or_else(|e| e.into_inner());
-            (c.api.public.clone(), c.api.rate_limit)
-        };
         let open = || {
             Store::open_existing(store.path())
                 .ok()
@@ -88,11 +83,10 @@ impl ApiState {
             cache: cache::ReadCache::default(),
             store,
             config,
-            public,
             started: Instant::now(),
             tokens: auth::TokenCache::default(),
             telemetry: telemetry::Telemetry::default(),
-            limiter: rate.map(|r| limit::Limiter::new(r.per_second, r.burst)),
+            limiter: limit::Limiter::default(),
         }
     }
 
@@ -143,7 +137,6 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), cache::reuse))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), limit::limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), telemetry::observe))
         .layer(tower_http::compression::CompressionLayer::new())
         .layer(TimeoutLayer::with_status_code(
@@ -151,6 +144,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             REQUEST_TIMEOUT,
         ))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(error::panicked))
         .with_state(state)
 }
 

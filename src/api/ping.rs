@@ -88,43 +88,57 @@ async fn ping(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string);
     let st = state.clone();
-    let token_ok = match bearer {
-        Some(t) => tokio::task::spawn_blocking(move || st.token_scope(&t))
+    // Only a token that may write can change state through a ping; a read token is no key.
+    let token = match bearer {
+        Some(t) => tokio::task::spawn_blocking(move || st.tokens.find(&st, &t))
             .await
             .map_err(ApiError::internal)??
-            .is_some(),
-        None => false,
+            .filter(|(_, scope)| scope == "write"),
+        None => None,
     };
-    if !key_ok && !token_ok {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "ping with ?key=THE_CHECK_KEY or an API token",
-        ));
-    }
+    let actor = match (&token, key_ok) {
+        (Some((name, _)), _) => format!("token:{name}"),
+        (None, true) => format!("ping:{name}"),
+        (None, false) => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "ping with ?key=THE_CHECK_KEY or an API token that may write",
+            ));
+        }
+    };
     let st = state.clone();
     let name2 = name.clone();
+    // The configuration this request was judged against, whole: a reload that removes the
+    // check meanwhile must not make the rest of the request look it up again.
+    let check = check.clone();
     let outcome = tokio::task::spawn_blocking(move || -> Result<check::Outcome, ApiError> {
-        let now = clock::now();
-        let duration = if status == "start" {
-            None
-        } else {
+        crate::audit::actor::acting_as(&actor, || {
+            let now = clock::now();
+            let duration = if status == "start" {
+                None
+            } else {
+                st.store
+                    .heartbeat(&name2)?
+                    .filter(|b| b.last_status == "start")
+                    .and_then(|b| b.last_start.as_deref().and_then(clock::from_text))
+                    .map(|s| now.as_millisecond() - s.as_millisecond())
+            };
+            let draft = crate::audit::Draft::new(
+                "heartbeat.pinged",
+                &name2,
+                json!({ "ping": status, "exit_code": exit_code }),
+                &config.redactor,
+            );
             st.store
-                .heartbeat(&name2)?
-                .filter(|b| b.last_status == "start")
-                .and_then(|b| b.last_start.as_deref().and_then(clock::from_text))
-                .map(|s| now.as_millisecond() - s.as_millisecond())
-        };
-        st.store
-            .record_ping(&name2, status, exit_code, &clock::to_text(now), duration)?;
-        let config = st.config();
-        let c = &config.checks[&name2];
-        let outcome = check::runtime().block_on(check::probe(&config, &name2, c));
-        alert::record_and_observe(&st.store, &config, std::slice::from_ref(&outcome), &[])?;
-        if let Err(e) = crate::notify::dispatch::dispatch_due(&config, &st.store) {
-            tracing::warn!(error = %e, "cannot send notifications after a ping");
-        }
-        Ok(outcome)
+                .record_ping(&name2, status, exit_code, &clock::to_text(now), duration, &draft)?;
+            let outcome = check::runtime().block_on(check::probe(&config, &name2, &check));
+            alert::record_and_observe(&st.store, &config, std::slice::from_ref(&outcome), &[])?;
+            if let Err(e) = crate::notify::dispatch::dispatch_due(&config, &st.store) {
+                tracing::warn!(error = %e, "cannot send notifications after a ping");
+            }
+            Ok(outcome)
+        })
     })
     .await
     .map_err(ApiError::internal)??;

@@ -202,18 +202,23 @@ pub fn daemon(cx: &Ctx, args: DaemonArgs) -> Result<Outcome, CliError> {
 pub fn reload(cx: &Ctx) -> Result<Outcome, CliError> {
     // Validate first: a bad file is reported here, and the daemon is not disturbed.
     let config = cx.load()?;
-    match daemon::signal_reload(&config) {
-        Some(pid) => {
-            cx.out.either(&json!({ "reloaded": true, "pid": pid }), || {
-                cx.out.line(format!(
-                    "configuration is valid; asked the daemon (pid {pid}) to reload"
-                ))
-            });
-            Ok(Outcome::Ok)
-        }
-        None => Err(CliError::failed(
+    let (daemon_pid, serve_pid) = daemon::signal_reload(&config);
+    if daemon_pid.is_none() && serve_pid.is_none() {
+        return Err(CliError::failed(
             format!("no runbook daemon is running on {}", config.state.path.display()),
             Some("start it with `runbook daemon` (or systemctl start runbook)".into()),
-        )),
+        ));
     }
+    cx.out.either(
+        &json!({ "reloaded": true, "pid": daemon_pid.or(serve_pid), "daemon_pid": daemon_pid, "serve_pid": serve_pid }),
+        || {
+            for (what, pid) in [("the daemon", daemon_pid), ("runbook serve", serve_pid)] {
+                if let Some(pid) = pid {
+                    cx.out
+                        .line(format!("configuration is valid; asked {what} (pid {pid}) to reload"));
+                }
+            }
+        },
+    );
+    Ok(Outcome::Ok)
 }

@@ -25,6 +25,7 @@ pub async fn shutdown_signal() {
 }
 
 pub fn serve(cx: &Ctx, listen: Option<String>) -> Result<Outcome, CliError> {
+    let config_path = crate::config::discover(cx.config_path.as_deref())?;
     let config = cx.load()?;
     let store = Arc::new(cx.open_store(&config)?);
     let text = listen.unwrap_or_else(|| config.api.listen.clone());
@@ -34,8 +35,16 @@ pub fn serve(cx: &Ctx, listen: Option<String>) -> Result<Outcome, CliError> {
             Some("e.g. --listen 127.0.0.1:8923".into()),
         )
     })?;
-    let state = Arc::new(ApiState::new(store.clone(), Arc::new(RwLock::new(Arc::new(config)))));
+    // `runbook reload` finds this process by the lock; a second `serve` on the same state
+    // file runs without it and reloads on its own SIGHUP only.
+    let _lock = crate::schedule::lock::try_lock_serve(&config.state.path).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot take the serve lock: `runbook reload` will not find this process");
+        None
+    });
+    let shared = Arc::new(RwLock::new(Arc::new(config)));
+    let state = Arc::new(ApiState::new(store.clone(), shared.clone()));
     crate::check::runtime().block_on(async move {
+        tokio::spawn(reload_on_hangup(config_path, shared));
         let listener = api::bind(addr, &store).await.map_err(|e| {
             let hint = e.hint();
             CliError::internal(e.to_string(), hint)
@@ -49,6 +58,26 @@ pub fn serve(cx: &Ctx, listen: Option<String>) -> Result<Outcome, CliError> {
         tracing::info!("API stopped");
         Ok(Outcome::Ok)
     })
+}
+
+/// SIGHUP: loads the configuration again and swaps it in for the next request (public
+/// paths, rate limit, approvers, checks); a bad file is logged and the old one kept.
+async fn reload_on_hangup(path: std::path::PathBuf, shared: Arc<RwLock<Arc<crate::config::Config>>>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let current = shared.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let path = path.clone();
+        let loaded = tokio::task::spawn_blocking(move || crate::schedule::daemon::reload(&path, &current)).await;
+        if let Ok(Some(new)) = loaded {
+            *shared.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+            tracing::info!("configuration reloaded");
+        } else {
+            tracing::error!("configuration not reloaded: the old one stays in force");
+        }
+    }
 }
 
 pub fn token(cx: &Ctx, cmd: TokenCmd) -> Result<Outcome, CliError> {

@@ -373,7 +373,7 @@ fn checkpoint(store: &Store, key: &Path) {
 }
 
 /// Loads and validates the file again; logs every error and returns `None` if it is bad.
-fn reload(path: &Path, current: &Config) -> Option<Config> {
+pub fn reload(path: &Path, current: &Config) -> Option<Config> {
     match config::load(path) {
         Ok(new) => {
             if new.state.path != current.state.path {
@@ -397,10 +397,16 @@ fn reload(path: &Path, current: &Config) -> Option<Config> {
     }
 }
 
-/// Asks the daemon running on this configuration's state file to reload; returns its pid.
-pub fn signal_reload(config: &Config) -> Option<u32> {
-    let pid = lock::running_daemon(&config.state.path)?;
-    let p = rustix::process::Pid::from_raw(pid as i32)?;
-    rustix::process::kill_process(p, rustix::process::Signal::HUP).ok()?;
-    Some(pid)
+/// Asks the daemon and `runbook serve` running on this configuration's state file to reload;
+/// returns (daemon pid, serve pid) of those that were signalled.
+pub fn signal_reload(config: &Config) -> (Option<u32>, Option<u32>) {
+    let hup = |pid: u32| {
+        let p = rustix::process::Pid::from_raw(pid as i32)?;
+        rustix::process::kill_process(p, rustix::process::Signal::HUP).ok()?;
+        Some(pid)
+    };
+    (
+        lock::running_daemon(&config.state.path).and_then(hup),
+        lock::running_serve(&config.state.path).and_then(hup),
+    )
 }

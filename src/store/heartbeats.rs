@@ -49,8 +49,10 @@ impl Store {
         exit_code: Option<i64>,
         now: &str,
         duration_ms: Option<i64>,
+        audit: &crate::audit::Draft,
     ) -> Result<()> {
         self.write("recording a ping", |tx| {
+            super::sqlite::append_audit(tx, audit)?;
             if status == "start" {
                 tx.execute(
                     "INSERT INTO heartbeats (check_name, last_start, last_status, updated_at) VALUES (?1, ?2, 'start', ?2) \
