@@ -167,3 +167,65 @@ fn api_settings_follow_a_reload_of_runbook_serve() {
     assert_eq!(get(port, "/healthz", None).status, 200);
     let _ = request_with(port, "GET", "/healthz", None, &[]);
 }
+
+#[test]
+fn three_hundred_half_open_sockets_under_ulimit_256_starve_neither_health_nor_the_schedule() {
+    let env = Env::new(
+        "version: 1\napi: { listen: \"127.0.0.1:0\", rate_limit: off }\nprofiles:\n  tick: { cron: \"* * * * * *\", tasks: [ { run: [true] } ] }\n",
+    );
+    let log = env.path("daemon.log");
+    let mut daemon = Server(
+        std::process::Command::new("bash")
+            .arg("-c")
+            .arg("ulimit -n 256 && exec \"$0\" --config \"$1\" daemon --log-format text")
+            .arg(BIN)
+            .arg(&env.config)
+            .current_dir(env.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let mut port = 0;
+    assert!(wait_for(Duration::from_secs(20), || {
+        port = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .find_map(api_port)
+            .unwrap_or(0);
+        port != 0
+    }));
+    let ok_runs = || env.count("SELECT count(*) FROM runs WHERE kind = 'profile' AND status = 'ok'");
+    assert!(wait_for(Duration::from_secs(10), || ok_runs() >= 1));
+
+    // 300 clients that start a request and never finish its head: more than the daemon has
+    // file descriptors for.
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n");
+        held.push(s);
+    }
+    let before = ok_runs();
+    let health = get(port, "/healthz", None);
+    assert_eq!(health.status, 200, "{}", health.body);
+    // The schedule goes on meanwhile: runs every second, each recorded and finished.
+    assert!(
+        wait_for(Duration::from_secs(15), || ok_runs() >= before + 3),
+        "runs stopped: {} ok before, {} now\n{}",
+        before,
+        ok_runs(),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM runs WHERE status NOT IN ('ok', 'running')"),
+        0,
+        "no run failed for want of a descriptor"
+    );
+    drop(held);
+    assert_eq!(get(port, "/healthz", None).status, 200);
+    let _ = daemon.0.kill();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!text.contains("panicked"), "{text}");
+}

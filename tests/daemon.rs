@@ -326,3 +326,46 @@ fn the_daemon_signs_an_audit_checkpoint_every_checkpoint_every() {
         "{v}"
     );
 }
+
+#[test]
+fn a_scheduled_run_that_cannot_start_is_recorded_as_failed_and_alerts() {
+    let env = Env::new(
+        r#"
+version: 1
+profiles:
+  tick: { cron: "* * * * * *", tasks: [ { run: [true] } ] }
+"#,
+    );
+    // The profile's lock cannot be opened (a directory stands where its file goes), as when
+    // the daemon is out of file descriptors: no run can start.
+    std::fs::create_dir_all(env.path("state/runbook.db.locks/tick.lock")).unwrap();
+    let daemon = Daemon::start(&env, &[], None);
+    assert!(
+        wait_for(Duration::from_secs(20), || runs(
+            &env,
+            "status = 'failed' AND error LIKE '%could not start%'"
+        ) >= 1),
+        "the missed run is in the ledger: {}",
+        daemon.log()
+    );
+    assert!(env.count("SELECT count(*) FROM alerts WHERE name = 'missed-run:tick' AND status = 'firing'") == 1);
+    assert!(env.count("SELECT count(*) FROM audit_events WHERE kind = 'run.missed'") >= 1);
+    assert!(
+        daemon.log().contains("a scheduled run could not start"),
+        "{}",
+        daemon.log()
+    );
+
+    // The lock can be taken again: the next run is recorded and the alert resolves.
+    std::fs::remove_dir(env.path("state/runbook.db.locks/tick.lock")).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), || env.count(
+            "SELECT count(*) FROM alerts WHERE name = 'missed-run:tick' AND status = 'resolved'"
+        ) == 1),
+        "{}",
+        daemon.log()
+    );
+    assert!(runs(&env, "status = 'ok'") >= 1);
+    let (code, _, _) = daemon.stop();
+    assert_eq!(code, 0);
+}

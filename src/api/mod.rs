@@ -12,6 +12,7 @@ mod changes;
 pub mod error;
 mod health;
 mod limit;
+pub mod listen;
 mod lists;
 pub mod metrics;
 pub mod openapi;
@@ -178,12 +179,12 @@ pub async fn bind(addr: SocketAddr, store: &Store) -> Result<tokio::net::TcpList
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
-/// Serves until `shutdown` completes; in-flight requests finish first.
+/// Serves until `shutdown` completes; in-flight requests finish first. Connections are
+/// bounded and time out (see `listen`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<ApiState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    listen::serve(listener, router(state), shutdown).await
 }

@@ -132,8 +132,10 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
     );
     notify(&[NotifyState::Ready, NotifyState::Status("scheduling")]);
 
+    let gaps = Arc::new(super::gaps::Gaps::default());
     let reason = loop {
         active.retain(|a| !a.handle.is_finished());
+        gaps.flush(&config, &store);
         // Published for /v1/ready: the scheduler is alive (at most one write a minute when idle).
         if let Err(e) = store.set_daemon_status(
             "scheduler_tick",
@@ -155,7 +157,16 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
                     None => next.remove(&name),
                 };
             }
-            active.push(spawn_run(name, config.clone(), store.clone(), cancel.clone())?);
+            match spawn_run(
+                name.clone(),
+                config.clone(),
+                store.clone(),
+                cancel.clone(),
+                gaps.clone(),
+            ) {
+                Ok(a) => active.push(a),
+                Err(e) => gaps.note(&name, &format!("cannot start its thread: {e}")),
+            }
         }
 
         let until_next = next
@@ -228,14 +239,21 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
     Ok(())
 }
 
-fn spawn_run(name: String, config: Arc<Config>, store: Arc<Store>, cancel: Cancel) -> std::io::Result<Active> {
+fn spawn_run(
+    name: String,
+    config: Arc<Config>,
+    store: Arc<Store>,
+    cancel: Cancel,
+    gaps: Arc<super::gaps::Gaps>,
+) -> std::io::Result<Active> {
     let profile = name.clone();
     let handle = std::thread::Builder::new().name(format!("run:{name}")).spawn(move || {
         let mut runner = Runner::new(&config, &store);
         runner.cancel = cancel;
         runner.shared = Some(config.clone());
-        if let Err(e) = runner.run_profile(&name, Trigger::Schedule) {
-            tracing::error!(profile = %name, error = %e, "profile run could not be recorded");
+        match runner.run_profile(&name, Trigger::Schedule) {
+            Ok(_) => gaps.recovered(&config, &store, &name),
+            Err(e) => gaps.note(&name, &e.to_string()),
         }
     })?;
     Ok(Active { profile, handle })

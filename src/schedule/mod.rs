@@ -8,6 +8,7 @@ mod backup_tasks;
 mod check_tasks;
 pub mod crontab;
 pub mod daemon;
+mod gaps;
 pub mod lock;
 mod maintenance;
 mod plan;

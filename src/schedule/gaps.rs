@@ -1,0 +1,137 @@
+//! Scheduled runs that could not start or be recorded (no file descriptor, no thread, the
+//! state file refusing a write): kept in memory and written as soon as the state file takes a
+//! write again, so a gap in the schedule is never silent.
+//!
+//! Owns the in-memory list and the path from it to the ledger and to an alert. Invariant: a
+//! scheduled run that did not happen is logged at once and, once the state file can be
+//! written, is a `failed` run of its profile with the reason, a `run.missed` audit event and
+//! a firing `missed-run:PROFILE` alert (resolved by the profile's next run that is recorded).
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+use serde_json::json;
+
+use crate::alert::{self, Observation, Source};
+use crate::audit::Draft;
+use crate::clock;
+use crate::config::Config;
+use crate::config::checks::Severity;
+use crate::store::{NewRun, RunFinish, RunKind, RunStatus, Store, Trigger};
+
+struct Missed {
+    profile: String,
+    at: String,
+    error: String,
+}
+
+#[derive(Default)]
+pub struct Gaps {
+    missed: Mutex<Vec<Missed>>,
+    /// Profiles whose missed-run alert was opened and not yet resolved by this process.
+    alerted: Mutex<BTreeSet<String>>,
+}
+
+fn name(profile: &str) -> String {
+    format!("missed-run:{profile}")
+}
+
+impl Gaps {
+    /// A scheduled run of `profile` that did not happen, and why: logged now, recorded later.
+    pub fn note(&self, profile: &str, error: &str) {
+        tracing::error!(
+            profile,
+            error,
+            "a scheduled run could not start or be recorded; it is recorded as failed once the state file takes writes"
+        );
+        self.missed.lock().unwrap_or_else(|e| e.into_inner()).push(Missed {
+            profile: profile.to_string(),
+            at: clock::to_text(clock::now()),
+            error: error.to_string(),
+        });
+    }
+
+    /// Writes what was missed into the ledger, the audit log and an alert; keeps whatever
+    /// could not be written for the next call.
+    pub fn flush(&self, config: &Config, store: &Store) {
+        let pending: Vec<Missed> = std::mem::take(&mut *self.missed.lock().unwrap_or_else(|e| e.into_inner()));
+        if pending.is_empty() {
+            return;
+        }
+        let mut left = Vec::new();
+        for m in pending {
+            if let Err(e) = record(config, store, &m) {
+                tracing::debug!(error = %e, profile = %m.profile, "the missed run is not recorded yet");
+                left.push(m);
+                continue;
+            }
+            self.alerted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(m.profile.clone());
+        }
+        if !left.is_empty() {
+            let mut missed = self.missed.lock().unwrap_or_else(|e| e.into_inner());
+            left.append(&mut missed);
+            *missed = left;
+        }
+    }
+
+    /// A run of `profile` was recorded: its missed-run alert, if this process opened one,
+    /// resolves.
+    pub fn recovered(&self, config: &Config, store: &Store, profile: &str) {
+        if !self.alerted.lock().unwrap_or_else(|e| e.into_inner()).contains(profile) {
+            return;
+        }
+        let seen = Observation::immediate(
+            Source::Task,
+            name(profile),
+            true,
+            "a scheduled run was recorded again",
+            Severity::Critical,
+        );
+        if alert::observe(store, config, &[seen]).is_ok() {
+            self.alerted.lock().unwrap_or_else(|e| e.into_inner()).remove(profile);
+        }
+    }
+}
+
+fn record(config: &Config, store: &Store, m: &Missed) -> Result<(), crate::store::StoreError> {
+    let run = NewRun {
+        parent_id: None,
+        profile: m.profile.clone(),
+        task: None,
+        kind: RunKind::Profile,
+        trigger: Trigger::Schedule,
+        status: RunStatus::Running,
+        host: config.host.clone(),
+        pid: Some(i64::from(std::process::id())),
+        pid_start: None,
+        started_at: m.at.clone(),
+        command: None,
+        retry_of: None,
+    };
+    let detail = format!(
+        "the scheduled run of {} could not start or be recorded: {}",
+        m.at, m.error
+    );
+    let draft = Draft::new(
+        "run.missed",
+        &m.profile,
+        json!({ "scheduled_at": m.at, "error": m.error }),
+        &config.redactor,
+    );
+    let id = store.insert_run(&run, Some(&draft))?;
+    store.finish_run(
+        id,
+        &RunFinish {
+            status: Some(RunStatus::Failed),
+            finished_at: clock::to_text(clock::now()),
+            error: Some(detail.clone()),
+            ..RunFinish::default()
+        },
+        None,
+    )?;
+    let seen = Observation::immediate(Source::Task, name(&m.profile), false, &detail, Severity::Critical);
+    alert::observe(store, config, &[seen]).map(|_| ())
+}
