@@ -314,3 +314,53 @@ fn a_write_past_the_file_size_limit_is_an_error_not_a_silent_kill() {
     assert_eq!(integrity, "ok");
     assert_eq!(env.run(&["audit", "verify"]).code, 0);
 }
+
+#[test]
+fn pings_the_api_acknowledged_survive_kill_9_of_the_daemon() {
+    let key = "durable-ping-key-0123456789";
+    let env = Env::new(&format!(
+        "version: 1\napi: {{ listen: \"127.0.0.1:0\", rate_limit: off }}\nchecks:\n  beat: {{ heartbeat: {{ period: 1h, key: \"{key}\" }} }}\n"
+    ));
+    let (mut daemon, port) = start_api(&env, &["daemon"]);
+    let (mut sent, mut acknowledged) = (0, 0);
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        sent += 1;
+        if common::http::request(port, "POST", &format!("/ping/beat?key={key}"), None).status == 200 {
+            acknowledged += 1;
+        }
+    }
+    // kill -9 right after the last answer.
+    let _ = daemon.0.kill();
+    let _ = daemon.0.wait();
+    assert!(acknowledged > 5, "{acknowledged} of {sent}");
+    let events = env.count("SELECT count(*) FROM audit_events WHERE kind = 'heartbeat.pinged'");
+    assert!(
+        (acknowledged..=sent).contains(&events),
+        "{acknowledged} pings acknowledged, {sent} sent, {events} recorded"
+    );
+    let integrity: String = env.db().query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(integrity, "ok");
+    assert_eq!(env.run(&["audit", "verify"]).code, 0);
+}
+
+#[test]
+fn many_processes_opening_a_new_state_file_at_once_all_succeed() {
+    for round in 0..15 {
+        let env = Env::new("version: 1\n");
+        let children: Vec<_> = (0..8)
+            .map(|_| {
+                env.cmd()
+                    .args(["state", "list"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = Out::from(child.wait_with_output().unwrap());
+            assert_eq!(out.code, 0, "round {round}: {out:?}");
+        }
+    }
+}

@@ -78,3 +78,20 @@ pub async fn method_not_allowed() -> ApiError {
         "this endpoint does not take that method",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_message_becomes_a_json_500_without_the_details() {
+        let resp = panicked(Box::new(String::from("index out of bounds")));
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let resp = panicked(Box::new("no entry found for key"));
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+            Some("application/json")
+        );
+    }
+}

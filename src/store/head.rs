@@ -1,14 +1,17 @@
 //! The audit head file: the newest committed audit event (seq and hash), kept beside the state
 //! file (`<state>.audit-head`) so that a state file which lost committed events is caught.
 //!
-//! Owns that small file and its update rule; it never opens the database's own files (a second
-//! descriptor on them would drop SQLite's POSIX locks when closed). Invariant: the file only
-//! moves forward along the chain it names: it is never rewritten by a chain that does not
-//! contain the event it records, so evidence of a lost tail stays until someone looks.
+//! Owns that small file and its update rule: one fixed-size record rewritten in place under
+//! an exclusive lock of the file, through a descriptor each store keeps open. It never opens
+//! the database's own files (a second descriptor on them would drop SQLite's POSIX locks when
+//! closed). Invariant: the file only moves forward along the chain it names: it is never
+//! rewritten by a chain that does not contain the event it records, so evidence of a lost
+//! tail stays until someone looks.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// The newest audit event recorded in the head file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +20,10 @@ pub struct Head {
     pub hash: String,
 }
 
+/// One record: the seq right-aligned in 20 digits, a space, 64 hex digits, a newline. A fixed
+/// size, so an update is one `pwrite` over the old record in place.
+const RECORD: usize = 20 + 1 + 64 + 1;
+
 /// `<state>.audit-head`.
 pub fn path_for(state: &Path) -> PathBuf {
     let mut name = state.as_os_str().to_owned();
@@ -24,20 +31,18 @@ pub fn path_for(state: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// The lock serializing updates of the head file between processes: its own file in the
-/// state's lock directory, never the head file itself (which is replaced by rename).
-fn lock_path(state: &Path) -> PathBuf {
-    let mut name = state
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_else(|| "runbook".into());
-    name.push(".locks");
-    state.with_file_name(name).join("@audit-head.lock")
+/// The head recorded for `state`; `None` when there is no file or it cannot be read. Read
+/// under a shared lock, so never half of an update.
+pub fn read(state: &Path) -> Option<Head> {
+    let file = File::open(path_for(state)).ok()?;
+    file.lock_shared().ok()?;
+    read_from(&file)
 }
 
-/// The head recorded for `state`; `None` when there is no file or it cannot be read.
-pub fn read(state: &Path) -> Option<Head> {
-    parse(&std::fs::read_to_string(path_for(state)).ok()?)
+fn read_from(file: &File) -> Option<Head> {
+    let mut buf = [0u8; RECORD];
+    let n = file.read_at(&mut buf, 0).ok()?;
+    parse(std::str::from_utf8(&buf[..n]).ok()?)
 }
 
 fn parse(text: &str) -> Option<Head> {
@@ -57,28 +62,74 @@ pub enum Advance {
     Diverged(Head),
 }
 
-/// Records `new` as the head after a commit whose first event followed `before` (the head the
-/// transaction found). `hash_at(seq)` answers the hash this chain holds at `seq`, `None` when
-/// it holds no such event, `Some(None)` when the event was archived out of the state file.
-pub fn advance(
-    state: &Path,
+/// The head file of one state file, kept open by the store that updates it.
+pub struct HeadFile {
+    path: PathBuf,
+    file: Mutex<Option<File>>,
+}
+
+impl HeadFile {
+    pub fn new(state: &Path) -> Self {
+        HeadFile {
+            path: path_for(state),
+            file: Mutex::new(None),
+        }
+    }
+
+    /// Records `new` as the head after a commit whose first event followed `before` (the
+    /// head the transaction found). `hash_at(seq)` answers the hash this chain holds at
+    /// `seq`: `None` when it holds no such event, `Some(None)` when the event was archived.
+    /// Updates of all processes serialize on an exclusive lock of the file.
+    pub fn advance(
+        &self,
+        before: Option<&Head>,
+        new: &Head,
+        hash_at: &mut dyn FnMut(i64) -> Option<Option<String>>,
+    ) -> std::io::Result<Advance> {
+        let mut slot = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        // A file deleted since it was opened (an operator accepting a restored state file)
+        // is made again, not written into where nobody can read it.
+        if slot
+            .as_ref()
+            .is_some_and(|f| f.metadata().map_or(true, |m| m.nlink() == 0))
+        {
+            *slot = None;
+        }
+        if slot.is_none() {
+            *slot = Some(
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&self.path)?,
+            );
+        }
+        let Some(file) = slot.as_ref() else {
+            return Ok(Advance::Recorded);
+        };
+        file.lock()?;
+        let recorded = read_from(file);
+        let newer = recorded.as_ref().is_none_or(|r| r.seq < new.seq);
+        let judged = judge(recorded, before, new, hash_at);
+        let written = match judged {
+            Advance::Recorded if newer => file.write_all_at(format!("{:>20} {}\n", new.seq, new.hash).as_bytes(), 0),
+            _ => Ok(()),
+        };
+        let _ = file.unlock();
+        written.map(|()| judged)
+    }
+}
+
+/// Whether `recorded` (what the file holds) belongs to the chain that just committed `new`.
+fn judge(
+    recorded: Option<Head>,
     before: Option<&Head>,
     new: &Head,
     hash_at: &mut dyn FnMut(i64) -> Option<Option<String>>,
-) -> std::io::Result<Advance> {
-    let lock = lock_path(state);
-    if let Some(dir) = lock.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let guard = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock)?;
-    guard.lock()?;
-    let Some(recorded) = read(state) else {
-        write_atomic(state, new)?;
-        return Ok(Advance::Recorded);
+) -> Advance {
+    let Some(recorded) = recorded else {
+        return Advance::Recorded;
     };
     let ours = if recorded.seq == new.seq {
         Some(recorded.hash == new.hash)
@@ -86,7 +137,7 @@ pub fn advance(
         before.map(|b| b.hash == recorded.hash)
     } else {
         // A head another process recorded meanwhile, or one left behind by a crash between
-        // a commit and this update: ask the chain itself.
+        // a commit and its update: ask the chain itself.
         match hash_at(recorded.seq) {
             Some(Some(h)) => Some(h == recorded.hash),
             Some(None) => Some(true),
@@ -94,37 +145,10 @@ pub fn advance(
         }
     };
     match ours {
-        Some(true) if recorded.seq < new.seq => write_atomic(state, new).map(|()| Advance::Recorded),
-        Some(true) => Ok(Advance::Recorded),
-        // Not in this chain: either newer than anything here (the tail was lost) or a
-        // different event at that seq (lost, then written again).
-        _ => Ok(Advance::Diverged(recorded)),
-    }
-}
-
-/// Replaces the head file: a temp file renamed over it, so a reader sees the old or the new
-/// head, never half of one. Not fsynced: a head file older than the chain is only less
-/// evidence, never a false alarm.
-fn write_atomic(state: &Path, head: &Head) -> std::io::Result<()> {
-    let path = path_for(state);
-    let mut tmp = path.clone().into_os_string();
-    tmp.push(format!(".tmp{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let mut f = File::create(&tmp)?;
-    let written = f
-        .write_all(format!("{} {}\n", head.seq, head.hash).as_bytes())
-        .and_then(|()| std::fs::rename(&tmp, &path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
-}
-
-/// Forgets the recorded head (after an operator accepted a restored state file).
-pub fn forget(state: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(path_for(state)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
+        Some(true) => Advance::Recorded,
+        // Not in this chain: newer than anything here (the tail was lost), or a different
+        // event at that seq (lost, then written again).
+        _ => Advance::Diverged(recorded),
     }
 }
 
@@ -143,38 +167,41 @@ mod tests {
     fn moves_forward_along_its_chain_and_keeps_the_evidence_of_another() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("s.db");
+        let file = HeadFile::new(&state);
         let mut none = |_| None;
-        assert_eq!(advance(&state, None, &h(1, 'a'), &mut none).unwrap(), Advance::Recorded);
+        assert_eq!(file.advance(None, &h(1, 'a'), &mut none).unwrap(), Advance::Recorded);
         assert_eq!(read(&state), Some(h(1, 'a')));
         assert_eq!(
-            advance(&state, Some(&h(1, 'a')), &h(2, 'b'), &mut none).unwrap(),
+            file.advance(Some(&h(1, 'a')), &h(2, 'b'), &mut none).unwrap(),
             Advance::Recorded
         );
         assert_eq!(read(&state), Some(h(2, 'b')));
-        // An older commit's late update leaves the newer head.
+        // An older commit's late update (another process) leaves the newer head.
+        let other = HeadFile::new(&state);
         assert_eq!(
-            advance(&state, Some(&h(0, '0')), &h(1, 'a'), &mut |_| Some(Some(
-                "b".repeat(64)
-            )))
-            .unwrap(),
+            other
+                .advance(Some(&h(0, '0')), &h(1, 'a'), &mut |_| Some(Some("b".repeat(64))))
+                .unwrap(),
             Advance::Recorded
         );
         assert_eq!(read(&state), Some(h(2, 'b')));
         // The state file lost event 2 and a new event 2 was written: the file is kept.
         assert_eq!(
-            advance(&state, Some(&h(1, 'a')), &h(2, 'c'), &mut none).unwrap(),
+            file.advance(Some(&h(1, 'a')), &h(2, 'c'), &mut none).unwrap(),
             Advance::Diverged(h(2, 'b'))
         );
         assert_eq!(
-            advance(&state, Some(&h(2, 'c')), &h(3, 'd'), &mut none).unwrap(),
+            file.advance(Some(&h(2, 'c')), &h(3, 'd'), &mut none).unwrap(),
             Advance::Diverged(h(2, 'b'))
         );
         assert_eq!(read(&state), Some(h(2, 'b')));
-        forget(&state).unwrap();
+        // Deleted while open: made again.
+        std::fs::remove_file(path_for(&state)).unwrap();
         assert_eq!(
-            advance(&state, Some(&h(3, 'd')), &h(4, 'e'), &mut none).unwrap(),
+            file.advance(Some(&h(3, 'd')), &h(4, 'e'), &mut none).unwrap(),
             Advance::Recorded
         );
         assert_eq!(read(&state), Some(h(4, 'e')));
+        assert_eq!(std::fs::read_to_string(path_for(&state)).unwrap().len(), RECORD);
     }
 }

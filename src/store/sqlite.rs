@@ -61,6 +61,8 @@ pub struct Store {
     /// One connection: SQLite allows one writer at a time, and a mutex is cheaper than a pool.
     conn: Mutex<Connection>,
     path: PathBuf,
+    /// Where the newest committed audit event is recorded after each commit (see `head`).
+    head: head::HeadFile,
 }
 
 /// WAL size past which closing a connection checkpoints and truncates it (about 60 pages:
@@ -90,6 +92,28 @@ thread_local! {
     /// on this thread (`Store::write` holds the connection for its whole length, so one
     /// transaction at a time per thread).
     static APPENDED: std::cell::RefCell<Option<(Option<Head>, Head)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Puts the file in WAL mode (a no-op once it is). Turning a new file to WAL needs its
+/// exclusive lock, and SQLite answers BUSY at once, without its busy handler, to a connection
+/// that must upgrade a read lock to get it (waiting could deadlock): when several processes
+/// open a new state file at the same moment, all but one are told so. They try again here,
+/// within the busy timeout.
+fn wal_mode(conn: &Connection) -> rusqlite::Result<String> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)) {
+            Err(e)
+                if matches!(
+                    e.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
 }
 
 const RUN_COLUMNS: &str = "id, parent_id, profile, task, kind, trigger, status, host, pid, pid_start, \
@@ -163,9 +187,7 @@ impl Store {
         let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         // WAL: readers never block the writer. NORMAL sync is durable across process crashes.
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-            .map_err(open_err)?;
+        let mode = wal_mode(&conn).map_err(open_err)?;
         if mode != "wal" {
             tracing::debug!(mode, "state file is not in WAL mode");
         }
@@ -179,6 +201,7 @@ impl Store {
             .map_err(open_err)?;
         Ok(Store {
             conn: Mutex::new(conn),
+            head: head::HeadFile::new(path),
             path: path.to_path_buf(),
         })
     }
@@ -281,7 +304,7 @@ impl Store {
                     .map(|()| None),
             }
         };
-        match head::advance(&self.path, before, new, &mut hash_at) {
+        match self.head.advance(before, new, &mut hash_at) {
             Ok(head::Advance::Recorded) => {}
             Ok(head::Advance::Diverged(h)) => tracing::warn!(
                 recorded = h.seq,
