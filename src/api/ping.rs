@@ -28,7 +28,7 @@ pub struct PingQuery {
 }
 
 #[utoipa::path(post, path = "/ping/{name}", tag = "heartbeats", params(("name" = String, Path, description = "Heartbeat check"), PingQuery),
-    responses((status = 200, description = "Ping recorded"), (status = 401, description = "No valid key or token"), (status = 404, description = "No such heartbeat check")))]
+    responses((status = 200, description = "Ping recorded"), (status = 401, description = "No valid key or write token"), (status = 404, description = "No such heartbeat check")))]
 pub async fn success(
     state: State<Arc<ApiState>>,
     Path(name): Path<String>,
@@ -40,7 +40,7 @@ pub async fn success(
 
 #[utoipa::path(post, path = "/ping/{name}/{what}", tag = "heartbeats",
     params(("name" = String, Path, description = "Heartbeat check"), ("what" = String, Path, description = "start, fail, or an exit code 0-255"), PingQuery),
-    responses((status = 200, description = "Ping recorded"), (status = 401, description = "No valid key or token"), (status = 404, description = "No such check or ping")))]
+    responses((status = 200, description = "Ping recorded"), (status = 401, description = "No valid key or write token"), (status = 404, description = "No such check or ping")))]
 pub async fn with_status(
     state: State<Arc<ApiState>>,
     Path((name, what)): Path<(String, String)>,
