@@ -597,3 +597,127 @@ fn the_session_comes_from_runbook_session_and_an_approval_can_allow_n_runs() {
     assert!(!marker.exists());
     assert_eq!(decisions(&env, &id), ["ran", "ran", "refused"]);
 }
+
+/// The kernel holds where the argv policy does not: an operator who listed writing commands
+/// under `sessions.read_only` still gets a diagnosis that changes nothing. Each command either
+/// is refused or runs without effect: the sentinel file keeps its bytes, nothing new appears,
+/// the host name and clock stay, the process outside survives.
+#[test]
+fn commands_wrongly_listed_read_only_still_change_nothing_under_the_kernel_sandbox() {
+    if runbook::exec::sandbox::abi().is_none() {
+        eprintln!("note: no Landlock on this kernel; skipping");
+        return;
+    }
+    let env = Env::new(
+        r#"
+version: 1
+sessions:
+  limits: { timeout: 20s }
+  read_only: [ "touch *", "rm *", "mkdir *", "ln *", "mv *", "cp *", "tee *", "truncate *", "dd *",
+               "sed *", "chmod *", "python3 *", "perl *", "hostname *", "date *", "kill *", "find *",
+               "install *", "mkfifo *", "sort *", "git *" ]
+"#,
+    );
+    let s = start(&env, "diagnostic");
+    let sentinel = env.write("data/sentinel.txt", "the original bytes\n");
+    let original = std::fs::read(&sentinel).unwrap();
+    let (sen, dir) = (sentinel.display().to_string(), env.path("data").display().to_string());
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let mut victim = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    let victim_pid = victim.id().to_string();
+    let cases: Vec<Vec<String>> = vec![
+        vec!["touch".into(), format!("{dir}/new")],
+        vec!["rm".into(), "-f".into(), sen.clone()],
+        vec!["mkdir".into(), format!("{dir}/d")],
+        vec!["ln".into(), "-s".into(), sen.clone(), format!("{dir}/link")],
+        vec!["mv".into(), sen.clone(), format!("{dir}/moved")],
+        vec!["cp".into(), sen.clone(), format!("{dir}/copy")],
+        vec!["tee".into(), sen.clone()],
+        vec!["truncate".into(), "-s".into(), "0".into(), sen.clone()],
+        vec![
+            "dd".into(),
+            "if=/dev/zero".into(),
+            format!("of={sen}"),
+            "count=1".into(),
+        ],
+        vec!["sed".into(), "-i".into(), "s/original/changed/".into(), sen.clone()],
+        vec!["chmod".into(), "000".into(), sen.clone()],
+        vec!["python3".into(), "-c".into(), format!("open('{sen}', 'w').write('x')")],
+        vec![
+            "perl".into(),
+            "-e".into(),
+            format!("open(F, '>', '{dir}/perl'); print F 1"),
+        ],
+        vec!["hostname".into(), "runbook-escaped".into()],
+        vec!["date".into(), "-s".into(), "2001-01-01".into()],
+        vec!["kill".into(), "-9".into(), victim_pid.clone()],
+        vec!["find".into(), dir.clone(), "-fprint".into(), format!("{dir}/found")],
+        vec![
+            "install".into(),
+            "-m".into(),
+            "644".into(),
+            sen.clone(),
+            format!("{dir}/installed"),
+        ],
+        vec!["mkfifo".into(), format!("{dir}/fifo")],
+        vec!["sort".into(), "-o".into(), sen.clone(), sen.clone()],
+        vec!["git".into(), "init".into(), format!("{dir}/repo")],
+    ];
+    let mut ran = 0;
+    for argv in &cases {
+        let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let out = exec(&env, &s, &refs);
+        assert!(out.code >= 0 && out.code != 3 && out.code != 101, "{argv:?}: {out:?}");
+        ran += usize::from(out.stdout.contains("ran") || out.stderr.contains("exit"));
+        assert_eq!(
+            std::fs::read(&sentinel).unwrap(),
+            original,
+            "{argv:?} changed the sentinel: {out:?}"
+        );
+        assert_eq!(env.names("data"), ["sentinel.txt"], "{argv:?} made a file: {out:?}");
+    }
+    assert_eq!(std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(), hostname);
+    assert!(
+        victim.try_wait().unwrap().is_none(),
+        "a process outside the session was killed"
+    );
+    let _ = victim.kill();
+    let _ = victim.wait();
+    // The policy let them run (the operator listed them): the kernel is what held.
+    let decided = decisions(&env, &s);
+    assert!(
+        decided.iter().filter(|d| *d == "ran").count() >= 15,
+        "{decided:?} ({ran})"
+    );
+    let (_, shown) = env.json(&["session", "show", &s]);
+    assert!(shown.to_string().contains("read-only"), "{shown}");
+    assert_eq!(env.run(&["audit", "verify"]).code, 0);
+    assert!(
+        env.count("SELECT count(*) FROM audit_events WHERE kind IN ('session.command', 'session.refused')")
+            >= cases.len() as i64
+    );
+}
+
+#[test]
+fn sandbox_off_is_said_in_every_record() {
+    let env = Env::new("version: 1\nsessions: { sandbox: off, read_only: [ \"touch *\" ] }\n");
+    let s = start(&env, "diagnostic");
+    let made = env.path("made-unsandboxed");
+    let out = exec(&env, &s, &["touch", made.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(made.exists(), "without the sandbox, only the argv policy stands");
+    let (_, shown) = env.json(&["session", "show", &s]);
+    assert!(shown.to_string().contains("unsandboxed"), "{shown}");
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_events WHERE kind = 'session.started' AND data LIKE '%unsandboxed%'"),
+        1
+    );
+    let bad = Env::new("version: 1\nsessions: { sandbox: maybe }\n");
+    let out = bad.run(&["config", "check"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("sessions.sandbox must be on or off"),
+        "{}",
+        out.stderr
+    );
+}

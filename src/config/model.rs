@@ -393,6 +393,15 @@ pub struct SessionsConfig {
     /// When set, every approval must be signed with one of these keys (`ssh-keygen -Y sign`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub approvers: BTreeMap<String, String>,
+    /// Run read-only commands in the kernel's read-only sandbox (Landlock, capabilities
+    /// dropped). `off` only where the kernel has no Landlock: every record then says
+    /// `unsandboxed`. Default: on.
+    #[serde(default = "on")]
+    pub sandbox: bool,
+}
+
+fn on() -> bool {
+    true
 }
 
 impl Default for SessionsConfig {
@@ -402,6 +411,7 @@ impl Default for SessionsConfig {
             limits: Limits::default(),
             read_only: Vec::new(),
             approvers: BTreeMap::new(),
+            sandbox: true,
         }
     }
 }

@@ -8,6 +8,7 @@
 mod capture;
 mod limits;
 pub mod process;
+pub mod sandbox;
 
 pub use capture::HeadTail;
 pub use limits::SystemdUnavailable;
@@ -47,6 +48,9 @@ pub struct Spec {
     /// Send standard output to this file (created or truncated) instead of capturing it:
     /// for dumps whose size has no bound.
     pub stdout_to: Option<PathBuf>,
+    /// Run in the kernel's read-only sandbox (`sandbox::ReadOnly`): no file written, no host
+    /// setting changed, no process outside its own tree signalled.
+    pub read_only: bool,
 }
 
 impl Spec {
@@ -61,6 +65,7 @@ impl Spec {
             head: DEFAULT_HEAD,
             tail: DEFAULT_TAIL,
             stdout_to: None,
+            read_only: false,
         }
     }
 }
@@ -134,6 +139,8 @@ pub enum ExecError {
     Spawn { program: String, source: std::io::Error },
     #[error(transparent)]
     Systemd(#[from] SystemdUnavailable),
+    #[error(transparent)]
+    Sandbox(#[from] sandbox::SandboxError),
 }
 
 /// A flag that asks running processes to stop (daemon shutdown). Cheap to clone.
@@ -176,12 +183,18 @@ pub fn run(spec: &Spec, cancel: &Cancel) -> Result<Outcome, ExecError> {
         cmd.current_dir(cwd);
     }
     limits::prepare_child(&mut cmd, &spec.limits, spec.limits.systemd_run);
+    // Kept alive until the child has executed its program (`spawn` returns after that).
+    let sandbox = spec.read_only.then(sandbox::ReadOnly::new).transpose()?;
+    if let Some(s) = &sandbox {
+        s.apply(&mut cmd);
+    }
 
     let start = Instant::now();
     let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
         program: program.clone(),
         source,
     })?;
+    drop(sandbox);
     let pid = child.id();
     let (tx, rx) = mpsc::channel::<Msg>();
 

@@ -50,6 +50,8 @@ pub enum SessionError {
     BadIncident(String),
     #[error("cannot read the command `{0}`: unbalanced quotes")]
     BadCommand(String),
+    #[error("a diagnostic session needs the kernel's read-only sandbox: {0}")]
+    NoSandbox(crate::exec::sandbox::SandboxError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -59,6 +61,9 @@ impl SessionError {
         match self {
             SessionError::NoSession => Some(
                 "start one: runbook session start --mode diagnostic --reason TEXT, then export RUNBOOK_SESSION".into(),
+            ),
+            SessionError::NoSandbox(_) => Some(
+                "run on a kernel with Landlock, or set `sessions.sandbox: off` to run diagnosis unsandboxed (every record then says so)".into(),
             ),
             SessionError::SelfApproval(..) => {
                 Some("another person approves it (their own OS account, or an API token)".into())
@@ -103,11 +108,15 @@ pub fn start(
     {
         return Err(SessionError::BadIncident(i.into()));
     }
+    if mode == "diagnostic" && config.sessions.sandbox {
+        crate::exec::sandbox::ReadOnly::new().map_err(SessionError::NoSandbox)?;
+    }
     let actor = crate::audit::actor::current();
     let draft = Draft::new(
         "session.started",
         "session",
-        json!({ "mode": mode, "reason": reason, "incident": incident }),
+        json!({ "mode": mode, "reason": reason, "incident": incident,
+                "sandbox": if config.sessions.sandbox { "read-only" } else { "unsandboxed" } }),
         &config.redactor,
     );
     Ok(store.start_session(
@@ -142,6 +151,10 @@ pub struct Executed {
     pub exit_code: Option<i32>,
     /// Redacted.
     pub output: String,
+    /// How the command ran: `read-only` (the kernel's sandbox), `none (approved change)`, or
+    /// `unsandboxed` (`sessions.sandbox: off`); absent when it did not run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
     /// For a refusal: what to do instead.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
@@ -185,6 +198,15 @@ pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str)
             }
         }
     };
+    // Everything but an approved state change runs in the kernel's read-only sandbox: the
+    // argv policy above is the explainable first layer, the kernel the one that holds.
+    let sandbox = if !config.sessions.sandbox {
+        "unsandboxed"
+    } else if matches!(class, Class::StateChanging(_)) {
+        "none (approved change)"
+    } else {
+        "read-only"
+    };
     let at = clock::to_text(clock::now());
     let (exit_code, output, duration_ms) = if run {
         let mut spec = Spec::new(argv.to_vec(), config.sessions.timeout.0);
@@ -192,6 +214,7 @@ pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str)
         spec.env = config.env.clone();
         spec.env.push(("RUNBOOK_SESSION".into(), id.to_string()));
         spec.limits = config.sessions.limits.clone();
+        spec.read_only = sandbox == "read-only";
         match exec::run(&spec, &Cancel::default()) {
             Ok(o) => (
                 o.exit_code,
@@ -208,7 +231,7 @@ pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str)
         if run { "session.command" } else { "session.refused" },
         &format!("session {id}"),
         json!({ "command": shown, "cwd": cwd, "class": class, "reason": reason, "change_id": change_id,
-                "exit_code": exit_code, "duration_ms": duration_ms }),
+                "exit_code": exit_code, "duration_ms": duration_ms, "sandbox": run.then_some(sandbox) }),
         &config.redactor,
     );
     let stored_argv: Vec<String> = argv.iter().map(|a| config.redactor.redact(a).into_owned()).collect();
@@ -234,6 +257,7 @@ pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str)
         change_id,
         exit_code,
         output,
+        sandbox: run.then(|| sandbox.to_string()),
         hint,
     })
 }

@@ -213,8 +213,19 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
     }
     let mut sessions = crate::config::model::SessionsConfig::default();
     if let Some(n) = top.get("sessions")
-        && let Some(f) = cx.map(n, "sessions", &["limits", "read_only", "approvers"])
+        && let Some(f) = cx.map(n, "sessions", &["limits", "read_only", "approvers", "sandbox"])
     {
+        if let Some(n) = f.get("sandbox") {
+            match &n.kind {
+                Kind::Scalar { value, .. } if value == "on" || value == "true" => sessions.sandbox = true,
+                Kind::Scalar { value, .. } if value == "off" || value == "false" => sessions.sandbox = false,
+                _ => cx.error(
+                    n.pos,
+                    "sessions.sandbox must be on or off".to_string(),
+                    Some("on (the default) runs every read-only command in the kernel's read-only sandbox".into()),
+                ),
+            }
+        }
         if let Some(l) = f.get("limits")
             && let Some(lf) = cx.map(
                 l,

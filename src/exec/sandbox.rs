@@ -1,0 +1,283 @@
+//! The read-only sandbox of diagnostic commands, enforced by the kernel: a command that the
+//! argv policy let through still cannot write a file, change the host or signal a process
+//! outside its own tree.
+//!
+//! Owns the Landlock ruleset and the capability drop. This module needs `unsafe`: the Landlock
+//! system calls have no wrapper in libc or rustix, and the restriction is applied in
+//! `CommandExt::pre_exec`, between fork and exec, where only async-signal-safe calls are
+//! allowed: the ruleset is built in the parent, the child only makes raw `prctl`,
+//! `landlock_restrict_self` and `capset` calls (no allocation, no locks).
+//! Invariant: the parent (runbook) is never restricted; every child of a sandboxed command
+//! inherits the restriction and cannot shed it (`no_new_privs`, Landlock domains only grow).
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+const CREATE_RULESET_VERSION: u32 = 1;
+const RULE_PATH_BENEATH: u32 = 1;
+
+// Filesystem access rights (linux/landlock.h).
+const FS_WRITE_FILE: u64 = 1 << 1;
+const FS_REMOVE_DIR: u64 = 1 << 4;
+const FS_REMOVE_FILE: u64 = 1 << 5;
+const FS_MAKE_CHAR: u64 = 1 << 6;
+const FS_MAKE_DIR: u64 = 1 << 7;
+const FS_MAKE_REG: u64 = 1 << 8;
+const FS_MAKE_SOCK: u64 = 1 << 9;
+const FS_MAKE_FIFO: u64 = 1 << 10;
+const FS_MAKE_BLOCK: u64 = 1 << 11;
+const FS_MAKE_SYM: u64 = 1 << 12;
+const FS_REFER: u64 = 1 << 13;
+const FS_TRUNCATE: u64 = 1 << 14;
+// Scopes (ABI 6): signals and abstract UNIX sockets stay inside the sandbox.
+const SCOPE_ABSTRACT_UNIX_SOCKET: u64 = 1 << 0;
+const SCOPE_SIGNAL: u64 = 1 << 1;
+
+/// Capabilities a diagnostic command keeps: reading any file and directory (root's reach for
+/// logs and configuration), and looking at other processes (`ss -p`, `ps`), which Landlock
+/// already confines to reading: a sandboxed process cannot trace one outside its domain.
+const CAP_DAC_READ_SEARCH: u32 = 2;
+const CAP_SYS_PTRACE: u32 = 19;
+const KEPT_CAPS: u64 = (1 << CAP_DAC_READ_SEARCH) | (1 << CAP_SYS_PTRACE);
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct RulesetAttr {
+    handled_access_fs: u64,
+    handled_access_net: u64,
+    scoped: u64,
+}
+
+#[repr(C, packed)]
+struct PathBeneathAttr {
+    allowed_access: u64,
+    parent_fd: i32,
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error(
+        "this kernel has no Landlock (it needs Linux 5.13 or later with `landlock` in the `lsm=` list): diagnostic commands cannot be kept from writing"
+    )]
+    Unsupported,
+    #[error("cannot build the sandbox: {0}")]
+    Setup(std::io::Error),
+}
+
+/// The Landlock ABI version of this kernel; `None` when Landlock is not there or disabled.
+pub fn abi() -> Option<u32> {
+    // SAFETY: the documented version query: a null attribute, size 0, the version flag.
+    let v = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<RulesetAttr>(),
+            0usize,
+            CREATE_RULESET_VERSION,
+        )
+    };
+    (v > 0).then_some(v as u32)
+}
+
+/// A read-only sandbox, ready to be applied to children.
+#[derive(Debug)]
+pub struct ReadOnly {
+    ruleset: OwnedFd,
+    last_cap: u32,
+}
+
+impl ReadOnly {
+    /// Builds the ruleset: every way of changing the filesystem is handled, and allowed only
+    /// on `/dev/null` and the terminal; with ABI 6 or later, signals and abstract sockets are
+    /// scoped to the sandbox.
+    pub fn new() -> Result<Self, SandboxError> {
+        let abi = abi().ok_or(SandboxError::Unsupported)?;
+        let mut fs = FS_WRITE_FILE
+            | FS_REMOVE_DIR
+            | FS_REMOVE_FILE
+            | FS_MAKE_CHAR
+            | FS_MAKE_DIR
+            | FS_MAKE_REG
+            | FS_MAKE_SOCK
+            | FS_MAKE_FIFO
+            | FS_MAKE_BLOCK
+            | FS_MAKE_SYM;
+        if abi >= 2 {
+            fs |= FS_REFER;
+        }
+        if abi >= 3 {
+            fs |= FS_TRUNCATE;
+        }
+        let attr = RulesetAttr {
+            handled_access_fs: fs,
+            handled_access_net: 0,
+            scoped: if abi >= 6 {
+                SCOPE_SIGNAL | SCOPE_ABSTRACT_UNIX_SOCKET
+            } else {
+                0
+            },
+        };
+        let size = if abi >= 6 {
+            std::mem::size_of::<RulesetAttr>()
+        } else {
+            // Older kernels know a shorter structure; the fields past it are zero.
+            2 * std::mem::size_of::<u64>()
+        };
+        // SAFETY: `attr` is a live, initialised landlock_ruleset_attr of at least `size` bytes.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_landlock_create_ruleset,
+                &attr as *const RulesetAttr,
+                size,
+                0u32,
+            )
+        };
+        if fd < 0 {
+            return Err(SandboxError::Setup(std::io::Error::last_os_error()));
+        }
+        // SAFETY: the kernel just returned this descriptor (O_CLOEXEC) and nothing else owns it.
+        let ruleset = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        for (path, access) in [
+            ("/dev/null", FS_WRITE_FILE | if abi >= 3 { FS_TRUNCATE } else { 0 }),
+            ("/dev/tty", FS_WRITE_FILE),
+        ] {
+            let Ok(file) = std::fs::File::open(path) else {
+                continue;
+            };
+            let rule = PathBeneathAttr {
+                allowed_access: access,
+                parent_fd: file.as_raw_fd(),
+            };
+            // SAFETY: a live path_beneath_attr, and two descriptors that outlive the call.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_landlock_add_rule,
+                    ruleset.as_raw_fd(),
+                    RULE_PATH_BENEATH,
+                    &rule as *const PathBeneathAttr,
+                    0u32,
+                )
+            };
+            if r < 0 {
+                return Err(SandboxError::Setup(std::io::Error::last_os_error()));
+            }
+        }
+        let last_cap = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(40);
+        Ok(ReadOnly { ruleset, last_cap })
+    }
+
+    /// Makes `cmd`'s process enter the sandbox just before it executes its program. The
+    /// sandbox must outlive the spawn.
+    pub fn apply(&self, cmd: &mut Command) {
+        let ruleset = self.ruleset.as_raw_fd();
+        let last_cap = self.last_cap;
+        let root = rustix::process::geteuid().is_root();
+        // SAFETY: the closure makes raw system calls only (prctl, capset,
+        // landlock_restrict_self), all async-signal-safe, on values computed before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                // Executing a setuid program (sudo, su) gains nothing from here on.
+                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if root {
+                    // The bounding set decides what root gets back at exec: keep only
+                    // reading, drop the rest (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_SYS_TIME,
+                    // CAP_KILL, CAP_DAC_OVERRIDE, CAP_CHOWN, …).
+                    for cap in 0..=last_cap {
+                        if KEPT_CAPS & (1u64 << cap) == 0
+                            && libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0
+                        {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    let header = CapHeader {
+                        version: CAPABILITY_VERSION_3,
+                        pid: 0,
+                    };
+                    let kept = [
+                        CapData {
+                            effective: KEPT_CAPS as u32,
+                            permitted: KEPT_CAPS as u32,
+                            inheritable: 0,
+                        },
+                        CapData {
+                            effective: 0,
+                            permitted: 0,
+                            inheritable: 0,
+                        },
+                    ];
+                    if libc::syscall(libc::SYS_capset, &header as *const CapHeader, kept.as_ptr()) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0u32) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sandboxed_command_cannot_write_but_reads_and_writes_to_dev_null() {
+        let Ok(sandbox) = ReadOnly::new() else {
+            eprintln!("note: no Landlock on this kernel; skipping");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let sentinel = dir.path().join("sentinel");
+        std::fs::write(&sentinel, "before").unwrap();
+        let script = format!(
+            "echo changed > {0}; true > {0}; truncate -s 0 {0}; rm -f {0}; ln -s x {1}/link; mv {0} {1}/moved; touch {1}/new; mkdir {1}/d; cat {0} > /dev/null && echo read-ok > /dev/null && echo done",
+            sentinel.display(),
+            dir.path().display()
+        );
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c").arg(&script);
+        sandbox.apply(&mut cmd);
+        let out = cmd.output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "done",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(std::fs::read_to_string(&sentinel).unwrap(), "before");
+        assert!(!dir.path().join("new").exists() && !dir.path().join("d").exists());
+        // runbook itself is not restricted.
+        std::fs::write(&sentinel, "after").unwrap();
+    }
+}
