@@ -194,14 +194,16 @@ profiles:
     };
     let lost: Vec<_> = t.acknowledged.iter().filter(|k| !present.contains(*k)).collect();
     assert!(lost.is_empty(), "seed {seed}: acknowledged writes lost: {lost:?}");
-    let events = |key: &str| -> i64 {
-        db.query_row(
-            "SELECT count(*) FROM audit_events WHERE kind = 'state.set' AND subject = ?1",
-            [format!("torture/{key}")],
-            |r| r.get(0),
-        )
-        .unwrap()
+    let counted: std::collections::HashMap<String, i64> = {
+        let mut stmt = db
+            .prepare("SELECT subject, count(*) FROM audit_events WHERE kind = 'state.set' GROUP BY subject")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
     };
+    let events = |key: &str| -> i64 { counted.get(&format!("torture/{key}")).copied().unwrap_or(0) };
     for key in &t.acknowledged {
         assert_eq!(events(key), 1, "seed {seed}: audit events for acknowledged {key}");
     }
