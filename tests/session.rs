@@ -721,3 +721,58 @@ fn sandbox_off_is_said_in_every_record() {
         out.stderr
     );
 }
+
+/// `deny_read` by the kernel: the secret's bytes reach no output and no record, whatever name
+/// or program a command uses to get at them (none of these names the path as written in the
+/// config, so the argv policy lets them all run).
+#[test]
+fn a_deny_read_file_is_unreadable_under_every_name() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("note: masking deny_read files needs root; skipping");
+        return;
+    }
+    let env = Env::new(
+        r#"
+version: 1
+secrets: { deny_read: [ "{dir}/etc/*/backend.env" ] }
+sessions: { read_only: [ "cp *", "python3 *", "tar *", "sort *", "tail *" ] }
+"#,
+    );
+    let secret = env.write("etc/app/backend.env", "API_KEY=kernel-kept-7f3a9c\n");
+    let root = env.dir.path().display().to_string();
+    std::os::unix::fs::symlink(&secret, env.path("innocent-link")).unwrap();
+    std::fs::create_dir_all(env.path("work")).unwrap();
+    let s = start(&env, "diagnostic");
+    let cases: Vec<Vec<String>> = vec![
+        vec!["grep".into(), "-r".into(), "API_KEY".into(), format!("{root}/etc")],
+        vec!["cat".into(), format!("{root}/innocent-link")],
+        vec!["cat".into(), format!("/proc/self/root{}", secret.display())],
+        vec!["cat".into(), format!("{root}//etc/./app/../app/backend.env")],
+        vec!["tail".into(), "-c".into(), "20".into(), format!("{root}/innocent-link")],
+        vec!["sort".into(), format!("{root}/innocent-link")],
+        vec!["tar".into(), "-cf".into(), "-".into(), format!("{root}/etc")],
+        vec![
+            "python3".into(),
+            "-c".into(),
+            format!("import glob; [print(open(p).read()) for p in glob.glob('{root}/etc/*/*')]"),
+        ],
+        vec!["cp".into(), format!("{root}/innocent-link"), "/dev/stdout".into()],
+    ];
+    for argv in &cases {
+        let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let out = exec(&env, &s, &refs);
+        assert!(
+            !out.stdout.contains("kernel-kept") && !out.stderr.contains("kernel-kept"),
+            "{argv:?} read the secret: {out:?}"
+        );
+    }
+    let decided = decisions(&env, &s);
+    assert!(decided.iter().filter(|d| *d == "ran").count() >= 6, "{decided:?}");
+    // Nor did it reach the state file or its WAL.
+    for file in ["state/runbook.db", "state/runbook.db-wal"] {
+        let bytes = std::fs::read(env.path(file)).unwrap_or_default();
+        assert!(!bytes.windows(11).any(|w| w == b"kernel-kept"), "{file}");
+    }
+    // runbook itself still reads it: only the commands' view is masked.
+    assert!(std::fs::read_to_string(&secret).unwrap().contains("kernel-kept"));
+}

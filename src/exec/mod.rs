@@ -7,6 +7,7 @@
 
 mod capture;
 mod limits;
+pub mod mask;
 pub mod process;
 pub mod sandbox;
 
@@ -51,6 +52,9 @@ pub struct Spec {
     /// Run in the kernel's read-only sandbox (`sandbox::ReadOnly`): no file written, no host
     /// setting changed, no process outside its own tree signalled.
     pub read_only: bool,
+    /// Paths no name may reach from the command (`mask::Masks`): covered by empty read-only
+    /// ones in its own mount namespace.
+    pub masked: Vec<PathBuf>,
 }
 
 impl Spec {
@@ -66,6 +70,7 @@ impl Spec {
             tail: DEFAULT_TAIL,
             stdout_to: None,
             read_only: false,
+            masked: Vec::new(),
         }
     }
 }
@@ -141,6 +146,8 @@ pub enum ExecError {
     Systemd(#[from] SystemdUnavailable),
     #[error(transparent)]
     Sandbox(#[from] sandbox::SandboxError),
+    #[error(transparent)]
+    Mask(#[from] mask::MaskError),
 }
 
 /// A flag that asks running processes to stop (daemon shutdown). Cheap to clone.
@@ -183,6 +190,8 @@ pub fn run(spec: &Spec, cancel: &Cancel) -> Result<Outcome, ExecError> {
         cmd.current_dir(cwd);
     }
     limits::prepare_child(&mut cmd, &spec.limits, spec.limits.systemd_run);
+    // Masks first: the sandbox drops the capability that mounting needs.
+    mask::Masks::new(&spec.masked)?.apply(&mut cmd);
     // Kept alive until the child has executed its program (`spawn` returns after that).
     let sandbox = spec.read_only.then(sandbox::ReadOnly::new).transpose()?;
     if let Some(s) = &sandbox {

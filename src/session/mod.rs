@@ -207,6 +207,27 @@ pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str)
     } else {
         "read-only"
     };
+    // `deny_read` files are masked for every command, in every mode, except a path an
+    // approved change request accepted the exposure of (the command names it).
+    let exposed: Vec<std::path::PathBuf> = match (&class, change_id) {
+        (Class::SecretRead(_), Some(_)) => argv
+            .iter()
+            .filter_map(|a| std::fs::canonicalize(std::path::Path::new(cwd).join(a)).ok())
+            .collect(),
+        _ => Vec::new(),
+    };
+    let masked: Vec<std::path::PathBuf> = exec::mask::expand(&config.secrets.deny_read)
+        .into_iter()
+        .filter(|p| !exposed.contains(p))
+        .collect();
+    let (run, reason, hint) = match exec::mask::Masks::new(&masked) {
+        Err(e) if run => (
+            false,
+            e.to_string(),
+            Some("run runbook (and so its sessions) as root, or make that file unreadable to this user".to_string()),
+        ),
+        _ => (run, reason, hint),
+    };
     let at = clock::to_text(clock::now());
     let (exit_code, output, duration_ms) = if run {
         let mut spec = Spec::new(argv.to_vec(), config.sessions.timeout.0);
@@ -215,6 +236,7 @@ pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str)
         spec.env.push(("RUNBOOK_SESSION".into(), id.to_string()));
         spec.limits = config.sessions.limits.clone();
         spec.read_only = sandbox == "read-only";
+        spec.masked = masked;
         match exec::run(&spec, &Cancel::default()) {
             Ok(o) => (
                 o.exit_code,

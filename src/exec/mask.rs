@@ -1,0 +1,195 @@
+//! Secrets no command can read: each `secrets.deny_read` path is covered, in the command's own
+//! mount namespace, by an empty read-only file (`/dev/null`) or an empty read-only directory,
+//! so no name reaches its bytes: not a relative path, a symlink, `/proc/self/root/…`, `grep
+//! -r`, nor a program that opens it by itself.
+//!
+//! Owns expanding the patterns to paths and the masking. This module needs `unsafe` for the
+//! same reason as `sandbox`: the masking happens in `CommandExt::pre_exec`, between fork and
+//! exec, with raw `unshare` and `mount` calls on C strings made before the fork.
+//! Invariant: runbook's own mount namespace is never touched; masking needs root
+//! (CAP_SYS_ADMIN), and where runbook is not root a path it can read is refused, not run.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::check::wildcard;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MaskError {
+    #[error(
+        "runbook runs as uid {uid}, not root, and can read {path}: it cannot hide it from commands (that needs a mount namespace, so root)"
+    )]
+    Readable { uid: u32, path: PathBuf },
+}
+
+/// The existing paths that `patterns` (`/etc/*/backend.env`: `*` and `?` within one path
+/// component) name now.
+pub fn expand(patterns: &[String]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for pattern in patterns {
+        let mut at = vec![PathBuf::from("/")];
+        for part in Path::new(pattern).components().skip(1) {
+            let part = part.as_os_str().to_string_lossy();
+            let mut next = Vec::new();
+            for dir in &at {
+                if part.contains(['*', '?']) {
+                    let Ok(entries) = std::fs::read_dir(dir) else {
+                        continue;
+                    };
+                    let mut names: Vec<_> = entries
+                        .flatten()
+                        .filter(|e| wildcard::matches(&part, &e.file_name().to_string_lossy()))
+                        .map(|e| dir.join(e.file_name()))
+                        .collect();
+                    names.sort();
+                    next.extend(names);
+                } else {
+                    let p = dir.join(&*part);
+                    if std::fs::symlink_metadata(&p).is_ok() {
+                        next.push(p);
+                    }
+                }
+            }
+            at = next;
+        }
+        found.extend(at.into_iter().filter(|p| p != Path::new("/")));
+    }
+    // A symlink is masked where it leads: the file itself, whatever name reaches it.
+    let mut found: Vec<PathBuf> = found
+        .into_iter()
+        .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// The masks for one command, ready before the fork.
+#[derive(Debug, Default)]
+pub struct Masks {
+    /// (path, is a directory), as C strings.
+    targets: Vec<(CString, bool)>,
+}
+
+impl Masks {
+    /// Masks for `paths`. Where runbook is not root it cannot mask: a path it can read is
+    /// then an error, and one it cannot read needs no mask (the kernel refuses it anyway).
+    pub fn new(paths: &[PathBuf]) -> Result<Self, MaskError> {
+        let uid = rustix::process::geteuid();
+        if !uid.is_root() {
+            if let Some(path) = paths.iter().find(|p| readable(p)) {
+                return Err(MaskError::Readable {
+                    uid: uid.as_raw(),
+                    path: path.clone(),
+                });
+            }
+            return Ok(Masks::default());
+        }
+        let targets = paths
+            .iter()
+            .filter_map(|p| Some((CString::new(p.as_os_str().as_bytes()).ok()?, p.is_dir())))
+            .collect();
+        Ok(Masks { targets })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    /// Makes `cmd`'s process run in its own mount namespace with every path masked. Must be
+    /// applied before the sandbox, which drops the capability mounting needs.
+    pub fn apply(&self, cmd: &mut Command) {
+        if self.targets.is_empty() {
+            return;
+        }
+        let targets: Vec<(CString, bool)> = self.targets.clone();
+        let null = c"/dev/null";
+        let root = c"/";
+        let tmpfs = c"tmpfs";
+        let options = c"size=0,mode=000";
+        // SAFETY: raw unshare and mount calls on C strings owned by the closure, made before
+        // the fork; no allocation, no locks.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // Nothing done here propagates back to the host's mounts.
+                if libc::mount(
+                    std::ptr::null(),
+                    root.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                for (target, dir) in &targets {
+                    let covered = if *dir {
+                        libc::mount(
+                            tmpfs.as_ptr(),
+                            target.as_ptr(),
+                            tmpfs.as_ptr(),
+                            libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                            options.as_ptr().cast(),
+                        )
+                    } else {
+                        let bound = libc::mount(
+                            null.as_ptr(),
+                            target.as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_BIND,
+                            std::ptr::null(),
+                        );
+                        if bound == 0 {
+                            libc::mount(
+                                std::ptr::null(),
+                                target.as_ptr(),
+                                std::ptr::null(),
+                                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                                std::ptr::null(),
+                            )
+                        } else {
+                            bound
+                        }
+                    };
+                    if covered != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+fn readable(path: &Path) -> bool {
+    rustix::fs::access(path, rustix::fs::Access::READ_OK).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_expand_to_the_files_there_now_symlinks_to_their_target() {
+        let d = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(d.path()).unwrap();
+        for app in ["a", "b"] {
+            std::fs::create_dir_all(base.join("etc").join(app)).unwrap();
+            std::fs::write(base.join("etc").join(app).join("backend.env"), "K=V").unwrap();
+        }
+        std::fs::create_dir_all(base.join("etc/c")).unwrap();
+        std::os::unix::fs::symlink(base.join("etc/a/backend.env"), base.join("etc/c/backend.env")).unwrap();
+        let found = expand(&[format!("{}/etc/*/backend.env", base.display())]);
+        assert_eq!(
+            found,
+            vec![base.join("etc/a/backend.env"), base.join("etc/b/backend.env")]
+        );
+        assert!(expand(&["/no/such/*/file".into()]).is_empty());
+    }
+}
