@@ -776,3 +776,31 @@ sessions: { read_only: [ "cp *", "python3 *", "tar *", "sort *", "tail *" ] }
     // runbook itself still reads it: only the commands' view is masked.
     assert!(std::fs::read_to_string(&secret).unwrap().contains("kernel-kept"));
 }
+
+#[test]
+fn a_command_with_control_characters_cannot_pass_for_another_on_screen() {
+    let env = env();
+    let s = start(&env, "maintenance");
+    let spoof = "rm -rf /tmp/runbook-spoof-target \"\r\x1b[2Ksystemctl status app\"";
+    let id = request_change(&env, &s, spoof);
+    let shown = env.run(&["change", "show", &id]);
+    assert_eq!(shown.code, 0, "{shown:?}");
+    assert!(
+        !shown.stdout.contains('\r') && !shown.stdout.contains('\x1b'),
+        "{:?}",
+        shown.stdout
+    );
+    assert!(
+        shown
+            .stdout
+            .contains("rm -rf /tmp/runbook-spoof-target $'\\r\\x1b[2Ksystemctl status app'"),
+        "{}",
+        shown.stdout
+    );
+    let listed = env.run(&["change", "list"]);
+    assert!(
+        !listed.stdout.contains('\r') && !listed.stdout.contains('\x1b'),
+        "{:?}",
+        listed.stdout
+    );
+}

@@ -181,7 +181,9 @@ pub fn change(cx: &Ctx, cmd: ChangeCmd) -> Result<Outcome, CliError> {
                 &cwd(),
             )?;
             cx.out.either(&json!({ "change": c, "status": "pending" }), || {
-                cx.out.line(format!("change request {c} filed (pending): {command}"));
+                let argv = shlex::split(&command).unwrap_or_else(|| vec![command.clone()]);
+                cx.out
+                    .line(format!("change request {c} filed (pending): {}", exec::display(&argv)));
                 cx.out
                     .line(format!("another person approves it: runbook change approve {c}"));
             });
@@ -272,12 +274,16 @@ fn read_signature(path: &std::path::Path) -> Result<String, CliError> {
 fn show(cx: &Ctx, c: &crate::store::ChangeRequest) {
     cx.out.line(format!("change request {} ({})", c.id, c.status));
     cx.out.line(format!("  session:   {}", c.session_id));
-    cx.out.line(format!("  requester: {}", c.requester));
-    cx.out.line(format!("  objective: {}", c.objective));
+    cx.out
+        .line(format!("  requester: {}", exec::escape_controls(&c.requester)));
+    cx.out
+        .line(format!("  objective: {}", exec::escape_controls(&c.objective)));
     cx.out.line(format!("  command:   {}", exec::display(&c.argv)));
-    cx.out.line(format!("  in:        {}", c.cwd));
-    cx.out.line(format!("  impact:    {}", c.impact));
-    cx.out.line(format!("  rollback:  {}", c.rollback));
+    cx.out.line(format!("  in:        {}", exec::escape_controls(&c.cwd)));
+    cx.out
+        .line(format!("  impact:    {}", exec::escape_controls(&c.impact)));
+    cx.out
+        .line(format!("  rollback:  {}", exec::escape_controls(&c.rollback)));
     cx.out.line(format!("  uses left: {}", c.uses_left));
     if let Some(a) = &c.approver {
         cx.out.line(format!(

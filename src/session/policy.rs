@@ -90,49 +90,182 @@ const READ_ONLY: &[&[&str]] = &[
     &["runbook", "session", "status"],
 ];
 
-/// Flags that make an otherwise read-only command change something.
-const WRITING_FLAGS: &[(&str, &[&str])] = &[
-    (
-        "journalctl",
-        &[
-            "--vacuum-size",
-            "--vacuum-time",
-            "--vacuum-files",
-            "--rotate",
-            "--flush",
-        ],
-    ),
-    ("git", &["--output", "-o"]),
-    ("date", &["-s", "--set"]),
-    ("hostname", &["-b", "--boot", "-F", "--file"]),
-    (
-        "find",
-        &[
-            "-delete", "-exec", "-execdir", "-ok", "-okdir", "-fprint", "-fprintf", "-fls",
-        ],
-    ),
-    (
-        "curl",
-        &[
-            "-o",
-            "--output",
-            "-O",
-            "-X",
-            "--request",
-            "-d",
-            "--data",
-            "-T",
-            "--upload-file",
-        ],
-    ),
-];
-
 /// Characters that mean the caller expected a shell: pipes, lists, redirections,
 /// substitutions. `session exec` runs argv without a shell, so these are either a mistake or
 /// an attempt; both are treated as state-changing.
 const SHELL_SYNTAX: &[&str] = &["|", "||", "&&", ";", ">", ">>", "<", "&", "`", "$(", "2>", "&>"];
 
 const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh", "fish", "busybox"];
+
+/// Programs that run another program with more privileges.
+const ELEVATORS: &[&str] = &["sudo", "runuser", "doas", "pkexec"];
+
+/// Where a program given by a path is trusted by its name.
+const TRUSTED_DIRS: &[&str] = &[
+    "/usr/bin/",
+    "/bin/",
+    "/usr/sbin/",
+    "/sbin/",
+    "/usr/local/bin/",
+    "/usr/local/sbin/",
+];
+
+/// Options of the elevators that take a value (`sudo -u root`, `runuser -u app`).
+fn takes_value(wrapper: &str, flag: &str) -> bool {
+    match wrapper {
+        "sudo" => matches!(
+            flag,
+            "-u" | "-g" | "-C" | "-D" | "-h" | "-p" | "-r" | "-t" | "-U" | "-T" | "-R"
+        ),
+        "runuser" => matches!(flag, "-u" | "-g" | "-G" | "-c" | "-w"),
+        "doas" => matches!(flag, "-u" | "-C"),
+        _ => false,
+    }
+}
+
+/// The elevator's own options, and the command it runs.
+fn split_wrapper<'a>(wrapper: &str, args: &[&'a str]) -> (Vec<&'a str>, Vec<&'a str>) {
+    let mut i = 0;
+    let mut flags = Vec::new();
+    while i < args.len() {
+        let a = args[i];
+        if a == "--" {
+            i += 1;
+            break;
+        }
+        if !a.starts_with('-') {
+            break;
+        }
+        flags.push(a);
+        // A value in the next word: `-u root`, or a short cluster ending in one (`-iu root`).
+        let last = a.chars().last().map(|c| format!("-{c}")).unwrap_or_default();
+        if !a.contains('=') && (takes_value(wrapper, a) || (!a.starts_with("--") && takes_value(wrapper, &last))) {
+            i += 1;
+        }
+        i += 1;
+    }
+    (flags, args[i.min(args.len())..].to_vec())
+}
+
+/// A shell with no script: interactive or a login shell (`bash`, `bash -i`, `bash -l`).
+fn interactive_shell(args: &[&str]) -> bool {
+    args.first().is_some_and(|a| SHELLS.contains(&program(a)))
+        && !args[1..]
+            .iter()
+            .any(|a| *a == "-c" || (a.starts_with('-') && !a.starts_with("--") && a.contains('c')))
+}
+
+/// Short options of a cluster (`-fsSo` → f, s, S, o); long options as given.
+fn short_cluster(arg: &str) -> Option<&str> {
+    arg.strip_prefix('-').filter(|r| !r.starts_with('-') && !r.is_empty())
+}
+
+/// Why `prog args` writes although `prog` is read-only by its name; `None` when it does not.
+fn writes(prog: &str, args: &[&str]) -> Option<String> {
+    let (long, short): (&[&str], &str) = match prog {
+        "journalctl" => (
+            &[
+                "--vacuum-size",
+                "--vacuum-time",
+                "--vacuum-files",
+                "--rotate",
+                "--flush",
+                "--relinquish-var",
+                "--smart-relinquish-var",
+                "--setup-keys",
+                "--update-catalog",
+                "--sync",
+            ],
+            "",
+        ),
+        "git" => (&["--output"], "o"),
+        "date" => (&["--set"], "s"),
+        "hostname" => (&["--boot", "--file"], "bF"),
+        "curl" => (
+            &[
+                "--output",
+                "--remote-name",
+                "--remote-name-all",
+                "--request",
+                "--data",
+                "--data-binary",
+                "--data-raw",
+                "--data-urlencode",
+                "--data-ascii",
+                "--json",
+                "--form",
+                "--form-string",
+                "--upload-file",
+                "--dump-header",
+                "--cookie-jar",
+                "--trace",
+                "--trace-ascii",
+                "--stderr",
+                "--config",
+                "--output-dir",
+                "--create-dirs",
+                "--etag-save",
+                "--hsts",
+                "--alt-svc",
+                "--libcurl",
+                "--unix-socket",
+            ],
+            "oOXdTDcKF",
+        ),
+        "wget" => (
+            &[
+                "--output-document",
+                "--output-file",
+                "--append-output",
+                "--post-data",
+                "--post-file",
+                "--method",
+                "--body-data",
+                "--body-file",
+                "--save-cookies",
+                "--directory-prefix",
+            ],
+            "oOaP",
+        ),
+        "ss" => (&["--kill", "--diag"], "KD"),
+        "find" => (&[], ""),
+        _ => (&[], ""),
+    };
+    for a in args {
+        let name = a.split_once('=').map_or(*a, |(n, _)| n);
+        // getopt_long takes any unambiguous prefix: `--vacuum-s` is `--vacuum-size`.
+        if name.starts_with("--") && name.len() >= 4 && long.iter().any(|l| l.starts_with(name)) {
+            return Some(format!("`{prog} {a}` writes"));
+        }
+        if let Some(cluster) = short_cluster(a)
+            && prog != "find"
+            && let Some(c) = cluster.chars().find(|c| short.contains(*c))
+        {
+            return Some(format!("`{prog} -{c}` writes"));
+        }
+    }
+    let positional: Vec<&&str> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    match prog {
+        "find" => args
+            .iter()
+            .find(|a| {
+                ["-delete", "-exec", "-execdir", "-ok", "-okdir", "-fprint", "-fls"]
+                    .iter()
+                    .any(|f| a.starts_with(f))
+            })
+            .map(|a| format!("`find {a}` writes or runs commands")),
+        "hostname" if !positional.is_empty() => Some("`hostname NAME` sets the host name".into()),
+        "date" if positional.iter().any(|a| !a.starts_with('+')) => Some("`date TIME` sets the clock".into()),
+        "ip" if args
+            .get(1)
+            .is_some_and(|verb| !matches!(*verb, "show" | "list" | "lst" | "get" | "ls"))
+            && args.len() > 1 =>
+        {
+            Some(format!("`ip {} {}` changes the network", args[0], args[1]))
+        }
+        _ => None,
+    }
+}
 
 fn program(argv0: &str) -> &str {
     argv0.rsplit('/').next().unwrap_or(argv0)
@@ -149,31 +282,50 @@ pub struct Policy {
 
 impl Policy {
     pub fn classify(&self, argv: &[String]) -> Class {
-        let Some(first) = argv.first() else {
+        if argv.is_empty() {
             return Class::Refused("an empty command".into());
-        };
-        // sudo: judge what it runs; a shell through sudo is a persistent privileged shell.
+        }
+        // sudo and its kin: judge what they run; a shell through them is a persistent
+        // privileged shell.
         let mut args: Vec<&str> = argv.iter().map(String::as_str).collect();
-        if program(first) == "sudo" {
-            let rest: Vec<&str> = args[1..].iter().copied().skip_while(|a| a.starts_with('-')).collect();
-            let flags: Vec<&str> = args[1..].iter().copied().take_while(|a| a.starts_with('-')).collect();
-            if flags
-                .iter()
-                .any(|f| matches!(*f, "-s" | "-i" | "--shell" | "--login" | "-su"))
-                || rest.is_empty()
-                || matches!(program(rest[0]), "su" | "-su")
-                || (SHELLS.contains(&program(rest[0])) && rest.len() == 1)
-            {
-                return Class::Refused(
-                    "persistent privileged shells are never allowed (sudo -s, sudo -i, sudo su, a bare sudo shell); run one-shot commands instead"
-                        .into(),
-                );
+        while let Some(wrapper) = args.first().map(|a| program(a)).filter(|p| ELEVATORS.contains(p)) {
+            let (flags, rest) = split_wrapper(wrapper, &args[1..]);
+            let shell_flag = flags.iter().any(|f| {
+                matches!(*f, "--shell" | "--login" | "-l" | "--preserve-env")
+                    || (f.starts_with('-') && !f.starts_with("--") && f.contains(['s', 'i']))
+            });
+            if shell_flag || rest.is_empty() || matches!(program(rest[0]), "su" | "-su") || interactive_shell(&rest) {
+                return Class::Refused(format!(
+                    "persistent privileged shells are never allowed (`{wrapper}` with a login or interactive shell, sudo -s, sudo -i, sudo su); run one-shot commands instead"
+                ));
             }
             args = rest;
         }
         let prog = program(args[0]);
-        if prog == "su" {
-            return Class::Refused("persistent privileged shells are never allowed (su)".into());
+        if prog == "su" || interactive_shell(&args) {
+            return Class::Refused(
+                "persistent privileged shells are never allowed (su, an interactive or login shell)".into(),
+            );
+        }
+        // runbook with another configuration runs that configuration's commands.
+        if prog == "runbook"
+            && args[1..]
+                .iter()
+                .any(|a| *a == "-c" || a.starts_with("--config") || (a.starts_with("-c") && !a.starts_with("--")))
+        {
+            return Class::StateChanging("`runbook -c/--config` runs another configuration's commands".into());
+        }
+        // A program given by a path outside the system's directories is not the program its
+        // name suggests (`./ls`, `/tmp/x/cat`).
+        if args[0].contains('/') && !TRUSTED_DIRS.iter().any(|d| args[0].starts_with(d)) {
+            let configured = self.read_only.iter().any(|p| wildcard::matches(p, &args.join(" ")));
+            if !configured {
+                return Class::StateChanging(format!(
+                    "`{}` is not a system program (only {} are trusted by name)",
+                    args[0],
+                    TRUSTED_DIRS.join(", ")
+                ));
+            }
         }
         if SHELLS.contains(&prog) {
             return Class::StateChanging(format!(
@@ -203,12 +355,8 @@ impl Policy {
         });
         let configured = self.read_only.iter().any(|p| wildcard::matches(p, &line));
         if built_in || configured {
-            if let Some((_, flags)) = WRITING_FLAGS.iter().find(|(p, _)| *p == prog)
-                && let Some(f) = args[1..]
-                    .iter()
-                    .find(|a| flags.iter().any(|f| *a == f || a.starts_with(&format!("{f}="))))
-            {
-                return Class::StateChanging(format!("`{prog} {f}` writes"));
+            if let Some(why) = writes(prog, &args[1..]) {
+                return Class::StateChanging(why);
             }
             return Class::ReadOnly;
         }
@@ -296,5 +444,66 @@ mod tests {
             );
         }
         assert!(matches!(p.classify(&[]), Class::Refused(_)));
+    }
+
+    #[test]
+    fn the_hostile_forms_seen_are_not_read_only() {
+        let p = policy();
+        for line in [
+            "./ls",
+            "/tmp/x/cat /etc/hosts",
+            "runbook check -c /tmp/evil.yaml",
+            "runbook --config=/tmp/evil.yaml list",
+            "find /x -fprint0 /tmp/out",
+            "ss -t -D /tmp/out",
+            "ss -K dst 127.0.0.1",
+            "ip addr add 10.0.0.1/24 dev lo",
+            "ip route add default via 127.0.0.1",
+            "hostname evil",
+            "journalctl --vacuum-s=1K",
+            "date -s 2001-01-01",
+            "curl -fsS -o /tmp/f http://127.0.0.1/",
+            "curl -fsS -sSo /tmp/f http://127.0.0.1/",
+            "curl -fsS -XPOST http://127.0.0.1/",
+            "curl -fsS --json {} http://127.0.0.1/",
+            "curl -fsS -F a=b http://127.0.0.1/",
+            "curl -fsS --data-binary @x http://127.0.0.1/",
+            "curl -fsS -D /tmp/h http://127.0.0.1/",
+            "curl -fsS -c /tmp/jar http://127.0.0.1/",
+            "curl -fsS --trace /tmp/t http://127.0.0.1/",
+            "curl -fsS --stderr /tmp/e http://127.0.0.1/",
+            "curl -fsS -K /tmp/cfg http://127.0.0.1/",
+        ] {
+            assert!(
+                matches!(class(&p, line), Class::StateChanging(_)),
+                "{line}: {:?}",
+                class(&p, line)
+            );
+        }
+        for line in [
+            "sudo -iu root",
+            "sudo -u root bash -i",
+            "sudo bash -l",
+            "runuser -u root -- bash",
+            "sudo -u root -- su -",
+            "bash -i",
+            "doas sh",
+        ] {
+            assert!(
+                matches!(class(&p, line), Class::Refused(_)),
+                "{line}: {:?}",
+                class(&p, line)
+            );
+        }
+        for line in [
+            "sudo -u app journalctl -n 5",
+            "date +%s",
+            "hostname -f",
+            "ip addr",
+            "ip route show",
+            "curl -fsS http://127.0.0.1/healthz",
+        ] {
+            assert_eq!(class(&p, line), Class::ReadOnly, "{line}");
+        }
     }
 }
