@@ -39,6 +39,31 @@ fn exec(env: &Env, session: &str, argv: &[&str]) -> Out {
     env.run(&args)
 }
 
+/// A write token created by another OS user (`nobody`), as a second operator would: the
+/// state directory is opened to that user first.
+fn token_of_another_user(env: &Env, name: &str) -> String {
+    let opened = std::process::Command::new("chmod")
+        .args(["-R", "a+rwX"])
+        .arg(env.path("state"))
+        .status()
+        .unwrap();
+    assert!(opened.success());
+    let out = Out::from(
+        std::process::Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+            .arg(BIN)
+            .arg("--config")
+            .arg(&env.config)
+            .args(["token", "create", name, "--scope", "write"])
+            .current_dir(env.dir.path())
+            .env_remove("RUNBOOK_CONFIG")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    out.stdout.trim().to_string()
+}
+
 /// The decision on each command of a session, in order (`session show`).
 fn decisions(env: &Env, session: &str) -> Vec<String> {
     let (_, shown) = env.json(&["session", "show", session]);
@@ -146,12 +171,20 @@ fn an_approval_runs_exactly_one_command_once_in_one_session() {
         out.stderr
     );
 
-    // Another person approves it through the API with a write token.
-    let token = env
-        .run(&["token", "create", "alice", "--scope", "write"])
+    // The requester's own write token is the requester: refused like the CLI.
+    let own = env
+        .run(&["token", "create", "mine", "--scope", "write"])
         .stdout
         .trim()
         .to_string();
+    let (_own_server, own_port) = serve(&env);
+    let refused = request(own_port, "POST", &format!("/v1/changes/{id}/approve"), Some(&own));
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert_eq!(refused.json()["error"]["code"], "self_approval");
+    drop(_own_server);
+
+    // Another person approves it through the API with a write token of their own.
+    let token = token_of_another_user(&env, "alice");
     let reader = env.run(&["token", "create", "bob"]).stdout.trim().to_string();
     let (_server, port) = serve(&env);
     assert_eq!(
@@ -195,7 +228,11 @@ fn an_approval_runs_exactly_one_command_once_in_one_session() {
     assert!(
         env.count("SELECT count(*) FROM audit_events WHERE kind = 'change.approved' AND actor = 'token:alice'") == 1
     );
-    assert!(env.count("SELECT count(*) FROM audit_events WHERE kind = 'change.self_approval_refused'") == 1);
+    // Refused twice: the requester at the terminal, then with their own token.
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_events WHERE kind = 'change.self_approval_refused'"),
+        2
+    );
 }
 
 #[test]
@@ -579,11 +616,7 @@ fn the_session_comes_from_runbook_session_and_an_approval_can_allow_n_runs() {
     ]);
     assert_eq!(filed.code, 0, "{}", filed.stderr);
     let change = filed.json()["change"].to_string();
-    let token = env
-        .run(&["token", "create", "bob", "--scope", "write"])
-        .stdout
-        .trim()
-        .to_string();
+    let token = token_of_another_user(&env, "bob");
     let (_server, port) = serve(&env);
     let approved = request(port, "POST", &format!("/v1/changes/{change}/approve"), Some(&token));
     assert_eq!(approved.status, 200, "{}", approved.body);

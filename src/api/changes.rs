@@ -44,7 +44,24 @@ pub async fn approve(
     let signature = body.and_then(|b| b.signature);
     let decided = tokio::task::spawn_blocking(move || {
         let config = state.config();
-        session::decide(&config, &state.store, id, true, &actor, None, signature.as_deref())
+        // The person behind the token: who created it. A requester's own token is the
+        // requester.
+        let creator = state
+            .store
+            .tokens()?
+            .into_iter()
+            .find(|t| t.name == caller.0)
+            .map(|t| t.created_by);
+        session::decide(
+            &config,
+            &state.store,
+            id,
+            true,
+            &actor,
+            creator.as_deref(),
+            None,
+            signature.as_deref(),
+        )
     })
     .await
     .map_err(ApiError::internal)?;

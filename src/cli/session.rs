@@ -238,7 +238,7 @@ pub fn change(cx: &Ctx, cmd: ChangeCmd) -> Result<Outcome, CliError> {
                 }
             }
             let actor = crate::audit::actor::current();
-            let c = session::decide(&config, &store, id, true, &actor, None, signature.as_deref())?;
+            let c = session::decide(&config, &store, id, true, &actor, None, None, signature.as_deref())?;
             let by = c.approver.clone().unwrap_or(actor);
             cx.out.either(&c, || {
                 cx.out.line(format!(
@@ -254,7 +254,7 @@ pub fn change(cx: &Ctx, cmd: ChangeCmd) -> Result<Outcome, CliError> {
         }
         ChangeCmd::Deny { id, reason } => {
             let actor = crate::audit::actor::current();
-            let c = session::decide(&config, &store, id, false, &actor, Some(&reason), None)?;
+            let c = session::decide(&config, &store, id, false, &actor, None, Some(&reason), None)?;
             cx.out
                 .either(&c, || cx.out.line(format!("change request {id} denied by {actor}")));
             Ok(Outcome::Ok)

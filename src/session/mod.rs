@@ -359,12 +359,16 @@ fn approvers(config: &Config) -> Vec<(String, sshsig::PublicKey)> {
 /// With `sessions.approvers` set, an approval must carry an `ssh-keygen -Y sign` signature
 /// over [`payload`] by one of those keys; the approver's name from the config is then the
 /// actor, whatever OS account ran the command.
+/// Approves or denies change request `id` as `actor`. `behalf` is the person an API token acts
+/// for (the OS user who created it): neither may be the requester.
+#[allow(clippy::too_many_arguments)]
 pub fn decide(
     config: &Config,
     store: &Store,
     id: i64,
     approve: bool,
     actor: &str,
+    behalf: Option<&str>,
     reason: Option<&str>,
     signature: Option<&str>,
 ) -> Result<ChangeRequest, SessionError> {
@@ -399,11 +403,12 @@ pub fn decide(
             },
         }
     }
-    if approve && c.requester == actor {
+    // A signature names the approver whoever carried it; without one, the token's creator is.
+    if approve && (c.requester == actor || (signed_by.is_none() && behalf == Some(c.requester.as_str()))) {
         store.audit_append(&Draft::new(
             "change.self_approval_refused",
             &format!("change {id}"),
-            json!({ "actor": actor }),
+            json!({ "actor": actor, "on_behalf_of": behalf }),
             &config.redactor,
         ))?;
         return Err(SessionError::SelfApproval(actor, id));
