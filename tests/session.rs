@@ -837,3 +837,42 @@ fn a_command_with_control_characters_cannot_pass_for_another_on_screen() {
         listed.stdout
     );
 }
+
+#[test]
+fn a_command_interrupted_or_timed_out_is_recorded_as_such() {
+    let env = Env::new("version: 1\nsessions: { limits: { timeout: 1s }, read_only: [ \"sleep *\" ] }\n");
+    let s = start(&env, "diagnostic");
+    // The session timeout kills it: recorded as timed out, not as ran.
+    let out = exec(&env, &s, &["sleep", "5"]);
+    assert!(out.code != 0, "{out:?}");
+    // runbook itself is killed while the command runs: the record says it started.
+    let mut child = env
+        .cmd()
+        .args(["session", "exec", "--session", &s, "--", "sleep", "0.8"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(std::time::Duration::from_secs(10), || decisions(&env, &s)
+        .len()
+        == 2));
+    signal(child.id(), "KILL");
+    let _ = child.wait();
+    assert_eq!(decisions(&env, &s), ["timed out", "started"]);
+    let (_, shown) = env.json(&["session", "show", &s]);
+    assert!(
+        shown["commands"][1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("outcome is not known"),
+        "{shown}"
+    );
+    let (_, end) = env.json(&["session", "end", "--session", &s]);
+    assert_eq!(end["commands_run"], 2, "{end}");
+    assert_eq!(end["commands_refused"], 0, "{end}");
+    assert_eq!(env.run(&["audit", "verify"]).code, 0);
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_events WHERE kind = 'session.command_started'"),
+        2
+    );
+}

@@ -171,32 +171,27 @@ pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str)
             .map(|q| q.into_owned())
             .unwrap_or_else(|_| shown.clone())
     );
-    // Decide: (run?, reason, change used, hint).
-    let (run, reason, change_id, hint) = match (&class, session.mode.as_str()) {
-        (Class::Refused(why), _) => (false, why.clone(), None, None),
-        (Class::ReadOnly, _) => (true, "read-only".to_string(), None, None),
-        (Class::StateChanging(why) | Class::SecretRead(why), mode) => {
-            let approved = if mode == "maintenance" || matches!(class, Class::SecretRead(_)) {
-                store.take_approval(&binding(argv, cwd, id))?
-            } else {
-                None
-            };
-            match approved {
-                Some(c) => (true, format!("approved by change request {c}"), Some(c), None),
-                None if mode == "diagnostic" && matches!(class, Class::StateChanging(_)) => (
-                    false,
-                    format!("{why}; a diagnostic session runs read-only commands only"),
-                    None,
-                    Some(format!("{request_hint}, and run it in a maintenance session")),
-                ),
-                None => (
-                    false,
-                    format!("{why}; no approved change request names exactly this command here"),
-                    None,
-                    Some(request_hint),
-                ),
-            }
-        }
+    // Decide without spending anything yet: (may run?, reason, hint). A state change or a
+    // secret read runs only with an approval, taken when the command starts.
+    let needs_approval = match (&class, session.mode.as_str()) {
+        (Class::StateChanging(_), "maintenance") | (Class::SecretRead(_), _) => Some(binding(argv, cwd, id)),
+        _ => None,
+    };
+    let (run, reason, hint) = match (&class, session.mode.as_str()) {
+        (Class::Refused(why), _) => (false, why.clone(), None),
+        (Class::ReadOnly, _) => (true, "read-only".to_string(), None),
+        (Class::StateChanging(why), "diagnostic") => (
+            false,
+            format!("{why}; a diagnostic session runs read-only commands only"),
+            Some(format!("{request_hint}, and run it in a maintenance session")),
+        ),
+        (Class::StateChanging(_) | Class::SecretRead(_), _) => (true, String::new(), None),
+    };
+    let not_approved = |why: &str| {
+        (
+            format!("{why}; no approved change request names exactly this command here"),
+            Some(request_hint.clone()),
+        )
     };
     // Everything but an approved state change runs in the kernel's read-only sandbox: the
     // argv policy above is the explainable first layer, the kernel the one that holds.
@@ -209,8 +204,8 @@ pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str)
     };
     // `deny_read` files are masked for every command, in every mode, except a path an
     // approved change request accepted the exposure of (the command names it).
-    let exposed: Vec<std::path::PathBuf> = match (&class, change_id) {
-        (Class::SecretRead(_), Some(_)) => argv
+    let exposed: Vec<std::path::PathBuf> = match &class {
+        Class::SecretRead(_) => argv
             .iter()
             .filter_map(|a| std::fs::canonicalize(std::path::Path::new(cwd).join(a)).ok())
             .collect(),
@@ -229,44 +224,108 @@ pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str)
         _ => (run, reason, hint),
     };
     let at = clock::to_text(clock::now());
-    let (exit_code, output, duration_ms) = if run {
-        let mut spec = Spec::new(argv.to_vec(), config.sessions.timeout.0);
-        spec.cwd = Some(cwd.into());
-        spec.env = config.env.clone();
-        spec.env.push(("RUNBOOK_SESSION".into(), id.to_string()));
-        spec.limits = config.sessions.limits.clone();
-        spec.read_only = sandbox == "read-only";
-        spec.masked = masked;
-        match exec::run(&spec, &Cancel::default()) {
-            Ok(o) => (
-                o.exit_code,
-                redact::output(&config.redactor, &o.combined_output()),
-                Some(o.duration.as_millis() as i64),
-            ),
-            Err(e) => (None, e.to_string(), Some(0)),
-        }
-    } else {
-        (None, String::new(), None)
+    let stored_argv: Vec<String> = argv.iter().map(|a| config.redactor.redact(a).into_owned()).collect();
+    let refuse = |reason: String, hint: Option<String>| -> Result<Executed, SessionError> {
+        let draft = Draft::new(
+            "session.refused",
+            &format!("session {id}"),
+            json!({ "command": shown, "cwd": cwd, "class": class, "reason": reason }),
+            &config.redactor,
+        );
+        store.record_session_command(
+            id,
+            &stored_argv,
+            cwd,
+            "refused",
+            &reason,
+            None,
+            None,
+            "",
+            &at,
+            None,
+            &draft,
+        )?;
+        Ok(Executed {
+            session: id,
+            argv: stored_argv.clone(),
+            class: class.clone(),
+            decision: "refused".into(),
+            reason,
+            change_id: None,
+            exit_code: None,
+            output: String::new(),
+            sandbox: None,
+            hint,
+        })
     };
-    let decision = if run { "ran" } else { "refused" };
+    if !run {
+        return refuse(reason, hint);
+    }
+    // Recorded as started before it runs (spending its approval in the same transaction): a
+    // runbook killed meanwhile leaves "started, outcome unknown", never nothing.
+    let started = store.start_session_command(id, &stored_argv, cwd, needs_approval.as_deref(), &at, &|change| {
+        Draft::new(
+            "session.command_started",
+            &format!("session {id}"),
+            json!({ "command": shown, "cwd": cwd, "class": class, "change_id": change, "sandbox": sandbox }),
+            &config.redactor,
+        )
+    })?;
+    let Some((row, change_id)) = started else {
+        let why = match &class {
+            Class::StateChanging(why) | Class::SecretRead(why) => why.as_str(),
+            _ => "",
+        };
+        let (reason, hint) = not_approved(why);
+        return refuse(reason, hint);
+    };
+    let reason = match change_id {
+        Some(c) => format!("approved by change request {c}"),
+        None => reason,
+    };
+    let mut spec = Spec::new(argv.to_vec(), config.sessions.timeout.0);
+    spec.cwd = Some(cwd.into());
+    spec.env = config.env.clone();
+    spec.env.push(("RUNBOOK_SESSION".into(), id.to_string()));
+    spec.limits = config.sessions.limits.clone();
+    spec.read_only = sandbox == "read-only";
+    spec.masked = masked;
+    let (decision, reason, exit_code, output, duration_ms) = match exec::run(&spec, &Cancel::default()) {
+        Ok(o) => {
+            let output = redact::output(&config.redactor, &o.combined_output());
+            let duration = Some(o.duration.as_millis() as i64);
+            match o.stopped {
+                Some(exec::Stop::Timeout) => (
+                    "timed out",
+                    format!("{reason}; killed at the session timeout ({})", config.sessions.timeout),
+                    None,
+                    output,
+                    duration,
+                ),
+                _ => ("ran", reason, o.exit_code, output, duration),
+            }
+        }
+        Err(e) => (
+            "failed to start",
+            format!("{reason}; {e}"),
+            None,
+            String::new(),
+            Some(0),
+        ),
+    };
     let draft = Draft::new(
-        if run { "session.command" } else { "session.refused" },
+        "session.command",
         &format!("session {id}"),
         json!({ "command": shown, "cwd": cwd, "class": class, "reason": reason, "change_id": change_id,
-                "exit_code": exit_code, "duration_ms": duration_ms, "sandbox": run.then_some(sandbox) }),
+                "decision": decision, "exit_code": exit_code, "duration_ms": duration_ms, "sandbox": sandbox }),
         &config.redactor,
     );
-    let stored_argv: Vec<String> = argv.iter().map(|a| config.redactor.redact(a).into_owned()).collect();
-    store.record_session_command(
-        id,
-        &stored_argv,
-        cwd,
+    store.finish_session_command(
+        row,
         decision,
         &reason,
-        change_id,
         exit_code.map(i64::from),
         &output,
-        &at,
         duration_ms,
         &draft,
     )?;
@@ -279,8 +338,8 @@ pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str)
         change_id,
         exit_code,
         output,
-        sandbox: run.then(|| sandbox.to_string()),
-        hint,
+        sandbox: Some(sandbox.to_string()),
+        hint: None,
     })
 }
 
@@ -448,7 +507,9 @@ pub struct EndRecord {
 pub fn end(config: &Config, store: &Store, id: i64, next: Option<&str>) -> Result<EndRecord, SessionError> {
     let session = open(store, id)?;
     let commands = store.session_commands(id)?;
-    let run = commands.iter().filter(|c| c.decision == "ran").count();
+    // Started, timed out or ran: each was run (a `started` one by a runbook that stopped
+    // before it ended: its outcome is not known).
+    let run = commands.iter().filter(|c| c.decision != "refused").count();
     let approvals: Vec<i64> = commands.iter().filter_map(|c| c.change_id).collect();
     let open: Vec<i64> = store
         .changes(1000)?

@@ -210,6 +210,60 @@ impl Store {
         })
     }
 
+    /// Records a command that is about to run, as `started` (outcome unknown until
+    /// `finish_session_command`), taking the approval it needs first when `binding` is given:
+    /// the approval is spent, the row and its audit event (`draft(change)`) written, in one
+    /// transaction. `None` when no approved request has a use left: nothing is written.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_session_command(
+        &self,
+        session: i64,
+        argv: &[String],
+        cwd: &str,
+        binding: Option<&str>,
+        at: &str,
+        draft: &dyn Fn(Option<i64>) -> Draft,
+    ) -> Result<Option<(i64, Option<i64>)>> {
+        self.write("recording a session command", |tx| {
+            let change = match binding {
+                Some(b) => match take_approval(tx, b)? {
+                    Some(c) => Some(c),
+                    None => return Ok(None),
+                },
+                None => None,
+            };
+            tx.execute(
+                "INSERT INTO session_commands (session_id, argv, cwd, decision, reason, change_id, exit_code, output, started_at, duration_ms) \
+                 VALUES (?1, ?2, ?3, 'started', 'started; the outcome is not known (runbook stopped before the command ended)', ?4, NULL, '', ?5, NULL)",
+                params![session, serde_json::to_string(argv).unwrap_or_default(), cwd, change, at],
+            )?;
+            let row = tx.last_insert_rowid();
+            append_audit(tx, &draft(change))?;
+            Ok(Some((row, change)))
+        })
+    }
+
+    /// Records how a started command ended, with its audit event.
+    #[allow(clippy::too_many_arguments)]
+    pub fn finish_session_command(
+        &self,
+        row: i64,
+        decision: &str,
+        reason: &str,
+        exit_code: Option<i64>,
+        output: &str,
+        duration_ms: Option<i64>,
+        draft: &Draft,
+    ) -> Result<()> {
+        self.write("recording the end of a session command", |tx| {
+            tx.execute(
+                "UPDATE session_commands SET decision = ?2, reason = ?3, exit_code = ?4, output = ?5, duration_ms = ?6 WHERE id = ?1",
+                params![row, decision, reason, exit_code, output, duration_ms],
+            )?;
+            append_audit(tx, draft).map(|_| ())
+        })
+    }
+
     pub fn session_commands(&self, session: i64) -> Result<Vec<SessionCommand>> {
         self.rows(
             "reading session commands",
@@ -299,22 +353,25 @@ impl Store {
     /// Takes one use of an approved request bound to `binding`: its id, or `None` if there is
     /// no such approval left. Atomic: two commands cannot spend the same last use.
     pub fn take_approval(&self, binding: &str) -> Result<Option<i64>> {
-        self.write("using an approval", |tx| {
-            let id: Option<i64> = tx
-                .query_row(
-                    "SELECT id FROM change_requests WHERE binding = ?1 AND status = 'approved' AND uses_left > 0 ORDER BY id LIMIT 1",
-                    [binding],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(id) = id {
-                tx.execute(
-                    "UPDATE change_requests SET uses_left = uses_left - 1, \
-                     status = CASE WHEN uses_left - 1 = 0 THEN 'used' ELSE status END WHERE id = ?1",
-                    [id],
-                )?;
-            }
-            Ok(id)
-        })
+        self.write("using an approval", |tx| take_approval(tx, binding))
     }
+}
+
+/// Spends one use of the oldest approved request bound to `binding`; its id, or `None`.
+fn take_approval(tx: &rusqlite::Transaction, binding: &str) -> rusqlite::Result<Option<i64>> {
+    let id: Option<i64> = tx
+        .query_row(
+            "SELECT id FROM change_requests WHERE binding = ?1 AND status = 'approved' AND uses_left > 0 ORDER BY id LIMIT 1",
+            [binding],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(id) = id {
+        tx.execute(
+            "UPDATE change_requests SET uses_left = uses_left - 1, \
+             status = CASE WHEN uses_left - 1 = 0 THEN 'used' ELSE status END WHERE id = ?1",
+            [id],
+        )?;
+    }
+    Ok(id)
 }
