@@ -876,3 +876,47 @@ fn a_command_interrupted_or_timed_out_is_recorded_as_such() {
         2
     );
 }
+
+#[test]
+fn no_piece_of_a_secret_is_shown_neither_a_prefix_read_nor_one_cut_by_the_output_limit() {
+    let env = Env::new(&format!(
+        "{}  read_only: [ \"head *\", \"python3 *\" ]\n",
+        config("secrets.env")
+    ));
+    env.write("secrets.env", "DB_PASSWORD=hunter2-from-env\n");
+    let s = start(&env, "diagnostic");
+    // The env file itself is masked, like a deny_read path.
+    let out = exec(
+        &env,
+        &s,
+        &["head", "-c", "24", env.path("secrets.env").to_str().unwrap()],
+    );
+    assert!(!out.stdout.contains("hunter2"), "{out:?}");
+    // A secret straddling the cut between the head and the tail of captured output.
+    for at in [16_380usize, 16_375, 16_370] {
+        let script = format!("print('x' * {at} + 'hunter2-from-env' + 'y' * 70000, end='')");
+        let out = exec(&env, &s, &["python3", "-c", &script]);
+        assert!(
+            out.stdout.contains("bytes omitted"),
+            "the output was cut: {}",
+            out.stdout.len()
+        );
+        for piece in ["hunt", "hunter2", "hunter2-fr", "from-env", "2-from-env"] {
+            assert!(!out.stdout.contains(piece), "{at}: `{piece}` shown");
+        }
+    }
+    // Refused, its reason quotes the argument: redacted too.
+    let refused = exec(&env, &s, &["python3", "-c", "print('hunter2-from-env'); exit(1)"]);
+    assert!(
+        !refused.stdout.contains("hunter2") && !refused.stderr.contains("hunter2"),
+        "{refused:?}"
+    );
+    let (_, shown) = env.json(&["session", "show", &s]);
+    assert!(!shown.to_string().contains("hunter2"), "stored");
+    let db = std::fs::read(env.state_db()).unwrap();
+    let wal = std::fs::read(env.path("state/runbook.db-wal")).unwrap_or_default();
+    assert!(
+        ![db, wal].iter().any(|b| b.windows(7).any(|w| w == b"hunter2")),
+        "in the state file"
+    );
+}

@@ -113,6 +113,51 @@ impl Redactor {
         out
     }
 
+    /// `redact`, and also the pieces of a secret that a cut left on either side of each
+    /// omission marker (`[… N bytes omitted …]` in captured output): the end of the text
+    /// before a marker that begins a secret, and the start of the text after one that ends
+    /// a secret, from 4 characters on.
+    pub fn redact_cut(&self, text: &str, marker_start: &str, marker_end: &str) -> String {
+        let mut out = self.redact(text).into_owned();
+        if self.is_empty() || !out.contains(marker_start) {
+            return out;
+        }
+        let mut from = 0;
+        while let Some(at) = out[from..].find(marker_start).map(|i| i + from) {
+            let Some(end) = out[at..].find(marker_end).map(|i| i + at + marker_end.len()) else {
+                break;
+            };
+            // Before the marker (its newline aside): the longest start of a secret.
+            let head_end = if out[..at].ends_with('\n') { at - 1 } else { at };
+            let cut_head = self
+                .secrets
+                .iter()
+                .filter_map(|s| partial(s, true).find(|p| out[..head_end].ends_with(p)).map(str::len))
+                .max();
+            // After the marker (its newline aside): the longest end of a secret.
+            let end = if out[end..].starts_with('\n') { end + 1 } else { end };
+            let cut_tail = self
+                .secrets
+                .iter()
+                .filter_map(|s| partial(s, false).find(|p| out[end..].starts_with(p)).map(str::len))
+                .max();
+            let mut replaced = String::with_capacity(out.len());
+            replaced.push_str(&out[..head_end - cut_head.unwrap_or(0)]);
+            if cut_head.is_some() {
+                replaced.push_str(REDACTED);
+            }
+            replaced.push_str(&out[head_end..end]);
+            if cut_tail.is_some() {
+                replaced.push_str(REDACTED);
+            }
+            let next = replaced.len();
+            replaced.push_str(&out[end + cut_tail.unwrap_or(0)..]);
+            out = replaced;
+            from = next;
+        }
+        out
+    }
+
     /// Redacts every string inside a JSON value, keys included.
     pub fn redact_json(&self, value: &mut serde_json::Value) {
         if self.is_empty() {
@@ -143,6 +188,24 @@ pub fn read_env_file(path: &Path) -> Result<Vec<EnvVar>, (usize, String)> {
     parse_env_file(&text)
 }
 
+/// The proper starts (`head`) or ends of `secret` of at least 4 characters, longest first.
+fn partial(secret: &str, head: bool) -> impl Iterator<Item = &str> {
+    let bounds: Vec<usize> = secret.char_indices().map(|(i, _)| i).skip(4).collect();
+    let mut parts: Vec<&str> = if head {
+        bounds.iter().map(|&i| &secret[..i]).collect()
+    } else {
+        let n = secret.chars().count();
+        secret
+            .char_indices()
+            .skip(1)
+            .take(n.saturating_sub(4))
+            .map(|(i, _)| &secret[i..])
+            .collect()
+    };
+    parts.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    parts.into_iter()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,5 +225,20 @@ mod tests {
     fn redacts_longest_first_and_skips_short_values() {
         let r = Redactor::new(["abcd".to_string(), "abcdef".to_string(), "no".to_string()]);
         assert_eq!(r.redact("x abcdef abcd no"), "x [redacted] [redacted] no");
+    }
+
+    #[test]
+    fn a_secret_cut_by_an_omission_marker_is_redacted_on_both_sides() {
+        let r = Redactor::new(["hunter2-very-secret".to_string()]);
+        let text = "line\nkey=hunter2-ve\n[… 100 bytes omitted …]\nry-secret and more";
+        let out = r.redact_cut(text, "[… ", " bytes omitted …]");
+        assert!(!out.contains("hunter2") && !out.contains("ry-secret"), "{out}");
+        assert_eq!(
+            out,
+            "line\nkey=[redacted]\n[… 100 bytes omitted …]\n[redacted] and more"
+        );
+        // Short pieces (under 4 characters) and other text stay.
+        let kept = r.redact_cut("a hu\n[… 1 bytes omitted …]\nxyz", "[… ", " bytes omitted …]");
+        assert_eq!(kept, "a hu\n[… 1 bytes omitted …]\nxyz");
     }
 }

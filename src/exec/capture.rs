@@ -3,6 +3,11 @@
 //! Owns the buffer only; reading the pipe is `exec`'s job. Invariant: memory stays under
 //! `head + 2 × tail` bytes however much the child writes.
 
+/// What the marker of omitted output starts and ends with: redaction looks for it to catch
+/// a secret cut in two (`Redactor::redact_cut`).
+pub const OMITTED_START: &str = "[… ";
+pub const OMITTED_END: &str = " bytes omitted …]";
+
 #[derive(Debug)]
 pub struct HeadTail {
     head: Vec<u8>,
@@ -44,7 +49,8 @@ impl HeadTail {
         self.total
     }
 
-    /// Head, a marker with the omitted byte count, tail; invalid UTF-8 shown lossily.
+    /// Head, a marker with the omitted byte count (`OMITTED_START` N `OMITTED_END`), tail;
+    /// invalid UTF-8 shown lossily.
     pub fn text(&self) -> String {
         let tail_start = self.tail.len().saturating_sub(self.tail_cap);
         let tail = &self.tail[tail_start..];
@@ -54,7 +60,7 @@ impl HeadTail {
             if !out.ends_with('\n') {
                 out.push('\n');
             }
-            out.push_str(&format!("[… {omitted} bytes omitted …]\n"));
+            out.push_str(&format!("{OMITTED_START}{omitted}{OMITTED_END}\n"));
         }
         out.push_str(&String::from_utf8_lossy(tail));
         out

@@ -30,8 +30,14 @@ pub enum MaskError {
 pub fn expand(patterns: &[String]) -> Vec<PathBuf> {
     let mut found = Vec::new();
     for pattern in patterns {
+        // A relative pattern (an env file next to a config given as a relative path) is
+        // taken from the working directory, as runbook itself reads it.
+        let pattern = match std::path::absolute(pattern) {
+            Ok(p) => p,
+            Err(_) => continue,
+        };
         let mut at = vec![PathBuf::from("/")];
-        for part in Path::new(pattern).components().skip(1) {
+        for part in pattern.components().skip(1) {
             let part = part.as_os_str().to_string_lossy();
             let mut next = Vec::new();
             for dir in &at {

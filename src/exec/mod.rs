@@ -11,7 +11,7 @@ pub mod mask;
 pub mod process;
 pub mod sandbox;
 
-pub use capture::HeadTail;
+pub use capture::{HeadTail, OMITTED_END, OMITTED_START};
 pub use limits::SystemdUnavailable;
 
 use std::io::Read;

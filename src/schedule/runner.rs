@@ -357,7 +357,7 @@ impl<'a> Runner<'a> {
         let mut stopped_by_shutdown = false;
         let (status, summary, exit_code, signal, output, duration) = match exec::run(&spec, &self.cancel) {
             Ok(o) => {
-                let mut output = redactor.redact(&o.combined_output()).into_owned();
+                let mut output = redactor.redact_cut(&o.combined_output(), exec::OMITTED_START, exec::OMITTED_END);
                 if o.output_detached {
                     output.push_str("\n[output capture ended: a background process that left the task's process group kept the output open]\n");
                 }

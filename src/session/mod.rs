@@ -163,11 +163,12 @@ pub struct Executed {
 /// Classifies and, if allowed, runs `argv` under session `id`.
 pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str) -> Result<Executed, SessionError> {
     let session = open(store, id)?;
-    let class = policy(config).classify(argv);
+    // Everything shown or stored about the command is redacted: its reasons quote it.
+    let class = policy(config).classify(argv).redacted(&config.redactor);
     let shown = config.redactor.redact(&exec::display(argv)).into_owned();
     let request_hint = format!(
         "file a change request: runbook change request --session {id} --objective '…' --command {} --impact '…' --rollback '…'",
-        shlex::try_quote(&exec::display(argv))
+        shlex::try_quote(&shown)
             .map(|q| q.into_owned())
             .unwrap_or_else(|_| shown.clone())
     );
@@ -211,7 +212,15 @@ pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str)
             .collect(),
         _ => Vec::new(),
     };
-    let masked: Vec<std::path::PathBuf> = exec::mask::expand(&config.secrets.deny_read)
+    // The env files that hold the secrets are masked like `deny_read` paths.
+    let patterns: Vec<String> = config
+        .secrets
+        .deny_read
+        .iter()
+        .cloned()
+        .chain(config.secrets.env_files.iter().map(|p| p.display().to_string()))
+        .collect();
+    let masked: Vec<std::path::PathBuf> = exec::mask::expand(&patterns)
         .into_iter()
         .filter(|p| !exposed.contains(p))
         .collect();

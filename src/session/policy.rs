@@ -25,6 +25,20 @@ pub enum Class {
     Refused(String),
 }
 
+impl Class {
+    /// The class with its reason redacted: a reason quotes the argument it is about, and
+    /// an argument may hold a secret.
+    pub fn redacted(&self, redactor: &crate::config::Redactor) -> Class {
+        let r = |why: &String| redactor.redact(why).into_owned();
+        match self {
+            Class::ReadOnly => Class::ReadOnly,
+            Class::StateChanging(why) => Class::StateChanging(r(why)),
+            Class::SecretRead(why) => Class::SecretRead(r(why)),
+            Class::Refused(why) => Class::Refused(r(why)),
+        }
+    }
+}
+
 /// Read-only commands of the playbook, as `program [first args…]` prefixes. A prefix
 /// matches when argv starts with exactly these words; the rest of argv is free unless the
 /// entry lists forbidden flags.

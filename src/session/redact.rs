@@ -45,7 +45,7 @@ static SHAPES: [Shape; 3] = [
 ];
 
 pub fn output(redactor: &Redactor, text: &str) -> String {
-    let mut out = redactor.redact(text).into_owned();
+    let mut out = redactor.redact_cut(text, crate::exec::OMITTED_START, crate::exec::OMITTED_END);
     for shape in &SHAPES {
         if !(shape.needle)(&out) {
             continue;
