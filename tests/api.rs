@@ -19,9 +19,7 @@ checks:
 "#;
 
 fn token(env: &Env, name: &str, scope: &str) -> String {
-    let out = env.run(&["token", "create", name, "--scope", scope]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    out.stdout.trim().to_string()
+    create_token(env, name, scope)
 }
 
 #[test]

@@ -10,30 +10,24 @@ use common::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-fn token(env: &Env, name: &str, scope: &str) -> String {
-    let out = env.run(&["token", "create", name, "--scope", scope]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    out.stdout.trim().to_string()
-}
-
 #[test]
 fn a_revoked_token_is_refused_by_the_very_next_request() {
     let env = Env::new("version: 1\n");
-    let write = token(&env, "deploy", "write");
+    let write = create_token(&env, "deploy", "write");
     let (_server, port) = serve(&env);
     assert_eq!(get(port, "/v1/alerts", Some(&write)).status, 200);
     assert_eq!(env.run(&["token", "revoke", "deploy"]).code, 0);
     let after = get(port, "/v1/alerts", Some(&write));
     assert_eq!(after.status, 401, "{}", after.body);
     // And a token created a moment ago works at once.
-    let fresh = token(&env, "fresh", "read");
+    let fresh = create_token(&env, "fresh", "read");
     assert_eq!(get(port, "/v1/alerts", Some(&fresh)).status, 200);
 }
 
 #[test]
 fn made_up_tokens_share_their_address_bucket_and_a_real_token_has_its_own() {
     let env = Env::new("version: 1\napi: { rate_limit: { per_second: 1, burst: 3 } }\n");
-    let real = token(&env, "dash", "read");
+    let real = create_token(&env, "dash", "read");
     let (_server, port) = serve(&env);
     // Each request carries another random token: they are all the same unauthenticated
     // client, and the fourth one is over its burst.
@@ -55,7 +49,7 @@ fn made_up_tokens_share_their_address_bucket_and_a_real_token_has_its_own() {
 #[test]
 fn a_malformed_json_body_gets_the_json_error_shape() {
     let env = Env::new("version: 1\n");
-    let write = token(&env, "ops", "write");
+    let write = create_token(&env, "ops", "write");
     let (_server, port) = serve(&env);
     for body in ["{not json", "[1,2", "\"signature\""] {
         let r = {
@@ -84,8 +78,8 @@ fn a_read_token_cannot_ping_and_a_ping_is_audited_as_its_key_or_token() {
     let env = Env::new(&format!(
         "version: 1\nchecks:\n  beat: {{ heartbeat: {{ period: 1h, key: \"{key}\" }} }}\n"
     ));
-    let read = token(&env, "viewer", "read");
-    let write = token(&env, "cron", "write");
+    let read = create_token(&env, "viewer", "read");
+    let write = create_token(&env, "cron", "write");
     let (_server, port) = serve(&env);
 
     let refused = request(port, "POST", "/ping/beat/fail", Some(&read));
@@ -186,15 +180,8 @@ fn three_hundred_half_open_sockets_under_ulimit_256_starve_neither_health_nor_th
             .spawn()
             .unwrap(),
     );
-    let mut port = 0;
-    assert!(wait_for(Duration::from_secs(20), || {
-        port = std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .find_map(api_port)
-            .unwrap_or(0);
-        port != 0
-    }));
+    let port = api_port_in_log(&log);
+
     let ok_runs = || env.count("SELECT count(*) FROM runs WHERE kind = 'profile' AND status = 'ok'");
     assert!(wait_for(Duration::from_secs(10), || ok_runs() >= 1));
 

@@ -53,15 +53,14 @@ profiles:
             .unwrap(),
     );
     // The daemon logs the port it bound (the config asks for any free one).
-    let mut port = 0;
-    assert!(wait_for(Duration::from_secs(30), || {
-        port = std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .find_map(api_port)
-            .unwrap_or(0);
-        port != 0 && get(port, "/v1/ready", Some(&token)).status == 200
-    }));
+    let port = api_port_in_log(&log);
+    assert!(wait_for(Duration::from_secs(30), || get(
+        port,
+        "/v1/ready",
+        Some(&token)
+    )
+    .status
+        == 200));
 
     let base = format!("http://127.0.0.1:{port}");
     let out = Command::new("schemathesis")

@@ -268,6 +268,32 @@ pub fn start_api(env: &Env, args: &[&str]) -> (Server, u16) {
     (server, port)
 }
 
+/// A new API token of `scope` (read or write) named `name`, as `token create` prints it.
+pub fn create_token(env: &Env, name: &str, scope: &str) -> String {
+    let out = env.run(&["token", "create", name, "--scope", scope]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    out.stdout.trim().to_string()
+}
+
+/// The port a daemon or `serve` logging to `log` (a file) says it serves the API on, once it
+/// does (at most 30 s).
+pub fn api_port_in_log(log: &Path) -> u16 {
+    let mut port = 0;
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            port = std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .lines()
+                .find_map(api_port)
+                .unwrap_or(0);
+            port != 0
+        }),
+        "no `serving the API` line in {}",
+        log.display()
+    );
+    port
+}
+
 /// The port in runbook's `serving the API … addr=127.0.0.1:PORT` log line (`serve` and
 /// `daemon` both log it, with the port bound, so `127.0.0.1:0` works).
 pub fn api_port(line: &str) -> Option<u16> {
