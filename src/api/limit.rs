@@ -1,18 +1,20 @@
-//! Rate limiting per client, decided after authentication: a token bucket per API token (by
-//! its name) or, for anything not authenticated, per peer address; over the limit is 429
-//! with `Retry-After`.
+//! Rate limiting per client, decided after authentication: a GCRA bucket (`governor`) per
+//! API token (by its name) or, for anything not authenticated, per peer address; over the
+//! limit is 429 with `Retry-After`.
 //!
-//! A small map instead of a crate: the need is one bucket per key, refilled by elapsed time.
-//! Memory is bounded: idle buckets are dropped when the map grows past `MAX_KEYS`.
+//! Memory is bounded: past `MAX_KEYS` clients the buckets that are full again are dropped
+//! (`retain_recent`), and if that is not enough the limiter starts over. The rate and burst
+//! come from the configuration at each request: a reload that changes them starts over too.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
-use std::time::Instant;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::ApiState;
 use super::error::ApiError;
@@ -20,36 +22,41 @@ use crate::config::model::RateLimit;
 
 const MAX_KEYS: usize = 10_000;
 
+/// The keyed limiter of the rate it was built for.
 #[derive(Default)]
 pub struct Limiter {
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    inner: Mutex<Option<(RateLimit, Arc<DefaultKeyedRateLimiter<String>>)>>,
 }
 
 impl Limiter {
-    /// `Ok` when the request may go; `Err(seconds)` to wait otherwise.
-    fn take(&self, key: &str, rate: RateLimit) -> Result<(), u64> {
-        let (per_second, burst) = (f64::from(rate.per_second.max(1)), f64::from(rate.burst.max(1)));
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if buckets.len() > MAX_KEYS {
-            buckets.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * per_second < burst);
-            // Still past the bound (that many clients busy at once): the oldest half goes.
-            if buckets.len() > MAX_KEYS {
-                let mut ages: Vec<Instant> = buckets.values().map(|(_, at)| *at).collect();
-                ages.sort_unstable();
-                let cut = ages[ages.len() / 2];
-                buckets.retain(|_, (_, at)| *at > cut);
+    fn for_rate(&self, rate: RateLimit) -> Arc<DefaultKeyedRateLimiter<String>> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((r, l)) = &*inner
+            && *r == rate
+        {
+            if l.len() > MAX_KEYS {
+                l.retain_recent();
+            }
+            if l.len() <= MAX_KEYS {
+                return l.clone();
             }
         }
-        let (tokens, at) = buckets.entry(key.to_string()).or_insert((burst, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * per_second).min(burst);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(((1.0 - *tokens) / per_second).ceil().max(1.0) as u64)
-        }
+        let nz = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::per_second(nz(rate.per_second)).allow_burst(nz(rate.burst));
+        let l = Arc::new(RateLimiter::keyed(quota));
+        *inner = Some((rate, l.clone()));
+        l
+    }
+
+    /// `Ok` when the request may go; `Err(seconds)` to wait otherwise.
+    fn take(&self, key: &str, rate: RateLimit) -> Result<(), u64> {
+        self.for_rate(rate).check_key(&key.to_string()).map_err(|not_until| {
+            not_until
+                .wait_time_from(DefaultClock::default().now())
+                .as_secs_f64()
+                .ceil()
+                .max(1.0) as u64
+        })
     }
 }
 

@@ -461,7 +461,7 @@ pub struct ApiConfig {
     pub rate_limit: Option<RateLimit>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     pub per_second: u32,
