@@ -151,7 +151,6 @@ fn request_change(env: &Env, session: &str, command: &str) -> String {
 fn an_approval_runs_exactly_one_command_once_in_one_session() {
     let env = env();
     let s = start(&env, "maintenance");
-    let other = start(&env, "maintenance");
     let a = env.path("a");
     let b = env.path("b");
     let touch_a = format!("touch {}", a.display());
@@ -203,9 +202,18 @@ fn an_approval_runs_exactly_one_command_once_in_one_session() {
         404
     );
 
-    // Not another command, not another session.
+    // Not another command, not in another directory.
     assert_eq!(exec(&env, &s, &["touch", b.to_str().unwrap()]).code, 2);
-    assert_eq!(exec(&env, &other, &["touch", a.to_str().unwrap()]).code, 2);
+    let elsewhere = env.path("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let moved = Out::from(
+        env.cmd()
+            .current_dir(&elsewhere)
+            .args(["session", "exec", "--session", &s, "--", "touch", a.to_str().unwrap()])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(moved.code, 2, "{moved:?}");
     assert!(!a.exists() && !b.exists());
     // The approved one, once.
     let out = exec(&env, &s, &["touch", a.to_str().unwrap()]);
@@ -919,4 +927,30 @@ fn no_piece_of_a_secret_is_shown_neither_a_prefix_read_nor_one_cut_by_the_output
         ![db, wal].iter().any(|b| b.windows(7).any(|w| w == b"hunter2")),
         "in the state file"
     );
+}
+
+/// The order docs/sessions.md gives: diagnose, file the request from the diagnostic session,
+/// have another person approve it, run it in a maintenance session of your own.
+#[test]
+fn the_documented_order_works_request_in_diagnosis_run_in_maintenance() {
+    let env = env();
+    let marker = env.path("restarted");
+    let diag = start(&env, "diagnostic");
+    let refused = exec(&env, &diag, &["touch", marker.to_str().unwrap()]);
+    assert_eq!(refused.code, 2);
+    assert!(refused.stderr.contains("maintenance session"), "{}", refused.stderr);
+    let id = request_change(&env, &diag, &format!("touch {}", marker.display()));
+    let token = token_of_another_user(&env, "alice");
+    let (_server, port) = serve(&env);
+    let approved = request(port, "POST", &format!("/v1/changes/{id}/approve"), Some(&token));
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    // Approved, but a diagnostic session still runs read-only commands only.
+    assert_eq!(exec(&env, &diag, &["touch", marker.to_str().unwrap()]).code, 2);
+    assert!(!marker.exists());
+    let maint = start(&env, "maintenance");
+    let ran = exec(&env, &maint, &["touch", marker.to_str().unwrap()]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert!(marker.exists());
+    let (_, c) = env.json(&["change", "show", &id]);
+    assert_eq!(c["status"], "used");
 }

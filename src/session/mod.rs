@@ -88,9 +88,13 @@ pub fn policy(config: &Config) -> Policy {
     }
 }
 
-/// What an approval binds to: this argv, in this directory, in this session.
-pub fn binding(argv: &[String], cwd: &str, session: i64) -> String {
-    hex(&Sha256::digest(json!([argv, cwd, session]).to_string().as_bytes()))
+/// What an approval binds to: this argv, in this directory, asked by this person, on this
+/// host. Any maintenance session of the requester on the host may use it, so the documented
+/// order works: diagnose, file the request, have it approved, run it in maintenance.
+pub fn binding(argv: &[String], cwd: &str, requester: &str, host: &str) -> String {
+    hex(&Sha256::digest(
+        json!([argv, cwd, requester, host]).to_string().as_bytes(),
+    ))
 }
 
 pub fn start(
@@ -175,7 +179,9 @@ pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str)
     // Decide without spending anything yet: (may run?, reason, hint). A state change or a
     // secret read runs only with an approval, taken when the command starts.
     let needs_approval = match (&class, session.mode.as_str()) {
-        (Class::StateChanging(_), "maintenance") | (Class::SecretRead(_), _) => Some(binding(argv, cwd, id)),
+        (Class::StateChanging(_), "maintenance") | (Class::SecretRead(_), _) => {
+            Some(binding(argv, cwd, &session.actor, &session.host))
+        }
         _ => None,
     };
     let (run, reason, hint) = match (&class, session.mode.as_str()) {
@@ -365,7 +371,7 @@ pub fn request(
     uses: u32,
     cwd: &str,
 ) -> Result<i64, SessionError> {
-    open(store, id)?;
+    let session = open(store, id)?;
     let argv = shlex::split(command)
         .filter(|a| !a.is_empty())
         .ok_or_else(|| SessionError::BadCommand(command.into()))?;
@@ -380,7 +386,7 @@ pub fn request(
     Ok(store.request_change(
         &NewChange {
             objective: objective.into(),
-            binding: binding(&argv, cwd, id),
+            binding: binding(&argv, cwd, &requester, &session.host),
             argv,
             cwd: cwd.into(),
             impact: impact.into(),
