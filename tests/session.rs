@@ -850,9 +850,10 @@ fn a_command_with_control_characters_cannot_pass_for_another_on_screen() {
 fn a_command_interrupted_or_timed_out_is_recorded_as_such() {
     let env = Env::new("version: 1\nsessions: { limits: { timeout: 1s }, read_only: [ \"sleep *\" ] }\n");
     let s = start(&env, "diagnostic");
-    // The session timeout kills it: recorded as timed out, not as ran.
+    // The session timeout kills it: recorded as timed out, not as ran, and said so (exit 1).
     let out = exec(&env, &s, &["sleep", "5"]);
-    assert!(out.code != 0, "{out:?}");
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("timed out"), "{out:?}");
     // runbook itself is killed while the command runs: the record says it started.
     let mut child = env
         .cmd()
@@ -953,4 +954,28 @@ fn the_documented_order_works_request_in_diagnosis_run_in_maintenance() {
     assert!(marker.exists());
     let (_, c) = env.json(&["change", "show", &id]);
     assert_eq!(c["status"], "used");
+}
+
+#[test]
+fn another_process_environment_stays_unread_in_a_diagnostic_session() {
+    if runbook::exec::sandbox::abi().is_none() {
+        eprintln!("note: no Landlock on this kernel; skipping");
+        return;
+    }
+    let env = Env::new("version: 1\n");
+    let mut holder = std::process::Command::new("sleep")
+        .arg("30")
+        .env("APP_DB_PASSWORD", "environ-secret-91c2")
+        .spawn()
+        .unwrap();
+    let s = start(&env, "diagnostic");
+    let environ = format!("/proc/{}/environ", holder.id());
+    let out = exec(&env, &s, &["cat", &environ]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(
+        !out.stdout.contains("environ-secret") && !out.stderr.contains("environ-secret"),
+        "{out:?}"
+    );
+    assert_eq!(decisions(&env, &s), ["ran"], "it ran, and the kernel said no");
 }

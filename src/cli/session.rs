@@ -50,19 +50,22 @@ pub fn run(cx: &Ctx, cmd: SessionCmd) -> Result<Outcome, CliError> {
             let done = session::exec(&config, &store, id, &command, &cwd())?;
             if cx.out.json {
                 cx.out.json(&done);
-            } else if done.decision == "ran" {
-                output::emit(&done.output);
-            } else {
+            } else if done.decision == "refused" {
                 eprintln!("refused: {}", done.reason);
                 if let Some(h) = &done.hint {
                     eprintln!("  {h}");
                 }
+            } else {
+                output::emit(&done.output);
+                if done.decision != "ran" {
+                    eprintln!("{}: {}", done.decision, done.reason);
+                }
             }
             Ok(match (done.decision.as_str(), done.exit_code) {
+                ("refused", _) => Outcome::Code(super::error::EXIT_USAGE),
                 ("ran", Some(0)) => Outcome::Ok,
                 ("ran", Some(c)) => Outcome::Code(u8::try_from(c).unwrap_or(1).max(1)),
-                ("ran", None) => Outcome::Failed,
-                _ => Outcome::Code(super::error::EXIT_USAGE),
+                _ => Outcome::Failed,
             })
         }
         SessionCmd::Status { session: id } => {

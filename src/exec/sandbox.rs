@@ -34,12 +34,11 @@ const FS_TRUNCATE: u64 = 1 << 14;
 const SCOPE_ABSTRACT_UNIX_SOCKET: u64 = 1 << 0;
 const SCOPE_SIGNAL: u64 = 1 << 1;
 
-/// Capabilities a diagnostic command keeps: reading any file and directory (root's reach for
-/// logs and configuration), and looking at other processes (`ss -p`, `ps`), which Landlock
-/// already confines to reading: a sandboxed process cannot trace one outside its domain.
+/// The one capability a diagnostic command keeps: reading any file and directory (root's
+/// reach for logs and configuration). Not CAP_SYS_PTRACE: with it, `ps e` or a read of
+/// `/proc/PID/environ` would show other processes' environments, secrets included.
 const CAP_DAC_READ_SEARCH: u32 = 2;
-const CAP_SYS_PTRACE: u32 = 19;
-const KEPT_CAPS: u64 = (1 << CAP_DAC_READ_SEARCH) | (1 << CAP_SYS_PTRACE);
+const KEPT_CAPS: u64 = 1 << CAP_DAC_READ_SEARCH;
 const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
 #[repr(C)]
