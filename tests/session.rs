@@ -979,3 +979,25 @@ fn another_process_environment_stays_unread_in_a_diagnostic_session() {
     );
     assert_eq!(decisions(&env, &s), ["ran"], "it ran, and the kernel said no");
 }
+
+#[test]
+fn a_program_found_through_a_dot_in_path_is_not_trusted_by_its_name() {
+    let env = Env::new("version: 1\n");
+    // A `cat` of the user's own making in the working directory, and `.` first in PATH.
+    let fake = env.write("cat", "#!/bin/sh\ntouch \"$0.ran\"\n");
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let s = start(&env, "diagnostic");
+    let out = Out::from(
+        env.cmd()
+            .env("PATH", format!(".:{}", std::env::var("PATH").unwrap_or_default()))
+            .args(["session", "exec", "--session", &s, "--", "cat", "/etc/hostname"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("not a system program"), "{}", out.stderr);
+    assert!(!env.path("cat.ran").exists());
+    // The system's cat, by its name, is still read-only.
+    let fine = exec(&env, &s, &["cat", "/etc/hostname"]);
+    assert_eq!(fine.code, 0, "{fine:?}");
+}

@@ -333,6 +333,29 @@ pub fn run(spec: &Spec, cancel: &Cancel) -> Result<Outcome, ExecError> {
 }
 
 /// Shell-quotes an argv for display (`git -C '/srv/my app' fetch`).
+/// The absolute path of `program` as a process started in `cwd` would find it through `path`
+/// (or runbook's own PATH): a relative PATH entry (`.`, `bin`) counts from `cwd`.
+pub fn resolve(program: &str, cwd: &str, path: Option<&str>) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = path
+        .map(std::ffi::OsString::from)
+        .or_else(|| std::env::var_os("PATH"))?;
+    std::env::split_paths(&path)
+        .map(|dir| {
+            let dir = if dir.is_absolute() {
+                dir
+            } else {
+                PathBuf::from(cwd).join(dir)
+            };
+            dir.join(program)
+        })
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .map(|p| p.display().to_string())
+}
+
 /// `text` with every control character written as an escape (`\r`, `\x1b`): what a person
 /// reads on a terminal is then what the text holds.
 pub fn escape_controls(text: &str) -> String {

@@ -88,6 +88,21 @@ pub fn policy(config: &Config) -> Policy {
     }
 }
 
+/// Whether `program` is an absolute path to a file that only root can replace: the file and
+/// every directory above it owned by root and not writable by group or others. A program by
+/// a relative path, or anywhere a user could write, is not judged by its name.
+fn root_owned(program: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if !program.is_absolute() {
+        return false;
+    }
+    let Ok(real) = std::fs::canonicalize(program) else {
+        return false;
+    };
+    real.ancestors()
+        .all(|p| std::fs::metadata(p).is_ok_and(|m| m.uid() == 0 && m.mode() & 0o022 == 0))
+}
+
 /// What an approval binds to: this argv, in this directory, asked by this person, on this
 /// host. Any maintenance session of the requester on the host may use it, so the documented
 /// order works: diagnose, file the request, have it approved, run it in maintenance.
@@ -167,8 +182,26 @@ pub struct Executed {
 /// Classifies and, if allowed, runs `argv` under session `id`.
 pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str) -> Result<Executed, SessionError> {
     let session = open(store, id)?;
+    // The program is judged, and run, as the file it is: a bare name is looked up in PATH
+    // here, so a `.` or a writable directory in PATH cannot lend a name to another program.
+    let resolved: Vec<String> = match argv.split_first() {
+        Some((program, rest)) if !program.contains('/') => {
+            let found = exec::resolve(
+                program,
+                cwd,
+                config.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str()),
+            );
+            std::iter::once(found.unwrap_or_else(|| program.clone()))
+                .chain(rest.iter().cloned())
+                .collect()
+        }
+        _ => argv.to_vec(),
+    };
+    let trusted = resolved.first().is_some_and(|p| root_owned(std::path::Path::new(p)));
     // Everything shown or stored about the command is redacted: its reasons quote it.
-    let class = policy(config).classify(argv).redacted(&config.redactor);
+    let class = policy(config)
+        .classify_as(&resolved, trusted)
+        .redacted(&config.redactor);
     let shown = config.redactor.redact(&exec::display(argv)).into_owned();
     let request_hint = format!(
         "file a change request: runbook change request --session {id} --objective '…' --command {} --impact '…' --rollback '…'",
@@ -298,7 +331,7 @@ pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str)
         Some(c) => format!("approved by change request {c}"),
         None => reason,
     };
-    let mut spec = Spec::new(argv.to_vec(), config.sessions.timeout.0);
+    let mut spec = Spec::new(resolved, config.sessions.timeout.0);
     spec.cwd = Some(cwd.into());
     spec.env = config.env.clone();
     spec.env.push(("RUNBOOK_SESSION".into(), id.to_string()));

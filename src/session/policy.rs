@@ -295,7 +295,18 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// `classify_as`, trusting a program given by a path only in the system's directories.
     pub fn classify(&self, argv: &[String]) -> Class {
+        let trusted = argv
+            .first()
+            .is_some_and(|a| !a.contains('/') || TRUSTED_DIRS.iter().any(|d| a.starts_with(d)));
+        self.classify_as(argv, trusted)
+    }
+
+    /// Classifies `argv`; `trusted` says whether its program (a path, once resolved) may be
+    /// judged by its name: a file in a directory only root can write, found through an
+    /// absolute PATH entry.
+    pub fn classify_as(&self, argv: &[String], trusted: bool) -> Class {
         if argv.is_empty() {
             return Class::Refused("an empty command".into());
         }
@@ -331,13 +342,17 @@ impl Policy {
         }
         // A program given by a path outside the system's directories is not the program its
         // name suggests (`./ls`, `/tmp/x/cat`).
-        if args[0].contains('/') && !TRUSTED_DIRS.iter().any(|d| args[0].starts_with(d)) {
+        // The elevator's command (`sudo ./x`) is judged by where it is, like any other.
+        let trusted = trusted
+            && (args.len() == argv.len()
+                || !args[0].contains('/')
+                || TRUSTED_DIRS.iter().any(|d| args[0].starts_with(d)));
+        if !trusted {
             let configured = self.read_only.iter().any(|p| wildcard::matches(p, &args.join(" ")));
             if !configured {
                 return Class::StateChanging(format!(
-                    "`{}` is not a system program (only {} are trusted by name)",
-                    args[0],
-                    TRUSTED_DIRS.join(", ")
+                    "`{}` is not a system program: it is not in a directory only root can write (a pattern in sessions.read_only may name it by this path)",
+                    args[0]
                 ));
             }
         }
@@ -367,7 +382,16 @@ impl Policy {
                     .enumerate()
                     .all(|(i, (want, got))| if i == 0 { program(got) == *want } else { got == want })
         });
-        let configured = self.read_only.iter().any(|p| wildcard::matches(p, &line));
+        // An operator's pattern names a program by its name (`docker compose ps*`) or by its
+        // path; a system program found through PATH answers to both.
+        let by_name = std::iter::once(prog)
+            .chain(args[1..].iter().copied())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let configured = self
+            .read_only
+            .iter()
+            .any(|p| wildcard::matches(p, &line) || wildcard::matches(p, &by_name));
         if built_in || configured {
             if let Some(why) = writes(prog, &args[1..]) {
                 return Class::StateChanging(why);
