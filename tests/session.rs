@@ -646,7 +646,7 @@ fn the_session_comes_from_runbook_session_and_an_approval_can_allow_n_runs() {
 #[test]
 fn commands_wrongly_listed_read_only_still_change_nothing_under_the_kernel_sandbox() {
     if runbook::exec::sandbox::abi().is_none() {
-        eprintln!("note: no Landlock on this kernel; skipping");
+        cannot_run("no Landlock on this kernel");
         return;
     }
     let env = Env::new(
@@ -769,7 +769,7 @@ fn sandbox_off_is_said_in_every_record() {
 #[test]
 fn a_deny_read_file_is_unreadable_under_every_name() {
     if !rustix::process::geteuid().is_root() {
-        eprintln!("note: masking deny_read files needs root; skipping");
+        cannot_run("masking deny_read files needs root");
         return;
     }
     let env = Env::new(
@@ -959,7 +959,7 @@ fn the_documented_order_works_request_in_diagnosis_run_in_maintenance() {
 #[test]
 fn another_process_environment_stays_unread_in_a_diagnostic_session() {
     if runbook::exec::sandbox::abi().is_none() {
-        eprintln!("note: no Landlock on this kernel; skipping");
+        cannot_run("no Landlock on this kernel");
         return;
     }
     let env = Env::new("version: 1\n");

@@ -174,7 +174,7 @@ fn the_hostile_corpus_changes_nothing_even_when_everything_is_listed_read_only()
 
 fn run_corpus(what: &str, read_only: &str) {
     if runbook::exec::sandbox::abi().is_none() || !rustix::process::geteuid().is_root() {
-        eprintln!("note: the corpus needs Landlock and root (for deny_read masking); skipping");
+        cannot_run("the corpus needs Landlock and root (for deny_read masking)");
         return;
     }
     let listener = common::receiver::Receiver::start();

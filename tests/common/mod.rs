@@ -268,6 +268,15 @@ pub fn start_api(env: &Env, args: &[&str]) -> (Server, u16) {
     (server, port)
 }
 
+/// A test that cannot run here (no Landlock, not root) says why and returns; under
+/// `RUNBOOK_TEST_REQUIRE=1` (CI) it fails instead, so a missing capability is never a pass.
+pub fn cannot_run(why: &str) {
+    if std::env::var("RUNBOOK_TEST_REQUIRE").is_ok_and(|v| v == "1") {
+        panic!("RUNBOOK_TEST_REQUIRE=1 and this test cannot run here: {why}");
+    }
+    eprintln!("note: skipping: {why}");
+}
+
 /// A new API token of `scope` (read or write) named `name`, as `token create` prints it.
 pub fn create_token(env: &Env, name: &str, scope: &str) -> String {
     let out = env.run(&["token", "create", name, "--scope", scope]);
