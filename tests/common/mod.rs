@@ -268,6 +268,21 @@ pub fn start_api(env: &Env, args: &[&str]) -> (Server, u16) {
     (server, port)
 }
 
+/// Which of the state file and its WAL hold `needle` anywhere in their bytes (a secret that
+/// must never be stored).
+pub fn state_files_holding(env: &Env, needle: &str) -> Vec<String> {
+    ["state/runbook.db", "state/runbook.db-wal"]
+        .into_iter()
+        .filter(|f| {
+            std::fs::read(env.path(f))
+                .unwrap_or_default()
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes())
+        })
+        .map(str::to_string)
+        .collect()
+}
+
 /// A test that cannot run here (no Landlock, not root) says why and returns; under
 /// `RUNBOOK_TEST_REQUIRE=1` (CI) it fails instead, so a missing capability is never a pass.
 pub fn cannot_run(why: &str) {
