@@ -111,9 +111,43 @@ fn main() {
         verdict(verify_rate >= 1_000_000.0)
     );
 
-    // (c) A read-only command through a session against the command alone, alternating.
-    let cfg = dir.path().join("runbook.yaml");
-    std::fs::write(&cfg, "version: 1\nstate: { url: \"sqlite://session.db\" }\n").unwrap();
+    // (c) A read-only command through a session against the command alone, alternating: in
+    // the kernel's read-only sandbox (the default), then with `sessions.sandbox: off`.
+    let (a, b) = exec_overhead(dir.path(), "on", execs);
+    let overhead = a.median - b.median;
+    println!(
+        "(c) session exec -- hostname, sandboxed: median {:.2} ms; hostname alone {:.2} ms; overhead {overhead:.2} ms (target < 5): {}",
+        a.median,
+        b.median,
+        verdict(overhead < 5.0)
+    );
+    let (u, v) = exec_overhead(dir.path(), "off", execs);
+    let unsandboxed = u.median - v.median;
+    println!(
+        "(c) session exec -- hostname, sessions.sandbox: off: median {:.2} ms; overhead {unsandboxed:.2} ms; the sandbox costs {:.2} ms",
+        u.median,
+        overhead - unsandboxed
+    );
+    println!("  loadavg  {} (at end)", loadavg());
+    println!(
+        "BENCH_JSON {}",
+        json!({ "bench": "audit", "append_per_s": r3(append_rate), "group_append_per_s": r3(group_rate), "verify_per_s": r3(verify_rate),
+                "exec_ms": a.json(), "direct_ms": b.json(), "exec_overhead_ms": r3(overhead),
+                "exec_unsandboxed_ms": u.json(), "exec_unsandboxed_overhead_ms": r3(unsandboxed) })
+    );
+}
+
+/// `runbook session exec -- hostname` in a diagnostic session with `sessions.sandbox: SANDBOX`,
+/// alternating with `hostname` alone, `execs` times each: (through runbook, direct), in ms.
+fn exec_overhead(dir: &std::path::Path, sandbox: &str, execs: usize) -> (Stats, Stats) {
+    let cfg = dir.join(format!("runbook-sandbox-{sandbox}.yaml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 1\nstate: {{ url: \"sqlite://session-{sandbox}.db\" }}\nsessions: {{ sandbox: {sandbox} }}\n"
+        ),
+    )
+    .unwrap();
     let out = Command::new(BIN)
         .args([
             "--config",
@@ -157,18 +191,5 @@ fn main() {
         );
         direct.push(t.elapsed().as_secs_f64() * 1000.0);
     }
-    let (a, b) = (Stats::of(&through), Stats::of(&direct));
-    let overhead = a.median - b.median;
-    println!(
-        "(c) session exec -- hostname: median {:.2} ms; hostname alone {:.2} ms; overhead {overhead:.2} ms (target < 5): {}",
-        a.median,
-        b.median,
-        verdict(overhead < 5.0)
-    );
-    println!("  loadavg  {} (at end)", loadavg());
-    println!(
-        "BENCH_JSON {}",
-        json!({ "bench": "audit", "append_per_s": r3(append_rate), "group_append_per_s": r3(group_rate), "verify_per_s": r3(verify_rate),
-                "exec_ms": a.json(), "direct_ms": b.json(), "exec_overhead_ms": r3(overhead) })
-    );
+    (Stats::of(&through), Stats::of(&direct))
 }
