@@ -39,70 +39,22 @@ impl Class {
     }
 }
 
-/// Read-only commands of the playbook, as `program [first args…]` prefixes. A prefix
-/// matches when argv starts with exactly these words; the rest of argv is free unless the
-/// entry lists forbidden flags.
-const READ_ONLY: &[&[&str]] = &[
-    &["hostname"],
-    &["whoami"],
-    &["id"],
-    &["date"],
-    &["uptime"],
-    &["df"],
-    &["free"],
-    &["findmnt"],
-    &["lsblk"],
-    &["ps"],
-    &["pgrep"],
-    &["uname"],
-    &["ls"],
-    &["stat"],
-    &["du"],
-    &["wc"],
-    &["cat"],
-    &["head"],
-    &["tail"],
-    &["grep"],
-    &["find"],
-    &["cat", "/proc/loadavg"],
-    &["cat", "/proc/meminfo"],
-    &["git", "rev-parse"],
-    &["git", "status"],
-    &["git", "log"],
-    &["git", "show"],
-    &["git", "diff"],
-    &["git", "describe"],
-    &["systemctl", "status"],
-    &["systemctl", "is-active"],
-    &["systemctl", "is-enabled"],
-    &["systemctl", "list-units"],
-    &["systemctl", "list-timers"],
-    &["systemctl", "show"],
-    &["journalctl"],
-    &["docker", "ps"],
-    &["docker", "logs"],
-    &["docker", "inspect"],
-    &["docker", "stats", "--no-stream"],
-    &["ss"],
-    &["ip", "addr"],
-    &["ip", "route"],
-    &["curl", "-fsS"],
-    &["runbook", "list"],
-    &["runbook", "check"],
-    &["runbook", "jobs", "list"],
-    &["runbook", "jobs", "show"],
-    &["runbook", "alerts", "list"],
-    &["runbook", "audit", "list"],
-    &["runbook", "audit", "verify"],
-    &["runbook", "audit", "summary"],
-    &["runbook", "backup", "list"],
-    &["runbook", "backup", "verify"],
-    &["runbook", "config", "check"],
-    &["runbook", "config", "show"],
-    &["runbook", "state", "get"],
-    &["runbook", "db", "status"],
-    &["runbook", "session", "status"],
-];
+/// Read-only commands of the playbook, as `program [first args…]` prefixes, from
+/// `read_only.txt` (one per line). A prefix matches when argv starts with exactly these
+/// words; the rest of argv is free unless `writes` says otherwise.
+const READ_ONLY_TXT: &str = include_str!("read_only.txt");
+
+fn built_in() -> &'static [Vec<&'static str>] {
+    static PARSED: std::sync::OnceLock<Vec<Vec<&'static str>>> = std::sync::OnceLock::new();
+    PARSED.get_or_init(|| {
+        READ_ONLY_TXT
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| l.split_whitespace().collect())
+            .collect()
+    })
+}
 
 /// Characters that mean the caller expected a shell: pipes, lists, redirections,
 /// substitutions. `session exec` runs argv without a shell, so these are either a mistake or
@@ -374,7 +326,7 @@ impl Policy {
             }
         }
         let line = args.join(" ");
-        let built_in = READ_ONLY.iter().any(|prefix| {
+        let built_in = built_in().iter().any(|prefix| {
             prefix.len() <= args.len()
                 && prefix
                     .iter()
@@ -482,6 +434,22 @@ mod tests {
             );
         }
         assert!(matches!(p.classify(&[]), Class::Refused(_)));
+    }
+
+    #[test]
+    fn every_built_in_entry_is_read_only_as_written() {
+        let p = Policy::default();
+        assert!(built_in().len() >= 50, "{} entries", built_in().len());
+        for entry in built_in() {
+            let argv: Vec<String> = entry.iter().map(|w| w.to_string()).collect();
+            assert_eq!(p.classify(&argv), Class::ReadOnly, "{entry:?}");
+            let mut with_sudo = vec!["sudo".to_string()];
+            with_sudo.extend(argv.iter().cloned());
+            assert_eq!(p.classify(&with_sudo), Class::ReadOnly, "sudo {entry:?}");
+            let mut piped = argv.clone();
+            piped.extend(["|".to_string(), "sh".to_string()]);
+            assert!(matches!(p.classify(&piped), Class::StateChanging(_)), "{entry:?} | sh");
+        }
     }
 
     #[test]
