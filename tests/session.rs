@@ -993,3 +993,18 @@ fn a_program_found_through_a_dot_in_path_is_not_trusted_by_its_name() {
     let fine = exec(&env, &s, &["cat", "/etc/hostname"]);
     assert_eq!(fine.code, 0, "{fine:?}");
 }
+
+#[test]
+fn sessions_limits_output_bounds_what_is_shown_and_what_is_kept() {
+    let env = Env::new("version: 1\nsessions: { limits: { output: 1K }, read_only: [ \"seq *\" ] }\n");
+    let s = start(&env, "diagnostic");
+    let out = exec(&env, &s, &["seq", "1", "100000"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("bytes omitted"), "{}", out.stdout.len());
+    assert!(out.stdout.len() < 1200, "{} bytes shown", out.stdout.len());
+    let (_, shown) = env.json(&["session", "show", &s]);
+    let kept = shown["commands"][0]["output"].as_str().unwrap().len();
+    assert!(kept < 1200, "{kept} bytes kept");
+    let bad = Env::new("version: 1\nsessions: { limits: { output: lots } }\n");
+    assert_eq!(bad.run(&["config", "check"]).code, 2);
+}

@@ -393,6 +393,11 @@ pub struct SessionsConfig {
     /// When set, every approval must be signed with one of these keys (`ssh-keygen -Y sign`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub approvers: BTreeMap<String, String>,
+    /// How much of a command's output is shown and kept (`sessions.limits.output`): the
+    /// first quarter and the last three quarters of it, the rest omitted with a marker.
+    /// Default: 64K.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<ByteSize>,
     /// Run read-only commands in the kernel's read-only sandbox (Landlock, capabilities
     /// dropped). `off` only where the kernel has no Landlock: every record then says
     /// `unsandboxed`. Default: on.
@@ -411,6 +416,7 @@ impl Default for SessionsConfig {
             limits: Limits::default(),
             read_only: Vec::new(),
             approvers: BTreeMap::new(),
+            output: None,
             sandbox: true,
         }
     }

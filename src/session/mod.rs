@@ -338,6 +338,12 @@ pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str)
     spec.limits = config.sessions.limits.clone();
     spec.read_only = sandbox == "read-only";
     spec.masked = masked;
+    // What is shown is what is kept: both bounded by sessions.limits.output.
+    if let Some(limit) = config.sessions.output {
+        let limit = usize::try_from(limit.0).unwrap_or(usize::MAX).max(64);
+        spec.head = limit / 4;
+        spec.tail = limit - spec.head;
+    }
     let (decision, reason, exit_code, output, duration_ms) = match exec::run(&spec, &Cancel::default()) {
         Ok(o) => {
             let output = redact::output(&config.redactor, &o.combined_output());

@@ -237,9 +237,18 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
                     "nofile",
                     "systemd_run",
                     "cpu_quota",
+                    "output",
                 ],
             )
         {
+            sessions.output = lf.get("output").and_then(|n| {
+                cx.parsed(
+                    n,
+                    "sessions.limits.output",
+                    crate::config::ByteSize::parse,
+                    "sizes look like 64K, 1M",
+                )
+            });
             if let Some(t) = lf
                 .get("timeout")
                 .and_then(|n| cx.duration(n, "sessions.limits.timeout"))
