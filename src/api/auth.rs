@@ -90,6 +90,11 @@ impl TokenCache {
 }
 
 /// Lets public paths through; everything else needs a valid token (a write scope for writes).
+/// The state file's version as `require_token` read it for this request, before anything the
+/// handler does: the read cache validates against the same value instead of asking again.
+#[derive(Debug, Clone, Copy)]
+pub struct DataVersion(pub i64);
+
 /// Who made a request: the name of the token it carried (set by `require_token`).
 #[derive(Debug, Clone)]
 pub struct Caller(pub String);
@@ -185,6 +190,9 @@ pub async fn require_token(
         ));
     }
     req.extensions_mut().insert(Caller(name));
+    if let Some(v) = version {
+        req.extensions_mut().insert(DataVersion(v));
+    }
     Ok(next.run(req).await)
 }
 

@@ -107,9 +107,14 @@ pub async fn reuse(State(state): State<Arc<ApiState>>, req: Request, next: Next)
     if req.method() != Method::GET || !cacheable(req.uri().path()) {
         return next.run(req).await;
     }
-    // Without a version there is nothing to validate against: pass through.
-    let Ok(version) = state.versions.data_version() else {
-        return next.run(req).await;
+    // The version authentication read for this request, or read now; without one there is
+    // nothing to validate against: pass through.
+    let version = match req.extensions().get::<super::auth::DataVersion>() {
+        Some(v) => v.0,
+        None => match state.versions.data_version() {
+            Ok(v) => v,
+            Err(_) => return next.run(req).await,
+        },
     };
     let key = req
         .uri()
