@@ -52,23 +52,9 @@ fn a_malformed_json_body_gets_the_json_error_shape() {
     let write = create_token(&env, "ops", "write");
     let (_server, port) = serve(&env);
     for body in ["{not json", "[1,2", "\"signature\""] {
-        let r = {
-            use std::io::{Read, Write};
-            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-            write!(
-                s,
-                "POST /v1/changes/1/approve HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {write}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            )
-            .unwrap();
-            let mut raw = String::new();
-            s.read_to_string(&mut raw).unwrap();
-            raw
-        };
-        assert!(r.starts_with("HTTP/1.1 400"), "{body}: {r}");
-        let json = r.split_once("\r\n\r\n").unwrap().1;
-        let v: serde_json::Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {r}"));
-        assert_eq!(v["error"]["code"], "bad_json", "{r}");
+        let r = common::http::post_raw_json(port, "/v1/changes/1/approve", Some(&write), body);
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert_eq!(r.json()["error"]["code"], "bad_json", "{}", r.body);
     }
 }
 

@@ -227,12 +227,6 @@ pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str)
         ),
         (Class::StateChanging(_) | Class::SecretRead(_), _) => (true, String::new(), None),
     };
-    let not_approved = |why: &str| {
-        (
-            format!("{why}; no approved change request names exactly this command here"),
-            Some(request_hint.clone()),
-        )
-    };
     // Everything but an approved state change runs in the kernel's read-only sandbox: the
     // argv policy above is the explainable first layer, the kernel the one that holds.
     let sandbox = if !config.sessions.sandbox {
@@ -280,19 +274,7 @@ pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str)
             json!({ "command": shown, "cwd": cwd, "class": class, "reason": reason }),
             &config.redactor,
         );
-        store.record_session_command(
-            id,
-            &stored_argv,
-            cwd,
-            "refused",
-            &reason,
-            None,
-            None,
-            "",
-            &at,
-            None,
-            &draft,
-        )?;
+        store.record_refusal(id, &stored_argv, cwd, &reason, &at, &draft)?;
         Ok(Executed {
             session: id,
             argv: stored_argv.clone(),
@@ -324,8 +306,10 @@ pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str)
             Class::StateChanging(why) | Class::SecretRead(why) => why.as_str(),
             _ => "",
         };
-        let (reason, hint) = not_approved(why);
-        return refuse(reason, hint);
+        return refuse(
+            format!("{why}; no approved change request names exactly this command here"),
+            Some(request_hint.clone()),
+        );
     };
     let reason = match change_id {
         Some(c) => format!("approved by change request {c}"),
@@ -471,9 +455,9 @@ fn approvers(config: &Config) -> Vec<(String, sshsig::PublicKey)> {
 ///
 /// With `sessions.approvers` set, an approval must carry an `ssh-keygen -Y sign` signature
 /// over [`payload`] by one of those keys; the approver's name from the config is then the
-/// actor, whatever OS account ran the command.
-/// Approves or denies change request `id` as `actor`. `behalf` is the person an API token acts
-/// for (the OS user who created it): neither may be the requester.
+/// actor, whatever OS account ran the command. `behalf` is the person an API token acts for
+/// (the OS user who created it): without a signature, neither it nor `actor` may be the
+/// requester.
 #[allow(clippy::too_many_arguments)]
 pub fn decide(
     config: &Config,

@@ -172,40 +172,18 @@ impl Store {
         })
     }
 
-    /// Records a command and its decision; `use_change` consumes one use of an approval in
-    /// the same transaction (so one approval can never run twice).
-    #[allow(clippy::too_many_arguments)]
-    pub fn record_session_command(
+    /// Records a command that was refused, with its audit event.
+    pub fn record_refusal(
         &self,
         session: i64,
         argv: &[String],
         cwd: &str,
-        decision: &str,
         reason: &str,
-        change_id: Option<i64>,
-        exit_code: Option<i64>,
-        output: &str,
         at: &str,
-        duration_ms: Option<i64>,
         draft: &Draft,
     ) -> Result<()> {
         self.write("recording a session command", |tx| {
-            tx.execute(
-                "INSERT INTO session_commands (session_id, argv, cwd, decision, reason, change_id, exit_code, output, started_at, duration_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![
-                    session,
-                    serde_json::to_string(argv).unwrap_or_default(),
-                    cwd,
-                    decision,
-                    reason,
-                    change_id,
-                    exit_code,
-                    output,
-                    at,
-                    duration_ms
-                ],
-            )?;
+            insert_command(tx, session, argv, cwd, "refused", reason, None, at)?;
             append_audit(tx, draft).map(|_| ())
         })
     }
@@ -232,12 +210,16 @@ impl Store {
                 },
                 None => None,
             };
-            tx.execute(
-                "INSERT INTO session_commands (session_id, argv, cwd, decision, reason, change_id, exit_code, output, started_at, duration_ms) \
-                 VALUES (?1, ?2, ?3, 'started', 'started; the outcome is not known (runbook stopped before the command ended)', ?4, NULL, '', ?5, NULL)",
-                params![session, serde_json::to_string(argv).unwrap_or_default(), cwd, change, at],
+            let row = insert_command(
+                tx,
+                session,
+                argv,
+                cwd,
+                "started",
+                "started; the outcome is not known (runbook stopped before the command ended)",
+                change,
+                at,
             )?;
-            let row = tx.last_insert_rowid();
             append_audit(tx, &draft(change))?;
             Ok(Some((row, change)))
         })
@@ -349,15 +331,11 @@ impl Store {
             Ok(n == 1)
         })
     }
-
-    /// Takes one use of an approved request bound to `binding`: its id, or `None` if there is
-    /// no such approval left. Atomic: two commands cannot spend the same last use.
-    pub fn take_approval(&self, binding: &str) -> Result<Option<i64>> {
-        self.write("using an approval", |tx| take_approval(tx, binding))
-    }
 }
 
-/// Spends one use of the oldest approved request bound to `binding`; its id, or `None`.
+/// Spends one use of the oldest approved request bound to `binding`; its id, or `None` when
+/// no such approval is left. Inside the write transaction: two commands cannot spend the same
+/// last use.
 fn take_approval(tx: &rusqlite::Transaction, binding: &str) -> rusqlite::Result<Option<i64>> {
     let id: Option<i64> = tx
         .query_row(
@@ -374,4 +352,24 @@ fn take_approval(tx: &rusqlite::Transaction, binding: &str) -> rusqlite::Result<
         )?;
     }
     Ok(id)
+}
+
+/// A new row of `session_commands`, without an outcome yet; its id.
+#[allow(clippy::too_many_arguments)]
+fn insert_command(
+    tx: &rusqlite::Transaction,
+    session: i64,
+    argv: &[String],
+    cwd: &str,
+    decision: &str,
+    reason: &str,
+    change: Option<i64>,
+    at: &str,
+) -> rusqlite::Result<i64> {
+    tx.execute(
+        "INSERT INTO session_commands (session_id, argv, cwd, decision, reason, change_id, exit_code, output, started_at, duration_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, '', ?7, NULL)",
+        params![session, serde_json::to_string(argv).unwrap_or_default(), cwd, decision, reason, change, at],
+    )?;
+    Ok(tx.last_insert_rowid())
 }

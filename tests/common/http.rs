@@ -45,6 +45,11 @@ pub fn post_json(port: u16, path: &str, token: Option<&str>, body: &serde_json::
     )
 }
 
+/// A `POST` of `body` as it is, JSON or not (`Content-Type: application/json`).
+pub fn post_raw_json(port: u16, path: &str, token: Option<&str>, body: &str) -> Response {
+    send(port, "POST", path, token, &[("Content-Type", "application/json")], body)
+}
+
 fn send(port: u16, method: &str, path: &str, token: Option<&str>, headers: &[(&str, &str)], body: &str) -> Response {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
