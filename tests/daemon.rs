@@ -348,7 +348,14 @@ profiles:
         "the missed run is in the ledger: {}",
         daemon.log()
     );
-    assert!(env.count("SELECT count(*) FROM alerts WHERE name = 'missed-run:tick' AND status = 'firing'") == 1);
+    // The alert is written just after the run: wait for it, too.
+    assert!(
+        wait_for(Duration::from_secs(10), || env.count(
+            "SELECT count(*) FROM alerts WHERE name = 'missed-run:tick' AND status = 'firing'"
+        ) == 1),
+        "{}",
+        daemon.log()
+    );
     assert!(env.count("SELECT count(*) FROM audit_events WHERE kind = 'run.missed'") >= 1);
     assert!(
         daemon.log().contains("a scheduled run could not start"),
