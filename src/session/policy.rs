@@ -39,21 +39,48 @@ impl Class {
     }
 }
 
-/// Read-only commands of the playbook, as `program [first args…]` prefixes, from
-/// `read_only.txt` (one per line). A prefix matches when argv starts with exactly these
-/// words; the rest of argv is free unless `writes` says otherwise.
+/// The built-in table, `read_only.txt`: read-only commands of the playbook as `program [first
+/// args…]` prefixes (a prefix matches when argv starts with exactly these words), and
+/// `program writes: OPTION…` lines naming the options that make a read-only program write.
 const READ_ONLY_TXT: &str = include_str!("read_only.txt");
 
-fn built_in() -> &'static [Vec<&'static str>] {
-    static PARSED: std::sync::OnceLock<Vec<Vec<&'static str>>> = std::sync::OnceLock::new();
+struct Table {
+    read_only: Vec<Vec<&'static str>>,
+    writes: Vec<(&'static str, Vec<&'static str>)>,
+}
+
+fn table() -> &'static Table {
+    static PARSED: std::sync::OnceLock<Table> = std::sync::OnceLock::new();
     PARSED.get_or_init(|| {
-        READ_ONLY_TXT
+        let mut t = Table {
+            read_only: Vec::new(),
+            writes: Vec::new(),
+        };
+        for line in READ_ONLY_TXT
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(|l| l.split_whitespace().collect())
-            .collect()
+        {
+            match line.split_once(" writes:") {
+                Some((prog, options)) => t.writes.push((prog.trim(), options.split_whitespace().collect())),
+                None => t.read_only.push(line.split_whitespace().collect()),
+            }
+        }
+        t
     })
+}
+
+fn built_in() -> &'static [Vec<&'static str>] {
+    &table().read_only
+}
+
+/// The writing options of `prog` in the table.
+fn writing_options(prog: &str) -> &'static [&'static str] {
+    table()
+        .writes
+        .iter()
+        .find(|(p, _)| *p == prog)
+        .map_or(&[], |(_, o)| o.as_slice())
 }
 
 /// Characters that mean the caller expected a shell: pipes, lists, redirections,
@@ -126,100 +153,30 @@ fn short_cluster(arg: &str) -> Option<&str> {
     arg.strip_prefix('-').filter(|r| !r.starts_with('-') && !r.is_empty())
 }
 
+/// Whether `arg` is the writing option `option`: a long option or an unambiguous prefix of it
+/// (getopt_long takes `--vacuum-s` for `--vacuum-size`), a letter in a short cluster, or a
+/// one-dash word option at the start of the argument (`-fprint0`).
+fn is_option(option: &str, arg: &str) -> bool {
+    if let Some(long) = option.strip_prefix("--") {
+        let name = arg.split_once('=').map_or(arg, |(n, _)| n);
+        return name.len() >= 4 && name.strip_prefix("--").is_some_and(|n| long.starts_with(n));
+    }
+    let word = &option[1..];
+    if word.chars().count() == 1 {
+        return short_cluster(arg).is_some_and(|cluster| cluster.contains(word));
+    }
+    arg.starts_with(option)
+}
+
 /// Why `prog args` writes although `prog` is read-only by its name; `None` when it does not.
 fn writes(prog: &str, args: &[&str]) -> Option<String> {
-    let (long, short): (&[&str], &str) = match prog {
-        "journalctl" => (
-            &[
-                "--vacuum-size",
-                "--vacuum-time",
-                "--vacuum-files",
-                "--rotate",
-                "--flush",
-                "--relinquish-var",
-                "--smart-relinquish-var",
-                "--setup-keys",
-                "--update-catalog",
-                "--sync",
-            ],
-            "",
-        ),
-        "git" => (&["--output"], "o"),
-        "date" => (&["--set"], "s"),
-        "hostname" => (&["--boot", "--file"], "bF"),
-        "curl" => (
-            &[
-                "--output",
-                "--remote-name",
-                "--remote-name-all",
-                "--request",
-                "--data",
-                "--data-binary",
-                "--data-raw",
-                "--data-urlencode",
-                "--data-ascii",
-                "--json",
-                "--form",
-                "--form-string",
-                "--upload-file",
-                "--dump-header",
-                "--cookie-jar",
-                "--trace",
-                "--trace-ascii",
-                "--stderr",
-                "--config",
-                "--output-dir",
-                "--create-dirs",
-                "--etag-save",
-                "--hsts",
-                "--alt-svc",
-                "--libcurl",
-                "--unix-socket",
-            ],
-            "oOXdTDcKF",
-        ),
-        "wget" => (
-            &[
-                "--output-document",
-                "--output-file",
-                "--append-output",
-                "--post-data",
-                "--post-file",
-                "--method",
-                "--body-data",
-                "--body-file",
-                "--save-cookies",
-                "--directory-prefix",
-            ],
-            "oOaP",
-        ),
-        "ss" => (&["--kill", "--diag"], "KD"),
-        "find" => (&[], ""),
-        _ => (&[], ""),
-    };
     for a in args {
-        let name = a.split_once('=').map_or(*a, |(n, _)| n);
-        // getopt_long takes any unambiguous prefix: `--vacuum-s` is `--vacuum-size`.
-        if name.starts_with("--") && name.len() >= 4 && long.iter().any(|l| l.starts_with(name)) {
-            return Some(format!("`{prog} {a}` writes"));
-        }
-        if let Some(cluster) = short_cluster(a)
-            && prog != "find"
-            && let Some(c) = cluster.chars().find(|c| short.contains(*c))
-        {
-            return Some(format!("`{prog} -{c}` writes"));
+        if let Some(option) = writing_options(prog).iter().find(|o| is_option(o, a)) {
+            return Some(format!("`{prog} {a}` writes ({option})"));
         }
     }
     let positional: Vec<&&str> = args.iter().filter(|a| !a.starts_with('-')).collect();
     match prog {
-        "find" => args
-            .iter()
-            .find(|a| {
-                ["-delete", "-exec", "-execdir", "-ok", "-okdir", "-fprint", "-fls"]
-                    .iter()
-                    .any(|f| a.starts_with(f))
-            })
-            .map(|a| format!("`find {a}` writes or runs commands")),
         "hostname" if !positional.is_empty() => Some("`hostname NAME` sets the host name".into()),
         "date" if positional.iter().any(|a| !a.starts_with('+')) => Some("`date TIME` sets the clock".into()),
         "ip" if args
@@ -450,6 +407,48 @@ mod tests {
             piped.extend(["|".to_string(), "sh".to_string()]);
             assert!(matches!(p.classify(&piped), Class::StateChanging(_)), "{entry:?} | sh");
         }
+    }
+
+    #[test]
+    fn every_writing_option_is_state_changing() {
+        let p = Policy {
+            read_only: vec!["wget*".into()],
+            deny_read: vec![],
+        };
+        assert!(table().writes.len() >= 8, "{} programs", table().writes.len());
+        for (prog, options) in &table().writes {
+            // The program as the read-only list (or the operator's pattern) lets it run.
+            let prefix: Vec<&str> = built_in()
+                .iter()
+                .find(|e| e[0] == *prog)
+                .map_or(vec![*prog], |e| e.clone());
+            assert_eq!(p.classify(&argv(&prefix, &[])), Class::ReadOnly, "{prog}");
+            for option in options {
+                // No value after the option: a positional argument would be refused on its own
+                // by the `hostname NAME` and `date TIME` forms.
+                let mut forms = vec![vec![option.to_string()]];
+                if let Some(long) = option.strip_prefix("--") {
+                    forms.push(vec![format!("{option}=VALUE")]);
+                    // A two-letter prefix: getopt takes any unambiguous one, the policy any at all.
+                    forms.push(vec![format!("--{}", &long[..2.min(long.len())])]);
+                } else if option.len() == 2 {
+                    forms.push(vec![format!("-v{}", &option[1..])]);
+                }
+                for form in forms {
+                    let words: Vec<&str> = form.iter().map(String::as_str).collect();
+                    let cmd = argv(&prefix, &words);
+                    assert!(
+                        matches!(p.classify(&cmd), Class::StateChanging(_)),
+                        "{cmd:?}: {:?}",
+                        p.classify(&cmd)
+                    );
+                }
+            }
+        }
+    }
+
+    fn argv(prefix: &[&str], rest: &[&str]) -> Vec<String> {
+        prefix.iter().chain(rest).map(|w| w.to_string()).collect()
     }
 
     #[test]
