@@ -248,7 +248,7 @@ impl Round {
 
 /// `check::probe_all` over `names` (one check per unit of concurrency) in a loop for `dur`.
 fn runbook_round(cfg: &Arc<Config>, names: &[String], dur: Duration, nginx: &[u32], tck: f64) -> Round {
-    let rt = check::runtime();
+    let rt = runbook::util::runtime::runtime();
     let cpu0 = self_cpu_ns(tck);
     let ng0 = sched_ns_all(nginx);
     let t0 = Instant::now();

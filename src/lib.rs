@@ -19,3 +19,4 @@ pub mod schedule;
 pub mod session;
 pub mod state;
 pub mod store;
+pub mod util;

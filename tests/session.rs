@@ -815,6 +815,34 @@ sessions: { read_only: [ "cp *", "python3 *", "tar *", "sort *", "tail *" ] }
     assert!(std::fs::read_to_string(&secret).unwrap().contains("kernel-kept"));
 }
 
+/// A hard link is a second name no mount can cover: while one exists, no command runs.
+#[test]
+fn a_hard_linked_deny_read_file_stops_every_command() {
+    if !rustix::process::geteuid().is_root() {
+        cannot_run("masking deny_read files needs root");
+        return;
+    }
+    let env = Env::new("version: 1\nsecrets: { deny_read: [ \"{dir}/etc/app/backend.env\" ] }\n");
+    let secret = env.write("etc/app/backend.env", "API_KEY=linked-away-51c2\n");
+    let other = env.path("elsewhere.txt");
+    std::fs::hard_link(&secret, &other).unwrap();
+    let s = start(&env, "diagnostic");
+    let out = exec(&env, &s, &["cat", other.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        !out.stdout.contains("linked-away") && !out.stderr.contains("linked-away"),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("hard links"), "{out:?}");
+    assert!(out.stderr.contains("-samefile"), "{out:?}");
+    assert!(state_files_holding(&env, "linked-away").is_empty());
+    // Once the other name is gone, commands run again, and the secret stays masked.
+    std::fs::remove_file(&other).unwrap();
+    let out = exec(&env, &s, &["hostname"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(decisions(&env, &s), ["refused", "ran"]);
+}
+
 #[test]
 fn a_command_with_control_characters_cannot_pass_for_another_on_screen() {
     let env = env();

@@ -15,7 +15,7 @@ use crate::audit::Draft;
 use crate::check::Outcome;
 use crate::clock;
 use crate::config::{Check, Config, Severity};
-use crate::store::{AlertStatus, CheckState, NewAlert, Store, StoreError};
+use crate::store::{AlertStatus, AlertTx, CheckState, NewAlert, Store, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -148,6 +148,7 @@ pub fn record_and_observe(
     config: &Config,
     outcomes: &[Outcome],
     run_ids: &[Option<i64>],
+    deliver: Deliver,
 ) -> Result<Vec<Transition>, StoreError> {
     let results: Vec<_> = outcomes
         .iter()
@@ -159,7 +160,7 @@ pub fn record_and_observe(
         .iter()
         .filter_map(|o| config.checks.get(&o.check).map(|c| Observation::from_check(c, o)))
         .collect();
-    observe(store, config, &seen)
+    observe(store, config, &seen, deliver)
 }
 
 /// The alert key: one open alert per (source, name, host, labels).
@@ -195,8 +196,18 @@ fn depth(config: &Config, name: &str, seen: &mut Vec<String>) -> usize {
         .unwrap_or(0)
 }
 
-/// Judges observations (dependencies first) and records the resulting transitions.
-pub fn observe(store: &Store, config: &Config, observations: &[Observation]) -> Result<Vec<Transition>, StoreError> {
+/// What the caller does with each transition inside the transaction that records it (the
+/// notification outbox queues it there, so a transition and its notification commit together).
+pub type Deliver<'a> = &'a dyn Fn(&AlertTx, &Transition, &BTreeMap<String, String>, &str) -> rusqlite::Result<()>;
+
+/// Judges observations (dependencies first) and records the resulting transitions; `deliver`
+/// sees each one that is not deferred, in the same transaction.
+pub fn observe(
+    store: &Store,
+    config: &Config,
+    observations: &[Observation],
+    deliver: Deliver,
+) -> Result<Vec<Transition>, StoreError> {
     let mut ordered: Vec<&Observation> = observations.iter().collect();
     ordered.sort_by_key(|o| {
         if o.source == Source::Check {
@@ -358,7 +369,7 @@ pub fn observe(store: &Store, config: &Config, observations: &[Observation]) -> 
             }
             if !o.defer_notify {
                 for t in &transitions[before..] {
-                    crate::notify::enqueue(tx, config, t, &o.labels, &now)?;
+                    deliver(tx, t, &o.labels, &now)?;
                 }
             }
         }

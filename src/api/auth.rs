@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use super::ApiState;
 use super::error::ApiError;
 use super::limit::{self, Client};
-use crate::audit::hex;
+use crate::util::hex;
 
 /// (name, hash, scope) of each known token.
 type Known = Vec<(String, String, String)>;

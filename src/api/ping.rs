@@ -16,7 +16,6 @@ use serde_json::json;
 use super::ApiState;
 use super::error::ApiError;
 use super::query::Q;
-use crate::alert;
 use crate::check;
 use crate::clock;
 use crate::config::Probe;
@@ -132,8 +131,8 @@ async fn ping(
             );
             st.store
                 .record_ping(&name2, status, exit_code, &clock::to_text(now), duration, &draft)?;
-            let outcome = check::runtime().block_on(check::probe(&config, &name2, &check));
-            alert::record_and_observe(&st.store, &config, std::slice::from_ref(&outcome), &[])?;
+            let outcome = crate::util::runtime::runtime().block_on(check::probe(&config, &name2, &check));
+            crate::notify::record_and_observe(&st.store, &config, std::slice::from_ref(&outcome), &[])?;
             if let Err(e) = crate::notify::dispatch::dispatch_due(&config, &st.store) {
                 tracing::warn!(error = %e, "cannot send notifications after a ping");
             }

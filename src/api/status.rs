@@ -209,7 +209,7 @@ fn render(state: &ApiState) -> Result<Markup, ApiError> {
                             td { @if let Some(r) = last {
                                 span class=(if r.status.as_str() == "ok" { "state-ok" } else { "state-bad" }) { (r.status.as_str()) }
                                 " " (clock::from_text(&r.started_at).map(|t| clock::relative(t, now)).unwrap_or_default())
-                                @if let Some(ms) = r.duration_ms { span.muted { " · " (crate::cli::output::duration_ms(ms as u64)) } }
+                                @if let Some(ms) = r.duration_ms { span.muted { " · " (crate::util::duration_ms(ms as u64)) } }
                             } @else { span.muted { "never" } } }
                             td { @if !p.enabled { span.muted { "disabled" } } @else {
                                 (p.schedule.as_ref().and_then(|s| schedule::next_after(s, now)).map(|t| clock::relative(t, now)).unwrap_or_else(|| "never".into()))

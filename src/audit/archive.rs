@@ -132,7 +132,7 @@ pub fn archive(
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    let sha = crate::backup::archive::hash_file(&file).map_err(io(&file))?.1;
+    let sha = crate::util::digest::hash_file(&file).map_err(io(&file))?.1;
     let draft = Draft::new(
         "audit.archived",
         "audit",
@@ -191,7 +191,7 @@ fn check_file(
     last: i64,
     last_hash: &str,
 ) -> Result<String, String> {
-    let got = crate::backup::archive::hash_file(path)
+    let got = crate::util::digest::hash_file(path)
         .map_err(|e| format!("cannot be read: {e}"))?
         .1;
     if got != sha {

@@ -10,7 +10,7 @@ use ring::rand::SystemRandom;
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
 
-use super::hex;
+use crate::util::hex;
 
 /// What a checkpoint signs, with its version in front.
 fn message(seq: i64, head_hash: &str, time: &str) -> String {

@@ -83,17 +83,7 @@ pub fn hash(prev_hash: &str, seq: i64, ts: &str, actor: &str, kind: &str, subjec
     h.update(prev_hash.as_bytes());
     // A tuple serializes to the same bytes as `json!([…]).to_string()`, without building it.
     let _ = serde_json::to_writer(Hashing(&mut h), &(seq, ts, actor, kind, subject, data));
-    hex(&h.finalize())
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
+    crate::util::hex(&h.finalize())
 }
 
 /// Verifies the chain kept in the state file, from the archive anchor when events were
@@ -244,7 +234,7 @@ mod tests {
         h.update(old.as_bytes());
         assert_eq!(
             hash("prev", fields.0, fields.1, fields.2, fields.3, fields.4, fields.5),
-            hex(&h.finalize())
+            crate::util::hex(&h.finalize())
         );
     }
 

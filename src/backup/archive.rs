@@ -22,7 +22,7 @@ use tar::{EntryType, Header};
 
 use super::manifest::{EntryKind, MANIFEST_NAME, Manifest};
 use super::sha2x::Lane;
-use crate::audit::hex;
+use crate::util::hex;
 
 /// Magic number of the first of zstd's skippable frames (0x184D2A50..=0x184D2A5F).
 const SKIPPABLE_MAGIC: u32 = 0x184D_2A50;

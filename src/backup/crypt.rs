@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::audit::hex;
 use crate::config::Config;
+use crate::util::hex;
 
 /// The suffix of an encrypted archive.
 pub const SUFFIX: &str = ".age";

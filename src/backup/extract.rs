@@ -15,7 +15,7 @@ use super::sha2x::Lane;
 use super::stream::{finish_hashing, first_entry, next_entry, open_hashing};
 use super::tarwalk::Walk;
 use super::{BackupError, Progress, archive};
-use crate::audit::hex;
+use crate::util::hex;
 
 /// What was unpacked.
 #[derive(Debug, Clone)]

@@ -565,7 +565,7 @@ fn size_alert(
         &detail,
         Severity::Critical,
     );
-    alert::observe(store, config, &[seen])?;
+    crate::notify::observe(store, config, &[seen])?;
     Ok(small.then_some(detail))
 }
 

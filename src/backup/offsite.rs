@@ -22,10 +22,11 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::{BackupError, Progress, archive};
-use crate::audit::{Draft, hex};
+use crate::audit::Draft;
 use crate::config::Config;
 use crate::config::backups::{BackupTarget, Offsite};
 use crate::store::{NewBackup, Store};
+use crate::util::hex;
 
 /// Upload part size: S3 wants at least 5 MiB per part.
 const PART: usize = 16 * 1024 * 1024;
@@ -188,7 +189,7 @@ fn newest_first(name: &str) -> (&str, u32) {
 pub fn list(config: &Config, name: &str) -> Result<Vec<Remote>, BackupError> {
     let t = super::target(config, name)?;
     let (store, prefix) = open(offsite_of(t, name)?)?;
-    crate::check::runtime().block_on(remote_list(store.as_ref(), &prefix, name))
+    crate::util::runtime::runtime().block_on(remote_list(store.as_ref(), &prefix, name))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -261,7 +262,7 @@ pub fn push(
             .map_err(|e| BackupError::io(&mark, e))?;
     }
     let (store, prefix) = (bucket.store.clone(), bucket.prefix.clone());
-    let rt = crate::check::runtime();
+    let rt = crate::util::runtime::runtime();
     let recipients = recipients(o)?;
     let encrypt = !recipients.is_empty();
     let remote: HashMap<String, Remote> = rt
@@ -532,7 +533,7 @@ fn check_copy(
     progress: &dyn Fn(Progress),
 ) -> Result<Result<(), String>, BackupError> {
     use std::io::Read;
-    let rt = crate::check::runtime();
+    let rt = crate::util::runtime::runtime();
     let differs = |got: &str| format!("the offsite copy holds SHA-256 {got}, its sidecar says {sha}: it is damaged");
     if !r.encrypted {
         let got = rt.block_on(async {
@@ -543,7 +544,7 @@ fn check_copy(
                 hash.update(&chunk);
                 progress(Progress::Advance(chunk.len() as u64));
             }
-            Ok::<_, BackupError>(crate::audit::hex(&hash.finalize()))
+            Ok::<_, BackupError>(crate::util::hex(&hash.finalize()))
         })?;
         return Ok(if got == sha { Ok(()) } else { Err(differs(&got)) });
     }
@@ -580,7 +581,7 @@ fn check_copy(
             loop {
                 match reader.read(&mut buf) {
                     Ok(0) => {
-                        let got = crate::audit::hex(&hash.finalize());
+                        let got = crate::util::hex(&hash.finalize());
                         return Ok(if got == sha { Ok(()) } else { Err(differs(&got)) });
                     }
                     Ok(n) => hash.update(&buf[..n]),
@@ -680,7 +681,7 @@ async fn upload_sealed(
         }
         encryptor.finish().map_err(io)?;
         w.write(&shared.take());
-        Ok::<_, BackupError>((total, crate::audit::hex(&read.finalize())))
+        Ok::<_, BackupError>((total, crate::util::hex(&read.finalize())))
     }
     .await;
     // An upload that cannot go on is aborted, so its parts do not stay on the store (nothing
@@ -848,7 +849,7 @@ async fn upload_resumable(
     }
     // Every byte of the copy, this push's and an earlier one's, came from the file just
     // hashed: it is only completed (or renamed into place) when that is the sidecar's hash.
-    let sent_sha = crate::audit::hex(&local.finalize());
+    let sent_sha = crate::util::hex(&local.finalize());
     if sent_sha != job.sha256 {
         if let Resume::S3(mp) = resume {
             let _ = mp.abort_multipart(&job.to, &state.upload_id).await;
@@ -906,7 +907,7 @@ fn copy_is_whole(resume: &Resume, to: &ObjectPath, copy: &Remote, path: &Path, s
                 count += 1;
             };
             let local = hash_parts(path, &mut each);
-            let want = format!("{}-{}", crate::audit::hex(&parts.finalize()), count.max(1));
+            let want = format!("{}-{}", crate::util::hex(&parts.finalize()), count.max(1));
             local.is_some_and(|h| h == sha) && tag == want
         }
     }
@@ -928,7 +929,7 @@ fn hash_parts(file: &Path, part: &mut dyn FnMut(&[u8])) -> Option<String> {
         whole.update(&buf);
         part(&buf);
     }
-    Some(crate::audit::hex(&whole.finalize()))
+    Some(crate::util::hex(&whole.finalize()))
 }
 
 /// Pushes in a row that may fail on their first request to an upload an earlier push began
@@ -1042,7 +1043,7 @@ pub fn pull(
     let t = super::target(config, name)?;
     let o = offsite_of(t, name)?;
     let (store, prefix) = open(o)?;
-    let rt = crate::check::runtime();
+    let rt = crate::util::runtime::runtime();
     let remote = rt.block_on(remote_list(store.as_ref(), &prefix, name))?;
     let dest = into.unwrap_or(&t.dest).to_path_buf();
     std::fs::create_dir_all(&dest).map_err(|e| BackupError::io(&dest, e))?;
@@ -1122,7 +1123,7 @@ fn fetch(
     local: &Path,
     progress: &dyn Fn(Progress),
 ) -> Result<(), BackupError> {
-    let rt = crate::check::runtime();
+    let rt = crate::util::runtime::runtime();
     progress(Progress::Phase("downloading"));
     progress(Progress::Total(r.size));
     if r.encrypted {

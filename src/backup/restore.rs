@@ -70,7 +70,7 @@ pub struct RestoreReport {
 }
 
 fn argv_text(p: &Program) -> String {
-    exec::display(&p.argv())
+    crate::util::display(&p.argv())
 }
 
 /// Whether files can be created in directory `dir`: tried, with a probe file removed at

@@ -338,7 +338,7 @@ pub(crate) mod tests {
         let mut lane = Lane::new();
         lane.update(b"abc");
         assert_eq!(
-            crate::audit::hex(&lane.finalize()),
+            crate::util::hex(&lane.finalize()),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use super::manifest::{EntryKind, FileEntry, SourceEntry};
 use super::sqlite::Pending;
 use super::{BackupError, pg};
-use crate::check::wildcard;
 use crate::config::Config;
 use crate::config::backups::{BackupTarget, DEFAULT_DUMP_TIMEOUT, DirSource, Source};
-use crate::exec::{self, Cancel, Spec};
+use crate::exec::{Cancel, Spec};
+use crate::util::wildcard;
 
 /// Manifest entries (hashes still empty) and, for each file entry, where to read it.
 pub struct Gathered {
@@ -58,7 +58,7 @@ pub(super) fn origin(config: &Config, source: &Source) -> String {
         Source::Postgres(url) => config.redactor.redact(&pg::Conn::parse(url).url).into_owned(),
         Source::Command(c) => {
             let argv = crate::config::Program::Run(c.run.clone()).argv();
-            config.redactor.redact(&exec::display(&argv)).into_owned()
+            config.redactor.redact(&crate::util::display(&argv)).into_owned()
         }
         Source::Dir(d) => d.path.display().to_string(),
     }
@@ -141,7 +141,7 @@ pub fn gather(
                 spec.env = config.env.clone();
                 spec.cwd = Some(config.base_dir());
                 spec.stdout_to = Some(out.clone());
-                let shown = config.redactor.redact(&exec::display(&argv)).into_owned();
+                let shown = config.redactor.redact(&crate::util::display(&argv)).into_owned();
                 run_dump(config, &spec, cancel, &shown)?;
                 let f = file_entry(&root, &out)?;
                 let entry = SourceEntry {

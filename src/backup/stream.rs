@@ -30,7 +30,7 @@ use super::manifest::MANIFEST_NAME;
 use super::mapfault;
 use super::sha2x::{Lane, two_lanes_pay, update2};
 use super::tarwalk::Walk;
-use crate::audit::hex;
+use crate::util::hex;
 
 /// The sending end of a pipe: filled buffers go one way, emptied ones come back.
 struct Feed {

@@ -19,11 +19,12 @@ use super::sha2x::Lane;
 use super::stream::{finish_hashing, first_entry, next_entry, open_hashing};
 use super::tarwalk::Walk;
 use super::{BackupError, Progress, archive};
-use crate::audit::{Draft, hex};
+use crate::audit::Draft;
 use crate::clock;
 use crate::config::Config;
 use crate::exec::{self, Cancel, Spec};
 use crate::store::Store;
+use crate::util::hex;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {

@@ -5,9 +5,10 @@ use std::time::SystemTime;
 
 use serde_json::json;
 
-use super::{Finding, wildcard};
+use super::Finding;
 use crate::config::HumanDuration;
 use crate::config::checks::FileAgeProbe;
+use crate::util::wildcard;
 
 pub(super) fn probe(p: &FileAgeProbe) -> Result<Finding, String> {
     let path = Path::new(&p.path);

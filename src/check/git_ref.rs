@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{Finding, wildcard};
+use super::Finding;
 use crate::config::checks::GitRefProbe;
 use crate::exec::{self, Cancel, Spec};
+use crate::util::wildcard;
 
 async fn git(repo: &std::path::Path, args: &[&str], timeout: Duration) -> Result<(bool, String), String> {
     let mut argv = vec!["git".to_string(), "-C".to_string(), repo.to_string_lossy().into_owned()];

@@ -62,7 +62,7 @@ pub(super) fn probe(config: &Config, name: &str, p: &HeartbeatProbe) -> Result<F
         Some(d) => {
             let took = b
                 .duration_ms
-                .map(|ms| format!(", ran {}", crate::cli::output::duration_ms(ms as u64)))
+                .map(|ms| format!(", ran {}", crate::util::duration_ms(ms as u64)))
                 .unwrap_or_default();
             Ok(Finding::new(true, format!("last ping {}{took}", ago(d)), data))
         }

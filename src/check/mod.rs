@@ -17,10 +17,8 @@ mod http;
 mod sql;
 mod systemd;
 mod tcp;
-pub mod wildcard;
 
 use serde::Serialize;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::clock;
@@ -59,23 +57,7 @@ impl Finding {
 }
 
 /// Probes in flight at once: more only costs memory (connections, buffers), not speed.
-pub const MAX_CONCURRENT_PROBES: usize = 64;
-
-/// The runtime probes run on: built once, on first use, so commands that never probe
-/// (`list`, `run --dry-run`) never start it.
-pub fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .max_blocking_threads(MAX_CONCURRENT_PROBES)
-            .thread_name("probe")
-            .enable_all()
-            .build()
-            .expect("cannot start the probe runtime")
-    })
-}
+pub const MAX_CONCURRENT_PROBES: usize = crate::util::runtime::MAX_BLOCKING;
 
 /// Probes one check, bounded by its timeout.
 pub async fn probe(config: &Config, name: &str, check: &Check) -> Outcome {
@@ -158,7 +140,7 @@ pub async fn probe_all(config: &std::sync::Arc<Config>, names: &[String]) -> Vec
 
 /// Blocking entry point for synchronous callers (the CLI, the profile runner).
 pub fn probe_blocking(config: &std::sync::Arc<Config>, names: &[String]) -> Vec<Outcome> {
-    runtime().block_on(probe_all(config, names))
+    crate::util::runtime::runtime().block_on(probe_all(config, names))
 }
 
 /// A one-line description of what a check probes, for plans and the ledger.
@@ -166,7 +148,7 @@ pub fn describe(check: &Check) -> String {
     match &check.probe {
         Probe::Http(p) => format!("{} {} expect {}", p.method, p.url, p.expect.status),
         Probe::Tcp(p) => format!("tcp connect {}", p.address),
-        Probe::Command(p) => crate::exec::display(&p.program.argv()),
+        Probe::Command(p) => crate::util::display(&p.program.argv()),
         Probe::Systemd(p) => format!("systemd unit {} is {}", p.unit, p.expect),
         Probe::Disk(p) => format!("disk {} free space", p.path.display()),
         Probe::Cert(p) => format!("certificate of {} valid for {} days", p.host, p.min_days),

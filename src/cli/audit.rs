@@ -15,7 +15,7 @@ use crate::store::{AuditFilter, Store};
 /// A checkpoint from a file or an http(s) URL.
 fn fetch(against: &str) -> Result<Checkpoint, CliError> {
     let text = if against.starts_with("http://") || against.starts_with("https://") {
-        crate::check::runtime()
+        crate::util::runtime::runtime()
             .block_on(async {
                 let client = reqwest::Client::builder()
                     .timeout(std::time::Duration::from_secs(30))

@@ -6,11 +6,12 @@ use std::path::Path;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use super::output::{self, duration_ms};
+use super::output;
 use super::{BackupCmd, CliError, Ctx, Outcome};
 use crate::backup::{self, BackupError, Progress};
 use crate::clock;
 use crate::exec::Cancel;
+use crate::util::duration_ms;
 
 impl From<BackupError> for CliError {
     fn from(e: BackupError) -> Self {

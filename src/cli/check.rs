@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::output::{self, one_line};
 use super::{CliError, Ctx, Outcome};
-use crate::alert::{self, Change};
+use crate::alert::Change;
 use crate::check;
 
 pub fn run(cx: &Ctx, names: Vec<String>) -> Result<Outcome, CliError> {
@@ -40,7 +40,7 @@ pub fn run(cx: &Ctx, names: Vec<String>) -> Result<Outcome, CliError> {
     }
     let outcomes = check::probe_blocking(&config, &names);
     let store = cx.open_store(&config)?;
-    let transitions = alert::record_and_observe(&store, &config, &outcomes, &[])?;
+    let transitions = crate::notify::record_and_observe(&store, &config, &outcomes, &[])?;
     let failing = outcomes.iter().filter(|o| !o.ok).count();
     cx.out.either(&outcomes, || {
         let mut t = output::table(&["CHECK", "KIND", "STATUS", "LATENCY", "DETAIL"]);

@@ -2,11 +2,12 @@
 
 use serde_json::json;
 
-use super::output::{self, duration_ms, one_line};
+use super::output::{self, one_line};
 use super::{CliError, Ctx, JobsCmd, Outcome};
 use crate::jobs;
 use crate::schedule::runner::{self, Runner};
 use crate::store::{Run, RunFilter, RunStatus};
+use crate::util::duration_ms;
 
 pub fn run(cx: &Ctx, cmd: JobsCmd) -> Result<Outcome, CliError> {
     let config = cx.load()?;

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use super::output::{self, one_line};
 use super::{CliError, Ctx, NotifyCmd, Outcome};
-use crate::check::runtime;
 use crate::config::Config;
 use crate::notify::{self, Message, dispatch};
 use crate::store::Store;
+use crate::util::runtime::runtime;
 
 /// After `run` or `check`, sends the notifications they queued (a daemon, if one runs, may
 /// send some of them first; each is claimed once). Failures stay queued for a later pass.

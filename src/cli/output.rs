@@ -65,15 +65,6 @@ pub fn one_line(text: &str, max: usize) -> String {
     }
 }
 
-/// `1.23s`, `45ms`, `2m03s`.
-pub fn duration_ms(ms: u64) -> String {
-    match ms {
-        0..=999 => format!("{ms}ms"),
-        1000..=59_999 => format!("{:.2}s", ms as f64 / 1000.0),
-        _ => format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000),
-    }
-}
-
 /// The last `n` lines of a text, for showing why a task failed.
 pub fn tail_lines(text: &str, n: usize) -> Vec<&str> {
     let lines: Vec<&str> = text.lines().collect();

@@ -3,12 +3,13 @@
 use serde_json::json;
 use std::io::IsTerminal;
 
-use super::output::{self, duration_ms, tail_lines};
+use super::output::{self, tail_lines};
 use super::{CliError, Ctx, DaemonArgs, Outcome, RenderArgs, RunArgs};
 use crate::clock;
 use crate::schedule::runner::{self, ProfileReport, Runner, TaskReport};
 use crate::schedule::{self, crontab, daemon};
 use crate::store::{RunStatus, Store, Trigger};
+use crate::util::duration_ms;
 
 pub fn list(cx: &Ctx) -> Result<Outcome, CliError> {
     let config = cx.load()?;

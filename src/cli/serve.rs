@@ -43,7 +43,7 @@ pub fn serve(cx: &Ctx, listen: Option<String>) -> Result<Outcome, CliError> {
     });
     let shared = Arc::new(RwLock::new(Arc::new(config)));
     let state = Arc::new(ApiState::new(store.clone(), shared.clone()));
-    crate::check::runtime().block_on(async move {
+    crate::util::runtime::runtime().block_on(async move {
         tokio::spawn(reload_on_hangup(config_path, shared));
         let listener = api::bind(addr, &store).await.map_err(|e| {
             let hint = e.hint();

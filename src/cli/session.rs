@@ -6,7 +6,6 @@ use serde_json::json;
 
 use super::output::{self, one_line};
 use super::{ChangeCmd, CliError, Ctx, Outcome, SessionCmd};
-use crate::exec;
 use crate::session::{self, SessionError};
 
 impl From<SessionError> for CliError {
@@ -145,7 +144,7 @@ pub fn run(cx: &Ctx, cmd: SessionCmd) -> Result<Outcome, CliError> {
                         "{} {:7} {} ({}){}",
                         c.started_at,
                         c.decision,
-                        exec::display(&c.argv),
+                        crate::util::display(&c.argv),
                         c.reason,
                         c.exit_code.map(|e| format!(" exit {e}")).unwrap_or_default()
                     ));
@@ -185,8 +184,10 @@ pub fn change(cx: &Ctx, cmd: ChangeCmd) -> Result<Outcome, CliError> {
             )?;
             cx.out.either(&json!({ "change": c, "status": "pending" }), || {
                 let argv = shlex::split(&command).unwrap_or_else(|| vec![command.clone()]);
-                cx.out
-                    .line(format!("change request {c} filed (pending): {}", exec::display(&argv)));
+                cx.out.line(format!(
+                    "change request {c} filed (pending): {}",
+                    crate::util::display(&argv)
+                ));
                 cx.out
                     .line(format!("another person approves it: runbook change approve {c}"));
             });
@@ -203,7 +204,7 @@ pub fn change(cx: &Ctx, cmd: ChangeCmd) -> Result<Outcome, CliError> {
                         c.session_id.to_string(),
                         c.requester.clone(),
                         c.approver.clone().unwrap_or_else(|| "-".into()),
-                        one_line(&exec::display(&c.argv), 60),
+                        one_line(&crate::util::display(&c.argv), 60),
                     ]);
                 }
                 output::print_table(&t);
@@ -278,15 +279,16 @@ fn show(cx: &Ctx, c: &crate::store::ChangeRequest) {
     cx.out.line(format!("change request {} ({})", c.id, c.status));
     cx.out.line(format!("  session:   {}", c.session_id));
     cx.out
-        .line(format!("  requester: {}", exec::escape_controls(&c.requester)));
+        .line(format!("  requester: {}", crate::util::escape_controls(&c.requester)));
     cx.out
-        .line(format!("  objective: {}", exec::escape_controls(&c.objective)));
-    cx.out.line(format!("  command:   {}", exec::display(&c.argv)));
-    cx.out.line(format!("  in:        {}", exec::escape_controls(&c.cwd)));
+        .line(format!("  objective: {}", crate::util::escape_controls(&c.objective)));
+    cx.out.line(format!("  command:   {}", crate::util::display(&c.argv)));
     cx.out
-        .line(format!("  impact:    {}", exec::escape_controls(&c.impact)));
+        .line(format!("  in:        {}", crate::util::escape_controls(&c.cwd)));
     cx.out
-        .line(format!("  rollback:  {}", exec::escape_controls(&c.rollback)));
+        .line(format!("  impact:    {}", crate::util::escape_controls(&c.impact)));
+    cx.out
+        .line(format!("  rollback:  {}", crate::util::escape_controls(&c.rollback)));
     cx.out.line(format!("  uses left: {}", c.uses_left));
     if let Some(a) = &c.approver {
         cx.out.line(format!(

@@ -15,7 +15,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::check::wildcard;
+use crate::util::wildcard;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaskError {
@@ -23,6 +23,55 @@ pub enum MaskError {
         "runbook runs as uid {uid}, not root, and can read {path}: it cannot hide it from commands (that needs a mount namespace, so root)"
     )]
     Readable { uid: u32, path: PathBuf },
+    #[error(
+        "{path} has {links} names (hard links): a mount can hide only this one, so no command may run while the others exist"
+    )]
+    HardLinked { path: PathBuf, links: u64 },
+}
+
+impl MaskError {
+    /// What the operator can do about it.
+    pub fn hint(&self) -> String {
+        match self {
+            MaskError::Readable { .. } => {
+                "run runbook (and so its sessions) as root, or make that file unreadable to this user".into()
+            }
+            MaskError::HardLinked { path, .. } => format!(
+                "find the other names with `find / -xdev -samefile {}` and remove them",
+                path.display()
+            ),
+        }
+    }
+}
+
+/// Entries looked at under a masked directory for hard-linked files, at most.
+const MAX_WALK: usize = 100_000;
+
+/// A regular file at or under `path` that has another name (a hard link) outside the mask.
+fn hard_linked(path: &Path) -> Option<(PathBuf, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut stack = vec![path.to_path_buf()];
+    let mut seen = 0;
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if meta.is_file() && meta.nlink() > 1 {
+            return Some((p, meta.nlink()));
+        }
+        if meta.is_dir()
+            && let Ok(entries) = std::fs::read_dir(&p)
+        {
+            for e in entries.flatten() {
+                seen += 1;
+                if seen > MAX_WALK {
+                    return None;
+                }
+                stack.push(e.path());
+            }
+        }
+    }
+    None
 }
 
 /// The existing paths that `patterns` (`/etc/*/backend.env`: `*` and `?` within one path
@@ -93,6 +142,12 @@ impl Masks {
                 });
             }
             return Ok(Masks::default());
+        }
+        // Root reads any name: a second name of a secret would reach its bytes past the mask. (Files linked to each
+        // other inside one masked directory are refused too: telling them apart is not worth
+        // the walk.)
+        if let Some((path, links)) = paths.iter().find_map(|p| hard_linked(p)) {
+            return Err(MaskError::HardLinked { path, links });
         }
         let targets = paths
             .iter()

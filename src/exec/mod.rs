@@ -356,50 +356,9 @@ pub fn resolve(program: &str, cwd: &str, path: Option<&str>) -> Option<String> {
         .map(|p| p.display().to_string())
 }
 
-/// `text` with every control character written as an escape (`\r`, `\x1b`): what a person
-/// reads on a terminal is then what the text holds.
-pub fn escape_controls(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// A command line as a person reads it: shell-quoted, and every control character escaped
-/// (`$'…\r…'`), so that a carriage return or a terminal escape inside an argument can never
-/// make a command look like another one on a screen.
-pub fn display(argv: &[String]) -> String {
-    argv.iter()
-        .map(|a| {
-            if a.chars().any(char::is_control) {
-                format!("$'{}'", escape_controls(&a.replace('\\', "\\\\").replace('\'', "\\'")))
-            } else {
-                shlex::try_quote(a).map_or_else(|_| a.clone(), |q| q.into_owned())
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn control_characters_are_shown_escaped_never_raw() {
-        let argv = vec!["rm".to_string(), "-rf /\rsystemctl status app\x1b[K".to_string()];
-        let shown = display(&argv);
-        assert!(!shown.chars().any(char::is_control), "{shown:?}");
-        assert_eq!(shown, "rm $'-rf /\\rsystemctl status app\\x1b[K'");
-        assert_eq!(display(&["ls".into(), "a b".into()]), "ls 'a b'");
-    }
 
     fn sh(script: &str, timeout_ms: u64) -> Spec {
         let mut s = Spec::new(

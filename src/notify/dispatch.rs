@@ -10,10 +10,10 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{Message, send};
-use crate::check::runtime;
 use crate::clock;
 use crate::config::Config;
 use crate::store::{Notification, Store, StoreError};
+use crate::util::runtime::runtime;
 
 /// First retry delay; doubles per attempt, capped at `MAX_BACKOFF`.
 const BASE_BACKOFF: Duration = Duration::from_secs(2);

@@ -23,7 +23,7 @@ pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::hex;
+    use crate::util::hex;
 
     #[test]
     fn rfc4231_vectors() {

@@ -184,6 +184,31 @@ pub fn route_repeats(
         .collect()
 }
 
+/// Judges observations into alert transitions (`alert::observe`) and queues the
+/// notifications of each in the transaction that records it.
+pub fn observe(
+    store: &crate::store::Store,
+    config: &Config,
+    observations: &[crate::alert::Observation],
+) -> Result<Vec<Transition>, crate::store::StoreError> {
+    crate::alert::observe(store, config, observations, &|tx, t, labels, at| {
+        enqueue(tx, config, t, labels, at)
+    })
+}
+
+/// Records check outcomes and judges them (`alert::record_and_observe`), queueing the
+/// notifications of each transition in the same transaction.
+pub fn record_and_observe(
+    store: &crate::store::Store,
+    config: &Config,
+    outcomes: &[crate::check::Outcome],
+    run_ids: &[Option<i64>],
+) -> Result<Vec<Transition>, crate::store::StoreError> {
+    crate::alert::record_and_observe(store, config, outcomes, run_ids, &|tx, t, labels, at| {
+        enqueue(tx, config, t, labels, at)
+    })
+}
+
 /// Queues the notifications of one transition, inside the alert transaction.
 pub fn enqueue(
     tx: &AlertTx,

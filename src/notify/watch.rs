@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use crate::alert::{self, Observation, Source};
-use crate::check::runtime;
+use crate::alert::{Observation, Source};
 use crate::clock;
 use crate::config::{Config, Severity};
 use crate::store::{Store, StoreError};
+use crate::util::runtime::runtime;
 
 pub const DEFAULT_HEARTBEAT_EVERY: Duration = Duration::from_secs(300);
 
@@ -41,7 +41,7 @@ pub fn channels(config: &Config, store: &Store) -> Result<(), StoreError> {
         ));
     }
     if !seen.is_empty() {
-        alert::observe(store, config, &seen)?;
+        super::observe(store, config, &seen)?;
     }
     Ok(())
 }

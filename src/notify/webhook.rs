@@ -1,8 +1,8 @@
 //! Webhook channel: a JSON POST, with an Idempotency-Key and an optional HMAC signature.
 
 use super::{Message, client, hmac::hmac_sha256, http_error};
-use crate::audit::hex;
 use crate::config::notify::WebhookChannel;
+use crate::util::hex;
 
 pub(super) async fn send(c: &WebhookChannel, m: &Message, idempotency_key: &str) -> Result<String, String> {
     let body = serde_json::json!({

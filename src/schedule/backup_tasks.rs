@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::alert::{self, Observation};
+use crate::alert::Observation;
 use crate::backup;
 use crate::clock;
 use crate::config::backups::DEFAULT_DUMP_TIMEOUT;
@@ -77,7 +77,7 @@ impl Runner<'_> {
         )?;
         tracing::info!(profile, task = task.name, run = id, status = %status, detail = %summary, "task finished");
         let seen = Observation::from_task(profile, &task.name, status == RunStatus::Ok, &summary);
-        alert::observe(self.store, self.config, &[seen])?;
+        crate::notify::observe(self.store, self.config, &[seen])?;
         let report = TaskReport {
             run_id: id,
             name: task.name.clone(),

@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use crate::alert;
 use crate::check;
 use crate::clock;
 use crate::config::CheckTask;
@@ -52,7 +51,7 @@ impl Runner<'_> {
         let names: Vec<String> = batch.iter().map(|t| t.check.clone()).collect();
         let outcomes = if batch.len() == 1 {
             let c = &self.config.checks[&names[0]];
-            vec![check::runtime().block_on(check::probe(self.config, &names[0], c))]
+            vec![crate::util::runtime::runtime().block_on(check::probe(self.config, &names[0], c))]
         } else {
             check::probe_blocking(
                 &self.shared.clone().unwrap_or_else(|| Arc::new(self.config.clone())),
@@ -61,7 +60,7 @@ impl Runner<'_> {
         };
 
         let run_ids: Vec<Option<i64>> = ids.iter().map(|id| Some(*id)).collect();
-        alert::record_and_observe(self.store, self.config, &outcomes, &run_ids)?;
+        crate::notify::record_and_observe(self.store, self.config, &outcomes, &run_ids)?;
         let finished = clock::to_text(clock::now());
         let finishes: Vec<(i64, RunFinish)> = outcomes
             .iter()

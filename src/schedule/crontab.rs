@@ -6,7 +6,6 @@
 use std::path::Path;
 
 use crate::config::Config;
-use crate::exec;
 
 pub fn render(config: &Config, binary: &Path) -> String {
     let mut out = String::new();
@@ -24,7 +23,7 @@ pub fn render(config: &Config, binary: &Path) -> String {
             "run".to_string(),
             name.clone(),
         ];
-        let line = format!("{} {}", profile.cron, exec::display(&argv));
+        let line = format!("{} {}", profile.cron, crate::util::display(&argv));
         let tz = profile.timezone.as_deref();
         match by_tz.iter_mut().find(|(z, _)| *z == tz) {
             Some((_, lines)) => lines.push(line),

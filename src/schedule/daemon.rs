@@ -233,7 +233,8 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
     let _ = stop_dispatch.send(());
     let _ = dispatcher.join();
     let _ = api_stop.send(());
-    let _ = crate::check::runtime().block_on(async { tokio::time::timeout(Duration::from_secs(10), api_handle).await });
+    let _ = crate::util::runtime::runtime()
+        .block_on(async { tokio::time::timeout(Duration::from_secs(10), api_handle).await });
     signal_handle.close();
     tracing::info!("daemon stopped");
     Ok(())
@@ -271,7 +272,7 @@ fn start_api(
 ) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let listen = config.api.listen.clone();
-    let handle = crate::check::runtime().spawn(async move {
+    let handle = crate::util::runtime::runtime().spawn(async move {
         let Ok(addr) = listen.parse::<std::net::SocketAddr>() else { return };
         match crate::api::bind(addr, &store).await {
             Ok(listener) => {

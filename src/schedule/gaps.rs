@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use serde_json::json;
 
-use crate::alert::{self, Observation, Source};
+use crate::alert::{Observation, Source};
 use crate::audit::Draft;
 use crate::clock;
 use crate::config::Config;
@@ -90,7 +90,7 @@ impl Gaps {
             "a scheduled run was recorded again",
             Severity::Critical,
         );
-        if alert::observe(store, config, &[seen]).is_ok() {
+        if crate::notify::observe(store, config, &[seen]).is_ok() {
             self.alerted.lock().unwrap_or_else(|e| e.into_inner()).remove(profile);
         }
     }
@@ -133,5 +133,5 @@ fn record(config: &Config, store: &Store, m: &Missed) -> Result<(), crate::store
         None,
     )?;
     let seen = Observation::immediate(Source::Task, name(&m.profile), false, &detail, Severity::Critical);
-    alert::observe(store, config, &[seen]).map(|_| ())
+    crate::notify::observe(store, config, &[seen]).map(|_| ())
 }

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::alert;
 use crate::audit::Draft;
 use crate::check;
 use crate::clock;
@@ -68,7 +67,7 @@ impl Runner<'_> {
         );
         self.store.remove_silences(&m.ids, &draft)?;
         let outcomes = check::probe_blocking(&Arc::new(self.config.clone()), &m.checks);
-        alert::record_and_observe(self.store, self.config, &outcomes, &[])?;
+        crate::notify::record_and_observe(self.store, self.config, &outcomes, &[])?;
         tracing::info!(checks = ?m.checks, "{}: ended; checks probed again", m.why);
         Ok(())
     }

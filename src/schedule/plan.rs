@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::check;
 use crate::config::model::{DEFAULT_KILL_GRACE, DEFAULT_TASK_TIMEOUT};
 use crate::config::{CommandTask, Config, GitSync, HumanDuration, Profile, Task};
-use crate::exec::{self, Spec};
+use crate::exec::Spec;
 
 use super::runner::{RunError, find_profile};
 
@@ -108,7 +108,7 @@ pub fn plan(config: &Config, name: &str) -> Result<Vec<PlanStep>, RunError> {
         name,
         kind,
         argv: spec.argv.iter().map(|a| r.redact(a).into_owned()).collect(),
-        command: r.redact(&exec::display(&spec.argv)).into_owned(),
+        command: r.redact(&crate::util::display(&spec.argv)).into_owned(),
         cwd: spec.cwd.as_ref().map(|c| c.display().to_string()).unwrap_or_default(),
         timeout: HumanDuration(spec.timeout).to_string(),
         limits: limit_notes(spec),

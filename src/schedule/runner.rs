@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::json;
 use std::time::Duration;
 
-use crate::alert::{self, Observation};
+use crate::alert::Observation;
 use crate::audit::Draft;
 use crate::clock;
 use crate::config::{Config, GitSync, Profile, Task};
@@ -253,7 +253,7 @@ impl<'a> Runner<'a> {
                     // A task stopped by shutdown did not fail on its own: no alert for it.
                     if !step.stopped_by_shutdown {
                         let seen = Observation::from_task(name, &c.name, step.status == RunStatus::Ok, &step.summary);
-                        task_transitions.extend(alert::observe(self.store, self.config, &[seen])?);
+                        task_transitions.extend(crate::notify::observe(self.store, self.config, &[seen])?);
                     }
                     step
                 }
@@ -341,7 +341,7 @@ impl<'a> Runner<'a> {
         retry_of: Option<i64>,
     ) -> Result<TaskReport, RunError> {
         let redactor = &self.config.redactor;
-        let command = redactor.redact(&exec::display(&spec.argv)).into_owned();
+        let command = redactor.redact(&crate::util::display(&spec.argv)).into_owned();
         let mut new = self.new_run(profile, Some(task), kind, trigger);
         new.parent_id = Some(parent);
         new.command = Some(command.clone());

@@ -17,11 +17,12 @@ use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::audit::{Draft, hex};
+use crate::audit::Draft;
 use crate::clock;
 use crate::config::Config;
 use crate::exec::{self, Cancel, Spec};
 use crate::store::{ChangeRequest, NewChange, Session, Store, StoreError};
+use crate::util::hex;
 pub use policy::{Class, Policy};
 
 #[derive(Debug, thiserror::Error)]
@@ -202,7 +203,7 @@ pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str)
     let class = policy(config)
         .classify_as(&resolved, trusted)
         .redacted(&config.redactor);
-    let shown = config.redactor.redact(&exec::display(argv)).into_owned();
+    let shown = config.redactor.redact(&crate::util::display(argv)).into_owned();
     let request_hint = format!(
         "file a change request: runbook change request --session {id} --objective '…' --command {} --impact '…' --rollback '…'",
         shlex::try_quote(&shown)
@@ -258,11 +259,7 @@ pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str)
         .filter(|p| !exposed.contains(p))
         .collect();
     let (run, reason, hint) = match exec::mask::Masks::new(&masked) {
-        Err(e) if run => (
-            false,
-            e.to_string(),
-            Some("run runbook (and so its sessions) as root, or make that file unreadable to this user".to_string()),
-        ),
+        Err(e) if run => (false, e.to_string(), Some(e.hint())),
         _ => (run, reason, hint),
     };
     let at = clock::to_text(clock::now());
@@ -434,7 +431,7 @@ pub fn payload(config: &Config, c: &ChangeRequest) -> String {
         c.created_at,
         c.requester,
         c.session_id,
-        exec::display(&c.argv),
+        crate::util::display(&c.argv),
         c.cwd,
         c.uses_left,
         c.binding
@@ -514,7 +511,7 @@ pub fn decide(
     let mut draft = Draft::new(
         if approve { "change.approved" } else { "change.denied" },
         &format!("change {id}"),
-        json!({ "command": exec::display(&c.argv), "session": c.session_id, "requester": c.requester,
+        json!({ "command": crate::util::display(&c.argv), "session": c.session_id, "requester": c.requester,
                 "reason": reason, "signed": signed_by }),
         &config.redactor,
     );

@@ -9,7 +9,6 @@
 use std::path::{Path, PathBuf};
 
 use super::EndRecord;
-use crate::exec;
 use crate::store::SessionCommand;
 
 /// An incident id names a file in `incidents.dir`: nothing that could lead out of it.
@@ -83,7 +82,7 @@ pub fn markdown(r: &EndRecord, commands: &[SessionCommand]) -> String {
                 "| {} | {} | `{}` | {} |\n",
                 c.started_at,
                 c.decision,
-                exec::display(&c.argv).replace('|', "\\|").replace('`', "'"),
+                crate::util::display(&c.argv).replace('|', "\\|").replace('`', "'"),
                 c.exit_code.map(|e| e.to_string()).unwrap_or_else(|| "-".into())
             ));
         }

@@ -10,7 +10,7 @@
 
 use serde::Serialize;
 
-use crate::check::wildcard;
+use crate::util::wildcard;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "decision", content = "reason", rename_all = "snake_case")]

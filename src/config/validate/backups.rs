@@ -280,7 +280,7 @@ fn drill_check(cx: &mut Cx, item: &Node) -> Option<DrillCheck> {
             (program(cx, &inner, "a drill check")?, None, None)
         }
     };
-    let name = name.unwrap_or_else(|| crate::exec::display(&program.argv()));
+    let name = name.unwrap_or_else(|| crate::util::display(&program.argv()));
     Some(DrillCheck { name, program, timeout })
 }
 
