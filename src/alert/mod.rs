@@ -105,6 +105,17 @@ impl Observation {
         }
     }
 
+    /// A backup target's archive size against the recent ones (`backup:NAME`).
+    pub fn backup_size(target: &str, ok: bool, detail: &str) -> Self {
+        Self::immediate(
+            Source::Backup,
+            format!("backup:{target}"),
+            ok,
+            detail,
+            Severity::Critical,
+        )
+    }
+
     /// Where consecutive counts are kept: checks by name, tasks with a prefix.
     fn state_name(&self) -> String {
         match self.source {

@@ -82,7 +82,7 @@ pub async fn actions(State(state): State<Arc<ApiState>>) -> Result<Json<serde_js
 pub async fn summary(State(state): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
     let (s, v) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
         let s = state.reader().audit_summary()?;
-        let v = crate::audit::scan_chain(state.reader(), &mut |_| {})?;
+        let v = crate::store::chain::scan_chain(state.reader(), &mut |_| {})?;
         Ok((s, v))
     })
     .await

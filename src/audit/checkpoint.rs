@@ -133,30 +133,6 @@ mod tests {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum SignError {
-    #[error("the audit chain is broken at seq {}: {}", .0.seq, .0.reason)]
-    Broken(super::Break),
-    #[error("the audit log is empty")]
-    Empty,
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-}
-
-/// Signs the chain's head as it is now and keeps the checkpoint. Refuses a chain that does
-/// not verify: a signature must never vouch for a tampered log.
-pub fn sign_head(store: &crate::store::Store, key: &Ed25519KeyPair) -> Result<Checkpoint, SignError> {
-    let v = super::scan_chain(store, &mut |_| {})?;
-    if let Some(b) = v.first_break.clone() {
-        return Err(SignError::Broken(b));
-    }
-    let (seq, hash) = v.head().cloned().ok_or(SignError::Empty)?;
-    let time = crate::clock::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-    let cp = sign(key, seq, &hash, &time);
-    store.add_checkpoint(&cp)?;
-    Ok(cp)
-}
-
 /// A checkpoint held against the chain.
 #[derive(Debug, Clone, Serialize)]
 pub struct Judged {

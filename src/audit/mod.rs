@@ -1,12 +1,13 @@
 //! The audit log: an append-only, hash-chained record of every state change.
 //!
-//! Owns the event shape, its canonical hashing and chain verification; the store persists
-//! events inside the same transaction as the change they describe. Invariant:
+//! Owns the event shape, its canonical hashing, chain verification, signed checkpoints and
+//! the lost-tail verdict: the format, pure. The store seals and persists events inside the
+//! same transaction as the change they describe, and scans, archives and signs the chain it
+//! holds (`store::chain`, `store::archive`). Invariant:
 //! `hash = sha256(prev_hash ‖ canonical(seq, ts, actor, kind, subject, data))`, where `data` is
 //! hashed as the exact text stored, so no re-serialization can break the chain.
 
 pub mod actor;
-pub mod archive;
 pub mod checkpoint;
 pub mod tail;
 
@@ -84,23 +85,6 @@ pub fn hash(prev_hash: &str, seq: i64, ts: &str, actor: &str, kind: &str, subjec
     // A tuple serializes to the same bytes as `json!([…]).to_string()`, without building it.
     let _ = serde_json::to_writer(Hashing(&mut h), &(seq, ts, actor, kind, subject, data));
     crate::util::hex(&h.finalize())
-}
-
-/// Verifies the chain kept in the state file, from the archive anchor when events were
-/// archived, streaming; `verified` sees each event that checks out. Stops at the first break.
-pub fn scan_chain(
-    store: &crate::store::Store,
-    verified: &mut dyn FnMut(&Event),
-) -> Result<Verifier, crate::store::StoreError> {
-    let mut v = Verifier::after(store.audit_anchor()?);
-    store.audit_scan(&mut |e| {
-        let ok = v.feed(e);
-        if ok {
-            verified(e);
-        }
-        ok
-    })?;
-    Ok(v)
 }
 
 /// Seals a draft as event `seq` after `prev_hash`.

@@ -32,11 +32,10 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::alert::{self, Observation};
 use crate::audit::Draft;
 use crate::clock;
+use crate::config::Config;
 use crate::config::backups::BackupTarget;
-use crate::config::{Config, Severity};
 use crate::exec::Cancel;
 use crate::store::{BackupRecord, NewBackup, Store, StoreError};
 use manifest::{FORMAT, Manifest};
@@ -120,9 +119,21 @@ pub struct Created {
     /// backup counts as failed (exit 1, a failed task).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub damaged: Vec<String>,
-    /// Set when the archive is much smaller than the recent ones (an alert was opened).
+    /// Set when the archive is much smaller than the recent ones (the caller opens an alert).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub too_small: Option<String>,
+    /// How the size compares with the recent archives' (none before the first): what the
+    /// caller gives the target's alert, `backup:NAME`, to open or resolve it.
+    #[serde(skip)]
+    pub size_verdict: Option<SizeVerdict>,
+}
+
+/// An archive's size against the median of the last (up to 7): `ok` unless under
+/// `min_size_ratio` of it.
+#[derive(Debug, Clone)]
+pub struct SizeVerdict {
+    pub ok: bool,
+    pub detail: String,
 }
 
 pub fn target<'c>(config: &'c Config, name: &str) -> Result<&'c BackupTarget, BackupError> {
@@ -511,7 +522,8 @@ pub fn create(
             ),
         )
         .map_err(unrecorded)?;
-    let too_small = size_alert(config, store, name, t, size, &previous)?;
+    let size_verdict = size_verdict(name, t, size, &previous);
+    let too_small = size_verdict.as_ref().filter(|v| !v.ok).map(|v| v.detail.clone());
     Ok(Created {
         id,
         target: name.to_string(),
@@ -525,21 +537,14 @@ pub fn create(
         warnings,
         damaged,
         too_small,
+        size_verdict,
     })
 }
 
-/// The median of the last (up to 7) archives' sizes: an archive under `min_size_ratio` of it
-/// opens the target's alert; a normal one resolves it.
-fn size_alert(
-    config: &Config,
-    store: &Store,
-    name: &str,
-    t: &BackupTarget,
-    size: u64,
-    previous: &[i64],
-) -> Result<Option<String>, BackupError> {
+/// The median of the last (up to 7) archives' sizes, and the new one's against it.
+fn size_verdict(name: &str, t: &BackupTarget, size: u64, previous: &[i64]) -> Option<SizeVerdict> {
     if previous.is_empty() {
-        return Ok(None);
+        return None;
     }
     let mut sorted = previous.to_vec();
     sorted.sort_unstable();
@@ -558,15 +563,7 @@ fn size_alert(
     } else {
         format!("backup `{name}`: the new archive's size is in line with the recent ones")
     };
-    let seen = Observation::immediate(
-        alert::Source::Backup,
-        format!("backup:{name}"),
-        !small,
-        &detail,
-        Severity::Critical,
-    );
-    crate::notify::observe(store, config, &[seen])?;
-    Ok(small.then_some(detail))
+    Some(SizeVerdict { ok: !small, detail })
 }
 
 /// An archive as `backup list` shows it: the record, whether its file is still there, and

@@ -8,7 +8,6 @@
 //! each source moved into place, `post` commands, and the target's `restore_checks`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -20,7 +19,7 @@ use crate::clock;
 use crate::config::backups::{BackupTarget, Source};
 use crate::config::{Config, Program};
 use crate::exec::{self, Cancel, Spec};
-use crate::store::Store;
+use crate::store::{CheckResult, Store};
 
 const HOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
@@ -362,6 +361,9 @@ fn run_hook(config: &Config, p: &Program, what: &str, log: &mut Vec<String>) -> 
     }
 }
 
+/// Probes the named checks (`restore_checks`) once the data is back; the caller owns probing.
+pub type Probe<'a> = &'a dyn Fn(&[String]) -> Vec<CheckResult>;
+
 /// Executes a plan whose preflight found nothing. Stops at the first failure, saying what
 /// was already done (the safety copies stay where the plan says).
 pub fn execute(
@@ -370,6 +372,7 @@ pub fn execute(
     target: &BackupTarget,
     plan: RestorePlan,
     progress: &dyn Fn(Progress),
+    probe: Probe,
 ) -> Result<RestoreReport, BackupError> {
     let started = Instant::now();
     let mut report = RestoreReport {
@@ -383,7 +386,7 @@ pub fn execute(
         return Ok(report);
     }
     report.executed = true;
-    let result = run_steps(config, target, &mut report, progress);
+    let result = run_steps(config, target, &mut report, progress, probe);
     if let Err(e) = &result {
         report.log.push(format!("FAILED: {e}"));
     }
@@ -411,6 +414,7 @@ fn run_steps(
     target: &BackupTarget,
     report: &mut RestoreReport,
     progress: &dyn Fn(Progress),
+    probe: Probe,
 ) -> Result<(), String> {
     let plan = report.plan.clone();
     let log = &mut report.log;
@@ -452,7 +456,7 @@ fn run_steps(
         return Err(format!("the data is back, but {}", failed_posts.join("; ")));
     }
     if !target.restore_checks.is_empty() {
-        let outcomes = crate::check::probe_blocking(&Arc::new(config.clone()), &target.restore_checks);
+        let outcomes = probe(&target.restore_checks);
         let mut failed = Vec::new();
         for o in outcomes {
             log.push(format!(

@@ -32,7 +32,7 @@ pub(super) async fn probe(config: &Config, p: &CommandProbe, timeout: Duration) 
         problems.push(format!("stdout does not contain {needle:?}"));
     }
     if let Some(re) = &expect.stdout_regex {
-        let re = super::line_regex(re).map_err(|e| e.to_string())?;
+        let re = crate::config::checks::line_regex(re).map_err(|e| e.to_string())?;
         if !re.is_match(&outcome.stdout) {
             problems.push(format!("stdout does not match /{}/", re.as_str()));
         }

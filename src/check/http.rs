@@ -131,7 +131,7 @@ pub(super) async fn probe(p: &HttpProbe, timeout: Duration) -> Result<Finding, S
         problems.push(format!("body does not contain {needle:?}"));
     }
     if let Some(re) = &e.body_regex {
-        let re = super::line_regex(re).map_err(|e| e.to_string())?;
+        let re = crate::config::checks::line_regex(re).map_err(|e| e.to_string())?;
         if !re.is_match(&text) {
             problems.push(format!("body does not match /{}/", re.as_str()));
         }

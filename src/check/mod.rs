@@ -160,12 +160,6 @@ pub fn describe(check: &Check) -> String {
     }
 }
 
-/// A regex for output and bodies: `^` and `$` match at line starts and ends, as with grep,
-/// so `^ready$` matches a command that prints `ready` and a newline.
-pub fn line_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
-    regex::RegexBuilder::new(pattern).multi_line(true).build()
-}
-
 /// Milliseconds, for details.
 pub(crate) fn ms(d: Duration) -> String {
     format!("{}ms", d.as_millis())

@@ -38,7 +38,7 @@ fn fetch(against: &str) -> Result<Checkpoint, CliError> {
 /// Verifies the chain, keeping the hashes of the seqs the checkpoints name.
 fn scan(store: &Store, wanted: &HashSet<i64>) -> Result<(Verifier, HashMap<i64, String>), CliError> {
     let mut hashes = HashMap::new();
-    let verifier = crate::audit::scan_chain(store, &mut |e| {
+    let verifier = crate::store::chain::scan_chain(store, &mut |e| {
         if wanted.contains(&e.seq) {
             hashes.insert(e.seq, e.hash.clone());
         }
@@ -99,7 +99,7 @@ pub fn run(cx: &Ctx, cmd: AuditCmd) -> Result<Outcome, CliError> {
                 })
                 .collect();
             let bad_checkpoints: Vec<_> = judged.iter().filter(|j| !j.ok).collect();
-            let files = crate::audit::archive::check_files(&store)?;
+            let files = crate::store::archive::check_files(&store)?;
             // Only a whole chain can be held against the head file: a broken one is reported
             // as broken already.
             let tail = recorded_head
@@ -108,7 +108,7 @@ pub fn run(cx: &Ctx, cmd: AuditCmd) -> Result<Outcome, CliError> {
                 .map(|h| {
                     crate::audit::tail::judge(
                         &crate::store::head::path_for(&config.state.path),
-                        h,
+                        (h.seq, &h.hash),
                         head_seq,
                         anchor.as_ref(),
                         &|s| hashes.get(&s).cloned(),
@@ -212,16 +212,18 @@ pub fn run(cx: &Ctx, cmd: AuditCmd) -> Result<Outcome, CliError> {
                 .map_err(|e| CliError::usage(format!("{}: {e}", path.display()), None))?;
             let pair =
                 checkpoint::load(&text).map_err(|e| CliError::usage(format!("{}: {e}", path.display()), None))?;
-            let cp = checkpoint::sign_head(&store, &pair).map_err(|e| match e {
-                checkpoint::SignError::Store(s) => s.into(),
-                checkpoint::SignError::Broken(b) => CliError::failed(
+            let cp = crate::store::chain::sign_head(&store, &pair).map_err(|e| match e {
+                crate::store::chain::SignError::Store(s) => s.into(),
+                crate::store::chain::SignError::Broken(b) => CliError::failed(
                     format!(
                         "the audit chain is broken at seq {} ({}): not signing it",
                         b.seq, b.reason
                     ),
                     Some("run `runbook audit verify` for the details".into()),
                 ),
-                checkpoint::SignError::Empty => CliError::usage("the audit log is empty: nothing to sign yet", None),
+                crate::store::chain::SignError::Empty => {
+                    CliError::usage("the audit log is empty: nothing to sign yet", None)
+                }
             })?;
             if let Some(o) = &out {
                 let text = serde_json::to_string_pretty(&cp).unwrap_or_default();
@@ -293,9 +295,9 @@ pub fn run(cx: &Ctx, cmd: AuditCmd) -> Result<Outcome, CliError> {
                 std::path::PathBuf::from(name)
             });
             let plan =
-                crate::audit::archive::archive(&store, &ts, &dir, apply, &config.redactor).map_err(|e| match e {
-                    crate::audit::archive::ArchiveError::Store(s) => s.into(),
-                    crate::audit::archive::ArchiveError::Broken(_) => {
+                crate::store::archive::archive(&store, &ts, &dir, apply, &config.redactor).map_err(|e| match e {
+                    crate::store::archive::ArchiveError::Store(s) => s.into(),
+                    crate::store::archive::ArchiveError::Broken(_) => {
                         CliError::failed(e.to_string(), Some("run `runbook audit verify` for the details".into()))
                     }
                     other => CliError::internal(other.to_string(), None),

@@ -174,6 +174,13 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
             let bar = Bar::new(cx);
             let created = backup::create(&config, &store, &target, &Cancel::default(), &|p| bar.report(p))?;
             drop(bar);
+            if let Some(v) = &created.size_verdict {
+                crate::notify::observe(
+                    &store,
+                    &config,
+                    &[crate::alert::Observation::backup_size(&target, v.ok, &v.detail)],
+                )?;
+            }
             cx.out.either(&created, || {
                 cx.out.line(format!(
                     "{}  {}  {} entries, {} of data in {}",
@@ -409,7 +416,11 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
                 });
             }
             let bar = Bar::new(cx);
-            let report = backup::restore::execute(&config, &store, target, plan, &|p| bar.report(p))?;
+            let probe = |names: &[String]| {
+                let outcomes = crate::check::probe_blocking(&std::sync::Arc::new(config.clone()), names);
+                outcomes.iter().map(|o| crate::check::to_result(o, None)).collect()
+            };
+            let report = backup::restore::execute(&config, &store, target, plan, &|p| bar.report(p), &probe)?;
             drop(bar);
             cx.out.either(&report, || {
                 if !report.executed {

@@ -65,6 +65,6 @@ pub fn run(cx: &Ctx, names: Vec<String>) -> Result<Outcome, CliError> {
             cx.out.line(format!("{what}: {}", t.key));
         }
     });
-    super::notify::drain_after(&config, &store);
+    crate::schedule::upkeep::after_command(&config, &store);
     Ok(if failing == 0 { Outcome::Ok } else { Outcome::Failed })
 }

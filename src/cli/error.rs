@@ -6,9 +6,9 @@
 
 use serde::Serialize;
 
+use super::daemon::DaemonError;
 use crate::config::{ConfigError, Diagnostic};
 use crate::jobs::JobsError;
-use crate::schedule::daemon::DaemonError;
 use crate::schedule::runner::RunError;
 use crate::state::StateError;
 use crate::store::StoreError;

@@ -8,6 +8,7 @@ mod audit;
 mod backup;
 mod check;
 mod config_cmd;
+mod daemon;
 mod db;
 pub mod error;
 mod jobs;

@@ -1,43 +1,11 @@
 //! `runbook notify test | list | health`, and sending what a command queued.
 
 use serde_json::json;
-use std::time::Duration;
 
 use super::output::{self, one_line};
 use super::{CliError, Ctx, NotifyCmd, Outcome};
-use crate::config::Config;
-use crate::notify::{self, Message, dispatch};
-use crate::store::Store;
+use crate::notify::{self, Message};
 use crate::util::runtime::runtime;
-
-/// After `run` or `check`, sends the notifications they queued (a daemon, if one runs, may
-/// send some of them first; each is claimed once). Failures stay queued for a later pass.
-pub fn drain_after(config: &Config, store: &Store) {
-    // Without a daemon (cron, supercronic), this command does the daemon's upkeep.
-    if crate::schedule::lock::running_daemon(&config.state.path).is_none() {
-        if let Err(e) = dispatch::recover(config, store) {
-            tracing::error!(error = %e, "cannot recover interrupted notifications");
-        }
-        if let Err(e) = crate::alert::retention::prune(config, store) {
-            tracing::error!(error = %e, "cannot prune history");
-        }
-    }
-    if let Err(e) = notify::repeat::queue_due(config, store) {
-        tracing::error!(error = %e, "cannot queue repeat notifications");
-    }
-    match dispatch::drain(config, store, Duration::from_secs(20)) {
-        Ok(p) if p.retried + p.dead > 0 => {
-            tracing::warn!(
-                sent = p.sent,
-                retrying = p.retried,
-                dead = p.dead,
-                "some notifications could not be sent"
-            )
-        }
-        Ok(_) => {}
-        Err(e) => tracing::error!(error = %e, "cannot send queued notifications"),
-    }
-}
 
 pub fn run(cx: &Ctx, cmd: NotifyCmd) -> Result<Outcome, CliError> {
     let config = cx.load()?;

@@ -3,11 +3,12 @@
 use serde_json::json;
 use std::io::IsTerminal;
 
+use super::daemon;
 use super::output::{self, tail_lines};
 use super::{CliError, Ctx, DaemonArgs, Outcome, RenderArgs, RunArgs};
 use crate::clock;
 use crate::schedule::runner::{self, ProfileReport, Runner, TaskReport};
-use crate::schedule::{self, crontab, daemon};
+use crate::schedule::{self, crontab};
 use crate::store::{RunStatus, Store, Trigger};
 use crate::util::duration_ms;
 
@@ -183,7 +184,7 @@ pub fn run(cx: &Ctx, args: RunArgs) -> Result<Outcome, CliError> {
     r.on_step = Some(&progress);
     let report = r.run_profile(&args.profile, Trigger::Manual)?;
     cx.out.either(&report, || print_summary(cx, &report));
-    super::notify::drain_after(&config, &store);
+    crate::schedule::upkeep::after_command(&config, &store);
     Ok(match report.status {
         RunStatus::Ok | RunStatus::Skipped => Outcome::Ok,
         _ => Outcome::Failed,

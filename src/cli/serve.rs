@@ -70,7 +70,7 @@ async fn reload_on_hangup(path: std::path::PathBuf, shared: Arc<RwLock<Arc<crate
     while hup.recv().await.is_some() {
         let current = shared.read().unwrap_or_else(|e| e.into_inner()).clone();
         let path = path.clone();
-        let loaded = tokio::task::spawn_blocking(move || crate::schedule::daemon::reload(&path, &current)).await;
+        let loaded = tokio::task::spawn_blocking(move || super::daemon::reload(&path, &current)).await;
         if let Ok(Some(new)) = loaded {
             *shared.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
             tracing::info!("configuration reloaded");

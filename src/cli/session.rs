@@ -217,7 +217,7 @@ pub fn change(cx: &Ctx, cmd: ChangeCmd) -> Result<Outcome, CliError> {
                 let text = session::payload(&config, &c);
                 if cx.out.json {
                     cx.out
-                        .json(&json!({ "change": id, "payload": text, "namespace": session::sshsig::NAMESPACE }));
+                        .json(&json!({ "change": id, "payload": text, "namespace": crate::util::sshsig::NAMESPACE }));
                 } else {
                     // Byte for byte what is verified: no decoration.
                     print!("{text}");

@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use std::path::PathBuf;
 
-use super::model::{Program, RunArgs};
+use super::program::{Program, RunArgs};
 use super::units::HumanDuration;
 
 /// Default share of the median size of the last archives under which a new one raises an alert.

@@ -9,7 +9,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::model::Program;
+use super::program::Program;
 use super::units::{ByteSize, HumanDuration, Percent};
 
 /// Timeout of a check when it sets none.
@@ -407,4 +407,10 @@ impl HeartbeatProbe {
             .map(|g| g.0)
             .unwrap_or_else(|| (self.period.0 / 10).max(std::time::Duration::from_secs(60)))
     }
+}
+
+/// A regex for output and bodies: `^` and `$` match at line starts and ends, as with grep,
+/// so `^ready$` matches a command that prints `ready` and a newline.
+pub fn line_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    regex::RegexBuilder::new(pattern).multi_line(true).build()
 }

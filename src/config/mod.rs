@@ -10,6 +10,7 @@ pub mod diagnostic;
 mod interp;
 pub mod model;
 pub mod notify;
+pub mod program;
 pub mod secrets;
 pub mod units;
 mod validate;

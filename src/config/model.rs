@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use super::checks::Check;
 use super::notify::NotifyConfig;
+pub use super::program::{Program, RunArgs};
 use super::secrets::Redactor;
 use super::units::{ByteSize, HumanDuration, Percent};
 
@@ -242,35 +243,6 @@ pub struct CommandTask {
     pub silences: Vec<String>,
     #[serde(flatten)]
     pub limits: Limits,
-}
-
-#[derive(Debug, Clone, Serialize, JsonSchema)]
-pub enum Program {
-    /// A program and its arguments, run without a shell. A string is split like a shell would
-    /// split it (quotes, backslashes), with no shell features (no pipes, globs or variables).
-    #[serde(rename = "run")]
-    Run(RunArgs),
-    /// A script for `/bin/sh -c`.
-    #[serde(rename = "sh")]
-    Sh(String),
-}
-
-#[derive(Debug, Clone, Serialize, JsonSchema)]
-#[serde(untagged)]
-pub enum RunArgs {
-    Argv(Vec<String>),
-    Line(String),
-}
-
-impl Program {
-    /// The argv to execute. Validation guarantees a `Line` splits and is not empty.
-    pub fn argv(&self) -> Vec<String> {
-        match self {
-            Program::Run(RunArgs::Argv(argv)) => argv.clone(),
-            Program::Run(RunArgs::Line(line)) => shlex::split(line).unwrap_or_default(),
-            Program::Sh(script) => vec!["/bin/sh".into(), "-c".into(), script.clone()],
-        }
-    }
 }
 
 /// Resource limits of a task's process.

@@ -103,6 +103,10 @@ impl Runner<'_> {
         match task.action {
             BackupAction::Backup => {
                 let c = backup::create(config, store, &task.target, &self.cancel, &none).map_err(|e| e.to_string())?;
+                if let Some(v) = &c.size_verdict {
+                    let seen = Observation::backup_size(&task.target, v.ok, &v.detail);
+                    crate::notify::observe(store, config, &[seen]).map_err(|e| e.to_string())?;
+                }
                 let mut line = format!("{} ({} bytes, sha256 {})", c.path.display(), c.size, c.sha256);
                 if let Some(small) = &c.too_small {
                     line = format!("{line}; {small}");

@@ -1,18 +1,18 @@
 //! Scheduling: when profiles run, and running them.
 //!
 //! Owns cron evaluation, the per-profile lock, the profile runner, the crontab rendering and
-//! the daemon's tick loop. It does not parse configuration (`config`) or speak SQL (`store`).
+//! the upkeep between runs (the daemon that ticks them is composed in `cli`). It does not parse configuration (`config`) or speak SQL (`store`).
 //! Invariant: a profile never overlaps itself; a second start is recorded as `skipped`.
 
 mod backup_tasks;
 mod check_tasks;
 pub mod crontab;
-pub mod daemon;
-mod gaps;
+pub(crate) mod gaps;
 pub mod lock;
 mod maintenance;
 mod plan;
 pub mod runner;
+pub mod upkeep;
 
 use jiff::Timestamp;
 

@@ -11,7 +11,6 @@
 pub mod note;
 pub mod policy;
 pub mod redact;
-pub mod sshsig;
 
 use serde::Serialize;
 use serde_json::json;
@@ -23,6 +22,7 @@ use crate::config::Config;
 use crate::exec::{self, Cancel, Spec};
 use crate::store::{ChangeRequest, NewChange, Session, Store, StoreError};
 use crate::util::hex;
+use crate::util::sshsig;
 pub use policy::{Class, Policy};
 
 #[derive(Debug, thiserror::Error)]

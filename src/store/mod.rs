@@ -5,7 +5,9 @@
 //! Invariant: a state change and its audit event commit in one transaction, or neither does.
 
 mod alerts;
+pub mod archive;
 mod backups;
+pub mod chain;
 pub mod head;
 mod heartbeats;
 mod notifications;

@@ -4,6 +4,7 @@
 
 pub mod digest;
 pub mod runtime;
+pub mod sshsig;
 pub mod text;
 pub mod wildcard;
 

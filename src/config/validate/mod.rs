@@ -269,7 +269,7 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
             for (name, _, v) in &m.entries {
                 let what = format!("sessions.approvers.{name}");
                 if let Some(line) = cx.string(v, &what) {
-                    match crate::session::sshsig::PublicKey::parse(&line) {
+                    match crate::util::sshsig::PublicKey::parse(&line) {
                         Ok(_) => {
                             sessions.approvers.insert(name.to_string(), line);
                         }

@@ -16,7 +16,7 @@ use crate::config::yaml::{Kind, Node};
 pub(super) fn regex(cx: &mut Cx, f: &Fields, key: &str) -> Option<String> {
     let n = f.get(key)?;
     let text = cx.string(n, key)?;
-    match crate::check::line_regex(&text) {
+    match crate::config::checks::line_regex(&text) {
         Ok(_) => Some(text),
         Err(e) => {
             cx.error(n.pos, format!("{key}: invalid regular expression: {e}"), None);

@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Draft, Event, GENESIS, Verifier};
+use super::{AuditArchive, Store, StoreError};
+use crate::audit::{Draft, Event, GENESIS, Verifier};
 use crate::clock;
 use crate::config::Redactor;
-use crate::store::{AuditArchive, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -60,7 +60,7 @@ pub fn archive(
     apply: bool,
     redactor: &Redactor,
 ) -> Result<ArchivePlan, ArchiveError> {
-    let v = super::scan_chain(store, &mut |_| {})?;
+    let v = super::chain::scan_chain(store, &mut |_| {})?;
     if let Some(b) = v.first_break {
         return Err(ArchiveError::Broken(b.seq));
     }
@@ -214,7 +214,7 @@ fn check_file(
             hash: a.hash,
         };
         if !v.feed(&e) {
-            let b = v.first_break.unwrap_or(super::Break {
+            let b = v.first_break.unwrap_or(crate::audit::Break {
                 seq: e.seq,
                 reason: "broken".into(),
             });

@@ -1,4 +1,5 @@
-//! The daemon: ticks every profile at its cron times until told to stop.
+//! The daemon, composed here at the top: the scheduler's tick loop, the upkeep thread and the
+//! API, until told to stop.
 //!
 //! Owns the tick loop, signal handling (TERM/INT: drain and stop; HUP: reload), the systemd
 //! notify protocol and the one-daemon-per-state lock. Runs happen on their own threads, so a
@@ -21,8 +22,9 @@ use crate::config::{self, Config, ConfigError};
 use crate::exec::Cancel;
 use crate::store::{Store, StoreError, Trigger};
 
-use super::lock;
-use super::runner::Runner;
+use crate::schedule::runner::Runner;
+use crate::schedule::upkeep::{self, Upkeep};
+use crate::schedule::{gaps, lock, next_after};
 
 /// Longest sleep between wake-ups, so a wall-clock jump is noticed within a minute.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -74,7 +76,7 @@ fn next_times(config: &Config, now: Timestamp) -> BTreeMap<String, Timestamp> {
         .filter_map(|(name, p)| {
             p.schedule
                 .as_ref()
-                .and_then(|s| super::next_after(s, now))
+                .and_then(|s| next_after(s, now))
                 .map(|t| (name.clone(), t))
         })
         .collect()
@@ -132,7 +134,7 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
     );
     notify(&[NotifyState::Ready, NotifyState::Status("scheduling")]);
 
-    let gaps = Arc::new(super::gaps::Gaps::default());
+    let gaps = Arc::new(gaps::Gaps::default());
     let reason = loop {
         active.retain(|a| !a.handle.is_finished());
         gaps.flush(&config, &store);
@@ -152,7 +154,7 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
             .collect();
         for name in due {
             if let Some(s) = config.profiles.get(&name).and_then(|p| p.schedule.as_ref()) {
-                match super::next_after(s, now) {
+                match next_after(s, now) {
                     Some(t) => next.insert(name.clone(), t),
                     None => next.remove(&name),
                 };
@@ -245,7 +247,7 @@ fn spawn_run(
     config: Arc<Config>,
     store: Arc<Store>,
     cancel: Cancel,
-    gaps: Arc<super::gaps::Gaps>,
+    gaps: Arc<gaps::Gaps>,
 ) -> std::io::Result<Active> {
     let profile = name.clone();
     let handle = std::thread::Builder::new().name(format!("run:{name}")).spawn(move || {
@@ -259,9 +261,6 @@ fn spawn_run(
     })?;
     Ok(Active { profile, handle })
 }
-
-/// Channel health is looked at every this many dispatcher passes (seconds).
-const WATCH_EVERY_PASSES: u64 = 5;
 
 /// Serves the API on the probe runtime. A port that cannot be bound is logged, not fatal:
 /// the API must never stop scheduled monitoring.
@@ -293,12 +292,8 @@ fn start_api(
     (stop, handle)
 }
 
-/// How often the daemon enforces `retention:`.
-const PRUNE_EVERY: Duration = Duration::from_secs(600);
-
-/// Sends queued notifications every second until told to stop; the last pass runs after the
-/// final profile runs ended, so their alerts still go out. Idle cost: one wake-up a second,
-/// and no query at all when no channel is configured.
+/// Does the upkeep every second until told to stop; the last pass runs after the final
+/// profile runs ended, so their alerts still go out.
 fn spawn_dispatcher(
     config: Arc<RwLock<Arc<Config>>>,
     store: Arc<Store>,
@@ -312,83 +307,19 @@ fn spawn_dispatcher(
                 "notifications are disabled (notify.enabled: false or --no-notify): alerts are recorded, not sent"
             );
         }
-        if let Err(e) = crate::notify::dispatch::recover(&first, &store) {
-            tracing::error!(error = %e, "cannot recover interrupted notifications");
-        }
-        let mut last_prune: Option<Instant> = None;
-        let mut last_checkpoint: Option<Instant> = None;
-        let mut last_heartbeat: Option<Instant> = None;
-        let mut passes: u64 = 0;
+        upkeep::recover(&first, &store);
+        let mut upkeep = Upkeep::default();
         loop {
             let stopping = !matches!(
                 stop.recv_timeout(Duration::from_secs(1)),
                 Err(RecvTimeoutError::Timeout)
             );
-            let config = current();
-            passes += 1;
-            if let Some(url) = &config.notify.heartbeat_url {
-                let every = config
-                    .notify
-                    .heartbeat_every
-                    .map(|d| d.0)
-                    .unwrap_or(crate::notify::watch::DEFAULT_HEARTBEAT_EVERY);
-                if last_heartbeat.is_none_or(|t| t.elapsed() >= every) && !stopping {
-                    crate::notify::watch::heartbeat(url);
-                    last_heartbeat = Some(Instant::now());
-                }
-            }
-            if passes.is_multiple_of(WATCH_EVERY_PASSES)
-                && let Err(e) = crate::notify::watch::channels(&config, &store)
-            {
-                tracing::error!(error = %e, "cannot watch channel health");
-            }
-            if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
-                match crate::alert::retention::prune(&config, &store) {
-                    Ok(p) if p.check_results + p.resolved_alerts > 0 => tracing::info!(
-                        check_results = p.check_results,
-                        resolved_alerts = p.resolved_alerts,
-                        notifications = p.notifications,
-                        "pruned history beyond retention"
-                    ),
-                    Ok(_) => {}
-                    Err(e) => tracing::error!(error = %e, "cannot prune history"),
-                }
-                last_prune = Some(Instant::now());
-            }
-            if let Some(key) = &config.audit.signing_key {
-                let every = config.audit.checkpoint_every.map_or(CHECKPOINT_EVERY, |d| d.0);
-                if last_checkpoint.is_none_or(|t| t.elapsed() >= every) && !stopping {
-                    checkpoint(&store, key);
-                    last_checkpoint = Some(Instant::now());
-                }
-            }
-            if !config.notify.channels.is_empty()
-                && let Err(e) = crate::notify::repeat::queue_due(&config, &store)
-                    .and_then(|_| crate::notify::dispatch::dispatch_due(&config, &store))
-            {
-                tracing::error!(error = %e, "notification dispatch failed");
-            }
+            upkeep.pass(&current(), &store, stopping);
             if stopping {
                 break;
             }
         }
     })
-}
-
-/// How often the daemon signs an audit checkpoint when `audit.signing_key` is set.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(3600);
-
-/// Signs a checkpoint of the audit chain; a failure is logged (a broken chain at error).
-fn checkpoint(store: &Store, key: &Path) {
-    use crate::audit::checkpoint;
-    let signed = std::fs::read_to_string(key)
-        .map_err(|e| format!("{}: {e}", key.display()))
-        .and_then(|text| checkpoint::load(&text).map_err(|e| format!("{}: {e}", key.display())))
-        .and_then(|pair| checkpoint::sign_head(store, &pair).map_err(|e| e.to_string()));
-    match signed {
-        Ok(cp) => tracing::info!(seq = cp.seq, head = %&cp.head_hash[..12], "audit checkpoint signed"),
-        Err(e) => tracing::error!(error = %e, "cannot sign an audit checkpoint"),
-    }
 }
 
 /// Loads and validates the file again; logs every error and returns `None` if it is bad.
