@@ -62,7 +62,7 @@ pub fn judge(
     };
     TailJudged {
         file: file.display().to_string(),
-        recorded_seq: recorded_seq,
+        recorded_seq,
         recorded_hash: recorded_hash.to_string(),
         ok,
         detail,

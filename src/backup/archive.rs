@@ -20,15 +20,15 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
 
+use super::crypt::plaintext;
+use super::fsutil::{IO_BUF, advise, hash_file};
 use super::manifest::{EntryKind, MANIFEST_NAME, Manifest};
-use super::sha2x::Lane;
 use crate::util::hex;
 
 /// Magic number of the first of zstd's skippable frames (0x184D2A50..=0x184D2A5F).
 const SKIPPABLE_MAGIC: u32 = 0x184D_2A50;
 const SKIPPABLE_HEADER: usize = 8;
 const PLACEHOLDER: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-pub(super) const IO_BUF: usize = 1 << 20;
 
 /// What `write` produced. The file's own hash is not taken here: the manifest goes into the
 /// head last, so it needs one more read, which an encrypted archive does while encrypting.
@@ -284,27 +284,6 @@ fn open_nonblocking(path: &Path) -> io::Result<File> {
     OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)
 }
 
-/// Size and hex SHA-256 of a whole file.
-pub fn hash_file(path: &Path) -> io::Result<(u64, String)> {
-    let lane = hash_from(path, Lane::new())?;
-    Ok((lane.len(), hex(&lane.finalize())))
-}
-
-/// Goes on hashing the file at `path` into `lane` from byte `lane.len()` to its end.
-pub(super) fn hash_from(path: &Path, mut lane: Lane) -> io::Result<Lane> {
-    let mut f = open_sequential(path)?;
-    f.seek(SeekFrom::Start(lane.len()))?;
-    let mut buf = vec![0u8; IO_BUF];
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => return Ok(lane),
-            Ok(n) => lane.update(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// Exactly `size` bytes of a file, hashed as they pass: cut if it grew, zero-padded if it
 /// shrank, so the tar header written before the data stays true.
 struct Exact<'p> {
@@ -354,56 +333,6 @@ impl Read for Exact<'_> {
         (self.progress)(n as u64);
         Ok(n)
     }
-}
-
-/// Opens an archive to be read from start to end, telling the kernel so: it reads further
-/// ahead, which a cold archive on a spinning or network disk needs.
-pub(super) fn open_sequential(path: &Path) -> io::Result<File> {
-    let f = File::open(path)?;
-    advise(&f, 0, 0, libc::POSIX_FADV_SEQUENTIAL);
-    Ok(f)
-}
-
-/// `posix_fadvise` of bytes `from..from + len` of `f` (`len` 0: to the end). Advice only: it
-/// changes what the kernel reads ahead or keeps cached, and failing loses nothing else.
-pub(super) fn advise(f: &File, from: u64, len: u64, advice: libc::c_int) {
-    use std::os::fd::AsRawFd;
-    let (Ok(from), Ok(len)) = (libc::off_t::try_from(from), libc::off_t::try_from(len)) else {
-        return;
-    };
-    // SAFETY: advice on an open descriptor; no memory is passed.
-    unsafe { libc::posix_fadvise(f.as_raw_fd(), from, len, advice) };
-}
-
-/// Lets the page cache drop a finished archive (written and fsynced, so every page is clean):
-/// gigabytes of backup written tonight would otherwise push the application's own files out
-/// of memory on a small host, and the memory freed is what the next verify's scratch copy
-/// takes. A failure only means the pages stay until the kernel wants them.
-pub(super) fn leave_cache(path: &Path) {
-    if let Ok(f) = File::open(path) {
-        advise(&f, 0, 0, libc::POSIX_FADV_DONTNEED);
-    }
-}
-
-/// The zstd stream of an archive: `raw` itself, or its decryption for an encrypted one.
-pub(super) fn plaintext<R: io::BufRead + Send + 'static>(
-    raw: R,
-    path: &Path,
-    identity: Option<&Path>,
-) -> io::Result<Box<dyn io::BufRead + Send>> {
-    if !super::crypt::is_encrypted(path) {
-        return Ok(Box::new(raw));
-    }
-    let identity = identity.ok_or_else(|| {
-        super::crypt::key_error(
-            io::ErrorKind::Other,
-            "the archive is encrypted and no identity_file is set for its target to decrypt it".into(),
-        )
-    })?;
-    Ok(Box::new(BufReader::with_capacity(
-        256 * 1024,
-        super::crypt::decrypting(raw, identity)?,
-    )))
 }
 
 /// Reads the manifest, the first entry, without reading the rest of the archive.

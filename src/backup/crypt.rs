@@ -164,3 +164,24 @@ pub fn identity_for(config: &Config, path: &Path) -> Option<PathBuf> {
 fn same_dir(a: &Path, b: &Path) -> bool {
     a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
 }
+
+/// The zstd stream of an archive: `raw` itself, or its decryption for an encrypted one.
+pub fn plaintext<R: io::BufRead + Send + 'static>(
+    raw: R,
+    path: &Path,
+    identity: Option<&Path>,
+) -> io::Result<Box<dyn io::BufRead + Send>> {
+    if !is_encrypted(path) {
+        return Ok(Box::new(raw));
+    }
+    let identity = identity.ok_or_else(|| {
+        key_error(
+            io::ErrorKind::Other,
+            "the archive is encrypted and no identity_file is set for its target to decrypt it".into(),
+        )
+    })?;
+    Ok(Box::new(BufReader::with_capacity(
+        256 * 1024,
+        decrypting(raw, identity)?,
+    )))
+}

@@ -896,7 +896,7 @@ fn copy_is_whole(resume: &Resume, to: &ObjectPath, copy: &Remote, path: &Path, s
         return false;
     }
     match resume {
-        Resume::Dir(root) => archive::hash_file(&root.join(to.as_ref())).is_ok_and(|(_, h)| h == sha),
+        Resume::Dir(root) => super::fsutil::hash_file(&root.join(to.as_ref())).is_ok_and(|(_, h)| h == sha),
         Resume::S3(_) => {
             let Some(tag) = copy.e_tag.as_deref().map(|t| t.trim_matches('"').to_ascii_lowercase()) else {
                 return false;
@@ -1050,7 +1050,7 @@ pub fn pull(
     // Into `dest`, under the target's lock: a create that finds a download's `.part` file
     // then knows it is what a killed pull left.
     let _lock = match into {
-        None => Some(super::lock(&dest, name)?),
+        None => Some(super::fsutil::lock(&dest, name)?),
         Some(_) => None,
     };
     let mut report = PullReport {

@@ -199,64 +199,6 @@ fn run_dump(config: &Config, spec: &Spec, cancel: &Cancel, what: &str) -> Result
     super::run_tool(spec, cancel, what, &config.redactor).map(|_| ())
 }
 
-/// `postgres://user:secret@host/db` → (`postgres://user@host/db`, `Some(secret)`). The
-/// password is percent-decoded, as libpq decodes it (`p%40ss` is `p@ss`), and one given as
-/// `?password=…` is taken out of the query too: it must reach neither a command line nor the
-/// manifest.
-pub fn split_password(url: &str) -> (String, Option<String>) {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return (url.to_string(), None);
-    };
-    // The credentials end at the last `@` before the path (or, without one, before the
-    // query): a password with an unescaped `@` or `?` (`app:p@ss?@db/app`) is still taken
-    // out whole, and no part of it is left in the URL for the command line.
-    let region = match rest.find('/') {
-        Some(i) => i,
-        None => rest.find('?').unwrap_or(rest.len()),
-    };
-    let (userinfo, after) = match rest[..region].rfind('@') {
-        Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
-        None => (None, rest),
-    };
-    let mut password = None;
-    let user = userinfo.map(|u| match u.split_once(':') {
-        Some((user, pass)) => {
-            password = Some(percent_decode(pass));
-            user
-        }
-        None => u,
-    });
-    let (place, query) = match after.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (after, None),
-    };
-    let mut out = format!("{scheme}://");
-    if let Some(u) = user {
-        out.push_str(u);
-        out.push('@');
-    }
-    out.push_str(place);
-    if let Some(q) = query {
-        let mut kept = Vec::new();
-        for pair in q.split('&') {
-            match pair.strip_prefix("password=") {
-                Some(p) => password = Some(percent_decode(p)),
-                None => kept.push(pair),
-            }
-        }
-        if !kept.is_empty() {
-            out.push('?');
-            out.push_str(&kept.join("&"));
-        }
-    }
-    (out, password)
-}
-
-/// `%XX` escapes decoded, as libpq decodes a URI's parts.
-fn percent_decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
-}
-
 fn excluded(patterns: &[String], rel: &str, name: &str, is_dir: bool) -> bool {
     patterns.iter().any(|p| {
         if p.ends_with('/') && !is_dir {
@@ -416,7 +358,7 @@ mod tests {
         ];
         for (url, left, password) in cases {
             assert_eq!(
-                split_password(url),
+                pg::split_password(url),
                 (left.to_string(), password.map(str::to_string)),
                 "{url}"
             );

@@ -25,7 +25,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError, channel, sync_channel};
 use std::thread::JoinHandle;
 
-use super::archive::{IO_BUF, advise, hash_from, open_sequential, plaintext};
+use super::crypt::plaintext;
+use super::fsutil::{IO_BUF, advise, hash_from, open_sequential};
 use super::manifest::MANIFEST_NAME;
 use super::mapfault;
 use super::sha2x::{Lane, two_lanes_pay, update2};

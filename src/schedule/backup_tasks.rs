@@ -7,37 +7,16 @@
 //! longest ago, and prune holds the one it takes next: every archive is drilled before
 //! retention removes it (see `backup::next_to_drill`).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::alert::Observation;
 use crate::backup;
 use crate::clock;
-use crate::config::backups::DEFAULT_DUMP_TIMEOUT;
-use crate::config::{BackupAction, BackupTask, Config};
+use crate::config::{BackupAction, BackupTask};
 use crate::store::{RunFinish, RunKind, RunStatus, Trigger};
 
-use super::runner::{RunError, Runner, TaskReport};
-
-/// The command line a backup task stands for, as shown in plans and the ledger.
-pub(super) fn describe(task: &BackupTask) -> String {
-    match task.action {
-        BackupAction::Backup => format!("runbook backup create {}", task.target),
-        BackupAction::Verify => format!("runbook backup verify --latest {}", task.target),
-        BackupAction::Prune => format!("runbook backup prune {} --apply", task.target),
-        BackupAction::Drill => format!(
-            "runbook backup drill (the next archive of {} in the rotation: never drilled, else drilled longest ago)",
-            task.target
-        ),
-        BackupAction::Push => format!("runbook backup push {}", task.target),
-    }
-}
-
-/// The longest a backup task may take (for the profile's bound).
-pub(super) fn bound(config: &Config, task: &BackupTask) -> Duration {
-    let t = &config.backups[&task.target];
-    let per_dump = t.timeout.map_or(DEFAULT_DUMP_TIMEOUT, |d| d.0);
-    per_dump * (t.sources.len() as u32 + 1)
-}
+use super::plan::{RunError, describe};
+use super::runner::{Runner, TaskReport};
 
 impl Runner<'_> {
     pub(super) fn run_backup_task(

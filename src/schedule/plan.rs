@@ -9,7 +9,53 @@ use crate::config::model::{DEFAULT_KILL_GRACE, DEFAULT_TASK_TIMEOUT};
 use crate::config::{CommandTask, Config, GitSync, HumanDuration, Profile, Task};
 use crate::exec::Spec;
 
-use super::runner::{RunError, find_profile};
+use crate::config::backups::DEFAULT_DUMP_TIMEOUT;
+use crate::config::{BackupAction, BackupTask};
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("no profile named `{name}`")]
+    UnknownProfile { name: String, known: Vec<String> },
+    #[error("profile `{profile}` has no task named `{task}`")]
+    UnknownTask { profile: String, task: String },
+    #[error("cannot take the lock of profile `{profile}` ({path}): {source}")]
+    Lock {
+        profile: String,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub(super) fn find_profile<'c>(config: &'c Config, name: &str) -> Result<&'c Profile, RunError> {
+    config.profile(name).ok_or_else(|| RunError::UnknownProfile {
+        name: name.to_string(),
+        known: config.profiles.keys().cloned().collect(),
+    })
+}
+
+/// The command line a backup task stands for, as shown in plans and the ledger.
+pub(super) fn describe(task: &BackupTask) -> String {
+    match task.action {
+        BackupAction::Backup => format!("runbook backup create {}", task.target),
+        BackupAction::Verify => format!("runbook backup verify --latest {}", task.target),
+        BackupAction::Prune => format!("runbook backup prune {} --apply", task.target),
+        BackupAction::Drill => format!(
+            "runbook backup drill (the next archive of {} in the rotation: never drilled, else drilled longest ago)",
+            task.target
+        ),
+        BackupAction::Push => format!("runbook backup push {}", task.target),
+    }
+}
+
+/// The longest a backup task may take (for the profile's bound).
+pub(super) fn bound(config: &Config, task: &BackupTask) -> Duration {
+    let t = &config.backups[&task.target];
+    let per_dump = t.timeout.map_or(DEFAULT_DUMP_TIMEOUT, |d| d.0);
+    per_dump * (t.sources.len() as u32 + 1)
+}
 
 /// Bound on each git command of a pre-run sync.
 pub(super) const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
@@ -94,7 +140,7 @@ pub(super) fn profile_bound(config: &Config, profile: &Profile) -> Duration {
                 spec.timeout + spec.kill_grace
             }
             Task::Check(c) => config.checks[&c.check].timeout(),
-            Task::Backup(b) => super::backup_tasks::bound(config, b),
+            Task::Backup(b) => bound(config, b),
         })
         .sum();
     tasks + SYNC_TIMEOUT * 2 + Duration::from_secs(300)
@@ -140,9 +186,9 @@ pub fn plan(config: &Config, name: &str) -> Result<Vec<PlanStep>, RunError> {
                 name: b.name.clone(),
                 kind: b.action.as_str(),
                 argv: Vec::new(),
-                command: super::backup_tasks::describe(b),
+                command: describe(b),
                 cwd: config.base_dir().display().to_string(),
-                timeout: HumanDuration(super::backup_tasks::bound(config, b)).to_string(),
+                timeout: HumanDuration(bound(config, b)).to_string(),
                 limits: Vec::new(),
             }),
         }

@@ -11,30 +11,14 @@ use std::time::Duration;
 use crate::alert::Observation;
 use crate::audit::Draft;
 use crate::clock;
-use crate::config::{Config, GitSync, Profile, Task};
+use crate::config::{Config, GitSync, Task};
 use crate::exec::{self, Cancel, Spec, Stop};
 use crate::notify;
-use crate::store::{NewRun, RunFinish, RunKind, RunStatus, Store, StoreError, Trigger};
+use crate::store::{NewRun, RunFinish, RunKind, RunStatus, Store, Trigger};
 
 use super::lock;
-pub use super::plan::{PlanStep, plan};
-use super::plan::{profile_bound, sync_specs, task_spec};
-
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("no profile named `{name}`")]
-    UnknownProfile { name: String, known: Vec<String> },
-    #[error("profile `{profile}` has no task named `{task}`")]
-    UnknownTask { profile: String, task: String },
-    #[error("cannot take the lock of profile `{profile}` ({path}): {source}")]
-    Lock {
-        profile: String,
-        path: String,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
+pub use super::plan::{PlanStep, RunError, plan};
+use super::plan::{find_profile, profile_bound, sync_specs, task_spec};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskReport {
@@ -75,13 +59,6 @@ pub struct Runner<'a> {
     pub on_step: Option<&'a (dyn Fn(&TaskReport) + Sync)>,
     /// The same configuration, shared: concurrent probes borrow it instead of a copy.
     pub shared: Option<std::sync::Arc<Config>>,
-}
-
-pub(super) fn find_profile<'c>(config: &'c Config, name: &str) -> Result<&'c Profile, RunError> {
-    config.profile(name).ok_or_else(|| RunError::UnknownProfile {
-        name: name.to_string(),
-        known: config.profiles.keys().cloned().collect(),
-    })
 }
 
 impl<'a> Runner<'a> {
