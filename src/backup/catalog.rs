@@ -1,15 +1,17 @@
 //! The catalogue: which recorded archives belong to a target (those in its `dest`), the
 //! newest, the newest verified, the next to drill, and the target an archive path belongs to.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
 use super::error::BackupError;
 use super::{archive, crypt, retention};
 use crate::clock;
 use crate::config::Config;
 use crate::config::backups::BackupTarget;
 use crate::store::{BackupRecord, Store};
-use serde::Serialize;
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 pub fn target<'c>(config: &'c Config, name: &str) -> Result<&'c BackupTarget, BackupError> {
     config

@@ -3,6 +3,12 @@
 //! against the recent archives.
 //! Invariant: an archive that is listed was completely written and recorded.
 
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::json;
+
 use super::catalog::{check_dest_has_its_archives, is_archive_of, target};
 use super::error::BackupError;
 use super::fsutil::{Cleanup, fsync_dir, lock};
@@ -14,10 +20,6 @@ use crate::config::Config;
 use crate::config::backups::BackupTarget;
 use crate::exec::Cancel;
 use crate::store::{NewBackup, Store};
-use serde::Serialize;
-use serde_json::json;
-use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 /// A new archive.
 #[derive(Debug, Clone, Serialize)]

@@ -1,7 +1,8 @@
 //! The one error type of backups, with the hint each case gives the operator.
 
-use crate::store::StoreError;
 use std::path::{Path, PathBuf};
+
+use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {

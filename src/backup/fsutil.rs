@@ -2,13 +2,14 @@
 //! following its links, temporary paths removed on drop, running an external tool, reading
 //! a file start to end with the kernel's read-ahead, and hashing one.
 
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
 use super::error::BackupError;
 use super::sha2x::Lane;
 use crate::exec::Cancel;
 use crate::util::hex;
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{self, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
 
 /// Removes a path when dropped unless disarmed: temp files and scratch directories.
 pub(super) struct Cleanup(pub(super) Option<PathBuf>);

@@ -1,6 +1,11 @@
 //! `backup prune`: the keep policy applied to the archives in a target's `dest`, dry-run
 //! unless applied; an archive the drill rotation still needs is held.
 
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::json;
+
 use super::archive;
 use super::catalog::{
     dest_without_its_archives, drill_pick, drilled_on_schedule, policy_keeps, records_in_dest, target,
@@ -11,9 +16,6 @@ use crate::audit::Draft;
 use crate::clock;
 use crate::config::Config;
 use crate::store::{BackupRecord, Store};
-use serde::Serialize;
-use serde_json::json;
-use std::path::Path;
 
 /// What `backup prune` keeps and removes.
 #[derive(Debug, Clone, Serialize)]
