@@ -40,9 +40,9 @@ pub fn hash(token: &str) -> String {
     hex(&Sha256::digest(token.as_bytes()))
 }
 
-/// Equal length strings compared without an early exit.
+/// Equal length strings compared in constant time (`ring::constant_time`).
 pub(super) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    ring::constant_time::verify_slices_are_equal(a, b).is_ok()
 }
 
 fn lookup(tokens: &[(String, String, String)], presented: &str) -> Option<(String, String)> {
