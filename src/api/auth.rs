@@ -40,9 +40,10 @@ pub fn hash(token: &str) -> String {
     hex(&Sha256::digest(token.as_bytes()))
 }
 
-/// Equal length strings compared in constant time (`ring::constant_time`).
+/// Equal length strings compared in constant time (`subtle`).
 pub(super) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    ring::constant_time::verify_slices_are_equal(a, b).is_ok()
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
 fn lookup(tokens: &[(String, String, String)], presented: &str) -> Option<(String, String)> {
