@@ -1,12 +1,46 @@
 //! `runbook alerts list | silence | ack`.
 
+use clap::Subcommand;
 use serde_json::json;
 
 use super::output::{self, one_line};
-use super::{AlertsCmd, CliError, Ctx, Outcome};
+use super::{CliError, Ctx, Outcome};
 use crate::audit::Draft;
 use crate::clock;
 use crate::store::AlertFilter;
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsCmd {
+    /// Open alerts first, then resolved ones, newest first
+    List {
+        /// Only alerts with this status: firing, silenced, resolved
+        #[arg(long)]
+        status: Option<crate::store::AlertStatus>,
+        /// Only alerts from this source: check, task, channel
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Silence an alert key or a check name for a while (dry run unless --apply)
+    ///
+    /// A silenced alert is kept and still tracked, but not notified. Open alerts that match
+    /// become `silenced`; alerts that open while the silence lasts open `silenced`.
+    Silence {
+        /// An alert key (web@vps-1) or a check name (web)
+        target: String,
+        /// How long: 30m, 2h, 1d
+        #[arg(long = "for", value_name = "DURATION", value_parser = super::parse_duration)]
+        duration: crate::config::HumanDuration,
+        /// Why; recorded in the audit log
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        apply: bool,
+    },
+    /// Acknowledge the open alerts matching an alert key or check name
+    Ack { target: String },
+}
 
 pub fn run(cx: &Ctx, cmd: AlertsCmd) -> Result<Outcome, CliError> {
     let config = cx.load()?;

@@ -2,11 +2,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
+use std::path::PathBuf;
 
+use clap::Subcommand;
 use serde_json::json;
 
 use super::output::{self, one_line};
-use super::{AuditCmd, CliError, Ctx, Outcome};
+use super::{CliError, Ctx, Outcome};
 use crate::audit::Verifier;
 use crate::audit::checkpoint::{self, Checkpoint};
 use crate::clock;
@@ -44,6 +46,85 @@ fn scan(store: &Store, wanted: &HashSet<i64>) -> Result<(Verifier, HashMap<i64, 
         }
     })?;
     Ok((verifier, hashes))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Recent audit events, newest first
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Only events of this kind (e.g. run.finished, run.recovered, state.set)
+        #[arg(long)]
+        kind: Option<String>,
+    },
+    /// Check the hash chain and every checkpoint: exit 1 naming what is wrong
+    ///
+    /// Recomputes every event's hash from its content and the previous event's hash. An
+    /// edited, deleted or reordered event breaks the chain at that event; the report names
+    /// its sequence number and what is wrong. Then holds every signed checkpoint (those in
+    /// the state file, and the one given with --against) against the chain: a checkpoint
+    /// past the end of the log shows a cut tail, one whose hash differs shows a rewrite.
+    /// Only a checkpoint kept elsewhere can show a cut tail: whoever cuts the log can delete
+    /// the checkpoints in the same file.
+    Verify {
+        /// A checkpoint kept elsewhere: a file, or an http(s) URL serving it
+        #[arg(long, value_name = "FILE|URL")]
+        against: Option<String>,
+        /// Trust only checkpoints signed by this key (hex; adds to audit.public_keys)
+        #[arg(long = "public-key", value_name = "HEX")]
+        public_keys: Vec<String>,
+    },
+    /// Make a signing key for checkpoints: writes the private key, prints the public key
+    ///
+    /// The key file (mode 0600) is what `audit checkpoint` signs with; it can live off the
+    /// host. Put the printed public key under audit.public_keys where logs are verified.
+    Keygen {
+        /// Where to write the private key (must not exist)
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+    },
+    /// Sign (seq, head hash, time) of the chain as it is now, and keep the checkpoint
+    ///
+    /// Refuses a chain that does not verify. The checkpoint is kept in the state file and
+    /// printed; copy it somewhere else (--out, a ticket, a chat) so a cut tail can be shown
+    /// later with `audit verify --against`.
+    Checkpoint {
+        /// Signing key [default: audit.signing_key]
+        #[arg(long, value_name = "PATH")]
+        key: Option<PathBuf>,
+        /// Also write the checkpoint to this file
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+    },
+    /// Every event in seq order, streamed: a JSON array, or one event per line
+    Export {
+        /// json or jsonl
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+        /// Only events at or after this time (RFC 3339)
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+    },
+    /// Counts by kind and by actor, the time span, and whether the chain verifies
+    Summary,
+    /// Move events older than a date into a compressed file (dry run unless --apply)
+    ///
+    /// The file (`audit-<first>-<last>.jsonl.zst`) holds the events exactly as hashed; the
+    /// state file keeps its last event's seq and hash as the anchor the rest of the chain
+    /// continues from, and the file's SHA-256, so `audit verify` still checks the chain, and
+    /// the file too when it is there. Refuses a chain that does not verify.
+    Archive {
+        /// Events before this time (RFC 3339, or a date: 2026-01-01)
+        #[arg(long, value_name = "DATE")]
+        before: String,
+        /// Where the files go [default: next to the state file, <state>.audit/]
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Do it (default: say what would move)
+        #[arg(long)]
+        apply: bool,
+    },
 }
 
 pub fn run(cx: &Ctx, cmd: AuditCmd) -> Result<Outcome, CliError> {

@@ -2,12 +2,14 @@
 
 use std::io::IsTerminal;
 use std::path::Path;
+use std::path::PathBuf;
 
+use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use super::output;
-use super::{BackupCmd, CliError, Ctx, Outcome};
+use super::{CliError, Ctx, Outcome};
 use crate::backup::{self, BackupError, Progress};
 use crate::clock;
 use crate::exec::Cancel;
@@ -71,6 +73,135 @@ impl Drop for Bar {
             pb.finish_and_clear();
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCmd {
+    /// Write a new archive of TARGET, verify nothing yet, record it (exit 0 when written)
+    ///
+    /// Snapshots the sources, writes the archive under a temporary name, fsyncs it, writes
+    /// the sidecar, then renames it into place: an interrupted create leaves nothing that
+    /// list shows or verify accepts, and the next create removes its leftovers. Records the
+    /// archive and an audit event with its SHA-256. An archive under `min_size_ratio` of the
+    /// median size of the last 7 opens an alert. Shows progress on a terminal.
+    Create {
+        /// Target name (a key of `backups:`)
+        target: String,
+    },
+    /// Recorded archives, newest first: size, age, last verification
+    List {
+        /// Only this target's archives
+        target: Option<String>,
+    },
+    /// Read every byte of an archive and check it; exit 1 naming the first problem
+    ///
+    /// Checks the file against its sidecar, every entry against the manifest (size and
+    /// SHA-256, nothing missing or extra), runs PRAGMA integrity_check on each SQLite
+    /// snapshot restored to a scratch directory and pg_restore --list on each PostgreSQL
+    /// dump. The outcome is recorded with the archive.
+    Verify {
+        /// Path of the archive
+        #[arg(required_unless_present = "latest", conflicts_with = "latest")]
+        archive: Option<PathBuf>,
+        /// Verify the newest archive of this target instead
+        #[arg(long, value_name = "TARGET")]
+        latest: Option<String>,
+    },
+    /// Restore an archive into scratch space, check the data, measure the recovery time
+    ///
+    /// Phases, each timed: the archive against its sidecar, every entry unpacked and
+    /// checked against the manifest, PRAGMA integrity_check of each SQLite database, each
+    /// PostgreSQL dump restored into a scratch database (dropped after), then the target's
+    /// drill.checks run in the restored tree with RUNBOOK_DRILL_DIR (and
+    /// RUNBOOK_DRILL_DATABASE_URL). Writes evidence JSON under drill.evidence_dir and records
+    /// the outcome with the archive. Exit 1 if any phase or check failed.
+    Drill {
+        /// Path of the archive
+        #[arg(required_unless_present = "latest", conflicts_with = "latest")]
+        archive: Option<PathBuf>,
+        /// Drill the newest archive of this target instead
+        #[arg(long, value_name = "TARGET")]
+        latest: Option<String>,
+        /// Fetch the archive from the target's offsite copy first (ARCHIVE is then a file
+        /// name there; with --latest, the newest one there)
+        #[arg(long)]
+        from_offsite: bool,
+    },
+    /// Copy archives not yet offsite (by SHA-256) to the target's `offsite:` store
+    ///
+    /// S3-compatible buckets (s3://bucket/prefix, with `endpoint` for MinIO, Ceph, Wasabi…)
+    /// or another directory. Each archive is uploaded in parts, then its sidecar: an archive
+    /// counts as offsite once its sidecar is there with the same hash, so an interrupted push
+    /// is resumed by the next one, from its last stored part. A copy there under the same hash
+    /// whose size cannot be the archive's (cut short) is pushed again (listed as replaced).
+    /// Exit 1 if any archive could not go (listed with the reason); the others still do.
+    Push {
+        /// Target name (a key of `backups:`)
+        target: String,
+        /// Also read back every copy offsite and hash it (decrypting one encrypted on the way,
+        /// with offsite.identity_file); a copy that is not its archive any more is pushed
+        /// again, or listed as damaged (exit 1) when its archive is no longer here.
+        /// Downloads them all: run it now and then, not every push
+        #[arg(long)]
+        check: bool,
+    },
+    /// Copy offsite archives that are not here back into the target's `dest`
+    ///
+    /// Each is written under a temporary name, hashed as it arrives, checked against its
+    /// offsite sidecar, then renamed and recorded.
+    Pull {
+        /// Target name (a key of `backups:`)
+        target: String,
+        /// Only this archive (a file name offsite)
+        #[arg(long, value_name = "NAME")]
+        archive: Option<String>,
+    },
+    /// Put an archive's data back where it came from (a plan unless --execute)
+    ///
+    /// Without --execute, prints what is replaced, where the safety copy of the current data
+    /// goes and which pre/post commands run, and touches nothing. With --execute: a
+    /// preflight (archive matches its sidecar; destinations and the safety directory are
+    /// writable) that stops before anything changes; the target's pre commands; safety
+    /// copies; the archive unpacked and checked; each source put back; post commands; then
+    /// restore_checks. Exit 1 if anything failed.
+    Restore {
+        /// Path of the archive
+        archive: PathBuf,
+        /// Do it (default: print the plan)
+        #[arg(long)]
+        execute: bool,
+    },
+    /// Remove archives the target's `keep:` policy does not keep (dry run unless --apply)
+    ///
+    /// keep: { last, daily, weekly, monthly }: an archive stays if any rule keeps it (UTC
+    /// days, ISO weeks, months). The newest verified archive always stays, and so does the
+    /// one a scheduled drill takes next, until it is drilled. Records of archives whose file
+    /// is gone are listed as gone and forgotten; when none of the target's archives is there
+    /// (a backup disk not mounted) --apply refuses. An archive that cannot be removed is
+    /// listed with the reason (exit 1); the others still go. One backup.pruned audit event.
+    Prune {
+        /// Target name (a key of `backups:`)
+        target: String,
+        /// Delete the archives listed (default: only list them)
+        #[arg(long)]
+        apply: bool,
+        /// With --apply: forget the records of missing archives even when none of the
+        /// target's archives is there (removed on purpose); otherwise that is refused, as a
+        /// backup disk that is not mounted
+        #[arg(long)]
+        forget_missing: bool,
+    },
+    /// Make an age key pair for encrypted archives: the identity file and its recipient
+    ///
+    /// Writes the identity (the private key) to --out with mode 0600, refusing a file that
+    /// exists, and prints the recipient (`age1…`) to put under the target's `encrypt_to` (or
+    /// `offsite.encrypt_to`). Keep a copy of the identity file off this host: without it no
+    /// encrypted archive can be read back. Needs no configuration.
+    Keygen {
+        /// Where to write the identity file (must not exist)
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+    },
 }
 
 /// 1.5 GiB, 320 KiB, 12 B.

@@ -1,9 +1,20 @@
 //! `runbook config check | show | schema`.
 
+use clap::Subcommand;
 use serde_json::json;
 
-use super::{CliError, ConfigCmd, Ctx, Outcome};
+use super::{CliError, Ctx, Outcome};
 use crate::config::{self, ConfigError};
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Validate the configuration; report every error with file:line:col (exit 2)
+    Check,
+    /// Print the resolved configuration, secrets redacted
+    Show,
+    /// Print the JSON Schema of runbook.yaml, for editors
+    Schema,
+}
 
 pub fn run(cx: &Ctx, cmd: ConfigCmd) -> Result<Outcome, CliError> {
     match cmd {

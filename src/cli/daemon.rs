@@ -20,11 +20,10 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use crate::clock;
 use crate::config::{self, Config, ConfigError};
 use crate::exec::Cancel;
-use crate::store::{Store, StoreError, Trigger};
-
 use crate::schedule::runner::Runner;
 use crate::schedule::upkeep::{self, Upkeep};
 use crate::schedule::{gaps, lock, next_after};
+use crate::store::{Store, StoreError, Trigger};
 
 /// Longest sleep between wake-ups, so a wall-clock jump is noticed within a minute.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -214,7 +213,7 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
         }
     };
 
-    tracing::info!(signal = reason, running = active.len(), grace = %config::HumanDuration(opts.shutdown_grace), "stopping: no new runs");
+    tracing::info!(signal = reason, running = active.len(), grace = %crate::config::HumanDuration(opts.shutdown_grace), "stopping: no new runs");
     notify(&[NotifyState::Stopping]);
     let deadline = Instant::now() + opts.shutdown_grace;
     while active.iter().any(|a| !a.handle.is_finished()) && Instant::now() < deadline {

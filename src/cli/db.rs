@@ -1,9 +1,21 @@
 //! `runbook db status | migrate`.
 
+use clap::Subcommand;
 use serde_json::json;
 
-use super::{CliError, Ctx, DbCmd, Outcome};
+use super::{CliError, Ctx, Outcome};
 use crate::store::Store;
+
+#[derive(Debug, Subcommand)]
+pub enum DbCmd {
+    /// Schema version of the state file: current and head
+    Status,
+    /// Apply pending migrations (dry run unless --apply)
+    Migrate {
+        #[arg(long)]
+        apply: bool,
+    },
+}
 
 pub fn run(cx: &Ctx, cmd: DbCmd) -> Result<Outcome, CliError> {
     let config = cx.load()?;

@@ -1,13 +1,58 @@
 //! `runbook jobs list | show | recover-stale | retry`.
 
+use clap::Subcommand;
 use serde_json::json;
 
 use super::output::{self, one_line};
-use super::{CliError, Ctx, JobsCmd, Outcome};
+use super::{CliError, Ctx, Outcome};
 use crate::jobs;
 use crate::schedule::runner::{self, Runner};
 use crate::store::{Run, RunFilter, RunStatus};
 use crate::util::duration_ms;
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCmd {
+    /// Recent runs, newest first
+    List {
+        /// How many runs to show
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Only runs with this status: running, ok, failed, skipped, stale, retryable
+        #[arg(long)]
+        status: Option<crate::store::RunStatus>,
+        /// Only runs of this profile
+        #[arg(long)]
+        profile: Option<String>,
+    },
+    /// One run with its output excerpt (and its tasks, for a profile run)
+    Show { id: i64 },
+    /// Find runs still marked running whose process is gone or that are too old; --apply marks them retryable
+    ///
+    /// A run is stale when it is still `running` in the ledger but the runbook process that
+    /// recorded it is gone on this host (after a reboot, a crash or kill -9), or when it
+    /// started more than --older-than-minutes ago on any host. Without --apply the stale runs
+    /// are only listed. With --apply each is marked `retryable`, with one audit event each,
+    /// in one transaction; then `runbook jobs retry ID --apply` runs it again.
+    RecoverStale {
+        /// Runs started longer ago than this are stale even if their process seems alive
+        #[arg(long, value_name = "N")]
+        older_than_minutes: u64,
+        /// Mark them retryable (default: only list them)
+        #[arg(long)]
+        apply: bool,
+    },
+    /// Run a failed or retryable run again, linked to the original
+    ///
+    /// A task run re-runs that task, a profile run the whole profile, as configured now (so a
+    /// fix deployed since runs), under the profile's non-overlap lock. The new run records
+    /// `retry_of` = ID; `jobs show ID` lists its retries. Without --apply prints what would run.
+    Retry {
+        id: i64,
+        /// Run it (default: print what would run)
+        #[arg(long)]
+        apply: bool,
+    },
+}
 
 pub fn run(cx: &Ctx, cmd: JobsCmd) -> Result<Outcome, CliError> {
     let config = cx.load()?;

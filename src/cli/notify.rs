@@ -1,11 +1,25 @@
 //! `runbook notify test | list | health`, and sending what a command queued.
 
+use clap::Subcommand;
 use serde_json::json;
 
 use super::output::{self, one_line};
-use super::{CliError, Ctx, NotifyCmd, Outcome};
+use super::{CliError, Ctx, Outcome};
 use crate::notify::{self, Message};
 use crate::util::runtime::runtime;
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCmd {
+    /// Send one test message to a channel now and report the result (exit 1 if it failed)
+    Test { channel: String },
+    /// The outbox, newest first: what was queued, sent, retried or given up
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Per channel: last success, last error, failing since
+    Health,
+}
 
 pub fn run(cx: &Ctx, cmd: NotifyCmd) -> Result<Outcome, CliError> {
     let config = cx.load()?;

@@ -3,9 +3,10 @@
 //! Owns writing to stdout (a closed pipe ends the process quietly, as `head` expects) and the
 //! table style. Commands build values; this module decides how they look.
 
+use std::io::{IsTerminal, Write};
+
 use comfy_table::{ContentArrangement, Table, presets};
 use serde::Serialize;
-use std::io::{IsTerminal, Write};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Printer {

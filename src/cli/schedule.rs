@@ -1,16 +1,42 @@
 //! `runbook list | render-crontab | run | daemon | reload`.
 
-use serde_json::json;
 use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::Args;
+use serde_json::json;
 
 use super::daemon;
 use super::output::{self, tail_lines};
-use super::{CliError, Ctx, DaemonArgs, Outcome, RenderArgs, RunArgs};
+use super::{CliError, Ctx, Outcome};
 use crate::clock;
 use crate::schedule::runner::{self, ProfileReport, Runner, TaskReport};
 use crate::schedule::{self, crontab};
 use crate::store::{RunStatus, Store, Trigger};
 use crate::util::duration_ms;
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// After SIGTERM, how long running tasks may go on before they are killed
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = super::parse_duration)]
+    pub shutdown_grace: crate::config::HumanDuration,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Path of the runbook binary in the crontab lines [default: this binary]
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Profile to run
+    pub profile: String,
+    /// Print every task and the exact command it would run; run nothing, write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
 
 pub fn list(cx: &Ctx) -> Result<Outcome, CliError> {
     let config = cx.load()?;

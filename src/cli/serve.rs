@@ -3,10 +3,11 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
+use clap::Subcommand;
 use serde_json::json;
 
 use super::output;
-use super::{CliError, Ctx, Outcome, TokenCmd};
+use super::{CliError, Ctx, Outcome};
 use crate::api::{self, ApiState};
 use crate::audit::Draft;
 use crate::clock;
@@ -22,6 +23,21 @@ pub async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create a token; it is printed once and only its hash is kept
+    Create {
+        name: String,
+        /// read (GET only) or write
+        #[arg(long, default_value = "read")]
+        scope: String,
+    },
+    /// Tokens by name and scope (never the tokens themselves)
+    List,
+    /// Revoke a token; requests with it are refused from then on
+    Revoke { name: String },
 }
 
 pub fn serve(cx: &Ctx, listen: Option<String>) -> Result<Outcome, CliError> {

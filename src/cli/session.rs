@@ -1,11 +1,13 @@
 //! `runbook session …` and `runbook change …`.
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
 
+use clap::Subcommand;
 use serde_json::json;
 
 use super::output::{self, one_line};
-use super::{ChangeCmd, CliError, Ctx, Outcome, SessionCmd};
+use super::{CliError, Ctx, Outcome};
 use crate::session::{self, SessionError};
 
 impl From<SessionError> for CliError {
@@ -27,6 +29,98 @@ fn cwd() -> String {
     std::env::current_dir()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "/".into())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCmd {
+    /// Open a session; prints its id (export it as RUNBOOK_SESSION)
+    Start {
+        /// diagnostic (read-only) or maintenance (approved changes)
+        #[arg(long, default_value = "diagnostic")]
+        mode: String,
+        /// Why: the issue being diagnosed
+        #[arg(long)]
+        reason: String,
+        /// The incident this session belongs to
+        #[arg(long, value_name = "ID")]
+        incident: Option<String>,
+    },
+    /// Run one command under the session (no shell: pipes and redirections are refused)
+    Exec {
+        /// The session [default: RUNBOOK_SESSION]
+        #[arg(long, env = "RUNBOOK_SESSION", value_name = "ID")]
+        session: Option<i64>,
+        /// The command and its arguments, after `--`
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
+    /// The session: mode, reason, commands so far
+    Status {
+        #[arg(long, env = "RUNBOOK_SESSION", value_name = "ID")]
+        session: Option<i64>,
+    },
+    /// Close the session and print the end-of-session record
+    End {
+        #[arg(long, env = "RUNBOOK_SESSION", value_name = "ID")]
+        session: Option<i64>,
+        /// The next safest step, for the record
+        #[arg(long, value_name = "TEXT")]
+        next: Option<String>,
+    },
+    /// Recent sessions, newest first
+    List,
+    /// Every command of a session with its decision, exit code and redacted output, in order
+    Show { id: i64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChangeCmd {
+    /// Ask to run one state-changing command in a session; prints the request's id
+    Request {
+        #[arg(long, env = "RUNBOOK_SESSION", value_name = "ID")]
+        session: Option<i64>,
+        /// What the change is for
+        #[arg(long)]
+        objective: String,
+        /// The exact command, as one string (split like a shell would, no shell features)
+        #[arg(long)]
+        command: String,
+        /// What it affects
+        #[arg(long)]
+        impact: String,
+        /// How to undo it
+        #[arg(long)]
+        rollback: String,
+        /// How many times the approval may be used
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+    },
+    /// Change requests, newest first
+    List,
+    /// One request in full
+    Show {
+        id: i64,
+        /// Print only the text an approver signs (`| ssh-keygen -Y sign -n runbook-change`)
+        #[arg(long)]
+        payload: bool,
+    },
+    /// Approve a pending request (not your own); on a terminal, type its id to confirm
+    ///
+    /// With `sessions.approvers` set, the approval must be signed with an approver's SSH key:
+    /// `runbook change show ID --payload | ssh-keygen -Y sign -f ~/.ssh/id_ed25519 -n
+    /// runbook-change > ID.sig`, then `runbook change approve ID --signature ID.sig`.
+    Approve {
+        id: i64,
+        /// An `ssh-keygen -Y sign` signature of the request's payload (a file, or - for stdin)
+        #[arg(long, value_name = "FILE")]
+        signature: Option<PathBuf>,
+    },
+    /// Deny a pending request
+    Deny {
+        id: i64,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 pub fn run(cx: &Ctx, cmd: SessionCmd) -> Result<Outcome, CliError> {

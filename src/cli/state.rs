@@ -1,10 +1,47 @@
 //! `runbook state get | set | list | import`.
 
+use std::path::PathBuf;
+
+use clap::Subcommand;
 use serde_json::json;
 
 use super::output::{self, one_line};
-use super::{CliError, Ctx, Outcome, StateCmd};
+use super::{CliError, Ctx, Outcome};
 use crate::state::{self, Action};
+
+#[derive(Debug, Subcommand)]
+pub enum StateCmd {
+    /// Print a key's value (exit 1 if it is not set)
+    Get { namespace: String, key: String },
+    /// Set a key (dry run unless --apply)
+    Set {
+        namespace: String,
+        key: String,
+        value: String,
+        #[arg(long)]
+        apply: bool,
+    },
+    /// List keys, optionally of one namespace
+    List { namespace: Option<String> },
+    /// Import legacy text cache files from a directory; existing keys are kept unless --overwrite
+    ///
+    /// Each regular file is one key (its name without extension; the value is its content
+    /// without the final newline), or, when every line is `key=value`, one key per line.
+    /// Hidden files are ignored; files over 1 MiB or not UTF-8 are reported and skipped.
+    /// Idempotent: a second identical import writes nothing. Dry run unless --apply.
+    Import {
+        dir: PathBuf,
+        /// Namespace of the imported keys [default: the directory's name]
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Replace keys that already hold a different value
+        #[arg(long)]
+        overwrite: bool,
+        /// Write (default: print the plan)
+        #[arg(long)]
+        apply: bool,
+    },
+}
 
 pub fn run(cx: &Ctx, cmd: StateCmd) -> Result<Outcome, CliError> {
     let config = cx.load()?;
