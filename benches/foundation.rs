@@ -3,6 +3,7 @@
 //!   (a) `runbook list` cold start on examples/quickstart.yaml          target < 10 ms wall
 //!   (b) the daemon idle with 200 profiles                  target < 15 MB RSS, < 0.5 % of one core
 //!   (c) overhead per task run (spawn `true`, record it in the ledger)   target < 5 ms
+//!   (d) peak RSS of `runbook run` while its task writes 100 MB           target < 100 MB
 //!
 //! A plain harness (`harness = false`): `cargo bench --bench foundation`.
 //! Knobs (environment): BENCH_LIST_N (default 200), BENCH_IDLE_SECS (30), BENCH_ROUNDS (7),
@@ -26,6 +27,7 @@ const TARGET_LIST_MS: f64 = 10.0;
 const TARGET_IDLE_RSS_MB: f64 = 15.0;
 const TARGET_IDLE_CPU_PCT: f64 = 0.5;
 const TARGET_TASK_MS: f64 = 5.0;
+const TARGET_FLOOD_RSS_MB: f64 = 100.0;
 
 mod common;
 use common::*;
@@ -416,6 +418,35 @@ fn bench_tasks(n: usize, rounds: usize) -> TaskResult {
 
 // ---------------------------------------------------------------------------------------------
 
+/// (d) Peak RSS (VmHWM, sampled every 10 ms until exit) of `runbook run` while its one task
+/// writes 100 MB to stdout: output is capped as it streams, never held whole.
+fn bench_flood() -> (f64, bool) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("runbook.yaml");
+    std::fs::write(
+        &config,
+        "version: 1\nprofiles:\n  p:\n    cron: \"0 3 * * *\"\n    tasks:\n      - { name: flood, sh: \"head -c 100000000 /dev/zero | tr '\\\\0' 'x'\", timeout: 120s }\n",
+    )
+    .expect("config");
+    let mut child = runbook_cmd(&config, &["run", "p"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn runbook");
+    let pid = child.id();
+    let mut hwm_kb = 0;
+    let status = loop {
+        if let Some(kb) = proc_status_kb(pid, "VmHWM:") {
+            hwm_kb = hwm_kb.max(kb);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (hwm_kb as f64 / 1024.0, status.success())
+}
+
 fn main() {
     let list_n = env_usize("BENCH_LIST_N", 200);
     let idle_secs = env_usize("BENCH_IDLE_SECS", 30) as u64;
@@ -502,12 +533,22 @@ fn main() {
     let task_ok = t.runbook_per_task.median < TARGET_TASK_MS;
     println!("  target < {TARGET_TASK_MS} ms per task (median): {}", verdict(task_ok));
     println!();
+    // (d)
+    println!("(d) `runbook run` of one task writing 100 MB to stdout");
+    let (flood_mb, flood_ok) = bench_flood();
+    println!(
+        "  peak RSS {flood_mb:.1} MB (run {}); target < {TARGET_FLOOD_RSS_MB} MB: {}",
+        if flood_ok { "ok" } else { "FAILED" },
+        verdict(flood_ok && flood_mb < TARGET_FLOOD_RSS_MB)
+    );
+    println!();
     println!("  loadavg  {} (at end)", loadavg());
 
     let summary = json!({
         "bench": "foundation",
         "cores": cores,
         "cpu": cpu_model(),
+        "flood": { "peak_rss_mb": r3(flood_mb), "target_mb": TARGET_FLOOD_RSS_MB, "met": flood_ok && flood_mb < TARGET_FLOOD_RSS_MB },
         "list": {
             "target_ms": TARGET_LIST_MS,
             "as_shipped": list_plain.json(),

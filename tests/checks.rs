@@ -420,7 +420,7 @@ fn cert_days_left_of_a_served_certificate_are_judged_against_min_days() {
         .map(|s| !s.success())
         .unwrap_or(true)
     {
-        eprintln!("note: `openssl` is not available; skipping the cert probe test");
+        cannot_run("`openssl` is not available for the cert probe test");
         return;
     }
     let env = Env::new("version: 1\n");
@@ -1502,7 +1502,7 @@ fn sql_reads_a_scalar_from_postgresql_in_a_read_only_transaction() {
     let url = "postgres://postgres@127.0.0.1:5432/test";
     let reachable = std::net::TcpStream::connect("127.0.0.1:5432").is_ok();
     if !reachable {
-        eprintln!("note: no PostgreSQL on 127.0.0.1:5432; skipping");
+        cannot_run("no PostgreSQL on 127.0.0.1:5432");
         return;
     }
     let env = Env::new(&format!(

@@ -5,43 +5,8 @@ mod common;
 
 use common::*;
 use std::os::unix::net::UnixDatagram;
-use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
-struct Daemon {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Daemon {
-    fn start(env: &Env, extra: &[&str], notify: Option<&std::path::Path>) -> Daemon {
-        static STARTS: AtomicUsize = AtomicUsize::new(0);
-        let log = env.path(&format!("daemon-{}.log", STARTS.fetch_add(1, Ordering::SeqCst)));
-        let mut cmd = env.cmd();
-        cmd.arg("daemon").args(extra).arg("--log-format").arg("text");
-        cmd.stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
-        if let Some(sock) = notify {
-            cmd.env("NOTIFY_SOCKET", sock);
-        }
-        Daemon {
-            child: cmd.spawn().expect("start daemon"),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM and wait; returns the exit code and how long stopping took.
-    fn stop(mut self) -> (i32, Duration, String) {
-        let t = Instant::now();
-        signal(self.child.id(), "TERM");
-        let status = self.child.wait().unwrap();
-        (status.code().unwrap_or(-1), t.elapsed(), self.log())
-    }
-}
+use std::time::Duration;
 
 fn runs(env: &Env, sql_where: &str) -> i64 {
     if !env.state_db().exists() {
@@ -67,7 +32,7 @@ profiles:
     let sock_path = env.path("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let daemon = Daemon::start(&env, &[], Some(&sock_path));
+    let daemon = Daemon::start_with(&env, &[], Some(&sock_path));
 
     let mut buf = [0u8; 512];
     let n = sock.recv(&mut buf).expect("READY notification");
@@ -108,7 +73,7 @@ profiles:
   slow: { cron: "* * * * * *", tasks: [ { sh: "sleep 2.5", name: slow-task } ] }
 "#,
     );
-    let daemon = Daemon::start(&env, &[], None);
+    let daemon = Daemon::start(&env);
     assert!(
         wait_for(Duration::from_secs(30), || runs(
             &env,
@@ -145,7 +110,7 @@ profiles:
   long: { cron: "* * * * * *", tasks: [ { sh: "touch started; sleep 60", name: long-task, kill_grace: 500ms } ] }
 "#,
     );
-    let daemon = Daemon::start(&env, &["--shutdown-grace", "1s"], None);
+    let daemon = Daemon::start_with(&env, &["--shutdown-grace", "1s"], None);
     assert!(
         wait_for(Duration::from_secs(20), || env.path("started").exists()),
         "{}",
@@ -171,7 +136,7 @@ profiles:
   first: { cron: "* * * * * *", tasks: [ { run: [true] } ] }
 "#;
     let env = Env::new(good);
-    let daemon = Daemon::start(&env, &[], None);
+    let daemon = Daemon::start(&env);
     assert!(
         wait_for(Duration::from_secs(20), || runs(&env, "profile = 'first'") >= 1),
         "{}",
@@ -185,7 +150,7 @@ profiles:
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("runbook.yaml:"), "{}", out.stderr);
     // A raw SIGHUP with the broken file: the daemon logs the errors and keeps going.
-    signal(daemon.child.id(), "HUP");
+    signal(daemon.pid(), "HUP");
     assert!(
         wait_for(Duration::from_secs(10), || daemon
             .log()
@@ -235,19 +200,18 @@ profiles:
   crawl: { cron: "* * * * * *", tasks: [ { sh: "touch started; sleep 60", name: crawl-task } ] }
 "#,
     );
-    let mut daemon = Daemon::start(&env, &[], None);
+    let daemon = Daemon::start(&env);
     assert!(
         wait_for(Duration::from_secs(20), || env.path("started").exists()),
         "{}",
         daemon.log()
     );
-    signal(daemon.child.id(), "KILL");
-    daemon.child.wait().unwrap();
+    daemon.kill_9();
     assert!(runs(&env, "status = 'running'") >= 2);
 
     // The next start works (the kernel released the daemon and profile locks).
     std::fs::remove_file(env.path("started")).unwrap();
-    let second = Daemon::start(&env, &[], None);
+    let second = Daemon::start(&env);
     assert!(
         wait_for(Duration::from_secs(20), || env.path("started").exists()),
         "{}",
@@ -274,7 +238,7 @@ profiles:
 #[test]
 fn a_second_daemon_on_the_same_state_refuses_to_start() {
     let env = Env::new("version: 1\nprofiles:\n  p: { cron: \"@yearly\", tasks: [ { run: [true] } ] }\n");
-    let first = Daemon::start(&env, &[], None);
+    let first = Daemon::start(&env);
     assert!(
         wait_for(Duration::from_secs(20), || first.log().contains("daemon started")),
         "{}",
@@ -284,7 +248,7 @@ fn a_second_daemon_on_the_same_state_refuses_to_start() {
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("another runbook daemon"), "{}", out.stderr);
     assert!(
-        out.stderr.contains(&first.child.id().to_string()),
+        out.stderr.contains(&first.pid().to_string()),
         "names the pid: {}",
         out.stderr
     );
@@ -305,7 +269,7 @@ fn the_daemon_signs_an_audit_checkpoint_every_checkpoint_every() {
         format!("{yaml}audit: {{ signing_key: audit.key, checkpoint_every: 1s, public_keys: [ \"{public}\" ] }}\n"),
     )
     .unwrap();
-    let daemon = Daemon::start(&env, &[], None);
+    let daemon = Daemon::start(&env);
     let signed = wait_for(Duration::from_secs(20), || {
         env.state_db().exists()
             && env
@@ -339,7 +303,7 @@ profiles:
     // The profile's lock cannot be opened (a directory stands where its file goes), as when
     // the daemon is out of file descriptors: no run can start.
     std::fs::create_dir_all(env.path("state/runbook.db.locks/tick.lock")).unwrap();
-    let daemon = Daemon::start(&env, &[], None);
+    let daemon = Daemon::start(&env);
     assert!(
         wait_for(Duration::from_secs(20), || runs(
             &env,

@@ -27,7 +27,7 @@ fn smtp(env: &Env) -> Option<Smtp> {
         .map(|s| s.success())
         .unwrap_or(false);
     if !ok {
-        eprintln!("note: python3 -m pip install aiosmtpd to run the email test; skipping");
+        cannot_run("python3 -m pip install aiosmtpd to run the email test");
         return None;
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -169,7 +169,7 @@ fn starttls_to_a_server_with_an_internal_ca_delivers_the_mail() {
         .unwrap_or(true)
         || certificates(env.dir.path()).is_none()
     {
-        eprintln!("note: needs aiosmtpd and openssl; skipping");
+        cannot_run("needs aiosmtpd and openssl");
         return;
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")

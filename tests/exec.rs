@@ -5,7 +5,7 @@ mod common;
 use common::*;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -85,73 +85,13 @@ fn gone_eventually(argv: &[&str]) -> bool {
     false
 }
 
-/// Runs the binary with the environment's settings and reports its peak RSS in KiB.
-fn run_measuring_peak_rss(env: &Env, args: &[&str]) -> (Out, u64) {
-    let time = Path::new("/usr/bin/time");
-    if time.is_file() {
-        let output = Command::new(time)
-            .arg("-v")
-            .arg(BIN)
-            .arg("--config")
-            .arg(&env.config)
-            .args(args)
-            .current_dir(env.dir.path())
-            .env_remove("RUNBOOK_CONFIG")
-            .env_remove("RUNBOOK_LOG")
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run runbook under /usr/bin/time");
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        let peak = stderr
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no peak RSS in /usr/bin/time output:\n{stderr}"));
-        let out = Out {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr,
-        };
-        return (out, peak);
-    }
-    // No /usr/bin/time: sample VmHWM (the kernel's own peak) until the process exits.
-    let mut child = env.spawn(args);
-    let pid = child.id();
-    let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut stdout, &mut s).unwrap();
-        s
-    });
-    let mut peak = 0u64;
-    let exited = wait_for(Duration::from_secs(120), || {
-        if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            && let Some(kb) = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        {
-            peak = peak.max(kb);
-        }
-        matches!(child.try_wait(), Ok(Some(_)))
-    });
-    assert!(exited, "runbook did not finish within 120s");
-    let output = child.wait_with_output().unwrap();
-    let out = Out {
-        code: output.status.code().unwrap_or(-1),
-        stdout: reader.join().unwrap(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    };
-    (out, peak)
-}
-
 #[test]
-fn huge_output_is_capped_and_runbook_memory_stays_bounded() {
+fn huge_output_is_capped_head_and_tail_kept_and_the_rest_counted() {
     let env = Env::new(&profile(&[
         r#"{ name: flood, sh: "head -c 100000000 /dev/zero | tr '\\0' 'x'", timeout: 120s }"#,
     ]));
-    let (out, peak_kib) = run_measuring_peak_rss(&env, &["run", "p", "--json"]);
+    // runbook's memory meanwhile is a figure of `cargo bench --bench foundation` (d).
+    let out = env.run(&["run", "p", "--json"]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let report = out.json();
     let flood = task(&report, "flood");
@@ -173,11 +113,6 @@ fn huge_output_is_capped_and_runbook_memory_stays_bounded() {
         .find_map(|w| w.parse().ok())
         .unwrap_or_else(|| panic!("no byte count in {marker:?}"));
     assert!(omitted > 99_000_000, "marker {marker:?} accounts for the dropped bytes");
-
-    assert!(
-        peak_kib < 100 * 1024,
-        "runbook's peak RSS was {peak_kib} KiB while a task wrote 100 MB"
-    );
 }
 
 #[test]
@@ -293,7 +228,7 @@ fn systemd_run_without_systemd_fails_the_task_with_advice() {
     ]));
     let (code, report, _) = run_profile(&env);
     if Path::new("/run/systemd/system").is_dir() {
-        println!("note: systemd is running on this host; the no-systemd error cannot be checked here");
+        cannot_run("systemd is running on this host; the no-systemd error cannot be checked here");
         return;
     }
     assert_eq!(code, 1, "{report}");

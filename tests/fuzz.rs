@@ -5,17 +5,8 @@ mod common;
 
 use common::http::get;
 use common::*;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
-
-struct Daemon(std::process::Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn schemathesis_finds_no_server_error_in_the_api() {
@@ -24,7 +15,7 @@ fn schemathesis_finds_no_server_error_in_the_api() {
         .output()
         .is_ok_and(|o| o.status.success())
     {
-        eprintln!("note: python3 -m pip install schemathesis to fuzz the API; skipping");
+        cannot_run("python3 -m pip install schemathesis to fuzz the API");
         return;
     }
     let env = Env::new(
@@ -43,15 +34,8 @@ profiles:
         .stdout
         .trim()
         .to_string();
-    let log = env.path("daemon.log");
-    let _daemon = Daemon(
-        env.cmd()
-            .arg("daemon")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let daemon = Daemon::start(&env);
+    let log = daemon.log.clone();
     // The daemon logs the port it bound (the config asks for any free one).
     let port = api_port_in_log(&log);
     assert!(wait_for(Duration::from_secs(30), || get(

@@ -624,7 +624,7 @@ fn a_restore_that_fails_before_replacing_anything_starts_again_what_pre_stopped(
 fn restore_execute_as_root_gives_the_database_back_to_its_owner() {
     use std::os::unix::fs::MetadataExt;
     if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: ownership is only restored by root");
+        cannot_run("ownership is only restored by root");
         return;
     }
     let env = Env::new("version: 1\nbackups:\n  main: { sources: [ { sqlite: app.db } ], dest: archives }\n");
@@ -843,7 +843,7 @@ fn a_postgres_password_in_the_url_stays_out_of_the_archive_whichever_way_it_is_w
 fn restore_execute_as_root_gives_files_back_to_their_owners() {
     use std::os::unix::fs::MetadataExt;
     if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: ownership is only restored by root");
+        cannot_run("ownership is only restored by root");
         return;
     }
     let env = Env::new("version: 1\nbackups:\n  main: { sources: [ { dir: data } ], dest: archives }\n");
@@ -871,7 +871,7 @@ fn restore_execute_as_root_gives_files_back_to_their_owners() {
 fn a_drill_by_an_unprivileged_user_leaves_no_scratch_behind_even_with_read_only_directories() {
     // Root ignores directory permissions, so the drill runs as `nobody` (through setpriv).
     if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: becoming another user needs root");
+        cannot_run("becoming another user needs root");
         return;
     }
     let env = Env::new("version: 1\nbackups:\n  main: { sources: [ { dir: data } ], dest: archives }\n");

@@ -58,7 +58,7 @@ fn headless_chromium_renders_the_page_and_a_screenshot_is_saved() {
             .output()
             .is_ok_and(|o| o.status.success())
     }) else {
-        eprintln!("note: chromium is not installed; skipping the browser test");
+        cannot_run("chromium is not installed for the browser test");
         return;
     };
     let env = Env::new(CONFIG);

@@ -421,3 +421,68 @@ pub fn age_key() -> (String, String) {
         identity.to_public().to_string(),
     )
 }
+
+/// `runbook daemon` as a child process logging (as text) to a file of its own, killed on drop
+/// (also when a test panics).
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(env: &Env) -> Daemon {
+        Daemon::start_with(env, &[], None)
+    }
+
+    /// With more arguments after `daemon`, and `NOTIFY_SOCKET` when given.
+    pub fn start_with(env: &Env, extra: &[&str], notify_socket: Option<&Path>) -> Daemon {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static STARTS: AtomicUsize = AtomicUsize::new(0);
+        let log = env.path(&format!("daemon-{}.log", STARTS.fetch_add(1, Ordering::SeqCst)));
+        let mut cmd = env.cmd();
+        cmd.args(["daemon", "--log-format", "text"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(sock) = notify_socket {
+            cmd.env("NOTIFY_SOCKET", sock);
+        }
+        Daemon {
+            child: Some(cmd.spawn().expect("start the daemon")),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait: the exit code, how long stopping took, and the log.
+    pub fn stop(mut self) -> (i32, Duration, String) {
+        let mut child = self.child.take().unwrap();
+        let t = Instant::now();
+        signal(child.id(), "TERM");
+        let status = child.wait().unwrap();
+        (status.code().unwrap_or(-1), t.elapsed(), self.log())
+    }
+
+    /// SIGKILL and wait.
+    pub fn kill_9(mut self) {
+        let mut child = self.child.take().unwrap();
+        signal(child.id(), "KILL");
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The API's error shapes, in process: the router itself (`api::router`) over a real state
+//! file, one request at a time through `tower::ServiceExt::oneshot`, no socket. Every error is
+//! `{"error": {"code", "message"}}` as JSON with the status it names.
+
+mod common;
+
+use std::sync::{Arc, RwLock};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use common::*;
+use serde_json::Value;
+use tower::ServiceExt;
+
+use runbook::api::{ApiState, router};
+use runbook::store::Store;
+
+struct Api {
+    state: Arc<ApiState>,
+    read: String,
+    write: String,
+    _env: Env,
+}
+
+impl Api {
+    fn new() -> Api {
+        let env = Env::new("version: 1\napi: { rate_limit: off }\n");
+        let read = create_token(&env, "reader", "read");
+        let write = create_token(&env, "writer", "write");
+        let config = runbook::config::load(&env.config).expect("config");
+        let store = Arc::new(Store::open(&config.state.path).expect("state file"));
+        let state = Arc::new(ApiState::new(store, Arc::new(RwLock::new(Arc::new(config)))));
+        Api {
+            state,
+            read,
+            write,
+            _env: env,
+        }
+    }
+
+    /// The status and the JSON body of one request.
+    fn send(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> (StatusCode, Value, String) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        if !body.is_empty() {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        let req = req.body(Body::from(body.to_string())).unwrap();
+        let rt = runbook::util::runtime::runtime();
+        let resp = rt.block_on(router(self.state.clone()).oneshot(req)).unwrap();
+        let status = resp.status();
+        let kind = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let bytes = rt.block_on(axum::body::to_bytes(resp.into_body(), 1 << 20)).unwrap();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, json, kind)
+    }
+}
+
+/// Asserts the one error shape and returns the code.
+fn error_code(status: StatusCode, want: StatusCode, body: &Value, kind: &str) -> String {
+    assert_eq!(status, want, "{body}");
+    assert!(kind.starts_with("application/json"), "content type {kind:?}");
+    let err = &body["error"];
+    assert!(
+        err["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "no message in {body}"
+    );
+    assert_eq!(body.as_object().map(|o| o.len()), Some(1), "{body}");
+    err["code"].as_str().expect("a code").to_string()
+}
+
+#[test]
+fn every_error_is_one_json_shape_with_its_status() {
+    let api = Api::new();
+    // (method, path, token, body, status, code)
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a str, StatusCode, &'a str);
+    let cases: Vec<Case> = vec![
+        ("GET", "/v1/alerts", None, "", StatusCode::UNAUTHORIZED, "unauthorized"),
+        (
+            "GET",
+            "/v1/alerts",
+            Some("rbk_not-a-token"),
+            "",
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            "POST",
+            "/v1/changes/1/approve",
+            Some(&api.read),
+            "{}",
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+        (
+            "GET",
+            "/v1/no-such-path",
+            Some(&api.read),
+            "",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "GET",
+            "/v1/runs/999999",
+            Some(&api.read),
+            "",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "GET",
+            "/v1/alerts/999999",
+            Some(&api.read),
+            "",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "DELETE",
+            "/v1/alerts",
+            Some(&api.write),
+            "",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            "POST",
+            "/v1/changes/999999/approve",
+            Some(&api.write),
+            "{not json",
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+        ),
+    ];
+    for (method, path, token, body, want, code) in cases {
+        let (status, json, kind) = api.send(method, path, token, body);
+        let got = error_code(status, want, &json, &kind);
+        assert_eq!(got, code, "{method} {path}: {json}");
+    }
+}
+
+#[test]
+fn a_bad_query_value_is_a_400_naming_the_parameter() {
+    let api = Api::new();
+    let (status, json, kind) = api.send("GET", "/v1/runs?limit=lots", Some(&api.read), "");
+    let code = error_code(status, StatusCode::BAD_REQUEST, &json, &kind);
+    assert!(!code.is_empty());
+    assert!(json["error"]["message"].as_str().unwrap().contains("limit"), "{json}");
+}
+
+#[test]
+fn a_good_request_through_the_same_router_is_answered() {
+    let api = Api::new();
+    let (status, json, _) = api.send("GET", "/v1/alerts", Some(&api.read), "");
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert!(json.is_array() || json.is_object(), "{json}");
+}
