@@ -47,9 +47,9 @@ fn main() -> ExitCode {
         Ok(Outcome::Failed) => ExitCode::from(cli::error::EXIT_FAILED),
         Ok(Outcome::Code(c)) => ExitCode::from(c),
         Err(e) => {
-            if json && !e.message.is_empty() {
+            if json {
                 cli::output::emit(&format!("{}\n", serde_json::json!({ "error": e })));
-            } else if !e.message.is_empty() {
+            } else {
                 eprint!("{}", e.render());
             }
             ExitCode::from(e.exit)

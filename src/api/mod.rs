@@ -159,8 +159,15 @@ pub enum ServeError {
     Store(#[from] crate::store::StoreError),
 }
 
-impl ServeError {
-    pub fn hint(&self) -> Option<String> {
+impl crate::util::Explain for ServeError {
+    fn class(&self) -> crate::util::ExitClass {
+        match self {
+            ServeError::Store(s) => s.class(),
+            _ => crate::util::ExitClass::Internal,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
         match self {
             ServeError::Bind { .. } => Some("another process holds the port: change api.listen, or stop it".into()),
             ServeError::NoToken { .. } => Some("create one first: runbook token create NAME".into()),

@@ -239,7 +239,7 @@ impl Prefetch {
                 }
                 drop(state);
                 if let Ok(f) = open_nonblocking(&path) {
-                    advise(&f, 0, 0, libc::POSIX_FADV_WILLNEED);
+                    advise(&f, 0, 0, rustix::fs::Advice::WillNeed);
                 }
                 asked += size;
             }

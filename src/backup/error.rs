@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::store::StoreError;
+use crate::util::{ExitClass, Explain};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
@@ -33,8 +34,27 @@ impl BackupError {
             source,
         }
     }
+}
 
-    pub fn hint(&self) -> Option<String> {
+impl Explain for BackupError {
+    fn class(&self) -> ExitClass {
+        match self {
+            BackupError::Store(s) => s.class(),
+            BackupError::UnknownTarget(_) | BackupError::NoArchive(_) | BackupError::NoOffsite(_) => ExitClass::Usage,
+            BackupError::Dump { .. } | BackupError::Busy(_) | BackupError::Offsite(_) => ExitClass::Failed,
+            _ => ExitClass::Internal,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match (self, self.class()) {
+            (BackupError::Store(s), _) => s.kind(),
+            (_, ExitClass::Internal) => "backup",
+            (_, class) => class.name(),
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
         match self {
             BackupError::UnknownTarget(_) => Some("list the targets with: runbook config show".into()),
             BackupError::Io { source, .. } if source.raw_os_error() == Some(28) => Some(

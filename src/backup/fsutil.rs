@@ -153,19 +153,14 @@ pub fn hash_from(path: &Path, mut lane: Lane) -> io::Result<Lane> {
 /// ahead, which a cold archive on a spinning or network disk needs.
 pub fn open_sequential(path: &Path) -> io::Result<File> {
     let f = File::open(path)?;
-    advise(&f, 0, 0, libc::POSIX_FADV_SEQUENTIAL);
+    advise(&f, 0, 0, rustix::fs::Advice::Sequential);
     Ok(f)
 }
 
 /// `posix_fadvise` of bytes `from..from + len` of `f` (`len` 0: to the end). Advice only: it
 /// changes what the kernel reads ahead or keeps cached, and failing loses nothing else.
-pub fn advise(f: &File, from: u64, len: u64, advice: libc::c_int) {
-    use std::os::fd::AsRawFd;
-    let (Ok(from), Ok(len)) = (libc::off_t::try_from(from), libc::off_t::try_from(len)) else {
-        return;
-    };
-    // SAFETY: advice on an open descriptor; no memory is passed.
-    unsafe { libc::posix_fadvise(f.as_raw_fd(), from, len, advice) };
+pub fn advise(f: &File, from: u64, len: u64, advice: rustix::fs::Advice) {
+    let _ = rustix::fs::fadvise(f, from, std::num::NonZeroU64::new(len), advice);
 }
 
 /// Lets the page cache drop a finished archive (written and fsynced, so every page is clean):
@@ -174,7 +169,7 @@ pub fn advise(f: &File, from: u64, len: u64, advice: libc::c_int) {
 /// takes. A failure only means the pages stay until the kernel wants them.
 pub fn leave_cache(path: &Path) {
     if let Ok(f) = File::open(path) {
-        advise(&f, 0, 0, libc::POSIX_FADV_DONTNEED);
+        advise(&f, 0, 0, rustix::fs::Advice::DontNeed);
     }
 }
 

@@ -5,7 +5,8 @@
 //! interleaved fill those gaps: with the x86 SHA extensions, two lanes in one thread hash
 //! about one and a half times as many bytes as one. `verify` hashes the archive file and the
 //! entries inside it; [`update2`] takes a stretch of each and runs the blocks they have in
-//! common side by side. Without the SHA extensions it is two plain hashes.
+//! common side by side. Without the SHA extensions it is two plain hashes. A single lane is
+//! the `sha2` crate's (docs/benchmarks.md, "What `unsafe` pays for").
 //!
 //! [`Lane`] gives the same digests as `sha2::Sha256` for any split of the input (tested
 //! below against it).
@@ -128,15 +129,10 @@ pub fn update2(x: &mut Lane, a: &[u8], y: &mut Lane, b: &[u8]) {
     y.update(b);
 }
 
-/// `data` is whole blocks.
+/// `data` is whole blocks: one lane is the `sha2` crate's (with the SHA instructions where the
+/// CPU has them; a hand-written single lane gained nothing over it, docs/benchmarks.md).
 fn compress(state: &mut [u32; 8], data: &[u8]) {
     debug_assert_eq!(data.len() % 64, 0);
-    #[cfg(target_arch = "x86_64")]
-    if shani::available() {
-        // SAFETY: the CPU has the instructions `shani` is compiled for.
-        unsafe { shani::one(state, data) };
-        return;
-    }
     portable(state, data);
 }
 
@@ -214,6 +210,7 @@ mod shani {
 
     #[inline(always)]
     unsafe fn store(r: &Regs, state: &mut [u32; 8]) {
+        // SAFETY: two unaligned 16-byte stores inside the 32-byte state.
         unsafe {
             let feba = _mm_shuffle_epi32(r.abef, 0x1B);
             let dchg = _mm_shuffle_epi32(r.cdgh, 0xB1);
@@ -226,6 +223,7 @@ mod shani {
     /// Starts a block: saves the state, loads the 16 message words big-endian.
     #[inline(always)]
     unsafe fn begin(r: &mut Regs, block: *const u8) {
+        // SAFETY: the caller passes the start of a whole 64-byte block: four 16-byte loads.
         unsafe {
             let mask = _mm_set_epi64x(0x0C0D_0E0F_0809_0A0Bu64 as i64, 0x0405_0607_0001_0203u64 as i64);
             r.saved = (r.abef, r.cdgh);
@@ -239,6 +237,7 @@ mod shani {
     /// Rounds 4i..4i+4; from i = 4 on, the next four schedule words are computed first.
     #[inline(always)]
     unsafe fn rounds4(r: &mut Regs, i: usize) {
+        // SAFETY: register arithmetic, and a 16-byte load of K[4i..4i+4] with i < 16.
         unsafe {
             let w = if i < 4 {
                 r.w[i]
@@ -258,35 +257,22 @@ mod shani {
 
     #[inline(always)]
     unsafe fn end(r: &mut Regs) {
+        // SAFETY: register arithmetic only.
         unsafe {
             r.abef = _mm_add_epi32(r.abef, r.saved.0);
             r.cdgh = _mm_add_epi32(r.cdgh, r.saved.1);
         }
     }
 
-    /// # Safety
-    /// The CPU has the SHA extensions and SSE4.1; `data` is whole blocks.
-    #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
-    pub unsafe fn one(state: &mut [u32; 8], data: &[u8]) {
-        unsafe {
-            let mut r = load(state);
-            for block in data.chunks_exact(64) {
-                begin(&mut r, block.as_ptr());
-                for i in 0..16 {
-                    rounds4(&mut r, i);
-                }
-                end(&mut r);
-            }
-            store(&r, state);
-        }
-    }
-
     /// Two hashes, a block of each in turn, their instructions interleaved.
     ///
     /// # Safety
-    /// As [`one`]; `a` and `b` have the same length.
+    /// The CPU has the SHA extensions and SSE4.1; `a` and `b` are whole blocks, as many of one
+    /// as of the other.
     #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
     pub unsafe fn two(x: &mut [u32; 8], a: &[u8], y: &mut [u32; 8], b: &[u8]) {
+        // SAFETY: the caller's contract (the CPU features); the blocks are whole chunks of `a`
+        // and `b`, as many of each.
         unsafe {
             let (mut r, mut s) = (load(x), load(y));
             for (ba, bb) in a.chunks_exact(64).zip(b.chunks_exact(64)) {

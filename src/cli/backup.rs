@@ -10,30 +10,10 @@ use serde_json::json;
 
 use super::output;
 use super::{CliError, Ctx, Outcome};
-use crate::backup::{self, BackupError, Progress};
+use crate::backup::{self, Progress};
 use crate::clock;
 use crate::exec::Cancel;
 use crate::util::duration_ms;
-
-impl From<BackupError> for CliError {
-    fn from(e: BackupError) -> Self {
-        let hint = e.hint();
-        match e {
-            BackupError::Store(s) => s.into(),
-            BackupError::UnknownTarget(_) | BackupError::NoArchive(_) | BackupError::NoOffsite(_) => {
-                CliError::usage(e.to_string(), hint)
-            }
-            BackupError::Dump { .. } | BackupError::Busy(_) | BackupError::Offsite(_) => {
-                CliError::failed(e.to_string(), hint)
-            }
-            _ => {
-                let mut err = CliError::internal(e.to_string(), hint);
-                err.kind = "backup";
-                err
-            }
-        }
-    }
-}
 
 /// A progress bar on stderr when it is a terminal and the output is not JSON.
 struct Bar(Option<ProgressBar>);

@@ -61,13 +61,8 @@ fn check(cx: &Ctx) -> Result<Outcome, CliError> {
         Err(ConfigError::Invalid { path, diagnostics }) if cx.out.json => {
             cx.out
                 .json(&json!({ "valid": false, "file": path, "errors": diagnostics }));
-            Err(CliError {
-                exit: super::error::EXIT_USAGE,
-                kind: "config",
-                message: String::new(),
-                hint: None,
-                diagnostics: Vec::new(),
-            })
+            // The JSON above is the whole answer: exit 2 with nothing more on stderr.
+            Ok(Outcome::Code(super::error::EXIT_USAGE))
         }
         Err(e) => Err(e.into()),
     }

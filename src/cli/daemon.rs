@@ -24,6 +24,7 @@ use crate::schedule::runner::Runner;
 use crate::schedule::upkeep::{self, Upkeep};
 use crate::schedule::{gaps, lock, next_after};
 use crate::store::{Store, StoreError, Trigger};
+use crate::util::{ExitClass, Explain};
 
 /// Longest sleep between wake-ups, so a wall-clock jump is noticed within a minute.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -47,6 +48,36 @@ pub enum DaemonError {
     AlreadyRunning { pid: String, state: PathBuf },
     #[error("cannot set up the daemon: {0}")]
     Setup(#[from] std::io::Error),
+}
+
+impl Explain for DaemonError {
+    fn class(&self) -> ExitClass {
+        match self {
+            DaemonError::Config(c) => c.class(),
+            DaemonError::Store(s) => s.class(),
+            DaemonError::AlreadyRunning { .. } => ExitClass::Usage,
+            DaemonError::Setup(_) => ExitClass::Internal,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            DaemonError::Config(c) => c.kind(),
+            DaemonError::Store(s) => s.kind(),
+            _ => self.class().name(),
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            DaemonError::Config(c) => c.hint(),
+            DaemonError::Store(s) => s.hint(),
+            DaemonError::AlreadyRunning { .. } => {
+                Some("stop it first, or use `runbook reload` to apply a new configuration".into())
+            }
+            DaemonError::Setup(_) => None,
+        }
+    }
 }
 
 enum Event {

@@ -7,11 +7,15 @@
 use serde::Serialize;
 
 use super::daemon::DaemonError;
+use crate::api::ServeError;
+use crate::backup::BackupError;
 use crate::config::{ConfigError, Diagnostic};
 use crate::jobs::JobsError;
 use crate::schedule::runner::RunError;
+use crate::session::SessionError;
 use crate::state::StateError;
 use crate::store::StoreError;
+use crate::util::{ExitClass, Explain};
 
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
@@ -73,98 +77,52 @@ impl CliError {
     }
 }
 
-impl From<ConfigError> for CliError {
-    fn from(e: ConfigError) -> Self {
-        let hint = e.hint();
-        let message = e.to_string();
-        let diagnostics = match e {
-            ConfigError::Invalid { diagnostics, .. } => diagnostics,
-            _ => Vec::new(),
+impl CliError {
+    /// The message, hint, exit status and kind a library error explains of itself.
+    pub fn explained(e: &dyn Explain) -> Self {
+        let exit = match e.class() {
+            ExitClass::Failed => EXIT_FAILED,
+            ExitClass::Usage => EXIT_USAGE,
+            ExitClass::Internal => EXIT_INTERNAL,
         };
         CliError {
-            exit: EXIT_USAGE,
-            kind: "config",
-            message,
-            hint,
-            diagnostics,
+            exit,
+            kind: e.kind(),
+            message: e.to_string(),
+            hint: e.hint(),
+            diagnostics: Vec::new(),
         }
     }
 }
 
-impl From<StoreError> for CliError {
-    fn from(e: StoreError) -> Self {
-        let mut err = CliError::internal(e.to_string(), e.hint());
-        err.kind = "state";
+impl From<ConfigError> for CliError {
+    fn from(e: ConfigError) -> Self {
+        let mut err = CliError::explained(&e);
+        if let ConfigError::Invalid { diagnostics, .. } = e {
+            err.diagnostics = diagnostics;
+        }
         err
     }
 }
 
-impl From<RunError> for CliError {
-    fn from(e: RunError) -> Self {
-        match e {
-            RunError::UnknownProfile { ref known, ref name } => {
-                let hint = crate::config::diagnostic::suggest(name, known.iter().map(String::as_str))
-                    .map(|s| format!("did you mean `{s}`?"))
-                    .or_else(|| {
-                        Some(format!(
-                            "profiles: {}",
-                            if known.is_empty() {
-                                "(none)".into()
-                            } else {
-                                known.join(", ")
-                            }
-                        ))
-                    });
-                CliError::usage(e.to_string(), hint)
+/// The library errors that reach a command, each explained by its own `Explain`.
+macro_rules! explained {
+    ($($t:ty),* $(,)?) => {
+        $(impl From<$t> for CliError {
+            fn from(e: $t) -> Self {
+                CliError::explained(&e)
             }
-            RunError::UnknownTask { .. } => {
-                CliError::usage(e.to_string(), Some("the configuration changed since that run".into()))
-            }
-            RunError::Lock { .. } => {
-                CliError::internal(e.to_string(), Some("the lock directory must be writable".into()))
-            }
-            RunError::Store(s) => s.into(),
-        }
-    }
+        })*
+    };
 }
 
-impl From<JobsError> for CliError {
-    fn from(e: JobsError) -> Self {
-        match e {
-            JobsError::NotFound(_) => CliError::usage(e.to_string(), Some("see `runbook jobs list`".into())),
-            JobsError::NotRetryable { .. } | JobsError::NotATask { .. } => CliError::usage(e.to_string(), None),
-            JobsError::Store(s) => s.into(),
-            JobsError::Run(r) => r.into(),
-        }
-    }
-}
-
-impl From<StateError> for CliError {
-    fn from(e: StateError) -> Self {
-        match e {
-            StateError::Store(s) => s.into(),
-            StateError::ConflictAcrossFiles { .. } => CliError::usage(
-                e.to_string(),
-                Some("import the files separately with --namespace".into()),
-            ),
-            StateError::Conflict { .. } => {
-                CliError::usage(e.to_string(), Some("keep one line per key in that file".into()))
-            }
-            _ => CliError::usage(e.to_string(), None),
-        }
-    }
-}
-
-impl From<DaemonError> for CliError {
-    fn from(e: DaemonError) -> Self {
-        match e {
-            DaemonError::Config(c) => c.into(),
-            DaemonError::Store(s) => s.into(),
-            DaemonError::AlreadyRunning { .. } => CliError::usage(
-                e.to_string(),
-                Some("stop it first, or use `runbook reload` to apply a new configuration".into()),
-            ),
-            DaemonError::Setup(_) => CliError::internal(e.to_string(), None),
-        }
-    }
-}
+explained!(
+    StoreError,
+    RunError,
+    JobsError,
+    StateError,
+    DaemonError,
+    BackupError,
+    SessionError,
+    ServeError
+);

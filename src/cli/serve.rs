@@ -61,10 +61,7 @@ pub fn serve(cx: &Ctx, listen: Option<String>) -> Result<Outcome, CliError> {
     let state = Arc::new(ApiState::new(store.clone(), shared.clone()));
     crate::util::runtime::runtime().block_on(async move {
         tokio::spawn(reload_on_hangup(config_path, shared));
-        let listener = api::bind(addr, &store).await.map_err(|e| {
-            let hint = e.hint();
-            CliError::internal(e.to_string(), hint)
-        })?;
+        let listener = api::bind(addr, &store).await?;
         // The bound address, so `--listen 127.0.0.1:0` tells which port it got.
         let bound = listener.local_addr().unwrap_or(addr);
         tracing::info!(addr = %bound, "serving the API; stop with SIGTERM or Ctrl-C");

@@ -10,17 +10,6 @@ use super::output::{self, one_line};
 use super::{CliError, Ctx, Outcome};
 use crate::session::{self, SessionError};
 
-impl From<SessionError> for CliError {
-    fn from(e: SessionError) -> Self {
-        let hint = e.hint();
-        match e {
-            SessionError::Store(s) => s.into(),
-            SessionError::SelfApproval(..) | SessionError::NotPending(..) => CliError::failed(e.to_string(), hint),
-            _ => CliError::usage(e.to_string(), hint),
-        }
-    }
-}
-
 fn session_id(id: Option<i64>) -> Result<i64, CliError> {
     id.ok_or_else(|| SessionError::NoSession.into())
 }

@@ -44,8 +44,16 @@ pub enum ConfigError {
     },
 }
 
-impl ConfigError {
-    pub fn hint(&self) -> Option<String> {
+impl crate::util::Explain for ConfigError {
+    fn class(&self) -> crate::util::ExitClass {
+        crate::util::ExitClass::Usage
+    }
+
+    fn kind(&self) -> &'static str {
+        "config"
+    }
+
+    fn hint(&self) -> Option<String> {
         match self {
             ConfigError::NotFound { .. } => {
                 Some("pass --config FILE, set RUNBOOK_CONFIG, or start from examples/quickstart.yaml".into())

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::exec::process;
 use crate::schedule::runner::{ProfileReport, RunError, Runner};
 use crate::store::{Run, RunFilter, RunKind, RunStatus, Store, StoreError};
+use crate::util::{ExitClass, Explain};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobsError {
@@ -26,6 +27,33 @@ pub enum JobsError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Run(#[from] RunError),
+}
+
+impl Explain for JobsError {
+    fn class(&self) -> ExitClass {
+        match self {
+            JobsError::Store(s) => s.class(),
+            JobsError::Run(r) => r.class(),
+            _ => ExitClass::Usage,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            JobsError::Store(s) => s.kind(),
+            JobsError::Run(r) => r.kind(),
+            _ => self.class().name(),
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            JobsError::NotFound(_) => Some("see `runbook jobs list`".into()),
+            JobsError::Store(s) => s.hint(),
+            JobsError::Run(r) => r.hint(),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

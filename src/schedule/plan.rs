@@ -12,6 +12,7 @@ use crate::exec::Spec;
 use crate::config::backups::DEFAULT_DUMP_TIMEOUT;
 use crate::config::{BackupAction, BackupTask};
 use crate::store::StoreError;
+use crate::util::{ExitClass, Explain};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -27,6 +28,45 @@ pub enum RunError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl Explain for RunError {
+    fn class(&self) -> ExitClass {
+        match self {
+            RunError::Store(s) => s.class(),
+            RunError::Lock { .. } => ExitClass::Internal,
+            _ => ExitClass::Usage,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            RunError::Store(s) => s.kind(),
+            _ => self.class().name(),
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            RunError::UnknownProfile { known, name } => {
+                crate::config::diagnostic::suggest(name, known.iter().map(String::as_str))
+                    .map(|s| format!("did you mean `{s}`?"))
+                    .or_else(|| {
+                        Some(format!(
+                            "profiles: {}",
+                            if known.is_empty() {
+                                "(none)".into()
+                            } else {
+                                known.join(", ")
+                            }
+                        ))
+                    })
+            }
+            RunError::UnknownTask { .. } => Some("the configuration changed since that run".into()),
+            RunError::Lock { .. } => Some("the lock directory must be writable".into()),
+            RunError::Store(s) => s.hint(),
+        }
+    }
 }
 
 pub(super) fn find_profile<'c>(config: &'c Config, name: &str) -> Result<&'c Profile, RunError> {

@@ -23,6 +23,7 @@ use crate::exec::{self, Cancel, Spec};
 use crate::store::{ChangeRequest, NewChange, Session, Store, StoreError};
 use crate::util::hex;
 use crate::util::sshsig;
+use crate::util::{ExitClass, Explain};
 pub use policy::{Class, Policy};
 
 #[derive(Debug, thiserror::Error)]
@@ -57,8 +58,23 @@ pub enum SessionError {
     Store(#[from] StoreError),
 }
 
-impl SessionError {
-    pub fn hint(&self) -> Option<String> {
+impl Explain for SessionError {
+    fn class(&self) -> ExitClass {
+        match self {
+            SessionError::Store(s) => s.class(),
+            SessionError::SelfApproval(..) | SessionError::NotPending(..) => ExitClass::Failed,
+            _ => ExitClass::Usage,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            SessionError::Store(s) => s.kind(),
+            _ => self.class().name(),
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
         match self {
             SessionError::NoSession => Some(
                 "start one: runbook session start --mode diagnostic --reason TEXT, then export RUNBOOK_SESSION".into(),

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::audit::Draft;
 use crate::config::Redactor;
 use crate::store::{StateEntry, Store, StoreError};
+use crate::util::{ExitClass, Explain};
 
 /// Files larger than this are not imported (a cache file is small; a big file is a mistake).
 pub const MAX_IMPORT_FILE: u64 = 1 << 20;
@@ -36,6 +37,31 @@ pub enum StateError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl Explain for StateError {
+    fn class(&self) -> ExitClass {
+        match self {
+            StateError::Store(s) => s.class(),
+            _ => ExitClass::Usage,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            StateError::Store(s) => s.kind(),
+            _ => self.class().name(),
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            StateError::Store(s) => s.hint(),
+            StateError::ConflictAcrossFiles { .. } => Some("import the files separately with --namespace".into()),
+            StateError::Conflict { .. } => Some("keep one line per key in that file".into()),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -9,7 +9,8 @@ use rusqlite::{OptionalExtension, Row, Transaction, params};
 use serde::Serialize;
 
 use super::Result;
-use super::sqlite::{Store, append_audit};
+use super::audit_log::append_audit;
+use super::sqlite::Store;
 use crate::audit::Draft;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -52,7 +52,7 @@ impl Store {
         audit: &crate::audit::Draft,
     ) -> Result<()> {
         self.write("recording a ping", |tx| {
-            super::sqlite::append_audit(tx, audit)?;
+            super::audit_log::append_audit(tx, audit)?;
             if status == "start" {
                 tx.execute(
                     "INSERT INTO heartbeats (check_name, last_start, last_status, updated_at) VALUES (?1, ?2, 'start', ?2) \

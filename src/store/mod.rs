@@ -1,27 +1,34 @@
 //! The store: runbook's persistent state behind one API of domain types.
 //!
-//! Owns every SQL statement (`sqlite.rs`; a PostgreSQL backend will sit beside it), migrations
+//! Owns every SQL statement (the connection in `sqlite.rs`, the queries of each area in a file
+//! of its own; a PostgreSQL backend will sit beside them), migrations
 //! and transactions. Domain modules call `Store` methods with domain values and never see SQL.
 //! Invariant: a state change and its audit event commit in one transaction, or neither does.
 
 mod alerts;
 pub mod archive;
+mod audit_log;
 mod backups;
 pub mod chain;
+mod check_results;
 pub mod head;
 mod heartbeats;
 mod notifications;
+mod runs;
+mod script_state;
 mod sessions;
 mod sqlite;
 mod tokens;
 mod types;
 
 pub use alerts::{Alert, AlertFilter, AlertStatus, AlertTx, CheckState, Cutoff, Delivery, NewAlert, Pruned, Silence};
+pub use audit_log::AuditArchive;
 pub use backups::{BackupMetrics, BackupRecord, NewBackup, OffsiteUpload};
+pub use check_results::{LATENCY_BOUNDS_MS, LatencyHistogram};
 pub use heartbeats::Heartbeat;
 pub use notifications::{ChannelHealth, NewNotification, Notification};
 pub use sessions::{ChangeRequest, NewChange, Session, SessionCommand};
-pub use sqlite::{AuditArchive, LATENCY_BOUNDS_MS, LatencyHistogram, Store};
+pub use sqlite::Store;
 pub use tokens::{ApiToken, MetricsSnapshot};
 pub use types::*;
 
@@ -43,9 +50,16 @@ pub enum StoreError {
     Ahead { path: PathBuf, current: u32, head: u32 },
 }
 
-impl StoreError {
-    /// What the operator can do about it.
-    pub fn hint(&self) -> Option<String> {
+impl crate::util::Explain for StoreError {
+    fn class(&self) -> crate::util::ExitClass {
+        crate::util::ExitClass::Internal
+    }
+
+    fn kind(&self) -> &'static str {
+        "state"
+    }
+
+    fn hint(&self) -> Option<String> {
         use rusqlite::ErrorCode;
         let (code, path) = match self {
             StoreError::Open { source, path } | StoreError::Sqlite { source, path, .. } => {

@@ -4,7 +4,8 @@ use rusqlite::params;
 use serde::Serialize;
 
 use super::Result;
-use super::sqlite::{Store, append_audit};
+use super::audit_log::append_audit;
+use super::sqlite::Store;
 use crate::audit::Draft;
 
 #[derive(Debug, Clone, Serialize)]

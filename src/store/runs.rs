@@ -1,0 +1,204 @@
+//! The jobs ledger's rows: runs inserted, finished, marked, listed, and their retries.
+
+use rusqlite::{OptionalExtension, Row, Transaction, params};
+
+use super::Result;
+use super::audit_log::append_audit;
+use super::sqlite::Store;
+use super::types::*;
+use crate::audit::Draft;
+use crate::clock;
+
+pub(super) const RUN_COLUMNS: &str = "id, parent_id, profile, task, kind, trigger, status, host, pid, pid_start, \
+    started_at, finished_at, exit_code, signal, duration_ms, command, output, error, retry_of";
+
+pub(super) fn run_from_row(r: &Row) -> rusqlite::Result<Run> {
+    let status: String = r.get(6)?;
+    Ok(Run {
+        id: r.get(0)?,
+        parent_id: r.get(1)?,
+        profile: r.get(2)?,
+        task: r.get(3)?,
+        kind: RunKind::parse(&r.get::<_, String>(4)?),
+        trigger: Trigger::parse(&r.get::<_, String>(5)?),
+        status: status.parse().unwrap_or(RunStatus::Failed),
+        host: r.get(7)?,
+        pid: r.get(8)?,
+        pid_start: r.get(9)?,
+        started_at: r.get(10)?,
+        finished_at: r.get(11)?,
+        exit_code: r.get(12)?,
+        signal: r.get(13)?,
+        duration_ms: r.get(14)?,
+        command: r.get(15)?,
+        output: r.get(16)?,
+        error: r.get(17)?,
+        retry_of: r.get(18)?,
+    })
+}
+
+pub(super) fn insert_run(tx: &Transaction, run: &NewRun) -> rusqlite::Result<i64> {
+    tx.execute(
+        "INSERT INTO runs (parent_id, profile, task, kind, trigger, status, host, pid, pid_start, started_at, command, retry_of) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![
+            run.parent_id,
+            run.profile,
+            run.task,
+            run.kind.as_str(),
+            run.trigger.as_str(),
+            run.status.as_str(),
+            run.host,
+            run.pid,
+            run.pid_start,
+            run.started_at,
+            run.command,
+            run.retry_of
+        ],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
+pub(super) fn finish_run(tx: &Transaction, id: i64, fin: &RunFinish) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE runs SET status = COALESCE(?2, status), finished_at = ?3, exit_code = ?4, signal = ?5, \
+         duration_ms = ?6, output = ?7, error = ?8 WHERE id = ?1",
+        params![
+            id,
+            fin.status.map(|s| s.as_str()),
+            fin.finished_at,
+            fin.exit_code,
+            fin.signal,
+            fin.duration_ms,
+            fin.output,
+            fin.error
+        ],
+    )?;
+    Ok(())
+}
+
+impl Store {
+    pub fn insert_run(&self, run: &NewRun, audit: Option<&Draft>) -> Result<i64> {
+        self.write("recording a run", |tx| {
+            let id = insert_run(tx, run)?;
+            if let Some(d) = audit {
+                append_audit(tx, d)?;
+            }
+            Ok(id)
+        })
+    }
+
+    /// Records many starting runs in one transaction.
+    pub fn insert_runs(&self, runs: &[NewRun]) -> Result<Vec<i64>> {
+        self.write("recording runs", |tx| runs.iter().map(|r| insert_run(tx, r)).collect())
+    }
+
+    /// Records the end of many runs in one transaction.
+    pub fn finish_runs(&self, done: &[(i64, RunFinish)]) -> Result<()> {
+        self.write("recording the end of runs", |tx| {
+            done.iter().try_for_each(|(id, fin)| finish_run(tx, *id, fin))
+        })
+    }
+
+    pub fn finish_run(&self, id: i64, fin: &RunFinish, audit: Option<&Draft>) -> Result<()> {
+        self.write("recording the end of a run", |tx| {
+            finish_run(tx, id, fin)?;
+            if let Some(d) = audit {
+                append_audit(tx, d)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Marks runs with a new status in one transaction, one audit event each.
+    pub fn mark_runs(&self, changes: &[(i64, RunStatus, String, Draft)]) -> Result<()> {
+        let finished = clock::to_text(clock::now());
+        self.write("updating runs", |tx| {
+            for (id, status, error, draft) in changes {
+                tx.execute(
+                    "UPDATE runs SET status = ?2, error = ?3, finished_at = COALESCE(finished_at, ?4) WHERE id = ?1",
+                    params![id, status.as_str(), error, finished],
+                )?;
+                append_audit(tx, draft)?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn get_run(&self, id: i64) -> Result<Option<Run>> {
+        self.conn()
+            .query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+                [id],
+                run_from_row,
+            )
+            .optional()
+            .map_err(self.err("reading a run"))
+    }
+
+    pub fn list_runs(&self, filter: &RunFilter) -> Result<Vec<Run>> {
+        let conn = self.conn();
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 OR kind = 'profile') AND (?2 IS NULL OR status = ?2) \
+             AND (?3 IS NULL OR profile = ?3) AND (?5 IS NULL OR id < ?5) ORDER BY id DESC LIMIT ?4"
+        );
+        let limit = if filter.limit == 0 {
+            i64::MAX
+        } else {
+            filter.limit as i64
+        };
+        let mut stmt = conn.prepare_cached(&sql).map_err(self.err("listing runs"))?;
+        let rows = stmt
+            .query_map(
+                params![
+                    filter.all_kinds,
+                    filter.status.map(|s| s.as_str()),
+                    filter.profile,
+                    limit,
+                    filter.before
+                ],
+                run_from_row,
+            )
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(self.err("listing runs"))?;
+        Ok(rows)
+    }
+
+    pub fn child_runs(&self, parent: i64) -> Result<Vec<Run>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE parent_id = ?1 ORDER BY id"
+            ))
+            .map_err(self.err("listing task runs"))?;
+        stmt.query_map([parent], run_from_row)
+            .and_then(|rows| rows.collect())
+            .map_err(self.err("listing task runs"))
+    }
+
+    /// Runs that link back to `id` through `retry_of`.
+    pub fn retries_of(&self, id: i64) -> Result<Vec<i64>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT id FROM runs WHERE retry_of = ?1 ORDER BY id")
+            .map_err(self.err("listing retries"))?;
+        stmt.query_map([id], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(self.err("listing retries"))
+    }
+
+    /// The latest finished-or-running profile run of each profile (skipped starts excluded).
+    pub fn last_profile_runs(&self) -> Result<Vec<Run>> {
+        let conn = self.conn();
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE id IN \
+             (SELECT MAX(id) FROM runs WHERE kind = 'profile' AND status != 'skipped' GROUP BY profile)"
+        );
+        let mut stmt = conn.prepare_cached(&sql).map_err(self.err("reading last runs"))?;
+        stmt.query_map([], run_from_row)
+            .and_then(|rows| rows.collect())
+            .map_err(self.err("reading last runs"))
+    }
+
+    // ---- check results ----
+}
