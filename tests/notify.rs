@@ -749,6 +749,51 @@ fn an_alert_notified_then_silenced_still_sends_its_resolution() {
 // ---------------------------------------------------------------------------------------------
 // Failures: retries, dead letters, channel health, timeouts
 
+/// What the receiver answers decides whether a notification is sent again: a refusal that
+/// cannot change (400, 401, 403, 404) is dead at once; a status that may (503, 429) and no
+/// answer at all wait for the next attempt.
+#[test]
+fn a_refusal_is_dead_at_once_while_an_outage_is_retried() {
+    for (status, retried) in [(400, false), (401, false), (404, false), (503, true), (429, true)] {
+        let hook = Recorder::start();
+        hook.respond(status, "the receiver says so");
+        let env = Env::new(&format!(
+            r#"
+version: 1
+checks:
+  web: {{ command: {{ sh: "exit 1" }}, severity: critical }}
+notify:
+  channels:
+    hook: {{ webhook: {{ url: "{}/hook" }} }}
+"#,
+            hook.url()
+        ));
+        assert_eq!(env.run(&["check", "web"]).code, 1);
+        assert_eq!(hook.count(), 1, "{status}");
+        let row = outbox_row(&env, "hook", "opened");
+        assert_eq!(row["attempts"], 1, "{status}: {row}");
+        assert_eq!(
+            row["status"],
+            if retried { "pending" } else { "dead" },
+            "{status}: {row}"
+        );
+        assert!(
+            row["last_error"].as_str().unwrap().contains(&status.to_string()),
+            "{status}: {row}"
+        );
+    }
+    // Nobody listening: retried.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let env = Env::new(&format!(
+        "version: 1\nchecks:\n  web: {{ command: {{ sh: \"exit 1\" }}, severity: critical }}\nnotify:\n  channels:\n    hook: {{ webhook: {{ url: \"http://127.0.0.1:{port}/hook\" }} }}\n"
+    ));
+    assert_eq!(env.run(&["check", "web"]).code, 1);
+    assert_eq!(outbox_row(&env, "hook", "opened")["status"], "pending");
+}
+
 #[test]
 fn a_failing_channel_is_retried_then_dead_while_its_sibling_delivers_and_health_tells_which() {
     let bad = Recorder::start();

@@ -46,7 +46,7 @@ pub fn run(cx: &Ctx, cmd: NotifyCmd) -> Result<Outcome, CliError> {
             let result = runtime().block_on(notify::send(c, &message, &key));
             let (ok, detail) = match &result {
                 Ok(r) => (true, r.clone()),
-                Err(e) => (false, config.redactor.redact(e).into_owned()),
+                Err(e) => (false, config.redactor.redact(&e.to_string()).into_owned()),
             };
             cx.out.either(
                 &json!({ "channel": channel, "kind": c.kind(), "ok": ok, "result": detail }),

@@ -5,7 +5,7 @@
 use super::{Message, client, http_error};
 use crate::config::notify::AlertmanagerChannel;
 
-pub(super) async fn send(c: &AlertmanagerChannel, m: &Message) -> Result<String, String> {
+pub(super) async fn send(c: &AlertmanagerChannel, m: &Message) -> Result<String, super::SendError> {
     let mut labels = serde_json::Map::new();
     labels.insert("alertname".into(), m.name.clone().into());
     labels.insert("severity".into(), m.severity.clone().into());
@@ -38,7 +38,7 @@ pub(super) async fn send(c: &AlertmanagerChannel, m: &Message) -> Result<String,
         .body(serde_json::Value::Array(vec![alert]).to_string())
         .send()
         .await
-        .map_err(|e| format!("POST {url}: {}", super::transport_error(&e)))?;
+        .map_err(|e| super::SendError::Unreachable(format!("POST {url}: {}", super::transport_error(&e))))?;
     if resp.status().is_success() {
         Ok(format!("HTTP {}", resp.status()))
     } else {

@@ -138,9 +138,15 @@ pub fn dispatch_due(config: &Config, store: &Store) -> Result<Pass, StoreError> 
                     tracing::info!(channel = %n.channel, notification = n.id, %receipt, "notification sent");
                     pass.sent += 1;
                 }
-                Err(error) => {
-                    let error = config.redactor.redact(error).into_owned();
-                    if n.attempts >= config.notify.max_attempts as i64 {
+                Err(failure) => {
+                    let error = config.redactor.redact(&failure.to_string()).into_owned();
+                    if !failure.retryable() {
+                        // The receiver's final no, or the channel's own settings: sending the
+                        // same again cannot succeed.
+                        store.mark_failed(n.id, &n.channel, &error, &at, None)?;
+                        tracing::error!(channel = %n.channel, notification = n.id, attempts = n.attempts, %error, "notification refused: not sent again");
+                        pass.dead += 1;
+                    } else if n.attempts >= config.notify.max_attempts as i64 {
                         store.mark_failed(n.id, &n.channel, &error, &at, None)?;
                         tracing::error!(channel = %n.channel, notification = n.id, attempts = n.attempts, %error, "notification dead: giving up");
                         pass.dead += 1;

@@ -268,8 +268,37 @@ pub fn enqueue(
     Ok(())
 }
 
+/// Why a channel did not take a message: what decides whether it is sent again.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SendError {
+    /// No answer: the connection refused, a name that does not resolve, TLS, a timeout.
+    /// Sent again later.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The receiver answered no. `retry` when it may say yes later (HTTP 5xx, 408, 429; an
+    /// SMTP 4xx); otherwise sending again changes nothing (a bad token, a chat that does
+    /// not exist, a mailbox refused).
+    #[error("{detail}")]
+    Refused { detail: String, retry: bool },
+    /// The channel's own settings are wrong (an address that does not parse, an unreadable
+    /// CA file): no send can succeed until the configuration changes.
+    #[error("{0}")]
+    Misconfigured(String),
+}
+
+impl SendError {
+    /// Whether a later attempt may succeed.
+    pub fn retryable(&self) -> bool {
+        match self {
+            SendError::Unreachable(_) => true,
+            SendError::Refused { retry, .. } => *retry,
+            SendError::Misconfigured(_) => false,
+        }
+    }
+}
+
 /// Sends one message through a channel; `Ok` carries a one-line receipt (HTTP status).
-pub async fn send(channel: &Channel, message: &Message, idempotency_key: &str) -> Result<String, String> {
+pub async fn send(channel: &Channel, message: &Message, idempotency_key: &str) -> Result<String, SendError> {
     match channel {
         Channel::Telegram(c) => telegram::send(c, message).await,
         Channel::Webhook(c) => webhook::send(c, message, idempotency_key).await,
@@ -306,10 +335,16 @@ pub(crate) fn transport_error(e: &reqwest::Error) -> String {
     }
 }
 
-/// `status 500: body…`, cut for logs.
-async fn http_error(resp: reqwest::Response) -> String {
+/// `HTTP 500 …: body…` (cut for logs), and whether the status invites another try.
+async fn http_error(resp: reqwest::Response) -> SendError {
     let status = resp.status();
     let body = resp.text().await.unwrap_or_default();
     let body: String = body.chars().take(200).collect();
-    format!("HTTP {status}: {}", body.trim())
+    refused(status, format!("HTTP {status}: {}", body.trim()))
+}
+
+/// The receiver's no, sent again only for a status that may change (5xx, 408, 429).
+fn refused(status: reqwest::StatusCode, detail: String) -> SendError {
+    let retry = status.is_server_error() || matches!(status.as_u16(), 408 | 429);
+    SendError::Refused { detail, retry }
 }

@@ -40,7 +40,7 @@ fn split(text: &str) -> Vec<String> {
     parts
 }
 
-pub(super) async fn send(c: &TelegramChannel, m: &Message) -> Result<String, String> {
+pub(super) async fn send(c: &TelegramChannel, m: &Message) -> Result<String, super::SendError> {
     let url = format!("{}/bot{}/sendMessage", c.api_url, c.bot_token);
     let text = escape(&m.text());
     let pieces = split(&text);
@@ -56,17 +56,20 @@ pub(super) async fn send(c: &TelegramChannel, m: &Message) -> Result<String, Str
         if let (Some(topic), false) = (c.topic_id, m.test_route) {
             body["message_thread_id"] = topic.into();
         }
-        let resp = client()
-            .post(&url)
-            .json_body(&body)
-            .send()
-            .await
-            .map_err(|e| format!("telegram sendMessage: {}", super::transport_error(&e.without_url())))?;
+        let resp = client().post(&url).json_body(&body).send().await.map_err(|e| {
+            super::SendError::Unreachable(format!(
+                "telegram sendMessage: {}",
+                super::transport_error(&e.without_url())
+            ))
+        })?;
         let status = resp.status();
         let reply: serde_json::Value = resp.json_value().await.unwrap_or_default();
         if !status.is_success() || reply["ok"] != true {
             let why = reply["description"].as_str().unwrap_or("no description");
-            return Err(format!("telegram sendMessage: HTTP {status}: {why}"));
+            return Err(super::refused(
+                status,
+                format!("telegram sendMessage: HTTP {status}: {why}"),
+            ));
         }
     }
     Ok(format!("telegram: {count} message(s) sent"))

@@ -4,7 +4,7 @@ use super::{Message, client, hmac::hmac_sha256, http_error};
 use crate::config::notify::WebhookChannel;
 use crate::util::hex;
 
-pub(super) async fn send(c: &WebhookChannel, m: &Message, idempotency_key: &str) -> Result<String, String> {
+pub(super) async fn send(c: &WebhookChannel, m: &Message, idempotency_key: &str) -> Result<String, super::SendError> {
     let body = serde_json::json!({
         "version": "1",
         "change": m.change,
@@ -34,7 +34,7 @@ pub(super) async fn send(c: &WebhookChannel, m: &Message, idempotency_key: &str)
         .body(body)
         .send()
         .await
-        .map_err(|e| format!("POST {}: {}", c.url, super::transport_error(&e)))?;
+        .map_err(|e| super::SendError::Unreachable(format!("POST {}: {}", c.url, super::transport_error(&e))))?;
     if resp.status().is_success() {
         Ok(format!("HTTP {}", resp.status()))
     } else {
