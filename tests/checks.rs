@@ -316,7 +316,8 @@ checks:
         "{detail}"
     );
     assert!(detail.to_lowercase().contains("connection refused"), "{detail}");
-    assert_eq!(o["down"]["data"], Value::Null);
+    // No answer at all: the data says so, apart from a timeout or a wrong answer.
+    assert_eq!(o["down"]["data"], serde_json::json!({ "error": "unreachable" }));
 
     let out = env.run(&["check"]);
     assert_eq!(out.code, 1);
@@ -339,6 +340,7 @@ checks:
     let took = start.elapsed();
     assert_eq!(code, 1);
     assert_eq!(assert_failing(&o, "silent"), "timed out after 1s");
+    assert_eq!(o["silent"]["data"]["error"], "timeout", "{o:#?}");
     assert!(
         took < Duration::from_secs(8),
         "`runbook check` took {took:?} with a 1s timeout"
@@ -398,6 +400,9 @@ checks:
     assert_eq!(o["open"]["kind"], "tcp");
     assert!(o["open"]["data"]["connect_ms"].is_u64(), "{o:#?}");
     let detail = assert_failing(&o, "closed");
+    // Nothing answered, which is not a timeout nor a wrong answer: the data says which.
+    assert_eq!(o["closed"]["data"]["error"], "unreachable", "{o:#?}");
+    assert!(o["open"]["data"].get("error").is_none(), "{o:#?}");
     assert!(
         detail.starts_with(&format!("cannot connect to 127.0.0.1:{closed}: ")),
         "{detail}"

@@ -10,7 +10,7 @@ use crate::config::checks::BackupAgeProbe;
 use crate::config::{Config, HumanDuration};
 use crate::store::Store;
 
-pub(super) fn probe(config: &Config, p: &BackupAgeProbe) -> Result<Finding, String> {
+pub(super) fn probe(config: &Config, p: &BackupAgeProbe) -> Result<Finding, super::ProbeError> {
     let Some(store) = Store::open_existing(&config.state.path).map_err(|e| e.to_string())? else {
         return Ok(Finding::new(
             false,
@@ -30,7 +30,7 @@ pub(super) fn probe(config: &Config, p: &BackupAgeProbe) -> Result<Finding, Stri
         let newest = match crate::backup::latest(config, &store, &p.target) {
             Ok(n) => Some(n),
             Err(crate::backup::BackupError::NoArchive(_)) => None,
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.to_string().into()),
         };
         let detail = match &newest {
             Some(n) if !std::path::Path::new(&n.path).is_file() => format!(

@@ -86,7 +86,7 @@ fn leaf_not_after(host: &str, server_name: &str, timeout: Duration) -> Result<i6
     Ok(cert.validity().not_after.timestamp())
 }
 
-pub(super) async fn probe(p: &CertProbe, timeout: Duration) -> Result<Finding, String> {
+pub(super) async fn probe(p: &CertProbe, timeout: Duration) -> Result<Finding, super::ProbeError> {
     let host = p.host.clone();
     let server_name = p
         .server_name

@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::config::checks::CommandProbe;
 use crate::exec::{self, Cancel, Spec};
 
-pub(super) async fn probe(config: &Config, p: &CommandProbe, timeout: Duration) -> Result<Finding, String> {
+pub(super) async fn probe(config: &Config, p: &CommandProbe, timeout: Duration) -> Result<Finding, super::ProbeError> {
     let mut spec = Spec::new(p.program.argv(), timeout);
     spec.cwd = Some(p.cwd.clone().unwrap_or_else(|| config.base_dir()));
     spec.env = config.env.clone();

@@ -23,7 +23,7 @@ fn judge(label: &str, free: u64, total: u64, min: Threshold, unit: fn(u64) -> St
     (ok, format!("{label} {pct:.1}% free ({}), need {need}", unit(free)))
 }
 
-pub(super) fn probe(p: &DiskProbe) -> Result<Finding, String> {
+pub(super) fn probe(p: &DiskProbe) -> Result<Finding, super::ProbeError> {
     let st =
         rustix::fs::statvfs(&p.path).map_err(|e| format!("cannot stat filesystem of {}: {e}", p.path.display()))?;
     let block = st.f_frsize.max(1);

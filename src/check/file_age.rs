@@ -10,7 +10,7 @@ use crate::config::HumanDuration;
 use crate::config::checks::FileAgeProbe;
 use crate::util::wildcard;
 
-pub(super) fn probe(p: &FileAgeProbe) -> Result<Finding, String> {
+pub(super) fn probe(p: &FileAgeProbe) -> Result<Finding, super::ProbeError> {
     let path = Path::new(&p.path);
     let dir = path.parent().unwrap_or(Path::new("/"));
     let pattern = path

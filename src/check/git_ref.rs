@@ -30,13 +30,13 @@ fn looks_like_sha(s: &str) -> bool {
     (7..=40).contains(&s.len()) && s.chars().all(|c| c.is_ascii_hexdigit())
 }
 
-pub(super) async fn probe(p: &GitRefProbe, timeout: Duration) -> Result<Finding, String> {
+pub(super) async fn probe(p: &GitRefProbe, timeout: Duration) -> Result<Finding, super::ProbeError> {
     let (ok, head) = git(&p.repo, &["rev-parse", "HEAD"], timeout).await?;
     if !ok {
-        return Err(format!(
+        return Err(super::ProbeError::Failed(format!(
             "{} is not a git checkout with a commit: {head}",
             p.repo.display()
-        ));
+        )));
     }
     let short = head.get(..12).unwrap_or(&head).to_string();
     let (matched, what) = if p.expect.contains('*') || p.expect.contains('?') {

@@ -8,7 +8,7 @@ use crate::config::checks::HeartbeatProbe;
 use crate::config::{Config, HumanDuration};
 use crate::store::Store;
 
-pub(super) fn probe(config: &Config, name: &str, p: &HeartbeatProbe) -> Result<Finding, String> {
+pub(super) fn probe(config: &Config, name: &str, p: &HeartbeatProbe) -> Result<Finding, super::ProbeError> {
     let store = Store::open_existing(&config.state.path).map_err(|e| e.to_string())?;
     let beat = match store {
         Some(store) => store.heartbeat(name).map_err(|e| e.to_string())?,

@@ -86,7 +86,7 @@ fn cause(e: &reqwest::Error) -> String {
     msg
 }
 
-pub(super) async fn probe(p: &HttpProbe, timeout: Duration) -> Result<Finding, String> {
+pub(super) async fn probe(p: &HttpProbe, timeout: Duration) -> Result<Finding, super::ProbeError> {
     let client = client(p, timeout).await?;
     let method = reqwest::Method::from_bytes(p.method.as_bytes()).map_err(|_| format!("bad method {}", p.method))?;
     let mut req = client.request(method, &p.url);
@@ -97,10 +97,16 @@ pub(super) async fn probe(p: &HttpProbe, timeout: Duration) -> Result<Finding, S
         req = req.body(body.clone());
     }
     let start = Instant::now();
-    let mut resp = req
-        .send()
-        .await
-        .map_err(|e| format!("{} {}: {}", p.method, p.url, cause(&e)))?;
+    let mut resp = req.send().await.map_err(|e| {
+        let detail = format!("{} {}: {}", p.method, p.url, cause(&e));
+        if e.is_timeout() {
+            super::ProbeError::TimedOut(detail)
+        } else if e.is_connect() {
+            super::ProbeError::Unreachable(detail)
+        } else {
+            super::ProbeError::Failed(detail)
+        }
+    })?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let mut body: Vec<u8> = Vec::new();

@@ -59,6 +59,51 @@ impl Finding {
 /// Probes in flight at once: more only costs memory (connections, buffers), not speed.
 pub const MAX_CONCURRENT_PROBES: usize = crate::util::runtime::MAX_BLOCKING;
 
+/// Why a probe could not judge its target: what a retry or an operator does next differs.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProbeError {
+    /// No answer in time.
+    #[error("{0}")]
+    TimedOut(String),
+    /// Nothing answered: the connection refused, no route, a name that does not resolve.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The probe ran into an error of its target or its own settings (a query error, a
+    /// missing program, an unreadable CA file).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl ProbeError {
+    /// `timeout`, `unreachable` or `error`: the `error` field of the check's data.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProbeError::TimedOut(_) => "timeout",
+            ProbeError::Unreachable(_) => "unreachable",
+            ProbeError::Failed(_) => "error",
+        }
+    }
+
+    /// An I/O error of connecting, by its kind.
+    pub fn connecting(e: &std::io::Error, detail: String) -> Self {
+        use std::io::ErrorKind as K;
+        match e.kind() {
+            K::TimedOut => ProbeError::TimedOut(detail),
+            K::ConnectionRefused | K::ConnectionReset | K::HostUnreachable | K::NetworkUnreachable | K::NotFound => {
+                ProbeError::Unreachable(detail)
+            }
+            _ if e.raw_os_error().is_none() => ProbeError::Unreachable(detail), // name resolution
+            _ => ProbeError::Failed(detail),
+        }
+    }
+}
+
+impl From<String> for ProbeError {
+    fn from(detail: String) -> Self {
+        ProbeError::Failed(detail)
+    }
+}
+
 /// Probes one check, bounded by its timeout.
 pub async fn probe(config: &Config, name: &str, check: &Check) -> Outcome {
     let start = Instant::now();
@@ -81,11 +126,11 @@ pub async fn probe(config: &Config, name: &str, check: &Check) -> Outcome {
     };
     let finding = match tokio::time::timeout(timeout, work).await {
         Ok(Ok(f)) => f,
-        Ok(Err(e)) => Finding::new(false, e, serde_json::Value::Null),
+        Ok(Err(e)) => Finding::new(false, e.to_string(), serde_json::json!({ "error": e.reason() })),
         Err(_) => Finding::new(
             false,
             format!("timed out after {}", HumanDuration(timeout)),
-            serde_json::Value::Null,
+            serde_json::json!({ "error": "timeout" }),
         ),
     };
     let redactor = &config.redactor;

@@ -70,7 +70,7 @@ async fn pg_scalar(url: &str, query: &str) -> Result<Value, String> {
     })
 }
 
-pub(super) async fn probe(p: &SqlProbe) -> Result<Finding, String> {
+pub(super) async fn probe(p: &SqlProbe) -> Result<Finding, super::ProbeError> {
     let value = if p.url.starts_with("postgres://") || p.url.starts_with("postgresql://") {
         pg_scalar(&p.url, &p.query).await?
     } else {

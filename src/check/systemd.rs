@@ -8,7 +8,7 @@ use super::Finding;
 use crate::config::checks::SystemdProbe;
 use crate::exec::{self, Cancel, Spec};
 
-pub(super) async fn probe(p: &SystemdProbe, timeout: Duration) -> Result<Finding, String> {
+pub(super) async fn probe(p: &SystemdProbe, timeout: Duration) -> Result<Finding, super::ProbeError> {
     let argv = [
         "systemctl",
         "show",
@@ -25,11 +25,11 @@ pub(super) async fn probe(p: &SystemdProbe, timeout: Duration) -> Result<Finding
         .map_err(|e| e.to_string())?;
     if !out.success() {
         let why = out.stderr.lines().next().unwrap_or("").trim().to_string();
-        return Err(format!(
+        return Err(super::ProbeError::Failed(format!(
             "systemctl show {} failed ({}): {why}",
             p.unit,
             out.summary(timeout)
-        ));
+        )));
     }
     let prop = |name: &str| {
         out.stdout

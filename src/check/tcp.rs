@@ -7,7 +7,7 @@ use serde_json::json;
 use super::{Finding, ms};
 use crate::config::checks::TcpProbe;
 
-pub(super) async fn probe(p: &TcpProbe) -> Result<Finding, String> {
+pub(super) async fn probe(p: &TcpProbe) -> Result<Finding, super::ProbeError> {
     let start = Instant::now();
     match tokio::net::TcpStream::connect(&p.address).await {
         Ok(_) => {
@@ -18,6 +18,9 @@ pub(super) async fn probe(p: &TcpProbe) -> Result<Finding, String> {
                 json!({ "connect_ms": took.as_millis() as u64 }),
             ))
         }
-        Err(e) => Err(format!("cannot connect to {}: {e}", p.address)),
+        Err(e) => Err(super::ProbeError::connecting(
+            &e,
+            format!("cannot connect to {}: {e}", p.address),
+        )),
     }
 }
