@@ -615,7 +615,12 @@ fn a_database_written_during_the_backup_restores_consistent() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // The writer is writing: its first commits are in the database.
+    assert!(wait_for(Duration::from_secs(10), || {
+        rusqlite::Connection::open(&db)
+            .and_then(|c| c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0)))
+            .is_ok_and(|n| n > before)
+    }));
     let mut paths = Vec::new();
     for _ in 0..3 {
         paths.push(create(&env)["path"].as_str().unwrap().to_string());
