@@ -38,6 +38,20 @@ impl Api {
         }
     }
 
+    /// The status and the body as text of a GET.
+    fn text(&self, path: &str) -> (StatusCode, String) {
+        let req = Request::builder()
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.read))
+            .body(Body::empty())
+            .unwrap();
+        let rt = runbook::util::runtime::runtime();
+        let resp = rt.block_on(router(self.state.clone()).oneshot(req)).unwrap();
+        let status = resp.status();
+        let bytes = rt.block_on(axum::body::to_bytes(resp.into_body(), 1 << 20)).unwrap();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
     /// The status and the JSON body of one request.
     fn send(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> (StatusCode, Value, String) {
         let mut req = Request::builder().method(method).uri(path);
@@ -162,4 +176,21 @@ fn a_good_request_through_the_same_router_is_answered() {
     let (status, json, _) = api.send("GET", "/v1/alerts", Some(&api.read), "");
     assert_eq!(status, StatusCode::OK, "{json}");
     assert!(json.is_array() || json.is_object(), "{json}");
+}
+
+#[test]
+fn metrics_answer_under_the_api_prefix_too() {
+    let api = Api::new();
+    let (status, plain) = api.text("/metrics");
+    assert_eq!(status, StatusCode::OK);
+    let (status, prefixed) = api.text("/v1/metrics");
+    assert_eq!(status, StatusCode::OK, "{prefixed}");
+    assert!(prefixed.contains("runbook_build_info"), "{prefixed}");
+    let families = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.starts_with("# TYPE"))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(families(&plain), families(&prefixed));
 }

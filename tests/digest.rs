@@ -194,7 +194,9 @@ notify:
         hook.requests()[0].json()["text"]
             .as_str()
             .unwrap()
-            .contains("1 dependent check(s) suppressed")
+            .contains("api-unit down; 1 dependent check(s) suppressed: web"),
+        "the suppressed checks are named: {}",
+        hook.requests()[0].json()["text"]
     );
 
     std::fs::write(env.path("up-api"), "").unwrap();

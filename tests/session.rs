@@ -197,6 +197,17 @@ fn an_approval_runs_exactly_one_command_once_in_one_session() {
         request(port, "POST", &format!("/v1/changes/{id}/approve"), Some(&token)).status,
         409
     );
+    // An approval is a person's decision: the audit API lists it with the others.
+    let decisions = request(port, "GET", "/v1/audit/decisions", Some(&reader));
+    assert!(
+        decisions.json()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "change.approved"),
+        "{}",
+        decisions.body
+    );
     assert_eq!(
         request(port, "POST", "/v1/changes/999/approve", Some(&token)).status,
         404

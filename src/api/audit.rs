@@ -17,7 +17,14 @@ use super::query::{Q, decode_cursor, encode_cursor, limit};
 use crate::store::AuditFilter;
 
 /// Kinds that record a person's decision (not something runbook did by itself).
-pub const DECISIONS: &[&str] = &["alert.silenced", "alert.acked", "token.created", "token.revoked"];
+pub const DECISIONS: &[&str] = &[
+    "alert.silenced",
+    "alert.acked",
+    "token.created",
+    "token.revoked",
+    "change.approved",
+    "change.denied",
+];
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

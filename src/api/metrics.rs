@@ -256,3 +256,10 @@ pub async fn metrics(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> 
     let content_type = if openmetrics { OPENMETRICS } else { TEXT };
     Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
 }
+
+/// `/metrics` under the API's own prefix, for scrapers and proxies that route only `/v1/`.
+#[utoipa::path(get, path = "/v1/metrics", tag = "metrics", security(("bearer" = [])),
+    responses((status = 200, description = "The same exposition as /metrics", content_type = "text/plain")))]
+pub async fn metrics_v1(state: State<Arc<ApiState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    metrics(state, headers).await
+}

@@ -78,10 +78,12 @@ pub fn dispatch_due(config: &Config, store: &Store) -> Result<Pass, StoreError> 
             (Some(_), Ok(mut message)) => {
                 if message.change == "opened" && message.source == "check" {
                     let dependents = store.suppressed_dependents(&message.name)?;
-                    if dependents > 0 {
+                    if !dependents.is_empty() {
                         message.note = Some(format!(
-                            "{} down; {dependents} dependent check(s) suppressed",
-                            message.name
+                            "{} down; {} dependent check(s) suppressed: {}",
+                            message.name,
+                            dependents.len(),
+                            dependents.join(", ")
                         ));
                     }
                 }

@@ -3,7 +3,7 @@
 //! Invariant: a notification is claimed (`sending`, attempts + 1) in its own committed
 //! transaction before it is sent, so after a crash the store knows a send may have happened.
 
-use rusqlite::{OptionalExtension, Row, params};
+use rusqlite::{Row, params};
 use serde::Serialize;
 
 use super::alerts::AlertTx;
@@ -214,19 +214,18 @@ impl Store {
     }
 
     /// How many open alerts are suppressed because `name` is failing.
-    pub fn suppressed_dependents(&self, name: &str) -> Result<i64> {
-        self.conn()
-            .query_row(
-                "SELECT count(*) FROM alerts WHERE status != 'resolved' AND suppressed_by = ?1",
-                [name],
-                |r| r.get(0),
-            )
-            .optional()
-            .map(|n| n.unwrap_or(0))
-            .map_err(|source| StoreError::Sqlite {
-                path: self.path().to_path_buf(),
-                context: "counting suppressed alerts",
-                source,
-            })
+    pub fn suppressed_dependents(&self, name: &str) -> Result<Vec<String>> {
+        let run = || -> rusqlite::Result<Vec<String>> {
+            let conn = self.conn();
+            let mut stmt = conn.prepare_cached(
+                "SELECT DISTINCT name FROM alerts WHERE status != 'resolved' AND suppressed_by = ?1 ORDER BY name",
+            )?;
+            stmt.query_map([name], |r| r.get(0))?.collect()
+        };
+        run().map_err(|source| StoreError::Sqlite {
+            path: self.path().to_path_buf(),
+            context: "listing suppressed alerts",
+            source,
+        })
     }
 }
