@@ -24,7 +24,15 @@ struct Api {
 
 impl Api {
     fn new() -> Api {
-        let env = Env::new("version: 1\napi: { rate_limit: off }\n");
+        Api::with("version: 1\napi: { rate_limit: off }\n", &[])
+    }
+
+    /// An API over the state `commands` leave behind in an environment of `yaml`.
+    fn with(yaml: &str, commands: &[&[&str]]) -> Api {
+        let env = Env::new(yaml);
+        for c in commands {
+            env.run(c);
+        }
         let read = create_token(&env, "reader", "read");
         let write = create_token(&env, "writer", "write");
         let config = runbook::config::load(&env.config).expect("config");
@@ -193,4 +201,47 @@ fn metrics_answer_under_the_api_prefix_too() {
             .collect()
     };
     assert_eq!(families(&plain), families(&prefixed));
+}
+
+#[test]
+fn alerts_filter_by_source_and_label_and_name_a_bad_value() {
+    let api = Api::with(
+        r#"
+version: 1
+api: { rate_limit: off }
+checks:
+  smtp-in: { command: { sh: "exit 1" }, labels: { protocol: smtp } }
+  imap-in: { command: { sh: "exit 1" }, labels: { protocol: imap } }
+"#,
+        &[&["check"]],
+    );
+    let names = |path: &str| -> Vec<String> {
+        let (status, json, _) = api.send("GET", path, Some(&api.read), "");
+        assert_eq!(status, StatusCode::OK, "{path}: {json}");
+        let mut n: Vec<String> = json["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap().to_string())
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names("/v1/alerts"), ["imap-in", "smtp-in"]);
+    assert_eq!(names("/v1/alerts?label=protocol:smtp"), ["smtp-in"]);
+    assert_eq!(names("/v1/alerts?source=check&label=protocol:imap"), ["imap-in"]);
+    assert!(names("/v1/alerts?source=task").is_empty());
+    assert!(names("/v1/alerts?label=protocol:pop3").is_empty());
+    for (path, code, names_the) in [
+        (
+            "/v1/alerts?source=protocol",
+            "bad_source",
+            "check, task, channel, backup",
+        ),
+        ("/v1/alerts?label=protocol", "bad_label", "KEY:VALUE"),
+    ] {
+        let (status, json, kind) = api.send("GET", path, Some(&api.read), "");
+        assert_eq!(error_code(status, StatusCode::BAD_REQUEST, &json, &kind), code);
+        assert!(json["error"]["message"].as_str().unwrap().contains(names_the), "{json}");
+    }
 }

@@ -29,6 +29,16 @@ pub enum Source {
 }
 
 impl Source {
+    pub const ALL: [Source; 4] = [Source::Check, Source::Task, Source::Channel, Source::Backup];
+
+    /// The source named `s`; the error lists the names there are.
+    pub fn parse(s: &str) -> Result<Source, String> {
+        Source::ALL.into_iter().find(|x| x.as_str() == s).ok_or_else(|| {
+            let names: Vec<&str> = Source::ALL.iter().map(|x| x.as_str()).collect();
+            format!("unknown source `{s}` ({})", names.join(", "))
+        })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Check => "check",
@@ -37,6 +47,14 @@ impl Source {
             Source::Backup => "backup",
         }
     }
+}
+
+/// A label filter, `KEY:VALUE` (`protocol:smtp`).
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once(':')
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("label `{s}` is not KEY:VALUE"))
 }
 
 /// One outcome to judge.

@@ -17,7 +17,10 @@ use crate::store::{AlertFilter, AlertStatus, RunFilter, RunStatus};
 #[into_params(parameter_in = Query)]
 pub struct AlertsQuery {
     limit: Option<usize>,
+    /// check, task, channel or backup
     source: Option<String>,
+    /// `KEY:VALUE`: only alerts with this label (`protocol:smtp`)
+    label: Option<String>,
     status: Option<String>,
     since: Option<String>,
     cursor: Option<String>,
@@ -62,9 +65,20 @@ pub async fn alerts(
                 .ok_or_else(|| ApiError::bad_request("bad_since", format!("`{s}` is not an RFC 3339 time")))
         })
         .transpose()?;
+    let source = q
+        .source
+        .as_deref()
+        .map(|s| crate::alert::Source::parse(s).map_err(|e| ApiError::bad_request("bad_source", e)))
+        .transpose()?;
+    let label = q
+        .label
+        .as_deref()
+        .map(|l| crate::alert::parse_label(l).map_err(|e| ApiError::bad_request("bad_label", e)))
+        .transpose()?;
     let filter = AlertFilter {
         status,
-        source: q.source,
+        source: source.map(|s| s.as_str().to_string()),
+        label,
         limit,
         before: decode_cursor(q.cursor.as_deref())?,
         since,

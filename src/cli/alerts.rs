@@ -16,9 +16,12 @@ pub enum AlertsCmd {
         /// Only alerts with this status: firing, silenced, resolved
         #[arg(long)]
         status: Option<crate::store::AlertStatus>,
-        /// Only alerts from this source: check, task, channel
-        #[arg(long)]
-        source: Option<String>,
+        /// Only alerts from this source: check, task, channel, backup
+        #[arg(long, value_parser = crate::alert::Source::parse)]
+        source: Option<crate::alert::Source>,
+        /// Only alerts with this label, KEY:VALUE (`--label protocol:smtp`)
+        #[arg(long, value_name = "KEY:VALUE", value_parser = crate::alert::parse_label)]
+        label: Option<(String, String)>,
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
@@ -46,10 +49,16 @@ pub fn run(cx: &Ctx, cmd: AlertsCmd) -> Result<Outcome, CliError> {
     let config = cx.load()?;
     let store = cx.open_store(&config)?;
     match cmd {
-        AlertsCmd::List { status, source, limit } => {
+        AlertsCmd::List {
+            status,
+            source,
+            label,
+            limit,
+        } => {
             let alerts = store.list_alerts(&AlertFilter {
                 status,
-                source,
+                source: source.map(|s| s.as_str().to_string()),
+                label,
                 limit,
                 ..Default::default()
             })?;

@@ -121,6 +121,8 @@ pub struct AlertFilter {
     pub since: Option<String>,
     /// Order by id only (paging), instead of open alerts first.
     pub by_id: bool,
+    /// Only alerts with this label (key, value).
+    pub label: Option<(String, String)>,
 }
 
 const ALERT_COLUMNS: &str = "id, key, source, name, host, severity, status, labels, summary, first_seen, last_seen, \
@@ -305,6 +307,14 @@ impl Store {
         }
         if let Some(src) = &filter.source {
             arg("source = ?", Value::Text(src.clone()), &mut clauses);
+        }
+        if let Some((key, value)) = &filter.label {
+            // One placeholder for both: label keys are names, without `=`.
+            arg(
+                "EXISTS (SELECT 1 FROM json_each(alerts.labels) WHERE json_each.key || '=' || json_each.value = ?)",
+                Value::Text(format!("{key}={value}")),
+                &mut clauses,
+            );
         }
         if let Some(before) = filter.before {
             arg("id < ?", Value::Integer(before), &mut clauses);
