@@ -1151,6 +1151,12 @@ fn keygen_makes_a_key_pair_that_encrypted_archives_are_written_and_read_with() {
     assert_eq!(again.code, 2, "{}", again.stderr);
     assert!(again.stderr.contains("already exists"), "{}", again.stderr);
     assert_eq!(std::fs::read_to_string(&key).unwrap(), text);
+    // A directory that is not there is the host's error (exit 3), not a usage error.
+    let missing = env.path("no/such/dir/k");
+    let out = env.run(&["backup", "keygen", "--out", missing.to_str().unwrap()]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("No such file or directory"), "{}", out.stderr);
+    assert!(!missing.exists());
 }
 
 /// A target that keeps its last archive, and `n` archives of it (oldest first).

@@ -267,7 +267,11 @@ fn write_key_file(path: &std::path::Path, text: &str) -> Result<(), CliError> {
             std::io::ErrorKind::AlreadyExists => {
                 CliError::usage(format!("{shown}: already exists; keygen never overwrites a key"), None)
             }
-            _ => CliError::usage(format!("{shown}: {e}"), None),
+            // A missing directory, no permission, a full disk: the host's, not the command's.
+            _ => CliError::internal(
+                format!("{shown}: {e}"),
+                Some("create the directory, or give --out a path this user can write".into()),
+            ),
         })?;
     if let Err(e) = f.write_all(text.as_bytes()).and_then(|()| f.sync_all()) {
         drop(f);
