@@ -190,6 +190,21 @@ fn writes(prog: &str, args: &[&str]) -> Option<String> {
     }
 }
 
+/// `git` with its location options (`-C DIR`, `--git-dir=…`, `--work-tree=…`,
+/// `--no-pager`) taken out from before the subcommand.
+fn without_git_location<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut i = 1;
+    while i < args.len() {
+        match args[i] {
+            "-C" if i + 1 < args.len() => i += 2,
+            "--no-pager" => i += 1,
+            a if a.starts_with("--git-dir=") || a.starts_with("--work-tree=") => i += 1,
+            _ => break,
+        }
+    }
+    std::iter::once(args[0]).chain(args[i..].iter().copied()).collect()
+}
+
 fn program(argv0: &str) -> &str {
     argv0.rsplit('/').next().unwrap_or(argv0)
 }
@@ -282,15 +297,25 @@ impl Policy {
                 return Class::SecretRead(format!("`{path}` is listed in secrets.deny_read"));
             }
         }
+        // git's own options before its subcommand that only say where the repository is
+        // (`git -C DIR rev-parse HEAD`); `-c` sets configuration, which can run commands.
+        let args = if prog == "git" {
+            without_git_location(&args)
+        } else {
+            args
+        };
         let line = args.join(" ");
-        let built_in = built_in().iter().any(|prefix| {
-            prefix.len() <= args.len()
-                && prefix
-                    .iter()
-                    .zip(&args)
-                    .enumerate()
-                    .all(|(i, (want, got))| if i == 0 { program(got) == *want } else { got == want })
-        });
+        // `runbook run P --dry-run` prints what would run and writes nothing.
+        let dry_run = prog == "runbook" && args.get(1) == Some(&"run") && args.contains(&"--dry-run");
+        let built_in = dry_run
+            || built_in().iter().any(|prefix| {
+                prefix.len() <= args.len()
+                    && prefix
+                        .iter()
+                        .zip(&args)
+                        .enumerate()
+                        .all(|(i, (want, got))| if i == 0 { program(got) == *want } else { got == want })
+            });
         // An operator's pattern names a program by its name (`docker compose ps*`) or by its
         // path; a system program found through PATH answers to both.
         let by_name = std::iter::once(prog)
@@ -345,6 +370,9 @@ mod tests {
             "/usr/bin/uptime",
             "/opt/app/.venv/bin/app list-jobs --limit 50",
             "runbook jobs list",
+            "git -C /srv/app rev-parse HEAD",
+            "git --no-pager -C /srv/app log -1",
+            "runbook run nightly --dry-run",
         ] {
             assert_eq!(class(&p, line), Class::ReadOnly, "{line}");
         }
@@ -365,6 +393,11 @@ mod tests {
             "runbook jobs retry 4 --apply",
             "date -s 2020-01-01",
             "find /tmp -name x -delete",
+            // Probes, records, opens and resolves alerts, sends notifications.
+            "runbook check",
+            "runbook run nightly",
+            "git -C /srv/app -c core.fsmonitor=/tmp/x status",
+            "git -C /srv/app pull",
         ] {
             assert!(
                 matches!(class(&p, line), Class::StateChanging(_)),
