@@ -370,6 +370,40 @@ fn archives_made_before(n: usize, keep: &str, tasks: &str) -> Env {
     env
 }
 
+/// A drill that failed is not a drill: its archive is drilled again, and a prune keeps it
+/// meanwhile.
+#[test]
+fn a_failed_drill_does_not_count_as_drilled() {
+    let env = Env::new(&CONFIG.replace("keep: { last: 2 }", "keep: { last: 1 }").replace(
+        "[ { backup: main }, { drill: main }, { prune: main, name: tidy } ]",
+        "[ { drill: main }, { prune: main, name: tidy } ]",
+    ));
+    // The first archive lacks what the drill's check looks for; the second has it.
+    env.write("data/b.txt", "b\n");
+    assert_eq!(env.run(&["backup", "create", "main"]).code, 0);
+    env.write("data/a.txt", "a\n");
+    assert_eq!(env.run(&["backup", "create", "main"]).code, 0);
+    for round in 0..2 {
+        let out = env.run(&["run", "nightly"]);
+        assert_eq!(
+            out.code, 1,
+            "round {round}: the drill fails\n{}\n{}",
+            out.stdout, out.stderr
+        );
+        assert_eq!(ids(&env, "drill_ok = 0"), vec![1], "round {round}");
+        assert!(
+            ids(&env, "drill_ok = 1").is_empty(),
+            "round {round}: the same archive again"
+        );
+        assert!(
+            ids(&env, "pruned_at IS NOT NULL").is_empty(),
+            "round {round}: kept until drilled"
+        );
+    }
+    let (_, plan) = env.json(&["backup", "prune", "main"]);
+    assert!(plan["keep"].to_string().contains("next to drill"), "{plan}");
+}
+
 #[test]
 fn every_archive_is_drilled_before_a_scheduled_prune_removes_it() {
     // Four archives before the first drill: two more than `last: 2` keeps.

@@ -143,18 +143,29 @@ pub fn next_to_drill(config: &Config, store: &Store, target: &str) -> Result<Opt
     Ok(drill_pick(&present, &kept).map(|r| PathBuf::from(&r.path)))
 }
 
+/// Whether the archive's last drill passed: only that counts as drilled.
+pub(super) fn drilled_ok(r: &BackupRecord) -> bool {
+    r.drilled_at.is_some() && r.drill_ok == Some(true)
+}
+
 pub(super) fn drill_pick<'r>(
     present: &'r [BackupRecord],
     kept: &BTreeMap<i64, Vec<&'static str>>,
 ) -> Option<&'r BackupRecord> {
     present.iter().min_by(|a, b| {
         let rank = |r: &'r BackupRecord| {
+            // A drill that failed does not count: the archive is not known to restore.
+            let drilled = drilled_ok(r);
             (
-                r.drilled_at.is_some(),
-                // Among the never drilled: those the next prune removes first. Among the
+                drilled,
+                // Among the not drilled: those the next prune removes first. Among the
                 // drilled: the one drilled longest ago, whatever the policy.
-                r.drilled_at.is_none() && kept.contains_key(&r.id),
-                r.drilled_at.as_deref().unwrap_or(&r.created_at),
+                !drilled && kept.contains_key(&r.id),
+                if drilled {
+                    r.drilled_at.as_deref().unwrap_or(&r.created_at)
+                } else {
+                    r.created_at.as_str()
+                },
                 r.id,
             )
         };

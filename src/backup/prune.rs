@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::archive;
 use super::catalog::{
-    dest_without_its_archives, drill_pick, drilled_on_schedule, policy_keeps, records_in_dest, target,
+    dest_without_its_archives, drill_pick, drilled_ok, drilled_on_schedule, policy_keeps, records_in_dest, target,
 };
 use super::error::BackupError;
 use super::fsutil::{fsync_dir, lock};
@@ -53,7 +53,7 @@ pub fn prune(
     let mut kept = policy_keeps(t, &present);
     // The archive the scheduled drill takes next stays until it is drilled.
     if drilled_on_schedule(config, name)
-        && let Some(next) = drill_pick(&present, &kept).filter(|r| r.drilled_at.is_none())
+        && let Some(next) = drill_pick(&present, &kept).filter(|r| !drilled_ok(r))
     {
         kept.entry(next.id).or_default().push("next to drill");
     }
