@@ -531,6 +531,37 @@ fn telegram_gets_escaped_html_in_its_topic_and_the_token_stays_out_of_output_and
     assert!(!all.contains(BOT_TOKEN), "{all}");
 }
 
+/// A resolution goes where the firing went: turning the test route off (or editing a route)
+/// between the two sends the end of an alert to nobody who never saw it start.
+#[test]
+fn a_resolution_goes_only_where_its_firing_went() {
+    let test = Recorder::start();
+    let prod = Recorder::start();
+    let env = Env::new(&format!(
+        r#"
+version: 1
+checks:
+  web: {{ command: {{ sh: "test -f up" }}, severity: critical }}
+notify:
+  channels:
+    test: {{ webhook: {{ url: "{}/hook" }} }}
+    prod: {{ webhook: {{ url: "{}/hook" }} }}
+  test_route: test
+"#,
+        test.url(),
+        prod.url()
+    ));
+    assert_eq!(env.run(&["check", "web"]).code, 1);
+    assert_eq!(names(&test.requests()), ["web:opened"]);
+    assert!(prod.requests().is_empty());
+    // The test route is turned off; then the check recovers.
+    env.edit_config("  test_route: test\n", "");
+    std::fs::write(env.path("up"), "").unwrap();
+    assert_eq!(env.run(&["check", "web"]).code, 0);
+    assert_eq!(names(&test.requests()), ["web:opened", "web:resolved"]);
+    assert!(prod.requests().is_empty(), "{:?}", names(&prod.requests()));
+}
+
 #[test]
 fn under_the_test_route_telegram_gets_everything_prefixed_with_its_source_and_without_topic() {
     let api = Recorder::start();

@@ -226,7 +226,29 @@ pub fn enqueue(
         Change::Opened => "opened",
         Change::Resolved => "resolved",
     };
-    for hit in route_hits(notify, t.severity, t.source.as_str(), labels) {
+    let routed = route_hits(notify, t.severity, t.source.as_str(), labels);
+    let hits = match t.change {
+        Change::Opened => routed,
+        // A resolution goes where the firing went, whatever the routes say now (a test route
+        // turned off since, a route edited): nobody is told of the end of what they never saw.
+        // A firing that went out in a profile run's digest is not recorded per alert: its
+        // resolution follows the routes.
+        Change::Resolved => match tx.notified_channels(t.alert_id)? {
+            went if went.is_empty() => routed,
+            went => went
+                .into_iter()
+                .filter(|c| notify.channels.contains_key(c))
+                .map(|c| {
+                    routed.iter().find(|h| h.channel == c).cloned().unwrap_or(Hit {
+                        channel: c,
+                        repeat_every: None,
+                        group_wait: None,
+                    })
+                })
+                .collect(),
+        },
+    };
+    for hit in hits {
         let channel = hit.channel;
         // A broken channel is told about on the others, not on itself.
         if t.source == crate::alert::Source::Channel && t.name == format!("channel:{channel}") {

@@ -79,6 +79,16 @@ impl AlertTx<'_> {
         )
     }
 
+    /// The channels the alert's firing went to (an `opened` or `repeat` notification queued or
+    /// sent there, not given up), in name order.
+    pub fn notified_channels(&self, alert_id: i64) -> rusqlite::Result<Vec<String>> {
+        let mut stmt = self.tx().prepare_cached(
+            "SELECT DISTINCT channel FROM notifications \
+             WHERE alert_id = ?1 AND change IN ('opened', 'repeat') AND status != 'dead' ORDER BY channel",
+        )?;
+        stmt.query_map([alert_id], |r| r.get(0))?.collect()
+    }
+
     /// Queues a notification; a second one with the same idempotency key is ignored.
     pub fn enqueue(&self, n: &NewNotification) -> rusqlite::Result<bool> {
         let inserted = self.tx().execute(
