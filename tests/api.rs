@@ -399,6 +399,49 @@ fn the_audit_log_is_served_summarised_verified_and_exported_as_a_stream() {
     );
 }
 
+/// A heartbeat check that no profile probes still fires when the pings stop: the daemon
+/// judges its deadline on its own tick, and a ping resolves it.
+#[test]
+fn a_heartbeat_in_no_profile_fires_when_pings_stop_under_the_daemon() {
+    let hook = common::receiver::Receiver::start();
+    let key = "lonely-ping-key-0123456789ab";
+    let env = Env::new(&format!(
+        r#"
+version: 1
+api: {{ listen: "127.0.0.1:0", rate_limit: off }}
+checks:
+  lonely: {{ heartbeat: {{ period: 1s, grace: 1s, key: "{key}" }}, severity: critical }}
+notify:
+  channels: {{ ops: {{ webhook: {{ url: "{}/hook" }} }} }}
+"#,
+        hook.url()
+    ));
+    let (_daemon, port) = start_api(&env, &["daemon"]);
+    assert_eq!(
+        request(port, "POST", &format!("/ping/lonely?key={key}"), None).status,
+        200
+    );
+    // No more pings: past period and grace, the daemon's own tick opens the alert.
+    assert!(
+        wait_for(Duration::from_secs(30), || hook.requests().iter().any(
+            |r| r.json()["alert"]["name"] == "lonely" && r.json()["change"] == "opened"
+        )),
+        "no alert for a heartbeat that stopped"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM alerts WHERE name = 'lonely' AND status = 'firing'"),
+        1
+    );
+    // A ping resolves it.
+    assert_eq!(
+        request(port, "POST", &format!("/ping/lonely?key={key}"), None).status,
+        200
+    );
+    assert!(wait_for(Duration::from_secs(10), || env.count(
+        "SELECT count(*) FROM alerts WHERE name = 'lonely' AND status != 'resolved'"
+    ) == 0));
+}
+
 #[test]
 fn heartbeat_pings_record_the_job_and_a_failure_or_silence_opens_the_alert() {
     let hook = common::receiver::Receiver::start();

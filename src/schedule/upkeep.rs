@@ -52,9 +52,39 @@ fn prune(config: &Config, store: &Store) {
     }
 }
 
+/// Heartbeat checks in no profile are judged every this many passes (seconds). An ok verdict
+/// that was ok before is not recorded again, so the history grows only while one fails.
+const HEARTBEATS_EVERY_PASSES: u64 = 5;
+
+/// The heartbeat checks no enabled profile probes: the daemon judges their deadlines itself.
+/// One that never pinged counts only once the daemon has been up longer than its period and
+/// grace (a job installed with runbook has not had its first chance before that).
+fn unprobed_heartbeats(config: &Config, store: &Store, up: Duration) -> Vec<String> {
+    use crate::config::{Probe, Task};
+    let probed = |name: &str| {
+        config
+            .profiles
+            .values()
+            .filter(|p| p.enabled && p.schedule.is_some())
+            .any(|p| p.tasks.iter().any(|t| matches!(t, Task::Check(c) if c.check == name)))
+    };
+    config
+        .checks
+        .iter()
+        .filter_map(|(name, check)| match &check.probe {
+            Probe::Heartbeat(p) if !probed(name) => {
+                let pinged = store.heartbeat(name).ok().flatten().is_some();
+                (pinged || up >= p.period.0 + p.grace()).then(|| name.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// The daemon's upkeep: what was done when.
 #[derive(Debug, Default)]
 pub struct Upkeep {
+    started: Option<Instant>,
     last_prune: Option<Instant>,
     last_checkpoint: Option<Instant>,
     last_heartbeat: Option<Instant>,
@@ -66,6 +96,23 @@ impl Upkeep {
     /// queued but starts nothing new (no heartbeat, no checkpoint).
     pub fn pass(&mut self, config: &Config, store: &Store, stopping: bool) {
         self.passes += 1;
+        let up = self.started.get_or_insert_with(Instant::now).elapsed();
+        if self.passes.is_multiple_of(HEARTBEATS_EVERY_PASSES) && !stopping {
+            let names = unprobed_heartbeats(config, store, up);
+            if !names.is_empty() {
+                let last = store.latest_check_results().unwrap_or_default();
+                let was_ok = |name: &str| last.iter().any(|r| r.check == name && r.ok);
+                let outcomes: Vec<_> = crate::check::probe_blocking(&std::sync::Arc::new(config.clone()), &names)
+                    .into_iter()
+                    .filter(|o| !(o.ok && was_ok(&o.check)))
+                    .collect();
+                if !outcomes.is_empty()
+                    && let Err(e) = crate::notify::record_and_observe(store, config, &outcomes, &[])
+                {
+                    tracing::error!(error = %e, "cannot judge the heartbeat checks");
+                }
+            }
+        }
         if let Some(url) = &config.notify.heartbeat_url {
             let every = config
                 .notify
