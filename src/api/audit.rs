@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::header;
+use axum::extract::{Extension, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
@@ -163,4 +163,49 @@ pub async fn export(State(state): State<Arc<ApiState>>, Q(q): Q<ExportQuery>) ->
         "application/json"
     };
     Ok(([(header::CONTENT_TYPE, content_type)], Body::from_stream(stream)).into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct ArchiveBody {
+    /// Events before this time move out (RFC 3339, or a date: 2026-01-01).
+    before: String,
+    /// Do it; without it, say what would move.
+    #[serde(default)]
+    apply: bool,
+}
+
+/// `runbook audit archive` over HTTP: events older than `before` move to compressed files
+/// beside the state file (`<state>.audit/`), the chain still verifiable. A dry run unless
+/// `apply` is true; the answer is the CLI's `--json` plan either way.
+#[utoipa::path(post, path = "/v1/audit/archive", tag = "audit", request_body = ArchiveBody, security(("bearer" = [])),
+    responses((status = 200, description = "The plan, applied or not"), (status = 400, description = "A bad `before`"),
+              (status = 403, description = "A read token"), (status = 409, description = "The chain is broken: nothing archived")))]
+pub async fn archive(
+    State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<super::auth::Caller>,
+    super::query::OptionalJson(body): super::query::OptionalJson<ArchiveBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use crate::store::archive::{self as arch, ArchiveError};
+    let body =
+        body.ok_or_else(|| ApiError::bad_request("bad_json", "send {\"before\": \"DATE\", \"apply\": false}"))?;
+    let before = arch::parse_before(&body.before).ok_or_else(|| {
+        ApiError::bad_request(
+            "bad_before",
+            format!("`{}` is not a date or an RFC 3339 time", body.before),
+        )
+    })?;
+    let plan = tokio::task::spawn_blocking(move || {
+        let config = state.config();
+        let dir = arch::default_dir(&config.state.path);
+        crate::audit::actor::acting_as(&format!("token:{}", caller.0), || {
+            arch::archive(&state.store, &before, &dir, body.apply, &config.redactor)
+        })
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    match plan {
+        Ok(plan) => Ok(Json(serde_json::json!(plan))),
+        Err(e @ ArchiveError::Broken(_)) => Err(ApiError::new(StatusCode::CONFLICT, "chain_broken", e.to_string())),
+        Err(e) => Err(ApiError::internal(e)),
+    }
 }

@@ -106,8 +106,11 @@ pub async fn require_token(
     next: Next,
 ) -> Result<Response, ApiError> {
     let path = req.uri().path();
-    // Pings authorise themselves (the check's key, or a token): see `ping.rs`.
-    if state.config().api.public.iter().any(|p| p == path) || path.starts_with("/ping/") {
+    // A path the API does not serve is a 404 whatever the token (routing ran first: a route
+    // that matched left its `MatchedPath`). Pings authorise themselves (the check's key, or a
+    // token): see `ping.rs`.
+    let unknown = req.extensions().get::<axum::extract::MatchedPath>().is_none();
+    if unknown || state.config().api.public.iter().any(|p| p == path) || path.starts_with("/ping/") {
         if let Some(over) = limit::check(&state, Client::Peer(&req)) {
             return Ok(over);
         }

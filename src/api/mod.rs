@@ -131,6 +131,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/audit/actions", get(audit::actions))
         .route("/v1/audit/decisions", get(audit::decisions))
         .route("/v1/audit/export", get(audit::export))
+        .route("/v1/audit/archive", axum::routing::post(audit::archive))
         .route("/v1/changes", get(changes::list))
         .route("/v1/changes/{id}/approve", axum::routing::post(changes::approve))
         .route("/ping/{name}", get(ping::success).post(ping::success))

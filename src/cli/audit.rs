@@ -366,15 +366,9 @@ pub fn run(cx: &Ctx, cmd: AuditCmd) -> Result<Outcome, CliError> {
             Ok(Outcome::Ok)
         }
         AuditCmd::Archive { before, dir, apply } => {
-            let ts = clock::from_text(&before)
-                .or_else(|| clock::from_text(&format!("{before}T00:00:00Z")))
-                .map(clock::to_text)
+            let ts = crate::store::archive::parse_before(&before)
                 .ok_or_else(|| CliError::usage(format!("`{before}` is not a date or an RFC 3339 time"), None))?;
-            let dir = dir.unwrap_or_else(|| {
-                let mut name = config.state.path.as_os_str().to_owned();
-                name.push(".audit");
-                std::path::PathBuf::from(name)
-            });
+            let dir = dir.unwrap_or_else(|| crate::store::archive::default_dir(&config.state.path));
             let plan =
                 crate::store::archive::archive(&store, &ts, &dir, apply, &config.redactor).map_err(|e| match e {
                     crate::store::archive::ArchiveError::Store(s) => s.into(),

@@ -52,6 +52,20 @@ pub struct ArchivePlan {
     pub applied: bool,
 }
 
+/// Where archive files go unless told: `<state>.audit/` beside the state file.
+pub fn default_dir(state: &Path) -> PathBuf {
+    let mut name = state.as_os_str().to_owned();
+    name.push(".audit");
+    PathBuf::from(name)
+}
+
+/// `before` as the archive takes it: an RFC 3339 time, or a date (its midnight, UTC).
+pub fn parse_before(before: &str) -> Option<String> {
+    clock::from_text(before)
+        .or_else(|| clock::from_text(&format!("{before}T00:00:00Z")))
+        .map(clock::to_text)
+}
+
 /// Plans (and with `apply`, does) moving every event older than `before` into `dir`.
 pub fn archive(
     store: &Store,
