@@ -40,6 +40,36 @@ fn safe_relative(p: &str) -> Option<PathBuf> {
     (!out.as_os_str().is_empty()).then_some(out)
 }
 
+/// The places an archive's entries take, judged from the entries alone: what `restore`
+/// refuses to write, `verify` refuses to pass. A name must be a plain relative path, each
+/// place is taken once (`d`, `./d` and `d/` are one place), and nothing goes through a
+/// symlink an earlier entry made.
+#[derive(Default)]
+pub(super) struct Places {
+    seen: HashSet<PathBuf>,
+    links: HashSet<PathBuf>,
+}
+
+impl Places {
+    /// The entry's place, or why it cannot have one.
+    pub(super) fn admit(&mut self, name: &str, kind: EntryKind) -> Result<PathBuf, String> {
+        let rel = safe_relative(name).ok_or_else(|| format!("`{name}` is not a plain relative path"))?;
+        if let Some(link) = rel.ancestors().skip(1).find(|a| self.links.contains(*a)) {
+            return Err(format!(
+                "`{name}` would be written through the symlink `{}` an earlier entry made",
+                link.display()
+            ));
+        }
+        if !self.seen.insert(rel.clone()) {
+            return Err(format!("`{name}` names a path that an earlier entry already wrote"));
+        }
+        if kind == EntryKind::Symlink {
+            self.links.insert(rel.clone());
+        }
+        Ok(rel)
+    }
+}
+
 /// Unpacks `archive_path` under `into` (which must exist). Fails on the first entry that does
 /// not match the manifest, naming it. The archive is read once, by the same pipeline as
 /// `verify` (a reader, a decoder, and this thread writing and hashing), which also takes the
@@ -73,7 +103,7 @@ pub fn extract_with(
     progress(Progress::Total(manifest.data_bytes()));
     let mut expected: HashMap<String, FileEntry> = manifest.files().map(|(_, f)| (f.path.clone(), f.clone())).collect();
     let mut dirs: Vec<(PathBuf, FileEntry)> = Vec::new();
-    let mut seen: HashSet<PathBuf> = HashSet::new();
+    let mut places = Places::default();
     // Parent directories already made and found to be real directories (not symlinks).
     let mut made: HashSet<PathBuf> = HashSet::new();
     let (mut files, mut bytes) = (0usize, 0u64);
@@ -92,13 +122,7 @@ pub fn extract_with(
                 want.kind
             )));
         }
-        let rel = safe_relative(&name).ok_or_else(|| bad(format!("`{name}` is not a plain relative path")))?;
-        // `d`, `./d` and `d/` are one place: each place is written once.
-        if !seen.insert(rel.clone()) {
-            return Err(bad(format!(
-                "`{name}` names a path that an earlier entry already wrote"
-            )));
-        }
+        let rel = places.admit(&name, want.kind).map_err(bad)?;
         let target = into.join(&rel);
         if want.kind != EntryKind::Symlink
             && std::fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink())
@@ -299,7 +323,11 @@ mod tests {
                 }
                 Err(body) => {
                     h.set_size(body.len() as u64);
-                    tar.append_data(&mut h, p, body.as_bytes()).unwrap();
+                    // The name as given, `..` included: the tar crate would refuse to write it.
+                    let name = &mut h.as_old_mut().name;
+                    name[..p.len()].copy_from_slice(p.as_bytes());
+                    h.set_cksum();
+                    tar.append(&h, body.as_bytes()).unwrap();
                 }
             }
         }
@@ -322,14 +350,22 @@ mod tests {
                 ("dir/x/d", Ok(outside.to_str().unwrap())),
                 ("dir/x/d/victim", Err("pwned")),
             ],
+            // Out of the directory by `..`.
+            vec![("dir/x/a", Err("a")), ("dir/src/../../x", Err("pwned"))],
         ];
         for (i, entries) in cases.iter().enumerate() {
             let into = d.path().join(format!("into{i}"));
             std::fs::create_dir(&into).unwrap();
             let archive = crafted(d.path(), entries);
+            let refused = extract(&archive, None, &into, &|_| {}).unwrap_err().to_string();
+            // What restore refuses, verify does not pass, for the same reason.
+            let report = crate::backup::verify(&archive, None, &|_| {}).unwrap();
+            assert!(!report.ok, "case {i}: verify passed what restore refused ({refused})");
+            let why = refused.rsplit(": ").next().unwrap();
             assert!(
-                extract(&archive, None, &into, &|_| {}).is_err(),
-                "case {i} was not refused"
+                report.problems.iter().any(|p| p.contains(why)),
+                "case {i}: {refused} / {:?}",
+                report.problems
             );
             assert_eq!(std::fs::read_to_string(outside.join("victim")).unwrap(), "keep");
             std::fs::remove_file(archive).unwrap();

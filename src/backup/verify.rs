@@ -202,6 +202,7 @@ fn read_entries(
     let mut broken = false;
     let mut expected: HashMap<&str, &FileEntry> = manifest.files().map(|(_, f)| (f.path.as_str(), f)).collect();
     let mut last = String::from(MANIFEST_NAME);
+    let mut places = super::extract::Places::default();
     loop {
         let item = match next_entry(&mut walk, &mut ar.raw) {
             Ok(None) => break,
@@ -221,6 +222,10 @@ fn read_entries(
             continue;
         };
         let kind = item.kind.unwrap_or(EntryKind::File);
+        // What a restore would refuse to write, verify refuses to pass.
+        if let Err(why) = places.admit(&name, want.kind) {
+            report.problems.push(why);
+        }
         if item.kind != Some(want.kind) {
             report.problems.push(format!(
                 "`{name}` is a {} in the archive, a {:?} in the manifest",
