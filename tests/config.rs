@@ -917,3 +917,36 @@ profiles:
         "seed {seed}: only {accepted} of {tried} configs were accepted"
     );
 }
+
+/// Files that hold secrets and are open to other users are named by `config check`, and are
+/// errors under `--strict`. runbook's own state file is made closed to others.
+#[test]
+fn secrets_open_to_other_users_are_warned_of_and_strict_makes_them_errors() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new("version: 1\nsecrets: { env_files: [ app.env ] }\n");
+    let secret = env.write("app.env", "API_TOKEN=s3cr3t-value\n");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // The state file runbook makes is not readable by others.
+    assert_eq!(env.run(&["state", "list"]).code, 0);
+    let mode = std::fs::metadata(env.state_db()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode & 0o007, 0, "state file mode {mode:o}");
+    let clean = env.run(&["config", "check", "--strict"]);
+    assert_eq!(clean.code, 0, "{clean:?}");
+    assert!(!clean.stderr.contains("warning"), "{clean:?}");
+
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::set_permissions(env.state_db(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = env.run(&["config", "check"]);
+    assert_eq!(out.code, 0, "a warning is not an error: {out:?}");
+    assert!(out.stderr.contains("warning: env file"), "{out:?}");
+    assert!(out.stderr.contains("writable by other users (mode 0666)"), "{out:?}");
+    assert!(out.stderr.contains("warning: state file"), "{out:?}");
+    let (code, v) = env.json(&["config", "check"]);
+    assert_eq!(code, 0);
+    assert_eq!(v["warnings"].as_array().unwrap().len(), 2, "{v}");
+    let strict = env.run(&["config", "check", "--strict"]);
+    assert_eq!(strict.code, 2, "{strict:?}");
+    let (code, v) = env.json(&["config", "check", "--strict"]);
+    assert_eq!(code, 2);
+    assert_eq!(v["valid"], false, "{v}");
+}

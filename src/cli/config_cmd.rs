@@ -9,7 +9,14 @@ use crate::config::{self, ConfigError};
 #[derive(Debug, Subcommand)]
 pub enum ConfigCmd {
     /// Validate the configuration; report every error with file:line:col (exit 2)
-    Check,
+    ///
+    /// Also warns about files that hold secrets and are open to other users: an env file
+    /// readable or writable by others, a state file readable by others.
+    Check {
+        /// Warnings are errors (exit 2)
+        #[arg(long)]
+        strict: bool,
+    },
     /// Print the resolved configuration, secrets redacted
     Show,
     /// Print the JSON Schema of runbook.yaml, for editors
@@ -18,7 +25,7 @@ pub enum ConfigCmd {
 
 pub fn run(cx: &Ctx, cmd: ConfigCmd) -> Result<Outcome, CliError> {
     match cmd {
-        ConfigCmd::Check => check(cx),
+        ConfigCmd::Check { strict } => check(cx, strict),
         ConfigCmd::Show => {
             let config = cx.load()?;
             let value = config::redacted_json(&config);
@@ -32,20 +39,51 @@ pub fn run(cx: &Ctx, cmd: ConfigCmd) -> Result<Outcome, CliError> {
     }
 }
 
-fn check(cx: &Ctx) -> Result<Outcome, CliError> {
+/// Files that hold secrets and are open to other users (mode bits for "others").
+fn exposure_warnings(config: &crate::config::Config) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| m.permissions().mode() & 0o7777);
+    let mut out = Vec::new();
+    for f in &config.secrets.env_files {
+        if let Some(m) = mode(f).filter(|m| m & 0o006 != 0) {
+            out.push(format!(
+                "env file {} is {} by other users (mode {m:04o}): chmod o-rwx {}",
+                f.display(),
+                if m & 0o002 != 0 { "writable" } else { "readable" },
+                f.display()
+            ));
+        }
+    }
+    if let Some(m) = mode(&config.state.path).filter(|m| m & 0o004 != 0) {
+        out.push(format!(
+            "state file {} is readable by other users (mode {m:04o}): it holds the audit log, outputs and tokens' hashes; chmod o-r {}",
+            config.state.path.display(),
+            config.state.path.display()
+        ));
+    }
+    out
+}
+
+fn check(cx: &Ctx, strict: bool) -> Result<Outcome, CliError> {
     let path = config::discover(cx.config_path.as_deref())?;
     match config::load(&path) {
         Ok(config) => {
             let tasks: usize = config.profiles.values().map(|p| p.tasks.len()).sum();
+            let warnings = exposure_warnings(&config);
+            let failed = strict && !warnings.is_empty();
             let value = json!({
-                "valid": true,
+                "valid": !failed,
                 "file": config.source,
                 "profiles": config.profiles.len(),
                 "tasks": tasks,
                 "state": config.state.path,
                 "errors": [],
+                "warnings": warnings,
             });
             cx.out.either(&value, || {
+                for w in &warnings {
+                    eprintln!("warning: {w}");
+                }
                 cx.out.line(format!(
                     "{} is valid: {} profile{}, {} task{}; state in {}",
                     config.source.display(),
@@ -56,6 +94,12 @@ fn check(cx: &Ctx) -> Result<Outcome, CliError> {
                     config.state.path.display()
                 ))
             });
+            if failed {
+                if !cx.out.json {
+                    eprintln!("error: {} warning(s), errors under --strict", warnings.len());
+                }
+                return Ok(Outcome::Code(super::error::EXIT_USAGE));
+            }
             Ok(Outcome::Ok)
         }
         Err(ConfigError::Invalid { path, diagnostics }) if cx.out.json => {

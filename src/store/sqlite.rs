@@ -31,6 +31,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0013_offsite_uploads.sql"),
     include_str!("migrations/0014_offsite_upload_failures.sql"),
 ];
+/// The mode of a state file runbook creates: its owner writes, its group reads.
+const STATE_MODE: u32 = 0o640;
+
 pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Store {
@@ -100,6 +103,16 @@ impl Store {
                 path: dir.to_path_buf(),
                 source,
             })?;
+        }
+        // A new state file is made here, closed to other users (it holds the audit log, task
+        // output and tokens' hashes); SQLite gives its -wal and -shm the same mode.
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(STATE_MODE)
+                .open(path);
         }
         let store = Self::connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
         store.migrate()?;
