@@ -950,3 +950,23 @@ fn secrets_open_to_other_users_are_warned_of_and_strict_makes_them_errors() {
     assert_eq!(code, 2);
     assert_eq!(v["valid"], false, "{v}");
 }
+
+/// A section of a later version is refused where it stands, and never offered by a hint.
+#[test]
+fn the_unknown_key_hint_offers_only_keys_this_version_reads() {
+    for key in ["gate", "zzz_unknown"] {
+        let env = Env::new(&format!("version: 1\n{key}: {{}}\n"));
+        let out = env.run(&["config", "check"]);
+        assert_eq!(out.code, 2, "{out:?}");
+        assert!(out.stderr.contains(&format!("unknown key `{key}`")), "{out:?}");
+        assert!(
+            !out.stderr.contains("gates") && !out.stderr.contains("deploy"),
+            "a hint offers a key this version rejects: {}",
+            out.stderr
+        );
+    }
+    let env = Env::new("version: 1\ngates: {}\n");
+    let out = env.run(&["config", "check"]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("`gates:` is not supported"), "{out:?}");
+}

@@ -30,7 +30,7 @@ impl utoipa::Modify for Bearer {
         audit::events, audit::summary, audit::actions, audit::decisions, audit::export, audit::archive,
         ping::success, ping::with_status,
         changes::list, changes::approve,
-        status::page,
+        status::page, document,
     )
 )]
 pub struct ApiDoc;

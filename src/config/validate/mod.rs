@@ -34,7 +34,7 @@ const TOP_KEYS: &[&str] = &[
     "incidents",
 ];
 /// Sections of the full design that this version does not read yet.
-const LATER_KEYS: &[&str] = &["gates", "deploy"];
+pub(super) const LATER_KEYS: &[&str] = &["gates", "deploy"];
 pub const DEFAULT_STATE_URL: &str = "sqlite:///var/lib/runbook/runbook.db";
 
 pub(super) use walker::Cx;
