@@ -980,3 +980,37 @@ fn a_directory_that_cannot_be_written_is_one_problem_naming_everything_that_need
         out.stdout
     );
 }
+
+/// An archive cannot plant a setuid program or a world-writable directory on the host: a
+/// restore strips setuid, setgid and write for others unless the target keeps them.
+#[test]
+fn a_restore_strips_setuid_setgid_and_world_write_unless_the_target_keeps_them() {
+    use std::os::unix::fs::PermissionsExt;
+    for keep in [false, true] {
+        let env = Env::new(&format!(
+            "version: 1\nbackups:\n  main: {{ sources: [ {{ dir: data }} ], dest: archives, keep_special_modes: {keep} }}\n"
+        ));
+        env.write("data/tool", "#!/bin/sh\n");
+        env.write("data/open/f.txt", "f\n");
+        std::fs::set_permissions(env.path("data/tool"), std::fs::Permissions::from_mode(0o6755)).unwrap();
+        std::fs::set_permissions(env.path("data/open"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let archive = create(&env, "main");
+        std::fs::remove_dir_all(env.path("data/open")).unwrap();
+        std::fs::remove_file(env.path("data/tool")).unwrap();
+        let (code, r) = env.json(&["backup", "restore", &archive, "--execute"]);
+        assert_eq!(code, 0, "{r:#}");
+        let mode = |p: &str| std::fs::metadata(env.path(p)).unwrap().permissions().mode() & 0o7777;
+        if keep {
+            assert_eq!(mode("data/tool"), 0o6755);
+            assert_eq!(mode("data/open"), 0o1777);
+        } else {
+            assert_eq!(mode("data/tool"), 0o755, "setuid and setgid stripped");
+            assert_eq!(
+                mode("data/open"),
+                0o1775,
+                "write for others stripped, the sticky bit kept"
+            );
+        }
+        assert_eq!(std::fs::read_to_string(env.path("data/open/f.txt")).unwrap(), "f\n");
+    }
+}

@@ -278,6 +278,7 @@ pub fn drill(
             archive_path,
             target.identity_file.as_deref(),
             scratch.path(),
+            extract::Modes::of(target.keep_special_modes),
             progress,
             &mut check_when_written,
         );

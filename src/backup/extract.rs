@@ -78,9 +78,10 @@ pub fn extract(
     archive_path: &Path,
     identity: Option<&Path>,
     into: &Path,
+    modes: Modes,
     progress: &dyn Fn(Progress),
 ) -> Result<Extracted, BackupError> {
-    extract_with(archive_path, identity, into, progress, &mut |_, _, _| {})
+    extract_with(archive_path, identity, into, modes, progress, &mut |_, _, _| {})
 }
 
 /// [`extract`], calling `written(manifest, archive path, file)` as soon as each regular file
@@ -89,6 +90,7 @@ pub fn extract_with(
     archive_path: &Path,
     identity: Option<&Path>,
     into: &Path,
+    modes: Modes,
     progress: &dyn Fn(Progress),
     written: &mut dyn FnMut(&Manifest, &str, &Path),
 ) -> Result<Extracted, BackupError> {
@@ -192,7 +194,7 @@ pub fn extract_with(
                 if n_total != want.size || want.sha256.as_deref() != Some(got.as_str()) {
                     return Err(bad(format!("`{name}`: content does not match the manifest")));
                 }
-                set_meta(&target, &want, &f)?;
+                set_meta(&target, &want, &f, modes)?;
                 drop(f);
                 written(&manifest, &name, &target);
                 files += 1;
@@ -211,7 +213,7 @@ pub fn extract_with(
             .custom_flags(NOFOLLOW | rustix::fs::OFlags::DIRECTORY.bits() as i32)
             .open(path)
             .map_err(|e| BackupError::io(path, e))?;
-        set_meta(path, want, &f)?;
+        set_meta(path, want, &f, modes)?;
     }
     // Everything on disk before anyone relies on it, in one flush of the filesystem: an
     // fsync per file costs a journal commit each (16 s instead of 1 s for 25,000 files).
@@ -228,7 +230,30 @@ pub fn extract_with(
 /// `O_NOFOLLOW`: opening a symlink fails instead of opening what it points to.
 const NOFOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
 
-fn set_meta(path: &Path, want: &FileEntry, f: &File) -> Result<(), BackupError> {
+/// Which mode bits of the archive a restore gives back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Modes {
+    /// Without setuid, setgid and write for others: an archive cannot plant a setuid program
+    /// or a world-writable directory on the host (the default).
+    Safe,
+    /// Every bit as archived (`keep_special_modes: true`).
+    AsArchived,
+}
+
+impl Modes {
+    pub fn of(keep_special: bool) -> Modes {
+        if keep_special { Modes::AsArchived } else { Modes::Safe }
+    }
+
+    fn apply(self, mode: u32) -> u32 {
+        match self {
+            Modes::Safe => mode & !0o6002,
+            Modes::AsArchived => mode,
+        }
+    }
+}
+
+fn set_meta(path: &Path, want: &FileEntry, f: &File, modes: Modes) -> Result<(), BackupError> {
     // Ownership first (a chown clears setuid/setgid bits), and only as root: anyone else
     // could only give files away, which Linux refuses.
     if rustix::process::geteuid().is_root() && (want.uid.is_some() || want.gid.is_some()) {
@@ -239,7 +264,7 @@ fn set_meta(path: &Path, want: &FileEntry, f: &File) -> Result<(), BackupError> 
         )
         .map_err(|e| BackupError::io(path, e.into()))?;
     }
-    f.set_permissions(std::fs::Permissions::from_mode(want.mode))
+    f.set_permissions(std::fs::Permissions::from_mode(modes.apply(want.mode)))
         .map_err(|e| BackupError::io(path, e))?;
     let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(want.mtime.max(0) as u64);
     f.set_modified(mtime).map_err(|e| BackupError::io(path, e))?;
@@ -357,7 +382,9 @@ mod tests {
             let into = d.path().join(format!("into{i}"));
             std::fs::create_dir(&into).unwrap();
             let archive = crafted(d.path(), entries);
-            let refused = extract(&archive, None, &into, &|_| {}).unwrap_err().to_string();
+            let refused = extract(&archive, None, &into, Modes::Safe, &|_| {})
+                .unwrap_err()
+                .to_string();
             // What restore refuses, verify does not pass, for the same reason.
             let report = crate::backup::verify(&archive, None, &|_| {}).unwrap();
             assert!(!report.ok, "case {i}: verify passed what restore refused ({refused})");
@@ -379,7 +406,7 @@ mod tests {
         let archive = crafted(d.path(), entries);
         let into = d.path().join("into");
         std::fs::create_dir(&into).unwrap();
-        let x = extract(&archive, None, &into, &|_| {}).unwrap();
+        let x = extract(&archive, None, &into, Modes::Safe, &|_| {}).unwrap();
         assert_eq!(x.sha256, crate::backup::fsutil::hash_file(&archive).unwrap().1);
         assert_eq!((x.files, x.bytes), (1, 5));
         assert_eq!(std::fs::read_to_string(into.join("dir/x/l")).unwrap(), "alpha");
@@ -392,7 +419,9 @@ mod tests {
         let lying = written(&d.path().join("lying.tar.zst"), &m, entries);
         let into = d.path().join("into2");
         std::fs::create_dir(&into).unwrap();
-        let err = extract(&lying, None, &into, &|_| {}).unwrap_err().to_string();
+        let err = extract(&lying, None, &into, Modes::Safe, &|_| {})
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("`dir/x/l` is a Symlink in the archive, a File in the manifest"),
             "{err}"

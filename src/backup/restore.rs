@@ -490,8 +490,14 @@ fn put_back(
     // Unpack next to the archives first: a bad archive fails here, before any data is replaced.
     progress(Progress::Phase("unpacking into staging"));
     std::fs::create_dir_all(staging).map_err(|e| format!("{}: {e}", staging.display()))?;
-    let x = extract::extract(&plan.archive, target.identity_file.as_deref(), staging, progress)
-        .map_err(|e| e.to_string())?;
+    let x = extract::extract(
+        &plan.archive,
+        target.identity_file.as_deref(),
+        staging,
+        extract::Modes::of(target.keep_special_modes),
+        progress,
+    )
+    .map_err(|e| e.to_string())?;
     // The bytes unpacked are the bytes the preflight checked, not a file swapped since.
     if plan.sha256.as_deref() != Some(x.sha256.as_str()) {
         return Err(format!(

@@ -16,6 +16,9 @@ pub const DEFAULT_DUMP_TIMEOUT: std::time::Duration = std::time::Duration::from_
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackupTarget {
+    /// Restore setuid, setgid and world-writable modes as archived (default: stripped).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_special_modes: bool,
     /// What each archive holds, in order.
     pub sources: Vec<Source>,
     /// Directory of the archives (created if missing).

@@ -26,6 +26,7 @@ const TARGET_KEYS: &[&str] = &[
     "pre",
     "post",
     "restore_checks",
+    "keep_special_modes",
 ];
 const SOURCE_KINDS: &[&str] = &["sqlite", "postgres", "dir", "command"];
 
@@ -102,6 +103,10 @@ fn target(cx: &mut Cx, name: &str, node: &Node, base: &Path) -> Option<BackupTar
     let post = f.get("post").map(|n| commands(cx, n, "post")).unwrap_or_default();
     let offsite = f.get("offsite").and_then(|n| offsite(cx, n, base));
     let encrypt_to = encrypt_to(cx, f.get("encrypt_to"), "encrypt_to").unwrap_or_default();
+    let keep_special_modes = f
+        .get("keep_special_modes")
+        .and_then(|n| cx.bool(n, "keep_special_modes"))
+        .unwrap_or(false);
     let identity_file = f
         .get("identity_file")
         .and_then(|n| cx.string(n, "identity_file"))
@@ -120,6 +125,7 @@ fn target(cx: &mut Cx, name: &str, node: &Node, base: &Path) -> Option<BackupTar
         return None;
     }
     Some(BackupTarget {
+        keep_special_modes,
         sources,
         dest: dest?,
         keep: if keep.is_empty() {
