@@ -36,9 +36,11 @@ pub struct VerifyReport {
     pub size: u64,
     pub files_checked: usize,
     pub data_bytes: u64,
-    /// (archive path, `PRAGMA integrity_check` of the extracted copy)
+    /// Archive path → `PRAGMA integrity_check` of the extracted copy (a JSON object).
+    #[serde(serialize_with = "as_object")]
     pub sqlite: Vec<(String, String)>,
-    /// (archive path, `pg_restore --list` result)
+    /// Archive path → `pg_restore --list` result (a JSON object).
+    #[serde(serialize_with = "as_object")]
     pub postgres: Vec<(String, String)>,
     pub duration_ms: u64,
     #[serde(skip)]
@@ -47,6 +49,16 @@ pub struct VerifyReport {
     /// archive (the key to decrypt it, scratch space for a database's copy).
     #[serde(skip)]
     pub unchecked: usize,
+}
+
+/// Pairs as a JSON object, in their order.
+fn as_object<S: serde::Serializer>(pairs: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(pairs.len()))?;
+    for (k, v) in pairs {
+        map.serialize_entry(k, v)?;
+    }
+    map.end()
 }
 
 impl VerifyReport {
