@@ -1337,5 +1337,9 @@ fn a_finished_archive_leaves_the_page_cache_to_the_application() {
 /// The first value of a JSON object (verify's `sqlite` and `postgres`: archive path → result).
 fn first_value(v: &serde_json::Value) -> String {
     let map = v.as_object().unwrap_or_else(|| panic!("not an object: {v}"));
-    map.values().next().and_then(|x| x.as_str()).unwrap_or_default().to_string()
+    map.values()
+        .next()
+        .and_then(|x| x.as_str())
+        .unwrap_or_default()
+        .to_string()
 }

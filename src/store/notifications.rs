@@ -6,9 +6,9 @@
 use rusqlite::{Row, params};
 use serde::Serialize;
 
+use super::Result;
 use super::alerts::AlertTx;
 use super::sqlite::Store;
-use super::{Result, StoreError};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Notification {
@@ -225,17 +225,11 @@ impl Store {
 
     /// How many open alerts are suppressed because `name` is failing.
     pub fn suppressed_dependents(&self, name: &str) -> Result<Vec<String>> {
-        let run = || -> rusqlite::Result<Vec<String>> {
-            let conn = self.conn();
-            let mut stmt = conn.prepare_cached(
-                "SELECT DISTINCT name FROM alerts WHERE status != 'resolved' AND suppressed_by = ?1 ORDER BY name",
-            )?;
-            stmt.query_map([name], |r| r.get(0))?.collect()
-        };
-        run().map_err(|source| StoreError::Sqlite {
-            path: self.path().to_path_buf(),
-            context: "listing suppressed alerts",
-            source,
-        })
+        self.rows(
+            "listing suppressed alerts",
+            "SELECT DISTINCT name FROM alerts WHERE status != 'resolved' AND suppressed_by = ?1 ORDER BY name",
+            [name],
+            |r| r.get(0),
+        )
     }
 }
