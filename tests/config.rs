@@ -970,3 +970,29 @@ fn the_unknown_key_hint_offers_only_keys_this_version_reads() {
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("`gates:` is not supported"), "{out:?}");
 }
+
+/// An env-file value is a secret when its key says so (or it is a URL with a password, or
+/// `secrets.redact` names it); others, such as a deploy ref, stay readable in output.
+#[test]
+fn env_file_values_are_redacted_when_they_are_credentials_not_when_they_are_names() {
+    let run = |secrets_extra: &str| -> String {
+        let env = Env::new(&format!(
+            "version: 1\nsecrets: {{ env_files: [ app.env ]{secrets_extra} }}\nprofiles:\n  p: {{ cron: \"@hourly\", tasks: [ {{ run: [echo, \"${{DEPLOY_REF}}\", \"${{API_TOKEN}}\", \"${{DATABASE_URL}}\"], name: show }} ] }}\n"
+        ));
+        env.write(
+            "app.env",
+            "DEPLOY_REF=main-7d3c9a1\nAPI_TOKEN=tok-51e8c0ffee\nDATABASE_URL=postgres://app:pw-9911aa@db/app\n",
+        );
+        let (code, v) = env.json(&["run", "p"]);
+        assert_eq!(code, 0, "{v}");
+        let (_, shown) = env.json(&["jobs", "show", &v["tasks"][0]["run_id"].to_string()]);
+        shown["run"]["output"].as_str().unwrap().to_string()
+    };
+    let out = run("");
+    assert!(out.contains("main-7d3c9a1"), "a deploy ref is not a secret: {out}");
+    assert!(!out.contains("tok-51e8c0ffee") && !out.contains("pw-9911aa"), "{out}");
+    let out = run(", plain: [ API_TOKEN ], redact: [ DEPLOY_REF ]");
+    assert!(out.contains("tok-51e8c0ffee"), "plain exempts: {out}");
+    assert!(!out.contains("main-7d3c9a1"), "redact names one: {out}");
+    assert!(!out.contains("pw-9911aa"), "{out}");
+}

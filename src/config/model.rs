@@ -87,12 +87,19 @@ pub struct StateConfig {
 #[derive(Debug, Clone, Default, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecretsConfig {
-    /// dotenv files (KEY=value). Their values expand `${KEY}` and are redacted everywhere.
+    /// dotenv files (KEY=value). Their values expand `${KEY}`; those of credentials are
+    /// redacted everywhere (see `secrets::is_secret`).
     #[serde(default)]
     pub env_files: Vec<PathBuf>,
     /// Glob patterns of files whose reading needs an approved change request.
     #[serde(default)]
     pub deny_read: Vec<String>,
+    /// Env-file keys whose values are secrets although their names do not say so.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redact: Vec<String>,
+    /// Env-file keys whose values are not secrets although their names look like it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plain: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]

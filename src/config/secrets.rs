@@ -206,6 +206,31 @@ fn partial(secret: &str, head: bool) -> impl Iterator<Item = &str> {
     parts.into_iter()
 }
 
+/// Parts of a key's name that make its value a credential.
+const CREDENTIAL_NAMES: &[&str] = &["PASSWORD", "PASSWD", "TOKEN", "SECRET", "KEY", "CREDENTIAL", "DSN"];
+
+/// Whether an env-file value is a secret, to be redacted everywhere: its key looks like a
+/// credential (`*PASSWORD*`, `*TOKEN*`, `*SECRET*`, `*KEY*`, `*CREDENTIAL*`, `*DSN*`), or the
+/// value is a URL with a password, or the key is in `secrets.redact`; unless the key is in
+/// `secrets.plain`. A deploy ref or a host name read from an env file stays readable.
+pub fn is_secret(key: &str, value: &str, redact: &[String], plain: &[String]) -> bool {
+    if plain.iter().any(|p| p == key) {
+        return false;
+    }
+    let upper = key.to_ascii_uppercase();
+    redact.iter().any(|r| r == key) || CREDENTIAL_NAMES.iter().any(|c| upper.contains(c)) || url_with_password(value)
+}
+
+/// `scheme://user:password@host…`.
+fn url_with_password(value: &str) -> bool {
+    value.split_once("://").is_some_and(|(_, rest)| {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+        authority
+            .rsplit_once('@')
+            .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,5 +265,25 @@ mod tests {
         // Short pieces (under 4 characters) and other text stay.
         let kept = r.redact_cut("a hu\n[… 1 bytes omitted …]\nxyz", "[… ", " bytes omitted …]");
         assert_eq!(kept, "a hu\n[… 1 bytes omitted …]\nxyz");
+    }
+
+    #[test]
+    fn a_value_is_a_secret_by_its_key_or_its_form_unless_made_plain() {
+        let none: &[String] = &[];
+        for (key, value, secret) in [
+            ("API_TOKEN", "abc", true),
+            ("db_password", "x", true),
+            ("STRIPE_SECRET_KEY", "sk_1", true),
+            ("DATABASE_DSN", "host=db", true),
+            ("AWS_CREDENTIALS", "x", true),
+            ("DEPLOY_REF", "main-1f2e3d", false),
+            ("APP_HOST", "vps-1", false),
+            ("DATABASE_URL", "postgres://app:hunter2@db/app", true),
+            ("DATABASE_URL", "postgres://app@db/app", false),
+        ] {
+            assert_eq!(is_secret(key, value, none, none), secret, "{key}={value}");
+        }
+        assert!(is_secret("DEPLOY_REF", "x", &["DEPLOY_REF".to_string()], none));
+        assert!(!is_secret("PUBLIC_KEY_ID", "x", none, &["PUBLIC_KEY_ID".to_string()]));
     }
 }

@@ -98,7 +98,9 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
         match secrets::read_env_file(path) {
             Ok(vars) => {
                 for var in vars {
-                    secret_values.push(var.value.clone());
+                    if secrets::is_secret(&var.key, &var.value, &secrets.redact, &secrets.plain) {
+                        secret_values.push(var.value.clone());
+                    }
                     cx.env_files.insert(var.key.clone(), var.value.clone());
                     env.push((var.key, var.value));
                 }
@@ -375,7 +377,7 @@ pub fn default_host() -> String {
 }
 
 fn secrets_section(cx: &mut Cx, node: &Node, base: &Path) -> Option<SecretsConfig> {
-    let f = cx.map(node, "secrets", &["env_files", "deny_read"])?;
+    let f = cx.map(node, "secrets", &["env_files", "deny_read", "redact", "plain"])?;
     let env_files = f
         .get("env_files")
         .and_then(|n| cx.string_list(n, "secrets.env_files"))
@@ -387,7 +389,19 @@ fn secrets_section(cx: &mut Cx, node: &Node, base: &Path) -> Option<SecretsConfi
         .get("deny_read")
         .and_then(|n| cx.string_list(n, "secrets.deny_read"))
         .unwrap_or_default();
-    Some(SecretsConfig { env_files, deny_read })
+    let names = |cx: &mut Cx, key: &str| {
+        f.get(key)
+            .and_then(|n| cx.string_list(n, &format!("secrets.{key}")))
+            .unwrap_or_default()
+    };
+    let redact = names(cx, "redact");
+    let plain = names(cx, "plain");
+    Some(SecretsConfig {
+        env_files,
+        deny_read,
+        redact,
+        plain,
+    })
 }
 
 fn state_section(cx: &mut Cx, node: Option<&Node>, base: &Path) -> StateConfig {
