@@ -158,6 +158,10 @@ fn an_archive_holds_manifest_first_then_every_source_and_verifies() {
     let row = &list.as_array().unwrap()[0];
     assert_eq!(row["verify_ok"], true);
     assert_eq!(row["present"], true);
+    // `entries` counts what create archived (files, directories, symlinks), as `files` did;
+    // verify's `files_checked` counts regular files.
+    assert!(row["entries"].as_i64().unwrap() >= 1, "{row}");
+    assert_eq!(row["entries"], row["files"], "{row}");
     // Ages read as people say them: an archive made three days ago, verified two hours ago.
     env.db()
         .execute_batch(

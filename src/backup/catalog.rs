@@ -37,6 +37,8 @@ pub(crate) fn is_archive_of(file: &str, target: &str) -> bool {
 pub struct Listed {
     #[serde(flatten)]
     pub record: BackupRecord,
+    /// Entries archived (the record's `files`, its earlier name).
+    pub entries: i64,
     pub present: bool,
     pub in_dest: bool,
 }
@@ -56,6 +58,7 @@ pub fn list(config: &Config, store: &Store, target: Option<&str>) -> Result<Vec<
             });
             let path = Path::new(&record.path);
             Listed {
+                entries: record.files,
                 present: path.is_file(),
                 in_dest: dest
                     .as_ref()

@@ -29,6 +29,8 @@ pub struct Created {
     pub path: PathBuf,
     pub size: u64,
     pub sha256: String,
+    /// Entries archived (files, directories, symlinks); `files` is its earlier name.
+    pub entries: usize,
     pub files: usize,
     pub data_bytes: u64,
     pub duration_ms: u64,
@@ -305,6 +307,7 @@ pub fn create(
         path: final_path,
         size,
         sha256,
+        entries: files,
         files,
         data_bytes,
         duration_ms,
