@@ -1560,3 +1560,61 @@ fn http_a_target_that_resets_the_connection_fails_with_a_reason() {
         "{detail}"
     );
 }
+
+/// By default every HTTP probe opens a fresh connection, as a user's first request does (a
+/// listener that no longer accepts must fail the probe); `reuse_connection: true` keeps it.
+#[test]
+fn http_probes_connect_afresh_unless_told_to_reuse_the_connection() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            count.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut stream = stream;
+                // Keep-alive: answer every request on this connection.
+                loop {
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                }
+            });
+        }
+    });
+    const PROBES: usize = 6;
+    for reuse in [false, true] {
+        accepted.store(0, Ordering::SeqCst);
+        let env = Env::new(&format!(
+            "version: 1\nchecks:\n  web: {{ http: {{ url: \"http://127.0.0.1:{port}/\", reuse_connection: {reuse} }} }}\n"
+        ));
+        let config = std::sync::Arc::new(runbook::config::load(&env.config).unwrap());
+        let check = config.checks["web"].clone();
+        let rt = runbook::util::runtime::runtime();
+        for _ in 0..PROBES {
+            let o = rt.block_on(runbook::check::probe(&config, "web", &check));
+            assert!(o.ok, "{o:?}");
+        }
+        let n = accepted.load(Ordering::SeqCst);
+        if reuse {
+            // A connection goes back to the pool as its response is dropped, so a probe that
+            // starts at that very moment may open another: most are reused, not necessarily all.
+            assert!(n < PROBES, "{n} connections for {PROBES} probes reusing them");
+        } else {
+            assert_eq!(n, PROBES, "one connection per probe");
+        }
+    }
+}

@@ -1,7 +1,8 @@
 //! HTTP probe: one request, judged on status, body, JSON, headers and latency.
 //!
-//! Clients are cached per (redirect policy, TLS verification, CA file) so connections are
-//! reused between probes. The body is read up to `MAX_BODY`; a longer body is cut, not an error.
+//! Clients are cached per (redirect policy, TLS verification, CA file, reuse). By default a
+//! client keeps no idle connection, so every probe connects afresh, as blackbox_exporter's do;
+//! `reuse_connection: true` keeps them for the next probe. The body is read up to `MAX_BODY`; a longer body is cut, not an error.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,16 +17,16 @@ use crate::config::checks::HttpProbe;
 /// Bytes of a response body that are read and judged.
 pub const MAX_BODY: usize = 1 << 20;
 
-type ClientKey = (bool, bool, Option<PathBuf>);
+type ClientKey = (bool, bool, Option<PathBuf>, bool);
 
 static CLIENTS: Mutex<Option<HashMap<ClientKey, reqwest::Client>>> = Mutex::new(None);
 
 fn build(key: &ClientKey, timeout: Duration) -> Result<reqwest::Client, String> {
-    let (follow_redirects, tls_verify, ca_file) = key;
+    let (follow_redirects, tls_verify, ca_file, reuse) = key;
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("runbook/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(timeout)
-        .pool_max_idle_per_host(super::MAX_CONCURRENT_PROBES)
+        .pool_max_idle_per_host(if *reuse { super::MAX_CONCURRENT_PROBES } else { 0 })
         .redirect(if *follow_redirects {
             reqwest::redirect::Policy::limited(10)
         } else {
@@ -45,7 +46,7 @@ fn build(key: &ClientKey, timeout: Duration) -> Result<reqwest::Client, String> 
 /// A cached client; building one loads the system's root certificates, so it happens on a
 /// blocking thread and outside the cache lock, never on a probe worker.
 async fn client(p: &HttpProbe, timeout: Duration) -> Result<reqwest::Client, String> {
-    let key: ClientKey = (p.follow_redirects, p.tls_verify, p.ca_file.clone());
+    let key: ClientKey = (p.follow_redirects, p.tls_verify, p.ca_file.clone(), p.reuse_connection);
     let cached = |key: &ClientKey| {
         CLIENTS
             .lock()

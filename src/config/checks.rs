@@ -134,6 +134,11 @@ pub struct HttpProbe {
     /// Extra CA certificate (PEM) to trust, e.g. an internal CA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// Keep the connection for the next probe (default: a fresh connection every probe, as a
+    /// user's first request makes it: the connect and TLS time count, and a listener that no
+    /// longer accepts fails the probe).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reuse_connection: bool,
     #[serde(default)]
     pub expect: HttpExpect,
 }

@@ -40,6 +40,7 @@ pub(super) fn probe(cx: &mut Cx, kind: &str, node: &Node, base: &Path) -> Option
                     "follow_redirects",
                     "tls_verify",
                     "ca_file",
+                    "reuse_connection",
                     "expect",
                 ],
             )?;
@@ -71,6 +72,10 @@ pub(super) fn probe(cx: &mut Cx, kind: &str, node: &Node, base: &Path) -> Option
                 .get("ca_file")
                 .and_then(|n| cx.string(n, "ca_file"))
                 .map(|p| base.join(p));
+            let reuse_connection = f
+                .get("reuse_connection")
+                .and_then(|n| cx.bool(n, "reuse_connection"))
+                .unwrap_or(false);
             let expect = match f.get("expect") {
                 Some(n) => http_expect(cx, n)?,
                 None => HttpExpect::default(),
@@ -83,6 +88,7 @@ pub(super) fn probe(cx: &mut Cx, kind: &str, node: &Node, base: &Path) -> Option
                 follow_redirects,
                 tls_verify,
                 ca_file,
+                reuse_connection,
                 expect,
             }))
         }
