@@ -21,8 +21,9 @@ use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
 
 use super::crypt::plaintext;
-use super::fsutil::{IO_BUF, advise, hash_file};
+use super::fsutil::{IO_BUF, advise};
 use super::manifest::{EntryKind, MANIFEST_NAME, Manifest};
+use crate::util::digest::hash_file;
 use crate::util::hex;
 
 /// Magic number of the first of zstd's skippable frames (0x184D2A50..=0x184D2A5F).

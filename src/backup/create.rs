@@ -214,7 +214,7 @@ pub fn create(
     }
     let written = written.map_err(|e| BackupError::io(&tmp, e))?;
     let (tmp, size, sha256) = if recipients.is_empty() {
-        let (size, sha256) = super::fsutil::hash_file(&tmp).map_err(|e| BackupError::io(&tmp, e))?;
+        let (size, sha256) = crate::util::digest::hash_file(&tmp).map_err(|e| BackupError::io(&tmp, e))?;
         (tmp, size, sha256)
     } else {
         // Encrypted in one more pass over the finished archive (the manifest is written into

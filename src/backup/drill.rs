@@ -244,7 +244,7 @@ pub fn drill(
 
     progress(Progress::Phase("checking the archive's hash"));
     let t = Instant::now();
-    let sidecar = super::fsutil::hash_file(archive_path)
+    let sidecar = crate::util::digest::hash_file(archive_path)
         .map_err(|e| e.to_string())
         .and_then(|(_, sha)| {
             r.sha256 = sha.clone();

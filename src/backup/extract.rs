@@ -407,7 +407,7 @@ mod tests {
         let into = d.path().join("into");
         std::fs::create_dir(&into).unwrap();
         let x = extract(&archive, None, &into, Modes::Safe, &|_| {}).unwrap();
-        assert_eq!(x.sha256, crate::backup::fsutil::hash_file(&archive).unwrap().1);
+        assert_eq!(x.sha256, crate::util::digest::hash_file(&archive).unwrap().1);
         assert_eq!((x.files, x.bytes), (1, 5));
         assert_eq!(std::fs::read_to_string(into.join("dir/x/l")).unwrap(), "alpha");
         // The same entries under a manifest that calls the symlink a file (of no bytes, so

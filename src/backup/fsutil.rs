@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use super::error::BackupError;
 use super::sha2x::Lane;
 use crate::exec::Cancel;
-use crate::util::hex;
 
 /// Removes a path when dropped unless disarmed: temp files and scratch directories.
 pub(super) struct Cleanup(pub(super) Option<PathBuf>);
@@ -127,12 +126,6 @@ pub(crate) fn fsync_dir(dir: &Path) {
 }
 
 pub const IO_BUF: usize = 1 << 20;
-
-/// Size and hex SHA-256 of a whole file.
-pub fn hash_file(path: &Path) -> io::Result<(u64, String)> {
-    let lane = hash_from(path, Lane::new())?;
-    Ok((lane.len(), hex(&lane.finalize())))
-}
 
 /// Goes on hashing the file at `path` into `lane` from byte `lane.len()` to its end.
 pub fn hash_from(path: &Path, mut lane: Lane) -> io::Result<Lane> {

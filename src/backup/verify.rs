@@ -105,7 +105,7 @@ pub fn verify(path: &Path, identity: Option<&Path>, progress: &dyn Fn(Progress))
     let (whole, checks) = read_entries(path, identity, scratch.path(), &mut report, progress);
     let hashed = match whole {
         Some(h) => Ok(h),
-        None => super::fsutil::hash_file(path).map_err(|e| BackupError::io(path, e)),
+        None => crate::util::digest::hash_file(path).map_err(|e| BackupError::io(path, e)),
     };
     let (size, sha) = match hashed {
         Ok(h) => h,

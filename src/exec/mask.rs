@@ -29,10 +29,14 @@ pub enum MaskError {
     HardLinked { path: PathBuf, links: u64 },
 }
 
-impl MaskError {
-    /// What the operator can do about it.
-    pub fn hint(&self) -> String {
-        match self {
+impl crate::util::Explain for MaskError {
+    /// Refused before anything ran: the host needs changing, not the command.
+    fn class(&self) -> crate::util::ExitClass {
+        crate::util::ExitClass::Usage
+    }
+
+    fn hint(&self) -> Option<String> {
+        Some(match self {
             MaskError::Readable { .. } => {
                 "run runbook (and so its sessions) as root, or make that file unreadable to this user".into()
             }
@@ -40,7 +44,7 @@ impl MaskError {
                 "find the other names with `find / -xdev -samefile {}` and remove them",
                 path.display()
             ),
-        }
+        })
     }
 }
 

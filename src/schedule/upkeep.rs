@@ -94,7 +94,7 @@ pub struct Upkeep {
 impl Upkeep {
     /// One pass (the daemon's, every second). `stopping`: the last pass, which sends what is
     /// queued but starts nothing new (no heartbeat, no checkpoint).
-    pub fn pass(&mut self, config: &Config, store: &Store, stopping: bool) {
+    pub fn pass(&mut self, config: &std::sync::Arc<Config>, store: &Store, stopping: bool) {
         self.passes += 1;
         let up = self.started.get_or_insert_with(Instant::now).elapsed();
         if self.passes.is_multiple_of(HEARTBEATS_EVERY_PASSES) && !stopping {
@@ -102,7 +102,7 @@ impl Upkeep {
             if !names.is_empty() {
                 let last = store.latest_check_results().unwrap_or_default();
                 let was_ok = |name: &str| last.iter().any(|r| r.check == name && r.ok);
-                let outcomes: Vec<_> = crate::check::probe_blocking(&std::sync::Arc::new(config.clone()), &names)
+                let outcomes: Vec<_> = crate::check::probe_blocking(config, &names)
                     .into_iter()
                     .filter(|o| !(o.ok && was_ok(&o.check)))
                     .collect();

@@ -275,7 +275,7 @@ pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str)
         .filter(|p| !exposed.contains(p))
         .collect();
     let (run, reason, hint) = match exec::mask::Masks::new(&masked) {
-        Err(e) if run => (false, e.to_string(), Some(e.hint())),
+        Err(e) if run => (false, e.to_string(), e.hint()),
         _ => (run, reason, hint),
     };
     let at = clock::to_text(clock::now());

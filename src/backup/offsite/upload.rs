@@ -201,7 +201,7 @@ pub(super) fn copy_is_whole(resume: &Resume, to: &ObjectPath, copy: &Remote, pat
         return false;
     }
     match resume {
-        Resume::Dir(root) => crate::backup::fsutil::hash_file(&root.join(to.as_ref())).is_ok_and(|(_, h)| h == sha),
+        Resume::Dir(root) => crate::util::digest::hash_file(&root.join(to.as_ref())).is_ok_and(|(_, h)| h == sha),
         Resume::S3(_) => {
             let Some(tag) = copy.e_tag.as_deref().map(|t| t.trim_matches('"').to_ascii_lowercase()) else {
                 return false;
