@@ -1014,3 +1014,105 @@ fn a_restore_strips_setuid_setgid_and_world_write_unless_the_target_keeps_them()
         assert_eq!(std::fs::read_to_string(env.path("data/open/f.txt")).unwrap(), "f\n");
     }
 }
+
+#[test]
+fn a_restored_tree_keeps_runbooks_own_state_evidence_and_archives_as_they_are() {
+    // Everything lives under the one directory that is backed up: the state file, the drill
+    // evidence, the archives themselves.
+    let env = Env::new(
+        "state: { url: \"sqlite://srv/state/runbook.db\" }\nversion: 1\nbackups:\n  main:\n    sources: [ { dir: srv } ]\n    dest: srv/archives\n    drill: { evidence_dir: srv/evidence/drills }\n",
+    );
+    env.write("srv/app/notes.txt", "notes\n");
+    std::fs::create_dir_all(env.path("srv/evidence/drills")).unwrap();
+    env.write("srv/evidence/drills/old.json", "{}\n");
+    let archive = create(&env, "main");
+    // After the archive: application data changes, and so does runbook's own.
+    env.write("srv/app/notes.txt", "scribbled\n");
+    env.write("srv/evidence/drills/new.json", "{\"new\": true}\n");
+    let (code, drill) = env.json(&["backup", "drill", "--latest", "main"]);
+    assert_eq!(code, 0, "{drill:#}");
+    let state_inode =
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(env.path("srv/state/runbook.db")).unwrap());
+    let events = || -> i64 {
+        rusqlite::Connection::open(env.path("srv/state/runbook.db"))
+            .unwrap()
+            .query_row("SELECT count(*) FROM audit_events", [], |r| r.get(0))
+            .unwrap()
+    };
+    let events_before = events();
+
+    let (code, plan) = env.json(&["backup", "restore", &archive]);
+    assert_eq!(code, 0, "{plan:#}");
+    let keeps: Vec<&str> = plan["steps"][0]["keeps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    for own in ["archives", "evidence/drills", "state/runbook.db"] {
+        assert!(keeps.contains(&own), "{own} in {keeps:?}");
+    }
+
+    let (code, r) = env.json(&["backup", "restore", &archive, "--execute"]);
+    assert_eq!(code, 0, "{r:#}");
+    // The application's data is the archive's ...
+    assert_eq!(
+        std::fs::read_to_string(env.path("srv/app/notes.txt")).unwrap(),
+        "notes\n"
+    );
+    // ... runbook's own is what it was a moment ago: the newer evidence, the archive itself,
+    // the same state file (not a copy) with every event since, and the restore's own.
+    assert!(env.path("srv/evidence/drills/new.json").exists());
+    assert!(Path::new(drill["evidence"].as_str().unwrap()).exists());
+    assert!(Path::new(&archive).exists());
+    let after = std::fs::metadata(env.path("srv/state/runbook.db")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::ino(&after), state_inode);
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::nlink(&after),
+        1,
+        "no second name left in the safety copy"
+    );
+    assert!(events() > events_before);
+    let out = env.run(&["audit", "verify"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    // The old tree, moved aside, still has the scribbled data.
+    let safety = r["plan"]["steps"][0]["safety"].as_str().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(Path::new(safety).join("app/notes.txt")).unwrap(),
+        "scribbled\n"
+    );
+}
+
+#[test]
+fn a_source_that_names_runbooks_own_evidence_restores_it() {
+    let env = Env::new("version: 1\nbackups:\n  ev:\n    sources: [ { dir: evidence } ]\n    dest: archives\n");
+    env.write("evidence/drills/a.json", "{\"a\": 1}\n");
+    let archive = create(&env, "ev");
+    env.write("evidence/drills/a.json", "{\"a\": 2}\n");
+    let (code, r) = env.json(&["backup", "restore", &archive, "--execute"]);
+    assert_eq!(code, 0, "{r:#}");
+    assert!(r["plan"]["steps"][0].get("keeps").is_none(), "{r:#}");
+    assert_eq!(
+        std::fs::read_to_string(env.path("evidence/drills/a.json")).unwrap(),
+        "{\"a\": 1}\n"
+    );
+}
+
+#[test]
+fn a_link_in_the_archive_where_runbooks_own_directory_stands_leads_nowhere() {
+    let env = Env::new(
+        "version: 1\nbackups:\n  main:\n    sources: [ { dir: srv } ]\n    dest: archives\n    drill: { evidence_dir: srv/evidence/drills }\n",
+    );
+    // When the archive was made, `srv/evidence` was a link to a directory outside the tree.
+    env.write("victim/drills/precious", "precious\n");
+    env.write("srv/app/notes.txt", "notes\n");
+    std::os::unix::fs::symlink(env.path("victim"), env.path("srv/evidence")).unwrap();
+    let archive = create(&env, "main");
+    std::fs::remove_file(env.path("srv/evidence")).unwrap();
+    env.write("srv/evidence/drills/live.json", "{}\n");
+    let (code, r) = env.json(&["backup", "restore", &archive, "--execute"]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(std::fs::read_to_string(env.path("victim/drills/precious")).unwrap(), "precious\n");
+    assert!(env.path("srv/evidence/drills/live.json").is_file());
+    assert!(!std::fs::symlink_metadata(env.path("srv/evidence")).unwrap().file_type().is_symlink());
+}

@@ -35,6 +35,10 @@ pub struct Step {
     pub action: String,
     /// Where the current data is copied first.
     pub safety: Option<String>,
+    /// runbook's own files and directories inside a replaced tree (its state file, evidence,
+    /// archives, audit archive, incident notes): they stay as they are, live.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub keeps: Vec<String>,
     /// The configured source the data goes back to (its index under `sources:`).
     #[serde(skip)]
     pub source: Option<usize>,
@@ -210,6 +214,7 @@ pub fn plan(
                         .display()
                         .to_string(),
                 ),
+                keeps: Vec::new(),
                 source: index,
                 bytes,
             },
@@ -219,6 +224,7 @@ pub fn plan(
                 to: d.path.display().to_string(),
                 action: format!("replace the directory tree{moved}"),
                 safety: Some(sibling(&d.path, &format!(".pre-restore-{stamp}")).display().to_string()),
+                keeps: own_paths_inside(config, &d.path),
                 source: index,
                 bytes,
             },
@@ -228,6 +234,7 @@ pub fn plan(
                 to: config.redactor.redact(&pg::Conn::parse(url).url).into_owned(),
                 action: format!("pg_restore --clean --if-exists into the database{moved}"),
                 safety: Some(safety_dir.join(format!("{i}-postgres.dump")).display().to_string()),
+                keeps: Vec::new(),
                 source: index,
                 bytes,
             },
@@ -237,6 +244,7 @@ pub fn plan(
                 to: safety_dir.join("command").display().to_string(),
                 action: "not restored automatically: the dump is left there to load by hand".into(),
                 safety: None,
+                keeps: Vec::new(),
                 source: None,
                 bytes,
             },
@@ -289,6 +297,57 @@ fn match_sources(
         }
     }
     matched
+}
+
+/// runbook's own files and directories: the state file with its journal files and audit
+/// archive, each target's archives and drill evidence, `evidence/` beside runbook.yaml, the
+/// incident notes. A restore never replaces them as part of a larger tree; a source that
+/// names one (or lies inside one) restores it.
+fn own_paths(config: &Config) -> Vec<PathBuf> {
+    let state = &config.state.path;
+    let mut own = vec![state.clone(), crate::store::archive::default_dir(state)];
+    for ext in ["-wal", "-shm", "-journal"] {
+        let mut p = state.as_os_str().to_owned();
+        p.push(ext);
+        own.push(PathBuf::from(p));
+    }
+    if let Some(base) = config.source.parent() {
+        own.push(base.join("evidence"));
+    }
+    own.extend(config.incidents.dir.clone());
+    for t in config.backups.values() {
+        own.push(t.dest.clone());
+        own.push(t.drill.evidence_dir.clone());
+    }
+    own
+}
+
+/// The own paths inside `tree`, relative to it, outermost only, in order.
+fn own_paths_inside(config: &Config, tree: &Path) -> Vec<String> {
+    let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let tree = real(tree);
+    let own: Vec<PathBuf> = own_paths(config)
+        .iter()
+        .map(|p| match (p.parent(), p.file_name()) {
+            (Some(dir), Some(name)) => real(dir).join(name),
+            _ => real(p),
+        })
+        .collect();
+    // A tree that is runbook's own (or inside it) is named: all of it is restored.
+    if own.iter().any(|p| tree.starts_with(p)) {
+        return Vec::new();
+    }
+    let mut inside: Vec<PathBuf> = own
+        .iter()
+        .filter_map(|p| p.strip_prefix(&tree).ok().map(Path::to_path_buf))
+        .collect();
+    inside.sort();
+    inside.dedup();
+    let outer: Vec<&PathBuf> = inside
+        .iter()
+        .filter(|p| !inside.iter().any(|q| q != *p && p.starts_with(q)))
+        .collect();
+    outer.iter().map(|p| p.display().to_string()).collect()
 }
 
 fn file_name(p: &Path) -> String {
@@ -604,10 +663,19 @@ fn put_back(
                     clear(&next);
                     return Err(format!("{}: {e}", next.display()));
                 }
+                let safety = PathBuf::from(step.safety.as_deref().unwrap_or_default());
+                let linked = match keep_own(&live, &next, &step.keeps) {
+                    Ok(linked) => linked,
+                    Err(e) => {
+                        give_back_own(&next, &live, &step.keeps);
+                        clear(&next);
+                        return Err(e);
+                    }
+                };
                 if live.exists() {
-                    let safety = PathBuf::from(step.safety.as_deref().unwrap_or_default());
                     if let Err(e) = std::fs::rename(&live, &safety) {
-                        // Nothing moved: the live tree is as it was.
+                        // Nothing moved but runbook's own directories: they go back.
+                        give_back_own(&next, &live, &step.keeps);
                         clear(&next);
                         return Err(format!("moving {} aside: {e}", live.display()));
                     }
@@ -615,7 +683,14 @@ fn put_back(
                 }
                 *replaced = true;
                 std::fs::rename(&next, &live).map_err(|e| format!("{}: {e}", live.display()))?;
+                // The old tree keeps no second name of a live file.
+                for rel in &linked {
+                    let _ = std::fs::remove_file(safety.join(rel));
+                }
                 log.push(format!("restored {} from {}", live.display(), step.from));
+                if !step.keeps.is_empty() {
+                    log.push(format!("kept runbook's own {} as they were", step.keeps.join(", ")));
+                }
             }
             "postgres" => {
                 let Some(Source::Postgres(url)) = step.source.and_then(|j| target.sources.get(j)) else {
@@ -643,6 +718,50 @@ fn put_back(
         }
     }
     Ok(())
+}
+
+/// Puts runbook's own paths (`keeps`, relative) of the live tree into the new tree `next`
+/// in place of what the archive holds there: a file as a second name of the same inode (the
+/// state file never leaves its path, and a process writing it writes the one file), a
+/// directory moved. Returns the files linked, whose old names go once the trees are swapped.
+fn keep_own(live: &Path, next: &Path, keeps: &[String]) -> Result<Vec<String>, String> {
+    let mut linked = Vec::new();
+    for rel in keeps {
+        let (from, to) = (live.join(rel), next.join(rel));
+        // Nothing of the archive's on the way: a link there (`evidence` -> /etc) must not
+        // lead the clearing elsewhere on the host.
+        let mut at = next.to_path_buf();
+        for c in Path::new(rel).parent().into_iter().flat_map(Path::components) {
+            at.push(c);
+            if std::fs::symlink_metadata(&at).is_ok_and(|m| !m.is_dir()) {
+                let _ = std::fs::remove_file(&at);
+            }
+        }
+        clear(&to);
+        let Ok(meta) = std::fs::symlink_metadata(&from) else {
+            continue;
+        };
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        if meta.is_dir() {
+            std::fs::rename(&from, &to)
+        } else {
+            std::fs::hard_link(&from, &to).map(|()| linked.push(rel.clone()))
+        }
+        .map_err(|e| format!("keeping runbook's own {}: {e}", from.display()))?;
+    }
+    Ok(linked)
+}
+
+/// Undoes `keep_own` before the swap: the directories moved go back to the live tree.
+fn give_back_own(next: &Path, live: &Path, keeps: &[String]) {
+    for rel in keeps {
+        let (at, home) = (next.join(rel), live.join(rel));
+        if at.is_dir() && !home.exists() {
+            let _ = std::fs::rename(&at, &home);
+        }
+    }
 }
 
 /// Copies a database's files (`x.db` and, if there, `x.db-wal` and `x.db-journal`) to `to`

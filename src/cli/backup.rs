@@ -260,6 +260,12 @@ fn print_plan(cx: &Ctx, plan: &backup::restore::RestorePlan) {
             Some(safety) => cx.out.line(format!("           current data first copied to {safety}")),
             None => {}
         }
+        if !s.keeps.is_empty() {
+            cx.out.line(format!(
+                "           runbook's own, kept as they are: {}",
+                s.keeps.join(", ")
+            ));
+        }
     }
     for p in &plan.post {
         cx.out.line(format!("  post     {p}"));
