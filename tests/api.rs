@@ -671,3 +671,40 @@ checks:
         "the chain verifies across the archive"
     );
 }
+
+#[test]
+fn metrics_carry_the_phases_of_each_http_probe_on_a_connection_of_its_own() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    let env = Env::new(&format!(
+        "version: 1\nchecks:\n  web: {{ http: {{ url: \"http://127.0.0.1:{port}/\" }} }}\n  pooled: {{ http: {{ url: \"http://127.0.0.1:{port}/\", reuse_connection: true }} }}\n"
+    ));
+    let out = env.run(&["check"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let secret = token(&env, "prom", "read");
+    let (_server, api) = serve(&env);
+    let text = get(api, "/metrics", Some(&secret)).body;
+    for phase in ["resolve", "connect", "tls", "processing", "transfer"] {
+        let sample = format!("runbook_http_duration_seconds{{check=\"web\",phase=\"{phase}\"}} ");
+        assert!(text.contains(&sample), "{sample} in\n{text}");
+    }
+    assert!(
+        !text.contains("runbook_http_duration_seconds{check=\"pooled\""),
+        "{text}"
+    );
+    promtool_accepts(&text);
+}

@@ -1607,6 +1607,22 @@ fn http_probes_connect_afresh_unless_told_to_reuse_the_connection() {
         for _ in 0..PROBES {
             let o = rt.block_on(runbook::check::probe(&config, "web", &check));
             assert!(o.ok, "{o:?}");
+            // A connection of its own is timed phase by phase; a reused one has none to tell.
+            let phases = &o.data["phases_ms"];
+            if reuse {
+                assert!(phases.is_null(), "{o:?}");
+            } else {
+                for phase in ["resolve", "connect", "tls", "processing", "transfer"] {
+                    assert!(phases[phase].as_f64().is_some_and(|ms| ms >= 0.0), "{phase}: {o:?}");
+                }
+                assert!(phases["connect"].as_f64().unwrap() > 0.0, "{o:?}");
+                assert_eq!(phases["tls"], 0.0, "no TLS on plain HTTP: {o:?}");
+                assert!(
+                    o.detail.contains("connect ") && o.detail.contains("first byte "),
+                    "{}",
+                    o.detail
+                );
+            }
         }
         let n = accepted.load(Ordering::SeqCst);
         if reuse {
@@ -1617,4 +1633,55 @@ fn http_probes_connect_afresh_unless_told_to_reuse_the_connection() {
             assert_eq!(n, PROBES, "one connection per probe");
         }
     }
+}
+
+/// An HTTPS probe on a connection of its own: trusted through `ca_file`, refused without it,
+/// accepted blind with `tls_verify: false`; the TLS handshake is one of its timed phases.
+#[test]
+fn https_probes_trust_what_they_are_told_and_time_the_handshake() {
+    let env = Env::new("version: 1\n");
+    if certificates(env.dir.path()).is_none() {
+        cannot_run("`openssl` is not available for the HTTPS probe test");
+        return;
+    }
+    let port = closed_port();
+    let server = Command::new("openssl")
+        .args(["s_server", "-accept", &format!("127.0.0.1:{port}")])
+        .args(["-cert", "srv.pem", "-key", "srv.key", "-www", "-quiet"])
+        .current_dir(env.dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start openssl s_server");
+    let _server = KillOnDrop(server);
+    assert!(wait_for(Duration::from_secs(15), || TcpStream::connect((
+        "127.0.0.1",
+        port
+    ))
+    .is_ok()));
+    env.edit_config(
+        "version: 1\n",
+        &format!(
+            r#"version: 1
+checks:
+  trusted:  {{ http: {{ url: "https://localhost:{port}/", ca_file: ca.pem }} }}
+  stranger: {{ http: {{ url: "https://localhost:{port}/" }} }}
+  blind:    {{ http: {{ url: "https://localhost:{port}/", tls_verify: false }} }}
+"#
+        ),
+    );
+    let (code, o) = check(&env, &[]);
+    assert_eq!(code, 1, "{o:#?}");
+    let detail = assert_ok(&o, "trusted");
+    assert!(detail.contains("tls "), "{detail}");
+    let phases = &o["trusted"]["data"]["phases_ms"];
+    assert!(phases["tls"].as_f64().unwrap() > 0.0, "{o:#?}");
+    assert!(phases["processing"].as_f64().unwrap() > 0.0, "{o:#?}");
+    let refused = assert_failing(&o, "stranger");
+    assert!(
+        refused.contains("TLS handshake") && refused.contains("certificate"),
+        "{refused}"
+    );
+    assert_ok(&o, "blind");
 }

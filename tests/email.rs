@@ -137,29 +137,6 @@ fn a_bad_email_address_is_a_config_error() {
     );
 }
 
-/// A CA and a server certificate for `localhost` signed by it; `None` without openssl.
-fn certificates(dir: &std::path::Path) -> Option<()> {
-    let sh = |script: &str| {
-        Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .current_dir(dir)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    };
-    let ok = sh(
-        "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=runbook-test-ca 2>/dev/null",
-    ) && sh(
-        "openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN=localhost 2>/dev/null",
-    ) && sh(
-        "printf 'subjectAltName=DNS:localhost\\nbasicConstraints=CA:FALSE\\nextendedKeyUsage=serverAuth\\n' > ext.cnf",
-    ) && sh(
-        "openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 2 -extfile ext.cnf 2>/dev/null",
-    );
-    ok.then_some(())
-}
-
 #[test]
 fn starttls_to_a_server_with_an_internal_ca_delivers_the_mail() {
     let env = Env::new("version: 1\n");

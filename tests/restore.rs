@@ -1112,7 +1112,15 @@ fn a_link_in_the_archive_where_runbooks_own_directory_stands_leads_nowhere() {
     env.write("srv/evidence/drills/live.json", "{}\n");
     let (code, r) = env.json(&["backup", "restore", &archive, "--execute"]);
     assert_eq!(code, 0, "{r:#}");
-    assert_eq!(std::fs::read_to_string(env.path("victim/drills/precious")).unwrap(), "precious\n");
+    assert_eq!(
+        std::fs::read_to_string(env.path("victim/drills/precious")).unwrap(),
+        "precious\n"
+    );
     assert!(env.path("srv/evidence/drills/live.json").is_file());
-    assert!(!std::fs::symlink_metadata(env.path("srv/evidence")).unwrap().file_type().is_symlink());
+    assert!(
+        !std::fs::symlink_metadata(env.path("srv/evidence"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
 }

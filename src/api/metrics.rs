@@ -113,6 +113,31 @@ pub fn render(state: &ApiState, openmetrics: bool) -> Result<String, ApiError> {
         }
     }
     w.family(
+        "runbook_http_duration_seconds",
+        "gauge",
+        "Phases of the latest probe of each HTTP check on a connection of its own: resolve, connect, tls, processing (to the first byte), transfer.",
+    );
+    for name in config.checks.keys() {
+        let Some(r) = latest.get(name.as_str()).filter(|r| r.kind == "http") else {
+            continue;
+        };
+        let Ok(serde_json::Value::Object(data)) = serde_json::from_str(&r.data) else {
+            continue;
+        };
+        let Some(serde_json::Value::Object(phases)) = data.get("phases_ms") else {
+            continue;
+        };
+        for (phase, ms) in phases {
+            if let Some(ms) = ms.as_f64() {
+                w.sample(
+                    "runbook_http_duration_seconds",
+                    &[("check", name), ("phase", phase)],
+                    ms / 1000.0,
+                );
+            }
+        }
+    }
+    w.family(
         "runbook_check_duration_seconds",
         "histogram",
         "How long probes of each check took, all time.",

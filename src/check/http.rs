@@ -1,32 +1,45 @@
 //! HTTP probe: one request, judged on status, body, JSON, headers and latency.
 //!
-//! Clients are cached per (redirect policy, TLS verification, CA file, reuse). By default a
-//! client keeps no idle connection, so every probe connects afresh, as blackbox_exporter's do;
-//! `reuse_connection: true` keeps them for the next probe. The body is read up to `MAX_BODY`; a longer body is cut, not an error.
+//! By default every probe connects afresh, as blackbox_exporter's do, and reports its phases
+//! (`http_fetch`). `reuse_connection: true` goes through a pooled client instead, kept per
+//! (redirect policy, TLS verification, CA file). The body is read up to `MAX_BODY`; a longer
+//! body is cut, not an error.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{Finding, ms};
+use super::http_fetch::{Fetched, fetch};
+use super::{Finding, ProbeError, ms};
 use crate::config::checks::HttpProbe;
 
 /// Bytes of a response body that are read and judged.
 pub const MAX_BODY: usize = 1 << 20;
 
-type ClientKey = (bool, bool, Option<PathBuf>, bool);
+/// Redirect policy, TLS verification, CA file.
+type Key = (bool, bool, Option<PathBuf>);
+/// A client per key and connection reuse.
+type Clients = HashMap<(Key, bool), Arc<Client>>;
 
-static CLIENTS: Mutex<Option<HashMap<ClientKey, reqwest::Client>>> = Mutex::new(None);
+enum Client {
+    Pooled(reqwest::Client),
+    Fresh(Arc<rustls::ClientConfig>),
+}
 
-fn build(key: &ClientKey, timeout: Duration) -> Result<reqwest::Client, String> {
-    let (follow_redirects, tls_verify, ca_file, reuse) = key;
+static CLIENTS: Mutex<Option<Clients>> = Mutex::new(None);
+
+fn build(key: &Key, reuse: bool, timeout: Duration) -> Result<Client, String> {
+    let (follow_redirects, tls_verify, ca_file) = key;
+    if !reuse {
+        return super::tls::client_config(*tls_verify, ca_file.as_deref()).map(Client::Fresh);
+    }
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("runbook/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(timeout)
-        .pool_max_idle_per_host(if *reuse { super::MAX_CONCURRENT_PROBES } else { 0 })
+        .pool_max_idle_per_host(super::MAX_CONCURRENT_PROBES)
         .redirect(if *follow_redirects {
             reqwest::redirect::Policy::limited(10)
         } else {
@@ -40,14 +53,18 @@ fn build(key: &ClientKey, timeout: Duration) -> Result<reqwest::Client, String> 
     }
     builder
         .build()
+        .map(Client::Pooled)
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
 
 /// A cached client; building one loads the system's root certificates, so it happens on a
 /// blocking thread and outside the cache lock, never on a probe worker.
-async fn client(p: &HttpProbe, timeout: Duration) -> Result<reqwest::Client, String> {
-    let key: ClientKey = (p.follow_redirects, p.tls_verify, p.ca_file.clone(), p.reuse_connection);
-    let cached = |key: &ClientKey| {
+async fn client(p: &HttpProbe, timeout: Duration) -> Result<Arc<Client>, String> {
+    let key = (
+        (p.follow_redirects, p.tls_verify, p.ca_file.clone()),
+        p.reuse_connection,
+    );
+    let cached = |key: &(Key, bool)| {
         CLIENTS
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -65,30 +82,19 @@ async fn client(p: &HttpProbe, timeout: Duration) -> Result<reqwest::Client, Str
         return Ok(c);
     }
     let k = key.clone();
-    let built = tokio::task::spawn_blocking(move || build(&k, timeout))
+    let built = tokio::task::spawn_blocking(move || build(&k.0, k.1, timeout))
         .await
         .map_err(|e| e.to_string())??;
     let mut cache = CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
     Ok(cache
         .get_or_insert_with(HashMap::new)
         .entry(key)
-        .or_insert(built)
+        .or_insert(Arc::new(built))
         .clone())
 }
 
-/// The innermost cause of a reqwest error, which is what a person needs ("connection refused").
-fn cause(e: &reqwest::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg = s.to_string();
-        source = s.source();
-    }
-    msg
-}
-
-pub(super) async fn probe(p: &HttpProbe, timeout: Duration) -> Result<Finding, super::ProbeError> {
-    let client = client(p, timeout).await?;
+/// One request through the pooled client: no phases to tell.
+async fn pooled(client: &reqwest::Client, p: &HttpProbe) -> Result<Fetched, ProbeError> {
     let method = reqwest::Method::from_bytes(p.method.as_bytes()).map_err(|_| format!("bad method {}", p.method))?;
     let mut req = client.request(method, &p.url);
     for (k, v) in &p.headers {
@@ -97,15 +103,14 @@ pub(super) async fn probe(p: &HttpProbe, timeout: Duration) -> Result<Finding, s
     if let Some(body) = &p.body {
         req = req.body(body.clone());
     }
-    let start = Instant::now();
     let mut resp = req.send().await.map_err(|e| {
-        let detail = format!("{} {}: {}", p.method, p.url, cause(&e));
+        let detail = format!("{} {}: {}", p.method, p.url, crate::util::innermost(&e));
         if e.is_timeout() {
-            super::ProbeError::TimedOut(detail)
+            ProbeError::TimedOut(detail)
         } else if e.is_connect() {
-            super::ProbeError::Unreachable(detail)
+            ProbeError::Unreachable(detail)
         } else {
-            super::ProbeError::Failed(detail)
+            ProbeError::Failed(detail)
         }
     })?;
     let status = resp.status().as_u16();
@@ -115,7 +120,7 @@ pub(super) async fn probe(p: &HttpProbe, timeout: Duration) -> Result<Finding, s
     while let Some(chunk) = resp
         .chunk()
         .await
-        .map_err(|e| format!("reading the body: {}", cause(&e)))?
+        .map_err(|e| format!("reading the body: {}", crate::util::innermost(&e)))?
     {
         let room = MAX_BODY - body.len();
         if chunk.len() > room {
@@ -125,6 +130,28 @@ pub(super) async fn probe(p: &HttpProbe, timeout: Duration) -> Result<Finding, s
         }
         body.extend_from_slice(&chunk);
     }
+    Ok(Fetched {
+        status,
+        headers,
+        body,
+        truncated,
+        phases: None,
+    })
+}
+
+pub(super) async fn probe(p: &HttpProbe, timeout: Duration) -> Result<Finding, ProbeError> {
+    let client = client(p, timeout).await?;
+    let start = Instant::now();
+    let Fetched {
+        status,
+        headers,
+        body,
+        truncated,
+        phases,
+    } = match &*client {
+        Client::Pooled(c) => pooled(c, p).await?,
+        Client::Fresh(tls) => fetch(p, tls, MAX_BODY).await?,
+    };
     let latency = start.elapsed();
     let text = String::from_utf8_lossy(&body);
     let e = &p.expect;
@@ -171,13 +198,20 @@ pub(super) async fn probe(p: &HttpProbe, timeout: Duration) -> Result<Finding, s
     {
         problems.push(format!("took {}, limit {max}", ms(latency)));
     }
-    let data = json!({ "status": status, "latency_ms": latency.as_millis() as u64, "body_bytes": body.len(), "body_truncated": truncated });
+    let mut data = json!({ "status": status, "latency_ms": latency.as_millis() as u64, "body_bytes": body.len(), "body_truncated": truncated });
+    if let Some(phases) = &phases {
+        data["phases_ms"] = phases.to_json();
+    }
+    let timing = match &phases {
+        Some(phases) => format!("in {} ({})", ms(latency), phases.summary()),
+        None => format!("in {}", ms(latency)),
+    };
     let reason = reqwest::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())
         .unwrap_or("");
     Ok(if problems.is_empty() {
-        Finding::new(true, format!("{status} {reason} in {}", ms(latency)), data)
+        Finding::new(true, format!("{status} {reason} {timing}"), data)
     } else {
         Finding::new(false, problems.join("; "), data)
     })

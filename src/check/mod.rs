@@ -14,9 +14,11 @@ mod file_age;
 mod git_ref;
 mod heartbeat;
 mod http;
+mod http_fetch;
 mod sql;
 mod systemd;
 mod tcp;
+mod tls;
 
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -81,6 +83,15 @@ impl ProbeError {
             ProbeError::TimedOut(_) => "timeout",
             ProbeError::Unreachable(_) => "unreachable",
             ProbeError::Failed(_) => "error",
+        }
+    }
+
+    /// The same error, its detail prefixed with `what: `.
+    pub fn within(self, what: &str) -> Self {
+        match self {
+            ProbeError::TimedOut(d) => ProbeError::TimedOut(format!("{what}: {d}")),
+            ProbeError::Unreachable(d) => ProbeError::Unreachable(format!("{what}: {d}")),
+            ProbeError::Failed(d) => ProbeError::Failed(format!("{what}: {d}")),
         }
     }
 

@@ -344,12 +344,7 @@ pub(crate) fn client() -> &'static reqwest::Client {
 /// A transport error with its innermost cause, and whether it timed out: "timed out" and
 /// "connection refused" call for different fixes.
 pub(crate) fn transport_error(e: &reqwest::Error) -> String {
-    let mut cause = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        cause = s.to_string();
-        source = s.source();
-    }
+    let cause = crate::util::innermost(e);
     if e.is_timeout() {
         format!("timed out ({cause})")
     } else {

@@ -11,4 +11,4 @@ pub mod text;
 pub mod wildcard;
 
 pub use explain::{ExitClass, Explain};
-pub use text::{display, duration_ms, escape_controls, hex};
+pub use text::{display, duration_ms, escape_controls, hex, innermost};

@@ -53,6 +53,18 @@ pub fn duration_ms(ms: u64) -> String {
     }
 }
 
+/// The innermost cause of an error, which is what a person needs ("connection refused"
+/// rather than "error sending request").
+pub fn innermost(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg = s.to_string();
+        source = s.source();
+    }
+    msg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
