@@ -13,6 +13,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod exec;
+pub mod gate;
 pub mod jobs;
 pub mod notify;
 pub mod schedule;

@@ -10,6 +10,7 @@ use super::daemon::DaemonError;
 use crate::api::ServeError;
 use crate::backup::BackupError;
 use crate::config::{ConfigError, Diagnostic};
+use crate::gate::GateError;
 use crate::jobs::JobsError;
 use crate::schedule::runner::RunError;
 use crate::session::SessionError;
@@ -124,5 +125,6 @@ explained!(
     DaemonError,
     BackupError,
     SessionError,
-    ServeError
+    ServeError,
+    GateError
 );

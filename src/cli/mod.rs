@@ -12,6 +12,7 @@ mod config_cmd;
 mod daemon;
 mod db;
 pub mod error;
+mod gate;
 mod jobs;
 mod notify;
 pub mod output;
@@ -30,6 +31,7 @@ use backup::BackupCmd;
 use config_cmd::ConfigCmd;
 use db::DbCmd;
 pub use error::CliError;
+use gate::GateCmd;
 use jobs::JobsCmd;
 use notify::NotifyCmd;
 use output::Printer;
@@ -185,6 +187,16 @@ pub enum Command {
     /// `prune` lists what goes unless `--apply`; `push` and `pull` keep an offsite copy.
     #[command(subcommand)]
     Backup(BackupCmd),
+    /// Release and rollback gates: measure what a change needs, keep sealed evidence
+    ///
+    /// A gate under `gates:` in runbook.yaml names checks (sampled `count` times `interval`
+    /// apart, with failure, inconclusive and error limits, and values compared with the last
+    /// passing run) and built-in conditions (migration_at_head, backup_verified_within,
+    /// config_valid, git_clean, disk_free, no_open_alerts). `gate run NAME` (or `gate NAME`)
+    /// exits 0 only when it passes and writes evidence/releases/<gate>-<UTC>.json, whose
+    /// SHA-256 the audit log records; `gate verify FILE` checks one.
+    #[command(subcommand)]
+    Gate(GateCmd),
 }
 
 fn parse_duration(s: &str) -> Result<crate::config::HumanDuration, String> {
@@ -249,6 +261,7 @@ pub fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
         Command::Backup(cmd) => backup::run(&cx, cmd),
         Command::Session(cmd) => session::run(&cx, cmd),
         Command::Change(cmd) => session::change(&cx, cmd),
+        Command::Gate(cmd) => gate::run(&cx, cmd),
     }
 }
 

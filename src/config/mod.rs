@@ -7,6 +7,7 @@
 pub mod backups;
 pub mod checks;
 pub mod diagnostic;
+pub mod gates;
 mod interp;
 pub mod model;
 pub mod notify;
@@ -24,7 +25,7 @@ pub use model::{
     BackupAction, BackupTask, CheckTask, CommandTask, Config, GitSync, Keep, Limits, Profile, Program, Retention,
     Schedule, Task,
 };
-pub use secrets::Redactor;
+pub use secrets::{Redactor, exposure_warnings};
 pub use units::{ByteSize, HumanDuration, Percent};
 pub use validate::{DEFAULT_STATE_URL, default_host, state_path};
 

@@ -64,6 +64,9 @@ pub struct Config {
     /// Backup targets: sources, destination, retention.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub backups: BTreeMap<String, super::backups::BackupTarget>,
+    /// Release and rollback gates: what must hold before (and after) a change goes live.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub gates: BTreeMap<String, super::gates::Gate>,
     #[serde(skip)]
     pub source: PathBuf,
     #[serde(skip)]

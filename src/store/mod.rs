@@ -11,6 +11,7 @@ mod audit_log;
 mod backups;
 pub mod chain;
 mod check_results;
+mod gates;
 pub mod head;
 mod heartbeats;
 mod notifications;
@@ -25,6 +26,7 @@ pub use alerts::{Alert, AlertFilter, AlertStatus, AlertTx, CheckState, Cutoff, D
 pub use audit_log::AuditArchive;
 pub use backups::{BackupMetrics, BackupRecord, NewBackup, OffsiteUpload};
 pub use check_results::{LATENCY_BOUNDS_MS, LatencyHistogram};
+pub use gates::GateRun;
 pub use heartbeats::Heartbeat;
 pub use notifications::{ChannelHealth, NewNotification, Notification};
 pub use sessions::{ChangeRequest, NewChange, Session, SessionCommand};

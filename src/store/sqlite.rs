@@ -30,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0012_audit_archives.sql"),
     include_str!("migrations/0013_offsite_uploads.sql"),
     include_str!("migrations/0014_offsite_upload_failures.sql"),
+    include_str!("migrations/0015_gates.sql"),
 ];
 /// The mode of a state file runbook creates: its owner writes, its group reads.
 const STATE_MODE: u32 = 0o640;

@@ -6,6 +6,7 @@
 
 mod backups;
 mod checks;
+mod gates;
 mod notify;
 mod probes;
 mod profile;
@@ -32,9 +33,10 @@ const TOP_KEYS: &[&str] = &[
     "audit",
     "sessions",
     "incidents",
+    "gates",
 ];
 /// Sections of the full design that this version does not read yet.
-pub(super) const LATER_KEYS: &[&str] = &["gates", "deploy"];
+pub(super) const LATER_KEYS: &[&str] = &["deploy"];
 pub const DEFAULT_STATE_URL: &str = "sqlite:///var/lib/runbook/runbook.db";
 
 pub(super) use walker::Cx;
@@ -298,6 +300,10 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
             .and_then(|n| cx.string(n, "incidents.template"))
             .map(|p| base.join(p));
     }
+    let gates = top
+        .get("gates")
+        .map(|n| gates::gates(cx, n, &base, &checks))
+        .unwrap_or_default();
     let backups = top
         .get("backups")
         .map(|n| backups::backups(cx, n, &base))
@@ -358,6 +364,7 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
         audit,
         incidents,
         backups,
+        gates,
         source: cx.file.to_path_buf(),
         redactor: cx.redactor.clone(),
         env,
