@@ -667,7 +667,7 @@ fn a_killed_create_leaves_no_archive_and_the_next_create_cleans_up() {
 version: 1
 backups:
   main:
-    sources: [ { dir: data }, { command: [sh, -c, "echo start; sleep 29.123"], name: slow.out } ]
+    sources: [ { dir: data }, { command: [sh, -c, "echo $$$$; exec sleep 29.123"], name: slow.out } ]
     dest: archives
 "#,
     );
@@ -679,14 +679,24 @@ backups:
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    assert!(wait_for(Duration::from_secs(10), || {
-        env.names("archives").iter().any(|n| n.ends_with(".work"))
-    }));
-    std::thread::sleep(Duration::from_millis(300));
+    // The create is midway: the dump runs, its output (its pid: `$$$$` is the shell's `$$` in
+    // runbook's configuration) is in the scratch directory.
+    let mut dump_pid = 0;
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            dump_pid = dump_output_in_scratch(&env).trim().parse().unwrap_or(0);
+            dump_pid != 0
+        }),
+        "the dump never started: {:?}",
+        env.names("archives")
+    );
     signal(child.id(), "KILL");
     let _ = child.wait();
     // The dump command is in its own process group: stop it like the operator would.
-    let _ = Command::new("pkill").args(["-KILL", "-f", "sleep 29.123"]).status();
+    let cmdline = std::fs::read(format!("/proc/{dump_pid}/cmdline")).unwrap_or_default();
+    if String::from_utf8_lossy(&cmdline).contains("29.123") {
+        let _ = Command::new("kill").args(["-KILL", &dump_pid.to_string()]).status();
+    }
     assert!(archives(&env).is_empty(), "a killed create left an archive");
     let (_, list) = env.json(&["backup", "list"]);
     assert_eq!(list.as_array().unwrap().len(), 0);
@@ -704,6 +714,22 @@ backups:
         .collect();
     assert!(left.is_empty(), "leftovers remain: {left:?}");
     assert_eq!(archives(&env).len(), 1);
+}
+
+/// What a `command:` dump has written so far into a create's scratch directory
+/// (`archives/.<archive>.work/<n>-command.out`); empty before it starts.
+fn dump_output_in_scratch(env: &Env) -> String {
+    env.names("archives")
+        .iter()
+        .filter(|n| n.ends_with(".work"))
+        .flat_map(|work| {
+            env.names(&format!("archives/{work}"))
+                .into_iter()
+                .filter(|f| f.ends_with("-command.out"))
+                .map(move |f| env.path(&format!("archives/{work}/{f}")))
+        })
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .collect()
 }
 
 #[test]

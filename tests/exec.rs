@@ -315,15 +315,13 @@ fn cpu_time_limit_stops_a_busy_loop() {
     let env = Env::new(
         "version: 1\nprofiles:\n  p: { cron: \"@hourly\", tasks: [ { sh: \"while :; do :; done\", name: spin, cpu_time: 1s, timeout: 60s } ] }\n",
     );
-    let started = std::time::Instant::now();
     let (code, report) = env.json(&["run", "p"]);
     assert_eq!(code, 1, "{report}");
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(30),
-        "the CPU limit did not stop it"
-    );
     let task = &report["tasks"][0];
     assert_eq!(task["status"], "failed");
-    // RLIMIT_CPU sends SIGXCPU (24) at the soft limit.
-    assert!(task["summary"].as_str().unwrap().contains("killed by signal"), "{task}");
+    // Stopped by the kernel at the CPU limit (RLIMIT_CPU: SIGXCPU, or SIGKILL when the soft
+    // limit is the hard one), not by the 60s timeout.
+    let summary = task["summary"].as_str().unwrap();
+    assert!(!summary.contains("timed out"), "the CPU limit did not stop it: {task}");
+    assert!(summary.contains("killed by signal"), "{task}");
 }
