@@ -158,6 +158,7 @@ const TOP_LEVEL: &[&str] = &[
     "audit",
     "retention",
     "incidents",
+    "gates",
 ];
 
 #[test]

@@ -361,3 +361,68 @@ fn evidence_files_are_never_overwritten() {
         env.names("evidence/releases")
     );
 }
+
+#[test]
+fn the_api_and_the_status_page_show_each_gate_with_its_last_run() {
+    let env = Env::new(
+        "version: 1\nchecks:\n  fine: { command: { sh: \"true\" } }\ngates:\n  release: { checks: [fine] }\n  rollback: { checks: [fine] }\n",
+    );
+    let (code, r) = env.json(&["gate", "run", "release"]);
+    assert_eq!(code, 0, "{r:#}");
+    let secret = create_token(&env, "reader", "read");
+    let (_server, port) = serve(&env);
+    let g = common::http::get(port, "/v1/gates", Some(&secret));
+    assert_eq!(g.status, 200, "{}", g.body);
+    let items = g.json()["items"].clone();
+    assert_eq!(items[0]["name"], "release");
+    assert_eq!(items[0]["runs"][0]["verdict"], "pass");
+    assert_eq!(items[0]["runs"][0]["evidence_sha256"], r["sha256"]);
+    assert_eq!(items[1]["name"], "rollback");
+    assert!(items[1]["runs"].as_array().unwrap().is_empty());
+    let page = common::http::get(port, "/", Some(&secret));
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("data-gate=\"release\""), "{}", page.body);
+    assert!(page.body.contains(r["evidence"].as_str().unwrap()), "{}", page.body);
+    assert_eq!(common::http::get(port, "/v1/gates", None).status, 401);
+}
+
+/// A waiver is a change request approved by someone else; it makes a failing gate `waived`
+/// (exit 0) until it expires, and the evidence says who let it through.
+#[test]
+fn an_approved_waiver_lets_a_failing_gate_through_until_it_expires() {
+    let env =
+        Env::new("version: 1\nchecks:\n  no: { command: { sh: \"exit 1\" } }\ngates:\n  release: { checks: [no] }\n");
+    let (code, w) = env.json(&[
+        "gate",
+        "waive",
+        "release",
+        "--reason",
+        "known flaky probe, INC-42",
+        "--expires",
+        "2s",
+    ]);
+    assert_eq!(code, 0, "{w:#}");
+    let id = w["change"].as_i64().unwrap().to_string();
+    // Pending is not approved.
+    let (code, r) = env.json(&["gate", "run", "release"]);
+    assert_eq!((code, r["verdict"].as_str()), (1, Some("fail")), "{r:#}");
+    // Not by the one who asked.
+    let out = env.run(&["change", "approve", &id]);
+    assert_ne!(out.code, 0, "self-approval: {}", out.stdout);
+    let token = token_of_another_user(&env, "second-person");
+    let (_server, port) = serve(&env);
+    let approved = common::http::request(port, "POST", &format!("/v1/changes/{id}/approve"), Some(&token));
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    let (code, r) = env.json(&["gate", "run", "release"]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["verdict"], "waived");
+    let e = evidence(&r);
+    assert_eq!(e["measured_verdict"], "fail");
+    assert_eq!(e["waiver"]["reason"], "known flaky probe, INC-42");
+    assert_eq!(e["waiver"]["approver"], "token:second-person");
+    // It ends by itself.
+    assert!(wait_for(std::time::Duration::from_secs(10), || env
+        .json(&["gate", "run", "release"])
+        .0
+        == 1));
+}

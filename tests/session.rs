@@ -39,31 +39,6 @@ fn exec(env: &Env, session: &str, argv: &[&str]) -> Out {
     env.run(&args)
 }
 
-/// A write token created by another OS user (`nobody`), as a second operator would: the
-/// state directory is opened to that user first.
-fn token_of_another_user(env: &Env, name: &str) -> String {
-    let opened = std::process::Command::new("chmod")
-        .args(["-R", "a+rwX"])
-        .arg(env.path("state"))
-        .status()
-        .unwrap();
-    assert!(opened.success());
-    let out = Out::from(
-        std::process::Command::new("setpriv")
-            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
-            .arg(BIN)
-            .arg("--config")
-            .arg(&env.config)
-            .args(["token", "create", name, "--scope", "write"])
-            .current_dir(env.dir.path())
-            .env_remove("RUNBOOK_CONFIG")
-            .output()
-            .unwrap(),
-    );
-    assert_eq!(out.code, 0, "{out:?}");
-    out.stdout.trim().to_string()
-}
-
 /// The decision on each command of a session, in order (`session show`).
 fn decisions(env: &Env, session: &str) -> Vec<String> {
     let (_, shown) = env.json(&["session", "show", session]);

@@ -239,3 +239,40 @@ pub async fn backups(
         .collect();
     Ok(Json(json!({ "targets": targets, "items": items })))
 }
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct GatesQuery {
+    /// Runs of each gate to include, newest first (default 5, at most 100).
+    runs: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/v1/gates", tag = "gates", params(GatesQuery), security(("bearer" = [])),
+    responses((status = 200, description = "Every configured gate with what it measures and its recent runs (verdict, release, evidence file and its SHA-256)")))]
+pub async fn gates(
+    State(state): State<Arc<ApiState>>,
+    Q(q): Q<GatesQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let config = state.config();
+    let limit = q.runs.unwrap_or(5).clamp(0, 100);
+    let items = blocking(move || {
+        let store = state.reader();
+        config
+            .gates
+            .iter()
+            .map(|(name, g)| {
+                let runs = store.gate_runs(Some(name), limit)?;
+                Ok(json!({
+                    "name": name,
+                    "measures": g.measures.iter().map(|m| json!({ "name": m.name, "kind": m.kind, "count": m.count })).collect::<Vec<_>>(),
+                    "dry_run": g.dry_run,
+                    "no_open_alerts": g.no_open_alerts.map(|s| s.as_str()),
+                    "config_valid": g.config_valid,
+                    "runs": runs,
+                }))
+            })
+            .collect::<Result<Vec<_>, ApiError>>()
+    })
+    .await?;
+    Ok(Json(json!({ "items": items })))
+}

@@ -95,6 +95,11 @@ fn render(state: &ApiState) -> Result<Markup, ApiError> {
     })?;
     let open: Vec<_> = alerts.iter().filter(|a| a.status != AlertStatus::Resolved).collect();
     let last_runs = state.reader().last_profile_runs()?;
+    let gate_runs = config
+        .gates
+        .keys()
+        .map(|g| Ok((g.clone(), state.reader().gate_runs(Some(g), 1)?.into_iter().next())))
+        .collect::<Result<Vec<_>, ApiError>>()?;
 
     let hour_of = |i: i64| {
         since_ts
@@ -216,6 +221,25 @@ fn render(state: &ApiState) -> Result<Markup, ApiError> {
                             } }
                         }
                     } }
+                }
+                @if !gate_runs.is_empty() {
+                    h2 { "Gates" }
+                    table id="gates" {
+                        thead { tr { th { "Gate" } th { "Last run" } th { "Verdict" } th { "Release" } th { "Evidence" } } }
+                        tbody { @for (name, last) in &gate_runs {
+                            tr data-gate=(name) {
+                                td { (name) }
+                                @if let Some(r) = last {
+                                    td { (clock::from_text(&r.finished_at).map(|t| clock::relative(t, now)).unwrap_or_default()) }
+                                    td class=(if r.verdict == "pass" { "state-ok" } else { "state-bad" }) { (r.verdict) }
+                                    td { (r.release_ref.as_deref().unwrap_or("")) @if let Some(sha) = &r.release_sha { br; span.muted { code { (&sha[..sha.len().min(12)]) } } } }
+                                    td.detail { (r.evidence_path) }
+                                } @else {
+                                    td.muted { "never" } td {} td {} td {}
+                                }
+                            }
+                        } }
+                    }
                 }
                 footer.muted { "runbook " (env!("CARGO_PKG_VERSION")) " · " a href="/v1/health" { "health" } " · " a href="/metrics" { "metrics" } }
             } }

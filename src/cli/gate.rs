@@ -35,6 +35,21 @@ pub enum GateCmd {
     /// Exit 0 when the file is as written (its SHA-256 matches its seal) and the audit chain,
     /// intact up to that event, recorded that seal; says whether a signed checkpoint covers it.
     Verify { file: PathBuf },
+    /// Ask for a waiver: the gate counts as passed until it expires, once another person
+    /// approves it (`runbook change approve ID`, signed when sessions.approvers is set)
+    ///
+    /// The waiver is a change request outside any session. While an approved one is in force,
+    /// a run that does not pass has the verdict `waived` (exit 0); its evidence names the
+    /// waiver, its reason, requester and approver, and what was measured.
+    Waive {
+        name: String,
+        /// Why the gate may be passed over
+        #[arg(long)]
+        reason: String,
+        /// How long the waiver lasts once asked for: 30m, 24h…
+        #[arg(long, value_parser = super::parse_duration, default_value = "24h")]
+        expires: crate::config::HumanDuration,
+    },
     /// `runbook gate NAME [--release REF]` is `runbook gate run NAME …`
     #[command(external_subcommand)]
     Named(Vec<String>),
@@ -132,6 +147,18 @@ pub fn run(cx: &Ctx, cmd: GateCmd) -> Result<Outcome, CliError> {
             Ok(Outcome::Ok)
         }
         GateCmd::Verify { file } => verify(cx, &config, &store, &file),
+        GateCmd::Waive { name, reason, expires } => {
+            let (id, until) = gate::waive(&config, &store, &name, &reason, expires.0)?;
+            let value = json!({ "change": id, "gate": name, "expires_at": until, "status": "pending" });
+            cx.out.either(&value, || {
+                cx.out.line(format!(
+                    "waiver of gate {name} asked for as change request {id}, until {until}"
+                ));
+                cx.out
+                    .line(format!("another person approves it: runbook change approve {id}"));
+            });
+            Ok(Outcome::Ok)
+        }
     }
 }
 

@@ -284,7 +284,7 @@ pub fn change(cx: &Ctx, cmd: ChangeCmd) -> Result<Outcome, CliError> {
                     t.add_row(vec![
                         c.id.to_string(),
                         c.status.clone(),
-                        c.session_id.to_string(),
+                        c.session_id.map_or("-".to_string(), |s| s.to_string()),
                         c.requester.clone(),
                         c.approver.clone().unwrap_or_else(|| "-".into()),
                         one_line(&crate::util::display(&c.argv), 60),
@@ -360,7 +360,11 @@ fn read_signature(path: &std::path::Path) -> Result<String, CliError> {
 
 fn show(cx: &Ctx, c: &crate::store::ChangeRequest) {
     cx.out.line(format!("change request {} ({})", c.id, c.status));
-    cx.out.line(format!("  session:   {}", c.session_id));
+    match (c.session_id, &c.expires_at) {
+        (Some(s), _) => cx.out.line(format!("  session:   {s}")),
+        (None, Some(at)) => cx.out.line(format!("  waiver:    until {at}")),
+        (None, None) => {}
+    }
     cx.out
         .line(format!("  requester: {}", crate::util::escape_controls(&c.requester)));
     cx.out

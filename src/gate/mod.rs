@@ -33,6 +33,8 @@ pub enum GateError {
     Store(#[from] StoreError),
     #[error("{0}: {1}")]
     Io(PathBuf, std::io::Error),
+    #[error("{0}")]
+    Session(#[from] crate::session::SessionError),
 }
 
 impl crate::util::Explain for GateError {
@@ -76,11 +78,15 @@ pub struct Report {
     pub measures: Vec<Judged>,
     pub evidence: PathBuf,
     pub sha256: String,
+    /// The approved waiver in force, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiver: Option<crate::store::ChangeRequest>,
 }
 
 impl Report {
+    /// Passed, or failed under an approved waiver.
     pub fn passed(&self) -> bool {
-        self.verdict == "pass"
+        matches!(self.verdict.as_str(), "pass" | "waived")
     }
     /// What kept it from passing, by name.
     pub fn failing(&self) -> Vec<&str> {
@@ -150,7 +156,12 @@ pub fn run(
     let mut measures = judge::measure_all(config, gate, &baseline, progress);
     measures.extend(extra_conditions(config, store, gate)?);
     let finished = clock::now();
-    let verdict = judge::verdict(&measures);
+    let measured_verdict = judge::verdict(&measures);
+    let waiver = active_waiver(store, name)?;
+    let verdict = match (&waiver, measured_verdict) {
+        (Some(_), v) if v != "pass" => "waived",
+        (_, v) => v,
+    };
 
     let operator = crate::audit::actor::current();
     let mut doc = json!({
@@ -165,6 +176,11 @@ pub fn run(
         "finished": clock::to_text(finished),
         "duration_ms": (finished.as_millisecond() - started.as_millisecond()).max(0),
         "verdict": verdict,
+        "measured_verdict": measured_verdict,
+        "waiver": waiver.as_ref().map(|w| json!({
+            "change": w.id, "reason": w.objective, "requester": w.requester, "approver": w.approver,
+            "approved_at": w.decided_at, "expires_at": w.expires_at,
+        })),
         "measures": measures,
     });
     config.redactor.redact_json(&mut doc);
@@ -200,6 +216,7 @@ pub fn run(
             "sha": release.sha,
             "evidence": path,
             "evidence_sha256": sha256,
+            "waiver": waiver.as_ref().map(|w| w.id),
             "failing": measures.iter().filter(|m| !matches!(m.verdict.as_str(), "pass" | "dry-run")).map(|m| &m.name).collect::<Vec<_>>(),
         }),
         &config.redactor,
@@ -214,7 +231,37 @@ pub fn run(
         measures,
         evidence: path,
         sha256,
+        waiver,
     })
+}
+
+/// The approved waiver of `gate` that has not expired, newest first.
+pub fn active_waiver(store: &Store, gate: &str) -> Result<Option<crate::store::ChangeRequest>, GateError> {
+    let argv = crate::session::waiver_argv(gate);
+    let now = clock::to_text(clock::now());
+    Ok(store.changes(1000)?.into_iter().find(|c| {
+        c.argv == argv && c.status == "approved" && c.expires_at.as_deref().is_some_and(|e| e > now.as_str())
+    }))
+}
+
+/// Asks for a waiver of `gate` for `expires` from now; another person approves it.
+pub fn waive(
+    config: &Config,
+    store: &Store,
+    gate: &str,
+    reason: &str,
+    expires: std::time::Duration,
+) -> Result<(i64, String), GateError> {
+    if !config.gates.contains_key(gate) {
+        let near = crate::config::diagnostic::suggest(gate, config.gates.keys().map(String::as_str)).map(String::from);
+        return Err(GateError::Unknown(gate.to_string(), near));
+    }
+    let until = clock::now()
+        .checked_add(jiff::SignedDuration::try_from(expires).unwrap_or(jiff::SignedDuration::ZERO))
+        .map(clock::to_text)
+        .unwrap_or_default();
+    let id = crate::session::request_waiver(config, store, gate, reason, &until)?;
+    Ok((id, until))
 }
 
 /// The conditions judged from runbook's own state rather than probed: open alerts, and

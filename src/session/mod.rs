@@ -427,7 +427,8 @@ pub fn request(
             cwd: cwd.into(),
             impact: impact.into(),
             rollback: rollback.into(),
-            session_id: id,
+            session_id: Some(id),
+            expires_at: None,
             requester,
             uses: i64::from(uses.max(1)),
             created_at: clock::to_text(clock::now()),
@@ -440,18 +441,63 @@ pub fn request(
 /// (`runbook change show ID --payload`): the request and its binding, so the signature
 /// authorises that one command, in that directory and session, here.
 pub fn payload(config: &Config, c: &ChangeRequest) -> String {
-    format!(
+    let mut text = format!(
         "runbook change approval\nhost: {}\nchange: {}\nrequested: {} by {}\nsession: {}\ncommand: {}\ncwd: {}\nuses: {}\nbinding: {}\n",
         config.host,
         c.id,
         c.created_at,
         c.requester,
-        c.session_id,
+        c.session_id.map_or("none".to_string(), |s| s.to_string()),
         crate::util::display(&c.argv),
         c.cwd,
         c.uses_left,
         c.binding
-    )
+    );
+    if let Some(at) = &c.expires_at {
+        text.push_str(&format!("expires: {at}\n"));
+    }
+    text
+}
+
+/// The command a waiver of gate `gate` stands for.
+pub fn waiver_argv(gate: &str) -> Vec<String> {
+    ["runbook", "gate", "waive", gate].map(String::from).to_vec()
+}
+
+/// Asks for a waiver of gate `gate` until `expires_at`: a change request outside any session,
+/// approved by another person like any other (`runbook change approve ID`).
+pub fn request_waiver(
+    config: &Config,
+    store: &Store,
+    gate: &str,
+    reason: &str,
+    expires_at: &str,
+) -> Result<i64, SessionError> {
+    let argv = waiver_argv(gate);
+    let requester = crate::audit::actor::current();
+    let draft = Draft::new(
+        "change.requested",
+        "change",
+        json!({ "waiver": gate, "objective": reason, "command": crate::util::display(&argv), "expires_at": expires_at }),
+        &config.redactor,
+    );
+    Ok(store.request_change(
+        &NewChange {
+            objective: reason.into(),
+            // Never the binding of a session command: a waiver authorises no command.
+            binding: format!("waiver:{}", binding(&argv, "", &requester, &config.host)),
+            argv,
+            cwd: String::new(),
+            impact: format!("gate `{gate}` counts as passed, whatever it measures, until {expires_at}"),
+            rollback: "deny it while pending; an approved waiver ends at its expiry".into(),
+            session_id: None,
+            requester,
+            uses: 0,
+            created_at: clock::to_text(clock::now()),
+            expires_at: Some(expires_at.into()),
+        },
+        &draft,
+    )?)
 }
 
 /// The approvers of `sessions.approvers`, their keys parsed (validated at config load).
@@ -565,7 +611,7 @@ pub fn end(config: &Config, store: &Store, id: i64, next: Option<&str>) -> Resul
     let open: Vec<i64> = store
         .changes(1000)?
         .into_iter()
-        .filter(|c| c.session_id == id && c.status == "pending")
+        .filter(|c| c.session_id == Some(id) && c.status == "pending")
         .map(|c| c.id)
         .collect();
     let next_step = next.map(str::to_string).unwrap_or_else(|| {

@@ -46,7 +46,8 @@ pub struct ChangeRequest {
     pub cwd: String,
     pub impact: String,
     pub rollback: String,
-    pub session_id: i64,
+    /// The session it was asked in; none for a gate waiver.
+    pub session_id: Option<i64>,
     pub requester: String,
     /// SHA-256 of (argv, cwd, session): what an approval is bound to.
     pub binding: String,
@@ -57,6 +58,9 @@ pub struct ChangeRequest {
     pub decided_at: Option<String>,
     pub reason: Option<String>,
     pub created_at: String,
+    /// When an approved waiver stops counting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -66,11 +70,12 @@ pub struct NewChange {
     pub cwd: String,
     pub impact: String,
     pub rollback: String,
-    pub session_id: i64,
+    pub session_id: Option<i64>,
     pub requester: String,
     pub binding: String,
     pub uses: i64,
     pub created_at: String,
+    pub expires_at: Option<String>,
 }
 
 fn argv_of(text: String) -> Vec<String> {
@@ -93,7 +98,7 @@ fn session_from(r: &Row) -> rusqlite::Result<Session> {
 
 const SESSION_COLUMNS: &str = "id, mode, reason, incident, actor, host, started_at, ended_at, next_step";
 const CHANGE_COLUMNS: &str = "id, objective, argv, cwd, impact, rollback, session_id, requester, binding, status, \
-    uses_left, approver, decided_at, reason, created_at";
+    uses_left, approver, decided_at, reason, created_at, expires_at";
 
 fn change_from(r: &Row) -> rusqlite::Result<ChangeRequest> {
     Ok(ChangeRequest {
@@ -112,6 +117,7 @@ fn change_from(r: &Row) -> rusqlite::Result<ChangeRequest> {
         decided_at: r.get(12)?,
         reason: r.get(13)?,
         created_at: r.get(14)?,
+        expires_at: r.get(15)?,
     })
 }
 
@@ -273,8 +279,8 @@ impl Store {
     pub fn request_change(&self, c: &NewChange, draft: &Draft) -> Result<i64> {
         self.write("filing a change request", |tx| {
             tx.execute(
-                "INSERT INTO change_requests (objective, argv, cwd, impact, rollback, session_id, requester, binding, status, uses_left, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?10)",
+                "INSERT INTO change_requests (objective, argv, cwd, impact, rollback, session_id, requester, binding, status, uses_left, created_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?10, ?11)",
                 params![
                     c.objective,
                     serde_json::to_string(&c.argv).unwrap_or_default(),
@@ -285,7 +291,8 @@ impl Store {
                     c.requester,
                     c.binding,
                     c.uses,
-                    c.created_at
+                    c.created_at,
+                    c.expires_at
                 ],
             )?;
             audited_insert(tx, draft, "change")
