@@ -426,3 +426,34 @@ fn an_approved_waiver_lets_a_failing_gate_through_until_it_expires() {
         .0
         == 1));
 }
+
+#[test]
+fn a_gate_that_does_not_pass_tells_its_channels_what_failed_once() {
+    let hook = common::receiver::Receiver::start();
+    let env = Env::new(&format!(
+        "version: 1\nchecks:\n  fine: {{ command: {{ sh: \"true\" }} }}\n  no: {{ command: {{ sh: \"echo migrations pending; exit 1\" }} }}\nnotify:\n  channels:\n    ops: {{ webhook: {{ url: \"{}/hook\" }} }}\ngates:\n  release: {{ checks: [fine, no], notify: [ops] }}\n  quiet: {{ checks: [fine], notify: [ops] }}\n",
+        hook.url()
+    ));
+    let (code, _) = env.json(&["gate", "run", "quiet"]);
+    assert_eq!(code, 0);
+    let (code, r) = env.json(&["gate", "run", "release", "--release", "v2"]);
+    assert_eq!(code, 1, "{r:#}");
+    let got = hook.requests();
+    assert_eq!(
+        got.len(),
+        1,
+        "one message for the failing run, none for the passing one"
+    );
+    let body = got[0].body.clone();
+    assert!(
+        body.contains("release") && body.contains("no (fail)") && body.contains("v2"),
+        "{body}"
+    );
+    assert!(body.contains(r["evidence"].as_str().unwrap()), "{body}");
+    let out = Env::new(
+        "version: 1\nchecks:\n  fine: { command: { sh: \"true\" } }\ngates:\n  g: { checks: [fine], notify: [opz] }\n",
+    )
+    .run(&["config", "check"]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("no channel named `opz`"), "{}", out.stderr);
+}

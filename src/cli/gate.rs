@@ -196,6 +196,8 @@ fn measure(
             eprintln!("  {measure:<24} {:<12} {}", s.verdict, s.detail);
         }
     })?;
+    // What the gate's `notify` queued is sent before the command exits.
+    crate::schedule::upkeep::after_command(config, store);
     cx.out.either(&report, || {
         cx.out.line(format!(
             "gate {}: {}{}",

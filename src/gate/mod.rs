@@ -222,6 +222,9 @@ pub fn run(
         &config.redactor,
     );
     store.record_gate_run(&record, &draft)?;
+    if verdict != "pass" && verdict != "waived" {
+        tell(config, store, name, gate, verdict, &release, &measures, &path, &sha256)?;
+    }
     Ok(Report {
         gate: name.to_string(),
         verdict: verdict.to_string(),
@@ -262,6 +265,81 @@ pub fn waive(
         .unwrap_or_default();
     let id = crate::session::request_waiver(config, store, gate, reason, &until)?;
     Ok((id, until))
+}
+
+/// Queues one message per channel of the gate's `notify`, naming what did not pass; the
+/// run's seal makes it once only.
+#[allow(clippy::too_many_arguments)]
+fn tell(
+    config: &Config,
+    store: &Store,
+    name: &str,
+    gate: &Gate,
+    verdict: &str,
+    release: &Release,
+    measures: &[Judged],
+    evidence: &std::path::Path,
+    sha256: &str,
+) -> Result<(), GateError> {
+    if gate.notify.is_empty() || !config.notify.enabled {
+        return Ok(());
+    }
+    let failing: Vec<String> = measures
+        .iter()
+        .filter(|m| !matches!(m.verdict.as_str(), "pass" | "dry-run"))
+        .map(|m| {
+            let last = m
+                .samples
+                .iter()
+                .rev()
+                .find(|s| s.verdict != "pass")
+                .map(|s| s.detail.as_str())
+                .unwrap_or_default();
+            format!("{} ({}): {}", m.name, m.verdict, last)
+        })
+        .collect();
+    let now = clock::to_text(clock::now());
+    let message = crate::notify::Message {
+        change: "gate".into(),
+        alert_id: None,
+        key: format!("gate:{name}@{}", config.host),
+        name: name.to_string(),
+        source: "gate".into(),
+        host: config.host.clone(),
+        severity: "warning".into(),
+        summary: format!(
+            "verdict {verdict}{}: {}\nevidence: {}",
+            release
+                .reference
+                .as_deref()
+                .map(|r| format!(" for release {r}"))
+                .unwrap_or_default(),
+            failing.join("; "),
+            evidence.display()
+        ),
+        labels: BTreeMap::new(),
+        starts_at: now.clone(),
+        ends_at: None,
+        test_route: false,
+        note: None,
+        group: false,
+    };
+    let payload = serde_json::to_string(&message).unwrap_or_default();
+    store.alerts_tx(|tx| {
+        for channel in &gate.notify {
+            tx.enqueue(&crate::store::NewNotification {
+                idempotency_key: format!("gate:{sha256}:{channel}"),
+                alert_id: None,
+                change: "gate".into(),
+                channel: channel.clone(),
+                payload: payload.clone(),
+                at: now.clone(),
+                send_after: None,
+            })?;
+        }
+        Ok(())
+    })?;
+    Ok(())
 }
 
 /// The conditions judged from runbook's own state rather than probed: open alerts, and

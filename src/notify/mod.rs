@@ -69,6 +69,7 @@ impl Message {
             "digest" => format!("FAILING {}", self.key),
             "group" => format!("{} notifications from runbook on {}", self.name, self.host),
             "test" => format!("TEST from runbook on {}", self.host),
+            "gate" => format!("GATE {} did not pass on {}", self.name, self.host),
             _ => format!("FIRING [{}] {}", self.severity, self.key),
         };
         let mut text = if self.test_route {

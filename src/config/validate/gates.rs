@@ -40,7 +40,13 @@ const CONDITIONS: &[&str] = &[
     "drift_clean",
 ];
 
-pub(super) fn gates(cx: &mut Cx, node: &Node, base: &Path, checks: &BTreeMap<String, Check>) -> BTreeMap<String, Gate> {
+pub(super) fn gates(
+    cx: &mut Cx,
+    node: &Node,
+    base: &Path,
+    checks: &BTreeMap<String, Check>,
+    channels: &[String],
+) -> BTreeMap<String, Gate> {
     let mut out = BTreeMap::new();
     let Some(fields) = cx.map(node, "gates", &[]) else {
         return out;
@@ -55,6 +61,16 @@ pub(super) fn gates(cx: &mut Cx, node: &Node, base: &Path, checks: &BTreeMap<Str
             continue;
         }
         if let Some(g) = gate(cx, name, gnode, base, checks) {
+            for c in g.notify.iter().filter(|c| !channels.contains(c)) {
+                let hint = crate::config::diagnostic::suggest(c, channels.iter().map(String::as_str))
+                    .map(|s| format!("did you mean `{s}`?"))
+                    .unwrap_or_else(|| "define it under notify.channels".into());
+                cx.error(
+                    gnode.pos,
+                    format!("gates.{name}.notify: no channel named `{c}`"),
+                    Some(hint),
+                );
+            }
             out.insert(name.to_string(), g);
         }
     }

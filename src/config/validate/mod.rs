@@ -302,7 +302,15 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
     }
     let gates = top
         .get("gates")
-        .map(|n| gates::gates(cx, n, &base, &checks))
+        .map(|n| {
+            gates::gates(
+                cx,
+                n,
+                &base,
+                &checks,
+                &notify.channels.keys().cloned().collect::<Vec<_>>(),
+            )
+        })
         .unwrap_or_default();
     let backups = top
         .get("backups")
