@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
 
 use clap::Parser;
 use common::*;
@@ -243,24 +242,10 @@ fn every_configuration_in_the_docs_passes_config_check() {
 
 #[test]
 fn every_http_path_the_docs_name_is_served() {
-    let env = Env::new("version: 1\n");
-    let token = create_token(&env, "docs", "read");
-    let config = runbook::config::load(&env.config).unwrap();
-    let store = Arc::new(runbook::store::Store::open(&config.state.path).unwrap());
-    let state = Arc::new(runbook::api::ApiState::new(
-        store,
-        Arc::new(RwLock::new(Arc::new(config))),
-    ));
-    let req = axum::http::Request::builder()
-        .uri("/v1/openapi.json")
-        .header("authorization", format!("Bearer {token}"))
-        .body(axum::body::Body::empty())
-        .unwrap();
-    let rt = runbook::util::runtime::runtime();
-    let resp = rt
-        .block_on(tower::ServiceExt::oneshot(runbook::api::router(state), req))
-        .unwrap();
-    let bytes = rt.block_on(axum::body::to_bytes(resp.into_body(), 1 << 22)).unwrap();
+    let api = common::in_process::Api::new();
+    let (status, text) = api.text("/v1/openapi.json");
+    assert_eq!(status, 200, "{text}");
+    let bytes = text.into_bytes();
     let doc: serde_json::Value = serde_json::from_slice(&bytes).expect("the OpenAPI document");
     let served: Vec<(String, String)> = doc["paths"]
         .as_object()

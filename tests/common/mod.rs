@@ -7,6 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod http;
+pub mod in_process;
 pub mod receiver;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_runbook");
