@@ -6,6 +6,7 @@
 
 pub mod backups;
 pub mod checks;
+pub mod deploy;
 pub mod diagnostic;
 pub mod gates;
 mod interp;

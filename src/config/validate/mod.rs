@@ -6,6 +6,7 @@
 
 mod backups;
 mod checks;
+mod deploy;
 mod gates;
 mod notify;
 mod probes;
@@ -34,27 +35,15 @@ const TOP_KEYS: &[&str] = &[
     "sessions",
     "incidents",
     "gates",
+    "deploy",
 ];
-/// Sections of the full design that this version does not read yet.
-pub(super) const LATER_KEYS: &[&str] = &["deploy"];
 pub const DEFAULT_STATE_URL: &str = "sqlite:///var/lib/runbook/runbook.db";
 
 pub(super) use walker::Cx;
 
 /// Validates a parsed document. `file` is used for positions and relative paths.
 pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
-    let mut allowed: Vec<&str> = TOP_KEYS.to_vec();
-    allowed.extend(LATER_KEYS);
-    let top = cx.map(root, "runbook.yaml", &allowed)?;
-    for (key, key_pos, _) in &top.entries {
-        if LATER_KEYS.contains(key) {
-            cx.error(
-                *key_pos,
-                format!("`{key}:` is not supported by runbook {}", env!("CARGO_PKG_VERSION")),
-                Some(format!("remove the `{key}` section for now")),
-            );
-        }
-    }
+    let top = cx.map(root, "runbook.yaml", TOP_KEYS)?;
     let base = cx.file.parent().map(Path::to_path_buf).unwrap_or_default();
 
     let version = match top.get("version") {
@@ -312,6 +301,10 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
             )
         })
         .unwrap_or_default();
+    let deploy = top
+        .get("deploy")
+        .map(|n| deploy::deploy(cx, n, &base, &gates.keys().cloned().collect::<Vec<_>>()))
+        .unwrap_or_default();
     let backups = top
         .get("backups")
         .map(|n| backups::backups(cx, n, &base))
@@ -373,6 +366,7 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
         incidents,
         backups,
         gates,
+        deploy,
         source: cx.file.to_path_buf(),
         redactor: cx.redactor.clone(),
         env,

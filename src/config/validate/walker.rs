@@ -120,13 +120,6 @@ impl<'a> Cx<'a> {
                 continue;
             }
             if !allowed.is_empty() && !allowed.contains(&name.as_str()) {
-                // Sections of a later version are accepted only to say so: never offered.
-                let offered: Vec<&'static str> = allowed
-                    .iter()
-                    .copied()
-                    .filter(|a| !super::LATER_KEYS.contains(a))
-                    .collect();
-                let allowed = offered.as_slice();
                 let suggestion = suggest(name, allowed.iter().copied());
                 if let Some(s) = suggestion.and_then(|s| allowed.iter().find(|a| **a == s)) {
                     self.suggested.push((node.pos, s));
