@@ -1,8 +1,8 @@
 //! Bearer tokens: only SHA-256 hashes are stored; a presented token is hashed and compared in
 //! constant time against every known hash.
 //!
-//! `tower-http`'s bearer layer neither hashes nor compares in constant time, hence this.
-//! Tokens are read from the store at most every `REFRESH`, not per request.
+//! Invariant: the known tokens are kept in memory only until the state file changes, so a
+//! token created or revoked counts from the next request.
 
 use std::sync::{Arc, Mutex};
 

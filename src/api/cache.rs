@@ -1,21 +1,10 @@
 //! Answers repeated reads from memory until the state file changes.
 //!
-//! Lists of alerts, runs and audit events change only when something commits to the state
-//! file, and a dashboard or a poller asks for the same page over and over in between. This
-//! layer keeps the last body of each such `GET` (keyed by path and query) together with the
-//! state file's version (SQLite's `PRAGMA data_version`, read on a connection that never
-//! writes, so it moves on every commit by any process: the daemon, `runbook serve`, the
-//! CLI). A request whose entry carries the current version gets the stored bytes, without a
-//! query or serialization. Every response carries an `ETag`, and `If-None-Match` is
-//! answered `304`.
-//!
-//! The version is read before the handler runs. A commit that lands while the handler
-//! queries gives a body at least as new as the version it is stored with, so the next
-//! request sees a newer version and asks the store again: a stale body is never served as
-//! current.
-//!
-//! Memory is bounded: at most `MAX_ENTRIES` bodies and `MAX_BYTES` in all; past either, the
-//! cache starts over.
+//! Owns the last body of each cached `GET` (keyed by path and query), stored with the state
+//! file's `PRAGMA data_version` as read before the handler ran (on a connection that never
+//! writes, so any process's commit moves it), and the `ETag` / `304` answers.
+//! Invariants: a stale body is never served as current; memory stays within `MAX_ENTRIES`
+//! bodies and `MAX_BYTES` (past either, the cache starts over).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

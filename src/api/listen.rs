@@ -1,12 +1,10 @@
 //! The accept loop: connections in, each served by hyper with a header-read timeout, and a
 //! bound on how many are kept open, so that no client can starve the API or the daemon.
 //!
-//! Owns the sockets; it knows nothing of routes. Invariants: a connection that has not sent
-//! a whole request head within `HEADER_READ_TIMEOUT` (a half-open socket, or a keep-alive one
-//! gone idle) is closed; at most `limit()` connections are open, and a new one past that
-//! closes the oldest connection with no request in flight, so idle sockets can never hold the
-//! door shut against a health check; running out of file descriptors slows accepting down,
-//! it never stops the server.
+//! Owns the sockets; it knows nothing of routes. Invariants: a connection without a whole
+//! request head within `HEADER_READ_TIMEOUT` is closed; at most `limit()` connections are
+//! open, and one past that closes the oldest with no request in flight; running out of file
+//! descriptors slows accepting down, it never stops the server.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

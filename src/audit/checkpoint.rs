@@ -1,10 +1,7 @@
 //! Signed checkpoints of the audit chain: (seq, head hash, time) signed with an Ed25519 key.
 //!
-//! The hash chain shows an edit, a deletion or a reordering anywhere, but not a cut tail:
-//! deleting the newest events leaves a shorter chain that verifies. A checkpoint kept
-//! somewhere else (another host, a ticket, a chat message) says how long the chain was and
-//! what its head was; `audit verify --against` then shows a cut. The private key can live off
-//! the host: only `audit checkpoint` needs it.
+//! Owns signing, checking against trusted keys, and judging a checkpoint against a chain: a
+//! checkpoint kept elsewhere shows a cut tail, which the hash chain alone does not.
 
 use ring::rand::SystemRandom;
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};

@@ -1,9 +1,7 @@
 //! A lost tail: the audit head file beside the state file against the chain in it.
 //!
-//! The store records the newest committed event in `<state>.audit-head` after each commit
-//! (`store::head`). A state file that lost committed events (a crash that took the last
-//! transactions with it, a restore of an older copy) holds a chain that ends before that
-//! event, or that holds another event at its seq. This module judges that; it changes nothing.
+//! Judges whether the chain ends before the event `<state>.audit-head` records
+//! (`store::head`), or holds another event at its seq. Invariant: it changes nothing.
 
 use serde::Serialize;
 

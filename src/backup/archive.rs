@@ -1,16 +1,10 @@
 //! The archive file: one zstd stream of a tar stream whose first entry is `manifest.json`.
 //!
-//! Writing is streaming, in one pass over the data, and the manifest still comes first:
-//! the manifest's size is known before the data is read (every hash is 64 hex digits and
-//! every size comes from the listing), so the writer leaves room for it at the start of the
-//! file, compresses the data after that room, then compresses the finished manifest into the
-//! room and fills what is left with a zstd *skippable frame*, which every zstd decoder
-//! passes over. To `zstd -d | tar -t`, the file is a plain `.tar.zst` with `manifest.json`
-//! first. Each data frame carries zstd's own checksum as well.
-//!
-//! A file that changes while it is read is archived at the size it had when listed (cut or
-//! padded with zeros); the hash in the manifest is of the bytes archived, and the writer
-//! reports the file as changed.
+//! Owns writing it in one streaming pass (room left at the start, filled after the data with
+//! the manifest and a zstd skippable frame), reading the manifest back, and the sidecar.
+//! Invariants: to `zstd -d | tar -t` the file is a plain `.tar.zst` with `manifest.json`
+//! first; a file that changes while it is read is archived at its listed size (cut or padded
+//! with zeros), the manifest hashes the bytes archived, and the file is reported as changed.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom};

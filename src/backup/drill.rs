@@ -1,12 +1,9 @@
 //! `backup drill`: restore an archive into scratch space, prove the data works, and measure
-//! how long getting it back took. That duration is the recovery-time figure.
+//! how long getting it back took (the recovery-time figure).
 //!
-//! Phases, each timed: `sidecar` (the whole file against its hash), `extract` (every entry,
-//! each checked against the manifest as it is written), `sqlite` (`PRAGMA integrity_check`
-//! of each restored database), `postgres` (each dump restored into a scratch database on
-//! the source's server, which is dropped after), then `checks` (the target's
-//! `drill.checks`, run in the restored tree). The evidence (archive, hashes, durations,
-//! results, host) is written as JSON under `drill.evidence_dir` and kept in the store.
+//! Owns the timed phases (`sidecar`, `extract`, `sqlite`, `postgres`, `checks`) and the
+//! evidence, written as JSON under `drill.evidence_dir` and kept in the store. Invariant: a
+//! scratch PostgreSQL database is dropped after the drill.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -1,16 +1,9 @@
 //! A page of a mapped archive that cannot be read becomes an error, not a crash.
 //!
-//! Reading a file through a memory map has one hazard that `read` does not: when a page
-//! cannot be had (the file was cut short by another process after it was mapped, or the
-//! disk fails), touching it raises SIGBUS, which kills the process. `MADV_POPULATE_READ`
-//! reads each window in as it is mapped, but the page cache keeps no promise afterwards:
-//! a truncation drops the pages, and memory pressure can drop them for a re-read that fails.
-//!
-//! Windows register their address range here. A SIGBUS inside one is answered by mapping a
-//! page of zeros over the faulting page, so the access completes, and by raising that
-//! window's flag; the stream then reports the archive unreadable instead of trusting what it
-//! read (see `stream.rs`). A SIGBUS anywhere else goes to the handler that was there before
-//! (the standard library's), or to the default action, as if this module did not exist.
+//! Owns the SIGBUS handler and the registry of mapped windows ([`guard`]). Invariants: a
+//! SIGBUS inside a registered window maps a page of zeros over the faulting page and raises
+//! that window's flag, so the stream reports the archive unreadable; any other SIGBUS goes to
+//! the handler that was there before, or to the default action.
 
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};

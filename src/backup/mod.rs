@@ -1,10 +1,8 @@
 //! Backups that are known to restore: create, verify, drill, restore, prune and copy offsite.
 //!
-//! Owns the life of an archive file. `create` gathers the target's sources, writes
-//! `<target>-<UTC time>.tar.zst` under a temporary name, fsyncs it, writes its `.sha256`
-//! sidecar and only then renames it into place, so a crash at any point leaves nothing that
-//! `backup list` shows or `backup verify` accepts. `verify` reads every byte back.
-//! Invariant: an archive that is listed was completely written and recorded.
+//! Owns the life of an archive file. Invariant: an archive that is listed was completely
+//! written and recorded; a crash at any point leaves nothing that `backup list` shows or
+//! `backup verify` accepts.
 
 pub mod archive;
 mod catalog;

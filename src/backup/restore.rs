@@ -1,11 +1,8 @@
 //! `backup restore`: put an archive's data back where it came from, safely.
 //!
-//! Without `--execute` it only plans: what is replaced, where the safety copy of the current
-//! data goes, which `pre` and `post` commands run. With it: preflight first (the archive
-//! matches its sidecar, every destination and the safety directory are writable), and
-//! nothing is touched if that fails; then `pre` commands, a safety copy of the current data,
-//! the archive unpacked into a staging directory (every file checked against the manifest),
-//! each source moved into place, `post` commands, and the target's `restore_checks`.
+//! Owns the plan (without `--execute`) and carrying it out: preflight, `pre` commands, the
+//! safety copy, the archive unpacked to staging and checked, each source moved into place,
+//! `post` commands, `restore_checks`. Invariant: nothing is touched if the preflight fails.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

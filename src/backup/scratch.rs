@@ -1,11 +1,8 @@
 //! Scratch directories next to the archives that a killed process does not leave behind for
-//! good: verify's copies of the databases, a drill's restored tree, an archive pulled for an
-//! offsite drill. Each can be as large as the data.
+//! good: verify's database copies, a drill's restored tree, an archive pulled for a drill.
 //!
-//! A scratch directory holds an exclusive lock on the `.lock` file inside it for as long as
-//! it is in use. Whoever makes a new one first removes those of the same kind that nobody
-//! holds: their process is gone, since a lock ends with its process however that ends
-//! (Ctrl-C, `kill -9`, a crash, the machine's OOM killer).
+//! Invariant: a scratch directory in use holds an exclusive lock on its `.lock` file, and
+//! whoever makes a new one first removes those of the same kind that nobody holds.
 
 use std::fs::File;
 use std::io;

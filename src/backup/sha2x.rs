@@ -1,15 +1,8 @@
 //! SHA-256 of two streams at once.
 //!
-//! One SHA-256 is a chain: each block waits for the one before, so a core running the SHA
-//! instructions sits idle between the steps of a single hash. Two independent hashes
-//! interleaved fill those gaps: with the x86 SHA extensions, two lanes in one thread hash
-//! about one and a half times as many bytes as one. `verify` hashes the archive file and the
-//! entries inside it; [`update2`] takes a stretch of each and runs the blocks they have in
-//! common side by side. Without the SHA extensions it is two plain hashes. A single lane is
-//! the `sha2` crate's (docs/benchmarks.md, "What `unsafe` pays for").
-//!
-//! [`Lane`] gives the same digests as `sha2::Sha256` for any split of the input (tested
-//! below against it).
+//! Owns [`Lane`] and [`update2`], which interleaves two independent hashes in one thread with
+//! the x86 SHA extensions, and is two plain hashes without them. Invariant: [`Lane`] gives the
+//! same digests as `sha2::Sha256` for any split of the input.
 
 /// One SHA-256 in progress.
 #[derive(Clone)]

@@ -1,17 +1,10 @@
 //! Consistent snapshots of a live SQLite database, and `PRAGMA integrity_check`.
 //!
-//! A database in WAL mode is streamed: one read transaction is opened on it (the application
-//! goes on writing; readers never block writers in WAL mode), its pages are read in order
-//! through the `sqlite_dbpage` virtual table straight into the archive, and
-//! `PRAGMA integrity_check` then runs in the same transaction, so it checks exactly the pages
-//! archived. Nothing is written to disk but the archive.
-//!
-//! A database in a rollback-journal mode is copied with SQLite's online backup API into the
-//! scratch directory instead, and checked there: its read lock blocks the application's
-//! writers, so it is held only for the copy, not for the archiving and the check as well.
-//!
-//! Either way the archived file is a self-contained database in rollback mode (no `-wal` to
-//! go with it), page for page what the application saw at one instant.
+//! Owns both ways in: a WAL-mode database streamed page by page (`sqlite_dbpage`) from one
+//! read transaction and checked in it; a rollback-journal one copied to scratch with the
+//! online backup API, its lock held only for the copy. Invariant: the archived file is a
+//! self-contained rollback-mode database, page for page what the application saw at one
+//! instant.
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};

@@ -1,20 +1,10 @@
 //! An archive read the way `verify` reads it: once, by three threads, hashed twice.
 //!
-//! A reader thread maps the file into memory a window at a time and hands it on in 1 MiB
-//! chunks, slices of the mapping, so the kernel copies nothing; a window is unmapped once
-//! all its chunks are done with. A decoder thread decrypts them (for a
-//! `.tar.zst.age`) and decompresses them. The caller's thread walks the tar stream and
-//! hashes each entry's content. The whole file's SHA-256, which the sidecar records, is
-//! taken in the caller's thread too: the decoder hands each raw chunk on once it is done
-//! with it, and [`RawLane::hash_with`] hashes those raw bytes side by side with an entry's
-//! content, two SHA-256 lanes in one core ([`super::sha2x`]). Decoded chunks go one way and
-//! emptied ones come back to be filled again, so nothing is allocated per chunk and at most
-//! a few dozen MiB are held or mapped, whatever the archive's size.
-//!
-//! Each window is read in whole as it is mapped (`MADV_POPULATE_READ`), so a disk error or a
-//! file cut short by another process is an I/O error there. A page lost after that (the file
-//! cut short behind the reader) is caught by [`super::mapfault`]: the stream ends in an
-//! error, not in a SIGBUS.
+//! Owns the reader thread (the file mapped a window at a time, handed on as slices of the
+//! mapping), the decoder thread (decrypt, decompress), the chunks that go round, and
+//! [`RawLane::hash_with`], which hashes the raw file beside an entry's content
+//! ([`super::sha2x`]). Invariants: memory held or mapped does not grow with the archive; a
+//! disk error or a file cut short is an I/O error, never a SIGBUS ([`super::mapfault`]).
 
 use std::collections::VecDeque;
 use std::fs::File;

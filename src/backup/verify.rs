@@ -1,11 +1,9 @@
-//! `backup verify`: read every byte of an archive and prove it matches what was written.
+//! `backup verify`: read every byte of an archive once and prove it matches what was written.
 //!
-//! Checks, in one pass: the whole file against its `.sha256` sidecar; the zstd frames (each
-//! carries a checksum); that `manifest.json` comes first and is well formed; every entry
-//! against the manifest (kind, size, SHA-256), with nothing missing and nothing extra; each
-//! SQLite snapshot with `PRAGMA integrity_check` after extracting it to a scratch directory;
-//! each PostgreSQL dump with `pg_restore --list`. Every problem is reported, the first one
-//! named first.
+//! Owns the checks: the file against its sidecar, the zstd frames, the manifest first and
+//! every entry against it (nothing missing or extra), SQLite snapshots with
+//! `PRAGMA integrity_check`, PostgreSQL dumps with `pg_restore --list`. Invariant: every
+//! problem is reported, the first one first.
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -1,6 +1,4 @@
 //! git ref probe: is the live checkout at the expected commit, ref or tag, and clean?
-//!
-//! The incident playbook's "verify the VPS checkout contains the intended change".
 
 use std::time::Duration;
 

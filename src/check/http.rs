@@ -1,9 +1,8 @@
 //! HTTP probe: one request, judged on status, body, JSON, headers and latency.
 //!
-//! By default every probe connects afresh, as blackbox_exporter's do, and reports its phases
-//! (`http_fetch`). `reuse_connection: true` goes through a pooled client instead, kept per
-//! (redirect policy, TLS verification, CA file). The body is read up to `MAX_BODY`; a longer
-//! body is cut, not an error.
+//! Owns the probe on a connection of its own with its phases (`http_fetch`, the default) and,
+//! with `reuse_connection: true`, a pooled client per (redirect policy, TLS verification, CA
+//! file). Invariant: the body is read up to `MAX_BODY`; a longer body is cut, not an error.
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -1,9 +1,7 @@
 //! Resource limits of child processes: rlimits set in the child, or a systemd scope.
 //!
-//! This module needs `unsafe`: `CommandExt::pre_exec` runs a closure in the forked child before
-//! exec, where only async-signal-safe calls are allowed. The closure only makes raw syscalls
-//! through rustix (`prctl`, `setrlimit`; no allocation, no locks), which are safe there.
-//! Invariant: limits apply to the task's process, never to runbook itself.
+//! Invariants: between fork and exec the child makes only raw `prctl` and `setrlimit` calls
+//! (no allocation, no locks); limits apply to the task's process, never to runbook itself.
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;

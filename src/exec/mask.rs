@@ -1,13 +1,10 @@
 //! Secrets no command can read: each `secrets.deny_read` path is covered, in the command's own
-//! mount namespace, by an empty read-only file (`/dev/null`) or an empty read-only directory,
-//! so no name reaches its bytes: not a relative path, a symlink, `/proc/self/root/…`, `grep
-//! -r`, nor a program that opens it by itself.
+//! mount namespace, by an empty read-only file or directory, so no name reaches its bytes.
 //!
-//! Owns expanding the patterns to paths and the masking. This module needs `unsafe` for the
-//! same reason as `sandbox`: the masking happens in `CommandExt::pre_exec`, between fork and
-//! exec, with raw `unshare` and `mount` calls on C strings made before the fork.
-//! Invariant: runbook's own mount namespace is never touched; masking needs root
-//! (CAP_SYS_ADMIN), and where runbook is not root a path it can read is refused, not run.
+//! Owns expanding the patterns to paths and the masking. Invariants: between fork and exec
+//! the child makes only raw `unshare` and `mount` calls on strings built before the fork;
+//! runbook's own mount namespace is never touched; without root, a path runbook can read is
+//! refused, not run.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;

@@ -1,14 +1,10 @@
-//! The read-only sandbox of diagnostic commands, enforced by the kernel: a command that the
-//! argv policy let through still cannot write a file, change the host or signal a process
-//! outside its own tree.
+//! The kernel's read-only sandbox of diagnostic commands: a command the argv policy let
+//! through still cannot write a file, change the host or signal a process outside its tree.
 //!
-//! Owns the Landlock ruleset and the capability drop. This module needs `unsafe`: the Landlock
-//! system calls have no wrapper in libc or rustix, and the restriction is applied in
-//! `CommandExt::pre_exec`, between fork and exec, where only async-signal-safe calls are
-//! allowed: the ruleset is built in the parent, the child only makes raw `prctl`,
-//! `landlock_restrict_self` and `capset` calls (no allocation, no locks).
-//! Invariant: the parent (runbook) is never restricted; every child of a sandboxed command
-//! inherits the restriction and cannot shed it (`no_new_privs`, Landlock domains only grow).
+//! Owns the Landlock ruleset and the capability drop. Invariants: between fork and exec the
+//! child makes only raw `prctl`, `landlock_restrict_self` and `capset` calls on a ruleset
+//! built in the parent (no allocation, no locks); runbook itself is never restricted; every
+//! child of a sandboxed command inherits the restriction and cannot shed it.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;

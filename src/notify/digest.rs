@@ -1,7 +1,6 @@
-//! Digests: the task alerts of one profile run go out as one message.
+//! Digests: the task alerts of one profile run go out as one message; a run with a single
+//! transition sends that transition as itself.
 //!
-//! "3 tasks failed in profile hourly: …", as the cron runner's Telegram digest did. A run
-//! with a single transition sends that transition as itself.
 //! Invariant: one digest per (profile run, channel), by idempotency key.
 
 use std::collections::BTreeMap;

@@ -2,10 +2,8 @@
 //! `{ push: T }`.
 //!
 //! Owns running them inside a profile run: one ledger row each, the outcome as the task's
-//! status, and the task alert on failure like any command task. A drill task takes a
-//! never-drilled archive first (those the next prune removes first), else the one drilled
-//! longest ago, and prune holds the one it takes next: every archive is drilled before
-//! retention removes it (see `backup::next_to_drill`).
+//! status, the task alert on failure. Invariant: every archive is drilled before retention
+//! removes it (a drill takes `backup::next_to_drill`, and prune holds that one).
 
 use std::time::Instant;
 

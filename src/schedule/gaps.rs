@@ -1,11 +1,10 @@
-//! Scheduled runs that could not start or be recorded (no file descriptor, no thread, the
-//! state file refusing a write): kept in memory and written as soon as the state file takes a
-//! write again, so a gap in the schedule is never silent.
+//! Scheduled runs that could not start or be recorded, kept in memory until the state file
+//! takes a write again, so a gap in the schedule is never silent.
 //!
-//! Owns the in-memory list and the path from it to the ledger and to an alert. Invariant: a
-//! scheduled run that did not happen is logged at once and, once the state file can be
-//! written, is a `failed` run of its profile with the reason, a `run.missed` audit event and
-//! a firing `missed-run:PROFILE` alert (resolved by the profile's next run that is recorded).
+//! Owns the in-memory list and its path to the ledger and to an alert. Invariant: a missed
+//! run is logged at once and, once the state file can be written, is a `failed` run of its
+//! profile with the reason, a `run.missed` audit event and a firing `missed-run:PROFILE`
+//! alert (resolved by the profile's next recorded run).
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;

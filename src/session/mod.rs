@@ -1,5 +1,5 @@
 //! Guarded operator sessions: read-only diagnosis by default; state changes only through
-//! approved, recorded, bounded commands (DESIGN.md §7, the production-session playbook).
+//! approved, recorded, bounded commands.
 //!
 //! Owns the rules: `policy` classifies a command; a diagnostic session runs only read-only
 //! ones; a maintenance session runs a state-changing one only with an approved change

@@ -1,10 +1,9 @@
-//! The end-of-session record appended to the incident note the session belongs to
-//! (playbook: "leave the next safest command or next decision in the incident note").
+//! The end-of-session record appended to the incident note the session belongs to.
 //!
-//! A note is found in `incidents.dir` by the incident id: `ID.md`, or a note whose name
-//! starts with `ID-` or ends with `-ID` (`2026-11-29-api-down.md` for `api-down`). An id is
-//! a plain name (letters, digits, `.`, `_`, `-`), so it never leads out of the directory. The
-//! record is appended in one `O_APPEND` write after the session's end is committed.
+//! Owns finding the note in `incidents.dir` (`ID.md`, or a name starting with `ID-` or ending
+//! with `-ID`) and the record. Invariants: an id is a plain name (letters, digits, `.`, `_`,
+//! `-`), so it never leads out of the directory; the record is appended in one `O_APPEND`
+//! write after the session's end is committed.
 
 use std::path::{Path, PathBuf};
 

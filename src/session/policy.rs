@@ -1,11 +1,9 @@
 //! The command policy of guarded sessions: is this argv read-only, state-changing, or never
 //! allowed?
 //!
-//! Owns the built-in read-only list of the production-session playbook (host state, repo
-//! state, service state, runbook's own read verbs), the operator's `sessions.read_only`
-//! patterns, and the rules that override both: persistent privileged shells are refused,
-//! shells with a script and anything that looks like shell syntax are state-changing, and
-//! reading a `secrets.deny_read` path needs explicit approval. Pure: no process, no store.
+//! Owns the built-in read-only list, the `sessions.read_only` patterns and the rules that
+//! override both (persistent privileged shells refused; shell scripts and shell syntax
+//! state-changing; a `secrets.deny_read` path needs approval). Pure: no process, no store.
 //! Invariant: when in doubt, a command is state-changing.
 
 use serde::Serialize;

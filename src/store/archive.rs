@@ -1,11 +1,9 @@
 //! `audit archive`: move old events out of the state file into compressed files that keep
 //! the chain verifiable.
 //!
-//! A file holds a contiguous run of events (`audit-<first>-<last>.jsonl.zst`, one event per
-//! line, `data` exactly as hashed). The state file keeps a row per file with its last event's
-//! seq and hash (the anchor) and the file's SHA-256; the chain left in the state file
-//! continues from the newest anchor, so `audit verify` still works across the boundary, and
-//! it checks the files too when they are there.
+//! Owns the files (`audit-<first>-<last>.jsonl.zst`, events exactly as hashed) and their
+//! anchor rows (last seq and hash, the file's SHA-256). Invariant: the chain left in the state
+//! file continues from the newest anchor, so `audit verify` works across the boundary.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};

@@ -1,11 +1,9 @@
-//! The audit head file: the newest committed audit event (seq and hash), kept beside the state
-//! file (`<state>.audit-head`) so that a state file which lost committed events is caught.
+//! The audit head file (`<state>.audit-head`): the newest committed audit event (seq and
+//! hash), kept beside the state file so that a state file which lost committed events is caught.
 //!
-//! Owns that small file and its update rule: one fixed-size record rewritten in place under
-//! an exclusive lock of the file, through a descriptor each store keeps open. It never opens
-//! the database's own files (a second descriptor on them would drop SQLite's POSIX locks when
-//! closed). Invariant: the file only moves forward along the chain it names: it is never
-//! rewritten by a chain that does not contain the event it records, so evidence of a lost
+//! Owns that file: one fixed-size record rewritten in place under an exclusive lock.
+//! Invariants: it never opens the database's own files (closing a second descriptor would drop
+//! SQLite's locks); it only moves forward along the chain it names, so evidence of a lost
 //! tail stays until someone looks.
 
 use std::fs::{File, OpenOptions};

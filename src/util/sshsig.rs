@@ -1,11 +1,8 @@
 //! Approvals signed with an SSH key: the `ssh-keygen -Y sign` format (OpenSSH's
 //! PROTOCOL.sshsig), verified against the public keys of `sessions.approvers`.
 //!
-//! Two-person control without an identity provider: the approver signs the request's
-//! payload (`runbook change show ID --payload`) on their own machine with the key they
-//! already have, and the host checks the signature against the keys it was told to trust.
-//! Ed25519, ECDSA P-256/P-384 and RSA (rsa-sha2-256/512) keys; `ssh-rsa` SHA-1 signatures
-//! and hardware (`sk-`) keys are refused.
+//! Invariant: only Ed25519, ECDSA P-256/P-384 and RSA (rsa-sha2-256/512) signatures verify;
+//! `ssh-rsa` SHA-1 signatures and hardware (`sk-`) keys are refused.
 
 use base64::Engine;
 use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};

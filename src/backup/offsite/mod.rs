@@ -1,12 +1,9 @@
 //! Offsite copies: `backup push` and `backup pull` to an S3-compatible bucket or another
 //! directory, through `object_store` (one code path for both).
 //!
-//! An archive counts as offsite when its sidecar is there and names the same SHA-256 as the
-//! local one: the sidecar is uploaded last, so an interrupted push is resumed by the next
-//! one. The archive it was on continues from its last stored part (recorded in the state
-//! file), unless it is encrypted on the way, which starts over. A pull writes to a
-//! temporary name, hashes what it receives, and renames only when the hash matches the
-//! remote sidecar.
+//! Invariants: an archive counts as offsite only when its sidecar is there and names the local
+//! SHA-256 (the sidecar goes last, so the next push resumes an interrupted one); a pull renames
+//! an archive into place only when its hash matches the remote sidecar.
 
 mod pull;
 mod push;

@@ -31,7 +31,11 @@ pub(super) fn deploy(cx: &mut Cx, node: &Node, base: &Path, gates: &[String]) ->
     };
     for (name, key_pos, anode) in &apps.entries {
         if !super::valid_name(name) {
-            cx.error(*key_pos, format!("app name `{name}` may only use letters, digits, `-`, `_` and `.`"), None);
+            cx.error(
+                *key_pos,
+                format!("app name `{name}` may only use letters, digits, `-`, `_` and `.`"),
+                None,
+            );
             continue;
         }
         if let Some(a) = app(cx, name, anode, base, gates) {
@@ -44,7 +48,11 @@ pub(super) fn deploy(cx: &mut Cx, node: &Node, base: &Path, gates: &[String]) ->
 fn programs(cx: &mut Cx, node: Option<&Node>, what: &str) -> Vec<Program> {
     let Some(node) = node else { return Vec::new() };
     let Kind::Seq(items) = &node.kind else {
-        cx.error(node.pos, format!("{what} must be a list of {{ run: [...] }} or {{ sh: ... }}"), None);
+        cx.error(
+            node.pos,
+            format!("{what} must be a list of {{ run: [...] }} or {{ sh: ... }}"),
+            None,
+        );
         return Vec::new();
     };
     items
@@ -60,21 +68,32 @@ fn app(cx: &mut Cx, name: &str, node: &Node, base: &Path, gates: &[String]) -> O
     let what = format!("deploy.{name}");
     let f = cx.map(node, &what, KEYS)?;
     let repo = cx.required(&f, "repo", &what, "e.g. repo: /srv/app/repo.git");
-    let path = cx.required(&f, "path", &what, "e.g. path: /srv/app").map(|p| base.join(p));
+    let path = cx
+        .required(&f, "path", &what, "e.g. path: /srv/app")
+        .map(|p| base.join(p));
     let refs = f
         .get("refs")
         .and_then(|n| cx.string(n, &format!("{what}.refs")).map(|v| (n.pos, v)))
         .map(|(pos, v)| {
             if v != "tags" && v != "sha" {
-                cx.error(pos, format!("{what}.refs is `tags` or `sha`, not `{v}`"), Some("a branch moves: deploy a tag or a commit".into()));
+                cx.error(
+                    pos,
+                    format!("{what}.refs is `tags` or `sha`, not `{v}`"),
+                    Some("a branch moves: deploy a tag or a commit".into()),
+                );
             }
             v
         })
         .unwrap_or_else(|| "tags".into());
     let allowed_signers = f.get("verify_signature").and_then(|n| {
         let vf = cx.map(n, &format!("{what}.verify_signature"), &["allowed_signers"])?;
-        cx.required(&vf, "allowed_signers", &what, "e.g. allowed_signers: /etc/runbook/allowed_signers")
-            .map(|p| base.join(p))
+        cx.required(
+            &vf,
+            "allowed_signers",
+            &what,
+            "e.g. allowed_signers: /etc/runbook/allowed_signers",
+        )
+        .map(|p| base.join(p))
     });
     let shared = f
         .get("shared")
@@ -82,8 +101,15 @@ fn app(cx: &mut Cx, name: &str, node: &Node, base: &Path, gates: &[String]) -> O
         .map(|(pos, list)| {
             for s in &list {
                 let p = Path::new(s);
-                if s.is_empty() || p.is_absolute() || p.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
-                    cx.error(pos, format!("{what}.shared: `{s}` must be a plain path inside the release"), None);
+                if s.is_empty()
+                    || p.is_absolute()
+                    || p.components().any(|c| !matches!(c, std::path::Component::Normal(_)))
+                {
+                    cx.error(
+                        pos,
+                        format!("{what}.shared: `{s}` must be a plain path inside the release"),
+                        None,
+                    );
                 }
             }
             list
@@ -96,7 +122,10 @@ fn app(cx: &mut Cx, name: &str, node: &Node, base: &Path, gates: &[String]) -> O
         && let Some(mf) = cx.map(n, &format!("{what}.migrate"), &["run", "sh", "expand_only"])
     {
         migrate = super::profile::program(cx, &mf, &format!("{what}.migrate"));
-        expand_only = mf.get("expand_only").and_then(|b| cx.bool(b, "expand_only")).unwrap_or(false);
+        expand_only = mf
+            .get("expand_only")
+            .and_then(|b| cx.bool(b, "expand_only"))
+            .unwrap_or(false);
     }
     let backup = f.get("backup").and_then(|n| {
         let t = cx.string(n, &format!("{what}.backup"))?;
@@ -114,7 +143,11 @@ fn app(cx: &mut Cx, name: &str, node: &Node, base: &Path, gates: &[String]) -> O
         && let Some(v) = cx.string(n, "switch_with")
         && v != "symlink"
     {
-        cx.error(n.pos, format!("{what}.switch_with is `symlink` (a rename of a link over `current`), not `{v}`"), None);
+        cx.error(
+            n.pos,
+            format!("{what}.switch_with is `symlink` (a rename of a link over `current`), not `{v}`"),
+            None,
+        );
     }
     let (mut gate_before, mut gate_after) = (None, None);
     if let Some(n) = f.get("gates")
