@@ -12,6 +12,7 @@ pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod deploy;
 pub mod exec;
 pub mod gate;
 pub mod jobs;

@@ -158,6 +158,7 @@ const TOP_LEVEL: &[&str] = &[
     "retention",
     "incidents",
     "gates",
+    "deploy",
 ];
 
 #[test]

@@ -10,6 +10,7 @@ use super::daemon::DaemonError;
 use crate::api::ServeError;
 use crate::backup::BackupError;
 use crate::config::{ConfigError, Diagnostic};
+use crate::deploy::DeployError;
 use crate::gate::GateError;
 use crate::jobs::JobsError;
 use crate::schedule::runner::RunError;
@@ -126,5 +127,6 @@ explained!(
     BackupError,
     SessionError,
     ServeError,
-    GateError
+    GateError,
+    DeployError
 );

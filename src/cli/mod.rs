@@ -11,6 +11,7 @@ mod check;
 mod config_cmd;
 mod daemon;
 mod db;
+mod deploy;
 pub mod error;
 mod gate;
 mod jobs;
@@ -30,6 +31,7 @@ use audit::AuditCmd;
 use backup::BackupCmd;
 use config_cmd::ConfigCmd;
 use db::DbCmd;
+use deploy::DeployArgs;
 pub use error::CliError;
 use gate::GateCmd;
 use jobs::JobsCmd;
@@ -197,6 +199,16 @@ pub enum Command {
     /// SHA-256 the audit log records; `gate verify FILE` checks one.
     #[command(subcommand)]
     Gate(GateCmd),
+    /// Deploy a pinned ref: a release of its own, one atomic switch, rollback on a failed gate
+    ///
+    /// `deploy APP REF` prints the plan; `--apply` runs it: resolve REF (a tag, or a commit
+    /// with `refs: sha`; a branch only with --allow-branch), verify its signature, create
+    /// releases/<sha>-<UTC> as a git worktree, link shared entries, build, the `before` gate,
+    /// a backup when the migration is not expand-only, migrate, switch `current` with one
+    /// rename, restart, the `after` gate, and mark the release good. If the gate after fails,
+    /// the previous release goes back live (unless --no-rollback) and this one is marked bad.
+    /// One deploy of an app at a time; every step is an audit event.
+    Deploy(DeployArgs),
 }
 
 fn parse_duration(s: &str) -> Result<crate::config::HumanDuration, String> {
@@ -262,6 +274,7 @@ pub fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
         Command::Session(cmd) => session::run(&cx, cmd),
         Command::Change(cmd) => session::change(&cx, cmd),
         Command::Gate(cmd) => gate::run(&cx, cmd),
+        Command::Deploy(args) => deploy::run(&cx, args),
     }
 }
 

@@ -11,6 +11,7 @@ mod audit_log;
 mod backups;
 pub mod chain;
 mod check_results;
+mod deploys;
 mod gates;
 pub mod head;
 mod heartbeats;
@@ -26,6 +27,7 @@ pub use alerts::{Alert, AlertFilter, AlertStatus, AlertTx, CheckState, Cutoff, D
 pub use audit_log::AuditArchive;
 pub use backups::{BackupMetrics, BackupRecord, NewBackup, OffsiteUpload};
 pub use check_results::{LATENCY_BOUNDS_MS, LatencyHistogram};
+pub use deploys::Deploy;
 pub use gates::GateRun;
 pub use heartbeats::Heartbeat;
 pub use notifications::{ChannelHealth, NewNotification, Notification};

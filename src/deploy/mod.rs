@@ -1,0 +1,664 @@
+//! Deploys: a pinned ref into a release directory of its own, switched live with one rename(2)
+//! of the `current` link, checked by gates, and rolled back to the last good release when the
+//! gate after the switch fails.
+//!
+//! Invariants: `current` always points at a complete release (the switch is the only commit
+//! point, one rename of a link made beside it); nothing live is touched before the switch; one
+//! deploy of an app at a time (a lock the kernel drops with its holder); every step and its
+//! outcome is a row of `deploys` written with its audit event.
+
+mod git;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::audit::Draft;
+use crate::clock;
+use crate::config::Config;
+use crate::config::deploy::DeployApp;
+use crate::config::program::Program;
+use crate::store::{Deploy, Store, StoreError};
+
+const STEP_TIMEOUT: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("no app named `{0}` under deploy:")]
+    Unknown(String),
+    #[error("ref `{0}` {1}")]
+    Ref(String, String),
+    #[error("`{0}`: its signature does not verify: {1}")]
+    Signature(String, String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("{step}: {detail}")]
+    Step { step: String, detail: String },
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+impl crate::util::Explain for DeployError {
+    fn class(&self) -> crate::util::ExitClass {
+        match self {
+            DeployError::Unknown(_) => crate::util::ExitClass::Usage,
+            DeployError::Store(_) => crate::util::ExitClass::Internal,
+            _ => crate::util::ExitClass::Failed,
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        match self {
+            DeployError::Ref(..) => {
+                Some("`git tag` lists the tags; `runbook deploy history APP` what went live".into())
+            }
+            _ => None,
+        }
+    }
+    fn kind(&self) -> &'static str {
+        "deploy"
+    }
+}
+
+/// What `deploy APP REF` would do, step by step.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub app: String,
+    #[serde(rename = "ref")]
+    pub reference: String,
+    pub sha: String,
+    pub release: String,
+    pub path: PathBuf,
+    /// The release live now, if any.
+    pub current: Option<String>,
+    pub steps: Vec<String>,
+}
+
+fn app<'a>(config: &'a Config, name: &str) -> Result<&'a DeployApp, DeployError> {
+    config
+        .deploy
+        .get(name)
+        .ok_or_else(|| DeployError::Unknown(name.to_string()))
+}
+
+/// The repository refs are read from: the configured one when it is a local directory, else a
+/// mirror under the app's path (fetched by `apply`).
+fn repo_dir(a: &DeployApp) -> PathBuf {
+    let local = Path::new(&a.repo);
+    if local.is_dir() {
+        local.to_path_buf()
+    } else {
+        a.path.join(".repo.git")
+    }
+}
+
+/// The release `current` points at; an error when `current` is not a link (a legacy layout).
+pub fn live(a: &DeployApp) -> Result<Option<String>, DeployError> {
+    let current = a.path.join("current");
+    match std::fs::symlink_metadata(&current) {
+        Err(_) => Ok(None),
+        Ok(m) if m.file_type().is_symlink() => Ok(std::fs::read_link(&current)
+            .ok()
+            .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))),
+        Ok(_) => Err(DeployError::Refused(format!(
+            "{} is a real directory, not a link to a release: move it into {}/releases/ and link it, then deploy",
+            current.display(),
+            a.path.display()
+        ))),
+    }
+}
+
+fn describe(p: &Program) -> String {
+    crate::util::display(&p.argv())
+}
+
+pub fn plan(config: &Config, name: &str, reference: &str, allow_branch: bool) -> Result<Plan, DeployError> {
+    let a = app(config, name)?;
+    let current = live(a)?;
+    let repo = repo_dir(a);
+    let sha = if repo.is_dir() {
+        git::resolve(&repo, &a.refs, reference, allow_branch)?
+    } else {
+        String::new()
+    };
+    let stamp = clock::now().strftime("%Y%m%dT%H%M%SZ").to_string();
+    let release = format!("{}-{stamp}", if sha.is_empty() { "unresolved" } else { &sha[..12] });
+    let mut steps = Vec::new();
+    if !Path::new(&a.repo).is_dir() {
+        steps.push(format!("fetch {} into {}", a.repo, repo.display()));
+    }
+    steps.push(format!(
+        "resolve {reference} ({}) to {}",
+        a.refs,
+        if sha.is_empty() {
+            "its commit, after the fetch"
+        } else {
+            &sha
+        }
+    ));
+    if let Some(s) = &a.allowed_signers {
+        steps.push(format!("verify its SSH signature against {}", s.display()));
+    }
+    steps.push(format!("create releases/{release} (git worktree at the commit)"));
+    for s in &a.shared {
+        steps.push(format!("link shared/{s} into the release"));
+    }
+    steps.extend(a.build.iter().map(|p| format!("build: {}", describe(p))));
+    steps.extend(a.gate_before.iter().map(|g| format!("gate {g} must pass")));
+    if let (Some(m), false) = (&a.migrate, a.expand_only) {
+        steps.push(format!(
+            "backup {} (the migration is not expand-only)",
+            a.backup.as_deref().unwrap_or("?")
+        ));
+        steps.push(format!("migrate: {}", describe(m)));
+    } else if let Some(m) = &a.migrate {
+        steps.push(format!("migrate (expand-only): {}", describe(m)));
+    }
+    steps.push(format!("switch: current -> releases/{release} (one rename)"));
+    steps.extend(a.restart.iter().map(|p| format!("restart: {}", describe(p))));
+    if let Some(g) = &a.gate_after {
+        steps.push(format!(
+            "gate {g} must pass, else {} goes back live",
+            current.as_deref().unwrap_or("the previous release")
+        ));
+    }
+    steps.push("mark the release good".into());
+    Ok(Plan {
+        app: name.to_string(),
+        reference: reference.to_string(),
+        sha,
+        release,
+        path: a.path.clone(),
+        current,
+        steps,
+    })
+}
+
+/// Runs `program` in `dir` with the configured environment; what it printed, or why it failed.
+fn run(config: &Config, p: &Program, dir: &Path) -> Result<String, String> {
+    let mut spec = crate::exec::Spec::new(p.argv(), STEP_TIMEOUT);
+    spec.cwd = Some(dir.to_path_buf());
+    spec.env = config.env.clone();
+    let out = crate::exec::run(&spec, &Default::default()).map_err(|e| e.to_string())?;
+    if out.success() {
+        Ok(out.combined_output())
+    } else {
+        Err(config.redactor.redact(&out.summary(STEP_TIMEOUT)).into_owned())
+    }
+}
+
+/// Points `current` at `release` with one rename of a link made beside it.
+fn switch(path: &Path, release: &str) -> std::io::Result<()> {
+    let tmp = path.join(format!(".current-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(Path::new("releases").join(release), &tmp)?;
+    std::fs::rename(&tmp, path.join("current"))?;
+    std::fs::File::open(path)?.sync_all()
+}
+
+/// A finished deploy (or rollback).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub deploy: Deploy,
+    pub log: Vec<String>,
+    /// The evidence of each gate run on the way.
+    pub gates: Vec<PathBuf>,
+}
+
+struct Run<'a> {
+    config: &'a Arc<Config>,
+    store: &'a Store,
+    id: i64,
+    app: String,
+    log: Vec<String>,
+    gates: Vec<PathBuf>,
+    progress: &'a dyn Fn(&str),
+}
+
+impl Run<'_> {
+    fn step(&mut self, step: &str, detail: String) -> Result<(), DeployError> {
+        (self.progress)(&format!("{step}: {detail}"));
+        self.log.push(format!("{step}: {detail}"));
+        let draft = Draft::new(
+            "deploy.step",
+            &self.app,
+            json!({ "deploy": self.id, "step": step, "detail": detail }),
+            &self.config.redactor,
+        );
+        Ok(self.store.deploy_step(self.id, step, &draft)?)
+    }
+
+    fn gate(&mut self, name: &str, reference: &str) -> Result<bool, DeployError> {
+        let r = crate::gate::run(self.config, self.store, name, Some(reference), &|_, _| {}).map_err(|e| {
+            DeployError::Step {
+                step: format!("gate {name}"),
+                detail: e.to_string(),
+            }
+        })?;
+        self.gates.push(r.evidence.clone());
+        let failing = r.failing().join(", ");
+        self.log.push(format!(
+            "gate {name}: {}{}",
+            r.verdict,
+            if failing.is_empty() {
+                String::new()
+            } else {
+                format!(" ({failing})")
+            }
+        ));
+        (self.progress)(&format!("gate {name}: {}", r.verdict));
+        Ok(r.passed())
+    }
+
+    fn finish(&mut self, status: &str, error: Option<&str>) -> Result<(), DeployError> {
+        let draft = Draft::new(
+            "deploy.finished",
+            &self.app,
+            json!({ "deploy": self.id, "status": status, "error": error }),
+            &self.config.redactor,
+        );
+        Ok(self
+            .store
+            .finish_deploy(self.id, status, error, &clock::to_text(clock::now()), &draft)?)
+    }
+}
+
+/// Options of `deploy APP REF --apply`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    pub allow_branch: bool,
+    pub no_rollback: bool,
+}
+
+/// Deploys `reference` of app `name`: every step of `plan`, for real.
+pub fn apply(
+    config: &Arc<Config>,
+    store: &Store,
+    name: &str,
+    reference: &str,
+    options: Options,
+    progress: &dyn Fn(&str),
+) -> Result<Report, DeployError> {
+    let a = app(config, name)?.clone();
+    let _lock = crate::schedule::lock::try_lock(&config.state.path, &format!("deploy-{name}"))
+        .map_err(|e| DeployError::Refused(format!("cannot take the deploy lock: {e}")))?
+        .ok_or_else(|| {
+            DeployError::Refused(format!(
+                "a deploy of `{name}` is running: one at a time (`runbook deploy history {name}`)"
+            ))
+        })?;
+    let current = live(&a)?;
+    let repo = repo_dir(&a);
+    if !Path::new(&a.repo).is_dir() {
+        let fetched = if repo.is_dir() {
+            git::git(
+                &repo,
+                &["fetch", "--prune", "--tags", "origin", "+refs/heads/*:refs/heads/*"],
+            )
+        } else {
+            git::git(
+                &a.path,
+                &["clone", "--mirror", "--", &a.repo, &repo.display().to_string()],
+            )
+        };
+        fetched.map_err(|e| DeployError::Step {
+            step: "fetch".into(),
+            detail: e,
+        })?;
+    }
+    let sha = git::resolve(&repo, &a.refs, reference, options.allow_branch)?;
+    if let Some(signers) = &a.allowed_signers {
+        git::verify_signature(&repo, &a.refs, reference, &sha, signers)?;
+    }
+    let release = format!("{}-{}", &sha[..12], clock::now().strftime("%Y%m%dT%H%M%SZ"));
+    let dir = a.path.join("releases").join(&release);
+    if dir.exists() {
+        return Err(DeployError::Refused(format!(
+            "{} exists already: a release is never reused",
+            dir.display()
+        )));
+    }
+    let record = Deploy {
+        id: 0,
+        app: name.to_string(),
+        reference: reference.to_string(),
+        sha: sha.clone(),
+        release: release.clone(),
+        previous: current.clone(),
+        status: "running".into(),
+        step: "resolved".into(),
+        operator: crate::audit::actor::current(),
+        host: config.host.clone(),
+        pid: std::process::id() as i64,
+        started_at: clock::to_text(clock::now()),
+        finished_at: None,
+        error: None,
+    };
+    let draft = Draft::new(
+        "deploy.started",
+        name,
+        json!({ "ref": reference, "sha": sha, "release": release, "previous": current }),
+        &config.redactor,
+    );
+    let id = store.start_deploy(&record, &draft)?;
+    let mut r = Run {
+        config,
+        store,
+        id,
+        app: name.to_string(),
+        log: Vec::new(),
+        gates: Vec::new(),
+        progress,
+    };
+    let before = prepare(&mut r, &a, &repo, &sha, &release, reference);
+    if let Err(e) = before {
+        // Nothing live was touched: the half-made release goes.
+        let _ = git::git(&repo, &["worktree", "remove", "--force", &dir.display().to_string()]);
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = git::git(&repo, &["worktree", "prune"]);
+        r.finish("failed", Some(&e.to_string()))?;
+        return Err(e);
+    }
+    switch(&a.path, &release).map_err(|e| DeployError::Step {
+        step: "switch".into(),
+        detail: e.to_string(),
+    })?;
+    r.step("switched", format!("current -> releases/{release}"))?;
+    let after = go_live(&mut r, &a, reference);
+    match (after, &current, options.no_rollback) {
+        (Ok(()), _, _) => r.finish("good", None)?,
+        (Err(e), Some(previous), false) => {
+            r.step("rolling back", format!("{e}; current -> releases/{previous}"))?;
+            switch(&a.path, previous).map_err(|e| DeployError::Step {
+                step: "switch back".into(),
+                detail: e.to_string(),
+            })?;
+            let again = go_live(&mut r, &a, reference);
+            let detail = match &again {
+                Ok(()) => format!("{e}; rolled back to {previous}"),
+                Err(e2) => format!("{e}; rolled back to {previous}, which does not pass either: {e2}"),
+            };
+            r.finish("bad", Some(&detail))?;
+            return Err(DeployError::Step {
+                step: "deploy".into(),
+                detail,
+            });
+        }
+        (Err(e), _, _) => {
+            r.finish("bad", Some(&e.to_string()))?;
+            return Err(e);
+        }
+    }
+    Ok(Report {
+        deploy: store.deploys(name, 1)?.into_iter().next().unwrap_or(record),
+        log: r.log,
+        gates: r.gates,
+    })
+}
+
+/// Everything before the switch: the release made, linked, built, gated, the data backed up
+/// and migrated.
+fn prepare(
+    r: &mut Run,
+    a: &DeployApp,
+    repo: &Path,
+    sha: &str,
+    release: &str,
+    reference: &str,
+) -> Result<(), DeployError> {
+    let dir = a.path.join("releases").join(release);
+    std::fs::create_dir_all(a.path.join("releases")).map_err(|e| DeployError::Refused(e.to_string()))?;
+    git::git(repo, &["worktree", "add", "--detach", &dir.display().to_string(), sha]).map_err(|e| {
+        DeployError::Step {
+            step: "create release".into(),
+            detail: e,
+        }
+    })?;
+    r.step("release created", format!("releases/{release} at {sha}"))?;
+    for s in &a.shared {
+        let (from, to) = (a.path.join("shared").join(s), dir.join(s));
+        if !from.exists() {
+            return Err(DeployError::Step {
+                step: "link shared".into(),
+                detail: format!("{} does not exist: create it first", from.display()),
+            });
+        }
+        if std::fs::symlink_metadata(&to).is_ok_and(|m| m.is_dir()) {
+            let _ = std::fs::remove_dir_all(&to);
+        } else {
+            let _ = std::fs::remove_file(&to);
+        }
+        if let Some(parent) = to.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        std::os::unix::fs::symlink(&from, &to).map_err(|e| DeployError::Step {
+            step: "link shared".into(),
+            detail: format!("{}: {e}", to.display()),
+        })?;
+    }
+    if !a.shared.is_empty() {
+        r.step("shared linked", a.shared.join(", "))?;
+    }
+    for p in &a.build {
+        let out = run(r.config, p, &dir).map_err(|e| DeployError::Step {
+            step: format!("build `{}`", describe(p)),
+            detail: e,
+        })?;
+        r.step("built", format!("{} ({} bytes of output)", describe(p), out.len()))?;
+    }
+    if let Some(g) = &a.gate_before
+        && !r.gate(g, reference)?
+    {
+        return Err(DeployError::Step {
+            step: format!("gate {g}"),
+            detail: "did not pass: nothing went live".into(),
+        });
+    }
+    if let Some(m) = &a.migrate {
+        if !a.expand_only
+            && let Some(target) = &a.backup
+        {
+            let c = crate::backup::create(r.config, r.store, target, &Default::default(), &|_| {}).map_err(|e| {
+                DeployError::Step {
+                    step: format!("backup {target}"),
+                    detail: e.to_string(),
+                }
+            })?;
+            r.step("backed up", c.path.display().to_string())?;
+        }
+        run(r.config, m, &dir).map_err(|e| DeployError::Step {
+            step: "migrate".into(),
+            detail: e,
+        })?;
+        r.step("migrated", describe(m))?;
+    }
+    Ok(())
+}
+
+/// After a switch: restart, then the gate after.
+fn go_live(r: &mut Run, a: &DeployApp, reference: &str) -> Result<(), DeployError> {
+    let current = a.path.join("current");
+    for p in &a.restart {
+        run(r.config, p, &current).map_err(|e| DeployError::Step {
+            step: format!("restart `{}`", describe(p)),
+            detail: e,
+        })?;
+        r.step("restarted", describe(p))?;
+    }
+    if let Some(g) = &a.gate_after
+        && !r.gate(g, reference)?
+    {
+        return Err(DeployError::Step {
+            step: format!("gate {g}"),
+            detail: "did not pass after the switch".into(),
+        });
+    }
+    Ok(())
+}
+
+/// What is live: the release, its commit, whether its tree is as committed (shared links
+/// aside), and since when.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub app: String,
+    pub release: Option<String>,
+    pub sha: Option<String>,
+    pub clean: Option<bool>,
+    /// What differs from the commit, as `git status --porcelain` says it.
+    pub changes: Vec<String>,
+    pub since: Option<String>,
+    pub last: Option<Deploy>,
+}
+
+pub fn status(config: &Config, store: &Store, name: &str) -> Result<Status, DeployError> {
+    let a = app(config, name)?;
+    let release = live(a)?;
+    let current = a.path.join("current");
+    let sha = release
+        .as_ref()
+        .and_then(|_| git::git(&current, &["rev-parse", "HEAD"]).ok());
+    let changes: Vec<String> = match &release {
+        Some(_) => git::git(&current, &["status", "--porcelain", "--untracked-files=no"])
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                let path = l.get(3..).unwrap_or_default();
+                !a.shared.iter().any(|s| path == s || path.starts_with(&format!("{s}/")))
+            })
+            .map(String::from)
+            .collect(),
+        None => Vec::new(),
+    };
+    let history = store.deploys(name, 100)?;
+    let since = history
+        .iter()
+        .find(|d| Some(&d.release) == release.as_ref() && d.status == "good")
+        .and_then(|d| d.finished_at.clone());
+    Ok(Status {
+        app: name.to_string(),
+        clean: release.as_ref().map(|_| changes.is_empty()),
+        release,
+        sha,
+        changes,
+        since,
+        last: history.into_iter().next(),
+    })
+}
+
+/// Whether the live release is at `reference` and clean (seed 001's check after a deploy).
+pub fn verify(
+    config: &Config,
+    store: &Store,
+    name: &str,
+    reference: &str,
+) -> Result<(Status, String, bool), DeployError> {
+    let a = app(config, name)?;
+    let sha = git::resolve(&repo_dir(a), &a.refs, reference, true)?;
+    let s = status(config, store, name)?;
+    let ok = s.sha.as_deref() == Some(sha.as_str()) && s.clean == Some(true);
+    Ok((s, sha, ok))
+}
+
+/// Releases that went live and stayed (a `good` deploy), newest first, never one marked bad
+/// since.
+fn good_releases(store: &Store, name: &str) -> Result<Vec<String>, DeployError> {
+    let history = store.deploys(name, 1000)?;
+    let mut out: Vec<String> = Vec::new();
+    for d in &history {
+        let bad = history
+            .iter()
+            .any(|b| b.release == d.release && b.status == "bad" && b.id > d.id);
+        if d.status == "good" && !bad && !out.contains(&d.release) {
+            out.push(d.release.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// `deploy rollback`: the release `to` (or the newest good one that is not live) goes back
+/// live: switch, restart, the gate after. Without `apply`, only says which.
+pub fn rollback(
+    config: &Arc<Config>,
+    store: &Store,
+    name: &str,
+    to: Option<&str>,
+    apply: bool,
+    progress: &dyn Fn(&str),
+) -> Result<(String, Option<Report>), DeployError> {
+    let a = app(config, name)?.clone();
+    let current = live(&a)?;
+    let good = good_releases(store, name)?;
+    let target = match to {
+        Some(t) if good.iter().any(|g| g == t) => t.to_string(),
+        Some(t) => {
+            return Err(DeployError::Refused(format!(
+                "release {t} is not a good release of `{name}` (see `deploy history {name}`)"
+            )));
+        }
+        None => good
+            .into_iter()
+            .find(|g| Some(g) != current.as_ref())
+            .ok_or_else(|| DeployError::Refused(format!("`{name}` has no other good release to go back to")))?,
+    };
+    if !apply {
+        return Ok((target, None));
+    }
+    let _lock = crate::schedule::lock::try_lock(&config.state.path, &format!("deploy-{name}"))
+        .map_err(|e| DeployError::Refused(e.to_string()))?
+        .ok_or_else(|| DeployError::Refused(format!("a deploy of `{name}` is running")))?;
+    let sha = git::git(&a.path.join("releases").join(&target), &["rev-parse", "HEAD"]).unwrap_or_default();
+    let record = Deploy {
+        id: 0,
+        app: name.to_string(),
+        reference: format!("rollback:{target}"),
+        sha,
+        release: target.clone(),
+        previous: current.clone(),
+        status: "running".into(),
+        step: "resolved".into(),
+        operator: crate::audit::actor::current(),
+        host: config.host.clone(),
+        pid: std::process::id() as i64,
+        started_at: clock::to_text(clock::now()),
+        finished_at: None,
+        error: None,
+    };
+    let draft = Draft::new(
+        "deploy.rollback",
+        name,
+        json!({ "to": target, "from": current }),
+        &config.redactor,
+    );
+    let id = store.start_deploy(&record, &draft)?;
+    let mut r = Run {
+        config,
+        store,
+        id,
+        app: name.to_string(),
+        log: Vec::new(),
+        gates: Vec::new(),
+        progress,
+    };
+    switch(&a.path, &target).map_err(|e| DeployError::Step {
+        step: "switch".into(),
+        detail: e.to_string(),
+    })?;
+    r.step("switched", format!("current -> releases/{target}"))?;
+    match go_live(&mut r, &a, &record.reference) {
+        Ok(()) => r.finish("good", None)?,
+        Err(e) => {
+            r.finish("failed", Some(&e.to_string()))?;
+            return Err(e);
+        }
+    }
+    Ok((
+        target,
+        Some(Report {
+            deploy: store.deploys(name, 1)?.into_iter().next().unwrap_or(record),
+            log: r.log,
+            gates: r.gates,
+        }),
+    ))
+}

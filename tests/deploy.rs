@@ -1,0 +1,183 @@
+//! Deploys through the real binary: real git repositories, a real HTTP service restarted by
+//! `restart`, gates probing it, the atomic switch of `current`, and rollback when the gate
+//! after the switch fails.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::time::Duration;
+
+/// A repository with tags v1, v2 (each serving "vN ok") and v3 (serving "v3 broken").
+fn source(env: &Env) {
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    git(&src, &["init", "-q", "-b", "main"]);
+    for (tag, body) in [("v1", "v1 ok"), ("v2", "v2 ok"), ("v3", "v3 broken")] {
+        std::fs::write(src.join("index.html"), format!("{body}\n")).unwrap();
+        git(&src, &["add", "."]);
+        git(&src, &["commit", "-q", "-m", tag]);
+        git(&src, &["tag", tag]);
+    }
+}
+
+struct Service(std::path::PathBuf);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.0) {
+            signal(pid.trim().parse().unwrap_or(0), "KILL");
+        }
+    }
+}
+
+fn app(env: &Env, port: u16) -> Service {
+    source(env);
+    std::fs::create_dir_all(env.path("app/shared")).unwrap();
+    env.write("app/shared/.env", "SECRET_KEY=x\n");
+    env.edit_config(
+        "version: 1\n",
+        &format!(
+            r#"version: 1
+checks:
+  web: {{ http: {{ url: "http://127.0.0.1:{port}/index.html", expect: {{ body_contains: " ok" }} }}, timeout: 2s }}
+gates:
+  after: {{ checks: [ {{ check: web, count: 3, interval: 200ms, consecutive_error_limit: 2, failure_limit: 0 }} ] }}
+deploy:
+  site:
+    repo: src
+    path: app
+    refs: tags
+    shared: [.env]
+    build: [ {{ sh: "test -L .env && echo built > BUILT" }} ]
+    restart:
+      - sh: "kill $(cat {{dir}}/run.pid 2>/dev/null) 2>/dev/null; sleep 0.2; python3 -m http.server {port} --bind 127.0.0.1 --directory . >/dev/null 2>&1 & echo $! > {{dir}}/run.pid"
+    gates: {{ after: after }}
+"#
+        )
+        .replace("{dir}", &env.dir.path().display().to_string()),
+    );
+    Service(env.path("run.pid"))
+}
+
+fn body(port: u16) -> String {
+    let mut last = String::new();
+    wait_for(Duration::from_secs(10), || {
+        last = common::http::get(port, "/index.html", None).body;
+        !last.is_empty()
+    });
+    last
+}
+
+fn live(env: &Env) -> String {
+    std::fs::read_link(env.path("app/current"))
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+#[test]
+fn a_plan_changes_nothing_and_a_deploy_switches_restarts_and_verifies() {
+    let env = Env::new("version: 1\n");
+    let port = common::http::free_port();
+    let _service = app(&env, port);
+    let out = env.run(&["deploy", "site", "v1"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("switch: current -> releases/"), "{}", out.stdout);
+    assert!(!env.path("app/releases").exists() && !env.path("app/current").exists());
+
+    let (code, r) = env.json(&["deploy", "site", "v1", "--apply"]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["deploy"]["status"], "good");
+    assert!(live(&env).starts_with("releases/"), "{}", live(&env));
+    assert_eq!(body(port), "v1 ok\n");
+    let release = env.path("app/current");
+    assert!(
+        std::fs::symlink_metadata(release.join(".env"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(release.join("BUILT").exists());
+    assert_eq!(env.json(&["deploy", "verify", "site", "v1"]).0, 0);
+    assert_eq!(env.json(&["deploy", "verify", "site", "v2"]).0, 1);
+
+    let (code, r) = env.json(&["deploy", "site", "v2", "--apply"]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(body(port), "v2 ok\n");
+    let (_, s) = env.json(&["deploy", "status", "site"]);
+    assert_eq!(s["sha"].as_str().unwrap(), git(&env.path("src"), &["rev-parse", "v2"]));
+    // A file changed in the live tree is seen: not clean.
+    std::fs::write(env.path("app/current/index.html"), "hacked\n").unwrap();
+    let (code, v) = env.json(&["deploy", "verify", "site", "v2"]);
+    assert_eq!(code, 1, "{v:#}");
+    assert_eq!(v["live"]["clean"], false);
+    git(&env.path("app/current"), &["checkout", "--", "index.html"]);
+    let steps = env.count("SELECT count(*) FROM audit_events WHERE kind = 'deploy.step'");
+    assert!(steps >= 6, "{steps}");
+}
+
+#[test]
+fn a_release_that_fails_the_gate_after_the_switch_is_rolled_back_and_marked_bad() {
+    let env = Env::new("version: 1\n");
+    let port = common::http::free_port();
+    let _service = app(&env, port);
+    for tag in ["v1", "v2"] {
+        let (code, r) = env.json(&["deploy", "site", tag, "--apply"]);
+        assert_eq!(code, 0, "{r:#}");
+    }
+    let good = live(&env);
+    let (code, r) = env.json(&["deploy", "site", "v3", "--apply"]);
+    assert_eq!(code, 1, "{r:#}");
+    assert_eq!(live(&env), good, "the previous release is live again");
+    assert_eq!(body(port), "v2 ok\n", "and the service answers from it");
+    let (_, history) = env.json(&["deploy", "history", "site"]);
+    assert_eq!(history[0]["ref"], "v3");
+    assert_eq!(history[0]["status"], "bad");
+    // Rollback goes to the newest good release that is not live, never the bad one.
+    let (code, plan) = env.json(&["deploy", "rollback", "site"]);
+    assert_eq!(code, 0, "{plan:#}");
+    assert!(
+        plan["to"]
+            .as_str()
+            .unwrap()
+            .starts_with(&git(&env.path("src"), &["rev-parse", "v1"])[..12]),
+        "{plan:#}"
+    );
+    let (code, done) = env.json(&["deploy", "rollback", "site", "--apply"]);
+    assert_eq!(code, 0, "{done:#}");
+    assert_eq!(body(port), "v1 ok\n");
+}
+
+#[test]
+fn refused_refs_and_layouts_touch_nothing_live() {
+    let env = Env::new("version: 1\n");
+    let port = common::http::free_port();
+    let _service = app(&env, port);
+    for (reference, needle) in [
+        ("main", "is a branch"),
+        ("v9", "no such tag"),
+        ("--upload-pack=touch x", "not a ref name"),
+    ] {
+        let out = env.run(&["deploy", "site", "--apply", "--", reference]);
+        assert_eq!(out.code, 1, "{reference}: {}", out.stderr);
+        assert!(out.stderr.contains(needle), "{reference}: {}", out.stderr);
+    }
+    assert!(!env.path("x").exists());
+    assert!(!env.path("app/current").exists());
+    // A legacy layout: `current` is a real directory.
+    std::fs::create_dir_all(env.path("app/current")).unwrap();
+    env.write("app/current/keep", "old\n");
+    let out = env.run(&["deploy", "site", "v1", "--apply"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("real directory"), "{}", out.stderr);
+    assert_eq!(std::fs::read_to_string(env.path("app/current/keep")).unwrap(), "old\n");
+    assert!(Path::new(&env.path("app/current")).is_dir());
+    // A build that fails leaves no release behind and nothing live changed.
+    std::fs::remove_dir_all(env.path("app/current")).unwrap();
+    env.edit_config("test -L .env && echo built > BUILT", "exit 3");
+    let out = env.run(&["deploy", "site", "v1", "--apply"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(!env.path("app/current").exists());
+    assert!(env.names("app/releases").is_empty(), "{:?}", env.names("app/releases"));
+}
