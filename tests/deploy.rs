@@ -115,6 +115,33 @@ fn a_plan_changes_nothing_and_a_deploy_switches_restarts_and_verifies() {
     git(&env.path("app/current"), &["checkout", "--", "index.html"]);
     let steps = env.count("SELECT count(*) FROM audit_events WHERE kind = 'deploy.step'");
     assert!(steps >= 6, "{steps}");
+
+    // The API, the metrics and the status page say what is live.
+    let secret = create_token(&env, "reader", "read");
+    let (_server, api) = serve(&env);
+    let d = common::http::get(api, "/v1/deploys", Some(&secret));
+    assert_eq!(d.status, 200, "{}", d.body);
+    let live_release = live(&env).trim_start_matches("releases/").to_string();
+    assert_eq!(d.json()["items"][0]["live"], live_release.as_str());
+    assert_eq!(d.json()["items"][0]["deploys"][0]["ref"], "v2");
+    let metrics = common::http::get(api, "/metrics", Some(&secret)).body;
+    assert!(
+        metrics.contains(&format!(
+            "runbook_deploy_release_info{{app=\"site\",release=\"{live_release}\",sha=\"{}\"}} 1",
+            s["sha"].as_str().unwrap()
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("runbook_deploy_last_success_timestamp_seconds{app=\"site\"}"),
+        "{metrics}"
+    );
+    promtool_accepts(&metrics);
+    let page = common::http::get(api, "/", Some(&secret)).body;
+    assert!(
+        page.contains("data-app=\"site\"") && page.contains(&live_release),
+        "{page}"
+    );
 }
 
 #[test]
@@ -180,4 +207,101 @@ fn refused_refs_and_layouts_touch_nothing_live() {
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(!env.path("app/current").exists());
     assert!(env.names("app/releases").is_empty(), "{:?}", env.names("app/releases"));
+}
+
+/// kill -9 of runbook at ten points of a deploy, before and after the switch (each a command
+/// the deploy runs kills its parent, runbook, when told to): `current` is never missing or
+/// half-switched, always a complete release; `--resume` finishes with a good release live
+/// and the service answering from it.
+#[test]
+fn a_deploy_killed_at_any_step_resumes_to_a_good_release() {
+    let env = Env::new("version: 1\n");
+    let port = common::http::free_port();
+    let _service = app(&env, port);
+    let dir = env.dir.path().display().to_string();
+    // Kills runbook (the shell's parent) when `kill-at` names this point, once.
+    let die = |point: &str| {
+        format!(
+            "[ \\\"$(cat {dir}/kill-at 2>/dev/null)\\\" = {point} ] && {{ rm -f {dir}/kill-at; kill -9 $PPID; sleep 5; }}; true"
+        )
+    };
+    let yaml = format!(
+        r#"version: 1
+checks:
+  web: {{ http: {{ url: "http://127.0.0.1:{port}/index.html", expect: {{ body_contains: " ok" }} }}, timeout: 2s }}
+  before-a: {{ command: {{ sh: "{before_a}" }} }}
+  before-b: {{ command: {{ sh: "{before_b}" }} }}
+  after-a: {{ command: {{ sh: "{after_a}" }} }}
+  after-b: {{ command: {{ sh: "{after_b}" }} }}
+backups:
+  data: {{ sources: [ {{ command: [sh, -c, "{backup}; echo data"], name: data }} ], dest: archives }}
+gates:
+  before: {{ checks: [before-a, before-b] }}
+  after: {{ checks: [after-a, after-b, {{ check: web, count: 3, interval: 200ms, consecutive_error_limit: 2 }} ] }}
+deploy:
+  site:
+    repo: src
+    path: app
+    shared: [.env]
+    build: [ {{ sh: "{build1}; echo one > B1" }}, {{ sh: "{build2}; echo two > B2" }} ]
+    migrate: {{ sh: "{migrate}; echo migrated >> {dir}/migrations" }}
+    backup: data
+    restart:
+      - sh: "{restart1}"
+      - sh: "{restart2}; kill $(cat {dir}/run.pid 2>/dev/null) 2>/dev/null; sleep 0.2; python3 -m http.server {port} --bind 127.0.0.1 --directory . >/dev/null 2>&1 & echo $! > {dir}/run.pid"
+    gates: {{ before: before, after: after }}
+"#,
+        before_a = die("before-a"),
+        before_b = die("before-b"),
+        after_a = die("after-a"),
+        after_b = die("after-b"),
+        backup = die("backup"),
+        build1 = die("build1"),
+        build2 = die("build2"),
+        migrate = die("migrate"),
+        restart1 = die("restart1"),
+        restart2 = die("restart2"),
+    );
+    std::fs::write(
+        &env.config,
+        format!("state: {{ url: \"sqlite://state/runbook.db\" }}\n{yaml}"),
+    )
+    .unwrap();
+    let out = env.run(&["config", "check"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (code, r) = env.json(&["deploy", "site", "v1", "--apply"]);
+    assert_eq!(code, 0, "{r:#}");
+    let points = [
+        "build1", "build2", "before-a", "before-b", "backup", "migrate", "restart1", "restart2", "after-a", "after-b",
+    ];
+    let mut live_tag = "v1";
+    for point in points {
+        let next = if live_tag == "v1" { "v2" } else { "v1" };
+        env.write("kill-at", point);
+        let out = env.run(&["deploy", "site", next, "--apply"]);
+        assert_eq!(
+            out.code, -1,
+            "{point}: runbook was to be killed: {}{}",
+            out.stdout, out.stderr
+        );
+        assert!(!env.path("kill-at").exists(), "{point} was reached");
+        // Never missing, never half-switched: a complete release.
+        let current = env.path("app/current");
+        assert!(
+            std::fs::symlink_metadata(&current).unwrap().file_type().is_symlink(),
+            "{point}"
+        );
+        assert!(
+            current.join("index.html").is_file(),
+            "{point}: current is not a complete release"
+        );
+        let out = env.run(&["deploy", "site", "--resume"]);
+        assert_eq!(out.code, 0, "{point}: {}{}", out.stdout, out.stderr);
+        let (_, history) = env.json(&["deploy", "history", "site"]);
+        assert_eq!(history[0]["status"], "good", "{point}: {history:#}");
+        assert_eq!(history[0]["ref"], next, "{point}: {history:#}");
+        assert_eq!(body(port), format!("{next} ok\n"), "{point}");
+        assert_eq!(env.json(&["deploy", "verify", "site", next]).0, 0, "{point}");
+        live_tag = next;
+    }
 }

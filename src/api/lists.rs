@@ -276,3 +276,25 @@ pub async fn gates(
     .await?;
     Ok(Json(json!({ "items": items })))
 }
+
+#[utoipa::path(get, path = "/v1/deploys", tag = "deploys", security(("bearer" = [])),
+    responses((status = 200, description = "Every configured app with its live release and its recent deploys and rollbacks (newest first, with the last step each completed)")))]
+pub async fn deploys(State(state): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let config = state.config();
+    let items = blocking(move || {
+        let store = state.reader();
+        config
+            .deploy
+            .iter()
+            .map(|(name, a)| {
+                Ok(json!({
+                    "app": name,
+                    "live": crate::deploy::live(a).ok().flatten(),
+                    "deploys": store.deploys(name, 20)?,
+                }))
+            })
+            .collect::<Result<Vec<_>, ApiError>>()
+    })
+    .await?;
+    Ok(Json(json!({ "items": items })))
+}

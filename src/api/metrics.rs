@@ -138,6 +138,47 @@ pub fn render(state: &ApiState, openmetrics: bool) -> Result<String, ApiError> {
         }
     }
     w.family(
+        "runbook_deploy_last_success_timestamp_seconds",
+        "gauge",
+        "When each app's last good deploy (or rollback) finished.",
+    );
+    let mut live = Vec::new();
+    for (name, a) in &config.deploy {
+        let history = state.reader().deploys(name, 100)?;
+        if let Some(at) = history
+            .iter()
+            .find(|d| d.status == "good")
+            .and_then(|d| d.finished_at.as_deref())
+            .and_then(crate::clock::from_text)
+        {
+            w.sample(
+                "runbook_deploy_last_success_timestamp_seconds",
+                &[("app", name)],
+                at.as_second() as f64,
+            );
+        }
+        if let Some(release) = crate::deploy::live(a).ok().flatten() {
+            let sha = history
+                .iter()
+                .find(|d| d.release == release)
+                .map(|d| d.sha.clone())
+                .unwrap_or_default();
+            live.push((name.clone(), release, sha));
+        }
+    }
+    w.family(
+        "runbook_deploy_release_info",
+        "gauge",
+        "The release live for each app, and its commit.",
+    );
+    for (app, release, sha) in &live {
+        w.sample(
+            "runbook_deploy_release_info",
+            &[("app", app), ("release", release), ("sha", sha)],
+            1.0,
+        );
+    }
+    w.family(
         "runbook_check_duration_seconds",
         "histogram",
         "How long probes of each check took, all time.",

@@ -124,6 +124,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/checks", get(lists::checks))
         .route("/v1/backups", get(lists::backups))
         .route("/v1/gates", get(lists::gates))
+        .route("/v1/deploys", get(lists::deploys))
         .route("/metrics", get(metrics::metrics))
         .route("/v1/metrics", get(metrics::metrics_v1))
         .route("/v1/telemetry", get(telemetry::telemetry))

@@ -95,6 +95,14 @@ fn render(state: &ApiState) -> Result<Markup, ApiError> {
     })?;
     let open: Vec<_> = alerts.iter().filter(|a| a.status != AlertStatus::Resolved).collect();
     let last_runs = state.reader().last_profile_runs()?;
+    let deploys = config
+        .deploy
+        .iter()
+        .map(|(name, a)| {
+            let last = state.reader().deploys(name, 1)?.into_iter().next();
+            Ok((name.clone(), crate::deploy::live(a).ok().flatten(), last))
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
     let gate_runs = config
         .gates
         .keys()
@@ -236,6 +244,25 @@ fn render(state: &ApiState) -> Result<Markup, ApiError> {
                                     td.detail { (r.evidence_path) }
                                 } @else {
                                     td.muted { "never" } td {} td {} td {}
+                                }
+                            }
+                        } }
+                    }
+                }
+                @if !deploys.is_empty() {
+                    h2 { "Deploys" }
+                    table id="deploys" {
+                        thead { tr { th { "App" } th { "Live release" } th { "Last deploy" } th { "Status" } th { "Detail" } } }
+                        tbody { @for (name, live, last) in &deploys {
+                            tr data-app=(name) {
+                                td { (name) }
+                                td { @if let Some(r) = live { code { (r) } } @else { span.muted { "nothing yet" } } }
+                                @if let Some(d) = last {
+                                    td { (d.reference) " " (clock::from_text(&d.started_at).map(|t| clock::relative(t, now)).unwrap_or_default()) }
+                                    td class=(if d.status == "good" { "state-ok" } else if d.status == "running" { "state-none" } else { "state-bad" }) { (d.status) }
+                                    td.detail { (d.error.as_deref().unwrap_or(&d.step)) }
+                                } @else {
+                                    td {} td {} td {}
                                 }
                             }
                         } }

@@ -19,8 +19,12 @@ pub struct DeployArgs {
     #[arg(required = true)]
     pub app: Option<String>,
     /// The tag (refs: tags) or commit (refs: sha) to deploy
-    #[arg(required = true, value_name = "REF")]
+    #[arg(required_unless_present = "resume", value_name = "REF")]
     pub reference: Option<String>,
+    /// Finish the deploy whose runbook died half-way: after the switch, restart and the gate
+    /// after; before it, start that deploy again (nothing live had changed)
+    #[arg(long, conflicts_with = "reference")]
+    pub resume: bool,
     /// Deploy (default: print the plan)
     #[arg(long)]
     pub apply: bool,
@@ -137,6 +141,25 @@ pub fn run(cx: &Ctx, args: DeployArgs) -> Result<Outcome, CliError> {
         }
         None => {
             let (app, reference) = (args.app.unwrap_or_default(), args.reference.unwrap_or_default());
+            let options = deploy::Options {
+                allow_branch: args.allow_branch,
+                no_rollback: args.no_rollback,
+            };
+            if args.resume {
+                let report = deploy::resume(&config, &store, &app, options, &progress);
+                crate::schedule::upkeep::after_command(&config, &store);
+                let report = report?;
+                cx.out.either(&report, || {
+                    for l in &report.log {
+                        cx.out.line(format!("  {l}"));
+                    }
+                    cx.out.line(format!(
+                        "{app}: {} is live ({})",
+                        report.deploy.release, report.deploy.status
+                    ));
+                });
+                return Ok(Outcome::Ok);
+            }
             if !args.apply {
                 let plan = deploy::plan(&config, &app, &reference, args.allow_branch)?;
                 cx.out.either(&plan, || {

@@ -101,7 +101,7 @@ impl Compare {
         match self.relative.as_str() {
             "absolute" => Some(self.value),
             "delta" => baseline.map(|b| b + self.value),
-            _ => baseline.map(|b| b * (1.0 + self.value / 100.0)),
+            _ => baseline.map(|b| b + b * self.value / 100.0),
         }
     }
 

@@ -281,14 +281,31 @@ pub fn apply(
     options: Options,
     progress: &dyn Fn(&str),
 ) -> Result<Report, DeployError> {
-    let a = app(config, name)?.clone();
-    let _lock = crate::schedule::lock::try_lock(&config.state.path, &format!("deploy-{name}"))
+    let _lock = lock(config, name)?;
+    deploy_locked(config, store, name, reference, options, progress)
+}
+
+/// The app's deploy lock: one deploy (or rollback, or resume) of an app at a time. The kernel
+/// drops it when its holder dies, which is how a stopped deploy is told from a running one.
+fn lock(config: &Config, name: &str) -> Result<crate::schedule::lock::ProfileLock, DeployError> {
+    crate::schedule::lock::try_lock(&config.state.path, &format!("deploy-{name}"))
         .map_err(|e| DeployError::Refused(format!("cannot take the deploy lock: {e}")))?
         .ok_or_else(|| {
             DeployError::Refused(format!(
                 "a deploy of `{name}` is running: one at a time (`runbook deploy history {name}`)"
             ))
-        })?;
+        })
+}
+
+fn deploy_locked(
+    config: &Arc<Config>,
+    store: &Store,
+    name: &str,
+    reference: &str,
+    options: Options,
+    progress: &dyn Fn(&str),
+) -> Result<Report, DeployError> {
+    let a = app(config, name)?.clone();
     let current = live(&a)?;
     let repo = repo_dir(&a);
     if !Path::new(&a.repo).is_dir() {
@@ -366,36 +383,114 @@ pub fn apply(
         detail: e.to_string(),
     })?;
     r.step("switched", format!("current -> releases/{release}"))?;
-    let after = go_live(&mut r, &a, reference);
-    match (after, &current, options.no_rollback) {
-        (Ok(()), _, _) => r.finish("good", None)?,
+    settle(&mut r, &a, reference, current.as_deref(), options.no_rollback)?;
+    Ok(Report {
+        deploy: store.deploys(name, 1)?.into_iter().next().unwrap_or(record),
+        log: r.log,
+        gates: r.gates,
+    })
+}
+
+/// After the switch: restart and the gate after; the release is then good, or the one live
+/// before goes back and this one is bad.
+fn settle(
+    r: &mut Run,
+    a: &DeployApp,
+    reference: &str,
+    previous: Option<&str>,
+    no_rollback: bool,
+) -> Result<(), DeployError> {
+    match (go_live(r, a, reference), previous, no_rollback) {
+        (Ok(()), _, _) => r.finish("good", None),
         (Err(e), Some(previous), false) => {
             r.step("rolling back", format!("{e}; current -> releases/{previous}"))?;
             switch(&a.path, previous).map_err(|e| DeployError::Step {
                 step: "switch back".into(),
                 detail: e.to_string(),
             })?;
-            let again = go_live(&mut r, &a, reference);
+            let again = go_live(r, a, reference);
             let detail = match &again {
                 Ok(()) => format!("{e}; rolled back to {previous}"),
                 Err(e2) => format!("{e}; rolled back to {previous}, which does not pass either: {e2}"),
             };
             r.finish("bad", Some(&detail))?;
-            return Err(DeployError::Step {
+            Err(DeployError::Step {
                 step: "deploy".into(),
                 detail,
-            });
+            })
         }
         (Err(e), _, _) => {
             r.finish("bad", Some(&e.to_string()))?;
-            return Err(e);
+            Err(e)
         }
     }
-    Ok(Report {
-        deploy: store.deploys(name, 1)?.into_iter().next().unwrap_or(record),
-        log: r.log,
-        gates: r.gates,
-    })
+}
+
+/// Finishes the deploy of `name` whose runbook died half-way (its row still `running`, its
+/// lock free). Stopped before the switch: nothing live changed; the half-made release goes and
+/// the deploy starts again from its ref. Stopped after: the release is live, so the restart
+/// and the gate after run, and it is kept or rolled back like any deploy.
+pub fn resume(
+    config: &Arc<Config>,
+    store: &Store,
+    name: &str,
+    options: Options,
+    progress: &dyn Fn(&str),
+) -> Result<Report, DeployError> {
+    let a = app(config, name)?.clone();
+    let guard = lock(config, name)?;
+    let Some(d) = store
+        .deploys(name, 1)?
+        .into_iter()
+        .next()
+        .filter(|d| d.status == "running")
+    else {
+        return Err(DeployError::Refused(format!(
+            "no deploy of `{name}` was stopped half-way"
+        )));
+    };
+    let mut r = Run {
+        config,
+        store,
+        id: d.id,
+        app: name.to_string(),
+        log: Vec::new(),
+        gates: Vec::new(),
+        progress,
+    };
+    if live(&a)?.as_deref() == Some(d.release.as_str()) {
+        r.step(
+            "resumed",
+            format!("releases/{} is live: restart and the gate after", d.release),
+        )?;
+        settle(&mut r, &a, &d.reference, d.previous.as_deref(), options.no_rollback)?;
+        return Ok(Report {
+            deploy: store.deploys(name, 1)?.into_iter().next().unwrap_or(d),
+            log: r.log,
+            gates: r.gates,
+        });
+    }
+    let dir = a.path.join("releases").join(&d.release);
+    let repo = repo_dir(&a);
+    let _ = git::git(&repo, &["worktree", "remove", "--force", &dir.display().to_string()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = git::git(&repo, &["worktree", "prune"]);
+    r.finish(
+        "stopped",
+        Some(&format!(
+            "stopped after step `{}`, before the switch: nothing live changed",
+            d.step
+        )),
+    )?;
+    if d.reference.starts_with("rollback:") {
+        return Err(DeployError::Refused(
+            "a rollback was stopped before its switch: nothing changed; run it again".into(),
+        ));
+    }
+    drop(guard);
+    progress(&format!("starting the deploy of {} again", d.reference));
+    let _lock = lock(config, name)?;
+    deploy_locked(config, store, name, &d.reference, options, progress)
 }
 
 /// Everything before the switch: the release made, linked, built, gated, the data backed up
@@ -605,9 +700,7 @@ pub fn rollback(
     if !apply {
         return Ok((target, None));
     }
-    let _lock = crate::schedule::lock::try_lock(&config.state.path, &format!("deploy-{name}"))
-        .map_err(|e| DeployError::Refused(e.to_string()))?
-        .ok_or_else(|| DeployError::Refused(format!("a deploy of `{name}` is running")))?;
+    let _lock = lock(config, name)?;
     let sha = git::git(&a.path.join("releases").join(&target), &["rev-parse", "HEAD"]).unwrap_or_default();
     let record = Deploy {
         id: 0,

@@ -303,8 +303,14 @@ impl Policy {
             args
         };
         let line = args.join(" ");
-        // `runbook run P --dry-run` prints what would run and writes nothing.
-        let dry_run = prog == "runbook" && args.get(1) == Some(&"run") && args.contains(&"--dry-run");
+        // `runbook run P --dry-run` prints what would run and writes nothing; so does a deploy
+        // (or a rollback) without --apply, which only prints its plan.
+        let dry_run = prog == "runbook"
+            && match args.get(1) {
+                Some(&"run") => args.contains(&"--dry-run"),
+                Some(&"deploy") => !args.iter().any(|a| *a == "--apply" || *a == "--resume"),
+                _ => false,
+            };
         let built_in = dry_run
             || built_in().iter().any(|prefix| {
                 prefix.len() <= args.len()
@@ -371,6 +377,10 @@ mod tests {
             "git -C /srv/app rev-parse HEAD",
             "git --no-pager -C /srv/app log -1",
             "runbook run nightly --dry-run",
+            "runbook deploy site v1.2.0",
+            "runbook deploy rollback site",
+            "runbook deploy status site",
+            "runbook gate verify evidence/releases/release-20261206T140518Z.json",
         ] {
             assert_eq!(class(&p, line), Class::ReadOnly, "{line}");
         }
@@ -394,6 +404,11 @@ mod tests {
             // Probes, records, opens and resolves alerts, sends notifications.
             "runbook check",
             "runbook run nightly",
+            "runbook deploy site v1.2.0 --apply",
+            "runbook deploy site --resume",
+            "runbook deploy rollback site --apply",
+            // Writes an evidence file and an audit event.
+            "runbook gate run release",
             "git -C /srv/app -c core.fsmonitor=/tmp/x status",
             "git -C /srv/app pull",
         ] {
