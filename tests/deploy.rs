@@ -42,7 +42,7 @@ fn app(env: &Env, port: u16) -> Service {
 checks:
   web: {{ http: {{ url: "http://127.0.0.1:{port}/index.html", expect: {{ body_contains: " ok" }} }}, timeout: 2s }}
 gates:
-  after: {{ checks: [ {{ check: web, count: 3, interval: 200ms, consecutive_error_limit: 2, failure_limit: 0 }} ] }}
+  after: {{ checks: [ {{ check: web, count: 5, interval: 300ms, consecutive_error_limit: 4, failure_limit: 0 }} ] }}
 deploy:
   site:
     repo: src
@@ -237,7 +237,7 @@ backups:
   data: {{ sources: [ {{ command: [sh, -c, "{backup}; echo data"], name: data }} ], dest: archives }}
 gates:
   before: {{ checks: [before-a, before-b] }}
-  after: {{ checks: [after-a, after-b, {{ check: web, count: 3, interval: 200ms, consecutive_error_limit: 2 }} ] }}
+  after: {{ checks: [after-a, after-b, {{ check: web, count: 5, interval: 300ms, consecutive_error_limit: 4 }} ] }}
 deploy:
   site:
     repo: src
@@ -304,4 +304,161 @@ deploy:
         assert_eq!(env.json(&["deploy", "verify", "site", next]).0, 0, "{point}");
         live_tag = next;
     }
+}
+
+#[test]
+fn prune_keeps_the_live_and_the_previous_good_release_and_removes_bad_ones_first() {
+    let env = Env::new("version: 1\n");
+    let port = common::http::free_port();
+    let _service = app(&env, port);
+    env.edit_config(
+        "    gates: { after: after }\n",
+        "    gates: { after: after }\n    keep: 1\n",
+    );
+    let mut releases = Vec::new();
+    for tag in ["v1", "v2", "v3", "v1"] {
+        env.run(&["deploy", "site", tag, "--apply"]);
+        let (_, h) = env.json(&["deploy", "history", "site"]);
+        releases.push((
+            tag,
+            h[0]["release"].as_str().unwrap().to_string(),
+            h[0]["status"].as_str().unwrap().to_string(),
+        ));
+    }
+    assert_eq!(releases[2].2, "bad", "{releases:?}");
+    let (code, plan) = env.json(&["deploy", "prune", "site"]);
+    assert_eq!(code, 0, "{plan:#}");
+    let removed: Vec<&str> = plan["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        removed,
+        [releases[2].1.as_str(), releases[0].1.as_str()],
+        "the bad one first: {plan:#}"
+    );
+    assert_eq!(env.names("app/releases").len(), 4, "a dry run removes nothing");
+    let (code, _) = env.json(&["deploy", "prune", "site", "--apply"]);
+    assert_eq!(code, 0);
+    let mut left = env.names("app/releases");
+    left.sort();
+    let mut want = vec![releases[1].1.clone(), releases[3].1.clone()];
+    want.sort();
+    assert_eq!(left, want);
+    assert_eq!(body(port), "v1 ok\n");
+    // The previous good release is still there to roll back to.
+    let (code, _) = env.json(&["deploy", "rollback", "site", "--apply"]);
+    assert_eq!(code, 0);
+    assert_eq!(body(port), "v2 ok\n");
+}
+
+#[test]
+fn a_live_release_changed_by_hand_is_not_deployed_over_unless_allowed() {
+    let env = Env::new("version: 1\n");
+    let port = common::http::free_port();
+    let _service = app(&env, port);
+    assert_eq!(env.json(&["deploy", "site", "v1", "--apply"]).0, 0);
+    std::fs::write(env.path("app/current/index.html"), "hot fix ok\n").unwrap();
+    let before = live(&env);
+    let out = env.run(&["deploy", "site", "v2", "--apply"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("changed by hand") && out.stderr.contains("index.html"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(live(&env), before);
+    let out = env.run(&["deploy", "site", "v2", "--apply", "--allow-dirty"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(body(port), "v2 ok\n");
+    // The hand-made change stays on disk in the old release.
+    assert_eq!(
+        std::fs::read_to_string(env.path("app").join(&before).join("index.html")).unwrap(),
+        "hot fix ok\n"
+    );
+}
+
+#[test]
+fn with_verify_signature_only_a_tag_signed_by_an_allowed_key_deploys() {
+    let env = Env::new("version: 1\n");
+    let port = common::http::free_port();
+    let _service = app(&env, port);
+    let key = env.path("signer");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status();
+    if !made.map(|s| s.success()).unwrap_or(false) {
+        cannot_run("ssh-keygen is needed to sign a tag");
+        return;
+    }
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    env.write("allowed_signers", &format!("t@example.org {public}"));
+    git(
+        &env.path("src"),
+        &[
+            "-c",
+            "gpg.format=ssh",
+            "-c",
+            &format!("user.signingkey={}", key.display()),
+            "tag",
+            "-s",
+            "v2-signed",
+            "-m",
+            "v2",
+            "v2",
+        ],
+    );
+    env.edit_config(
+        "    refs: tags\n",
+        "    refs: tags\n    verify_signature: { allowed_signers: allowed_signers }\n",
+    );
+    let out = env.run(&["deploy", "site", "v1", "--apply"]);
+    assert_eq!(out.code, 1, "an unsigned tag: {}", out.stderr);
+    assert!(out.stderr.contains("signature does not verify"), "{}", out.stderr);
+    assert!(!env.path("app/current").exists());
+    let out = env.run(&["deploy", "site", "v2-signed", "--apply"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(body(port), "v2 ok\n");
+}
+
+#[test]
+fn a_full_disk_during_the_build_fails_the_deploy_and_leaves_the_live_release() {
+    let env = Env::new("version: 1\n");
+    let port = common::http::free_port();
+    let _service = app(&env, port);
+    env.edit_config("    path: app\n", "    path: mnt/app\n");
+    env.edit_config(
+        "test -L .env && echo built > BUILT",
+        &format!(
+            "if [ -f {}/fill ]; then dd if=/dev/zero of=big bs=1M count=64 2>&1 || exit 1; fi; : > BUILT",
+            env.dir.path().display()
+        ),
+    );
+    std::fs::create_dir_all(env.path("mnt")).unwrap();
+    let Some(out) = in_tmpfs(
+        &env,
+        "24m",
+        &format!(
+            "mkdir -p \"$MNT/app/shared\"; echo SECRET_KEY=x > \"$MNT/app/shared/.env\"\n\
+             R deploy site v1 --apply >/dev/null 2>&1; echo first=$?\n\
+             touch {dir}/fill\n\
+             R deploy site v2 --apply; echo second=$?\n\
+             echo live=$(readlink \"$MNT/app/current\")\n\
+             echo releases=$(ls \"$MNT/app/releases\" | wc -l)\n",
+            dir = env.dir.path().display()
+        ),
+    ) else {
+        cannot_run("mounting a small tmpfs needs root and mount namespaces");
+        return;
+    };
+    assert!(out.contains("first=0"), "{out}");
+    assert!(out.contains("second=1"), "{out}");
+    assert!(out.contains("No space left on device"), "{out}");
+    let first = git(&env.path("src"), &["rev-parse", "v1"]);
+    assert!(out.contains(&format!("live=releases/{}", &first[..12])), "{out}");
+    assert!(out.contains("releases=1"), "the failed release is gone: {out}");
+    assert_eq!(body(port), "v1 ok\n");
 }

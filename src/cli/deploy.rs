@@ -34,6 +34,9 @@ pub struct DeployArgs {
     /// Leave a release that fails the gate after the switch live instead of rolling back
     #[arg(long)]
     pub no_rollback: bool,
+    /// Deploy even though the live release's tracked files were changed by hand
+    #[arg(long)]
+    pub allow_dirty: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -51,6 +54,14 @@ pub enum DeployCmd {
         app: String,
         #[arg(value_name = "REF")]
         reference: String,
+    },
+    /// Remove old releases: never the live one nor the previous good one; bad ones first,
+    /// then good ones beyond `keep`
+    Prune {
+        app: String,
+        /// Remove them (default: list what would go)
+        #[arg(long)]
+        apply: bool,
     },
     /// Put the last good release (or --to RELEASE) back live: switch, restart, gate after
     Rollback {
@@ -130,6 +141,23 @@ pub fn run(cx: &Ctx, args: DeployArgs) -> Result<Outcome, CliError> {
             });
             Ok(if ok { Outcome::Ok } else { Outcome::Failed })
         }
+        Some(DeployCmd::Prune { app, apply }) => {
+            let p = deploy::prune(&config, &store, &app, apply)?;
+            let value = json!({ "app": app, "applied": apply, "removed": p.removed, "kept": p.kept });
+            cx.out.either(&value, || {
+                for r in &p.removed {
+                    cx.out.line(format!(
+                        "  {} releases/{r}",
+                        if apply { "removed" } else { "would remove" }
+                    ));
+                }
+                cx.out.line(format!("  kept: {}", p.kept.join(", ")));
+                if !apply && !p.removed.is_empty() {
+                    cx.out.line("dry run: nothing removed; add --apply");
+                }
+            });
+            Ok(Outcome::Ok)
+        }
         Some(DeployCmd::Rollback { app, to, apply }) => {
             let (target, report) = deploy::rollback(&config, &store, &app, to.as_deref(), apply, &progress)?;
             let value = json!({ "app": app, "to": target, "applied": apply, "report": report });
@@ -144,6 +172,7 @@ pub fn run(cx: &Ctx, args: DeployArgs) -> Result<Outcome, CliError> {
             let options = deploy::Options {
                 allow_branch: args.allow_branch,
                 no_rollback: args.no_rollback,
+                allow_dirty: args.allow_dirty,
             };
             if args.resume {
                 let report = deploy::resume(&config, &store, &app, options, &progress);
@@ -171,10 +200,6 @@ pub fn run(cx: &Ctx, args: DeployArgs) -> Result<Outcome, CliError> {
                 });
                 return Ok(Outcome::Ok);
             }
-            let options = deploy::Options {
-                allow_branch: args.allow_branch,
-                no_rollback: args.no_rollback,
-            };
             let report = deploy::apply(&config, &store, &app, &reference, options, &progress);
             crate::schedule::upkeep::after_command(&config, &store);
             let report = report?;

@@ -183,10 +183,21 @@ fn run(config: &Config, p: &Program, dir: &Path) -> Result<String, String> {
     spec.env = config.env.clone();
     let out = crate::exec::run(&spec, &Default::default()).map_err(|e| e.to_string())?;
     if out.success() {
-        Ok(out.combined_output())
-    } else {
-        Err(config.redactor.redact(&out.summary(STEP_TIMEOUT)).into_owned())
+        return Ok(out.combined_output());
     }
+    // The end of what it printed says why: the person reading this has nothing else.
+    let printed = out.combined_output();
+    let lines: Vec<&str> = printed.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = lines[lines.len().saturating_sub(5)..].join(" | ");
+    let said = if tail.is_empty() {
+        String::new()
+    } else {
+        format!(": {tail}")
+    };
+    Err(config
+        .redactor
+        .redact(&format!("{}{said}", out.summary(STEP_TIMEOUT)))
+        .into_owned())
 }
 
 /// Points `current` at `release` with one rename of a link made beside it.
@@ -270,6 +281,8 @@ impl Run<'_> {
 pub struct Options {
     pub allow_branch: bool,
     pub no_rollback: bool,
+    /// Deploy over a live release whose tracked files were changed by hand.
+    pub allow_dirty: bool,
 }
 
 /// Deploys `reference` of app `name`: every step of `plan`, for real.
@@ -307,6 +320,15 @@ fn deploy_locked(
 ) -> Result<Report, DeployError> {
     let a = app(config, name)?.clone();
     let current = live(&a)?;
+    if current.is_some() && !options.allow_dirty {
+        let s = status(config, store, name)?;
+        if s.clean == Some(false) {
+            return Err(DeployError::Refused(format!(
+                "the live release was changed by hand ({}): commit the change, or pass --allow-dirty (the changed release stays on disk)",
+                s.changes.join("; ")
+            )));
+        }
+    }
     let repo = repo_dir(&a);
     if !Path::new(&a.repo).is_dir() {
         let fetched = if repo.is_dir() {
@@ -754,4 +776,66 @@ pub fn rollback(
             gates: r.gates,
         }),
     ))
+}
+
+/// What `deploy prune` removes and keeps.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pruned {
+    pub removed: Vec<String>,
+    pub kept: Vec<String>,
+}
+
+/// Releases beyond `keep`: never the live one nor the previous good one; bad releases (and
+/// releases that never went live) go first, then the oldest good ones. Without `apply`, only
+/// says which.
+pub fn prune(config: &Config, store: &Store, name: &str, apply: bool) -> Result<Pruned, DeployError> {
+    let a = app(config, name)?;
+    let current = live(a)?;
+    let good = good_releases(store, name)?;
+    let mut on_disk: Vec<String> = std::fs::read_dir(a.path.join("releases"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    on_disk.sort();
+    on_disk.reverse(); // newest first: names end with their UTC time
+    let previous = good.iter().find(|g| Some(*g) != current.as_ref()).cloned();
+    let mut kept: Vec<String> = Vec::new();
+    let mut removed: Vec<String> = Vec::new();
+    // Kept: the live release, the previous good one, the newest good ones up to `keep`.
+    let good_on_disk: Vec<&String> = good.iter().filter(|g| on_disk.contains(g)).collect();
+    for r in &on_disk {
+        let keep = Some(r) == current.as_ref()
+            || Some(r) == previous.as_ref()
+            || good_on_disk.iter().take(a.keep as usize).any(|g| *g == r);
+        if keep {
+            kept.push(r.clone());
+        }
+    }
+    // Removed: not good (bad, failed, never live) first, then the older good ones.
+    let (not_good, old_good): (Vec<&String>, Vec<&String>) = on_disk
+        .iter()
+        .filter(|r| !kept.contains(r))
+        .partition(|r| !good.contains(r));
+    removed.extend(not_good.into_iter().chain(old_good).cloned());
+    if apply && !removed.is_empty() {
+        let repo = repo_dir(a);
+        for r in &removed {
+            let dir = a.path.join("releases").join(r);
+            let _ = git::git(&repo, &["worktree", "remove", "--force", &dir.display().to_string()]);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|e| DeployError::Refused(format!("{}: {e}", dir.display())))?;
+            }
+        }
+        let _ = git::git(&repo, &["worktree", "prune"]);
+        store.audit_append(&Draft::new(
+            "deploy.pruned",
+            name,
+            json!({ "removed": removed, "kept": kept }),
+            &config.redactor,
+        ))?;
+    }
+    Ok(Pruned { removed, kept })
 }

@@ -67,7 +67,15 @@ fn programs(cx: &mut Cx, node: Option<&Node>, what: &str) -> Vec<Program> {
 fn app(cx: &mut Cx, name: &str, node: &Node, base: &Path, gates: &[String]) -> Option<DeployApp> {
     let what = format!("deploy.{name}");
     let f = cx.map(node, &what, KEYS)?;
-    let repo = cx.required(&f, "repo", &what, "e.g. repo: /srv/app/repo.git");
+    // A local repository is relative to runbook.yaml; a URL (`https://…`, `ssh://…`,
+    // `git@host:path`) is fetched as it is.
+    let repo = cx.required(&f, "repo", &what, "e.g. repo: /srv/app/repo.git").map(|r| {
+        if r.contains("://") || (r.contains('@') && r.contains(':')) {
+            r
+        } else {
+            base.join(r).display().to_string()
+        }
+    });
     let path = cx
         .required(&f, "path", &what, "e.g. path: /srv/app")
         .map(|p| base.join(p));
