@@ -462,3 +462,55 @@ fn a_full_disk_during_the_build_fails_the_deploy_and_leaves_the_live_release() {
     assert!(out.contains("releases=1"), "the failed release is gone: {out}");
     assert_eq!(body(port), "v1 ok\n");
 }
+
+#[test]
+fn a_second_deploy_of_the_same_app_is_refused_naming_the_one_running() {
+    let env = Env::new("version: 1\n");
+    let port = common::http::free_port();
+    let _service = app(&env, port);
+    env.edit_config(
+        "test -L .env && echo built > BUILT",
+        &format!(
+            "touch {0}/building; while [ ! -f {0}/go ]; do sleep 0.05; done",
+            env.dir.path().display()
+        ),
+    );
+    let mut first = env.spawn(&["deploy", "site", "v1", "--apply"]);
+    assert!(wait_for(Duration::from_secs(20), || env.path("building").exists()));
+    let out = env.run(&["deploy", "site", "v2", "--apply"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("is running (pid") && out.stderr.contains("one at a time"),
+        "{}",
+        out.stderr
+    );
+    env.write("go", "");
+    assert!(first.wait().unwrap().success());
+    assert_eq!(body(port), "v1 ok\n");
+}
+
+#[test]
+fn a_release_name_already_on_disk_is_never_reused() {
+    let env = Env::new("version: 1\n");
+    let port = common::http::free_port();
+    let _service = app(&env, port);
+    let sha = git(&env.path("src"), &["rev-parse", "v1"]);
+    // The names the next seconds would give.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for t in now..now + 30 {
+        let stamp = std::process::Command::new("date")
+            .args(["-u", "-d", &format!("@{t}"), "+%Y%m%dT%H%M%SZ"])
+            .output()
+            .unwrap();
+        let stamp = String::from_utf8_lossy(&stamp.stdout).trim().to_string();
+        env.write(&format!("app/releases/{}-{stamp}/keep", &sha[..12]), "someone's\n");
+    }
+    let out = env.run(&["deploy", "site", "v1", "--apply"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("a release is never reused"), "{}", out.stderr);
+    assert!(!env.path("app/current").exists());
+    assert_eq!(env.names("app/releases").len(), 30);
+}

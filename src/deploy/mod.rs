@@ -301,13 +301,31 @@ pub fn apply(
 /// The app's deploy lock: one deploy (or rollback, or resume) of an app at a time. The kernel
 /// drops it when its holder dies, which is how a stopped deploy is told from a running one.
 fn lock(config: &Config, name: &str) -> Result<crate::schedule::lock::ProfileLock, DeployError> {
-    crate::schedule::lock::try_lock(&config.state.path, &format!("deploy-{name}"))
-        .map_err(|e| DeployError::Refused(format!("cannot take the deploy lock: {e}")))?
-        .ok_or_else(|| {
-            DeployError::Refused(format!(
-                "a deploy of `{name}` is running: one at a time (`runbook deploy history {name}`)"
-            ))
-        })
+    let key = format!("deploy-{name}");
+    let held = crate::schedule::lock::try_lock(&config.state.path, &key)
+        .map_err(|e| DeployError::Refused(format!("cannot take the deploy lock: {e}")))?;
+    let Some(lock) = held else {
+        // The holder wrote who it is into the lock file.
+        let path = crate::schedule::lock::lock_dir(&config.state.path).join(format!("{key}.lock"));
+        let owner = std::fs::read_to_string(&path).unwrap_or_default();
+        return Err(DeployError::Refused(format!(
+            "a deploy of `{name}` is running ({}): one at a time",
+            if owner.trim().is_empty() {
+                "holder unknown".to_string()
+            } else {
+                owner.trim().to_string()
+            }
+        )));
+    };
+    let owner = format!(
+        "pid {} of {} on {}, since {}",
+        std::process::id(),
+        crate::audit::actor::current(),
+        config.host,
+        clock::to_text(clock::now())
+    );
+    let _ = std::fs::write(&lock.path, owner);
+    Ok(lock)
 }
 
 fn deploy_locked(
