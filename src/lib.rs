@@ -15,6 +15,7 @@ pub mod config;
 pub mod deploy;
 pub mod exec;
 pub mod gate;
+pub mod incident;
 pub mod jobs;
 pub mod notify;
 pub mod schedule;

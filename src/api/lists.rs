@@ -298,3 +298,45 @@ pub async fn deploys(State(state): State<Arc<ApiState>>) -> Result<Json<serde_js
     .await?;
     Ok(Json(json!({ "items": items })))
 }
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct IncidentsQuery {
+    /// Every incident, not only those that have not ended.
+    all: Option<bool>,
+}
+
+#[utoipa::path(get, path = "/v1/incidents", tag = "incidents", params(IncidentsQuery), security(("bearer" = [])),
+    responses((status = 200, description = "Incidents newest first: those not closed or cancelled, or all with ?all=true")))]
+pub async fn incidents(
+    State(state): State<Arc<ApiState>>,
+    Q(q): Q<IncidentsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let all = q.all.unwrap_or(false);
+    let items = blocking(move || Ok(state.reader().incidents(!all, 200)?)).await?;
+    Ok(Json(json!({ "items": items })))
+}
+
+#[utoipa::path(get, path = "/v1/incidents/{id}", tag = "incidents", params(("id" = String, Path, description = "The incident's slug or number")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The incident and its timeline from the audit chain, each entry with its event's hash"),
+              (status = 404, description = "No such incident")))]
+pub async fn incident(
+    State(state): State<Arc<ApiState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let found = blocking(move || {
+        let store = state.reader();
+        match store.incident(&id)? {
+            Some(i) => {
+                let timeline = crate::incident::timeline(store, &i)?;
+                Ok(Some(json!({ "incident": i, "timeline": timeline })))
+            }
+            None => Ok(None),
+        }
+    })
+    .await?;
+    found
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("no such incident".to_string()))
+}

@@ -125,6 +125,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/backups", get(lists::backups))
         .route("/v1/gates", get(lists::gates))
         .route("/v1/deploys", get(lists::deploys))
+        .route("/v1/incidents", get(lists::incidents))
+        .route("/v1/incidents/{id}", get(lists::incident))
         .route("/metrics", get(metrics::metrics))
         .route("/v1/metrics", get(metrics::metrics_v1))
         .route("/v1/telemetry", get(telemetry::telemetry))

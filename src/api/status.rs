@@ -95,6 +95,7 @@ fn render(state: &ApiState) -> Result<Markup, ApiError> {
     })?;
     let open: Vec<_> = alerts.iter().filter(|a| a.status != AlertStatus::Resolved).collect();
     let last_runs = state.reader().last_profile_runs()?;
+    let incidents = state.reader().incidents(true, 20)?;
     let deploys = config
         .deploy
         .iter()
@@ -163,6 +164,21 @@ fn render(state: &ApiState) -> Result<Markup, ApiError> {
                     h1 { "runbook · " (config.host) }
                     span.badge.(class) id="overall" { (overall) }
                     span.muted { "as of " (clock::human(now)) " · refreshes every " (REFRESH_SECS) "s" }
+                }
+                @if !incidents.is_empty() {
+                    h2 { "Open incidents (" (incidents.len()) ")" }
+                    table id="incidents" {
+                        thead { tr { th { "Incident" } th { "Severity" } th { "State" } th { "Commander" } th { "Opened" } } }
+                        tbody { @for i in &incidents {
+                            tr data-incident=(i.slug) {
+                                td { (i.title) br; span.muted { (i.slug) } }
+                                td.state-bad { (i.severity) }
+                                td { (i.state) }
+                                td { (i.commander) }
+                                td { (clock::from_text(&i.opened_at).map(|t| clock::relative(t, now)).unwrap_or_default()) }
+                            }
+                        } }
+                    }
                 }
                 h2 { "Open alerts (" (open.len()) ")" }
                 @if open.is_empty() {

@@ -12,6 +12,7 @@ use crate::backup::BackupError;
 use crate::config::{ConfigError, Diagnostic};
 use crate::deploy::DeployError;
 use crate::gate::GateError;
+use crate::incident::IncidentError;
 use crate::jobs::JobsError;
 use crate::schedule::runner::RunError;
 use crate::session::SessionError;
@@ -128,5 +129,6 @@ explained!(
     SessionError,
     ServeError,
     GateError,
-    DeployError
+    DeployError,
+    IncidentError
 );

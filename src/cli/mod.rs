@@ -14,6 +14,7 @@ mod db;
 mod deploy;
 pub mod error;
 mod gate;
+mod incident;
 mod jobs;
 mod notify;
 pub mod output;
@@ -34,6 +35,7 @@ use db::DbCmd;
 use deploy::DeployArgs;
 pub use error::CliError;
 use gate::GateCmd;
+use incident::IncidentCmd;
 use jobs::JobsCmd;
 use notify::NotifyCmd;
 use output::Printer;
@@ -209,6 +211,15 @@ pub enum Command {
     /// the previous release goes back live (unless --no-rollback) and this one is marked bad.
     /// One deploy of an app at a time; every step is an audit event.
     Deploy(DeployArgs),
+    /// Incidents: a note from a template, a lifecycle, a timeline from the audit chain
+    ///
+    /// `incident open SLUG --severity S --title T` writes incidents.dir/YYYY-MM-DD-SLUG.md from
+    /// incidents.template; `status` moves it along triage → investigating → mitigated →
+    /// resolved (no skipping, or cancelled); `close` needs incidents.verify to pass now;
+    /// `timeline` and `export` assemble what happened from the audit chain, each line with
+    /// the hash of its event. ID is the slug or the number.
+    #[command(subcommand)]
+    Incident(IncidentCmd),
 }
 
 fn parse_duration(s: &str) -> Result<crate::config::HumanDuration, String> {
@@ -275,6 +286,7 @@ pub fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
         Command::Change(cmd) => session::change(&cx, cmd),
         Command::Gate(cmd) => gate::run(&cx, cmd),
         Command::Deploy(args) => deploy::run(&cx, args),
+        Command::Incident(cmd) => incident::run(&cx, cmd),
     }
 }
 

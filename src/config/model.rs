@@ -417,6 +417,27 @@ pub struct IncidentsConfig {
     /// The template a new note starts from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<PathBuf>,
+    /// The severities an incident may have, with what each means.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub severities: BTreeMap<String, IncidentSeverity>,
+    /// Checks that must pass before an incident closes (the public surface works again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verify: Vec<String>,
+    /// How an incident may be classified. Default: storage, stale-state, config-drift,
+    /// compatibility, other.
+    #[serde(default)]
+    pub classes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+pub struct IncidentSeverity {
+    pub meaning: String,
+    /// How soon someone must respond.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub respond_within: Option<HumanDuration>,
+    /// Channels told when an incident of this severity opens, and of each status update.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<String>,
 }
 
 /// The audit log's checkpoints.

@@ -277,8 +277,12 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
         }
     }
     let mut incidents = crate::config::model::IncidentsConfig::default();
+    let notify_names: Vec<String> = notify.channels.keys().cloned().collect();
+    incidents.classes = ["storage", "stale-state", "config-drift", "compatibility", "other"]
+        .map(String::from)
+        .to_vec();
     if let Some(n) = top.get("incidents")
-        && let Some(f) = cx.map(n, "incidents", &["dir", "template"])
+        && let Some(f) = cx.map(n, "incidents", &["dir", "template", "severities", "verify", "classes"])
     {
         incidents.dir = f
             .get("dir")
@@ -288,6 +292,51 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
             .get("template")
             .and_then(|n| cx.string(n, "incidents.template"))
             .map(|p| base.join(p));
+        if let Some(v) = f.get("verify") {
+            incidents.verify = cx.string_list(v, "incidents.verify").unwrap_or_default();
+            for c in incidents.verify.iter().filter(|c| !checks.contains_key(*c)) {
+                cx.error(
+                    v.pos,
+                    format!("incidents.verify: no check named `{c}`"),
+                    Some("define it under `checks:`".into()),
+                );
+            }
+        }
+        if let Some(v) = f.get("classes") {
+            incidents.classes = cx.string_list(v, "incidents.classes").unwrap_or_default();
+        }
+        if let Some(sn) = f.get("severities")
+            && let Some(sf) = cx.map(sn, "incidents.severities", &[])
+        {
+            for (name, _, node) in &sf.entries {
+                let what = format!("incidents.severities.{name}");
+                let Some(m) = cx.map(node, &what, &["meaning", "respond_within", "notify"]) else {
+                    continue;
+                };
+                let notify = m
+                    .get("notify")
+                    .and_then(|n| cx.string_list(n, &format!("{what}.notify")))
+                    .unwrap_or_default();
+                for c in notify.iter().filter(|c| !notify_names.contains(c)) {
+                    cx.error(
+                        m.pos,
+                        format!("{what}.notify: no channel named `{c}`"),
+                        Some("define it under notify.channels".into()),
+                    );
+                }
+                incidents.severities.insert(
+                    name.to_string(),
+                    crate::config::model::IncidentSeverity {
+                        meaning: m
+                            .get("meaning")
+                            .and_then(|n| cx.string(n, "meaning"))
+                            .unwrap_or_default(),
+                        respond_within: m.get("respond_within").and_then(|n| cx.duration(n, "respond_within")),
+                        notify,
+                    },
+                );
+            }
+        }
     }
     let gates = top
         .get("gates")
