@@ -117,14 +117,21 @@ pub fn run(cx: &Ctx, cmd: SessionCmd) -> Result<Outcome, CliError> {
     let store = cx.open_store(&config)?;
     match cmd {
         SessionCmd::Start { mode, reason, incident } => {
-            let id = session::start(&config, &store, &mode, &reason, incident.as_deref())?;
-            cx.out.either(&json!({ "session": id, "mode": mode }), || {
-                cx.out.line(format!(
-                    "session {id} started ({mode}; {})",
-                    session::limit_text(&config)
-                ));
-                cx.out.line(format!("export RUNBOOK_SESSION={id}"));
-            });
+            let (id, checklist) = session::start(&config, &store, &mode, &reason, incident.as_deref())?;
+            let list: serde_json::Map<String, serde_json::Value> =
+                checklist.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+            cx.out
+                .either(&json!({ "session": id, "mode": mode, "checklist": list }), || {
+                    cx.out.line(format!(
+                        "session {id} started ({mode}; {})",
+                        session::limit_text(&config)
+                    ));
+                    cx.out.line("start of session:");
+                    for (k, v) in &checklist {
+                        cx.out.line(format!("  {k:<14} {v}"));
+                    }
+                    cx.out.line(format!("export RUNBOOK_SESSION={id}"));
+                });
             Ok(Outcome::Ok)
         }
         SessionCmd::Exec { session: id, command } => {

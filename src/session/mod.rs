@@ -135,7 +135,7 @@ pub fn start(
     mode: &str,
     reason: &str,
     incident: Option<&str>,
-) -> Result<i64, SessionError> {
+) -> Result<(i64, Vec<(String, String)>), SessionError> {
     if !matches!(mode, "diagnostic" | "maintenance") {
         return Err(SessionError::BadMode(mode.into()));
     }
@@ -148,14 +148,16 @@ pub fn start(
         crate::exec::sandbox::ReadOnly::new().map_err(SessionError::NoSandbox)?;
     }
     let actor = crate::audit::actor::current();
+    let list = checklist(config, mode, incident);
     let draft = Draft::new(
         "session.started",
         "session",
         json!({ "mode": mode, "reason": reason, "incident": incident,
-                "sandbox": if config.sessions.sandbox { "read-only" } else { "unsandboxed" } }),
+                "sandbox": if config.sessions.sandbox { "read-only" } else { "unsandboxed" },
+                "checklist": list }),
         &config.redactor,
     );
-    Ok(store.start_session(
+    let id = store.start_session(
         mode,
         reason,
         incident,
@@ -163,7 +165,29 @@ pub fn start(
         &config.host,
         &clock::to_text(clock::now()),
         &draft,
-    )?)
+    )?;
+    Ok((id, list))
+}
+
+/// The start-of-session checklist, as runbook can answer it: what the mode allows, how long
+/// access lasts, whether recording is on and what happens when it fails, the kernel sandbox,
+/// the linked incident, and the policy's version.
+pub fn checklist(config: &Config, mode: &str, incident: Option<&str>) -> Vec<(String, String)> {
+    let s = &config.sessions;
+    [
+        ("mode", match mode {
+            "diagnostic" => "diagnostic: read-only commands run; anything else is refused".to_string(),
+            _ => "maintenance: a state-changing command runs only under an approved change request naming it".to_string(),
+        }),
+        ("access window", format!("until `runbook session end`; every command bounded ({})", limit_text(config))),
+        ("recording", "on, fail-closed: a command is recorded in the audit log before it runs, or it does not run".to_string()),
+        ("sandbox", if s.sandbox { "the kernel's read-only sandbox for read-only commands".to_string() } else { "off (sessions.sandbox: false)".to_string() }),
+        ("incident", incident.map(String::from).unwrap_or_else(|| "none: for more than routine maintenance, `runbook incident open SLUG` and start with --incident SLUG".into())),
+        ("policy", format!("version {} ({} read-only patterns of yours, {} deny_read paths)", policy::version(&s.read_only, &config.secrets.deny_read), s.read_only.len(), config.secrets.deny_read.len())),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 fn open(store: &Store, id: i64) -> Result<Session, SessionError> {

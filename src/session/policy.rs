@@ -68,6 +68,14 @@ fn table() -> &'static Table {
     })
 }
 
+/// The version of the policy a session runs under: the SHA-256 (first 12 hex digits) of the
+/// built-in table, the operator's `read_only` patterns and the `deny_read` paths.
+pub fn version(read_only: &[String], deny_read: &[String]) -> String {
+    use sha2::Digest;
+    let text = serde_json::json!([include_str!("read_only.txt"), read_only, deny_read]).to_string();
+    crate::util::hex(&sha2::Sha256::digest(text.as_bytes()))[..12].to_string()
+}
+
 fn built_in() -> &'static [Vec<&'static str>] {
     &table().read_only
 }
