@@ -13,6 +13,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod deploy;
+pub mod drift;
 pub mod exec;
 pub mod gate;
 pub mod incident;

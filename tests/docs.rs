@@ -159,6 +159,7 @@ const TOP_LEVEL: &[&str] = &[
     "incidents",
     "gates",
     "deploy",
+    "baseline",
 ];
 
 #[test]

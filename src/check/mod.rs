@@ -133,6 +133,27 @@ pub async fn probe(config: &Config, name: &str, check: &Check) -> Outcome {
             // One indexed read of the state file: quick enough to run in place.
             Probe::Heartbeat(p) => heartbeat::probe(config, name, p),
             Probe::BackupAge(p) => backup_age::probe(config, p),
+            Probe::Drift(_) => {
+                let c = config.clone();
+                let items = tokio::task::spawn_blocking(move || crate::drift::drift(&c))
+                    .await
+                    .map_err(|e| ProbeError::Failed(e.to_string()))?;
+                let shown: Vec<String> = items
+                    .iter()
+                    .take(5)
+                    .map(|i| format!("{} {} ({} {})", i.change, i.id(), i.expected, i.actual))
+                    .collect();
+                let detail = if items.is_empty() {
+                    format!("no drift in {} declared resource(s)", config.baseline.resources.len())
+                } else {
+                    format!("{} difference(s): {}", items.len(), shown.join("; "))
+                };
+                Ok(Finding::new(
+                    items.is_empty(),
+                    detail,
+                    serde_json::json!({ "differences": items.len() }),
+                ))
+            }
         }
     };
     let finding = match tokio::time::timeout(timeout, work).await {
@@ -213,6 +234,7 @@ pub fn describe(check: &Check) -> String {
         Probe::Sql(p) => format!("sql {}: {}", p.url, p.query),
         Probe::Heartbeat(p) => format!("a ping every {} (grace {})", p.period, HumanDuration(p.grace())),
         Probe::BackupAge(p) => format!("newest verified archive of {} younger than {}", p.target, p.max_age),
+        Probe::Drift(_) => "the host as baseline: declares".to_string(),
     }
 }
 

@@ -12,6 +12,7 @@ mod config_cmd;
 mod daemon;
 mod db;
 mod deploy;
+mod drift;
 pub mod error;
 mod gate;
 mod incident;
@@ -33,6 +34,7 @@ use backup::BackupCmd;
 use config_cmd::ConfigCmd;
 use db::DbCmd;
 use deploy::DeployArgs;
+use drift::BaselineCmd;
 pub use error::CliError;
 use gate::GateCmd;
 use incident::IncidentCmd;
@@ -220,6 +222,17 @@ pub enum Command {
     /// the hash of its event. ID is the slug or the number.
     #[command(subcommand)]
     Incident(IncidentCmd),
+    /// Compare the host with `baseline:`: every difference, exit 1 on drift
+    ///
+    /// Each declared resource (file, port, service, package, user, group, kernel_param,
+    /// command, git, mount) is observed now and each attribute matched (a value, `!value`,
+    /// `/regex/`, `{ gt: N }`, `{ lt: N }`, a list it must contain, a version constraint).
+    /// `ports: { closed: true }` makes any other listening port drift; `services: {
+    /// enabled_closed: true }` any other enabled unit. A file's content is never shown.
+    Drift,
+    /// The declared host: capture today's as a baseline
+    #[command(subcommand)]
+    Baseline(BaselineCmd),
 }
 
 fn parse_duration(s: &str) -> Result<crate::config::HumanDuration, String> {
@@ -287,6 +300,9 @@ pub fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
         Command::Gate(cmd) => gate::run(&cx, cmd),
         Command::Deploy(args) => deploy::run(&cx, args),
         Command::Incident(cmd) => incident::run(&cx, cmd),
+        Command::Drift => drift::drift(&cx),
+        // Reads the host, not runbook.yaml.
+        Command::Baseline(cmd) => drift::baseline(&cx, cmd),
     }
 }
 

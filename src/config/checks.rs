@@ -95,6 +95,8 @@ pub enum Probe {
     Sql(SqlProbe),
     Heartbeat(HeartbeatProbe),
     BackupAge(BackupAgeProbe),
+    /// The host against `baseline:` (`drift: {}`): fails while anything drifted.
+    Drift(DriftProbe),
 }
 
 impl Probe {
@@ -111,6 +113,7 @@ impl Probe {
             Probe::Sql(_) => "sql",
             Probe::Heartbeat(_) => "heartbeat",
             Probe::BackupAge(_) => "backup_age",
+            Probe::Drift(_) => "drift",
         }
     }
 }
@@ -336,6 +339,9 @@ pub struct CertProbe {
     #[serde(default)]
     pub min_days: u32,
 }
+
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+pub struct DriftProbe {}
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct BackupAgeProbe {

@@ -5,6 +5,7 @@
 //! Invariant: `load` returns either a fully valid `Config` or every error it found.
 
 pub mod backups;
+pub mod baseline;
 pub mod checks;
 pub mod deploy;
 pub mod diagnostic;

@@ -67,6 +67,9 @@ pub struct Config {
     /// Release and rollback gates: what must hold before (and after) a change goes live.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub gates: BTreeMap<String, super::gates::Gate>,
+    /// The host as declared: what `runbook drift` compares it with.
+    #[serde(default)]
+    pub baseline: super::baseline::Baseline,
     /// Applications deployed from pinned refs.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub deploy: BTreeMap<String, super::deploy::DeployApp>,

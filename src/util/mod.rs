@@ -5,6 +5,7 @@
 
 pub mod digest;
 pub mod explain;
+pub mod lock;
 pub mod runtime;
 pub mod sshsig;
 pub mod text;

@@ -23,6 +23,7 @@ const PROBE_KINDS: &[&str] = &[
     "sql",
     "heartbeat",
     "backup_age",
+    "drift",
 ];
 const COMMON_KEYS: &[&str] = &[
     "timeout",

@@ -5,6 +5,7 @@
 //! with its position. Invariant: it returns a `Config` only when it found no error.
 
 mod backups;
+mod baseline;
 mod checks;
 mod deploy;
 mod gates;
@@ -36,6 +37,7 @@ const TOP_KEYS: &[&str] = &[
     "incidents",
     "gates",
     "deploy",
+    "baseline",
 ];
 pub const DEFAULT_STATE_URL: &str = "sqlite:///var/lib/runbook/runbook.db";
 
@@ -350,6 +352,10 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
             )
         })
         .unwrap_or_default();
+    let baseline = top
+        .get("baseline")
+        .map(|n| baseline::baseline(cx, n, &base))
+        .unwrap_or_default();
     let deploy = top
         .get("deploy")
         .map(|n| deploy::deploy(cx, n, &base, &gates.keys().cloned().collect::<Vec<_>>()))
@@ -416,6 +422,7 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
         backups,
         gates,
         deploy,
+        baseline,
         source: cx.file.to_path_buf(),
         redactor: cx.redactor.clone(),
         env,

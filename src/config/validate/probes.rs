@@ -288,6 +288,10 @@ pub(super) fn probe(cx: &mut Cx, kind: &str, node: &Node, base: &Path) -> Option
                 expect,
             }))
         }
+        "drift" => {
+            cx.map(node, "drift", &[])?;
+            Some(Probe::Drift(crate::config::checks::DriftProbe {}))
+        }
         "backup_age" => {
             let f = cx.map(node, "backup_age", &["target", "max_age"])?;
             let target = cx.required(&f, "target", &what, "e.g. target: main");
