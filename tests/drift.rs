@@ -209,3 +209,121 @@ fn baseline_mistakes_are_named_with_their_line() {
         assert!(out.stderr.contains(needle), "{yaml}: {}", out.stderr);
     }
 }
+
+#[test]
+fn an_acknowledged_difference_is_reported_without_failing_until_it_expires_and_history_keeps_it() {
+    let env = Env::new(
+        "version: 1\nbaseline:\n  file:\n    marker: { exists: \"true\" }\ngates:\n  release: { conditions: [drift_clean] }\n",
+    );
+    let (code, v) = env.json(&["drift"]);
+    assert_eq!(code, 1);
+    let item = v["items"][0]["item"].as_str().unwrap().to_string();
+    assert_eq!(env.json(&["gate", "run", "release"]).0, 1, "drift fails drift_clean");
+    let (code, _) = env.json(&[
+        "drift",
+        "ack",
+        &item,
+        "--reason",
+        "being rebuilt, INC-7",
+        "--expires",
+        "2s",
+    ]);
+    assert_eq!(code, 0);
+    let (code, v) = env.json(&["drift"]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["items"][0]["acked"]["reason"], "being rebuilt, INC-7");
+    assert_eq!(
+        env.json(&["gate", "run", "release"]).0,
+        0,
+        "acknowledged drift passes drift_clean"
+    );
+    assert!(
+        wait_for(std::time::Duration::from_secs(10), || env.json(&["drift"]).0 == 1),
+        "the acknowledgement expires"
+    );
+    // It came, and once the file is there it went.
+    env.write("marker", "");
+    assert_eq!(env.json(&["drift"]).0, 0);
+    let (_, history) = env.json(&["drift", "history"]);
+    assert_eq!(history[0]["item"], item.as_str());
+    assert!(history[0]["gone_at"].is_string(), "{history:#}");
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_events WHERE kind = 'drift.changed'"),
+        2
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_events WHERE kind = 'drift.acked'"),
+        1
+    );
+}
+
+/// Services through a small fake `systemctl` on PATH (this machine kind runs no systemd): it
+/// answers is-active, is-enabled and list-unit-files as systemd does.
+#[test]
+fn services_drift_when_stopped_and_a_closed_world_names_other_enabled_units() {
+    let env = Env::new(
+        "version: 1\nbaseline:\n  service:\n    app.service: { active: \"true\", enabled: \"true\" }\n  services: { enabled_closed: true }\n",
+    );
+    let bin = env.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let fake = bin.join("systemctl");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\nunit=\"$3\"\ncase \"$1\" in\n  is-active) if [ -f {0}/running ] && [ \"$unit\" = app.service ]; then echo active; else echo inactive; exit 3; fi ;;\n  is-enabled) echo enabled ;;\n  list-unit-files) printf 'app.service enabled enabled\\nextra.service enabled enabled\\n' ;;\nesac\n",
+            env.dir.path().display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let run = || {
+        let out = Out::from(env.cmd().args(["drift", "--json"]).env("PATH", &path).output().unwrap());
+        (out.code, ids(out.json()["items"].as_array().unwrap()))
+    };
+    let (code, got) = run();
+    assert_eq!(code, 1);
+    assert!(
+        got.contains(&"changed service:app.service:active".to_string()),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&"added service:extra.service:enabled".to_string()),
+        "{got:?}"
+    );
+    env.write("running", "");
+    let (_, got) = run();
+    assert!(!got.iter().any(|g| g.contains("app.service")), "{got:?}");
+    assert!(
+        got.contains(&"added service:extra.service:enabled".to_string()),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn a_goss_file_is_imported_as_a_baseline_that_judges_the_same_host() {
+    let env = Env::new("version: 1\n");
+    env.write("conf.txt", "hello\n");
+    let goss = env.write(
+        "goss.yaml",
+        &format!(
+            "file:\n  {}:\n    exists: true\n    mode: \"0644\"\n    filetype: file\n    contains: [hello]\n    md5: abc\nuser:\n  root:\n    exists: true\n    uid: 0\n    groups: [root]\nkernel-param:\n  kernel.ostype:\n    value: Linux\ncommand:\n  say-hi:\n    exec: echo hi\n    exit-status: 0\n    stdout: [hi]\nhttp:\n  http://localhost: {{ status: 200 }}\n",
+            env.path("conf.txt").display()
+        ),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(env.path("conf.txt"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = env.run(&["baseline", "import", &goss.display().to_string()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("md5: no equivalent") && out.stderr.contains("http: not a kind"),
+        "{}",
+        out.stderr
+    );
+    env.edit_config("version: 1\n", &format!("version: 1\n{}", out.stdout));
+    let (code, items) = drift(&env);
+    assert_eq!(code, 0, "{}\n{items:#?}", out.stdout);
+    std::fs::set_permissions(env.path("conf.txt"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(drift(&env).0, 1);
+}

@@ -299,7 +299,6 @@ fn gate_mistakes_in_runbook_yaml_are_named_with_their_line() {
             "gates:\n  g: { checks: [fine], dry_run: [other] }\n",
             "not measured by this gate",
         ),
-        ("gates:\n  g: { conditions: [drift_clean] }\n", "drift"),
         (
             "gates:\n  g: { checks: [ { check: fine, count: 3 } ] }\n",
             "how far apart",

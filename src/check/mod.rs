@@ -10,6 +10,7 @@ mod backup_age;
 mod cert;
 mod command;
 mod disk;
+mod drift;
 mod file_age;
 mod git_ref;
 mod heartbeat;
@@ -133,27 +134,7 @@ pub async fn probe(config: &Config, name: &str, check: &Check) -> Outcome {
             // One indexed read of the state file: quick enough to run in place.
             Probe::Heartbeat(p) => heartbeat::probe(config, name, p),
             Probe::BackupAge(p) => backup_age::probe(config, p),
-            Probe::Drift(_) => {
-                let c = config.clone();
-                let items = tokio::task::spawn_blocking(move || crate::drift::drift(&c))
-                    .await
-                    .map_err(|e| ProbeError::Failed(e.to_string()))?;
-                let shown: Vec<String> = items
-                    .iter()
-                    .take(5)
-                    .map(|i| format!("{} {} ({} {})", i.change, i.id(), i.expected, i.actual))
-                    .collect();
-                let detail = if items.is_empty() {
-                    format!("no drift in {} declared resource(s)", config.baseline.resources.len())
-                } else {
-                    format!("{} difference(s): {}", items.len(), shown.join("; "))
-                };
-                Ok(Finding::new(
-                    items.is_empty(),
-                    detail,
-                    serde_json::json!({ "differences": items.len() }),
-                ))
-            }
+            Probe::Drift(_) => drift::probe(config).await,
         }
     };
     let finding = match tokio::time::timeout(timeout, work).await {

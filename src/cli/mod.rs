@@ -34,7 +34,7 @@ use backup::BackupCmd;
 use config_cmd::ConfigCmd;
 use db::DbCmd;
 use deploy::DeployArgs;
-use drift::BaselineCmd;
+use drift::{BaselineCmd, DriftArgs};
 pub use error::CliError;
 use gate::GateCmd;
 use incident::IncidentCmd;
@@ -229,7 +229,9 @@ pub enum Command {
     /// `/regex/`, `{ gt: N }`, `{ lt: N }`, a list it must contain, a version constraint).
     /// `ports: { closed: true }` makes any other listening port drift; `services: {
     /// enabled_closed: true }` any other enabled unit. A file's content is never shown.
-    Drift,
+    /// `drift ack ITEM --reason --expires 7d` keeps one reported without failing;
+    /// `drift history` says when each difference came and went.
+    Drift(DriftArgs),
     /// The declared host: capture today's as a baseline
     #[command(subcommand)]
     Baseline(BaselineCmd),
@@ -300,7 +302,7 @@ pub fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
         Command::Gate(cmd) => gate::run(&cx, cmd),
         Command::Deploy(args) => deploy::run(&cx, args),
         Command::Incident(cmd) => incident::run(&cx, cmd),
-        Command::Drift => drift::drift(&cx),
+        Command::Drift(args) => drift::drift(&cx, args),
         // Reads the host, not runbook.yaml.
         Command::Baseline(cmd) => drift::baseline(&cx, cmd),
     }

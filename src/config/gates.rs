@@ -21,6 +21,9 @@ pub struct Gate {
     /// runbook.yaml must load with no warning (`config check --strict`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub config_valid: bool,
+    /// The host must match `baseline:` (acknowledged drift aside).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drift_clean: bool,
     /// Checks measured and recorded without blocking the gate.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dry_run: Vec<String>,

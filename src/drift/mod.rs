@@ -5,6 +5,7 @@
 //! held) is not judged until the deploy ends.
 
 pub mod facts;
+pub mod goss;
 
 use serde::Serialize;
 
@@ -282,4 +283,70 @@ pub fn capture(only: &[String], files: &[String]) -> String {
         }
     }
     y
+}
+
+/// Drift as judged: the items, those acknowledged marked, the history recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct Judged {
+    pub items: Vec<Item>,
+    /// Per item (same order): the acknowledgement in force, if any.
+    pub acked: Vec<Option<crate::store::DriftAck>>,
+    /// Items not acknowledged: drift that fails.
+    pub failing: usize,
+}
+
+/// `drift` with acknowledgements applied and the history written (new items and items gone
+/// are one audit event each time).
+pub fn judge(config: &Config, store: &crate::store::Store) -> Result<Judged, crate::store::StoreError> {
+    let items = drift(config);
+    let now = crate::clock::to_text(crate::clock::now());
+    let acks = store.drift_acks(&now)?;
+    let acked: Vec<_> = items
+        .iter()
+        .map(|i| acks.iter().rev().find(|a| a.item == i.id()).cloned())
+        .collect();
+    let seen: Vec<crate::store::drift::Seen> = items
+        .iter()
+        .map(|i| (i.id(), i.change.clone(), i.expected.clone(), i.actual.clone()))
+        .collect();
+    store.record_drift(&seen, &now, &|new, gone| {
+        crate::audit::Draft::new(
+            "drift.changed",
+            "baseline",
+            serde_json::json!({ "appeared": new, "gone": gone }),
+            &config.redactor,
+        )
+    })?;
+    let failing = acked.iter().filter(|a| a.is_none()).count();
+    Ok(Judged { items, acked, failing })
+}
+
+/// Acknowledges drift item `item` (`kind:key:attribute`) until `expires` from now: it is
+/// reported, and does not fail.
+pub fn ack(
+    config: &Config,
+    store: &crate::store::Store,
+    item: &str,
+    reason: &str,
+    expires: std::time::Duration,
+) -> Result<crate::store::DriftAck, crate::store::StoreError> {
+    let now = crate::clock::now();
+    let until = now
+        .checked_add(jiff::SignedDuration::try_from(expires).unwrap_or(jiff::SignedDuration::ZERO))
+        .unwrap_or(now);
+    let a = crate::store::DriftAck {
+        item: item.to_string(),
+        reason: reason.to_string(),
+        actor: crate::audit::actor::current(),
+        created_at: crate::clock::to_text(now),
+        expires_at: crate::clock::to_text(until),
+    };
+    let draft = crate::audit::Draft::new(
+        "drift.acked",
+        item,
+        serde_json::json!({ "reason": reason, "expires_at": a.expires_at }),
+        &config.redactor,
+    );
+    store.ack_drift(&a, &draft)?;
+    Ok(a)
 }

@@ -369,6 +369,31 @@ fn extra_conditions(config: &Config, store: &Store, gate: &Gate) -> Result<Vec<J
             json!({ "open": blocking.len() }),
         ));
     }
+    if gate.drift_clean {
+        let judged = crate::drift::judge(config, store)?;
+        let detail = if judged.failing == 0 {
+            format!(
+                "the host matches baseline: ({} acknowledged difference(s))",
+                judged.items.len()
+            )
+        } else {
+            let first: Vec<String> = judged
+                .items
+                .iter()
+                .zip(&judged.acked)
+                .filter(|(_, a)| a.is_none())
+                .take(5)
+                .map(|(i, _)| format!("{} {}", i.change, i.id()))
+                .collect();
+            format!("{} difference(s): {}", judged.failing, first.join("; "))
+        };
+        out.push(Judged::single(
+            "drift_clean",
+            judged.failing == 0,
+            detail,
+            json!({ "differences": judged.failing }),
+        ));
+    }
     if gate.config_valid {
         let (ok, detail) = match crate::config::load(&config.source) {
             Ok(now) => {

@@ -34,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0016_waivers.sql"),
     include_str!("migrations/0017_deploys.sql"),
     include_str!("migrations/0018_incidents.sql"),
+    include_str!("migrations/0019_drift.sql"),
 ];
 /// The mode of a state file runbook creates: its owner writes, its group reads.
 const STATE_MODE: u32 = 0o640;

@@ -110,6 +110,7 @@ fn gate(cx: &mut Cx, name: &str, node: &Node, base: &Path, checks: &BTreeMap<Str
         measures: Vec::new(),
         no_open_alerts: None,
         config_valid: false,
+        drift_clean: false,
         dry_run: Vec::new(),
         repo: f
             .get("repo")
@@ -172,7 +173,7 @@ fn gate(cx: &mut Cx, name: &str, node: &Node, base: &Path, checks: &BTreeMap<Str
             }
         }
     }
-    if g.measures.is_empty() && g.no_open_alerts.is_none() && !g.config_valid {
+    if g.measures.is_empty() && g.no_open_alerts.is_none() && !g.config_valid && !g.drift_clean {
         cx.error(
             f.pos,
             format!("{what} measures nothing"),
@@ -406,14 +407,7 @@ fn condition(cx: &mut Cx, what: &str, node: &Node, base: &Path, g: &mut Gate) {
                 ));
             }
         }
-        ("drift_clean", _) => cx.error(
-            node.pos,
-            format!(
-                "{here}: drift baselines are not available in runbook {}",
-                env!("CARGO_PKG_VERSION")
-            ),
-            Some("remove the condition for now".into()),
-        ),
+        ("drift_clean", _) => g.drift_clean = true,
         ("disk_free", None) => needs(cx, "disk_free: { path: /, min_free: 10% }"),
         ("git_clean", None) => needs(cx, "git_clean: /srv/app"),
         ("migration_at_head", None) => needs(cx, "migration_at_head: { run: [./bin/migrate, --status] }"),
