@@ -251,3 +251,106 @@ fn the_api_and_the_status_page_show_open_incidents() {
         "{page}"
     );
 }
+
+#[test]
+fn a_notifying_severity_tells_its_channels_of_the_opening_and_each_update() {
+    let hook = common::receiver::Receiver::start();
+    let env = Env::new(&format!(
+        "version: 1\nnotify:\n  channels:\n    ops: {{ webhook: {{ url: \"{}/hook\" }} }}\nincidents:\n  severities:\n    sev1: {{ meaning: \"down\", notify: [ops] }}\n    sev3: {{ meaning: \"minor\" }}\n",
+        hook.url()
+    ));
+    env.json(&["incident", "open", "quiet", "--severity", "sev3"]);
+    assert!(hook.requests().is_empty(), "sev3 notifies nobody");
+    env.json(&["incident", "open", "loud", "--severity", "sev1", "--title", "all down"]);
+    env.json(&["incident", "open", "loud", "--severity", "sev1"]);
+    env.json(&["incident", "status", "loud", "investigating", "--note", "db disk full"]);
+    let bodies: Vec<String> = hook.requests().iter().map(|r| r.body.clone()).collect();
+    assert_eq!(
+        bodies.len(),
+        2,
+        "one for the opening (not repeated), one for the update: {bodies:#?}"
+    );
+    assert!(
+        bodies[0].contains("all down") && bodies[0].contains("opened"),
+        "{}",
+        bodies[0]
+    );
+    assert!(
+        bodies[1].contains("investigating") && bodies[1].contains("db disk full"),
+        "{}",
+        bodies[1]
+    );
+}
+
+/// The postmortem of a replayed incident, its times, hashes, numbers, paths and names made
+/// stable, is exactly the one kept in tests/golden/.
+#[test]
+fn the_exported_postmortem_of_a_replayed_incident_matches_the_golden_file() {
+    let env = env();
+    env.json(&[
+        "incident",
+        "open",
+        "public-502",
+        "--severity",
+        "sev1",
+        "--title",
+        "public surface 502",
+    ]);
+    env.run(&["check"]);
+    env.run(&[
+        "incident",
+        "status",
+        "public-502",
+        "investigating",
+        "--note",
+        "502 from the API",
+    ]);
+    env.run(&["incident", "classify", "public-502", "stale-state"]);
+    env.run(&[
+        "incident",
+        "log",
+        "public-502",
+        "follow-up: alert before the disk fills",
+    ]);
+    env.run(&["run", "recover"]);
+    env.run(&["check"]);
+    env.run(&["incident", "status", "public-502", "mitigated"]);
+    env.run(&["incident", "status", "public-502", "resolved"]);
+    env.run(&[
+        "incident",
+        "close",
+        "public-502",
+        "--cause",
+        "stale job state after a restart",
+    ]);
+    let out = env.run(&["incident", "export", "public-502"]);
+    assert_eq!(out.code, 0);
+    let stable = normalise(&out.stdout, env.dir.path());
+    let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/incident_postmortem.md");
+    if std::env::var_os("RUNBOOK_BLESS").is_some() {
+        std::fs::write(&golden, &stable).unwrap();
+    }
+    assert_eq!(
+        stable,
+        std::fs::read_to_string(&golden).unwrap(),
+        "RUNBOOK_BLESS=1 rewrites the golden file"
+    );
+}
+
+/// Times, hashes, event numbers, the temp dir, the host and the operator made stable.
+fn normalise(text: &str, dir: &std::path::Path) -> String {
+    let host = String::from_utf8(std::process::Command::new("uname").arg("-n").output().unwrap().stdout).unwrap();
+    let mut out = text
+        .replace(&dir.display().to_string(), "DIR")
+        .replace(&format!("@{}", host.trim()), "@HOST");
+    let user = String::from_utf8(std::process::Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+    out = out.replace(&format!("commander: {}", user.trim()), "commander: USER");
+    let re_time = regex::Regex::new(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z").unwrap();
+    let re_hash = regex::Regex::new(r"audit [0-9a-f]{64} #\d+").unwrap();
+    let re_ms = regex::Regex::new(r"\b\d+ms\b").unwrap();
+    let re_day = regex::Regex::new(r"/\d{4}-\d\d-\d\d-").unwrap();
+    out = re_day.replace_all(&out, "/DATE-").into_owned();
+    out = re_time.replace_all(&out, "TIME").into_owned();
+    out = re_hash.replace_all(&out, "audit HASH #N").into_owned();
+    re_ms.replace_all(&out, "Nms").into_owned()
+}
