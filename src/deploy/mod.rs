@@ -276,6 +276,26 @@ impl Run<'_> {
     }
 }
 
+/// The row of a deploy (or rollback) that starts now, by this process.
+fn started(config: &Config, app: &str, reference: &str, sha: &str, release: &str, previous: Option<String>) -> Deploy {
+    Deploy {
+        id: 0,
+        app: app.to_string(),
+        reference: reference.to_string(),
+        sha: sha.to_string(),
+        release: release.to_string(),
+        previous,
+        status: "running".into(),
+        step: "resolved".into(),
+        operator: crate::audit::actor::current(),
+        host: config.host.clone(),
+        pid: std::process::id() as i64,
+        started_at: clock::to_text(clock::now()),
+        finished_at: None,
+        error: None,
+    }
+}
+
 /// Options of `deploy APP REF --apply`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
@@ -377,22 +397,7 @@ fn deploy_locked(
             dir.display()
         )));
     }
-    let record = Deploy {
-        id: 0,
-        app: name.to_string(),
-        reference: reference.to_string(),
-        sha: sha.clone(),
-        release: release.clone(),
-        previous: current.clone(),
-        status: "running".into(),
-        step: "resolved".into(),
-        operator: crate::audit::actor::current(),
-        host: config.host.clone(),
-        pid: std::process::id() as i64,
-        started_at: clock::to_text(clock::now()),
-        finished_at: None,
-        error: None,
-    };
+    let record = started(config, name, reference, &sha, &release, current.clone());
     let draft = Draft::new(
         "deploy.started",
         name,
@@ -742,22 +747,14 @@ pub fn rollback(
     }
     let _lock = lock(config, name)?;
     let sha = git::git(&a.path.join("releases").join(&target), &["rev-parse", "HEAD"]).unwrap_or_default();
-    let record = Deploy {
-        id: 0,
-        app: name.to_string(),
-        reference: format!("rollback:{target}"),
-        sha,
-        release: target.clone(),
-        previous: current.clone(),
-        status: "running".into(),
-        step: "resolved".into(),
-        operator: crate::audit::actor::current(),
-        host: config.host.clone(),
-        pid: std::process::id() as i64,
-        started_at: clock::to_text(clock::now()),
-        finished_at: None,
-        error: None,
-    };
+    let record = started(
+        config,
+        name,
+        &format!("rollback:{target}"),
+        &sha,
+        &target,
+        current.clone(),
+    );
     let draft = Draft::new(
         "deploy.rollback",
         name,

@@ -298,47 +298,18 @@ fn tell(
             format!("{} ({}): {}", m.name, m.verdict, last)
         })
         .collect();
-    let now = clock::to_text(clock::now());
-    let message = crate::notify::Message {
-        change: "gate".into(),
-        alert_id: None,
-        key: format!("gate:{name}@{}", config.host),
-        name: name.to_string(),
-        source: "gate".into(),
-        host: config.host.clone(),
-        severity: "warning".into(),
-        summary: format!(
-            "verdict {verdict}{}: {}\nevidence: {}",
-            release
-                .reference
-                .as_deref()
-                .map(|r| format!(" for release {r}"))
-                .unwrap_or_default(),
-            failing.join("; "),
-            evidence.display()
-        ),
-        labels: BTreeMap::new(),
-        starts_at: now.clone(),
-        ends_at: None,
-        test_route: false,
-        note: None,
-        group: false,
-    };
-    let payload = serde_json::to_string(&message).unwrap_or_default();
-    store.alerts_tx(|tx| {
-        for channel in &gate.notify {
-            tx.enqueue(&crate::store::NewNotification {
-                idempotency_key: format!("gate:{sha256}:{channel}"),
-                alert_id: None,
-                change: "gate".into(),
-                channel: channel.clone(),
-                payload: payload.clone(),
-                at: now.clone(),
-                send_after: None,
-            })?;
-        }
-        Ok(())
-    })?;
+    let summary = format!(
+        "verdict {verdict}{}: {}\nevidence: {}",
+        release
+            .reference
+            .as_deref()
+            .map(|r| format!(" for release {r}"))
+            .unwrap_or_default(),
+        failing.join("; "),
+        evidence.display()
+    );
+    let message = crate::notify::Message::event("gate", name, &config.host, "warning", summary);
+    crate::notify::queue_event(store, &gate.notify, &message, &format!("gate:{sha256}"))?;
     Ok(())
 }
 

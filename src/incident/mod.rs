@@ -235,38 +235,10 @@ fn tell(config: &Config, store: &Store, i: &Incident, what: &str) -> Result<(), 
     if sev.notify.is_empty() || !config.notify.enabled {
         return Ok(());
     }
-    let now = clock::to_text(clock::now());
-    let message = crate::notify::Message {
-        change: "incident".into(),
-        alert_id: None,
-        key: format!("incident:{}@{}", i.slug, config.host),
-        name: i.slug.clone(),
-        source: "incident".into(),
-        host: config.host.clone(),
-        severity: i.severity.clone(),
-        summary: format!("{} [{}] {what} (commander {})", i.title, i.state, i.commander),
-        labels: Default::default(),
-        starts_at: i.opened_at.clone(),
-        ends_at: None,
-        test_route: false,
-        note: None,
-        group: false,
-    };
-    let payload = serde_json::to_string(&message).unwrap_or_default();
-    store.alerts_tx(|tx| {
-        for channel in &sev.notify {
-            tx.enqueue(&crate::store::NewNotification {
-                idempotency_key: format!("incident:{}:{}:{now}:{channel}", i.slug, i.state),
-                alert_id: None,
-                change: "incident".into(),
-                channel: channel.clone(),
-                payload: payload.clone(),
-                at: now.clone(),
-                send_after: None,
-            })?;
-        }
-        Ok(())
-    })?;
+    let summary = format!("{} [{}] {what} (commander {})", i.title, i.state, i.commander);
+    let key = format!("incident:{}:{}:{}", i.slug, i.state, clock::to_text(clock::now()));
+    let message = crate::notify::Message::event("incident", &i.slug, &config.host, &i.severity, summary);
+    crate::notify::queue_event(store, &sev.notify, &message, &key)?;
     Ok(())
 }
 

@@ -88,6 +88,26 @@ impl Message {
         text
     }
 
+    /// A message about something that is not an alert (`change`: gate, incident), now.
+    pub fn event(change: &str, name: &str, host: &str, severity: &str, summary: String) -> Message {
+        Message {
+            change: change.into(),
+            alert_id: None,
+            key: format!("{change}:{name}@{host}"),
+            name: name.to_string(),
+            source: change.into(),
+            host: host.to_string(),
+            severity: severity.to_string(),
+            summary,
+            labels: BTreeMap::new(),
+            starts_at: crate::clock::to_text(crate::clock::now()),
+            ends_at: None,
+            test_route: false,
+            note: None,
+            group: false,
+        }
+    }
+
     /// A test message for `runbook notify test`.
     pub fn test(host: &str, channel: &str) -> Message {
         Message {
@@ -107,6 +127,31 @@ impl Message {
             group: false,
         }
     }
+}
+
+/// Queues `message` (a gate verdict, an incident update: not an alert transition) to each of
+/// `channels`, once per `key` and channel.
+pub fn queue_event(
+    store: &crate::store::Store,
+    channels: &[String],
+    message: &Message,
+    key: &str,
+) -> crate::store::Result<()> {
+    let payload = serde_json::to_string(message).unwrap_or_default();
+    store.alerts_tx(|tx| {
+        for channel in channels {
+            tx.enqueue(&NewNotification {
+                idempotency_key: format!("{key}:{channel}"),
+                alert_id: None,
+                change: message.change.clone(),
+                channel: channel.clone(),
+                payload: payload.clone(),
+                at: message.starts_at.clone(),
+                send_after: None,
+            })?;
+        }
+        Ok(())
+    })
 }
 
 /// The channels a transition goes to.
