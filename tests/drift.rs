@@ -308,7 +308,7 @@ fn a_goss_file_is_imported_as_a_baseline_that_judges_the_same_host() {
     let goss = env.write(
         "goss.yaml",
         &format!(
-            "file:\n  {}:\n    exists: true\n    mode: \"0644\"\n    filetype: file\n    contains: [hello]\n    md5: abc\nuser:\n  root:\n    exists: true\n    uid: 0\n    groups: [root]\nkernel-param:\n  kernel.ostype:\n    value: Linux\ncommand:\n  say-hi:\n    exec: echo hi\n    exit-status: 0\n    stdout: [hi]\nhttp:\n  http://localhost: {{ status: 200 }}\n",
+            "file:\n  {}:\n    exists: true\n    mode: \"0644\"\n    filetype: file\n    contains: [hello]\n    md5: abc\nuser:\n  root:\n    exists: true\n    uid: 0\n    groups: [root]\nkernel-param:\n  kernel.ostype:\n    value: Linux\ncommand:\n  say-hi:\n    exec: echo hi\n    exit-status: 0\n    stdout: [hi]\ndns:\n  localhost: {{ resolvable: true }}\n",
             env.path("conf.txt").display()
         ),
     );
@@ -317,7 +317,7 @@ fn a_goss_file_is_imported_as_a_baseline_that_judges_the_same_host() {
     let out = env.run(&["baseline", "import", &goss.display().to_string()]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
-        out.stderr.contains("md5: no equivalent") && out.stderr.contains("http: not a kind"),
+        out.stderr.contains("md5: no equivalent") && out.stderr.contains("dns: not a kind"),
         "{}",
         out.stderr
     );
@@ -326,4 +326,27 @@ fn a_goss_file_is_imported_as_a_baseline_that_judges_the_same_host() {
     assert_eq!(code, 0, "{}\n{items:#?}", out.stdout);
     std::fs::set_permissions(env.path("conf.txt"), std::fs::Permissions::from_mode(0o600)).unwrap();
     assert_eq!(drift(&env).0, 1);
+}
+
+#[test]
+fn an_http_resource_drifts_on_its_status_and_body_never_showing_the_body() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let env = Env::new(&format!(
+        "version: 1\nbaseline:\n  http:\n    \"http://127.0.0.1:{port}/\": {{ status: \"200\", body: [version-2] }}\n"
+    ));
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let mut buf = [0u8; 2048];
+            let _ = s.read(&mut buf);
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 21\r\nConnection: close\r\n\r\nversion-1 secret-body");
+        }
+    });
+    let (code, items) = drift(&env);
+    assert_eq!(code, 1, "{items:#?}");
+    assert_eq!(ids(&items), [format!("changed http:http://127.0.0.1:{port}/:body")]);
+    let out = env.run(&["drift"]);
+    assert!(!out.stdout.contains("secret-body"), "{}", out.stdout);
 }

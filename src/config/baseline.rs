@@ -60,4 +60,5 @@ pub const KINDS: &[(&str, &[&str])] = &[
     ("command", &["exit", "stdout"]),
     ("git", &["sha", "ref", "clean"]),
     ("mount", &["exists", "fstype", "opts", "source"]),
+    ("http", &["status", "body"]),
 ];

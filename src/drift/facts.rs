@@ -350,3 +350,26 @@ pub fn mount(target: &str) -> Facts {
     }
     f
 }
+
+/// One GET of `url` on a connection of its own: its status and body (the body only matched,
+/// never shown).
+pub fn http(url: &str) -> Facts {
+    let fetched = crate::util::runtime::runtime().block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(0)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let resp = client.get(url).send().await.map_err(|e| crate::util::innermost(&e))?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
+        Ok::<_, String>((status, body))
+    });
+    match fetched {
+        Ok((status, body)) => Facts::from([
+            ("status".to_string(), Fact::Text(status.to_string())),
+            ("body".to_string(), Fact::Text(body)),
+        ]),
+        Err(e) => Facts::from([("status".to_string(), Fact::Unknown(e))]),
+    }
+}

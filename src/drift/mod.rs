@@ -101,6 +101,7 @@ fn observe(r: &Resource, listeners: &[facts::Listener]) -> Facts {
         "kernel_param" => facts::kernel_param(&r.key),
         "command" => facts::command(&r.key),
         "git" => facts::git(&r.key),
+        "http" => facts::http(&r.key),
         _ => facts::mount(&r.key),
     }
 }
@@ -145,8 +146,8 @@ pub fn drift(config: &Config) -> Vec<Item> {
         for (attr, m) in &r.expect {
             let fact = facts.get(attr).cloned().unwrap_or(Fact::Unknown("not reported".into()));
             if !holds(m, &fact) {
-                // A file's content is never shown.
-                let actual = if attr == "contains" {
+                // A file's content, or a page's, is never shown.
+                let actual = if attr == "contains" || attr == "body" {
                     "does not".to_string()
                 } else {
                     fact.shown()
