@@ -53,6 +53,7 @@ const KINDS: &[(&str, &str, Renames)] = &[
             ("filesystem", "fstype"),
         ],
     ),
+    ("http", "http", &[("status", "status"), ("body", "body")]),
 ];
 
 fn quoted(s: &str) -> String {
