@@ -965,3 +965,25 @@ fn a_drill_task_naming_no_target_is_refused() {
         "{out:?}"
     );
 }
+
+#[test]
+fn the_version_names_the_commit_and_the_day_it_was_built() {
+    let out = std::process::Command::new(BIN).arg("--version").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.starts_with(&format!("runbook {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    let re = regex::Regex::new(r"\(commit ([0-9a-f]{12}|unknown), built (\d{4}-\d\d-\d\d|unknown)\)").unwrap();
+    let caps = re.captures(&text).unwrap_or_else(|| panic!("{text}"));
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if let Some(head) = head {
+        assert_eq!(&caps[1], head, "{text}");
+    }
+}

@@ -71,8 +71,18 @@ Examples:
   runbook jobs recover-stale --older-than-minutes 180          dry run; add --apply to act
   runbook audit verify                  check the hash chain of the audit log";
 
+/// `runbook --version`: the release, the commit and the day it was built.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("RUNBOOK_COMMIT"),
+    ", built ",
+    env!("RUNBOOK_BUILD_DATE"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
-#[command(name = "runbook", version, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP, propagate_version = true)]
+#[command(name = "runbook", version = VERSION, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP, propagate_version = true)]
 pub struct Cli {
     /// Configuration file
     #[arg(long, short = 'c', global = true, value_name = "FILE")]
