@@ -354,3 +354,47 @@ fn normalise(text: &str, dir: &std::path::Path) -> String {
     out = re_hash.replace_all(&out, "audit HASH #N").into_owned();
     re_ms.replace_all(&out, "Nms").into_owned()
 }
+
+#[test]
+fn a_session_linked_to_an_incident_is_in_its_timeline_even_after_it_closed() {
+    let env = env();
+    env.json(&["incident", "open", "late", "--severity", "sev2"]);
+    env.run(&[
+        "incident", "close", "late", "--cause", "x", "--force", "--reason", "test",
+    ]);
+    let session = env.run(&[
+        "session",
+        "start",
+        "--mode",
+        "diagnostic",
+        "--reason",
+        "afterwards",
+        "--incident",
+        "late",
+    ]);
+    assert_eq!(session.code, 0, "{}", session.stderr);
+    let id = session
+        .stdout
+        .lines()
+        .last()
+        .unwrap()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut exec = env.cmd();
+    exec.args(["session", "exec", "--", "uptime"])
+        .env("RUNBOOK_SESSION", &id);
+    assert!(exec.output().unwrap().status.success());
+    let (_, timeline) = env.json(&["incident", "timeline", "late"]);
+    let kinds: Vec<&str> = timeline
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"session.started") && kinds.contains(&"session.command"),
+        "{kinds:?}"
+    );
+}

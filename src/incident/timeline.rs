@@ -76,14 +76,25 @@ fn what(e: &Event) -> String {
     }
 }
 
-/// The incident's window (opened to closed, or now), every event in it but noise.
+/// The incident's window (opened to closed, or now), every event in it but noise, and every
+/// event of the sessions started for it (`session start --incident`), whenever they happened.
 pub fn timeline(store: &Store, i: &Incident) -> Result<Vec<Entry>, StoreError> {
     let subject = format!("incident {}", i.slug);
     let end = i.closed_at.clone();
+    // The sessions linked to the incident, by their subject (`session 7`).
+    let mut linked: Vec<String> = Vec::new();
+    store.audit_scan(&mut |e| {
+        if e.kind == "session.started"
+            && serde_json::from_str::<serde_json::Value>(&e.data).is_ok_and(|d| d["incident"] == i.slug.as_str())
+        {
+            linked.push(e.subject.clone());
+        }
+        true
+    })?;
     let mut out = Vec::new();
     store.audit_scan(&mut |e| {
         let inside = e.ts.as_str() >= i.opened_at.as_str() && end.as_deref().is_none_or(|c| e.ts.as_str() <= c);
-        if (inside && !NOISE.contains(&e.kind.as_str())) || e.subject == subject {
+        if (inside && !NOISE.contains(&e.kind.as_str())) || e.subject == subject || linked.contains(&e.subject) {
             out.push(Entry {
                 seq: e.seq,
                 at: e.ts.clone(),
