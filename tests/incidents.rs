@@ -312,7 +312,67 @@ fn the_exported_postmortem_of_a_replayed_incident_matches_the_golden_file() {
         "public-502",
         "follow-up: alert before the disk fills",
     ]);
-    env.run(&["run", "recover"]);
+    // A diagnostic session looks; a maintenance session runs the recovery under a change
+    // request another person approved.
+    let session = |mode: &str| {
+        let out = env.run(&[
+            "session",
+            "start",
+            "--mode",
+            mode,
+            "--reason",
+            "public 502",
+            "--incident",
+            "public-502",
+        ]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.stdout
+            .lines()
+            .last()
+            .unwrap()
+            .rsplit('=')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let exec = |id: &str, argv: &[&str]| {
+        let mut c = env.cmd();
+        c.args(["session", "exec", "--"]).args(argv).env("RUNBOOK_SESSION", id);
+        c.output().unwrap().status.code()
+    };
+    let diag = session("diagnostic");
+    assert_eq!(exec(&diag, &["hostname"]), Some(0));
+    let up = env.path("up").display().to_string();
+    assert_eq!(exec(&diag, &["touch", &up]), Some(2), "refused in diagnosis");
+    let maint = session("maintenance");
+    let (code, change) = env.json(&[
+        "change",
+        "request",
+        "--session",
+        &maint,
+        "--objective",
+        "recover the public surface",
+        "--command",
+        &format!("touch {up}"),
+        "--impact",
+        "the marker exists again",
+        "--rollback",
+        "rm it",
+    ]);
+    assert_eq!(code, 0, "{change:#}");
+    let token = token_of_another_user(&env, "second");
+    let (server, port) = serve(&env);
+    let approved = common::http::request(
+        port,
+        "POST",
+        &format!("/v1/changes/{}/approve", change["change"]),
+        Some(&token),
+    );
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    drop(server);
+    assert_eq!(exec(&maint, &["touch", &up]), Some(0));
+    env.run(&["session", "end", "--session", &maint]);
+    env.run(&["session", "end", "--session", &diag]);
     env.run(&["check"]);
     env.run(&["incident", "status", "public-502", "mitigated"]);
     env.run(&["incident", "status", "public-502", "resolved"]);
