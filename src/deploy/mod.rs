@@ -358,15 +358,6 @@ fn deploy_locked(
 ) -> Result<Report, DeployError> {
     let a = app(config, name)?.clone();
     let current = live(&a)?;
-    if current.is_some() && !options.allow_dirty {
-        let s = status(config, store, name)?;
-        if s.clean == Some(false) {
-            return Err(DeployError::Refused(format!(
-                "the live release was changed by hand ({}): commit the change, or pass --allow-dirty (the changed release stays on disk)",
-                s.changes.join("; ")
-            )));
-        }
-    }
     let repo = repo_dir(&a);
     if !Path::new(&a.repo).is_dir() {
         let fetched = if repo.is_dir() {
@@ -414,7 +405,8 @@ fn deploy_locked(
         gates: Vec::new(),
         progress,
     };
-    let before = prepare(&mut r, &a, &repo, &sha, &release, reference);
+    let check_live = current.is_some() && !options.allow_dirty;
+    let before = prepare(&mut r, &a, &repo, &sha, &release, reference, check_live);
     if let Err(e) = before {
         // Nothing live was touched: the half-made release goes.
         let _ = git::git(&repo, &["worktree", "remove", "--force", &dir.display().to_string()]);
@@ -547,14 +539,27 @@ fn prepare(
     sha: &str,
     release: &str,
     reference: &str,
+    check_live: bool,
 ) -> Result<(), DeployError> {
     let dir = a.path.join("releases").join(release);
     std::fs::create_dir_all(a.path.join("releases")).map_err(|e| DeployError::Refused(e.to_string()))?;
-    git::git(repo, &["worktree", "add", "--detach", &dir.display().to_string(), sha]).map_err(|e| {
-        DeployError::Step {
-            step: "create release".into(),
-            detail: e,
-        }
+    // Whether the live release was changed by hand is asked while the new one is made: one
+    // only reads the live tree, the other only writes the new one (git's first status of a
+    // tree written in the same second as its index reads every file).
+    let (changes, made) = std::thread::scope(|s| {
+        let check = s.spawn(|| if check_live { live_changes(a) } else { Vec::new() });
+        let made = git::git(repo, &["worktree", "add", "--detach", &dir.display().to_string(), sha]);
+        (check.join().unwrap_or_default(), made)
+    });
+    if !changes.is_empty() {
+        return Err(DeployError::Refused(format!(
+            "the live release was changed by hand ({}): commit the change, or pass --allow-dirty (the changed release stays on disk)",
+            changes.join("; ")
+        )));
+    }
+    made.map_err(|e| DeployError::Step {
+        step: "create release".into(),
+        detail: e,
     })?;
     r.step("release created", format!("releases/{release} at {sha}"))?;
     for s in &a.shared {
@@ -652,6 +657,23 @@ pub struct Status {
     pub last: Option<Deploy>,
 }
 
+/// What differs in the live release from its commit, as `git status --porcelain` says it:
+/// tracked files only (build output does not count), shared links aside.
+fn live_changes(a: &DeployApp) -> Vec<String> {
+    git::git(
+        &a.path.join("current"),
+        &["status", "--porcelain", "--untracked-files=no"],
+    )
+    .unwrap_or_default()
+    .lines()
+    .filter(|l| {
+        let path = l.get(3..).unwrap_or_default();
+        !a.shared.iter().any(|s| path == s || path.starts_with(&format!("{s}/")))
+    })
+    .map(String::from)
+    .collect()
+}
+
 pub fn status(config: &Config, store: &Store, name: &str) -> Result<Status, DeployError> {
     let a = app(config, name)?;
     let release = live(a)?;
@@ -659,18 +681,7 @@ pub fn status(config: &Config, store: &Store, name: &str) -> Result<Status, Depl
     let sha = release
         .as_ref()
         .and_then(|_| git::git(&current, &["rev-parse", "HEAD"]).ok());
-    let changes: Vec<String> = match &release {
-        Some(_) => git::git(&current, &["status", "--porcelain", "--untracked-files=no"])
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| {
-                let path = l.get(3..).unwrap_or_default();
-                !a.shared.iter().any(|s| path == s || path.starts_with(&format!("{s}/")))
-            })
-            .map(String::from)
-            .collect(),
-        None => Vec::new(),
-    };
+    let changes = if release.is_some() { live_changes(a) } else { Vec::new() };
     let history = store.deploys(name, 100)?;
     let since = history
         .iter()
