@@ -176,18 +176,7 @@ pub fn run(cx: &Ctx, args: DeployArgs) -> Result<Outcome, CliError> {
             };
             if args.resume {
                 let report = deploy::resume(&config, &store, &app, options, &progress);
-                crate::schedule::upkeep::after_command(&config, &store);
-                let report = report?;
-                cx.out.either(&report, || {
-                    for l in &report.log {
-                        cx.out.line(format!("  {l}"));
-                    }
-                    cx.out.line(format!(
-                        "{app}: {} is live ({})",
-                        report.deploy.release, report.deploy.status
-                    ));
-                });
-                return Ok(Outcome::Ok);
+                return finished(cx, &config, &store, report, &app);
             }
             if !args.apply {
                 let plan = deploy::plan(&config, &app, &reference, args.allow_branch)?;
@@ -201,18 +190,29 @@ pub fn run(cx: &Ctx, args: DeployArgs) -> Result<Outcome, CliError> {
                 return Ok(Outcome::Ok);
             }
             let report = deploy::apply(&config, &store, &app, &reference, options, &progress);
-            crate::schedule::upkeep::after_command(&config, &store);
-            let report = report?;
-            cx.out.either(&report, || {
-                for l in &report.log {
-                    cx.out.line(format!("  {l}"));
-                }
-                cx.out.line(format!(
-                    "{app} {reference}: {} is live ({})",
-                    report.deploy.release, report.deploy.status
-                ));
-            });
-            Ok(Outcome::Ok)
+            finished(cx, &config, &store, report, &format!("{app} {reference}"))
         }
     }
+}
+
+/// Sends what the deploy queued (its gates' notifications), then says what is live.
+fn finished(
+    cx: &Ctx,
+    config: &crate::config::Config,
+    store: &crate::store::Store,
+    report: Result<deploy::Report, deploy::DeployError>,
+    what: &str,
+) -> Result<Outcome, CliError> {
+    crate::schedule::upkeep::after_command(config, store);
+    let report = report?;
+    cx.out.either(&report, || {
+        for l in &report.log {
+            cx.out.line(format!("  {l}"));
+        }
+        cx.out.line(format!(
+            "{what}: {} is live ({})",
+            report.deploy.release, report.deploy.status
+        ));
+    });
+    Ok(Outcome::Ok)
 }

@@ -228,7 +228,19 @@ struct Run<'a> {
     progress: &'a dyn Fn(&str),
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    fn new(config: &'a Arc<Config>, store: &'a Store, id: i64, app: &str, progress: &'a dyn Fn(&str)) -> Run<'a> {
+        Run {
+            config,
+            store,
+            id,
+            app: app.to_string(),
+            log: Vec::new(),
+            gates: Vec::new(),
+            progress,
+        }
+    }
+
     fn step(&mut self, step: &str, detail: String) -> Result<(), DeployError> {
         (self.progress)(&format!("{step}: {detail}"));
         self.log.push(format!("{step}: {detail}"));
@@ -396,15 +408,7 @@ fn deploy_locked(
         &config.redactor,
     );
     let id = store.start_deploy(&record, &draft)?;
-    let mut r = Run {
-        config,
-        store,
-        id,
-        app: name.to_string(),
-        log: Vec::new(),
-        gates: Vec::new(),
-        progress,
-    };
+    let mut r = Run::new(config, store, id, name, progress);
     let check_live = current.is_some() && !options.allow_dirty;
     let before = prepare(&mut r, &a, &repo, &sha, &release, reference, check_live);
     if let Err(e) = before {
@@ -486,15 +490,7 @@ pub fn resume(
             "no deploy of `{name}` was stopped half-way"
         )));
     };
-    let mut r = Run {
-        config,
-        store,
-        id: d.id,
-        app: name.to_string(),
-        log: Vec::new(),
-        gates: Vec::new(),
-        progress,
-    };
+    let mut r = Run::new(config, store, d.id, name, progress);
     if live(&a)?.as_deref() == Some(d.release.as_str()) {
         r.step(
             "resumed",
@@ -773,15 +769,7 @@ pub fn rollback(
         &config.redactor,
     );
     let id = store.start_deploy(&record, &draft)?;
-    let mut r = Run {
-        config,
-        store,
-        id,
-        app: name.to_string(),
-        log: Vec::new(),
-        gates: Vec::new(),
-        progress,
-    };
+    let mut r = Run::new(config, store, id, name, progress);
     switch(&a.path, &target).map_err(|e| DeployError::Step {
         step: "switch".into(),
         detail: e.to_string(),
