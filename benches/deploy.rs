@@ -24,6 +24,8 @@
 //! rename's own time (skipped without it). Everything listens on 127.0.0.1; the repository,
 //! the apps and the state files live in a temp dir, removed at the end. Services and threads
 //! are stopped at the end, also when the benchmark fails.
+//! (c) recovery: kill -9 of runbook in the build and in the restart, then `deploy --resume`,
+//! and `deploy rollback --apply`, each timed (target under 5 s).
 //! Knobs (environment): BENCH_ROUNDS (9), BENCH_FILES (10000), BENCH_SWITCH_DEPLOYS (10, per
 //! service), BENCH_LOAD_THREADS (4), BENCH_LOAD_PACE_US (2000: one request per thread every
 //! 2 ms; 0 = back to back), BENCH_DIR (a directory to work in instead of a temp dir).
@@ -360,6 +362,67 @@ fn rb_deploy(config: &Path, tag: &'static str) -> RbDeploy {
         release: r["deploy"]["release"].as_str().expect("release").to_string(),
         id: r["deploy"]["id"].as_i64().expect("id"),
     }
+}
+
+/// (c): an app whose build or restart kills runbook (its parent) when `kill-at` names it;
+/// each kill is followed by `--resume`, timed; then `deploy rollback --apply`, timed.
+fn bench_resume(root: &Path, repo: &Path) -> Vec<(&'static str, Vec<f64>)> {
+    let dir = root.join("c");
+    let app = dir.join("app");
+    std::fs::create_dir_all(&dir).expect("mkdir c");
+    app_dir(&app);
+    let die = |point: &str| {
+        format!(
+            "[ \\\"$(cat {}/kill-at 2>/dev/null)\\\" = {point} ] && {{ rm -f {}/kill-at; kill -9 $PPID; sleep 5; }}; true",
+            dir.display(),
+            dir.display()
+        )
+    };
+    let yaml = format!(
+        "version: 1\nstate: {{ url: \"sqlite://state/runbook.db\" }}\ndeploy:\n  site:\n    repo: {}\n    path: {}\n    refs: tags\n    shared: [.env]\n    build: [ {{ sh: \"{}\" }} ]\n    restart: [ {{ sh: \"{}\" }} ]\n",
+        repo.display(),
+        app.display(),
+        die("build"),
+        die("restart")
+    );
+    let cfg = dir.join("runbook.yaml");
+    std::fs::write(&cfg, yaml).expect("write runbook.yaml");
+    let run = |args: &[&str]| -> (f64, bool) {
+        let (start, end, out) = timed(&mut runbook(&cfg, args));
+        (end - start, out.status.success())
+    };
+    let mut last = None;
+    next_second_after(last);
+    assert!(run(&["deploy", "site", "v1", "--apply"]).1, "first deploy");
+    last = Some(unix_second());
+    let mut after_switch = Vec::new();
+    let mut before_switch = Vec::new();
+    let mut rollback = Vec::new();
+    let mut tag = "v2";
+    for _ in 0..3 {
+        for (point, into) in [("restart", &mut after_switch), ("build", &mut before_switch)] {
+            next_second_after(last);
+            std::fs::write(dir.join("kill-at"), point).expect("write kill-at");
+            let (_, ok) = run(&["deploy", "site", tag, "--apply"]);
+            assert!(!ok, "runbook was to be killed at {point}");
+            let (secs, ok) = run(&["deploy", "site", "--resume"]);
+            assert!(ok, "resume after a kill at {point}");
+            last = Some(unix_second());
+            into.push(secs);
+            tag = if tag == "v2" { "v1" } else { "v2" };
+        }
+        let (secs, ok) = run(&["deploy", "rollback", "site", "--apply"]);
+        assert!(ok, "rollback");
+        rollback.push(secs);
+    }
+    vec![
+        ("--resume, killed after the switch (restart, then good)", after_switch),
+        (
+            "--resume, killed in the build (the release made again, built, switched)",
+            before_switch,
+        ),
+        ("deploy rollback --apply (switch back, restart)", rollback),
+    ]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1467,6 +1530,23 @@ fn main() {
         "    estimate: runbook with its first phase ({first_phase:.0} ms) as long as `deploy status` on a refreshed index ({status_refreshed:.0} ms) = {estimate:.0} ms = {:.2}× the script",
         estimate / sh.median
     );
+    println!();
+
+    // (c)
+    println!(
+        "(c) after kill -9 of runbook half-way: `deploy site --resume` and `deploy rollback --apply`, timed (3 each)"
+    );
+    let c = bench_resume(&root, &repo);
+    for (what, secs) in &c {
+        println!(
+            "    {:<62} median {:>7.0} ms  max {:>7.0} ms",
+            what,
+            ms(median(secs)),
+            ms(max(secs))
+        );
+    }
+    let worst = c.iter().map(|(_, v)| max(v)).fold(0.0, f64::max);
+    println!("    target: each under 5 s: {}", verdict(worst < 5.0));
     let load_at_end = loadavg();
     println!();
     println!("  loadavg  {load_at_end} (at end)");
@@ -1502,6 +1582,7 @@ fn main() {
             "target_ratio": TARGET_RATIO,
             "met": ratio <= TARGET_RATIO,
         },
+        "recovery_ms": c.iter().map(|(w, v)| json!({"what": w, "median": r3(ms(median(v))), "max": r3(ms(max(v)))})).collect::<Vec<_>>(),
     });
     println!("BENCH_JSON {summary}");
     match tmp {
