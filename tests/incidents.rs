@@ -21,6 +21,38 @@ incidents:
   verify: [public]
 "#;
 
+/// A session started for incident `slug`; its id.
+fn session_for(env: &Env, mode: &str, reason: &str, slug: &str) -> (Out, String) {
+    let out = env.run(&[
+        "session",
+        "start",
+        "--mode",
+        mode,
+        "--reason",
+        reason,
+        "--incident",
+        slug,
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let id = out
+        .stdout
+        .lines()
+        .last()
+        .unwrap()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .to_string();
+    (out, id)
+}
+
+/// `session exec -- ARGV…` in session `id`; its exit code.
+fn session_exec(env: &Env, id: &str, argv: &[&str]) -> Option<i32> {
+    let mut c = env.cmd();
+    c.args(["session", "exec", "--"]).args(argv).env("RUNBOOK_SESSION", id);
+    c.output().unwrap().status.code()
+}
+
 fn env() -> Env {
     let env = Env::new(CONFIG);
     env.write(
@@ -134,30 +166,23 @@ fn the_timeline_assembles_itself_from_the_audit_chain() {
     assert_eq!(o["new"], true);
     env.run(&["check"]);
     env.run(&["incident", "status", "public-502", "investigating"]);
-    let session = env.run(&[
-        "session",
-        "start",
-        "--mode",
-        "diagnostic",
-        "--reason",
-        "why 502",
-        "--incident",
-        "public-502",
-    ]);
-    assert_eq!(session.code, 0, "{}", session.stderr);
-    let id = session
-        .stdout
-        .lines()
-        .last()
-        .unwrap()
-        .split_whitespace()
-        .last()
-        .unwrap()
-        .to_string();
-    let mut exec = env.cmd();
-    exec.args(["session", "exec", "--", "uptime"])
-        .env("RUNBOOK_SESSION", &id);
-    let _ = exec.output();
+    let (session, id) = session_for(&env, "diagnostic", "why 502", "public-502");
+    // The start-of-session checklist, printed and recorded.
+    for item in [
+        "mode",
+        "access window",
+        "recording",
+        "sandbox",
+        "incident       public-502",
+        "policy",
+    ] {
+        assert!(session.stdout.contains(item), "{item} in {}", session.stdout);
+    }
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_events WHERE kind = 'session.started' AND data LIKE '%\"checklist\"%access window%'"),
+        1
+    );
+    assert_eq!(session_exec(&env, &id, &["uptime"]), Some(0));
     env.run(&["gate", "run", "release"]);
     env.run(&[
         "incident",
@@ -183,6 +208,7 @@ fn the_timeline_assembles_itself_from_the_audit_chain() {
         "incident.opened",
         "alert.opened",
         "session.started",
+        "session.command",
         "gate.run",
         "run.finished",
         "alert.resolved",
@@ -314,37 +340,15 @@ fn the_exported_postmortem_of_a_replayed_incident_matches_the_golden_file() {
     ]);
     // A diagnostic session looks; a maintenance session runs the recovery under a change
     // request another person approved.
-    let session = |mode: &str| {
-        let out = env.run(&[
-            "session",
-            "start",
-            "--mode",
-            mode,
-            "--reason",
-            "public 502",
-            "--incident",
-            "public-502",
-        ]);
-        assert_eq!(out.code, 0, "{}", out.stderr);
-        out.stdout
-            .lines()
-            .last()
-            .unwrap()
-            .rsplit('=')
-            .next()
-            .unwrap()
-            .to_string()
-    };
-    let exec = |id: &str, argv: &[&str]| {
-        let mut c = env.cmd();
-        c.args(["session", "exec", "--"]).args(argv).env("RUNBOOK_SESSION", id);
-        c.output().unwrap().status.code()
-    };
-    let diag = session("diagnostic");
-    assert_eq!(exec(&diag, &["hostname"]), Some(0));
+    let diag = session_for(&env, "diagnostic", "public 502", "public-502").1;
+    assert_eq!(session_exec(&env, &diag, &["hostname"]), Some(0));
     let up = env.path("up").display().to_string();
-    assert_eq!(exec(&diag, &["touch", &up]), Some(2), "refused in diagnosis");
-    let maint = session("maintenance");
+    assert_eq!(
+        session_exec(&env, &diag, &["touch", &up]),
+        Some(2),
+        "refused in diagnosis"
+    );
+    let maint = session_for(&env, "maintenance", "public 502", "public-502").1;
     let (code, change) = env.json(&[
         "change",
         "request",
@@ -370,7 +374,7 @@ fn the_exported_postmortem_of_a_replayed_incident_matches_the_golden_file() {
     );
     assert_eq!(approved.status, 200, "{}", approved.body);
     drop(server);
-    assert_eq!(exec(&maint, &["touch", &up]), Some(0));
+    assert_eq!(session_exec(&env, &maint, &["touch", &up]), Some(0));
     env.run(&["session", "end", "--session", &maint]);
     env.run(&["session", "end", "--session", &diag]);
     env.run(&["check"]);
@@ -422,30 +426,8 @@ fn a_session_linked_to_an_incident_is_in_its_timeline_even_after_it_closed() {
     env.run(&[
         "incident", "close", "late", "--cause", "x", "--force", "--reason", "test",
     ]);
-    let session = env.run(&[
-        "session",
-        "start",
-        "--mode",
-        "diagnostic",
-        "--reason",
-        "afterwards",
-        "--incident",
-        "late",
-    ]);
-    assert_eq!(session.code, 0, "{}", session.stderr);
-    let id = session
-        .stdout
-        .lines()
-        .last()
-        .unwrap()
-        .rsplit('=')
-        .next()
-        .unwrap()
-        .to_string();
-    let mut exec = env.cmd();
-    exec.args(["session", "exec", "--", "uptime"])
-        .env("RUNBOOK_SESSION", &id);
-    assert!(exec.output().unwrap().status.success());
+    let id = session_for(&env, "diagnostic", "afterwards", "late").1;
+    assert_eq!(session_exec(&env, &id, &["uptime"]), Some(0));
     let (_, timeline) = env.json(&["incident", "timeline", "late"]);
     let kinds: Vec<&str> = timeline
         .as_array()

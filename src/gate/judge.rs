@@ -62,7 +62,7 @@ pub struct Judged {
 
 impl Judged {
     /// A condition judged once from runbook's own state.
-    pub fn single(name: &str, ok: bool, detail: String, _data: serde_json::Value) -> Judged {
+    pub fn single(name: &str, ok: bool, detail: String) -> Judged {
         let verdict = if ok { "pass" } else { "fail" };
         Judged {
             name: name.to_string(),

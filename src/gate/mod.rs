@@ -333,12 +333,7 @@ fn extra_conditions(config: &Config, store: &Store, gate: &Gate) -> Result<Vec<J
         } else {
             format!("{} open: {}", blocking.len(), blocking.join(", "))
         };
-        out.push(Judged::single(
-            "no_open_alerts",
-            blocking.is_empty(),
-            detail,
-            json!({ "open": blocking.len() }),
-        ));
+        out.push(Judged::single("no_open_alerts", blocking.is_empty(), detail));
     }
     if gate.drift_clean {
         let judged = crate::drift::judge(config, store)?;
@@ -358,12 +353,7 @@ fn extra_conditions(config: &Config, store: &Store, gate: &Gate) -> Result<Vec<J
                 .collect();
             format!("{} difference(s): {}", judged.failing, first.join("; "))
         };
-        out.push(Judged::single(
-            "drift_clean",
-            judged.failing == 0,
-            detail,
-            json!({ "differences": judged.failing }),
-        ));
+        out.push(Judged::single("drift_clean", judged.failing == 0, detail));
     }
     if gate.config_valid {
         let (ok, detail) = match crate::config::load(&config.source) {
@@ -380,7 +370,7 @@ fn extra_conditions(config: &Config, store: &Store, gate: &Gate) -> Result<Vec<J
             }
             Err(e) => (false, e.to_string()),
         };
-        out.push(Judged::single("config_valid", ok, detail, json!({})));
+        out.push(Judged::single("config_valid", ok, detail));
     }
     Ok(out)
 }

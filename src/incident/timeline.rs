@@ -81,18 +81,16 @@ fn what(e: &Event) -> String {
 pub fn timeline(store: &Store, i: &Incident) -> Result<Vec<Entry>, StoreError> {
     let subject = format!("incident {}", i.slug);
     let end = i.closed_at.clone();
-    // The sessions linked to the incident, by their subject (`session 7`).
+    // The sessions linked to the incident, by their subject (`session 7`): a session's start
+    // comes before its other events, so one pass finds them all.
     let mut linked: Vec<String> = Vec::new();
+    let mut out = Vec::new();
     store.audit_scan(&mut |e| {
         if e.kind == "session.started"
             && serde_json::from_str::<serde_json::Value>(&e.data).is_ok_and(|d| d["incident"] == i.slug.as_str())
         {
             linked.push(e.subject.clone());
         }
-        true
-    })?;
-    let mut out = Vec::new();
-    store.audit_scan(&mut |e| {
         let inside = e.ts.as_str() >= i.opened_at.as_str() && end.as_deref().is_none_or(|c| e.ts.as_str() <= c);
         if (inside && !NOISE.contains(&e.kind.as_str())) || e.subject == subject || linked.contains(&e.subject) {
             out.push(Entry {

@@ -150,16 +150,8 @@ fn gate(cx: &mut Cx, name: &str, node: &Node, base: &Path, checks: &BTreeMap<Str
                 HumanDuration(std::time::Duration::from_secs(86_400)),
             ),
         };
-        cx.backup_refs.push((n.pos, target.clone()));
-        let probe = Probe::BackupAge(BackupAgeProbe {
-            target,
-            max_age: within,
-        });
-        g.measures.push(once(
-            "require_verified_backup",
-            "backup_verified_within",
-            plain_check(probe),
-        ));
+        g.measures
+            .push(verified_within(cx, n, "require_verified_backup", target, within));
     }
     if let Some(n) = f.get("dry_run") {
         g.dry_run = cx.string_list(n, &format!("{what}.dry_run")).unwrap_or_default();
@@ -262,6 +254,17 @@ fn comparisons(cx: &mut Cx, what: &str, name: &str, f: &Fields, m: &mut Measure)
             ),
         }
     }
+}
+
+/// The measure that `target`'s newest verified archive is younger than `within` (a
+/// `backup_age` probe); the target is checked once `backups:` is read.
+fn verified_within(cx: &mut Cx, n: &Node, name: &str, target: String, within: HumanDuration) -> Measure {
+    cx.backup_refs.push((n.pos, target.clone()));
+    let probe = Probe::BackupAge(BackupAgeProbe {
+        target,
+        max_age: within,
+    });
+    once(name, "backup_verified_within", plain_check(probe))
 }
 
 fn verified_backup(cx: &mut Cx, what: &str, node: &Node) -> Option<(String, HumanDuration)> {
@@ -395,16 +398,8 @@ fn condition(cx: &mut Cx, what: &str, node: &Node, base: &Path, g: &mut Gate) {
         }
         ("backup_verified_within", Some(n)) => {
             if let Some((target, within)) = verified_backup(cx, &here, n) {
-                cx.backup_refs.push((n.pos, target.clone()));
-                let probe = Probe::BackupAge(BackupAgeProbe {
-                    target,
-                    max_age: within,
-                });
-                g.measures.push(once(
-                    "backup_verified_within",
-                    "backup_verified_within",
-                    plain_check(probe),
-                ));
+                g.measures
+                    .push(verified_within(cx, n, "backup_verified_within", target, within));
             }
         }
         ("drift_clean", _) => g.drift_clean = true,
