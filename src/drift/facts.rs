@@ -12,6 +12,8 @@ pub enum Fact {
     List(Vec<String>),
     /// The host could not say (no systemctl, a command that failed to start…).
     Unknown(String),
+    /// Content that is matched and never shown (a file's, a page's: it may be a secret).
+    Hidden(String),
 }
 
 impl Fact {
@@ -23,6 +25,7 @@ impl Fact {
             Fact::Text(t) => t.clone(),
             Fact::List(l) => format!("[{}]", l.join(", ")),
             Fact::Unknown(why) => format!("unknown ({why})"),
+            Fact::Hidden(_) => "does not".into(),
         }
     }
 }
@@ -75,9 +78,9 @@ pub fn file(path: &str, asked: &[&str]) -> Facts {
         f.insert("sha256".into(), fact);
     }
     if m.is_file() && asked.contains(&"contains") {
-        // Read to match only; a file's content is never reported (it may be a secret).
+        // Read to match only: `Hidden` content is never shown.
         let fact = match std::fs::read(path) {
-            Ok(bytes) => Fact::Text(String::from_utf8_lossy(&bytes).into_owned()),
+            Ok(bytes) => Fact::Hidden(String::from_utf8_lossy(&bytes).into_owned()),
             Err(e) => Fact::Unknown(e.to_string()),
         };
         f.insert("contains".into(), fact);
@@ -368,7 +371,7 @@ pub fn http(url: &str) -> Facts {
     match fetched {
         Ok((status, body)) => Facts::from([
             ("status".to_string(), Fact::Text(status.to_string())),
-            ("body".to_string(), Fact::Text(body)),
+            ("body".to_string(), Fact::Hidden(body)),
         ]),
         Err(e) => Facts::from([("status".to_string(), Fact::Unknown(e))]),
     }

@@ -63,7 +63,7 @@ fn version_holds(actual: &str, constraint: &str) -> bool {
 /// Whether `fact` satisfies `m`.
 pub fn holds(m: &Matcher, fact: &Fact) -> bool {
     let text = |f: &Fact| match f {
-        Fact::Text(t) => Some(t.clone()),
+        Fact::Text(t) | Fact::Hidden(t) => Some(t.clone()),
         _ => None,
     };
     match (m, fact) {
@@ -146,12 +146,7 @@ pub fn drift(config: &Config) -> Vec<Item> {
         for (attr, m) in &r.expect {
             let fact = facts.get(attr).cloned().unwrap_or(Fact::Unknown("not reported".into()));
             if !holds(m, &fact) {
-                // A file's content, or a page's, is never shown.
-                let actual = if attr == "contains" || attr == "body" {
-                    "does not".to_string()
-                } else {
-                    fact.shown()
-                };
+                let actual = fact.shown();
                 items.push(Item {
                     kind: r.kind.clone(),
                     key: r.key.clone(),
