@@ -131,7 +131,7 @@ fn silences_keep_alerts_but_mark_them_silenced_and_need_apply() {
     assert_eq!(silenced[0]["count"], 2);
     // The silence ends (moved into the past): the next failure makes it fire again.
     env.db()
-        .execute("UPDATE silences SET until = '2000-01-01T00:00:00.000Z'", [])
+        .execute("UPDATE silences SET until = '2000-01-01T00:00:00.000Z'", ())
         .unwrap();
     env.run(&["check", "disk"]);
     assert_eq!(alerts(&env, "firing").len(), 1);
@@ -204,7 +204,7 @@ fn the_daemon_keeps_check_history_and_resolved_alerts_within_retention() {
     env.db()
         .execute(
             "UPDATE alerts SET resolved_at = '2000-01-01T00:00:00.000Z' WHERE status = 'resolved'",
-            [],
+            (),
         )
         .unwrap();
     // Without a daemon, `check` itself keeps history within retention.

@@ -86,7 +86,7 @@ fn a_read_token_cannot_ping_and_a_ping_is_audited_as_its_key_or_token() {
         let mut stmt = db
             .prepare("SELECT actor FROM audit_events WHERE kind = 'heartbeat.pinged' ORDER BY seq")
             .unwrap();
-        stmt.query_map([], |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect()
+        stmt.query_map((), |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect()
     };
     assert_eq!(actors, ["ping:beat", "token:cron"]);
 }

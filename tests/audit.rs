@@ -32,7 +32,7 @@ fn an_untouched_chain_verifies() {
 fn an_edited_event_is_named() {
     let env = env_with_history();
     env.db()
-        .execute("UPDATE audit_events SET data = '{\"forged\":true}' WHERE seq = 4", [])
+        .execute("UPDATE audit_events SET data = '{\"forged\":true}' WHERE seq = 4", ())
         .unwrap();
     let out = env.run(&["audit", "verify"]);
     assert_eq!(out.code, 1);
@@ -44,7 +44,7 @@ fn an_edited_event_is_named() {
 fn an_edited_actor_is_found_too() {
     let env = env_with_history();
     env.db()
-        .execute("UPDATE audit_events SET actor = 'someone-else' WHERE seq = 2", [])
+        .execute("UPDATE audit_events SET actor = 'someone-else' WHERE seq = 2", ())
         .unwrap();
     let (code, v) = env.json(&["audit", "verify"]);
     assert_eq!(code, 1);
@@ -54,7 +54,7 @@ fn an_edited_actor_is_found_too() {
 #[test]
 fn a_deleted_event_is_named() {
     let env = env_with_history();
-    env.db().execute("DELETE FROM audit_events WHERE seq = 3", []).unwrap();
+    env.db().execute("DELETE FROM audit_events WHERE seq = 3", ()).unwrap();
     let (code, v) = env.json(&["audit", "verify"]);
     assert_eq!(code, 1);
     assert_eq!(v["first_bad"]["seq"], 3, "{v}");
@@ -94,7 +94,13 @@ fn audit_list_shows_newest_first_and_filters_by_kind() {
     assert!(!runs[0]["actor"].as_str().unwrap().is_empty());
 }
 
+/// Runs `sql` on the state from outside runbook: with the sqlite3 CLI on a state file, or
+/// straight on the PostgreSQL database.
 fn sqlite3(env: &Env, sql: &str) {
+    if env.pg.is_some() {
+        env.db().execute_batch(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        return;
+    }
     let out = std::process::Command::new("sqlite3")
         .arg(env.state_db())
         .arg(sql)
@@ -171,13 +177,15 @@ fn a_cut_tail_is_shown_only_by_a_checkpoint_kept_elsewhere() {
         &env,
         "DELETE FROM audit_events WHERE seq > 6; DELETE FROM audit_checkpoints;",
     );
-    // The head file beside the state file still names seq 9: the cut is reported.
-    let (code, v) = env.json(&["audit", "verify"]);
-    assert_eq!(code, 1, "{v}");
-    assert_eq!(v["head_file"]["recorded_seq"], 9, "{v}");
-    // Whoever can cut the log can delete that file too: then only a checkpoint kept
-    // elsewhere shows the cut.
-    std::fs::remove_file(env.path("state/runbook.db.audit-head")).unwrap();
+    if env.pg.is_none() {
+        // The head file beside the state file still names seq 9: the cut is reported.
+        let (code, v) = env.json(&["audit", "verify"]);
+        assert_eq!(code, 1, "{v}");
+        assert_eq!(v["head_file"]["recorded_seq"], 9, "{v}");
+        // Whoever can cut the log can delete that file too: then only a checkpoint kept
+        // elsewhere shows the cut.
+        std::fs::remove_file(env.path("state/runbook.db.audit-head")).unwrap();
+    }
     let (code, v) = env.json(&["audit", "verify"]);
     assert_eq!(code, 0, "without a checkpoint from elsewhere a cut tail verifies: {v}");
     let out = env.run(&["audit", "verify", "--against", elsewhere.to_str().unwrap()]);
@@ -198,7 +206,7 @@ fn a_rewritten_log_with_a_fresh_chain_is_caught_by_the_checkpoint() {
     let (prev, ts, actor, kind, subject): (String, String, String, String, String) = conn
         .query_row(
             "SELECT prev_hash, ts, actor, kind, subject FROM audit_events WHERE seq = 9",
-            [],
+            (),
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )
         .unwrap();
@@ -206,7 +214,7 @@ fn a_rewritten_log_with_a_fresh_chain_is_caught_by_the_checkpoint() {
     let hash = runbook::audit::hash(&prev, 9, &ts, &actor, &kind, &subject, data);
     conn.execute(
         "UPDATE audit_events SET data = ?1, hash = ?2 WHERE seq = 9",
-        rusqlite::params![data, hash],
+        [data, hash.as_str()],
     )
     .unwrap();
     assert_eq!(
@@ -341,7 +349,7 @@ fn archiving_old_events_keeps_the_chain_verifiable_across_the_boundary() {
     // Everything before event 6 goes.
     let cut: String = env
         .db()
-        .query_row("SELECT ts FROM audit_events WHERE seq = 6", [], |r| r.get(0))
+        .query_row("SELECT ts FROM audit_events WHERE seq = 6", (), |r| r.get(0))
         .unwrap();
     let (code, plan) = env.json(&["audit", "archive", "--before", &cut]);
     assert_eq!(code, 0, "{plan}");

@@ -164,9 +164,9 @@ fn an_archive_holds_manifest_first_then_every_source_and_verifies() {
     assert_eq!(row["entries"], row["files"], "{row}");
     // Ages read as people say them: an archive made three days ago, verified two hours ago.
     env.db()
-        .execute_batch(
-            "UPDATE backups SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-3 days', '-4 hours'),
-                                verified_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-2 hours', '-5 minutes')",
+        .execute(
+            "UPDATE backups SET created_at = ?1, verified_at = ?2",
+            [ago(3 * 86400 + 4 * 3600), ago(2 * 3600 + 5 * 60)],
         )
         .unwrap();
     let out = env.run(&["backup", "list"]);
@@ -208,7 +208,7 @@ fn an_archive_holds_manifest_first_then_every_source_and_verifies() {
         PathBuf::from("notes.txt")
     );
     let restored = rusqlite::Connection::open(out_dir.join("sqlite/app.db")).unwrap();
-    let n: i64 = restored.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+    let n: i64 = restored.query_row("SELECT count(*) FROM t", (), |r| r.get(0)).unwrap();
     assert_eq!(n, 3);
     assert_eq!(
         std::fs::read_to_string(out_dir.join("command/extra.out")).unwrap(),
@@ -599,7 +599,7 @@ fn a_database_written_during_the_backup_restores_consistent() {
     );
     let before: i64 = rusqlite::Connection::open(&db)
         .unwrap()
-        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .query_row("SELECT count(*) FROM t", (), |r| r.get(0))
         .unwrap();
     // Another process writes as fast as it can while the backup runs, 50 rows a transaction.
     let writer = Command::new("python3")
@@ -622,7 +622,7 @@ fn a_database_written_during_the_backup_restores_consistent() {
     // The writer is writing: its first commits are in the database.
     assert!(wait_for(Duration::from_secs(10), || {
         rusqlite::Connection::open(&db)
-            .and_then(|c| c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0)))
+            .and_then(|c| c.query_row("SELECT count(*) FROM t", (), |r| r.get::<_, i64>(0)))
             .is_ok_and(|n| n > before)
     }));
     let mut paths = Vec::new();
@@ -650,10 +650,10 @@ fn a_database_written_during_the_backup_restores_consistent() {
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let c = rusqlite::Connection::open(&copy).unwrap();
-        let rows: i64 = c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        let rows: i64 = c.query_row("SELECT count(*) FROM t", (), |r| r.get(0)).unwrap();
         assert!(rows > before, "the writer had committed before the backup");
         assert_eq!((rows - before) % 50, 0, "{rows} rows: a transaction cut in half");
-        let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        let mode: String = c.query_row("PRAGMA journal_mode", (), |r| r.get(0)).unwrap();
         assert_eq!(mode, "delete");
         drop(c);
         std::fs::remove_file(&copy).unwrap();
@@ -739,7 +739,12 @@ fn an_archive_the_state_file_cannot_record_is_not_left_behind() {
     create(&env);
     // The state file takes no more archives (full, read-only, damaged: here, a trigger).
     env.db()
-        .execute_batch("CREATE TRIGGER refuse BEFORE INSERT ON backups BEGIN SELECT RAISE(FAIL, 'refused'); END;")
+        .execute_batch(if env.pg.is_some() {
+            "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$ LANGUAGE plpgsql; \
+             CREATE TRIGGER refuse BEFORE INSERT ON backups FOR EACH ROW EXECUTE FUNCTION refuse();"
+        } else {
+            "CREATE TRIGGER refuse BEFORE INSERT ON backups BEGIN SELECT RAISE(FAIL, 'refused'); END;"
+        })
         .unwrap();
     std::thread::sleep(Duration::from_millis(1100));
     let out = env.run(&["backup", "create", "main"]);
@@ -1296,7 +1301,7 @@ fn an_archive_that_cannot_be_removed_keeps_neither_the_others_nor_the_record_of_
     );
     let audited: String = env
         .db()
-        .query_row("SELECT data FROM audit_events WHERE kind = 'backup.pruned'", [], |r| {
+        .query_row("SELECT data FROM audit_events WHERE kind = 'backup.pruned'", (), |r| {
             r.get(0)
         })
         .unwrap();
@@ -1318,7 +1323,7 @@ fn verify_and_drill_record_an_archive_however_its_path_is_written() {
     assert_eq!(env.run(&["backup", "drill", &relative]).code, 0);
     let (verified, drilled): (Option<bool>, Option<String>) = env
         .db()
-        .query_row("SELECT verify_ok, drilled_at FROM backups", [], |r| {
+        .query_row("SELECT verify_ok, drilled_at FROM backups", (), |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
         .unwrap();

@@ -47,7 +47,7 @@ fn a_profile_backs_up_drills_and_prunes_with_one_ledger_row_per_task() {
         let mut stmt = db
             .prepare("SELECT task, status FROM runs WHERE kind = 'task' ORDER BY id")
             .unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        stmt.query_map((), |r| Ok((r.get(0)?, r.get(1)?)))
             .unwrap()
             .map(Result::unwrap)
             .collect()
@@ -105,7 +105,7 @@ fn a_verify_task_checks_the_newest_archive_and_fails_on_a_damaged_one() {
         .db()
         .query_row(
             "SELECT output FROM runs WHERE task = 'verify-main' ORDER BY id DESC LIMIT 1",
-            [],
+            (),
             |r| r.get(0),
         )
         .unwrap();
@@ -161,10 +161,7 @@ fn backup_age_needs_a_recent_verified_archive() {
 
     // Make the archive look two hours old: the check fails with the limit in its detail.
     env.db()
-        .execute(
-            "UPDATE backups SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-2 hours')",
-            [],
-        )
+        .execute("UPDATE backups SET created_at = ?1", [ago(2 * 3600)])
         .unwrap();
     let (code, v) = env.json(&["check", "backup-fresh"]);
     assert_eq!(code, 1);
@@ -172,10 +169,7 @@ fn backup_age_needs_a_recent_verified_archive() {
 
     // Recent again, but its file is gone: it restores nothing, and does not count.
     env.db()
-        .execute(
-            "UPDATE backups SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
-            [],
-        )
+        .execute("UPDATE backups SET created_at = ?1", [ago(0)])
         .unwrap();
     assert_eq!(env.json(&["check", "backup-fresh"]).0, 0);
     let (_, list) = env.json(&["backup", "list", "main"]);
@@ -328,7 +322,7 @@ profiles:
     );
     let (status, output): (String, String) = env
         .db()
-        .query_row("SELECT status, output FROM runs WHERE task = 'push-main'", [], |r| {
+        .query_row("SELECT status, output FROM runs WHERE task = 'push-main'", (), |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
         .unwrap();
@@ -353,7 +347,7 @@ fn ids(env: &Env, cond: &str) -> Vec<i64> {
     let mut stmt = db
         .prepare(&format!("SELECT id FROM backups WHERE {cond} ORDER BY id"))
         .unwrap();
-    stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    stmt.query_map((), |r| r.get(0)).unwrap().map(Result::unwrap).collect()
 }
 
 /// `main` with the policy `keep` and the nightly profile's `tasks`, and `n` archives of it
@@ -439,7 +433,7 @@ fn the_scheduled_drill_takes_what_the_next_prune_removes_before_what_the_policy_
     env.db()
         .execute(
             "UPDATE backups SET created_at = '2026-09-15T00:00:00.000Z' WHERE id = 1",
-            [],
+            (),
         )
         .unwrap();
     let out = env.run(&["run", "nightly"]);

@@ -807,7 +807,7 @@ checks:
         "{o:#?}"
     );
     let db = rusqlite::Connection::open(env.path("app.db")).unwrap();
-    let rows: i64 = db.query_row("SELECT count(*) FROM jobs", [], |r| r.get(0)).unwrap();
+    let rows: i64 = db.query_row("SELECT count(*) FROM jobs", (), |r| r.get(0)).unwrap();
     assert_eq!(rows, 2, "the sql probe opens the database read-only");
 }
 
@@ -1318,7 +1318,7 @@ checks:
         .query_row(
             "SELECT kind, ok, detail, data, at, host, latency_ms FROM check_results \
              WHERE check_name = 'port-down' ORDER BY id LIMIT 1",
-            [],
+            (),
             |r| {
                 Ok((
                     r.get(0)?,
@@ -1342,7 +1342,7 @@ checks:
     let data: String = db
         .query_row(
             "SELECT data FROM check_results WHERE check_name = 'disk-root' ORDER BY id LIMIT 1",
-            [],
+            (),
             |r| r.get(0),
         )
         .unwrap();
@@ -1433,7 +1433,7 @@ profiles:
     let (id, status, output, command): (i64, String, String, String) = db
         .query_row(
             "SELECT id, status, output, command FROM runs WHERE task = 'closed-port'",
-            [],
+            (),
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .unwrap();

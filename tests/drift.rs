@@ -160,7 +160,7 @@ fn what_a_running_deploy_writes_is_not_judged_until_it_ends() {
     );
     std::fs::create_dir_all(env.path("src")).unwrap();
     assert_eq!(drift(&env).0, 1, "nothing deployed: drift");
-    let lock = runbook::util::lock::try_lock(&env.state_db(), "deploy-site")
+    let lock = runbook::util::lock::try_lock(&env.state_anchor(), "deploy-site")
         .unwrap()
         .expect("free");
     assert_eq!(drift(&env).0, 0, "the deploy is writing app/: not judged");

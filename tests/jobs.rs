@@ -165,7 +165,10 @@ fn a_recovered_profile_run_can_be_retried_whole() {
     // Make the crawl quick now, as a fix deployed before the recovery would.
     std::fs::write(
         &env.config,
-        "state: { url: \"sqlite://state/runbook.db\" }\nversion: 1\nprofiles:\n  slow:\n    cron: \"* * * * *\"\n    tasks:\n      - { sh: \"echo quick\", name: crawl }\n",
+        format!(
+            "{}\nversion: 1\nprofiles:\n  slow:\n    cron: \"* * * * *\"\n    tasks:\n      - {{ sh: \"echo quick\", name: crawl }}\n",
+            env.state_line()
+        ),
     )
     .unwrap();
     let (code, report) = env.json(&["jobs", "retry", &profile_run.to_string(), "--apply"]);

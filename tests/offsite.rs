@@ -130,7 +130,7 @@ fn pull_and_push_take_only_what_is_directly_under_the_offsite_prefix() {
     assert_eq!(names(&r, "pushed"), vec![name.clone()], "not taken for a copy: {r}");
 
     // An archive pulled but no longer recorded (the state file was lost) is recorded again.
-    env.db().execute("DELETE FROM backups", []).unwrap();
+    env.db().execute("DELETE FROM backups", ()).unwrap();
     let (code, r) = env.json(&["backup", "pull", "main"]);
     assert_eq!(code, 0, "{r}");
     let (_, list) = env.json(&["backup", "list", "main"]);
@@ -434,8 +434,11 @@ fn push_killed_after_parts(env: &Env, n: usize) {
     let stored = wait_for(Duration::from_secs(60), || {
         env.db()
             .query_row(
-                &format!("SELECT count(*) FROM offsite_uploads WHERE json_array_length(parts) >= {n}"),
-                [],
+                &format!(
+                    "SELECT count(*) FROM offsite_uploads WHERE json_array_length(parts{}) >= {n}",
+                    if env.pg.is_some() { "::json" } else { "" }
+                ),
+                (),
                 |r| r.get::<_, i64>(0),
             )
             .unwrap_or(0)
@@ -526,7 +529,7 @@ fn a_multipart_upload_gone_from_the_store_is_started_over_not_retried_forever() 
     // The store drops the unfinished upload, as a lifecycle rule would.
     let upload: String = env
         .db()
-        .query_row("SELECT upload_id FROM offsite_uploads", [], |r| r.get(0))
+        .query_row("SELECT upload_id FROM offsite_uploads", (), |r| r.get(0))
         .unwrap();
     request(
         port,
@@ -782,7 +785,7 @@ fn upload_state(env: &Env) -> Option<(i64, i64)> {
     env.db()
         .query_row(
             "SELECT json_array_length(parts), failed_starts FROM offsite_uploads",
-            [],
+            (),
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .ok()

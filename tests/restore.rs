@@ -16,7 +16,7 @@ fn sqlite(path: &Path, sql: &str) {
 fn rows(path: &Path) -> i64 {
     rusqlite::Connection::open(path)
         .unwrap()
-        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .query_row("SELECT count(*) FROM t", (), |r| r.get(0))
         .unwrap()
 }
 
@@ -387,7 +387,7 @@ fn restore_puts_each_database_back_in_its_own_place_when_the_sources_were_reorde
             .unwrap()
             .query_row(
                 "SELECT group_concat(name) FROM sqlite_master WHERE type = 'table'",
-                [],
+                (),
                 |r| r.get(0),
             )
             .unwrap()
@@ -1036,7 +1036,7 @@ fn a_restored_tree_keeps_runbooks_own_state_evidence_and_archives_as_they_are() 
     let events = || -> i64 {
         rusqlite::Connection::open(env.path("srv/state/runbook.db"))
             .unwrap()
-            .query_row("SELECT count(*) FROM audit_events", [], |r| r.get(0))
+            .query_row("SELECT count(*) FROM audit_events", (), |r| r.get(0))
             .unwrap()
     };
     let events_before = events();

@@ -246,7 +246,7 @@ fn output_is_redacted_before_it_is_shown_or_stored() {
     let shown = env.run(&["session", "show", &s]).stdout;
     let stored: String = env
         .db()
-        .query_row("SELECT output FROM session_commands", [], |r| r.get(0))
+        .query_row("SELECT output FROM session_commands", (), |r| r.get(0))
         .unwrap();
     for text in [&out.stdout, &shown, &stored] {
         for secret in [
@@ -441,7 +441,7 @@ fn approvals_signed_with_an_approvers_ssh_key_are_the_only_ones_accepted() {
         .db()
         .query_row(
             "SELECT data FROM audit_events WHERE kind = 'change.approved' AND actor = 'alice'",
-            [],
+            (),
             |r| r.get(0),
         )
         .unwrap();

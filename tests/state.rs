@@ -243,7 +243,7 @@ fn reimporting_the_same_directory_changes_nothing() {
         let mut stmt = db
             .prepare("SELECT key, value, updated_at FROM monitor_state ORDER BY key")
             .unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        stmt.query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .unwrap()
             .map(Result::unwrap)
             .collect()
@@ -265,7 +265,7 @@ fn reimporting_the_same_directory_changes_nothing() {
         let mut stmt = db
             .prepare("SELECT key, value, updated_at FROM monitor_state ORDER BY key")
             .unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        stmt.query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .unwrap()
             .map(Result::unwrap)
             .collect()

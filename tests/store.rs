@@ -16,6 +16,13 @@ fn db_status_reports_current_and_head_versions() {
     assert_eq!(before["current"], 0);
     assert_eq!(before["status"], "behind");
     assert!(!env.state_db().exists(), "status must not create the file");
+    if let Some(db) = &env.pg {
+        assert_eq!(
+            db.query("SELECT to_regclass('runbook_schema') IS NULL"),
+            "t",
+            "status must not create tables"
+        );
+    }
 
     let (_, dry) = env.json(&["db", "migrate"]);
     assert_eq!(dry["apply"], false);
@@ -24,15 +31,20 @@ fn db_status_reports_current_and_head_versions() {
     let (_, after) = env.json(&["db", "status"]);
     assert_eq!(after["current"], after["head"]);
     assert_eq!(after["status"], "head");
-    let mode: String = env.db().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
-    assert_eq!(mode, "wal");
+    if env.pg.is_none() {
+        let mode: String = env.db().query_row("PRAGMA journal_mode", (), |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+    }
 }
 
 #[test]
 fn a_state_file_from_a_newer_runbook_is_refused() {
     let env = Env::new(CONFIG);
     assert_eq!(env.run(&["run", "p"]).code, 0);
-    env.db().execute_batch("PRAGMA user_version = 99").unwrap();
+    match &env.pg {
+        Some(db) => drop(db.query("UPDATE runbook_schema SET version = 99")),
+        None => env.db().execute_batch("PRAGMA user_version = 99").unwrap(),
+    }
     let out = env.run(&["run", "p"]);
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(
@@ -156,7 +168,7 @@ fn a_big_wal_is_truncated_by_the_last_process_to_close_the_state_file() {
     drop(server);
     set("c");
     assert_eq!(wal_len(&env), 0);
-    let integrity: String = env.db().query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let integrity: String = env.db().query_row("PRAGMA integrity_check", (), |r| r.get(0)).unwrap();
     assert_eq!(integrity, "ok");
     let (_, keys) = env.json(&["state", "list"]);
     assert!(keys.to_string().contains("key3"), "{keys}");

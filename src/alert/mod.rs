@@ -227,7 +227,8 @@ fn depth(config: &Config, name: &str, seen: &mut Vec<String>) -> usize {
 
 /// What the caller does with each transition inside the transaction that records it (the
 /// notification outbox queues it there, so a transition and its notification commit together).
-pub type Deliver<'a> = &'a dyn Fn(&AlertTx, &Transition, &BTreeMap<String, String>, &str) -> rusqlite::Result<()>;
+pub type Deliver<'a> =
+    &'a dyn Fn(&AlertTx, &Transition, &BTreeMap<String, String>, &str) -> crate::store::db::Result<()>;
 
 /// Judges observations (dependencies first) and records the resulting transitions; `deliver`
 /// sees each one that is not deferred, in the same transaction.

@@ -69,7 +69,11 @@ pub struct ApiState {
 impl ApiState {
     pub fn new(store: Arc<Store>, config: Arc<RwLock<Arc<Config>>>) -> Self {
         let open = || {
-            Store::open_existing(store.path())
+            if store.backend() == crate::store::Backend::Postgres {
+                // One pool serves every reader.
+                return store.clone();
+            }
+            Store::open_existing_at(store.location())
                 .ok()
                 .flatten()
                 .map(Arc::new)

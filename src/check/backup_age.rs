@@ -11,7 +11,7 @@ use crate::config::{Config, HumanDuration};
 use crate::store::Store;
 
 pub(super) fn probe(config: &Config, p: &BackupAgeProbe) -> Result<Finding, super::ProbeError> {
-    let Some(store) = Store::open_existing(&config.state.path).map_err(|e| e.to_string())? else {
+    let Some(store) = Store::open_existing_state(&config.state).map_err(|e| e.to_string())? else {
         return Ok(Finding::new(
             false,
             format!("no archive of `{}` yet", p.target),

@@ -15,7 +15,7 @@ use super::Finding;
 use crate::config::checks::CertProbe;
 
 fn leaf_not_after(host: &str, server_name: &str, timeout: Duration) -> Result<i64, String> {
-    let config = super::tls::client_config(false, None)?;
+    let config = crate::util::tls::client_config(false, None, b"")?;
     let name =
         ServerName::try_from(server_name.to_string()).map_err(|e| format!("bad server name {server_name}: {e}"))?;
     let mut conn = rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;

@@ -8,7 +8,7 @@ use crate::config::Config;
 pub(super) async fn probe(config: &Config) -> Result<Finding, ProbeError> {
     let c = config.clone();
     let judged = tokio::task::spawn_blocking(move || {
-        let store = crate::store::Store::open(&c.state.path).map_err(|e| e.to_string())?;
+        let store = crate::store::Store::open_state(&c.state).map_err(|e| e.to_string())?;
         crate::drift::judge(&c, &store).map_err(|e| e.to_string())
     })
     .await

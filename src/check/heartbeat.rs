@@ -9,7 +9,7 @@ use crate::config::{Config, HumanDuration};
 use crate::store::Store;
 
 pub(super) fn probe(config: &Config, name: &str, p: &HeartbeatProbe) -> Result<Finding, super::ProbeError> {
-    let store = Store::open_existing(&config.state.path).map_err(|e| e.to_string())?;
+    let store = Store::open_existing_state(&config.state).map_err(|e| e.to_string())?;
     let beat = match store {
         Some(store) => store.heartbeat(name).map_err(|e| e.to_string())?,
         None => None,

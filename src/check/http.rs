@@ -33,7 +33,7 @@ static CLIENTS: Mutex<Option<Clients>> = Mutex::new(None);
 fn build(key: &Key, reuse: bool, timeout: Duration) -> Result<Client, String> {
     let (follow_redirects, tls_verify, ca_file) = key;
     if !reuse {
-        return super::tls::client_config(*tls_verify, ca_file.as_deref()).map(Client::Fresh);
+        return crate::util::tls::client_config(*tls_verify, ca_file.as_deref(), b"http/1.1").map(Client::Fresh);
     }
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("runbook/", env!("CARGO_PKG_VERSION")))

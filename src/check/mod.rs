@@ -19,7 +19,6 @@ mod http_fetch;
 mod sql;
 mod systemd;
 mod tcp;
-mod tls;
 
 use serde::Serialize;
 use std::time::{Duration, Instant};

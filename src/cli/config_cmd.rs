@@ -51,7 +51,7 @@ fn check(cx: &Ctx, strict: bool) -> Result<Outcome, CliError> {
                 "file": config.source,
                 "profiles": config.profiles.len(),
                 "tasks": tasks,
-                "state": config.state.path,
+                "state": config.state.display(),
                 "errors": [],
                 "warnings": warnings,
             });
@@ -66,7 +66,7 @@ fn check(cx: &Ctx, strict: bool) -> Result<Outcome, CliError> {
                     if config.profiles.len() == 1 { "" } else { "s" },
                     tasks,
                     if tasks == 1 { "" } else { "s" },
-                    config.state.path.display()
+                    config.state.display()
                 ))
             });
             if failed {

@@ -121,7 +121,7 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
         })
     };
     let mut config = Arc::new(load(&opts.config_path)?);
-    let store = Arc::new(Store::open(&config.state.path)?);
+    let store = Arc::new(Store::open_state(&config.state)?);
     let state_path = config.state.path.clone();
     let Some(_daemon_lock) = lock::try_lock_daemon(&state_path)? else {
         let pid = lock::running_daemon(&state_path)

@@ -278,7 +278,7 @@ impl Ctx {
     }
 
     pub fn open_store(&self, config: &Config) -> Result<Store, CliError> {
-        Ok(Store::open(&config.state.path)?)
+        Ok(Store::open_state(&config.state)?)
     }
 }
 

@@ -41,7 +41,7 @@ pub struct RunArgs {
 pub fn list(cx: &Ctx) -> Result<Outcome, CliError> {
     let config = cx.load()?;
     // Reading only: never create or migrate the state file just to list.
-    let last = match Store::open_existing(&config.state.path)? {
+    let last = match Store::open_existing_state(&config.state)? {
         Some(store) if store.migration_state()?.status() == "head" => store.last_profile_runs()?,
         _ => Vec::new(),
     };

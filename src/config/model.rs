@@ -87,10 +87,43 @@ pub struct Config {
 pub struct StateConfig {
     /// `sqlite:///absolute/path.db`, `sqlite://relative/path.db` (to this file's directory), or a
     /// plain path. Default: sqlite:///var/lib/runbook/runbook.db
+    /// `postgres://user@host:port/db?sslmode=…` keeps the state in PostgreSQL (password from
+    /// the URL, `PGPASSWORD` or `~/.pgpass`).
     #[serde(default)]
     pub url: String,
+    /// With PostgreSQL: the directory of this host's own files (profile locks, audit
+    /// archives). Default: the directory of runbook.yaml.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// The state file; with PostgreSQL, the stem of this host's own files (`DIR/runbook`).
     #[serde(skip)]
     pub path: PathBuf,
+}
+
+impl StateConfig {
+    /// Whether `url` names a PostgreSQL database.
+    pub fn is_postgres(&self) -> bool {
+        is_postgres_url(&self.url)
+    }
+
+    /// Where the state is, as messages name it: the file, or the URL without its password.
+    pub fn display(&self) -> String {
+        if !self.is_postgres() {
+            return self.path.display().to_string();
+        }
+        match url::Url::parse(&self.url) {
+            Ok(mut u) if u.password().is_some() => {
+                let _ = u.set_password(Some("REDACTED"));
+                u.to_string().replace(":REDACTED@", ":[REDACTED]@")
+            }
+            _ => self.url.clone(),
+        }
+    }
+}
+
+/// Whether `url` names a PostgreSQL database.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 #[derive(Debug, Clone, Default, Serialize, JsonSchema)]

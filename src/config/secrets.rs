@@ -246,7 +246,7 @@ pub fn exposure_warnings(config: &super::Config) -> Vec<String> {
             ));
         }
     }
-    if let Some(m) = mode(&config.state.path).filter(|m| m & 0o004 != 0) {
+    if let Some(m) = mode(&config.state.path).filter(|m| m & 0o004 != 0 && !config.state.is_postgres()) {
         out.push(format!(
             "state file {} is readable by other users (mode {m:04o}): it holds the audit log, outputs and tokens' hashes; chmod o-r {}",
             config.state.path.display(),

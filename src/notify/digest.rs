@@ -17,7 +17,7 @@ pub fn enqueue_run(
     run_id: i64,
     transitions: &[Transition],
     at: &str,
-) -> rusqlite::Result<()> {
+) -> crate::store::db::Result<()> {
     let notify = &config.notify;
     let shown: Vec<&Transition> = transitions
         .iter()

@@ -262,7 +262,7 @@ pub fn enqueue(
     t: &Transition,
     labels: &BTreeMap<String, String>,
     at: &str,
-) -> rusqlite::Result<()> {
+) -> crate::store::db::Result<()> {
     let notify = &config.notify;
     // Suppressed by a failing dependency, or silenced: recorded, not notified.
     if !notify.enabled || t.suppressed_by.is_some() || t.status == AlertStatus::Silenced {

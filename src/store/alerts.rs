@@ -5,12 +5,12 @@
 //! transition and its audit event commit together. Invariant: at most one open alert per key
 //! (enforced by a partial unique index as well).
 
-use rusqlite::{OptionalExtension, Row, Transaction, params};
+use super::db::{OptionalExtension, Row, Transaction, params};
 use serde::Serialize;
 
 use super::Result;
 use super::audit_log::append_audit;
-use super::sqlite::Store;
+use super::connection::Store;
 use crate::audit::Draft;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -128,7 +128,7 @@ pub struct AlertFilter {
 const ALERT_COLUMNS: &str = "id, key, source, name, host, severity, status, labels, summary, first_seen, last_seen, \
     resolved_at, count, suppressed_by, acked_by, acked_at";
 
-fn alert_from_row(r: &Row) -> rusqlite::Result<Alert> {
+fn alert_from_row(r: &Row) -> super::db::Result<Alert> {
     let labels: String = r.get(7)?;
     Ok(Alert {
         id: r.get(0)?,
@@ -161,7 +161,7 @@ impl AlertTx<'_> {
         self.tx
     }
 
-    pub fn check_state(&self, check: &str, host: &str) -> rusqlite::Result<CheckState> {
+    pub fn check_state(&self, check: &str, host: &str) -> super::db::Result<CheckState> {
         Ok(self
             .tx
             .query_row(
@@ -179,7 +179,7 @@ impl AlertTx<'_> {
             .unwrap_or_default())
     }
 
-    pub fn put_check_state(&self, check: &str, host: &str, state: CheckState, at: &str) -> rusqlite::Result<()> {
+    pub fn put_check_state(&self, check: &str, host: &str, state: CheckState, at: &str) -> super::db::Result<()> {
         self.tx.execute(
             "INSERT INTO check_state (check_name, host, ok, fails, oks, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
              ON CONFLICT (check_name, host) DO UPDATE SET ok = excluded.ok, fails = excluded.fails, \
@@ -189,7 +189,7 @@ impl AlertTx<'_> {
         Ok(())
     }
 
-    pub fn open_alert(&self, key: &str) -> rusqlite::Result<Option<Alert>> {
+    pub fn open_alert(&self, key: &str) -> super::db::Result<Option<Alert>> {
         self.tx
             .query_row(
                 &format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE key = ?1 AND status != 'resolved'"),
@@ -199,17 +199,17 @@ impl AlertTx<'_> {
             .optional()
     }
 
-    pub fn insert_alert(&self, a: &NewAlert) -> rusqlite::Result<i64> {
+    pub fn insert_alert(&self, a: &NewAlert) -> super::db::Result<i64> {
         self.tx.execute(
             "INSERT INTO alerts (key, source, name, host, severity, status, labels, summary, first_seen, last_seen, count, suppressed_by) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, 1, ?10)",
             params![a.key, a.source, a.name, a.host, a.severity, a.status.as_str(), a.labels.to_string(), a.summary, a.at, a.suppressed_by],
         )?;
-        Ok(self.tx.last_insert_rowid())
+        self.tx.last_insert_rowid()
     }
 
     /// Another failing observation of an open alert.
-    pub fn touch_alert(&self, id: i64, summary: &str, at: &str) -> rusqlite::Result<()> {
+    pub fn touch_alert(&self, id: i64, summary: &str, at: &str) -> super::db::Result<()> {
         self.tx.execute(
             "UPDATE alerts SET summary = ?2, last_seen = ?3, count = count + 1 WHERE id = ?1",
             params![id, summary, at],
@@ -217,7 +217,7 @@ impl AlertTx<'_> {
         Ok(())
     }
 
-    pub fn resolve_alert(&self, id: i64, at: &str) -> rusqlite::Result<()> {
+    pub fn resolve_alert(&self, id: i64, at: &str) -> super::db::Result<()> {
         self.tx.execute(
             "UPDATE alerts SET status = 'resolved', resolved_at = ?2, last_seen = ?2 WHERE id = ?1",
             params![id, at],
@@ -225,13 +225,13 @@ impl AlertTx<'_> {
         Ok(())
     }
 
-    pub fn clear_suppression(&self, id: i64) -> rusqlite::Result<()> {
+    pub fn clear_suppression(&self, id: i64) -> super::db::Result<()> {
         self.tx
             .execute("UPDATE alerts SET suppressed_by = NULL WHERE id = ?1", [id])?;
         Ok(())
     }
 
-    pub fn set_alert_status(&self, id: i64, status: AlertStatus) -> rusqlite::Result<()> {
+    pub fn set_alert_status(&self, id: i64, status: AlertStatus) -> super::db::Result<()> {
         self.tx.execute(
             "UPDATE alerts SET status = ?2 WHERE id = ?1",
             params![id, status.as_str()],
@@ -240,7 +240,7 @@ impl AlertTx<'_> {
     }
 
     /// The silence covering an alert key or check name at `now`, if any.
-    pub fn active_silence(&self, key: &str, name: &str, now: &str) -> rusqlite::Result<Option<Silence>> {
+    pub fn active_silence(&self, key: &str, name: &str, now: &str) -> super::db::Result<Option<Silence>> {
         self.tx
             .query_row(
                 "SELECT id, target, until, reason, actor, created_at FROM silences \
@@ -260,14 +260,14 @@ impl AlertTx<'_> {
             .optional()
     }
 
-    pub fn audit(&self, draft: &Draft) -> rusqlite::Result<()> {
+    pub fn audit(&self, draft: &Draft) -> super::db::Result<()> {
         append_audit(self.tx, draft).map(|_| ())
     }
 }
 
 impl Store {
     /// Runs `f` with an `AlertTx` in one transaction; an error from `f` rolls everything back.
-    pub fn alerts_tx<T>(&self, f: impl FnOnce(&AlertTx) -> rusqlite::Result<T>) -> Result<T> {
+    pub fn alerts_tx<T>(&self, f: impl FnOnce(&AlertTx) -> super::db::Result<T>) -> Result<T> {
         self.write("updating alerts", |tx| f(&AlertTx { tx }))
     }
 
@@ -295,7 +295,7 @@ impl Store {
     /// One page, newest first by id. The SQL names only the filters given, so SQLite walks
     /// the primary key (or `alerts_by_status`) and stops after `limit` rows.
     fn alerts_page(&self, filter: &AlertFilter, extra: Option<&str>, limit: i64) -> Result<Vec<Alert>> {
-        use rusqlite::types::Value;
+        use super::db::Value;
         let mut clauses: Vec<String> = Vec::new();
         let mut args: Vec<Value> = Vec::new();
         let mut arg = |clause: &str, v: Value, clauses: &mut Vec<String>| {
@@ -310,8 +310,12 @@ impl Store {
         }
         if let Some((key, value)) = &filter.label {
             // One placeholder for both: label keys are names, without `=`.
+            let each = match self.backend() {
+                super::Backend::Sqlite => "json_each(alerts.labels) AS l",
+                super::Backend::Postgres => "json_each_text(alerts.labels::json) AS l",
+            };
             arg(
-                "EXISTS (SELECT 1 FROM json_each(alerts.labels) WHERE json_each.key || '=' || json_each.value = ?)",
+                &format!("EXISTS (SELECT 1 FROM {each} WHERE l.key || '=' || l.value = ?)"),
                 Value::Text(format!("{key}={value}")),
                 &mut clauses,
             );
@@ -335,9 +339,9 @@ impl Store {
             "SELECT {ALERT_COLUMNS} FROM alerts {where_} ORDER BY id DESC LIMIT ?{}",
             args.len()
         );
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(&sql).map_err(self.err("listing alerts"))?;
-        stmt.query_map(rusqlite::params_from_iter(args), alert_from_row)
+        stmt.query_map(args, alert_from_row)
             .and_then(|rows| rows.collect())
             .map_err(self.err("listing alerts"))
     }
@@ -351,11 +355,11 @@ impl Store {
         let (lo, hi) = alerts
             .iter()
             .fold((i64::MAX, i64::MIN), |(lo, hi), a| (lo.min(a.id), hi.max(a.id)));
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn
             .prepare_cached(
-                "SELECT alert_id, coalesce(sum(status = 'sent'), 0), coalesce(sum(status IN ('pending', 'sending')), 0), \
-                 coalesce(sum(status = 'dead'), 0) FROM notifications WHERE alert_id BETWEEN ?1 AND ?2 GROUP BY alert_id",
+                "SELECT alert_id, count(CASE WHEN status = 'sent' THEN 1 END), count(CASE WHEN status IN ('pending', 'sending') THEN 1 END), \
+                 count(CASE WHEN status = 'dead' THEN 1 END) FROM notifications WHERE alert_id BETWEEN ?1 AND ?2 GROUP BY alert_id",
             )
             .map_err(self.err("counting notifications"))?;
         let counts: std::collections::HashMap<i64, Delivery> = stmt
@@ -379,8 +383,8 @@ impl Store {
 
     /// Open alerts whose key or name is `target`.
     pub fn get_alert(&self, id: i64) -> Result<Option<Alert>> {
-        use rusqlite::OptionalExtension;
-        self.conn()
+        use super::db::OptionalExtension;
+        self.conn()?
             .query_row(
                 &format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?1"),
                 [id],
@@ -391,7 +395,7 @@ impl Store {
     }
 
     pub fn open_alerts_matching(&self, target: &str) -> Result<Vec<Alert>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn
             .prepare_cached(&format!(
                 "SELECT {ALERT_COLUMNS} FROM alerts WHERE status != 'resolved' AND (key = ?1 OR name = ?1) ORDER BY id"
@@ -416,7 +420,7 @@ impl Store {
                 "INSERT INTO silences (target, until, reason, actor, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![target, until, reason, audit.actor, now],
             )?;
-            let id = tx.last_insert_rowid();
+            let id = tx.last_insert_rowid()?;
             let n = tx.execute(
                 "UPDATE alerts SET status = 'silenced' WHERE status = 'firing' AND (key = ?1 OR name = ?1)",
                 [target],
@@ -441,7 +445,7 @@ impl Store {
     }
 
     pub fn silences(&self, now: &str) -> Result<Vec<Silence>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn
             .prepare_cached(
                 "SELECT id, target, until, reason, actor, created_at FROM silences WHERE until > ?1 ORDER BY until",
@@ -484,7 +488,7 @@ impl Store {
             let check_results = match results {
                 Cutoff::Count(n) => tx.execute(
                     "DELETE FROM check_results WHERE id IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER \
-                     (PARTITION BY check_name ORDER BY id DESC) AS rn FROM check_results) WHERE rn > ?1)",
+                     (PARTITION BY check_name ORDER BY id DESC) AS rn FROM check_results) AS ranked WHERE rn > ?1)",
                     [*n as i64],
                 )?,
                 Cutoff::Before(t) => tx.execute("DELETE FROM check_results WHERE at < ?1", [t])?,
@@ -492,12 +496,12 @@ impl Store {
             // Resolved alerts beyond retention, and their notifications (which reference them).
             let (doomed, arg) = match alerts {
                 Cutoff::Count(n) => (
-                    "SELECT id FROM alerts WHERE status = 'resolved' ORDER BY id DESC LIMIT -1 OFFSET ?1",
-                    rusqlite::types::Value::Integer(*n as i64),
+                    "SELECT id FROM alerts WHERE status = 'resolved' ORDER BY id DESC LIMIT 9223372036854775807 OFFSET ?1",
+                    super::db::Value::Integer(*n as i64),
                 ),
                 Cutoff::Before(t) => (
                     "SELECT id FROM alerts WHERE status = 'resolved' AND resolved_at < ?1",
-                    rusqlite::types::Value::Text(t.clone()),
+                    super::db::Value::Text(t.clone()),
                 ),
             };
             let mut notifications = tx.execute(

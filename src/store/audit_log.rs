@@ -1,11 +1,11 @@
 //! The audit chain's rows: appended (sealed in the caller's transaction), listed, summed up,
 //! scanned, archived, and the checkpoints kept beside them.
 
-use rusqlite::{OptionalExtension, Row, Transaction, params};
+use super::db::{OptionalExtension, Row, Transaction, params};
 
 use super::Result;
+use super::connection::{APPENDED, Store};
 use super::head::Head;
-use super::sqlite::{APPENDED, Store};
 use super::types::*;
 use crate::audit::checkpoint::Checkpoint;
 use crate::audit::{self, Draft, Event};
@@ -22,7 +22,7 @@ pub struct AuditArchive {
     pub sha256: String,
 }
 
-pub(super) fn event_from_row(r: &Row) -> rusqlite::Result<Event> {
+pub(super) fn event_from_row(r: &Row) -> super::db::Result<Event> {
     Ok(Event {
         seq: r.get(0)?,
         ts: r.get(1)?,
@@ -35,7 +35,7 @@ pub(super) fn event_from_row(r: &Row) -> rusqlite::Result<Event> {
     })
 }
 
-pub(super) fn append_audit(tx: &Transaction, draft: &Draft) -> rusqlite::Result<Event> {
+pub(super) fn append_audit(tx: &Transaction, draft: &Draft) -> super::db::Result<Event> {
     // The chain continues from the newest event, or, when every event was archived, from the
     // archive's anchor.
     let last: Option<(i64, String)> = tx
@@ -44,7 +44,7 @@ pub(super) fn append_audit(tx: &Transaction, draft: &Draft) -> rusqlite::Result<
              UNION ALL SELECT last_seq, last_hash FROM audit_archives \
              WHERE NOT EXISTS (SELECT 1 FROM audit_events) AND last_seq = (SELECT max(last_seq) FROM audit_archives)",
         )?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row((), |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let (seq, prev) = match last {
         Some((seq, hash)) => (seq + 1, hash),
@@ -89,7 +89,7 @@ impl Store {
 
     /// The newest events first.
     pub fn audit_list(&self, filter: &AuditFilter) -> Result<Vec<Event>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let limit = if filter.limit == 0 {
             i64::MAX
         } else {
@@ -98,7 +98,7 @@ impl Store {
         let mut stmt = conn
             .prepare_cached(
                 "SELECT seq, ts, actor, kind, subject, data, prev_hash, hash FROM audit_events \
-                 WHERE (?1 IS NULL OR kind = ?1) AND (?3 IS NULL OR seq < ?3) AND (?4 = '' OR instr(?4, ',' || kind || ',') > 0) ORDER BY seq DESC LIMIT ?2",
+                 WHERE (CAST(?1 AS TEXT) IS NULL OR kind = ?1) AND (CAST(?3 AS BIGINT) IS NULL OR seq < ?3) AND (?4 = '' OR instr(?4, ',' || kind || ',') > 0) ORDER BY seq DESC LIMIT ?2",
             )
             .map_err(self.err("listing audit events"))?;
         stmt.query_map(
@@ -120,10 +120,10 @@ impl Store {
 
     /// Event counts by kind and by actor, and the time span of the log.
     pub fn audit_summary(&self) -> Result<AuditSummary> {
-        let conn = self.conn();
-        let pairs = |sql: &str| -> rusqlite::Result<Vec<(String, i64)>> {
+        let conn = self.conn()?;
+        let pairs = |sql: &str| -> super::db::Result<Vec<(String, i64)>> {
             let mut stmt = conn.prepare_cached(sql)?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let rows = stmt.query_map((), |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect()
         };
         let by_kind = pairs("SELECT kind, count(*) FROM audit_events GROUP BY kind ORDER BY 2 DESC, 1")
@@ -131,7 +131,7 @@ impl Store {
         let by_actor = pairs("SELECT actor, count(*) FROM audit_events GROUP BY actor ORDER BY 2 DESC, 1")
             .map_err(self.err("summarising the audit log"))?;
         let (events, first, last) = conn
-            .query_row("SELECT count(*), min(ts), max(ts) FROM audit_events", [], |r| {
+            .query_row("SELECT count(*), min(ts), max(ts) FROM audit_events", (), |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
             .map_err(self.err("summarising the audit log"))?;
@@ -146,11 +146,11 @@ impl Store {
 
     /// Where the chain in the state file continues from: the last archived event (seq, hash).
     pub fn audit_anchor(&self) -> Result<Option<(i64, String)>> {
-        use rusqlite::OptionalExtension;
-        self.conn()
+        use super::db::OptionalExtension;
+        self.conn()?
             .query_row(
                 "SELECT last_seq, last_hash FROM audit_archives ORDER BY last_seq DESC LIMIT 1",
-                [],
+                (),
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
@@ -159,11 +159,11 @@ impl Store {
 
     /// Every archive file recorded, oldest first.
     pub fn audit_archives(&self) -> Result<Vec<AuditArchive>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn
             .prepare("SELECT first_seq, last_seq, last_hash, file, sha256 FROM audit_archives ORDER BY first_seq")
             .map_err(self.err("reading audit archives"))?;
-        stmt.query_map([], |r| {
+        stmt.query_map((), |r| {
             Ok(AuditArchive {
                 first_seq: r.get(0)?,
                 last_seq: r.get(1)?,
@@ -178,21 +178,13 @@ impl Store {
 
     /// Events older than `before` (a stored timestamp), the oldest first: a prefix of the chain.
     pub fn audit_before(&self, before: &str, f: &mut dyn FnMut(&Event) -> bool) -> Result<()> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(
-                "SELECT seq, ts, actor, kind, subject, data, prev_hash, hash FROM audit_events \
-                 WHERE seq <= (SELECT coalesce(max(seq), 0) FROM audit_events WHERE ts < ?1) ORDER BY seq",
-            )
-            .map_err(self.err("reading the audit log"))?;
-        let mut rows = stmt.query([before]).map_err(self.err("reading the audit log"))?;
-        while let Some(row) = rows.next().map_err(self.err("reading the audit log"))? {
-            let event = event_from_row(row).map_err(self.err("reading the audit log"))?;
-            if !f(&event) {
-                break;
-            }
-        }
-        Ok(())
+        self.each(
+            "reading the audit log",
+            "SELECT seq, ts, actor, kind, subject, data, prev_hash, hash FROM audit_events \
+             WHERE seq <= (SELECT coalesce(max(seq), 0) FROM audit_events WHERE ts < ?1) ORDER BY seq",
+            [before],
+            &mut |row| Ok(f(&event_from_row(row)?)),
+        )
     }
 
     /// Records an archive file and removes the events it holds, with an audit event, at once.
@@ -220,11 +212,11 @@ impl Store {
 
     /// Every kept checkpoint, oldest first.
     pub fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn
             .prepare("SELECT seq, head_hash, time, public_key, signature FROM audit_checkpoints ORDER BY id")
             .map_err(self.err("reading audit checkpoints"))?;
-        stmt.query_map([], |r| {
+        stmt.query_map((), |r| {
             Ok(Checkpoint {
                 seq: r.get(0)?,
                 head_hash: r.get(1)?,
@@ -239,17 +231,11 @@ impl Store {
 
     /// Feeds every event in seq order to `f`, streaming; stops when `f` returns false.
     pub fn audit_scan(&self, f: &mut dyn FnMut(&Event) -> bool) -> Result<()> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare("SELECT seq, ts, actor, kind, subject, data, prev_hash, hash FROM audit_events ORDER BY seq")
-            .map_err(self.err("reading the audit log"))?;
-        let mut rows = stmt.query([]).map_err(self.err("reading the audit log"))?;
-        while let Some(row) = rows.next().map_err(self.err("reading the audit log"))? {
-            let event = event_from_row(row).map_err(self.err("reading the audit log"))?;
-            if !f(&event) {
-                break;
-            }
-        }
-        Ok(())
+        self.each(
+            "reading the audit log",
+            "SELECT seq, ts, actor, kind, subject, data, prev_hash, hash FROM audit_events ORDER BY seq",
+            (),
+            &mut |row| Ok(f(&event_from_row(row)?)),
+        )
     }
 }

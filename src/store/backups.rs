@@ -1,11 +1,11 @@
 //! SQL for backup archives: recorded on create, marked on verify, drill and prune.
 
-use rusqlite::{Row, params};
+use super::db::{Row, params};
 use serde::Serialize;
 
 use super::Result;
 use super::audit_log::append_audit;
-use super::sqlite::Store;
+use super::connection::Store;
 use crate::audit::Draft;
 
 /// An archive as the store knows it.
@@ -62,7 +62,7 @@ pub struct NewBackup {
 const COLUMNS: &str = "id, target, path, created_at, host, size, sha256, files, data_bytes, duration_ms, \
     verified_at, verify_ok, verify_detail, drilled_at, drill_ok, drill_ms";
 
-fn from_row(r: &Row) -> rusqlite::Result<BackupRecord> {
+fn from_row(r: &Row) -> super::db::Result<BackupRecord> {
     Ok(BackupRecord {
         id: r.get(0)?,
         target: r.get(1)?,
@@ -107,7 +107,7 @@ impl Store {
                  FROM backups b WHERE b.pruned_at IS NULL AND b.id = \
                    (SELECT id FROM backups n WHERE n.target = b.target AND n.pruned_at IS NULL ORDER BY created_at DESC, id DESC LIMIT 1) \
                  ORDER BY b.target",
-            [],
+            (),
             |r| {
             Ok(BackupMetrics {
                 target: r.get(0)?,
@@ -153,7 +153,7 @@ impl Store {
         self.rows(
             "listing backups",
             &format!(
-                "SELECT {COLUMNS} FROM backups WHERE pruned_at IS NULL AND (?1 IS NULL OR target = ?1) \
+                "SELECT {COLUMNS} FROM backups WHERE pruned_at IS NULL AND (CAST(?1 AS TEXT) IS NULL OR target = ?1) \
                  ORDER BY created_at DESC, id DESC"
             ),
             [target],
@@ -229,8 +229,8 @@ impl Store {
     /// Records an upload and the parts sent so far (each part is saved once it is stored).
     pub fn save_offsite_upload(&self, u: &OffsiteUpload) -> Result<()> {
         let parts = serde_json::to_string(&u.parts).unwrap_or_else(|_| "[]".into());
-        self.conn()
-            .execute(
+        self.write("recording an offsite upload", |tx| {
+            tx.execute(
                 "INSERT INTO offsite_uploads (url, archive, sha256, upload_id, part_size, parts, started_at, failed_starts) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
                  ON CONFLICT (url, archive) DO UPDATE SET sha256 = ?3, upload_id = ?4, part_size = ?5, parts = ?6, \
@@ -238,16 +238,16 @@ impl Store {
                 params![u.url, u.archive, u.sha256, u.upload_id, u.part_size, parts, u.started_at, u.failed_starts],
             )
             .map(|_| ())
-            .map_err(self.err("recording an offsite upload"))
+        })
     }
 
     pub fn forget_offsite_upload(&self, url: &str, archive: &str) -> Result<()> {
-        self.conn()
-            .execute(
+        self.write("forgetting an offsite upload", |tx| {
+            tx.execute(
                 "DELETE FROM offsite_uploads WHERE url = ?1 AND archive = ?2",
                 params![url, archive],
             )
             .map(|_| ())
-            .map_err(self.err("forgetting an offsite upload"))
+        })
     }
 }

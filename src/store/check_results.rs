@@ -1,9 +1,9 @@
 //! Check results: recorded per probe, the latest of each, and the latency histograms.
 
-use rusqlite::{OptionalExtension, params};
+use super::db::{OptionalExtension, params};
 
 use super::Result;
-use super::sqlite::Store;
+use super::connection::Store;
 use super::types::*;
 
 /// A check's latency histogram: non-cumulative counts per bucket, sum (ms), count.
@@ -69,13 +69,13 @@ impl Store {
 
     /// The latest outcome of each check.
     pub fn latest_check_results(&self) -> Result<Vec<CheckResult>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn
             .prepare_cached(
                 "SELECT check_name, kind, ok, latency_ms, detail, data, at, run_id FROM check_latest ORDER BY check_name",
             )
             .map_err(self.err("reading check results"))?;
-        stmt.query_map([], |r| {
+        stmt.query_map((), |r| {
             Ok(CheckResult {
                 check: r.get(0)?,
                 kind: r.get(1)?,
@@ -93,11 +93,11 @@ impl Store {
 
     /// Per check: non-cumulative counts per `LATENCY_BOUNDS_MS` bucket (+1 overflow), sum (ms), count.
     pub fn check_latency(&self) -> Result<Vec<LatencyHistogram>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn
             .prepare_cached("SELECT check_name, buckets, sum_ms, count FROM check_latency ORDER BY check_name")
             .map_err(self.err("reading check latency"))?;
-        stmt.query_map([], |r| {
+        stmt.query_map((), |r| {
             let text: String = r.get(1)?;
             let mut counts: Vec<i64> = text.split(',').filter_map(|c| c.parse().ok()).collect();
             counts.resize(LATENCY_BOUNDS_MS.len() + 1, 0);

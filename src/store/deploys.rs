@@ -1,11 +1,11 @@
 //! SQL for deploys: a row an attempt, its step and outcome written with their audit events.
 
-use rusqlite::{Row, params};
+use super::db::{Row, params};
 use serde::Serialize;
 
 use super::Result;
 use super::audit_log::append_audit;
-use super::sqlite::Store;
+use super::connection::Store;
 use crate::audit::Draft;
 
 #[derive(Debug, Clone, Serialize)]
@@ -33,7 +33,7 @@ pub struct Deploy {
 const COLUMNS: &str =
     "id, app, ref, sha, release, previous, status, step, operator, host, pid, started_at, finished_at, error";
 
-fn from_row(r: &Row) -> rusqlite::Result<Deploy> {
+fn from_row(r: &Row) -> super::db::Result<Deploy> {
     Ok(Deploy {
         id: r.get(0)?,
         app: r.get(1)?,
@@ -72,7 +72,7 @@ impl Store {
                     d.started_at
                 ],
             )?;
-            let id = tx.last_insert_rowid();
+            let id = tx.last_insert_rowid()?;
             append_audit(tx, draft)?;
             Ok(id)
         })

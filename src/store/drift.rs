@@ -1,11 +1,11 @@
 //! SQL for drift: items as they appear and go, and their acknowledgements.
 
-use rusqlite::params;
+use super::db::params;
 use serde::Serialize;
 
 use super::Result;
 use super::audit_log::append_audit;
-use super::sqlite::Store;
+use super::connection::Store;
 use crate::audit::Draft;
 
 /// A drift item seen now: (`kind:key:attribute`, change, expected, actual).
@@ -43,7 +43,7 @@ impl Store {
         self.write("recording drift", |tx| {
             let open: Vec<String> = {
                 let mut stmt = tx.prepare("SELECT item FROM drift_items WHERE gone_at IS NULL")?;
-                stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+                stmt.query_map((), |r| r.get(0))?.collect::<super::db::Result<_>>()?
             };
             let mut new = Vec::new();
             for (item, change, expected, actual) in seen {

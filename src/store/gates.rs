@@ -1,11 +1,11 @@
 //! SQL for gate runs: one row a run, written with its audit event.
 
-use rusqlite::{Row, params};
+use super::db::{Row, params};
 use serde::Serialize;
 
 use super::Result;
 use super::audit_log::append_audit;
-use super::sqlite::Store;
+use super::connection::Store;
 use crate::audit::Draft;
 
 /// A gate run as the store keeps it; the evidence file holds the rest.
@@ -28,7 +28,7 @@ pub struct GateRun {
 const COLUMNS: &str = "id, gate, started_at, finished_at, verdict, release_ref, release_sha, operator, \
                        evidence_path, evidence_sha256, measured";
 
-fn from_row(r: &Row) -> rusqlite::Result<GateRun> {
+fn from_row(r: &Row) -> super::db::Result<GateRun> {
     let measured: String = r.get(10)?;
     Ok(GateRun {
         id: r.get(0)?,
@@ -65,7 +65,7 @@ impl Store {
                     run.measured.to_string()
                 ],
             )?;
-            let id = tx.last_insert_rowid();
+            let id = tx.last_insert_rowid()?;
             append_audit(tx, draft)?;
             Ok(id)
         })
@@ -75,7 +75,7 @@ impl Store {
     pub fn gate_runs(&self, gate: Option<&str>, limit: i64) -> Result<Vec<GateRun>> {
         self.rows(
             "listing gate runs",
-            &format!("SELECT {COLUMNS} FROM gate_runs WHERE (?1 IS NULL OR gate = ?1) ORDER BY id DESC LIMIT ?2"),
+            &format!("SELECT {COLUMNS} FROM gate_runs WHERE (CAST(?1 AS TEXT) IS NULL OR gate = ?1) ORDER BY id DESC LIMIT ?2"),
             params![gate, limit],
             from_row,
         )

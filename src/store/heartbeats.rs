@@ -1,10 +1,10 @@
 //! SQL for heartbeat pings.
 
-use rusqlite::{OptionalExtension, params};
+use super::db::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::Result;
-use super::sqlite::Store;
+use super::connection::Store;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Heartbeat {
@@ -19,7 +19,7 @@ pub struct Heartbeat {
 
 impl Store {
     pub fn heartbeat(&self, check: &str) -> Result<Option<Heartbeat>> {
-        self.conn()
+        self.conn()?
             .query_row(
                 "SELECT check_name, last_ping, last_start, last_status, exit_code, duration_ms, updated_at \
                  FROM heartbeats WHERE check_name = ?1",

@@ -1,11 +1,11 @@
 //! SQL for incidents: each change written with its audit event in one transaction.
 
-use rusqlite::{OptionalExtension, Row, params};
+use super::db::{OptionalExtension, Row, params};
 use serde::Serialize;
 
 use super::Result;
 use super::audit_log::append_audit;
-use super::sqlite::Store;
+use super::connection::Store;
 use crate::audit::Draft;
 
 #[derive(Debug, Clone, Serialize)]
@@ -29,7 +29,7 @@ pub struct Incident {
 const COLUMNS: &str =
     "id, slug, title, severity, state, commander, classification, cause, note, opened_at, updated_at, closed_at";
 
-fn from_row(r: &Row) -> rusqlite::Result<Incident> {
+fn from_row(r: &Row) -> super::db::Result<Incident> {
     Ok(Incident {
         id: r.get(0)?,
         slug: r.get(1)?,
@@ -66,7 +66,7 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
                 params![i.slug, i.title, i.severity, i.state, i.commander, i.note, i.opened_at],
             )?;
-            let id = tx.last_insert_rowid();
+            let id = tx.last_insert_rowid()?;
             append_audit(tx, draft)?;
             Ok((Incident { id, ..i.clone() }, true))
         })

@@ -3,12 +3,12 @@
 //! Invariant: a notification is claimed (`sending`, attempts + 1) in its own committed
 //! transaction before it is sent, so after a crash the store knows a send may have happened.
 
-use rusqlite::{Row, params};
+use super::db::{Row, params};
 use serde::Serialize;
 
 use super::Result;
 use super::alerts::AlertTx;
-use super::sqlite::Store;
+use super::connection::Store;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Notification {
@@ -52,7 +52,7 @@ pub struct ChannelHealth {
 const COLUMNS: &str = "id, idempotency_key, alert_id, change, channel, payload, status, attempts, next_attempt_at, \
     last_error, created_at, sent_at";
 
-fn from_row(r: &Row) -> rusqlite::Result<Notification> {
+fn from_row(r: &Row) -> super::db::Result<Notification> {
     Ok(Notification {
         id: r.get(0)?,
         idempotency_key: r.get(1)?,
@@ -71,7 +71,7 @@ fn from_row(r: &Row) -> rusqlite::Result<Notification> {
 
 impl AlertTx<'_> {
     /// Whether an announcement of this alert (opened, repeat) was ever queued.
-    pub fn was_notified(&self, alert_id: i64) -> rusqlite::Result<bool> {
+    pub fn was_notified(&self, alert_id: i64) -> super::db::Result<bool> {
         self.tx().query_row(
             "SELECT EXISTS (SELECT 1 FROM notifications WHERE alert_id = ?1 AND change IN ('opened', 'repeat'))",
             [alert_id],
@@ -81,7 +81,7 @@ impl AlertTx<'_> {
 
     /// The channels the alert's firing went to (an `opened` or `repeat` notification queued or
     /// sent there, not given up), in name order.
-    pub fn notified_channels(&self, alert_id: i64) -> rusqlite::Result<Vec<String>> {
+    pub fn notified_channels(&self, alert_id: i64) -> super::db::Result<Vec<String>> {
         let mut stmt = self.tx().prepare_cached(
             "SELECT DISTINCT channel FROM notifications \
              WHERE alert_id = ?1 AND change IN ('opened', 'repeat') AND status != 'dead' ORDER BY channel",
@@ -90,7 +90,7 @@ impl AlertTx<'_> {
     }
 
     /// Queues a notification; a second one with the same idempotency key is ignored.
-    pub fn enqueue(&self, n: &NewNotification) -> rusqlite::Result<bool> {
+    pub fn enqueue(&self, n: &NewNotification) -> super::db::Result<bool> {
         let inserted = self.tx().execute(
             "INSERT OR IGNORE INTO notifications (idempotency_key, alert_id, change, channel, payload, status, next_attempt_at, created_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, 'pending', COALESCE(?7, ?6), ?6)",
@@ -107,7 +107,7 @@ impl Store {
             let mut stmt = tx.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM notifications WHERE status = 'pending' AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2"
             ))?;
-            let rows: Vec<Notification> = stmt.query_map(params![now, limit as i64], from_row)?.collect::<rusqlite::Result<_>>()?;
+            let rows: Vec<Notification> = stmt.query_map(params![now, limit as i64], from_row)?.collect::<super::db::Result<_>>()?;
             let mut claim = tx.prepare_cached("UPDATE notifications SET status = 'sending', attempts = attempts + 1, claimed_at = ?2 WHERE id = ?1 AND status = 'pending'")?;
             let mut claimed = Vec::new();
             for mut n in rows {
@@ -158,10 +158,10 @@ impl Store {
 
     /// When the earliest never-attempted pending notification is due (held by group_wait).
     pub fn next_first_attempt(&self) -> Result<Option<String>> {
-        self.conn()
+        self.conn()?
             .query_row(
                 "SELECT min(next_attempt_at) FROM notifications WHERE status = 'pending' AND attempts = 0",
-                [],
+                (),
                 |r| r.get(0),
             )
             .map_err(self.err("reading notifications"))
@@ -170,7 +170,7 @@ impl Store {
     /// Notifications left `sending` by a process that died mid-send: claimed before `before`
     /// (or by a version that did not record claims).
     pub fn interrupted_notifications(&self, before: &str) -> Result<Vec<Notification>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn
             .prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM notifications WHERE status = 'sending' AND (claimed_at IS NULL OR claimed_at < ?1) ORDER BY id"
@@ -193,11 +193,11 @@ impl Store {
     }
 
     pub fn list_notifications(&self, alert_id: Option<i64>, limit: usize) -> Result<Vec<Notification>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let limit = if limit == 0 { i64::MAX } else { limit as i64 };
         let mut stmt = conn
             .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM notifications WHERE (?1 IS NULL OR alert_id = ?1) ORDER BY id DESC LIMIT ?2"
+                "SELECT {COLUMNS} FROM notifications WHERE (CAST(?1 AS BIGINT) IS NULL OR alert_id = ?1) ORDER BY id DESC LIMIT ?2"
             ))
             .map_err(self.err("listing notifications"))?;
         stmt.query_map(params![alert_id, limit], from_row)
@@ -206,11 +206,11 @@ impl Store {
     }
 
     pub fn channel_health(&self) -> Result<Vec<ChannelHealth>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn
             .prepare_cached("SELECT channel, last_success, last_error, last_error_at, failing_since FROM channel_health ORDER BY channel")
             .map_err(self.err("reading channel health"))?;
-        stmt.query_map([], |r| {
+        stmt.query_map((), |r| {
             Ok(ChannelHealth {
                 channel: r.get(0)?,
                 last_success: r.get(1)?,

@@ -1,10 +1,10 @@
 //! The jobs ledger's rows: runs inserted, finished, marked, listed, and their retries.
 
-use rusqlite::{OptionalExtension, Row, Transaction, params};
+use super::db::{OptionalExtension, Row, Transaction, params};
 
 use super::Result;
 use super::audit_log::append_audit;
-use super::sqlite::Store;
+use super::connection::Store;
 use super::types::*;
 use crate::audit::Draft;
 use crate::clock;
@@ -12,7 +12,7 @@ use crate::clock;
 pub(super) const RUN_COLUMNS: &str = "id, parent_id, profile, task, kind, trigger, status, host, pid, pid_start, \
     started_at, finished_at, exit_code, signal, duration_ms, command, output, error, retry_of";
 
-pub(super) fn run_from_row(r: &Row) -> rusqlite::Result<Run> {
+pub(super) fn run_from_row(r: &Row) -> super::db::Result<Run> {
     let status: String = r.get(6)?;
     Ok(Run {
         id: r.get(0)?,
@@ -37,7 +37,7 @@ pub(super) fn run_from_row(r: &Row) -> rusqlite::Result<Run> {
     })
 }
 
-pub(super) fn insert_run(tx: &Transaction, run: &NewRun) -> rusqlite::Result<i64> {
+pub(super) fn insert_run(tx: &Transaction, run: &NewRun) -> super::db::Result<i64> {
     tx.execute(
         "INSERT INTO runs (parent_id, profile, task, kind, trigger, status, host, pid, pid_start, started_at, command, retry_of) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
@@ -56,10 +56,10 @@ pub(super) fn insert_run(tx: &Transaction, run: &NewRun) -> rusqlite::Result<i64
             run.retry_of
         ],
     )?;
-    Ok(tx.last_insert_rowid())
+    tx.last_insert_rowid()
 }
 
-pub(super) fn finish_run(tx: &Transaction, id: i64, fin: &RunFinish) -> rusqlite::Result<()> {
+pub(super) fn finish_run(tx: &Transaction, id: i64, fin: &RunFinish) -> super::db::Result<()> {
     tx.execute(
         "UPDATE runs SET status = COALESCE(?2, status), finished_at = ?3, exit_code = ?4, signal = ?5, \
          duration_ms = ?6, output = ?7, error = ?8 WHERE id = ?1",
@@ -126,7 +126,7 @@ impl Store {
     }
 
     pub fn get_run(&self, id: i64) -> Result<Option<Run>> {
-        self.conn()
+        self.conn()?
             .query_row(
                 &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
                 [id],
@@ -137,10 +137,10 @@ impl Store {
     }
 
     pub fn list_runs(&self, filter: &RunFilter) -> Result<Vec<Run>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 OR kind = 'profile') AND (?2 IS NULL OR status = ?2) \
-             AND (?3 IS NULL OR profile = ?3) AND (?5 IS NULL OR id < ?5) ORDER BY id DESC LIMIT ?4"
+            "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 OR kind = 'profile') AND (CAST(?2 AS TEXT) IS NULL OR status = ?2) \
+             AND (CAST(?3 AS TEXT) IS NULL OR profile = ?3) AND (CAST(?5 AS BIGINT) IS NULL OR id < ?5) ORDER BY id DESC LIMIT ?4"
         );
         let limit = if filter.limit == 0 {
             i64::MAX
@@ -159,13 +159,13 @@ impl Store {
                 ],
                 run_from_row,
             )
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .and_then(|rows| rows.collect::<super::db::Result<Vec<_>>>())
             .map_err(self.err("listing runs"))?;
         Ok(rows)
     }
 
     pub fn child_runs(&self, parent: i64) -> Result<Vec<Run>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn
             .prepare_cached(&format!(
                 "SELECT {RUN_COLUMNS} FROM runs WHERE parent_id = ?1 ORDER BY id"
@@ -178,7 +178,7 @@ impl Store {
 
     /// Runs that link back to `id` through `retry_of`.
     pub fn retries_of(&self, id: i64) -> Result<Vec<i64>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn
             .prepare_cached("SELECT id FROM runs WHERE retry_of = ?1 ORDER BY id")
             .map_err(self.err("listing retries"))?;
@@ -189,13 +189,13 @@ impl Store {
 
     /// The latest finished-or-running profile run of each profile (skipped starts excluded).
     pub fn last_profile_runs(&self) -> Result<Vec<Run>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE id IN \
              (SELECT MAX(id) FROM runs WHERE kind = 'profile' AND status != 'skipped' GROUP BY profile)"
         );
         let mut stmt = conn.prepare_cached(&sql).map_err(self.err("reading last runs"))?;
-        stmt.query_map([], run_from_row)
+        stmt.query_map((), run_from_row)
             .and_then(|rows| rows.collect())
             .map_err(self.err("reading last runs"))
     }

@@ -1,17 +1,17 @@
 //! Script state: namespaced keys and values, each change audited.
 
-use rusqlite::{OptionalExtension, params};
+use super::db::{OptionalExtension, params};
 
 use super::Result;
 use super::audit_log::append_audit;
-use super::sqlite::Store;
+use super::connection::Store;
 use super::types::*;
 use crate::audit::Draft;
 use crate::clock;
 
 impl Store {
     pub fn state_get(&self, namespace: &str, key: &str) -> Result<Option<StateEntry>> {
-        self.conn()
+        self.conn()?
             .query_row(
                 "SELECT namespace, key, value, updated_at FROM monitor_state WHERE namespace = ?1 AND key = ?2",
                 [namespace, key],
@@ -29,11 +29,11 @@ impl Store {
     }
 
     pub fn state_list(&self, namespace: Option<&str>) -> Result<Vec<StateEntry>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn
             .prepare_cached(
                 "SELECT namespace, key, value, updated_at FROM monitor_state \
-                 WHERE (?1 IS NULL OR namespace = ?1) ORDER BY namespace, key",
+                 WHERE (CAST(?1 AS TEXT) IS NULL OR namespace = ?1) ORDER BY namespace, key",
             )
             .map_err(self.err("listing state"))?;
         stmt.query_map([namespace], |r| {

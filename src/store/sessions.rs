@@ -1,12 +1,12 @@
 //! SQL for guarded sessions, their commands and change requests. Every write carries its
 //! audit event in the same transaction.
 
-use rusqlite::{OptionalExtension, Row, params};
+use super::db::{OptionalExtension, Row, params};
 use serde::Serialize;
 
 use super::Result;
 use super::audit_log::append_audit;
-use super::sqlite::Store;
+use super::connection::Store;
 use crate::audit::Draft;
 
 #[derive(Debug, Clone, Serialize)]
@@ -82,7 +82,7 @@ fn argv_of(text: String) -> Vec<String> {
     serde_json::from_str(&text).unwrap_or_default()
 }
 
-fn session_from(r: &Row) -> rusqlite::Result<Session> {
+fn session_from(r: &Row) -> super::db::Result<Session> {
     Ok(Session {
         id: r.get(0)?,
         mode: r.get(1)?,
@@ -100,7 +100,7 @@ const SESSION_COLUMNS: &str = "id, mode, reason, incident, actor, host, started_
 const CHANGE_COLUMNS: &str = "id, objective, argv, cwd, impact, rollback, session_id, requester, binding, status, \
     uses_left, approver, decided_at, reason, created_at, expires_at";
 
-fn change_from(r: &Row) -> rusqlite::Result<ChangeRequest> {
+fn change_from(r: &Row) -> super::db::Result<ChangeRequest> {
     Ok(ChangeRequest {
         id: r.get(0)?,
         objective: r.get(1)?,
@@ -122,8 +122,8 @@ fn change_from(r: &Row) -> rusqlite::Result<ChangeRequest> {
 }
 
 /// The audit event of the row just inserted, its subject naming the new id (`change 7`).
-fn audited_insert(tx: &rusqlite::Transaction, draft: &Draft, what: &str) -> rusqlite::Result<i64> {
-    let id = tx.last_insert_rowid();
+fn audited_insert(tx: &super::db::Transaction, draft: &Draft, what: &str) -> super::db::Result<i64> {
+    let id = tx.last_insert_rowid()?;
     let mut d = draft.clone();
     d.subject = format!("{what} {id}");
     append_audit(tx, &d)?;
@@ -344,7 +344,7 @@ impl Store {
 /// Spends one use of the oldest approved request bound to `binding`; its id, or `None` when
 /// no such approval is left. Inside the write transaction: two commands cannot spend the same
 /// last use.
-fn take_approval(tx: &rusqlite::Transaction, binding: &str) -> rusqlite::Result<Option<i64>> {
+fn take_approval(tx: &super::db::Transaction, binding: &str) -> super::db::Result<Option<i64>> {
     let id: Option<i64> = tx
         .query_row(
             "SELECT id FROM change_requests WHERE binding = ?1 AND status = 'approved' AND uses_left > 0 ORDER BY id LIMIT 1",
@@ -365,7 +365,7 @@ fn take_approval(tx: &rusqlite::Transaction, binding: &str) -> rusqlite::Result<
 /// A new row of `session_commands`, without an outcome yet; its id.
 #[allow(clippy::too_many_arguments)]
 fn insert_command(
-    tx: &rusqlite::Transaction,
+    tx: &super::db::Transaction,
     session: i64,
     argv: &[String],
     cwd: &str,
@@ -373,11 +373,11 @@ fn insert_command(
     reason: &str,
     change: Option<i64>,
     at: &str,
-) -> rusqlite::Result<i64> {
+) -> super::db::Result<i64> {
     tx.execute(
         "INSERT INTO session_commands (session_id, argv, cwd, decision, reason, change_id, exit_code, output, started_at, duration_ms) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, '', ?7, NULL)",
         params![session, serde_json::to_string(argv).unwrap_or_default(), cwd, decision, reason, change, at],
     )?;
-    Ok(tx.last_insert_rowid())
+    tx.last_insert_rowid()
 }

@@ -1,11 +1,11 @@
 //! SQL for API tokens. Only hashes are stored; the token itself is shown once, at creation.
 
-use rusqlite::params;
+use super::db::params;
 use serde::Serialize;
 
 use super::Result;
 use super::audit_log::append_audit;
-use super::sqlite::Store;
+use super::connection::Store;
 use crate::audit::Draft;
 
 #[derive(Debug, Clone, Serialize)]
@@ -45,11 +45,11 @@ impl Store {
     }
 
     pub fn tokens(&self) -> Result<Vec<ApiToken>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn
             .prepare_cached("SELECT name, hash, scope, created_at, created_by FROM api_tokens ORDER BY name")
             .map_err(self.err("listing API tokens"))?;
-        stmt.query_map([], |r| {
+        stmt.query_map((), |r| {
             Ok(ApiToken {
                 name: r.get(0)?,
                 hash: r.get(1)?,
@@ -78,8 +78,8 @@ impl Store {
 
     /// (value, updated_at) of a liveness fact.
     pub fn daemon_status(&self, key: &str) -> Result<Option<(String, String)>> {
-        use rusqlite::OptionalExtension;
-        self.conn()
+        use super::db::OptionalExtension;
+        self.conn()?
             .query_row(
                 "SELECT value, updated_at FROM daemon_status WHERE key = ?1",
                 [key],
@@ -105,10 +105,10 @@ pub struct MetricsSnapshot {
 
 impl Store {
     pub fn metrics_snapshot(&self) -> Result<MetricsSnapshot> {
-        let conn = self.conn();
-        let q = |sql: &str| -> rusqlite::Result<Vec<(String, String, i64)>> {
+        let conn = self.conn()?;
+        let q = |sql: &str| -> super::db::Result<Vec<(String, String, i64)>> {
             let mut stmt = conn.prepare_cached(sql)?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            let rows = stmt.query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             rows.collect()
         };
         let runs = q(
@@ -130,7 +130,7 @@ impl Store {
             )
             .map_err(self.err("reading metrics"))?;
         let profiles = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .and_then(|rows| rows.collect())
             .map_err(self.err("reading metrics"))?;
         Ok(MetricsSnapshot {
@@ -146,10 +146,10 @@ impl Store {
     /// Per check, hourly buckets of the last `hours` hours: (check, hour index 0 = oldest,
     /// results, failures).
     pub fn check_history(&self, since: &str) -> Result<Vec<(String, String, i64, i64)>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn
             .prepare_cached(
-                "SELECT check_name, substr(at, 1, 13) AS hour, count(*), sum(ok = 0) FROM check_results \
+                "SELECT check_name, substr(at, 1, 13) AS hour, count(*), count(CASE WHEN ok = 0 THEN 1 END) FROM check_results \
                  WHERE at >= ?1 GROUP BY check_name, hour ORDER BY check_name, hour",
             )
             .map_err(self.err("reading check history"))?;
@@ -163,7 +163,7 @@ impl Store {
     /// Failures since a time: (failing check results, failed profile runs, notifications that
     /// failed at least once).
     pub fn failures_since(&self, since: &str) -> Result<(i64, i64, i64)> {
-        self.conn()
+        self.conn()?
             .query_row(
                 "SELECT (SELECT count(*) FROM check_results WHERE ok = 0 AND at >= ?1), \
                  (SELECT count(*) FROM runs WHERE kind = 'profile' AND status = 'failed' AND finished_at >= ?1), \

@@ -9,6 +9,7 @@ pub mod lock;
 pub mod runtime;
 pub mod sshsig;
 pub mod text;
+pub mod tls;
 pub mod wildcard;
 
 pub use explain::{ExitClass, Explain};

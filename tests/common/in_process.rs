@@ -33,7 +33,7 @@ impl Api {
         let read = create_token(&env, "reader", "read");
         let write = create_token(&env, "writer", "write");
         let config = runbook::config::load(&env.config).expect("config");
-        let store = Arc::new(Store::open(&config.state.path).expect("state file"));
+        let store = Arc::new(Store::open_state(&config.state).expect("state"));
         let state = Arc::new(ApiState::new(store, Arc::new(RwLock::new(Arc::new(config)))));
         Api {
             state,

@@ -15,6 +15,53 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_runbook");
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
+    /// The database of this test's state when the suite runs on PostgreSQL.
+    pub pg: Option<PgDb>,
+}
+
+/// Whether the suite keeps each test's state in PostgreSQL (`RUNBOOK_TEST_STATE=postgres`):
+/// the machine's server on 127.0.0.1:5432, one database per test, dropped after it.
+pub fn on_postgres() -> bool {
+    std::env::var("RUNBOOK_TEST_STATE").as_deref() == Ok("postgres")
+}
+
+/// A database of its own on the machine's PostgreSQL, dropped (with its connections) on drop.
+pub struct PgDb {
+    pub name: String,
+}
+
+impl PgDb {
+    pub fn create() -> PgDb {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!(
+            "rb_test_{}_{}_{nanos}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        psql("test", &format!("CREATE DATABASE {name}"));
+        PgDb { name }
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:5432/{}?sslmode=disable", self.name)
+    }
+
+    /// The first column of the first row of `sql`, as text.
+    pub fn query(&self, sql: &str) -> String {
+        psql(&self.name, sql)
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qtAc"])
+            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .output();
+    }
 }
 
 #[derive(Debug)]
@@ -45,12 +92,26 @@ impl Env {
     pub fn new(yaml: &str) -> Env {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut text = yaml.replace("{dir}", &dir.path().display().to_string());
+        let mut pg = None;
         if !text.contains("state:") {
-            text = format!("state: {{ url: \"sqlite://state/runbook.db\" }}\n{text}");
+            let url = if on_postgres() {
+                let db = PgDb::create();
+                let url = db.url();
+                pg = Some(db);
+                url
+            } else {
+                "sqlite://state/runbook.db".to_string()
+            };
+            // On PostgreSQL this host's own files (locks, audit archives) stay in state/.
+            text = if pg.is_some() {
+                format!("state: {{ url: \"{url}\", dir: state }}\n{text}")
+            } else {
+                format!("state: {{ url: \"{url}\" }}\n{text}")
+            };
         }
         let config = dir.path().join("runbook.yaml");
         std::fs::write(&config, text).expect("write config");
-        Env { dir, config }
+        Env { dir, config, pg }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -106,6 +167,24 @@ impl Env {
         self.path("state/runbook.db")
     }
 
+    /// What this host's own files (locks, audit archives) are named after: the state file,
+    /// or with PostgreSQL `state/runbook`.
+    pub fn state_anchor(&self) -> PathBuf {
+        if self.pg.is_some() {
+            self.path("state/runbook")
+        } else {
+            self.state_db()
+        }
+    }
+
+    /// The `state:` line this env's runbook.yaml starts with.
+    pub fn state_line(&self) -> String {
+        match &self.pg {
+            Some(db) => format!("state: {{ url: \"{}\", dir: state }}", db.url()),
+            None => "state: { url: \"sqlite://state/runbook.db\" }".to_string(),
+        }
+    }
+
     /// The real binary with `--config` set and a clean environment for runbook's own variables.
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(BIN);
@@ -137,14 +216,101 @@ impl Env {
             .expect("spawn runbook")
     }
 
-    /// The state file, opened directly (for assertions and for tampering).
-    pub fn db(&self) -> rusqlite::Connection {
+    /// The state, opened directly (for assertions and for tampering): the SQLite file, or
+    /// the test's PostgreSQL database. Queries are written in SQLite's dialect.
+    pub fn db(&self) -> StateDb {
+        match &self.pg {
+            Some(db) => {
+                StateDb::Pg(runbook::store::postgres::connect(&db.url()).expect("connect to the state database"))
+            }
+            None => StateDb::Sqlite(rusqlite::Connection::open(self.state_db()).expect("open state db")),
+        }
+    }
+
+    /// Whether the state is sound: SQLite's `PRAGMA integrity_check`; PostgreSQL keeps its
+    /// own pages, so there the state only has to answer.
+    pub fn integrity(&self) -> String {
+        match &self.pg {
+            Some(_) => self.db().query_row("SELECT 'ok'", (), |r| r.get(0)).unwrap(),
+            None => self.db().query_row("PRAGMA integrity_check", (), |r| r.get(0)).unwrap(),
+        }
+    }
+
+    /// Every byte the state keeps at rest: its files under state/ and, on PostgreSQL, a dump
+    /// of the whole database.
+    pub fn state_bytes(&self) -> Vec<u8> {
+        let mut all = Vec::new();
+        if let Ok(dir) = std::fs::read_dir(self.path("state")) {
+            for entry in dir.flatten() {
+                if entry.path().is_file() {
+                    all.extend(std::fs::read(entry.path()).unwrap_or_default());
+                }
+            }
+        }
+        if let Some(db) = &self.pg {
+            let dump = Command::new("pg_dump")
+                .args(["-h", "127.0.0.1", "-U", "postgres", &db.name])
+                .output()
+                .expect("pg_dump");
+            assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+            all.extend(dump.stdout);
+        }
+        all
+    }
+
+    /// The SQLite state file itself, for tests of the file (its mode, WAL, tampering with
+    /// sqlite3): such a test does not run on PostgreSQL.
+    pub fn sqlite_file(&self) -> rusqlite::Connection {
+        assert!(self.pg.is_none(), "this test is about the SQLite state file");
         rusqlite::Connection::open(self.state_db()).expect("open state db")
     }
 
+    /// The first column of the first row of `sql` on the state, as a number (SQLite's
+    /// dialect, which PostgreSQL shares for these).
     pub fn count(&self, sql: &str) -> i64 {
-        self.db().query_row(sql, [], |r| r.get(0)).expect(sql)
+        self.db().query_row(sql, (), |r| r.get(0)).expect(sql)
     }
+}
+
+/// A state opened directly by a test, on either backend, with rusqlite's calls.
+pub enum StateDb {
+    Sqlite(rusqlite::Connection),
+    Pg(runbook::store::db::PgConn),
+}
+
+impl StateDb {
+    pub fn conn(&self) -> runbook::store::db::Conn<'_> {
+        match self {
+            StateDb::Sqlite(c) => runbook::store::db::Conn::Sqlite(c),
+            StateDb::Pg(c) => runbook::store::db::Conn::Pg(c),
+        }
+    }
+
+    pub fn query_row<T, P: runbook::store::db::Params>(
+        &self,
+        sql: &str,
+        params: P,
+        f: impl FnOnce(&runbook::store::db::Row) -> runbook::store::db::Result<T>,
+    ) -> runbook::store::db::Result<T> {
+        self.conn().query_row(sql, params, f)
+    }
+
+    pub fn execute<P: runbook::store::db::Params>(&self, sql: &str, params: P) -> runbook::store::db::Result<usize> {
+        self.conn().execute(sql, params)
+    }
+
+    pub fn execute_batch(&self, sql: &str) -> runbook::store::db::Result<()> {
+        self.conn().execute_batch(sql)
+    }
+
+    pub fn prepare(&self, sql: &str) -> runbook::store::db::Result<runbook::store::db::Stmt<'_>> {
+        self.conn().prepare(sql)
+    }
+}
+
+/// The stored form of the time `secs` seconds ago (`runbook::clock::to_text`).
+pub fn ago(secs: i64) -> String {
+    runbook::clock::to_text(runbook::clock::now() - jiff::SignedDuration::from_secs(secs))
 }
 
 /// Polls `f` until it is true or `limit` passes.
@@ -534,6 +700,7 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 /// A write token created by another OS user (`nobody`), as a second operator would: the
 /// state directory is opened to that user first.
 pub fn token_of_another_user(env: &Env, name: &str) -> String {
+    std::fs::create_dir_all(env.path("state")).unwrap();
     let opened = std::process::Command::new("chmod")
         .args(["-R", "a+rwX"])
         .arg(env.path("state"))

@@ -470,36 +470,54 @@ fn secrets_section(cx: &mut Cx, node: &Node, base: &Path) -> Option<SecretsConfi
 }
 
 fn state_section(cx: &mut Cx, node: Option<&Node>, base: &Path) -> StateConfig {
-    let url = match node.and_then(|n| cx.map(n, "state", &["url"])) {
-        Some(f) => match f.get("url") {
-            Some(u) => match cx.string(u, "state.url") {
-                Some(url) => match state_path(&url, base) {
-                    Ok(path) => return StateConfig { url, path },
-                    Err(msg) => {
-                        cx.error(
-                            u.pos,
-                            msg,
-                            Some("use sqlite:///absolute/path.db or a path relative to runbook.yaml".into()),
-                        );
-                        return StateConfig::default();
-                    }
-                },
-                None => return StateConfig::default(),
-            },
-            None => DEFAULT_STATE_URL.to_string(),
-        },
-        None => DEFAULT_STATE_URL.to_string(),
+    let Some(f) = node.and_then(|n| cx.map(n, "state", &["url", "dir"])) else {
+        return state_at(DEFAULT_STATE_URL.to_string(), None, base);
     };
-    let path = state_path(&url, base).unwrap_or_default();
-    StateConfig { url, path }
+    let dir = f
+        .get("dir")
+        .and_then(|n| cx.string(n, "state.dir"))
+        .map(|d| base.join(d));
+    let Some(u) = f.get("url") else {
+        return state_at(DEFAULT_STATE_URL.to_string(), dir, base);
+    };
+    let Some(url) = cx.string(u, "state.url") else {
+        return StateConfig::default();
+    };
+    if crate::config::model::is_postgres_url(&url) {
+        if let Err(e) = url::Url::parse(&url) {
+            cx.error(
+                u.pos,
+                format!("state.url `{url}` is not a valid URL: {e}"),
+                Some("e.g. postgres://runbook@db.internal:5432/runbook?sslmode=verify-full".into()),
+            );
+        }
+        return state_at(url, dir, base);
+    }
+    if let Err(msg) = state_path(&url, base) {
+        cx.error(
+            u.pos,
+            msg,
+            Some("use sqlite:///absolute/path.db, a path relative to runbook.yaml, or postgres://…".into()),
+        );
+        return StateConfig::default();
+    }
+    state_at(url, dir, base)
+}
+
+/// The state of `url`: its file, or for PostgreSQL the stem of this host's own files.
+fn state_at(url: String, dir: Option<PathBuf>, base: &Path) -> StateConfig {
+    let path = if crate::config::model::is_postgres_url(&url) {
+        dir.clone().unwrap_or_else(|| base.to_path_buf()).join("runbook")
+    } else {
+        state_path(&url, base).unwrap_or_default()
+    };
+    StateConfig { url, dir, path }
 }
 
 /// Resolves a state URL to a SQLite file path.
 pub fn state_path(url: &str, base: &Path) -> Result<PathBuf, String> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(format!(
-            "state.url `{url}`: PostgreSQL state (fleet mode) is not available in this version"
-        ));
+    if crate::config::model::is_postgres_url(url) {
+        return Err(format!("`{url}` is a PostgreSQL database, not a file"));
     }
     let raw = if let Some(rest) = url.strip_prefix("sqlite://") {
         rest

@@ -1,5 +1,6 @@
-//! TLS client settings of the probes: the platform's trust store (plus a `ca_file`), or no
-//! trust check at all where a probe only reads what the server presents.
+//! TLS client settings of the probes and the PostgreSQL state: the platform's trust store
+//! (plus a `ca_file`), or no trust check at all where a client only reads what the server
+//! presents or asked for encryption without verification (`sslmode=require`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -46,7 +47,7 @@ impl ServerCertVerifier for ReadOnly {
 
 /// A client configuration that verifies the server against the platform's roots and
 /// `ca_file` when `verify`, and accepts any chain otherwise.
-pub(super) fn client_config(verify: bool, ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+pub fn client_config(verify: bool, ca_file: Option<&Path>, alpn: &[u8]) -> Result<Arc<rustls::ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -73,6 +74,8 @@ pub(super) fn client_config(verify: bool, ca_file: Option<&Path>) -> Result<Arc<
         builder.with_custom_certificate_verifier(Arc::new(verifier))
     };
     let mut config = builder.with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if !alpn.is_empty() {
+        config.alpn_protocols = vec![alpn.to_vec()];
+    }
     Ok(Arc::new(config))
 }

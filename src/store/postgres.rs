@@ -1,0 +1,408 @@
+//! The PostgreSQL backend: a small pool of connections to the state database, its schema
+//! version and migrations, and write transactions.
+//!
+//! Connections follow libpq's rules where users expect them: `sslmode` (`disable`, `prefer`,
+//! `require`, `verify-ca`, `verify-full`, with `sslrootcert`), the password from the URL,
+//! `PGPASSWORD` or `~/.pgpass` (`PGPASSFILE`), the user from `PGUSER` or the login name, and the
+//! local socket when no host is named. Each connection's task runs on the shared runtime; the
+//! store's callers block on their replies, as they do on SQLite.
+//! Invariants: a write transaction first takes one transaction-scoped advisory lock (so writes
+//! are serialized exactly as SQLite's `BEGIN IMMEDIATE` serializes them, and the audit chain
+//! never forks) and bumps the state version; a connection that fails or is dropped inside a
+//! transaction is closed, never returned to the pool.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use super::db::{self, Conn, DbError, PgConn, block_on, pg_schema};
+use super::sqlite::MIGRATIONS;
+
+/// The advisory lock every write transaction holds ("runbook" in ASCII); locks are per
+/// database, so two states on one server never wait on each other.
+const WRITE_LOCK: i64 = 0x72_75_6e_62_6f_6f_6b;
+
+/// Reads the state version (see `Store::data_version`).
+pub(super) const STATE_VERSION: &str = "SELECT v FROM runbook_state_version";
+
+/// Connections open at most; a caller past it waits for one to come back.
+const POOL_MAX: usize = 8;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+const BOOTSTRAP: &str = "CREATE TABLE IF NOT EXISTS runbook_schema (version BIGINT NOT NULL); \
+    CREATE TABLE IF NOT EXISTS runbook_state_version (v BIGINT NOT NULL); \
+    INSERT INTO runbook_state_version (v) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM runbook_state_version); \
+    INSERT INTO runbook_schema (version) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM runbook_schema)";
+
+pub(super) struct Pool {
+    config: tokio_postgres::Config,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    idle: Mutex<Vec<PgConn>>,
+    returned: Condvar,
+    open: AtomicUsize,
+    in_use: AtomicUsize,
+}
+
+/// A connection taken from the pool; it goes back when dropped (unless broken or mid-transaction).
+pub(super) struct Pooled<'p> {
+    pool: &'p Pool,
+    conn: Option<PgConn>,
+    in_tx: bool,
+}
+
+impl Pool {
+    pub(super) fn new(url: &str) -> db::Result<Pool> {
+        let (config, tls) = config(url)?;
+        Ok(Pool {
+            config,
+            tls,
+            idle: Mutex::new(Vec::new()),
+            returned: Condvar::new(),
+            open: AtomicUsize::new(0),
+            in_use: AtomicUsize::new(0),
+        })
+    }
+
+    /// (connections in use, connections open).
+    pub(super) fn usage(&self) -> (usize, usize) {
+        (self.in_use.load(Ordering::Relaxed), self.open.load(Ordering::Relaxed))
+    }
+
+    pub(super) fn get(&self) -> db::Result<Pooled<'_>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            while let Some(conn) = idle.pop() {
+                if conn.client.is_closed() {
+                    self.open.fetch_sub(1, Ordering::Relaxed);
+                    continue;
+                }
+                self.in_use.fetch_add(1, Ordering::Relaxed);
+                return Ok(self.pooled(conn));
+            }
+            if self.open.load(Ordering::Relaxed) < POOL_MAX {
+                self.open.fetch_add(1, Ordering::Relaxed);
+                drop(idle);
+                return match self.connect() {
+                    Ok(conn) => {
+                        self.in_use.fetch_add(1, Ordering::Relaxed);
+                        Ok(self.pooled(conn))
+                    }
+                    Err(e) => {
+                        self.open.fetch_sub(1, Ordering::Relaxed);
+                        Err(e)
+                    }
+                };
+            }
+            let (guard, timeout) = self
+                .returned
+                .wait_timeout(idle, CONNECT_TIMEOUT)
+                .unwrap_or_else(|e| e.into_inner());
+            idle = guard;
+            if timeout.timed_out() && idle.is_empty() {
+                return Err(DbError::Message(format!(
+                    "all {POOL_MAX} connections to the state database stayed busy for {}s",
+                    CONNECT_TIMEOUT.as_secs()
+                )));
+            }
+        }
+    }
+
+    fn pooled(&self, conn: PgConn) -> Pooled<'_> {
+        Pooled {
+            pool: self,
+            conn: Some(conn),
+            in_tx: false,
+        }
+    }
+
+    fn connect(&self) -> db::Result<PgConn> {
+        let config = self.config.clone();
+        let tls = self.tls.clone();
+        let connecting = async move {
+            let client = match tls {
+                None => {
+                    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+                    tokio::spawn(drive(connection));
+                    client
+                }
+                Some(tls) => {
+                    let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone());
+                    let (client, connection) = config.connect(tls).await?;
+                    tokio::spawn(drive(connection));
+                    client
+                }
+            };
+            Ok::<_, tokio_postgres::Error>(client)
+        };
+        let client = block_on(runtime().spawn(connecting))
+            .map_err(|e| DbError::Message(format!("the connection task failed: {e}")))??;
+        let conn = PgConn::new(client);
+        conn.batch("SET application_name = 'runbook'")?;
+        Ok(conn)
+    }
+}
+
+/// The runtime the connections' tasks run on: its own thread, which nothing else blocks (a
+/// caller waiting for a reply on a worker of a shared runtime would otherwise starve the
+/// very task that reads the reply).
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("state-db")
+            .enable_all()
+            .build()
+            .expect("cannot start the state database runtime")
+    })
+}
+
+async fn drive<F: std::future::Future<Output = Result<(), tokio_postgres::Error>>>(connection: F) {
+    if let Err(e) = connection.await {
+        tracing::debug!(error = %db::pg_message(&e), "the state database connection closed");
+    }
+}
+
+impl Pooled<'_> {
+    pub(super) fn conn(&self) -> &PgConn {
+        self.conn
+            .as_ref()
+            .expect("a pooled connection is present until dropped")
+    }
+
+    /// Runs `f` in a transaction holding the state's write lock, and commits.
+    pub(super) fn write<T>(&mut self, f: impl FnOnce(&Conn) -> db::Result<T>) -> db::Result<T> {
+        self.in_tx = true;
+        let conn = self
+            .conn
+            .as_ref()
+            .expect("a pooled connection is present until dropped");
+        conn.batch(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}); UPDATE runbook_state_version SET v = v + 1"
+        ))?;
+        match f(&Conn::Pg(conn)) {
+            Ok(value) => {
+                conn.batch("COMMIT")?;
+                self.in_tx = false;
+                Ok(value)
+            }
+            Err(e) => {
+                if conn.batch("ROLLBACK").is_ok() {
+                    self.in_tx = false;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Applies pending migrations, each in its own transaction under the write lock.
+    pub(super) fn migrate(&mut self) -> db::Result<()> {
+        self.conn().batch(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}); {BOOTSTRAP}; COMMIT"
+        ))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate() {
+            let version = i as i64 + 1;
+            self.write(|tx| {
+                let Conn::Pg(c) = tx else {
+                    return Err(DbError::Message("not a PostgreSQL connection".into()));
+                };
+                // Re-check inside the write lock: another process may have migrated meanwhile.
+                if (self::version(c)? as i64) < version {
+                    c.batch(&pg_schema(sql))?;
+                    c.batch(&format!("UPDATE runbook_schema SET version = {version}"))?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        self.pool.in_use.fetch_sub(1, Ordering::Relaxed);
+        let Some(conn) = self.conn.take() else { return };
+        if self.in_tx || conn.client.is_closed() {
+            self.pool.open.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        self.pool.idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+        self.pool.returned.notify_one();
+    }
+}
+
+/// One connection to the database of `url`, outside any pool (for tools and tests that
+/// read a state directly).
+pub fn connect(url: &str) -> db::Result<PgConn> {
+    Pool::new(url)?.connect()
+}
+
+/// The schema version of the database (0 before runbook's first migration).
+pub(super) fn version(conn: &PgConn) -> db::Result<u32> {
+    let c = Conn::Pg(conn);
+    let exists: bool = c.query_row("SELECT to_regclass('runbook_schema') IS NOT NULL", (), |r| r.get(0))?;
+    if !exists {
+        return Ok(0);
+    }
+    c.query_row("SELECT coalesce(max(version), 0) FROM runbook_schema", (), |r| r.get(0))
+}
+
+/// `url` without its password, for messages.
+pub fn redact(url: &str) -> String {
+    crate::config::model::StateConfig {
+        url: url.to_string(),
+        ..Default::default()
+    }
+    .display()
+}
+
+/// The connection settings of `url`, as libpq would read them.
+fn config(url: &str) -> db::Result<(tokio_postgres::Config, Option<std::sync::Arc<rustls::ClientConfig>>)> {
+    let bad = |m: String| DbError::Message(m);
+    let mut parsed = url::Url::parse(url).map_err(|e| bad(format!("not a URL: {e}")))?;
+    // sslmode and sslrootcert are read here: tokio-postgres knows neither verify-* nor a
+    // root file.
+    let mut sslmode = "prefer".to_string();
+    let mut rootcert: Option<PathBuf> = None;
+    let kept: Vec<(String, String)> = parsed
+        .query_pairs()
+        .filter_map(|(k, v)| match &*k {
+            "sslmode" => {
+                sslmode = v.into_owned();
+                None
+            }
+            "sslrootcert" => {
+                rootcert = Some(PathBuf::from(v.into_owned()));
+                None
+            }
+            _ => Some((k.into_owned(), v.into_owned())),
+        })
+        .collect();
+    if kept.is_empty() {
+        parsed.set_query(None);
+    } else {
+        parsed.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    let mut config: tokio_postgres::Config = parsed
+        .as_str()
+        .parse()
+        .map_err(|e: tokio_postgres::Error| bad(db::pg_message(&e)))?;
+    if config.get_hosts().is_empty() {
+        match std::env::var("PGHOST") {
+            Ok(h) if h.starts_with('/') => config.host_path(h),
+            Ok(h) if !h.is_empty() => config.host(h),
+            _ if std::path::Path::new("/var/run/postgresql").is_dir() => config.host_path("/var/run/postgresql"),
+            _ => config.host("localhost"),
+        };
+    }
+    if config.get_user().is_none() {
+        let user = std::env::var("PGUSER")
+            .or_else(|_| std::env::var("USER"))
+            .unwrap_or_else(|_| "postgres".into());
+        config.user(user);
+    }
+    if config.get_password().is_none() {
+        if let Some(p) = std::env::var("PGPASSWORD").ok().filter(|p| !p.is_empty()) {
+            config.password(p);
+        } else if let Some(p) = pgpass(&config) {
+            config.password(p);
+        }
+    }
+    config.connect_timeout(CONNECT_TIMEOUT);
+    let (mode, verify) = match sslmode.as_str() {
+        "disable" => (tokio_postgres::config::SslMode::Disable, None),
+        "allow" | "prefer" => (tokio_postgres::config::SslMode::Prefer, Some(false)),
+        "require" => (tokio_postgres::config::SslMode::Require, Some(rootcert.is_some())),
+        "verify-ca" | "verify-full" => (tokio_postgres::config::SslMode::Require, Some(true)),
+        other => {
+            return Err(bad(format!(
+                "sslmode `{other}` is not one of disable, allow, prefer, require, verify-ca, verify-full"
+            )));
+        }
+    };
+    config.ssl_mode(mode);
+    let tls = match verify {
+        None => None,
+        Some(verify) => Some(crate::util::tls::client_config(verify, rootcert.as_deref(), b"postgresql").map_err(bad)?),
+    };
+    Ok((config, tls))
+}
+
+/// The password `~/.pgpass` (or `PGPASSFILE`) holds for this host, port, database and user;
+/// the file is ignored, as libpq ignores it, when others can read it.
+fn pgpass(config: &tokio_postgres::Config) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PGPASSFILE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pgpass")))?;
+    let meta = std::fs::metadata(&path).ok()?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        tracing::warn!(file = %path.display(), "ignoring a password file that group or others can read (chmod 0600)");
+        return None;
+    }
+    let text = std::fs::read_to_string(&path).ok()?;
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432).to_string();
+    let user = config.get_user().unwrap_or_default().to_string();
+    let dbname = config.get_dbname().map(str::to_string).unwrap_or_else(|| user.clone());
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .find_map(|line| {
+            let fields = split_pgpass(line);
+            let [h, p, d, u, pw] = <[String; 5]>::try_from(fields).ok()?;
+            let matches = |pattern: &str, value: &str| pattern == "*" || pattern == value;
+            (matches(&h, &host) && matches(&p, &port) && matches(&d, &dbname) && matches(&u, &user)).then_some(pw)
+        })
+}
+
+/// The colon-separated fields of a `.pgpass` line (`\:` and `\\` escape).
+fn split_pgpass(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    fields.last_mut().expect("one field at least").push(n);
+                }
+            }
+            ':' if fields.len() < 5 => fields.push(String::new()),
+            c => fields.last_mut().expect("one field at least").push(c),
+        }
+    }
+    fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pgpass_lines_split_on_unescaped_colons() {
+        assert_eq!(
+            split_pgpass("h:5432:db:u:pa\\:ss"),
+            vec!["h", "5432", "db", "u", "pa:ss"]
+        );
+        assert_eq!(split_pgpass("*:*:*:u:a:b"), vec!["*", "*", "*", "u", "a:b"]);
+    }
+
+    #[test]
+    fn a_password_never_shows_in_messages() {
+        assert_eq!(
+            redact("postgres://app:hunter2@db:5432/state"),
+            "postgres://app:[REDACTED]@db:5432/state"
+        );
+        assert_eq!(redact("postgres://app@db/state"), "postgres://app@db/state");
+    }
+
+    #[test]
+    fn an_unknown_sslmode_is_refused_by_name() {
+        let e = config("postgres://u@127.0.0.1/x?sslmode=sometimes").err().unwrap();
+        assert!(e.to_string().contains("sslmode `sometimes`"), "{e}");
+    }
+}
