@@ -327,7 +327,7 @@ profiles:
     );
 
     // The lock can be taken again: the next run is recorded and the alert resolves.
-    std::fs::remove_dir(env.path("state/runbook.db.locks/tick.lock")).unwrap();
+    std::fs::remove_dir(runbook::util::lock::lock_dir(&env.state_anchor()).join("tick.lock")).unwrap();
     assert!(
         wait_for(Duration::from_secs(20), || env.count(
             "SELECT count(*) FROM alerts WHERE name = 'missed-run:tick' AND status = 'resolved'"

@@ -435,8 +435,8 @@ fn push_killed_after_parts(env: &Env, n: usize) {
         env.db()
             .query_row(
                 &format!(
-                    "SELECT count(*) FROM offsite_uploads WHERE json_array_length(parts{}) >= {n}",
-                    if env.pg.is_some() { "::json" } else { "" }
+                    "SELECT count(*) FROM offsite_uploads WHERE {} >= {n}",
+                    env.json_len("parts")
                 ),
                 (),
                 |r| r.get::<_, i64>(0),
@@ -784,7 +784,7 @@ fn gate(upstream: u16) -> Gate {
 fn upload_state(env: &Env) -> Option<(i64, i64)> {
     env.db()
         .query_row(
-            "SELECT json_array_length(parts), failed_starts FROM offsite_uploads",
+            &format!("SELECT {}, failed_starts FROM offsite_uploads", env.json_len("parts")),
             (),
             |r| Ok((r.get(0)?, r.get(1)?)),
         )

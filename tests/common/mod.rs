@@ -236,6 +236,14 @@ impl Env {
         }
     }
 
+    /// SQL for the length of a JSON array kept as text in `column`, on this env's backend.
+    pub fn json_len(&self, column: &str) -> String {
+        match self.pg {
+            Some(_) => format!("json_array_length({column}::json)"),
+            None => format!("json_array_length({column})"),
+        }
+    }
+
     /// Every byte the state keeps at rest: its files under state/ and, on PostgreSQL, a dump
     /// of the whole database.
     pub fn state_bytes(&self) -> Vec<u8> {

@@ -1,0 +1,251 @@
+//! The PostgreSQL state: moving a state between backends, and what a user sees when the
+//! server is unreachable, refuses to write, or goes away under a running daemon. On the
+//! machine's PostgreSQL (127.0.0.1:5432), one database per test.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const PROFILES: &str = r#"
+version: 1
+profiles:
+  tick: { cron: "* * * * * *", tasks: [ { run: [true] } ] }
+  manual: { cron: "0 0 1 1 *", tasks: [ { sh: "echo hello", name: hello } ] }
+checks:
+  always-fails: { command: { sh: "exit 1" }, labels: { team: ops } }
+"#;
+
+/// An env whose state is in `db` (whatever RUNBOOK_TEST_STATE says).
+fn env_on(db: &PgDb, url: &str, yaml: &str) -> Env {
+    let _ = db;
+    Env::new(&format!("state: {{ url: \"{url}\", dir: state }}\n{yaml}"))
+}
+
+#[test]
+fn a_state_moves_to_postgresql_and_back_with_every_row_and_the_chain_intact() {
+    let env = Env::new(&format!("state: {{ url: \"sqlite://state/runbook.db\" }}\n{PROFILES}"));
+    for _ in 0..3 {
+        assert_eq!(env.run(&["run", "manual"]).code, 0);
+    }
+    assert_eq!(env.run(&["check", "always-fails"]).code, 1);
+    assert_eq!(env.run(&["state", "set", "cache", "last-id", "42", "--apply"]).code, 0);
+    let runs = env.count("SELECT count(*) FROM runs");
+    let events = env.count("SELECT count(*) FROM audit_events");
+    assert!(runs >= 6 && events >= 7, "{runs} runs, {events} events");
+
+    let db = PgDb::create();
+    // A dry run writes nothing, not even runbook's tables.
+    let (code, plan) = env.json(&["db", "copy", "--to", &db.url()]);
+    assert_eq!(code, 0, "{plan}");
+    assert_eq!(plan["apply"], false);
+    assert_eq!(db.query("SELECT to_regclass('runs') IS NULL"), "t");
+
+    let (code, report) = env.json(&["db", "copy", "--to", &db.url(), "--apply"]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["audit"]["verified"], true, "{report}");
+    assert_eq!(report["audit"]["same_head"], true, "{report}");
+    assert_eq!(db.query("SELECT count(*) FROM runs"), runs.to_string());
+    assert_eq!(db.query("SELECT count(*) FROM audit_events"), events.to_string());
+    assert!(
+        report["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["source"] == t["target"]),
+        "{report}"
+    );
+
+    // The copy is a working state: runbook runs on it, and new rows continue the ids.
+    let pg = env_on(&db, &db.url(), PROFILES);
+    assert_eq!(pg.run(&["run", "manual"]).code, 0);
+    assert_eq!(pg.run(&["audit", "verify"]).code, 0);
+    let (_, jobs) = pg.json(&["jobs", "list"]);
+    let newest = jobs[0]["id"].as_i64().unwrap();
+    assert!(
+        newest > runs,
+        "new runs continue after the copied ones: {newest} vs {runs}"
+    );
+    let (_, value) = pg.json(&["state", "get", "cache", "last-id"]);
+    assert_eq!(value["value"], "42", "{value}");
+
+    // A second copy into the same database is refused: it already holds a state.
+    let held = db.query("SELECT count(*) FROM audit_events");
+    let (code, again) = env.json(&["db", "copy", "--to", &db.url(), "--apply"]);
+    assert_eq!(code, 1, "{again}");
+    assert_eq!(
+        db.query("SELECT count(*) FROM audit_events"),
+        held,
+        "a refused copy writes nothing"
+    );
+
+    // And back to a new SQLite file, from the PostgreSQL state.
+    let (code, back) = pg.json(&["db", "copy", "--to", "back.db", "--apply"]);
+    assert_eq!(code, 0, "{back}");
+    assert_eq!(back["audit"]["verified"], true, "{back}");
+    let file = rusqlite::Connection::open(pg.path("back.db")).unwrap();
+    let copied: i64 = file.query_row("SELECT count(*) FROM runs", [], |r| r.get(0)).unwrap();
+    assert_eq!(copied.to_string(), db.query("SELECT count(*) FROM runs"));
+
+    // --force empties the target first and copies again.
+    let (code, forced) = env.json(&["db", "copy", "--to", &db.url(), "--apply", "--force"]);
+    assert_eq!(code, 0, "{forced}");
+    assert_eq!(db.query("SELECT count(*) FROM runs"), runs.to_string());
+}
+
+#[test]
+fn an_unreachable_server_is_an_internal_error_that_names_it_and_changes_nothing() {
+    let port = http::free_port();
+    let env = Env::new(&format!(
+        "state: {{ url: \"postgres://runbook@127.0.0.1:{port}/runbook?sslmode=disable\", dir: state }}\n{PROFILES}"
+    ));
+    let out = env.run(&["run", "manual"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("127.0.0.1:{port}")), "{}", out.stderr);
+    assert!(out.stderr.contains("hint:"), "{}", out.stderr);
+    assert!(!env.path("hello").exists());
+    let (code, v) = env.json(&["db", "status"]);
+    assert_eq!(code, 3, "{v}");
+}
+
+#[test]
+fn a_role_that_cannot_write_gets_a_clear_error_and_nothing_half_written() {
+    let db = PgDb::create();
+    // The schema exists (made by its owner); the reader may only read.
+    let owner = env_on(&db, &db.url(), PROFILES);
+    assert_eq!(owner.run(&["run", "manual"]).code, 0);
+    let before = db.query("SELECT count(*) FROM runs");
+    let role = format!("{}_ro", db.name);
+    psql(&db.name, &format!("CREATE ROLE {role} LOGIN"));
+    psql(
+        &db.name,
+        &format!("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"),
+    );
+    let url = format!("postgres://{role}@127.0.0.1:5432/{}?sslmode=disable", db.name);
+    let reader = env_on(&db, &url, PROFILES);
+    // Reading works.
+    let (code, jobs) = reader.json(&["jobs", "list"]);
+    assert_eq!(code, 0, "{jobs}");
+    // Writing is refused by the server, told plainly, and leaves nothing behind.
+    let out = reader.run(&["run", "manual"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("permission denied"), "{}", out.stderr);
+    assert!(out.stderr.contains("cannot write the state"), "{}", out.stderr);
+    assert_eq!(db.query("SELECT count(*) FROM runs"), before);
+    assert_eq!(owner.run(&["audit", "verify"]).code, 0);
+    drop(reader);
+    drop(owner);
+    psql("test", &format!("DROP DATABASE {} WITH (FORCE)", db.name));
+    psql("test", &format!("DROP ROLE {role}"));
+}
+
+/// A TCP relay to the machine's PostgreSQL that can be cut (every connection closed, new ones
+/// refused) and restored: the server going away and coming back, as the daemon sees it.
+struct Relay {
+    port: u16,
+    open: Arc<AtomicBool>,
+    live: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Relay {
+    fn start() -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = Arc::new(AtomicBool::new(true));
+        let live: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (o, l) = (open.clone(), live.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if !o.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect("127.0.0.1:5432") else {
+                    continue;
+                };
+                let mut held = l.lock().unwrap();
+                held.push(client.try_clone().unwrap());
+                held.push(server.try_clone().unwrap());
+                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+                pipe(server, client);
+            }
+        });
+        Relay { port, open, live }
+    }
+
+    fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for s in self.live.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16384];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Write);
+    });
+}
+
+#[test]
+fn the_daemon_keeps_scheduling_while_the_server_is_gone_and_records_again_when_it_returns() {
+    let db = PgDb::create();
+    let relay = Relay::start();
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/{}?sslmode=disable",
+        relay.port, db.name
+    );
+    let env = env_on(
+        &db,
+        &url,
+        "version: 1\nprofiles:\n  tick: { cron: \"* * * * * *\", tasks: [ { run: [true] } ] }\n",
+    );
+    let daemon = Daemon::start(&env);
+    let runs = || {
+        db.query("SELECT count(*) FROM runs WHERE kind = 'profile'")
+            .parse::<i64>()
+            .unwrap()
+    };
+    let migrated = || db.query("SELECT to_regclass('runs') IS NOT NULL") == "t";
+    assert!(
+        wait_for(Duration::from_secs(20), || migrated() && runs() >= 2),
+        "{}",
+        daemon.log()
+    );
+
+    relay.cut();
+    std::thread::sleep(Duration::from_secs(3));
+    let during = runs();
+    relay.restore();
+    // Back: ticks are recorded again, by the same daemon.
+    assert!(
+        wait_for(Duration::from_secs(30), || runs() >= during + 2),
+        "no runs after the server came back:\n{}",
+        daemon.log()
+    );
+    let log = daemon.log();
+    assert!(log.contains("PostgreSQL"), "the outage is logged:\n{log}");
+    let (code, _, log) = daemon.stop();
+    assert_eq!(code, 0, "{log}");
+    // Nothing half-written: no run left `running`, and the chain verifies.
+    assert_eq!(
+        db.query("SELECT count(*) FROM runs WHERE status = 'running'"),
+        "0",
+        "{log}"
+    );
+    assert_eq!(env.run(&["audit", "verify"]).code, 0);
+}
