@@ -249,3 +249,157 @@ fn the_daemon_keeps_scheduling_while_the_server_is_gone_and_records_again_when_i
     );
     assert_eq!(env.run(&["audit", "verify"]).code, 0);
 }
+
+/// A PostgreSQL server of this test's own (initdb in a temp dir, run as the `postgres` user)
+/// that asks for a password (SCRAM) and accepts only TLS connections with the certificate of
+/// `certificates()`: what the machine's trust-everyone server cannot show.
+struct PrivateServer {
+    dir: tempfile::TempDir,
+    port: u16,
+    bin: std::path::PathBuf,
+}
+
+const PASSWORD: &str = "s3cret-pw";
+
+impl PrivateServer {
+    fn start() -> PrivateServer {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL's server programs (/usr/lib/postgresql)")
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .find(|p| p.join("initdb").exists())
+            .expect("initdb");
+        let dir = tempfile::tempdir().unwrap();
+        certificates(dir.path()).expect("openssl makes a CA and a server certificate");
+        std::fs::write(dir.path().join("pw"), PASSWORD).unwrap();
+        let as_postgres = |args: &[&str]| {
+            let out = std::process::Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        assert!(
+            std::process::Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap()
+                .success()
+        );
+        let data = dir.path().join("data");
+        as_postgres(&[
+            bin.join("initdb").to_str().unwrap(),
+            "-D",
+            data.to_str().unwrap(),
+            "-U",
+            "postgres",
+            "-A",
+            "scram-sha-256",
+            "--pwfile",
+            dir.path().join("pw").to_str().unwrap(),
+        ]);
+        let port = http::free_port();
+        let d = dir.path().display();
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .unwrap();
+        writeln!(
+            conf,
+            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{d}'\nssl = on\n\
+             ssl_cert_file = '{d}/srv.pem'\nssl_key_file = '{d}/srv.key'\nfsync = off"
+        )
+        .unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "hostnossl all all 127.0.0.1/32 reject\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .unwrap();
+        as_postgres(&["chmod", "0600", &format!("{d}/srv.key")]);
+        as_postgres(&[
+            bin.join("pg_ctl").to_str().unwrap(),
+            "-D",
+            data.to_str().unwrap(),
+            "-l",
+            &format!("{d}/log"),
+            "-w",
+            "start",
+        ]);
+        PrivateServer { dir, port, bin }
+    }
+
+    fn url(&self, password: Option<&str>, query: &str) -> String {
+        let user = match password {
+            Some(p) => format!("postgres:{p}"),
+            None => "postgres".into(),
+        };
+        format!("postgres://{user}@localhost:{}/postgres?{query}", self.port)
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+#[test]
+fn passwords_and_tls_are_read_as_libpq_reads_them_and_refusals_are_explained() {
+    let server = PrivateServer::start();
+    let ca = server.dir.path().join("ca.pem");
+    let home = tempfile::tempdir().unwrap();
+    let run = |url: &str, envs: &[(&str, &str)]| {
+        let env = Env::new(&format!("state: {{ url: \"{url}\", dir: state }}\n{PROFILES}"));
+        let mut cmd = env.cmd();
+        cmd.args(["run", "manual"])
+            .env("HOME", home.path())
+            .env_remove("PGPASSWORD");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        Out::from(cmd.output().unwrap())
+    };
+
+    // A wrong password: refused by the server, explained, and never printed.
+    let out = run(&server.url(Some("wrong-pw"), "sslmode=require"), &[]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("password authentication failed"), "{}", out.stderr);
+    assert!(out.stderr.contains("refused the password"), "{}", out.stderr);
+    assert!(!out.stderr.contains("wrong-pw"), "{}", out.stderr);
+
+    // The right password (from PGPASSWORD), but no TLS: this server takes only TLS.
+    let out = run(&server.url(None, "sslmode=disable"), &[("PGPASSWORD", PASSWORD)]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("sslmode=require"), "{}", out.stderr);
+
+    // verify-full checks the server's certificate: unknown CA, refused; its CA, accepted.
+    let out = run(&server.url(None, "sslmode=verify-full"), &[("PGPASSWORD", PASSWORD)]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    let verified = format!("sslmode=verify-full&sslrootcert={}", ca.display());
+    let out = run(&server.url(None, &verified), &[("PGPASSWORD", PASSWORD)]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    // The password from ~/.pgpass, read only when the file is closed to others.
+    let pgpass = home.path().join(".pgpass");
+    std::fs::write(&pgpass, format!("localhost:{}:*:postgres:{PASSWORD}\n", server.port)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run(&server.url(None, "sslmode=require"), &[]);
+    assert_eq!(out.code, 3, "a .pgpass others can read is ignored: {}", out.stderr);
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = run(&server.url(None, "sslmode=require"), &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}

@@ -36,6 +36,13 @@ pub(super) fn event_from_row(r: &Row) -> super::db::Result<Event> {
 }
 
 pub(super) fn append_audit(tx: &Transaction, draft: &Draft) -> super::db::Result<Event> {
+    let mut events = append_audits(tx, std::slice::from_ref(draft))?;
+    Ok(events.pop().expect("one event per draft"))
+}
+
+/// Seals `drafts` as the next events of the chain and inserts them: one read of the chain's
+/// end and one INSERT per 100 events, whatever the backend's round trip costs.
+pub(super) fn append_audits(tx: &Transaction, drafts: &[Draft]) -> super::db::Result<Vec<Event>> {
     // The chain continues from the newest event, or, when every event was archived, from the
     // archive's anchor.
     let last: Option<(i64, String)> = tx
@@ -46,33 +53,69 @@ pub(super) fn append_audit(tx: &Transaction, draft: &Draft) -> super::db::Result
         )?
         .query_row((), |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    let (seq, prev) = match last {
+    let (mut seq, mut prev) = match last {
         Some((seq, hash)) => (seq + 1, hash),
         None => (1, audit::GENESIS.to_string()),
     };
-    let event = audit::seal(seq, clock::to_text(clock::now()), draft, prev);
+    let ts = clock::to_text(clock::now());
+    let mut events = Vec::with_capacity(drafts.len());
+    for draft in drafts {
+        let event = audit::seal(seq, ts.clone(), draft, prev);
+        prev = event.hash.clone();
+        seq += 1;
+        events.push(event);
+    }
+    let Some(newest) = events.last() else {
+        return Ok(events);
+    };
     APPENDED.with(|a| {
         let mut a = a.borrow_mut();
+        let first = &events[0];
         let before = match a.take() {
             Some((before, _)) => before,
-            None => (seq > 1).then(|| Head {
-                seq: seq - 1,
-                hash: event.prev_hash.clone(),
+            None => (first.seq > 1).then(|| Head {
+                seq: first.seq - 1,
+                hash: first.prev_hash.clone(),
             }),
         };
         *a = Some((
             before,
             Head {
-                seq,
-                hash: event.hash.clone(),
+                seq: newest.seq,
+                hash: newest.hash.clone(),
             },
         ));
     });
-    tx.prepare_cached(
-        "INSERT INTO audit_events (seq, ts, actor, kind, subject, data, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(params![event.seq, event.ts, event.actor, event.kind, event.subject, event.data, event.prev_hash, event.hash])?;
-    Ok(event)
+    for chunk in events.chunks(100) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let p: Vec<String> = (1..=8).map(|c| format!("?{}", i * 8 + c)).collect();
+                format!("({})", p.join(", "))
+            })
+            .collect();
+        let values: Vec<super::db::Value> = chunk
+            .iter()
+            .flat_map(|e| {
+                use super::db::ToValue;
+                [
+                    e.seq.to_value(),
+                    e.ts.to_value(),
+                    e.actor.to_value(),
+                    e.kind.to_value(),
+                    e.subject.to_value(),
+                    e.data.to_value(),
+                    e.prev_hash.to_value(),
+                    e.hash.to_value(),
+                ]
+            })
+            .collect();
+        tx.prepare_cached(&format!(
+            "INSERT INTO audit_events (seq, ts, actor, kind, subject, data, prev_hash, hash) VALUES {}",
+            rows.join(", ")
+        ))?
+        .execute(values)?;
+    }
+    Ok(events)
 }
 
 impl Store {
@@ -82,9 +125,7 @@ impl Store {
 
     /// Group commit: appends every draft in one transaction (one commit for all).
     pub fn audit_append_all(&self, drafts: &[Draft]) -> Result<Vec<Event>> {
-        self.write("appending audit events", |tx| {
-            drafts.iter().map(|d| append_audit(tx, d)).collect()
-        })
+        self.write("appending audit events", |tx| append_audits(tx, drafts))
     }
 
     /// The newest events first.
