@@ -176,7 +176,7 @@ pub enum Command {
     /// Notification channels: send a test message, see the outbox and delivery health
     #[command(subcommand)]
     Notify(NotifyCmd),
-    /// The state file's schema version and migrations
+    /// The state: backend, schema version, migrations, and copying it between SQLite and PostgreSQL
     #[command(subcommand)]
     Db(DbCmd),
     /// Guarded operator sessions: read-only diagnosis by default, changes only when approved
