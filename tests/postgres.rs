@@ -209,10 +209,15 @@ fn the_daemon_keeps_scheduling_while_the_server_is_gone_and_records_again_when_i
         "postgres://postgres@127.0.0.1:{}/{}?sslmode=disable",
         relay.port, db.name
     );
+    let hook = common::receiver::Receiver::start();
     let env = env_on(
         &db,
         &url,
-        "version: 1\nprofiles:\n  tick: { cron: \"* * * * * *\", tasks: [ { run: [true] } ] }\n",
+        &format!(
+            "version: 1\nprofiles:\n  tick: {{ cron: \"* * * * * *\", tasks: [ {{ run: [true] }} ] }}\n\
+             notify:\n  channels:\n    ops: {{ webhook: {{ url: \"{}/hook\" }} }}\n",
+            hook.url()
+        ),
     );
     let daemon = Daemon::start(&env);
     let runs = || {
@@ -239,6 +244,24 @@ fn the_daemon_keeps_scheduling_while_the_server_is_gone_and_records_again_when_i
     );
     let log = daemon.log();
     assert!(log.contains("PostgreSQL"), "the outage is logged:\n{log}");
+    // The ticks that could not be recorded are in the ledger as failed, and the operator
+    // heard of them through the outbox: the missed-run alert opened, then resolved once runs
+    // were recorded again.
+    let failed = db.query("SELECT count(*) FROM runs WHERE kind = 'profile' AND status = 'failed'");
+    assert!(failed.parse::<i64>().unwrap() >= 1, "{log}");
+    let sent = |change: &str| {
+        hook.requests()
+            .iter()
+            .map(|r| r.json().to_string())
+            .filter(|j| j.contains("missed-run:tick") && j.contains(change))
+            .count()
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || sent("resolved") >= 1),
+        "the missed-run alert was not sent and resolved: {:?}\n{}",
+        hook.requests().iter().map(|r| r.json()).collect::<Vec<_>>(),
+        daemon.log()
+    );
     let (code, _, log) = daemon.stop();
     assert_eq!(code, 0, "{log}");
     // Nothing half-written: no run left `running`, and the chain verifies.

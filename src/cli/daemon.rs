@@ -284,9 +284,10 @@ fn spawn_run(
         let mut runner = Runner::new(&config, &store);
         runner.cancel = cancel;
         runner.shared = Some(config.clone());
+        let since = crate::clock::to_text(crate::clock::now());
         match runner.run_profile(&name, Trigger::Schedule) {
             Ok(_) => gaps.recovered(&config, &store, &name),
-            Err(e) => gaps.note(&name, &e.to_string()),
+            Err(e) => gaps.note_since(&name, Some(since), &e.to_string()),
         }
     })?;
     Ok(Active { profile, handle })

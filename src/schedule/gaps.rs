@@ -4,7 +4,8 @@
 //! Owns the in-memory list and its path to the ledger and to an alert. Invariant: a missed
 //! run is logged at once and, once the state file can be written, is a `failed` run of its
 //! profile with the reason, a `run.missed` audit event and a firing `missed-run:PROFILE`
-//! alert (resolved by the profile's next recorded run).
+//! alert (resolved by the profile's next recorded run); the runs that attempt recorded as
+//! started and could not finish are closed as failed (`run.unfinished`).
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -22,6 +23,9 @@ struct Missed {
     profile: String,
     at: String,
     error: String,
+    /// When the failed attempt began: runs it recorded as started (this process's, since
+    /// then) whose end could not be recorded are closed as failed too.
+    since: Option<String>,
 }
 
 #[derive(Default)]
@@ -38,6 +42,11 @@ fn name(profile: &str) -> String {
 impl Gaps {
     /// A scheduled run of `profile` that did not happen, and why: logged now, recorded later.
     pub fn note(&self, profile: &str, error: &str) {
+        self.note_since(profile, None, error)
+    }
+
+    /// A scheduled run of `profile` that began at `since` and failed to be recorded.
+    pub fn note_since(&self, profile: &str, since: Option<String>, error: &str) {
         tracing::error!(
             profile,
             error,
@@ -47,6 +56,7 @@ impl Gaps {
             profile: profile.to_string(),
             at: clock::to_text(clock::now()),
             error: error.to_string(),
+            since,
         });
     }
 
@@ -120,6 +130,27 @@ fn record(config: &Config, store: &Store, m: &Missed) -> Result<(), crate::store
         json!({ "scheduled_at": m.at, "error": m.error }),
         &config.redactor,
     );
+    if let Some(since) = &m.since {
+        let open = store.running_runs_of(&m.profile, &config.host, i64::from(std::process::id()), since, &m.at)?;
+        let changes: Vec<_> = open
+            .into_iter()
+            .map(|id| {
+                let draft = Draft::new(
+                    "run.unfinished",
+                    &m.profile,
+                    json!({ "run_id": id, "error": m.error }),
+                    &config.redactor,
+                );
+                (
+                    id,
+                    RunStatus::Failed,
+                    format!("its end could not be recorded: {}", m.error),
+                    draft,
+                )
+            })
+            .collect();
+        store.mark_runs(&changes)?;
+    }
     let id = store.insert_run(&run, Some(&draft))?;
     store.finish_run(
         id,

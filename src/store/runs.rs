@@ -176,6 +176,20 @@ impl Store {
             .map_err(self.err("listing task runs"))
     }
 
+    /// Runs of `profile` (the profile's run and its tasks') that `host`/`pid` started between
+    /// `from` and `to` and that are still marked running.
+    pub fn running_runs_of(&self, profile: &str, host: &str, pid: i64, from: &str, to: &str) -> Result<Vec<i64>> {
+        self.rows(
+            "listing unfinished runs",
+            "WITH mine AS (SELECT id FROM runs WHERE profile = ?1 AND host = ?2 AND pid = ?3 AND kind = 'profile' \
+             AND started_at >= ?4 AND started_at <= ?5) \
+             SELECT id FROM runs WHERE status = 'running' \
+             AND (id IN (SELECT id FROM mine) OR parent_id IN (SELECT id FROM mine)) ORDER BY id",
+            params![profile, host, pid, from, to],
+            |r| r.get(0),
+        )
+    }
+
     /// Runs that link back to `id` through `retry_of`.
     pub fn retries_of(&self, id: i64) -> Result<Vec<i64>> {
         let conn = self.conn()?;
