@@ -96,6 +96,20 @@ impl TokenCache {
 #[derive(Debug, Clone, Copy)]
 pub struct DataVersion(pub i64);
 
+/// The state's version, read without holding a runtime worker for a network round trip:
+/// SQLite's is a read of shared memory, done in place; PostgreSQL's is a query, done on a
+/// blocking thread.
+pub(super) async fn state_version(state: &Arc<ApiState>) -> Option<i64> {
+    if state.versions.backend() == crate::store::Backend::Sqlite {
+        return state.versions.data_version().ok();
+    }
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || st.versions.data_version().ok())
+        .await
+        .ok()
+        .flatten()
+}
+
 /// Who made a request: the name of the token it carried (set by `require_token`).
 #[derive(Debug, Clone)]
 pub struct Caller(pub String);
@@ -162,7 +176,7 @@ pub async fn require_token(
         ));
     };
     // A fresh cache answers in place; only a refresh goes to the store, on a blocking thread.
-    let version = state.versions.data_version().ok();
+    let version = state_version(&state).await;
     let found = match state.tokens.cached(version, token) {
         Some(found) => found,
         None => {

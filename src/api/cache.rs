@@ -100,9 +100,9 @@ pub async fn reuse(State(state): State<Arc<ApiState>>, req: Request, next: Next)
     // nothing to validate against: pass through.
     let version = match req.extensions().get::<super::auth::DataVersion>() {
         Some(v) => v.0,
-        None => match state.versions.data_version() {
-            Ok(v) => v,
-            Err(_) => return next.run(req).await,
+        None => match super::auth::state_version(&state).await {
+            Some(v) => v,
+            None => return next.run(req).await,
         },
     };
     let key = req
