@@ -17,6 +17,7 @@ pub mod error;
 mod gate;
 mod incident;
 mod jobs;
+mod manual;
 mod notify;
 pub mod output;
 mod schedule;
@@ -179,6 +180,24 @@ pub enum Command {
     /// The state: backend, schema version, migrations, and copying it between SQLite and PostgreSQL
     #[command(subcommand)]
     Db(DbCmd),
+    /// Shell completions for bash, zsh or fish, on stdout
+    ///
+    /// bash: `runbook completions bash > /etc/bash_completion.d/runbook`; zsh: into a
+    /// directory of `$fpath` as `_runbook`; fish: `~/.config/fish/completions/runbook.fish`.
+    /// Reads no configuration.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// The manual page (roff) on stdout, or with --dir one page per command in DIR
+    ///
+    /// `runbook man | man -l -` reads it now; `runbook man --dir /usr/share/man/man1` installs
+    /// runbook.1, runbook-db.1, runbook-db-copy.1, … Reads no configuration.
+    Man {
+        /// Write runbook.1 and a page per subcommand into this directory
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Guarded operator sessions: read-only diagnosis by default, changes only when approved
     ///
     /// `session start` opens a session (diagnostic or maintenance) and prints its id for
@@ -304,6 +323,8 @@ pub fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
         Command::Audit(cmd) => audit::run(&cx, cmd),
         Command::Notify(cmd) => notify::run(&cx, cmd),
         Command::Db(cmd) => db::run(&cx, cmd),
+        Command::Completions { shell } => manual::completions(&cx, shell),
+        Command::Man { dir } => manual::man(&cx, dir.as_deref()),
         // Needs no configuration: a key is made before the config that names it.
         Command::Backup(BackupCmd::Keygen { out }) => backup::keygen(&cx, &out),
         Command::Backup(cmd) => backup::run(&cx, cmd),
