@@ -286,12 +286,7 @@ const PASSWORD: &str = "s3cret-pw";
 
 impl PrivateServer {
     fn start() -> PrivateServer {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .expect("PostgreSQL's server programs (/usr/lib/postgresql)")
-            .flatten()
-            .map(|e| e.path().join("bin"))
-            .find(|p| p.join("initdb").exists())
-            .expect("initdb");
+        let bin = pg_bin("initdb").parent().unwrap().to_path_buf();
         let dir = tempfile::tempdir().unwrap();
         certificates(dir.path()).expect("openssl makes a CA and a server certificate");
         std::fs::write(dir.path().join("pw"), PASSWORD).unwrap();

@@ -100,7 +100,7 @@ pub struct DataVersion(pub i64);
 /// SQLite's is a read of shared memory, done in place; PostgreSQL's is a query, done on a
 /// blocking thread.
 pub(super) async fn state_version(state: &Arc<ApiState>) -> Option<i64> {
-    if state.versions.backend() == crate::store::Backend::Sqlite {
+    if state.versions.version_is_local() {
         return state.versions.data_version().ok();
     }
     let st = state.clone();

@@ -110,21 +110,10 @@ impl Message {
 
     /// A test message for `runbook notify test`.
     pub fn test(host: &str, channel: &str) -> Message {
+        let summary = format!("This is a test notification to channel `{channel}`. If you can read this, it works.");
         Message {
-            change: "test".into(),
-            alert_id: None,
             key: format!("test@{host}"),
-            name: "test".into(),
-            source: "test".into(),
-            host: host.to_string(),
-            severity: "info".into(),
-            summary: format!("This is a test notification to channel `{channel}`. If you can read this, it works."),
-            labels: BTreeMap::new(),
-            starts_at: crate::clock::to_text(crate::clock::now()),
-            ends_at: None,
-            test_route: false,
-            note: None,
-            group: false,
+            ..Message::event("test", "test", host, "info", summary)
         }
     }
 }

@@ -228,6 +228,12 @@ impl Store {
             .map_err(self.err("reading the server version"))
     }
 
+    /// Whether `data_version` is a read of memory (SQLite's shared memory) rather than a
+    /// round trip to a server, so that a caller on an async runtime may call it in place.
+    pub fn version_is_local(&self) -> bool {
+        matches!(self.db, Db::Sqlite(_))
+    }
+
     /// The pool's connections in use and open (PostgreSQL), for `db status`.
     pub fn pool_use(&self) -> Option<(usize, usize)> {
         match &self.db {

@@ -73,6 +73,19 @@ impl Store {
     ) -> Result<Vec<TableCount>> {
         let source = self.conn()?;
         let src = source.db();
+        // A table the list does not name would be left behind in silence: refuse instead.
+        let unlisted: Vec<String> = src
+            .tables()
+            .map_err(self.err("listing tables"))?
+            .into_iter()
+            .filter(|t| !TABLES.contains(&t.as_str()))
+            .collect();
+        if !unlisted.is_empty() {
+            return Err(self.err("copying the state")(db::DbError::Message(format!(
+                "tables {} are not in the copy's list (store::copy::TABLES); nothing was copied",
+                unlisted.join(", ")
+            ))));
+        }
         src.snapshot_begin().map_err(self.err("starting a snapshot"))?;
         let copied = target.write("copying the state", |tx| {
             if replace {
@@ -138,5 +151,26 @@ impl Store {
     /// Whether any table holds a row.
     pub fn is_empty(&self) -> Result<bool> {
         Ok(self.table_counts()?.iter().all(|(_, n)| *n == 0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_copy_names_every_table_the_migrations_make() {
+        let dir = std::env::temp_dir().join(format!("runbook-copy-{}", std::process::id()));
+        let store = Store::open(&dir.join("state.db")).unwrap();
+        let mut tables = store.conn().unwrap().db().tables().unwrap();
+        tables.sort();
+        let mut listed: Vec<String> = TABLES.iter().map(|t| t.to_string()).collect();
+        listed.sort();
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            tables, listed,
+            "a migration made a table that `runbook db copy` would leave behind"
+        );
     }
 }

@@ -444,6 +444,21 @@ impl<'a> Conn<'a> {
         }
     }
 
+    /// The tables of runbook's schema (not the backend's own, nor the PostgreSQL bookkeeping
+    /// tables `runbook_schema` and `runbook_state_version`), by name.
+    pub fn tables(&self) -> Result<Vec<String>> {
+        let sql = match self {
+            Conn::Sqlite(_) => {
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY 1"
+            }
+            Conn::Pg(_) => {
+                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema() \
+                 AND table_type = 'BASE TABLE' AND table_name NOT IN ('runbook_schema', 'runbook_state_version') ORDER BY 1"
+            }
+        };
+        self.query_all(sql, (), |r| r.get(0))
+    }
+
     /// The columns of `table`, in their order.
     pub fn columns(&self, table: &str) -> Result<Vec<String>> {
         let sql = match self {
@@ -582,18 +597,11 @@ pub fn pg_sql(sql: &str) -> String {
         }
     }
     let mut sql = out;
-    if let Some(at) = find_word(&sql, "INSERT OR IGNORE INTO") {
+    if let Some(at) = sql.find("INSERT OR IGNORE INTO") {
         sql.replace_range(at..at + "INSERT OR IGNORE INTO".len(), "INSERT INTO");
         sql.push_str(" ON CONFLICT DO NOTHING");
     }
-    if let Some(at) = find_word(&sql, "INSERT OR REPLACE INTO") {
-        sql.replace_range(at..at + "INSERT OR REPLACE INTO".len(), "INSERT INTO");
-    }
     sql.replace("instr(", "strpos(")
-}
-
-fn find_word(sql: &str, word: &str) -> Option<usize> {
-    sql.find(word)
 }
 
 /// SQLite's schema of a migration, as PostgreSQL's: 64-bit integers, identity keys.

@@ -19,6 +19,17 @@ pub struct Env {
     pub pg: Option<PgDb>,
 }
 
+/// A program of PostgreSQL's server package (`/usr/lib/postgresql/VERSION/bin/NAME`), which
+/// Debian keeps off PATH.
+pub fn pg_bin(name: &str) -> PathBuf {
+    std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL's server programs (/usr/lib/postgresql)")
+        .flatten()
+        .map(|e| e.path().join("bin").join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{name} is not under /usr/lib/postgresql/*/bin"))
+}
+
 /// Whether the suite keeps each test's state in PostgreSQL (`RUNBOOK_TEST_STATE=postgres`):
 /// the machine's server on 127.0.0.1:5432, one database per test, dropped after it.
 pub fn on_postgres() -> bool {
@@ -227,11 +238,34 @@ impl Env {
         }
     }
 
-    /// Whether the state is sound: SQLite's `PRAGMA integrity_check`; PostgreSQL keeps its
-    /// own pages, so there the state only has to answer.
+    /// Whether the state is sound, "ok" or what is wrong: SQLite's `PRAGMA integrity_check`;
+    /// on PostgreSQL, pg_amcheck over every table and index (heap pages, B-trees, and that
+    /// each index holds every row).
     pub fn integrity(&self) -> String {
         match &self.pg {
-            Some(_) => self.db().query_row("SELECT 'ok'", (), |r| r.get(0)).unwrap(),
+            Some(db) => {
+                let out = Command::new(pg_bin("pg_amcheck"))
+                    .args([
+                        "--install-missing",
+                        "--heapallindexed",
+                        "-h",
+                        "127.0.0.1",
+                        "-U",
+                        "postgres",
+                    ])
+                    .arg(&db.name)
+                    .output()
+                    .expect("run pg_amcheck");
+                if out.status.success() {
+                    "ok".into()
+                } else {
+                    format!(
+                        "{}{}",
+                        String::from_utf8_lossy(&out.stdout),
+                        String::from_utf8_lossy(&out.stderr)
+                    )
+                }
+            }
             None => self.db().query_row("PRAGMA integrity_check", (), |r| r.get(0)).unwrap(),
         }
     }
