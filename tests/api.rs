@@ -171,6 +171,47 @@ fn repeated_reads_carry_an_etag_and_see_every_commit_from_another_process_at_onc
 }
 
 #[test]
+fn concurrent_readers_never_get_a_page_older_than_their_request() {
+    // Readers hammer a cached list while another process commits runs one by one: a request
+    // sent after a commit returned must show it, however many requests share a version read.
+    let env = Env::new(
+        "version: 1\napi: { rate_limit: off }\nprofiles:\n  p: { cron: \"0 0 1 1 *\", tasks: [ { run: [true] } ] }\n",
+    );
+    assert_eq!(env.run(&["run", "p"]).code, 0);
+    let secret = token(&env, "reader", "read");
+    let (_server, port) = serve(&env);
+    let committed = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(1));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..6)
+        .map(|_| {
+            let (committed, done, secret) = (committed.clone(), done.clone(), secret.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0;
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    let before = committed.load(std::sync::atomic::Ordering::SeqCst);
+                    let page = get(port, "/v1/runs?limit=100", Some(&secret));
+                    assert_eq!(page.status, 200, "{}", page.body);
+                    let seen = page.json()["items"].as_array().unwrap().len() as i64;
+                    assert!(
+                        seen >= before,
+                        "{before} runs were committed before the request, the page shows {seen}"
+                    );
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    for n in 2..=12 {
+        assert_eq!(env.run(&["run", "p"]).code, 0);
+        committed.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let reads: i32 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    assert!(reads > 12, "the readers ran ({reads} reads)");
+}
+
+#[test]
 fn bad_requests_get_json_errors_never_a_500() {
     let env = Env::new(FAILING);
     let secret = token(&env, "reader", "read");

@@ -113,6 +113,44 @@ fn an_unreachable_server_is_an_internal_error_that_names_it_and_changes_nothing(
 }
 
 #[test]
+fn a_profile_runs_once_at_a_time_across_hosts_that_share_the_database() {
+    // Two hosts: two configurations on one database, each with its own local directory (so
+    // no file lock is shared between them), as two machines would be.
+    let db = PgDb::create();
+    let yaml = "version: 1\nprofiles:\n  slow: { cron: \"0 0 1 1 *\", tasks: [ { sh: \"sleep 4; echo done >> ran\", name: work } ] }\n";
+    let a = env_on(&db, &db.url(), yaml);
+    let b = env_on(&db, &db.url(), yaml);
+    assert_ne!(a.state_anchor(), b.state_anchor());
+    assert_eq!(a.run(&["db", "migrate", "--apply"]).code, 0);
+    let mut first = a.spawn(&["run", "slow"]);
+    assert!(
+        wait_for(Duration::from_secs(20), || db.query(
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE status = 'running' AND kind = 'profile')"
+        ) == "t"),
+        "the first run never started"
+    );
+    let (code, v) = b.json(&["run", "slow"]);
+    assert_eq!(v["status"], "skipped", "{v}");
+    assert_eq!(code, 0, "{v}");
+    assert!(first.wait().unwrap().success());
+    assert_eq!(std::fs::read_to_string(a.path("ran")).unwrap(), "done\n");
+    assert!(!b.path("ran").exists(), "the second host ran the work too");
+    // Released with the run: the second host runs it now.
+    let (code, v) = b.json(&["run", "slow"]);
+    assert_eq!((code, v["status"].as_str()), (0, Some("ok")), "{v}");
+
+    // A holder that dies releases the lock with its session (kill -9: no unlock is sent).
+    let mut killed = a.spawn(&["run", "slow"]);
+    assert!(wait_for(Duration::from_secs(20), || db.query(
+        "SELECT count(*) FROM runs WHERE status = 'running' AND kind = 'profile'"
+    ) == "1"));
+    signal(killed.id(), "KILL");
+    let _ = killed.wait();
+    let (code, v) = b.json(&["run", "slow"]);
+    assert_eq!((code, v["status"].as_str()), (0, Some("ok")), "{v}");
+}
+
+#[test]
 fn a_role_that_cannot_write_gets_a_clear_error_and_nothing_half_written() {
     let db = PgDb::create();
     // The schema exists (made by its owner); the reader may only read.
@@ -149,6 +187,8 @@ struct Relay {
     port: u16,
     open: Arc<AtomicBool>,
     live: Arc<Mutex<Vec<TcpStream>>>,
+    /// Connections turned away while cut.
+    refused: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Relay {
@@ -157,10 +197,12 @@ impl Relay {
         let port = listener.local_addr().unwrap().port();
         let open = Arc::new(AtomicBool::new(true));
         let live: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (o, l) = (open.clone(), live.clone());
+        let refused: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let (o, l, r) = (open.clone(), live.clone(), refused.clone());
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 if !o.load(Ordering::SeqCst) {
+                    r.fetch_add(1, Ordering::SeqCst);
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 }
@@ -174,7 +216,12 @@ impl Relay {
                 pipe(server, client);
             }
         });
-        Relay { port, open, live }
+        Relay {
+            port,
+            open,
+            live,
+            refused,
+        }
     }
 
     fn cut(&self) {
@@ -233,8 +280,11 @@ fn the_daemon_keeps_scheduling_while_the_server_is_gone_and_records_again_when_i
     );
 
     relay.cut();
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(6));
     let during = runs();
+    // The daemon backs off while the server is away: a few attempts, not one per tick and
+    // per upkeep pass (which would be 3 a second or more).
+    let attempts = relay.refused.load(Ordering::SeqCst);
     relay.restore();
     // Back: ticks are recorded again, by the same daemon.
     assert!(
@@ -244,6 +294,10 @@ fn the_daemon_keeps_scheduling_while_the_server_is_gone_and_records_again_when_i
     );
     let log = daemon.log();
     assert!(log.contains("PostgreSQL"), "the outage is logged:\n{log}");
+    assert!(
+        (1..=14).contains(&attempts),
+        "{attempts} connection attempts in 6 s:\n{log}"
+    );
     // The ticks that could not be recorded are in the ledger as failed, and the operator
     // heard of them through the outbox: the missed-run alert opened, then resolved once runs
     // were recorded again.

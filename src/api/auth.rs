@@ -70,7 +70,7 @@ impl TokenCache {
     /// (name, scope) of the token whose hash matches, if any, reading the tokens again when
     /// the state file changed since they were read.
     pub(super) fn find(&self, state: &ApiState, presented: &str) -> Result<Option<(String, String)>, ApiError> {
-        let version = state.versions.data_version().ok();
+        let version = state.versions.read_now();
         if let Some(found) = self.cached(version, presented) {
             return Ok(found);
         }
@@ -96,18 +96,9 @@ impl TokenCache {
 #[derive(Debug, Clone, Copy)]
 pub struct DataVersion(pub i64);
 
-/// The state's version, read without holding a runtime worker for a network round trip:
-/// SQLite's is a read of shared memory, done in place; PostgreSQL's is a query, done on a
-/// blocking thread.
+/// The state's version, read after this request arrived (see `version`).
 pub(super) async fn state_version(state: &Arc<ApiState>) -> Option<i64> {
-    if state.versions.version_is_local() {
-        return state.versions.data_version().ok();
-    }
-    let st = state.clone();
-    tokio::task::spawn_blocking(move || st.versions.data_version().ok())
-        .await
-        .ok()
-        .flatten()
+    state.versions.read().await
 }
 
 /// Who made a request: the name of the token it carried (set by `require_token`).

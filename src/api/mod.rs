@@ -20,6 +20,7 @@ mod ping;
 mod query;
 mod status;
 mod telemetry;
+mod version;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -53,8 +54,9 @@ pub struct ApiState {
     /// never waits behind API reads.
     readers: Vec<Arc<Store>>,
     next_reader: AtomicUsize,
-    /// A connection that never writes, for `PRAGMA data_version` (see `cache`).
-    pub(crate) versions: Arc<Store>,
+    /// The state's version on a connection that never writes (`PRAGMA data_version` sees
+    /// other connections' commits only), shared by concurrent requests (see `version`).
+    pub(crate) versions: Arc<version::Versions>,
     cache: cache::ReadCache,
     /// Swapped by the daemon on reload.
     pub config: Arc<RwLock<Arc<Config>>>,
@@ -84,7 +86,7 @@ impl ApiState {
         ApiState {
             readers,
             next_reader: AtomicUsize::new(0),
-            versions: open(),
+            versions: Arc::new(version::Versions::new(open())),
             cache: cache::ReadCache::default(),
             store,
             config,

@@ -20,12 +20,6 @@ pub enum RunError {
     UnknownProfile { name: String, known: Vec<String> },
     #[error("profile `{profile}` has no task named `{task}`")]
     UnknownTask { profile: String, task: String },
-    #[error("cannot take the lock of profile `{profile}` ({path}): {source}")]
-    Lock {
-        profile: String,
-        path: String,
-        source: std::io::Error,
-    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -34,7 +28,6 @@ impl Explain for RunError {
     fn class(&self) -> ExitClass {
         match self {
             RunError::Store(s) => s.class(),
-            RunError::Lock { .. } => ExitClass::Internal,
             _ => ExitClass::Usage,
         }
     }
@@ -63,7 +56,6 @@ impl Explain for RunError {
                     })
             }
             RunError::UnknownTask { .. } => Some("the configuration changed since that run".into()),
-            RunError::Lock { .. } => Some("the lock directory must be writable".into()),
             RunError::Store(s) => s.hint(),
         }
     }

@@ -16,7 +16,6 @@ use crate::exec::{self, Cancel, Spec, Stop};
 use crate::notify;
 use crate::store::{NewRun, RunFinish, RunKind, RunStatus, Store, Trigger};
 
-use super::lock;
 pub use super::plan::{PlanStep, RunError, plan};
 use super::plan::{find_profile, profile_bound, sync_specs, task_spec};
 
@@ -90,12 +89,10 @@ impl<'a> Runner<'a> {
         }
     }
 
-    fn lock(&self, profile: &str) -> Result<Option<lock::ProfileLock>, RunError> {
-        lock::try_lock(&self.config.state.path, profile).map_err(|source| RunError::Lock {
-            profile: profile.to_string(),
-            path: lock::lock_dir(&self.config.state.path).display().to_string(),
-            source,
-        })
+    /// The profile's non-overlap lock, shared by every process on this state (see
+    /// `Store::try_lock`); `None` while a run of it is going.
+    fn lock(&self, profile: &str) -> Result<Option<crate::store::StateLock<'a>>, RunError> {
+        Ok(self.store.try_lock(profile)?)
     }
 
     /// Runs every task of a profile, unless a run of it is already going (then: `skipped`).

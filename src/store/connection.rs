@@ -54,11 +54,17 @@ pub struct Store {
     /// Where the newest committed audit event is recorded after each commit (see `head`);
     /// only for a state file, which can be swapped or rolled back behind runbook's back.
     head: Option<head::HeadFile>,
+    /// PostgreSQL: the connections that hold advisory locks (`try_lock`), each for as long as
+    /// its lock is held, and the names this process holds.
+    locks: Option<(postgres::Pool, std::sync::Mutex<std::collections::HashSet<String>>)>,
 }
+
+/// Locks held at once by one process on PostgreSQL (each holds a connection while held).
+const LOCKS_MAX: usize = 64;
 
 enum Db {
     Sqlite(sqlite::Sqlite),
-    Pg(postgres::Pool),
+    Pg(Box<postgres::Pool>),
 }
 
 /// A connection taken for reads (the SQLite connection's lock, or a pooled PostgreSQL one).
@@ -158,12 +164,17 @@ impl Store {
             location: Location::Sqlite(path.to_path_buf()),
             label,
             head: Some(head::HeadFile::new(path)),
+            locks: None,
         })
     }
 
     fn postgres(url: &str, local: &Path) -> Result<Store> {
         let label = format!("PostgreSQL state {}", postgres::redact(url));
-        let pool = postgres::Pool::new(url).map_err(|source| StoreError::Open {
+        let pool = postgres::Pool::new(url, postgres::POOL_MAX).map_err(|source| StoreError::Open {
+            what: label.clone(),
+            source,
+        })?;
+        let locks = postgres::Pool::new(url, LOCKS_MAX).map_err(|source| StoreError::Open {
             what: label.clone(),
             source,
         })?;
@@ -173,13 +184,14 @@ impl Store {
             source,
         })?);
         Ok(Store {
-            db: Db::Pg(pool),
+            db: Db::Pg(Box::new(pool)),
             location: Location::Postgres {
                 url: url.to_string(),
                 local: local.to_path_buf(),
             },
             label,
             head: None,
+            locks: Some((locks, Default::default())),
         })
     }
 
@@ -191,6 +203,16 @@ impl Store {
     /// The state file, or the anchor of a PostgreSQL state's host-local files.
     pub fn path(&self) -> &Path {
         self.location.local_path()
+    }
+
+    /// What errors name: "state file PATH" or "PostgreSQL state URL".
+    pub(super) fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// PostgreSQL: the pool that holds advisory locks, and the names held by this process.
+    pub(super) fn lock_pool(&self) -> Option<(&postgres::Pool, &std::sync::Mutex<std::collections::HashSet<String>>)> {
+        self.locks.as_ref().map(|(p, n)| (p, n))
     }
 
     pub fn location(&self) -> &Location {

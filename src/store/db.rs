@@ -347,6 +347,16 @@ pub enum Conn<'a> {
 pub type Transaction<'a> = Conn<'a>;
 
 impl<'a> Conn<'a> {
+    /// The clause that ends a `SELECT` of a queue's rows: on PostgreSQL the rows are locked and
+    /// rows another transaction holds are passed over (`FOR UPDATE SKIP LOCKED`); SQLite's
+    /// write transaction already holds the whole file.
+    pub fn skip_locked(&self) -> &'static str {
+        match self {
+            Conn::Sqlite(_) => "",
+            Conn::Pg(_) => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
     pub fn execute<P: Params>(&self, sql: &str, params: P) -> Result<usize> {
         match self {
             Conn::Sqlite(c) => Ok(c

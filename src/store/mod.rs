@@ -21,6 +21,7 @@ mod gates;
 pub mod head;
 mod heartbeats;
 mod incidents;
+mod locks;
 mod notifications;
 pub mod postgres;
 mod runs;
@@ -41,6 +42,7 @@ pub use drift::{DriftAck, DriftRecord};
 pub use gates::GateRun;
 pub use heartbeats::Heartbeat;
 pub use incidents::Incident;
+pub use locks::StateLock;
 pub use notifications::{ChannelHealth, NewNotification, Notification};
 pub use sessions::{ChangeRequest, NewChange, Session, SessionCommand};
 pub use tokens::{ApiToken, MetricsSnapshot};
@@ -65,6 +67,9 @@ pub enum StoreError {
     },
     #[error("{what} is at schema version {current}, newer than this runbook knows ({head})")]
     Ahead { what: String, current: u32, head: u32 },
+    /// `place` is the lock directory of a state file, or the PostgreSQL state.
+    #[error("cannot take the lock `{name}` ({place}): {error}")]
+    Lock { name: String, place: String, error: String },
 }
 
 impl crate::util::Explain for StoreError {
@@ -85,6 +90,11 @@ impl crate::util::Explain for StoreError {
             }
             StoreError::Ahead { .. } => {
                 return Some("upgrade runbook; this state was written by a newer version".into());
+            }
+            StoreError::Lock { .. } => {
+                return Some(
+                    "locks live beside the state file (a directory that must be writable) or in the PostgreSQL state (which must be reachable)".into(),
+                );
             }
         };
         match source {

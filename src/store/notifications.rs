@@ -105,7 +105,8 @@ impl Store {
     pub fn claim_due_notifications(&self, now: &str, limit: usize) -> Result<Vec<Notification>> {
         self.write("claiming notifications", |tx| {
             let mut stmt = tx.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM notifications WHERE status = 'pending' AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2"
+                "SELECT {COLUMNS} FROM notifications WHERE status = 'pending' AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2{}",
+                tx.skip_locked()
             ))?;
             let rows: Vec<Notification> = stmt.query_map(params![now, limit as i64], from_row)?.collect::<super::db::Result<_>>()?;
             let mut claim = tx.prepare_cached("UPDATE notifications SET status = 'sending', attempts = attempts + 1, claimed_at = ?2 WHERE id = ?1 AND status = 'pending'")?;

@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::db::{self, Conn, DbError, PgConn, block_on, pg_schema};
 use super::sqlite::MIGRATIONS;
@@ -27,8 +27,13 @@ const WRITE_LOCK: i64 = 0x72_75_6e_62_6f_6f_6b;
 pub(super) const STATE_VERSION: &str = "SELECT v FROM runbook_state_version";
 
 /// Connections open at most; a caller past it waits for one to come back.
-const POOL_MAX: usize = 8;
+pub(super) const POOL_MAX: usize = 8;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a failed connection attempt the next one waits this long, doubling up to
+/// `RETRY_MAX`: while the server is away, callers are told at once instead of each waiting
+/// out a connection timeout, and the server is not hammered when it comes back.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(8);
 
 const BOOTSTRAP: &str = "CREATE TABLE IF NOT EXISTS runbook_schema (version BIGINT NOT NULL); \
     CREATE TABLE IF NOT EXISTS runbook_state_version (v BIGINT NOT NULL); \
@@ -42,6 +47,17 @@ pub(super) struct Pool {
     returned: Condvar,
     open: AtomicUsize,
     in_use: AtomicUsize,
+    max: usize,
+    down: Mutex<Option<Down>>,
+}
+
+/// The server could not be reached: since when, how many attempts failed, when the next may be
+/// made, and why the last failed.
+struct Down {
+    since: Instant,
+    failures: u32,
+    retry_at: Instant,
+    error: String,
 }
 
 /// A connection taken from the pool; it goes back when dropped (unless broken or mid-transaction).
@@ -52,7 +68,8 @@ pub(super) struct Pooled<'p> {
 }
 
 impl Pool {
-    pub(super) fn new(url: &str) -> db::Result<Pool> {
+    /// A pool of at most `max` connections to the database of `url` (none opened yet).
+    pub(super) fn new(url: &str, max: usize) -> db::Result<Pool> {
         let (config, tls) = config(url)?;
         Ok(Pool {
             config,
@@ -61,6 +78,8 @@ impl Pool {
             returned: Condvar::new(),
             open: AtomicUsize::new(0),
             in_use: AtomicUsize::new(0),
+            max,
+            down: Mutex::new(None),
         })
     }
 
@@ -80,10 +99,10 @@ impl Pool {
                 self.in_use.fetch_add(1, Ordering::Relaxed);
                 return Ok(self.pooled(conn));
             }
-            if self.open.load(Ordering::Relaxed) < POOL_MAX {
+            if self.open.load(Ordering::Relaxed) < self.max {
                 self.open.fetch_add(1, Ordering::Relaxed);
                 drop(idle);
-                return match self.connect() {
+                return match self.connect_with_backoff() {
                     Ok(conn) => {
                         self.in_use.fetch_add(1, Ordering::Relaxed);
                         Ok(self.pooled(conn))
@@ -101,7 +120,8 @@ impl Pool {
             idle = guard;
             if timeout.timed_out() && idle.is_empty() {
                 return Err(DbError::Message(format!(
-                    "all {POOL_MAX} connections to the state database stayed busy for {}s",
+                    "all {} connections to the state database stayed busy for {}s",
+                    self.max,
                     CONNECT_TIMEOUT.as_secs()
                 )));
             }
@@ -114,6 +134,55 @@ impl Pool {
             conn: Some(conn),
             in_tx: false,
         }
+    }
+
+    /// Connects, unless the last attempt failed and its backoff has not passed yet (then the
+    /// last error is returned at once). The first failure and the recovery are logged.
+    fn connect_with_backoff(&self) -> db::Result<PgConn> {
+        {
+            let down = self.down.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(d) = down.as_ref() {
+                let now = Instant::now();
+                if now < d.retry_at {
+                    return Err(DbError::Message(format!(
+                        "{} (unreachable for {}s; next attempt in {:.1}s)",
+                        d.error,
+                        now.duration_since(d.since).as_secs(),
+                        (d.retry_at - now).as_secs_f64()
+                    )));
+                }
+            }
+        }
+        let result = self.connect();
+        let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
+        match &result {
+            Ok(_) => {
+                if let Some(d) = down.take() {
+                    tracing::info!(
+                        after = %format!("{:.1}s", d.since.elapsed().as_secs_f64()),
+                        attempts = d.failures,
+                        "the state database is reachable again"
+                    );
+                }
+            }
+            Err(e) => {
+                let now = Instant::now();
+                let d = down.get_or_insert_with(|| {
+                    tracing::warn!(error = %e, "the state database is unreachable; retrying with backoff");
+                    Down {
+                        since: now,
+                        failures: 0,
+                        retry_at: now,
+                        error: String::new(),
+                    }
+                });
+                d.failures += 1;
+                let wait = RETRY_FIRST.saturating_mul(1 << (d.failures - 1).min(16)).min(RETRY_MAX);
+                d.retry_at = now + wait;
+                d.error = e.to_string();
+            }
+        }
+        result
     }
 
     fn connect(&self) -> db::Result<PgConn> {
@@ -170,6 +239,11 @@ impl Pooled<'_> {
         self.conn
             .as_ref()
             .expect("a pooled connection is present until dropped")
+    }
+
+    /// Closes this connection when it is dropped instead of pooling it.
+    pub(super) fn discard(&mut self) {
+        self.in_tx = true;
     }
 
     /// Runs `f` in a transaction holding the state's write lock, and commits.
@@ -236,7 +310,7 @@ impl Drop for Pooled<'_> {
 /// One connection to the database of `url`, outside any pool (for tools and tests that
 /// read a state directly).
 pub fn connect(url: &str) -> db::Result<PgConn> {
-    Pool::new(url)?.connect()
+    Pool::new(url, 1)?.connect()
 }
 
 /// The schema version of the database (0 before runbook's first migration).
@@ -311,6 +385,21 @@ fn config(url: &str) -> db::Result<(tokio_postgres::Config, Option<std::sync::Ar
         }
     }
     config.connect_timeout(CONNECT_TIMEOUT);
+    // A peer gone without a word (a host cut off, a server frozen) is noticed in seconds, not
+    // after the kernel's two hours, unless the URL says otherwise.
+    let named = |key: &str| parsed.query_pairs().any(|(k, _)| k == key);
+    if !named("keepalives_idle") {
+        config.keepalives_idle(Duration::from_secs(5));
+    }
+    if !named("keepalives_interval") {
+        config.keepalives_interval(Duration::from_secs(2));
+    }
+    if !named("keepalives_retries") {
+        config.keepalives_retries(3);
+    }
+    if !named("tcp_user_timeout") {
+        config.tcp_user_timeout(Duration::from_secs(15));
+    }
     let (mode, verify) = match sslmode.as_str() {
         "disable" => (tokio_postgres::config::SslMode::Disable, None),
         "allow" | "prefer" => (tokio_postgres::config::SslMode::Prefer, Some(false)),
