@@ -18,12 +18,14 @@ use sd_notify::NotifyState;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use crate::clock;
+use crate::config::model::RunOn;
 use crate::config::{self, Config, ConfigError};
 use crate::exec::Cancel;
-use crate::schedule::runner::Runner;
+use crate::schedule::lease::{self, Leadership};
+use crate::schedule::runner::{Fence, Runner};
 use crate::schedule::upkeep::{self, Upkeep};
 use crate::schedule::{gaps, lock, next_after};
-use crate::store::{Store, StoreError, Trigger};
+use crate::store::{Backend, Store, StoreError, Trigger};
 use crate::util::{ExitClass, Explain};
 
 /// Longest sleep between wake-ups, so a wall-clock jump is noticed within a minute.
@@ -149,7 +151,17 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
     let cancel = Cancel::default();
     let shared = Arc::new(RwLock::new(config.clone()));
     let (stop_dispatch, stop_rx) = mpsc::channel::<()>();
-    let dispatcher = spawn_dispatcher(shared.clone(), store.clone(), stop_rx)?;
+    // Fleet mode: on a PostgreSQL state this daemon is one host of a fleet; it heartbeats and
+    // runs `run_on: any` work and the outbox only while it holds the leader lease.
+    let lead = Arc::new(Leadership::new(&config.host));
+    let fleet = store.backend() == Backend::Postgres;
+    let lease_loop = if fleet {
+        Some(lease::spawn(shared.clone(), store.clone(), lead.clone())?)
+    } else {
+        None
+    };
+    let mut takeovers = 0;
+    let dispatcher = spawn_dispatcher(shared.clone(), store.clone(), stop_rx, fleet.then(|| lead.clone()))?;
     let (api_stop, api_handle) = start_api(&config, shared.clone(), store.clone());
     let mut active: Vec<Active> = Vec::new();
     let mut next = next_times(&config, clock::now());
@@ -177,24 +189,63 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
             tracing::warn!(error = %e, "cannot publish the scheduler tick");
         }
         let now = clock::now();
-        let due: Vec<String> = next
+        let due: Vec<(String, Timestamp)> = next
             .iter()
             .filter(|(_, t)| **t <= now)
-            .map(|(n, _)| n.clone())
+            .map(|(n, t)| (n.clone(), *t))
             .collect();
-        for name in due {
-            if let Some(s) = config.profiles.get(&name).and_then(|p| p.schedule.as_ref()) {
+        let mut starts: Vec<(String, Option<Fence>)> = Vec::new();
+        for (name, tick) in due {
+            let Some(profile) = config.profiles.get(&name) else {
+                continue;
+            };
+            if let Some(s) = &profile.schedule {
                 match next_after(s, now) {
                     Some(t) => next.insert(name.clone(), t),
                     None => next.remove(&name),
                 };
             }
+            if !profile.run_on.includes(&config.host, &config.host_labels) {
+                continue;
+            }
+            if !fleet || profile.run_on != RunOn::Any {
+                starts.push((name, None));
+            } else if let Some(term) = lead.term() {
+                // The tick, not the time it started, names the run: it is claimed once.
+                starts.push((
+                    name,
+                    Some(Fence {
+                        term,
+                        tick: clock::to_text(tick),
+                    }),
+                ));
+            }
+        }
+        // A new term: the ticks missed while no host led are run (the newest) or recorded.
+        if lead.takeovers() != takeovers {
+            takeovers = lead.takeovers();
+            if let Some(term) = lead.term() {
+                for (name, tick) in lease::catch_up(&config, &store, term, now) {
+                    // A tick due now is started above already.
+                    if starts
+                        .iter()
+                        .any(|(n, f)| *n == name && f.as_ref().is_some_and(|f| f.tick == tick))
+                    {
+                        continue;
+                    }
+                    tracing::info!(profile = %name, %tick, "running a tick missed during the failover");
+                    starts.push((name, Some(Fence { term, tick })));
+                }
+            }
+        }
+        for (name, fence) in starts {
             match spawn_run(
                 name.clone(),
                 config.clone(),
                 store.clone(),
                 cancel.clone(),
                 gaps.clone(),
+                fence,
             ) {
                 Ok(a) => active.push(a),
                 Err(e) => gaps.note(&name, &format!("cannot start its thread: {e}")),
@@ -264,6 +315,9 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
     }
     let _ = stop_dispatch.send(());
     let _ = dispatcher.join();
+    if let Some(l) = lease_loop {
+        l.stop();
+    }
     let _ = api_stop.send(());
     let _ = crate::util::runtime::runtime()
         .block_on(async { tokio::time::timeout(Duration::from_secs(10), api_handle).await });
@@ -278,15 +332,26 @@ fn spawn_run(
     store: Arc<Store>,
     cancel: Cancel,
     gaps: Arc<gaps::Gaps>,
+    fence: Option<Fence>,
 ) -> std::io::Result<Active> {
     let profile = name.clone();
     let handle = std::thread::Builder::new().name(format!("run:{name}")).spawn(move || {
         let mut runner = Runner::new(&config, &store);
         runner.cancel = cancel;
         runner.shared = Some(config.clone());
+        let term = fence.as_ref().map(|f| f.term);
+        runner.fence = fence;
         let since = crate::clock::to_text(crate::clock::now());
         match runner.run_profile(&name, Trigger::Schedule) {
             Ok(_) => gaps.recovered(&config, &store, &name),
+            // Another host recorded this tick first: nothing was missed.
+            Err(crate::schedule::runner::RunError::TickTaken { tick, .. }) => {
+                tracing::debug!(profile = %name, %tick, "tick already in the ledger");
+            }
+            // A run of a former leader: the new leader closes it and answers for the tick.
+            Err(e) if term.is_some() && term != crate::store::fleet::held_term() => {
+                tracing::warn!(profile = %name, error = %e, "the run lost the fleet lease");
+            }
             Err(e) => gaps.note_since(&name, Some(since), &e.to_string()),
         }
     })?;
@@ -324,11 +389,13 @@ fn start_api(
 }
 
 /// Does the upkeep every second until told to stop; the last pass runs after the final
-/// profile runs ended, so their alerts still go out.
+/// profile runs ended, so their alerts still go out. In fleet mode only the leader does it,
+/// fenced by its term.
 fn spawn_dispatcher(
     config: Arc<RwLock<Arc<Config>>>,
     store: Arc<Store>,
     stop: mpsc::Receiver<()>,
+    lead: Option<Arc<Leadership>>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("dispatch".into()).spawn(move || {
         let current = || config.read().unwrap_or_else(|e| e.into_inner()).clone();
@@ -338,14 +405,31 @@ fn spawn_dispatcher(
                 "notifications are disabled (notify.enabled: false or --no-notify): alerts are recorded, not sent"
             );
         }
-        upkeep::recover(&first, &store);
+        if lead.is_none() {
+            upkeep::recover(&first, &store);
+        }
         let mut upkeep = Upkeep::default();
+        let mut led = 0;
         loop {
             let stopping = !matches!(
                 stop.recv_timeout(Duration::from_secs(1)),
                 Err(RecvTimeoutError::Timeout)
             );
-            upkeep.pass(&current(), &store, stopping);
+            match &lead {
+                None => upkeep.pass(&current(), &store, stopping),
+                Some(l) => {
+                    if let Some(term) = l.term() {
+                        store.fenced(term, || {
+                            // Sends a former leader left half-done are this leader's now.
+                            if l.takeovers() != led {
+                                led = l.takeovers();
+                                upkeep::recover(&current(), &store);
+                            }
+                            upkeep.pass(&current(), &store, stopping)
+                        });
+                    }
+                }
+            }
             if stopping {
                 break;
             }

@@ -30,6 +30,9 @@ pub struct Config {
     /// Name of this host in runs and audit events. Default: the machine's hostname.
     #[serde(default)]
     pub host: String,
+    /// Labels of this host that `run_on` can name (fleet mode).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_labels: Vec<String>,
     /// Where runbook keeps its state.
     #[serde(default)]
     pub state: StateConfig,
@@ -167,8 +170,49 @@ pub struct Profile {
     pub silences: Vec<String>,
     /// The tasks, run in order; a failed task does not stop the ones after it.
     pub tasks: Vec<Task>,
+    /// Where it runs when several hosts share a PostgreSQL state: `any` (once per tick
+    /// across the fleet, by the leader), `all` (every host), or host names and labels.
+    #[serde(default)]
+    pub run_on: RunOn,
+    /// Fleet mode: after a failover, the last tick missed is run if it is at most this old
+    /// (default: whatever its age; `0s`: never); older missed ticks are recorded as missed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<HumanDuration>,
     #[serde(skip)]
     pub schedule: Option<Schedule>,
+}
+
+/// Where a profile runs in fleet mode (see `Profile::run_on`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunOn {
+    /// Once per tick across the fleet: the leader runs it.
+    #[default]
+    Any,
+    /// On every host.
+    All,
+    /// On the hosts with one of these names or labels.
+    Hosts(Vec<String>),
+}
+
+impl RunOn {
+    /// Whether a host named `host` with `labels` runs it when it is due (for `Any`: only
+    /// while that host leads the fleet, which the caller knows).
+    pub fn includes(&self, host: &str, labels: &[String]) -> bool {
+        match self {
+            RunOn::Any | RunOn::All => true,
+            RunOn::Hosts(names) => names.iter().any(|n| n == host || labels.contains(n)),
+        }
+    }
+
+    /// How runbook.yaml spells it.
+    pub fn display(&self) -> String {
+        match self {
+            RunOn::Any => "any".into(),
+            RunOn::All => "all".into(),
+            RunOn::Hosts(h) => h.join(", "),
+        }
+    }
 }
 
 fn yes() -> bool {

@@ -125,6 +125,12 @@ pub fn dispatch_due(config: &Config, store: &Store) -> Result<Pass, StoreError> 
         let Some(channel) = config.notify.channels.get(&job.channel) else {
             continue;
         };
+        if !crate::store::fleet::may_act() {
+            // The lease may be another host's now: what is claimed is left to the next leader,
+            // which takes over rows left `sending` (with their idempotency keys).
+            tracing::warn!("the fleet lease ran out mid-pass: the rest is left to the next leader");
+            break;
+        }
         let key = job
             .items
             .iter()

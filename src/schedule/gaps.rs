@@ -119,6 +119,7 @@ fn record(config: &Config, store: &Store, m: &Missed) -> Result<(), crate::store
         started_at: m.at.clone(),
         command: None,
         retry_of: None,
+        tick: None,
     };
     let detail = format!(
         "the scheduled run of {} could not start or be recorded: {}",

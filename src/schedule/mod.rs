@@ -8,6 +8,7 @@ mod backup_tasks;
 mod check_tasks;
 pub mod crontab;
 pub(crate) mod gaps;
+pub mod lease;
 pub mod lock;
 mod maintenance;
 mod plan;

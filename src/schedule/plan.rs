@@ -20,6 +20,9 @@ pub enum RunError {
     UnknownProfile { name: String, known: Vec<String> },
     #[error("profile `{profile}` has no task named `{task}`")]
     UnknownTask { profile: String, task: String },
+    /// Fleet mode: another host recorded this tick of the profile first.
+    #[error("tick {tick} of profile `{profile}` is in the ledger already")]
+    TickTaken { profile: String, tick: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -56,6 +59,7 @@ impl Explain for RunError {
                     })
             }
             RunError::UnknownTask { .. } => Some("the configuration changed since that run".into()),
+            RunError::TickTaken { .. } => None,
             RunError::Store(s) => s.hint(),
         }
     }

@@ -58,6 +58,16 @@ pub struct Runner<'a> {
     pub on_step: Option<&'a (dyn Fn(&TaskReport) + Sync)>,
     /// The same configuration, shared: concurrent probes borrow it instead of a copy.
     pub shared: Option<std::sync::Arc<Config>>,
+    /// Fleet mode: the leader's lease term and the scheduled tick this run is for. The tick is
+    /// claimed once across the fleet, and every write of the run is fenced by the term.
+    pub fence: Option<Fence>,
+}
+
+/// A scheduled run of the fleet's leader (see `Runner::fence`).
+#[derive(Debug, Clone)]
+pub struct Fence {
+    pub term: i64,
+    pub tick: String,
 }
 
 impl<'a> Runner<'a> {
@@ -68,6 +78,7 @@ impl<'a> Runner<'a> {
             cancel: Cancel::default(),
             on_step: None,
             shared: None,
+            fence: None,
         }
     }
 
@@ -86,18 +97,48 @@ impl<'a> Runner<'a> {
             started_at: clock::to_text(clock::now()),
             command: None,
             retry_of: None,
+            tick: None,
         }
     }
 
     /// The profile's non-overlap lock, shared by every process on this state (see
     /// `Store::try_lock`); `None` while a run of it is going.
+    /// A profile that runs on several hosts (`run_on` other than `any`) has a lock per host.
     fn lock(&self, profile: &str) -> Result<Option<crate::store::StateLock<'a>>, RunError> {
-        Ok(self.store.try_lock(profile)?)
+        let per_host = self
+            .config
+            .profile(profile)
+            .is_some_and(|p| p.run_on != crate::config::model::RunOn::Any);
+        let name = if per_host {
+            format!("{profile}@{}", self.config.host)
+        } else {
+            profile.to_string()
+        };
+        Ok(self.store.try_lock(&name)?)
     }
 
     /// Runs every task of a profile, unless a run of it is already going (then: `skipped`).
+    /// Under a fence, every write is fenced by its term, and a tick already in the ledger is
+    /// not run again (`RunError::TickTaken`).
     pub fn run_profile(&self, name: &str, trigger: Trigger) -> Result<ProfileReport, RunError> {
-        self.run(name, trigger, None, None)
+        match &self.fence {
+            Some(f) => self.store.fenced(f.term, || self.run(name, trigger, None, None)),
+            None => self.run(name, trigger, None, None),
+        }
+    }
+
+    /// Records the start of a profile run: for a fenced tick, only if no host recorded it.
+    fn start(&self, name: &str, new: &mut NewRun, audit: &Draft) -> Result<i64, RunError> {
+        let Some(fence) = &self.fence else {
+            return Ok(self.store.insert_run(new, Some(audit))?);
+        };
+        new.tick = Some(fence.tick.clone());
+        self.store
+            .claim_tick(new, Some(audit))?
+            .ok_or_else(|| RunError::TickTaken {
+                profile: name.to_string(),
+                tick: fence.tick.clone(),
+            })
     }
 
     /// Runs one task of a profile under the profile's lock, as a retry of `retry_of`.
@@ -134,7 +175,7 @@ impl<'a> Runner<'a> {
                 json!({ "trigger": trigger.as_str(), "reason": reason }),
                 redactor,
             );
-            let id = self.store.insert_run(&new, Some(&draft))?;
+            let id = self.start(name, &mut new, &draft)?;
             self.store.finish_run(
                 id,
                 &RunFinish {
@@ -166,7 +207,7 @@ impl<'a> Runner<'a> {
             json!({ "trigger": trigger.as_str(), "pid": new.pid, "retry_of": retry_of, "task": only }),
             redactor,
         );
-        let run_id = self.store.insert_run(&new, Some(&start_event))?;
+        let run_id = self.start(name, &mut new, &start_event)?;
         tracing::info!(
             profile = name,
             run = run_id,

@@ -39,6 +39,8 @@ pub const TABLES: &[&str] = &[
     "incidents",
     "drift_items",
     "drift_acks",
+    "fleet_hosts",
+    "leases",
 ];
 
 /// Rows per INSERT statement (each row binds one parameter per column).

@@ -357,6 +357,23 @@ impl<'a> Conn<'a> {
         }
     }
 
+    /// An SQL expression for the database's clock, in milliseconds since the epoch.
+    pub fn now_ms(&self) -> &'static str {
+        match self {
+            Conn::Sqlite(_) => "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+            Conn::Pg(_) => "(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+        }
+    }
+
+    /// Wakes the listeners of `channel` when the transaction commits (PostgreSQL's `NOTIFY`);
+    /// nothing on SQLite, whose state has no other host to wake.
+    pub fn notify(&self, channel: &str) -> Result<()> {
+        match self {
+            Conn::Sqlite(_) => Ok(()),
+            Conn::Pg(_) => self.execute_batch(&format!("NOTIFY {channel}")),
+        }
+    }
+
     pub fn execute<P: Params>(&self, sql: &str, params: P) -> Result<usize> {
         match self {
             Conn::Sqlite(c) => Ok(c

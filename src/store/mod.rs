@@ -17,6 +17,7 @@ pub mod copy;
 pub mod db;
 mod deploys;
 pub mod drift;
+pub mod fleet;
 mod gates;
 pub mod head;
 mod heartbeats;

@@ -212,6 +212,73 @@ impl Pool {
     }
 }
 
+/// A connection that listens on a channel (`LISTEN`); it stops when dropped.
+pub struct Listener {
+    _client: tokio_postgres::Client,
+    alive: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Listener {
+    /// Whether the connection still listens (false once it broke).
+    pub fn alive(&self) -> bool {
+        self.alive.load(Ordering::Relaxed)
+    }
+}
+
+impl Pool {
+    /// Listens on `channel` on a connection of its own: each notification sends `()` on `wake`.
+    pub(super) fn listen(&self, channel: &str, wake: std::sync::mpsc::Sender<()>) -> db::Result<Listener> {
+        let config = self.config.clone();
+        let tls = self.tls.clone();
+        let alive = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = alive.clone();
+        let sql = format!("LISTEN {channel}");
+        let connecting = async move {
+            let client = match tls {
+                None => {
+                    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+                    tokio::spawn(relay(connection, wake, flag));
+                    client
+                }
+                Some(tls) => {
+                    let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone());
+                    let (client, connection) = config.connect(tls).await?;
+                    tokio::spawn(relay(connection, wake, flag));
+                    client
+                }
+            };
+            client.batch_execute(&sql).await?;
+            Ok::<_, tokio_postgres::Error>(client)
+        };
+        let client = block_on(runtime().spawn(connecting))
+            .map_err(|e| DbError::Message(format!("the connection task failed: {e}")))??;
+        Ok(Listener { _client: client, alive })
+    }
+}
+
+/// Drives a listening connection, passing each notification on.
+async fn relay<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    wake: std::sync::mpsc::Sender<()>,
+    alive: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
+                if wake.send(()).is_err() {
+                    break;
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => break,
+        }
+    }
+    alive.store(false, Ordering::Relaxed);
+}
+
 /// The runtime the connections' tasks run on: its own thread, which nothing else blocks (a
 /// caller waiting for a reply on a worker of a shared runtime would otherwise starve the
 /// very task that reads the reply).
@@ -253,8 +320,12 @@ impl Pooled<'_> {
             .conn
             .as_ref()
             .expect("a pooled connection is present until dropped");
+        // A fenced transaction names its lease term; the fence trigger checks it (see `fleet`).
+        let fence = super::fleet::current_fence()
+            .map(|t| format!("; SET LOCAL runbook.term = '{t}'"))
+            .unwrap_or_default();
         conn.batch(&format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}); UPDATE runbook_state_version SET v = v + 1"
+            "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}){fence}; UPDATE runbook_state_version SET v = v + 1"
         ))?;
         match f(&Conn::Pg(conn)) {
             Ok(value) => {
@@ -290,6 +361,17 @@ impl Pooled<'_> {
                 Ok(())
             })?;
         }
+        self.write(|tx| {
+            let fenced: i64 = tx.query_row(
+                "SELECT count(*) FROM pg_trigger WHERE tgname = 'notifications_fence'",
+                (),
+                |r| r.get(0),
+            )?;
+            if fenced == 0 {
+                tx.execute_batch(super::fleet::PG_FENCE)?;
+            }
+            Ok(())
+        })?;
         Ok(())
     }
 }

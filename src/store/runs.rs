@@ -39,8 +39,8 @@ pub(super) fn run_from_row(r: &Row) -> super::db::Result<Run> {
 
 pub(super) fn insert_run(tx: &Transaction, run: &NewRun) -> super::db::Result<i64> {
     tx.execute(
-        "INSERT INTO runs (parent_id, profile, task, kind, trigger, status, host, pid, pid_start, started_at, command, retry_of) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        "INSERT INTO runs (parent_id, profile, task, kind, trigger, status, host, pid, pid_start, started_at, command, retry_of, tick) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         params![
             run.parent_id,
             run.profile,
@@ -53,7 +53,8 @@ pub(super) fn insert_run(tx: &Transaction, run: &NewRun) -> super::db::Result<i6
             run.pid_start,
             run.started_at,
             run.command,
-            run.retry_of
+            run.retry_of,
+            run.tick
         ],
     )?;
     tx.last_insert_rowid()
@@ -85,6 +86,58 @@ impl Store {
                 append_audit(tx, d)?;
             }
             Ok(id)
+        })
+    }
+
+    /// Records a run for a scheduled tick unless that tick of its profile is in the ledger
+    /// already (run, skipped or missed, by any host): `None` then. The unique index
+    /// `runs_one_per_tick` holds the rule even against a writer that skipped this check.
+    pub fn claim_tick(&self, run: &NewRun, audit: Option<&Draft>) -> Result<Option<i64>> {
+        self.write("claiming a tick", |tx| {
+            let taken = tx
+                .query_row(
+                    "SELECT id FROM runs WHERE profile = ?1 AND tick = ?2 AND parent_id IS NULL",
+                    params![run.profile, run.tick],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()?;
+            if taken.is_some() {
+                return Ok(None);
+            }
+            let id = insert_run(tx, run)?;
+            if let Some(d) = audit {
+                append_audit(tx, d)?;
+            }
+            Ok(Some(id))
+        })
+    }
+
+    /// Records ticks no host ran (each `run` with its `tick`, status and error set), one audit
+    /// event each, in one transaction; a tick already in the ledger is left as it is.
+    /// Returns how many were recorded.
+    pub fn record_missed_ticks(&self, missed: &[(NewRun, String, Draft)]) -> Result<usize> {
+        self.write("recording missed ticks", |tx| {
+            let mut recorded = 0;
+            for (run, error, draft) in missed {
+                let taken = tx
+                    .query_row(
+                        "SELECT id FROM runs WHERE profile = ?1 AND tick = ?2 AND parent_id IS NULL",
+                        params![run.profile, run.tick],
+                        |r| r.get::<_, i64>(0),
+                    )
+                    .optional()?;
+                if taken.is_some() {
+                    continue;
+                }
+                let id = insert_run(tx, run)?;
+                tx.execute(
+                    "UPDATE runs SET finished_at = started_at, duration_ms = 0, error = ?2 WHERE id = ?1",
+                    params![id, error],
+                )?;
+                append_audit(tx, draft)?;
+                recorded += 1;
+            }
+            Ok(recorded)
         })
     }
 

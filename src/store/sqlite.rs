@@ -32,6 +32,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0017_deploys.sql"),
     include_str!("migrations/0018_incidents.sql"),
     include_str!("migrations/0019_drift.sql"),
+    include_str!("migrations/0020_fleet.sql"),
 ];
 /// The mode of a state file runbook creates: its owner writes, its group reads.
 const STATE_MODE: u32 = 0o640;

@@ -155,6 +155,8 @@ pub struct NewRun {
     pub started_at: String,
     pub command: Option<String>,
     pub retry_of: Option<i64>,
+    /// The scheduled time this run is for (fleet mode): a profile's tick is claimed once.
+    pub tick: Option<String>,
 }
 
 /// How a run ended.

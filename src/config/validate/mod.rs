@@ -24,6 +24,7 @@ use super::yaml::{Kind, Node};
 const TOP_KEYS: &[&str] = &[
     "version",
     "host",
+    "host_labels",
     "state",
     "secrets",
     "api",
@@ -113,6 +114,10 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
         Some(node) => cx.string(node, "host").unwrap_or_default(),
         None => default_host(),
     };
+    let host_labels = top
+        .get("host_labels")
+        .and_then(|n| cx.string_list(n, "host_labels"))
+        .unwrap_or_default();
     let state = state_section(cx, top.get("state"), &base);
 
     let checks = top
@@ -409,6 +414,7 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
     Some(Config {
         version,
         host,
+        host_labels,
         state,
         secrets,
         api,

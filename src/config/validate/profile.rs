@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::walker::{Cx, Fields};
 use crate::config::model::{
-    BackupAction, BackupTask, CheckTask, CommandTask, GitSync, Limits, Profile, Program, RunArgs, Schedule, Task,
+    BackupAction, BackupTask, CheckTask, CommandTask, GitSync, Limits, Profile, Program, RunArgs, RunOn, Schedule, Task,
 };
 use crate::config::units::{ByteSize, Percent};
 use crate::config::yaml::{Kind, Node, Pos};
@@ -21,6 +21,8 @@ const PROFILE_KEYS: &[&str] = &[
     "sync_before_run",
     "silences",
     "tasks",
+    "run_on",
+    "catch_up",
 ];
 const COMMAND_KEYS: &[&str] = &[
     "silences",
@@ -80,6 +82,8 @@ pub(super) fn profile(cx: &mut Cx, name: &str, node: &Node, base: &Path) -> Opti
     let timeout = f.get("timeout").and_then(|n| cx.duration(n, "timeout"));
     let sync_before_run = f.get("sync_before_run").and_then(|n| git_sync(cx, n, base));
     let silences = silence_list(cx, f.get("silences"));
+    let run_on = f.get("run_on").map(|n| run_on(cx, n)).unwrap_or_default();
+    let catch_up = f.get("catch_up").and_then(|n| cx.duration(n, "catch_up"));
 
     let mut tasks = Vec::new();
     match f.get("tasks") {
@@ -133,8 +137,31 @@ pub(super) fn profile(cx: &mut Cx, name: &str, node: &Node, base: &Path) -> Opti
         sync_before_run,
         silences,
         tasks,
+        run_on,
+        catch_up,
         schedule,
     })
+}
+
+/// `run_on: any | all | HOST | [HOST or LABEL, …]`.
+fn run_on(cx: &mut Cx, n: &Node) -> RunOn {
+    let hosts = match &n.kind {
+        Kind::Seq(_) => cx.string_list(n, "run_on").unwrap_or_default(),
+        _ => match cx.string(n, "run_on").as_deref() {
+            Some("any") => return RunOn::Any,
+            Some("all") => return RunOn::All,
+            Some(host) => vec![host.to_string()],
+            None => return RunOn::Any,
+        },
+    };
+    if hosts.is_empty() || hosts.iter().any(|h| h.trim().is_empty()) {
+        cx.error(
+            n.pos,
+            "`run_on` names no host",
+            Some("use `any`, `all`, a host name or a list of host names and labels".into()),
+        );
+    }
+    RunOn::Hosts(hosts)
 }
 
 fn parse_cron(cx: &mut Cx, pos: Pos, expr: &str, timezone: Option<&str>) -> Option<Schedule> {

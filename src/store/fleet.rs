@@ -1,0 +1,291 @@
+//! Fleet mode as stored: hosts and their heartbeats, the leader lease and its terms, and the
+//! fence that makes a former leader's late writes fail.
+//!
+//! Times are milliseconds of the database's clock (`Conn::now_ms`), never a host's: a host
+//! whose clock is wrong cannot take or keep a lease it should not.
+//! Invariants: a lease is taken only when it is free or expired, and its term grows by one at
+//! every change of holder; on PostgreSQL a write transaction begun under `Store::fenced(term)`
+//! fails, in a trigger of the database, when `term` is not the current, unexpired term of the
+//! leader lease (so a paused holder that wakes up cannot record a run or queue, claim or mark a
+//! notification).
+
+use std::cell::Cell;
+
+use serde::Serialize;
+
+use super::Result;
+use super::connection::Store;
+use super::db::{OptionalExtension, params};
+
+/// The lease that makes a daemon the fleet's leader.
+pub const LEADER: &str = "leader";
+
+/// The PostgreSQL channel a resigning leader wakes the other daemons on.
+pub const WAKE: &str = "runbook_fleet";
+
+thread_local! {
+    /// The lease term the write transactions of this thread are fenced by (`Store::fenced`).
+    static FENCE: Cell<Option<i64>> = const { Cell::new(None) };
+}
+
+/// The term write transactions on this thread are fenced by, if any.
+pub(super) fn current_fence() -> Option<i64> {
+    FENCE.with(Cell::get)
+}
+
+/// The lease term this process holds and until when (this host's monotonic clock) it is
+/// surely its own: set by the daemon's lease loop after each renewal.
+static LEASE: std::sync::Mutex<Option<(i64, std::time::Instant)>> = std::sync::Mutex::new(None);
+
+/// Records the term held and until when it is surely this process's (`None`: none held).
+pub fn set_lease(held: Option<(i64, std::time::Instant)>) {
+    *LEASE.lock().unwrap_or_else(|e| e.into_inner()) = held;
+}
+
+/// The term this process holds now, before its local deadline.
+pub fn held_term() -> Option<i64> {
+    LEASE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .filter(|(_, d)| std::time::Instant::now() < *d)
+        .map(|(t, _)| t)
+}
+
+/// Whether this thread may act on the world (send a message) now: always outside a fence;
+/// inside one, only before the lease's local deadline. Checked just before each side effect
+/// the database cannot fence, so a holder that was paused past its lease stops at once.
+pub fn may_act() -> bool {
+    match current_fence() {
+        None => true,
+        fence => held_term() == fence,
+    }
+}
+
+/// PostgreSQL only, applied after the migrations: the fence trigger on the tables whose rows a
+/// leader writes under its term. SQLite has no fleet (one host), so no trigger.
+pub(super) const PG_FENCE: &str = r#"
+CREATE OR REPLACE FUNCTION runbook_fence() RETURNS trigger AS $fence$
+DECLARE
+    t text := current_setting('runbook.term', true);
+BEGIN
+    IF t IS NULL OR t = '' THEN
+        RETURN NEW;
+    END IF;
+    IF NOT EXISTS (
+        SELECT 1 FROM leases
+        WHERE name = 'leader' AND term = t::bigint
+          AND expires_ms > (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+    ) THEN
+        RAISE EXCEPTION 'fenced: lease term % is no longer the leader''s', t;
+    END IF;
+    NEW.term := t::bigint;
+    RETURN NEW;
+END
+$fence$ LANGUAGE plpgsql;
+DROP TRIGGER IF EXISTS runs_fence ON runs;
+CREATE TRIGGER runs_fence BEFORE INSERT OR UPDATE ON runs FOR EACH ROW EXECUTE FUNCTION runbook_fence();
+DROP TRIGGER IF EXISTS notifications_fence ON notifications;
+CREATE TRIGGER notifications_fence BEFORE INSERT OR UPDATE ON notifications FOR EACH ROW EXECUTE FUNCTION runbook_fence();
+"#;
+
+/// A host of the fleet as its heartbeats describe it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FleetHost {
+    pub host: String,
+    pub instance: String,
+    pub labels: Vec<String>,
+    pub pid: Option<i64>,
+    pub version: String,
+    pub started_ms: i64,
+    pub heartbeat_ms: i64,
+    pub stopped_ms: Option<i64>,
+}
+
+/// A lease: who holds it, in which term, until when (database milliseconds).
+#[derive(Debug, Clone, Serialize)]
+pub struct Lease {
+    pub name: String,
+    pub holder: Option<String>,
+    pub instance: Option<String>,
+    pub term: i64,
+    pub acquired_ms: i64,
+    pub expires_ms: i64,
+}
+
+/// The fleet as the state holds it, with the database's clock at the time of reading.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fleet {
+    pub now_ms: i64,
+    pub hosts: Vec<FleetHost>,
+    pub leases: Vec<Lease>,
+}
+
+/// What a daemon says of itself in each heartbeat.
+#[derive(Debug, Clone)]
+pub struct HostBeat<'a> {
+    pub host: &'a str,
+    pub instance: &'a str,
+    pub labels: &'a [String],
+    pub pid: i64,
+    pub version: &'a str,
+}
+
+impl Store {
+    /// Runs `f` with every write transaction it makes on this thread fenced by `term`.
+    pub fn fenced<T>(&self, term: i64, f: impl FnOnce() -> T) -> T {
+        struct Reset(Option<i64>);
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                FENCE.with(|c| c.set(self.0));
+            }
+        }
+        let _reset = Reset(FENCE.with(|c| c.replace(Some(term))));
+        f()
+    }
+
+    /// Records a heartbeat of this host and, in the same transaction, takes or renews lease
+    /// `name` for `ttl_ms`: the term held, or `None` while another host's lease runs. A
+    /// daemon restarted on the host that holds the lease takes it at once, in a new term (one
+    /// daemon per host: the one before it is gone, and its term is fenced).
+    pub fn beat_and_lease(&self, beat: &HostBeat, name: &str, ttl_ms: i64, want: bool) -> Result<Option<i64>> {
+        let labels = serde_json::to_string(beat.labels).unwrap_or_else(|_| "[]".into());
+        self.write("renewing the fleet lease", |tx| {
+            let now = tx.now_ms();
+            tx.execute(
+                &format!(
+                    "INSERT INTO fleet_hosts (host, instance, labels, pid, version, started_ms, heartbeat_ms, stopped_ms) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, {now}, {now}, NULL) \
+                     ON CONFLICT (host) DO UPDATE SET \
+                       started_ms = CASE WHEN fleet_hosts.instance = excluded.instance THEN fleet_hosts.started_ms ELSE excluded.started_ms END, \
+                       instance = excluded.instance, labels = excluded.labels, pid = excluded.pid, \
+                       version = excluded.version, heartbeat_ms = excluded.heartbeat_ms, stopped_ms = NULL"
+                ),
+                params![beat.host, beat.instance, labels, beat.pid, beat.version],
+            )?;
+            if !want {
+                return Ok(None);
+            }
+            tx.query_row(
+                &format!(
+                    "INSERT INTO leases (name, holder, instance, term, acquired_ms, expires_ms) \
+                     VALUES (?1, ?2, ?3, 1, {now}, {now} + ?4) \
+                     ON CONFLICT (name) DO UPDATE SET \
+                       term = CASE WHEN leases.instance = excluded.instance AND leases.expires_ms > {now} \
+                              THEN leases.term ELSE leases.term + 1 END, \
+                       acquired_ms = CASE WHEN leases.instance = excluded.instance AND leases.expires_ms > {now} \
+                              THEN leases.acquired_ms ELSE excluded.acquired_ms END, \
+                       holder = excluded.holder, instance = excluded.instance, expires_ms = excluded.expires_ms \
+                     WHERE leases.instance = excluded.instance OR leases.instance IS NULL OR leases.expires_ms <= {now} \
+                        OR leases.holder = excluded.holder \
+                     RETURNING term"
+                ),
+                params![name, beat.host, beat.instance, ttl_ms],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    /// Gives lease `name` up at once if `instance` holds it, and marks the host stopped; on
+    /// PostgreSQL the other daemons are woken (`NOTIFY runbook_fleet`) to take it.
+    pub fn resign(&self, name: &str, host: &str, instance: &str) -> Result<()> {
+        self.write("resigning the fleet lease", |tx| {
+            let now = tx.now_ms();
+            tx.execute(
+                &format!("UPDATE leases SET instance = NULL, expires_ms = {now} WHERE name = ?1 AND instance = ?2"),
+                params![name, instance],
+            )?;
+            tx.execute(
+                &format!("UPDATE fleet_hosts SET stopped_ms = {now} WHERE host = ?1 AND instance = ?2"),
+                params![host, instance],
+            )?;
+            tx.notify(WAKE)
+        })
+    }
+
+    /// The hosts, the leases and the database's clock.
+    pub fn fleet(&self) -> Result<Fleet> {
+        let conn = self.conn()?;
+        let now_sql = conn.db().now_ms();
+        drop(conn);
+        let now_ms = self
+            .row("reading the database clock", &format!("SELECT {now_sql}"), (), |r| {
+                r.get(0)
+            })?
+            .unwrap_or(0);
+        let hosts = self.rows(
+            "reading the fleet's hosts",
+            "SELECT host, instance, labels, pid, version, started_ms, heartbeat_ms, stopped_ms FROM fleet_hosts ORDER BY host",
+            (),
+            |r| {
+                Ok(FleetHost {
+                    host: r.get(0)?,
+                    instance: r.get(1)?,
+                    labels: serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or_default(),
+                    pid: r.get(3)?,
+                    version: r.get(4)?,
+                    started_ms: r.get(5)?,
+                    heartbeat_ms: r.get(6)?,
+                    stopped_ms: r.get(7)?,
+                })
+            },
+        )?;
+        let leases = self.rows(
+            "reading the fleet's leases",
+            "SELECT name, holder, instance, term, acquired_ms, expires_ms FROM leases ORDER BY name",
+            (),
+            |r| {
+                Ok(Lease {
+                    name: r.get(0)?,
+                    holder: r.get(1)?,
+                    instance: r.get(2)?,
+                    term: r.get(3)?,
+                    acquired_ms: r.get(4)?,
+                    expires_ms: r.get(5)?,
+                })
+            },
+        )?;
+        Ok(Fleet { now_ms, hosts, leases })
+    }
+
+    /// On PostgreSQL, a connection that sends `()` on `wake` each time a leader resigns;
+    /// `None` on SQLite (one host: nobody to wake).
+    pub fn listen_for_resignations(
+        &self,
+        wake: std::sync::mpsc::Sender<()>,
+    ) -> Result<Option<super::postgres::Listener>> {
+        let Some((pool, _)) = self.lock_pool() else {
+            return Ok(None);
+        };
+        pool.listen(WAKE, wake)
+            .map(Some)
+            .map_err(|source| super::StoreError::Open {
+                what: self.label().to_string(),
+                source,
+            })
+    }
+
+    /// Runs of other hosts than `host` still `running` that were started under a lease term
+    /// before `term`: (id, profile). (This host's own are `jobs recover-stale`'s: it can
+    /// tell whether their processes live.)
+    pub fn running_before_term(&self, term: i64, host: &str) -> Result<Vec<(i64, String)>> {
+        self.rows(
+            "reading runs of former leaders",
+            "SELECT id, profile FROM runs WHERE status = 'running' AND term IS NOT NULL AND term < ?1 AND host <> ?2 ORDER BY id",
+            params![term, host],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+    }
+
+    /// The newest tick of `profile` recorded in the ledger (claimed, run, skipped or missed).
+    pub fn last_tick(&self, profile: &str) -> Result<Option<String>> {
+        Ok(self
+            .row(
+                "reading the last tick",
+                "SELECT max(tick) FROM runs WHERE profile = ?1 AND tick IS NOT NULL AND parent_id IS NULL",
+                params![profile],
+                |r| r.get::<_, Option<String>>(0),
+            )?
+            .flatten())
+    }
+}
