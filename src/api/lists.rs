@@ -277,6 +277,14 @@ pub async fn gates(
     Ok(Json(json!({ "items": items })))
 }
 
+#[utoipa::path(get, path = "/v1/fleet", tag = "fleet", security(("bearer" = [])),
+    responses((status = 200, description = "The hosts sharing this state (state, last heartbeat, labels, failing checks), the leader lease and its term, and the hosts each profile runs on now; `mode` is `single` on a state file")))]
+pub async fn fleet(State(state): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let config = state.config();
+    let view = blocking(move || Ok(crate::schedule::fleet_view::view(&config, state.reader())?)).await?;
+    Ok(Json(serde_json::to_value(view).map_err(ApiError::internal)?))
+}
+
 #[utoipa::path(get, path = "/v1/deploys", tag = "deploys", security(("bearer" = [])),
     responses((status = 200, description = "Every configured app with its live release and its recent deploys and rollbacks (newest first, with the last step each completed)")))]
 pub async fn deploys(State(state): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {

@@ -131,6 +131,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/backups", get(lists::backups))
         .route("/v1/gates", get(lists::gates))
         .route("/v1/deploys", get(lists::deploys))
+        .route("/v1/fleet", get(lists::fleet))
         .route("/v1/incidents", get(lists::incidents))
         .route("/v1/incidents/{id}", get(lists::incident))
         .route("/metrics", get(metrics::metrics))

@@ -25,7 +25,7 @@ impl utoipa::Modify for Bearer {
     modifiers(&Bearer),
     paths(
         health::healthz, health::live, health::ready, health::health, health::migration,
-        lists::alerts, lists::alert, lists::runs, lists::run, lists::checks, lists::backups, lists::gates, lists::deploys, lists::incidents, lists::incident,
+        lists::alerts, lists::alert, lists::runs, lists::run, lists::checks, lists::backups, lists::gates, lists::deploys, lists::fleet, lists::incidents, lists::incident,
         metrics::metrics, metrics::metrics_v1, telemetry::telemetry,
         audit::events, audit::summary, audit::actions, audit::decisions, audit::export, audit::archive,
         ping::success, ping::with_status,

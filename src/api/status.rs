@@ -109,6 +109,12 @@ fn render(state: &ApiState) -> Result<Markup, ApiError> {
         .keys()
         .map(|g| Ok((g.clone(), state.reader().gate_runs(Some(g), 1)?.into_iter().next())))
         .collect::<Result<Vec<_>, ApiError>>()?;
+    // Fleet mode: the hosts sharing the state (none on a state file).
+    let fleet = if state.store.backend() == crate::store::Backend::Postgres {
+        Some(crate::schedule::fleet_view::view(&config, state.reader())?)
+    } else {
+        None
+    };
 
     let hour_of = |i: i64| {
         since_ts
@@ -245,6 +251,24 @@ fn render(state: &ApiState) -> Result<Markup, ApiError> {
                             } }
                         }
                     } }
+                }
+                @if let Some(f) = fleet.as_ref().filter(|f| !f.hosts.is_empty()) {
+                    h2 { "Fleet" }
+                    p.muted { @match &f.leader {
+                        Some(l) => { "leader: " (l.host) " · term " (l.term) },
+                        None => { "no host holds the leader lease" },
+                    } }
+                    table id="fleet" {
+                        thead { tr { th { "Host" } th { "State" } th { "Last heartbeat" } th { "Checks" } } }
+                        tbody { @for h in &f.hosts {
+                            tr data-host=(h.host) {
+                                td { (h.host) @if h.leader { span.muted { " · leader" } } }
+                                td class=(match h.state { "up" => "state-ok", "down" => "state-bad", _ => "state-none" }) { (h.state) }
+                                td { (crate::util::duration_ms(h.heartbeat_age_ms.max(0) as u64)) " ago" }
+                                td.detail { (h.checks_ok) " ok" @if !h.checks_failing.is_empty() { " · failing: " (h.checks_failing.join(", ")) } }
+                            }
+                        } }
+                    }
                 }
                 @if !gate_runs.is_empty() {
                     h2 { "Gates" }

@@ -14,6 +14,7 @@ mod db;
 mod deploy;
 mod drift;
 pub mod error;
+mod fleet;
 mod gate;
 mod incident;
 mod jobs;
@@ -180,6 +181,9 @@ pub enum Command {
     /// The state: backend, schema version, migrations, and copying it between SQLite and PostgreSQL
     #[command(subcommand)]
     Db(DbCmd),
+    /// Fleet mode: the hosts sharing a PostgreSQL state, the leader lease, what runs where
+    #[command(subcommand)]
+    Fleet(fleet::FleetCmd),
     /// Shell completions for bash, zsh or fish, on stdout
     ///
     /// bash: `runbook completions bash > /etc/bash_completion.d/runbook`; zsh: into a
@@ -323,6 +327,7 @@ pub fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
         Command::Audit(cmd) => audit::run(&cx, cmd),
         Command::Notify(cmd) => notify::run(&cx, cmd),
         Command::Db(cmd) => db::run(&cx, cmd),
+        Command::Fleet(cmd) => fleet::run(&cx, cmd),
         Command::Completions { shell } => manual::completions(&cx, shell),
         Command::Man { dir } => manual::man(&cx, dir.as_deref()),
         // Needs no configuration: a key is made before the config that names it.

@@ -7,6 +7,7 @@
 mod backup_tasks;
 mod check_tasks;
 pub mod crontab;
+pub mod fleet_view;
 pub(crate) mod gaps;
 pub mod lease;
 pub mod lock;

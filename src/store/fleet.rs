@@ -277,6 +277,17 @@ impl Store {
         )
     }
 
+    /// The newest result of each check on each host since `since`: (host, check, ok, at).
+    pub fn latest_checks_by_host(&self, since: &str) -> Result<Vec<(String, String, bool, String)>> {
+        self.rows(
+            "reading check results per host",
+            "SELECT host, check_name, ok, at FROM check_results WHERE id IN \
+             (SELECT max(id) FROM check_results WHERE at >= ?1 GROUP BY check_name, host) ORDER BY host, check_name",
+            params![since],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0, r.get(3)?)),
+        )
+    }
+
     /// The newest tick of `profile` recorded in the ledger (claimed, run, skipped or missed).
     pub fn last_tick(&self, profile: &str) -> Result<Option<String>> {
         Ok(self

@@ -170,14 +170,17 @@ impl Store {
 
     /// Notifications left `sending` by a process that died mid-send: claimed before `before`
     /// (or by a version that did not record claims).
+    /// Sends left `sending`: claimed before `before`, or (fleet mode, under a fence) claimed
+    /// by a leader of an earlier term, which can no longer record how they ended.
     pub fn interrupted_notifications(&self, before: &str) -> Result<Vec<Notification>> {
         let conn = self.conn()?;
         let mut stmt = conn
             .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM notifications WHERE status = 'sending' AND (claimed_at IS NULL OR claimed_at < ?1) ORDER BY id"
+                "SELECT {COLUMNS} FROM notifications WHERE status = 'sending' AND (claimed_at IS NULL OR claimed_at < ?1 \
+                 OR (CAST(?2 AS BIGINT) IS NOT NULL AND term < ?2)) ORDER BY id"
             ))
             .map_err(self.err("reading notifications"))?;
-        stmt.query_map([before], from_row)
+        stmt.query_map(params![before, super::fleet::current_fence()], from_row)
             .and_then(|r| r.collect())
             .map_err(self.err("reading notifications"))
     }

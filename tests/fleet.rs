@@ -1,0 +1,309 @@
+//! Fleet mode: three daemons with different host names on one PostgreSQL database, one local
+//! webhook receiver, a profile ticking every two seconds and a check flapping on purpose. The
+//! leader is killed (-9), paused past its lease and stopped cleanly, in turn; every tick must
+//! be in the ledger once (run, or recorded as missed during a failover), every alert
+//! transition must reach the receiver once, and failovers must stay within their bounds.
+
+mod common;
+
+use common::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const HOSTS: [&str; 3] = ["alpha", "beta", "gamma"];
+
+fn host_env(db: &PgDb, host: &str, flag: &Path, hook: &str) -> Env {
+    Env::new(&format!(
+        r#"version: 1
+host: {host}
+state: {{ url: "{url}", dir: state }}
+api: {{ listen: "127.0.0.1:0", rate_limit: off }}
+checks:
+  flap: {{ command: {{ sh: "test -e {flag}" }} }}
+profiles:
+  tick: {{ cron: "*/2 * * * * *", tasks: [ {{ sh: "sleep 1", name: work }}, {{ check: flap }} ] }}
+  local: {{ cron: "*/3 * * * * *", run_on: all, tasks: [ {{ run: [true] }} ] }}
+notify:
+  channels:
+    hook: {{ webhook: {{ url: "{hook}/hook" }} }}
+"#,
+        url = db.url(),
+        flag = flag.display(),
+    ))
+}
+
+/// (holder, term) of the live leader lease, by the database's clock.
+fn leader(db: &PgDb) -> Option<(String, i64)> {
+    let row = db.query(
+        "SELECT holder || ' ' || term FROM leases WHERE name = 'leader' AND instance IS NOT NULL \
+         AND expires_ms > (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+    );
+    let (h, t) = row.split_once(' ')?;
+    Some((h.to_string(), t.parse().ok()?))
+}
+
+fn db_ms(db: &PgDb) -> i64 {
+    db.query("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint")
+        .parse()
+        .unwrap()
+}
+
+/// Waits for a leader other than `not` (any, when `None`): its host, term and when (database
+/// milliseconds) it was seen.
+fn next_leader(db: &PgDb, not: Option<&str>, limit: Duration) -> (String, i64, i64) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some((h, t)) = leader(db)
+            && Some(h.as_str()) != not
+        {
+            return (h, t, db_ms(db));
+        }
+        assert!(Instant::now() < deadline, "no new leader within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_fleet_fails_over_without_a_duplicate_tick_or_notification() {
+    let db = PgDb::create();
+    let hook = common::receiver::Receiver::start();
+    let shared = tempfile::tempdir().unwrap();
+    let flag = shared.path().join("up");
+    std::fs::write(&flag, "").unwrap();
+    let envs: BTreeMap<&str, Env> = HOSTS
+        .iter()
+        .map(|h| (*h, host_env(&db, h, &flag, &hook.url())))
+        .collect();
+    assert_eq!(envs["alpha"].run(&["db", "migrate", "--apply"]).code, 0);
+    let mut daemons: BTreeMap<&str, Daemon> = BTreeMap::new();
+    for h in HOSTS {
+        daemons.insert(h, Daemon::start(&envs[h]));
+    }
+    let logs = |d: &BTreeMap<&str, Daemon>| {
+        d.iter()
+            .map(|(h, d)| format!("--- {h}\n{}", d.log()))
+            .collect::<String>()
+    };
+
+    // The check flaps every 3 s for the whole test, from a thread of its own.
+    let stop_flapping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flapper = {
+        let (stop, flag) = (stop_flapping.clone(), flag.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_secs(3));
+                if flag.exists() {
+                    std::fs::remove_file(&flag).unwrap();
+                } else {
+                    std::fs::write(&flag, "").unwrap();
+                }
+            }
+        })
+    };
+
+    let (first, _, _) = next_leader(&db, None, Duration::from_secs(20));
+    let ran = |db: &PgDb| -> i64 {
+        db.query("SELECT count(*) FROM runs WHERE profile = 'tick' AND parent_id IS NULL AND status = 'ok'")
+            .parse()
+            .unwrap()
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), || ran(&db) >= 3),
+        "{}",
+        logs(&daemons)
+    );
+
+    // 1. kill -9 of the leader: another host leads within 20 s.
+    let killed_at = db_ms(&db);
+    daemons.remove(first.as_str()).unwrap().kill_9();
+    let (second, _, seen) = next_leader(&db, Some(&first), Duration::from_secs(25));
+    let crash_failover = seen - killed_at;
+    assert!(crash_failover <= 20_000, "crash failover took {crash_failover} ms");
+    let before = ran(&db);
+    assert!(
+        wait_for(Duration::from_secs(10), || ran(&db) > before),
+        "{}",
+        logs(&daemons)
+    );
+
+    // 2. SIGSTOP of the leader past its lease, then SIGCONT: another host leads, and the paused
+    // one's late writes are refused.
+    let paused_pid = daemons[second.as_str()].pid();
+    let (_, paused_term) = leader(&db).unwrap();
+    signal(paused_pid, "STOP");
+    let stopped_at = db_ms(&db);
+    let (third, _, took) = next_leader(&db, Some(&second), Duration::from_secs(25));
+    let pause_failover = took - stopped_at;
+    assert!(pause_failover <= 20_000, "pause failover took {pause_failover} ms");
+    signal(paused_pid, "CONT");
+    std::thread::sleep(Duration::from_secs(3));
+    let late: i64 = db
+        .query(&format!(
+            "SELECT count(*) FROM runs WHERE term = {paused_term} AND status = 'ok' AND finished_at > '{}'",
+            runbook::clock::to_text(jiff::Timestamp::from_millisecond(took).unwrap())
+        ))
+        .parse()
+        .unwrap();
+    assert_eq!(late, 0, "a paused leader recorded a run after losing its lease");
+    let before = ran(&db);
+    assert!(
+        wait_for(Duration::from_secs(10), || ran(&db) > before),
+        "{}",
+        logs(&daemons)
+    );
+
+    // 3. Graceful stops: the lease moves in under a second each time (database clock, from
+    // the resignation to the next holder taking it). The stopped host comes back each time.
+    let mut graceful = Vec::new();
+    let mut current = third;
+    for _ in 0..4 {
+        let (code, _, log) = daemons.remove(current.as_str()).unwrap().stop();
+        assert_eq!(code, 0, "{log}");
+        let (next, _, _) = next_leader(&db, Some(&current), Duration::from_secs(10));
+        let gap: i64 = db
+            .query("SELECT acquired_ms - (SELECT max(stopped_ms) FROM fleet_hosts) FROM leases WHERE name = 'leader'")
+            .parse()
+            .unwrap();
+        graceful.push(gap);
+        let host = HOSTS.iter().find(|h| **h == current).unwrap();
+        daemons.insert(host, Daemon::start(&envs[host]));
+        current = next;
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert!(
+        graceful.iter().all(|g| *g < 1_000),
+        "graceful failovers (ms): {graceful:?}"
+    );
+
+    // Settle: the flapping stops with the check passing, the outbox drains.
+    stop_flapping.store(true, std::sync::atomic::Ordering::SeqCst);
+    flapper.join().unwrap();
+    std::fs::write(&flag, "").unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(
+        wait_for(Duration::from_secs(20), || db.query(
+            "SELECT count(*) FROM notifications WHERE status IN ('pending', 'sending')"
+        ) == "0"),
+        "{}",
+        logs(&daemons)
+    );
+    let log = logs(&daemons);
+    for (_, d) in std::mem::take(&mut daemons) {
+        let (code, _, _) = d.stop();
+        assert_eq!(code, 0);
+    }
+
+    // Every tick between the first and the last is in the ledger exactly once.
+    let ticks: Vec<String> = db
+        .query("SELECT string_agg(tick, ',' ORDER BY tick) FROM runs WHERE profile = 'tick' AND parent_id IS NULL")
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let distinct: BTreeSet<&String> = ticks.iter().collect();
+    assert_eq!(distinct.len(), ticks.len(), "a tick was recorded twice");
+    let as_ts = |t: &str| t.parse::<jiff::Timestamp>().unwrap();
+    let (start, end) = (as_ts(&ticks[0]), as_ts(ticks.last().unwrap()));
+    let expected = (end.as_second() - start.as_second()) / 2 + 1;
+    assert_eq!(
+        ticks.len() as i64,
+        expected,
+        "ticks missing from the ledger: {ticks:?}\n{log}"
+    );
+    let missed: i64 = db
+        .query("SELECT count(*) FROM runs WHERE profile = 'tick' AND parent_id IS NULL AND status = 'skipped'")
+        .parse()
+        .unwrap();
+    assert!(missed <= 24, "{missed} ticks missed: more than two crash windows");
+
+    eprintln!(
+        "failover: crash {crash_failover} ms, pause {pause_failover} ms, graceful {graceful:?} ms; ticks {}, missed {missed}",
+        ticks.len()
+    );
+
+    // Every alert transition reached the receiver exactly once.
+    let keys: Vec<String> = hook
+        .requests()
+        .iter()
+        .filter_map(|r| r.header("idempotency-key").map(str::to_string))
+        .collect();
+    let unique: BTreeSet<&String> = keys.iter().collect();
+    assert_eq!(unique.len(), keys.len(), "a notification was delivered twice: {keys:?}");
+    let unsent =
+        db.query("SELECT string_agg(idempotency_key || ' ' || status, ', ') FROM notifications WHERE status <> 'sent'");
+    assert_eq!(unsent, "", "every queued notification was sent: {log}");
+    let queued: i64 = db.query("SELECT count(*) FROM notifications").parse().unwrap();
+    assert_eq!(queued as usize, keys.len(), "every notification was received: {keys:?}");
+    assert!(keys.len() >= 4, "the check flapped: {keys:?}");
+    eprintln!("notifications: {} delivered once each", keys.len());
+    // The killed host was noticed.
+    assert!(
+        hook.requests()
+            .iter()
+            .any(|r| r.json().to_string().contains("host_down:")),
+        "no host_down alert was sent"
+    );
+    assert_eq!(envs["beta"].run(&["audit", "verify"]).code, 0);
+}
+
+#[test]
+fn fleet_status_shows_hosts_the_leader_and_what_runs_where() {
+    let db = PgDb::create();
+    let hook = common::receiver::Receiver::start();
+    let shared = tempfile::tempdir().unwrap();
+    let flag = shared.path().join("up");
+    let a = host_env(&db, "alpha", &flag, &hook.url());
+    let b = host_env(&db, "beta", &flag, &hook.url());
+    assert_eq!(a.run(&["db", "migrate", "--apply"]).code, 0);
+    let da = Daemon::start(&a);
+    let (leader_host, term, _) = next_leader(&db, None, Duration::from_secs(20));
+    assert_eq!(leader_host, "alpha");
+    let db_ = Daemon::start(&b);
+    assert!(wait_for(Duration::from_secs(20), || db
+        .query("SELECT count(*) FROM fleet_hosts")
+        == "2"));
+    let (code, v) = b.json(&["fleet", "status"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["mode"], "fleet");
+    assert_eq!(v["leader"]["host"], "alpha");
+    assert_eq!(v["leader"]["term"], term);
+    let hosts = v["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 2, "{v}");
+    assert!(hosts.iter().all(|h| h["state"] == "up"), "{v}");
+    let profile = |n: &str| {
+        v["profiles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(profile("tick")["hosts"], serde_json::json!(["alpha"]));
+    assert_eq!(profile("local")["hosts"], serde_json::json!(["alpha", "beta"]));
+    let human = b.run(&["fleet", "status"]);
+    assert!(human.stdout.contains("leader: alpha"), "{}", human.stdout);
+
+    // The API says the same.
+    let token = create_token(&b, "reader", "read");
+    let port = api_port_in_log(&db_.log);
+    let page = common::http::get(port, "/v1/fleet", Some(&token));
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(page.json()["leader"]["host"], "alpha");
+
+    // A host that stops is `stopped`, not down; the other leads at once.
+    let (code, _, _) = da.stop();
+    assert_eq!(code, 0);
+    let (now_leader, _, _) = next_leader(&db, Some("alpha"), Duration::from_secs(5));
+    assert_eq!(now_leader, "beta");
+    let (_, v) = b.json(&["fleet", "status"]);
+    let alpha = v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == "alpha")
+        .unwrap()
+        .clone();
+    assert_eq!(alpha["state"], "stopped", "{v}");
+    drop(db_);
+}
