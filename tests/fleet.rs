@@ -14,6 +14,11 @@ use std::time::{Duration, Instant};
 const HOSTS: [&str; 3] = ["alpha", "beta", "gamma"];
 
 fn host_env(db: &PgDb, host: &str, flag: &Path, hook: &str) -> Env {
+    host_env_at(&db.url(), host, flag, hook)
+}
+
+/// A host whose connection to the database is `url` (a relay the test controls, or direct).
+fn host_env_at(url: &str, host: &str, flag: &Path, hook: &str) -> Env {
     Env::new(&format!(
         r#"version: 1
 host: {host}
@@ -28,7 +33,6 @@ notify:
   channels:
     hook: {{ webhook: {{ url: "{hook}/hook" }} }}
 "#,
-        url = db.url(),
         flag = flag.display(),
     ))
 }
@@ -104,9 +108,11 @@ fn the_fleet_fails_over_without_a_duplicate_tick_or_notification() {
 
     let (first, _, _) = next_leader(&db, None, Duration::from_secs(20));
     let ran = |db: &PgDb| -> i64 {
-        db.query("SELECT count(*) FROM runs WHERE profile = 'tick' AND parent_id IS NULL AND status = 'ok'")
-            .parse()
-            .unwrap()
+        db.query(
+            "SELECT count(*) FROM runs WHERE profile = 'tick' AND parent_id IS NULL AND status IN ('ok', 'failed')",
+        )
+        .parse()
+        .unwrap()
     };
     assert!(
         wait_for(Duration::from_secs(20), || ran(&db) >= 3),
@@ -183,9 +189,12 @@ fn the_fleet_fails_over_without_a_duplicate_tick_or_notification() {
     std::thread::sleep(Duration::from_secs(6));
     assert!(
         wait_for(Duration::from_secs(20), || db.query(
-            "SELECT count(*) FROM notifications WHERE status IN ('pending', 'sending')"
+            "SELECT (SELECT count(*) FROM notifications WHERE status IN ('pending', 'sending')) \
+             + (SELECT count(*) FROM alerts WHERE status = 'firing' AND name NOT LIKE 'host_down:%')"
         ) == "0"),
-        "{}",
+        "{}\n{}\n{}",
+        db.query("SELECT string_agg(name || ' ' || status, ', ') FROM alerts"),
+        db.query("SELECT string_agg(idempotency_key || ' ' || status, ', ') FROM notifications"),
         logs(&daemons)
     );
     let log = logs(&daemons);
@@ -242,6 +251,11 @@ fn the_fleet_fails_over_without_a_duplicate_tick_or_notification() {
             .iter()
             .any(|r| r.json().to_string().contains("host_down:")),
         "no host_down alert was sent"
+    );
+    // One alert per key across leaders: the killed host is down once, not once per leader.
+    assert_eq!(
+        db.query(&format!("SELECT count(*) FROM alerts WHERE name = 'host_down:{first}'")),
+        "1"
     );
     assert_eq!(envs["beta"].run(&["audit", "verify"]).code, 0);
 }
@@ -306,4 +320,98 @@ fn fleet_status_shows_hosts_the_leader_and_what_runs_where() {
         .clone();
     assert_eq!(alpha["state"], "stopped", "{v}");
     drop(db_);
+}
+
+#[test]
+fn a_leader_cut_off_from_the_database_stops_leading_and_its_writes_never_land() {
+    // alpha reaches the database through a relay the test cuts, as a host whose network
+    // fails; beta reaches it directly.
+    let db = PgDb::create();
+    let relay = common::relay::Relay::start();
+    let hook = common::receiver::Receiver::start();
+    let shared = tempfile::tempdir().unwrap();
+    let flag = shared.path().join("up");
+    std::fs::write(&flag, "").unwrap();
+    let via_relay = format!(
+        "postgres://postgres@127.0.0.1:{}/{}?sslmode=disable",
+        relay.port, db.name
+    );
+    let alpha = host_env_at(&via_relay, "alpha", &flag, &hook.url());
+    let beta = host_env(&db, "beta", &flag, &hook.url());
+    assert_eq!(beta.run(&["db", "migrate", "--apply"]).code, 0);
+    let da = Daemon::start(&alpha);
+    assert_eq!(next_leader(&db, None, Duration::from_secs(20)).0, "alpha");
+    let dbeta = Daemon::start(&beta);
+    let ran = || -> i64 {
+        db.query(
+            "SELECT count(*) FROM runs WHERE profile = 'tick' AND parent_id IS NULL AND status IN ('ok', 'failed')",
+        )
+        .parse()
+        .unwrap()
+    };
+    assert!(wait_for(Duration::from_secs(20), || ran() >= 2), "{}", da.log());
+    let (_, cut_term) = leader(&db).unwrap();
+
+    std::fs::remove_file(&flag).unwrap();
+    let cut_at = db_ms(&db);
+    relay.cut();
+    let (now_leader, _, took) = next_leader(&db, Some("alpha"), Duration::from_secs(25));
+    assert_eq!(now_leader, "beta");
+    assert!(
+        took - cut_at <= 20_000,
+        "failover after a cut took {} ms",
+        took - cut_at
+    );
+    // beta runs the ticks and tells of the failing check.
+    let before = ran();
+    assert!(wait_for(Duration::from_secs(10), || ran() > before), "{}", dbeta.log());
+    relay.restore();
+    std::fs::write(&flag, "").unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    // alpha is back as a follower: beta still leads, alpha heartbeats again.
+    assert_eq!(leader(&db).map(|l| l.0).as_deref(), Some("beta"), "{}", da.log());
+    let (_, v) = beta.json(&["fleet", "status"]);
+    assert!(v["hosts"].as_array().unwrap().iter().all(|h| h["state"] == "up"), "{v}");
+    let late: i64 = db
+        .query(&format!(
+            "SELECT count(*) FROM runs WHERE term = {cut_term} AND finished_at > '{}' AND status = 'ok'",
+            runbook::clock::to_text(jiff::Timestamp::from_millisecond(took).unwrap())
+        ))
+        .parse()
+        .unwrap();
+    assert_eq!(late, 0, "the cut-off leader recorded a run after losing its lease");
+    assert!(
+        wait_for(Duration::from_secs(20), || db.query(
+            "SELECT (SELECT count(*) FROM notifications WHERE status IN ('pending', 'sending')) \
+             + (SELECT count(*) FROM alerts WHERE status = 'firing')"
+        ) == "0"),
+        "{}",
+        dbeta.log()
+    );
+    let (code, _, alpha_log) = da.stop();
+    assert_eq!(code, 0, "{alpha_log}");
+    let (code, _, beta_log) = dbeta.stop();
+    assert_eq!(code, 0, "{beta_log}");
+    let ticks: i64 = db
+        .query("SELECT count(*) FROM runs WHERE profile = 'tick' AND parent_id IS NULL")
+        .parse()
+        .unwrap();
+    let distinct: i64 = db
+        .query("SELECT count(DISTINCT tick) FROM runs WHERE profile = 'tick' AND parent_id IS NULL")
+        .parse()
+        .unwrap();
+    assert_eq!(ticks, distinct, "a tick was recorded twice");
+    let keys: Vec<String> = hook
+        .requests()
+        .iter()
+        .filter_map(|r| r.header("idempotency-key").map(str::to_string))
+        .collect();
+    let unique: BTreeSet<&String> = keys.iter().collect();
+    assert_eq!(unique.len(), keys.len(), "a notification was delivered twice: {keys:?}");
+    let queued = db.query("SELECT string_agg(idempotency_key || ' ' || status || ' ' || coalesce(term::text, '-') || ' ' || coalesce(last_error, ''), '; ') FROM notifications");
+    assert_eq!(
+        queued.split("; ").count(),
+        keys.len(),
+        "every notification was received once: {keys:?}\n{queued}\n--- alpha\n{alpha_log}\n--- beta\n{beta_log}"
+    );
 }

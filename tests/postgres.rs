@@ -4,11 +4,10 @@
 
 mod common;
 
+use common::relay::Relay;
 use common::*;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::io::Write;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 const PROFILES: &str = r#"
@@ -179,73 +178,6 @@ fn a_role_that_cannot_write_gets_a_clear_error_and_nothing_half_written() {
     drop(owner);
     psql("test", &format!("DROP DATABASE {} WITH (FORCE)", db.name));
     psql("test", &format!("DROP ROLE {role}"));
-}
-
-/// A TCP relay to the machine's PostgreSQL that can be cut (every connection closed, new ones
-/// refused) and restored: the server going away and coming back, as the daemon sees it.
-struct Relay {
-    port: u16,
-    open: Arc<AtomicBool>,
-    live: Arc<Mutex<Vec<TcpStream>>>,
-    /// Connections turned away while cut.
-    refused: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl Relay {
-    fn start() -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let open = Arc::new(AtomicBool::new(true));
-        let live: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let refused: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
-        let (o, l, r) = (open.clone(), live.clone(), refused.clone());
-        std::thread::spawn(move || {
-            for client in listener.incoming().flatten() {
-                if !o.load(Ordering::SeqCst) {
-                    r.fetch_add(1, Ordering::SeqCst);
-                    let _ = client.shutdown(Shutdown::Both);
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect("127.0.0.1:5432") else {
-                    continue;
-                };
-                let mut held = l.lock().unwrap();
-                held.push(client.try_clone().unwrap());
-                held.push(server.try_clone().unwrap());
-                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-                pipe(server, client);
-            }
-        });
-        Relay {
-            port,
-            open,
-            live,
-            refused,
-        }
-    }
-
-    fn cut(&self) {
-        self.open.store(false, Ordering::SeqCst);
-        for s in self.live.lock().unwrap().drain(..) {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-    }
-
-    fn restore(&self) {
-        self.open.store(true, Ordering::SeqCst);
-    }
-}
-
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 16384];
-        while let Ok(n) = from.read(&mut buf) {
-            if n == 0 || to.write_all(&buf[..n]).is_err() {
-                break;
-            }
-        }
-        let _ = to.shutdown(Shutdown::Write);
-    });
 }
 
 #[test]

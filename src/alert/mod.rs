@@ -192,6 +192,10 @@ pub fn record_and_observe(
     observe(store, config, &seen, deliver)
 }
 
+/// The host name of what the fleet's leader judges (`run_on: any` work, `host_down`), whichever
+/// host leads.
+pub const FLEET_HOST: &str = "fleet";
+
 /// The alert key: one open alert per (source, name, host, labels).
 pub fn key(source: Source, name: &str, host: &str, labels: &BTreeMap<String, String>) -> String {
     let prefix = match source {
@@ -246,7 +250,13 @@ pub fn observe(
             0
         }
     });
-    let host = &config.host;
+    // The fleet leader judges for the fleet: its checks' states and alerts are the fleet's,
+    // and carry on from one leader to the next.
+    let host = if crate::store::fleet::fenced() {
+        &FLEET_HOST.to_string()
+    } else {
+        &config.host
+    };
     let now = clock::to_text(clock::now());
     store.alerts_tx(|tx| {
         let mut transitions: Vec<Transition> = Vec::new();

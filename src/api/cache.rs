@@ -15,6 +15,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 
 use super::ApiState;
 
@@ -33,6 +34,33 @@ struct Entry {
 #[derive(Default)]
 pub struct ReadCache {
     inner: Mutex<Inner>,
+    /// Bodies being made now, by (key, version): a request that misses while one is made
+    /// for the same page and version waits for it instead of running the handler again
+    /// (after a commit, every client asks at once).
+    filling: Mutex<HashMap<(String, i64), watch::Receiver<()>>>,
+}
+
+/// A request's part in filling the cache: it makes the body, or waits for one being made.
+enum Fill<'c> {
+    Make(Filling<'c>),
+    Wait(watch::Receiver<()>),
+}
+
+/// Held by the request that makes a body; when dropped, the waiters look again.
+struct Filling<'c> {
+    cache: &'c ReadCache,
+    key: (String, i64),
+    _done: watch::Sender<()>,
+}
+
+impl Drop for Filling<'_> {
+    fn drop(&mut self) {
+        self.cache
+            .filling
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
 }
 
 #[derive(Default)]
@@ -42,6 +70,21 @@ struct Inner {
 }
 
 impl ReadCache {
+    fn fill(&self, key: &str, version: i64) -> Fill<'_> {
+        let mut filling = self.filling.lock().unwrap_or_else(|e| e.into_inner());
+        let k = (key.to_string(), version);
+        if let Some(rx) = filling.get(&k) {
+            return Fill::Wait(rx.clone());
+        }
+        let (tx, rx) = watch::channel(());
+        filling.insert(k.clone(), rx);
+        Fill::Make(Filling {
+            cache: self,
+            key: k,
+            _done: tx,
+        })
+    }
+
     fn get(&self, key: &str, version: i64) -> Option<Arc<Entry>> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.entries.get(key).filter(|e| e.version == version).cloned()
@@ -113,6 +156,17 @@ pub async fn reuse(State(state): State<Arc<ApiState>>, req: Request, next: Next)
     if let Some(entry) = state.cache.get(&key, version) {
         return answer(&entry, req_tag.as_ref());
     }
+    let _making = match state.cache.fill(&key, version) {
+        Fill::Make(f) => Some(f),
+        Fill::Wait(mut made) => {
+            // The maker drops its sender when done (kept or not): then look again.
+            let _ = made.changed().await;
+            if let Some(entry) = state.cache.get(&key, version) {
+                return answer(&entry, req_tag.as_ref());
+            }
+            None
+        }
+    };
     let resp = next.run(req).await;
     if resp.status() != StatusCode::OK {
         return resp;

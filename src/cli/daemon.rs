@@ -340,6 +340,7 @@ fn spawn_run(
         runner.cancel = cancel;
         runner.shared = Some(config.clone());
         let term = fence.as_ref().map(|f| f.term);
+        let tick = fence.as_ref().map(|f| f.tick.clone());
         runner.fence = fence;
         let since = crate::clock::to_text(crate::clock::now());
         match runner.run_profile(&name, Trigger::Schedule) {
@@ -348,11 +349,8 @@ fn spawn_run(
             Err(crate::schedule::runner::RunError::TickTaken { tick, .. }) => {
                 tracing::debug!(profile = %name, %tick, "tick already in the ledger");
             }
-            // A run of a former leader: the new leader closes it and answers for the tick.
-            Err(e) if term.is_some() && term != crate::store::fleet::held_term() => {
-                tracing::warn!(profile = %name, error = %e, "the run lost the fleet lease");
-            }
-            Err(e) => gaps.note_since(&name, Some(since), &e.to_string()),
+            // A leader's run is recorded under its term and tick, or left to the next leader.
+            Err(e) => gaps.note_fenced(&name, Some(since), &e.to_string(), term.zip(tick)),
         }
     })?;
     Ok(Active { profile, handle })

@@ -26,6 +26,9 @@ struct Missed {
     /// When the failed attempt began: runs it recorded as started (this process's, since
     /// then) whose end could not be recorded are closed as failed too.
     since: Option<String>,
+    /// Fleet mode: the lease term and the tick of a leader's run. Recorded under that term,
+    /// with that tick, or dropped once the term is over (the next leader accounts for it).
+    fence: Option<(i64, String)>,
 }
 
 #[derive(Default)]
@@ -47,6 +50,11 @@ impl Gaps {
 
     /// A scheduled run of `profile` that began at `since` and failed to be recorded.
     pub fn note_since(&self, profile: &str, since: Option<String>, error: &str) {
+        self.note_fenced(profile, since, error, None)
+    }
+
+    /// `note_since` for a leader's run of a tick under its lease term.
+    pub fn note_fenced(&self, profile: &str, since: Option<String>, error: &str, fence: Option<(i64, String)>) {
         tracing::error!(
             profile,
             error,
@@ -57,6 +65,7 @@ impl Gaps {
             at: clock::to_text(clock::now()),
             error: error.to_string(),
             since,
+            fence,
         });
     }
 
@@ -69,7 +78,17 @@ impl Gaps {
         }
         let mut left = Vec::new();
         for m in pending {
-            if let Err(e) = record(config, store, &m) {
+            if let Some((term, tick)) = &m.fence
+                && crate::store::fleet::held_term() != Some(*term)
+            {
+                tracing::info!(profile = %m.profile, %tick, term, "a missed tick of a lease term that is over: left to the next leader");
+                continue;
+            }
+            let recorded = match &m.fence {
+                Some((term, _)) => store.fenced(*term, || record(config, store, &m)),
+                None => record(config, store, &m),
+            };
+            if let Err(e) = recorded {
                 tracing::debug!(error = %e, profile = %m.profile, "the missed run is not recorded yet");
                 left.push(m);
                 continue;
@@ -152,7 +171,20 @@ fn record(config: &Config, store: &Store, m: &Missed) -> Result<(), crate::store
             .collect();
         store.mark_runs(&changes)?;
     }
-    let id = store.insert_run(&run, Some(&draft))?;
+    let id = match &m.fence {
+        None => store.insert_run(&run, Some(&draft))?,
+        Some((_, tick)) => {
+            let run = NewRun {
+                tick: Some(tick.clone()),
+                ..run
+            };
+            // Another host recorded the tick meanwhile: nothing is missing.
+            let Some(id) = store.claim_tick(&run, Some(&draft))? else {
+                return Ok(());
+            };
+            id
+        }
+    };
     store.finish_run(
         id,
         &RunFinish {

@@ -33,6 +33,11 @@ pub(super) fn current_fence() -> Option<i64> {
     FENCE.with(Cell::get)
 }
 
+/// Whether this thread works for the fleet's leader now (inside `Store::fenced`).
+pub fn fenced() -> bool {
+    current_fence().is_some()
+}
+
 /// The lease term this process holds and until when (this host's monotonic clock) it is
 /// surely its own: set by the daemon's lease loop after each renewal.
 static LEASE: std::sync::Mutex<Option<(i64, std::time::Instant)>> = std::sync::Mutex::new(None);

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 pub mod http;
 pub mod in_process;
 pub mod receiver;
+pub mod relay;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_runbook");
 
