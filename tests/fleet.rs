@@ -159,11 +159,11 @@ fn the_fleet_fails_over_without_a_duplicate_tick_or_notification() {
         logs(&daemons)
     );
 
-    // 3. Graceful stops: the lease moves in under a second each time (database clock, from
+    // 3. Twenty graceful stops: the lease moves in under a second each time (database clock, from
     // the resignation to the next holder taking it). The stopped host comes back each time.
     let mut graceful = Vec::new();
     let mut current = third;
-    for _ in 0..4 {
+    for _ in 0..20 {
         let (code, _, log) = daemons.remove(current.as_str()).unwrap().stop();
         assert_eq!(code, 0, "{log}");
         let (next, _, _) = next_leader(&db, Some(&current), Duration::from_secs(10));
@@ -175,7 +175,7 @@ fn the_fleet_fails_over_without_a_duplicate_tick_or_notification() {
         let host = HOSTS.iter().find(|h| **h == current).unwrap();
         daemons.insert(host, Daemon::start(&envs[host]));
         current = next;
-        std::thread::sleep(Duration::from_secs(2));
+        std::thread::sleep(Duration::from_secs(1));
     }
     assert!(
         graceful.iter().all(|g| *g < 1_000),
@@ -223,7 +223,13 @@ fn the_fleet_fails_over_without_a_duplicate_tick_or_notification() {
         .query("SELECT count(*) FROM runs WHERE profile = 'tick' AND parent_id IS NULL AND status = 'skipped'")
         .parse()
         .unwrap();
-    assert!(missed <= 24, "{missed} ticks missed: more than two crash windows");
+    // Missed ticks fall in failover windows only: the crash and pause windows (a tick every
+    // 2 s), and at most one tick around each graceful handover.
+    let window = (crash_failover + pause_failover) / 2000 + 4 + graceful.len() as i64;
+    assert!(
+        missed <= window,
+        "{missed} ticks missed, more than the failover windows hold ({window})"
+    );
 
     eprintln!(
         "failover: crash {crash_failover} ms, pause {pause_failover} ms, graceful {graceful:?} ms; ticks {}, missed {missed}",

@@ -250,20 +250,22 @@ pub fn observe(
             0
         }
     });
-    // The fleet leader judges for the fleet: its checks' states and alerts are the fleet's,
-    // and carry on from one leader to the next.
-    let host = if crate::store::fleet::fenced() {
-        &FLEET_HOST.to_string()
+    // The fleet's leader (and a ping to any host) judges for the fleet: the check states and
+    // alert keys are the fleet's, and carry on from one leader to the next. The alert still
+    // names the host that saw it.
+    let scope = if crate::store::fleet::judged_for_fleet() {
+        FLEET_HOST
     } else {
-        &config.host
+        config.host.as_str()
     };
+    let host = &config.host;
     let now = clock::to_text(clock::now());
     store.alerts_tx(|tx| {
         let mut transitions: Vec<Transition> = Vec::new();
         for o in ordered {
             let before = transitions.len();
             let state_name = o.state_name();
-            let prev = tx.check_state(&state_name, host)?;
+            let prev = tx.check_state(&state_name, scope)?;
             let state = if o.ok {
                 CheckState {
                     ok: Some(true),
@@ -277,15 +279,15 @@ pub fn observe(
                     oks: 0,
                 }
             };
-            tx.put_check_state(&state_name, host, state, &now)?;
-            let key = key(o.source, &o.name, host, &o.labels);
+            tx.put_check_state(&state_name, scope, state, &now)?;
+            let key = key(o.source, &o.name, scope, &o.labels);
             let open = tx.open_alert(&key)?;
             let redact = |s: &str| config.redactor.redact(s).into_owned();
             match (o.ok, open) {
                 (false, None) if state.fails >= o.fail_after => {
                     let mut suppressed_by = None;
                     for dep in &o.depends_on {
-                        if tx.check_state(dep, host)?.ok == Some(false) {
+                        if tx.check_state(dep, scope)?.ok == Some(false) {
                             suppressed_by = Some(dep.clone());
                             break;
                         }
@@ -337,7 +339,7 @@ pub fn observe(
                         alert.status == AlertStatus::Silenced && tx.active_silence(&key, &o.name, &now)?.is_none();
                     // The dependency recovered but this check still fails: its own problem now.
                     let dependency_back = match &alert.suppressed_by {
-                        Some(dep) => tx.check_state(dep, host)?.ok != Some(false),
+                        Some(dep) => tx.check_state(dep, scope)?.ok != Some(false),
                         None => false,
                     };
                     if silence_over {

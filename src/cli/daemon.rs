@@ -344,7 +344,10 @@ fn spawn_run(
         runner.fence = fence;
         let since = crate::clock::to_text(crate::clock::now());
         match runner.run_profile(&name, Trigger::Schedule) {
-            Ok(_) => gaps.recovered(&config, &store, &name),
+            Ok(_) => match term {
+                Some(t) => store.fenced(t, || gaps.recovered(&config, &store, &name)),
+                None => gaps.recovered(&config, &store, &name),
+            },
             // Another host recorded this tick first: nothing was missed.
             Err(crate::schedule::runner::RunError::TickTaken { tick, .. }) => {
                 tracing::debug!(profile = %name, %tick, "tick already in the ledger");

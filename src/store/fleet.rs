@@ -33,9 +33,16 @@ pub(super) fn current_fence() -> Option<i64> {
     FENCE.with(Cell::get)
 }
 
-/// Whether this thread works for the fleet's leader now (inside `Store::fenced`).
-pub fn fenced() -> bool {
-    current_fence().is_some()
+thread_local! {
+    /// Set while this thread judges outcomes for the whole fleet without leading it (a ping
+    /// any host's API takes).
+    static FLEET_SCOPE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether outcomes judged on this thread now are the fleet's rather than this host's: inside
+/// `Store::fenced` (the leader's work) or `Store::for_fleet`.
+pub fn judged_for_fleet() -> bool {
+    current_fence().is_some() || FLEET_SCOPE.with(Cell::get)
 }
 
 /// The lease term this process holds and until when (this host's monotonic clock) it is
@@ -145,6 +152,22 @@ impl Store {
             }
         }
         let _reset = Reset(FENCE.with(|c| c.replace(Some(term))));
+        f()
+    }
+
+    /// Runs `f` judging outcomes for the fleet (see `judged_for_fleet`) when this state is
+    /// shared (PostgreSQL); as it is on a state file.
+    pub fn for_fleet<T>(&self, f: impl FnOnce() -> T) -> T {
+        if self.lock_pool().is_none() {
+            return f();
+        }
+        struct Reset(bool);
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                FLEET_SCOPE.with(|c| c.set(self.0));
+            }
+        }
+        let _reset = Reset(FLEET_SCOPE.with(|c| c.replace(true)));
         f()
     }
 
