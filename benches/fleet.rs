@@ -28,26 +28,6 @@ mod receiver;
 const BIN: &str = env!("CARGO_BIN_EXE_runbook");
 const HOSTS: [&str; 3] = ["alpha", "beta", "gamma"];
 
-fn psql(db: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            db,
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-qtAc",
-            sql,
-        ])
-        .output()
-        .expect("psql");
-    assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 fn signal(pid: u32, sig: rustix::process::Signal) {
     if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
         let _ = rustix::process::kill_process(p, sig);
@@ -339,13 +319,7 @@ fn steady(checks: usize, secs: u64) {
 fn main() {
     let only = std::env::var("BENCH_ONLY").unwrap_or_else(|_| "ab".into());
     println!("runbook fleet benchmark");
-    println!(
-        "  machine  {} core(s), {}; PostgreSQL {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        cpu_model(),
-        psql("test", "SHOW server_version")
-    );
-    println!("  loadavg  {} (at start)", loadavg());
+    print_machine_with_postgres();
     if only.contains('a') {
         chaos(env_usize("BENCH_CYCLES", 1000));
     }

@@ -27,26 +27,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_runbook");
 mod common;
 use common::*;
 
-fn psql(db: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            db,
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-qtAc",
-            sql,
-        ])
-        .output()
-        .expect("psql");
-    assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// One side of the comparison: a temp dir whose runbook.yaml keeps its state there.
 struct Side {
     name: &'static str,
@@ -319,13 +299,7 @@ fn main() {
     let alerts = env_usize("BENCH_ALERTS", 1_000_000);
     let secs = env_usize("BENCH_SECS", 10) as u64;
     println!("runbook state benchmark: SQLite and PostgreSQL side by side");
-    println!(
-        "  machine  {} core(s), {}; PostgreSQL {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        cpu_model(),
-        psql("test", "SHOW server_version")
-    );
-    println!("  loadavg  {} (at start)", loadavg());
+    print_machine_with_postgres();
     let sides = [Side::new("sqlite"), Side::new("postgres")];
     // BENCH_ONLY=d (or abc…) runs only those parts.
     let only = std::env::var("BENCH_ONLY").unwrap_or_else(|_| "abcd".into());

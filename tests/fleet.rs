@@ -68,6 +68,28 @@ fn next_leader(db: &PgDb, not: Option<&str>, limit: Duration) -> (String, i64, i
     }
 }
 
+/// Runs of lease term `term` that finished `ok` after `after_ms` (database milliseconds).
+fn runs_recorded_after(db: &PgDb, term: i64, after_ms: i64) -> i64 {
+    db.query(&format!(
+        "SELECT count(*) FROM runs WHERE term = {term} AND status = 'ok' AND finished_at > '{}'",
+        runbook::clock::to_text(jiff::Timestamp::from_millisecond(after_ms).unwrap())
+    ))
+    .parse()
+    .unwrap()
+}
+
+/// The idempotency keys the receiver got, each asserted to have come once.
+fn delivered_once(hook: &common::receiver::Receiver) -> Vec<String> {
+    let keys: Vec<String> = hook
+        .requests()
+        .iter()
+        .filter_map(|r| r.header("idempotency-key").map(str::to_string))
+        .collect();
+    let unique: BTreeSet<&String> = keys.iter().collect();
+    assert_eq!(unique.len(), keys.len(), "a notification was delivered twice: {keys:?}");
+    keys
+}
+
 #[test]
 fn the_fleet_fails_over_without_a_duplicate_tick_or_notification() {
     let db = PgDb::create();
@@ -144,13 +166,7 @@ fn the_fleet_fails_over_without_a_duplicate_tick_or_notification() {
     assert!(pause_failover <= 20_000, "pause failover took {pause_failover} ms");
     signal(paused_pid, "CONT");
     std::thread::sleep(Duration::from_secs(3));
-    let late: i64 = db
-        .query(&format!(
-            "SELECT count(*) FROM runs WHERE term = {paused_term} AND status = 'ok' AND finished_at > '{}'",
-            runbook::clock::to_text(jiff::Timestamp::from_millisecond(took).unwrap())
-        ))
-        .parse()
-        .unwrap();
+    let late = runs_recorded_after(&db, paused_term, took);
     assert_eq!(late, 0, "a paused leader recorded a run after losing its lease");
     let before = ran(&db);
     assert!(
@@ -237,13 +253,7 @@ fn the_fleet_fails_over_without_a_duplicate_tick_or_notification() {
     );
 
     // Every alert transition reached the receiver exactly once.
-    let keys: Vec<String> = hook
-        .requests()
-        .iter()
-        .filter_map(|r| r.header("idempotency-key").map(str::to_string))
-        .collect();
-    let unique: BTreeSet<&String> = keys.iter().collect();
-    assert_eq!(unique.len(), keys.len(), "a notification was delivered twice: {keys:?}");
+    let keys = delivered_once(&hook);
     let unsent =
         db.query("SELECT string_agg(idempotency_key || ' ' || status, ', ') FROM notifications WHERE status <> 'sent'");
     assert_eq!(unsent, "", "every queued notification was sent: {log}");
@@ -378,13 +388,7 @@ fn a_leader_cut_off_from_the_database_stops_leading_and_its_writes_never_land() 
     assert_eq!(leader(&db).map(|l| l.0).as_deref(), Some("beta"), "{}", da.log());
     let (_, v) = beta.json(&["fleet", "status"]);
     assert!(v["hosts"].as_array().unwrap().iter().all(|h| h["state"] == "up"), "{v}");
-    let late: i64 = db
-        .query(&format!(
-            "SELECT count(*) FROM runs WHERE term = {cut_term} AND finished_at > '{}' AND status = 'ok'",
-            runbook::clock::to_text(jiff::Timestamp::from_millisecond(took).unwrap())
-        ))
-        .parse()
-        .unwrap();
+    let late = runs_recorded_after(&db, cut_term, took);
     assert_eq!(late, 0, "the cut-off leader recorded a run after losing its lease");
     assert!(
         wait_for(Duration::from_secs(20), || db.query(
@@ -407,13 +411,7 @@ fn a_leader_cut_off_from_the_database_stops_leading_and_its_writes_never_land() 
         .parse()
         .unwrap();
     assert_eq!(ticks, distinct, "a tick was recorded twice");
-    let keys: Vec<String> = hook
-        .requests()
-        .iter()
-        .filter_map(|r| r.header("idempotency-key").map(str::to_string))
-        .collect();
-    let unique: BTreeSet<&String> = keys.iter().collect();
-    assert_eq!(unique.len(), keys.len(), "a notification was delivered twice: {keys:?}");
+    let keys = delivered_once(&hook);
     let queued = db.query("SELECT string_agg(idempotency_key || ' ' || status || ' ' || coalesce(term::text, '-') || ' ' || coalesce(last_error, ''), '; ') FROM notifications");
     assert_eq!(
         queued.split("; ").count(),

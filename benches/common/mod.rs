@@ -211,3 +211,37 @@ impl Drop for Guard {
         stop_child(&mut self.0, Duration::from_secs(30));
     }
 }
+
+/// The first column of `sql`'s result on the machine's PostgreSQL (127.0.0.1:5432, user
+/// postgres), as text; panics with the server's message on an error.
+pub fn psql(db: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qtAc",
+            sql,
+        ])
+        .output()
+        .expect("psql");
+    assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The machine lines of a report that runs on PostgreSQL: cores, CPU, the server's version,
+/// the load average at the start.
+pub fn print_machine_with_postgres() {
+    println!(
+        "  machine  {} core(s), {}; PostgreSQL {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model(),
+        psql("test", "SHOW server_version")
+    );
+    println!("  loadavg  {} (at start)", loadavg());
+}

@@ -60,6 +60,17 @@ pub(super) fn insert_run(tx: &Transaction, run: &NewRun) -> super::db::Result<i6
     tx.last_insert_rowid()
 }
 
+/// Whether the tick of `run`'s profile is in the ledger already.
+fn tick_taken(tx: &Transaction, run: &NewRun) -> super::db::Result<bool> {
+    tx.query_row(
+        "SELECT id FROM runs WHERE profile = ?1 AND tick = ?2 AND parent_id IS NULL",
+        params![run.profile, run.tick],
+        |r| r.get::<_, i64>(0),
+    )
+    .optional()
+    .map(|id| id.is_some())
+}
+
 pub(super) fn finish_run(tx: &Transaction, id: i64, fin: &RunFinish) -> super::db::Result<()> {
     tx.execute(
         "UPDATE runs SET status = COALESCE(?2, status), finished_at = ?3, exit_code = ?4, signal = ?5, \
@@ -94,14 +105,7 @@ impl Store {
     /// `runs_one_per_tick` holds the rule even against a writer that skipped this check.
     pub fn claim_tick(&self, run: &NewRun, audit: Option<&Draft>) -> Result<Option<i64>> {
         self.write("claiming a tick", |tx| {
-            let taken = tx
-                .query_row(
-                    "SELECT id FROM runs WHERE profile = ?1 AND tick = ?2 AND parent_id IS NULL",
-                    params![run.profile, run.tick],
-                    |r| r.get::<_, i64>(0),
-                )
-                .optional()?;
-            if taken.is_some() {
+            if tick_taken(tx, run)? {
                 return Ok(None);
             }
             let id = insert_run(tx, run)?;
@@ -119,14 +123,7 @@ impl Store {
         self.write("recording missed ticks", |tx| {
             let mut recorded = 0;
             for (run, error, draft) in missed {
-                let taken = tx
-                    .query_row(
-                        "SELECT id FROM runs WHERE profile = ?1 AND tick = ?2 AND parent_id IS NULL",
-                        params![run.profile, run.tick],
-                        |r| r.get::<_, i64>(0),
-                    )
-                    .optional()?;
-                if taken.is_some() {
+                if tick_taken(tx, run)? {
                     continue;
                 }
                 let id = insert_run(tx, run)?;
