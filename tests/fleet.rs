@@ -165,7 +165,15 @@ fn the_fleet_fails_over_without_a_duplicate_tick_or_notification() {
     let pause_failover = took - stopped_at;
     assert!(pause_failover <= 20_000, "pause failover took {pause_failover} ms");
     signal(paused_pid, "CONT");
-    std::thread::sleep(Duration::from_secs(3));
+    // Resumed, it finds on its own clock that the lease is gone (and its run in flight ends).
+    assert!(
+        wait_for(Duration::from_secs(15), || daemons[second.as_str()]
+            .log()
+            .contains("the fleet lease is another host's now")),
+        "{}",
+        logs(&daemons)
+    );
+    std::thread::sleep(Duration::from_millis(1500));
     let late = runs_recorded_after(&db, paused_term, took);
     assert_eq!(late, 0, "a paused leader recorded a run after losing its lease");
     let before = ran(&db);
@@ -418,4 +426,45 @@ fn a_leader_cut_off_from_the_database_stops_leading_and_its_writes_never_land() 
         keys.len(),
         "every notification was received once: {keys:?}\n{queued}\n--- alpha\n{alpha_log}\n--- beta\n{beta_log}"
     );
+}
+
+#[test]
+fn on_a_state_file_this_host_is_the_whole_fleet_and_run_on_filters_by_name_and_label() {
+    let env = Env::new(
+        r#"
+version: 1
+host: solo
+host_labels: [db]
+state: { url: "sqlite://state/runbook.db" }
+profiles:
+  a: { cron: "@hourly", tasks: [ { run: [true] } ] }
+  b: { cron: "@hourly", run_on: all, tasks: [ { run: [true] } ] }
+  c: { cron: "@hourly", run_on: [db], tasks: [ { run: [true] } ] }
+  d: { cron: "@hourly", run_on: other, tasks: [ { run: [true] } ] }
+"#,
+    );
+    let (code, v) = env.json(&["fleet", "status"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["mode"], "single");
+    assert!(v["leader"].is_null());
+    let hosts = |n: &str| {
+        v["profiles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == n)
+            .unwrap()["hosts"]
+            .clone()
+    };
+    assert_eq!(hosts("a"), serde_json::json!(["solo"]));
+    assert_eq!(hosts("b"), serde_json::json!(["solo"]));
+    assert_eq!(hosts("c"), serde_json::json!(["solo"]));
+    assert_eq!(hosts("d"), serde_json::json!([]));
+
+    // A list that names no host is refused with its line.
+    env.edit_config("run_on: [db]", "run_on: []");
+    let out = env.run(&["config", "check"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("`run_on` names no host"), "{}", out.stderr);
+    assert!(out.stderr.contains("runbook.yaml:9"), "{}", out.stderr);
 }

@@ -406,7 +406,9 @@ fn normalise(text: &str, dir: &std::path::Path) -> String {
     let host = String::from_utf8(std::process::Command::new("uname").arg("-n").output().unwrap().stdout).unwrap();
     let mut out = text
         .replace(&dir.display().to_string(), "DIR")
-        .replace(&format!("@{}", host.trim()), "@HOST");
+        .replace(&format!("@{}", host.trim()), "@HOST")
+        // On a shared (PostgreSQL) state the keys are the fleet's.
+        .replace("@fleet", "@HOST");
     let user = String::from_utf8(std::process::Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
     out = out.replace(&format!("commander: {}", user.trim()), "commander: USER");
     let re_time = regex::Regex::new(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z").unwrap();

@@ -218,6 +218,12 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What alert keys of host `test-host` end in: the host on a state file; on a shared
+/// (PostgreSQL) state, outcomes are the fleet's (docs/fleet.md).
+fn scope() -> &'static str {
+    if on_postgres() { "fleet" } else { "test-host" }
+}
+
 #[test]
 fn the_tests_own_hmac_matches_rfc_4231() {
     assert_eq!(
@@ -388,7 +394,7 @@ notify:
     assert_eq!(body["version"], "1");
     assert_eq!(body["change"], "opened");
     assert_eq!(body["status"], "firing");
-    assert_eq!(body["alert"]["key"], "web@test-host");
+    assert_eq!(body["alert"]["key"], format!("web@{}", scope()));
     assert_eq!(body["alert"]["name"], "web");
     assert_eq!(body["alert"]["severity"], "critical");
     assert_eq!(body["alert"]["host"], "test-host");
@@ -412,7 +418,7 @@ notify:
     let body = resolved.json();
     assert_eq!(body["change"], "resolved");
     assert_eq!(body["status"], "resolved");
-    assert_eq!(body["alert"]["key"], "web@test-host");
+    assert_eq!(body["alert"]["key"], format!("web@{}", scope()));
     assert!(body["alert"]["ends_at"].is_string(), "{body}");
     let resolved_key = resolved.header("idempotency-key").expect("Idempotency-Key");
     assert_ne!(resolved_key, opened_key);
@@ -487,7 +493,10 @@ fn telegram_gets_escaped_html_in_its_topic_and_the_token_stays_out_of_output_and
     assert_eq!(body["parse_mode"], "HTML");
     assert_eq!(body["message_thread_id"], 42);
     let text = body["text"].as_str().unwrap();
-    assert!(text.starts_with("FIRING [critical] html@test-host\n"), "{text}");
+    assert!(
+        text.starts_with(&format!("FIRING [critical] html@{}\n", scope())),
+        "{text}"
+    );
     assert!(text.contains("a&lt;b &amp;&amp; c"), "{text}");
     assert!(!text.contains("a<b"), "{text}");
 
@@ -599,7 +608,7 @@ fn a_long_telegram_message_is_split_into_pieces_of_at_most_4096_characters() {
     let (_, alerts) = env.json(&["alerts", "list"]);
     let summary = alerts[0]["summary"].as_str().unwrap().to_string();
     assert!(summary.contains(&needle), "the needle is in the summary: {summary}");
-    let whole = escape(&format!("FIRING [warning] long@test-host\n{summary}"));
+    let whole = escape(&format!("FIRING [warning] long@{}\n{summary}", scope()));
     assert!(whole.chars().count() > 3 * 4096, "{}", whole.len());
 
     assert!(reqs.len() >= 4, "{} piece(s)", reqs.len());

@@ -250,10 +250,10 @@ pub fn observe(
             0
         }
     });
-    // The fleet's leader (and a ping to any host) judges for the fleet: the check states and
-    // alert keys are the fleet's, and carry on from one leader to the next. The alert still
-    // names the host that saw it.
-    let scope = if crate::store::fleet::judged_for_fleet() {
+    // On a shared state outcomes are judged for the fleet (but in a host's own profiles):
+    // the check states and alert keys are the fleet's, whichever host judged, and carry on
+    // from one leader to the next. The alert still names the host that saw it.
+    let scope = if store.judges_for_fleet() {
         FLEET_HOST
     } else {
         config.host.as_str()

@@ -132,10 +132,7 @@ async fn ping(
             st.store
                 .record_ping(&name2, status, exit_code, &clock::to_text(now), duration, &draft)?;
             let outcome = crate::util::runtime::runtime().block_on(check::probe(&config, &name2, &check));
-            // A ping may reach any host of a fleet: it is judged for the fleet.
-            st.store.for_fleet(|| {
-                crate::notify::record_and_observe(&st.store, &config, std::slice::from_ref(&outcome), &[])
-            })?;
+            crate::notify::record_and_observe(&st.store, &config, std::slice::from_ref(&outcome), &[])?;
             if let Err(e) = crate::notify::dispatch::dispatch_due(&config, &st.store) {
                 tracing::warn!(error = %e, "cannot send notifications after a ping");
             }

@@ -121,7 +121,12 @@ pub fn view(config: &Config, store: &Store) -> Result<FleetView, StoreError> {
         .map(|(name, p)| {
             let hosts = match &p.run_on {
                 RunOn::Any if fleet_mode => leader.iter().map(|l| l.host.clone()).collect(),
-                RunOn::Any => vec![config.host.clone()],
+                // One host: whatever includes it runs here.
+                on if !fleet_mode => on
+                    .includes(&config.host, &config.host_labels)
+                    .then(|| config.host.clone())
+                    .into_iter()
+                    .collect(),
                 RunOn::All => up.iter().map(|h| h.host.clone()).collect(),
                 on => up
                     .iter()

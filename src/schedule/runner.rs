@@ -121,8 +121,14 @@ impl<'a> Runner<'a> {
     /// Under a fence, every write is fenced by its term, and a tick already in the ledger is
     /// not run again (`RunError::TickTaken`).
     pub fn run_profile(&self, name: &str, trigger: Trigger) -> Result<ProfileReport, RunError> {
+        let per_host = self
+            .config
+            .profile(name)
+            .is_some_and(|p| p.run_on != crate::config::model::RunOn::Any);
         match &self.fence {
             Some(f) => self.store.fenced(f.term, || self.run(name, trigger, None, None)),
+            // A profile of each host (`run_on: all` or named hosts) judges for its host.
+            None if per_host => self.store.per_host(|| self.run(name, trigger, None, None)),
             None => self.run(name, trigger, None, None),
         }
     }

@@ -34,15 +34,9 @@ pub(super) fn current_fence() -> Option<i64> {
 }
 
 thread_local! {
-    /// Set while this thread judges outcomes for the whole fleet without leading it (a ping
-    /// any host's API takes).
-    static FLEET_SCOPE: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Whether outcomes judged on this thread now are the fleet's rather than this host's: inside
-/// `Store::fenced` (the leader's work) or `Store::for_fleet`.
-pub fn judged_for_fleet() -> bool {
-    current_fence().is_some() || FLEET_SCOPE.with(Cell::get)
+    /// Set while this thread runs work of this host alone (a `run_on: all` or host-named
+    /// profile): what it judges is this host's, not the fleet's.
+    static PER_HOST: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The lease term this process holds and until when (this host's monotonic clock) it is
@@ -155,19 +149,23 @@ impl Store {
         f()
     }
 
-    /// Runs `f` judging outcomes for the fleet (see `judged_for_fleet`) when this state is
-    /// shared (PostgreSQL); as it is on a state file.
-    pub fn for_fleet<T>(&self, f: impl FnOnce() -> T) -> T {
-        if self.lock_pool().is_none() {
-            return f();
-        }
+    /// Whether outcomes judged on this thread now are the fleet's rather than this host's:
+    /// on a shared state (PostgreSQL) everything is, whichever host judges it (the leader's
+    /// runs, a ping to any host's API, `runbook check` on any host), except the work of one
+    /// host (`Store::per_host`). On a state file, nothing is.
+    pub fn judges_for_fleet(&self) -> bool {
+        self.lock_pool().is_some() && !PER_HOST.with(Cell::get)
+    }
+
+    /// Runs `f` as the work of this host alone (see `judges_for_fleet`).
+    pub fn per_host<T>(&self, f: impl FnOnce() -> T) -> T {
         struct Reset(bool);
         impl Drop for Reset {
             fn drop(&mut self) {
-                FLEET_SCOPE.with(|c| c.set(self.0));
+                PER_HOST.with(|c| c.set(self.0));
             }
         }
-        let _reset = Reset(FLEET_SCOPE.with(|c| c.replace(true)));
+        let _reset = Reset(PER_HOST.with(|c| c.replace(true)));
         f()
     }
 
