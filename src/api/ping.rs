@@ -133,7 +133,18 @@ async fn ping(
                 .record_ping(&name2, status, exit_code, &clock::to_text(now), duration, &draft)?;
             let outcome = crate::util::runtime::runtime().block_on(check::probe(&config, &name2, &check));
             crate::notify::record_and_observe(&st.store, &config, std::slice::from_ref(&outcome), &[])?;
-            if let Err(e) = crate::notify::dispatch::dispatch_due(&config, &st.store) {
+            // Sent at once, by this process when it may send: on a state file always; in a
+            // fleet only while this host leads (fenced by its term), else by the leader's next
+            // pass within a second.
+            let sent = match (st.store.judges_for_fleet(), crate::store::fleet::held_term()) {
+                (false, _) => Some(crate::notify::dispatch::dispatch_due(&config, &st.store)),
+                (true, Some(term)) => Some(
+                    st.store
+                        .fenced(term, || crate::notify::dispatch::dispatch_due(&config, &st.store)),
+                ),
+                (true, None) => None,
+            };
+            if let Some(Err(e)) = sent {
                 tracing::warn!(error = %e, "cannot send notifications after a ping");
             }
             Ok(outcome)
