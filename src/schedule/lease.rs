@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -41,7 +41,6 @@ pub struct Leadership {
     pub host: String,
     /// This process among all that ever ran on the host (`host/pid/start`).
     pub instance: String,
-    held: Mutex<Option<(i64, Instant)>>,
     takeovers: AtomicU64,
 }
 
@@ -53,15 +52,14 @@ impl Leadership {
         Leadership {
             host: host.to_string(),
             instance: format!("{host}/{}/{started:x}", std::process::id()),
-            held: Mutex::new(None),
             takeovers: AtomicU64::new(0),
         }
     }
 
-    /// The term held, while it is surely this host's.
+    /// The term held, while it is surely this host's (one lease holder per process: the
+    /// process-wide record `store::fleet` keeps for the fence).
     pub fn term(&self) -> Option<i64> {
-        let held = *self.held.lock().unwrap_or_else(|e| e.into_inner());
-        held.filter(|(_, deadline)| Instant::now() < *deadline).map(|(t, _)| t)
+        fleet::held_term()
     }
 
     /// How many times this daemon took the lease (a new term each time).
@@ -70,8 +68,7 @@ impl Leadership {
     }
 
     fn set(&self, held: Option<(i64, Instant)>) -> Option<i64> {
-        fleet::set_lease(held);
-        std::mem::replace(&mut *self.held.lock().unwrap_or_else(|e| e.into_inner()), held).map(|(t, _)| t)
+        fleet::set_lease(held)
     }
 }
 
@@ -112,7 +109,7 @@ pub fn spawn(config: Arc<RwLock<Arc<Config>>>, store: Arc<Store>, lead: Arc<Lead
                 version: env!("CARGO_PKG_VERSION"),
             };
             let started = Instant::now();
-            match store.beat_and_lease(&beat, LEADER, TTL.as_millis() as i64, true) {
+            match store.beat_and_lease(&beat, LEADER, TTL.as_millis() as i64) {
                 Ok(Some(term)) => {
                     let before = lead.set(Some((term, started + TTL - MARGIN)));
                     if before != Some(term) {

@@ -43,9 +43,10 @@ thread_local! {
 /// surely its own: set by the daemon's lease loop after each renewal.
 static LEASE: std::sync::Mutex<Option<(i64, std::time::Instant)>> = std::sync::Mutex::new(None);
 
-/// Records the term held and until when it is surely this process's (`None`: none held).
-pub fn set_lease(held: Option<(i64, std::time::Instant)>) {
-    *LEASE.lock().unwrap_or_else(|e| e.into_inner()) = held;
+/// Records the term held and until when it is surely this process's (`None`: none held);
+/// returns the term recorded before.
+pub fn set_lease(held: Option<(i64, std::time::Instant)>) -> Option<i64> {
+    std::mem::replace(&mut *LEASE.lock().unwrap_or_else(|e| e.into_inner()), held).map(|(t, _)| t)
 }
 
 /// The term this process holds now, before its local deadline.
@@ -136,17 +137,27 @@ pub struct HostBeat<'a> {
     pub version: &'a str,
 }
 
+/// Runs `f` with the thread-local `cell` set to `value`, and puts the value before back
+/// after, even when `f` panics.
+fn with_cell<V: Copy + 'static, T>(
+    cell: &'static std::thread::LocalKey<Cell<V>>,
+    value: V,
+    f: impl FnOnce() -> T,
+) -> T {
+    struct Reset<V: Copy + 'static>(&'static std::thread::LocalKey<Cell<V>>, V);
+    impl<V: Copy + 'static> Drop for Reset<V> {
+        fn drop(&mut self) {
+            self.0.with(|c| c.set(self.1));
+        }
+    }
+    let _reset = Reset(cell, cell.with(|c| c.replace(value)));
+    f()
+}
+
 impl Store {
     /// Runs `f` with every write transaction it makes on this thread fenced by `term`.
     pub fn fenced<T>(&self, term: i64, f: impl FnOnce() -> T) -> T {
-        struct Reset(Option<i64>);
-        impl Drop for Reset {
-            fn drop(&mut self) {
-                FENCE.with(|c| c.set(self.0));
-            }
-        }
-        let _reset = Reset(FENCE.with(|c| c.replace(Some(term))));
-        f()
+        with_cell(&FENCE, Some(term), f)
     }
 
     /// Whether outcomes judged on this thread now are the fleet's rather than this host's:
@@ -159,21 +170,14 @@ impl Store {
 
     /// Runs `f` as the work of this host alone (see `judges_for_fleet`).
     pub fn per_host<T>(&self, f: impl FnOnce() -> T) -> T {
-        struct Reset(bool);
-        impl Drop for Reset {
-            fn drop(&mut self) {
-                PER_HOST.with(|c| c.set(self.0));
-            }
-        }
-        let _reset = Reset(PER_HOST.with(|c| c.replace(true)));
-        f()
+        with_cell(&PER_HOST, true, f)
     }
 
     /// Records a heartbeat of this host and, in the same transaction, takes or renews lease
     /// `name` for `ttl_ms`: the term held, or `None` while another host's lease runs. A
     /// daemon restarted on the host that holds the lease takes it at once, in a new term (one
     /// daemon per host: the one before it is gone, and its term is fenced).
-    pub fn beat_and_lease(&self, beat: &HostBeat, name: &str, ttl_ms: i64, want: bool) -> Result<Option<i64>> {
+    pub fn beat_and_lease(&self, beat: &HostBeat, name: &str, ttl_ms: i64) -> Result<Option<i64>> {
         let labels = serde_json::to_string(beat.labels).unwrap_or_else(|_| "[]".into());
         self.write("renewing the fleet lease", |tx| {
             let now = tx.now_ms();
@@ -188,9 +192,6 @@ impl Store {
                 ),
                 params![beat.host, beat.instance, labels, beat.pid, beat.version],
             )?;
-            if !want {
-                return Ok(None);
-            }
             tx.query_row(
                 &format!(
                     "INSERT INTO leases (name, holder, instance, term, acquired_ms, expires_ms) \
