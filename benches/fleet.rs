@@ -10,8 +10,10 @@
 //!   (b) steady state: 3 hosts × BENCH_CHECKS checks (tcp to a local listener) every 10 s,
 //!       `run_on: all`: PostgreSQL's transactions per second and its CPU, over BENCH_SECS.
 //!
-//! `cargo bench --bench fleet`. Knobs: BENCH_CYCLES (1000: hours; 30 takes about 7 min),
-//! BENCH_CHECKS (1000), BENCH_SECS (60), BENCH_ONLY (ab). Failover times are measured on the
+//! `cargo bench --bench fleet`. Knobs: BENCH_CYCLES (1000), BENCH_FLEETS (4: the cycles are
+//! shared by that many independent fleets of 3 hosts, each on a database of its own, run side
+//! by side, since a crash or a pause takes a lease's 15 s to fail over; 1000 cycles take about
+//! an hour), BENCH_CHECKS (1000), BENCH_SECS (60), BENCH_ONLY (ab). Failover times are measured on the
 //! database's clock: from the kill (or pause) to the new holder's `acquired_ms`, and from the
 //! resignation (`stopped_ms`) to it.
 
@@ -131,12 +133,101 @@ impl Fleet {
     }
 }
 
-fn chaos(cycles: usize) {
+/// What one fleet's chaos loop saw.
+#[derive(Default)]
+struct Chaos {
+    ticks: usize,
+    expected: i64,
+    duplicate_ticks: usize,
+    missed: usize,
+    window: f64,
+    queued: usize,
+    received: usize,
+    duplicate_notifications: usize,
+    crash: Vec<f64>,
+    pause: Vec<f64>,
+    graceful: Vec<f64>,
+}
+
+impl Chaos {
+    fn add(mut self, o: Chaos) -> Chaos {
+        self.ticks += o.ticks;
+        self.expected += o.expected;
+        self.duplicate_ticks += o.duplicate_ticks;
+        self.missed += o.missed;
+        self.window += o.window;
+        self.queued += o.queued;
+        self.received += o.received;
+        self.duplicate_notifications += o.duplicate_notifications;
+        self.crash.extend(o.crash);
+        self.pause.extend(o.pause);
+        self.graceful.extend(o.graceful);
+        self
+    }
+}
+
+fn chaos(cycles: usize, fleets: usize) {
+    let started = Instant::now();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let threads: Vec<_> = (0..fleets)
+        .map(|f| {
+            let share = cycles / fleets + usize::from(f < cycles % fleets);
+            let done = done.clone();
+            std::thread::spawn(move || chaos_fleet(f, share, &done, cycles))
+        })
+        .collect();
+    let r = threads
+        .into_iter()
+        .map(|t| t.join().expect("a chaos fleet panicked"))
+        .fold(Chaos::default(), Chaos::add);
+    eprintln!();
+    println!(
+        "(a) chaos, {cycles} cycles over {fleets} fleet(s) of 3 hosts in {:.0} s: ticks {} (expected {}), duplicate ticks {}, missing {}, missed {} (failover windows hold ≤ {:.0}), notifications queued {}, received {}, duplicates {} (goal 0 / 0 / inside / 0): {}",
+        started.elapsed().as_secs_f64(),
+        r.ticks,
+        r.expected,
+        r.duplicate_ticks,
+        r.expected - r.ticks as i64,
+        r.missed,
+        r.window,
+        r.queued,
+        r.received,
+        r.duplicate_notifications,
+        verdict(
+            r.duplicate_ticks == 0
+                && r.expected == r.ticks as i64
+                && (r.missed as f64) <= r.window
+                && r.duplicate_notifications == 0
+                && r.queued == r.received
+        )
+    );
+    for (kind, samples, goal) in [
+        ("crash", &r.crash, 20.0),
+        ("pause", &r.pause, 20.0),
+        ("graceful", &r.graceful, 1.0),
+    ] {
+        if samples.is_empty() {
+            continue;
+        }
+        let s = Stats::of(samples);
+        println!(
+            "    failover after {kind:8}: n {}, p50 {:.3} s, p99 {:.3} s, max {:.3} s (goal p99 ≤ {goal} s): {}",
+            s.n,
+            s.median,
+            s.p99,
+            s.max,
+            verdict(s.p99 <= goal)
+        );
+    }
+}
+
+/// One fleet's chaos loop of `cycles` cycles; `done` counts the cycles of all fleets.
+fn chaos_fleet(index: usize, cycles: usize, done: &std::sync::atomic::AtomicUsize, total: usize) -> Chaos {
     let hook = receiver::Receiver::start();
     let flagdir = tempfile::tempdir().unwrap();
     let flag = flagdir.path().join("up");
     let mut fleet = Fleet::new(
-        &format!("rb_fleet_chaos_{}", std::process::id()),
+        &format!("rb_fleet_chaos_{}_{index}", std::process::id()),
         &format!(
             "checks:\n  flap: {{ command: {{ sh: \"test -e {}\" }} }}\nprofiles:\n  tick: {{ cron: \"* * * * * *\", tasks: [ {{ sh: \"sleep 0.2\", name: work }}, {{ check: flap }} ] }}\nnotify:\n  channels:\n    hook: {{ webhook: {{ url: \"{}/hook\" }} }}\n",
             flag.display(),
@@ -194,12 +285,11 @@ fn chaos(cycles: usize) {
             }
         }
         eprint!(
-            "\r  cycle {}/{cycles} ({:.0} s)",
-            cycle + 1,
+            "\r  cycle {}/{total} ({:.0} s)",
+            done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1,
             started.elapsed().as_secs_f64()
         );
     }
-    eprintln!();
     std::fs::write(&flag, "").unwrap();
     std::thread::sleep(Duration::from_secs(8));
     fleet.stop_all();
@@ -231,41 +321,21 @@ fn chaos(cycles: usize) {
         .collect();
     let unique: BTreeSet<&String> = keys.iter().collect();
     let queued: usize = fleet.q("SELECT count(*) FROM notifications").parse().unwrap();
-    println!(
-        "(a) chaos, {cycles} cycles over 3 hosts in {:.0} s: ticks {} (expected {expected}), duplicate ticks {}, missing {}, missed {missed} (failover windows hold ≤ {window:.0}), notifications queued {queued}, received {}, duplicates {} (goal 0 / 0 / inside / 0): {}",
-        started.elapsed().as_secs_f64(),
-        ticks.len(),
-        ticks.len() - distinct.len(),
-        expected - ticks.len() as i64,
-        keys.len(),
-        keys.len() - unique.len(),
-        verdict(
-            ticks.len() == distinct.len()
-                && expected == ticks.len() as i64
-                && (missed as f64) <= window
-                && keys.len() == unique.len()
-                && queued == keys.len()
-        )
-    );
-    for (kind, samples, goal) in [
-        ("crash", &crash, 20.0),
-        ("pause", &pause, 20.0),
-        ("graceful", &graceful, 1.0),
-    ] {
-        if samples.is_empty() {
-            continue;
-        }
-        let s = Stats::of(samples);
-        println!(
-            "    failover after {kind:8}: n {}, p50 {:.3} s, p99 {:.3} s, max {:.3} s (goal p99 ≤ {goal} s): {}",
-            s.n,
-            s.median,
-            s.p99,
-            s.max,
-            verdict(s.p99 <= goal)
-        );
-    }
+    let result = Chaos {
+        ticks: ticks.len(),
+        expected,
+        duplicate_ticks: ticks.len() - distinct.len(),
+        missed,
+        window,
+        queued,
+        received: keys.len(),
+        duplicate_notifications: keys.len() - unique.len(),
+        crash,
+        pause,
+        graceful,
+    };
     psql("test", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", fleet.db));
+    result
 }
 
 /// CPU ticks of every PostgreSQL server process.
@@ -321,7 +391,7 @@ fn main() {
     println!("runbook fleet benchmark");
     print_machine_with_postgres();
     if only.contains('a') {
-        chaos(env_usize("BENCH_CYCLES", 1000));
+        chaos(env_usize("BENCH_CYCLES", 1000), env_usize("BENCH_FLEETS", 4).max(1));
     }
     if only.contains('b') {
         steady(env_usize("BENCH_CHECKS", 1000), env_usize("BENCH_SECS", 60) as u64);

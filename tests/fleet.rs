@@ -346,24 +346,62 @@ fn fleet_status_shows_hosts_the_leader_and_what_runs_where() {
     drop(db_);
 }
 
+/// How the test cuts alpha off: a relay it closes (connections reset, new ones refused), or a
+/// network namespace whose loopback it takes down (packets dropped in the kernel, no reset).
+enum Network {
+    Relay(common::relay::Relay),
+    Netns(common::netns::Netns),
+}
+
+impl Network {
+    fn cut(&self) {
+        match self {
+            Network::Relay(r) => r.cut(),
+            Network::Netns(n) => n.cut(),
+        }
+    }
+
+    fn restore(&self) {
+        match self {
+            Network::Relay(r) => r.restore(),
+            Network::Netns(n) => n.restore(),
+        }
+    }
+}
+
 #[test]
 fn a_leader_cut_off_from_the_database_stops_leading_and_its_writes_never_land() {
-    // alpha reaches the database through a relay the test cuts, as a host whose network
-    // fails; beta reaches it directly.
+    a_leader_cut_off(|_| Some(Network::Relay(common::relay::Relay::start())));
+}
+
+#[test]
+fn a_leader_partitioned_in_the_kernel_stops_leading_and_its_writes_never_land() {
+    a_leader_cut_off(|hook_port| common::netns::Netns::create(&[hook_port]).map(Network::Netns));
+}
+
+/// alpha reaches the database (and the receiver) through a network the test cuts, as a host
+/// whose network fails; beta reaches them directly.
+fn a_leader_cut_off(network: impl FnOnce(u16) -> Option<Network>) {
     let db = PgDb::create();
-    let relay = common::relay::Relay::start();
     let hook = common::receiver::Receiver::start();
+    let Some(network) = network(hook.port) else {
+        return cannot_run("no network namespace here (needs root, `ip netns` and socat)");
+    };
     let shared = tempfile::tempdir().unwrap();
     let flag = shared.path().join("up");
     std::fs::write(&flag, "").unwrap();
-    let via_relay = format!(
-        "postgres://postgres@127.0.0.1:{}/{}?sslmode=disable",
-        relay.port, db.name
-    );
-    let alpha = host_env_at(&via_relay, "alpha", &flag, &hook.url());
+    let port = match &network {
+        Network::Relay(r) => r.port,
+        Network::Netns(_) => 5432,
+    };
+    let alpha_url = format!("postgres://postgres@127.0.0.1:{port}/{}?sslmode=disable", db.name);
+    let alpha = host_env_at(&alpha_url, "alpha", &flag, &hook.url());
     let beta = host_env(&db, "beta", &flag, &hook.url());
     assert_eq!(beta.run(&["db", "migrate", "--apply"]).code, 0);
-    let da = Daemon::start(&alpha);
+    let da = match &network {
+        Network::Netns(n) => Daemon::start_via(&alpha, &n.exec(), &[], None),
+        Network::Relay(_) => Daemon::start(&alpha),
+    };
     assert_eq!(next_leader(&db, None, Duration::from_secs(20)).0, "alpha");
     let dbeta = Daemon::start(&beta);
     let ran = || -> i64 {
@@ -378,7 +416,7 @@ fn a_leader_cut_off_from_the_database_stops_leading_and_its_writes_never_land() 
 
     std::fs::remove_file(&flag).unwrap();
     let cut_at = db_ms(&db);
-    relay.cut();
+    network.cut();
     let (now_leader, _, took) = next_leader(&db, Some("alpha"), Duration::from_secs(25));
     assert_eq!(now_leader, "beta");
     assert!(
@@ -389,7 +427,7 @@ fn a_leader_cut_off_from_the_database_stops_leading_and_its_writes_never_land() 
     // beta runs the ticks and tells of the failing check.
     let before = ran();
     assert!(wait_for(Duration::from_secs(10), || ran() > before), "{}", dbeta.log());
-    relay.restore();
+    network.restore();
     std::fs::write(&flag, "").unwrap();
     std::thread::sleep(Duration::from_secs(6));
     // alpha is back as a follower: beta still leads, alpha heartbeats again.
@@ -467,4 +505,170 @@ profiles:
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("`run_on` names no host"), "{}", out.stderr);
     assert!(out.stderr.contains("runbook.yaml:9"), "{}", out.stderr);
+}
+
+/// Runs `sql` in one transaction as a leader of `term` would (`SET LOCAL runbook.term`, none
+/// when `None`); whether the database accepted it.
+fn write_as(db: &PgDb, term: Option<i64>, sql: &str) -> bool {
+    let set = term
+        .map(|t| format!("SET LOCAL runbook.term = '{t}'; "))
+        .unwrap_or_default();
+    std::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            &db.name,
+            "-tA",
+            "-v",
+            "ON_ERROR_STOP=1",
+        ])
+        .args(["-c", &format!("BEGIN; {set}{sql}; COMMIT;")])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+#[test]
+fn the_database_refuses_a_former_leaders_writes_to_runs_the_outbox_alerts_and_check_states() {
+    let db = PgDb::create();
+    let env = host_env(&db, "alpha", Path::new("/nonexistent"), "http://127.0.0.1:9");
+    assert_eq!(env.run(&["db", "migrate", "--apply"]).code, 0);
+    // Term 7 leads until a minute from now; term 6 is a former leader's.
+    db.query(
+        "INSERT INTO leases (name, holder, instance, term, acquired_ms, expires_ms) VALUES ('leader', 'alpha', 'i', 7, 0, \
+         (extract(epoch FROM clock_timestamp()) * 1000)::bigint + 60000)",
+    );
+    let now = runbook::clock::to_text(runbook::clock::now());
+    let writes = [
+        (
+            "notifications",
+            format!(
+                "INSERT INTO notifications (idempotency_key, change, channel, payload, status, next_attempt_at, created_at) \
+                 VALUES ('k', 'test', 'hook', '{{}}', 'pending', '{now}', '{now}')"
+            ),
+        ),
+        (
+            "runs",
+            format!(
+                "INSERT INTO runs (profile, kind, trigger, status, host, started_at) VALUES ('p', 'profile', 'manual', 'running', 'alpha', '{now}')"
+            ),
+        ),
+        (
+            "check_state",
+            format!("INSERT INTO check_state VALUES ('c', 'fleet', 0, 1, 0, '{now}')"),
+        ),
+        (
+            "alerts",
+            format!(
+                "INSERT INTO alerts (key, source, name, host, severity, status, labels, summary, first_seen, last_seen, count) \
+                 VALUES ('check:c@fleet', 'check', 'c', 'fleet', 'critical', 'firing', '{{}}', 's', '{now}', '{now}', 1)"
+            ),
+        ),
+    ];
+    for (table, insert) in &writes {
+        assert!(
+            !write_as(&db, Some(6), insert),
+            "{table}: a former leader's insert landed"
+        );
+        assert!(
+            write_as(&db, Some(7), insert),
+            "{table}: the leader's insert was refused"
+        );
+        let column = if *table == "notifications" {
+            "created_at"
+        } else {
+            "host"
+        };
+        let update = format!("UPDATE {table} SET {column} = {column}");
+        assert!(
+            !write_as(&db, Some(6), &update),
+            "{table}: a former leader's update landed"
+        );
+        // Outside a fence (a follower answering a ping, a command): not the fence's business.
+        assert!(write_as(&db, None, &update), "{table}: an unfenced update was refused");
+    }
+    assert_eq!(
+        db.query("SELECT term FROM runs"),
+        "7",
+        "the leader's run carries its term"
+    );
+    assert_eq!(db.query("SELECT term FROM notifications"), "7");
+    // Once the lease ran out, even its own term is refused.
+    db.query("UPDATE leases SET expires_ms = 0");
+    assert!(!write_as(&db, Some(7), "UPDATE check_state SET ok = 1"));
+    assert_eq!(db.query("SELECT ok FROM check_state"), "0");
+}
+
+#[test]
+fn a_check_with_run_on_is_probed_on_each_of_its_hosts_and_judged_per_host() {
+    // One profile the leader runs (`run_on: any`) names three checks: `shared` (the fleet's,
+    // probed once per tick by the leader), `disk` (`run_on: all`: every host probes its own)
+    // and `edge` (`run_on: web`, a label only beta has). alpha's disk is full, beta's is not.
+    let db = PgDb::create();
+    let dirs = tempfile::tempdir().unwrap();
+    let env = |host: &str, labels: &str| {
+        let disk_ok = dirs.path().join(format!("{host}-disk-ok"));
+        Env::new(&format!(
+            r#"version: 1
+host: {host}
+host_labels: [{labels}]
+state: {{ url: "{url}", dir: state }}
+api: {{ listen: "127.0.0.1:0", rate_limit: off }}
+checks:
+  shared: {{ command: {{ run: [true] }} }}
+  disk: {{ command: {{ sh: "test -e {disk_ok}" }}, run_on: all }}
+  edge: {{ command: {{ run: [true] }}, run_on: [web] }}
+profiles:
+  watch: {{ cron: "* * * * * *", tasks: [ {{ check: shared }}, {{ check: disk }}, {{ check: edge }} ] }}
+"#,
+            url = db.url(),
+            disk_ok = disk_ok.display(),
+        ))
+    };
+    std::fs::write(dirs.path().join("beta-disk-ok"), "").unwrap();
+    let a = env("alpha", "db");
+    let b = env("beta", "web");
+    assert_eq!(a.run(&["db", "migrate", "--apply"]).code, 0);
+    let da = Daemon::start(&a);
+    assert_eq!(next_leader(&db, None, Duration::from_secs(20)).0, "alpha");
+    let dbeta = Daemon::start(&b);
+    let probed = |check: &str, host: &str| -> i64 {
+        db.query(&format!(
+            "SELECT count(*) FROM check_results WHERE check_name = '{check}' AND host = '{host}'"
+        ))
+        .parse()
+        .unwrap()
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), || probed("disk", "beta") >= 3
+            && probed("edge", "beta") >= 3),
+        "{}",
+        dbeta.log()
+    );
+    let (_, _, alpha_log) = da.stop();
+    let (_, _, beta_log) = dbeta.stop();
+    let logs = format!("--- alpha\n{alpha_log}\n--- beta\n{beta_log}");
+    assert!(probed("disk", "alpha") >= 3, "{logs}");
+    assert!(probed("shared", "alpha") >= 3, "{logs}");
+    assert_eq!(
+        probed("shared", "beta"),
+        0,
+        "only the leader probes the fleet's check: {logs}"
+    );
+    assert_eq!(probed("edge", "alpha"), 0, "alpha is not `web`: {logs}");
+    // Each host's disk is its own alert; the fleet's check is the fleet's.
+    let firing = db.query("SELECT string_agg(key, ',' ORDER BY key) FROM alerts WHERE status = 'firing'");
+    assert_eq!(firing, "disk@alpha", "{logs}");
+    assert_eq!(
+        db.query(
+            "SELECT string_agg(check_name || '@' || host, ',' ORDER BY check_name, host) FROM check_state \
+                  WHERE check_name NOT LIKE 'host_down:%'"
+        ),
+        "disk@alpha,disk@beta,edge@beta,shared@fleet",
+        "{logs}"
+    );
 }

@@ -21,6 +21,7 @@ use crate::clock;
 use crate::config::model::RunOn;
 use crate::config::{self, Config, ConfigError};
 use crate::exec::Cancel;
+use crate::schedule::check_tasks;
 use crate::schedule::lease::{self, Leadership};
 use crate::schedule::runner::{Fence, Runner};
 use crate::schedule::upkeep::{self, Upkeep};
@@ -210,6 +211,22 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
             }
             if !fleet || profile.run_on != RunOn::Any {
                 starts.push((name, None));
+            } else if lead.term().is_none() {
+                // The leader runs the tick; this host probes the profile's checks of its own.
+                let checks = check_tasks::host_checks(&config, &name);
+                if !checks.is_empty() {
+                    let (c, s) = (config.clone(), store.clone());
+                    match std::thread::Builder::new()
+                        .name(format!("host-checks:{name}"))
+                        .spawn(move || check_tasks::probe_host_checks(&c, &s, &checks))
+                    {
+                        Ok(handle) => active.push(Active {
+                            profile: format!("{name}@{}", config.host),
+                            handle,
+                        }),
+                        Err(e) => gaps.note(&name, &format!("cannot start its thread: {e}")),
+                    }
+                }
             } else if let Some(term) = lead.term() {
                 // The tick, not the time it started, names the run: it is claimed once.
                 starts.push((

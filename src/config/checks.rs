@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::program::Program;
+use super::run_on::RunOn;
 use super::units::{ByteSize, HumanDuration, Percent};
 
 /// Timeout of a check when it sets none.
@@ -65,6 +66,11 @@ pub struct Check {
     /// Labels carried by the alert (and used by notification routes).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Fleet mode: `any` (default) probes it wherever the profile naming it runs, once per
+    /// tick; `all` or host names and labels probe it on each of those hosts at the profile's
+    /// ticks, judged per host (a disk, a local service).
+    #[serde(default, skip_serializing_if = "RunOn::is_any")]
+    pub run_on: RunOn,
 }
 
 fn warning() -> Severity {

@@ -14,6 +14,7 @@ mod interp;
 pub mod model;
 pub mod notify;
 pub mod program;
+pub mod run_on;
 pub mod secrets;
 pub mod units;
 mod validate;

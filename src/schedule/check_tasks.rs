@@ -12,6 +12,57 @@ use crate::config::CheckTask;
 use crate::store::{RunFinish, RunKind, RunStatus, Trigger};
 
 use super::runner::{RunError, Runner, TaskReport};
+use crate::config::{Config, Task};
+use crate::store::Store;
+
+/// Splits consecutive check tasks by their check's `run_on`: (this host's checks, the
+/// profile's). A check whose `run_on` leaves this host out is in neither.
+pub(super) fn split_by_host<'c>(
+    config: &Config,
+    batch: Vec<&'c CheckTask>,
+) -> (Vec<&'c CheckTask>, Vec<&'c CheckTask>) {
+    batch
+        .into_iter()
+        .filter(|t| {
+            config.checks[&t.check]
+                .run_on
+                .includes(&config.host, &config.host_labels)
+        })
+        .partition(|t| !config.checks[&t.check].run_on.is_any())
+}
+
+/// The checks of `profile` that this host probes at each of the profile's ticks while another
+/// host leads and runs the profile: those whose own `run_on` includes this host.
+pub fn host_checks(config: &Config, profile: &str) -> Vec<String> {
+    let Some(p) = config.profiles.get(profile) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = p
+        .tasks
+        .iter()
+        .filter_map(|t| match t {
+            Task::Check(c) => Some(c.check.clone()),
+            _ => None,
+        })
+        .filter(|c| {
+            let run_on = &config.checks[c].run_on;
+            !run_on.is_any() && run_on.includes(&config.host, &config.host_labels)
+        })
+        .collect();
+    names.dedup();
+    names
+}
+
+/// Probes this host's `checks` (see `host_checks`) and judges them for this host; the outcomes
+/// go to the check history (no ledger row: the leader's run of the profile holds the tick).
+pub fn probe_host_checks(config: &Arc<Config>, store: &Store, checks: &[String]) {
+    store.per_host(|| {
+        let outcomes = check::probe_blocking(config, checks);
+        if let Err(e) = crate::notify::record_and_observe(store, config, &outcomes, &[]) {
+            tracing::error!(error = %e, "cannot record this host's checks");
+        }
+    })
+}
 
 impl Runner<'_> {
     pub(super) fn run_checks(

@@ -5,7 +5,7 @@
 //! Invariant: a profile never overlaps itself; a second start is recorded as `skipped`.
 
 mod backup_tasks;
-mod check_tasks;
+pub mod check_tasks;
 pub mod crontab;
 pub mod fleet_view;
 pub(crate) mod gaps;

@@ -286,9 +286,21 @@ impl<'a> Runner<'a> {
                         batch.push(c);
                         next += 1;
                     }
-                    report
-                        .tasks
-                        .extend(self.run_checks(run_id, name, &batch, trigger, only.and(retry_of))?);
+                    // A check of some hosts (its `run_on`) is probed on those only, and judged
+                    // for the host; the others in the batch are the profile's.
+                    let (of_host, of_profile) = super::check_tasks::split_by_host(self.config, batch);
+                    let retry = only.and(retry_of);
+                    if !of_profile.is_empty() {
+                        report
+                            .tasks
+                            .extend(self.run_checks(run_id, name, &of_profile, trigger, retry)?);
+                    }
+                    if !of_host.is_empty() {
+                        let host = self
+                            .store
+                            .per_host(|| self.run_checks(run_id, name, &of_host, trigger, retry))?;
+                        report.tasks.extend(host);
+                    }
                     continue;
                 }
             };

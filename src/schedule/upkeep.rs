@@ -151,8 +151,13 @@ impl Upkeep {
 /// After `run` or `check`, sends the notifications they queued (a daemon, if one runs, may
 /// send some of them first; each is claimed once). Failures stay queued for a later pass.
 /// Without a daemon (cron, supercronic), the command also does the daemon's recovery and
-/// pruning.
+/// pruning. On a shared state led by a daemon, all of it is the leader's (its next pass, within
+/// a second): a command's send, unfenced, could overlap the leader's recovery of the same row.
 pub fn after_command(config: &Config, store: &Store) {
+    if store.judges_for_fleet() && store.leader_alive().unwrap_or(false) {
+        tracing::debug!("the fleet's leader sends what this command queued");
+        return;
+    }
     if super::lock::running_daemon(&config.state.path).is_none() {
         recover(config, store);
         prune(config, store);

@@ -69,7 +69,10 @@ pub fn may_act() -> bool {
 }
 
 /// PostgreSQL only, applied after the migrations: the fence trigger on the tables whose rows a
-/// leader writes under its term. SQLite has no fleet (one host), so no trigger.
+/// leader writes under its term (stamped with it: runs, notifications), and on the alert
+/// episodes and check states it judges (refused, not stamped: a paused leader cannot flip an
+/// alert from an observation older than the new leader's). SQLite has no fleet (one host), so
+/// no trigger.
 pub(super) const PG_FENCE: &str = r#"
 CREATE OR REPLACE FUNCTION runbook_fence() RETURNS trigger AS $fence$
 DECLARE
@@ -89,10 +92,28 @@ BEGIN
     RETURN NEW;
 END
 $fence$ LANGUAGE plpgsql;
+CREATE OR REPLACE FUNCTION runbook_fence_only() RETURNS trigger AS $fence$
+DECLARE
+    t text := current_setting('runbook.term', true);
+BEGIN
+    IF t IS NOT NULL AND t <> '' AND NOT EXISTS (
+        SELECT 1 FROM leases
+        WHERE name = 'leader' AND term = t::bigint
+          AND expires_ms > (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+    ) THEN
+        RAISE EXCEPTION 'fenced: lease term % is no longer the leader''s', t;
+    END IF;
+    RETURN COALESCE(NEW, OLD);
+END
+$fence$ LANGUAGE plpgsql;
 DROP TRIGGER IF EXISTS runs_fence ON runs;
 CREATE TRIGGER runs_fence BEFORE INSERT OR UPDATE ON runs FOR EACH ROW EXECUTE FUNCTION runbook_fence();
 DROP TRIGGER IF EXISTS notifications_fence ON notifications;
 CREATE TRIGGER notifications_fence BEFORE INSERT OR UPDATE ON notifications FOR EACH ROW EXECUTE FUNCTION runbook_fence();
+DROP TRIGGER IF EXISTS alerts_fence ON alerts;
+CREATE TRIGGER alerts_fence BEFORE INSERT OR UPDATE OR DELETE ON alerts FOR EACH ROW EXECUTE FUNCTION runbook_fence_only();
+DROP TRIGGER IF EXISTS check_state_fence ON check_state;
+CREATE TRIGGER check_state_fence BEFORE INSERT OR UPDATE OR DELETE ON check_state FOR EACH ROW EXECUTE FUNCTION runbook_fence_only();
 "#;
 
 /// A host of the fleet as its heartbeats describe it.
@@ -313,6 +334,22 @@ impl Store {
             params![since],
             |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0, r.get(3)?)),
         )
+    }
+
+    /// Whether some daemon holds the leader lease now (by the database's clock).
+    pub fn leader_alive(&self) -> Result<bool> {
+        let conn = self.conn()?;
+        let now = conn.db().now_ms();
+        drop(conn);
+        Ok(self
+            .row(
+                "reading the leader lease",
+                &format!("SELECT count(*) FROM leases WHERE name = ?1 AND instance IS NOT NULL AND expires_ms > {now}"),
+                params![LEADER],
+                |r| r.get::<_, i64>(0),
+            )?
+            .unwrap_or(0)
+            > 0)
     }
 
     /// The newest tick of `profile` recorded in the ledger (claimed, run, skipped or missed).

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 pub mod http;
 pub mod in_process;
+pub mod netns;
 pub mod receiver;
 pub mod relay;
 
@@ -646,10 +647,32 @@ impl Daemon {
 
     /// With more arguments after `daemon`, and `NOTIFY_SOCKET` when given.
     pub fn start_with(env: &Env, extra: &[&str], notify_socket: Option<&Path>) -> Daemon {
+        Daemon::start_via(env, &[], extra, notify_socket)
+    }
+
+    /// Started through `wrapper` (`ip netns exec NAME`, say), which ends by running the
+    /// program after it.
+    pub fn start_via(env: &Env, wrapper: &[&str], extra: &[&str], notify_socket: Option<&Path>) -> Daemon {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static STARTS: AtomicUsize = AtomicUsize::new(0);
         let log = env.path(&format!("daemon-{}.log", STARTS.fetch_add(1, Ordering::SeqCst)));
         let mut cmd = env.cmd();
+        if let [program, args @ ..] = wrapper {
+            let mut wrapped = Command::new(program);
+            wrapped
+                .args(args)
+                .arg(cmd.get_program())
+                .args(cmd.get_args())
+                .current_dir(env.dir.path())
+                .stdin(Stdio::null());
+            for (k, v) in cmd.get_envs() {
+                match v {
+                    Some(v) => wrapped.env(k, v),
+                    None => wrapped.env_remove(k),
+                };
+            }
+            cmd = wrapped;
+        }
         cmd.args(["daemon", "--log-format", "text"])
             .args(extra)
             .stdout(Stdio::null())

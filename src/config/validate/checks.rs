@@ -32,6 +32,7 @@ const COMMON_KEYS: &[&str] = &[
     "recover_after",
     "depends_on",
     "labels",
+    "run_on",
 ];
 
 pub(super) fn checks(cx: &mut Cx, node: &Node, base: &Path) -> BTreeMap<String, Check> {
@@ -176,6 +177,10 @@ fn check(cx: &mut Cx, name: &str, node: &Node, base: &Path) -> Option<Check> {
         .and_then(|n| cx.string_list(n, "depends_on"))
         .unwrap_or_default();
     let labels = cx.string_map(f.get("labels"), "labels");
+    let run_on = f
+        .get("run_on")
+        .map(|n| super::profile::run_on(cx, n))
+        .unwrap_or_default();
     if cx.diags.len() != errors_before {
         return None;
     }
@@ -187,5 +192,6 @@ fn check(cx: &mut Cx, name: &str, node: &Node, base: &Path) -> Option<Check> {
         recover_after,
         depends_on,
         labels,
+        run_on,
     })
 }

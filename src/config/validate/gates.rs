@@ -86,6 +86,7 @@ fn plain_check(probe: Probe) -> Check {
         recover_after: 1,
         depends_on: Vec::new(),
         labels: BTreeMap::new(),
+        run_on: Default::default(),
     }
 }
 

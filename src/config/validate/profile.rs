@@ -144,7 +144,7 @@ pub(super) fn profile(cx: &mut Cx, name: &str, node: &Node, base: &Path) -> Opti
 }
 
 /// `run_on: any | all | HOST | [HOST or LABEL, …]`.
-fn run_on(cx: &mut Cx, n: &Node) -> RunOn {
+pub(super) fn run_on(cx: &mut Cx, n: &Node) -> RunOn {
     let hosts = match &n.kind {
         Kind::Seq(_) => cx.string_list(n, "run_on").unwrap_or_default(),
         _ => match cx.string(n, "run_on").as_deref() {
