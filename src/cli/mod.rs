@@ -12,11 +12,13 @@ mod config_cmd;
 mod daemon;
 mod db;
 mod deploy;
+mod doctor;
 mod drift;
 pub mod error;
 mod fleet;
 mod gate;
 mod incident;
+mod install;
 mod jobs;
 mod manual;
 mod notify;
@@ -184,6 +186,29 @@ pub enum Command {
     /// Fleet mode: the hosts sharing a PostgreSQL state, the leader lease, what runs where
     #[command(subcommand)]
     Fleet(fleet::FleetCmd),
+    /// Make this host ready to run the daemon: user, directories, env file, binary, systemd units
+    ///
+    /// Creates the system user and group (`--user`, default runbook), /etc/runbook (0750),
+    /// /var/lib/runbook and /var/backups/runbook (0750, the user's), the env file
+    /// /etc/runbook/runbook.env (0640 root:runbook) and a starter /etc/runbook/runbook.yaml
+    /// when missing (never rewritten), copies this binary to /usr/local/bin/runbook, and writes
+    /// runbook.service (Type=notify, WatchdogSec, Restart=on-failure, StartLimitBurst,
+    /// NoNewPrivileges, ProtectSystem=strict with ReadWritePaths for the state and backup
+    /// directories, PrivateTmp, ProtectHome, no capabilities) and, with --serve,
+    /// runbook-serve.service. Without --apply it prints every file with its content, mode and
+    /// owner and changes nothing. A second run changes nothing and says so; a unit someone
+    /// changed is left alone (exit 1) unless --force. `--root DIR` installs into a directory
+    /// tree (packaging, tests). `systemd-analyze verify` checks the units where it is installed.
+    Install(install::InstallArgs),
+    /// Is this host ready and healthy? Each problem with the command that fixes it
+    ///
+    /// The configuration is valid; the state exists, is at the schema head and writable; env
+    /// files are not open to other users; runbook.service is installed, enabled and active and
+    /// the scheduler ticked within two minutes; the clock is synchronised; each backup
+    /// destination has room for another archive as big as its newest; the API listens on
+    /// loopback or tokens guard it; each offsite remote answers. Changes nothing. Exit 1 on any
+    /// problem.
+    Doctor,
     /// Shell completions for bash, zsh or fish, on stdout
     ///
     /// bash: `runbook completions bash > /etc/bash_completion.d/runbook`; zsh: into a
@@ -328,6 +353,8 @@ pub fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
         Command::Notify(cmd) => notify::run(&cx, cmd),
         Command::Db(cmd) => db::run(&cx, cmd),
         Command::Fleet(cmd) => fleet::run(&cx, cmd),
+        Command::Install(args) => install::install(&cx, args),
+        Command::Doctor => doctor::doctor(&cx),
         Command::Completions { shell } => manual::completions(&cx, shell),
         Command::Man { dir } => manual::man(&cx, dir.as_deref()),
         // Needs no configuration: a key is made before the config that names it.
