@@ -49,6 +49,7 @@ fn install_prints_its_plan_then_applies_it_once_and_leaves_a_changed_unit_alone(
         "0640 root:runbook",
         "Type=notify",
         "WatchdogSec=",
+        "ExecStartPre=/usr/local/bin/runbook config check",
         "Restart=on-failure",
         "StartLimitBurst=",
         "NoNewPrivileges=yes",
@@ -76,6 +77,10 @@ fn install_prints_its_plan_then_applies_it_once_and_leaves_a_changed_unit_alone(
     assert_eq!(mode(&at("usr/local/bin/runbook")), 0o755);
     let unit = std::fs::read_to_string(at("etc/systemd/system/runbook.service")).unwrap();
     assert!(unit.contains("ExecStart=/usr/local/bin/runbook daemon"), "{unit}");
+    assert!(
+        !unit.contains("EnvironmentFile"),
+        "secrets go through secrets.env_files: {unit}"
+    );
     assert!(at("etc/systemd/system/runbook-serve.service").exists());
     // The copied binary runs, and the starter configuration it was given is valid.
     let version = std::process::Command::new(at("usr/local/bin/runbook"))
@@ -114,7 +119,7 @@ fn install_prints_its_plan_then_applies_it_once_and_leaves_a_changed_unit_alone(
 
     // A unit edited by hand is left alone (exit 1), the edit kept; --force overwrites it.
     let unit_path = at("etc/systemd/system/runbook.service");
-    let edited = unit.replace("RestartSec=5", "RestartSec=30");
+    let edited = unit.replace("RestartSec=5s", "RestartSec=30s");
     std::fs::write(&unit_path, &edited).unwrap();
     // A secret file opened to everyone is narrowed, its content kept.
     std::fs::write(at("etc/runbook/runbook.env"), "TOKEN=abc\n").unwrap();

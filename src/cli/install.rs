@@ -35,6 +35,9 @@ pub struct InstallArgs {
     /// write)
     #[arg(long)]
     pub force: bool,
+    /// Where the binary goes and what the units start (a package puts it in /usr/bin)
+    #[arg(long, value_name = "PATH", default_value = BINARY)]
+    pub exec: String,
 }
 
 /// Where things go on the host (under `--root` when given).
@@ -153,8 +156,8 @@ pub fn install(cx: &Ctx, args: InstallArgs) -> Result<Outcome, CliError> {
         .map_err(|e| CliError::internal(format!("cannot find this program's file: {e}"), None))?;
     let bin = std::fs::read(&exe).map_err(|e| CliError::internal(format!("{}: {e}", exe.display()), None))?;
     items.push(owned_file(
-        &at(BINARY),
-        BINARY,
+        &at(&args.exec),
+        &args.exec,
         bin,
         0o755,
         "root:root",
@@ -162,8 +165,8 @@ pub fn install(cx: &Ctx, args: InstallArgs) -> Result<Outcome, CliError> {
         false,
         args.force,
     ));
-    let units: Vec<(&str, String)> = std::iter::once((DAEMON_UNIT, daemon_unit(&args.user, &writable)))
-        .chain(args.serve.then(|| (SERVE_UNIT, serve_unit(&args.user))))
+    let units: Vec<(&str, String)> = std::iter::once((DAEMON_UNIT, daemon_unit(&args.user, &args.exec, &writable)))
+        .chain(args.serve.then(|| (SERVE_UNIT, serve_unit(&args.user, &args.exec))))
         .collect();
     for (name, text) in &units {
         let path = format!("{UNIT_DIR}/{name}");
@@ -585,7 +588,7 @@ UMask=0027
     )
 }
 
-fn daemon_unit(user: &str, writable: &[String]) -> String {
+fn daemon_unit(user: &str, exec: &str, writable: &[String]) -> String {
     format!(
         "\
 [Unit]
@@ -593,7 +596,8 @@ Description=runbook daemon: scheduled profiles, checks, alerts, backups
 Documentation=man:runbook(1)
 Wants=network-online.target
 After=network-online.target
-StartLimitIntervalSec=300
+# Give up after 5 failed starts within a minute instead of looping.
+StartLimitIntervalSec=60
 StartLimitBurst=5
 
 [Service]
@@ -601,14 +605,19 @@ Type=notify
 NotifyAccess=main
 User={user}
 Group={user}
+# Secrets come from secrets.env_files in the configuration (redacted from every output),
+# not from the environment.
 Environment=RUNBOOK_CONFIG={CONFIG}
-EnvironmentFile=-{ENV_FILE}
-ExecStart={BINARY} daemon
-ExecReload=/bin/kill -HUP $MAINPID
-WatchdogSec=30
+ExecStartPre={exec} config check
+ExecStart={exec} daemon --shutdown-grace 30s
+ExecReload={exec} reload
+WatchdogSec=60s
 Restart=on-failure
-RestartSec=5
-TimeoutStopSec=90
+RestartSec=5s
+# Exit 2 is a configuration error: restarting will not fix it.
+RestartPreventExitStatus=2
+KillMode=mixed
+TimeoutStopSec=90s
 {}
 [Install]
 WantedBy=multi-user.target
@@ -617,7 +626,7 @@ WantedBy=multi-user.target
     )
 }
 
-fn serve_unit(user: &str) -> String {
+fn serve_unit(user: &str, exec: &str) -> String {
     format!(
         "\
 [Unit]
@@ -630,10 +639,10 @@ Type=simple
 User={user}
 Group={user}
 Environment=RUNBOOK_CONFIG={CONFIG}
-EnvironmentFile=-{ENV_FILE}
-ExecStart={BINARY} serve
+ExecStart={exec} serve
 Restart=on-failure
-RestartSec=5
+RestartSec=5s
+RestartPreventExitStatus=2
 {}
 [Install]
 WantedBy=multi-user.target
