@@ -362,12 +362,13 @@ impl Pooled<'_> {
             })?;
         }
         self.write(|tx| {
+            // Applied again whenever a fence trigger is missing (one a newer version added).
             let fenced: i64 = tx.query_row(
-                "SELECT count(*) FROM pg_trigger WHERE tgname = 'notifications_fence'",
+                "SELECT count(*) FROM pg_trigger WHERE tgname IN ('runs_fence', 'notifications_fence', 'alerts_fence', 'check_state_fence')",
                 (),
                 |r| r.get(0),
             )?;
-            if fenced == 0 {
+            if fenced < 4 {
                 tx.execute_batch(super::fleet::PG_FENCE)?;
             }
             Ok(())
@@ -415,6 +416,9 @@ pub fn redact(url: &str) -> String {
 }
 
 /// The connection settings of `url`, as libpq would read them.
+/// How long the server lets one of runbook's connections sit idle inside a transaction.
+const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(10);
+
 fn config(url: &str) -> db::Result<(tokio_postgres::Config, Option<std::sync::Arc<rustls::ClientConfig>>)> {
     let bad = |m: String| DbError::Message(m);
     let mut parsed = url::Url::parse(url).map_err(|e| bad(format!("not a URL: {e}")))?;
@@ -481,6 +485,16 @@ fn config(url: &str) -> db::Result<(tokio_postgres::Config, Option<std::sync::Ar
     }
     if !named("tcp_user_timeout") {
         config.tcp_user_timeout(Duration::from_secs(15));
+    }
+    // A process stopped inside a transaction (SIGSTOP, a frozen VM) would hold the state's
+    // write lock until it resumes, and every other process's writes (a fleet's lease among
+    // them) would wait for it: the server ends such a transaction after 10 s, less than a
+    // lease lasts.
+    if !named("options") {
+        config.options(&format!(
+            "-c idle_in_transaction_session_timeout={}",
+            IDLE_IN_TRANSACTION.as_millis()
+        ));
     }
     let (mode, verify) = match sslmode.as_str() {
         "disable" => (tokio_postgres::config::SslMode::Disable, None),
@@ -569,6 +583,60 @@ mod tests {
             "postgres://app:[REDACTED]@db:5432/state"
         );
         assert_eq!(redact("postgres://app@db/state"), "postgres://app@db/state");
+    }
+
+    /// A scratch database on the machine's PostgreSQL, dropped at the end; `None` without one.
+    fn scratch_db() -> Option<(String, impl Drop)> {
+        struct Dropper(String);
+        impl Drop for Dropper {
+            fn drop(&mut self) {
+                psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0));
+            }
+        }
+        fn psql(sql: &str) -> bool {
+            std::process::Command::new("psql")
+                .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-tAc", sql])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        }
+        let name = format!("rb_unit_idle_{}", std::process::id());
+        psql(&format!("CREATE DATABASE {name}")).then(|| (name.clone(), Dropper(name)))
+    }
+
+    #[test]
+    fn a_writer_stopped_inside_its_transaction_does_not_hold_the_write_lock_for_ever() {
+        let Some((name, _drop)) = scratch_db() else {
+            if std::env::var("RUNBOOK_TEST_REQUIRE").is_ok_and(|v| v == "1") {
+                panic!("no PostgreSQL on 127.0.0.1:5432");
+            }
+            return;
+        };
+        let url = format!("postgres://postgres@127.0.0.1:5432/{name}?sslmode=disable");
+        let dir = tempfile::tempdir().unwrap();
+        let location = crate::store::Location::Postgres {
+            url,
+            local: dir.path().join("state"),
+        };
+        let store = std::sync::Arc::new(crate::store::Store::open_at(&location).unwrap());
+        let (stalled, other) = (store.clone(), store.clone());
+        // One writer takes the write lock and then does nothing, as a process stopped there.
+        let stuck = std::thread::spawn(move || {
+            stalled.write("stalling", |_| {
+                std::thread::sleep(IDLE_IN_TRANSACTION + Duration::from_secs(3));
+                Ok(())
+            })
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        // Another writes meanwhile: the server ended the stalled transaction, so this one gets
+        // the lock while the first is still "stopped".
+        let done = std::thread::spawn(move || other.write("writing", |_| Ok(())));
+        let wrote = done.join().unwrap();
+        assert!(wrote.is_ok(), "{wrote:?}");
+        assert!(!stuck.is_finished(), "the second writer waited for the first to resume");
+        assert!(
+            stuck.join().unwrap().is_err(),
+            "the stalled transaction was ended by the server"
+        );
     }
 
     #[test]
