@@ -14,9 +14,9 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 fn pages() -> Vec<(PathBuf, String)> {
     let mut files = vec![Path::new(ROOT).join("README.md")];
-    let mut docs: Vec<PathBuf> = std::fs::read_dir(Path::new(ROOT).join("docs"))
-        .unwrap()
-        .flatten()
+    let mut docs: Vec<PathBuf> = ["docs", "docs/runbooks"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(Path::new(ROOT).join(d)).unwrap().flatten())
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "md"))
         .collect();
@@ -98,7 +98,10 @@ fn every_runbook_command_line_in_the_docs_parses() {
     let mut seen = 0;
     for (path, text) in pages() {
         for (info, first, block) in blocks(&text) {
-            if !matches!(info.as_str(), "sh" | "bash" | "console" | "shell" | "") {
+            if !matches!(
+                info.split_whitespace().next().unwrap_or(""),
+                "sh" | "bash" | "console" | "shell" | ""
+            ) {
                 continue;
             }
             for (k, line) in joined(&block) {
