@@ -366,47 +366,25 @@ pub fn drill(
         let passwords = crate::config::Redactor::new(scratch_dbs.iter().flat_map(|db| db.admin.env()).map(|(_, p)| p));
         for c in &target.drill.checks {
             let t = Instant::now();
-            let mut spec = Spec::new(c.program.argv(), c.timeout.map_or(CHECK_TIMEOUT, |d| d.0));
-            spec.cwd = Some(scratch.path().to_path_buf());
-            spec.env = config.env.clone();
-            spec.env
-                .push(("RUNBOOK_DRILL_DIR".into(), scratch.path().display().to_string()));
+            let mut env = vec![("RUNBOOK_DRILL_DIR".to_string(), scratch.path().display().to_string())];
             // The first dump's database as RUNBOOK_DRILL_DATABASE_URL (with its password in
             // PGPASSWORD), and each as RUNBOOK_DRILL_DATABASE_URL_<n> in source order.
             for (n, db) in scratch_dbs.iter().enumerate() {
                 let conn = db.admin.with_database(&db.name);
                 if n == 0 {
-                    spec.env.push(("RUNBOOK_DRILL_DATABASE_URL".into(), conn.url.clone()));
-                    spec.env.extend(conn.env());
+                    env.push(("RUNBOOK_DRILL_DATABASE_URL".into(), conn.url.clone()));
+                    env.extend(conn.env());
                 }
-                spec.env
-                    .push((format!("RUNBOOK_DRILL_DATABASE_URL_{}", n + 1), conn.url.clone()));
+                env.push((format!("RUNBOOK_DRILL_DATABASE_URL_{}", n + 1), conn.url.clone()));
                 // Each server's password, for a check that reaches one with another user.
                 for (_, password) in conn.env() {
-                    spec.env.push((format!("RUNBOOK_DRILL_PGPASSWORD_{}", n + 1), password));
+                    env.push((format!("RUNBOOK_DRILL_PGPASSWORD_{}", n + 1), password));
                 }
             }
-            let result = match exec::run(&spec, &Cancel::default()) {
-                Ok(out) => {
-                    let text = config.redactor.redact(out.combined_output().trim()).into_owned();
-                    let text = passwords.redact(&text).into_owned();
-                    let tail: String = text
-                        .lines()
-                        .rev()
-                        .take(5)
-                        .collect::<Vec<_>>()
-                        .into_iter()
-                        .rev()
-                        .collect::<Vec<_>>()
-                        .join("\n");
-                    if out.success() {
-                        Ok(tail)
-                    } else {
-                        Err(out.summary_with(spec.timeout, &tail))
-                    }
-                }
-                Err(e) => Err(e.to_string()),
-            };
+            let hide = |s: String| passwords.redact(&s).into_owned();
+            let result = run_in(config, c.program.argv(), c.timeout.map(|d| d.0), scratch.path(), env)
+                .map(hide)
+                .map_err(hide);
             let ms = t.elapsed().as_millis() as u64;
             ok &= result.is_ok();
             r.checks.push(Phase {
@@ -442,6 +420,34 @@ pub fn drill(
     r.evidence = Some(write_evidence(target, target_name, now, &r)?);
     record(config, store, &r)?;
     Ok(r)
+}
+
+/// Runs `argv` in `cwd` with the configuration's environment and `env`, bounded by `timeout`
+/// (default 10 minutes): the last lines of its output, redacted, or why it failed.
+pub(super) fn run_in(
+    config: &Config,
+    argv: Vec<String>,
+    timeout: Option<Duration>,
+    cwd: &Path,
+    env: Vec<(String, String)>,
+) -> Result<String, String> {
+    let mut spec = Spec::new(argv, timeout.unwrap_or(CHECK_TIMEOUT));
+    spec.cwd = Some(cwd.to_path_buf());
+    spec.env = config.env.clone();
+    spec.env.extend(env);
+    match exec::run(&spec, &Cancel::default()) {
+        Ok(out) => {
+            let text = config.redactor.redact(out.combined_output().trim()).into_owned();
+            let tail: Vec<&str> = text.lines().rev().take(5).collect();
+            let tail = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+            if out.success() {
+                Ok(tail)
+            } else {
+                Err(out.summary_with(spec.timeout, &tail))
+            }
+        }
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn write_evidence(

@@ -17,6 +17,7 @@ mod mapfault;
 pub mod offsite;
 mod pg;
 mod prune;
+pub mod recover;
 pub mod restore;
 pub mod retention;
 pub mod scratch;

@@ -16,10 +16,10 @@ use crate::exec::Cancel;
 use crate::util::duration_ms;
 
 /// A progress bar on stderr when it is a terminal and the output is not JSON.
-struct Bar(Option<ProgressBar>);
+pub(super) struct Bar(Option<ProgressBar>);
 
 impl Bar {
-    fn new(cx: &Ctx) -> Self {
+    pub(super) fn new(cx: &Ctx) -> Self {
         Bar((!cx.out.json && std::io::stderr().is_terminal()).then(|| {
             let pb = ProgressBar::new(0);
             pb.set_style(
@@ -34,7 +34,7 @@ impl Bar {
         }))
     }
 
-    fn report(&self, p: Progress) {
+    pub(super) fn report(&self, p: Progress) {
         let Some(pb) = &self.0 else { return };
         match p {
             Progress::Phase(m) => {

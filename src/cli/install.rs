@@ -99,6 +99,32 @@ struct Report {
 }
 
 pub fn install(cx: &Ctx, args: InstallArgs) -> Result<Outcome, CliError> {
+    let report = build(cx, &args)?;
+    cx.out.either(&report, || print(cx, &report));
+    Ok(if report.refused > 0 {
+        Outcome::Failed
+    } else {
+        Outcome::Ok
+    })
+}
+
+/// Installs runbook into `root` (as `runbook install --root ROOT --apply`): what changed.
+pub fn into_root(cx: &Ctx, root: &Path) -> Result<String, String> {
+    let args = InstallArgs {
+        apply: true,
+        root: Some(root.to_path_buf()),
+        user: "runbook".into(),
+        serve: false,
+        force: false,
+        exec: BINARY.into(),
+    };
+    build(cx, &args)
+        .map_err(|e| e.message)
+        .map(|r| format!("{} change(s), {} unchanged", r.changes, r.items.len() - r.changes))
+}
+
+/// Plans the install and, with `--apply`, carries it out.
+fn build(cx: &Ctx, args: &InstallArgs) -> Result<Report, CliError> {
     let root = args.root.clone().unwrap_or_else(|| PathBuf::from("/"));
     let real = args.root.is_none();
     let at = |p: &str| root.join(p.trim_start_matches('/'));
@@ -225,7 +251,7 @@ pub fn install(cx: &Ctx, args: InstallArgs) -> Result<Outcome, CliError> {
                 .map(|b| String::from_utf8_lossy(b).into_owned());
         }
     }
-    let report = Report {
+    Ok(Report {
         applied: args.apply,
         root: root.display().to_string(),
         user: args.user.clone(),
@@ -234,9 +260,7 @@ pub fn install(cx: &Ctx, args: InstallArgs) -> Result<Outcome, CliError> {
         refused,
         verify,
         next,
-    };
-    cx.out.either(&report, || print(cx, &report));
-    Ok(if refused > 0 { Outcome::Failed } else { Outcome::Ok })
+    })
 }
 
 fn print(cx: &Ctx, r: &Report) {

@@ -23,6 +23,7 @@ mod jobs;
 mod manual;
 mod notify;
 pub mod output;
+mod recover;
 mod schedule;
 mod serve;
 mod session;
@@ -209,6 +210,18 @@ pub enum Command {
     /// loopback or tokens guard it; each offsite remote answers. Changes nothing. Exit 1 on any
     /// problem.
     Doctor,
+    /// The host rebuild drill: from an empty root, install, fetch, restore, start, validate
+    ///
+    /// Into `--root DIR`, as on a new VPS: installs runbook (`runbook install --root`) with this
+    /// configuration, fetches the newest archive of every backup target `--from offsite` (each
+    /// target's offsite store) or `--from DIR`, verifies every byte, restores each under the
+    /// root (every path of the configuration taken under it; `pre`/`post` hooks do not run),
+    /// runs `recover.start` and then `recover.checks` in the root (RUNBOOK_RECOVER_ROOT set),
+    /// and reports the RTO (each phase's wall time and the total, against `recover.rto_goal`)
+    /// and the RPO (the age of each target's data restored). Evidence JSON in
+    /// `recover.evidence_dir` and a `recover.drilled` audit event. Without --execute, the plan.
+    /// Exit 1 when a phase failed or the goal was missed.
+    Recover(recover::RecoverArgs),
     /// Shell completions for bash, zsh or fish, on stdout
     ///
     /// bash: `runbook completions bash > /etc/bash_completion.d/runbook`; zsh: into a
@@ -355,6 +368,7 @@ pub fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
         Command::Fleet(cmd) => fleet::run(&cx, cmd),
         Command::Install(args) => install::install(&cx, args),
         Command::Doctor => doctor::doctor(&cx),
+        Command::Recover(args) => recover::run(&cx, args),
         Command::Completions { shell } => manual::completions(&cx, shell),
         Command::Man { dir } => manual::man(&cx, dir.as_deref()),
         // Needs no configuration: a key is made before the config that names it.

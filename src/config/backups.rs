@@ -131,6 +131,25 @@ pub enum Source {
     Command(CommandSource),
 }
 
+/// `recover:`: what `runbook recover` does after the data is back in the new root.
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverConfig {
+    /// Commands that start the services, or stand-ins for them, run in the root (working
+    /// directory) with `RUNBOOK_RECOVER_ROOT` set to it, in order; each must exit 0.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub start: Vec<Program>,
+    /// The post-recovery validation, run the same way after `start`; each must exit 0.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<DrillCheck>,
+    /// The recovery time the whole rebuild should stay under; longer is reported (exit 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rto_goal: Option<HumanDuration>,
+    /// Directory of the evidence files. Default: `evidence/recover` next to runbook.yaml.
+    #[serde(default)]
+    pub evidence_dir: PathBuf,
+}
+
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DirSource {

@@ -65,6 +65,9 @@ pub struct Config {
     /// end-of-session record to that incident's note.
     #[serde(default)]
     pub incidents: IncidentsConfig,
+    /// The host rebuild drill (`runbook recover`).
+    #[serde(default)]
+    pub recover: super::backups::RecoverConfig,
     /// Backup targets: sources, destination, retention.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub backups: BTreeMap<String, super::backups::BackupTarget>,

@@ -13,4 +13,5 @@ mod upload;
 pub use pull::{PullReport, pull};
 pub use push::{PushReport, push};
 pub(crate) use remote::CHECK_PREFIX;
+pub(crate) use remote::newest_first;
 pub use remote::{Remote, list};

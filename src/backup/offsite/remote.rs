@@ -169,7 +169,7 @@ pub(super) async fn remote_list(
 
 /// The order of archive names in time: `main-20261123T033000Z.tar.zst`, then the second one
 /// of that second, `main-20261123T033000Z-2.tar.zst` (by name alone it would come first).
-pub(super) fn newest_first(name: &str) -> (&str, u32) {
+pub(crate) fn newest_first(name: &str) -> (&str, u32) {
     let base = name.split(".tar.zst").next().unwrap_or(name);
     match base.rsplit_once('-') {
         Some((head, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => (head, n.parse().unwrap_or(0)),

@@ -7,7 +7,7 @@ use super::profile::{program, program_keyed};
 use super::walker::{Cx, Fields};
 use crate::config::backups::{
     BackupTarget, CommandSource, DEFAULT_MIN_SIZE_RATIO, DirSource, DrillCheck, DrillConfig, KeepPolicy, Offsite,
-    Source,
+    RecoverConfig, Source,
 };
 use crate::config::model::{Program, RunArgs};
 use crate::config::yaml::{Kind, Node};
@@ -238,6 +238,33 @@ fn encrypt_to(cx: &mut Cx, node: Option<&Node>, what: &str) -> Option<Vec<String
 }
 
 const DEFAULT_EVIDENCE_DIR: &str = "evidence/drills";
+
+/// `recover: { start: [programs], checks: [drill checks], rto_goal, evidence_dir }`.
+pub(super) fn recover(cx: &mut Cx, node: Option<&Node>, base: &Path) -> RecoverConfig {
+    let mut out = RecoverConfig {
+        evidence_dir: base.join("evidence/recover"),
+        ..Default::default()
+    };
+    let Some(f) = node.and_then(|n| cx.map(n, "recover", &["start", "checks", "rto_goal", "evidence_dir"])) else {
+        return out;
+    };
+    out.start = super::deploy::programs(cx, f.get("start"), "recover.start");
+    if let Some(n) = f.get("checks") {
+        match &n.kind {
+            Kind::Seq(items) => out.checks = items.iter().filter_map(|i| drill_check(cx, i)).collect(),
+            _ => cx.error(
+                n.pos,
+                format!("recover.checks must be a list, found {}", n.describe()),
+                None,
+            ),
+        }
+    }
+    out.rto_goal = f.get("rto_goal").and_then(|n| cx.duration(n, "recover.rto_goal"));
+    if let Some(d) = f.get("evidence_dir").and_then(|n| cx.string(n, "recover.evidence_dir")) {
+        out.evidence_dir = base.join(d);
+    }
+    out
+}
 
 fn drill(cx: &mut Cx, node: &Node, base: &Path) -> DrillConfig {
     let Some(f) = cx.map(node, "drill", &["checks", "evidence_dir"]) else {

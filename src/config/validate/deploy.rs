@@ -45,7 +45,7 @@ pub(super) fn deploy(cx: &mut Cx, node: &Node, base: &Path, gates: &[String]) ->
     out
 }
 
-fn programs(cx: &mut Cx, node: Option<&Node>, what: &str) -> Vec<Program> {
+pub(super) fn programs(cx: &mut Cx, node: Option<&Node>, what: &str) -> Vec<Program> {
     let Some(node) = node else { return Vec::new() };
     let Kind::Seq(items) = &node.kind else {
         cx.error(

@@ -39,6 +39,7 @@ const TOP_KEYS: &[&str] = &[
     "gates",
     "deploy",
     "baseline",
+    "recover",
 ];
 pub const DEFAULT_STATE_URL: &str = "sqlite:///var/lib/runbook/runbook.db";
 
@@ -283,6 +284,7 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
             }
         }
     }
+    let recover = backups::recover(cx, top.get("recover"), &base);
     let mut incidents = crate::config::model::IncidentsConfig::default();
     let notify_names: Vec<String> = notify.channels.keys().cloned().collect();
     incidents.classes = ["storage", "stale-state", "config-drift", "compatibility", "other"]
@@ -425,6 +427,7 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
         sessions,
         audit,
         incidents,
+        recover,
         backups,
         gates,
         deploy,
