@@ -175,3 +175,52 @@ fn recover_from_a_directory_and_a_missed_goal_fails() {
             .exists()
     );
 }
+
+#[test]
+fn a_recover_drill_task_measures_the_rebuild_and_alerts_when_it_misses_its_goal() {
+    if std::process::Command::new("sqlite3").arg("-version").output().is_err() {
+        return cannot_run("sqlite3 is not installed");
+    }
+    let env = env_with_data();
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        format!("{text}profiles:\n  weekly:\n    cron: \"0 4 * * 0\"\n    tasks: [ {{ recover_drill: offsite }} ]\n"),
+    )
+    .unwrap();
+    let out = env.run(&["run", "weekly", "--json"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let v = out.json();
+    let summary = v["tasks"][0]["summary"].as_str().unwrap().to_string();
+    assert!(summary.starts_with("RTO "), "{summary}");
+    assert!(summary.contains("app RPO"), "{summary}");
+    // The scratch root is gone; the evidence stays.
+    let state_dir = env.state_db().parent().unwrap().to_path_buf();
+    assert!(
+        std::fs::read_dir(&state_dir)
+            .unwrap()
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().starts_with("recover-drill-")),
+        "the scratch root was left behind"
+    );
+    assert_eq!(files_under(&env.path("evidence/recover")), 1);
+
+    // A rebuild slower than its goal fails the task, and the task's alert opens.
+    env.edit_config("rto_goal: 10m", "rto_goal: 1ms");
+    let out = env.run(&["run", "weekly", "--json"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let alerts = env.run(&["alerts", "list", "--json"]);
+    assert!(alerts.stdout.contains("recover-drill"), "{}", alerts.stdout);
+
+    // `offsite` needs every target to have one.
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    let without: Vec<&str> = text.lines().filter(|l| !l.contains("offsite: { url:")).collect();
+    std::fs::write(&env.config, without.join("\n") + "\n").unwrap();
+    let check = env.run(&["config", "check"]);
+    assert_eq!(check.code, 2);
+    assert!(
+        check.stderr.contains("backup target `app` has no `offsite:`"),
+        "{}",
+        check.stderr
+    );
+}

@@ -71,6 +71,22 @@ pub struct RecoverReport {
 /// What the caller does to install runbook into the root (the composition layer owns it).
 pub type Install<'a> = &'a dyn Fn(&Path) -> Result<String, String>;
 
+/// The installer the composition layer registered at start (`runbook install --root`), for
+/// the scheduled drill.
+static INSTALLER: std::sync::OnceLock<fn(&Path) -> Result<String, String>> = std::sync::OnceLock::new();
+
+pub fn set_installer(f: fn(&Path) -> Result<String, String>) {
+    let _ = INSTALLER.set(f);
+}
+
+/// Installs into `root` with the registered installer.
+pub fn installed(root: &Path) -> Result<String, String> {
+    match INSTALLER.get() {
+        Some(f) => f(root),
+        None => Err("no installer in this program".into()),
+    }
+}
+
 /// `path` of the live host, inside `root`.
 fn under(root: &Path, path: &Path) -> PathBuf {
     root.join(path.strip_prefix("/").unwrap_or(path))

@@ -109,7 +109,16 @@ pub fn install(cx: &Ctx, args: InstallArgs) -> Result<Outcome, CliError> {
 }
 
 /// Installs runbook into `root` (as `runbook install --root ROOT --apply`): what changed.
-pub fn into_root(cx: &Ctx, root: &Path) -> Result<String, String> {
+pub fn into_root(root: &Path) -> Result<String, String> {
+    let cx = Ctx {
+        config_path: None,
+        out: super::output::Printer { json: true },
+        no_notify: false,
+    };
+    into_root_with(&cx, root)
+}
+
+fn into_root_with(cx: &Ctx, root: &Path) -> Result<String, String> {
     let args = InstallArgs {
         apply: true,
         root: Some(root.to_path_buf()),

@@ -344,6 +344,8 @@ impl Ctx {
 }
 
 pub fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
+    // The scheduled host rebuild drill installs the way `runbook install` does.
+    crate::backup::recover::set_installer(install::into_root);
     let cx = Ctx {
         config_path: cli.config,
         out: Printer { json: cli.json },

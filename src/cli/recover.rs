@@ -51,7 +51,7 @@ pub fn run(cx: &Ctx, args: RecoverArgs) -> Result<Outcome, CliError> {
         &args.root,
         from,
         args.execute,
-        &|root| super::install::into_root(cx, root),
+        &crate::backup::recover::installed,
         &|p| bar.report(p),
     )?;
     drop(bar);

@@ -246,6 +246,9 @@ pub enum BackupAction {
     Drill,
     /// `backup push`: offsite copies of what is not offsite yet.
     Push,
+    /// `recover --execute` into a scratch root, removed afterwards: the host rebuild drill;
+    /// the task's `target` is where the archives come from (`offsite` or a directory).
+    RecoverDrill,
 }
 
 impl BackupAction {
@@ -256,6 +259,7 @@ impl BackupAction {
             BackupAction::Prune => "prune",
             BackupAction::Drill => "drill",
             BackupAction::Push => "push",
+            BackupAction::RecoverDrill => "recover_drill",
         }
     }
 }

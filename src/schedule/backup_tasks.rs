@@ -12,6 +12,7 @@ use crate::backup;
 use crate::clock;
 use crate::config::{BackupAction, BackupTask};
 use crate::store::{RunFinish, RunKind, RunStatus, Trigger};
+use crate::util::duration_ms;
 
 use super::plan::{RunError, describe};
 use super::runner::{Runner, TaskReport};
@@ -168,6 +169,60 @@ impl Runner<'_> {
                 };
                 Ok((r.ok, line))
             }
+            BackupAction::RecoverDrill => self.recover_drill(&task.target),
         }
+    }
+
+    /// The host rebuild drill into a scratch root beside the state, removed afterwards: one
+    /// line with the RTO against its goal, and the RPO of each target.
+    fn recover_drill(&self, from: &str) -> Result<(bool, String), String> {
+        use backup::recover::{From, recover};
+        let dir = self.config.state.path.parent().unwrap_or(std::path::Path::new("."));
+        let stamp = clock::now().strftime("%Y%m%dT%H%M%SZ").to_string();
+        let root = dir.join(format!("recover-drill-{stamp}"));
+        let from = match from {
+            "offsite" => From::Offsite,
+            d => From::Dir(d.into()),
+        };
+        // The new host's configuration is this one.
+        let etc = root.join("etc/runbook");
+        std::fs::create_dir_all(&etc)
+            .and_then(|()| std::fs::copy(&self.config.source, etc.join("runbook.yaml")))
+            .map_err(|e| format!("{}: {e}", etc.display()))?;
+        let result = recover(
+            self.config,
+            self.store,
+            &root,
+            from,
+            true,
+            &backup::recover::installed,
+            &|_| {},
+        );
+        let _ = std::fs::remove_dir_all(&root);
+        let r = result.map_err(|e| e.to_string())?;
+        let goal = r
+            .rto_goal_ms
+            .map(|g| format!(" (goal {})", duration_ms(g)))
+            .unwrap_or_default();
+        let rpo: Vec<String> = r
+            .targets
+            .iter()
+            .map(|t| match t.rpo_s {
+                Some(s) => format!("{} RPO {}", t.target, duration_ms(s.max(0) as u64 * 1000)),
+                None => format!("{}: {}", t.target, t.detail),
+            })
+            .collect();
+        let failed: Vec<&str> = r
+            .phases
+            .iter()
+            .chain(&r.checks)
+            .filter(|p| !p.ok)
+            .map(|p| p.name.as_str())
+            .collect();
+        let mut line = format!("RTO {}{goal}; {}", duration_ms(r.rto_ms), rpo.join(", "));
+        if !failed.is_empty() {
+            line.push_str(&format!("; failed: {}", failed.join(", ")));
+        }
+        Ok((r.ok, line))
     }
 }

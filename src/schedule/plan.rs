@@ -83,11 +83,25 @@ pub(super) fn describe(task: &BackupTask) -> String {
             task.target
         ),
         BackupAction::Push => format!("runbook backup push {}", task.target),
+        BackupAction::RecoverDrill => format!(
+            "runbook recover --root (a scratch root, removed after) --from {} --execute",
+            task.target
+        ),
     }
 }
 
 /// The longest a backup task may take (for the profile's bound).
 pub(super) fn bound(config: &Config, task: &BackupTask) -> Duration {
+    if task.action == BackupAction::RecoverDrill {
+        // Every target fetched, verified and restored, and the start and checks after.
+        let targets: Duration = config
+            .backups
+            .values()
+            .map(|t| t.timeout.map_or(DEFAULT_DUMP_TIMEOUT, |d| d.0) * (t.sources.len() as u32 + 1))
+            .sum();
+        return targets
+            + Duration::from_secs(600) * (config.recover.start.len() + config.recover.checks.len() + 1) as u32;
+    }
     let t = &config.backups[&task.target];
     let per_dump = t.timeout.map_or(DEFAULT_DUMP_TIMEOUT, |d| d.0);
     per_dump * (t.sources.len() as u32 + 1)

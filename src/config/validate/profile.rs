@@ -39,7 +39,7 @@ const COMMAND_KEYS: &[&str] = &[
     "systemd_run",
     "cpu_quota",
 ];
-const BACKUP_TASK_KINDS: &[&str] = &["backup", "verify", "prune", "drill", "push"];
+const BACKUP_TASK_KINDS: &[&str] = &["backup", "verify", "prune", "drill", "push", "recover_drill"];
 
 pub(super) fn profile(cx: &mut Cx, name: &str, node: &Node, base: &Path) -> Option<Profile> {
     let what = format!("profile `{name}`");
@@ -245,6 +245,10 @@ fn set_name(task: &mut Task, name: String) {
 fn backup_task(cx: &mut Cx, node: &Node, kind: &'static str) -> Option<ParsedTask> {
     let f = cx.map(node, &format!("a `{kind}:` task"), &[kind, "name"])?;
     let target = f.get(kind).and_then(|n| cx.string(n, kind))?;
+    if kind == "recover_drill" {
+        let name = f.get("name").and_then(|n| cx.string(n, "name"));
+        return recover_drill_task(cx, node, target, name);
+    }
     if !cx.backup_names.contains(&target) && cx.declared_backups.contains(&target) {
         // The target's own errors were reported where they are.
         return None;
@@ -282,6 +286,33 @@ fn backup_task(cx: &mut Cx, node: &Node, kind: &'static str) -> Option<ParsedTas
             action,
             name: explicit.unwrap_or_else(|| format!("{kind}-{target}")),
             target,
+        }),
+    })
+}
+
+/// `{ recover_drill: offsite | DIR }`: the host rebuild drill from every target's offsite store
+/// (each must have one) or a directory of archives (relative to runbook.yaml).
+fn recover_drill_task(cx: &mut Cx, node: &Node, from: String, name: Option<String>) -> Option<ParsedTask> {
+    let from = if from == "offsite" {
+        if let Some(t) = cx.backup_names.iter().find(|t| !cx.offsite_names.contains(t)) {
+            cx.error(
+                node.pos,
+                format!("`recover_drill: offsite` task: backup target `{t}` has no `offsite:`"),
+                Some("add an `offsite:` to every target, or name a directory of archives".into()),
+            );
+            return None;
+        }
+        from
+    } else {
+        let base = cx.file.parent().map(Path::to_path_buf).unwrap_or_default();
+        base.join(from).display().to_string()
+    };
+    Some(ParsedTask {
+        name_explicit: name.is_some(),
+        task: Task::Backup(BackupTask {
+            action: BackupAction::RecoverDrill,
+            name: name.unwrap_or_else(|| "recover-drill".into()),
+            target: from,
         }),
     })
 }
