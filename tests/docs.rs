@@ -163,6 +163,7 @@ const TOP_LEVEL: &[&str] = &[
     "gates",
     "deploy",
     "baseline",
+    "recover",
 ];
 
 #[test]
