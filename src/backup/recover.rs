@@ -71,11 +71,14 @@ pub struct RecoverReport {
 /// What the caller does to install runbook into the root (the composition layer owns it).
 pub type Install<'a> = &'a dyn Fn(&Path) -> Result<String, String>;
 
+/// An installer: into this root, what it did or why it could not.
+pub type Installer = fn(&Path) -> Result<String, String>;
+
 /// The installer the composition layer registered at start (`runbook install --root`), for
 /// the scheduled drill.
-static INSTALLER: std::sync::OnceLock<fn(&Path) -> Result<String, String>> = std::sync::OnceLock::new();
+static INSTALLER: std::sync::OnceLock<Installer> = std::sync::OnceLock::new();
 
-pub fn set_installer(f: fn(&Path) -> Result<String, String>) {
+pub fn set_installer(f: Installer) {
     let _ = INSTALLER.set(f);
 }
 

@@ -491,7 +491,7 @@ fn config(url: &str) -> db::Result<(tokio_postgres::Config, Option<std::sync::Ar
     // them) would wait for it: the server ends such a transaction after 10 s, less than a
     // lease lasts.
     if !named("options") {
-        config.options(&format!(
+        config.options(format!(
             "-c idle_in_transaction_session_timeout={}",
             IDLE_IN_TRANSACTION.as_millis()
         ));
