@@ -31,26 +31,6 @@ fn pages() -> Vec<(PathBuf, String)> {
         .collect()
 }
 
-/// The fenced code blocks of a page: (info string, first line number, text).
-fn blocks(text: &str) -> Vec<(String, usize, String)> {
-    let mut out = Vec::new();
-    let mut open: Option<(String, usize, String)> = None;
-    for (i, line) in text.lines().enumerate() {
-        let fence = line.trim_start().strip_prefix("```");
-        match (fence, open.take()) {
-            (Some(_), Some(block)) => out.push(block),
-            (Some(info), None) => open = Some((info.trim().to_string(), i + 2, String::new())),
-            (None, Some(mut block)) => {
-                block.2.push_str(line);
-                block.2.push('\n');
-                open = Some(block);
-            }
-            (None, None) => {}
-        }
-    }
-    out
-}
-
 /// The lines of a shell block with continued lines (`\` at the end) joined: (index, line).
 fn joined(block: &str) -> Vec<(usize, String)> {
     let mut out: Vec<(usize, String)> = Vec::new();

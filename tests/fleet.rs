@@ -513,23 +513,7 @@ fn write_as(db: &PgDb, term: Option<i64>, sql: &str) -> bool {
     let set = term
         .map(|t| format!("SET LOCAL runbook.term = '{t}'; "))
         .unwrap_or_default();
-    std::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            &db.name,
-            "-tA",
-            "-v",
-            "ON_ERROR_STOP=1",
-        ])
-        .args(["-c", &format!("BEGIN; {set}{sql}; COMMIT;")])
-        .output()
-        .unwrap()
-        .status
-        .success()
+    psql_ok(&db.name, &format!("BEGIN; {set}{sql}; COMMIT;"))
 }
 
 #[test]

@@ -13,25 +13,6 @@ use std::path::{Path, PathBuf};
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const BIN: &str = env!("CARGO_BIN_EXE_runbook");
 
-/// The fenced blocks of a page: (info string, first line number, text).
-fn blocks(text: &str) -> Vec<(String, usize, String)> {
-    let mut out = Vec::new();
-    let mut open: Option<(String, usize, String)> = None;
-    for (i, line) in text.lines().enumerate() {
-        match (line.trim_start().strip_prefix("```"), open.take()) {
-            (Some(_), Some(block)) => out.push(block),
-            (Some(info), None) => open = Some((info.trim().to_string(), i + 2, String::new())),
-            (None, Some(mut block)) => {
-                block.2.push_str(line);
-                block.2.push('\n');
-                open = Some(block);
-            }
-            (None, None) => {}
-        }
-    }
-    out
-}
-
 fn pages() -> Vec<PathBuf> {
     let mut pages: Vec<PathBuf> = std::fs::read_dir(Path::new(ROOT).join("docs/runbooks"))
         .unwrap()

@@ -456,7 +456,20 @@ fn write_evidence(
     at: jiff::Timestamp,
     r: &DrillReport,
 ) -> Result<PathBuf, BackupError> {
-    let dir = &target.drill.evidence_dir;
+    evidence_file(&target.drill.evidence_dir, name, at, r.clone(), |r, p| {
+        r.evidence = Some(p)
+    })
+}
+
+/// Writes `report` as JSON into a new file `<name>-<UTC>[-n].json` of `dir`, after `mark`
+/// put the file's own path into it.
+pub(super) fn evidence_file<T: Serialize>(
+    dir: &Path,
+    name: &str,
+    at: jiff::Timestamp,
+    mut report: T,
+    mark: impl FnOnce(&mut T, PathBuf),
+) -> Result<PathBuf, BackupError> {
     std::fs::create_dir_all(dir).map_err(|e| BackupError::io(dir, e))?;
     let stamp = at.strftime("%Y%m%dT%H%M%SZ").to_string();
     let mut path = dir.join(format!("{name}-{stamp}.json"));
@@ -465,11 +478,15 @@ fn write_evidence(
         path = dir.join(format!("{name}-{stamp}-{n}.json"));
         n += 1;
     }
-    let mut report = r.clone();
-    report.evidence = Some(path.clone());
+    mark(&mut report, path.clone());
     let text = serde_json::to_string_pretty(&report).map_err(|e| BackupError::io(&path, std::io::Error::other(e)))?;
     super::write_atomic(&path, text.as_bytes()).map_err(|e| BackupError::io(&path, e))?;
     Ok(path)
+}
+
+/// The names of the phases that failed.
+pub fn failed<'a>(phases: impl IntoIterator<Item = &'a Phase>) -> Vec<&'a str> {
+    phases.into_iter().filter(|p| !p.ok).map(|p| p.name.as_str()).collect()
 }
 
 fn record(config: &Config, store: &Store, r: &DrillReport) -> Result<(), BackupError> {
@@ -478,7 +495,7 @@ fn record(config: &Config, store: &Store, r: &DrillReport) -> Result<(), BackupE
         "backup.drilled",
         &r.target,
         json!({ "archive": path, "ok": r.ok, "sha256": r.sha256, "recovery_ms": r.recovery_ms, "total_ms": r.total_ms,
-                "evidence": r.evidence, "failed": r.phases.iter().chain(&r.checks).filter(|p| !p.ok).map(|p| &p.name).collect::<Vec<_>>() }),
+                "evidence": r.evidence, "failed": failed(r.phases.iter().chain(&r.checks)) }),
         &config.redactor,
     );
     let at = r.started_at.clone();

@@ -363,7 +363,7 @@ pub fn recover(
         &root.display().to_string(),
         json!({ "root": root, "ok": r.ok, "rto_ms": r.rto_ms, "rto_goal_ms": r.rto_goal_ms, "evidence": r.evidence,
                 "targets": r.targets.iter().map(|t| json!({ "target": t.target, "archive": t.archive, "rpo_s": t.rpo_s, "ok": t.ok })).collect::<Vec<_>>(),
-                "failed": r.phases.iter().chain(&r.checks).filter(|p| !p.ok).map(|p| &p.name).collect::<Vec<_>>() }),
+                "failed": super::drill::failed(r.phases.iter().chain(&r.checks)) }),
         &config.redactor,
     );
     store.audit_append(&draft)?;
@@ -400,20 +400,9 @@ fn copy_archive(dir: &Path, archive: &str, dest: &Path) -> Result<(), String> {
 }
 
 fn write_evidence(config: &Config, at: jiff::Timestamp, r: &RecoverReport) -> Result<PathBuf, BackupError> {
-    let dir = &config.recover.evidence_dir;
-    std::fs::create_dir_all(dir).map_err(|e| BackupError::io(dir, e))?;
-    let stamp = at.strftime("%Y%m%dT%H%M%SZ").to_string();
-    let mut path = dir.join(format!("recover-{stamp}.json"));
-    let mut n = 2;
-    while path.exists() {
-        path = dir.join(format!("recover-{stamp}-{n}.json"));
-        n += 1;
-    }
-    let mut report = r.clone();
-    report.evidence = Some(path.clone());
-    let text = serde_json::to_string_pretty(&report).map_err(|e| BackupError::io(&path, std::io::Error::other(e)))?;
-    super::write_atomic(&path, text.as_bytes()).map_err(|e| BackupError::io(&path, e))?;
-    Ok(path)
+    super::drill::evidence_file(&config.recover.evidence_dir, "recover", at, r.clone(), |r, p| {
+        r.evidence = Some(p)
+    })
 }
 
 #[cfg(test)]

@@ -155,13 +155,7 @@ impl Runner<'_> {
                 let target = backup::target(config, &task.target).map_err(|e| e.to_string())?;
                 let r = backup::drill::drill(config, store, &task.target, target, archive.as_ref(), &none)
                     .map_err(|e| e.to_string())?;
-                let failed: Vec<&str> = r
-                    .phases
-                    .iter()
-                    .chain(&r.checks)
-                    .filter(|p| !p.ok)
-                    .map(|p| p.name.as_str())
-                    .collect();
+                let failed = backup::drill::failed(r.phases.iter().chain(&r.checks));
                 let line = if r.ok {
                     format!("{}: recovery {} ms", r.archive.display(), r.recovery_ms)
                 } else {
@@ -212,13 +206,7 @@ impl Runner<'_> {
                 None => format!("{}: {}", t.target, t.detail),
             })
             .collect();
-        let failed: Vec<&str> = r
-            .phases
-            .iter()
-            .chain(&r.checks)
-            .filter(|p| !p.ok)
-            .map(|p| p.name.as_str())
-            .collect();
+        let failed = backup::drill::failed(r.phases.iter().chain(&r.checks));
         let mut line = format!("RTO {}{goal}; {}", duration_ms(r.rto_ms), rpo.join(", "));
         if !failed.is_empty() {
             line.push_str(&format!("; failed: {}", failed.join(", ")));

@@ -74,12 +74,12 @@ pub fn may_act() -> bool {
 /// alert from an observation older than the new leader's). SQLite has no fleet (one host), so
 /// no trigger.
 pub(super) const PG_FENCE: &str = r#"
-CREATE OR REPLACE FUNCTION runbook_fence() RETURNS trigger AS $fence$
+CREATE OR REPLACE FUNCTION runbook_fenced_term() RETURNS bigint AS $fence$
 DECLARE
     t text := current_setting('runbook.term', true);
 BEGIN
     IF t IS NULL OR t = '' THEN
-        RETURN NEW;
+        RETURN NULL;
     END IF;
     IF NOT EXISTS (
         SELECT 1 FROM leases
@@ -88,21 +88,22 @@ BEGIN
     ) THEN
         RAISE EXCEPTION 'fenced: lease term % is no longer the leader''s', t;
     END IF;
-    NEW.term := t::bigint;
+    RETURN t::bigint;
+END
+$fence$ LANGUAGE plpgsql;
+CREATE OR REPLACE FUNCTION runbook_fence() RETURNS trigger AS $fence$
+DECLARE
+    t bigint := runbook_fenced_term();
+BEGIN
+    IF t IS NOT NULL THEN
+        NEW.term := t;
+    END IF;
     RETURN NEW;
 END
 $fence$ LANGUAGE plpgsql;
 CREATE OR REPLACE FUNCTION runbook_fence_only() RETURNS trigger AS $fence$
-DECLARE
-    t text := current_setting('runbook.term', true);
 BEGIN
-    IF t IS NOT NULL AND t <> '' AND NOT EXISTS (
-        SELECT 1 FROM leases
-        WHERE name = 'leader' AND term = t::bigint
-          AND expires_ms > (extract(epoch FROM clock_timestamp()) * 1000)::bigint
-    ) THEN
-        RAISE EXCEPTION 'fenced: lease term % is no longer the leader''s', t;
-    END IF;
+    PERFORM runbook_fenced_term();
     RETURN COALESCE(NEW, OLD);
 END
 $fence$ LANGUAGE plpgsql;

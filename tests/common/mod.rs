@@ -401,10 +401,41 @@ pub fn signal(pid: u32, sig: &str) {
     assert!(status.success(), "kill -{sig} {pid}");
 }
 
+/// The fenced code blocks of a markdown page: (info string, first line number, text).
+pub fn blocks(text: &str) -> Vec<(String, usize, String)> {
+    let mut out = Vec::new();
+    let mut open: Option<(String, usize, String)> = None;
+    for (i, line) in text.lines().enumerate() {
+        let fence = line.trim_start().strip_prefix("```");
+        match (fence, open.take()) {
+            (Some(_), Some(block)) => out.push(block),
+            (Some(info), None) => open = Some((info.trim().to_string(), i + 2, String::new())),
+            (None, Some(mut block)) => {
+                block.2.push_str(line);
+                block.2.push('\n');
+                open = Some(block);
+            }
+            (None, None) => {}
+        }
+    }
+    out
+}
+
 /// Runs SQL with psql against the machine's PostgreSQL (127.0.0.1, user postgres); returns
 /// its unaligned output, trimmed. Fails the test if psql does.
 pub fn psql(dbname: &str, sql: &str) -> String {
-    let out = Command::new("psql")
+    let out = psql_output(dbname, sql);
+    assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Whether psql ran `sql` (one transaction of its statements) without an error.
+pub fn psql_ok(dbname: &str, sql: &str) -> bool {
+    psql_output(dbname, sql).status.success()
+}
+
+fn psql_output(dbname: &str, sql: &str) -> Output {
+    Command::new("psql")
         .args([
             "-h",
             "127.0.0.1",
@@ -419,9 +450,7 @@ pub fn psql(dbname: &str, sql: &str) -> String {
             sql,
         ])
         .output()
-        .expect("psql");
-    assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+        .expect("psql")
 }
 
 /// `promtool check metrics` accepts the exposition (checked when promtool is installed).
