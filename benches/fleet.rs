@@ -201,6 +201,14 @@ fn chaos(cycles: usize, fleets: usize) {
                 && r.queued == r.received
         )
     );
+    // A send that reached the receiver from a leader killed or paused before it recorded it is
+    // sent again under the same key: what a receiver that honours Idempotency-Key shows.
+    let distinct = r.received - r.duplicate_notifications;
+    println!(
+        "    by Idempotency-Key: {distinct} distinct of {} queued (goal: each once, none lost): {}",
+        r.queued,
+        verdict(distinct == r.queued)
+    );
     for (kind, samples, goal) in [
         ("crash", &r.crash, 20.0),
         ("pause", &r.pause, 20.0),
