@@ -104,6 +104,12 @@ fn recover_rebuilds_the_host_into_an_empty_root_and_measures_it() {
     let audit = env.run(&["audit", "list", "--kind", "recover.drilled", "--json"]);
     assert!(audit.stdout.contains("rto_ms"), "{}", audit.stdout);
     assert_eq!(env.run(&["audit", "verify"]).code, 0);
+    // The status page shows the newest rebuild's time.
+    let secret = create_token(&env, "reader", "read");
+    let (_server, port) = serve(&env);
+    let page = common::http::get(port, "/", Some(&secret)).body;
+    assert!(page.contains("id=\"rebuild\""), "{page}");
+    assert!(page.contains("recovered</span> in "), "{page}");
 
     // An empty root only.
     let again = env.run(&["recover", "--root", rs, "--from", "offsite", "--execute"]);

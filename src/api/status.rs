@@ -109,6 +109,25 @@ fn render(state: &ApiState) -> Result<Markup, ApiError> {
         .keys()
         .map(|g| Ok((g.clone(), state.reader().gate_runs(Some(g), 1)?.into_iter().next())))
         .collect::<Result<Vec<_>, ApiError>>()?;
+    // The newest host rebuild drill (`runbook recover`, `recover_drill` tasks): its RTO.
+    let rebuild = state
+        .reader()
+        .audit_list(&crate::store::AuditFilter {
+            limit: 1,
+            kind: Some("recover.drilled".into()),
+            ..Default::default()
+        })?
+        .into_iter()
+        .next()
+        .and_then(|e| {
+            let d: serde_json::Value = serde_json::from_str(&e.data).ok()?;
+            Some((
+                e.ts,
+                d["ok"].as_bool() == Some(true),
+                d["rto_ms"].as_u64()?,
+                d["rto_goal_ms"].as_u64(),
+            ))
+        });
     // Fleet mode: the hosts sharing the state (none on a state file).
     let fleet = if state.store.backend() == crate::store::Backend::Postgres {
         Some(crate::schedule::fleet_view::view(&config, state.reader())?)
@@ -251,6 +270,15 @@ fn render(state: &ApiState) -> Result<Markup, ApiError> {
                             } }
                         }
                     } }
+                }
+                @if let Some((at, ok, rto, goal)) = &rebuild {
+                    h2 { "Host rebuild drill" }
+                    p id="rebuild" {
+                        span class=(if *ok { "state-ok" } else { "state-bad" }) { (if *ok { "recovered" } else { "failed" }) }
+                        " in " (crate::util::duration_ms(*rto))
+                        @if let Some(g) = goal { span.muted { " (goal " (crate::util::duration_ms(*g)) ")" } }
+                        span.muted { " · " (clock::from_text(at).map(|t| clock::relative(t, now)).unwrap_or_default()) }
+                    }
                 }
                 @if let Some(f) = fleet.as_ref().filter(|f| !f.hosts.is_empty()) {
                     h2 { "Fleet" }
