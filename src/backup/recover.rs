@@ -245,11 +245,7 @@ pub fn recover(
     r.ok &= r.phase(
         "fetch",
         t,
-        if problems.is_empty() {
-            Ok(format!("{} archive(s)", fetched.len()))
-        } else {
-            Err(problems.join("; "))
-        },
+        outcome(&problems, || format!("{} archive(s)", fetched.len())),
     );
 
     progress(Progress::Phase("verifying"));
@@ -270,11 +266,7 @@ pub fn recover(
     r.ok &= r.phase(
         "verify",
         t,
-        if problems.is_empty() {
-            Ok(format!("{} archive(s), every byte", verified.len()))
-        } else {
-            Err(problems.join("; "))
-        },
+        outcome(&problems, || format!("{} archive(s), every byte", verified.len())),
     );
 
     progress(Progress::Phase("restoring"));
@@ -309,11 +301,7 @@ pub fn recover(
     r.ok &= r.phase(
         "restore",
         t,
-        if problems.is_empty() {
-            Ok(format!("{} target(s)", r.targets.len()))
-        } else {
-            Err(problems.join("; "))
-        },
+        outcome(&problems, || format!("{} target(s)", r.targets.len())),
     );
 
     if r.ok {
@@ -380,6 +368,15 @@ impl RecoverReport {
             detail: result.unwrap_or_else(|e| e),
         });
         ok
+    }
+}
+
+/// A phase's outcome: `ok()` when nothing went wrong, else every problem.
+fn outcome(problems: &[String], ok: impl FnOnce() -> String) -> Result<String, String> {
+    if problems.is_empty() {
+        Ok(ok())
+    } else {
+        Err(problems.join("; "))
     }
 }
 
