@@ -211,6 +211,72 @@ fn reference_floor(archive: &Path, data: &Path) -> Option<[f64; 4]> {
     ])
 }
 
+/// `runbook recover` from the archive pushed to a local S3-compatible server (moto): the RTO
+/// and its phases; `None` without `moto_server`.
+fn recover_from_s3(work: &Path, config: &Path) -> Option<(f64, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
+    let mut moto = Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let up = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let s3 = work.join("s3.yaml");
+    let text = std::fs::read_to_string(config).ok()?.replace(
+        "offsite: { url: offsite }",
+        &format!(
+            "offsite: {{ url: \"s3://bench/host\", endpoint: \"http://127.0.0.1:{port}\", access_key_id: test, secret_access_key: test }}"
+        ),
+    );
+    std::fs::write(&s3, text).ok()?;
+    let cfg = s3.display().to_string();
+    let result = (|| {
+        up.then_some(())?;
+        let (ok, _) = sh(&format!("curl -sf -X PUT http://127.0.0.1:{port}/bench"), &[]);
+        ok.then_some(())?;
+        let (ok, out) = sh(
+            &format!("cd '{}' && '{BIN}' --config '{cfg}' backup push bench", work.display()),
+            &[],
+        );
+        assert!(ok, "push to S3: {out}");
+        drop_caches();
+        let _ = std::fs::remove_dir_all(work.join("rebuilt-s3"));
+        let (ok, out) = sh(
+            &format!(
+                "cd '{}' && '{BIN}' --config '{cfg}' recover --root rebuilt-s3 --from offsite --execute --json 2>/dev/null",
+                work.display()
+            ),
+            &[],
+        );
+        assert!(ok, "recover from S3: {out}");
+        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+        let phases: Vec<String> = v["phases"]
+            .as_array()?
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} {:.2}",
+                    p["name"].as_str().unwrap_or(""),
+                    p["ms"].as_f64().unwrap_or(0.0) / 1000.0
+                )
+            })
+            .collect();
+        Some((v["rto_ms"].as_f64()? / 1000.0, phases.join(", ")))
+    })();
+    let _ = moto.kill();
+    let _ = moto.wait();
+    let _ = std::fs::remove_dir_all(work.join("rebuilt-s3"));
+    result
+}
+
 fn main() {
     let rounds = env_usize("BENCH_ROUNDS", 3);
     let scale: f64 = std::env::var("BENCH_SCALE")
@@ -386,6 +452,11 @@ fn main() {
         println!("    runbook recover  {rto:7.2} s  (RTO: {})", phases.join(", "));
         res.entry("runbook_recover").or_default().push(rto);
         let _ = std::fs::remove_dir_all(work.join("rebuilt"));
+        // The same from an S3-compatible store (moto's server on 127.0.0.1), when installed.
+        if let Some((secs, phases)) = recover_from_s3(&work, &config) {
+            println!("    recover from S3  {secs:7.2} s  (RTO: {phases})");
+            res.entry("runbook_recover_s3").or_default().push(secs);
+        }
         // What the same checks cost with the reference tools: the floor of any verify here.
         match reference_floor(&archive, &data) {
             Some([sidecar, decode, files, check]) => {
@@ -546,6 +617,12 @@ fn main() {
             .unwrap_or_default();
         println!(
             "  host rebuild (runbook recover from offsite, cold cache): RTO {rto:.2} s (goal < 600 s; seed 002 estimates 4–8 h){restic}: {}",
+            verdict(rto < 600.0)
+        );
+    }
+    if let Some(rto) = med("runbook_recover_s3") {
+        println!(
+            "  host rebuild from S3 (moto on 127.0.0.1): RTO {rto:.2} s (goal < 600 s): {}",
             verdict(rto < 600.0)
         );
     }
