@@ -214,3 +214,60 @@ fn doctor_names_each_problem_with_its_fix_and_changes_nothing() {
     let v = env.run(&["doctor", "--json"]).json();
     assert!(finding(&v, "api").is_null(), "{v}");
 }
+
+#[test]
+fn install_on_the_real_root_makes_the_user_and_owns_what_is_theirs() {
+    // The host's /etc, /var and /usr/local, each under an overlay in a mount namespace of the
+    // test's own: the install really runs on `/`, and nothing of it outlives the namespace.
+    let scratch = tempfile::tempdir().unwrap();
+    let s = scratch.path().display();
+    let bin = env!("CARGO_BIN_EXE_runbook");
+    let script = format!(
+        r#"set -e
+for d in etc usr/local var; do
+  mkdir -p "{s}/$d-up" "{s}/$d-work"
+  mount -t overlay overlay -o "lowerdir=/$d,upperdir={s}/$d-up,workdir={s}/$d-work" "/$d" || exit 42
+done
+cd "{s}"
+'{bin}' install --apply --user rbinstalltest >/dev/null
+getent passwd rbinstalltest | cut -d: -f1,6,7
+stat -c '%a %U:%G %n' /etc/runbook /var/lib/runbook /var/backups/runbook /etc/runbook/runbook.env /usr/local/bin/runbook
+'{bin}' install --apply --user rbinstalltest --json
+"#
+    );
+    let unit_before = std::fs::read("/etc/systemd/system/runbook.service").ok();
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "bash", "-c", &script])
+        .output()
+        .unwrap();
+    if out.status.code() == Some(42) || (!out.status.success() && out.stdout.is_empty()) {
+        return cannot_run(&format!(
+            "no overlay mounts in a mount namespace here (needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("rbinstalltest:/var/lib/runbook:/usr/sbin/nologin"));
+    let modes: Vec<&str> = lines.by_ref().take(5).collect();
+    assert_eq!(
+        modes,
+        [
+            "750 root:rbinstalltest /etc/runbook",
+            "750 rbinstalltest:rbinstalltest /var/lib/runbook",
+            "750 rbinstalltest:rbinstalltest /var/backups/runbook",
+            "640 root:rbinstalltest /etc/runbook/runbook.env",
+            "755 root:root /usr/local/bin/runbook",
+        ]
+    );
+    let again: serde_json::Value = serde_json::from_str(&lines.collect::<Vec<_>>().join("\n")).unwrap();
+    assert_eq!(again["changes"], 0, "{again}");
+    // The host itself never saw any of it.
+    assert_eq!(std::fs::read("/etc/systemd/system/runbook.service").ok(), unit_before);
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    assert!(
+        !passwd.contains("rbinstalltest"),
+        "the user leaked out of the namespace"
+    );
+}
