@@ -271,3 +271,43 @@ stat -c '%a %U:%G %n' /etc/runbook /var/lib/runbook /var/backups/runbook /etc/ru
         "the user leaked out of the namespace"
     );
 }
+
+#[test]
+fn doctor_checks_each_offsite_remote_and_the_room_for_the_next_archive() {
+    let env = Env::new(
+        r#"version: 1
+backups:
+  near:
+    sources: [ { dir: data } ]
+    dest: archives
+    offsite: { url: "{dir}/offsite" }
+  far:
+    sources: [ { dir: data } ]
+    dest: far-archives
+    offsite: { url: "s3://bucket/x", endpoint: "http://127.0.0.1:9", access_key_id: a, secret_access_key: b }
+"#,
+    );
+    env.write("data/a.txt", "a\n");
+    assert_eq!(env.run(&["backup", "create", "near"]).code, 0);
+    assert_eq!(env.run(&["backup", "push", "near"]).code, 0);
+    let v = env.run(&["doctor", "--json"]).json();
+    let of = |check: &str, needle: &str| -> serde_json::Value {
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["check"] == check && f["detail"].as_str().unwrap_or_default().starts_with(needle))
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    };
+    assert_eq!(of("offsite", "near")["status"], "ok", "{v}");
+    assert_eq!(of("offsite", "far")["status"], "problem", "{v}");
+    assert!(
+        of("offsite", "far")["fix"]
+            .as_str()
+            .unwrap()
+            .contains("backup push far"),
+        "{v}"
+    );
+    assert_eq!(of("disk", "near")["status"], "ok", "{v}");
+}
