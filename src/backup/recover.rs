@@ -26,11 +26,21 @@ use crate::store::Store;
 /// Where the archives come from.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum From {
+pub enum Origin {
     /// Each target's `offsite:` store.
     Offsite,
     /// A directory holding `<target>-<UTC>.tar.zst` archives and their sidecars.
     Dir(PathBuf),
+}
+
+impl Origin {
+    /// `offsite`, or a directory's path.
+    pub fn parse(from: &str) -> Origin {
+        match from {
+            "offsite" => Origin::Offsite,
+            dir => Origin::Dir(PathBuf::from(dir)),
+        }
+    }
 }
 
 /// What was (or would be) recovered of one target.
@@ -50,7 +60,7 @@ pub struct Recovered {
 #[derive(Debug, Clone, Serialize)]
 pub struct RecoverReport {
     pub root: PathBuf,
-    pub from: From,
+    pub from: Origin,
     pub executed: bool,
     pub ok: bool,
     pub host: String,
@@ -130,7 +140,7 @@ pub fn recover(
     config: &Config,
     store: &Store,
     root: &Path,
-    from: From,
+    from: Origin,
     execute: bool,
     install: Install,
     progress: &dyn Fn(Progress),
@@ -158,10 +168,10 @@ pub fn recover(
     let mut chosen: Vec<(String, Option<String>)> = Vec::new();
     for name in config.backups.keys() {
         let found = match &from {
-            From::Offsite => super::offsite::list(config, name)
+            Origin::Offsite => super::offsite::list(config, name)
                 .map(|remote| newest(remote.iter().map(|r| r.name.as_str()), name))
                 .map_err(|e| e.to_string()),
-            From::Dir(dir) => std::fs::read_dir(dir)
+            Origin::Dir(dir) => std::fs::read_dir(dir)
                 .map(|entries| {
                     let names: Vec<String> = entries
                         .flatten()
@@ -214,7 +224,12 @@ pub fn recover(
 
     progress(Progress::Phase("installing"));
     let t = Instant::now();
-    r.ok &= r.phase("install", t, install(root));
+    // The new host's configuration is this one (the install keeps a configuration it finds).
+    let etc = root.join("etc/runbook");
+    let placed = std::fs::create_dir_all(&etc)
+        .and_then(|()| std::fs::copy(&config.source, etc.join("runbook.yaml")))
+        .map_err(|e| format!("{}: {e}", etc.display()));
+    r.ok &= r.phase("install", t, placed.and_then(|_| install(root)));
 
     progress(Progress::Phase("fetching archives"));
     let t = Instant::now();
@@ -229,13 +244,13 @@ pub fn recover(
         let result = std::fs::create_dir_all(dest)
             .map_err(|e| format!("{}: {e}", dest.display()))
             .and_then(|()| match &from {
-                From::Offsite => super::offsite::pull(config, store, name, Some(archive), Some(dest), progress)
+                Origin::Offsite => super::offsite::pull(config, store, name, Some(archive), Some(dest), progress)
                     .map_err(|e| e.to_string())
                     .and_then(|p| match p.failed.first() {
                         Some((a, why)) => Err(format!("{a}: {why}")),
                         None => Ok(()),
                     }),
-                From::Dir(dir) => copy_archive(dir, archive, dest),
+                Origin::Dir(dir) => copy_archive(dir, archive, dest),
             });
         match result {
             Ok(()) => fetched.push((name.clone(), dest.join(archive))),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{CliError, Ctx, Outcome};
-use crate::backup::recover::{self, From, RecoverReport};
+use crate::backup::recover::{self, Origin, RecoverReport};
 use crate::util::text::duration_ms;
 
 #[derive(Debug, Args)]
@@ -24,10 +24,7 @@ pub struct RecoverArgs {
 pub fn run(cx: &Ctx, args: RecoverArgs) -> Result<Outcome, CliError> {
     let config = cx.load()?;
     let store = cx.open_store(&config)?;
-    let from = match args.from.as_str() {
-        "offsite" => From::Offsite,
-        dir => From::Dir(PathBuf::from(dir)),
-    };
+    let from = Origin::parse(&args.from);
     if args.execute && std::fs::read_dir(&args.root).is_ok_and(|mut d| d.next().is_some()) {
         return Err(CliError::usage(
             format!(
@@ -36,13 +33,6 @@ pub fn run(cx: &Ctx, args: RecoverArgs) -> Result<Outcome, CliError> {
             ),
             Some("give a new directory, or empty this one".into()),
         ));
-    }
-    if args.execute {
-        // The new host's configuration is this one.
-        let etc = args.root.join("etc/runbook");
-        std::fs::create_dir_all(&etc).map_err(|e| CliError::internal(format!("{}: {e}", etc.display()), None))?;
-        std::fs::copy(&config.source, etc.join("runbook.yaml"))
-            .map_err(|e| CliError::internal(format!("{}: {e}", config.source.display()), None))?;
     }
     let bar = super::backup::Bar::new(cx);
     let report = recover::recover(

@@ -170,19 +170,11 @@ impl Runner<'_> {
     /// The host rebuild drill into a scratch root beside the state, removed afterwards: one
     /// line with the RTO against its goal, and the RPO of each target.
     fn recover_drill(&self, from: &str) -> Result<(bool, String), String> {
-        use backup::recover::{From, recover};
+        use backup::recover::{Origin, recover};
         let dir = self.config.state.path.parent().unwrap_or(std::path::Path::new("."));
         let stamp = clock::now().strftime("%Y%m%dT%H%M%SZ").to_string();
         let root = dir.join(format!("recover-drill-{stamp}"));
-        let from = match from {
-            "offsite" => From::Offsite,
-            d => From::Dir(d.into()),
-        };
-        // The new host's configuration is this one.
-        let etc = root.join("etc/runbook");
-        std::fs::create_dir_all(&etc)
-            .and_then(|()| std::fs::copy(&self.config.source, etc.join("runbook.yaml")))
-            .map_err(|e| format!("{}: {e}", etc.display()))?;
+        let from = Origin::parse(from);
         let result = recover(
             self.config,
             self.store,
