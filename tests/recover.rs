@@ -230,3 +230,51 @@ fn a_recover_drill_task_measures_the_rebuild_and_alerts_when_it_misses_its_goal(
         check.stderr
     );
 }
+
+#[test]
+fn recover_never_loads_a_dump_into_the_live_database_server() {
+    if std::process::Command::new("pg_dump").arg("--version").output().is_err() {
+        return cannot_run("pg_dump is not installed");
+    }
+    let live = PgDb::create();
+    live.query("CREATE TABLE orders (id int); INSERT INTO orders VALUES (1)");
+    let env = Env::new(&format!(
+        "version: 1\nbackups:\n  app:\n    sources: [ {{ postgres: \"{}\" }}, {{ dir: \"{{dir}}/srv\" }} ]\n    dest: \"{{dir}}/backups\"\n",
+        live.url()
+    ));
+    env.write("srv/a.txt", "a\n");
+    let made = env.run(&["backup", "create", "app"]);
+    assert_eq!(made.code, 0, "{}{}", made.stdout, made.stderr);
+    // The live database moves on after the archive.
+    live.query("INSERT INTO orders VALUES (2)");
+    let root = tempfile::tempdir().unwrap();
+    let out = env.run(&[
+        "recover",
+        "--root",
+        root.path().join("h").to_str().unwrap(),
+        "--from",
+        env.path("backups").to_str().unwrap(),
+        "--execute",
+        "--json",
+    ]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        live.query("SELECT count(*) FROM orders"),
+        "2",
+        "the rebuild loaded its dump into the live server"
+    );
+    let v = out.json();
+    assert!(
+        v["targets"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("PostgreSQL dump(s) not loaded"),
+        "{v}"
+    );
+    assert!(
+        root.path()
+            .join("h")
+            .join(env.path("srv/a.txt").strip_prefix("/").unwrap())
+            .exists()
+    );
+}

@@ -289,10 +289,22 @@ pub fn recover(
     let mut problems = Vec::new();
     for (name, path, created) in verified {
         let target = &new.backups[&name];
-        let outcome = super::restore::plan(&new, &name, target, &path)
-            .and_then(|plan| super::restore::execute(&new, store, target, plan, progress, &|_: &[String]| Vec::new()));
+        // A database server is the live host's, wherever the root is: its dump is not loaded
+        // here (`backup drill` restores it into a scratch database).
+        let mut skipped = 0;
+        let outcome = super::restore::plan(&new, &name, target, &path).and_then(|mut plan| {
+            let before = plan.steps.len();
+            plan.steps.retain(|s| s.kind != "postgres");
+            skipped = before - plan.steps.len();
+            super::restore::execute(&new, store, target, plan, progress, &|_: &[String]| Vec::new())
+        });
+        let left = if skipped > 0 {
+            format!("; {skipped} PostgreSQL dump(s) not loaded (the server is the live host's)")
+        } else {
+            String::new()
+        };
         let (ok, detail) = match outcome {
-            Ok(rep) if rep.ok => (true, format!("{} step(s) restored", rep.plan.steps.len())),
+            Ok(rep) if rep.ok => (true, format!("{} step(s) restored{left}", rep.plan.steps.len())),
             Ok(rep) if !rep.plan.problems.is_empty() => (false, rep.plan.problems.join("; ")),
             Ok(rep) => (false, rep.log.last().cloned().unwrap_or_default()),
             Err(e) => (false, e.to_string()),
