@@ -18,6 +18,7 @@ pub mod exec;
 pub mod gate;
 pub mod incident;
 pub mod jobs;
+pub mod mcp;
 pub mod notify;
 pub mod schedule;
 pub mod session;

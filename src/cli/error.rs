@@ -14,6 +14,7 @@ use crate::deploy::DeployError;
 use crate::gate::GateError;
 use crate::incident::IncidentError;
 use crate::jobs::JobsError;
+use crate::mcp::McpError;
 use crate::schedule::runner::RunError;
 use crate::session::SessionError;
 use crate::state::StateError;
@@ -130,5 +131,6 @@ explained!(
     ServeError,
     GateError,
     DeployError,
-    IncidentError
+    IncidentError,
+    McpError
 );

@@ -21,6 +21,7 @@ mod incident;
 mod install;
 mod jobs;
 mod manual;
+mod mcp;
 mod notify;
 pub mod output;
 mod recover;
@@ -250,6 +251,18 @@ pub enum Command {
     /// sessions.limits, its output redacted, and recorded with its decision in the audit log.
     #[command(subcommand)]
     Session(SessionCmd),
+    /// Serve a guarded session to an assistant over the Model Context Protocol (stdio)
+    ///
+    /// An MCP client (an assistant's host program) starts `runbook mcp --reason TEXT` (a new
+    /// diagnostic session) or `runbook mcp --session ID` (a session a person opened) and talks
+    /// JSON-RPC on its standard input and output. Tools: status, check, alerts, jobs, job,
+    /// logs, session_exec, change_request, change_status, incident_log, incident_timeline,
+    /// drift, backup_list, gate_run (those `mcp.tools` offers). `session_exec` runs under the
+    /// session's policy and the kernel's sandbox; `change_request` files a request a person
+    /// approves (`runbook change approve ID`); no tool approves, or changes the configuration,
+    /// the policy or a token. Every call is an `mcp.call` audit event, listed by `runbook
+    /// session show`. `runbook session end` stops the server.
+    Mcp(mcp::McpArgs),
     /// Change requests: what a maintenance session may run, approved by another person
     #[command(subcommand)]
     Change(ChangeCmd),
@@ -378,6 +391,7 @@ pub fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
         Command::Backup(cmd) => backup::run(&cx, cmd),
         Command::Session(cmd) => session::run(&cx, cmd),
         Command::Change(cmd) => session::change(&cx, cmd),
+        Command::Mcp(args) => mcp::run(&cx, args),
         Command::Gate(cmd) => gate::run(&cx, cmd),
         Command::Deploy(args) => deploy::run(&cx, args),
         Command::Incident(cmd) => incident::run(&cx, cmd),

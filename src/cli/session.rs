@@ -261,17 +261,15 @@ pub fn change(cx: &Ctx, cmd: ChangeCmd) -> Result<Outcome, CliError> {
             uses,
         } => {
             let id = session_id(id)?;
-            let c = session::request(
-                &config,
-                &store,
-                id,
-                &objective,
-                &command,
-                &impact,
-                &rollback,
+            let asked = session::Asked {
+                objective,
+                argv: session::split_command(&command)?,
+                cwd: cwd(),
+                impact,
+                rollback,
                 uses,
-                &cwd(),
-            )?;
+            };
+            let c = session::request(&config, &store, id, asked)?;
             cx.out.either(&json!({ "change": c, "status": "pending" }), || {
                 let argv = shlex::split(&command).unwrap_or_else(|| vec![command.clone()]);
                 cx.out.line(format!(

@@ -11,6 +11,7 @@ pub mod deploy;
 pub mod diagnostic;
 pub mod gates;
 mod interp;
+pub mod mcp;
 pub mod model;
 pub mod notify;
 pub mod program;

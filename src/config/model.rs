@@ -80,6 +80,9 @@ pub struct Config {
     /// Applications deployed from pinned refs.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub deploy: BTreeMap<String, super::deploy::DeployApp>,
+    /// What an assistant connected through `runbook mcp` may see and call.
+    #[serde(default)]
+    pub mcp: super::mcp::McpConfig,
     #[serde(skip)]
     pub source: PathBuf,
     #[serde(skip)]

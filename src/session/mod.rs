@@ -418,39 +418,57 @@ pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str)
     })
 }
 
-/// Files a change request for `command` in session `id`.
-#[allow(clippy::too_many_arguments)]
-pub fn request(
-    config: &Config,
-    store: &Store,
-    id: i64,
-    objective: &str,
-    command: &str,
-    impact: &str,
-    rollback: &str,
-    uses: u32,
-    cwd: &str,
-) -> Result<i64, SessionError> {
-    let session = open(store, id)?;
-    let argv = shlex::split(command)
+/// A change request as asked: what for, the exact command, where, its impact and undo.
+#[derive(Debug, Clone)]
+pub struct Asked {
+    pub objective: String,
+    pub argv: Vec<String>,
+    pub cwd: String,
+    pub impact: String,
+    pub rollback: String,
+    /// How many times the approval may be used (at least once).
+    pub uses: u32,
+}
+
+/// Splits a command given as one string, as a shell would split it (no shell features).
+pub fn split_command(command: &str) -> Result<Vec<String>, SessionError> {
+    shlex::split(command)
         .filter(|a| !a.is_empty())
-        .ok_or_else(|| SessionError::BadCommand(command.into()))?;
+        .ok_or_else(|| SessionError::BadCommand(command.into()))
+}
+
+/// Files a change request in session `id`, asked by the current actor. Its approval binds to
+/// the session's owner: any maintenance session of theirs on this host may use it, whoever
+/// (an assistant through `runbook mcp`, say) asked.
+pub fn request(config: &Config, store: &Store, id: i64, asked: Asked) -> Result<i64, SessionError> {
+    let session = open(store, id)?;
+    let Asked {
+        objective,
+        argv,
+        cwd,
+        impact,
+        rollback,
+        uses,
+    } = asked;
+    if argv.is_empty() {
+        return Err(SessionError::BadCommand(String::new()));
+    }
     let requester = crate::audit::actor::current();
     let draft = Draft::new(
         "change.requested",
         "change",
-        json!({ "session": id, "objective": objective, "command": command, "cwd": cwd, "impact": impact,
-                "rollback": rollback, "uses": uses }),
+        json!({ "session": id, "objective": objective, "command": crate::util::display(&argv), "cwd": cwd,
+                "impact": impact, "rollback": rollback, "uses": uses }),
         &config.redactor,
     );
     Ok(store.request_change(
         &NewChange {
-            objective: objective.into(),
-            binding: binding(&argv, cwd, &requester, &session.host),
+            binding: binding(&argv, &cwd, &session.actor, &session.host),
+            objective,
             argv,
-            cwd: cwd.into(),
-            impact: impact.into(),
-            rollback: rollback.into(),
+            cwd,
+            impact,
+            rollback,
             session_id: Some(id),
             expires_at: None,
             requester,

@@ -9,6 +9,7 @@ mod baseline;
 mod checks;
 mod deploy;
 mod gates;
+mod mcp;
 mod notify;
 mod probes;
 mod profile;
@@ -40,6 +41,7 @@ const TOP_KEYS: &[&str] = &[
     "deploy",
     "baseline",
     "recover",
+    "mcp",
 ];
 pub const DEFAULT_STATE_URL: &str = "sqlite:///var/lib/runbook/runbook.db";
 
@@ -410,6 +412,8 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
         }
     }
 
+    let mcp = mcp::mcp(cx, top.get("mcp"), &base);
+
     if !cx.diags.is_empty() {
         return None;
     }
@@ -432,6 +436,7 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
         gates,
         deploy,
         baseline,
+        mcp,
         source: cx.file.to_path_buf(),
         redactor: cx.redactor.clone(),
         env,

@@ -1,0 +1,254 @@
+//! `runbook mcp`: a guarded session offered to an assistant over the Model Context Protocol
+//! (stdio, through the official SDK).
+//!
+//! Owns the protocol side: the handshake, `tools/list` and `tools/call` as the policy allows
+//! them, the record of every call, and stopping when the session ends. The rules themselves
+//! are the session's (`session::exec`, the kernel's sandbox, approvals by people).
+//! Invariant: every `tools/call` (allowed, refused, pending approval or malformed) is one
+//! `mcp.call` audit event before its answer is sent; with no event, no answer.
+
+mod args;
+mod call;
+mod logs;
+mod record;
+pub mod tools;
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ListToolsResult, PaginatedRequestParams, ProtocolVersion,
+    ServerConfig,
+};
+use rmcp::service::{RequestContext, RoleServer};
+use rmcp::{ErrorData, ServerHandler};
+use serde_json::json;
+
+use crate::config::Config;
+use crate::store::Store;
+pub use record::Caller;
+
+/// The protocol revisions served: 2025-11-25 (with the `initialize` handshake) and newer.
+const VERSIONS: &[ProtocolVersion] = &[ProtocolVersion::V_2025_11_25, ProtocolVersion::V_2026_07_28];
+/// The longest JSON-RPC message read; a longer line is dropped unread.
+const MAX_MESSAGE: usize = 1024 * 1024;
+/// How often the server looks whether its session was ended.
+const SESSION_POLL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum McpError {
+    #[error("cannot start the protocol runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("the client did not complete the MCP handshake: {0}")]
+    Handshake(String),
+}
+
+impl crate::util::Explain for McpError {
+    fn class(&self) -> crate::util::ExitClass {
+        match self {
+            McpError::Runtime(_) => crate::util::ExitClass::Internal,
+            McpError::Handshake(_) => crate::util::ExitClass::Failed,
+        }
+    }
+}
+
+/// The server: one session, one configuration, one state, for the life of the process.
+pub struct Server {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Read once at start: nothing an assistant does reloads or changes it.
+    config: Arc<Config>,
+    store: Arc<Store>,
+    session: i64,
+    /// Where commands run when a call names no directory: the server's own.
+    cwd: String,
+    /// Calls still running: the server waits for them before it exits, so a command whose
+    /// caller vanished still gets its outcome recorded.
+    running: (Mutex<usize>, Condvar),
+}
+
+impl Server {
+    pub fn new(config: Arc<Config>, store: Arc<Store>, session: i64, cwd: String) -> Self {
+        Server {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                session,
+                cwd,
+                running: (Mutex::new(0), Condvar::new()),
+            }),
+        }
+    }
+
+    /// Serves MCP on stdin/stdout until the client leaves or the session ends, then waits
+    /// for the calls still running.
+    pub fn serve_stdio(self) -> Result<(), McpError> {
+        let inner = self.inner.clone();
+        let waiting = self.inner.clone();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(McpError::Runtime)?;
+        rt.block_on(async move {
+            let transport = rmcp::transport::async_rw::AsyncRwTransport::new(tokio::io::stdin(), tokio::io::stdout())
+                .with_max_line_length(MAX_MESSAGE);
+            let running = rmcp::serve_server(self, transport)
+                .await
+                .map_err(|e| McpError::Handshake(e.to_string()))?;
+            let stop = running.cancellation_token();
+            let watch = inner.clone();
+            let watcher = tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(SESSION_POLL).await;
+                    let store = watch.store.clone();
+                    let id = watch.session;
+                    let ended = tokio::task::spawn_blocking(move || {
+                        store.session(id).map(|s| s.is_none_or(|s| s.ended_at.is_some()))
+                    })
+                    .await;
+                    if matches!(ended, Ok(Ok(true))) {
+                        tracing::warn!(session = id, "the session ended: the assistant's server stops");
+                        stop.cancel();
+                        return;
+                    }
+                }
+            });
+            let _ = running.waiting().await;
+            watcher.abort();
+            Ok(())
+        })?;
+        waiting.drain();
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// Waits until no call is running, at most a session command's timeout and a margin.
+    fn drain(&self) {
+        let limit = self.config.sessions.timeout.0 + Duration::from_secs(30);
+        let (lock, cv) = &self.running;
+        let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = cv.wait_timeout_while(guard, limit, |n| *n > 0);
+    }
+
+    /// One call, on a thread of its own: policy, arguments, the tool, the record.
+    fn call(
+        &self,
+        caller: &Caller,
+        name: &str,
+        given: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let actor = caller.actor();
+        let cx = call::Ctx {
+            config: &self.config,
+            store: &self.store,
+            session: self.session,
+            cwd: &self.cwd,
+            actor: &actor,
+        };
+        // A tool the policy does not offer is unknown by name too.
+        let answer = match tools::find(name).filter(|t| tools::offered(&self.config, t)) {
+            None => Err(format!("no tool `{}` here", record::clip(name, 64))),
+            Some(tool) => call::call(&cx, tool, &given).map_err(|e| e.0),
+        };
+        let (outcome, detail) = match &answer {
+            Ok(reply) => (
+                reply.outcome,
+                reply.value.get("refused").or(reply.value.get("error")).cloned(),
+            ),
+            Err(why) => (call::Outcome::Refused, Some(json!(why))),
+        };
+        // Fail closed: an answer goes out only once the call is in the audit chain.
+        record::call(
+            &self.config,
+            &self.store,
+            self.session,
+            caller,
+            name,
+            &given,
+            outcome,
+            detail,
+        )
+        .map_err(|e| ErrorData::internal_error(format!("the call could not be recorded: {e}"), None))?;
+        match answer {
+            Err(why) => Err(ErrorData::invalid_params(why, None)),
+            Ok(reply) => {
+                let mut result = if reply.is_error() {
+                    CallToolResult::error(vec![rmcp::model::ContentBlock::text(reply.value.to_string())])
+                } else {
+                    CallToolResult::success(vec![rmcp::model::ContentBlock::text(reply.value.to_string())])
+                };
+                result.structured_content = Some(json!({ "outcome": outcome.as_str(), "result": reply.value }));
+                Ok(result)
+            }
+        }
+    }
+}
+
+/// Counts a call as finished when its thread ends, however it ends.
+struct Done<'a>(&'a Inner);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        let (lock, cv) = &self.0.running;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        cv.notify_all();
+    }
+}
+
+impl ServerHandler for Server {
+    fn get_info(&self) -> ServerConfig {
+        let info = json!({
+            "protocolVersion": ProtocolVersion::V_2025_11_25.as_str(),
+            "capabilities": { "tools": { "listChanged": false } },
+            "serverInfo": { "name": "runbook", "title": "runbook", "version": env!("CARGO_PKG_VERSION") },
+            "instructions": record::instructions(&self.inner.config, self.inner.session),
+        });
+        serde_json::from_value(info).expect("a valid InitializeResult")
+    }
+
+    fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [ProtocolVersion]> {
+        std::borrow::Cow::Borrowed(VERSIONS)
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let tools: Vec<serde_json::Value> = tools::CATALOGUE
+            .iter()
+            .filter(|t| tools::offered(&self.inner.config, t))
+            .map(tools::describe)
+            .collect();
+        serde_json::from_value(json!({ "tools": tools }))
+            .map_err(|e| ErrorData::internal_error(format!("tool list: {e}"), None))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let caller = Caller::new(context.client_info(), context.protocol_version());
+        let inner = self.inner.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        *inner.running.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        // A plain thread: tools block (probes, commands, the store), and some start runtimes
+        // of their own, which a runtime's thread may not.
+        let spawned = std::thread::Builder::new().name("mcp-call".into()).spawn(move || {
+            let _done = Done(&inner);
+            let _ = tx.send(inner.call(&caller, &request.name, request.arguments.unwrap_or_default()));
+        });
+        if let Err(e) = spawned {
+            *self.inner.running.0.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+            return Err(ErrorData::internal_error(format!("cannot start the call: {e}"), None));
+        }
+        match rx.await {
+            Ok(result) => result.map(CallToolResponse::from),
+            Err(_) => Err(ErrorData::internal_error("the call stopped without an answer", None)),
+        }
+    }
+}
