@@ -41,6 +41,7 @@ async fn page(state: Arc<ApiState>, q: AuditQuery, kinds: Vec<String>) -> Result
         kind: q.kind,
         before: decode_cursor(q.cursor.as_deref())?,
         kinds,
+        subject: None,
     };
     let items = tokio::task::spawn_blocking(move || state.reader().audit_list(&filter))
         .await

@@ -226,23 +226,47 @@ pub fn run(cx: &Ctx, cmd: SessionCmd) -> Result<Outcome, CliError> {
         SessionCmd::Show { id } => {
             let s = store.session(id)?.ok_or(SessionError::NotFound(id))?;
             let commands = store.session_commands(id)?;
-            cx.out.either(&json!({ "session": s, "commands": commands }), || {
-                cx.out
-                    .line(format!("session {} ({}) by {}: {}", s.id, s.mode, s.actor, s.reason));
-                for c in &commands {
-                    cx.out.line(format!(
-                        "{} {:7} {} ({}){}",
-                        c.started_at,
-                        c.decision,
-                        crate::util::display(&c.argv),
-                        c.reason,
-                        c.exit_code.map(|e| format!(" exit {e}")).unwrap_or_default()
-                    ));
-                    for l in c.output.lines() {
-                        cx.out.line(format!("    {l}"));
+            let calls = assistant_calls(&store, id)?;
+            cx.out.either(
+                &json!({ "session": s, "commands": commands, "assistant_calls": calls }),
+                || {
+                    cx.out
+                        .line(format!("session {} ({}) by {}: {}", s.id, s.mode, s.actor, s.reason));
+                    // Typed commands and an assistant's calls, in the order they happened.
+                    let mut lines: Vec<(&str, Vec<String>)> = Vec::new();
+                    for c in &commands {
+                        let mut block = vec![format!(
+                            "{} {:7} {} ({}){}",
+                            c.started_at,
+                            c.decision,
+                            crate::util::display(&c.argv),
+                            c.reason,
+                            c.exit_code.map(|e| format!(" exit {e}")).unwrap_or_default()
+                        )];
+                        block.extend(c.output.lines().map(|l| format!("    {l}")));
+                        lines.push((&c.started_at, block));
                     }
-                }
-            });
+                    for c in &calls {
+                        lines.push((
+                            &c.at,
+                            vec![format!(
+                                "{} mcp     {} {} {} → {}",
+                                c.at,
+                                c.client,
+                                c.tool,
+                                one_line(&c.arguments.to_string(), 80),
+                                c.outcome
+                            )],
+                        ));
+                    }
+                    lines.sort_by(|a, b| a.0.cmp(b.0));
+                    for (_, block) in lines {
+                        for l in block {
+                            cx.out.line(l);
+                        }
+                    }
+                },
+            );
             Ok(Outcome::Ok)
         }
     }
@@ -388,4 +412,44 @@ fn show(cx: &Ctx, c: &crate::store::ChangeRequest) {
             c.decided_at.as_deref().unwrap_or("-")
         ));
     }
+}
+
+/// One call an assistant made through `runbook mcp`, from its `mcp.call` event.
+#[derive(Debug, serde::Serialize)]
+struct AssistantCall {
+    at: String,
+    seq: i64,
+    /// The client's name and version from the MCP handshake.
+    client: String,
+    tool: String,
+    arguments: serde_json::Value,
+    outcome: String,
+    detail: serde_json::Value,
+}
+
+fn assistant_calls(store: &crate::store::Store, id: i64) -> Result<Vec<AssistantCall>, CliError> {
+    let events = store.audit_list(&crate::store::AuditFilter {
+        kind: Some("mcp.call".into()),
+        subject: Some(format!("session {id}")),
+        ..Default::default()
+    })?;
+    Ok(events
+        .into_iter()
+        .rev()
+        .map(|e| {
+            let d: serde_json::Value = serde_json::from_str(&e.data).unwrap_or_default();
+            let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+            AssistantCall {
+                at: e.ts,
+                seq: e.seq,
+                client: format!("{} {}", text(&d["client"]["name"]), text(&d["client"]["version"]))
+                    .trim()
+                    .to_string(),
+                tool: text(&d["tool"]),
+                arguments: d["arguments"].clone(),
+                outcome: text(&d["outcome"]),
+                detail: d["detail"].clone(),
+            }
+        })
+        .collect())
 }

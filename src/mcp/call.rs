@@ -278,14 +278,24 @@ fn session_exec(cx: &Ctx, args: &Args) -> Result<Reply, BadArgs> {
         crate::session::exec(cx.config, cx.store, cx.session, &argv, cwd)
     });
     Ok(match ran {
-        Ok(done) => Reply {
-            outcome: if done.decision == "refused" {
-                Outcome::Refused
-            } else {
-                Outcome::Allowed
-            },
-            value: json!(done),
-        },
+        Ok(mut done) => {
+            let refused = done.decision == "refused";
+            // The CLI's hint names the CLI; an assistant files its request with a tool.
+            if refused
+                && done
+                    .hint
+                    .as_deref()
+                    .is_some_and(|h| h.starts_with("file a change request"))
+            {
+                done.hint = Some(
+                    "file a change_request (objective, this exact command, impact, rollback); once a person approves it, it runs here only in a maintenance session".into(),
+                );
+            }
+            Reply {
+                outcome: if refused { Outcome::Refused } else { Outcome::Allowed },
+                value: json!(done),
+            }
+        }
         Err(e) => Reply::failed(&e),
     })
 }

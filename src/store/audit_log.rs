@@ -139,7 +139,8 @@ impl Store {
         let mut stmt = conn
             .prepare_cached(
                 "SELECT seq, ts, actor, kind, subject, data, prev_hash, hash FROM audit_events \
-                 WHERE (CAST(?1 AS TEXT) IS NULL OR kind = ?1) AND (CAST(?3 AS BIGINT) IS NULL OR seq < ?3) AND (?4 = '' OR instr(?4, ',' || kind || ',') > 0) ORDER BY seq DESC LIMIT ?2",
+                 WHERE (CAST(?1 AS TEXT) IS NULL OR kind = ?1) AND (CAST(?3 AS BIGINT) IS NULL OR seq < ?3) AND (?4 = '' OR instr(?4, ',' || kind || ',') > 0) \
+                 AND (CAST(?5 AS TEXT) IS NULL OR subject = ?5) ORDER BY seq DESC LIMIT ?2",
             )
             .map_err(self.err("listing audit events"))?;
         stmt.query_map(
@@ -151,7 +152,8 @@ impl Store {
                     String::new()
                 } else {
                     format!(",{},", filter.kinds.join(","))
-                }
+                },
+                filter.subject
             ],
             event_from_row,
         )

@@ -198,6 +198,8 @@ pub struct AuditFilter {
     pub before: Option<i64>,
     /// Only events of these kinds (empty: all).
     pub kinds: Vec<String>,
+    /// Only events about this subject (`session 12`).
+    pub subject: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]

@@ -1,0 +1,559 @@
+//! `runbook mcp` as an assistant meets it: the SDK's own client over stdio lists the tools,
+//! diagnoses, files a change request that a person approves through the CLI, and runs it in a
+//! maintenance session; the hostile corpus through every tool; malformed JSON-RPC and a
+//! client that vanishes mid-call. Every assertion is on effects: files, the audit chain, the
+//! session record, the process.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::corpus::{CORPUS, Hostile, SECRET};
+use common::*;
+use rmcp::model::{CallToolRequestParams, ClientConfig, ProtocolVersion};
+use rmcp::service::{ClientLifecycleMode, RoleClient, RunningService};
+use serde_json::{Value, json};
+
+/// An assistant: the SDK's client driving `runbook mcp ARGS` as its child process.
+struct Assistant {
+    rt: tokio::runtime::Runtime,
+    client: Option<RunningService<RoleClient, ClientConfig>>,
+}
+
+impl Assistant {
+    fn start(env: &Env, args: &[&str], lifecycle: ClientLifecycleMode) -> Assistant {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let info: ClientConfig = serde_json::from_value(json!({
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": { "name": "assistant-test", "version": "9.9" },
+        }))
+        .unwrap();
+        let client = rt.block_on(async {
+            let mut cmd = tokio::process::Command::new(BIN);
+            cmd.arg("--config").arg(&env.config).arg("mcp").args(args);
+            cmd.current_dir(env.dir.path());
+            let transport = rmcp::transport::TokioChildProcess::new(cmd).expect("spawn runbook mcp");
+            rmcp::service::serve_client_with_lifecycle(info, transport, lifecycle)
+                .await
+                .expect("MCP handshake")
+        });
+        Assistant {
+            rt,
+            client: Some(client),
+        }
+    }
+
+    fn tools(&self) -> Vec<Value> {
+        let client = self.client.as_ref().unwrap();
+        let tools = self.rt.block_on(client.list_all_tools()).expect("tools/list");
+        tools.iter().map(|t| serde_json::to_value(t).unwrap()).collect()
+    }
+
+    /// A tool's result (`structuredContent` with `isError`), or the protocol error's message.
+    fn call(&self, name: &str, args: Value) -> Result<Value, String> {
+        let client = self.client.as_ref().unwrap();
+        let Value::Object(map) = args else {
+            panic!("arguments are an object")
+        };
+        let params = CallToolRequestParams::new(name.to_string()).with_arguments(map);
+        match self.rt.block_on(client.call_tool(params)) {
+            Ok(r) => {
+                let v = serde_json::to_value(&r).unwrap();
+                let mut out = v["structuredContent"].clone();
+                out["isError"] = json!(v["isError"].as_bool().unwrap_or(false));
+                Ok(out)
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn ok(&self, name: &str, args: Value) -> Value {
+        let v = self.call(name, args).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(v["isError"], false, "{name}: {v}");
+        v["result"].clone()
+    }
+
+    fn stop(mut self) {
+        if let Some(c) = self.client.take() {
+            let _ = self.rt.block_on(c.cancel());
+        }
+    }
+}
+
+fn session_of_server(env: &Env) -> i64 {
+    env.count("SELECT max(id) FROM sessions")
+}
+
+fn mcp_calls(env: &Env) -> Vec<Value> {
+    let db = env.db();
+    let mut stmt = db
+        .prepare("SELECT actor, data FROM audit_events WHERE kind = 'mcp.call' ORDER BY seq")
+        .unwrap();
+    stmt.query_map((), |r| {
+        let actor: String = r.get(0)?;
+        let data: String = r.get(1)?;
+        let mut v: Value = serde_json::from_str(&data).unwrap();
+        v["actor"] = json!(actor);
+        Ok(v)
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+#[test]
+fn an_assistant_diagnoses_asks_and_runs_only_what_a_person_approved() {
+    let env = Env::new(
+        r#"
+version: 1
+checks:
+  roomy: { disk: { path: ".", min_free: 1% } }
+  rotate: { command: { run: [touch, "{dir}/rotated"] } }
+"#,
+    );
+    let target = env.path("fixed");
+    let note = env.write("notes.txt", "worker stalled since 02:00\n");
+
+    let a = Assistant::start(
+        &env,
+        &["--reason", "diagnose the stalled worker"],
+        ClientLifecycleMode::Initialize,
+    );
+    let session = session_of_server(&env);
+    let tools = a.tools();
+    let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    for t in [
+        "status",
+        "check",
+        "alerts",
+        "jobs",
+        "job",
+        "session_exec",
+        "change_request",
+        "change_status",
+    ] {
+        assert!(names.contains(&t), "{t} missing from {names:?}");
+    }
+    // Nothing to read logs from, no gate, no backup: not offered.
+    for t in ["logs", "gate_run", "backup_list"] {
+        assert!(!names.contains(&t), "{t} offered with nothing to work on");
+    }
+    let hint = |name: &str, key: &str| tools.iter().find(|t| t["name"] == name).unwrap()["annotations"][key].clone();
+    assert_eq!(hint("status", "readOnlyHint"), true);
+    assert_eq!(hint("session_exec", "destructiveHint"), true);
+    assert_eq!(hint("change_request", "readOnlyHint"), false);
+
+    // Read-only diagnosis.
+    let status = a.ok("status", json!({}));
+    assert_eq!(status["session"]["id"], session);
+    assert_eq!(status["session"]["mode"], "diagnostic");
+    let checked = a.ok("check", json!({}));
+    let probed: Vec<&str> = checked["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["check"].as_str().unwrap())
+        .collect();
+    assert_eq!(probed, ["roomy"], "only the read-only check is probed");
+    let refused = a.call("check", json!({ "names": ["rotate"] })).unwrap();
+    assert_eq!(refused["isError"], true, "{refused}");
+    assert!(!file_exists(&env.path("rotated")));
+    let read = a.ok("session_exec", json!({ "command": ["cat", note.to_str().unwrap()] }));
+    assert_eq!(read["decision"], "ran");
+    assert!(read["output"].as_str().unwrap().contains("worker stalled"));
+
+    // A state change is refused in diagnosis, then asked for.
+    let touch = json!({ "command": ["touch", target.to_str().unwrap()] });
+    let denied = a.call("session_exec", touch.clone()).unwrap();
+    assert_eq!(denied["isError"], true);
+    assert_eq!(denied["outcome"], "refused");
+    assert!(!file_exists(&target));
+    let asked = a
+        .call(
+            "change_request",
+            json!({ "objective": "mark the fix", "command": ["touch", target.to_str().unwrap()],
+                    "impact": "one new empty file", "rollback": "rm it" }),
+        )
+        .unwrap();
+    assert_eq!(asked["outcome"], "pending approval", "{asked}");
+    let change = asked["result"]["change"].as_i64().unwrap();
+
+    // A person approves it through the CLI while the assistant waits on its status.
+    let approver = {
+        let cmd = env.cmd();
+        let id = change.to_string();
+        std::thread::spawn(move || {
+            let mut cmd = cmd;
+            std::thread::sleep(Duration::from_millis(300));
+            Out::from(cmd.args(["change", "approve", &id]).output().unwrap())
+        })
+    };
+    let approved = wait_for(Duration::from_secs(20), || {
+        a.ok("change_status", json!({ "id": change }))["status"] == "approved"
+    });
+    let out = approver.join().unwrap();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(approved, "the approval never showed");
+    let c = a.ok("change_status", json!({ "id": change }));
+    assert_eq!(
+        c["requester"], "mcp:assistant-test",
+        "the assistant is the requester: {c}"
+    );
+    let approver = c["approver"].as_str().unwrap_or_default();
+    assert!(
+        !approver.is_empty() && !approver.starts_with("mcp:"),
+        "a person approved it: {c}"
+    );
+    // Still a diagnostic session: approved or not, nothing changes here.
+    assert_eq!(a.call("session_exec", touch.clone()).unwrap()["outcome"], "refused");
+    assert!(!file_exists(&target));
+    a.stop();
+
+    // A maintenance session runs it once (the 2026-07-28 lifecycle, no initialize).
+    let m = Assistant::start(
+        &env,
+        &["--mode", "maintenance", "--reason", "apply the approved fix"],
+        ClientLifecycleMode::Discover {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        },
+    );
+    let maintenance = session_of_server(&env);
+    assert_ne!(maintenance, session);
+    let ran = m.ok("session_exec", touch.clone());
+    assert_eq!(ran["decision"], "ran", "{ran}");
+    assert_eq!(ran["change_id"], change);
+    assert!(file_exists(&target));
+    std::fs::remove_file(&target).unwrap();
+    assert_eq!(
+        m.call("session_exec", touch.clone()).unwrap()["outcome"],
+        "refused",
+        "one use"
+    );
+    assert!(!file_exists(&target));
+
+    // `session end` stops the server; the assistant's next call finds no server.
+    let end = env.run(&["session", "end", "--session", &maintenance.to_string()]);
+    assert_eq!(end.code, 0, "{end:?}");
+    assert!(
+        wait_for(Duration::from_secs(15), || m.call("status", json!({})).is_err()),
+        "the server still answers after its session ended"
+    );
+    m.stop();
+
+    // Every call is in the chain with the client from the handshake; `session show` lists them.
+    let calls = mcp_calls(&env);
+    assert!(
+        calls
+            .iter()
+            .all(|c| c["client"]["name"] == "assistant-test" && c["actor"] == "mcp:assistant-test")
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| c["tool"] == "change_request" && c["outcome"] == "pending approval")
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| c["tool"] == "session_exec" && c["outcome"] == "refused")
+    );
+    assert!(calls.iter().any(|c| c["tool"] == "check" && c["outcome"] == "refused"));
+    let (code, shown) = env.json(&["session", "show", &session.to_string()]);
+    assert_eq!(code, 0);
+    let tools_shown: Vec<&str> = shown["assistant_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["tool"].as_str().unwrap())
+        .collect();
+    assert!(
+        tools_shown.contains(&"status") && tools_shown.contains(&"change_request"),
+        "{tools_shown:?}"
+    );
+    assert_eq!(shown["assistant_calls"][0]["client"], "assistant-test 9.9");
+    let human = env.run(&["session", "show", &session.to_string()]);
+    assert!(
+        human.stdout.contains("mcp     assistant-test 9.9 change_request"),
+        "{}",
+        human.stdout
+    );
+    assert_eq!(env.run(&["audit", "verify"]).code, 0);
+}
+
+#[test]
+fn a_tool_the_policy_hides_cannot_be_called_by_name() {
+    let env = Env::new(
+        r#"
+version: 1
+secrets: { deny_read: [ "{dir}/etc/secret.log" ] }
+mcp:
+  tools: [status, logs]
+  logs: { files: [app.log, etc/secret.log], lines: 2 }
+"#,
+    );
+    env.write("app.log", "one\ntwo\nthree\n");
+    env.write("etc/secret.log", "SECRET_LINE\n");
+    let sentinel = env.path("made-by-assistant");
+    let a = Assistant::start(&env, &["--reason", "policy"], ClientLifecycleMode::Initialize);
+    let names: Vec<String> = a
+        .tools()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["status", "logs"]);
+    for (tool, args) in [
+        (
+            "session_exec",
+            json!({ "command": ["touch", sentinel.to_str().unwrap()] }),
+        ),
+        (
+            "change_request",
+            json!({ "objective": "x", "command": ["touch", "y"], "impact": "x", "rollback": "x" }),
+        ),
+        ("approve", json!({ "id": 1 })),
+    ] {
+        let e = a.call(tool, args).expect_err("a hidden tool answers as unknown");
+        assert!(e.contains("no tool"), "{tool}: {e}");
+    }
+    assert!(!file_exists(&sentinel));
+    assert_eq!(env.count("SELECT count(*) FROM change_requests"), 0);
+
+    // The logs tool reads configured files only, the last lines, never a deny_read one.
+    let logs = a.ok("logs", json!({ "file": env.path("app.log").to_str().unwrap() }));
+    assert_eq!(logs["lines"].as_array().unwrap().len(), 2);
+    let refused = a.call("logs", json!({ "file": "/etc/passwd" })).unwrap();
+    assert_eq!(refused["isError"], true);
+    let secret = a
+        .call("logs", json!({ "file": env.path("etc/secret.log").to_str().unwrap() }))
+        .unwrap();
+    assert_eq!(secret["isError"], true, "{secret}");
+    assert!(!secret.to_string().contains("SECRET_LINE"));
+    a.stop();
+    let calls = mcp_calls(&env);
+    assert_eq!(
+        calls.iter().filter(|c| c["outcome"] == "refused").count(),
+        5,
+        "{calls:#?}"
+    );
+    assert_eq!(env.run(&["audit", "verify"]).code, 0);
+
+    // A misspelt tool in mcp.tools is a configuration error at its line.
+    env.edit_config("tools: [status, logs]", "tools: [status, sesion_exec]");
+    let out = env.run(&["config", "check"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("no tool named `sesion_exec`") && out.stderr.contains("did you mean `session_exec`"),
+        "{}",
+        out.stderr
+    );
+    let line = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .lines()
+        .position(|l| l.contains("sesion_exec"))
+        .unwrap()
+        + 1;
+    assert!(out.stderr.contains(&format!("runbook.yaml:{line}:")), "{}", out.stderr);
+}
+
+/// The corpus through `session_exec`, and each line as every string argument of the other
+/// tools: 0 escapes, every call in the audit chain.
+#[test]
+fn the_hostile_corpus_escapes_through_no_tool() {
+    if runbook::exec::sandbox::abi().is_none() || !rustix::process::geteuid().is_root() {
+        cannot_run("the corpus needs Landlock and root (for deny_read masking)");
+        return;
+    }
+    let mut h = Hostile::new(
+        "[]",
+        "mcp: { logs: { files: [data/sentinel.txt] } }\ngates: { g: { checks: [probe] } }\nchecks: { probe: { tcp: { address: \"127.0.0.1:9\" } } }",
+    );
+    let a = Assistant::start(&h.env, &["--reason", "hostile"], ClientLifecycleMode::Initialize);
+    let mut calls = 0;
+    let mut escaped = Vec::new();
+    let mut note = |h: &Hostile, what: String, answer: &Result<Value, String>| {
+        let shown = match answer {
+            Ok(v) => v.to_string(),
+            Err(e) => e.clone(),
+        };
+        let effects = h.effects(&shown);
+        if !effects.is_empty() {
+            escaped.push(format!("{what}: {effects:?}"));
+        }
+    };
+    for line in CORPUS {
+        let line = h.fill(line);
+        let argv = shlex::split(&line).unwrap();
+        let r = a.call("session_exec", json!({ "command": argv }));
+        calls += 1;
+        note(&h, format!("session_exec {line}"), &r);
+        for (tool, args) in [
+            ("session_exec", json!({ "command": ["ls"], "cwd": line })),
+            ("check", json!({ "names": [line] })),
+            ("logs", json!({ "file": line })),
+            ("logs", json!({ "unit": line })),
+            ("job", json!({ "id": line })),
+            ("jobs", json!({ "profile": line, "status": line })),
+            ("alerts", json!({ "status": line })),
+            ("change_status", json!({ "id": line })),
+            ("incident_log", json!({ "incident": line, "text": line })),
+            ("incident_timeline", json!({ "incident": line })),
+            ("backup_list", json!({ "target": line })),
+            ("gate_run", json!({ "gate": line, "release": line })),
+            (
+                "change_request",
+                json!({ "objective": line, "command": argv, "impact": line, "rollback": line }),
+            ),
+        ] {
+            let r = a.call(tool, args);
+            calls += 1;
+            note(&h, format!("{tool} {line}"), &r);
+        }
+    }
+    a.stop();
+    h.host_untouched();
+    assert!(escaped.is_empty(), "escaped:\n{}", escaped.join("\n"));
+    let env = &h.env;
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_events WHERE kind = 'mcp.call'"),
+        calls
+    );
+    // A request filed is only a request: none approved, none run.
+    assert_eq!(
+        env.count("SELECT count(*) FROM change_requests WHERE status != 'pending'"),
+        0
+    );
+    assert!(state_files_holding(env, SECRET).is_empty());
+    assert_eq!(env.run(&["audit", "verify"]).code, 0);
+}
+
+/// JSON-RPC written by hand, as a broken or hostile client would.
+struct Raw {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<Value>,
+}
+
+impl Raw {
+    fn start(env: &Env) -> Raw {
+        let mut child = env
+            .cmd()
+            .args(["mcp", "--reason", "raw"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                let _ = tx.send(serde_json::from_str(&line).unwrap_or(json!({ "unparsable": line })));
+            }
+        });
+        let mut raw = Raw { child, lines };
+        raw.send(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#);
+        raw.reply(0);
+        raw.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        raw
+    }
+
+    fn send(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(line.as_bytes()).unwrap();
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn call(&mut self, id: i64, tool: &str, args: Value) {
+        let msg = json!({ "jsonrpc": "2.0", "id": id, "method": "tools/call", "params": { "name": tool, "arguments": args } });
+        self.send(&msg.to_string());
+    }
+
+    /// The answer to request `id` (other messages in between are skipped).
+    fn reply(&mut self, id: i64) -> Value {
+        loop {
+            let v = self
+                .lines
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("no answer to request {id}"));
+            if v["id"] == id {
+                return v;
+            }
+        }
+    }
+}
+
+#[test]
+fn malformed_requests_are_protocol_errors_and_a_vanished_client_leaves_a_whole_record() {
+    let env = Env::new("version: 1\nsessions: { read_only: [\"sleep *\"] }\n");
+    let mut raw = Raw::start(&env);
+    raw.send("this is not json");
+    raw.send(r#"{"jsonrpc":"2.0","id":"#);
+    raw.send(r#"{"jsonrpc":"2.0","id":1,"method":"tools/nonexistent"}"#);
+    let unknown = raw.reply(1);
+    assert_eq!(unknown["error"]["code"], -32601, "{unknown}");
+    raw.call(2, "no_such_tool", json!({}));
+    assert_eq!(raw.reply(2)["error"]["code"], -32602);
+    raw.call(3, "session_exec", json!({ "command": ["echo", "x".repeat(5000)] }));
+    let big = raw.reply(3);
+    assert_eq!(big["error"]["code"], -32602, "{big}");
+    raw.call(4, "session_exec", json!({ "command": "echo not an argv" }));
+    assert_eq!(raw.reply(4)["error"]["code"], -32602);
+    raw.call(5, "status", json!({ "unexpected": true }));
+    assert_eq!(raw.reply(5)["error"]["code"], -32602);
+    raw.call(6, "session_exec", json!({ "command": ["echo"], "cwd": "/\u{0}" }));
+    assert_eq!(raw.reply(6)["error"]["code"], -32602);
+    // A message over the size bound is dropped unread; the server goes on.
+    raw.call(7, "status", json!({ "pad": "y".repeat(2 * 1024 * 1024) }));
+    raw.call(8, "status", json!({}));
+    let alive = raw.reply(8);
+    assert_eq!(alive["result"]["isError"], false, "{alive}");
+
+    // The client vanishes in the middle of a command: the command's record is completed and
+    // the server exits.
+    raw.call(9, "session_exec", json!({ "command": ["sleep", "2"] }));
+    assert!(wait_for(Duration::from_secs(10), || {
+        env.count("SELECT count(*) FROM session_commands WHERE decision = 'started'") == 1
+    }));
+    drop(raw.child.stdin.take());
+    drop(raw.lines);
+    let mut exited = None;
+    assert!(wait_for(Duration::from_secs(20), || {
+        exited = raw.child.try_wait().unwrap();
+        exited.is_some()
+    }));
+    assert!(exited.unwrap().success(), "{exited:?}");
+    let (decision, code): (String, Option<i64>) = env
+        .db()
+        .query_row(
+            "SELECT decision, exit_code FROM session_commands ORDER BY id DESC LIMIT 1",
+            (),
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((decision.as_str(), code), ("ran", Some(0)));
+    // Each call that reached a tool, refused or not, is one event; the chain is whole.
+    let calls = mcp_calls(&env);
+    let outcomes: Vec<(&str, &str)> = calls
+        .iter()
+        .map(|c| (c["tool"].as_str().unwrap(), c["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("no_such_tool", "refused"),
+            ("session_exec", "refused"),
+            ("session_exec", "refused"),
+            ("status", "refused"),
+            ("session_exec", "refused"),
+            ("status", "allowed"),
+            ("session_exec", "allowed"),
+        ]
+    );
+    assert_eq!(env.run(&["audit", "verify"]).code, 0);
+}
