@@ -183,6 +183,16 @@ checks:
         .unwrap();
     assert_eq!(asked["outcome"], "pending approval", "{asked}");
     let change = asked["result"]["change"].as_i64().unwrap();
+    // The assistant cannot approve its own request by typing the CLI through session_exec.
+    let cfg = env.config.to_str().unwrap().to_string();
+    let id = change.to_string();
+    for program in [BIN, "runbook"] {
+        let sneak = a
+            .call("session_exec", json!({ "command": [program, "--config", cfg, "change", "approve", id] }))
+            .unwrap();
+        assert_ne!(sneak["result"]["exit_code"], 0, "{sneak}");
+    }
+    assert_eq!(a.ok("change_status", json!({ "id": change }))["status"], "pending");
 
     // A person approves it through the CLI while the assistant waits on its status.
     let approver = {
@@ -291,13 +301,13 @@ fn a_tool_the_policy_hides_cannot_be_called_by_name() {
     let env = Env::new(
         r#"
 version: 1
-secrets: { deny_read: [ "{dir}/etc/secret.log" ] }
+secrets: { deny_read: [ "{dir}/etc/secret.log" ], env_files: [ "{dir}/app.env" ] }
 mcp:
   tools: [status, logs]
   logs: { files: [app.log, etc/secret.log], lines: 2 }
 "#,
     );
-    env.write("app.log", "one\ntwo\nthree\n");
+    env.write("app.log", "one\ntwo\nthree: token tok-very-secret-123 refused\n");
     env.write("etc/secret.log", "SECRET_LINE\n");
     let sentinel = env.path("made-by-assistant");
     let a = Assistant::start(&env, &["--reason", "policy"], ClientLifecycleMode::Initialize);
@@ -327,6 +337,8 @@ mcp:
     // The logs tool reads configured files only, the last lines, never a deny_read one.
     let logs = a.ok("logs", json!({ "file": env.path("app.log").to_str().unwrap() }));
     assert_eq!(logs["lines"].as_array().unwrap().len(), 2);
+    let last = logs["lines"][1].as_str().unwrap();
+    assert!(last.starts_with("three: token ") && !last.contains("tok-very-secret-123"), "{logs}");
     let refused = a.call("logs", json!({ "file": "/etc/passwd" })).unwrap();
     assert_eq!(refused["isError"], true);
     let secret = a
@@ -555,5 +567,73 @@ fn malformed_requests_are_protocol_errors_and_a_vanished_client_leaves_a_whole_r
             ("session_exec", "allowed"),
         ]
     );
+    assert_eq!(env.run(&["audit", "verify"]).code, 0);
+}
+
+#[test]
+fn the_server_serves_a_session_a_person_opened_and_never_an_ended_one() {
+    let env = Env::new("version: 1\n");
+    let (code, v) = env.json(&["session", "start", "--mode", "maintenance", "--reason", "hand over"]);
+    assert_eq!(code, 0, "{v}");
+    let id = v["session"].as_i64().unwrap();
+    let a = Assistant::start(&env, &["--session", &id.to_string()], ClientLifecycleMode::Initialize);
+    let status = a.ok("status", json!({}));
+    assert_eq!(status["session"]["id"], id);
+    assert_eq!(status["session"]["mode"], "maintenance");
+    a.stop();
+    assert_eq!(env.count("SELECT count(*) FROM sessions"), 1, "no second session");
+    assert_eq!(env.run(&["session", "end", "--session", &id.to_string()]).code, 0);
+    let ended = env.run(&["mcp", "--session", &id.to_string()]);
+    assert_eq!(ended.code, 2, "{ended:?}");
+    assert!(ended.stderr.contains("has ended"), "{}", ended.stderr);
+    let none = env.run(&["mcp"]);
+    assert_eq!(none.code, 2);
+    assert!(none.stderr.contains("--reason"), "{}", none.stderr);
+}
+
+#[test]
+fn the_other_tools_answer_from_runbooks_state_and_only_read_only_gates_run() {
+    let env = Env::new(
+        r#"
+version: 1
+checks:
+  roomy: { disk: { path: ".", min_free: 1% } }
+  rotate: { command: { run: [touch, "{dir}/rotated"] } }
+gates:
+  safe: { checks: [roomy] }
+  writes: { checks: [roomy, rotate] }
+incidents:
+  severities:
+    sev2: { meaning: "degraded" }
+baseline:
+  file:
+    marker: { exists: "true" }
+"#,
+    );
+    assert_eq!(env.run(&["incident", "open", "worker-stall", "--severity", "sev2"]).code, 0);
+    let a = Assistant::start(&env, &["--reason", "read", "--incident", "worker-stall"], ClientLifecycleMode::Initialize);
+
+    let logged = a.ok("incident_log", json!({ "incident": "worker-stall", "text": "queue depth 40k since 02:00" }));
+    assert_eq!(logged["slug"], "worker-stall", "{logged}");
+    let timeline = a.ok("incident_timeline", json!({ "incident": "worker-stall" }));
+    let line = timeline["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["what"].as_str().unwrap_or_default().contains("queue depth 40k"))
+        .unwrap_or_else(|| panic!("the line is not in the timeline: {timeline}"))
+        .clone();
+    assert!(line.to_string().contains("mcp:assistant-test"), "the assistant wrote it: {line}");
+
+    let drift = a.ok("drift", json!({}));
+    assert_eq!(drift["failing"], 1, "{drift}");
+
+    let gate = a.ok("gate_run", json!({ "gate": "safe" }));
+    assert_eq!(gate["verdict"], "pass", "{gate}");
+    let refused = a.call("gate_run", json!({ "gate": "writes" })).unwrap();
+    assert_eq!(refused["outcome"], "refused", "{refused}");
+    assert!(refused.to_string().contains("rotate"), "{refused}");
+    assert!(!file_exists(&env.path("rotated")), "the gate's writing check never ran");
+    a.stop();
     assert_eq!(env.run(&["audit", "verify"]).code, 0);
 }

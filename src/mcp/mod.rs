@@ -34,6 +34,8 @@ const VERSIONS: &[ProtocolVersion] = &[ProtocolVersion::V_2025_11_25, ProtocolVe
 const MAX_MESSAGE: usize = 1024 * 1024;
 /// How often the server looks whether its session was ended.
 const SESSION_POLL: Duration = Duration::from_secs(1);
+/// Calls running at once; a client sending more waits for a free one.
+const CONCURRENT_CALLS: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum McpError {
@@ -67,6 +69,8 @@ struct Inner {
     /// Calls still running: the server waits for them before it exits, so a command whose
     /// caller vanished still gets its outcome recorded.
     running: (Mutex<usize>, Condvar),
+    /// Bounds the threads a flood of calls could start.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Server {
@@ -78,6 +82,7 @@ impl Server {
                 session,
                 cwd,
                 running: (Mutex::new(0), Condvar::new()),
+                slots: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CALLS)),
             }),
         }
     }
@@ -234,12 +239,19 @@ impl ServerHandler for Server {
     ) -> Result<CallToolResponse, ErrorData> {
         let caller = Caller::new(context.client_info(), context.protocol_version());
         let inner = self.inner.clone();
+        let slot = inner
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ErrorData::internal_error("the server is stopping", None))?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         *inner.running.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         // A plain thread: tools block (probes, commands, the store), and some start runtimes
         // of their own, which a runtime's thread may not.
         let spawned = std::thread::Builder::new().name("mcp-call".into()).spawn(move || {
             let _done = Done(&inner);
+            let _slot = slot;
             let _ = tx.send(inner.call(&caller, &request.name, request.arguments.unwrap_or_default()));
         });
         if let Err(e) = spawned {
