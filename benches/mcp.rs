@@ -44,8 +44,11 @@ impl Server {
             .expect("spawn runbook mcp");
         let out = BufReader::new(child.stdout.take().unwrap());
         let mut s = Server { child, out, next: 1 };
-        s.request("initialize", json!({ "protocolVersion": "2025-11-25", "capabilities": {},
-                                         "clientInfo": { "name": "bench", "version": "1" } }));
+        s.request(
+            "initialize",
+            json!({ "protocolVersion": "2025-11-25", "capabilities": {},
+                                         "clientInfo": { "name": "bench", "version": "1" } }),
+        );
         s.send(&json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }));
         s
     }
@@ -66,7 +69,10 @@ impl Server {
         let mut line = String::new();
         loop {
             line.clear();
-            assert!(self.out.read_line(&mut line).unwrap() > 0, "the server closed its output");
+            assert!(
+                self.out.read_line(&mut line).unwrap() > 0,
+                "the server closed its output"
+            );
             let v: Value = serde_json::from_str(&line).unwrap();
             if v["id"] == id {
                 assert!(v.get("error").is_none(), "{method}: {v}");
@@ -100,8 +106,18 @@ fn main() {
     std::fs::copy(Path::new(ROOT).join("examples/quickstart.yaml"), &config).unwrap();
     // Some history: runs in the ledger, check results, an open alert (the quickstart's API
     // check fails while no daemon serves it).
-    for args in [&["run", "heartbeat"][..], &["run", "self-check"], &["check"], &["run", "heartbeat"]] {
-        let _ = Command::new(BIN).arg("--config").arg(&config).args(args).output().unwrap();
+    for args in [
+        &["run", "heartbeat"][..],
+        &["run", "self-check"],
+        &["check"],
+        &["run", "heartbeat"],
+    ] {
+        let _ = Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap();
     }
     println!("runbook mcp benchmark: {} · load {}", cpu_model(), loadavg());
 

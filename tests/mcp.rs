@@ -188,7 +188,10 @@ checks:
     let id = change.to_string();
     for program in [BIN, "runbook"] {
         let sneak = a
-            .call("session_exec", json!({ "command": [program, "--config", cfg, "change", "approve", id] }))
+            .call(
+                "session_exec",
+                json!({ "command": [program, "--config", cfg, "change", "approve", id] }),
+            )
             .unwrap();
         assert_ne!(sneak["result"]["exit_code"], 0, "{sneak}");
     }
@@ -307,6 +310,7 @@ mcp:
   logs: { files: [app.log, etc/secret.log], lines: 2 }
 "#,
     );
+    env.write("app.env", "API_TOKEN=tok-very-secret-123\n");
     env.write("app.log", "one\ntwo\nthree: token tok-very-secret-123 refused\n");
     env.write("etc/secret.log", "SECRET_LINE\n");
     let sentinel = env.path("made-by-assistant");
@@ -338,7 +342,10 @@ mcp:
     let logs = a.ok("logs", json!({ "file": env.path("app.log").to_str().unwrap() }));
     assert_eq!(logs["lines"].as_array().unwrap().len(), 2);
     let last = logs["lines"][1].as_str().unwrap();
-    assert!(last.starts_with("three: token ") && !last.contains("tok-very-secret-123"), "{logs}");
+    assert!(
+        last.starts_with("three: token ") && !last.contains("tok-very-secret-123"),
+        "{logs}"
+    );
     let refused = a.call("logs", json!({ "file": "/etc/passwd" })).unwrap();
     assert_eq!(refused["isError"], true);
     let secret = a
@@ -610,10 +617,21 @@ baseline:
     marker: { exists: "true" }
 "#,
     );
-    assert_eq!(env.run(&["incident", "open", "worker-stall", "--severity", "sev2"]).code, 0);
-    let a = Assistant::start(&env, &["--reason", "read", "--incident", "worker-stall"], ClientLifecycleMode::Initialize);
+    assert_eq!(
+        env.run(&["incident", "open", "worker-stall", "--severity", "sev2"])
+            .code,
+        0
+    );
+    let a = Assistant::start(
+        &env,
+        &["--reason", "read", "--incident", "worker-stall"],
+        ClientLifecycleMode::Initialize,
+    );
 
-    let logged = a.ok("incident_log", json!({ "incident": "worker-stall", "text": "queue depth 40k since 02:00" }));
+    let logged = a.ok(
+        "incident_log",
+        json!({ "incident": "worker-stall", "text": "queue depth 40k since 02:00" }),
+    );
     assert_eq!(logged["slug"], "worker-stall", "{logged}");
     let timeline = a.ok("incident_timeline", json!({ "incident": "worker-stall" }));
     let line = timeline["timeline"]
@@ -623,7 +641,10 @@ baseline:
         .find(|e| e["what"].as_str().unwrap_or_default().contains("queue depth 40k"))
         .unwrap_or_else(|| panic!("the line is not in the timeline: {timeline}"))
         .clone();
-    assert!(line.to_string().contains("mcp:assistant-test"), "the assistant wrote it: {line}");
+    assert!(
+        line.to_string().contains("mcp:assistant-test"),
+        "the assistant wrote it: {line}"
+    );
 
     let drift = a.ok("drift", json!({}));
     assert_eq!(drift["failing"], 1, "{drift}");
