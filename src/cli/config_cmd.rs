@@ -44,7 +44,10 @@ fn check(cx: &Ctx, strict: bool) -> Result<Outcome, CliError> {
     match config::load(&path) {
         Ok(config) => {
             let tasks: usize = config.profiles.values().map(|p| p.tasks.len()).sum();
-            let warnings = config::exposure_warnings(&config);
+            let warnings: Vec<String> = config::exposure_warnings(&config)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
             let failed = strict && !warnings.is_empty();
             let value = json!({
                 "valid": !failed,

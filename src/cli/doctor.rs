@@ -189,8 +189,7 @@ fn secrets(config: &Config, out: &mut Vec<Finding>) {
         ));
     }
     for w in open {
-        let fix = w.rsplit_once(": ").map(|(_, f)| f.to_string()).unwrap_or_default();
-        out.push(problem("secrets", w, fix));
+        out.push(problem("secrets", w.problem, w.fix));
     }
 }
 

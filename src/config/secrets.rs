@@ -232,26 +232,43 @@ fn url_with_password(value: &str) -> bool {
 }
 
 /// Files that hold secrets and are open to other users (mode bits for "others").
-pub fn exposure_warnings(config: &super::Config) -> Vec<String> {
+/// A secret open to other users, and the command that closes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exposure {
+    pub problem: String,
+    pub fix: String,
+}
+
+impl std::fmt::Display for Exposure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.problem, self.fix)
+    }
+}
+
+pub fn exposure_warnings(config: &super::Config) -> Vec<Exposure> {
     use std::os::unix::fs::PermissionsExt;
     let mode = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| m.permissions().mode() & 0o7777);
     let mut out = Vec::new();
     for f in &config.secrets.env_files {
         if let Some(m) = mode(f).filter(|m| m & 0o006 != 0) {
-            out.push(format!(
-                "env file {} is {} by other users (mode {m:04o}): chmod o-rwx {}",
-                f.display(),
-                if m & 0o002 != 0 { "writable" } else { "readable" },
-                f.display()
-            ));
+            out.push(Exposure {
+                problem: format!(
+                    "env file {} is {} by other users (mode {m:04o})",
+                    f.display(),
+                    if m & 0o002 != 0 { "writable" } else { "readable" },
+                ),
+                fix: format!("chmod o-rwx {}", f.display()),
+            });
         }
     }
     if let Some(m) = mode(&config.state.path).filter(|m| m & 0o004 != 0 && !config.state.is_postgres()) {
-        out.push(format!(
-            "state file {} is readable by other users (mode {m:04o}): it holds the audit log, outputs and tokens' hashes; chmod o-r {}",
-            config.state.path.display(),
-            config.state.path.display()
-        ));
+        out.push(Exposure {
+            problem: format!(
+                "state file {} is readable by other users (mode {m:04o}): it holds the audit log, outputs and tokens' hashes",
+                config.state.path.display()
+            ),
+            fix: format!("chmod o-r {}", config.state.path.display()),
+        });
     }
     out
 }

@@ -364,7 +364,7 @@ fn extra_conditions(config: &Config, store: &Store, gate: &Gate) -> Result<Vec<J
                     if warnings.is_empty() {
                         "runbook.yaml is valid".to_string()
                     } else {
-                        warnings.join("; ")
+                        warnings.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
                     },
                 )
             }
