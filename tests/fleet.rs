@@ -78,16 +78,32 @@ fn runs_recorded_after(db: &PgDb, term: i64, after_ms: i64) -> i64 {
     .unwrap()
 }
 
-/// The idempotency keys the receiver got, each asserted to have come once.
-fn delivered_once(hook: &common::receiver::Receiver) -> Vec<String> {
+/// The idempotency keys the receiver got, in the order they first came, as a receiver that
+/// honours `Idempotency-Key` keeps them. A leader killed or frozen between a webhook's send and
+/// its record of it is resent by the next leader with the same key (docs/fleet.md: the limit
+/// every lease has): at most `unclean` keys (one send in flight per forced failover) may come
+/// twice, none more often.
+fn delivered(hook: &common::receiver::Receiver, unclean: usize) -> Vec<String> {
     let keys: Vec<String> = hook
         .requests()
         .iter()
         .filter_map(|r| r.header("idempotency-key").map(str::to_string))
         .collect();
-    let unique: BTreeSet<&String> = keys.iter().collect();
-    assert_eq!(unique.len(), keys.len(), "a notification was delivered twice: {keys:?}");
-    keys
+    let mut unique: Vec<String> = Vec::new();
+    let mut repeats = Vec::new();
+    for k in &keys {
+        if unique.contains(k) {
+            repeats.push(k.clone());
+        } else {
+            unique.push(k.clone());
+        }
+    }
+    let twice: BTreeSet<&String> = repeats.iter().collect();
+    assert!(
+        repeats.len() <= unclean && twice.len() == repeats.len(),
+        "more repeats than forced failovers ({unclean}): {repeats:?} of {keys:?}"
+    );
+    unique
 }
 
 #[test]
@@ -260,15 +276,16 @@ fn the_fleet_fails_over_without_a_duplicate_tick_or_notification() {
         ticks.len()
     );
 
-    // Every alert transition reached the receiver exactly once.
-    let keys = delivered_once(&hook);
+    // Every alert transition reached the receiver, once by its key (the kill and the freeze
+    // may each repeat one send in flight, with the same key).
+    let keys = delivered(&hook, 2);
     let unsent =
         db.query("SELECT string_agg(idempotency_key || ' ' || status, ', ') FROM notifications WHERE status <> 'sent'");
     assert_eq!(unsent, "", "every queued notification was sent: {log}");
     let queued: i64 = db.query("SELECT count(*) FROM notifications").parse().unwrap();
     assert_eq!(queued as usize, keys.len(), "every notification was received: {keys:?}");
     assert!(keys.len() >= 4, "the check flapped: {keys:?}");
-    eprintln!("notifications: {} delivered once each", keys.len());
+    eprintln!("notifications: {} delivered, each once by its key", keys.len());
     // The killed host was noticed.
     assert!(
         hook.requests()
@@ -457,7 +474,8 @@ fn a_leader_cut_off(network: impl FnOnce(u16) -> Option<Network>) {
         .parse()
         .unwrap();
     assert_eq!(ticks, distinct, "a tick was recorded twice");
-    let keys = delivered_once(&hook);
+    // One forced failover: at most one send in flight repeated, with its key.
+    let keys = delivered(&hook, 1);
     let queued = db.query("SELECT string_agg(idempotency_key || ' ' || status || ' ' || coalesce(term::text, '-') || ' ' || coalesce(last_error, ''), '; ') FROM notifications");
     assert_eq!(
         queued.split("; ").count(),

@@ -615,8 +615,13 @@ incidents:
 baseline:
   file:
     marker: { exists: "true" }
+backups:
+  main: { sources: [ { dir: data } ], dest: archives, level: 1 }
 "#,
     );
+    env.write("data/jobs.txt", "one job\n");
+    let created = env.run(&["backup", "create", "main", "--json"]);
+    assert_eq!(created.code, 0, "{created:?}");
     assert_eq!(
         env.run(&["incident", "open", "worker-stall", "--severity", "sev2"])
             .code,
@@ -645,6 +650,11 @@ baseline:
         line.to_string().contains("mcp:assistant-test"),
         "the assistant wrote it: {line}"
     );
+
+    let listed = a.ok("backup_list", json!({ "target": "main" }));
+    let archives = listed["archives"].as_array().unwrap();
+    assert_eq!(archives.len(), 1, "{listed}");
+    assert_eq!(archives[0]["path"], created.json()["path"], "{listed}");
 
     let drift = a.ok("drift", json!({}));
     assert_eq!(drift["failing"], 1, "{drift}");

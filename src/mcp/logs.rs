@@ -1,10 +1,9 @@
 //! The `logs` tool: the last lines of a configured unit's journal or log file, redacted.
 //!
-//! Invariant: only a unit or file named in `mcp.logs` is read, matched exactly as configured;
-//! `journalctl` runs bounded in the kernel's read-only sandbox, and a file `secrets.deny_read`
-//! names is refused even when listed.
+//! Invariant: only a unit or file named in `mcp.logs` is read, matched exactly as configured,
+//! by `journalctl` or `tail` bounded in the kernel's read-only sandbox with every secret path
+//! masked; a secret path is refused by name first, even when listed.
 
-use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::time::Duration;
 
@@ -13,9 +12,7 @@ use serde_json::json;
 use super::call::Reply;
 use crate::config::Config;
 
-/// How far back in a file the last lines are looked for.
-const TAIL_BYTES: u64 = 1024 * 1024;
-const JOURNAL_TIMEOUT: Duration = Duration::from_secs(15);
+const READ_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub fn read(config: &Config, unit: Option<&str>, file: Option<&str>, lines: Option<u64>) -> Reply {
     let logs = &config.mcp.logs;
@@ -44,8 +41,31 @@ fn offered(config: &Config) -> String {
     )
 }
 
+/// `argv` bounded, in the kernel's read-only sandbox, with every secret path masked (as a
+/// session's read-only command runs): the output redacted, its last `lines` lines.
+fn sandboxed(config: &Config, argv: Vec<String>, lines: usize) -> Result<(Option<i32>, Vec<String>), String> {
+    let mut spec = crate::exec::Spec::new(argv, READ_TIMEOUT);
+    spec.read_only = config.sessions.sandbox;
+    spec.masked = secret_paths(config);
+    let o = crate::exec::run(&spec, &crate::exec::Cancel::default()).map_err(|e| e.to_string())?;
+    let text = crate::session::redact::output(&config.redactor, &o.combined_output());
+    Ok((o.exit_code, last_lines(&text, lines)))
+}
+
+/// `secrets.deny_read` and the env files, as paths on this host.
+fn secret_paths(config: &Config) -> Vec<std::path::PathBuf> {
+    let patterns: Vec<String> = config
+        .secrets
+        .deny_read
+        .iter()
+        .cloned()
+        .chain(config.secrets.env_files.iter().map(|p| p.display().to_string()))
+        .collect();
+    crate::exec::mask::expand(&patterns)
+}
+
 fn journal(config: &Config, unit: &str, lines: usize) -> Reply {
-    let argv: Vec<String> = [
+    let argv = [
         "journalctl",
         "--no-pager",
         "-o",
@@ -57,44 +77,43 @@ fn journal(config: &Config, unit: &str, lines: usize) -> Reply {
     ]
     .map(String::from)
     .to_vec();
-    let mut spec = crate::exec::Spec::new(argv, JOURNAL_TIMEOUT);
-    spec.read_only = config.sessions.sandbox;
-    spec.masked = crate::exec::mask::expand(&config.secrets.deny_read);
-    match crate::exec::run(&spec, &crate::exec::Cancel::default()) {
-        Ok(o) => {
-            let text = crate::session::redact::output(&config.redactor, &o.combined_output());
-            Reply::allowed(json!({ "unit": unit, "exit_code": o.exit_code, "lines": last_lines(&text, lines) }))
-        }
+    match sandboxed(config, argv, lines) {
+        Ok((exit_code, lines)) => Reply::allowed(json!({ "unit": unit, "exit_code": exit_code, "lines": lines })),
         Err(e) => Reply::refused(format!("journalctl could not run: {e}"), None),
     }
 }
 
+/// The file's last lines through `tail` in the sandbox: a secret path is refused by name
+/// first, and masked by the kernel whatever name (a link, a swapped file) reaches it.
 fn tail_file(config: &Config, path: &Path, lines: usize) -> Reply {
     let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    if crate::exec::mask::expand(&config.secrets.deny_read).contains(&real) {
+    if secret_paths(config).contains(&real) {
         return Reply::refused(
-            format!("{} is a secrets.deny_read path", path.display()),
+            format!("{} is a secret path (secrets.deny_read or an env file)", path.display()),
             Some("reading it needs a change request a person approves (session_exec in maintenance)".into()),
         );
     }
-    let read = || -> std::io::Result<String> {
-        let mut f = std::fs::File::open(&real)?;
-        let len = f.metadata()?.len();
-        f.seek(SeekFrom::Start(len.saturating_sub(TAIL_BYTES)))?;
-        let mut bytes = Vec::new();
-        f.take(TAIL_BYTES).read_to_end(&mut bytes)?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
-    };
-    match read() {
-        Ok(text) => {
-            let text = crate::session::redact::output(&config.redactor, &text);
-            Reply::allowed(json!({ "file": path, "lines": last_lines(&text, lines) }))
-        }
-        Err(e) => Reply::refused(format!("{}: {e}", path.display()), None),
+    let argv = vec![
+        "tail".to_string(),
+        "-n".into(),
+        lines.to_string(),
+        "--".into(),
+        path.display().to_string(),
+    ];
+    match sandboxed(config, argv, lines) {
+        Ok((Some(0), lines)) => Reply::allowed(json!({ "file": path, "lines": lines })),
+        Ok((code, lines)) => Reply::refused(
+            format!("{}: tail exited with {code:?}: {}", path.display(), lines.join(" / ")),
+            None,
+        ),
+        Err(e) => Reply::refused(format!("tail could not run: {e}"), None),
     }
 }
 
-fn last_lines(text: &str, n: usize) -> Vec<&str> {
+fn last_lines(text: &str, n: usize) -> Vec<String> {
     let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(n)..].to_vec()
+    all[all.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
 }
