@@ -646,6 +646,15 @@ backups:
         .find(|e| e["what"].as_str().unwrap_or_default().contains("queue depth 40k"))
         .unwrap_or_else(|| panic!("the line is not in the timeline: {timeline}"))
         .clone();
+    // The assistant's calls in the session linked to the incident are on its timeline too.
+    assert!(
+        timeline["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "mcp.call" && e["what"].as_str().unwrap_or_default().contains("tool: incident_log")),
+        "{timeline}"
+    );
     assert!(
         line.to_string().contains("mcp:assistant-test"),
         "the assistant wrote it: {line}"

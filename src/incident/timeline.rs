@@ -66,6 +66,8 @@ fn what(e: &Event) -> String {
         k if k.starts_with("change.") => pick(&["command", "objective", "reason"]),
         k if k.starts_with("deploy.") => pick(&["ref", "step", "detail", "status", "error", "to"]),
         "gate.run" => pick(&["verdict", "release", "failing"]),
+        // An assistant's call through `runbook mcp` (the actor names the client).
+        "mcp.call" => pick(&["tool", "outcome", "detail"]),
         k if k.starts_with("backup.") => pick(&["target", "path", "ok", "detail"]),
         _ => String::new(),
     };
