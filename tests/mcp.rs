@@ -107,16 +107,16 @@ fn mcp_calls(env: &Env) -> Vec<Value> {
     .collect()
 }
 
-#[test]
-fn an_assistant_diagnoses_asks_and_runs_only_what_a_person_approved() {
-    let env = Env::new(
-        r#"
+/// A check that only observes, and one that writes (as the check tool must not run).
+const CHECKS: &str = r#"
 version: 1
 checks:
   roomy: { disk: { path: ".", min_free: 1% } }
-  rotate: { command: { run: [touch, "{dir}/rotated"] } }
-"#,
-    );
+  rotate: { command: { run: [touch, "{dir}/rotated"] } }"#;
+
+#[test]
+fn an_assistant_diagnoses_asks_and_runs_only_what_a_person_approved() {
+    let env = Env::new(CHECKS);
     let target = env.path("fixed");
     let note = env.write("notes.txt", "worker stalled since 02:00\n");
 
@@ -601,11 +601,8 @@ fn the_server_serves_a_session_a_person_opened_and_never_an_ended_one() {
 #[test]
 fn the_other_tools_answer_from_runbooks_state_and_only_read_only_gates_run() {
     let env = Env::new(
-        r#"
-version: 1
-checks:
-  roomy: { disk: { path: ".", min_free: 1% } }
-  rotate: { command: { run: [touch, "{dir}/rotated"] } }
+        &(CHECKS.to_string()
+            + r#"
 gates:
   safe: { checks: [roomy] }
   writes: { checks: [roomy, rotate] }
@@ -617,7 +614,7 @@ baseline:
     marker: { exists: "true" }
 backups:
   main: { sources: [ { dir: data } ], dest: archives, level: 1 }
-"#,
+"#),
     );
     env.write("data/jobs.txt", "one job\n");
     let created = env.run(&["backup", "create", "main", "--json"]);

@@ -46,22 +46,10 @@ fn offered(config: &Config) -> String {
 fn sandboxed(config: &Config, argv: Vec<String>, lines: usize) -> Result<(Option<i32>, Vec<String>), String> {
     let mut spec = crate::exec::Spec::new(argv, READ_TIMEOUT);
     spec.read_only = config.sessions.sandbox;
-    spec.masked = secret_paths(config);
+    spec.masked = crate::session::secret_paths(config);
     let o = crate::exec::run(&spec, &crate::exec::Cancel::default()).map_err(|e| e.to_string())?;
     let text = crate::session::redact::output(&config.redactor, &o.combined_output());
     Ok((o.exit_code, last_lines(&text, lines)))
-}
-
-/// `secrets.deny_read` and the env files, as paths on this host.
-fn secret_paths(config: &Config) -> Vec<std::path::PathBuf> {
-    let patterns: Vec<String> = config
-        .secrets
-        .deny_read
-        .iter()
-        .cloned()
-        .chain(config.secrets.env_files.iter().map(|p| p.display().to_string()))
-        .collect();
-    crate::exec::mask::expand(&patterns)
 }
 
 fn journal(config: &Config, unit: &str, lines: usize) -> Reply {
@@ -87,7 +75,7 @@ fn journal(config: &Config, unit: &str, lines: usize) -> Reply {
 /// first, and masked by the kernel whatever name (a link, a swapped file) reaches it.
 fn tail_file(config: &Config, path: &Path, lines: usize) -> Reply {
     let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    if secret_paths(config).contains(&real) {
+    if crate::session::secret_paths(config).contains(&real) {
         return Reply::refused(
             format!("{} is a secret path (secrets.deny_read or an env file)", path.display()),
             Some("reading it needs a change request a person approves (session_exec in maintenance)".into()),

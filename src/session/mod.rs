@@ -220,6 +220,19 @@ pub struct Executed {
     pub hint: Option<String>,
 }
 
+/// The paths no command may read unapproved: `secrets.deny_read`, and the env files that hold
+/// the secrets, as they are on this host now.
+pub fn secret_paths(config: &Config) -> Vec<std::path::PathBuf> {
+    let patterns: Vec<String> = config
+        .secrets
+        .deny_read
+        .iter()
+        .cloned()
+        .chain(config.secrets.env_files.iter().map(|p| p.display().to_string()))
+        .collect();
+    exec::mask::expand(&patterns)
+}
+
 /// Classifies and, if allowed, runs `argv` under session `id`.
 pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str) -> Result<Executed, SessionError> {
     let session = open(store, id)?;
@@ -286,15 +299,7 @@ pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str)
             .collect(),
         _ => Vec::new(),
     };
-    // The env files that hold the secrets are masked like `deny_read` paths.
-    let patterns: Vec<String> = config
-        .secrets
-        .deny_read
-        .iter()
-        .cloned()
-        .chain(config.secrets.env_files.iter().map(|p| p.display().to_string()))
-        .collect();
-    let masked: Vec<std::path::PathBuf> = exec::mask::expand(&patterns)
+    let masked: Vec<std::path::PathBuf> = secret_paths(config)
         .into_iter()
         .filter(|p| !exposed.contains(p))
         .collect();
