@@ -188,23 +188,7 @@ impl Pool {
     fn connect(&self) -> db::Result<PgConn> {
         let config = self.config.clone();
         let tls = self.tls.clone();
-        let connecting = async move {
-            let client = match tls {
-                None => {
-                    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-                    tokio::spawn(drive(connection));
-                    client
-                }
-                Some(tls) => {
-                    let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone());
-                    let (client, connection) = config.connect(tls).await?;
-                    tokio::spawn(drive(connection));
-                    client
-                }
-            };
-            Ok::<_, tokio_postgres::Error>(client)
-        };
-        let client = block_on(runtime().spawn(connecting))
+        let client = block_on(runtime().spawn(open(config, tls, Driver::Plain)))
             .map_err(|e| DbError::Message(format!("the connection task failed: {e}")))??;
         let conn = PgConn::new(client);
         conn.batch("SET application_name = 'runbook'")?;
@@ -234,25 +218,57 @@ impl Pool {
         let flag = alive.clone();
         let sql = format!("LISTEN {channel}");
         let connecting = async move {
-            let client = match tls {
-                None => {
-                    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-                    tokio::spawn(relay(connection, wake, flag));
-                    client
-                }
-                Some(tls) => {
-                    let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone());
-                    let (client, connection) = config.connect(tls).await?;
-                    tokio::spawn(relay(connection, wake, flag));
-                    client
-                }
-            };
+            let client = open(config, tls, Driver::Relay { wake, alive: flag }).await?;
             client.batch_execute(&sql).await?;
             Ok::<_, tokio_postgres::Error>(client)
         };
         let client = block_on(runtime().spawn(connecting))
             .map_err(|e| DbError::Message(format!("the connection task failed: {e}")))??;
         Ok(Listener { _client: client, alive })
+    }
+}
+
+/// What drives a new connection's messages: plainly, or passing each notification on.
+enum Driver {
+    Plain,
+    Relay {
+        wake: std::sync::mpsc::Sender<()>,
+        alive: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    },
+}
+
+/// A new client on `config` (over TLS when `tls` is set), its connection driven on this
+/// runtime by `driver`.
+async fn open(
+    config: tokio_postgres::Config,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    driver: Driver,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    Ok(match tls {
+        None => {
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+            driver.spawn(connection);
+            client
+        }
+        Some(tls) => {
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone());
+            let (client, connection) = config.connect(tls).await?;
+            driver.spawn(connection);
+            client
+        }
+    })
+}
+
+impl Driver {
+    fn spawn<S, T>(self, connection: tokio_postgres::Connection<S, T>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        match self {
+            Driver::Plain => tokio::spawn(drive(connection)),
+            Driver::Relay { wake, alive } => tokio::spawn(relay(connection, wake, alive)),
+        };
     }
 }
 
