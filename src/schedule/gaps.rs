@@ -17,7 +17,7 @@ use crate::audit::Draft;
 use crate::clock;
 use crate::config::Config;
 use crate::config::checks::Severity;
-use crate::store::{NewRun, RunFinish, RunKind, RunStatus, Store, Trigger};
+use crate::store::{NewRun, RunFinish, RunStatus, Store};
 
 struct Missed {
     profile: String,
@@ -125,21 +125,7 @@ impl Gaps {
 }
 
 fn record(config: &Config, store: &Store, m: &Missed) -> Result<(), crate::store::StoreError> {
-    let run = NewRun {
-        parent_id: None,
-        profile: m.profile.clone(),
-        task: None,
-        kind: RunKind::Profile,
-        trigger: Trigger::Schedule,
-        status: RunStatus::Running,
-        host: config.host.clone(),
-        pid: Some(i64::from(std::process::id())),
-        pid_start: None,
-        started_at: m.at.clone(),
-        command: None,
-        retry_of: None,
-        tick: None,
-    };
+    let run = NewRun::scheduled(&m.profile, &config.host, RunStatus::Running, &m.at);
     let detail = format!(
         "the scheduled run of {} could not start or be recorded: {}",
         m.at, m.error

@@ -277,19 +277,8 @@ pub fn catch_up(config: &Config, store: &Store, term: i64, now: jiff::Timestamp)
                     &config.redactor,
                 );
                 let run = crate::store::NewRun {
-                    parent_id: None,
-                    profile: name.clone(),
-                    task: None,
-                    kind: crate::store::RunKind::Profile,
-                    trigger: crate::store::Trigger::Schedule,
-                    status: RunStatus::Skipped,
-                    host: config.host.clone(),
-                    pid: Some(i64::from(std::process::id())),
-                    pid_start: None,
-                    started_at: tick.clone(),
-                    command: None,
-                    retry_of: None,
-                    tick: Some(tick),
+                    tick: Some(tick.clone()),
+                    ..crate::store::NewRun::scheduled(name, &config.host, RunStatus::Skipped, &tick)
                 };
                 (run, error, draft)
             })

@@ -159,6 +159,28 @@ pub struct NewRun {
     pub tick: Option<String>,
 }
 
+impl NewRun {
+    /// A scheduled run of a whole profile, by this process on `host`, at `started_at`: how
+    /// a missed tick is recorded.
+    pub fn scheduled(profile: &str, host: &str, status: RunStatus, started_at: &str) -> NewRun {
+        NewRun {
+            parent_id: None,
+            profile: profile.to_string(),
+            task: None,
+            kind: RunKind::Profile,
+            trigger: Trigger::Schedule,
+            status,
+            host: host.to_string(),
+            pid: Some(i64::from(std::process::id())),
+            pid_start: None,
+            started_at: started_at.to_string(),
+            command: None,
+            retry_of: None,
+            tick: None,
+        }
+    }
+}
+
 /// How a run ended.
 #[derive(Debug, Clone, Default)]
 pub struct RunFinish {
