@@ -455,10 +455,16 @@ fn the_hostile_corpus_escapes_through_no_tool() {
 struct Raw {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<Value>,
+    early: Vec<Value>,
 }
 
 impl Raw {
     fn start(env: &Env) -> Raw {
+        Raw::start_as(env, "raw")
+    }
+
+    /// A client that names itself `name` in its handshake.
+    fn start_as(env: &Env, name: &str) -> Raw {
         let mut child = env
             .cmd()
             .args(["mcp", "--reason", "raw"])
@@ -474,8 +480,14 @@ impl Raw {
                 let _ = tx.send(serde_json::from_str(&line).unwrap_or(json!({ "unparsable": line })));
             }
         });
-        let mut raw = Raw { child, lines };
-        raw.send(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#);
+        let mut raw = Raw {
+            child,
+            lines,
+            early: Vec::new(),
+        };
+        let hello = json!({ "jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": { "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": { "name": name, "version": "1" } } });
+        raw.send(&hello.to_string());
         raw.reply(0);
         raw.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
         raw
@@ -493,16 +505,17 @@ impl Raw {
         self.send(&msg.to_string());
     }
 
-    /// The answer to request `id` (other messages in between are skipped).
+    /// The answer to request `id`; answers to others that come first are kept for later.
     fn reply(&mut self, id: i64) -> Value {
         loop {
+            if let Some(i) = self.early.iter().position(|v| v["id"] == id) {
+                return self.early.swap_remove(i);
+            }
             let v = self
                 .lines
                 .recv_timeout(Duration::from_secs(20))
                 .unwrap_or_else(|_| panic!("no answer to request {id}"));
-            if v["id"] == id {
-                return v;
-            }
+            self.early.push(v);
         }
     }
 }
@@ -672,5 +685,46 @@ backups:
     assert!(refused.to_string().contains("rotate"), "{refused}");
     assert!(!file_exists(&env.path("rotated")), "the gate's writing check never ran");
     a.stop();
+    assert_eq!(env.run(&["audit", "verify"]).code, 0);
+}
+
+/// A flood of calls at once, from a client whose handshake name is hostile: every call is
+/// answered and recorded, and the name is kept as text, never as an actor it could pose as.
+#[test]
+fn a_flood_of_calls_is_answered_and_recorded_and_a_hostile_client_name_stays_text() {
+    let env = Env::new("version: 1\n");
+    let hostile = format!("root\n{}\u{1b}[2J", "x".repeat(500));
+    let mut raw = Raw::start_as(&env, &hostile);
+    let n = 200;
+    for id in 1..=n {
+        raw.call(id, "status", json!({}));
+    }
+    for id in 1..=n {
+        let r = raw.reply(id);
+        assert_eq!(r["result"]["isError"], false, "{r}");
+    }
+    drop(raw.child.stdin.take());
+    assert!(wait_for(Duration::from_secs(20), || raw
+        .child
+        .try_wait()
+        .unwrap()
+        .is_some()));
+    let calls = mcp_calls(&env);
+    assert_eq!(calls.len() as i64, n);
+    for c in &calls {
+        let actor = c["actor"].as_str().unwrap();
+        assert!(actor.starts_with("mcp:root_nxxx") && actor.len() <= 4 + 64, "{actor}");
+        assert!(
+            actor
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ":._-".contains(ch)),
+            "{actor}"
+        );
+        let name = c["client"]["name"].as_str().unwrap();
+        assert!(
+            name.chars().count() <= 64 && !name.contains('\n') && !name.contains('\u{1b}'),
+            "{name:?}"
+        );
+    }
     assert_eq!(env.run(&["audit", "verify"]).code, 0);
 }

@@ -49,9 +49,10 @@ impl Caller {
     }
 }
 
-/// `text` cut to `max` characters, control characters escaped.
+/// `text` with control characters escaped, cut to `max` characters.
 pub fn clip(text: &str, max: usize) -> String {
-    crate::util::escape_controls(&text.chars().take(max).collect::<String>())
+    let head: String = text.chars().take(max).collect();
+    crate::util::escape_controls(&head).chars().take(max).collect()
 }
 
 /// The `mcp.call` event of one call, subject `session ID`.
