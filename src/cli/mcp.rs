@@ -9,8 +9,9 @@ use crate::session::{self, SessionError};
 
 #[derive(Debug, Args)]
 pub struct McpArgs {
-    /// Serve this open session (one a person started with `runbook session start`)
-    #[arg(long, env = "RUNBOOK_SESSION", value_name = "ID", conflicts_with_all = ["reason", "incident"])]
+    /// Serve this open session (one a person started with `runbook session start`); never
+    /// taken from RUNBOOK_SESSION, so a shell's session is not handed over by accident
+    #[arg(long, value_name = "ID", conflicts_with_all = ["reason", "incident"])]
     pub session: Option<i64>,
     /// Start a new session for the assistant, with this reason
     #[arg(long, value_name = "TEXT")]
