@@ -728,3 +728,24 @@ fn a_flood_of_calls_is_answered_and_recorded_and_a_hostile_client_name_stays_tex
     }
     assert_eq!(env.run(&["audit", "verify"]).code, 0);
 }
+
+/// `session end` stops the server at once, though its client keeps the pipe open and quiet.
+#[test]
+fn ending_the_session_stops_the_server_while_its_client_stays_connected() {
+    let env = Env::new("version: 1\n");
+    let mut raw = Raw::start(&env);
+    raw.call(1, "status", json!({}));
+    let session = raw.reply(1)["result"]["structuredContent"]["result"]["session"]["id"].clone();
+    assert!(session.is_i64(), "{session}");
+    assert_eq!(env.run(&["session", "end", "--session", &session.to_string()]).code, 0);
+    let mut exited = None;
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            exited = raw.child.try_wait().unwrap();
+            exited.is_some()
+        }),
+        "the server outlived its session"
+    );
+    assert!(exited.unwrap().success());
+    assert!(raw.child.stdin.is_some(), "the client never closed its side");
+}

@@ -96,7 +96,7 @@ impl Server {
             .enable_all()
             .build()
             .map_err(McpError::Runtime)?;
-        rt.block_on(async move {
+        let served = rt.block_on(async move {
             let transport = rmcp::transport::async_rw::AsyncRwTransport::new(tokio::io::stdin(), tokio::io::stdout())
                 .with_max_line_length(MAX_MESSAGE);
             let running = rmcp::serve_server(self, transport)
@@ -123,7 +123,11 @@ impl Server {
             let _ = running.waiting().await;
             watcher.abort();
             Ok(())
-        })?;
+        });
+        // A read of stdin cannot be cancelled: waiting for it would keep a server whose
+        // session ended alive until the client writes or closes the pipe.
+        rt.shutdown_background();
+        served?;
         waiting.drain();
         Ok(())
     }
