@@ -193,7 +193,7 @@ fn an_assistant_diagnoses_asks_and_runs_only_what_a_person_approved() {
                 json!({ "command": [program, "--config", cfg, "change", "approve", id] }),
             )
             .unwrap();
-        assert_ne!(sneak["result"]["exit_code"], 0, "{sneak}");
+        assert_eq!(sneak["outcome"], "refused", "{sneak}");
     }
     assert_eq!(a.ok("change_status", json!({ "id": change }))["status"], "pending");
 
@@ -261,6 +261,7 @@ fn an_assistant_diagnoses_asks_and_runs_only_what_a_person_approved() {
 
     // Every call is in the chain with the client from the handshake; `session show` lists them.
     let calls = mcp_calls(&env);
+    assert!(calls.len() > 10, "{calls:#?}");
     assert!(
         calls
             .iter()
@@ -352,6 +353,13 @@ mcp:
         .call("logs", json!({ "file": env.path("etc/secret.log").to_str().unwrap() }))
         .unwrap();
     assert_eq!(secret["isError"], true, "{secret}");
+    assert!(
+        secret["result"]["refused"]
+            .as_str()
+            .unwrap()
+            .contains("is a secret path"),
+        "{secret}"
+    );
     assert!(!secret.to_string().contains("SECRET_LINE"));
     a.stop();
     let calls = mcp_calls(&env);
@@ -390,8 +398,9 @@ fn the_hostile_corpus_escapes_through_no_tool() {
     }
     let mut h = Hostile::new(
         "[]",
-        "mcp: { logs: { files: [data/sentinel.txt] } }\ngates: { g: { checks: [probe] } }\nchecks: { probe: { tcp: { address: \"127.0.0.1:9\" } } }",
+        "mcp: { logs: { files: [data/sentinel.txt] } }\ngates: { g: { checks: [probe] } }\nchecks: { probe: { tcp: { address: \"127.0.0.1:9\" } } }\nincidents: { severities: { sev2: { meaning: degraded } } }",
     );
+    assert_eq!(h.env.run(&["incident", "open", "corpus", "--severity", "sev2"]).code, 0);
     let a = Assistant::start(&h.env, &["--reason", "hostile"], ClientLifecycleMode::Initialize);
     let mut calls = 0;
     let mut escaped = Vec::new();
@@ -421,9 +430,13 @@ fn the_hostile_corpus_escapes_through_no_tool() {
             ("alerts", json!({ "status": line })),
             ("change_status", json!({ "id": line })),
             ("incident_log", json!({ "incident": line, "text": line })),
+            // Names that exist, the hostile line in the argument that is used.
+            ("incident_log", json!({ "incident": "corpus", "text": line })),
             ("incident_timeline", json!({ "incident": line })),
             ("backup_list", json!({ "target": line })),
             ("gate_run", json!({ "gate": line, "release": line })),
+            ("gate_run", json!({ "gate": "g", "release": line })),
+            ("change_status", json!({ "id": 1 })),
             (
                 "change_request",
                 json!({ "objective": line, "command": argv, "impact": line, "rollback": line }),
@@ -540,6 +553,9 @@ fn malformed_requests_are_protocol_errors_and_a_vanished_client_leaves_a_whole_r
     assert_eq!(raw.reply(5)["error"]["code"], -32602);
     raw.call(6, "session_exec", json!({ "command": ["echo"], "cwd": "/\u{0}" }));
     assert_eq!(raw.reply(6)["error"]["code"], -32602);
+    // Params that are no tools/call at all are the SDK's to refuse: no tool ran, no event.
+    raw.send(r#"{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"status","arguments":"x"}}"#);
+    raw.send(r#"{"jsonrpc":"2.0","id":11,"method":"tools/call","params":{}}"#);
     // A message over the size bound is dropped unread; the server goes on.
     raw.call(7, "status", json!({ "pad": "y".repeat(2 * 1024 * 1024) }));
     raw.call(8, "status", json!({}));

@@ -81,6 +81,13 @@ impl<'a> Args<'a> {
         }
     }
 
+    /// A row id: a whole number from 1 to i64::MAX.
+    pub fn id(&self, name: &str) -> Result<Option<i64>, BadArgs> {
+        self.count(name)?
+            .map(|v| i64::try_from(v).map_err(|_| BadArgs(format!("`{name}` is too large"))))
+            .transpose()
+    }
+
     /// A list of strings: each at most MAX_TEXT bytes, at most MAX_ARGV of them, no NUL.
     pub fn words(&self, name: &str) -> Result<Option<Vec<String>>, BadArgs> {
         let Some(v) = self.get(name) else { return Ok(None) };

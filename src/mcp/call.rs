@@ -95,23 +95,29 @@ pub fn call(cx: &Ctx, tool: &ToolDef, given: &serde_json::Map<String, Value>) ->
         Ok(_) => {}
         Err(e) => return Ok(Reply::failed(&e)),
     }
+    // Whatever a tool records (a check's results, a gate's evidence, a request, a command)
+    // is the assistant's act.
+    crate::audit::actor::acting_as(cx.actor, || dispatch(cx, tool, &args))
+}
+
+fn dispatch(cx: &Ctx, tool: &ToolDef, args: &Args) -> Result<Reply, BadArgs> {
     Ok(match tool.name {
         "status" => done(status(cx)),
-        "check" => check(cx, &args)?,
-        "alerts" => alerts(cx, &args)?,
-        "jobs" => jobs(cx, &args)?,
-        "job" => job(cx, &args)?,
+        "check" => check(cx, args)?,
+        "alerts" => alerts(cx, args)?,
+        "jobs" => jobs(cx, args)?,
+        "job" => job(cx, args)?,
         "logs" => logs::read(cx.config, args.text("unit")?, args.text("file")?, args.count("lines")?),
-        "session_exec" => session_exec(cx, &args)?,
-        "change_request" => change_request(cx, &args)?,
-        "change_status" => change_status(cx, &args)?,
-        "incident_log" => incident_log(cx, &args)?,
-        "incident_timeline" => incident_timeline(cx, &args)?,
+        "session_exec" => session_exec(cx, args)?,
+        "change_request" => change_request(cx, args)?,
+        "change_status" => change_status(cx, args)?,
+        "incident_log" => incident_log(cx, args)?,
+        "incident_timeline" => incident_timeline(cx, args)?,
         "drift" => done(crate::drift::judge(cx.config, cx.store).map(|j| json!(j))),
         "backup_list" => {
             done(crate::backup::list(cx.config, cx.store, args.text("target")?).map(|l| json!({ "archives": l })))
         }
-        "gate_run" => gate_run(cx, &args)?,
+        "gate_run" => gate_run(cx, args)?,
         other => return Err(BadArgs(format!("no tool `{other}`"))),
     })
 }
@@ -142,14 +148,7 @@ fn status(cx: &Ctx) -> Result<Value, crate::store::StoreError> {
                     "last_run": last.iter().find(|r| r.profile == *name) })
         })
         .collect();
-    let alerts: Vec<_> = store
-        .list_alerts(&AlertFilter {
-            limit: 200,
-            ..Default::default()
-        })?
-        .into_iter()
-        .filter(|a| a.status != AlertStatus::Resolved)
-        .collect();
+    let alerts = alerts_in(store, &[AlertStatus::Firing, AlertStatus::Silenced], 200)?;
     let releases: Vec<Value> = cx
         .config
         .deploy
@@ -223,19 +222,33 @@ fn alerts(cx: &Ctx, args: &Args) -> Result<Reply, BadArgs> {
                 .ok_or_else(|| BadArgs(format!("unknown status `{s}` (firing, silenced, resolved)")))?,
         ),
     };
-    let filter = AlertFilter {
-        status,
-        limit: if status.is_none() { 500 } else { limit },
-        ..Default::default()
+    let statuses = match status {
+        Some(s) => vec![s],
+        None => vec![AlertStatus::Firing, AlertStatus::Silenced],
     };
-    Ok(done(cx.store.list_alerts(&filter).map(|all| {
-        let items: Vec<_> = all
-            .into_iter()
-            .filter(|a| status.is_some() || a.status != AlertStatus::Resolved)
-            .take(limit)
-            .collect();
-        json!({ "alerts": items })
-    })))
+    Ok(done(
+        alerts_in(cx.store, &statuses, limit).map(|items| json!({ "alerts": items })),
+    ))
+}
+
+/// The newest `limit` alerts in any of `statuses`, each status asked for by itself: no number
+/// of resolved alerts can push an open one out of the list.
+fn alerts_in(
+    store: &Store,
+    statuses: &[AlertStatus],
+    limit: usize,
+) -> Result<Vec<crate::store::Alert>, crate::store::StoreError> {
+    let mut items = Vec::new();
+    for status in statuses {
+        items.extend(store.list_alerts(&AlertFilter {
+            status: Some(*status),
+            limit,
+            ..Default::default()
+        })?);
+    }
+    items.sort_by_key(|a| std::cmp::Reverse(a.id));
+    items.truncate(limit);
+    Ok(items)
 }
 
 fn jobs(cx: &Ctx, args: &Args) -> Result<Reply, BadArgs> {
@@ -258,7 +271,7 @@ fn jobs(cx: &Ctx, args: &Args) -> Result<Reply, BadArgs> {
 }
 
 fn job(cx: &Ctx, args: &Args) -> Result<Reply, BadArgs> {
-    let id = args.count("id")?.unwrap_or_default() as i64;
+    let id = args.id("id")?.unwrap_or_default();
     let store = cx.store;
     Ok(match store.get_run(id) {
         Ok(None) => Reply::refused(format!("no run {id}"), Some("the jobs tool lists them".into())),
@@ -274,9 +287,7 @@ fn job(cx: &Ctx, args: &Args) -> Result<Reply, BadArgs> {
 fn session_exec(cx: &Ctx, args: &Args) -> Result<Reply, BadArgs> {
     let argv = args.command("command")?;
     let cwd = args.text("cwd")?.unwrap_or(cx.cwd);
-    let ran = crate::audit::actor::acting_as(cx.actor, || {
-        crate::session::exec(cx.config, cx.store, cx.session, &argv, cwd)
-    });
+    let ran = crate::session::exec(cx.config, cx.store, cx.session, &argv, cwd);
     Ok(match ran {
         Ok(mut done) => {
             let refused = done.decision == "refused";
@@ -292,7 +303,12 @@ fn session_exec(cx: &Ctx, args: &Args) -> Result<Reply, BadArgs> {
                 );
             }
             Reply {
-                outcome: if refused { Outcome::Refused } else { Outcome::Allowed },
+                outcome: match done.decision.as_str() {
+                    "refused" => Outcome::Refused,
+                    "ran" => Outcome::Allowed,
+                    // Allowed, but it timed out or could not start.
+                    _ => Outcome::Failed,
+                },
                 value: json!(done),
             }
         }
@@ -309,9 +325,7 @@ fn change_request(cx: &Ctx, args: &Args) -> Result<Reply, BadArgs> {
         rollback: args.required_text("rollback")?.to_string(),
         uses: 1,
     };
-    let filed = crate::audit::actor::acting_as(cx.actor, || {
-        crate::session::request(cx.config, cx.store, cx.session, asked)
-    });
+    let filed = crate::session::request(cx.config, cx.store, cx.session, asked);
     Ok(match filed {
         Ok(id) => Reply {
             outcome: Outcome::PendingApproval,
@@ -324,8 +338,8 @@ fn change_request(cx: &Ctx, args: &Args) -> Result<Reply, BadArgs> {
 
 fn change_status(cx: &Ctx, args: &Args) -> Result<Reply, BadArgs> {
     let mine = |c: &crate::store::ChangeRequest| c.session_id == Some(cx.session);
-    Ok(match args.count("id")? {
-        Some(id) => match cx.store.change(id as i64) {
+    Ok(match args.id("id")? {
+        Some(id) => match cx.store.change(id) {
             Ok(Some(c)) if mine(&c) => Reply::allowed(json!(c)),
             Ok(_) => Reply::refused(format!("no change request {id} in session {}", cx.session), None),
             Err(e) => Reply::failed(&e),
@@ -339,8 +353,10 @@ fn change_status(cx: &Ctx, args: &Args) -> Result<Reply, BadArgs> {
 }
 
 fn incident_log(cx: &Ctx, args: &Args) -> Result<Reply, BadArgs> {
-    let (id, text) = (args.required_text("incident")?, args.required_text("text")?);
-    let logged = crate::audit::actor::acting_as(cx.actor, || crate::incident::log(cx.config, cx.store, id, text));
+    let id = args.required_text("incident")?;
+    // One line of the note, secrets out: a newline cannot start a line of its own.
+    let text = crate::util::escape_controls(&cx.config.redactor.redact(args.required_text("text")?));
+    let logged = crate::incident::log(cx.config, cx.store, id, &text);
     Ok(done(logged.map(|i| json!(i))))
 }
 

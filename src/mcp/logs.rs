@@ -78,7 +78,7 @@ fn tail_file(config: &Config, path: &Path, lines: usize) -> Reply {
     if crate::session::secret_paths(config).contains(&real) {
         return Reply::refused(
             format!("{} is a secret path (secrets.deny_read or an env file)", path.display()),
-            Some("reading it needs a change request a person approves (session_exec in maintenance)".into()),
+            Some("reading it needs a change request a person approves, then session_exec".into()),
         );
     }
     let argv = vec![

@@ -34,6 +34,8 @@ const VERSIONS: &[ProtocolVersion] = &[ProtocolVersion::V_2025_11_25, ProtocolVe
 const MAX_MESSAGE: usize = 1024 * 1024;
 /// How often the server looks whether its session was ended.
 const SESSION_POLL: Duration = Duration::from_secs(1);
+/// The longest the server waits at exit for calls still running, beyond a command's timeout.
+const DRAIN_CAP: Duration = Duration::from_secs(3600);
 /// Calls running at once; a client sending more waits for a free one.
 const CONCURRENT_CALLS: usize = 8;
 
@@ -134,12 +136,37 @@ impl Server {
 }
 
 impl Inner {
-    /// Waits until no call is running, at most a session command's timeout and a margin.
+    /// Waits until no call is running. Every tool is bounded by its own limits (a command by
+    /// the session's timeout, a gate by its samples); the cap only guards against a bug.
     fn drain(&self) {
-        let limit = self.config.sessions.timeout.0 + Duration::from_secs(30);
+        let limit = self.config.sessions.timeout.0 + DRAIN_CAP;
         let (lock, cv) = &self.running;
         let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
         let _ = cv.wait_timeout_while(guard, limit, |n| *n > 0);
+    }
+
+    /// A call that ended without an answer of its own: recorded as failed, answered with an
+    /// internal error (or with the recording's own failure).
+    fn unanswered(
+        &self,
+        caller: &Caller,
+        name: &str,
+        given: &serde_json::Map<String, serde_json::Value>,
+        why: &str,
+    ) -> ErrorData {
+        match record::call(
+            &self.config,
+            &self.store,
+            self.session,
+            caller,
+            name,
+            given,
+            call::Outcome::Failed,
+            Some(json!(why)),
+        ) {
+            Ok(()) => ErrorData::internal_error(why.to_string(), None),
+            Err(e) => ErrorData::internal_error(format!("{why}; and the call could not be recorded: {e}"), None),
+        }
     }
 
     /// One call, on a thread of its own: policy, arguments, the tool, the record.
@@ -242,6 +269,11 @@ impl ServerHandler for Server {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let caller = Caller::new(context.client_info(), context.protocol_version());
+        let (caller_again, name_again, given_again) = (
+            caller.clone(),
+            request.name.to_string(),
+            request.arguments.clone().unwrap_or_default(),
+        );
         let inner = self.inner.clone();
         let slot = inner
             .slots
@@ -256,11 +288,18 @@ impl ServerHandler for Server {
         let spawned = std::thread::Builder::new().name("mcp-call".into()).spawn(move || {
             let _done = Done(&inner);
             let _slot = slot;
-            let _ = tx.send(inner.call(&caller, &request.name, request.arguments.unwrap_or_default()));
+            let name = request.name.to_string();
+            let given = request.arguments.unwrap_or_default();
+            let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                inner.call(&caller, &name, given.clone())
+            }))
+            .unwrap_or_else(|_| Err(inner.unanswered(&caller, &name, &given, "the call failed inside runbook")));
+            let _ = tx.send(answer);
         });
         if let Err(e) = spawned {
             *self.inner.running.0.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
-            return Err(ErrorData::internal_error(format!("cannot start the call: {e}"), None));
+            let why = format!("cannot start the call: {e}");
+            return Err(self.inner.unanswered(&caller_again, &name_again, &given_again, &why));
         }
         match rx.await {
             Ok(result) => result.map(CallToolResponse::from),

@@ -26,6 +26,13 @@ const READS: Hints = Hints {
     destructive: false,
     idempotent: true,
 };
+/// Changes nothing on the host, but records what it found in runbook's state (results,
+/// alerts, evidence), which may notify.
+const RECORDS: Hints = Hints {
+    read_only: false,
+    destructive: false,
+    idempotent: false,
+};
 const WRITES: Hints = Hints {
     read_only: false,
     destructive: false,
@@ -71,8 +78,8 @@ pub const CATALOGUE: &[ToolDef] = &[
     ToolDef {
         name: "check",
         title: "Probe checks",
-        description: "Probe the named checks now (all read-only checks when none are named) and return each outcome. Results are recorded like `runbook check`. Checks that could change something (a command the session policy does not call read-only, an SQL query, an HTTP method other than GET or HEAD) are refused.",
-        hints: READS,
+        description: "Probe the named checks now (all read-only checks when none are named) and return each outcome. Results are recorded, and alerts opened or resolved, like `runbook check`. Checks that could change something on the host (a command the session policy does not call read-only, an SQL query, an HTTP method other than GET or HEAD) are refused.",
+        hints: RECORDS,
         properties: || json!({ "names": { "type": "array", "items": { "type": "string" }, "maxItems": super::args::MAX_ARGV, "description": "Check names (keys of `checks:`)" } }),
         required: &[],
     },
@@ -147,7 +154,7 @@ pub const CATALOGUE: &[ToolDef] = &[
     ToolDef {
         name: "incident_log",
         title: "Add to an incident's timeline",
-        description: "Add a line to an open incident's timeline (it is recorded in the audit chain, by the assistant).",
+        description: "Add a line to an incident's timeline and note, by the assistant (one line: control characters escaped, secrets redacted).",
         hints: WRITES,
         properties: || json!({ "incident": text("The incident's slug or number"), "text": text("The line") }),
         required: &["incident", "text"],
@@ -163,8 +170,8 @@ pub const CATALOGUE: &[ToolDef] = &[
     ToolDef {
         name: "drift",
         title: "Baseline drift",
-        description: "Compare the host with `baseline:` now: every difference, acknowledged or not. Reads the host; changes nothing on it.",
-        hints: READS,
+        description: "Compare the host with `baseline:` now: every difference, acknowledged or not. Reads the host and changes nothing on it; when each difference came and went is recorded.",
+        hints: RECORDS,
         properties: none,
         required: &[],
     },
@@ -179,12 +186,8 @@ pub const CATALOGUE: &[ToolDef] = &[
     ToolDef {
         name: "gate_run",
         title: "Measure a gate",
-        description: "Measure a release gate now and return its verdict with evidence. Only gates whose every check is read-only diagnosis can be run here.",
-        hints: Hints {
-            read_only: true,
-            destructive: false,
-            idempotent: false,
-        },
+        description: "Measure a release gate now and return its verdict; its evidence file is written and sealed like `runbook gate run`. Only gates whose every check is read-only diagnosis can be run here.",
+        hints: RECORDS,
         properties: || json!({ "gate": text("The gate (a key of `gates:`)"), "release": text("The release judged: a tag or commit") }),
         required: &["gate"],
     },
