@@ -24,6 +24,16 @@ struct Assistant {
 
 impl Assistant {
     fn start(env: &Env, args: &[&str], lifecycle: ClientLifecycleMode) -> Assistant {
+        Assistant::start_with_path(env, args, lifecycle, None)
+    }
+
+    /// As `start`, with `bin` first on the server's PATH.
+    fn start_with_path(
+        env: &Env,
+        args: &[&str],
+        lifecycle: ClientLifecycleMode,
+        bin: Option<&std::path::Path>,
+    ) -> Assistant {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -38,6 +48,12 @@ impl Assistant {
             let mut cmd = tokio::process::Command::new(BIN);
             cmd.arg("--config").arg(&env.config).arg("mcp").args(args);
             cmd.current_dir(env.dir.path());
+            if let Some(bin) = bin {
+                cmd.env(
+                    "PATH",
+                    format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()),
+                );
+            }
             let transport = rmcp::transport::TokioChildProcess::new(cmd).expect("spawn runbook mcp");
             rmcp::service::serve_client_with_lifecycle(info, transport, lifecycle)
                 .await
@@ -764,4 +780,53 @@ fn ending_the_session_stops_the_server_while_its_client_stays_connected() {
     );
     assert!(exited.unwrap().success());
     assert!(raw.child.stdin.is_some(), "the client never closed its side");
+}
+
+/// The journal of a configured unit, through `journalctl` as the server finds it on its PATH.
+/// No journald runs on a test machine: a stand-in `journalctl` prints the arguments it was
+/// given and two journal lines, one holding a secret.
+#[test]
+fn logs_reads_a_configured_units_journal_bounded_and_redacted() {
+    let env = Env::new(
+        r#"
+version: 1
+secrets: { env_files: [ "{dir}/app.env" ] }
+mcp: { logs: { units: [app.service], lines: 5 } }
+"#,
+    );
+    env.write("app.env", "API_TOKEN=tok-very-secret-123\n");
+    let bin = env.path("bin");
+    let stub = env.write(
+        "bin/journalctl",
+        "#!/bin/sh\necho \"args: $*\"\necho \"01:00:00 host app[1]: started\"\necho \"01:00:01 host app[1]: token tok-very-secret-123\"\n",
+    );
+    std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let a = Assistant::start_with_path(
+        &env,
+        &["--reason", "journal"],
+        ClientLifecycleMode::Initialize,
+        Some(&bin),
+    );
+    let read = a.ok("logs", json!({ "unit": "app.service", "lines": 50 }));
+    let lines: Vec<&str> = read["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        lines[0], "args: --no-pager -o short-iso -n 5 -u app.service",
+        "at most mcp.logs.lines: {read}"
+    );
+    assert!(
+        lines[2].starts_with("01:00:01 host app[1]: token ") && !lines[2].contains("tok-very-secret-123"),
+        "{read}"
+    );
+    let other = a.call("logs", json!({ "unit": "ssh.service" })).unwrap();
+    assert_eq!(other["outcome"], "refused", "{other}");
+    let injected = a
+        .call("logs", json!({ "unit": "app.service --file=/etc/shadow" }))
+        .unwrap();
+    assert_eq!(injected["outcome"], "refused", "{injected}");
+    a.stop();
 }
