@@ -41,15 +41,6 @@ const MAX_POLLS: usize = 100_000;
 mod common;
 use common::*;
 
-impl Stats {
-    fn line(&self, unit: &str) -> String {
-        format!(
-            "min {:.3} {unit}  median {:.3} {unit}  p95 {:.3} {unit}  p99 {:.3} {unit}  max {:.3} {unit}  (n={})",
-            self.min, self.median, self.p95, self.p99, self.max, self.n
-        )
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // A minimal HTTP/1.1 client for 127.0.0.1 (readiness and response checks only; wrk does load)
 // ---------------------------------------------------------------------------------------------
@@ -560,7 +551,7 @@ fn bench_load(alerts: usize, conns: &[usize], secs: u64) -> LoadResult {
         seq.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     let sequential_ms = Stats::of(&seq);
-    println!("  unloaded, one request at a time: {}", sequential_ms.line("ms"));
+    println!("  unloaded, one request at a time: {}", sequential_ms.percentiles("ms"));
 
     let tck = clock_ticks_per_sec();
     println!("  warm-up: wrk -c32 for 3 s");
@@ -857,7 +848,7 @@ fn main() {
     );
     println!(
         "  in-process Store::list_alerts (same filter, daemon stopped): {}",
-        load.in_process_ms.line("ms")
+        load.in_process_ms.percentiles("ms")
     );
     println!("  query plan: {}", load.plan.join(" | "));
     // Pick: the best rate among runs that meet the p99 target, else the best rate.
@@ -889,7 +880,7 @@ fn main() {
     println!("(b) runbook::api::metrics::render(&state, false), {renders} renders after 10 warm-up ones");
     let render = bench_render(checks, renders, history, Some((&load.db, load.fill.rows)));
     for r in &render {
-        println!("  {:<46} render {}", r.case, r.ms.line("ms"));
+        println!("  {:<46} render {}", r.case, r.ms.percentiles("ms"));
         println!(
             "  {:<46}   of which metrics_snapshot median {:.3} ms, latest_check_results median {:.3} ms; {} bytes, {} samples",
             "", r.snapshot_ms.median, r.latest_ms.median, r.bytes, r.samples

@@ -211,6 +211,39 @@ fn reference_floor(archive: &Path, data: &Path) -> Option<[f64; 4]> {
     ])
 }
 
+/// `backup push bench` to the config's offsite store, the page cache dropped, then `runbook
+/// recover --from offsite` into `root` under `work`: the RTO in seconds and its phases.
+fn push_and_recover(work: &Path, cfg: &str, root: &str) -> (f64, String) {
+    let (ok, out) = sh(
+        &format!("cd '{}' && '{BIN}' --config '{cfg}' backup push bench", work.display()),
+        &[],
+    );
+    assert!(ok, "runbook backup push failed: {out}");
+    drop_caches();
+    let (ok, out) = sh(
+        &format!(
+            "cd '{}' && '{BIN}' --config '{cfg}' recover --root {root} --from offsite --execute --json 2>/dev/null",
+            work.display()
+        ),
+        &[],
+    );
+    assert!(ok, "runbook recover failed: {out}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("recover --json");
+    let phases: Vec<String> = v["phases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            format!(
+                "{} {:.2}",
+                p["name"].as_str().unwrap_or(""),
+                p["ms"].as_f64().unwrap_or(0.0) / 1000.0
+            )
+        })
+        .collect();
+    (v["rto_ms"].as_f64().unwrap_or(0.0) / 1000.0, phases.join(", "))
+}
+
 /// `runbook recover` from the archive pushed to a local S3-compatible server (moto): the RTO
 /// and its phases; `None` without `moto_server`.
 fn recover_from_s3(work: &Path, config: &Path) -> Option<(f64, String)> {
@@ -242,34 +275,8 @@ fn recover_from_s3(work: &Path, config: &Path) -> Option<(f64, String)> {
         up.then_some(())?;
         let (ok, _) = sh(&format!("curl -sf -X PUT http://127.0.0.1:{port}/bench"), &[]);
         ok.then_some(())?;
-        let (ok, out) = sh(
-            &format!("cd '{}' && '{BIN}' --config '{cfg}' backup push bench", work.display()),
-            &[],
-        );
-        assert!(ok, "push to S3: {out}");
-        drop_caches();
         let _ = std::fs::remove_dir_all(work.join("rebuilt-s3"));
-        let (ok, out) = sh(
-            &format!(
-                "cd '{}' && '{BIN}' --config '{cfg}' recover --root rebuilt-s3 --from offsite --execute --json 2>/dev/null",
-                work.display()
-            ),
-            &[],
-        );
-        assert!(ok, "recover from S3: {out}");
-        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
-        let phases: Vec<String> = v["phases"]
-            .as_array()?
-            .iter()
-            .map(|p| {
-                format!(
-                    "{} {:.2}",
-                    p["name"].as_str().unwrap_or(""),
-                    p["ms"].as_f64().unwrap_or(0.0) / 1000.0
-                )
-            })
-            .collect();
-        Some((v["rto_ms"].as_f64()? / 1000.0, phases.join(", ")))
+        Some(push_and_recover(work, &cfg, "rebuilt-s3"))
     })();
     let _ = moto.kill();
     let _ = moto.wait();
@@ -419,37 +426,8 @@ fn main() {
         // The whole host rebuilt from the offsite copy (a local directory) into an empty root.
         let _ = std::fs::remove_dir_all(work.join("offsite"));
         let _ = std::fs::remove_dir_all(work.join("rebuilt"));
-        let (ok, out) = sh(
-            &format!("cd '{}' && '{BIN}' --config '{cfg}' backup push bench", work.display()),
-            &[],
-        );
-        assert!(ok, "runbook backup push failed: {out}");
-        drop_caches();
-        let (ok, out) = sh(
-            &format!(
-                "cd '{}' && '{BIN}' --config '{cfg}' recover --root rebuilt --from offsite --execute --json 2>/dev/null",
-                work.display()
-            ),
-            &[],
-        );
-        assert!(ok, "runbook recover failed: {out}");
-        let rebuilt: serde_json::Value = serde_json::from_str(&out).expect("recover --json");
-        let rto = rebuilt["rto_ms"].as_f64().unwrap_or(0.0) / 1000.0;
-        let phases: Vec<String> = rebuilt["phases"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|p| {
-                        format!(
-                            "{} {:.2}",
-                            p["name"].as_str().unwrap_or(""),
-                            p["ms"].as_f64().unwrap_or(0.0) / 1000.0
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        println!("    runbook recover  {rto:7.2} s  (RTO: {})", phases.join(", "));
+        let (rto, phases) = push_and_recover(&work, cfg, "rebuilt");
+        println!("    runbook recover  {rto:7.2} s  (RTO: {phases})");
         res.entry("runbook_recover").or_default().push(rto);
         let _ = std::fs::remove_dir_all(work.join("rebuilt"));
         // The same from an S3-compatible store (moto's server on 127.0.0.1), when installed.

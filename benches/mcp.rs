@@ -134,9 +134,9 @@ fn main() {
     drop(s.child.stdin.take());
     let _ = s.child.wait();
 
-    println!("(a) tools/call status   {}", status.line("ms"));
-    println!("(b) tools/list          {}", list.line("ms"));
-    println!("(b) session_exec uptime {}", exec.line("ms"));
+    println!("(a) tools/call status   {}", status.percentiles("ms"));
+    println!("(b) tools/list          {}", list.percentiles("ms"));
+    println!("(b) session_exec uptime {}", exec.percentiles("ms"));
     println!(
         "(a) p99 {:.3} ms against < {TARGET_P99_MS} ms: {}",
         status.p99,
@@ -146,13 +146,4 @@ fn main() {
         "{}",
         json!({ "status_ms": status.json(), "list_ms": list.json(), "session_exec_ms": exec.json() })
     );
-}
-
-impl Stats {
-    fn line(&self, unit: &str) -> String {
-        format!(
-            "min {:.3} {unit}  median {:.3} {unit}  p95 {:.3} {unit}  p99 {:.3} {unit}  max {:.3} {unit}  (n={})",
-            self.min, self.median, self.p95, self.p99, self.max, self.n
-        )
-    }
 }

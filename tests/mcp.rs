@@ -189,6 +189,13 @@ fn an_assistant_diagnoses_asks_and_runs_only_what_a_person_approved() {
     let denied = a.call("session_exec", touch.clone()).unwrap();
     assert_eq!(denied["isError"], true);
     assert_eq!(denied["outcome"], "refused");
+    assert!(
+        denied["result"]["hint"]
+            .as_str()
+            .unwrap()
+            .starts_with("file a change_request"),
+        "{denied}"
+    );
     assert!(!file_exists(&target));
     let asked = a
         .call(
@@ -254,6 +261,11 @@ fn an_assistant_diagnoses_asks_and_runs_only_what_a_person_approved() {
     );
     let maintenance = session_of_server(&env);
     assert_ne!(maintenance, session);
+    // Another session's request is not this one's to read.
+    assert_eq!(
+        m.call("change_status", json!({ "id": change })).unwrap()["outcome"],
+        "refused"
+    );
     let ran = m.ok("session_exec", touch.clone());
     assert_eq!(ran["decision"], "ran", "{ran}");
     assert_eq!(ran["change_id"], change);

@@ -64,6 +64,15 @@ impl Stats {
         }
     }
 
+    /// `min … median … p95 … p99 … max … (n=…)`, three decimals: the latency line of the API
+    /// and assistant benches.
+    pub fn percentiles(&self, unit: &str) -> String {
+        format!(
+            "min {:.3} {unit}  median {:.3} {unit}  p95 {:.3} {unit}  p99 {:.3} {unit}  max {:.3} {unit}  (n={})",
+            self.min, self.median, self.p95, self.p99, self.max, self.n
+        )
+    }
+
     pub fn json(&self) -> serde_json::Value {
         json!({
             "n": self.n,

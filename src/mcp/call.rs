@@ -68,6 +68,14 @@ impl Reply {
         }
     }
 
+    /// A call that broke inside runbook.
+    pub fn broken(why: &str) -> Self {
+        Reply {
+            outcome: Outcome::Failed,
+            value: json!({ "error": why }),
+        }
+    }
+
     fn failed(e: &(impl Explain + ?Sized)) -> Self {
         Reply {
             outcome: Outcome::Failed,
@@ -290,14 +298,9 @@ fn session_exec(cx: &Ctx, args: &Args) -> Result<Reply, BadArgs> {
     let ran = crate::session::exec(cx.config, cx.store, cx.session, &argv, cwd);
     Ok(match ran {
         Ok(mut done) => {
-            let refused = done.decision == "refused";
-            // The CLI's hint names the CLI; an assistant files its request with a tool.
-            if refused
-                && done
-                    .hint
-                    .as_deref()
-                    .is_some_and(|h| h.starts_with("file a change request"))
-            {
+            // The session's hint for a change that needs a request names the CLI; an
+            // assistant files its request with a tool.
+            if done.needs_request {
                 done.hint = Some(
                     "file a change_request (objective, this exact command, impact, rollback); once a person approves it, it runs here only in a maintenance session".into(),
                 );

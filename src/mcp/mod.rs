@@ -13,7 +13,7 @@ mod logs;
 mod record;
 pub mod tools;
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::{
@@ -36,6 +36,8 @@ const MAX_MESSAGE: usize = 1024 * 1024;
 const SESSION_POLL: Duration = Duration::from_secs(1);
 /// The longest the server waits at exit for calls still running, beyond a command's timeout.
 const DRAIN_CAP: Duration = Duration::from_secs(3600);
+/// How often the exit looks whether the calls still running have ended.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
 /// Calls running at once; a client sending more waits for a free one.
 const CONCURRENT_CALLS: usize = 8;
 
@@ -68,10 +70,9 @@ struct Inner {
     session: i64,
     /// Where commands run when a call names no directory: the server's own.
     cwd: String,
-    /// Calls still running: the server waits for them before it exits, so a command whose
-    /// caller vanished still gets its outcome recorded.
-    running: (Mutex<usize>, Condvar),
-    /// Bounds the threads a flood of calls could start.
+    /// One permit per call running, held by its thread until it ends: bounds the threads a
+    /// flood of calls could start, and tells the exit which calls to wait for (so a command
+    /// whose caller vanished still gets its outcome recorded).
     slots: Arc<tokio::sync::Semaphore>,
 }
 
@@ -83,7 +84,6 @@ impl Server {
                 store,
                 session,
                 cwd,
-                running: (Mutex::new(0), Condvar::new()),
                 slots: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CALLS)),
             }),
         }
@@ -139,10 +139,10 @@ impl Inner {
     /// Waits until no call is running. Every tool is bounded by its own limits (a command by
     /// the session's timeout, a gate by its samples); the cap only guards against a bug.
     fn drain(&self) {
-        let limit = self.config.sessions.timeout.0 + DRAIN_CAP;
-        let (lock, cv) = &self.running;
-        let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = cv.wait_timeout_while(guard, limit, |n| *n > 0);
+        let deadline = std::time::Instant::now() + self.config.sessions.timeout.0 + DRAIN_CAP;
+        while self.slots.available_permits() < CONCURRENT_CALLS && std::time::Instant::now() < deadline {
+            std::thread::sleep(DRAIN_POLL);
+        }
     }
 
     /// A call that ended without an answer of its own: recorded as failed, answered with an
@@ -174,7 +174,7 @@ impl Inner {
         &self,
         caller: &Caller,
         name: &str,
-        given: serde_json::Map<String, serde_json::Value>,
+        given: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<CallToolResult, ErrorData> {
         let actor = caller.actor();
         let cx = call::Ctx {
@@ -187,7 +187,10 @@ impl Inner {
         // A tool the policy does not offer is unknown by name too.
         let answer = match tools::find(name).filter(|t| tools::offered(&self.config, t)) {
             None => Err(format!("no tool `{}` here", record::clip(name, 64))),
-            Some(tool) => call::call(&cx, tool, &given).map_err(|e| e.0),
+            // A panic in a tool is a failed call, recorded like any other.
+            Some(tool) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call::call(&cx, tool, given)))
+                .unwrap_or_else(|_| Ok(call::Reply::broken("the call failed inside runbook")))
+                .map_err(|e| e.0),
         };
         let (outcome, detail) = match &answer {
             Ok(reply) => (
@@ -203,7 +206,7 @@ impl Inner {
             self.session,
             caller,
             name,
-            &given,
+            given,
             outcome,
             detail,
         )
@@ -220,17 +223,6 @@ impl Inner {
                 Ok(result)
             }
         }
-    }
-}
-
-/// Counts a call as finished when its thread ends, however it ends.
-struct Done<'a>(&'a Inner);
-
-impl Drop for Done<'_> {
-    fn drop(&mut self) {
-        let (lock, cv) = &self.0.running;
-        *lock.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
-        cv.notify_all();
     }
 }
 
@@ -269,11 +261,7 @@ impl ServerHandler for Server {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let caller = Caller::new(context.client_info(), context.protocol_version());
-        let (caller_again, name_again, given_again) = (
-            caller.clone(),
-            request.name.to_string(),
-            request.arguments.clone().unwrap_or_default(),
-        );
+        let request = Arc::new(request);
         let inner = self.inner.clone();
         let slot = inner
             .slots
@@ -282,24 +270,18 @@ impl ServerHandler for Server {
             .await
             .map_err(|_| ErrorData::internal_error("the server is stopping", None))?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        *inner.running.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         // A plain thread: tools block (probes, commands, the store), and some start runtimes
         // of their own, which a runtime's thread may not.
+        let (asked, who) = (request.clone(), caller.clone());
         let spawned = std::thread::Builder::new().name("mcp-call".into()).spawn(move || {
-            let _done = Done(&inner);
             let _slot = slot;
-            let name = request.name.to_string();
-            let given = request.arguments.unwrap_or_default();
-            let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                inner.call(&caller, &name, given.clone())
-            }))
-            .unwrap_or_else(|_| Err(inner.unanswered(&caller, &name, &given, "the call failed inside runbook")));
-            let _ = tx.send(answer);
+            let given = asked.arguments.clone().unwrap_or_default();
+            let _ = tx.send(inner.call(&who, &asked.name, &given));
         });
         if let Err(e) = spawned {
-            *self.inner.running.0.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+            let given = request.arguments.clone().unwrap_or_default();
             let why = format!("cannot start the call: {e}");
-            return Err(self.inner.unanswered(&caller_again, &name_again, &given_again, &why));
+            return Err(self.inner.unanswered(&caller, &request.name, &given, &why));
         }
         match rx.await {
             Ok(result) => result.map(CallToolResponse::from),

@@ -218,6 +218,9 @@ pub struct Executed {
     /// For a refusal: what to do instead.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// Refused because it needs an approved change request (the hint says how to file one).
+    #[serde(skip)]
+    pub needs_request: bool,
 }
 
 /// The paths no command may read unapproved: `secrets.deny_read`, and the env files that hold
@@ -309,7 +312,7 @@ pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str)
     };
     let at = clock::to_text(clock::now());
     let stored_argv: Vec<String> = argv.iter().map(|a| config.redactor.redact(a).into_owned()).collect();
-    let refuse = |reason: String, hint: Option<String>| -> Result<Executed, SessionError> {
+    let refuse = |reason: String, hint: Option<String>, needs_request: bool| -> Result<Executed, SessionError> {
         let draft = Draft::new(
             "session.refused",
             &format!("session {id}"),
@@ -328,10 +331,12 @@ pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str)
             output: String::new(),
             sandbox: None,
             hint,
+            needs_request,
         })
     };
     if !run {
-        return refuse(reason, hint);
+        let needs_request = matches!((&class, session.mode.as_str()), (Class::StateChanging(_), "diagnostic"));
+        return refuse(reason, hint, needs_request);
     }
     // Recorded as started before it runs (spending its approval in the same transaction): a
     // runbook killed meanwhile leaves "started, outcome unknown", never nothing.
@@ -351,6 +356,7 @@ pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str)
         return refuse(
             format!("{why}; no approved change request names exactly this command here"),
             Some(request_hint.clone()),
+            true,
         );
     };
     let reason = match change_id {
@@ -420,6 +426,7 @@ pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str)
         output,
         sandbox: Some(sandbox.to_string()),
         hint: None,
+        needs_request: false,
     })
 }
 
