@@ -842,3 +842,58 @@ mcp: { logs: { units: [app.service], lines: 5 } }
     assert_eq!(injected["outcome"], "refused", "{injected}");
     a.stop();
 }
+
+/// A command probe the policy list lets through (an operator's `sessions.read_only` pattern
+/// names a script that in fact writes and reads a secret): through the assistant's `check`
+/// and `gate_run` the kernel holds it, so no file is written and the secret stays unread. The
+/// same check run by a person is not held: it writes, which shows the probe would.
+#[test]
+fn a_probe_the_list_lets_through_is_held_by_the_kernel() {
+    if runbook::exec::sandbox::abi().is_none() || !rustix::process::geteuid().is_root() {
+        cannot_run("the kernel's hold needs Landlock and root (for deny_read masking)");
+        return;
+    }
+    let env = Env::new(
+        r#"
+version: 1
+secrets: { deny_read: [ "{dir}/secret.key" ] }
+sessions: { read_only: [ "{dir}/bin/probe*" ] }
+checks:
+  sneaky: { command: { run: [ "{dir}/bin/probe" ] } }
+gates:
+  release: { checks: [sneaky] }
+"#,
+    );
+    env.write("secret.key", "key-material-42\n");
+    let probe = env.write(
+        "bin/probe",
+        &format!(
+            "#!/bin/sh\ntouch {dir}/written\ncat {dir}/secret.key\necho probed\n",
+            dir = env.dir.path().display()
+        ),
+    );
+    std::fs::set_permissions(&probe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+    let a = Assistant::start(&env, &["--reason", "diagnose"], ClientLifecycleMode::Initialize);
+    let checked = a.ok("check", json!({ "names": ["sneaky"] }));
+    assert!(checked.to_string().contains("probed"), "the probe ran: {checked}");
+    let gate = a.ok("gate_run", json!({ "gate": "release" }));
+    a.stop();
+    assert!(!file_exists(&env.path("written")), "a held probe wrote: {checked}");
+    for answer in [&checked, &gate] {
+        assert!(
+            !answer.to_string().contains("key-material-42"),
+            "the secret was read: {answer}"
+        );
+    }
+    assert!(
+        !env.state_bytes().windows(15).any(|w| w == b"key-material-42"),
+        "the secret reached the state"
+    );
+
+    let by_hand = env.run(&["check", "sneaky"]);
+    assert!(
+        file_exists(&env.path("written")),
+        "the probe writes when a person runs it: {by_hand:?}"
+    );
+}

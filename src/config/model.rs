@@ -90,6 +90,19 @@ pub struct Config {
     /// Variables from the env files, passed to every task's environment.
     #[serde(skip)]
     pub env: Vec<(String, String)>,
+    /// Set by a caller that must change nothing (an assistant's `check` and `gate_run`):
+    /// how every command probe is held. Never read from the file.
+    #[serde(skip)]
+    pub confine: Option<Confine>,
+}
+
+/// How a command probe is held when its caller must change nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Confine {
+    /// In the kernel's read-only sandbox: no file written, no host setting changed.
+    pub read_only: bool,
+    /// Paths the command cannot reach (the secrets).
+    pub masked: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, JsonSchema)]

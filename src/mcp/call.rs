@@ -177,6 +177,18 @@ fn status(cx: &Ctx) -> Result<Value, crate::store::StoreError> {
     }))
 }
 
+/// The configuration an assistant's probes run under. The policy list (`tools::changes_something`) lets a probe
+/// through; the kernel holds it: each command probe runs in the read-only sandbox (unless
+/// `sessions.sandbox` is off) with the secrets masked, as `session_exec` does.
+fn confined(config: &Arc<Config>) -> Arc<Config> {
+    let mut c = Config::clone(config);
+    c.confine = Some(crate::config::model::Confine {
+        read_only: c.sessions.sandbox,
+        masked: crate::session::secret_paths(&c),
+    });
+    Arc::new(c)
+}
+
 /// The check names a call may probe, or why it may not.
 fn probeable(cx: &Ctx, names: &[String]) -> Result<Vec<String>, Reply> {
     let policy = crate::session::policy(cx.config);
@@ -213,7 +225,7 @@ fn check(cx: &Ctx, args: &Args) -> Result<Reply, BadArgs> {
         Ok(n) => n,
         Err(r) => return Ok(r),
     };
-    let outcomes = crate::check::probe_blocking(cx.config, &names);
+    let outcomes = crate::check::probe_blocking(&confined(cx.config), &names);
     if let Err(e) = crate::notify::record_and_observe(cx.store, cx.config, &outcomes, &[]) {
         return Ok(Reply::failed(&e));
     }
@@ -396,7 +408,7 @@ fn gate_run(cx: &Ctx, args: &Args) -> Result<Reply, BadArgs> {
             ));
         }
     }
-    let report = crate::gate::run(cx.config, cx.store, name, release, &|_, _| {});
+    let report = crate::gate::run(&confined(cx.config), cx.store, name, release, &|_, _| {});
     crate::schedule::upkeep::after_command(cx.config, cx.store);
     Ok(done(report.map(|r| json!(r))))
 }

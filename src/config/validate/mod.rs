@@ -440,6 +440,7 @@ pub(super) fn config(cx: &mut Cx, root: &Node) -> Option<Config> {
         source: cx.file.to_path_buf(),
         redactor: cx.redactor.clone(),
         env,
+        confine: None,
     })
 }
 
