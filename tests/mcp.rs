@@ -897,3 +897,86 @@ gates:
         "the probe writes when a person runs it: {by_hand:?}"
     );
 }
+
+/// A second client, written by others: the Python MCP SDK, once through the initialize
+/// handshake (2025-11-25) and once through discovery (2026-07-28). Both list the offered tools,
+/// get answers, are refused a state change that then never happens, and leave their calls in
+/// the audit chain under the revision they spoke.
+#[test]
+fn the_python_sdk_speaks_both_revisions() {
+    let has_sdk = std::process::Command::new("python3")
+        .args(["-c", "import mcp"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_sdk {
+        cannot_run("the Python MCP SDK is not installed (pip install mcp)");
+        return;
+    }
+    let env = Env::new(CHECKS);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python_mcp.py");
+    let sentinel = env.path("sentinel");
+    for (mode, revision) in [("legacy", "2025-11-25"), ("auto", "2026-07-28")] {
+        let calls = [
+            json!({ "tool": "status" }),
+            json!({ "tool": "check", "arguments": { "names": ["roomy"] } }),
+            json!({ "tool": "session_exec", "arguments": { "command": ["uptime"] } }),
+            json!({ "tool": "session_exec", "arguments": { "command": ["touch", sentinel] } }),
+            json!({ "tool": "logs", "arguments": { "file": "/etc/shadow" } }),
+        ];
+        let mut child = std::process::Command::new("python3")
+            .arg(&script)
+            .args([mode, BIN])
+            .arg(&env.config)
+            .arg(env.dir.path())
+            .args(["--reason", "python client"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let input: String = calls.iter().map(|c| format!("{c}\n")).collect();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{mode}: {}", String::from_utf8_lossy(&out.stderr));
+        let got: Value = serde_json::from_slice(&out.stdout).expect("the client's JSON");
+        let tools = got["tools"].as_array().unwrap();
+        assert!(
+            tools.contains(&json!("session_exec")) && tools.contains(&json!("check")),
+            "{mode}: {got}"
+        );
+        assert!(
+            !tools.contains(&json!("logs")),
+            "logs is offered only with mcp.logs: {got}"
+        );
+        let answers = got["calls"].as_array().unwrap();
+        assert_eq!(answers[0]["result"]["outcome"], "allowed", "{mode}: {got}");
+        assert_eq!(
+            answers[1]["result"]["result"]["outcomes"][0]["ok"], true,
+            "{mode}: {got}"
+        );
+        assert_eq!(answers[2]["result"]["result"]["exit_code"], 0, "{mode}: {got}");
+        assert_eq!(answers[3]["result"]["outcome"], "refused", "{mode}: {got}");
+        assert_eq!(answers[3]["isError"], true, "{mode}: {got}");
+        assert!(
+            answers[4]["error"].as_str().is_some_and(|e| e.contains("no tool")),
+            "{mode}: {got}"
+        );
+        assert!(!file_exists(&sentinel), "{mode}: a refused command ran");
+
+        let recorded: Vec<Value> = mcp_calls(&env)
+            .into_iter()
+            .filter(|c| c["protocol"] == revision)
+            .collect();
+        assert_eq!(
+            recorded.len(),
+            calls.len(),
+            "{mode}: every call in the chain: {recorded:?}"
+        );
+        for (call, event) in calls.iter().zip(&recorded) {
+            assert_eq!(event["tool"], call["tool"], "{event}");
+            assert_eq!(event["actor"], "mcp:python-assistant", "{event}");
+        }
+    }
+    assert_eq!(env.run(&["audit", "verify"]).code, 0);
+}

@@ -251,7 +251,8 @@ impl ServerHandler for Server {
             .filter(|t| tools::offered(&self.inner.config, t))
             .map(tools::describe)
             .collect();
-        serde_json::from_value(json!({ "tools": tools }))
+        // `resultType` is required from revision 2026-07-28 on; the SDK strips it for older peers.
+        serde_json::from_value(json!({ "tools": tools, "resultType": "complete" }))
             .map_err(|e| ErrorData::internal_error(format!("tool list: {e}"), None))
     }
 

@@ -28,7 +28,7 @@ async def main() -> None:
         for call in calls:
             try:
                 r = await client.call_tool(call["tool"], call.get("arguments", {}))
-                out["calls"].append({"result": r.structuredContent, "isError": bool(r.isError)})
+                out["calls"].append({"result": r.structured_content, "isError": bool(r.is_error)})
             except Exception as e:  # a protocol error is an answer too
                 out["calls"].append({"error": str(e)})
     print(json.dumps(out))
