@@ -634,6 +634,34 @@ fn malformed_requests_are_protocol_errors_and_a_vanished_client_leaves_a_whole_r
     assert_eq!(env.run(&["audit", "verify"]).code, 0);
 }
 
+/// A client that gives up on a call (`notifications/cancelled`, 2025-11-25): its command is
+/// stopped then, not at its bound, both records say so, and the server serves on.
+#[test]
+fn a_cancelled_call_stops_its_command() {
+    let env = Env::new("version: 1\nsessions: { read_only: [\"sleep *\"] }\n");
+    let mut raw = Raw::start(&env);
+    raw.call(2, "session_exec", json!({ "command": ["sleep", "47"] }));
+    assert!(wait_for(Duration::from_secs(10), || {
+        env.count("SELECT count(*) FROM session_commands WHERE decision = 'started'") == 1
+    }));
+    raw.send(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":2,"reason":"moved on"}}"#);
+    // Well before the 47 s the command would take.
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            env.count("SELECT count(*) FROM session_commands WHERE decision = 'cancelled'") == 1
+        }),
+        "the command was not stopped"
+    );
+    assert!(env.count("SELECT duration_ms FROM session_commands WHERE decision = 'cancelled'") < 47_000);
+    raw.call(3, "status", json!({}));
+    let alive = raw.reply(3);
+    assert_eq!(alive["result"]["isError"], false, "{alive}");
+    let calls = mcp_calls(&env);
+    let exec = calls.iter().find(|c| c["tool"] == "session_exec").unwrap();
+    assert_eq!(exec["outcome"], "failed", "{exec}");
+    assert_eq!(env.run(&["audit", "verify"]).code, 0);
+}
+
 #[test]
 fn the_server_serves_a_session_a_person_opened_and_never_an_ended_one() {
     let env = Env::new("version: 1\n");

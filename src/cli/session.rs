@@ -136,7 +136,7 @@ pub fn run(cx: &Ctx, cmd: SessionCmd) -> Result<Outcome, CliError> {
         }
         SessionCmd::Exec { session: id, command } => {
             let id = session_id(id)?;
-            let done = session::exec(&config, &store, id, &command, &cwd())?;
+            let done = session::exec(&config, &store, id, &command, &cwd(), &Default::default())?;
             if cx.out.json {
                 cx.out.json(&done);
             } else if done.decision == "refused" {

@@ -25,6 +25,8 @@ pub struct Ctx<'a> {
     pub cwd: &'a str,
     /// The audit actor of what the assistant does: `mcp:CLIENT`.
     pub actor: &'a str,
+    /// Set when the client cancels the call: stops its command.
+    pub cancel: &'a crate::exec::Cancel,
 }
 
 /// How a call ended, as the audit chain records it.
@@ -307,7 +309,7 @@ fn job(cx: &Ctx, args: &Args) -> Result<Reply, BadArgs> {
 fn session_exec(cx: &Ctx, args: &Args) -> Result<Reply, BadArgs> {
     let argv = args.command("command")?;
     let cwd = args.text("cwd")?.unwrap_or(cx.cwd);
-    let ran = crate::session::exec(cx.config, cx.store, cx.session, &argv, cwd);
+    let ran = crate::session::exec(cx.config, cx.store, cx.session, &argv, cwd, cx.cancel);
     Ok(match ran {
         Ok(mut done) => {
             // The session's hint for a change that needs a request names the CLI; an
@@ -321,7 +323,7 @@ fn session_exec(cx: &Ctx, args: &Args) -> Result<Reply, BadArgs> {
                 outcome: match done.decision.as_str() {
                     "refused" => Outcome::Refused,
                     "ran" => Outcome::Allowed,
-                    // Allowed, but it timed out or could not start.
+                    // Allowed, but it timed out, was cancelled or could not start.
                     _ => Outcome::Failed,
                 },
                 value: json!(done),

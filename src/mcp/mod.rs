@@ -13,18 +13,20 @@ mod logs;
 mod record;
 pub mod tools;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ListToolsResult, PaginatedRequestParams, ProtocolVersion,
-    ServerConfig,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelledNotificationParam, ListToolsResult,
+    PaginatedRequestParams, ProtocolVersion, ServerConfig,
 };
-use rmcp::service::{RequestContext, RoleServer};
+use rmcp::service::{NotificationContext, RequestContext, RoleServer};
 use rmcp::{ErrorData, ServerHandler};
 use serde_json::json;
 
 use crate::config::Config;
+use crate::exec::Cancel;
 use crate::store::Store;
 pub use record::Caller;
 
@@ -74,6 +76,8 @@ struct Inner {
     /// flood of calls could start, and tells the exit which calls to wait for (so a command
     /// whose caller vanished still gets its outcome recorded).
     slots: Arc<tokio::sync::Semaphore>,
+    /// The calls running, by request id: what a `notifications/cancelled` stops.
+    running: Mutex<HashMap<String, Cancel>>,
 }
 
 impl Server {
@@ -85,6 +89,7 @@ impl Server {
                 session,
                 cwd,
                 slots: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CALLS)),
+                running: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -175,6 +180,7 @@ impl Inner {
         caller: &Caller,
         name: &str,
         given: &serde_json::Map<String, serde_json::Value>,
+        cancel: &Cancel,
     ) -> Result<CallToolResult, ErrorData> {
         let actor = caller.actor();
         let cx = call::Ctx {
@@ -183,6 +189,7 @@ impl Inner {
             session: self.session,
             cwd: &self.cwd,
             actor: &actor,
+            cancel,
         };
         // A tool the policy does not offer is unknown by name too.
         let answer = match tools::find(name).filter(|t| tools::offered(&self.config, t)) {
@@ -271,22 +278,65 @@ impl ServerHandler for Server {
             .await
             .map_err(|_| ErrorData::internal_error("the server is stopping", None))?;
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let running = Running::new(&self.inner, context.id.to_string());
         // A plain thread: tools block (probes, commands, the store), and some start runtimes
         // of their own, which a runtime's thread may not.
-        let (asked, who) = (request.clone(), caller.clone());
+        let (asked, who, cancel) = (request.clone(), caller.clone(), running.cancel.clone());
         let spawned = std::thread::Builder::new().name("mcp-call".into()).spawn(move || {
             let _slot = slot;
             let given = asked.arguments.clone().unwrap_or_default();
-            let _ = tx.send(inner.call(&who, &asked.name, &given));
+            let _ = tx.send(inner.call(&who, &asked.name, &given, &cancel));
         });
         if let Err(e) = spawned {
             let given = request.arguments.clone().unwrap_or_default();
             let why = format!("cannot start the call: {e}");
             return Err(self.inner.unanswered(&caller, &request.name, &given, &why));
         }
-        match rx.await {
+        let answer = match rx.await {
             Ok(result) => result.map(CallToolResponse::from),
             Err(_) => Err(ErrorData::internal_error("the call stopped without an answer", None)),
+        };
+        drop(running);
+        answer
+    }
+
+    /// The client gave up on a call (2025-11-25; the SDK does not pass a cancellation of a
+    /// 2026-07-28 call on): its command is stopped, and the call is recorded as it ended.
+    async fn on_cancelled(&self, notification: CancelledNotificationParam, _context: NotificationContext<RoleServer>) {
+        let Some(id) = notification.request_id else { return };
+        let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(cancel) = running.get(&id.to_string()) {
+            tracing::info!(request = %id, reason = notification.reason.as_deref().unwrap_or(""), "the client cancelled a call");
+            cancel.cancel();
         }
+    }
+}
+
+/// A call's entry in `Inner::running`, removed when the call ends.
+struct Running<'a> {
+    inner: &'a Inner,
+    id: String,
+    cancel: Cancel,
+}
+
+impl<'a> Running<'a> {
+    fn new(inner: &'a Inner, id: String) -> Self {
+        let cancel = Cancel::default();
+        inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), cancel.clone());
+        Running { inner, id, cancel }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
     }
 }

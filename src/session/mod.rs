@@ -237,7 +237,15 @@ pub fn secret_paths(config: &Config) -> Vec<std::path::PathBuf> {
 }
 
 /// Classifies and, if allowed, runs `argv` under session `id`.
-pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str) -> Result<Executed, SessionError> {
+/// `cancel` stops the command (TERM, then KILL after its grace): its caller gave up on it.
+pub fn exec(
+    config: &Config,
+    store: &Store,
+    id: i64,
+    argv: &[String],
+    cwd: &str,
+    cancel: &Cancel,
+) -> Result<Executed, SessionError> {
     let session = open(store, id)?;
     // The program is judged, and run, as the file it is: a bare name is looked up in PATH
     // here, so a `.` or a writable directory in PATH cannot lend a name to another program.
@@ -376,7 +384,7 @@ pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str)
         spec.head = limit / 4;
         spec.tail = limit - spec.head;
     }
-    let (decision, reason, exit_code, output, duration_ms) = match exec::run(&spec, &Cancel::default()) {
+    let (decision, reason, exit_code, output, duration_ms) = match exec::run(&spec, cancel) {
         Ok(o) => {
             let output = redact::output(&config.redactor, &o.combined_output());
             let duration = Some(o.duration.as_millis() as i64);
@@ -388,7 +396,14 @@ pub fn exec(config: &Config, store: &Store, id: i64, argv: &[String], cwd: &str)
                     output,
                     duration,
                 ),
-                _ => ("ran", reason, o.exit_code, output, duration),
+                Some(exec::Stop::Shutdown) => (
+                    "cancelled",
+                    format!("{reason}; killed: its caller cancelled it"),
+                    None,
+                    output,
+                    duration,
+                ),
+                None => ("ran", reason, o.exit_code, output, duration),
             }
         }
         Err(e) => (
@@ -658,7 +673,7 @@ pub struct EndRecord {
 pub fn end(config: &Config, store: &Store, id: i64, next: Option<&str>) -> Result<EndRecord, SessionError> {
     let session = open(store, id)?;
     let commands = store.session_commands(id)?;
-    // Started, timed out or ran: each was run (a `started` one by a runbook that stopped
+    // Started, timed out, cancelled or ran: each was run (a `started` one by a runbook that stopped
     // before it ended: its outcome is not known).
     let run = commands.iter().filter(|c| c.decision != "refused").count();
     let approvals: Vec<i64> = commands.iter().filter_map(|c| c.change_id).collect();
