@@ -16,8 +16,7 @@ pub(super) async fn probe(config: &Config, p: &CommandProbe, timeout: Duration) 
     spec.env.extend(p.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     spec.kill_grace = Duration::from_secs(1);
     if let Some(c) = &config.confine {
-        spec.read_only = c.read_only;
-        spec.masked = c.masked.clone();
+        spec.hold(c);
     }
     let expect = p.expect.clone();
     let outcome = tokio::task::spawn_blocking(move || exec::run(&spec, &Cancel::default()))

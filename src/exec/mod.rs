@@ -58,6 +58,12 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// Held as `c` says: the read-only sandbox and the masked paths.
+    pub fn hold(&mut self, c: &crate::config::model::Confine) {
+        self.read_only = c.read_only;
+        self.masked = c.masked.clone();
+    }
+
     pub fn new(argv: Vec<String>, timeout: Duration) -> Self {
         Spec {
             argv,

@@ -184,10 +184,7 @@ fn status(cx: &Ctx) -> Result<Value, crate::store::StoreError> {
 /// `sessions.sandbox` is off) with the secrets masked, as `session_exec` does.
 fn confined(config: &Arc<Config>) -> Arc<Config> {
     let mut c = Config::clone(config);
-    c.confine = Some(crate::config::model::Confine {
-        read_only: c.sessions.sandbox,
-        masked: crate::session::secret_paths(&c),
-    });
+    c.confine = Some(crate::session::confine(&c));
     Arc::new(c)
 }
 

@@ -236,6 +236,15 @@ pub fn secret_paths(config: &Config) -> Vec<std::path::PathBuf> {
     exec::mask::expand(&patterns)
 }
 
+/// How a read-only command of a session is held: in the kernel's read-only sandbox (unless
+/// `sessions.sandbox` is off), every secret path masked.
+pub fn confine(config: &Config) -> crate::config::model::Confine {
+    crate::config::model::Confine {
+        read_only: config.sessions.sandbox,
+        masked: secret_paths(config),
+    }
+}
+
 /// Classifies and, if allowed, runs `argv` under session `id`.
 /// `cancel` stops the command (TERM, then KILL after its grace): its caller gave up on it.
 pub fn exec(
