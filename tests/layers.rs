@@ -37,6 +37,12 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// The top-level modules a source text names through `crate::`, comments left out.
 fn imports(text: &str) -> BTreeSet<String> {
+    names_after(text, "crate::")
+}
+
+/// The first names of the paths a source text names after `prefix` (`crate::`, `super::`), a
+/// path and each name of a `prefix{…}` group, comments left out.
+fn names_after(text: &str, prefix: &str) -> BTreeSet<String> {
     let code: String = text
         .lines()
         .map(|l| l.split_once("//").map_or(l, |(code, _)| code))
@@ -50,8 +56,8 @@ fn imports(text: &str) -> BTreeSet<String> {
     };
     let mut out = BTreeSet::new();
     let mut rest = code.as_str();
-    while let Some(at) = rest.find("crate::") {
-        rest = &rest[at + "crate::".len()..];
+    while let Some(at) = rest.find(prefix) {
+        rest = &rest[at + prefix.len()..];
         if let Some(group) = rest.strip_prefix('{') {
             // The names at depth 0 of the group.
             let (mut depth, mut start) = (0, 0);
@@ -74,8 +80,37 @@ fn imports(text: &str) -> BTreeSet<String> {
             out.insert(ident(rest));
         }
     }
-    out.retain(|m| !m.is_empty() && m != "self");
+    out.retain(|m| !m.is_empty() && m != "self" && m != "super");
     out
+}
+
+/// Within each folder of `src/`: file → the sibling files it imports (`super::NAME` or the
+/// folder's own `crate::…::NAME` path). `mod.rs`, the folder's facade, and unit tests are
+/// left out.
+fn sibling_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let src = Path::new(ROOT).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for f in &files {
+        let dir = f.parent().unwrap();
+        let stem = f.file_stem().unwrap().to_string_lossy().to_string();
+        if dir == src || stem == "mod" {
+            continue;
+        }
+        let folder = dir.strip_prefix(&src).unwrap().to_string_lossy().replace('/', "::");
+        let whole = std::fs::read_to_string(f).unwrap();
+        // A file's unit tests may call the folder's facade by any path; they are not the house.
+        let text = whole.split("\n#[cfg(test)]").next().unwrap_or_default();
+        let mut used = names_after(text, "super::");
+        used.extend(names_after(text, &format!("crate::{folder}::")));
+        let siblings = used
+            .into_iter()
+            .filter(|u| *u != stem && (dir.join(format!("{u}.rs")).is_file() || dir.join(u).join("mod.rs").is_file()))
+            .map(|u| format!("{folder}::{u}"));
+        g.entry(format!("{folder}::{stem}")).or_default().extend(siblings);
+    }
+    g
 }
 
 /// module → the modules it imports.
@@ -113,7 +148,15 @@ fn violations(g: &BTreeMap<String, BTreeSet<String>>, layer: &BTreeMap<String, u
             }
         }
     }
-    // A circle among the modules of one layer: a path back to where it started.
+    bad.extend(circles(g));
+    bad.sort();
+    bad.dedup();
+    bad
+}
+
+/// Every path in `g` back to where it started.
+fn circles(g: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
+    let mut bad = Vec::new();
     for start in g.keys() {
         let mut stack = vec![(start.clone(), vec![start.clone()])];
         let mut seen = BTreeSet::new();
@@ -147,6 +190,22 @@ fn no_module_imports_upward_or_in_a_circle() {
     assert!(
         bad.is_empty(),
         "the house rule of ARCHITECTURE.md is broken:\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn no_file_imports_a_sibling_in_a_circle() {
+    let g = sibling_graph();
+    assert!(g.len() >= 100, "{} files read", g.len());
+    assert!(
+        g.values().any(|used| used.contains("mcp::tools")),
+        "the scan sees sibling imports: {g:?}"
+    );
+    let bad = circles(&g);
+    assert!(
+        bad.is_empty(),
+        "files import each other in a circle:\n{}",
         bad.join("\n")
     );
 }

@@ -652,7 +652,6 @@ fn a_cancelled_call_stops_its_command() {
         }),
         "the command was not stopped"
     );
-    assert!(env.count("SELECT duration_ms FROM session_commands WHERE decision = 'cancelled'") < 47_000);
     raw.call(3, "status", json!({}));
     let alive = raw.reply(3);
     assert_eq!(alive["result"]["isError"], false, "{alive}");

@@ -6,14 +6,7 @@
 
 use serde_json::{Map, Value};
 
-use super::tools::ToolDef;
-
-/// The longest text argument, in bytes.
-pub const MAX_TEXT: usize = 4096;
-/// The most words of a command.
-pub const MAX_ARGV: usize = 256;
-/// The most bytes of a whole command.
-const MAX_COMMAND: usize = 64 * 1024;
+use super::tools::{MAX_ARGV, MAX_COMMAND, MAX_TEXT, ToolDef};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

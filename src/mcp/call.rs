@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::args::{Args, BadArgs};
 use super::logs;
+use super::reply::{Outcome, Reply};
 use super::tools::{self, ToolDef};
 use crate::config::Config;
 use crate::store::{AlertFilter, AlertStatus, RunFilter, Store};
@@ -27,67 +28,6 @@ pub struct Ctx<'a> {
     pub actor: &'a str,
     /// Set when the client cancels the call: stops its command.
     pub cancel: &'a crate::exec::Cancel,
-}
-
-/// How a call ended, as the audit chain records it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Allowed,
-    Refused,
-    PendingApproval,
-    Failed,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Allowed => "allowed",
-            Outcome::Refused => "refused",
-            Outcome::PendingApproval => "pending approval",
-            Outcome::Failed => "failed",
-        }
-    }
-}
-
-/// A tool's answer: what the assistant reads, and how the call ended.
-pub struct Reply {
-    pub outcome: Outcome,
-    pub value: Value,
-}
-
-impl Reply {
-    pub fn allowed(value: Value) -> Self {
-        Reply {
-            outcome: Outcome::Allowed,
-            value,
-        }
-    }
-
-    pub fn refused(reason: impl Into<String>, hint: Option<String>) -> Self {
-        Reply {
-            outcome: Outcome::Refused,
-            value: json!({ "refused": reason.into(), "hint": hint }),
-        }
-    }
-
-    /// A call that broke inside runbook.
-    pub fn broken(why: &str) -> Self {
-        Reply {
-            outcome: Outcome::Failed,
-            value: json!({ "error": why }),
-        }
-    }
-
-    fn failed(e: &(impl Explain + ?Sized)) -> Self {
-        Reply {
-            outcome: Outcome::Failed,
-            value: json!({ "error": e.to_string(), "hint": e.hint() }),
-        }
-    }
-
-    pub fn is_error(&self) -> bool {
-        matches!(self.outcome, Outcome::Refused | Outcome::Failed)
-    }
 }
 
 /// Runs `tool` with `given` arguments. A malformed argument is the caller's protocol error;

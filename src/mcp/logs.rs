@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::call::Reply;
+use super::reply::Reply;
 use crate::config::Config;
 
 const READ_TIMEOUT: Duration = Duration::from_secs(15);

@@ -11,6 +11,7 @@ mod args;
 mod call;
 mod logs;
 mod record;
+mod reply;
 pub mod tools;
 
 use std::collections::HashMap;
@@ -166,7 +167,7 @@ impl Inner {
             caller,
             name,
             given,
-            call::Outcome::Failed,
+            reply::Outcome::Failed,
             Some(json!(why)),
         ) {
             Ok(()) => ErrorData::internal_error(why.to_string(), None),
@@ -196,7 +197,7 @@ impl Inner {
             None => Err(format!("no tool `{}` here", record::clip(name, 64))),
             // A panic in a tool is a failed call, recorded like any other.
             Some(tool) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call::call(&cx, tool, given)))
-                .unwrap_or_else(|_| Ok(call::Reply::broken("the call failed inside runbook")))
+                .unwrap_or_else(|_| Ok(reply::Reply::broken("the call failed inside runbook")))
                 .map_err(|e| e.0),
         };
         let (outcome, detail) = match &answer {
@@ -204,7 +205,7 @@ impl Inner {
                 reply.outcome,
                 reply.value.get("refused").or(reply.value.get("error")).cloned(),
             ),
-            Err(why) => (call::Outcome::Refused, Some(json!(why))),
+            Err(why) => (reply::Outcome::Refused, Some(json!(why))),
         };
         // Fail closed: an answer goes out only once the call is in the audit chain.
         record::call(

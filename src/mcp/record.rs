@@ -6,7 +6,7 @@
 
 use serde_json::{Value, json};
 
-use super::call::Outcome;
+use super::reply::Outcome;
 use crate::audit::Draft;
 use crate::config::Config;
 use crate::store::{Store, StoreError};

@@ -12,6 +12,13 @@ use crate::config::program::{Program, RunArgs};
 use crate::config::{Check, Config};
 use crate::session::{Class, Policy};
 
+/// The longest text argument, in bytes.
+pub const MAX_TEXT: usize = 4096;
+/// The most words of a command.
+pub const MAX_ARGV: usize = 256;
+/// The most bytes of a whole command.
+pub const MAX_COMMAND: usize = 64 * 1024;
+
 /// How a tool behaves, as MCP's annotations say it (hints to the client, not guarantees: the
 /// guarantees are the session's and the kernel's).
 #[derive(Debug, Clone, Copy)]
@@ -54,7 +61,7 @@ fn none() -> Value {
 }
 
 fn text(description: &str) -> Value {
-    json!({ "type": "string", "description": description, "maxLength": super::args::MAX_TEXT })
+    json!({ "type": "string", "description": description, "maxLength": MAX_TEXT })
 }
 
 fn count(description: &str) -> Value {
@@ -63,7 +70,7 @@ fn count(description: &str) -> Value {
 
 fn argv(description: &str) -> Value {
     json!({ "type": "array", "items": { "type": "string" }, "minItems": 1,
-            "maxItems": super::args::MAX_ARGV, "description": description })
+            "maxItems": MAX_ARGV, "description": description })
 }
 
 pub const CATALOGUE: &[ToolDef] = &[
@@ -80,7 +87,7 @@ pub const CATALOGUE: &[ToolDef] = &[
         title: "Probe checks",
         description: "Probe the named checks now (all read-only checks when none are named) and return each outcome. Results are recorded, and alerts opened or resolved, like `runbook check`. Checks that could change something on the host (a command the session policy does not call read-only, an SQL query, an HTTP method other than GET or HEAD) are refused.",
         hints: RECORDS,
-        properties: || json!({ "names": { "type": "array", "items": { "type": "string" }, "maxItems": super::args::MAX_ARGV, "description": "Check names (keys of `checks:`)" } }),
+        properties: || json!({ "names": { "type": "array", "items": { "type": "string" }, "maxItems": MAX_ARGV, "description": "Check names (keys of `checks:`)" } }),
         required: &[],
     },
     ToolDef {

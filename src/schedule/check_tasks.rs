@@ -15,22 +15,6 @@ use super::runner::{RunError, Runner, TaskReport};
 use crate::config::{Config, Task};
 use crate::store::Store;
 
-/// Splits consecutive check tasks by their check's `run_on`: (this host's checks, the
-/// profile's). A check whose `run_on` leaves this host out is in neither.
-pub(super) fn split_by_host<'c>(
-    config: &Config,
-    batch: Vec<&'c CheckTask>,
-) -> (Vec<&'c CheckTask>, Vec<&'c CheckTask>) {
-    batch
-        .into_iter()
-        .filter(|t| {
-            config.checks[&t.check]
-                .run_on
-                .includes(&config.host, &config.host_labels)
-        })
-        .partition(|t| !config.checks[&t.check].run_on.is_any())
-}
-
 /// The checks of `profile` that this host probes at each of the profile's ticks while another
 /// host leads and runs the profile: those whose own `run_on` includes this host.
 pub fn host_checks(config: &Config, profile: &str) -> Vec<String> {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::alert::Observation;
 use crate::audit::Draft;
 use crate::clock;
-use crate::config::{Config, GitSync, Task};
+use crate::config::{CheckTask, Config, GitSync, Task};
 use crate::exec::{self, Cancel, Spec, Stop};
 use crate::notify;
 use crate::store::{NewRun, RunFinish, RunKind, RunStatus, Store, Trigger};
@@ -288,7 +288,7 @@ impl<'a> Runner<'a> {
                     }
                     // A check of some hosts (its `run_on`) is probed on those only, and judged
                     // for the host; the others in the batch are the profile's.
-                    let (of_host, of_profile) = super::check_tasks::split_by_host(self.config, batch);
+                    let (of_host, of_profile) = split_by_host(self.config, batch);
                     let retry = only.and(retry_of);
                     if !of_profile.is_empty() {
                         report
@@ -450,4 +450,17 @@ impl Runner<'_> {
     pub fn retry_profile(&self, name: &str, retry_of: i64) -> Result<ProfileReport, RunError> {
         self.run(name, Trigger::Retry, None, Some(retry_of))
     }
+}
+
+/// Splits consecutive check tasks by their check's `run_on`: (this host's checks, the
+/// profile's). A check whose `run_on` leaves this host out is in neither.
+fn split_by_host<'c>(config: &Config, batch: Vec<&'c CheckTask>) -> (Vec<&'c CheckTask>, Vec<&'c CheckTask>) {
+    batch
+        .into_iter()
+        .filter(|t| {
+            config.checks[&t.check]
+                .run_on
+                .includes(&config.host, &config.host_labels)
+        })
+        .partition(|t| !config.checks[&t.check].run_on.is_any())
 }

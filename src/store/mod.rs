@@ -17,6 +17,7 @@ pub mod copy;
 pub mod db;
 mod deploys;
 pub mod drift;
+mod fence;
 pub mod fleet;
 mod gates;
 pub mod head;

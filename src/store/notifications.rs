@@ -180,7 +180,7 @@ impl Store {
                  OR (CAST(?2 AS BIGINT) IS NOT NULL AND term < ?2)) ORDER BY id"
             ))
             .map_err(self.err("reading notifications"))?;
-        stmt.query_map(params![before, super::fleet::current_fence()], from_row)
+        stmt.query_map(params![before, super::fence::current_fence()], from_row)
             .and_then(|r| r.collect())
             .map_err(self.err("reading notifications"))
     }

@@ -337,7 +337,7 @@ impl Pooled<'_> {
             .as_ref()
             .expect("a pooled connection is present until dropped");
         // A fenced transaction names its lease term; the fence trigger checks it (see `fleet`).
-        let fence = super::fleet::current_fence()
+        let fence = super::fence::current_fence()
             .map(|t| format!("; SET LOCAL runbook.term = '{t}'"))
             .unwrap_or_default();
         conn.batch(&format!(
@@ -385,7 +385,7 @@ impl Pooled<'_> {
                 |r| r.get(0),
             )?;
             if fenced < 4 {
-                tx.execute_batch(super::fleet::PG_FENCE)?;
+                tx.execute_batch(super::fence::PG_FENCE)?;
             }
             Ok(())
         })?;
