@@ -442,3 +442,52 @@ fn a_session_linked_to_an_incident_is_in_its_timeline_even_after_it_closed() {
         "{kinds:?}"
     );
 }
+
+/// Writers of one note at once, each its own process: incident lines, updates and the
+/// end-of-session records of sessions linked to the incident. Every one of them is in the note
+/// afterwards, whole and on its own line; the note that was opened is the one that stays.
+#[test]
+fn concurrent_writers_of_a_note_lose_nothing() {
+    let env = env();
+    let opened = env.run(&[
+        "incident",
+        "open",
+        "api-down",
+        "--severity",
+        "sev1",
+        "--title",
+        "API down",
+    ]);
+    assert_eq!(opened.code, 0, "{}", opened.stderr);
+    let sessions: Vec<String> = (0..4)
+        .map(|n| session_for(&env, "diagnostic", &format!("look {n}"), "api-down").1)
+        .collect();
+    let mut writers = Vec::new();
+    for n in 0..16 {
+        let mut c = env.cmd();
+        c.args(["incident", "log", "api-down", &format!("line {n} of the timeline")]);
+        writers.push(c.spawn().unwrap());
+    }
+    for id in &sessions {
+        let mut c = env.cmd();
+        c.args(["session", "end", "--session", id]);
+        writers.push(c.spawn().unwrap());
+    }
+    for mut w in writers {
+        assert!(w.wait().unwrap().success());
+    }
+    let notes = env.names("notes");
+    assert_eq!(notes.len(), 1, "one note, no temporary file left: {notes:?}");
+    let note = std::fs::read_to_string(env.path("notes").join(&notes[0])).unwrap();
+    assert!(note.starts_with("# API down\n"), "{note}");
+    for n in 0..16 {
+        let line = format!(" line {n} of the timeline\n");
+        assert_eq!(note.matches(&line).count(), 1, "line {n} lost or doubled:\n{note}");
+    }
+    for id in &sessions {
+        assert!(
+            note.contains(&format!("## Session {id} (")),
+            "session {id}'s record lost:\n{note}"
+        );
+    }
+}

@@ -46,27 +46,10 @@ pub fn write(dir: &Path, gate: &str, stamp: &str, mut doc: serde_json::Value) ->
             format!("{gate}-{stamp}-{n}.json")
         };
         let path = dir.join(name);
-        let tmp = dir.join(format!(".{gate}-{stamp}-{n}.json.tmp"));
-        std::fs::write(&tmp, &text)
-            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-            .map_err(|e| io(&tmp, e))?;
-        // A hard link does not replace: an evidence file is never overwritten.
-        match std::fs::hard_link(&tmp, &path) {
-            Ok(()) => {
-                let _ = std::fs::remove_file(&tmp);
-                if let Ok(d) = std::fs::File::open(dir) {
-                    let _ = d.sync_all();
-                }
-                return Ok((path, sha));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let _ = std::fs::remove_file(&tmp);
-                n += 1;
-            }
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(io(&path, e));
-            }
+        // A new name only: an evidence file is never overwritten.
+        if crate::util::file::create_new(&path, text.as_bytes()).map_err(|e| io(&path, e))? {
+            return Ok((path, sha));
         }
+        n += 1;
     }
 }

@@ -138,25 +138,13 @@ fn fill(config: &Config, store: &Store, template: &str, i: &Incident) -> Result<
 const DEFAULT_TEMPLATE: &str = "# {{title}}\n\n- severity: {{severity}} {{meaning}}\n- host: {{host}} (runbook {{version}})\n- opened: {{opened_at}} by {{commander}}\n- open alerts: {{open_alerts}}\n- live release: {{release}}\n- last deploy: {{last_deploy}}\n- last verified backup: {{last_verified_backup}}\n\n## Timeline\n";
 
 /// Writes `text` as the note's new content: a temporary file synced, then renamed.
-fn write_note(path: &std::path::Path, text: &str) -> Result<(), IncidentError> {
-    let tmp = path.with_extension("md.tmp");
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| IncidentError::Io(path.to_path_buf(), e))
-}
-
-/// Adds a section to the note, atomically (the whole note rewritten beside it, then renamed).
+/// Adds a section to the note in one `O_APPEND` write: other writers at the same time (an
+/// update, a session's end-of-session record) are never lost, and a person's edits stay.
 fn append_note(i: &Incident, section: &str) -> Result<(), IncidentError> {
     let Some(path) = i.note.as_deref().map(PathBuf::from) else {
         return Ok(());
     };
-    let mut text = std::fs::read_to_string(&path).unwrap_or_default();
-    if !text.ends_with('\n') && !text.is_empty() {
-        text.push('\n');
-    }
-    text.push_str(section);
-    write_note(&path, &text)
+    crate::util::file::append_or_create(&path, section).map_err(|e| IncidentError::Io(path, e))
 }
 
 /// Opens incident `slug` (or returns the one already open under it).
@@ -209,9 +197,8 @@ pub fn open(
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| IncidentError::Io(dir.to_path_buf(), e))?;
         }
-        if !path.exists() {
-            write_note(path, &text)?;
-        }
+        // A note already there (the same slug opened by another process) is kept.
+        crate::util::file::create_new(path, text.as_bytes()).map_err(|e| IncidentError::Io(path.clone(), e))?;
     }
     let d = draft(
         config,

@@ -743,7 +743,7 @@ pub fn end(config: &Config, store: &Store, id: i64, next: Option<&str>) -> Resul
     );
     store.end_session(id, &at, Some(&next_step), &draft)?;
     if let Some(path) = note_path {
-        match note::append(&path, &note::markdown(&record, &commands)) {
+        match crate::util::file::append(&path, &note::markdown(&record, &commands)) {
             Ok(()) => record.incident_note = Some(path.display().to_string()),
             Err(e) => record.incident_note_error = Some(format!("{}: {e}", path.display())),
         }

@@ -89,28 +89,6 @@ pub fn markdown(r: &EndRecord, commands: &[SessionCommand]) -> String {
     out
 }
 
-/// Appends `text` to the note at `path` in one write with `O_APPEND` (so sessions ending at
-/// the same time never overwrite each other's record, and the note keeps its owner, mode
-/// and links), then syncs it.
-pub fn append(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::{Read, Seek, SeekFrom, Write};
-    let mut f = std::fs::OpenOptions::new().read(true).append(true).open(path)?;
-    // A note whose last line has no newline gets one, so the record starts on its own line.
-    let mut last = [0u8; 1];
-    let len = f.metadata()?.len();
-    let mut out = String::with_capacity(text.len() + 1);
-    if len > 0 {
-        f.seek(SeekFrom::Start(len - 1))?;
-        f.read_exact(&mut last)?;
-        if last[0] != b'\n' {
-            out.push('\n');
-        }
-    }
-    out.push_str(text);
-    f.write_all(out.as_bytes())?;
-    f.sync_data()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

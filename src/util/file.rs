@@ -1,0 +1,108 @@
+//! Files that several processes write at once: a new file that never replaces one already
+//! there, and an append that never loses another writer's.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A temporary name beside `path` that no other writer uses: this process's id and a count.
+fn temporary(path: &Path) -> PathBuf {
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    path.with_file_name(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        COUNT.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Creates `path` holding `bytes`, whole or not at all: written under a temporary name, synced,
+/// then linked to `path` (a link never replaces). `Ok(false)`: `path` was there already and is
+/// untouched.
+pub fn create_new(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+    let tmp = temporary(path);
+    let linked = std::fs::File::create_new(&tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            if let Some(dir) = path.parent()
+                && let Ok(d) = std::fs::File::open(dir)
+            {
+                let _ = d.sync_all();
+            }
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Appends `text` to the file at `path` in one write with `O_APPEND`, then syncs it: writers
+/// at the same time never overwrite each other, and the file keeps its owner, mode and links.
+/// A file whose last line has no newline gets one first, so `text` starts on its own line.
+pub fn append(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new().read(true).append(true).open(path)?;
+    let len = f.metadata()?.len();
+    let mut out = String::with_capacity(text.len() + 1);
+    if len > 0 {
+        let mut last = [0u8; 1];
+        f.seek(SeekFrom::Start(len - 1))?;
+        f.read_exact(&mut last)?;
+        if last[0] != b'\n' {
+            out.push('\n');
+        }
+    }
+    out.push_str(text);
+    f.write_all(out.as_bytes())?;
+    f.sync_data()
+}
+
+/// Appends `text` to `path`, creating the file with `text` if there is none.
+pub fn append_or_create(path: &Path, text: &str) -> std::io::Result<()> {
+    loop {
+        match append(path, text) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if create_new(path, text.as_bytes())? {
+                    return Ok(());
+                }
+                // Another writer created it meanwhile: append to theirs.
+            }
+            done => return done,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_file_never_replaces_and_leaves_no_temporary() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("note.md");
+        assert!(create_new(&p, b"first\n").unwrap());
+        assert!(!create_new(&p, b"second\n").unwrap());
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "first\n");
+        append(&p, "- more").unwrap();
+        std::fs::write(d.path().join("bare"), "no newline").unwrap();
+        append_or_create(&d.path().join("bare"), "next\n").unwrap();
+        append_or_create(&d.path().join("new"), "made\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "first\n- more");
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("bare")).unwrap(),
+            "no newline\nnext\n"
+        );
+        assert_eq!(std::fs::read_to_string(d.path().join("new")).unwrap(), "made\n");
+        let mut names: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["bare", "new", "note.md"]);
+    }
+}
