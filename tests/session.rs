@@ -1022,3 +1022,66 @@ fn sessions_limits_output_bounds_what_is_shown_and_what_is_kept() {
     let bad = Env::new("version: 1\nsessions: { limits: { output: lots } }\n");
     assert_eq!(bad.run(&["config", "check"]).code, 2);
 }
+
+/// A read-only command's one writable place is a scratch directory of its own (its TMPDIR),
+/// gone when the command ends: a script that writes there and elsewhere leaves nothing, and
+/// `runbook backup verify` (which copies a database out of the archive to check it) works in a
+/// diagnostic session, says its outcome is not recorded, and changes no byte of the state.
+#[test]
+fn a_read_only_command_writes_only_a_scratch_directory_that_goes_with_it() {
+    if runbook::exec::sandbox::abi().is_none() || !rustix::process::geteuid().is_root() {
+        cannot_run("the read-only sandbox needs Landlock (and root to mask secrets)");
+        return;
+    }
+    let env = Env::new(
+        "version: 1\nsessions: { read_only: [\"{dir}/bin/probe*\"] }\nbackups:\n  main: { sources: [ { dir: data }, { sqlite: app.db } ], dest: archives, level: 1 }\n",
+    );
+    env.write("data/a.txt", "a\n");
+    let db = rusqlite::Connection::open(env.path("app.db")).unwrap();
+    db.execute_batch("CREATE TABLE jobs (id INTEGER PRIMARY KEY); INSERT INTO jobs DEFAULT VALUES;")
+        .unwrap();
+    drop(db);
+    let created = env.run(&["backup", "create", "main", "--json"]);
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    let archive = created.json()["path"].as_str().unwrap().to_string();
+    let probe = env.write(
+        "bin/probe",
+        &format!(
+            "#!/bin/sh\necho \"$TMPDIR\"\necho kept > \"$TMPDIR/work\" && cat \"$TMPDIR/work\"\ntouch {}/outside\n",
+            env.dir.path().display()
+        ),
+    );
+    std::fs::set_permissions(&probe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let s = start(&env, "diagnostic");
+
+    let out = exec(&env, &s, &[probe.to_str().unwrap()]);
+    let mut lines = out.stdout.lines();
+    let scratch = std::path::PathBuf::from(lines.next().unwrap_or_default());
+    assert_eq!(lines.next(), Some("kept"), "the scratch directory is writable: {out:?}");
+    assert!(
+        scratch.is_absolute() && !scratch.exists(),
+        "{scratch:?} outlived the command"
+    );
+    assert!(
+        !file_exists(&env.path("outside")),
+        "the command wrote outside its scratch"
+    );
+
+    // runbook.yaml is in the command's directory: it is the session's own configuration.
+    let verified = exec(&env, &s, &[BIN, "backup", "verify", &archive]);
+    let said = format!("{}{}", verified.stdout, verified.stderr);
+    assert_eq!(verified.code, 0, "{said}");
+    assert!(said.contains("ok: ") && said.contains("app.db"), "{said}");
+    let shown = env.json(&["session", "show", &s]).1;
+    let last = shown["commands"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["decision"], "ran", "{last}");
+    // A state file is a file: the sandbox keeps it as it was. A PostgreSQL state is reached
+    // over the network, which the sandbox leaves open: there the outcome is recorded.
+    let recorded = env.count("SELECT count(*) FROM audit_events WHERE kind = 'backup.verified'");
+    if on_postgres() {
+        assert_eq!(recorded, 1, "{said}");
+    } else {
+        assert!(said.contains("not recorded"), "{said}");
+        assert_eq!(recorded, 0);
+    }
+}

@@ -47,6 +47,9 @@ pub struct VerifyReport {
     /// archive (the key to decrypt it, scratch space for a database's copy).
     #[serde(skip)]
     pub unchecked: usize,
+    /// Why the outcome is not in the state (it is read-only here: a diagnostic session).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_recorded: Option<String>,
 }
 
 /// Pairs as a JSON object, in their order.
@@ -75,6 +78,7 @@ impl VerifyReport {
             duration_ms: 0,
             manifest: None,
             unchecked: 0,
+            not_recorded: None,
         }
     }
 }
@@ -402,7 +406,15 @@ pub fn verify_and_record(
     } else {
         verify(path, super::crypt::identity_for(config, path).as_deref(), progress)?
     };
-    record(config, store, &report, known)?;
+    let mut report = report;
+    match record(config, store, &report, known) {
+        // The verification stands on its own: what a read-only state (a diagnostic session's
+        // sandbox) cannot keep is said, not turned into a failure of the archive.
+        Err(BackupError::Store(e)) if e.is_read_only() => {
+            report.not_recorded = Some(format!("the state is read-only here ({e})"));
+        }
+        r => r?,
+    }
     Ok(report)
 }
 

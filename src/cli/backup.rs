@@ -392,6 +392,9 @@ pub fn run(cx: &Ctx, cmd: BackupCmd) -> Result<Outcome, CliError> {
             let bar = Bar::new(cx);
             let report = backup::verify::verify_and_record(&config, &store, &path, &|p| bar.report(p))?;
             drop(bar);
+            if let Some(why) = &report.not_recorded {
+                eprintln!("warning: this verification is not recorded: {why}; run it outside a session to record it");
+            }
             cx.out.either(&report, || {
                 if report.ok {
                     cx.out.line(format!(

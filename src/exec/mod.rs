@@ -198,9 +198,24 @@ pub fn run(spec: &Spec, cancel: &Cancel) -> Result<Outcome, ExecError> {
     limits::prepare_child(&mut cmd, &spec.limits, spec.limits.systemd_run);
     // Masks first: the sandbox drops the capability that mounting needs.
     mask::Masks::new(&spec.masked)?.apply(&mut cmd);
+    // A sandboxed command's one writable place (its TMPDIR), removed when it has ended: tools
+    // that need a temporary file work, and nothing they write outlives them.
+    let scratch = match spec.read_only {
+        true => Some(
+            tempfile::Builder::new()
+                .prefix("runbook-scratch-")
+                .tempdir()
+                .map_err(sandbox::SandboxError::Setup)?,
+        ),
+        false => None,
+    };
     // Kept alive until the child has executed its program (`spawn` returns after that).
-    let sandbox = spec.read_only.then(sandbox::ReadOnly::new).transpose()?;
-    if let Some(s) = &sandbox {
+    let sandbox = match &scratch {
+        Some(dir) => Some(sandbox::ReadOnly::new(Some(dir.path()))?),
+        None => None,
+    };
+    if let (Some(s), Some(dir)) = (&sandbox, &scratch) {
+        cmd.env("TMPDIR", dir.path());
         s.apply(&mut cmd);
     }
 

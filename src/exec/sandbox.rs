@@ -97,9 +97,10 @@ pub struct ReadOnly {
 
 impl ReadOnly {
     /// Builds the ruleset: every way of changing the filesystem is handled, and allowed only
-    /// on `/dev/null` and the terminal; with ABI 6 or later, signals and abstract sockets are
-    /// scoped to the sandbox.
-    pub fn new() -> Result<Self, SandboxError> {
+    /// on `/dev/null`, the terminal and beneath `scratch` (a directory of the command's own,
+    /// removed when it ends); with ABI 6 or later, signals and abstract sockets are scoped to
+    /// the sandbox.
+    pub fn new(scratch: Option<&std::path::Path>) -> Result<Self, SandboxError> {
         let abi = abi().ok_or(SandboxError::Unsupported)?;
         let mut fs = FS_WRITE_FILE
             | FS_REMOVE_DIR
@@ -146,12 +147,18 @@ impl ReadOnly {
         }
         // SAFETY: the kernel just returned this descriptor (O_CLOEXEC) and nothing else owns it.
         let ruleset = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-        for (path, access) in [
-            ("/dev/null", FS_WRITE_FILE | if abi >= 3 { FS_TRUNCATE } else { 0 }),
-            ("/dev/tty", FS_WRITE_FILE),
-        ] {
-            let Ok(file) = std::fs::File::open(path) else {
-                continue;
+        let fixed = [
+            (
+                "/dev/null".as_ref(),
+                FS_WRITE_FILE | if abi >= 3 { FS_TRUNCATE } else { 0 },
+            ),
+            ("/dev/tty".as_ref(), FS_WRITE_FILE),
+        ];
+        for (path, access) in fixed.into_iter().chain(scratch.map(|d| (d, fs))) {
+            let file = match std::fs::File::open(path) {
+                Ok(f) => f,
+                Err(e) if scratch == Some(path) => return Err(SandboxError::Setup(e)),
+                Err(_) => continue,
             };
             let rule = PathBeneathAttr {
                 allowed_access: access,
@@ -248,7 +255,8 @@ mod tests {
 
     #[test]
     fn a_sandboxed_command_cannot_write_but_reads_and_writes_to_dev_null() {
-        let Ok(sandbox) = ReadOnly::new() else {
+        let scratch = tempfile::tempdir().unwrap();
+        let Ok(sandbox) = ReadOnly::new(Some(scratch.path())) else {
             assert!(
                 std::env::var("RUNBOOK_TEST_REQUIRE").is_err(),
                 "RUNBOOK_TEST_REQUIRE is set and this kernel has no Landlock"
@@ -260,22 +268,29 @@ mod tests {
         let sentinel = dir.path().join("sentinel");
         std::fs::write(&sentinel, "before").unwrap();
         let script = format!(
-            "echo changed > {0}; true > {0}; truncate -s 0 {0}; rm -f {0}; ln -s x {1}/link; mv {0} {1}/moved; touch {1}/new; mkdir {1}/d; cat {0} > /dev/null && echo read-ok > /dev/null && echo done",
+            "echo changed > {0}; true > {0}; truncate -s 0 {0}; rm -f {0}; ln -s x {1}/link; mv {0} {1}/moved; touch {1}/new; mkdir {1}/d; cp {0} {2}/escaped; mkdir {2}/d && echo scratch > {2}/d/f && mv {2}/d/f {1}/out; cat {0} > /dev/null && echo read-ok > /dev/null && cat {2}/d/f",
             sentinel.display(),
-            dir.path().display()
+            dir.path().display(),
+            scratch.path().display()
         );
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c").arg(&script);
         sandbox.apply(&mut cmd);
         let out = cmd.output().unwrap();
+        // It writes beneath its scratch directory, and nowhere else, not even from there.
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).trim(),
-            "done",
+            "scratch",
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
         assert_eq!(std::fs::read_to_string(&sentinel).unwrap(), "before");
         assert!(!dir.path().join("new").exists() && !dir.path().join("d").exists());
+        assert!(
+            !dir.path().join("out").exists(),
+            "a file moved out of the scratch directory"
+        );
+        assert_eq!(std::fs::read(scratch.path().join("escaped")).unwrap(), b"before");
         // runbook itself is not restricted.
         std::fs::write(&sentinel, "after").unwrap();
     }

@@ -145,7 +145,7 @@ pub fn start(
         return Err(SessionError::BadIncident(i.into()));
     }
     if mode == "diagnostic" && config.sessions.sandbox {
-        crate::exec::sandbox::ReadOnly::new().map_err(SessionError::NoSandbox)?;
+        crate::exec::sandbox::ReadOnly::new(None).map_err(SessionError::NoSandbox)?;
     }
     let actor = crate::audit::actor::current();
     let list = checklist(config, mode, incident);

@@ -74,6 +74,28 @@ pub enum StoreError {
     Lock { name: String, place: String, error: String },
 }
 
+impl StoreError {
+    /// Whether the state file could not be written because it, or its directory, is read-only
+    /// to this process (permissions, a read-only mount, the kernel's read-only sandbox).
+    pub fn is_read_only(&self) -> bool {
+        use rusqlite::ErrorCode;
+        match self {
+            StoreError::Open {
+                source: DbError::Sqlite(e),
+                ..
+            }
+            | StoreError::Query {
+                source: DbError::Sqlite(e),
+                ..
+            } => matches!(
+                e.sqlite_error_code(),
+                Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied)
+            ),
+            _ => false,
+        }
+    }
+}
+
 impl crate::util::Explain for StoreError {
     fn class(&self) -> crate::util::ExitClass {
         crate::util::ExitClass::Internal
