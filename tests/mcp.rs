@@ -420,8 +420,7 @@ mcp:
 /// tools: 0 escapes, every call in the audit chain.
 #[test]
 fn the_hostile_corpus_escapes_through_no_tool() {
-    if runbook::exec::sandbox::abi().is_none() || !rustix::process::geteuid().is_root() {
-        cannot_run("the corpus needs Landlock and root (for deny_read masking)");
+    if !sandbox_here("the corpus") {
         return;
     }
     let mut h = Hostile::new(
@@ -876,8 +875,7 @@ mcp: { logs: { units: [app.service], lines: 5 } }
 /// same check run by a person is not held: it writes, which shows the probe would.
 #[test]
 fn a_probe_the_list_lets_through_is_held_by_the_kernel() {
-    if runbook::exec::sandbox::abi().is_none() || !rustix::process::geteuid().is_root() {
-        cannot_run("the kernel's hold needs Landlock and root (for deny_read masking)");
+    if !sandbox_here("the kernel's hold") {
         return;
     }
     let env = Env::new(

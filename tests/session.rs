@@ -631,8 +631,7 @@ fn the_session_comes_from_runbook_session_and_an_approval_can_allow_n_runs() {
 /// the host name and clock stay, the process outside survives.
 #[test]
 fn commands_wrongly_listed_read_only_still_change_nothing_under_the_kernel_sandbox() {
-    if runbook::exec::sandbox::abi().is_none() {
-        cannot_run("no Landlock on this kernel");
+    if !sandbox_here("the read-only sandbox") {
         return;
     }
     let env = Env::new(
@@ -964,8 +963,7 @@ fn the_documented_order_works_request_in_diagnosis_run_in_maintenance() {
 
 #[test]
 fn another_process_environment_stays_unread_in_a_diagnostic_session() {
-    if runbook::exec::sandbox::abi().is_none() {
-        cannot_run("no Landlock on this kernel");
+    if !sandbox_here("the read-only sandbox") {
         return;
     }
     let env = Env::new("version: 1\n");
@@ -1029,8 +1027,7 @@ fn sessions_limits_output_bounds_what_is_shown_and_what_is_kept() {
 /// diagnostic session, says its outcome is not recorded, and changes no byte of the state.
 #[test]
 fn a_read_only_command_writes_only_a_scratch_directory_that_goes_with_it() {
-    if runbook::exec::sandbox::abi().is_none() || !rustix::process::geteuid().is_root() {
-        cannot_run("the read-only sandbox needs Landlock (and root to mask secrets)");
+    if !sandbox_here("the read-only sandbox") {
         return;
     }
     let env = Env::new(

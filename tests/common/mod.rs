@@ -533,6 +533,16 @@ pub fn cannot_run(why: &str) {
     eprintln!("note: skipping: {why}");
 }
 
+/// Whether the kernel's read-only sandbox can hold a test's commands here: Landlock, and root
+/// (masking secrets takes a mount namespace). If not, says why through `cannot_run`.
+pub fn sandbox_here(what: &str) -> bool {
+    if runbook::exec::sandbox::abi().is_some() && rustix::process::geteuid().is_root() {
+        return true;
+    }
+    cannot_run(&format!("{what} needs Landlock and root (for deny_read masking)"));
+    false
+}
+
 /// A new API token of `scope` (read or write) named `name`, as `token create` prints it.
 pub fn create_token(env: &Env, name: &str, scope: &str) -> String {
     let out = env.run(&["token", "create", name, "--scope", scope]);
