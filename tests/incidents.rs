@@ -491,3 +491,43 @@ fn concurrent_writers_of_a_note_lose_nothing() {
         );
     }
 }
+
+/// Eight processes open one slug at once, each with a title of its own: one incident, one
+/// note, and the note's title is the incident's. A note that is gone is made again from the
+/// template by the next line written to it.
+#[test]
+fn one_slug_opened_at_once_is_one_incident_with_its_own_note() {
+    let env = env();
+    let openers: Vec<_> = (0..8)
+        .map(|n| {
+            let mut c = env.cmd();
+            c.args(["incident", "open", "db-slow", "--severity", "sev2", "--title"])
+                .arg(format!("opened by {n}"));
+            c.spawn().unwrap()
+        })
+        .collect();
+    for mut o in openers {
+        assert!(o.wait().unwrap().success());
+    }
+    assert_eq!(env.count("SELECT count(*) FROM incidents"), 1);
+    let (_, shown) = env.json(&["incident", "show", "db-slow"]);
+    let title = shown["incident"]["title"]
+        .as_str()
+        .or(shown["title"].as_str())
+        .unwrap_or_else(|| panic!("{shown}"))
+        .to_string();
+    let notes = env.names("notes");
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    let path = env.path("notes").join(&notes[0]);
+    let note = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        note.starts_with(&format!("# {title}\n")),
+        "the note is not the incident's ({title}):\n{note}"
+    );
+
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(env.run(&["incident", "log", "db-slow", "replica lag 40s"]).code, 0);
+    let again = std::fs::read_to_string(&path).unwrap();
+    assert!(again.starts_with(&format!("# {title}\n")), "{again}");
+    assert!(again.trim_end().ends_with("replica lag 40s"), "{again}");
+}

@@ -138,13 +138,40 @@ fn fill(config: &Config, store: &Store, template: &str, i: &Incident) -> Result<
 const DEFAULT_TEMPLATE: &str = "# {{title}}\n\n- severity: {{severity}} {{meaning}}\n- host: {{host}} (runbook {{version}})\n- opened: {{opened_at}} by {{commander}}\n- open alerts: {{open_alerts}}\n- live release: {{release}}\n- last deploy: {{last_deploy}}\n- last verified backup: {{last_verified_backup}}\n\n## Timeline\n";
 
 /// Writes `text` as the note's new content: a temporary file synced, then renamed.
+/// The note of `i` as the template makes it.
+fn note_text(config: &Config, store: &Store, i: &Incident) -> Result<String, IncidentError> {
+    let template = match &config.incidents.template {
+        Some(t) => std::fs::read_to_string(t).map_err(|e| IncidentError::Io(t.clone(), e))?,
+        None => DEFAULT_TEMPLATE.to_string(),
+    };
+    fill(config, store, &template, i)
+}
+
+/// Creates the note at `path` with `text`, whole; a note already there is kept.
+fn create_note(path: &std::path::Path, text: &str) -> Result<bool, IncidentError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| IncidentError::Io(dir.to_path_buf(), e))?;
+    }
+    crate::util::file::create_new(path, text.as_bytes()).map_err(|e| IncidentError::Io(path.to_path_buf(), e))
+}
+
 /// Adds a section to the note in one `O_APPEND` write: other writers at the same time (an
-/// update, a session's end-of-session record) are never lost, and a person's edits stay.
-fn append_note(i: &Incident, section: &str) -> Result<(), IncidentError> {
+/// update, a session's end-of-session record) are never lost, and a person's edits stay. A
+/// note that is gone is made again from the template, with the section.
+fn append_note(config: &Config, store: &Store, i: &Incident, section: &str) -> Result<(), IncidentError> {
     let Some(path) = i.note.as_deref().map(PathBuf::from) else {
         return Ok(());
     };
-    crate::util::file::append_or_create(&path, section).map_err(|e| IncidentError::Io(path, e))
+    loop {
+        match crate::util::file::append(&path, section) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if create_note(&path, &(note_text(config, store, i)? + section))? {
+                    return Ok(());
+                }
+            }
+            r => return r.map_err(|e| IncidentError::Io(path, e)),
+        }
+    }
 }
 
 /// Opens incident `slug` (or returns the one already open under it).
@@ -188,18 +215,10 @@ pub fn open(
         updated_at: clock::to_text(now),
         closed_at: None,
     };
-    if let Some(path) = &note {
-        let template = match &config.incidents.template {
-            Some(t) => std::fs::read_to_string(t).map_err(|e| IncidentError::Io(t.clone(), e))?,
-            None => DEFAULT_TEMPLATE.to_string(),
-        };
-        let text = fill(config, store, &template, &i)?;
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| IncidentError::Io(dir.to_path_buf(), e))?;
-        }
-        // A note already there (the same slug opened by another process) is kept.
-        crate::util::file::create_new(path, text.as_bytes()).map_err(|e| IncidentError::Io(path.clone(), e))?;
-    }
+    // Made before the row (a template that cannot be read opens nothing), written after it and
+    // only by the process whose row it is: two opening one slug at once leave one note, the
+    // one that matches the incident.
+    let text = note.as_ref().map(|_| note_text(config, store, &i)).transpose()?;
     let d = draft(
         config,
         "incident.opened",
@@ -208,6 +227,9 @@ pub fn open(
     );
     let (stored, new) = store.open_incident(&i, &d)?;
     i = stored;
+    if let (true, Some(path), Some(text)) = (new, &note, &text) {
+        create_note(path, text)?;
+    }
     if new {
         tell(config, store, &i, &format!("opened: {title}"))?;
     }
@@ -273,6 +295,8 @@ pub fn status(
         &draft(config, "incident.status", &i, json!({ "state": to, "note": note })),
     )?;
     append_note(
+        config,
+        store,
         &i,
         &format!(
             "\n- {now} **{to}**{}\n",
@@ -294,7 +318,7 @@ pub fn log(config: &Config, store: &Store, id: &str, text: &str) -> Result<Incid
     let now = clock::to_text(clock::now());
     i.updated_at = now.clone();
     store.update_incident(&i, &draft(config, "incident.log", &i, json!({ "text": text })))?;
-    append_note(&i, &format!("\n- {now} {text}\n"))?;
+    append_note(config, store, &i, &format!("\n- {now} {text}\n"))?;
     Ok(i)
 }
 
@@ -308,7 +332,7 @@ pub fn handoff(config: &Config, store: &Store, id: &str, to: &str) -> Result<Inc
         &i,
         &draft(config, "incident.handoff", &i, json!({ "from": from, "to": to })),
     )?;
-    append_note(&i, &format!("\n- {now} commander: {from} → {to}\n"))?;
+    append_note(config, store, &i, &format!("\n- {now} commander: {from} → {to}\n"))?;
     Ok(i)
 }
 
@@ -320,7 +344,12 @@ pub fn classify(config: &Config, store: &Store, id: &str, class: &str) -> Result
     i.classification = Some(class.to_string());
     i.updated_at = clock::to_text(clock::now());
     store.update_incident(&i, &draft(config, "incident.classified", &i, json!({ "class": class })))?;
-    append_note(&i, &format!("\n- {} classified: {class}\n", i.updated_at))?;
+    append_note(
+        config,
+        store,
+        &i,
+        &format!("\n- {} classified: {class}\n", i.updated_at),
+    )?;
     Ok(i)
 }
 
@@ -374,6 +403,8 @@ pub fn close(
         ),
     )?;
     append_note(
+        config,
+        store,
         &i,
         &format!(
             "\n- {now} **closed**: {cause}{}\n",

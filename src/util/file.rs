@@ -62,21 +62,6 @@ pub fn append(path: &Path, text: &str) -> std::io::Result<()> {
     f.sync_data()
 }
 
-/// Appends `text` to `path`, creating the file with `text` if there is none.
-pub fn append_or_create(path: &Path, text: &str) -> std::io::Result<()> {
-    loop {
-        match append(path, text) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if create_new(path, text.as_bytes())? {
-                    return Ok(());
-                }
-                // Another writer created it meanwhile: append to theirs.
-            }
-            done => return done,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,19 +75,21 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "first\n");
         append(&p, "- more").unwrap();
         std::fs::write(d.path().join("bare"), "no newline").unwrap();
-        append_or_create(&d.path().join("bare"), "next\n").unwrap();
-        append_or_create(&d.path().join("new"), "made\n").unwrap();
+        append(&d.path().join("bare"), "next\n").unwrap();
+        assert_eq!(
+            append(&d.path().join("new"), "x").unwrap_err().kind(),
+            std::io::ErrorKind::NotFound
+        );
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "first\n- more");
         assert_eq!(
             std::fs::read_to_string(d.path().join("bare")).unwrap(),
             "no newline\nnext\n"
         );
-        assert_eq!(std::fs::read_to_string(d.path().join("new")).unwrap(), "made\n");
         let mut names: Vec<_> = std::fs::read_dir(d.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
             .collect();
         names.sort();
-        assert_eq!(names, ["bare", "new", "note.md"]);
+        assert_eq!(names, ["bare", "note.md"]);
     }
 }
