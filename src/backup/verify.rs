@@ -410,7 +410,7 @@ pub fn verify_and_record(
     match record(config, store, &report, known) {
         // The verification stands on its own: what a read-only state (a diagnostic session's
         // sandbox) cannot keep is said, not turned into a failure of the archive.
-        Err(BackupError::Store(e)) if e.is_read_only() => {
+        Err(BackupError::Store(e)) if e.is_read_only() && crate::exec::sandboxed() => {
             report.not_recorded = Some(format!("the state is read-only here ({e})"));
         }
         r => r?,

@@ -174,6 +174,15 @@ enum Msg {
     Eof,
 }
 
+/// Set in a sandboxed command's environment: runbook run inside one knows its state file
+/// cannot be written there.
+const SANDBOXED: &str = "RUNBOOK_SANDBOX";
+
+/// Whether this process runs as a command of runbook's read-only sandbox.
+pub fn sandboxed() -> bool {
+    std::env::var(SANDBOXED).is_ok_and(|v| v == "read-only")
+}
+
 /// Runs `spec` to completion, timeout or cancellation.
 pub fn run(spec: &Spec, cancel: &Cancel) -> Result<Outcome, ExecError> {
     let argv = limits::wrap(spec.argv.clone(), &spec.limits)?;
@@ -201,12 +210,7 @@ pub fn run(spec: &Spec, cancel: &Cancel) -> Result<Outcome, ExecError> {
     // A sandboxed command's one writable place (its TMPDIR), removed when it has ended: tools
     // that need a temporary file work, and nothing they write outlives them.
     let scratch = match spec.read_only {
-        true => Some(
-            tempfile::Builder::new()
-                .prefix("runbook-scratch-")
-                .tempdir()
-                .map_err(sandbox::SandboxError::Setup)?,
-        ),
+        true => Some(sandbox::scratch().map_err(sandbox::SandboxError::Setup)?),
         false => None,
     };
     // Kept alive until the child has executed its program (`spawn` returns after that).
@@ -215,7 +219,7 @@ pub fn run(spec: &Spec, cancel: &Cancel) -> Result<Outcome, ExecError> {
         None => None,
     };
     if let (Some(s), Some(dir)) = (&sandbox, &scratch) {
-        cmd.env("TMPDIR", dir.path());
+        cmd.env("TMPDIR", dir.path()).env(SANDBOXED, "read-only");
         s.apply(&mut cmd);
     }
 
@@ -332,6 +336,11 @@ pub fn run(spec: &Spec, cancel: &Cancel) -> Result<Outcome, ExecError> {
         }
     }
 
+    // What a sandboxed command left running in its group goes with it, before its scratch
+    // directory does.
+    if scratch.is_some() {
+        signal_group(Signal::KILL);
+    }
     let status = status.and_then(Result::ok);
     let take = |i: usize| {
         let b = buffers[i].lock().unwrap_or_else(|p| p.into_inner());

@@ -1,10 +1,13 @@
 //! The kernel's read-only sandbox of diagnostic commands: a command the argv policy let
 //! through still cannot write a file, change the host or signal a process outside its tree.
 //!
-//! Owns the Landlock ruleset and the capability drop. Invariants: between fork and exec the
-//! child makes only raw `prctl`, `landlock_restrict_self` and `capset` calls on a ruleset
-//! built in the parent (no allocation, no locks); runbook itself is never restricted; every
-//! child of a sandboxed command inherits the restriction and cannot shed it.
+//! Owns the Landlock ruleset, the seccomp filter and the capability drop. Landlock holds the
+//! file tree (no write, create, remove, rename, link); the filter holds what Landlock does not
+//! see: a file's mode, owner, times and extended attributes (a root command still owns root's
+//! files, so without it `chmod u+s` on any of them would pass). Invariants: between fork and
+//! exec the child makes only raw `prctl`, `landlock_restrict_self` and `capset` calls on a
+//! ruleset and a filter built in the parent (no allocation, no locks); runbook itself is never
+//! restricted; every child of a sandboxed command inherits the restriction and cannot shed it.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -93,6 +96,84 @@ pub fn abi() -> Option<u32> {
 pub struct ReadOnly {
     ruleset: OwnedFd,
     last_cap: u32,
+    filter: Vec<libc::sock_filter>,
+}
+
+/// The system calls that change a file without writing it, refused with EPERM: mode, owner,
+/// times, extended attributes; and io_uring, whose operations would go around this list.
+#[cfg(target_arch = "x86_64")]
+const METADATA_CALLS: &[libc::c_long] = &[
+    libc::SYS_chmod,
+    libc::SYS_fchmod,
+    libc::SYS_fchmodat,
+    452, // fchmodat2
+    libc::SYS_chown,
+    libc::SYS_fchown,
+    libc::SYS_lchown,
+    libc::SYS_fchownat,
+    libc::SYS_setxattr,
+    libc::SYS_lsetxattr,
+    libc::SYS_fsetxattr,
+    463, // setxattrat
+    libc::SYS_removexattr,
+    libc::SYS_lremovexattr,
+    libc::SYS_fremovexattr,
+    466, // removexattrat
+    libc::SYS_utime,
+    libc::SYS_utimes,
+    libc::SYS_futimesat,
+    libc::SYS_utimensat,
+    libc::SYS_io_uring_setup,
+];
+#[cfg(target_arch = "aarch64")]
+const METADATA_CALLS: &[libc::c_long] = &[
+    libc::SYS_fchmod,
+    libc::SYS_fchmodat,
+    452, // fchmodat2
+    libc::SYS_fchown,
+    libc::SYS_fchownat,
+    libc::SYS_setxattr,
+    libc::SYS_lsetxattr,
+    libc::SYS_fsetxattr,
+    463, // setxattrat
+    libc::SYS_removexattr,
+    libc::SYS_lremovexattr,
+    libc::SYS_fremovexattr,
+    466, // removexattrat
+    libc::SYS_utimensat,
+    libc::SYS_io_uring_setup,
+];
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: u32 = 0xC000_003E;
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: u32 = 0xC000_00B7;
+
+/// The seccomp program: a call of another architecture (or x32) is refused outright, one of
+/// `METADATA_CALLS` is refused with EPERM, everything else is allowed.
+fn metadata_filter() -> Vec<libc::sock_filter> {
+    const LD_W_ABS: u16 = 0x20;
+    const JEQ_K: u16 = 0x15;
+    const JGE_K: u16 = 0x35;
+    const RET_K: u16 = 0x06;
+    const RET_ERRNO: u32 = 0x0005_0000;
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    let n = METADATA_CALLS.len() as u8;
+    let mut f = vec![
+        op(LD_W_ABS, 0, 0, 4), // seccomp_data.arch
+        op(JEQ_K, 1, 0, AUDIT_ARCH),
+        op(RET_K, 0, 0, RET_ERRNO | libc::EPERM as u32),
+        op(LD_W_ABS, 0, 0, 0), // seccomp_data.nr
+        // x32 calls carry this bit: refused (to the deny at the end).
+        op(JGE_K, n + 1, 0, 0x4000_0000),
+    ];
+    for (i, nr) in METADATA_CALLS.iter().enumerate() {
+        // To the deny at the end: past the remaining comparisons and the allow.
+        f.push(op(JEQ_K, n - i as u8, 0, *nr as u32));
+    }
+    f.push(op(RET_K, 0, 0, RET_ALLOW));
+    f.push(op(RET_K, 0, 0, RET_ERRNO | libc::EPERM as u32));
+    f
 }
 
 impl ReadOnly {
@@ -182,7 +263,11 @@ impl ReadOnly {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(40);
-        Ok(ReadOnly { ruleset, last_cap })
+        Ok(ReadOnly {
+            ruleset,
+            last_cap,
+            filter: metadata_filter(),
+        })
     }
 
     /// Makes `cmd`'s process enter the sandbox just before it executes its program. The
@@ -190,6 +275,13 @@ impl ReadOnly {
     pub fn apply(&self, cmd: &mut Command) {
         let ruleset = self.ruleset.as_raw_fd();
         let last_cap = self.last_cap;
+        let program = libc::sock_fprog {
+            len: self.filter.len() as u16,
+            filter: self.filter.as_ptr() as *mut libc::sock_filter,
+        };
+        // Raw pointers are not Send; the closure runs in the forked child, whose copy of this
+        // process's memory holds the filter (which outlives the spawn, as `self` does).
+        let program = FilterProgram(program);
         let root = rustix::process::geteuid().is_root();
         // SAFETY: the closure makes raw system calls only (prctl, capset,
         // landlock_restrict_self), all async-signal-safe, on values computed before the fork.
@@ -243,11 +335,45 @@ impl ReadOnly {
                 if libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0u32) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+                let program = &program;
+                if libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+                    &program.0 as *const libc::sock_fprog,
+                    0,
+                    0,
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
                 Ok(())
             });
         }
     }
 }
+
+/// A new scratch directory for a sandboxed command, in runbook's temporary directory; those a
+/// killed runbook left behind (a day old) are removed first.
+pub fn scratch() -> std::io::Result<tempfile::TempDir> {
+    const PREFIX: &str = "runbook-scratch-";
+    let tmp = std::env::temp_dir();
+    let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+    for e in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+        let stale = e.file_name().to_string_lossy().starts_with(PREFIX)
+            && e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < day_ago);
+        if stale {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    tempfile::Builder::new().prefix(PREFIX).tempdir_in(tmp)
+}
+
+/// The filter's program as the child reads it.
+struct FilterProgram(libc::sock_fprog);
+// SAFETY: the pointer in it is only read, in the forked child, while the filter it points to
+// lives (the sandbox outlives the spawn).
+unsafe impl Send for FilterProgram {}
+unsafe impl Sync for FilterProgram {}
 
 #[cfg(test)]
 mod tests {
@@ -267,8 +393,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sentinel = dir.path().join("sentinel");
         std::fs::write(&sentinel, "before").unwrap();
+        let meta = |p: &std::path::Path| {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::metadata(p).unwrap();
+            (m.mode(), m.uid(), m.mtime())
+        };
+        let (before, scratch_before) = (meta(&sentinel), meta(scratch.path()));
         let script = format!(
-            "echo changed > {0}; true > {0}; truncate -s 0 {0}; rm -f {0}; ln -s x {1}/link; mv {0} {1}/moved; touch {1}/new; mkdir {1}/d; cp {0} {2}/escaped; mkdir {2}/d && echo scratch > {2}/d/f && mv {2}/d/f {1}/out; cat {0} > /dev/null && echo read-ok > /dev/null && cat {2}/d/f",
+            "echo changed > {0}; true > {0}; truncate -s 0 {0}; rm -f {0}; ln -s x {1}/link; mv {0} {1}/moved; touch {1}/new; mkdir {1}/d; cp {0} {2}/escaped; mkdir {2}/d && echo scratch > {2}/d/f && mv {2}/d/f {1}/out; ln {2}/d/f {1}/linked; chmod 4755 {0}; chown 65534 {0}; touch -d 2001-01-01 {0}; cp /bin/sh {2}/sh; chmod 4755 {2}/sh; chmod 777 {2}; cat {0} > /dev/null && echo read-ok > /dev/null && cat {2}/d/f",
             sentinel.display(),
             dir.path().display(),
             scratch.path().display()
@@ -290,6 +422,17 @@ mod tests {
             !dir.path().join("out").exists(),
             "a file moved out of the scratch directory"
         );
+        assert!(
+            !dir.path().join("linked").exists(),
+            "a file linked out of the scratch directory"
+        );
+        // Mode, owner and times are held too, outside and in the scratch directory.
+        assert_eq!(meta(&sentinel), before, "the sentinel's mode, owner or time changed");
+        assert_eq!(meta(scratch.path()), scratch_before);
+        if let Ok(sh) = std::fs::metadata(scratch.path().join("sh")) {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(sh.permissions().mode() & 0o6000, 0, "a setuid file was made");
+        }
         assert_eq!(std::fs::read(scratch.path().join("escaped")).unwrap(), b"before");
         // runbook itself is not restricted.
         std::fs::write(&sentinel, "after").unwrap();

@@ -162,7 +162,9 @@ fn append_note(config: &Config, store: &Store, i: &Incident, section: &str) -> R
     let Some(path) = i.note.as_deref().map(PathBuf::from) else {
         return Ok(());
     };
-    loop {
+    // Twice at most: a note made by another writer between the two steps is appended to; a
+    // name that is neither a note nor free (a dangling link) is an error, not a loop.
+    for _ in 0..2 {
         match crate::util::file::append(&path, section) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if create_note(&path, &(note_text(config, store, i)? + section))? {
@@ -172,6 +174,10 @@ fn append_note(config: &Config, store: &Store, i: &Incident, section: &str) -> R
             r => return r.map_err(|e| IncidentError::Io(path, e)),
         }
     }
+    Err(IncidentError::Io(
+        path,
+        std::io::Error::other("neither a note nor free (a dangling link?)"),
+    ))
 }
 
 /// Opens incident `slug` (or returns the one already open under it).
@@ -227,11 +233,13 @@ pub fn open(
     );
     let (stored, new) = store.open_incident(&i, &d)?;
     i = stored;
-    if let (true, Some(path), Some(text)) = (new, &note, &text) {
-        create_note(path, text)?;
-    }
     if new {
+        // Told first: a note that cannot be written does not cost the channels the news (the
+        // next line written to the note makes it).
         tell(config, store, &i, &format!("opened: {title}"))?;
+        if let (Some(path), Some(text)) = (&note, &text) {
+            create_note(path, text)?;
+        }
     }
     Ok((i, new))
 }

@@ -272,6 +272,8 @@ impl ServerHandler for Server {
         let caller = Caller::new(context.client_info(), context.protocol_version());
         let request = Arc::new(request);
         let inner = self.inner.clone();
+        // Known before it waits for a slot: a cancellation while it waits is not lost.
+        let running = Running::new(&self.inner, format!("{:?}", context.id));
         let slot = inner
             .slots
             .clone()
@@ -279,7 +281,6 @@ impl ServerHandler for Server {
             .await
             .map_err(|_| ErrorData::internal_error("the server is stopping", None))?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let running = Running::new(&self.inner, context.id.to_string());
         // A plain thread: tools block (probes, commands, the store), and some start runtimes
         // of their own, which a runtime's thread may not.
         let (asked, who, cancel) = (request.clone(), caller.clone(), running.cancel.clone());
@@ -306,7 +307,8 @@ impl ServerHandler for Server {
     async fn on_cancelled(&self, notification: CancelledNotificationParam, _context: NotificationContext<RoleServer>) {
         let Some(id) = notification.request_id else { return };
         let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(cancel) = running.get(&id.to_string()) {
+        // Keyed by the id with its type: a number 5 and a string "5" are two requests.
+        if let Some(cancel) = running.get(&format!("{id:?}")) {
             tracing::info!(request = %id, reason = notification.reason.as_deref().unwrap_or(""), "the client cancelled a call");
             cancel.cancel();
         }

@@ -75,8 +75,8 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether the state file could not be written because it, or its directory, is read-only
-    /// to this process (permissions, a read-only mount, the kernel's read-only sandbox).
+    /// Whether SQLite refused a write because the state file is read-only to this process (a
+    /// read-only mount, the kernel's read-only sandbox).
     pub fn is_read_only(&self) -> bool {
         use rusqlite::ErrorCode;
         match self {
@@ -87,10 +87,7 @@ impl StoreError {
             | StoreError::Query {
                 source: DbError::Sqlite(e),
                 ..
-            } => matches!(
-                e.sqlite_error_code(),
-                Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied)
-            ),
+            } => matches!(e.sqlite_error_code(), Some(ErrorCode::ReadOnly)),
             _ => false,
         }
     }

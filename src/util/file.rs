@@ -2,43 +2,29 @@
 //! there, and an append that never loses another writer's.
 
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
-/// A temporary name beside `path` that no other writer uses: this process's id and a count.
-fn temporary(path: &Path) -> PathBuf {
-    static COUNT: AtomicU64 = AtomicU64::new(0);
-    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
-    path.with_file_name(format!(
-        ".{name}.{}.{}.tmp",
-        std::process::id(),
-        COUNT.fetch_add(1, Ordering::Relaxed)
-    ))
-}
-
-/// Creates `path` holding `bytes`, whole or not at all: written under a temporary name, synced,
-/// then linked to `path` (a link never replaces). `Ok(false)`: `path` was there already and is
-/// untouched.
+/// Creates `path` holding `bytes`, whole or not at all: written to a temporary file of its own
+/// beside it, synced, then linked to `path` (a link never replaces). `Ok(false)`: `path` was
+/// there already and is untouched.
 pub fn create_new(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
-    let tmp = temporary(path);
-    let linked = std::fs::File::create_new(&tmp)
-        .and_then(|mut f| {
-            f.write_all(bytes)?;
-            f.sync_all()
-        })
-        .and_then(|()| std::fs::hard_link(&tmp, path));
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {
-            if let Some(dir) = path.parent()
-                && let Ok(d) = std::fs::File::open(dir)
-            {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new().prefix(".").suffix(".tmp").tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    match tmp.persist_noclobber(path) {
+        Ok(_) => {
+            if let Ok(d) = std::fs::File::open(dir) {
                 let _ = d.sync_all();
             }
             Ok(true)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(e),
+        // The temporary file goes with the error.
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e.error),
     }
 }
 

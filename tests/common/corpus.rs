@@ -72,6 +72,9 @@ pub const CORPUS: &[&str] = &[
     "touch {S}",
     "truncate -s 0 {S}",
     "chmod 000 {S}",
+    "chmod 4755 {S}",
+    "touch -d 2001-01-01 {S}",
+    "python3 -c \"import os; os.chmod('{S}', 0o6777)\"",
     "chown nobody {S}",
     "sort -o {S} {S}",
     "install {S} {D}/new",
@@ -166,8 +169,17 @@ pub struct Hostile {
     link: std::path::PathBuf,
     repo: std::path::PathBuf,
     original: Vec<u8>,
+    /// The sentinel's mode, owner, group and modification time.
+    original_meta: (u32, u32, u32, std::time::SystemTime),
     hostname: String,
     outside: std::process::Child,
+}
+
+/// A file's mode, owner, group and modification time.
+fn meta(p: &std::path::Path) -> (u32, u32, u32, std::time::SystemTime) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).unwrap();
+    (m.mode(), m.uid(), m.gid(), m.modified().unwrap())
 }
 
 impl Hostile {
@@ -205,6 +217,7 @@ sessions: {{ limits: {{ timeout: 5s }}, read_only: {read_only} }}
         ]);
         git(&["config", "diff.external", &format!("touch {}/diff-ran", data.display())]);
         let original = std::fs::read(&sentinel).unwrap();
+        let original_meta = meta(&sentinel);
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
         let outside = std::process::Command::new("sleep").arg("120").spawn().unwrap();
         Hostile {
@@ -216,6 +229,7 @@ sessions: {{ limits: {{ timeout: 5s }}, read_only: {read_only} }}
             link,
             repo,
             original,
+            original_meta,
             hostname,
             outside,
         }
@@ -239,6 +253,18 @@ sessions: {{ limits: {{ timeout: 5s }}, read_only: {read_only} }}
         if std::fs::read(&self.sentinel).ok().as_deref() != Some(self.original.as_slice()) {
             effects.push("the sentinel changed");
             std::fs::write(&self.sentinel, &self.original).unwrap();
+        }
+        if meta(&self.sentinel) != self.original_meta {
+            effects.push("the sentinel's mode, owner or time changed");
+            let (mode, uid, gid, mtime) = self.original_meta;
+            std::os::unix::fs::chown(&self.sentinel, Some(uid), Some(gid)).unwrap();
+            std::fs::set_permissions(&self.sentinel, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&self.sentinel)
+                .unwrap()
+                .set_modified(mtime)
+                .unwrap();
         }
         let names = self.env.names("data");
         if names != ["sentinel.txt"] {
