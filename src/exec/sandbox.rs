@@ -101,15 +101,11 @@ pub struct ReadOnly {
 
 /// The system calls that change a file without writing it, refused with EPERM: mode, owner,
 /// times, extended attributes; and io_uring, whose operations would go around this list.
-#[cfg(target_arch = "x86_64")]
 const METADATA_CALLS: &[libc::c_long] = &[
-    libc::SYS_chmod,
     libc::SYS_fchmod,
     libc::SYS_fchmodat,
     452, // fchmodat2
-    libc::SYS_chown,
     libc::SYS_fchown,
-    libc::SYS_lchown,
     libc::SYS_fchownat,
     libc::SYS_setxattr,
     libc::SYS_lsetxattr,
@@ -119,37 +115,28 @@ const METADATA_CALLS: &[libc::c_long] = &[
     libc::SYS_lremovexattr,
     libc::SYS_fremovexattr,
     466, // removexattrat
+    libc::SYS_utimensat,
+    libc::SYS_io_uring_setup,
+];
+/// The older forms of the same calls that x86_64 keeps.
+#[cfg(target_arch = "x86_64")]
+const LEGACY_CALLS: &[libc::c_long] = &[
+    libc::SYS_chmod,
+    libc::SYS_chown,
+    libc::SYS_lchown,
     libc::SYS_utime,
     libc::SYS_utimes,
     libc::SYS_futimesat,
-    libc::SYS_utimensat,
-    libc::SYS_io_uring_setup,
 ];
 #[cfg(target_arch = "aarch64")]
-const METADATA_CALLS: &[libc::c_long] = &[
-    libc::SYS_fchmod,
-    libc::SYS_fchmodat,
-    452, // fchmodat2
-    libc::SYS_fchown,
-    libc::SYS_fchownat,
-    libc::SYS_setxattr,
-    libc::SYS_lsetxattr,
-    libc::SYS_fsetxattr,
-    463, // setxattrat
-    libc::SYS_removexattr,
-    libc::SYS_lremovexattr,
-    libc::SYS_fremovexattr,
-    466, // removexattrat
-    libc::SYS_utimensat,
-    libc::SYS_io_uring_setup,
-];
+const LEGACY_CALLS: &[libc::c_long] = &[];
 #[cfg(target_arch = "x86_64")]
 const AUDIT_ARCH: u32 = 0xC000_003E;
 #[cfg(target_arch = "aarch64")]
 const AUDIT_ARCH: u32 = 0xC000_00B7;
 
 /// The seccomp program: a call of another architecture (or x32) is refused outright, one of
-/// `METADATA_CALLS` is refused with EPERM, everything else is allowed.
+/// `METADATA_CALLS` or `LEGACY_CALLS` is refused with EPERM, everything else is allowed.
 fn metadata_filter() -> Vec<libc::sock_filter> {
     const LD_W_ABS: u16 = 0x20;
     const JEQ_K: u16 = 0x15;
@@ -158,7 +145,8 @@ fn metadata_filter() -> Vec<libc::sock_filter> {
     const RET_ERRNO: u32 = 0x0005_0000;
     const RET_ALLOW: u32 = 0x7fff_0000;
     let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
-    let n = METADATA_CALLS.len() as u8;
+    let calls: Vec<libc::c_long> = METADATA_CALLS.iter().chain(LEGACY_CALLS).copied().collect();
+    let n = calls.len() as u8;
     let mut f = vec![
         op(LD_W_ABS, 0, 0, 4), // seccomp_data.arch
         op(JEQ_K, 1, 0, AUDIT_ARCH),
@@ -167,7 +155,7 @@ fn metadata_filter() -> Vec<libc::sock_filter> {
         // x32 calls carry this bit: refused (to the deny at the end).
         op(JGE_K, n + 1, 0, 0x4000_0000),
     ];
-    for (i, nr) in METADATA_CALLS.iter().enumerate() {
+    for (i, nr) in calls.iter().enumerate() {
         // To the deny at the end: past the remaining comparisons and the allow.
         f.push(op(JEQ_K, n - i as u8, 0, *nr as u32));
     }
