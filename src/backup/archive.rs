@@ -403,7 +403,7 @@ pub fn write_sidecar(archive_final: &Path, sha256: &str) -> io::Result<PathBuf> 
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let sidecar = sidecar_path(archive_final);
-    super::write_atomic(&sidecar, format!("{sha256}  {name}\n").as_bytes())?;
+    crate::util::file::write_atomic(&sidecar, format!("{sha256}  {name}\n").as_bytes())?;
     Ok(sidecar)
 }
 

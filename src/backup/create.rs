@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::catalog::{check_dest_has_its_archives, is_archive_of, target};
 use super::error::BackupError;
-use super::fsutil::{Cleanup, fsync_dir, lock};
+use super::fsutil::{Cleanup, lock};
 use super::manifest::{FORMAT, Manifest};
 use super::{Progress, archive, crypt, drill, offsite, scratch, source};
 use crate::audit::Draft;
@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::config::backups::BackupTarget;
 use crate::exec::Cancel;
 use crate::store::{NewBackup, Store};
+use crate::util::file::fsync_dir;
 
 /// A new archive.
 #[derive(Debug, Clone, Serialize)]

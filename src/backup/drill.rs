@@ -128,7 +128,7 @@ impl ScratchDatabases {
     fn write(&self, dir: &Path) -> Result<(), BackupError> {
         let path = dir.join(SCRATCH_DATABASES);
         let text = serde_json::to_vec(self).map_err(|e| BackupError::io(&path, std::io::Error::other(e)))?;
-        super::write_atomic(&path, &text).map_err(|e| BackupError::io(&path, e))
+        crate::util::file::write_atomic(&path, &text).map_err(|e| BackupError::io(&path, e))
     }
 }
 
@@ -480,7 +480,7 @@ pub(super) fn evidence_file<T: Serialize>(
     }
     mark(&mut report, path.clone());
     let text = serde_json::to_string_pretty(&report).map_err(|e| BackupError::io(&path, std::io::Error::other(e)))?;
-    super::write_atomic(&path, text.as_bytes()).map_err(|e| BackupError::io(&path, e))?;
+    crate::util::file::write_atomic(&path, text.as_bytes()).map_err(|e| BackupError::io(&path, e))?;
     Ok(path)
 }
 

@@ -1,4 +1,4 @@
-//! Filesystem helpers of backups: atomic writes, directory fsync, removing a tree without
+//! Filesystem helpers of backups: removing a tree without
 //! following its links, temporary paths removed on drop, running an external tool, reading
 //! a file start to end with the kernel's read-ahead, and hashing one.
 
@@ -96,33 +96,6 @@ pub(crate) fn run_tool(
         });
     }
     Ok(out.stdout)
-}
-
-/// Writes a file through a temporary name in the same directory, fsynced, then renamed.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    if let Some(dir) = path.parent() {
-        fsync_dir(dir);
-    }
-    result
-}
-
-pub(crate) fn fsync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 pub const IO_BUF: usize = 1 << 20;

@@ -34,8 +34,7 @@ pub use catalog::{
 pub(crate) use catalog::{is_archive_of, record_of, records_in_dest};
 pub use create::{Created, SizeVerdict, create};
 pub use error::BackupError;
-pub use fsutil::write_atomic;
-pub(crate) use fsutil::{fsync_dir, remove_tree, run_tool};
+pub(crate) use fsutil::{remove_tree, run_tool};
 pub use prune::{PrunePlan, prune};
 pub use verify::{VerifyReport, verify};
 

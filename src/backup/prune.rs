@@ -11,11 +11,12 @@ use super::catalog::{
     dest_without_its_archives, drill_pick, drilled_ok, drilled_on_schedule, policy_keeps, records_in_dest, target,
 };
 use super::error::BackupError;
-use super::fsutil::{fsync_dir, lock};
+use super::fsutil::lock;
 use crate::audit::Draft;
 use crate::clock;
 use crate::config::Config;
 use crate::store::{BackupRecord, Store};
+use crate::util::file::fsync_dir;
 
 /// What `backup prune` keeps and removes.
 #[derive(Debug, Clone, Serialize)]

@@ -16,7 +16,7 @@ pub(super) async fn probe(config: &Config, p: &CommandProbe, timeout: Duration) 
     spec.env.extend(p.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     spec.kill_grace = Duration::from_secs(1);
     if let Some(c) = &config.confine {
-        spec.hold(c);
+        spec.hold = c.clone();
     }
     let expect = p.expect.clone();
     let outcome = tokio::task::spawn_blocking(move || exec::run(&spec, &Cancel::default()))

@@ -308,7 +308,7 @@ pub fn run(cx: &Ctx, cmd: AuditCmd) -> Result<Outcome, CliError> {
             })?;
             if let Some(o) = &out {
                 let text = serde_json::to_string_pretty(&cp).unwrap_or_default();
-                crate::backup::write_atomic(o, format!("{text}\n").as_bytes())
+                crate::util::file::write_atomic(o, format!("{text}\n").as_bytes())
                     .map_err(|e| CliError::internal(format!("{}: {e}", o.display()), None))?;
             }
             cx.out.json(&cp);

@@ -96,7 +96,7 @@ pub struct Config {
     pub confine: Option<Confine>,
 }
 
-/// How a command probe is held when its caller must change nothing.
+/// How a command is held when its caller must change nothing (`exec::Spec::hold`).
 #[derive(Debug, Clone, Default)]
 pub struct Confine {
     /// In the kernel's read-only sandbox: no file written, no host setting changed.

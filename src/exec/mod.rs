@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use rustix::process::{Pid, Signal, kill_process_group};
 
 use crate::config::Limits;
+pub use crate::config::model::Confine;
 
 /// How long to wait for the output pipes to close after the main process exits.
 const LINGER: Duration = Duration::from_millis(250);
@@ -49,21 +50,14 @@ pub struct Spec {
     /// Send standard output to this file (created or truncated) instead of capturing it:
     /// for dumps whose size has no bound.
     pub stdout_to: Option<PathBuf>,
-    /// Run in the kernel's read-only sandbox (`sandbox::ReadOnly`): no file written, no host
-    /// setting changed, no process outside its own tree signalled.
-    pub read_only: bool,
-    /// Paths no name may reach from the command (`mask::Masks`): covered by empty read-only
-    /// ones in its own mount namespace.
-    pub masked: Vec<PathBuf>,
+    /// How the command is held: in the kernel's read-only sandbox (`sandbox::ReadOnly`: no
+    /// file written, no host setting changed, no process outside its own tree signalled), and
+    /// the paths no name may reach from it (`mask::Masks`: covered by empty read-only ones in
+    /// its own mount namespace).
+    pub hold: Confine,
 }
 
 impl Spec {
-    /// Held as `c` says: the read-only sandbox and the masked paths.
-    pub fn hold(&mut self, c: &crate::config::model::Confine) {
-        self.read_only = c.read_only;
-        self.masked = c.masked.clone();
-    }
-
     pub fn new(argv: Vec<String>, timeout: Duration) -> Self {
         Spec {
             argv,
@@ -75,8 +69,7 @@ impl Spec {
             head: DEFAULT_HEAD,
             tail: DEFAULT_TAIL,
             stdout_to: None,
-            read_only: false,
-            masked: Vec::new(),
+            hold: Confine::default(),
         }
     }
 }
@@ -206,22 +199,20 @@ pub fn run(spec: &Spec, cancel: &Cancel) -> Result<Outcome, ExecError> {
     }
     limits::prepare_child(&mut cmd, &spec.limits, spec.limits.systemd_run);
     // Masks first: the sandbox drops the capability that mounting needs.
-    mask::Masks::new(&spec.masked)?.apply(&mut cmd);
+    mask::Masks::new(&spec.hold.masked)?.apply(&mut cmd);
     // A sandboxed command's one writable place (its TMPDIR), removed when it has ended: tools
     // that need a temporary file work, and nothing they write outlives them.
-    let scratch = match spec.read_only {
-        true => Some(sandbox::scratch().map_err(sandbox::SandboxError::Setup)?),
-        false => None,
-    };
-    // Kept alive until the child has executed its program (`spawn` returns after that).
-    let sandbox = match &scratch {
-        Some(dir) => Some(sandbox::ReadOnly::new(Some(dir.path()))?),
-        None => None,
-    };
-    if let (Some(s), Some(dir)) = (&sandbox, &scratch) {
+    // The ruleset is kept alive until the child has executed its program (`spawn` returns
+    // after that), the scratch directory until the command has ended.
+    let (scratch, sandbox) = if spec.hold.read_only {
+        let dir = sandbox::scratch().map_err(sandbox::SandboxError::Setup)?;
+        let s = sandbox::ReadOnly::new(Some(dir.path()))?;
         cmd.env("TMPDIR", dir.path()).env(SANDBOXED, "read-only");
         s.apply(&mut cmd);
-    }
+        (Some(dir), Some(s))
+    } else {
+        (None, None)
+    };
 
     let start = Instant::now();
     let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {

@@ -137,7 +137,6 @@ fn fill(config: &Config, store: &Store, template: &str, i: &Incident) -> Result<
 
 const DEFAULT_TEMPLATE: &str = "# {{title}}\n\n- severity: {{severity}} {{meaning}}\n- host: {{host}} (runbook {{version}})\n- opened: {{opened_at}} by {{commander}}\n- open alerts: {{open_alerts}}\n- live release: {{release}}\n- last deploy: {{last_deploy}}\n- last verified backup: {{last_verified_backup}}\n\n## Timeline\n";
 
-/// Writes `text` as the note's new content: a temporary file synced, then renamed.
 /// The note of `i` as the template makes it.
 fn note_text(config: &Config, store: &Store, i: &Incident) -> Result<String, IncidentError> {
     let template = match &config.incidents.template {

@@ -119,9 +119,10 @@ fn status(cx: &Ctx) -> Result<Value, crate::store::StoreError> {
     }))
 }
 
-/// The configuration an assistant's probes run under. The policy list (`tools::changes_something`) lets a probe
-/// through; the kernel holds it: each command probe runs in the read-only sandbox (unless
-/// `sessions.sandbox` is off) with the secrets masked, as `session_exec` does.
+/// The configuration an assistant's probes run under. The policy list
+/// (`tools::changes_something`) lets a probe through; the kernel holds it: each command probe
+/// runs in the read-only sandbox (unless `sessions.sandbox` is off) with the secrets masked,
+/// as `session_exec` does.
 fn confined(config: &Arc<Config>) -> Arc<Config> {
     let mut c = Config::clone(config);
     c.confine = Some(crate::session::confine(&c));

@@ -45,7 +45,7 @@ fn offered(config: &Config) -> String {
 /// session's read-only command runs): the output redacted, its last `lines` lines.
 fn sandboxed(config: &Config, argv: Vec<String>, lines: usize) -> Result<(Option<i32>, Vec<String>), String> {
     let mut spec = crate::exec::Spec::new(argv, READ_TIMEOUT);
-    spec.hold(&crate::session::confine(config));
+    spec.hold = crate::session::confine(config);
     let o = crate::exec::run(&spec, &crate::exec::Cancel::default()).map_err(|e| e.to_string())?;
     let text = crate::session::redact::output(&config.redactor, &o.combined_output());
     Ok((o.exit_code, last_lines(&text, lines)))

@@ -151,6 +151,27 @@ impl Inner {
         }
     }
 
+    /// Appends the call's `mcp.call` event to the audit chain.
+    fn record(
+        &self,
+        caller: &Caller,
+        name: &str,
+        given: &serde_json::Map<String, serde_json::Value>,
+        outcome: reply::Outcome,
+        detail: Option<serde_json::Value>,
+    ) -> Result<(), crate::store::StoreError> {
+        record::call(
+            &self.config,
+            &self.store,
+            self.session,
+            caller,
+            name,
+            given,
+            outcome,
+            detail,
+        )
+    }
+
     /// A call that ended without an answer of its own: recorded as failed, answered with an
     /// internal error (or with the recording's own failure).
     fn unanswered(
@@ -160,16 +181,7 @@ impl Inner {
         given: &serde_json::Map<String, serde_json::Value>,
         why: &str,
     ) -> ErrorData {
-        match record::call(
-            &self.config,
-            &self.store,
-            self.session,
-            caller,
-            name,
-            given,
-            reply::Outcome::Failed,
-            Some(json!(why)),
-        ) {
+        match self.record(caller, name, given, reply::Outcome::Failed, Some(json!(why))) {
             Ok(()) => ErrorData::internal_error(why.to_string(), None),
             Err(e) => ErrorData::internal_error(format!("{why}; and the call could not be recorded: {e}"), None),
         }
@@ -208,17 +220,8 @@ impl Inner {
             Err(why) => (reply::Outcome::Refused, Some(json!(why))),
         };
         // Fail closed: an answer goes out only once the call is in the audit chain.
-        record::call(
-            &self.config,
-            &self.store,
-            self.session,
-            caller,
-            name,
-            given,
-            outcome,
-            detail,
-        )
-        .map_err(|e| ErrorData::internal_error(format!("the call could not be recorded: {e}"), None))?;
+        self.record(caller, name, given, outcome, detail)
+            .map_err(|e| ErrorData::internal_error(format!("the call could not be recorded: {e}"), None))?;
         match answer {
             Err(why) => Err(ErrorData::invalid_params(why, None)),
             Ok(reply) => {

@@ -238,8 +238,8 @@ pub fn secret_paths(config: &Config) -> Vec<std::path::PathBuf> {
 
 /// How a read-only command of a session is held: in the kernel's read-only sandbox (unless
 /// `sessions.sandbox` is off), every secret path masked.
-pub fn confine(config: &Config) -> crate::config::model::Confine {
-    crate::config::model::Confine {
+pub fn confine(config: &Config) -> exec::Confine {
+    exec::Confine {
         read_only: config.sessions.sandbox,
         masked: secret_paths(config),
     }
@@ -385,8 +385,10 @@ pub fn exec(
     spec.env = config.env.clone();
     spec.env.push(("RUNBOOK_SESSION".into(), id.to_string()));
     spec.limits = config.sessions.limits.clone();
-    spec.read_only = sandbox == "read-only";
-    spec.masked = masked;
+    spec.hold = exec::Confine {
+        read_only: sandbox == "read-only",
+        masked,
+    };
     // What is shown is what is kept: both bounded by sessions.limits.output.
     if let Some(limit) = config.sessions.output {
         let limit = usize::try_from(limit.0).unwrap_or(usize::MAX).max(64);

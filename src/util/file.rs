@@ -1,25 +1,52 @@
-//! Files that several processes write at once: a new file that never replaces one already
-//! there, and an append that never loses another writer's.
+//! Files that several processes write at once: a file replaced whole, a new file that never
+//! replaces one already there, and an append that never loses another writer's.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
-/// Creates `path` holding `bytes`, whole or not at all: written to a temporary file of its own
-/// beside it, synced, then linked to `path` (a link never replaces). `Ok(false)`: `path` was
-/// there already and is untouched.
-pub fn create_new(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
-    let dir = match path.parent() {
+/// The directory `path` is in (`.` for a bare name).
+fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new().prefix(".").suffix(".tmp").tempfile_in(dir)?;
+    }
+}
+
+/// `bytes` in a temporary file of this writer's own beside `path` (`.NAME.XXXXXX.tmp`, mode
+/// 0666 less the umask, as `std::fs::write` makes it), synced; removed if it is dropped.
+fn staged(path: &Path, bytes: &[u8]) -> std::io::Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt;
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir_of(path))?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
-    match tmp.persist_noclobber(path) {
+    Ok(tmp)
+}
+
+/// Syncs a directory, so that a name just made or removed in it survives a crash.
+pub fn fsync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Writes `path` whole or not at all: staged beside it, then renamed over it.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    staged(path, bytes)?.persist(path).map_err(|e| e.error)?;
+    fsync_dir(dir_of(path));
+    Ok(())
+}
+
+/// Creates `path` holding `bytes`, whole or not at all: staged beside it, then linked to
+/// `path` (a link never replaces). `Ok(false)`: `path` was there already and is untouched.
+pub fn create_new(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+    match staged(path, bytes)?.persist_noclobber(path) {
         Ok(_) => {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
+            fsync_dir(dir_of(path));
             Ok(true)
         }
         // The temporary file goes with the error.
@@ -59,6 +86,16 @@ mod tests {
         assert!(create_new(&p, b"first\n").unwrap());
         assert!(!create_new(&p, b"second\n").unwrap());
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "first\n");
+        // The mode std::fs::write gives (0666 less the umask), not a temporary file's 0600.
+        std::fs::write(d.path().join("plain"), "x").unwrap();
+        let mode = |n: &str| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(d.path().join(n)).unwrap().permissions().mode()
+        };
+        assert_eq!(mode("note.md"), mode("plain"));
+        write_atomic(&d.path().join("plain"), b"replaced").unwrap();
+        assert_eq!(std::fs::read(d.path().join("plain")).unwrap(), b"replaced");
+        assert_eq!(mode("note.md"), mode("plain"));
         append(&p, "- more").unwrap();
         std::fs::write(d.path().join("bare"), "no newline").unwrap();
         append(&d.path().join("bare"), "next\n").unwrap();
@@ -76,6 +113,6 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
             .collect();
         names.sort();
-        assert_eq!(names, ["bare", "note.md"]);
+        assert_eq!(names, ["bare", "note.md", "plain"]);
     }
 }

@@ -177,7 +177,7 @@ pub(super) async fn upload_resumable(
             drop(f);
             std::fs::rename(&partial, &dest).map_err(|e| BackupError::io(&dest, e))?;
             if let Some(dir) = dest.parent() {
-                crate::backup::fsync_dir(dir);
+                crate::util::file::fsync_dir(dir);
             }
         }
         (Resume::Dir(_), None) => {}
